@@ -1,0 +1,151 @@
+"""Command line: ``hermes-fast estimate|presets``. Config errors print one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from .config.base import ConfigError, field_docs, load_yaml
+
+_PRESET_KINDS = ("devices", "models", "memory_tiers", "variables")
+
+
+def _parse_grid(items: Sequence[str]) -> dict[str, list]:
+    grid: dict[str, list] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--grid {item}", item, "KEY=V1,V2,... (e.g. batch_size=1,8,64)")
+        key, _, values = item.partition("=")
+        grid[key.strip()] = [load_yaml(v.strip() + "\n") for v in values.split(",") if v.strip()]
+    return grid
+
+
+def _fmt(v: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{v * 1e3:10.3f}"
+    if unit == "GB":
+        return f"{v / 1e9:8.2f}"
+    if unit == "int":
+        return f"{int(v):>10d}"
+    return f"{v:10.1f}"
+
+
+def print_estimate(ds, out=sys.stdout, max_rows: int = 60) -> None:
+    """A readable table of an estimate Dataset, one row per grid point."""
+    from .variables import BOUND_NAMES
+
+    columns = [
+        ("ttft_s", "TTFT ms", "ms"),
+        ("tpot_s", "TPOT ms", "ms"),
+        ("e2e_s", "E2E s", "f"),
+        ("throughput_token_per_s", "tok/s", "f"),
+        ("weights_bytes", "GB/dev", "GB"),
+        ("kv_capacity_token", "KV tokens", "int"),
+    ]
+    dims = list(ds.tpot_s.dims)
+    flat = {name: ds[name].broadcast_like(ds.tpot_s).transpose(*dims).values.ravel() for name, _, _ in columns}
+    fits = ds.fits.transpose(*dims).values.ravel()
+    bound = ds.bound.transpose(*dims).values.ravel()
+    index = np.array(list(np.ndindex(*ds.tpot_s.shape))) if ds.tpot_s.ndim else np.zeros((1, 0), int)
+    coords = [[str(v) for v in ds[d].values] for d in dims]
+    widths = [max(len(d), *(len(c) for c in cs)) for d, cs in zip(dims, coords, strict=True)]
+    head = "  ".join(d.ljust(w) for d, w in zip(dims, widths, strict=True))
+    head += "".join(f"{label:>11s}" for _, label, _ in columns) + "  fits   bound"
+    print(f"# {ds.attrs.get('title', '')} ({ds.attrs.get('method', '')})", file=out)
+    print(head, file=out)
+    n = len(fits)
+    for r in range(min(n, max_rows)):
+        row = "  ".join(coords[j][index[r, j]].ljust(widths[j]) for j in range(len(dims)))
+        row += "".join(" " + _fmt(flat[name][r], unit) for name, _, unit in columns)
+        row += f"  {'yes' if fits[r] else 'NO ':5s}  {BOUND_NAMES[bound[r]]}"
+        print(row, file=out)
+    if n > max_rows:
+        print(f"... {n - max_rows} more rows (write them all with --out FILE.nc)", file=out)
+
+
+def _cmd_estimate(args) -> int:
+    from .estimate import estimate
+
+    grid = _parse_grid(args.grid) if args.grid else None
+    ds = estimate(args.scenario, grid=grid)
+    print_estimate(ds)
+    if args.out:
+        ds.to_netcdf(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_presets(args) -> int:
+    from .catalog import Catalog, preset_names
+    from .config.hardware import Device, MemoryTier
+    from .config.model import Model
+    from .variables import VARIABLES
+
+    kinds = [args.kind] if args.kind else list(_PRESET_KINDS[:3])
+    cat = Catalog()
+    for kind in kinds:
+        if kind == "variables":
+            print("# variables")
+            for v in VARIABLES.values():
+                print(f"{v.name:32s} [{v.units}] {v.long_name}: {v.description}")
+            continue
+        print(f"# {kind}")
+        for name in preset_names(kind):
+            x = cat.get(kind, name)
+            if kind == "devices":
+                bf16 = x.peak_flop_per_s.resolve("bf16")[0]
+                print(
+                    f"{name:16s} {x.name:42s} bf16 {bf16 / 1e12:7.1f} TFLOP/s  mem {x.memory_bytes / 1e9:6.1f} GB"
+                    f"  {x.memory_bandwidth_bytes_per_s / 1e12:5.2f} TB/s  {x.power_peak_w:5.0f} W"
+                )
+            elif kind == "models":
+                moe = f" MoE {x.moe.n_experts}x top-{x.moe.top_k}" if x.moe else ""
+                mla = " MLA" if x.mla else ""
+                print(
+                    f"{name:18s} {x.name:24s} {x.kind:13s} layers {x.n_layers:3d} hidden {x.hidden_size:6d}"
+                    f" heads {x.n_heads:3d}/{x.n_kv_heads:<3d}{moe}{mla}"
+                )
+            else:
+                print(
+                    f"{name:20s} {x.name:48s} {x.capacity_bytes / 1e9:9.0f} GB {x.bandwidth_bytes_per_s / 1e9:8.1f} GB/s"
+                    f" {x.latency_s * 1e6:9.2f} us"
+                )
+        if args.fields:
+            schema = {"devices": Device, "models": Model, "memory_tiers": MemoryTier}[kind]
+            for fname, unit, doc in field_docs(schema):
+                print(f"    {fname:32s} [{unit}] {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hermes-fast", description="Fast simulator of multi-stage LLM serving.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    est = sub.add_parser("estimate", help="zero-load analytical estimate (default scenario if none given)")
+    est.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: embedded scenario)")
+    est.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="sweep a grid key (repeatable)")
+    est.add_argument("--out", metavar="FILE.nc", help="write the Dataset as netCDF")
+    est.set_defaults(func=_cmd_estimate)
+    pre = sub.add_parser("presets", help="list catalog presets or output variables")
+    pre.add_argument("kind", nargs="?", choices=_PRESET_KINDS)
+    pre.add_argument("--fields", action="store_true", help="also list the schema's fields with units")
+    pre.set_defaults(func=_cmd_presets)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"hermes-fast: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"hermes-fast: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

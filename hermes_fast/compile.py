@@ -1,0 +1,271 @@
+"""Config -> flat arrays the kernels take: one float64 parameter vector per engine, plus memory figures.
+
+Also the model's size arithmetic (parameter counts, weight and KV bytes), which depends only on the
+configs and is shared by the estimate, the simulator and the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config.base import ConfigError
+from .config.hardware import DTYPE_BYTES, Device
+from .config.model import Model
+from .config.scenario import Dtypes, Engine, Parallel
+from .kernels import layout as L
+
+__all__ = ["CompiledEngine", "compile_engine", "param_count", "kv_bytes_per_token", "check_layout"]
+
+
+def _attention_params(m: Model) -> float:
+    """Attention weights of one layer (unsharded)."""
+    h = m.hidden_size
+    if m.mla is not None:
+        a = m.mla
+        q = h * m.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim)
+        if a.q_lora_rank is not None:
+            q = h * a.q_lora_rank + a.q_lora_rank * m.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim)
+        kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank * m.n_heads * (a.qk_nope_head_dim + a.v_head_dim)
+        return q + kv + m.n_heads * a.v_head_dim * h
+    return h * (m.n_heads + 2 * m.n_kv_heads) * m.head_dim + m.n_heads * m.head_dim * h
+
+
+def _ffn_matrices(m: Model) -> int:
+    return 3 if m.ffn_gated else 2
+
+
+def param_count(m: Model) -> dict[str, float]:
+    """Parameter counts: total, active per token, and the parts (embedding, head, attention, FFN).
+
+    Norm weights are included; biases and position embeddings of encoders are not (< 1%).
+    """
+    h = m.hidden_size
+    nm = _ffn_matrices(m)
+    attn = m.n_layers * _attention_params(m)
+    norms = m.n_layers * 2 * h + h
+    embed = m.vocab_size * h
+    head = m.vocab_size * h if (m.has_lm_head and not m.tied_embeddings) else 0.0
+    if m.moe is None:
+        ffn_total = ffn_active = m.n_layers * nm * h * m.ffn_hidden_size
+    else:
+        e = m.moe
+        n_moe = m.n_layers - e.first_dense_layers
+        dense = e.first_dense_layers * nm * h * m.ffn_hidden_size
+        shared_f = e.shared_expert_ffn_hidden_size or e.expert_ffn_hidden_size
+        shared = e.n_shared_experts * nm * h * shared_f
+        one = nm * h * e.expert_ffn_hidden_size
+        router = h * e.n_experts
+        ffn_total = dense + n_moe * (e.n_experts * one + shared + router)
+        ffn_active = dense + n_moe * (e.top_k * one + shared + router)
+    total = attn + norms + embed + head + ffn_total
+    active = attn + norms + embed + head + ffn_active
+    return {"total": total, "active": active, "embedding": embed, "lm_head": head, "attention": attn, "ffn": ffn_total}
+
+
+def kv_bytes_per_token(m: Model, tp: int, kv_dtype: str) -> float:
+    """KV-cache bytes per token per layer on one device (KV heads replicate when tp > n_kv_heads)."""
+    b = DTYPE_BYTES[kv_dtype]
+    if m.mla is not None:  # latent + shared RoPE key, replicated on every TP rank
+        return (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * b
+    kv_heads = max(m.n_kv_heads / tp, 1.0)
+    return 2.0 * kv_heads * m.head_dim * b
+
+
+def check_layout(m: Model, d: Device, par: Parallel, path: str) -> None:
+    """Reject parallel layouts the model cannot be split into, naming the offending field."""
+    if par.tp % par.ep:
+        raise ConfigError(f"{path}.parallel.ep", par.ep, f"a divisor of tp ({par.tp})")
+    if m.n_heads % par.tp:
+        raise ConfigError(f"{path}.parallel.tp", par.tp, f"a divisor of the model's n_heads ({m.n_heads}, {m.name})")
+    if m.mla is None and m.n_kv_heads % par.tp and par.tp % m.n_kv_heads:
+        raise ConfigError(
+            f"{path}.parallel.tp", par.tp, f"a divisor or multiple of n_kv_heads ({m.n_kv_heads}, {m.name})"
+        )
+    if m.n_layers < par.pp:
+        raise ConfigError(f"{path}.parallel.pp", par.pp, f"<= the model's n_layers ({m.n_layers})")
+    if par.ep > 1:
+        if m.moe is None:
+            raise ConfigError(f"{path}.parallel.ep", par.ep, f"1 ({m.name} has no experts)")
+        if m.moe.n_experts % par.ep:
+            raise ConfigError(f"{path}.parallel.ep", par.ep, f"a divisor of n_experts ({m.moe.n_experts})")
+    ffn_tp = par.tp // par.ep
+    f = m.moe.expert_ffn_hidden_size if m.moe is not None else m.ffn_hidden_size
+    if f % ffn_tp or m.ffn_hidden_size % par.tp:
+        raise ConfigError(f"{path}.parallel.tp", par.tp, f"a divisor of the FFN width ({f}, {m.name})")
+
+
+def _group_link(d: Device, n: int) -> tuple[float, float]:
+    """(alpha_s, effective bandwidth) for a group of n devices: scale-up if it fits in one domain."""
+    link = d.scale_up if n <= d.scale_up_domain_devices else d.scale_out
+    return link.latency_s, link.bandwidth_bytes_per_s * d.efficiency.collective_efficiency
+
+
+@dataclass(frozen=True)
+class CompiledEngine:
+    """Kernel parameters and memory figures of one (model, device, layout, dtypes) combination."""
+
+    params: np.ndarray  # float64[N_PARAMS], see kernels.layout
+    devices: int  # devices per replica (tp x pp)
+    weights_bytes: float  # on the most loaded device
+    kv_bytes_per_token: float  # all layers of one stage, one device
+    activation_reserve_bytes: float
+    usable_bytes: float  # memory x memory_utilization
+    compute_dtype: str  # format whose peak the GEMMs use (after the device's fallback)
+
+    @property
+    def kv_capacity_tokens(self) -> float:
+        free = self.usable_bytes - self.weights_bytes - self.activation_reserve_bytes
+        return max(0.0, math.floor(free / self.kv_bytes_per_token))
+
+    @property
+    def weights_fit(self) -> bool:
+        return self.weights_bytes + self.activation_reserve_bytes < self.usable_bytes
+
+
+def compile_engine(
+    model: Model,
+    device: Device,
+    parallel: Parallel,
+    dtypes: Dtypes,
+    memory_utilization: float = 0.9,
+    max_batched_tokens: int = 8192,
+    path: str = "engine",
+    check: bool = True,
+) -> CompiledEngine:
+    """Build the kernel parameter vector and memory figures; raise ConfigError for impossible layouts."""
+    m, d, par = model, device, parallel
+    if check:
+        check_layout(m, d, par, path)
+    tp, pp, ep = par.tp, par.pp, par.ep
+    eff = d.efficiency
+    peak, compute_dtype = d.peak_flop_per_s.resolve(dtypes.activation)
+    wb = DTYPE_BYTES[dtypes.weight]
+    ab = DTYPE_BYTES[dtypes.activation] if dtypes.activation != "fp32" else 4.0
+    ab = max(ab, 1.0)  # activations are at least byte-sized in practice (fp4 GEMMs keep 8/16-bit outputs)
+    h = m.hidden_size
+    nm = _ffn_matrices(m)
+    p = np.zeros(L.N_PARAMS)
+    p[L.GEMM_FLOPS] = peak * eff.compute_efficiency
+    p[L.GEMM_SAT] = eff.compute_saturation_tokens
+    p[L.ATTN_FLOPS] = peak * eff.attention_compute_efficiency
+    p[L.MEM_BW] = d.memory_bandwidth_bytes_per_s * eff.memory_efficiency
+    p[L.OH_GEMM] = eff.gemm_overhead_s
+    p[L.OH_ATTN] = eff.attention_overhead_s
+    p[L.OH_ELEM] = eff.elementwise_overhead_s
+    p[L.OH_COLL] = eff.collective_overhead_s
+    p[L.W_BYTES] = wb
+    p[L.A_BYTES] = ab
+    kv_tok = kv_bytes_per_token(m, tp, dtypes.kv)
+    p[L.KV_TOKEN_BYTES] = kv_tok
+    n_moe = 0 if m.moe is None else m.n_layers - m.moe.first_dense_layers
+    p[L.N_LAYERS] = m.n_layers
+    p[L.N_DENSE] = m.n_layers - n_moe
+    p[L.N_MOE] = n_moe
+    p[L.N_SWA] = m.sliding_window_layers
+    p[L.SWA_WINDOW] = m.sliding_window_tokens or 0.0
+    p[L.HIDDEN] = h
+    p[L.CAUSAL] = 1.0 if m.causal else 0.0
+    heads = m.n_heads / tp
+    p[L.HEADS] = heads
+    if m.mla is not None:
+        a = m.mla
+        qk = a.qk_nope_head_dim + a.qk_rope_head_dim
+        q_in = a.q_lora_rank or 0
+        # fused down-projections (replicated): hidden -> [q_lora] + kv_lora + rope
+        p[L.QKV_K] = h
+        p[L.QKV_N] = q_in + a.kv_lora_rank + a.qk_rope_head_dim + (0 if a.q_lora_rank else heads * qk)
+        if a.q_lora_rank:
+            p[L.QB_K] = a.q_lora_rank
+            p[L.QB_N] = heads * qk
+        p[L.KVB_K] = a.kv_lora_rank
+        p[L.KVB_N] = heads * (a.qk_nope_head_dim + a.v_head_dim)
+        p[L.O_K] = heads * a.v_head_dim
+        p[L.ATT_QK_PREFILL] = qk
+        p[L.ATT_V_PREFILL] = a.v_head_dim
+        p[L.ATT_QK_DECODE] = a.kv_lora_rank + a.qk_rope_head_dim  # weight-absorbed decode
+        p[L.ATT_V_DECODE] = a.kv_lora_rank
+    else:
+        kv_heads = max(m.n_kv_heads / tp, 1.0)
+        p[L.QKV_K] = h
+        p[L.QKV_N] = (heads + 2.0 * kv_heads) * m.head_dim
+        p[L.O_K] = heads * m.head_dim
+        p[L.ATT_QK_PREFILL] = p[L.ATT_QK_DECODE] = m.head_dim
+        p[L.ATT_V_PREFILL] = p[L.ATT_V_DECODE] = m.head_dim
+    p[L.O_N] = h
+    p[L.FFN_UP_N] = (nm - 1) * m.ffn_hidden_size / tp
+    p[L.FFN_DOWN_K] = m.ffn_hidden_size / tp
+    ffn_tp = tp // ep
+    if m.moe is not None:
+        e = m.moe
+        p[L.N_EXPERTS] = e.n_experts
+        p[L.TOP_K] = e.top_k
+        p[L.EXP_UP_N] = (nm - 1) * e.expert_ffn_hidden_size / ffn_tp
+        p[L.EXP_DOWN_K] = e.expert_ffn_hidden_size / ffn_tp
+        shared_f = e.n_shared_experts * (e.shared_expert_ffn_hidden_size or e.expert_ffn_hidden_size)
+        p[L.SHARED_UP_N] = (nm - 1) * shared_f / tp
+        p[L.SHARED_DOWN_K] = shared_f / tp
+        moe_f_dev = e.top_k * e.expert_ffn_hidden_size / tp + shared_f / tp
+    else:
+        moe_f_dev = 0.0
+    p[L.EP] = ep
+    # norms (2 per layer: read + write), residual adds (2 reads + 1 write, twice), activation (2 in, 1 out)
+    p[L.ELEM_DENSE_BYTES] = (10.0 * h + 3.0 * m.ffn_hidden_size / tp) * ab
+    p[L.ELEM_MOE_BYTES] = (10.0 * h + 3.0 * moe_f_dev) * ab
+    p[L.VOCAB_DEV] = m.vocab_size / tp
+    p[L.HAS_LM_HEAD] = 1.0 if m.has_lm_head else 0.0
+    p[L.TP] = tp
+    p[L.TP_ALPHA], p[L.TP_BW] = _group_link(d, tp)
+    p[L.EP_ALPHA], p[L.EP_BW] = _group_link(d, tp)  # EP ranks are members of the TP group
+    p[L.FFN_TP] = ffn_tp
+    p[L.PP] = pp
+    # stages sit in different scale-up domains only when the replica outgrows one
+    p[L.PP_ALPHA], p[L.PP_BW] = _group_link(d, tp * pp)
+
+    weights, kv_stage = _memory(m, par, wb, kv_tok)
+    reserve = max_batched_tokens * (4.0 * h + 3.0 * max(m.ffn_hidden_size / tp, moe_f_dev)) * ab
+    return CompiledEngine(
+        params=p,
+        devices=tp * pp,
+        weights_bytes=weights,
+        kv_bytes_per_token=kv_stage,
+        activation_reserve_bytes=reserve,
+        usable_bytes=d.memory_bytes * memory_utilization,
+        compute_dtype=compute_dtype,
+    )
+
+
+def _memory(m: Model, par: Parallel, wb: float, kv_tok: float) -> tuple[float, float]:
+    """Weight bytes on the most loaded device, and KV bytes per token held by one device."""
+    tp, pp, ep = par.tp, par.pp, par.ep
+    counts = param_count(m)
+    h = m.hidden_size
+    layers_stage = math.ceil(m.n_layers / pp)
+    if m.mla is not None:  # down-projections are replicated, not sharded
+        a = m.mla
+        repl = h * ((a.q_lora_rank or 0) + a.kv_lora_rank + a.qk_rope_head_dim)
+        attn_dev = repl + (_attention_params(m) - repl) / tp
+    else:  # Q and O shard by head; K and V shard until each rank holds one KV head, then replicate
+        attn_dev = 2 * h * m.n_heads * m.head_dim / tp + 2 * h * max(m.n_kv_heads / tp, 1.0) * m.head_dim
+    ffn_dev = counts["ffn"] / m.n_layers / tp
+    if m.moe is not None:
+        e = m.moe
+        nm = _ffn_matrices(m)
+        shared_f = e.n_shared_experts * (e.shared_expert_ffn_hidden_size or e.expert_ffn_hidden_size)
+        moe_layer = e.n_experts / ep * nm * h * e.expert_ffn_hidden_size / (tp // ep) + nm * h * shared_f / tp
+        moe_layer += h * e.n_experts
+        dense_layer = nm * h * m.ffn_hidden_size / tp
+        n_moe = m.n_layers - e.first_dense_layers
+        # the most loaded stage holds the most MoE layers
+        moe_in_stage = min(layers_stage, n_moe)
+        ffn_stage = moe_in_stage * moe_layer + (layers_stage - moe_in_stage) * dense_layer
+    else:
+        ffn_stage = layers_stage * ffn_dev
+    layer_stage = layers_stage * (attn_dev + 2 * h) + ffn_stage
+    embed = counts["embedding"] / tp
+    head = counts["lm_head"] / tp
+    ends = embed + head if pp == 1 else max(embed, head)
+    weights = (layer_stage + ends) * wb
+    return weights, kv_tok * layers_stage

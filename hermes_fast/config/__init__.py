@@ -1,0 +1,13 @@
+"""Scenario configuration: frozen dataclasses per concern, loaded from YAML or dicts with dotted-path errors."""
+
+from .base import ConfigError, field_docs, from_mapping, load_yaml, to_mapping
+from .hardware import DTYPE_BYTES, DTYPES, Device, Efficiency, Link, MemoryTier, PeakFlops
+from .model import MLA, Model, MoE
+from .scenario import Dtypes, Engine, Parallel, Scenario, Workload, load_scenario
+
+__all__ = [
+    "ConfigError", "field_docs", "from_mapping", "load_yaml", "to_mapping",
+    "DTYPE_BYTES", "DTYPES", "Device", "Efficiency", "Link", "MemoryTier", "PeakFlops",
+    "MLA", "Model", "MoE",
+    "Dtypes", "Engine", "Parallel", "Scenario", "Workload", "load_scenario",
+]

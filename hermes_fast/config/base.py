@@ -1,0 +1,259 @@
+"""Typed loading of frozen dataclasses from plain mappings, with dotted-path errors.
+
+Every config dataclass declares its fields with :func:`fld`, which records the unit, a one-line
+description and the numeric bounds. :func:`from_mapping` walks a dataclass's type hints and
+converts/validates a YAML- or dict-shaped value, raising :class:`ConfigError` with the dotted path
+of the offending field (``engines[1].parallel.tp``), the value, and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = ["ConfigError", "fld", "from_mapping", "to_mapping", "load_yaml", "field_docs"]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration: ``path`` (dotted), the offending ``value`` and what is ``expected``."""
+
+    def __init__(self, path: str, value: Any, expected: str):
+        self.path = path or "<root>"
+        self.value = value
+        self.expected = expected
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{self.path}: got {shown}; expected {expected}")
+
+
+def fld(
+    default: Any = dataclasses.MISSING,
+    *,
+    unit: str = "",
+    doc: str = "",
+    gt: float | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    factory: Any = dataclasses.MISSING,
+):
+    """A dataclass field carrying its unit, description and numeric bounds."""
+    meta = {"unit": unit, "doc": doc, "gt": gt, "ge": ge, "le": le, "lt": lt}
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def field_docs(cls) -> list[tuple[str, str, str]]:
+    """(name, unit, doc) for each field of a config dataclass, for documentation and `presets`."""
+    return [(f.name, f.metadata.get("unit", ""), f.metadata.get("doc", "")) for f in dataclasses.fields(cls)]
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _hint(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(tp) -> str:
+    origin = get_origin(tp)
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "an integer"
+    if tp is str:
+        return "a string"
+    if tp is bool:
+        return "true or false"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    if origin in (dict, Mapping):
+        return "a mapping"
+    if origin is tuple:
+        return "a list"
+    return str(tp)
+
+
+def _check_bounds(path: str, value: float, meta: Mapping) -> None:
+    if meta.get("gt") is not None and not value > meta["gt"]:
+        raise ConfigError(path, value, f"a number > {meta['gt']:g}")
+    if meta.get("ge") is not None and not value >= meta["ge"]:
+        raise ConfigError(path, value, f"a number >= {meta['ge']:g}")
+    if meta.get("lt") is not None and not value < meta["lt"]:
+        raise ConfigError(path, value, f"a number < {meta['lt']:g}")
+    if meta.get("le") is not None and not value <= meta["le"]:
+        raise ConfigError(path, value, f"a number <= {meta['le']:g}")
+
+
+def _convert(value: Any, tp, path: str, meta: Mapping) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            if type(None) in get_args(tp):
+                return None
+            raise ConfigError(path, value, _type_name(args[0]))
+        if len(args) == 1:
+            return _convert(value, args[0], path, meta)
+        errors = []
+        for a in args:
+            try:
+                return _convert(value, a, path, meta)
+            except ConfigError as e:
+                errors.append(e.expected)
+        raise ConfigError(path, value, " or ".join(errors))
+    if value is None:
+        raise ConfigError(path, value, _type_name(tp))
+    if tp is Any:
+        return value
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            hint = _hint(str(value), [str(c) for c in choices])
+            raise ConfigError(path, value, "one of " + ", ".join(repr(c) for c in choices) + hint)
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, value, "an integer")
+        if isinstance(value, float):
+            if not math.isfinite(value) or not value.is_integer():
+                raise ConfigError(path, value, "an integer")
+            value = int(value)
+        _check_bounds(path, value, meta)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, value, "a number")
+        value = float(value)
+        if math.isnan(value):
+            raise ConfigError(path, value, "a number (not NaN)")
+        _check_bounds(path, value, meta)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, value, "a string")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_mapping(tp, value, path)
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, value, "a mapping")
+        ktp, vtp = get_args(tp)
+        return {
+            _convert(k, ktp, path, {}): _convert(v, vtp, _join(path, str(k)), meta) for k, v in value.items()
+        }
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(path, value, "a list")
+        (etp, _ellipsis) = get_args(tp)
+        return tuple(_convert(v, etp, f"{path}[{i}]", meta) for i, v in enumerate(value))
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # programming error, not user error
+
+
+_HINTS_CACHE: dict[type, dict] = {}
+
+
+def _hints(cls) -> dict:
+    if cls not in _HINTS_CACHE:
+        _HINTS_CACHE[cls] = get_type_hints(cls)
+    return _HINTS_CACHE[cls]
+
+
+def from_mapping(cls, data: Any, path: str = ""):
+    """Build the frozen dataclass ``cls`` from ``data``, validating every field.
+
+    Unknown keys are rejected with the list of valid keys and a close-match hint; missing required
+    keys, wrong types and out-of-range numbers raise :class:`ConfigError` naming the dotted path.
+    After construction, a ``_validate(path)`` method on the class (if any) checks cross-field rules.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, data, f"a mapping ({cls.__name__})")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    valid = sorted(fields)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(
+                _join(path, str(key)), value, f"a known key{_hint(str(key), valid)}; valid keys: {', '.join(valid)}"
+            )
+        f = fields[key]
+        kwargs[key] = _convert(value, hints[key], _join(path, key), f.metadata)
+    for name, f in fields.items():
+        if name in kwargs:
+            continue
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(_join(path, name), None, f"a value ({_type_name(hints[name])}); this key is required")
+    obj = cls(**kwargs)
+    check = getattr(obj, "_validate", None)
+    if check is not None:
+        check(path)
+    return obj
+
+
+def to_mapping(obj) -> Any:
+    """Inverse of :func:`from_mapping`: plain dicts/lists suitable for YAML."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: to_mapping(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [to_mapping(v) for v in obj]
+    return obj
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e12`` (no decimal point) as a float, as users expect."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(source: str | Path) -> Any:
+    """Parse a YAML file (path) or YAML text; errors name the file and line."""
+    text_is_path = isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and len(source) < 4096)
+    if text_is_path:
+        p = Path(source)
+        if not p.exists():
+            raise ConfigError("<file>", str(source), "an existing YAML file")
+        text, label = p.read_text(), str(p)
+    else:
+        text, label = str(source), "<text>"
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}" if mark else label
+        raise ConfigError(where, getattr(e, "problem", str(e)), "valid YAML") from None
+

@@ -1,0 +1,123 @@
+"""Device and memory-tier schemas: what a catalog entry (preset or user YAML) must say."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .base import ConfigError, fld
+
+Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "fp4", "int4"]
+DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8", "int8", "fp4", "int4")
+DTYPE_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5, "int4": 0.5}
+# When a device has no native peak for a dtype, its GEMMs run in the next wider format it has
+# (weight-only quantisation: narrow weights are dequantised on the fly), so that format's peak applies.
+DTYPE_FALLBACK = {
+    "fp4": "fp8",
+    "int4": "int8",
+    "fp8": "bf16",
+    "int8": "bf16",
+    "bf16": "fp16",
+    "fp16": "bf16",
+    "fp32": None,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeakFlops:
+    """Dense (non-sparse) peak throughput per dtype; ``None`` where the hardware has no native path."""
+
+    fp32: float | None = fld(None, unit="FLOP/s", doc="dense FP32 (non-tensor or TF32-off) peak", gt=0)
+    fp16: float | None = fld(None, unit="FLOP/s", doc="dense FP16 matrix peak", gt=0)
+    bf16: float | None = fld(None, unit="FLOP/s", doc="dense BF16 matrix peak", gt=0)
+    fp8: float | None = fld(None, unit="FLOP/s", doc="dense FP8 matrix peak", gt=0)
+    int8: float | None = fld(None, unit="OP/s", doc="dense INT8 matrix peak", gt=0)
+    fp4: float | None = fld(None, unit="FLOP/s", doc="dense FP4 matrix peak", gt=0)
+    int4: float | None = fld(None, unit="OP/s", doc="dense INT4 matrix peak", gt=0)
+
+    def _validate(self, path: str) -> None:
+        if all(getattr(self, d) is None for d in DTYPES):
+            raise ConfigError(path, None, "at least one dtype peak (e.g. bf16: 989.0e12)")
+
+    def resolve(self, dtype: str) -> tuple[float, str]:
+        """Peak used for GEMMs whose operands are ``dtype``, and the format that actually runs."""
+        d: str | None = dtype
+        seen = set()
+        while d is not None and d not in seen:
+            seen.add(d)
+            v = getattr(self, d)
+            if v is not None:
+                return v, d
+            d = DTYPE_FALLBACK[d]
+        v = self.fp32 or max(getattr(self, x) or 0.0 for x in DTYPES)
+        return v, "fp32" if self.fp32 else "widest"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Link:
+    """A point-to-point or switched link level, per device and per direction."""
+
+    name: str = fld("link", doc="label, e.g. nvlink4, pcie5_x16, ib_ndr")
+    bandwidth_bytes_per_s: float = fld(unit="B/s", doc="per-device, per-direction bandwidth", gt=0)
+    latency_s: float = fld(unit="s", doc="per-hop latency (alpha of the alpha-beta model)", ge=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Efficiency:
+    """Achievable fractions of peak and fixed overheads; defaults are uncalibrated, calibration replaces them.
+
+    Compute efficiency saturates with the GEMM's token dimension m:
+    ``eta_c(m) = compute_efficiency * m / (m + compute_saturation_tokens)`` (tile under-utilisation at small m).
+    """
+
+    compute_efficiency: float = fld(0.8, unit="1", doc="fraction of dense peak reached by large GEMMs", gt=0, le=1)
+    compute_saturation_tokens: float = fld(
+        16.0, unit="token", doc="m at which a GEMM reaches half of compute_efficiency", ge=0
+    )
+    attention_compute_efficiency: float = fld(
+        0.6, unit="1", doc="fraction of dense peak reached by (flash) attention", gt=0, le=1
+    )
+    memory_efficiency: float = fld(0.8, unit="1", doc="fraction of memory bandwidth reached", gt=0, le=1)
+    gemm_overhead_s: float = fld(3e-6, unit="s", doc="fixed cost per GEMM kernel", ge=0)
+    attention_overhead_s: float = fld(8e-6, unit="s", doc="fixed cost per attention kernel", ge=0)
+    elementwise_overhead_s: float = fld(2e-6, unit="s", doc="fixed cost per fused norm/activation kernel", ge=0)
+    collective_efficiency: float = fld(0.85, unit="1", doc="fraction of link bandwidth reached by collectives", gt=0, le=1)
+    collective_overhead_s: float = fld(5e-6, unit="s", doc="fixed cost per collective call", ge=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Device:
+    """One accelerator, CPU socket or memory-centric node type."""
+
+    name: str = fld(doc="display name")
+    kind: Literal["gpu", "tpu", "asic", "cpu", "pim"] = fld(doc="device class")
+    peak_flop_per_s: PeakFlops = fld(doc="dense peak per dtype")
+    memory_bytes: float = fld(unit="B", doc="device-local memory capacity (HBM, or DRAM for CPUs)", gt=0)
+    memory_bandwidth_bytes_per_s: float = fld(unit="B/s", doc="device-local memory bandwidth", gt=0)
+    scale_up: Link = fld(doc="link within the scale-up domain (NVLink, xGMI, ICI, UPI)")
+    scale_up_domain_devices: int = fld(1, unit="device", doc="devices reachable over scale_up", ge=1)
+    scale_out: Link = fld(doc="link between scale-up domains (InfiniBand, Ethernet, DCN)")
+    host_link: Link | None = fld(None, doc="link to host memory (PCIe, NVLink-C2C); None for CPUs")
+    power_idle_w: float = fld(unit="W", doc="power when idle", ge=0)
+    power_peak_w: float = fld(unit="W", doc="power at full load (TDP/TGP)", gt=0)
+    price_usd_per_hour: float | None = fld(None, unit="USD/h", doc="rental price per device-hour", ge=0)
+    efficiency: Efficiency = fld(factory=Efficiency, doc="achievable fractions and overheads")
+    sources: dict[str, str] = fld(factory=dict, doc="source of each figure, keyed by field path")
+    notes: str = fld("", doc="free text")
+
+    def _validate(self, path: str) -> None:
+        if self.power_idle_w > self.power_peak_w:
+            raise ConfigError(f"{path}.power_idle_w", self.power_idle_w, f"<= power_peak_w ({self.power_peak_w:g})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryTier:
+    """An attachable memory/storage tier (host DRAM, CXL, NVMe SSD, remote storage)."""
+
+    name: str = fld(doc="display name")
+    kind: Literal["hbm", "host_dram", "cxl", "nvme_ssd", "remote"] = fld(doc="tier class")
+    capacity_bytes: float = fld(unit="B", doc="capacity", gt=0)
+    bandwidth_bytes_per_s: float = fld(unit="B/s", doc="sustained read bandwidth", gt=0)
+    latency_s: float = fld(unit="s", doc="access / lookup latency", ge=0)
+    sources: dict[str, str] = fld(factory=dict, doc="source of each figure")
+    notes: str = fld("", doc="free text")

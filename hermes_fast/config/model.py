@@ -1,0 +1,77 @@
+"""Model schema: the architecture figures the cost kernels need, as in each model's published config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .base import ConfigError, fld
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoE:
+    """Mixture-of-experts FFN (replaces the dense FFN on MoE layers)."""
+
+    n_experts: int = fld(unit="expert", doc="routed experts per MoE layer", ge=2)
+    top_k: int = fld(unit="expert", doc="routed experts per token", ge=1)
+    expert_ffn_hidden_size: int = fld(unit="1", doc="intermediate size of one routed expert", ge=1)
+    n_shared_experts: int = fld(0, unit="expert", doc="always-active shared experts", ge=0)
+    shared_expert_ffn_hidden_size: int | None = fld(
+        None, unit="1", doc="intermediate size of one shared expert (None: expert_ffn_hidden_size)", ge=1
+    )
+    first_dense_layers: int = fld(0, unit="layer", doc="leading layers that keep a dense FFN", ge=0)
+
+    def _validate(self, path: str) -> None:
+        if self.top_k > self.n_experts:
+            raise ConfigError(f"{path}.top_k", self.top_k, f"<= n_experts ({self.n_experts})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLA:
+    """Multi-head latent attention (DeepSeek-V2/V3): KV cached as a compressed latent plus a RoPE key."""
+
+    q_lora_rank: int | None = fld(None, unit="1", doc="query compression rank (None: no compression)", ge=1)
+    kv_lora_rank: int = fld(unit="1", doc="KV latent rank (cached per token per layer)", ge=1)
+    qk_nope_head_dim: int = fld(unit="1", doc="per-head query/key dim without RoPE", ge=1)
+    qk_rope_head_dim: int = fld(unit="1", doc="per-head RoPE dim (its key is shared and cached)", ge=1)
+    v_head_dim: int = fld(unit="1", doc="per-head value dim", ge=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Model:
+    """A transformer: decoder LLM, bidirectional encoder (embedding model) or cross-encoder (reranker)."""
+
+    name: str = fld(doc="display name")
+    kind: Literal["decoder", "encoder", "cross_encoder"] = fld("decoder", doc="decoders are causal; encoders not")
+    n_layers: int = fld(unit="layer", doc="transformer blocks", ge=1)
+    hidden_size: int = fld(unit="1", doc="model (residual) width", ge=1)
+    n_heads: int = fld(unit="head", doc="query heads", ge=1)
+    n_kv_heads: int = fld(unit="head", doc="key/value heads (GQA; = n_heads for MHA)", ge=1)
+    head_dim: int = fld(unit="1", doc="per-head dim", ge=1)
+    ffn_hidden_size: int = fld(unit="1", doc="dense FFN intermediate size", ge=1)
+    ffn_gated: bool = fld(True, doc="gated (SwiGLU: 3 matrices) or plain (GELU: 2 matrices) FFN")
+    vocab_size: int = fld(unit="token", doc="vocabulary size", ge=1)
+    tied_embeddings: bool = fld(False, doc="LM head shares the input embedding matrix")
+    has_lm_head: bool = fld(True, doc="decoders project to the vocabulary; encoders pool instead")
+    max_context_tokens: int = fld(unit="token", doc="maximum context length", ge=1)
+    sliding_window_tokens: int | None = fld(None, unit="token", doc="sliding-window size on windowed layers", ge=1)
+    sliding_window_layers: int = fld(0, unit="layer", doc="how many layers use the sliding window", ge=0)
+    moe: MoE | None = fld(None, doc="mixture-of-experts FFN, if any")
+    mla: MLA | None = fld(None, doc="multi-head latent attention, if any")
+    params_published: float | None = fld(None, unit="parameter", doc="published total parameter count", gt=0)
+    sources: dict[str, str] = fld(factory=dict, doc="source of each figure")
+    notes: str = fld("", doc="free text")
+
+    def _validate(self, path: str) -> None:
+        if self.mla is None and self.n_heads % self.n_kv_heads:
+            raise ConfigError(f"{path}.n_kv_heads", self.n_kv_heads, f"a divisor of n_heads ({self.n_heads})")
+        if self.sliding_window_layers > self.n_layers:
+            raise ConfigError(f"{path}.sliding_window_layers", self.sliding_window_layers, f"<= n_layers ({self.n_layers})")
+        if self.sliding_window_layers and self.sliding_window_tokens is None:
+            raise ConfigError(f"{path}.sliding_window_tokens", None, "a window size when sliding_window_layers > 0")
+        if self.moe is not None and self.moe.first_dense_layers > self.n_layers:
+            raise ConfigError(f"{path}.moe.first_dense_layers", self.moe.first_dense_layers, f"<= n_layers ({self.n_layers})")
+
+    @property
+    def causal(self) -> bool:
+        return self.kind == "decoder"

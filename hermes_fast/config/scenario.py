@@ -1,0 +1,104 @@
+"""Engine, workload and scenario schemas, and loading a scenario from YAML or a dict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .base import ConfigError, fld, from_mapping, load_yaml
+from .hardware import Dtype
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parallel:
+    """Parallel layout of one engine replica: tp x pp devices; EP reuses the TP group."""
+
+    tp: int = fld(1, unit="device", doc="tensor-parallel degree (shards heads, FFN and experts)", ge=1)
+    pp: int = fld(1, unit="device", doc="pipeline-parallel degree (splits layers into stages)", ge=1)
+    ep: int = fld(1, unit="device", doc="expert-parallel degree within the TP group (divides tp)", ge=1)
+
+    def _validate(self, path: str) -> None:
+        if self.tp % self.ep:
+            raise ConfigError(f"{path}.ep", self.ep, f"a divisor of tp ({self.tp})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dtypes:
+    """Storage/compute formats. GEMMs run at the activation dtype's peak (or the device's fallback)."""
+
+    weight: Dtype = fld("bf16", doc="weight storage format")
+    activation: Dtype = fld("bf16", doc="activation / GEMM compute format")
+    kv: Dtype = fld("bf16", doc="KV-cache storage format")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Engine:
+    """A device group running one model with a parallel layout."""
+
+    name: str = fld("engine", doc="unique engine name")
+    model: str = fld(doc="model name (preset or scenario.models)")
+    device: str = fld(doc="device name (preset or scenario.devices)")
+    parallel: Parallel = fld(factory=Parallel, doc="parallel layout")
+    dtypes: Dtypes = fld(factory=Dtypes, doc="weight, activation and KV formats")
+    memory_utilization: float = fld(0.9, unit="1", doc="fraction of device memory usable for weights+KV", gt=0, le=1)
+    max_batched_tokens: int = fld(8192, unit="token", doc="most tokens in one iteration (sizes activation memory)", ge=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """The zero-load request shape that `estimate` evaluates (a static batch of identical requests)."""
+
+    batch_size: int = fld(1, unit="request", doc="requests processed together", ge=1)
+    prompt_tokens: int = fld(1024, unit="token", doc="prompt length prefilled per request", ge=1)
+    output_tokens: int = fld(256, unit="token", doc="tokens generated per request", ge=1)
+    context_tokens: int | None = fld(
+        None, unit="token", doc="KV length for decode_step_time_s (None: prompt + output/2, the mean)", ge=1
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """Everything one run needs: custom catalog entries, engines and workload."""
+
+    name: str = fld("scenario", doc="label")
+    description: str = fld("", doc="free text")
+    devices: dict[str, Any] = fld(factory=dict, doc="new devices (with optional `base: PRESET`) or preset overrides")
+    models: dict[str, Any] = fld(factory=dict, doc="new models (with optional `base: PRESET`) or preset overrides")
+    memory_tiers: dict[str, Any] = fld(factory=dict, doc="new memory tiers or preset overrides")
+    engines: tuple[Engine, ...] = fld(doc="engines to evaluate")
+    workload: Workload = fld(factory=Workload, doc="request shape")
+
+    def _validate(self, path: str) -> None:
+        if not self.engines:
+            raise ConfigError(f"{path}.engines" if path else "engines", [], "at least one engine")
+        seen = set()
+        for i, e in enumerate(self.engines):
+            if e.name in seen:
+                raise ConfigError(f"engines[{i}].name", e.name, "a name not used by another engine")
+            seen.add(e.name)
+
+
+def load_scenario(source: Scenario | Mapping | str | Path | None = None) -> Scenario:
+    """A validated :class:`Scenario` from a Scenario, mapping, YAML path or YAML text (None: the default).
+
+    Examples
+    --------
+    >>> sc = load_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}]})
+    >>> sc.engines[0].parallel.tp
+    1
+    """
+    if source is None:
+        from importlib.resources import files
+
+        source = Path(str(files("hermes_fast") / "scenarios" / "default.yaml"))
+    if isinstance(source, Scenario):
+        sc = source
+    else:
+        data = load_yaml(source) if isinstance(source, (str, Path)) else source
+        sc = from_mapping(Scenario, data)
+    from ..catalog import Catalog  # late import: the catalog validates entries with these schemas
+
+    Catalog.for_scenario(sc).check_scenario(sc)
+    return sc

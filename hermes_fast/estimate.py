@@ -1,0 +1,297 @@
+"""Analytical (zero-load) estimates over whole parameter grids -> xarray Dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import __version__
+from .catalog import Catalog
+from .compile import CompiledEngine, check_layout, compile_engine
+from .config.base import ConfigError, _hint
+from .config.hardware import DTYPES
+from .config.scenario import Engine, Scenario, load_scenario
+from .kernels.grid import estimate_points
+from .variables import data_array
+
+__all__ = ["estimate", "GRID_KEYS"]
+
+# grid key -> (applies to engine or to each point, element type)
+_ENGINE_KEYS = {
+    "engine": str,
+    "device": str,
+    "model": str,
+    "tp": int,
+    "pp": int,
+    "ep": int,
+    "dtype": str,
+    "weight_dtype": str,
+    "activation_dtype": str,
+    "kv_dtype": str,
+    "memory_utilization": float,
+}
+_POINT_KEYS = {"batch_size": int, "prompt_tokens": int, "output_tokens": int, "context_tokens": int}
+GRID_KEYS = tuple(_ENGINE_KEYS) + tuple(_POINT_KEYS)
+_MAX_POINTS = 200_000_000
+
+
+def _check_grid(grid: Any, scenario: Scenario, catalog: Catalog) -> dict[str, list]:
+    if grid is None:
+        return {}
+    if not isinstance(grid, Mapping):
+        raise ConfigError("grid", grid, "a mapping of grid key -> list of values")
+    out: dict[str, list] = {}
+    engine_names = [e.name for e in scenario.engines]
+    for key, values in grid.items():
+        path = f"grid.{key}"
+        if key not in _ENGINE_KEYS and key not in _POINT_KEYS:
+            raise ConfigError(path, values, f"a grid key{_hint(str(key), list(GRID_KEYS))}; valid: {', '.join(GRID_KEYS)}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+            values = [values]
+        values = list(values.tolist() if isinstance(values, np.ndarray) else values)
+        if not values:
+            raise ConfigError(path, values, "a non-empty list of values")
+        kind = _ENGINE_KEYS.get(key) or _POINT_KEYS[key]
+        clean = []
+        for i, v in enumerate(values):
+            vpath = f"{path}[{i}]"
+            if kind is str:
+                if not isinstance(v, str):
+                    raise ConfigError(vpath, v, "a string")
+                if key == "device":
+                    catalog.device(v, vpath)
+                elif key == "model":
+                    catalog.model(v, vpath)
+                elif key == "engine" and v not in engine_names:
+                    raise ConfigError(vpath, v, f"an engine name{_hint(v, engine_names)}; engines: {', '.join(engine_names)}")
+                elif key.endswith("dtype") and v not in DTYPES:
+                    raise ConfigError(vpath, v, f"one of {', '.join(DTYPES)}{_hint(v, list(DTYPES))}")
+            elif kind is int:
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) and not (
+                    isinstance(v, float) and v.is_integer()
+                ):
+                    raise ConfigError(vpath, v, "an integer")
+                v = int(v)
+                if v < 1:
+                    raise ConfigError(vpath, v, "an integer >= 1")
+            else:
+                if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < v <= 1:
+                    raise ConfigError(vpath, v, "a fraction in (0, 1]")
+                v = float(v)
+            clean.append(v)
+        if len(set(clean)) != len(clean):
+            raise ConfigError(path, values, "distinct values (each becomes a coordinate)")
+        out[key] = clean
+    return out
+
+
+def _engine_variant(engine: Engine, setting: dict[str, Any]) -> Engine:
+    par, dt = engine.parallel, engine.dtypes
+    changes: dict[str, Any] = {}
+    for key, v in setting.items():
+        if key in ("device", "model", "memory_utilization"):
+            changes[key] = v
+        elif key in ("tp", "pp", "ep"):
+            par = dataclasses.replace(par, **{key: v})
+        elif key == "dtype":
+            dt = dataclasses.replace(dt, weight=v, activation=v)
+        elif key.endswith("_dtype"):
+            dt = dataclasses.replace(dt, **{key[: -len("_dtype")]: v})
+    return dataclasses.replace(engine, parallel=par, dtypes=dt, **changes)
+
+
+def _compile(engine: Engine, catalog: Catalog, path: str, strict: bool) -> tuple[CompiledEngine, bool]:
+    """Compile one engine variant; in grids an invalid layout is kept (fits = False) instead of raised."""
+    model = catalog.model(engine.model, f"{path}.model")
+    device = catalog.device(engine.device, f"{path}.device")
+    par = engine.parallel
+    try:
+        check_layout(model, device, par, path)
+        ok = True
+    except ConfigError:
+        if strict:
+            raise
+        ok = False
+        par = dataclasses.replace(par, ep=1)  # costs still computed, with fractional shards
+    ce = compile_engine(
+        model, device, par, engine.dtypes, engine.memory_utilization, engine.max_batched_tokens, path, check=False
+    )
+    return ce, ok
+
+
+def estimate(scenario: Scenario | Mapping | str | None = None, grid: Mapping[str, Sequence] | None = None) -> xr.Dataset:
+    """Zero-load prefill, decode, TTFT/TPOT, throughput and memory over a parameter grid.
+
+    Parameters
+    ----------
+    scenario
+        A :class:`~hermes_fast.config.Scenario`, a mapping, a YAML path or text; ``None`` loads the
+        embedded default scenario.
+    grid
+        Mapping of grid key -> list of values; each key becomes a dimension (after ``engine``).
+        Engine keys: ``engine``, ``device``, ``model``, ``tp``, ``pp``, ``ep``, ``dtype`` (weights and
+        activations), ``weight_dtype``, ``activation_dtype``, ``kv_dtype``, ``memory_utilization``.
+        Point keys: ``batch_size``, ``prompt_tokens``, ``output_tokens``, ``context_tokens``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables registered in :mod:`hermes_fast.variables` (seconds, bytes, tokens), e.g.
+        ``ttft_s``, ``tpot_s``, ``throughput_token_per_s``, ``kv_capacity_token``, ``fits``, ``bound``.
+        Times of points that do not fit are still computed (as if memory were unlimited); mask with
+        ``fits``. Without a grid, a layout the model cannot be split into or a model that does not fit
+        raises :class:`ConfigError` instead.
+
+    Examples
+    --------
+    >>> import hermes_fast as hf
+    >>> ds = hf.estimate(grid={"batch_size": [1, 64], "tp": [1, 2]})
+    >>> ds.tpot_s.dims
+    ('engine', 'batch_size', 'tp')
+    """
+    sc = load_scenario(scenario)
+    catalog = Catalog.for_scenario(sc)
+    strict = not grid
+    g = _check_grid(grid, sc, catalog)
+    engines = [e for e in sc.engines if "engine" not in g or e.name in g["engine"]]
+    if "engine" in g:
+        engines = [next(e for e in sc.engines if e.name == n) for n in g["engine"]]
+    keys = [k for k in g if k != "engine"]
+    dims = ["engine", *keys]
+    shape = [len(engines)] + [len(g[k]) for k in keys]
+    n_points = int(np.prod(shape, dtype=np.int64))
+    if n_points > _MAX_POINTS:
+        raise ConfigError("grid", f"{n_points} points", f"at most {_MAX_POINTS} points per call; split the grid")
+
+    # --- one compiled parameter vector per engine-level combination
+    eng_keys = [k for k in keys if k in _ENGINE_KEYS]
+    eng_axes = [0] + [1 + keys.index(k) for k in eng_keys]
+    rows, ok_rows, compiled = [], [], []
+    cache: dict[Engine, int] = {}
+    combo_index = np.empty([shape[a] for a in eng_axes], dtype=np.int64)
+    for combo in itertools.product(*[range(shape[a]) for a in eng_axes]):
+        e_i = combo[0]
+        setting = {k: g[k][combo[j + 1]] for j, k in enumerate(eng_keys)}
+        variant = _engine_variant(engines[e_i], setting)
+        if variant not in cache:
+            path = f"engines[{sc.engines.index(engines[e_i])}]"
+            ce, ok = _compile(variant, catalog, path, strict)
+            cache[variant] = len(rows)
+            rows.append(ce.params)
+            ok_rows.append(ok)
+            compiled.append(ce)
+        combo_index[combo] = cache[variant]
+    params = np.ascontiguousarray(np.stack(rows))
+
+    # --- per-point inputs, broadcast from their own axis
+    bshape = [1] * len(shape)
+    for a in eng_axes:
+        bshape[a] = shape[a]
+    cfg = np.broadcast_to(combo_index.reshape(bshape), shape).ravel()
+    wl = sc.workload
+
+    def point(key: str, default: float) -> np.ndarray:
+        if key not in g:
+            return np.full(n_points, float(default))
+        s = [1] * len(shape)
+        s[dims.index(key)] = shape[dims.index(key)]
+        return np.broadcast_to(np.asarray(g[key], dtype=np.float64).reshape(s), shape).ravel().copy()
+
+    batch = point("batch_size", wl.batch_size)
+    prompt = point("prompt_tokens", wl.prompt_tokens)
+    output = point("output_tokens", wl.output_tokens)
+    if "context_tokens" in g or wl.context_tokens is not None:
+        context = point("context_tokens", wl.context_tokens or 0)
+    else:
+        context = prompt + 0.5 * output
+    cfg = np.ascontiguousarray(cfg)
+
+    prefill_s = np.empty(n_points)
+    decode_s = np.empty(n_points)
+    tpot_s = np.empty(n_points)
+    bound = np.empty(n_points, dtype=np.int8)
+    prefill_bound = np.empty(n_points, dtype=np.int8)
+    estimate_points.jit(params, cfg, batch, prompt, output, context, prefill_s, decode_s, tpot_s, bound, prefill_bound)
+
+    # --- memory: per engine-level combination, then per point
+    weights = np.array([c.weights_bytes for c in compiled])
+    kv_tok = np.array([c.kv_bytes_per_token for c in compiled])
+    capacity = np.array([c.kv_capacity_tokens for c in compiled])
+    fits_cfg = np.array([ok and c.weights_fit for ok, c in zip(ok_rows, compiled, strict=True)])
+    devices = np.array([c.devices for c in compiled], dtype=np.int64)
+    need = batch * (prompt + output)
+    fits = fits_cfg[cfg] & (capacity[cfg] >= need)
+    max_batch = np.floor(capacity[cfg] / (prompt + output))
+
+    e2e = prefill_s + (output - 1.0) * tpot_s
+    full = tuple(dims)
+    cdims = tuple(dims[a] for a in eng_axes)
+    coords: dict[str, Any] = {"engine": [e.name for e in engines]}
+    coords.update({k: g[k] for k in keys})
+
+    def grid_arr(x):
+        return x.reshape(shape)
+
+    def cfg_arr(x):
+        return x[combo_index]
+
+    ds = xr.Dataset(
+        {
+            "prefill_time_s": data_array("prefill_time_s", grid_arr(prefill_s), full),
+            "ttft_s": data_array("ttft_s", grid_arr(prefill_s), full),
+            "decode_step_time_s": data_array("decode_step_time_s", grid_arr(decode_s), full),
+            "tpot_s": data_array("tpot_s", grid_arr(tpot_s), full),
+            "e2e_s": data_array("e2e_s", grid_arr(e2e), full),
+            "throughput_token_per_s": data_array("throughput_token_per_s", grid_arr(batch * output / e2e), full),
+            "decode_throughput_token_per_s": data_array("decode_throughput_token_per_s", grid_arr(batch / tpot_s), full),
+            "prefill_throughput_token_per_s": data_array(
+                "prefill_throughput_token_per_s", grid_arr(batch * prompt / prefill_s), full
+            ),
+            "weights_bytes": data_array("weights_bytes", cfg_arr(weights), cdims),
+            "kv_bytes_per_token": data_array("kv_bytes_per_token", cfg_arr(kv_tok), cdims),
+            "kv_capacity_token": data_array("kv_capacity_token", cfg_arr(capacity), cdims),
+            "devices": data_array("devices", cfg_arr(devices), cdims),
+            "max_batch_size": data_array("max_batch_size", grid_arr(max_batch), full),
+            "fits": data_array("fits", grid_arr(fits), full),
+            "bound": data_array("bound", grid_arr(bound), full),
+            "prefill_bound": data_array("prefill_bound", grid_arr(prefill_bound), full),
+        },
+        coords=coords,
+        attrs={
+            "title": f"hermes_fast estimate: {sc.name}",
+            "hermes_fast_version": __version__,
+            "method": "analytical roofline, zero load, static batch",
+            "calibration": "uncalibrated defaults",
+        },
+    )
+    if strict:
+        _raise_if_unfit(sc, engines, compiled, ds)
+    return ds
+
+
+def _raise_if_unfit(sc: Scenario, engines: list[Engine], compiled: list[CompiledEngine], ds: xr.Dataset) -> None:
+    for e, ce in zip(engines, compiled, strict=True):
+        path = f"engines[{sc.engines.index(e)}]"
+        if not ce.weights_fit:
+            raise ConfigError(
+                path,
+                f"{e.model} on {e.device} tp={e.parallel.tp} pp={e.parallel.pp}",
+                f"a layout whose weights ({ce.weights_bytes / 1e9:.1f} GB/device) and activations "
+                f"({ce.activation_reserve_bytes / 1e9:.1f} GB) fit in {ce.usable_bytes / 1e9:.1f} GB usable; "
+                "raise tp/pp, use a narrower dtype or a larger device",
+            )
+        fits = bool(ds.fits.sel(engine=e.name).all())
+        if not fits:
+            wl = sc.workload
+            cap = int(ce.kv_capacity_tokens)
+            raise ConfigError(
+                "workload.batch_size",
+                wl.batch_size,
+                f"a batch whose KV ({wl.batch_size} x {wl.prompt_tokens + wl.output_tokens} tokens) fits the "
+                f"{cap} tokens of KV capacity of {path} (at most {cap // (wl.prompt_tokens + wl.output_tokens)})",
+            )

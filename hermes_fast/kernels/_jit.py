@@ -1,0 +1,67 @@
+"""The one place that holds numba options, and the plain-Python / compiled twin mechanism.
+
+Every kernel is written as a plain Python function and decorated with :func:`kernel`, which leaves it
+plain (the slow reference, used by tests) and attaches its compiled twin as ``fn.jit``. The twin is
+compiled from a copy of the function whose global names for other kernels point at *their* twins, so
+compiled kernels call compiled kernels and plain ones call plain ones, from one source.
+
+Options come from environment variables read once at import:
+
+- ``HERMES_CACHE`` (default 1): cache compiled machine code on disk.
+- ``HERMES_FASTMATH`` (default 0): allow reassociation; off by default because results must be
+  bit-identical across runs and chunkings.
+- ``HERMES_PARALLEL`` (default 0): compile grid loops with ``parallel=True`` (prange over points).
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+import numba
+
+__all__ = ["kernel", "grid_kernel", "OPTIONS", "PARALLEL"]
+
+
+def _flag(name: str, default: str) -> bool:
+    return os.environ.get(name, default).strip().lower() not in ("0", "false", "no", "off", "")
+
+
+CACHE = _flag("HERMES_CACHE", "1")
+FASTMATH = _flag("HERMES_FASTMATH", "0")
+PARALLEL = _flag("HERMES_PARALLEL", "0")
+OPTIONS = {"cache": CACHE, "fastmath": FASTMATH, "nogil": True, "error_model": "numpy"}
+
+_twins: dict[str, object] = {}
+_namespaces: list[dict] = []
+
+
+def _make_twin(fn, parallel: bool):
+    ns = dict(fn.__globals__)
+    ns.update(_twins)
+    if parallel:
+        ns["prange"] = numba.prange
+    _namespaces.append(ns)
+    clone = types.FunctionType(fn.__code__, ns, fn.__name__, fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__
+    clone.__module__ = fn.__module__
+    twin = numba.njit(parallel=parallel, **OPTIONS)(clone)
+    _twins[fn.__name__] = twin
+    for other in _namespaces:  # kernels defined earlier see this twin too (resolved at first compile)
+        other[fn.__name__] = twin
+    fn.jit = twin
+    return fn
+
+
+def kernel(fn):
+    """Register ``fn`` (plain Python, numba-compatible) and attach its compiled twin as ``fn.jit``."""
+    if fn.__name__ in _twins:
+        raise RuntimeError(f"kernel name {fn.__name__!r} is defined twice; kernel names must be unique")
+    return _make_twin(fn, parallel=False)
+
+
+def grid_kernel(fn):
+    """Like :func:`kernel` for loops over grid points; compiled with ``parallel`` if HERMES_PARALLEL=1."""
+    if fn.__name__ in _twins:
+        raise RuntimeError(f"kernel name {fn.__name__!r} is defined twice; kernel names must be unique")
+    return _make_twin(fn, parallel=PARALLEL)

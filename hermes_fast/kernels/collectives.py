@@ -1,0 +1,41 @@
+"""Alpha-beta costs of collectives over ``n`` devices joined by one link level.
+
+``alpha_s`` is the per-hop latency, ``bw`` the effective per-direction bandwidth (link x efficiency),
+``overhead_s`` a fixed cost per call. ``size_bytes`` is the full message each device contributes/holds.
+"""
+
+from __future__ import annotations
+
+from ._jit import kernel
+
+
+@kernel
+def allreduce_time(size_bytes, n, alpha_s, bw, overhead_s):
+    """Ring all-reduce: overhead + 2(n-1)(alpha + (S/n)/bw); zero for one device or an empty message."""
+    if n <= 1.0 or size_bytes <= 0.0:
+        return 0.0
+    return overhead_s + 2.0 * (n - 1.0) * (alpha_s + size_bytes / n / bw)
+
+
+@kernel
+def allgather_time(size_bytes, n, alpha_s, bw, overhead_s):
+    """Ring all-gather (and reduce-scatter) of an S-byte result: overhead + (n-1)(alpha + (S/n)/bw)."""
+    if n <= 1.0 or size_bytes <= 0.0:
+        return 0.0
+    return overhead_s + (n - 1.0) * (alpha_s + size_bytes / n / bw)
+
+
+@kernel
+def alltoall_time(size_bytes, n, alpha_s, bw, overhead_s):
+    """All-to-all where each device holds S bytes, S/n for each peer: overhead + (n-1)(alpha + (S/n)/bw)."""
+    if n <= 1.0 or size_bytes <= 0.0:
+        return 0.0
+    return overhead_s + (n - 1.0) * (alpha_s + size_bytes / n / bw)
+
+
+@kernel
+def p2p_time(size_bytes, alpha_s, bw, overhead_s):
+    """Point-to-point send/recv (pipeline-stage boundary): overhead + alpha + S/bw."""
+    if size_bytes <= 0.0:
+        return 0.0
+    return overhead_s + alpha_s + size_bytes / bw

@@ -1,0 +1,217 @@
+"""Time of one engine iteration from the batch's composition, summed over the model's operators.
+
+The batch is described by totals, so the cost is O(1) whatever its size:
+
+- ``prefill_tokens``: new tokens prefilled this step (whole prompts or chunks);
+- ``prefill_pairs``: their attention (query, key) pairs, e.g. a causal chunk of q tokens after p cached
+  ones contributes q p + q (q + 1) / 2;
+- ``prefill_kv_tokens``: keys those chunks read (p + q per chunk);
+- ``decode_seqs``: requests decoding one token; ``decode_kv_tokens``: the KV tokens they read in all;
+- ``logit_seqs``: sequences that emit a token this step (decodes plus prefills that complete).
+
+Layers are identical within a kind, so each kind is costed once and multiplied by its count.
+Sliding-window layers cap context at the window using the totals (exact for decode, an estimate for
+mixed prefill batches).
+"""
+
+from __future__ import annotations
+
+from . import layout as L
+from ._jit import kernel
+from .collectives import allgather_time, allreduce_time, alltoall_time, p2p_time
+from .roofline import attention_cost, expected_active_experts, gemm_cost, grouped_gemm_cost
+
+
+@kernel
+def _split(compute_s, memory_s):
+    """Attribute an operator's roofline time to the side that bounds it."""
+    if compute_s >= memory_s:
+        return compute_s, 0.0
+    return 0.0, memory_s
+
+
+@kernel
+def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, window):
+    """(compute_s, memory_s, overhead_s) of the attention kernels of one layer; window <= 0 means full."""
+    heads = p[L.HEADS]
+    kvb = p[L.KV_TOKEN_BYTES]
+    ab = p[L.A_BYTES]
+    fe = p[L.ATTN_FLOPS]
+    bw = p[L.MEM_BW]
+    comp = 0.0
+    mem = 0.0
+    oh = 0.0
+    if prefill_tokens > 0.0:
+        pairs = prefill_pairs
+        kv = prefill_kv_tokens
+        if window > 0.0:
+            pairs = min(pairs, prefill_tokens * window)
+            kv = min(kv, prefill_tokens + window)
+        c, m = attention_cost(pairs, heads, p[L.ATT_QK_PREFILL], p[L.ATT_V_PREFILL], kv, kvb, prefill_tokens, ab, fe, bw)
+        c, m = _split(c, m)
+        comp += c
+        mem += m
+        oh += p[L.OH_ATTN]
+    if decode_seqs > 0.0:
+        kv = decode_kv_tokens
+        if window > 0.0:
+            kv = min(kv, decode_seqs * window)
+        c, m = attention_cost(kv, heads, p[L.ATT_QK_DECODE], p[L.ATT_V_DECODE], kv, kvb, decode_seqs, ab, fe, bw)
+        c, m = _split(c, m)
+        comp += c
+        mem += m
+        oh += p[L.OH_ATTN]
+    return comp, mem, oh
+
+
+@kernel
+def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, logit_seqs):
+    """One iteration's time and its split: (total_s, compute_s, memory_s, comm_s, overhead_s).
+
+    ``p`` is an engine parameter vector (see :mod:`hermes_fast.kernels.layout`); the split attributes
+    each operator to compute or memory by its roofline, collectives to comm, and fixed kernel costs to
+    overhead. Allocation-free; all arguments are float64 scalars apart from ``p``.
+    """
+    tokens = prefill_tokens + decode_seqs
+    if tokens <= 0.0:
+        return 0.0, 0.0, 0.0, 0.0, 0.0
+    fe = p[L.GEMM_FLOPS]
+    sat = p[L.GEMM_SAT]
+    bw = p[L.MEM_BW]
+    wb = p[L.W_BYTES]
+    ab = p[L.A_BYTES]
+    hidden = p[L.HIDDEN]
+    oh_gemm = p[L.OH_GEMM]
+    act_bytes = tokens * hidden * ab  # one hidden-state tensor for all tokens
+
+    # --- attention block: projections (every layer) + attention kernels (full or windowed)
+    a_c = 0.0
+    a_m = 0.0
+    a_oh = 2.0 * oh_gemm
+    c, m = _split(*gemm_cost(tokens, p[L.QKV_K], p[L.QKV_N], 1.0, fe, sat, bw, wb, ab))
+    a_c += c
+    a_m += m
+    c, m = _split(*gemm_cost(tokens, p[L.O_K], p[L.O_N], 1.0, fe, sat, bw, wb, ab))
+    a_c += c
+    a_m += m
+    if p[L.QB_N] > 0.0:
+        c, m = _split(*gemm_cost(tokens, p[L.QB_K], p[L.QB_N], 1.0, fe, sat, bw, wb, ab))
+        a_c += c
+        a_m += m
+        a_oh += oh_gemm
+    if p[L.KVB_N] > 0.0:
+        c, m = _split(*gemm_cost(prefill_kv_tokens + decode_seqs, p[L.KVB_K], p[L.KVB_N], 1.0, fe, sat, bw, wb, ab))
+        a_c += c
+        a_m += m
+        a_oh += oh_gemm
+    n_full = p[L.N_LAYERS] - p[L.N_SWA]
+    f_c, f_m, f_oh = _attention_layer(
+        p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, 0.0
+    )
+    comp = p[L.N_LAYERS] * a_c + n_full * f_c
+    mem = p[L.N_LAYERS] * a_m + n_full * f_m
+    oh = p[L.N_LAYERS] * a_oh + n_full * f_oh
+    if p[L.N_SWA] > 0.0:
+        s_c, s_m, s_oh = _attention_layer(
+            p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, p[L.SWA_WINDOW]
+        )
+        comp += p[L.N_SWA] * s_c
+        mem += p[L.N_SWA] * s_m
+        oh += p[L.N_SWA] * s_oh
+    tp = p[L.TP]
+    comm = p[L.N_LAYERS] * allreduce_time(act_bytes, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+
+    # --- dense FFN layers: gate+up, down, elementwise, all-reduce
+    if p[L.N_DENSE] > 0.0:
+        d_c = 0.0
+        d_m = 0.0
+        c, m = _split(*gemm_cost(tokens, hidden, p[L.FFN_UP_N], 1.0, fe, sat, bw, wb, ab))
+        d_c += c
+        d_m += m
+        c, m = _split(*gemm_cost(tokens, p[L.FFN_DOWN_K], hidden, 1.0, fe, sat, bw, wb, ab))
+        d_c += c
+        d_m += m
+        d_m += tokens * p[L.ELEM_DENSE_BYTES] / bw
+        comp += p[L.N_DENSE] * d_c
+        mem += p[L.N_DENSE] * d_m
+        oh += p[L.N_DENSE] * (2.0 * oh_gemm + 3.0 * p[L.OH_ELEM])
+        comm += p[L.N_DENSE] * allreduce_time(act_bytes, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+
+    # --- MoE layers: router, routed experts (distinct active ones read), shared experts, exchange
+    if p[L.N_MOE] > 0.0:
+        e_c = 0.0
+        e_m = 0.0
+        e_oh = 3.0 * oh_gemm + 3.0 * p[L.OH_ELEM]
+        ep = p[L.EP]
+        c, m = _split(*gemm_cost(tokens, hidden, p[L.N_EXPERTS], 1.0, fe, sat, bw, wb, ab))
+        e_c += c
+        e_m += m
+        routed = tokens * p[L.TOP_K] / ep
+        active = expected_active_experts(tokens, p[L.N_EXPERTS], p[L.TOP_K]) / ep
+        c, m = _split(*grouped_gemm_cost(routed, active, hidden, p[L.EXP_UP_N], fe, sat, bw, wb, ab))
+        e_c += c
+        e_m += m
+        c, m = _split(*grouped_gemm_cost(routed, active, p[L.EXP_DOWN_K], hidden, fe, sat, bw, wb, ab))
+        e_c += c
+        e_m += m
+        if p[L.SHARED_UP_N] > 0.0:
+            c, m = _split(*gemm_cost(tokens, hidden, p[L.SHARED_UP_N], 1.0, fe, sat, bw, wb, ab))
+            e_c += c
+            e_m += m
+            c, m = _split(*gemm_cost(tokens, p[L.SHARED_DOWN_K], hidden, 1.0, fe, sat, bw, wb, ab))
+            e_c += c
+            e_m += m
+            e_oh += 2.0 * oh_gemm
+        e_m += tokens * p[L.ELEM_MOE_BYTES] / bw
+        e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+        if ep > 1.0:  # dispatch and combine: each rank exchanges its 1/ep share of token-expert vectors
+            e_comm += 2.0 * alltoall_time(act_bytes * p[L.TOP_K] / ep, ep, p[L.EP_ALPHA], p[L.EP_BW], p[L.OH_COLL])
+        comp += p[L.N_MOE] * e_c
+        mem += p[L.N_MOE] * e_m
+        oh += p[L.N_MOE] * e_oh
+        comm += p[L.N_MOE] * e_comm
+
+    # --- input embedding: a gather of `tokens` rows (memory only), on the first stage
+    mem += tokens * hidden * (wb + ab) / bw
+    oh += p[L.OH_ELEM]
+    # --- LM head on the sequences that emit a token, then gather the vocab shards
+    if p[L.HAS_LM_HEAD] > 0.0 and logit_seqs > 0.0:
+        c, m = _split(*gemm_cost(logit_seqs, hidden, p[L.VOCAB_DEV], 1.0, fe, sat, bw, wb, ab))
+        comp += c
+        mem += m
+        oh += oh_gemm
+        comm += allgather_time(logit_seqs * p[L.VOCAB_DEV] * tp * ab, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+    # --- pipeline stages hand the hidden states on
+    comm += (p[L.PP] - 1.0) * p2p_time(act_bytes, p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
+    return comp + mem + comm + oh, comp, mem, comm, oh
+
+
+@kernel
+def step_time(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, logit_seqs):
+    """Total seconds of one iteration (see :func:`step_cost`); what the event loop calls."""
+    return step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, logit_seqs)[0]
+
+
+@kernel
+def causal_pairs(new_tokens, past_tokens):
+    """Attention pairs of a causal chunk of ``new_tokens`` after ``past_tokens`` cached: q p + q (q + 1) / 2."""
+    return new_tokens * past_tokens + 0.5 * new_tokens * (new_tokens + 1.0)
+
+
+@kernel
+def decode_step_time(p, batch, context_tokens):
+    """A pure-decode iteration: ``batch`` requests each attending to ``context_tokens`` KV tokens."""
+    return step_cost(p, 0.0, 0.0, 0.0, batch, batch * context_tokens, batch)[0]
+
+
+@kernel
+def prefill_time(p, batch, prompt_tokens, past_tokens):
+    """A pure-prefill iteration of ``batch`` prompts of ``prompt_tokens`` after ``past_tokens`` cached each."""
+    if p[L.CAUSAL] > 0.0:
+        pairs = causal_pairs(prompt_tokens, past_tokens)
+    else:
+        pairs = prompt_tokens * (prompt_tokens + past_tokens)
+    logits = batch if p[L.HAS_LM_HEAD] > 0.0 else 0.0
+    return step_cost(
+        p, batch * prompt_tokens, batch * pairs, batch * (prompt_tokens + past_tokens), 0.0, 0.0, logits
+    )[0]
