@@ -148,11 +148,13 @@ def compile_engine(
     h = m.hidden_size
     nm = _ffn_matrices(m)
     p = np.zeros(L.N_PARAMS)
-    p[L.GEMM_FLOPS] = peak * eff.compute_efficiency
+    narrow = DTYPE_BYTES[compute_dtype] <= 1.0
+    p[L.GEMM_FLOPS] = peak * (eff.low_precision_compute_efficiency if narrow else eff.compute_efficiency)
     p[L.GEMM_SAT] = eff.compute_saturation_tokens
     p[L.ATTN_FLOPS] = peak * eff.attention_compute_efficiency
+    p[L.ATTN_SAT] = eff.attention_saturation_keys
     p[L.MEM_BW] = d.memory_bandwidth_bytes_per_s * eff.memory_efficiency
-    p[L.OH_GEMM] = eff.gemm_overhead_s
+    p[L.OH_GEMM] = eff.gemm_overhead_s + (eff.low_precision_gemm_overhead_s if narrow else 0.0)
     p[L.OH_ATTN] = eff.attention_overhead_s
     p[L.OH_ELEM] = eff.elementwise_overhead_s
     p[L.OH_COLL] = eff.collective_overhead_s
@@ -211,9 +213,10 @@ def compile_engine(
     else:
         moe_f_dev = 0.0
     p[L.EP] = ep
-    # norms (2 per layer: read + write), residual adds (2 reads + 1 write, twice), activation (2 in, 1 out)
-    p[L.ELEM_DENSE_BYTES] = (10.0 * h + 3.0 * m.ffn_hidden_size / tp) * ab
-    p[L.ELEM_MOE_BYTES] = (10.0 * h + 3.0 * moe_f_dev) * ab
+    # two fused add+RMSNorm per layer (read residual and input, write both: 3h each) and the gated
+    # activation (read gate and up, write their product: 3 f)
+    p[L.ELEM_DENSE_BYTES] = (6.0 * h + 3.0 * m.ffn_hidden_size / tp) * ab
+    p[L.ELEM_MOE_BYTES] = (6.0 * h + 3.0 * moe_f_dev) * ab
     p[L.VOCAB_DEV] = m.vocab_size / tp
     p[L.HAS_LM_HEAD] = 1.0 if m.has_lm_head else 0.0
     p[L.TP] = tp

@@ -19,7 +19,7 @@ DTYPE_FALLBACK = {
     "int8": "bf16",
     "bf16": "fp16",
     "fp16": "bf16",
-    "fp32": None,
+    "fp32": "bf16",  # no native FP32 matrix path (TPUs, some ASICs): FP32 matmuls run as bf16 passes
 }
 
 
@@ -49,8 +49,8 @@ class PeakFlops:
             if v is not None:
                 return v, d
             d = DTYPE_FALLBACK[d]
-        v = self.fp32 or max(getattr(self, x) or 0.0 for x in DTYPES)
-        return v, "fp32" if self.fp32 else "widest"
+        widest = next(x for x in DTYPES if getattr(self, x) is not None)  # _validate: at least one is set
+        return getattr(self, widest), widest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,15 +67,26 @@ class Efficiency:
     """Achievable fractions of peak and fixed overheads; defaults are uncalibrated, calibration replaces them.
 
     Compute efficiency saturates with the GEMM's token dimension m:
-    ``eta_c(m) = compute_efficiency * m / (m + compute_saturation_tokens)`` (tile under-utilisation at small m).
+    ``eta_c(m) = compute_efficiency * m / (m + compute_saturation_tokens)`` (tile under-utilisation at small m),
+    and attention's with the mean keys per query x: ``eta_a(x) = attention_compute_efficiency * x / (x +
+    attention_saturation_keys)`` (short sequences leave the flash-attention tiles part empty).
     """
 
     compute_efficiency: float = fld(0.8, unit="1", doc="fraction of dense peak reached by large GEMMs", gt=0, le=1)
     compute_saturation_tokens: float = fld(
         16.0, unit="token", doc="m at which a GEMM reaches half of compute_efficiency", ge=0
     )
+    low_precision_compute_efficiency: float = fld(
+        0.65, unit="1", doc="compute_efficiency for 8-bit and narrower GEMMs (scaling, quantisation)", gt=0, le=1
+    )
+    low_precision_gemm_overhead_s: float = fld(
+        3e-6, unit="s", doc="extra fixed cost per 8-bit-or-narrower GEMM (activation quantisation)", ge=0
+    )
     attention_compute_efficiency: float = fld(
-        0.6, unit="1", doc="fraction of dense peak reached by (flash) attention", gt=0, le=1
+        0.55, unit="1", doc="fraction of dense peak reached by (flash) attention on long sequences", gt=0, le=1
+    )
+    attention_saturation_keys: float = fld(
+        512.0, unit="token", doc="keys per query at which attention reaches half its efficiency", ge=0
     )
     memory_efficiency: float = fld(0.8, unit="1", doc="fraction of memory bandwidth reached", gt=0, le=1)
     gemm_overhead_s: float = fld(3e-6, unit="s", doc="fixed cost per GEMM kernel", ge=0)

@@ -7,7 +7,9 @@ compiled kernels call compiled kernels and plain ones call plain ones, from one 
 
 Options come from environment variables read once at import:
 
-- ``HERMES_CACHE`` (default 1): cache compiled machine code on disk.
+- ``HERMES_CACHE`` (default 1): cache compiled machine code on disk. numba keys a cache entry on the
+  defining file only, not on the kernels it calls from other files: set ``HERMES_CACHE=0`` (or delete
+  ``__pycache__``) while editing kernels.
 - ``HERMES_FASTMATH`` (default 0): allow reassociation; off by default because results must be
   bit-identical across runs and chunkings.
 - ``HERMES_PARALLEL`` (default 0): compile grid loops with ``parallel=True`` (prange over points).

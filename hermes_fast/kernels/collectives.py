@@ -1,7 +1,7 @@
 """Alpha-beta costs of collectives over ``n`` devices joined by one link level.
 
 ``alpha_s`` is the per-hop latency, ``bw`` the effective per-direction bandwidth (link x efficiency),
-``overhead_s`` a fixed cost per call. ``size_bytes`` is the full message each device contributes/holds.
+``overhead_s`` a fixed cost per call and ``size_bytes`` the full message.
 """
 
 from __future__ import annotations
@@ -19,15 +19,11 @@ def allreduce_time(size_bytes, n, alpha_s, bw, overhead_s):
 
 @kernel
 def allgather_time(size_bytes, n, alpha_s, bw, overhead_s):
-    """Ring all-gather (and reduce-scatter) of an S-byte result: overhead + (n-1)(alpha + (S/n)/bw)."""
-    if n <= 1.0 or size_bytes <= 0.0:
-        return 0.0
-    return overhead_s + (n - 1.0) * (alpha_s + size_bytes / n / bw)
+    """Ring all-gather or reduce-scatter of an S-byte buffer: overhead + (n-1)(alpha + (S/n)/bw).
 
-
-@kernel
-def alltoall_time(size_bytes, n, alpha_s, bw, overhead_s):
-    """All-to-all where each device holds S bytes, S/n for each peer: overhead + (n-1)(alpha + (S/n)/bw)."""
+    Also the cost of an all-to-all in which each device holds S bytes, S/n for each peer: the same
+    n-1 steps of S/n bytes.
+    """
     if n <= 1.0 or size_bytes <= 0.0:
         return 0.0
     return overhead_s + (n - 1.0) * (alpha_s + size_bytes / n / bw)

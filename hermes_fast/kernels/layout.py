@@ -67,4 +67,5 @@ FFN_TP = 49  # TP degree inside one expert (tp / ep) for the post-MoE all-reduce
 PP = 50
 PP_ALPHA = 51
 PP_BW = 52
-N_PARAMS = 53
+ATTN_SAT = 53  # keys per query at which attention reaches half its efficiency
+N_PARAMS = 54

@@ -48,17 +48,22 @@ def grouped_gemm_cost(tokens, active_sets, k, n, flops_eff, saturation_tokens, b
 
 
 @kernel
-def attention_cost(pairs, heads, qk_dim, v_dim, kv_tokens, kv_token_bytes, q_tokens, a_bytes, flops_eff, bw_eff):
+def attention_cost(
+    pairs, heads, qk_dim, v_dim, kv_tokens, kv_token_bytes, q_tokens, a_bytes, flops_eff, saturation_keys, bw_eff
+):
     """Fused (flash) attention over ``pairs`` query-key pairs on ``heads`` heads of one device.
 
     FLOP = 2 pairs heads (qk_dim + v_dim) (scores and weighted values); bytes = KV read
     (``kv_tokens`` x per-token KV bytes) + queries in and outputs out (``q_tokens`` x heads x dims).
+    Compute efficiency saturates in the mean keys per query, pairs / q_tokens.
     """
     if pairs <= 0.0:
         return 0.0, 0.0
     flop = 2.0 * pairs * heads * (qk_dim + v_dim)
     nbytes = kv_tokens * kv_token_bytes + q_tokens * heads * (qk_dim + v_dim) * a_bytes
-    return flop / flops_eff, nbytes / bw_eff
+    keys_per_query = pairs / q_tokens
+    eff = keys_per_query / (keys_per_query + saturation_keys)
+    return flop / (flops_eff * eff), nbytes / bw_eff
 
 
 @kernel

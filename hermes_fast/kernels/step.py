@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from . import layout as L
 from ._jit import kernel
-from .collectives import allgather_time, allreduce_time, alltoall_time, p2p_time
+from .collectives import allgather_time, allreduce_time, p2p_time
 from .roofline import attention_cost, expected_active_experts, gemm_cost, grouped_gemm_cost
 
 
@@ -37,6 +37,7 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
     kvb = p[L.KV_TOKEN_BYTES]
     ab = p[L.A_BYTES]
     fe = p[L.ATTN_FLOPS]
+    sat = p[L.ATTN_SAT]
     bw = p[L.MEM_BW]
     comp = 0.0
     mem = 0.0
@@ -47,7 +48,9 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
         if window > 0.0:
             pairs = min(pairs, prefill_tokens * window)
             kv = min(kv, prefill_tokens + window)
-        c, m = attention_cost(pairs, heads, p[L.ATT_QK_PREFILL], p[L.ATT_V_PREFILL], kv, kvb, prefill_tokens, ab, fe, bw)
+        c, m = attention_cost(
+            pairs, heads, p[L.ATT_QK_PREFILL], p[L.ATT_V_PREFILL], kv, kvb, prefill_tokens, ab, fe, sat, bw
+        )
         c, m = _split(c, m)
         comp += c
         mem += m
@@ -56,7 +59,7 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
         kv = decode_kv_tokens
         if window > 0.0:
             kv = min(kv, decode_seqs * window)
-        c, m = attention_cost(kv, heads, p[L.ATT_QK_DECODE], p[L.ATT_V_DECODE], kv, kvb, decode_seqs, ab, fe, bw)
+        c, m = attention_cost(kv, heads, p[L.ATT_QK_DECODE], p[L.ATT_V_DECODE], kv, kvb, decode_seqs, ab, fe, sat, bw)
         c, m = _split(c, m)
         comp += c
         mem += m
@@ -165,7 +168,7 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         e_m += tokens * p[L.ELEM_MOE_BYTES] / bw
         e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
         if ep > 1.0:  # dispatch and combine: each rank exchanges its 1/ep share of token-expert vectors
-            e_comm += 2.0 * alltoall_time(act_bytes * p[L.TOP_K] / ep, ep, p[L.EP_ALPHA], p[L.EP_BW], p[L.OH_COLL])
+            e_comm += 2.0 * allgather_time(act_bytes * p[L.TOP_K] / ep, ep, p[L.EP_ALPHA], p[L.EP_BW], p[L.OH_COLL])
         comp += p[L.N_MOE] * e_c
         mem += p[L.N_MOE] * e_m
         oh += p[L.N_MOE] * e_oh
@@ -180,7 +183,8 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         comp += c
         mem += m
         oh += oh_gemm
-        comm += allgather_time(logit_seqs * p[L.VOCAB_DEV] * tp * ab, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+        logits_bytes = logit_seqs * p[L.VOCAB_DEV] * tp * ab
+        comm += allgather_time(logits_bytes, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
     # --- pipeline stages hand the hidden states on
     comm += (p[L.PP] - 1.0) * p2p_time(act_bytes, p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
     return comp + mem + comm + oh, comp, mem, comm, oh

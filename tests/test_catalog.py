@@ -1,0 +1,229 @@
+"""Preset catalog: every preset loads, every figure names its source, and scenario overrides behave."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import pytest
+
+from hermes_fast.catalog import Catalog, preset_names
+from hermes_fast.config.base import ConfigError, load_yaml
+from hermes_fast.config.hardware import DTYPES
+
+KINDS = ("devices", "models", "memory_tiers")
+
+REQUIRED_DEVICES = {
+    "h100_sxm", "h200_sxm", "b200", "gb200", "a100_sxm_80gb", "l40s", "mi300x", "mi325x", "gaudi3",
+    "tpu_v5e", "tpu_v5p", "tpu_v6e", "xeon_8480p", "xeon_6980p", "grace_cpu", "pim_hbm",
+}  # fmt: skip
+REQUIRED_MODELS = {
+    "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-2-7b", "llama-2-70b", "mixtral-8x7b",
+    "deepseek-v3", "qwen3-32b", "qwen3-235b-a22b", "gpt-oss-120b", "e5-base", "e5-large", "e5-mistral-7b",
+    "bge-reranker-large", "bge-reranker-base", "router-bert-base", "qwen3-0.6b",
+}  # fmt: skip
+
+# Model architecture fields may be covered by one `shape` source (the cited config.json); these may not.
+MODEL_OWN_SOURCE = {"params_published"}
+
+
+def _raw(kind: str) -> dict[str, dict]:
+    """The preset file as written (not merged with defaults), so the check sees what the YAML claims."""
+    return load_yaml((files("hermes_fast") / "catalog" / f"{kind}.yaml").read_text())
+
+
+def _numeric_leaves(mapping, prefix: str = ""):
+    """Dotted paths of every number in a (nested) mapping, skipping `sources`; None values are skipped."""
+    for key, value in mapping.items():
+        if key == "sources":
+            continue
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _numeric_leaves(value, path + ".")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield path
+
+
+def _params(kind: str):
+    return [pytest.param(kind, n, id=f"{kind}:{n}") for n in preset_names(kind)]
+
+
+ALL_PRESETS = [p for kind in KINDS for p in _params(kind)]
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+@pytest.mark.parametrize("kind,name", ALL_PRESETS)
+def test_every_preset_loads(kind, name):
+    cfg = Catalog().get(kind, name)
+    assert cfg.name
+    assert cfg.sources, f"{kind}.{name} has no sources"
+
+
+def test_required_devices_present():
+    missing = REQUIRED_DEVICES - set(preset_names("devices"))
+    assert not missing, f"missing device presets: {sorted(missing)}"
+
+
+def test_required_models_present():
+    missing = REQUIRED_MODELS - set(preset_names("models"))
+    assert not missing, f"missing model presets: {sorted(missing)}"
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+@pytest.mark.parametrize("kind,name", _params("devices") + _params("memory_tiers"))
+def test_every_hardware_figure_has_exact_source(kind, name):
+    """Each number written for a device or memory tier has a `sources` entry under its exact field path."""
+    raw = _raw(kind)[name]
+    sources = raw.get("sources", {})
+    missing = [p for p in _numeric_leaves(raw) if p not in sources]
+    assert not missing, f"{kind}.{name}: no source for {missing}"
+
+
+@pytest.mark.parametrize("name", preset_names("devices"))
+def test_device_key_figures_have_sources(name):
+    """The headline figures (checked on the loaded device, defaults included) each name a source."""
+    dev = Catalog().device(name)
+    required = [f"peak_flop_per_s.{d}" for d in DTYPES if getattr(dev.peak_flop_per_s, d) is not None]
+    required += [
+        "memory_bytes",
+        "memory_bandwidth_bytes_per_s",
+        "scale_up.bandwidth_bytes_per_s",
+        "power_peak_w",
+    ]
+    if dev.price_usd_per_hour is not None:
+        required.append("price_usd_per_hour")
+    missing = [p for p in required if p not in dev.sources]
+    assert not missing, f"devices.{name}: no source for {missing}"
+
+
+@pytest.mark.parametrize("name", preset_names("models"))
+def test_every_model_figure_has_source(name):
+    """Architecture numbers are covered by `shape` (or their own / a parent path); others need their own."""
+    raw = _raw("models")[name]
+    sources = raw.get("sources", {})
+    assert "shape" in sources, f"models.{name}: no `shape` source (the published config)"
+    missing = []
+    for path in _numeric_leaves(raw):
+        parts = path.split(".")
+        prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        if prefixes & set(sources):
+            continue
+        if path in MODEL_OWN_SOURCE or "shape" not in sources:
+            missing.append(path)
+    assert not missing, f"models.{name}: no source for {missing}"
+
+
+@pytest.mark.parametrize("name", preset_names("models"))
+def test_published_param_count_is_set(name):
+    model = Catalog().model(name)
+    assert model.params_published is not None
+    assert "params_published" in model.sources
+
+
+# ------------------------------------------------------------------------------------------ unit sanity
+
+
+@pytest.mark.parametrize("name", preset_names("devices"))
+def test_device_figures_are_in_si_units(name):
+    """Catch TFLOPS/GB/GB-per-s typed without their exponent (989.0 instead of 989.0e12)."""
+    dev = Catalog().device(name)
+    for d in DTYPES:
+        peak = getattr(dev.peak_flop_per_s, d)
+        assert peak is None or 1e11 <= peak <= 1e17, (d, peak)
+    assert 1e9 <= dev.memory_bytes <= 1e13
+    assert 1e10 <= dev.memory_bandwidth_bytes_per_s <= 1e14
+    links = [dev.scale_up, dev.scale_out] + ([dev.host_link] if dev.host_link else [])
+    for link in links:
+        assert 1e8 <= link.bandwidth_bytes_per_s <= 1e13, link
+        assert link.latency_s < 1e-3, link
+    assert 1.0 <= dev.power_peak_w <= 5000.0
+    assert dev.price_usd_per_hour is None or dev.price_usd_per_hour < 100.0
+
+
+def test_native_dtype_paths():
+    """Dtypes the hardware lacks stay null (fp8/fp4 on A100, fp4 on Hopper); CPUs have no host link."""
+    cat = Catalog()
+    a100 = cat.device("a100_sxm_80gb").peak_flop_per_s
+    assert a100.fp8 is None and a100.fp4 is None
+    for name in ("h100_sxm", "h200_sxm"):
+        assert cat.device(name).peak_flop_per_s.fp4 is None
+    assert cat.device("b200").peak_flop_per_s.fp4 is not None
+    for name in preset_names("devices"):
+        dev = cat.device(name)
+        if dev.kind == "cpu":
+            assert dev.host_link is None, name
+
+
+def test_link_bandwidth_is_per_direction():
+    """NVLink4 is marketed as 900 GB/s bidirectional; the catalog stores 450 GB/s per direction."""
+    assert Catalog().device("h100_sxm").scale_up.bandwidth_bytes_per_s == pytest.approx(450.0e9)
+    assert Catalog().device("b200").scale_up.bandwidth_bytes_per_s == pytest.approx(900.0e9)
+
+
+# ------------------------------------------------------------------------------------------- overrides
+
+
+def test_same_name_override_changes_one_field_and_keeps_the_rest():
+    preset = Catalog().device("h100_sxm")
+    over = Catalog({"devices": {"h100_sxm": {"memory_bytes": 96.0e9}}}).device("h100_sxm")
+    assert over.memory_bytes == 96.0e9
+    assert over.memory_bandwidth_bytes_per_s == preset.memory_bandwidth_bytes_per_s
+    assert over.peak_flop_per_s == preset.peak_flop_per_s
+    assert over.scale_up == preset.scale_up
+    assert over.sources == preset.sources
+
+
+def test_nested_override_merges_field_by_field():
+    preset = Catalog().device("h100_sxm")
+    over = Catalog({"devices": {"h100_sxm": {"peak_flop_per_s": {"bf16": 900.0e12}}}}).device("h100_sxm")
+    assert over.peak_flop_per_s.bf16 == 900.0e12
+    assert over.peak_flop_per_s.fp8 == preset.peak_flop_per_s.fp8
+
+
+def test_base_derives_a_new_device():
+    cat = Catalog(
+        {"devices": {"my_gpu": {"base": "h100_sxm", "name": "H100 at 500 W", "power_peak_w": 500.0}}}
+    )
+    dev, preset = cat.device("my_gpu"), cat.device("h100_sxm")
+    assert dev.name == "H100 at 500 W"
+    assert dev.power_peak_w == 500.0
+    assert dev.memory_bytes == preset.memory_bytes
+    assert preset.power_peak_w == 700.0  # the preset itself is untouched
+    assert "my_gpu" in cat.names("devices")
+
+
+def test_base_derives_a_new_model():
+    cat = Catalog({"models": {"llama-3.1-8b-32k": {"base": "llama-3.1-8b", "max_context_tokens": 32768}}})
+    m = cat.model("llama-3.1-8b-32k")
+    assert m.max_context_tokens == 32768
+    assert m.hidden_size == cat.model("llama-3.1-8b").hidden_size
+
+
+def test_misspelt_base_hints_the_right_name():
+    cat = Catalog({"devices": {"my_gpu": {"base": "h100_smx", "power_peak_w": 500.0}}})
+    with pytest.raises(ConfigError, match="did you mean 'h100_sxm'") as err:
+        cat.device("my_gpu")
+    assert err.value.path == "devices.my_gpu.base"
+
+
+def test_unknown_field_in_override_names_its_path():
+    cat = Catalog({"devices": {"my_gpu": {"base": "h100_sxm", "memory_bandwdith": 4.0e12}}})
+    with pytest.raises(ConfigError) as err:
+        cat.device("my_gpu")
+    assert err.value.path == "devices.my_gpu.memory_bandwdith"
+    assert "memory_bandwidth_bytes_per_s" in str(err.value)
+
+
+def test_unknown_field_in_same_name_override_names_its_path():
+    cat = Catalog({"models": {"llama-3.1-8b": {"n_layer": 16}}})
+    with pytest.raises(ConfigError) as err:
+        cat.model("llama-3.1-8b")
+    assert err.value.path == "models.llama-3.1-8b.n_layer"
+
+
+def test_unknown_preset_name_hints():
+    with pytest.raises(ConfigError, match="did you mean 'mi300x'"):
+        Catalog().device("mi300", "engines[0].device")

@@ -1,0 +1,283 @@
+"""Kernel costs against hand computations, closed forms, Monte Carlo and the compiled twins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hermes_fast.kernels import (
+    allgather_time,
+    allreduce_time,
+    attention_cost,
+    causal_pairs,
+    decode_step_time,
+    expected_active_experts,
+    gemm_cost,
+    grouped_gemm_cost,
+    p2p_time,
+    prefill_time,
+    step_cost,
+)
+from hermes_fast.kernels import layout as L
+from hermes_fast.kernels.grid import decode_step_times, estimate_points
+
+PEAK_BF16 = 989.0e12  # H100 SXM dense BF16, the ideal device's peak
+BW = 3.35e12
+
+
+def hand_prefill_flop(model, batch, seq):
+    """2 x (GEMM weights per layer) x tokens + causal attention + LM head on the last token of each prompt."""
+    h, hd, nh, kv, f = model.hidden_size, model.head_dim, model.n_heads, model.n_kv_heads, model.ffn_hidden_size
+    per_layer_weights = h * (nh + 2 * kv) * hd + nh * hd * h + 3 * h * f
+    tokens = batch * seq
+    pairs = batch * seq * (seq + 1) / 2
+    attention = 2 * nh * (hd + hd) * pairs  # QK^T and PV
+    return model.n_layers * (2 * per_layer_weights * tokens + attention) + 2 * batch * h * model.vocab_size
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "llama-3.1-70b"])
+@pytest.mark.parametrize("batch,seq", [(1, 1024), (4, 4096)])
+def test_prefill_flop_matches_hand_count(catalog, build, name, batch, seq):
+    model = catalog.model(name)
+    p = build(name, device="ideal_compute").params
+    tokens = batch * seq
+    total, comp, mem, comm, oh = step_cost(
+        p, tokens, batch * causal_pairs(seq, 0.0), tokens, 0.0, 0.0, batch
+    )
+    flop = comp * PEAK_BF16
+    assert flop == pytest.approx(hand_prefill_flop(model, batch, seq), rel=1e-9)
+    assert comm == 0.0 and oh == 0.0
+    # and the textbook rule: 2 x non-embedding params x tokens, plus attention, within 1%
+    from hermes_fast.compile import param_count
+
+    counts = param_count(model)
+    non_embedding = counts["total"] - counts["embedding"] - counts["lm_head"] - model.n_layers * 2 * model.hidden_size
+    attention = model.n_layers * 4 * model.n_heads * model.head_dim * batch * seq * (seq + 1) / 2
+    assert flop == pytest.approx(2 * non_embedding * tokens + attention, rel=0.01)
+
+
+def test_decode_batch1_is_memory_bound_at_weight_bytes_over_bandwidth(catalog, build):
+    model = catalog.model("llama-3.1-8b")
+    ce = build("llama-3.1-8b", device="ideal")
+    total, comp, mem, comm, oh = step_cost(ce.params, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0)
+    weights_read = ce.weights_bytes - model.vocab_size * model.hidden_size * 2  # embedding: one row gathered
+    assert comp < 0.05 * mem
+    assert total == pytest.approx(weights_read / BW, rel=0.02)
+    # with the default (uncalibrated) efficiencies it is still memory-bound
+    real = build("llama-3.1-8b")
+    total, comp, mem, comm, oh = step_cost(real.params, 0.0, 0.0, 0.0, 1.0, 1024.0, 1.0)
+    assert mem > 5 * comp and mem > oh
+    assert mem == pytest.approx(weights_read / (BW * 0.8), rel=0.03)
+
+
+def test_large_batch_prefill_is_compute_bound(build):
+    p = build("llama-3.1-8b").params
+    total, comp, mem, comm, oh = step_cost(p, 8 * 2048.0, 8 * causal_pairs(2048.0, 0.0), 8 * 2048.0, 0.0, 0.0, 8.0)
+    assert comp > 5 * mem  # what memory time remains is norms/activations and the LM head
+    assert comp > 0.85 * total
+
+
+def test_allreduce_follows_alpha_beta():
+    s, n, alpha, bw, oh = 8.0e6, 8.0, 0.8e-6, 382.5e9, 5e-6
+    assert allreduce_time(s, n, alpha, bw, oh) == pytest.approx(oh + 2 * (n - 1) * (alpha + s / n / bw), rel=1e-15)
+    assert allgather_time(s, n, alpha, bw, oh) == pytest.approx(oh + (n - 1) * (alpha + s / n / bw), rel=1e-15)
+    assert allreduce_time(s, 1.0, alpha, bw, oh) == 0.0
+    assert p2p_time(s, alpha, bw, oh) == pytest.approx(oh + alpha + s / bw)
+
+
+def test_tp_step_communication_is_two_allreduces_per_layer(catalog, build):
+    model = catalog.model("llama-3.1-70b")
+    dev = catalog.device("h100_sxm")
+    ce = build("llama-3.1-70b", tp=8)
+    batch = 16.0
+    comm = step_cost(ce.params, 0.0, 0.0, 0.0, batch, batch * 2048.0, batch)[3]
+    alpha = dev.scale_up.latency_s
+    beta = dev.scale_up.bandwidth_bytes_per_s * dev.efficiency.collective_efficiency
+    oh = dev.efficiency.collective_overhead_s
+    s = batch * model.hidden_size * 2
+    per_allreduce = oh + 2 * 7 * (alpha + s / 8 / beta)
+    logits = batch * model.vocab_size * 2
+    gather = oh + 7 * (alpha + logits / 8 / beta)
+    assert comm == pytest.approx(2 * model.n_layers * per_allreduce + gather, rel=1e-12)
+
+
+def test_tp_beyond_scale_up_domain_uses_scale_out_link(catalog, build):
+    dev = catalog.device("h100_sxm")
+    inside = build("llama-3.1-405b", tp=8).params
+    outside = build("llama-3.1-405b", tp=16).params
+    assert inside[L.TP_BW] == pytest.approx(dev.scale_up.bandwidth_bytes_per_s * dev.efficiency.collective_efficiency)
+    assert outside[L.TP_BW] == pytest.approx(dev.scale_out.bandwidth_bytes_per_s * dev.efficiency.collective_efficiency)
+
+
+def test_expected_active_experts_matches_monte_carlo():
+    rng = np.random.default_rng(7)
+    n_experts, top_k = 64, 6
+    for tokens in (1, 4, 16, 64):
+        hits = []
+        for _ in range(2000):
+            chosen = np.concatenate([rng.choice(n_experts, top_k, replace=False) for _ in range(tokens)])
+            hits.append(len(np.unique(chosen)))
+        expected = expected_active_experts(float(tokens), float(n_experts), float(top_k))
+        assert expected == pytest.approx(np.mean(hits), rel=0.01)
+
+
+def test_moe_decode_reads_active_not_total_experts(catalog, build):
+    from hermes_fast.compile import param_count
+
+    model = catalog.model("mixtral-8x7b")
+    ce = build("mixtral-8x7b", device="ideal")
+    counts = param_count(model)
+    mem = step_cost(ce.params, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0)[2]
+    active_read = (counts["active"] - counts["embedding"]) * 2  # bytes of the weights one token touches
+    total_read = (counts["total"] - counts["embedding"]) * 2
+    assert mem * BW == pytest.approx(active_read, rel=0.01)
+    assert mem * BW < 0.4 * total_read
+    # a large batch touches every expert: the step reads (almost) all weights
+    big = 4096.0
+    assert expected_active_experts(big, 8.0, 2.0) == pytest.approx(8.0)
+    exp_bytes = grouped_gemm_cost(big * 2, 8.0, 4096.0, 2 * 14336.0, 1.0, 0.0, 1.0, 2.0, 0.0)[1]
+    assert exp_bytes == pytest.approx(8 * 4096 * 2 * 14336 * 2.0)
+
+
+def test_moe_flops_follow_top_k(catalog, build):
+    model = catalog.model("mixtral-8x7b")
+    p = build("mixtral-8x7b", device="ideal_compute").params
+    tokens = 2048.0
+    comp = step_cost(p, tokens, causal_pairs(tokens, 0.0), tokens, 0.0, 0.0, 1.0)[1]
+    h, f = model.hidden_size, model.moe.expert_ffn_hidden_size
+    expert_flop = model.n_layers * 2 * tokens * model.moe.top_k * 3 * h * f
+    router_flop = model.n_layers * 2 * tokens * h * model.moe.n_experts
+    attn_proj = model.n_layers * 2 * tokens * (h * (model.n_heads + 2 * model.n_kv_heads) * model.head_dim * 2 - 2 * model.n_kv_heads * model.head_dim * h)
+    attn = model.n_layers * 4 * model.n_heads * model.head_dim * causal_pairs(tokens, 0.0)
+    head = 2 * h * model.vocab_size
+    assert comp * PEAK_BF16 == pytest.approx(expert_flop + router_flop + attn_proj + attn + head, rel=1e-9)
+
+
+def test_fp8_halves_weight_bytes_and_kv(build):
+    bf16 = build("llama-3.1-70b", tp=4)
+    fp8 = build("llama-3.1-70b", tp=4, weight="fp8", activation="fp8", kv="fp8")
+    assert fp8.weights_bytes / bf16.weights_bytes == pytest.approx(0.5, rel=1e-12)
+    assert fp8.kv_bytes_per_token / bf16.kv_bytes_per_token == pytest.approx(0.5, rel=1e-12)
+    assert fp8.params[L.GEMM_FLOPS] > bf16.params[L.GEMM_FLOPS]  # fp8 GEMMs use the fp8 peak
+    fp4 = build("llama-3.1-70b", tp=4, weight="fp4")
+    assert fp4.weights_bytes / bf16.weights_bytes == pytest.approx(0.25, rel=1e-12)
+
+
+def test_gqa_and_mla_kv_bytes(build):
+    # Llama-3.1-8B: 2 (K,V) x 8 kv heads x 128 dims x 2 B x 32 layers
+    assert build("llama-3.1-8b").kv_bytes_per_token == 2 * 8 * 128 * 2 * 32
+    # TP8 leaves one KV head per device; TP16 would replicate it, never below one head
+    assert build("llama-3.1-70b", tp=8).kv_bytes_per_token == 2 * 1 * 128 * 2 * 80
+    # DeepSeek-V3 MLA: (kv_lora 512 + rope 64) x 2 B per layer, replicated on TP ranks
+    assert build("deepseek-v3", tp=8).kv_bytes_per_token == (512 + 64) * 2 * 61
+
+
+def test_gemm_roofline_shape():
+    # memory-bound at small m: time = weights / bw; compute-bound at large m: FLOP / rate
+    c, m = gemm_cost(1.0, 8192.0, 8192.0, 1.0, 1e15, 0.0, 1e12, 2.0, 2.0)
+    assert m == pytest.approx((8192 * 8192 * 2 + 2 * 8192 * 2) / 1e12)
+    c, m = gemm_cost(16384.0, 8192.0, 8192.0, 1.0, 1e15, 0.0, 1e12, 2.0, 2.0)
+    assert c == pytest.approx(2 * 16384 * 8192 * 8192 / 1e15)
+    assert gemm_cost(0.0, 10.0, 10.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0) == (0.0, 0.0)
+
+
+def test_attention_cost_counts_pairs_and_kv_reads():
+    c, m = attention_cost(1000.0, 8.0, 128.0, 128.0, 500.0, 4096.0, 10.0, 2.0, 1e12, 0.0, 1e12)
+    assert c == pytest.approx(2 * 1000 * 8 * 256 / 1e12)
+    assert m == pytest.approx((500 * 4096 + 10 * 8 * 256 * 2) / 1e12)
+
+
+def test_sliding_window_caps_decode_context(build):
+    p = build("gpt-oss-120b").params
+    short = decode_step_time(p, 8.0, 64.0)
+    long = decode_step_time(p, 8.0, 65536.0)
+    full_only = p.copy()
+    full_only[L.N_SWA] = 0.0
+    assert long > short
+    assert decode_step_time(full_only, 8.0, 65536.0) > long  # windowed layers read at most the window
+
+
+def test_pipeline_parallel_adds_hand_offs(catalog, build):
+    model = catalog.model("llama-3.1-70b")
+    dev = catalog.device("h100_sxm")
+    one = build("llama-3.1-70b", tp=4)
+    two = build("llama-3.1-70b", tp=4, pp=2)
+    batch = 8.0
+    c1 = step_cost(one.params, 0.0, 0.0, 0.0, batch, batch * 1000, batch)[3]
+    c2 = step_cost(two.params, 0.0, 0.0, 0.0, batch, batch * 1000, batch)[3]
+    hand_off = dev.efficiency.collective_overhead_s + dev.scale_up.latency_s + batch * model.hidden_size * 2 / (
+        dev.scale_up.bandwidth_bytes_per_s * dev.efficiency.collective_efficiency
+    )
+    assert c2 - c1 == pytest.approx(hand_off, rel=1e-9)
+    assert two.weights_bytes < 0.55 * one.weights_bytes
+
+
+def test_encoder_prefill_is_bidirectional(build):
+    p = build("e5-large").params
+    assert p[L.CAUSAL] == 0.0 and p[L.HAS_LM_HEAD] == 0.0
+    assert prefill_time(p, 1.0, 512.0, 0.0) > 0.0
+
+
+# --- plain-Python and compiled twins agree ------------------------------------------------------
+
+TWIN_ENGINES = [
+    ("llama-3.1-8b", {}),
+    ("llama-3.1-70b", {"tp": 8, "pp": 2}),
+    ("mixtral-8x7b", {"tp": 2, "ep": 2}),
+    ("deepseek-v3", {"tp": 8, "ep": 8, "weight": "fp8", "activation": "fp8"}),
+    ("gpt-oss-120b", {"tp": 2, "weight": "fp4"}),
+    ("e5-base", {}),
+    ("qwen3-235b-a22b", {"tp": 4, "pp": 2}),
+]
+
+
+@pytest.mark.parametrize("name,kw", TWIN_ENGINES)
+def test_step_cost_twins_agree(build, name, kw):
+    rng = np.random.default_rng(hash(name) % 2**32)
+    p = build(name, **kw).params
+    for _ in range(50):
+        tp_ = float(rng.integers(0, 9000)) * float(rng.random() < 0.7)
+        past = float(rng.integers(0, 4000))
+        nd = float(rng.integers(0, 300))
+        args = (p, tp_, causal_pairs(tp_, past), tp_ + past, nd, nd * float(rng.integers(1, 8000)), nd + 1.0)
+        slow = step_cost(*args)
+        fast = step_cost.jit(*args)
+        np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=0.0)
+
+
+def test_leaf_kernel_twins_agree():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        x = rng.uniform(1.0, 1e6, size=11)
+        for fn, args in [
+            (gemm_cost, (x[0], x[1], x[2], 1.0, x[3] * 1e9, x[4] / 1e3, x[5] * 1e6, 2.0, 2.0)),
+            (grouped_gemm_cost, (x[0], x[1] / 1e3 + 1.0, x[2], x[3], x[4] * 1e9, 16.0, x[5] * 1e6, 1.0, 2.0)),
+            (attention_cost, (x[0], 8.0, 128.0, 128.0, x[1], x[2], x[3], 2.0, x[4] * 1e9, 512.0, x[5] * 1e6)),
+            (allreduce_time, (x[6], float(int(x[7]) % 16 + 1), 1e-6, x[8] * 1e5, 5e-6)),
+            (allgather_time, (x[6], float(int(x[7]) % 16 + 1), 1e-6, x[8] * 1e5, 5e-6)),
+            (expected_active_experts, (x[9] / 100.0, 256.0, 8.0)),
+        ]:
+            np.testing.assert_allclose(fn.jit(*args), fn(*args), rtol=1e-12, atol=0.0)
+
+
+def test_grid_kernel_twins_agree(build):
+    params = np.stack([build("llama-3.1-8b").params, build("llama-3.1-70b", tp=4, pp=2).params])
+    rng = np.random.default_rng(11)
+    n = 64
+    cfg = rng.integers(0, 2, n).astype(np.int64)
+    batch = rng.integers(1, 256, n).astype(float)
+    prompt = rng.integers(1, 8192, n).astype(float)
+    output = rng.integers(1, 2048, n).astype(float)
+    context = prompt + 0.5 * output
+    context[::3] += 100.0
+    outs = []
+    for fn in (estimate_points, estimate_points.jit):
+        o = [np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int8), np.empty(n, np.int8)]
+        fn(params, cfg, batch, prompt, output, context, *o)
+        outs.append(o)
+    for slow, fast in zip(outs[0], outs[1], strict=True):
+        np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=0.0)
+    slow, fast = np.empty(n), np.empty(n)
+    decode_step_times(params, cfg, batch, context, slow)
+    decode_step_times.jit(params, cfg, batch, context, fast)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=0.0)
