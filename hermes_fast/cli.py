@@ -5,21 +5,32 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from .config.base import ConfigError, field_docs, load_yaml
+from .config.base import ConfigError, field_docs
 
 _PRESET_KINDS = ("devices", "models", "memory_tiers", "variables")
+
+
+def _grid_value(text: str):
+    """A --grid value: an integer, a number, or else a name (no YAML: '1:2' must not become 62)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _parse_grid(items: Sequence[str]) -> dict[str, list]:
     grid: dict[str, list] = {}
     for item in items:
-        if "=" not in item:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
             raise ConfigError(f"--grid {item}", item, "KEY=V1,V2,... (e.g. batch_size=1,8,64)")
-        key, _, values = item.partition("=")
-        grid[key.strip()] = [load_yaml(v.strip() + "\n") for v in values.split(",") if v.strip()]
+        grid[key.strip()] = [_grid_value(v.strip()) for v in values.split(",") if v.strip()]
     return grid
 
 
@@ -33,10 +44,11 @@ def _fmt(v: float, unit: str) -> str:
     return f"{v:10.1f}"
 
 
-def print_estimate(ds, out=sys.stdout, max_rows: int = 60) -> None:
-    """A readable table of an estimate Dataset, one row per grid point."""
+def print_estimate(ds, out=None, max_rows: int = 60) -> None:
+    """A readable table of an estimate Dataset, one row per grid point (to ``out``, default stdout)."""
     from .variables import BOUND_NAMES
 
+    out = out or sys.stdout
     columns = [
         ("ttft_s", "TTFT ms", "ms"),
         ("tpot_s", "TPOT ms", "ms"),
@@ -70,7 +82,7 @@ def _cmd_estimate(args) -> int:
     from .estimate import estimate
 
     grid = _parse_grid(args.grid) if args.grid else None
-    ds = estimate(args.scenario, grid=grid)
+    ds = estimate(Path(args.scenario) if args.scenario else None, grid=grid)
     print_estimate(ds)
     if args.out:
         ds.to_netcdf(args.out)
@@ -110,8 +122,8 @@ def _cmd_presets(args) -> int:
                 )
             else:
                 print(
-                    f"{name:20s} {x.name:48s} {x.capacity_bytes / 1e9:9.0f} GB {x.bandwidth_bytes_per_s / 1e9:8.1f} GB/s"
-                    f" {x.latency_s * 1e6:9.2f} us"
+                    f"{name:20s} {x.name:48s} {x.capacity_bytes / 1e9:9.0f} GB"
+                    f" {x.bandwidth_bytes_per_s / 1e9:8.1f} GB/s {x.latency_s * 1e6:9.2f} us"
                 )
         if args.fields:
             schema = {"devices": Device, "models": Model, "memory_tiers": MemoryTier}[kind]

@@ -14,8 +14,9 @@ import numpy as np
 from .config.base import ConfigError
 from .config.hardware import DTYPE_BYTES, Device
 from .config.model import Model
-from .config.scenario import Dtypes, Engine, Parallel
+from .config.scenario import Dtypes, Parallel
 from .kernels import layout as L
+from .kernels.roofline import gemm_coefficients
 
 __all__ = ["CompiledEngine", "compile_engine", "param_count", "kv_bytes_per_token", "check_layout"]
 
@@ -28,7 +29,9 @@ def _attention_params(m: Model) -> float:
         q = h * m.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim)
         if a.q_lora_rank is not None:
             q = h * a.q_lora_rank + a.q_lora_rank * m.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim)
-        kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank * m.n_heads * (a.qk_nope_head_dim + a.v_head_dim)
+        kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank * m.n_heads * (
+            a.qk_nope_head_dim + a.v_head_dim
+        )
         return q + kv + m.n_heads * a.v_head_dim * h
     return h * (m.n_heads + 2 * m.n_kv_heads) * m.head_dim + m.n_heads * m.head_dim * h
 
@@ -172,53 +175,58 @@ def compile_engine(
     p[L.CAUSAL] = 1.0 if m.causal else 0.0
     heads = m.n_heads / tp
     p[L.HEADS] = heads
+    fe, sat, bw = p[L.GEMM_FLOPS], eff.compute_saturation_tokens, p[L.MEM_BW]
+
+    def gemm(block: int, k: float, n: float) -> None:
+        p[block : block + 4] = gemm_coefficients(k, n, fe, sat, bw, wb, ab)
+
     if m.mla is not None:
         a = m.mla
         qk = a.qk_nope_head_dim + a.qk_rope_head_dim
-        q_in = a.q_lora_rank or 0
-        # fused down-projections (replicated): hidden -> [q_lora] + kv_lora + rope
-        p[L.QKV_K] = h
-        p[L.QKV_N] = q_in + a.kv_lora_rank + a.qk_rope_head_dim + (0 if a.q_lora_rank else heads * qk)
+        # fused, replicated down-projections: hidden -> [q_lora] + kv_lora + rope (or full q without q_lora)
+        q_out = a.q_lora_rank if a.q_lora_rank else heads * qk
+        gemm(L.G_QKV, h, q_out + a.kv_lora_rank + a.qk_rope_head_dim)
         if a.q_lora_rank:
-            p[L.QB_K] = a.q_lora_rank
-            p[L.QB_N] = heads * qk
-        p[L.KVB_K] = a.kv_lora_rank
-        p[L.KVB_N] = heads * (a.qk_nope_head_dim + a.v_head_dim)
-        p[L.O_K] = heads * a.v_head_dim
+            gemm(L.G_QB, a.q_lora_rank, heads * qk)
+        gemm(L.G_KVB, a.kv_lora_rank, heads * (a.qk_nope_head_dim + a.v_head_dim))
+        gemm(L.G_O, heads * a.v_head_dim, h)
         p[L.ATT_QK_PREFILL] = qk
         p[L.ATT_V_PREFILL] = a.v_head_dim
         p[L.ATT_QK_DECODE] = a.kv_lora_rank + a.qk_rope_head_dim  # weight-absorbed decode
         p[L.ATT_V_DECODE] = a.kv_lora_rank
     else:
         kv_heads = max(m.n_kv_heads / tp, 1.0)
-        p[L.QKV_K] = h
-        p[L.QKV_N] = (heads + 2.0 * kv_heads) * m.head_dim
-        p[L.O_K] = heads * m.head_dim
+        gemm(L.G_QKV, h, (heads + 2.0 * kv_heads) * m.head_dim)
+        gemm(L.G_O, heads * m.head_dim, h)
         p[L.ATT_QK_PREFILL] = p[L.ATT_QK_DECODE] = m.head_dim
         p[L.ATT_V_PREFILL] = p[L.ATT_V_DECODE] = m.head_dim
-    p[L.O_N] = h
-    p[L.FFN_UP_N] = (nm - 1) * m.ffn_hidden_size / tp
-    p[L.FFN_DOWN_K] = m.ffn_hidden_size / tp
+    gemm(L.G_FFN_UP, h, (nm - 1) * m.ffn_hidden_size / tp)
+    gemm(L.G_FFN_DOWN, m.ffn_hidden_size / tp, h)
     ffn_tp = tp // ep
+    moe_f_dev = 0.0
     if m.moe is not None:
         e = m.moe
         p[L.N_EXPERTS] = e.n_experts
         p[L.TOP_K] = e.top_k
-        p[L.EXP_UP_N] = (nm - 1) * e.expert_ffn_hidden_size / ffn_tp
-        p[L.EXP_DOWN_K] = e.expert_ffn_hidden_size / ffn_tp
+        p[L.EXPERT_LOG_MISS] = math.log1p(-e.top_k / e.n_experts)
+        gemm(L.G_ROUTER, h, e.n_experts)
+        gemm(L.G_EXP_UP, h, (nm - 1) * e.expert_ffn_hidden_size / ffn_tp)
+        gemm(L.G_EXP_DOWN, e.expert_ffn_hidden_size / ffn_tp, h)
         shared_f = e.n_shared_experts * (e.shared_expert_ffn_hidden_size or e.expert_ffn_hidden_size)
-        p[L.SHARED_UP_N] = (nm - 1) * shared_f / tp
-        p[L.SHARED_DOWN_K] = shared_f / tp
+        if shared_f:
+            gemm(L.G_SHARED_UP, h, (nm - 1) * shared_f / tp)
+            gemm(L.G_SHARED_DOWN, shared_f / tp, h)
         moe_f_dev = e.top_k * e.expert_ffn_hidden_size / tp + shared_f / tp
-    else:
-        moe_f_dev = 0.0
     p[L.EP] = ep
     # two fused add+RMSNorm per layer (read residual and input, write both: 3h each) and the gated
     # activation (read gate and up, write their product: 3 f)
-    p[L.ELEM_DENSE_BYTES] = (6.0 * h + 3.0 * m.ffn_hidden_size / tp) * ab
-    p[L.ELEM_MOE_BYTES] = (6.0 * h + 3.0 * moe_f_dev) * ab
-    p[L.VOCAB_DEV] = m.vocab_size / tp
+    p[L.ELEM_DENSE_S] = (6.0 * h + 3.0 * m.ffn_hidden_size / tp) * ab / bw
+    p[L.ELEM_MOE_S] = (6.0 * h + 3.0 * moe_f_dev) * ab / bw
+    p[L.EMBED_S] = h * (wb + ab) / bw  # gather one embedding row, write one hidden state
+    p[L.VOCAB] = m.vocab_size
     p[L.HAS_LM_HEAD] = 1.0 if m.has_lm_head else 0.0
+    if m.has_lm_head:
+        gemm(L.G_LM_HEAD, h, m.vocab_size / tp)
     p[L.TP] = tp
     p[L.TP_ALPHA], p[L.TP_BW] = _group_link(d, tp)
     p[L.EP_ALPHA], p[L.EP_BW] = _group_link(d, tp)  # EP ranks are members of the TP group

@@ -50,7 +50,9 @@ def _check_grid(grid: Any, scenario: Scenario, catalog: Catalog) -> dict[str, li
     for key, values in grid.items():
         path = f"grid.{key}"
         if key not in _ENGINE_KEYS and key not in _POINT_KEYS:
-            raise ConfigError(path, values, f"a grid key{_hint(str(key), list(GRID_KEYS))}; valid: {', '.join(GRID_KEYS)}")
+            raise ConfigError(
+                path, values, f"a grid key{_hint(str(key), list(GRID_KEYS))}; valid: {', '.join(GRID_KEYS)}"
+            )
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
             values = [values]
         values = list(values.tolist() if isinstance(values, np.ndarray) else values)
@@ -68,12 +70,16 @@ def _check_grid(grid: Any, scenario: Scenario, catalog: Catalog) -> dict[str, li
                 elif key == "model":
                     catalog.model(v, vpath)
                 elif key == "engine" and v not in engine_names:
-                    raise ConfigError(vpath, v, f"an engine name{_hint(v, engine_names)}; engines: {', '.join(engine_names)}")
+                    raise ConfigError(
+                        vpath, v, f"an engine name{_hint(v, engine_names)}; engines: {', '.join(engine_names)}"
+                    )
                 elif key.endswith("dtype") and v not in DTYPES:
                     raise ConfigError(vpath, v, f"one of {', '.join(DTYPES)}{_hint(v, list(DTYPES))}")
             elif kind is int:
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) and not (
-                    isinstance(v, float) and v.is_integer()
+                if (
+                    isinstance(v, bool)
+                    or not isinstance(v, (int, np.integer))
+                    and not (isinstance(v, float) and v.is_integer())
                 ):
                     raise ConfigError(vpath, v, "an integer")
                 v = int(v)
@@ -124,7 +130,9 @@ def _compile(engine: Engine, catalog: Catalog, path: str, strict: bool) -> tuple
     return ce, ok
 
 
-def estimate(scenario: Scenario | Mapping | str | None = None, grid: Mapping[str, Sequence] | None = None) -> xr.Dataset:
+def estimate(
+    scenario: Scenario | Mapping | str | None = None, grid: Mapping[str, Sequence] | None = None
+) -> xr.Dataset:
     """Zero-load prefill, decode, TTFT/TPOT, throughput and memory over a parameter grid.
 
     Parameters
@@ -248,7 +256,9 @@ def estimate(scenario: Scenario | Mapping | str | None = None, grid: Mapping[str
             "tpot_s": data_array("tpot_s", grid_arr(tpot_s), full),
             "e2e_s": data_array("e2e_s", grid_arr(e2e), full),
             "throughput_token_per_s": data_array("throughput_token_per_s", grid_arr(batch * output / e2e), full),
-            "decode_throughput_token_per_s": data_array("decode_throughput_token_per_s", grid_arr(batch / tpot_s), full),
+            "decode_throughput_token_per_s": data_array(
+                "decode_throughput_token_per_s", grid_arr(batch / tpot_s), full
+            ),
             "prefill_throughput_token_per_s": data_array(
                 "prefill_throughput_token_per_s", grid_arr(batch * prompt / prefill_s), full
             ),

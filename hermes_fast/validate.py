@@ -104,16 +104,30 @@ def reference_errors(catalog: Catalog | None = None) -> xr.Dataset:
         b, s = float(r["batch_size"]), float(r["isl"])
         pairs = b * s * (s + 1.0) / 2.0
         p = _attention_s(
-            d, pairs, float(r["num_heads"]), float(r["head_dim"]), b * s, float(r["num_key_value_heads"]),
-            _DTYPE[r["kv_cache_dtype"]], b * s, _DTYPE[r["attn_dtype"]],
+            d,
+            pairs,
+            float(r["num_heads"]),
+            float(r["head_dim"]),
+            b * s,
+            float(r["num_key_value_heads"]),
+            _DTYPE[r["kv_cache_dtype"]],
+            b * s,
+            _DTYPE[r["attn_dtype"]],
         )
         add("context_attention", _GPU[r["gpu"]], f"aiconfigurator/{r['backend']}", float(r["latency_ms"]) * _MS, p)
     for r in read_reference("aiconfigurator_generation_attention"):
         d = cat.device(_GPU[r["gpu"]])
         b, kv = float(r["batch_size"]), float(r["kv_len"])
         p = _attention_s(
-            d, b * kv, float(r["num_heads"]), float(r["head_dim"]), b * kv, float(r["num_key_value_heads"]),
-            _DTYPE[r["kv_cache_dtype"]], b, _DTYPE[r["attn_dtype"]],
+            d,
+            b * kv,
+            float(r["num_heads"]),
+            float(r["head_dim"]),
+            b * kv,
+            float(r["num_key_value_heads"]),
+            _DTYPE[r["kv_cache_dtype"]],
+            b,
+            _DTYPE[r["attn_dtype"]],
         )
         add("generation_attention", _GPU[r["gpu"]], f"aiconfigurator/{r['backend']}", float(r["latency_ms"]) * _MS, p)
     for r in read_reference("aiconfigurator_comm"):
@@ -133,7 +147,13 @@ def reference_errors(catalog: Catalog | None = None) -> xr.Dataset:
         else:
             name = "h100_sxm" if r["hardware"].startswith("H100") else "a100_sxm_80gb"
             size = float(r["notes"].split("message size ")[1].split()[0])
-            add("collective", name, "vidur/all_reduce", value, _collective_s(cat.device(name), "all_reduce", int(r["n_devices"]), size))
+            add(
+                "collective",
+                name,
+                "vidur/all_reduce",
+                value,
+                _collective_s(cat.device(name), "all_reduce", int(r["n_devices"]), size),
+            )
     measured = np.array(meas)
     predicted = np.array(pred)
     return xr.Dataset(
@@ -144,7 +164,9 @@ def reference_errors(catalog: Catalog | None = None) -> xr.Dataset:
             "measured_s": ("row", measured, {"units": "s", "long_name": "measured latency"}),
             "predicted_s": ("row", predicted, {"units": "s", "long_name": "predicted latency"}),
             "relative_error": (
-                "row", (predicted - measured) / measured, {"units": "1", "long_name": "(predicted - measured) / measured"}
+                "row",
+                (predicted - measured) / measured,
+                {"units": "1", "long_name": "(predicted - measured) / measured"},
             ),
         }
     )

@@ -184,9 +184,7 @@ def test_nested_override_merges_field_by_field():
 
 
 def test_base_derives_a_new_device():
-    cat = Catalog(
-        {"devices": {"my_gpu": {"base": "h100_sxm", "name": "H100 at 500 W", "power_peak_w": 500.0}}}
-    )
+    cat = Catalog({"devices": {"my_gpu": {"base": "h100_sxm", "name": "H100 at 500 W", "power_peak_w": 500.0}}})
     dev, preset = cat.device("my_gpu"), cat.device("h100_sxm")
     assert dev.name == "H100 at 500 W"
     assert dev.power_peak_w == 500.0

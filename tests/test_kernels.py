@@ -41,9 +41,7 @@ def test_prefill_flop_matches_hand_count(catalog, build, name, batch, seq):
     model = catalog.model(name)
     p = build(name, device="ideal_compute").params
     tokens = batch * seq
-    total, comp, mem, comm, oh = step_cost(
-        p, tokens, batch * causal_pairs(seq, 0.0), tokens, 0.0, 0.0, batch
-    )
+    total, comp, mem, comm, oh = step_cost(p, tokens, batch * causal_pairs(seq, 0.0), tokens, 0.0, 0.0, batch)
     flop = comp * PEAK_BF16
     assert flop == pytest.approx(hand_prefill_flop(model, batch, seq), rel=1e-9)
     assert comm == 0.0 and oh == 0.0
@@ -147,7 +145,12 @@ def test_moe_flops_follow_top_k(catalog, build):
     h, f = model.hidden_size, model.moe.expert_ffn_hidden_size
     expert_flop = model.n_layers * 2 * tokens * model.moe.top_k * 3 * h * f
     router_flop = model.n_layers * 2 * tokens * h * model.moe.n_experts
-    attn_proj = model.n_layers * 2 * tokens * (h * (model.n_heads + 2 * model.n_kv_heads) * model.head_dim * 2 - 2 * model.n_kv_heads * model.head_dim * h)
+    attn_proj = (
+        model.n_layers
+        * 2
+        * tokens
+        * (h * (model.n_heads + 2 * model.n_kv_heads) * model.head_dim * 2 - 2 * model.n_kv_heads * model.head_dim * h)
+    )
     attn = model.n_layers * 4 * model.n_heads * model.head_dim * causal_pairs(tokens, 0.0)
     head = 2 * h * model.vocab_size
     assert comp * PEAK_BF16 == pytest.approx(expert_flop + router_flop + attn_proj + attn + head, rel=1e-9)
@@ -205,8 +208,10 @@ def test_pipeline_parallel_adds_hand_offs(catalog, build):
     batch = 8.0
     c1 = step_cost(one.params, 0.0, 0.0, 0.0, batch, batch * 1000, batch)[3]
     c2 = step_cost(two.params, 0.0, 0.0, 0.0, batch, batch * 1000, batch)[3]
-    hand_off = dev.efficiency.collective_overhead_s + dev.scale_up.latency_s + batch * model.hidden_size * 2 / (
-        dev.scale_up.bandwidth_bytes_per_s * dev.efficiency.collective_efficiency
+    hand_off = (
+        dev.efficiency.collective_overhead_s
+        + dev.scale_up.latency_s
+        + batch * model.hidden_size * 2 / (dev.scale_up.bandwidth_bytes_per_s * dev.efficiency.collective_efficiency)
     )
     assert c2 - c1 == pytest.approx(hand_off, rel=1e-9)
     assert two.weights_bytes < 0.55 * one.weights_bytes

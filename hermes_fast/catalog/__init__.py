@@ -77,12 +77,16 @@ class Catalog:
             base_name = name  # same name as a preset: field-by-field override of that preset
         if base_name is None:
             return user, where
+        if not isinstance(base_name, str):
+            raise ConfigError(f"{where}.base", base_name, f"a {kind[:-1].replace('_', ' ')} name (string)")
         if depth > 8:
             raise ConfigError(f"{where}.base", base_name, "a base chain without cycles")
         if base_name == name:
+            if name not in presets:
+                raise ConfigError(f"{where}.base", base_name, f"a preset or another entry, not {name!r} itself")
             base = dict(presets[name])
         else:
-            base, _ = self._raw(kind, str(base_name), f"{where}.base", depth + 1)
+            base, _ = self._raw(kind, base_name, f"{where}.base", depth + 1)
         return _deep_merge(base, user), where
 
     def get(self, kind: str, name: str, path: str = ""):

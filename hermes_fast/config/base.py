@@ -159,9 +159,7 @@ def _convert(value: Any, tp, path: str, meta: Mapping) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(path, value, "a mapping")
         ktp, vtp = get_args(tp)
-        return {
-            _convert(k, ktp, path, {}): _convert(v, vtp, _join(path, str(k)), meta) for k, v in value.items()
-        }
+        return {_convert(k, ktp, path, {}): _convert(v, vtp, _join(path, str(k)), meta) for k, v in value.items()}
     if origin is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise ConfigError(path, value, "a list")
@@ -240,10 +238,19 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _looks_like_path(source: str) -> bool:
+    if "\n" in source:
+        return False
+    try:
+        return source.endswith((".yaml", ".yml")) or Path(source).is_file()
+    except OSError:  # e.g. a long one-line YAML text is not a valid file name
+        return False
+
+
 def load_yaml(source: str | Path) -> Any:
-    """Parse a YAML file (path) or YAML text; errors name the file and line."""
-    text_is_path = isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and len(source) < 4096)
-    if text_is_path:
+    """Parse a YAML file (a Path, or a string naming an existing file or ending in .yaml/.yml) or YAML text;
+    errors name the file and line."""
+    if isinstance(source, Path) or _looks_like_path(source):
         p = Path(source)
         if not p.exists():
             raise ConfigError("<file>", str(source), "an existing YAML file")
@@ -256,4 +263,3 @@ def load_yaml(source: str | Path) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
         raise ConfigError(where, getattr(e, "problem", str(e)), "valid YAML") from None
-

@@ -92,7 +92,9 @@ class Efficiency:
     gemm_overhead_s: float = fld(3e-6, unit="s", doc="fixed cost per GEMM kernel", ge=0)
     attention_overhead_s: float = fld(8e-6, unit="s", doc="fixed cost per attention kernel", ge=0)
     elementwise_overhead_s: float = fld(2e-6, unit="s", doc="fixed cost per fused norm/activation kernel", ge=0)
-    collective_efficiency: float = fld(0.85, unit="1", doc="fraction of link bandwidth reached by collectives", gt=0, le=1)
+    collective_efficiency: float = fld(
+        0.85, unit="1", doc="fraction of link bandwidth reached by collectives", gt=0, le=1
+    )
     collective_overhead_s: float = fld(5e-6, unit="s", doc="fixed cost per collective call", ge=0)
 
 

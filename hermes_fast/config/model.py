@@ -66,11 +66,15 @@ class Model:
         if self.mla is None and self.n_heads % self.n_kv_heads:
             raise ConfigError(f"{path}.n_kv_heads", self.n_kv_heads, f"a divisor of n_heads ({self.n_heads})")
         if self.sliding_window_layers > self.n_layers:
-            raise ConfigError(f"{path}.sliding_window_layers", self.sliding_window_layers, f"<= n_layers ({self.n_layers})")
+            raise ConfigError(
+                f"{path}.sliding_window_layers", self.sliding_window_layers, f"<= n_layers ({self.n_layers})"
+            )
         if self.sliding_window_layers and self.sliding_window_tokens is None:
             raise ConfigError(f"{path}.sliding_window_tokens", None, "a window size when sliding_window_layers > 0")
         if self.moe is not None and self.moe.first_dense_layers > self.n_layers:
-            raise ConfigError(f"{path}.moe.first_dense_layers", self.moe.first_dense_layers, f"<= n_layers ({self.n_layers})")
+            raise ConfigError(
+                f"{path}.moe.first_dense_layers", self.moe.first_dense_layers, f"<= n_layers ({self.n_layers})"
+            )
 
     @property
     def causal(self) -> bool:

@@ -43,7 +43,9 @@ class Engine:
     parallel: Parallel = fld(factory=Parallel, doc="parallel layout")
     dtypes: Dtypes = fld(factory=Dtypes, doc="weight, activation and KV formats")
     memory_utilization: float = fld(0.9, unit="1", doc="fraction of device memory usable for weights+KV", gt=0, le=1)
-    max_batched_tokens: int = fld(8192, unit="token", doc="most tokens in one iteration (sizes activation memory)", ge=1)
+    max_batched_tokens: int = fld(
+        8192, unit="token", doc="most tokens in one iteration (sizes activation memory)", ge=1
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

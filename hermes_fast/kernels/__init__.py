@@ -2,11 +2,30 @@
 
 from . import layout
 from .collectives import allgather_time, allreduce_time, p2p_time
-from .roofline import attention_cost, expected_active_experts, gemm_cost, gemm_efficiency, grouped_gemm_cost
+from .roofline import (
+    active_experts_from_log,
+    attention_cost,
+    expected_active_experts,
+    gemm_coefficients,
+    gemm_cost,
+    grouped_gemm_cost,
+)
 from .step import causal_pairs, decode_step_time, prefill_time, step_cost, step_time
 
 __all__ = [
-    "layout", "allgather_time", "allreduce_time", "p2p_time",
-    "attention_cost", "expected_active_experts", "gemm_cost", "gemm_efficiency", "grouped_gemm_cost",
-    "causal_pairs", "decode_step_time", "prefill_time", "step_cost", "step_time",
+    "layout",
+    "allgather_time",
+    "allreduce_time",
+    "p2p_time",
+    "active_experts_from_log",
+    "attention_cost",
+    "expected_active_experts",
+    "gemm_coefficients",
+    "gemm_cost",
+    "grouped_gemm_cost",
+    "causal_pairs",
+    "decode_step_time",
+    "prefill_time",
+    "step_cost",
+    "step_time",
 ]

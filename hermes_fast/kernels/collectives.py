@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._jit import kernel
 
 
-@kernel
+@kernel(inline=True)
 def allreduce_time(size_bytes, n, alpha_s, bw, overhead_s):
     """Ring all-reduce: overhead + 2(n-1)(alpha + (S/n)/bw); zero for one device or an empty message."""
     if n <= 1.0 or size_bytes <= 0.0:
@@ -17,7 +17,7 @@ def allreduce_time(size_bytes, n, alpha_s, bw, overhead_s):
     return overhead_s + 2.0 * (n - 1.0) * (alpha_s + size_bytes / n / bw)
 
 
-@kernel
+@kernel(inline=True)
 def allgather_time(size_bytes, n, alpha_s, bw, overhead_s):
     """Ring all-gather or reduce-scatter of an S-byte buffer: overhead + (n-1)(alpha + (S/n)/bw).
 
@@ -29,7 +29,7 @@ def allgather_time(size_bytes, n, alpha_s, bw, overhead_s):
     return overhead_s + (n - 1.0) * (alpha_s + size_bytes / n / bw)
 
 
-@kernel
+@kernel(inline=True)
 def p2p_time(size_bytes, alpha_s, bw, overhead_s):
     """Point-to-point send/recv (pipeline-stage boundary): overhead + alpha + S/bw."""
     if size_bytes <= 0.0:

@@ -37,21 +37,20 @@ def pipelined_time(p, batch, prompt_tokens, past_tokens, decode):
     n_mb = min(pp, batch)
     mb = batch / n_mb
     if decode:
-        total, c, m, k, o = step_cost(p, 0.0, 0.0, 0.0, mb, mb * past_tokens, mb)
+        tokens, pairs, kv, n_dec, kv_dec, logits = 0.0, 0.0, 0.0, mb, mb * past_tokens, mb
     else:
+        tokens = mb * prompt_tokens
         if p[L.CAUSAL] > 0.0:
-            pairs = causal_pairs(prompt_tokens, past_tokens)
+            pairs = mb * causal_pairs(prompt_tokens, past_tokens)
         else:
-            pairs = prompt_tokens * (prompt_tokens + past_tokens)
+            pairs = mb * prompt_tokens * (prompt_tokens + past_tokens)
+        kv, n_dec, kv_dec = mb * (prompt_tokens + past_tokens), 0.0, 0.0
         logits = mb if p[L.HAS_LM_HEAD] > 0.0 else 0.0
-        total, c, m, k, o = step_cost(
-            p, mb * prompt_tokens, mb * pairs, mb * (prompt_tokens + past_tokens), 0.0, 0.0, logits
-        )
+    total, c, m, k, o = step_cost(p, tokens, pairs, kv, n_dec, kv_dec, logits)  # one call site: inlined once
     bound = _argmax4(c, m, k, o)
     if pp <= 1.0:
         return total, bound
-    tokens = mb if decode else mb * prompt_tokens
-    hand_off = p2p_time(tokens * p[L.HIDDEN] * p[L.A_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
+    hand_off = p2p_time((tokens + n_dec) * p[L.HIDDEN] * p[L.A_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
     stage = (total - (pp - 1.0) * hand_off) / pp + hand_off
     if decode:
         return max(total, n_mb * stage), bound

@@ -6,70 +6,73 @@ attribute the operator to whichever side bound it (for the `bound` diagnostic).
 
 from __future__ import annotations
 
+import math
+
 from ._jit import kernel
 
 
 @kernel
-def gemm_efficiency(m, saturation_tokens):
-    """Fraction of the maximum GEMM efficiency reached with token dimension ``m``: m / (m + m_half)."""
-    if m <= 0.0:
-        return 0.0
-    return m / (m + saturation_tokens)
+def gemm_coefficients(k, n, flops_eff, saturation_tokens, bw_eff, w_bytes, a_bytes):
+    """Both sides of a ``k x n`` GEMM's roofline are affine in its token dimension m:
+
+    compute_s = c0 + c1 m, from 2 m k n FLOP at flops_eff x m / (m + m_half) (tile under-use at small m);
+    memory_s = m0 + m1 m, from k n weights plus m (k + n) activations moved.
+    Returns (c0, c1, m0, m1); the step cost stores them per GEMM so each costs two multiply-adds.
+    """
+    c1 = 2.0 * k * n / flops_eff
+    return c1 * saturation_tokens, c1, k * n * w_bytes / bw_eff, (k + n) * a_bytes / bw_eff
 
 
 @kernel
 def gemm_cost(m, k, n, n_weight_sets, flops_eff, saturation_tokens, bw_eff, w_bytes, a_bytes):
-    """Roofline of ``m x k @ k x n`` (times ``n_weight_sets`` distinct weight matrices read, for grouped GEMMs).
+    """Roofline of ``m x k @ k x n`` with ``n_weight_sets`` distinct weight matrices read (grouped GEMMs).
 
-    FLOP = 2 m k n; bytes = weights (k n per set) + activations in (m k) and out (m n).
-    Returns (compute_s, memory_s); (0, 0) when m or n is 0.
+    Returns (compute_s, memory_s) from :func:`gemm_coefficients`; (0, 0) when m or n is 0.
     """
     if m <= 0.0 or n <= 0.0:
         return 0.0, 0.0
-    flop = 2.0 * m * k * n
-    nbytes = n_weight_sets * k * n * w_bytes + m * (k + n) * a_bytes
-    compute_s = flop / (flops_eff * gemm_efficiency(m, saturation_tokens))
-    return compute_s, nbytes / bw_eff
+    c0, c1, m0, m1 = gemm_coefficients(k, n, flops_eff, saturation_tokens, bw_eff, w_bytes, a_bytes)
+    return n_weight_sets * c0 + c1 * m, n_weight_sets * m0 + m1 * m
 
 
 @kernel
 def grouped_gemm_cost(tokens, active_sets, k, n, flops_eff, saturation_tokens, bw_eff, w_bytes, a_bytes):
-    """MoE experts: ``tokens`` token-expert pairs spread over ``active_sets`` distinct weight matrices.
-
-    Efficiency follows the tokens per active expert, since each expert is its own small GEMM.
-    """
-    if tokens <= 0.0 or active_sets <= 0.0 or n <= 0.0:
+    """MoE experts: ``tokens`` token-expert pairs over ``active_sets`` distinct experts, each its own GEMM
+    of tokens/active_sets rows, so the small-m penalty (c0) and the weights (m0) count once per active expert."""
+    if tokens <= 0.0 or active_sets <= 0.0:
         return 0.0, 0.0
-    per_set = tokens / active_sets
-    flop = 2.0 * tokens * k * n
-    nbytes = active_sets * k * n * w_bytes + tokens * (k + n) * a_bytes
-    compute_s = flop / (flops_eff * gemm_efficiency(per_set, saturation_tokens))
-    return compute_s, nbytes / bw_eff
+    return gemm_cost(tokens, k, n, active_sets, flops_eff, saturation_tokens, bw_eff, w_bytes, a_bytes)
 
 
-@kernel
+@kernel(inline=True)
 def attention_cost(
     pairs, heads, qk_dim, v_dim, kv_tokens, kv_token_bytes, q_tokens, a_bytes, flops_eff, saturation_keys, bw_eff
 ):
     """Fused (flash) attention over ``pairs`` query-key pairs on ``heads`` heads of one device.
 
-    FLOP = 2 pairs heads (qk_dim + v_dim) (scores and weighted values); bytes = KV read
-    (``kv_tokens`` x per-token KV bytes) + queries in and outputs out (``q_tokens`` x heads x dims).
-    Compute efficiency saturates in the mean keys per query, pairs / q_tokens.
+    FLOP = 2 pairs heads (qk_dim + v_dim) (scores and weighted values), at flops_eff x x / (x + x_half)
+    where x = pairs / q_tokens is the mean keys per query -- which simplifies to
+    2 heads (qk_dim + v_dim) (pairs + x_half q_tokens) / flops_eff. Bytes = KV read (``kv_tokens`` x
+    per-token KV bytes) + queries in and outputs out (``q_tokens`` x heads x dims).
     """
     if pairs <= 0.0:
         return 0.0, 0.0
-    flop = 2.0 * pairs * heads * (qk_dim + v_dim)
-    nbytes = kv_tokens * kv_token_bytes + q_tokens * heads * (qk_dim + v_dim) * a_bytes
-    keys_per_query = pairs / q_tokens
-    eff = keys_per_query / (keys_per_query + saturation_keys)
-    return flop / (flops_eff * eff), nbytes / bw_eff
+    width = heads * (qk_dim + v_dim)
+    compute_s = 2.0 * width * (pairs + saturation_keys * q_tokens) / flops_eff
+    memory_s = (kv_tokens * kv_token_bytes + q_tokens * width * a_bytes) / bw_eff
+    return compute_s, memory_s
 
 
 @kernel
 def expected_active_experts(tokens, n_experts, top_k):
     """Expected number of distinct experts hit when ``tokens`` tokens each pick ``top_k`` of ``n_experts``
     uniformly: E (1 - (1 - k/E)^T)."""
+    return active_experts_from_log(tokens, n_experts, math.log1p(-top_k / n_experts))
+
+
+@kernel(inline=True)
+def active_experts_from_log(tokens, n_experts, log_miss):
+    """:func:`expected_active_experts` with ``log_miss = log(1 - k/E)`` precomputed: E (1 - exp(T log_miss))."""
     if tokens <= 0.0:
         return 0.0
-    return n_experts * (1.0 - (1.0 - top_k / n_experts) ** tokens)
+    return n_experts * -math.expm1(tokens * log_miss)

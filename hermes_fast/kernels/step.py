@@ -19,10 +19,10 @@ from __future__ import annotations
 from . import layout as L
 from ._jit import kernel
 from .collectives import allgather_time, allreduce_time, p2p_time
-from .roofline import attention_cost, expected_active_experts, gemm_cost, grouped_gemm_cost
+from .roofline import active_experts_from_log, attention_cost
 
 
-@kernel
+@kernel(inline=True)
 def _split(compute_s, memory_s):
     """Attribute an operator's roofline time to the side that bounds it."""
     if compute_s >= memory_s:
@@ -30,7 +30,7 @@ def _split(compute_s, memory_s):
     return 0.0, memory_s
 
 
-@kernel
+@kernel(inline=True)
 def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, window):
     """(compute_s, memory_s, overhead_s) of the attention kernels of one layer; window <= 0 means full."""
     heads = p[L.HEADS]
@@ -67,7 +67,19 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
     return comp, mem, oh
 
 
-@kernel
+@kernel(inline=True)
+def _gemm(p, g, m):
+    """Roofline split of the GEMM whose coefficient block starts at ``p[g]``, for m tokens."""
+    return _split(p[g] + p[g + 1] * m, p[g + 2] + p[g + 3] * m)
+
+
+@kernel(inline=True)
+def _grouped_gemm(p, g, tokens, active_sets):
+    """MoE experts: ``tokens`` token-expert rows over ``active_sets`` experts sharing coefficient block g."""
+    return _split(active_sets * p[g] + p[g + 1] * tokens, active_sets * p[g + 2] + p[g + 3] * tokens)
+
+
+@kernel(inline=True)
 def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, logit_seqs):
     """One iteration's time and its split: (total_s, compute_s, memory_s, comm_s, overhead_s).
 
@@ -78,32 +90,23 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
     tokens = prefill_tokens + decode_seqs
     if tokens <= 0.0:
         return 0.0, 0.0, 0.0, 0.0, 0.0
-    fe = p[L.GEMM_FLOPS]
-    sat = p[L.GEMM_SAT]
-    bw = p[L.MEM_BW]
-    wb = p[L.W_BYTES]
-    ab = p[L.A_BYTES]
     hidden = p[L.HIDDEN]
     oh_gemm = p[L.OH_GEMM]
-    act_bytes = tokens * hidden * ab  # one hidden-state tensor for all tokens
+    act_bytes = tokens * hidden * p[L.A_BYTES]  # one hidden-state tensor for all tokens
 
     # --- attention block: projections (every layer) + attention kernels (full or windowed)
-    a_c = 0.0
-    a_m = 0.0
+    a_c, a_m = _gemm(p, L.G_QKV, tokens)
+    c, m = _gemm(p, L.G_O, tokens)
+    a_c += c
+    a_m += m
     a_oh = 2.0 * oh_gemm
-    c, m = _split(*gemm_cost(tokens, p[L.QKV_K], p[L.QKV_N], 1.0, fe, sat, bw, wb, ab))
-    a_c += c
-    a_m += m
-    c, m = _split(*gemm_cost(tokens, p[L.O_K], p[L.O_N], 1.0, fe, sat, bw, wb, ab))
-    a_c += c
-    a_m += m
-    if p[L.QB_N] > 0.0:
-        c, m = _split(*gemm_cost(tokens, p[L.QB_K], p[L.QB_N], 1.0, fe, sat, bw, wb, ab))
+    if p[L.G_QB + 1] > 0.0:
+        c, m = _gemm(p, L.G_QB, tokens)
         a_c += c
         a_m += m
         a_oh += oh_gemm
-    if p[L.KVB_N] > 0.0:
-        c, m = _split(*gemm_cost(prefill_kv_tokens + decode_seqs, p[L.KVB_K], p[L.KVB_N], 1.0, fe, sat, bw, wb, ab))
+    if p[L.G_KVB + 1] > 0.0:
+        c, m = _gemm(p, L.G_KVB, prefill_kv_tokens + decode_seqs)
         a_c += c
         a_m += m
         a_oh += oh_gemm
@@ -122,50 +125,42 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         mem += p[L.N_SWA] * s_m
         oh += p[L.N_SWA] * s_oh
     tp = p[L.TP]
-    comm = p[L.N_LAYERS] * allreduce_time(act_bytes, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+    allreduce = allreduce_time(act_bytes, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+    comm = p[L.N_LAYERS] * allreduce
 
     # --- dense FFN layers: gate+up, down, elementwise, all-reduce
     if p[L.N_DENSE] > 0.0:
-        d_c = 0.0
-        d_m = 0.0
-        c, m = _split(*gemm_cost(tokens, hidden, p[L.FFN_UP_N], 1.0, fe, sat, bw, wb, ab))
+        d_c, d_m = _gemm(p, L.G_FFN_UP, tokens)
+        c, m = _gemm(p, L.G_FFN_DOWN, tokens)
         d_c += c
-        d_m += m
-        c, m = _split(*gemm_cost(tokens, p[L.FFN_DOWN_K], hidden, 1.0, fe, sat, bw, wb, ab))
-        d_c += c
-        d_m += m
-        d_m += tokens * p[L.ELEM_DENSE_BYTES] / bw
+        d_m += m + tokens * p[L.ELEM_DENSE_S]
         comp += p[L.N_DENSE] * d_c
         mem += p[L.N_DENSE] * d_m
         oh += p[L.N_DENSE] * (2.0 * oh_gemm + 3.0 * p[L.OH_ELEM])
-        comm += p[L.N_DENSE] * allreduce_time(act_bytes, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+        comm += p[L.N_DENSE] * allreduce
 
     # --- MoE layers: router, routed experts (distinct active ones read), shared experts, exchange
     if p[L.N_MOE] > 0.0:
-        e_c = 0.0
-        e_m = 0.0
-        e_oh = 3.0 * oh_gemm + 3.0 * p[L.OH_ELEM]
         ep = p[L.EP]
-        c, m = _split(*gemm_cost(tokens, hidden, p[L.N_EXPERTS], 1.0, fe, sat, bw, wb, ab))
-        e_c += c
-        e_m += m
+        e_c, e_m = _gemm(p, L.G_ROUTER, tokens)
+        e_oh = 3.0 * oh_gemm + 3.0 * p[L.OH_ELEM]
         routed = tokens * p[L.TOP_K] / ep
-        active = expected_active_experts(tokens, p[L.N_EXPERTS], p[L.TOP_K]) / ep
-        c, m = _split(*grouped_gemm_cost(routed, active, hidden, p[L.EXP_UP_N], fe, sat, bw, wb, ab))
+        active = active_experts_from_log(tokens, p[L.N_EXPERTS], p[L.EXPERT_LOG_MISS]) / ep
+        c, m = _grouped_gemm(p, L.G_EXP_UP, routed, active)
         e_c += c
         e_m += m
-        c, m = _split(*grouped_gemm_cost(routed, active, p[L.EXP_DOWN_K], hidden, fe, sat, bw, wb, ab))
+        c, m = _grouped_gemm(p, L.G_EXP_DOWN, routed, active)
         e_c += c
         e_m += m
-        if p[L.SHARED_UP_N] > 0.0:
-            c, m = _split(*gemm_cost(tokens, hidden, p[L.SHARED_UP_N], 1.0, fe, sat, bw, wb, ab))
+        if p[L.G_SHARED_UP + 1] > 0.0:
+            c, m = _gemm(p, L.G_SHARED_UP, tokens)
             e_c += c
             e_m += m
-            c, m = _split(*gemm_cost(tokens, p[L.SHARED_DOWN_K], hidden, 1.0, fe, sat, bw, wb, ab))
+            c, m = _gemm(p, L.G_SHARED_DOWN, tokens)
             e_c += c
             e_m += m
             e_oh += 2.0 * oh_gemm
-        e_m += tokens * p[L.ELEM_MOE_BYTES] / bw
+        e_m += tokens * p[L.ELEM_MOE_S]
         e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
         if ep > 1.0:  # dispatch and combine: each rank exchanges its 1/ep share of token-expert vectors
             e_comm += 2.0 * allgather_time(act_bytes * p[L.TOP_K] / ep, ep, p[L.EP_ALPHA], p[L.EP_BW], p[L.OH_COLL])
@@ -175,15 +170,15 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         comm += p[L.N_MOE] * e_comm
 
     # --- input embedding: a gather of `tokens` rows (memory only), on the first stage
-    mem += tokens * hidden * (wb + ab) / bw
+    mem += tokens * p[L.EMBED_S]
     oh += p[L.OH_ELEM]
     # --- LM head on the sequences that emit a token, then gather the vocab shards
     if p[L.HAS_LM_HEAD] > 0.0 and logit_seqs > 0.0:
-        c, m = _split(*gemm_cost(logit_seqs, hidden, p[L.VOCAB_DEV], 1.0, fe, sat, bw, wb, ab))
+        c, m = _gemm(p, L.G_LM_HEAD, logit_seqs)
         comp += c
         mem += m
         oh += oh_gemm
-        logits_bytes = logit_seqs * p[L.VOCAB_DEV] * tp * ab
+        logits_bytes = logit_seqs * p[L.VOCAB] * p[L.A_BYTES]
         comm += allgather_time(logits_bytes, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
     # --- pipeline stages hand the hidden states on
     comm += (p[L.PP] - 1.0) * p2p_time(act_bytes, p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
@@ -216,6 +211,6 @@ def prefill_time(p, batch, prompt_tokens, past_tokens):
     else:
         pairs = prompt_tokens * (prompt_tokens + past_tokens)
     logits = batch if p[L.HAS_LM_HEAD] > 0.0 else 0.0
-    return step_cost(
-        p, batch * prompt_tokens, batch * pairs, batch * (prompt_tokens + past_tokens), 0.0, 0.0, logits
-    )[0]
+    return step_cost(p, batch * prompt_tokens, batch * pairs, batch * (prompt_tokens + past_tokens), 0.0, 0.0, logits)[
+        0
+    ]

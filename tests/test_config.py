@@ -1,0 +1,357 @@
+"""Config loading: bad input raises ConfigError naming the dotted path, the value and what is expected."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import hermes_fast as hf
+from hermes_fast import ConfigError, estimate, load_scenario
+from hermes_fast.catalog import Catalog
+from hermes_fast.config import Engine, Parallel, Scenario, Workload, from_mapping, load_yaml, to_mapping
+
+VALID_TOP_KEYS = "description, devices, engines, memory_tiers, models, name, workload"
+
+
+def one_engine(**fields) -> dict:
+    """A minimal valid scenario (Llama-3.1-8B on one H100) with some engine fields replaced."""
+    return {"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm", **fields}]}
+
+
+def with_workload(**fields) -> dict:
+    return {**one_engine(), "workload": fields}
+
+
+def with_devices(devices: dict, device: str = "h100_sxm") -> dict:
+    return {**one_engine(device=device), "devices": devices}
+
+
+def _raises(fn, *args, **kwargs) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        fn(*args, **kwargs)
+    return info.value
+
+
+# (id, scenario mapping, path, value, fragment of .expected) -- all rejected by load_scenario
+LOAD_CASES = [
+    # 1. unknown top-level key: lists the valid keys and hints the close one
+    ("top-level-typo", {"engine": one_engine()["engines"]}, "engine", one_engine()["engines"],
+     f"did you mean 'engines'?); valid keys: {VALID_TOP_KEYS}"),
+    # 2. unknown nested key
+    ("nested-typo", one_engine(parallel={"tpp": 2}), "engines[0].parallel.tpp", 2,
+     "did you mean 'tp'?); valid keys: ep, pp, tp"),
+    ("workload-typo", with_workload(batchsize=4), "workload.batchsize", 4, "did you mean 'batch_size'?"),
+    # 3. misspelt device, 4. misspelt model
+    ("device-typo", one_engine(device="h100-sxm"), "engines[0].device", "h100-sxm",
+     "a known device (did you mean 'h100_sxm'?)"),
+    ("model-typo", one_engine(model="llama-3.1-8"), "engines[0].model", "llama-3.1-8",
+     "a known model (did you mean 'llama-3.1-8b'?)"),
+    ("model-unknown", one_engine(model="gpt-17"), "engines[0].model", "gpt-17", "known: bge-reranker-base"),
+    # 5. negative / zero values
+    ("negative-batch", with_workload(batch_size=-4), "workload.batch_size", -4, "a number >= 1"),
+    ("zero-context", with_workload(context_tokens=0), "workload.context_tokens", 0, "a number >= 1"),
+    ("zero-tp", one_engine(parallel={"tp": 0}), "engines[0].parallel.tp", 0, "a number >= 1"),
+    # 6. wrong types
+    ("tp-string", one_engine(parallel={"tp": "two"}), "engines[0].parallel.tp", "two", "an integer"),
+    ("mem-util-string", one_engine(memory_utilization="high"), "engines[0].memory_utilization", "high",
+     "a number"),
+    ("tp-bool", one_engine(parallel={"tp": True}), "engines[0].parallel.tp", True, "an integer"),
+    ("tp-null", one_engine(parallel={"tp": None}), "engines[0].parallel.tp", None, "an integer"),
+    ("model-int", one_engine(model=3), "engines[0].model", 3, "a string"),
+    ("parallel-not-mapping", one_engine(parallel=4), "engines[0].parallel", 4, "a mapping (Parallel)"),
+    ("engine-not-mapping", {"engines": ["llama"]}, "engines[0]", "llama", "a mapping (Engine)"),
+    ("engines-not-list", {"engines": {"model": "x"}}, "engines", {"model": "x"}, "a list"),
+    ("root-not-mapping", [1, 2], "<root>", [1, 2], "a mapping (Scenario)"),
+    # 7. non-integral float for an int field
+    ("tp-2.5", one_engine(parallel={"tp": 2.5}), "engines[0].parallel.tp", 2.5, "an integer"),
+    ("tp-inf", one_engine(parallel={"tp": float("inf")}), "engines[0].parallel.tp", float("inf"),
+     "an integer"),
+    # 8. memory_utilization out of (0, 1]
+    ("mem-util-1.5", one_engine(memory_utilization=1.5), "engines[0].memory_utilization", 1.5,
+     "a number <= 1"),
+    ("mem-util-0", one_engine(memory_utilization=0), "engines[0].memory_utilization", 0.0, "a number > 0"),
+    # 10. ep must divide tp (checked at load time)
+    ("ep-not-divisor", one_engine(parallel={"tp": 4, "ep": 3}), "engines[0].parallel.ep", 3,
+     "a divisor of tp (4)"),
+    # 14. missing required key
+    ("missing-model", {"engines": [{"device": "h100_sxm"}]}, "engines[0].model", None,
+     "a value (a string); this key is required"),
+    ("missing-engines", {"name": "x"}, "engines", None, "this key is required"),
+    # 15. duplicate engine names; empty engines list
+    ("duplicate-names",
+     {"engines": [{"name": "a", "model": "llama-3.1-8b", "device": "h100_sxm"},
+                  {"name": "a", "model": "llama-3.1-70b", "device": "h100_sxm"}]},
+     "engines[1].name", "a", "a name not used by another engine"),
+    ("empty-engines", {"engines": []}, "engines", [], "at least one engine"),
+    # 17. unknown dtype with a hint
+    ("kv-dtype-typo", one_engine(dtypes={"kv": "fp9"}), "engines[0].dtypes.kv", "fp9",
+     "one of 'fp32', 'fp16', 'bf16', 'fp8', 'int8', 'fp4', 'int4' (did you mean 'fp8'?)"),
+    ("weight-dtype-typo", one_engine(dtypes={"weight": "bf61"}), "engines[0].dtypes.weight", "bf61",
+     "(did you mean 'bf16'?)"),
+    # 18. user device overrides: unknown field (also when no engine uses the device), unknown base
+    ("device-override-typo", with_devices({"my": {"base": "h100_sxm", "memory_bandwdith": 1}}, device="my"),
+     "devices.my.memory_bandwdith", 1, "did you mean 'memory_bandwidth_bytes_per_s'?"),
+    ("unused-device-override-typo", with_devices({"my": {"base": "h100_sxm", "memory_bandwdith": 1}}),
+     "devices.my.memory_bandwdith", 1, "did you mean 'memory_bandwidth_bytes_per_s'?"),
+    ("unknown-base", with_devices({"my": {"base": "h100_smx"}}, device="my"), "devices.my.base", "h100_smx",
+     "a known device (did you mean 'h100_sxm'?)"),
+    ("base-cycle", with_devices({"a": {"base": "b"}, "b": {"base": "a"}}, device="a"), "devices.b.base", "a",
+     "a base chain without cycles"),
+    ("override-not-mapping", with_devices({"my": 3}), "devices.my", 3, "a mapping of fields"),
+    ("override-nested-bound",
+     with_devices({"my": {"base": "h100_sxm", "efficiency": {"memory_efficiency": 2}}}, device="my"),
+     "devices.my.efficiency.memory_efficiency", 2.0, "a number <= 1"),
+    ("preset-override-bound", with_devices({"h100_sxm": {"memory_bytes": -1}}),
+     "devices.h100_sxm.memory_bytes", -1.0, "a number > 0"),
+    ("new-device-incomplete", with_devices({"my": {"name": "Mine"}}, device="my"), "devices.my.kind", None,
+     "this key is required"),
+    ("model-override-moe", {**one_engine(model="m"), "models": {"m": {"base": "llama-3.1-8b", "moe": {
+        "n_experts": 1, "top_k": 1, "expert_ffn_hidden_size": 64}}}},
+     "models.m.moe.n_experts", 1, "a number >= 2"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("source", "path", "value", "expected"), [c[1:] for c in LOAD_CASES],
+                         ids=[c[0] for c in LOAD_CASES])  # fmt: skip
+def test_load_scenario_rejects(source, path, value, expected):
+    err = _raises(load_scenario, source)
+    assert err.path == path
+    assert err.value == value
+    assert type(err.value) is type(value)
+    assert expected in err.expected
+    assert str(err).startswith(f"{path}: got ")
+    assert f"; expected {err.expected}" in str(err)
+
+
+def test_error_message_format():
+    err = _raises(load_scenario, one_engine(parallel={"tp": "two"}))
+    assert str(err) == "engines[0].parallel.tp: got 'two'; expected an integer"
+    assert isinstance(err, ValueError)
+    assert issubclass(ConfigError, ValueError)
+    assert hf.ConfigError is ConfigError
+
+
+def test_long_values_are_shortened_in_the_message():
+    err = _raises(load_scenario, one_engine(model="x" * 200))
+    assert err.value == "x" * 200  # the attribute keeps the full value
+    shown = str(err).split(": got ", 1)[1].split("; expected", 1)[0]
+    assert shown.endswith("...") and len(shown) == 80
+
+
+def test_non_string_base_keeps_its_value():
+    err = _raises(load_scenario, with_devices({"my": {"base": 5}}, device="my"))
+    assert err.path == "devices.my.base"
+    assert err.value == 5 and isinstance(err.value, int)
+
+
+def test_self_referencing_base_is_a_config_error():
+    err = _raises(load_scenario, with_devices({"my": {"base": "my"}}, device="my"))
+    assert err.path == "devices.my.base"
+    assert err.value == "my"
+    assert "itself" in err.expected
+
+
+# 7. integral floats are accepted for int fields
+def test_integral_float_accepted_for_int_field():
+    sc = load_scenario(one_engine(parallel={"tp": 2.0}))
+    assert sc.engines[0].parallel.tp == 2
+    assert type(sc.engines[0].parallel.tp) is int
+    sc = load_scenario("engines:\n  - {model: llama-3.1-8b, device: h100_sxm, parallel: {tp: 2.0}}\n")
+    assert sc.engines[0].parallel.tp == 2 and type(sc.engines[0].parallel.tp) is int
+
+
+def test_int_accepted_for_float_field():
+    sc = load_scenario(one_engine(memory_utilization=1))
+    assert sc.engines[0].memory_utilization == 1.0
+    assert type(sc.engines[0].memory_utilization) is float
+
+
+# --- layout, fit and grid errors raised by estimate()
+
+
+# (id, scenario, grid, path, value, fragment of .expected)
+ESTIMATE_CASES = [
+    # 9. TP must divide the heads
+    ("tp-not-dividing-heads", one_engine(parallel={"tp": 3}), None, "engines[0].parallel.tp", 3,
+     "a divisor of the model's n_heads (32, Llama-3.1-8B)"),
+    ("tp-above-heads", one_engine(parallel={"tp": 64}), None, "engines[0].parallel.tp", 64, "n_heads (32"),
+    ("pp-above-layers", one_engine(parallel={"pp": 64}), None, "engines[0].parallel.pp", 64,
+     "<= the model's n_layers (32)"),
+    # 10. ep > 1 on a dense model
+    ("ep-on-dense", one_engine(parallel={"tp": 2, "ep": 2}), None, "engines[0].parallel.ep", 2,
+     "1 (Llama-3.1-8B has no experts)"),
+    # 11. a model that does not fit
+    ("model-too-large", {"engines": [{"model": "llama-3.1-405b", "device": "h100_sxm"}]}, None, "engines[0]",
+     "llama-3.1-405b on h100_sxm tp=1 pp=1", "GB/device"),
+    # 12. a batch whose KV does not fit
+    ("kv-too-large", with_workload(batch_size=10000), None, "workload.batch_size", 10000,
+     "fits the 419360 tokens of KV capacity of engines[0] (at most 327)"),
+    # 13. grid errors
+    ("grid-empty", one_engine(), {"batch_size": []}, "grid.batch_size", [], "a non-empty list of values"),
+    ("grid-unknown-key", one_engine(), {"batch_sise": [1]}, "grid.batch_sise", [1],
+     "a grid key (did you mean 'batch_size'?); valid: engine, device"),
+    ("grid-bad-type", one_engine(), {"batch_size": [1, "x"]}, "grid.batch_size[1]", "x", "an integer"),
+    ("grid-non-integral", one_engine(), {"tp": [2.5]}, "grid.tp[0]", 2.5, "an integer"),
+    ("grid-bool", one_engine(), {"batch_size": [True]}, "grid.batch_size[0]", True, "an integer"),
+    ("grid-zero", one_engine(), {"tp": [1, 0]}, "grid.tp[1]", 0, "an integer >= 1"),
+    ("grid-duplicates", one_engine(), {"batch_size": [1, 8, 1]}, "grid.batch_size", [1, 8, 1],
+     "distinct values"),
+    ("grid-dtype-typo", one_engine(), {"kv_dtype": ["bf16", "fp9"]}, "grid.kv_dtype[1]", "fp9",
+     "(did you mean 'fp8'?)"),
+    ("grid-dtype-not-str", one_engine(), {"dtype": [8]}, "grid.dtype[0]", 8, "a string"),
+    ("grid-device-typo", one_engine(), {"device": ["h100_sxm", "h100-sxm"]}, "grid.device[1]", "h100-sxm",
+     "a known device (did you mean 'h100_sxm'?)"),
+    ("grid-model-typo", one_engine(), {"model": ["llama-3.1-70c"]}, "grid.model[0]", "llama-3.1-70c",
+     "(did you mean 'llama-3.1-70b'?)"),
+    ("grid-engine-typo", one_engine(name="small"), {"engine": ["smal"]}, "grid.engine[0]", "smal",
+     "an engine name (did you mean 'small'?); engines: small"),
+    ("grid-mem-util", one_engine(), {"memory_utilization": [0.5, 1.5]}, "grid.memory_utilization[1]", 1.5,
+     "a fraction in (0, 1]"),
+    ("grid-not-mapping", one_engine(), [("tp", [1])], "grid", [("tp", [1])], "a mapping of grid key"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("source", "grid", "path", "value", "expected"), [c[1:] for c in ESTIMATE_CASES],
+                         ids=[c[0] for c in ESTIMATE_CASES])  # fmt: skip
+def test_estimate_rejects(source, grid, path, value, expected):
+    load_scenario(source)  # these are valid scenarios: the error comes from the layout, memory or grid
+    err = _raises(estimate, source, grid=grid)
+    assert err.path == path
+    assert err.value == value
+    assert expected in err.expected
+
+
+def test_model_too_large_message_and_grid_marks_unfit():
+    big = {"engines": [{"model": "llama-3.1-405b", "device": "h100_sxm"}]}
+    err = _raises(estimate, big)
+    assert "GB" in str(err) and "usable" in err.expected
+    # with a grid the same point is kept, marked as not fitting, rather than raised
+    ds = estimate(big, grid={"device": ["h100_sxm", "h200_sxm"]})
+    assert list(ds.device.values) == ["h100_sxm", "h200_sxm"]
+    assert not ds.fits.values.any()
+    assert (ds.weights_bytes.values > 0.9 * 80e9).all()
+
+
+def test_invalid_layout_in_grid_is_marked_unfit():
+    ds = estimate(one_engine(), grid={"tp": [1, 3]})
+    assert bool(ds.fits.sel(tp=1).item())
+    assert not bool(ds.fits.sel(tp=3).item())
+
+
+def test_grid_accepts_integral_floats_and_scalars():
+    ds = estimate(one_engine(), grid={"batch_size": [1.0, 4.0], "tp": 2})
+    assert list(ds.batch_size.values) == [1, 4]
+    assert list(ds.tp.values) == [2]
+
+
+# --- YAML text and files
+
+
+def test_invalid_yaml_text_names_the_line():
+    err = _raises(load_scenario, "engines:\n  - model: [\n  device: x\n")
+    assert err.path == "<text>:4"
+    assert "expected ',' or ']'" in err.value
+    assert err.expected == "valid YAML"
+
+
+def test_invalid_yaml_file_names_file_and_line(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("name: x\nengines:\n\t- model: a\n")
+    err = _raises(load_scenario, f)
+    assert err.path == f"{f}:3"
+    assert "'\\t'" in err.value
+    assert err.expected == "valid YAML"
+    err = _raises(load_scenario, str(f))
+    assert err.path == f"{f}:3"
+
+
+def test_missing_yaml_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    err = _raises(load_scenario, missing)
+    assert err.path == "<file>"
+    assert err.value == str(missing)
+    assert err.expected == "an existing YAML file"
+    assert str(missing) in str(err)
+
+
+def test_yaml_errors_with_paths_from_text():
+    text = "engines:\n  - model: llama-3.1-8b\n    device: h100_sxm\n    parallel: {tp: two}\n"
+    err = _raises(load_scenario, text)
+    assert (err.path, err.value, err.expected) == ("engines[0].parallel.tp", "two", "an integer")
+    err = _raises(load_scenario, "engines:\n")
+    assert (err.path, err.value, err.expected) == ("engines", None, "a list")
+    err = _raises(load_scenario, "# nothing here\n\n")
+    assert (err.path, err.value) == ("<root>", None)
+
+
+def test_yaml_scientific_notation_is_float():
+    data = load_yaml("a: 1e12\nb: 2.5E-3\nc: -4e+2\nd: 3\ne: 2.0\n")
+    assert data == {"a": 1e12, "b": 2.5e-3, "c": -400.0, "d": 3, "e": 2.0}
+    assert type(data["a"]) is float and type(data["c"]) is float and type(data["d"]) is int
+    text = (
+        "devices:\n  my_gpu:\n    base: h100_sxm\n    memory_bandwidth_bytes_per_s: 4e12\n"
+        "    peak_flop_per_s: {bf16: 1e15}\n"
+        "engines:\n  - {model: llama-3.1-8b, device: my_gpu}\n"
+    )
+    sc = load_scenario(text)
+    d = Catalog.for_scenario(sc).device("my_gpu")
+    assert d.memory_bandwidth_bytes_per_s == 4e12
+    assert d.peak_flop_per_s.bf16 == 1e15
+
+
+# --- overrides, round trip
+
+
+def test_preset_override_by_same_name_keeps_other_fields():
+    preset = Catalog().device("h100_sxm")
+    override = {"memory_bytes": 96e9, "efficiency": {"memory_efficiency": 0.7}}
+    sc = load_scenario(with_devices({"h100_sxm": override}))
+    d = Catalog.for_scenario(sc).device("h100_sxm")
+    assert d.memory_bytes == 96e9
+    assert d.efficiency.memory_efficiency == 0.7
+    # everything else, nested fields included, is the preset's
+    assert d.efficiency.compute_efficiency == preset.efficiency.compute_efficiency
+    assert d.memory_bandwidth_bytes_per_s == preset.memory_bandwidth_bytes_per_s
+    assert d.peak_flop_per_s == preset.peak_flop_per_s
+    assert d.name == preset.name
+    assert dataclasses.replace(d, memory_bytes=preset.memory_bytes,
+                               efficiency=preset.efficiency) == preset  # fmt: skip
+
+
+def test_model_override_by_same_name_and_base():
+    preset = Catalog().model("llama-3.1-8b")
+    models = {"llama-3.1-8b": {"n_layers": 16}, "tiny": {"base": "llama-3.1-8b", "n_layers": 2}}
+    sc = load_scenario({**one_engine(), "models": models})
+    cat = Catalog.for_scenario(sc)
+    assert cat.model("llama-3.1-8b") == dataclasses.replace(preset, n_layers=16)
+    assert cat.model("tiny") == dataclasses.replace(preset, n_layers=2)
+
+
+def test_scenario_round_trips_through_to_mapping():
+    src = {
+        "name": "rt",
+        "description": "round trip",
+        "devices": {"my": {"base": "h100_sxm", "memory_bytes": 96e9}},
+        "engines": [
+            {"name": "a", "model": "llama-3.1-8b", "device": "my", "dtypes": {"kv": "fp8"}},
+            {"name": "b", "model": "mixtral-8x7b", "device": "h100_sxm", "parallel": {"tp": 4, "ep": 2},
+             "memory_utilization": 0.8},
+        ],
+        "workload": {"batch_size": 8, "context_tokens": 2000},
+    }  # fmt: skip
+    sc = load_scenario(src)
+    m = to_mapping(sc)
+    assert isinstance(m["engines"], list) and isinstance(m["engines"][1]["parallel"], dict)
+    back = from_mapping(Scenario, m)
+    assert back == sc
+    assert load_scenario(m) == sc
+    assert back.engines[1].parallel == Parallel(tp=4, ep=2)
+    assert back.workload == Workload(batch_size=8, context_tokens=2000)
+    assert isinstance(back.engines[0], Engine)
+
+
+def test_default_scenario_round_trips():
+    sc = load_scenario()
+    assert from_mapping(Scenario, to_mapping(sc)) == sc
+    assert load_scenario(sc) is sc
