@@ -108,6 +108,22 @@ def main() -> None:
         f"decode step cost: {n:,} evaluations in {wall:.3f} s -> {n / wall / 1e6:.1f} million/s "
         f"({wall / n * 1e9:.0f} ns each; dense, MoE and MLA engines mixed)"
     )
+    # --- one engine at a time: how the model's structure (MoE, MLA, sliding window) costs
+    per_engine = []
+    for m, tp in [
+        ("llama-3.1-8b", 1),
+        ("llama-3.1-70b", 4),
+        ("mixtral-8x7b", 2),
+        ("deepseek-v3", 8),
+        ("gpt-oss-120b", 2),
+    ]:
+        one = compile_engine(cat.model(m), cat.device("h100_sxm"), Parallel(tp=tp), Dtypes()).params[None, :]
+        zeros = np.zeros(n, dtype=np.int64)
+        wall = best_of(
+            lambda one=one, zeros=zeros: decode_step_times.jit(one, zeros, batch, context, out), args.repeats
+        )
+        per_engine.append(f"{m} tp{tp}: {wall / n * 1e9:.0f} ns")
+    print("decode step cost per engine (H100): " + ", ".join(per_engine))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def _make_twin(fn, parallel: bool, inline: str = "never"):
         ns["prange"] = numba.prange
     _namespaces.append(ns)
     clone = types.FunctionType(fn.__code__, ns, fn.__name__, fn.__defaults__, fn.__closure__)
-    clone.__qualname__ = fn.__qualname__
+    # numba's cache key ignores parallel/fastmath: name the variant so one never loads the other's code
+    clone.__qualname__ = fn.__qualname__ + ("__parallel" if parallel else "") + ("__fastmath" if FASTMATH else "")
     clone.__module__ = fn.__module__
     twin = numba.njit(parallel=parallel, inline=inline, **OPTIONS)(clone)
     _twins[fn.__name__] = twin
