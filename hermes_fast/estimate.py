@@ -13,7 +13,7 @@ import xarray as xr
 from . import __version__
 from .catalog import Catalog
 from .compile import CompiledEngine, check_layout, compile_engine
-from .config.base import ConfigError, _hint
+from .config.base import ConfigError, close_match_hint
 from .config.hardware import DTYPES
 from .config.scenario import Engine, Scenario, load_scenario
 from .kernels.grid import estimate_points
@@ -21,7 +21,7 @@ from .variables import data_array
 
 __all__ = ["estimate", "GRID_KEYS"]
 
-# grid key -> (applies to engine or to each point, element type)
+# grid keys that change the engine (compiled once per combination) -> element type
 _ENGINE_KEYS = {
     "engine": str,
     "device": str,
@@ -35,6 +35,7 @@ _ENGINE_KEYS = {
     "kv_dtype": str,
     "memory_utilization": float,
 }
+# grid keys that change only the request shape at each point -> element type
 _POINT_KEYS = {"batch_size": int, "prompt_tokens": int, "output_tokens": int, "context_tokens": int}
 GRID_KEYS = tuple(_ENGINE_KEYS) + tuple(_POINT_KEYS)
 _MAX_POINTS = 200_000_000
@@ -51,7 +52,7 @@ def _check_grid(grid: Any, scenario: Scenario, catalog: Catalog) -> dict[str, li
         path = f"grid.{key}"
         if key not in _ENGINE_KEYS and key not in _POINT_KEYS:
             raise ConfigError(
-                path, values, f"a grid key{_hint(str(key), list(GRID_KEYS))}; valid: {', '.join(GRID_KEYS)}"
+                path, values, f"a grid key{close_match_hint(str(key), list(GRID_KEYS))}; valid: {', '.join(GRID_KEYS)}"
             )
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
             values = [values]
@@ -71,10 +72,12 @@ def _check_grid(grid: Any, scenario: Scenario, catalog: Catalog) -> dict[str, li
                     catalog.model(v, vpath)
                 elif key == "engine" and v not in engine_names:
                     raise ConfigError(
-                        vpath, v, f"an engine name{_hint(v, engine_names)}; engines: {', '.join(engine_names)}"
+                        vpath,
+                        v,
+                        f"an engine name{close_match_hint(v, engine_names)}; engines: {', '.join(engine_names)}",
                     )
                 elif key.endswith("dtype") and v not in DTYPES:
-                    raise ConfigError(vpath, v, f"one of {', '.join(DTYPES)}{_hint(v, list(DTYPES))}")
+                    raise ConfigError(vpath, v, f"one of {', '.join(DTYPES)}{close_match_hint(v, list(DTYPES))}")
             elif kind is int:
                 if (
                     isinstance(v, bool)
@@ -166,9 +169,8 @@ def estimate(
     catalog = Catalog.for_scenario(sc)
     strict = not grid
     g = _check_grid(grid, sc, catalog)
-    engines = [e for e in sc.engines if "engine" not in g or e.name in g["engine"]]
-    if "engine" in g:
-        engines = [next(e for e in sc.engines if e.name == n) for n in g["engine"]]
+    by_name = {e.name: e for e in sc.engines}
+    engines = [by_name[n] for n in g["engine"]] if "engine" in g else list(sc.engines)
     keys = [k for k in g if k != "engine"]
     dims = ["engine", *keys]
     shape = [len(engines)] + [len(g[k]) for k in keys]

@@ -7,13 +7,12 @@ every field or starts from ``base: PRESET`` and overrides some.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from ..config.base import ConfigError, from_mapping, load_yaml
+from ..config.base import ConfigError, close_match_hint, from_mapping, load_yaml
 from ..config.hardware import Device, MemoryTier
 from ..config.model import Model
 
@@ -64,8 +63,7 @@ class Catalog:
         if user is None:
             if name not in presets:
                 valid = self.names(kind)
-                close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = close_match_hint(name, valid, cutoff=0.5)
                 raise ConfigError(path, name, f"a known {kind[:-1].replace('_', ' ')}{hint}; known: {', '.join(valid)}")
             return dict(presets[name]), f"catalog.{kind}.{name}"
         where = f"{kind}.{name}"

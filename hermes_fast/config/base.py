@@ -19,7 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-__all__ = ["ConfigError", "fld", "from_mapping", "to_mapping", "load_yaml", "field_docs"]
+__all__ = ["ConfigError", "fld", "from_mapping", "to_mapping", "load_yaml", "field_docs", "close_match_hint"]
 
 
 class ConfigError(ValueError):
@@ -62,8 +62,9 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _hint(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+def close_match_hint(key: str, valid: list[str], cutoff: float = 0.6) -> str:
+    """' (did you mean 'x'?)' for the closest valid name, or '' when none is close."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=cutoff)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -123,7 +124,7 @@ def _convert(value: Any, tp, path: str, meta: Mapping) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            hint = _hint(str(value), [str(c) for c in choices])
+            hint = close_match_hint(str(value), [str(c) for c in choices])
             raise ConfigError(path, value, "one of " + ", ".join(repr(c) for c in choices) + hint)
         return value
     if tp is bool:
@@ -193,7 +194,9 @@ def from_mapping(cls, data: Any, path: str = ""):
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(
-                _join(path, str(key)), value, f"a known key{_hint(str(key), valid)}; valid keys: {', '.join(valid)}"
+                _join(path, str(key)),
+                value,
+                f"a known key{close_match_hint(str(key), valid)}; valid keys: {', '.join(valid)}",
             )
         f = fields[key]
         kwargs[key] = _convert(value, hints[key], _join(path, key), f.metadata)
