@@ -30,6 +30,8 @@ def _parse_grid(items: Sequence[str]) -> dict[str, list]:
         key, sep, values = item.partition("=")
         if not sep or not key.strip() or not values.strip():
             raise ConfigError(f"--grid {item}", item, "KEY=V1,V2,... (e.g. batch_size=1,8,64)")
+        if key.strip() in grid:
+            raise ConfigError(f"--grid {item}", item, f"each grid key once (combine values: {key.strip()}=A,B,...)")
         grid[key.strip()] = [_grid_value(v.strip()) for v in values.split(",") if v.strip()]
     return grid
 
@@ -72,7 +74,7 @@ def print_estimate(ds, out=None, max_rows: int = 60) -> None:
     for r in range(min(n, max_rows)):
         row = "  ".join(coords[j][index[r, j]].ljust(widths[j]) for j in range(len(dims)))
         row += "".join(" " + _fmt(flat[name][r], unit) for name, _, unit in columns)
-        row += f"  {'yes' if fits[r] else 'NO ':5s}  {BOUND_NAMES[bound[r]]}"
+        row += f"  {'yes' if fits[r] else 'NO ':5s}  {BOUND_NAMES[bound[r]] if bound[r] >= 0 else 'n/a'}"
         print(row, file=out)
     if n > max_rows:
         print(f"... {n - max_rows} more rows (write them all with --out FILE.nc)", file=out)

@@ -18,7 +18,16 @@ from .config.scenario import Dtypes, Parallel
 from .kernels import layout as L
 from .kernels.roofline import gemm_coefficients
 
-__all__ = ["CompiledEngine", "compile_engine", "param_count", "kv_bytes_per_token", "check_layout"]
+__all__ = [
+    "CompiledEngine",
+    "DeviceRates",
+    "check_layout",
+    "compile_engine",
+    "device_rates",
+    "group_link",
+    "kv_bytes_per_token_layer",
+    "param_count",
+]
 
 
 def _attention_params(m: Model) -> float:
@@ -68,7 +77,7 @@ def param_count(m: Model) -> dict[str, float]:
     return {"total": total, "active": active, "embedding": embed, "lm_head": head, "attention": attn, "ffn": ffn_total}
 
 
-def kv_bytes_per_token(m: Model, tp: int, kv_dtype: str) -> float:
+def kv_bytes_per_token_layer(m: Model, tp: int, kv_dtype: str) -> float:
     """KV-cache bytes per token per layer on one device (KV heads replicate when tp > n_kv_heads)."""
     b = DTYPE_BYTES[kv_dtype]
     if m.mla is not None:  # latent + shared RoPE key, replicated on every TP rank
@@ -77,7 +86,7 @@ def kv_bytes_per_token(m: Model, tp: int, kv_dtype: str) -> float:
     return 2.0 * kv_heads * m.head_dim * b
 
 
-def check_layout(m: Model, d: Device, par: Parallel, path: str) -> None:
+def check_layout(m: Model, par: Parallel, path: str) -> None:
     """Reject parallel layouts the model cannot be split into, naming the offending field."""
     if par.tp % par.ep:
         raise ConfigError(f"{path}.parallel.ep", par.ep, f"a divisor of tp ({par.tp})")
@@ -94,16 +103,54 @@ def check_layout(m: Model, d: Device, par: Parallel, path: str) -> None:
             raise ConfigError(f"{path}.parallel.ep", par.ep, f"1 ({m.name} has no experts)")
         if m.moe.n_experts % par.ep:
             raise ConfigError(f"{path}.parallel.ep", par.ep, f"a divisor of n_experts ({m.moe.n_experts})")
-    ffn_tp = par.tp // par.ep
-    f = m.moe.expert_ffn_hidden_size if m.moe is not None else m.ffn_hidden_size
-    if f % ffn_tp or m.ffn_hidden_size % par.tp:
-        raise ConfigError(f"{path}.parallel.tp", par.tp, f"a divisor of the FFN width ({f}, {m.name})")
+    widths = []
+    if m.moe is None or m.moe.first_dense_layers:
+        widths.append((m.ffn_hidden_size, par.tp))
+    if m.moe is not None:
+        widths.append((m.moe.expert_ffn_hidden_size, par.tp // par.ep))
+    for f, shards in widths:
+        if f % shards:
+            raise ConfigError(f"{path}.parallel.tp", par.tp, f"a TP degree that splits the FFN width ({f}, {m.name})")
 
 
-def _group_link(d: Device, n: int) -> tuple[float, float]:
-    """(alpha_s, effective bandwidth) for a group of n devices: scale-up if it fits in one domain."""
+def group_link(d: Device, n: int) -> tuple[float, float]:
+    """(alpha_s, effective bandwidth) for a group of n devices: scale-up link if the group fits in one
+    scale-up domain, else scale-out (the slowest hop sets a ring's pace)."""
     link = d.scale_up if n <= d.scale_up_domain_devices else d.scale_out
     return link.latency_s, link.bandwidth_bytes_per_s * d.efficiency.collective_efficiency
+
+
+def attention_dtype(activation: str, kv: str) -> str:
+    """Format attention computes in: 16/32-bit activations as they are; narrower activations keep
+    attention in fp8 when the KV cache is fp8 (FP8 flash attention), in bf16 otherwise."""
+    if DTYPE_BYTES[activation] >= 2.0:
+        return activation
+    return "fp8" if kv == "fp8" else "bf16"
+
+
+@dataclass(frozen=True)
+class DeviceRates:
+    """Effective rates and fixed costs of one device for one choice of formats."""
+
+    gemm_flops: float  # FLOP/s for GEMMs: peak x (low-precision) compute efficiency
+    gemm_overhead_s: float
+    attention_flops: float  # FLOP/s for attention: peak of the attention format x attention efficiency
+    memory_bw: float  # B/s x memory efficiency
+    compute_dtype: str  # format whose peak the GEMMs use, after the device's fallback
+
+
+def device_rates(d: Device, activation: str, kv: str) -> DeviceRates:
+    """The rates the kernels use on device ``d`` with GEMM operands in ``activation`` and KV in ``kv``."""
+    e = d.efficiency
+    peak, run = d.peak_flop_per_s.resolve(activation)
+    narrow = DTYPE_BYTES[run] <= 1.0
+    return DeviceRates(
+        gemm_flops=peak * (e.low_precision_compute_efficiency if narrow else e.compute_efficiency),
+        gemm_overhead_s=e.gemm_overhead_s + (e.low_precision_gemm_overhead_s if narrow else 0.0),
+        attention_flops=d.peak_flop_per_s.resolve(attention_dtype(activation, kv))[0] * e.attention_compute_efficiency,
+        memory_bw=d.memory_bandwidth_bytes_per_s * e.memory_efficiency,
+        compute_dtype=run,
+    )
 
 
 @dataclass(frozen=True)
@@ -117,6 +164,8 @@ class CompiledEngine:
     activation_reserve_bytes: float
     usable_bytes: float  # memory x memory_utilization
     compute_dtype: str  # format whose peak the GEMMs use (after the device's fallback)
+    generates: bool  # a causal decoder with an LM head (encoders and rerankers only prefill)
+    max_context_tokens: int
 
     @property
     def kv_capacity_tokens(self) -> float:
@@ -141,29 +190,31 @@ def compile_engine(
     """Build the kernel parameter vector and memory figures; raise ConfigError for impossible layouts."""
     m, d, par = model, device, parallel
     if check:
-        check_layout(m, d, par, path)
+        check_layout(m, par, path)
     tp, pp, ep = par.tp, par.pp, par.ep
     eff = d.efficiency
-    peak, compute_dtype = d.peak_flop_per_s.resolve(dtypes.activation)
+    rates = device_rates(d, dtypes.activation, dtypes.kv)
     wb = DTYPE_BYTES[dtypes.weight]
-    ab = DTYPE_BYTES[dtypes.activation] if dtypes.activation != "fp32" else 4.0
-    ab = max(ab, 1.0)  # activations are at least byte-sized in practice (fp4 GEMMs keep 8/16-bit outputs)
+    # GEMM operands move in the activation format, at least a byte (fp4 GEMMs keep 8/16-bit outputs);
+    # hidden states between kernels (norms, residuals, collectives, hand-offs) stay 16-bit (fp32 if asked)
+    ab = max(DTYPE_BYTES[dtypes.activation], 1.0)
+    hb = max(DTYPE_BYTES[dtypes.activation], 2.0)
     h = m.hidden_size
     nm = _ffn_matrices(m)
     p = np.zeros(L.N_PARAMS)
-    narrow = DTYPE_BYTES[compute_dtype] <= 1.0
-    p[L.GEMM_FLOPS] = peak * (eff.low_precision_compute_efficiency if narrow else eff.compute_efficiency)
+    p[L.GEMM_FLOPS] = rates.gemm_flops
     p[L.GEMM_SAT] = eff.compute_saturation_tokens
-    p[L.ATTN_FLOPS] = peak * eff.attention_compute_efficiency
+    p[L.ATTN_FLOPS] = rates.attention_flops
     p[L.ATTN_SAT] = eff.attention_saturation_keys
-    p[L.MEM_BW] = d.memory_bandwidth_bytes_per_s * eff.memory_efficiency
-    p[L.OH_GEMM] = eff.gemm_overhead_s + (eff.low_precision_gemm_overhead_s if narrow else 0.0)
+    p[L.MEM_BW] = rates.memory_bw
+    p[L.OH_GEMM] = rates.gemm_overhead_s
     p[L.OH_ATTN] = eff.attention_overhead_s
     p[L.OH_ELEM] = eff.elementwise_overhead_s
     p[L.OH_COLL] = eff.collective_overhead_s
     p[L.W_BYTES] = wb
     p[L.A_BYTES] = ab
-    kv_tok = kv_bytes_per_token(m, tp, dtypes.kv)
+    p[L.H_BYTES] = hb
+    kv_tok = kv_bytes_per_token_layer(m, tp, dtypes.kv)
     p[L.KV_TOKEN_BYTES] = kv_tok
     n_moe = 0 if m.moe is None else m.n_layers - m.moe.first_dense_layers
     p[L.N_LAYERS] = m.n_layers
@@ -208,7 +259,8 @@ def compile_engine(
         e = m.moe
         p[L.N_EXPERTS] = e.n_experts
         p[L.TOP_K] = e.top_k
-        p[L.EXPERT_LOG_MISS] = math.log1p(-e.top_k / e.n_experts)
+        # every expert is hit once top_k == n_experts: log(0) = -inf gives exactly that in the kernel
+        p[L.EXPERT_LOG_MISS] = math.log1p(-e.top_k / e.n_experts) if e.top_k < e.n_experts else -math.inf
         gemm(L.G_ROUTER, h, e.n_experts)
         gemm(L.G_EXP_UP, h, (nm - 1) * e.expert_ffn_hidden_size / ffn_tp)
         gemm(L.G_EXP_DOWN, e.expert_ffn_hidden_size / ffn_tp, h)
@@ -218,25 +270,26 @@ def compile_engine(
             gemm(L.G_SHARED_DOWN, shared_f / tp, h)
         moe_f_dev = e.top_k * e.expert_ffn_hidden_size / tp + shared_f / tp
     p[L.EP] = ep
-    # two fused add+RMSNorm per layer (read residual and input, write both: 3h each) and the gated
-    # activation (read gate and up, write their product: 3 f)
-    p[L.ELEM_DENSE_S] = (6.0 * h + 3.0 * m.ffn_hidden_size / tp) * ab / bw
-    p[L.ELEM_MOE_S] = (6.0 * h + 3.0 * moe_f_dev) * ab / bw
-    p[L.EMBED_S] = h * (wb + ab) / bw  # gather one embedding row, write one hidden state
+    # two fused add+RMSNorm per layer (read residual and input, write both: 3h each) and the
+    # activation (gated: read gate and up, write their product, 3f; plain: read and write, 2f)
+    p[L.ELEM_DENSE_S] = (6.0 * h + nm * m.ffn_hidden_size / tp) * hb / bw
+    p[L.ELEM_MOE_S] = (6.0 * h + nm * moe_f_dev) * hb / bw
+    p[L.EMBED_S] = h * (wb + hb) / bw  # gather one embedding row, write one hidden state
     p[L.VOCAB] = m.vocab_size
     p[L.HAS_LM_HEAD] = 1.0 if m.has_lm_head else 0.0
     if m.has_lm_head:
         gemm(L.G_LM_HEAD, h, m.vocab_size / tp)
     p[L.TP] = tp
-    p[L.TP_ALPHA], p[L.TP_BW] = _group_link(d, tp)
-    p[L.EP_ALPHA], p[L.EP_BW] = _group_link(d, tp)  # EP ranks are members of the TP group
+    p[L.TP_ALPHA], p[L.TP_BW] = group_link(d, tp)
+    p[L.EP_ALPHA], p[L.EP_BW] = group_link(d, tp)  # EP ranks are members of the TP group
     p[L.FFN_TP] = ffn_tp
     p[L.PP] = pp
     # stages sit in different scale-up domains only when the replica outgrows one
-    p[L.PP_ALPHA], p[L.PP_BW] = _group_link(d, tp * pp)
+    p[L.PP_ALPHA], p[L.PP_BW] = group_link(d, tp * pp)
 
     weights, kv_stage = _memory(m, par, wb, kv_tok)
-    reserve = max_batched_tokens * (4.0 * h + 3.0 * max(m.ffn_hidden_size / tp, moe_f_dev)) * ab
+    dense_f_dev = m.ffn_hidden_size / tp if p[L.N_DENSE] > 0 else 0.0
+    reserve = max_batched_tokens * (4.0 * h + 3.0 * max(dense_f_dev, moe_f_dev)) * hb
     return CompiledEngine(
         params=p,
         devices=tp * pp,
@@ -244,7 +297,9 @@ def compile_engine(
         kv_bytes_per_token=kv_stage,
         activation_reserve_bytes=reserve,
         usable_bytes=d.memory_bytes * memory_utilization,
-        compute_dtype=compute_dtype,
+        compute_dtype=rates.compute_dtype,
+        generates=m.causal and m.has_lm_head,
+        max_context_tokens=m.max_context_tokens,
     )
 
 
@@ -277,6 +332,7 @@ def _memory(m: Model, par: Parallel, wb: float, kv_tok: float) -> tuple[float, f
     layer_stage = layers_stage * (attn_dev + 2 * h) + ffn_stage
     embed = counts["embedding"] / tp
     head = counts["lm_head"] / tp
-    ends = embed + head if pp == 1 else max(embed, head)
+    final_norm = m.hidden_size
+    ends = embed + head + final_norm if pp == 1 else max(embed, head + final_norm)  # first vs last stage
     weights = (layer_stage + ends) * wb
     return weights, kv_tok * layers_stage

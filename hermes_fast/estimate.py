@@ -13,32 +13,32 @@ import xarray as xr
 from . import __version__
 from .catalog import Catalog
 from .compile import CompiledEngine, check_layout, compile_engine
-from .config.base import ConfigError, close_match_hint
-from .config.hardware import DTYPES
-from .config.scenario import Engine, Scenario, load_scenario
+from .config.base import ConfigError, close_match_hint, convert_field
+from .config.scenario import Dtypes, Engine, Parallel, Scenario, Workload, load_scenario
 from .kernels.grid import estimate_points
 from .variables import data_array
 
 __all__ = ["estimate", "GRID_KEYS"]
 
-# grid keys that change the engine (compiled once per combination) -> element type
+# grid key -> the schema field its values are validated as; engine keys change the compiled engine,
+# point keys only the request shape at each point
 _ENGINE_KEYS = {
-    "engine": str,
-    "device": str,
-    "model": str,
-    "tp": int,
-    "pp": int,
-    "ep": int,
-    "dtype": str,
-    "weight_dtype": str,
-    "activation_dtype": str,
-    "kv_dtype": str,
-    "memory_utilization": float,
+    "engine": None,  # a name among the scenario's engines
+    "device": None,  # a catalog name
+    "model": None,  # a catalog name
+    "tp": (Parallel, "tp"),
+    "pp": (Parallel, "pp"),
+    "ep": (Parallel, "ep"),
+    "dtype": (Dtypes, "weight"),
+    "weight_dtype": (Dtypes, "weight"),
+    "activation_dtype": (Dtypes, "activation"),
+    "kv_dtype": (Dtypes, "kv"),
+    "memory_utilization": (Engine, "memory_utilization"),
 }
-# grid keys that change only the request shape at each point -> element type
-_POINT_KEYS = {"batch_size": int, "prompt_tokens": int, "output_tokens": int, "context_tokens": int}
+_POINT_KEYS = {k: (Workload, k) for k in ("batch_size", "prompt_tokens", "output_tokens", "context_tokens")}
 GRID_KEYS = tuple(_ENGINE_KEYS) + tuple(_POINT_KEYS)
-_MAX_POINTS = 200_000_000
+_MAX_POINTS = 20_000_000  # ~130 B per point in memory: ~2.6 GB
+_MAX_ENGINE_COMBINATIONS = 100_000  # each is compiled in Python (~70 us)
 
 
 def _check_grid(grid: Any, scenario: Scenario, catalog: Catalog) -> dict[str, list]:
@@ -46,52 +46,35 @@ def _check_grid(grid: Any, scenario: Scenario, catalog: Catalog) -> dict[str, li
         return {}
     if not isinstance(grid, Mapping):
         raise ConfigError("grid", grid, "a mapping of grid key -> list of values")
+    if "dtype" in grid and ("weight_dtype" in grid or "activation_dtype" in grid):
+        raise ConfigError("grid.dtype", grid["dtype"], "either dtype or weight_dtype/activation_dtype, not both")
     out: dict[str, list] = {}
     engine_names = [e.name for e in scenario.engines]
     for key, values in grid.items():
         path = f"grid.{key}"
-        if key not in _ENGINE_KEYS and key not in _POINT_KEYS:
-            raise ConfigError(
-                path, values, f"a grid key{close_match_hint(str(key), list(GRID_KEYS))}; valid: {', '.join(GRID_KEYS)}"
-            )
+        if key not in GRID_KEYS:
+            hint = close_match_hint(str(key), list(GRID_KEYS))
+            raise ConfigError(path, values, f"a grid key{hint}; valid: {', '.join(GRID_KEYS)}")
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
             values = [values]
         values = list(values.tolist() if isinstance(values, np.ndarray) else values)
         if not values:
             raise ConfigError(path, values, "a non-empty list of values")
-        kind = _ENGINE_KEYS.get(key) or _POINT_KEYS[key]
+        field = _ENGINE_KEYS.get(key) or _POINT_KEYS.get(key)
         clean = []
         for i, v in enumerate(values):
             vpath = f"{path}[{i}]"
-            if kind is str:
-                if not isinstance(v, str):
-                    raise ConfigError(vpath, v, "a string")
-                if key == "device":
-                    catalog.device(v, vpath)
-                elif key == "model":
-                    catalog.model(v, vpath)
-                elif key == "engine" and v not in engine_names:
-                    raise ConfigError(
-                        vpath,
-                        v,
-                        f"an engine name{close_match_hint(v, engine_names)}; engines: {', '.join(engine_names)}",
-                    )
-                elif key.endswith("dtype") and v not in DTYPES:
-                    raise ConfigError(vpath, v, f"one of {', '.join(DTYPES)}{close_match_hint(v, list(DTYPES))}")
-            elif kind is int:
-                if (
-                    isinstance(v, bool)
-                    or not isinstance(v, (int, np.integer))
-                    and not (isinstance(v, float) and v.is_integer())
-                ):
-                    raise ConfigError(vpath, v, "an integer")
-                v = int(v)
-                if v < 1:
-                    raise ConfigError(vpath, v, "an integer >= 1")
-            else:
-                if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < v <= 1:
-                    raise ConfigError(vpath, v, "a fraction in (0, 1]")
-                v = float(v)
+            if field is not None:
+                v = convert_field(*field, v, vpath)
+            elif not isinstance(v, str):
+                raise ConfigError(vpath, v, f"a {key} name (string)")
+            elif key == "device":
+                catalog.device(v, vpath)
+            elif key == "model":
+                catalog.model(v, vpath)
+            elif v not in engine_names:
+                hint = close_match_hint(v, engine_names)
+                raise ConfigError(vpath, v, f"an engine name{hint}; engines: {', '.join(engine_names)}")
             clean.append(v)
         if len(set(clean)) != len(clean):
             raise ConfigError(path, values, "distinct values (each becomes a coordinate)")
@@ -120,7 +103,7 @@ def _compile(engine: Engine, catalog: Catalog, path: str, strict: bool) -> tuple
     device = catalog.device(engine.device, f"{path}.device")
     par = engine.parallel
     try:
-        check_layout(model, device, par, path)
+        check_layout(model, par, path)
         ok = True
     except ConfigError:
         if strict:
@@ -181,6 +164,11 @@ def estimate(
     # --- one compiled parameter vector per engine-level combination
     eng_keys = [k for k in keys if k in _ENGINE_KEYS]
     eng_axes = [0] + [1 + keys.index(k) for k in eng_keys]
+    n_combos = int(np.prod([shape[a] for a in eng_axes], dtype=np.int64))
+    if n_combos > _MAX_ENGINE_COMBINATIONS:
+        raise ConfigError(
+            "grid", f"{n_combos} engine combinations", f"at most {_MAX_ENGINE_COMBINATIONS} per call; split the grid"
+        )
     rows, ok_rows, compiled = [], [], []
     cache: dict[Engine, int] = {}
     combo_index = np.empty([shape[a] for a in eng_axes], dtype=np.int64)
@@ -228,17 +216,24 @@ def estimate(
     prefill_bound = np.empty(n_points, dtype=np.int8)
     estimate_points.jit(params, cfg, batch, prompt, output, context, prefill_s, decode_s, tpot_s, bound, prefill_bound)
 
-    # --- memory: per engine-level combination, then per point
+    # --- memory: per engine-level combination, then per point. Encoders (embedding models, rerankers)
+    # generate nothing: their decode variables are NaN (not applicable) and they keep no KV cache.
     weights = np.array([c.weights_bytes for c in compiled])
     kv_tok = np.array([c.kv_bytes_per_token for c in compiled])
     capacity = np.array([c.kv_capacity_tokens for c in compiled])
     fits_cfg = np.array([ok and c.weights_fit for ok, c in zip(ok_rows, compiled, strict=True)])
     devices = np.array([c.devices for c in compiled], dtype=np.int64)
-    need = batch * (prompt + output)
-    fits = fits_cfg[cfg] & (capacity[cfg] >= need)
-    max_batch = np.floor(capacity[cfg] / (prompt + output))
-
-    e2e = prefill_s + (output - 1.0) * tpot_s
+    generates = np.array([c.generates for c in compiled])[cfg]
+    max_context = np.array([c.max_context_tokens for c in compiled], dtype=np.float64)[cfg]
+    length = np.where(generates, prompt + output, prompt)
+    need = np.where(generates, batch * length, 0.0)
+    fits = fits_cfg[cfg] & (capacity[cfg] >= need) & (length <= max_context)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        max_batch = np.where(generates, np.floor(capacity[cfg] / length), np.nan)
+    for x in (decode_s, tpot_s):
+        x[~generates] = np.nan
+    bound[~generates] = -1
+    e2e = np.where(generates, prefill_s + (output - 1.0) * tpot_s, prefill_s)
     full = tuple(dims)
     cdims = tuple(dims[a] for a in eng_axes)
     coords: dict[str, Any] = {"engine": [e.name for e in engines]}
@@ -257,7 +252,9 @@ def estimate(
             "decode_step_time_s": data_array("decode_step_time_s", grid_arr(decode_s), full),
             "tpot_s": data_array("tpot_s", grid_arr(tpot_s), full),
             "e2e_s": data_array("e2e_s", grid_arr(e2e), full),
-            "throughput_token_per_s": data_array("throughput_token_per_s", grid_arr(batch * output / e2e), full),
+            "throughput_token_per_s": data_array(
+                "throughput_token_per_s", grid_arr(np.where(generates, batch * output / e2e, np.nan)), full
+            ),
             "decode_throughput_token_per_s": data_array(
                 "decode_throughput_token_per_s", grid_arr(batch / tpot_s), full
             ),
@@ -287,8 +284,17 @@ def estimate(
 
 
 def _raise_if_unfit(sc: Scenario, engines: list[Engine], compiled: list[CompiledEngine], ds: xr.Dataset) -> None:
+    wl = sc.workload
     for e, ce in zip(engines, compiled, strict=True):
         path = f"engines[{sc.engines.index(e)}]"
+        length = wl.prompt_tokens + (wl.output_tokens if ce.generates else 0)
+        if length > ce.max_context_tokens:
+            raise ConfigError(
+                "workload.prompt_tokens",
+                wl.prompt_tokens,
+                f"a request of at most {ce.max_context_tokens} tokens (the context of {e.model}, {path}); "
+                f"prompt + output is {length}",
+            )
         if not ce.weights_fit:
             raise ConfigError(
                 path,
@@ -299,7 +305,6 @@ def _raise_if_unfit(sc: Scenario, engines: list[Engine], compiled: list[Compiled
             )
         fits = bool(ds.fits.sel(engine=e.name).all())
         if not fits:
-            wl = sc.workload
             cap = int(ce.kv_capacity_tokens)
             raise ConfigError(
                 "workload.batch_size",

@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from .catalog import Catalog
+from .compile import device_rates, group_link
 from .config.hardware import DTYPE_BYTES, Device
 from .kernels.collectives import allgather_time, allreduce_time
 from .kernels.roofline import attention_cost, gemm_cost
@@ -34,33 +35,26 @@ def read_reference(name: str) -> list[dict[str, str]]:
 
 
 def _gemm_s(d: Device, m: float, k: float, n: float, dtype: str) -> float:
-    e = d.efficiency
-    peak, run = d.peak_flop_per_s.resolve(dtype)
-    narrow = DTYPE_BYTES[run] <= 1.0
-    fe = peak * (e.low_precision_compute_efficiency if narrow else e.compute_efficiency)
-    bw = d.memory_bandwidth_bytes_per_s * e.memory_efficiency
+    r = device_rates(d, dtype, dtype)
     b = DTYPE_BYTES[dtype]
-    c, mem = gemm_cost(m, k, n, 1.0, fe, e.compute_saturation_tokens, bw, b, max(b, 1.0))
-    return max(c, mem) + e.gemm_overhead_s + (e.low_precision_gemm_overhead_s if narrow else 0.0)
+    c, mem = gemm_cost(m, k, n, 1.0, r.gemm_flops, d.efficiency.compute_saturation_tokens, r.memory_bw, b, max(b, 1.0))
+    return max(c, mem) + r.gemm_overhead_s
 
 
 def _attention_s(d, pairs, heads, head_dim, kv_tokens, kv_heads, kv_dtype, q_tokens, dtype) -> float:
-    e = d.efficiency
-    fa = d.peak_flop_per_s.resolve(dtype)[0] * e.attention_compute_efficiency
-    bw = d.memory_bandwidth_bytes_per_s * e.memory_efficiency
+    r = device_rates(d, dtype, kv_dtype)
+    sat = d.efficiency.attention_saturation_keys
     kv_token_bytes = 2.0 * kv_heads * head_dim * DTYPE_BYTES[kv_dtype]
     c, m = attention_cost(
-        pairs, heads, head_dim, head_dim, kv_tokens, kv_token_bytes, q_tokens, 2.0, fa, e.attention_saturation_keys, bw
+        pairs, heads, head_dim, head_dim, kv_tokens, kv_token_bytes, q_tokens, 2.0, r.attention_flops, sat, r.memory_bw
     )
-    return max(c, m) + e.attention_overhead_s
+    return max(c, m) + d.efficiency.attention_overhead_s
 
 
 def _collective_s(d: Device, op: str, n: int, size_bytes: float) -> float:
-    link = d.scale_up if n <= d.scale_up_domain_devices else d.scale_out
-    bw = link.bandwidth_bytes_per_s * d.efficiency.collective_efficiency
+    alpha, bw = group_link(d, n)
     fn = allreduce_time if op == "all_reduce" else allgather_time  # all-gather, reduce-scatter, all-to-all
-    e = d.efficiency
-    return fn(size_bytes, float(n), link.latency_s, bw, e.collective_overhead_s)
+    return fn(size_bytes, float(n), alpha, bw, d.efficiency.collective_overhead_s)
 
 
 def _layer_linear_s(d: Device, cat: Catalog, model: str, tp: int, tokens: float) -> float:

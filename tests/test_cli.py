@@ -237,3 +237,17 @@ def test_presets_without_kind_lists_catalog(capsys):
     out = capsys.readouterr().out
     sections = [line for line in out.splitlines() if line.startswith("#")]
     assert sections == ["# devices", "# models", "# memory_tiers"]
+
+
+def test_duplicate_grid_key_is_rejected(capsys):
+    assert main(["estimate", "--grid", "tp=1", "--grid", "tp=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--grid tp=2" in err and "each grid key once" in err
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO_ROOT / "README.md").read_text()
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    commands = [line.strip() for line in readme.splitlines() if line.strip().startswith("python3 -m venv")]
+    assert len(commands) == 2 and "hermes-fast estimate" in commands[0] and "pytest" in commands[1]
+    assert commands[1] in ci.splitlines()

@@ -49,9 +49,9 @@ LOAD_CASES = [
      "a known model (did you mean 'llama-3.1-8b'?)"),
     ("model-unknown", one_engine(model="gpt-17"), "engines[0].model", "gpt-17", "known: bge-reranker-base"),
     # 5. negative / zero values
-    ("negative-batch", with_workload(batch_size=-4), "workload.batch_size", -4, "a number >= 1"),
-    ("zero-context", with_workload(context_tokens=0), "workload.context_tokens", 0, "a number >= 1"),
-    ("zero-tp", one_engine(parallel={"tp": 0}), "engines[0].parallel.tp", 0, "a number >= 1"),
+    ("negative-batch", with_workload(batch_size=-4), "workload.batch_size", -4, "an integer >= 1"),
+    ("zero-context", with_workload(context_tokens=0), "workload.context_tokens", 0, "an integer >= 1"),
+    ("zero-tp", one_engine(parallel={"tp": 0}), "engines[0].parallel.tp", 0, "an integer >= 1"),
     # 6. wrong types
     ("tp-string", one_engine(parallel={"tp": "two"}), "engines[0].parallel.tp", "two", "an integer"),
     ("mem-util-string", one_engine(memory_utilization="high"), "engines[0].memory_utilization", "high",
@@ -103,12 +103,12 @@ LOAD_CASES = [
      with_devices({"my": {"base": "h100_sxm", "efficiency": {"memory_efficiency": 2}}}, device="my"),
      "devices.my.efficiency.memory_efficiency", 2.0, "a number <= 1"),
     ("preset-override-bound", with_devices({"h100_sxm": {"memory_bytes": -1}}),
-     "devices.h100_sxm.memory_bytes", -1.0, "a number > 0"),
+     "devices.h100_sxm.memory_bytes", -1.0, "a number >= 1e+06"),
     ("new-device-incomplete", with_devices({"my": {"name": "Mine"}}, device="my"), "devices.my.kind", None,
      "this key is required"),
     ("model-override-moe", {**one_engine(model="m"), "models": {"m": {"base": "llama-3.1-8b", "moe": {
         "n_experts": 1, "top_k": 1, "expert_ffn_hidden_size": 64}}}},
-     "models.m.moe.n_experts", 1, "a number >= 2"),
+     "models.m.moe.n_experts", 1, "an integer >= 2"),
 ]  # fmt: skip
 
 
@@ -199,7 +199,7 @@ ESTIMATE_CASES = [
      "distinct values"),
     ("grid-dtype-typo", one_engine(), {"kv_dtype": ["bf16", "fp9"]}, "grid.kv_dtype[1]", "fp9",
      "(did you mean 'fp8'?)"),
-    ("grid-dtype-not-str", one_engine(), {"dtype": [8]}, "grid.dtype[0]", 8, "a string"),
+    ("grid-dtype-not-str", one_engine(), {"dtype": [8]}, "grid.dtype[0]", 8, "one of 'fp32', 'fp16', 'bf16'"),
     ("grid-device-typo", one_engine(), {"device": ["h100_sxm", "h100-sxm"]}, "grid.device[1]", "h100-sxm",
      "a known device (did you mean 'h100_sxm'?)"),
     ("grid-model-typo", one_engine(), {"model": ["llama-3.1-70c"]}, "grid.model[0]", "llama-3.1-70c",
@@ -207,7 +207,7 @@ ESTIMATE_CASES = [
     ("grid-engine-typo", one_engine(name="small"), {"engine": ["smal"]}, "grid.engine[0]", "smal",
      "an engine name (did you mean 'small'?); engines: small"),
     ("grid-mem-util", one_engine(), {"memory_utilization": [0.5, 1.5]}, "grid.memory_utilization[1]", 1.5,
-     "a fraction in (0, 1]"),
+     "a number <= 1"),
     ("grid-not-mapping", one_engine(), [("tp", [1])], "grid", [("tp", [1])], "a mapping of grid key"),
 ]  # fmt: skip
 
@@ -355,3 +355,20 @@ def test_default_scenario_round_trips():
     sc = load_scenario()
     assert from_mapping(Scenario, to_mapping(sc)) == sc
     assert load_scenario(sc) is sc
+
+
+def test_non_finite_numbers_are_rejected():
+    err = _raises(
+        load_scenario,
+        "devices:\n  h100_sxm: {memory_bytes: .inf}\nengines: [{model: llama-3.1-8b, device: h100_sxm}]\n",
+    )
+    assert err.path == "devices.h100_sxm.memory_bytes" and "finite" in err.expected
+
+
+def test_unreadable_scenario_files_are_config_errors(tmp_path):
+    binary = tmp_path / "latin1.yaml"
+    binary.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    err = _raises(load_scenario, binary)
+    assert err.path == "<file>" and "UTF-8" in err.expected
+    err = _raises(load_scenario, tmp_path)
+    assert err.path == "<file>" and "readable YAML file" in err.expected

@@ -139,10 +139,62 @@ def test_dtype_without_native_peak_falls_back(catalog):
 
 
 def test_every_preset_pair_estimates_finite():
-    models = ["llama-3.1-8b", "mixtral-8x7b", "deepseek-v3", "gpt-oss-120b", "e5-base", "bge-reranker-large"]
+    decoders = ["llama-3.1-8b", "mixtral-8x7b", "deepseek-v3", "gpt-oss-120b"]
+    encoders = ["e5-base", "bge-reranker-large"]
     devices = hf.preset_names("devices")
     sc = {"engines": [{"name": "x", "model": "llama-3.1-8b", "device": "h100_sxm"}]}
-    ds = hf.estimate(sc, grid={"model": models, "device": devices, "batch_size": [1, 64]})
-    for name in ("prefill_time_s", "tpot_s", "e2e_s", "throughput_token_per_s"):
+    grid = {"model": decoders + encoders, "device": devices, "batch_size": [1, 64], "prompt_tokens": [256]}
+    ds = hf.estimate(sc, grid=grid)
+    for name in ("prefill_time_s", "ttft_s", "e2e_s", "prefill_throughput_token_per_s"):
         v = ds[name].values
         assert np.isfinite(v).all() and (v > 0).all(), name
+    dec = ds.sel(model=decoders)
+    for name in ("tpot_s", "decode_step_time_s", "throughput_token_per_s", "max_batch_size"):
+        assert np.isfinite(dec[name].values).all() and (dec[name].values >= 0).all(), name
+    # encoders generate nothing: decode variables are not applicable (NaN), E2E is the prefill
+    enc = ds.sel(model=encoders)
+    for name in ("tpot_s", "decode_step_time_s", "throughput_token_per_s", "decode_throughput_token_per_s"):
+        assert np.isnan(enc[name].values).all(), name
+    assert (enc.bound.values == -1).all()
+    np.testing.assert_array_equal(enc.e2e_s.values, enc.ttft_s.values)
+    assert enc.fits.sel(device="h100_sxm").all()  # no KV cache needed, 256 <= 512-token context
+
+
+def test_context_limit_is_enforced():
+    sc = {"engines": [{"name": "r", "model": "bge-reranker-base", "device": "h100_sxm"}]}
+    ds = hf.estimate(sc, grid={"prompt_tokens": [512, 513]})
+    assert ds.fits.sel(engine="r").values.tolist() == [True, False]
+    with pytest.raises(hf.ConfigError) as err:
+        hf.estimate({**sc, "workload": {"prompt_tokens": 100_000}})
+    assert err.value.path == "workload.prompt_tokens" and "512" in err.value.expected
+
+
+def test_adversarial_grids_stay_finite():
+    # invalid layouts (tp above the heads, pp above the layers, ep on a dense model) are costed, not raised
+    sc = {"engines": [{"name": "x", "model": "llama-3.1-8b", "device": "h100_sxm"}]}
+    ds = hf.estimate(sc, grid={"tp": [1, 3, 64, 128], "pp": [1, 33, 64], "ep": [1, 2], "batch_size": [1, 10**6]})
+    for name in ("prefill_time_s", "tpot_s", "e2e_s", "weights_bytes", "kv_capacity_token"):
+        assert np.isfinite(ds[name].values).all(), name
+    assert not ds.fits.sel(tp=3).any() and not ds.fits.sel(pp=64).any() and not ds.fits.sel(ep=2).any()
+    # an MoE model whose tokens use every expert
+    sc = {
+        "models": {"dense-moe": {"base": "mixtral-8x7b", "moe": {"n_experts": 2, "top_k": 2}}},
+        "engines": [{"name": "m", "model": "dense-moe", "device": "h200_sxm"}],
+    }
+    ds = hf.estimate(sc, grid={"batch_size": [1, 64]})
+    assert np.isfinite(ds.tpot_s.values).all()
+
+
+def test_grid_limits():
+    with pytest.raises(hf.ConfigError) as err:
+        hf.estimate(ONE_8B, grid={"tp": list(range(1, 1001)), "pp": list(range(1, 201))})
+    assert err.value.path == "grid" and "engine combinations" in str(err.value.value)
+    with pytest.raises(hf.ConfigError) as err:
+        hf.estimate(ONE_8B, grid={"batch_size": list(range(1, 10_001)), "prompt_tokens": list(range(1, 10_001))})
+    assert err.value.path == "grid" and "points" in str(err.value.value)
+    with pytest.raises(hf.ConfigError) as err:
+        hf.estimate(ONE_8B, grid={"tp": [2**63]})
+    assert err.value.path == "grid.tp[0]"
+    with pytest.raises(hf.ConfigError) as err:
+        hf.estimate(ONE_8B, grid={"dtype": ["fp8"], "weight_dtype": ["fp4"]})
+    assert err.value.path == "grid.dtype"

@@ -15,7 +15,6 @@ from hermes_fast.kernels import (
     gemm_cost,
     grouped_gemm_cost,
     p2p_time,
-    prefill_time,
     step_cost,
 )
 from hermes_fast.kernels import layout as L
@@ -190,14 +189,18 @@ def test_attention_cost_counts_pairs_and_kv_reads():
     assert m == pytest.approx((500 * 4096 + 10 * 8 * 256 * 2) / 1e12)
 
 
-def test_sliding_window_caps_decode_context(build):
+def test_sliding_window_caps_decode_context(catalog, build):
+    model = catalog.model("gpt-oss-120b")
     p = build("gpt-oss-120b").params
-    short = decode_step_time(p, 8.0, 64.0)
-    long = decode_step_time(p, 8.0, 65536.0)
     full_only = p.copy()
     full_only[L.N_SWA] = 0.0
-    assert long > short
-    assert decode_step_time(full_only, 8.0, 65536.0) > long  # windowed layers read at most the window
+    batch, ctx, window = 8.0, 65536.0, float(model.sliding_window_tokens)
+    mem_windowed = step_cost(p, 0.0, 0.0, 0.0, batch, batch * ctx, batch)[2]
+    mem_full = step_cost(full_only, 0.0, 0.0, 0.0, batch, batch * ctx, batch)[2]
+    # windowed layers read only the last `window` tokens of each request's KV (decode attention is memory-bound)
+    saved = model.sliding_window_layers * batch * (ctx - window) * p[L.KV_TOKEN_BYTES] / p[L.MEM_BW]
+    assert mem_full - mem_windowed == pytest.approx(saved, rel=1e-9)
+    assert decode_step_time(p, batch, 64.0) < decode_step_time(p, batch, ctx)
 
 
 def test_pipeline_parallel_adds_hand_offs(catalog, build):
@@ -218,9 +221,17 @@ def test_pipeline_parallel_adds_hand_offs(catalog, build):
 
 
 def test_encoder_prefill_is_bidirectional(build):
-    p = build("e5-large").params
-    assert p[L.CAUSAL] == 0.0 and p[L.HAS_LM_HEAD] == 0.0
-    assert prefill_time(p, 1.0, 512.0, 0.0) > 0.0
+    from hermes_fast.kernels import prefill_pairs
+
+    enc = build("e5-large", device="ideal_compute").params
+    dec = build("llama-3.1-8b").params
+    assert enc[L.CAUSAL] == 0.0 and enc[L.HAS_LM_HEAD] == 0.0
+    assert prefill_pairs(enc, 512.0, 0.0) == 512.0 * 512.0  # every token sees every token
+    assert prefill_pairs(dec, 512.0, 0.0) == causal_pairs(512.0, 0.0)
+    # attention FLOPs of a 512-token encoder pass: 2 x heads x (d + d) x 512^2 per layer, no LM head
+    with_attention = step_cost(enc, 512.0, 512.0**2, 512.0, 0.0, 0.0, 0.0)[1]
+    without = step_cost(enc, 512.0, 0.0, 512.0, 0.0, 0.0, 0.0)[1]
+    assert (with_attention - without) * PEAK_BF16 == pytest.approx(24 * 2 * 16 * (64 + 64) * 512.0**2, rel=1e-9)
 
 
 # --- plain-Python and compiled twins agree ------------------------------------------------------
@@ -286,3 +297,60 @@ def test_grid_kernel_twins_agree(build):
     decode_step_times(params, cfg, batch, context, slow)
     decode_step_times.jit(params, cfg, batch, context, fast)
     np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=0.0)
+
+
+def test_expert_parallel_exchange_and_busiest_rank(catalog, build):
+    model = catalog.model("mixtral-8x7b")
+    dev = catalog.device("h100_sxm")
+    tp_only = build("mixtral-8x7b", tp=8)
+    ep = build("mixtral-8x7b", tp=8, ep=8)
+    batch = 64.0
+    c_tp = step_cost(tp_only.params, 0.0, 0.0, 0.0, batch, batch * 512, batch)[3]
+    c_ep = step_cost(ep.params, 0.0, 0.0, 0.0, batch, batch * 512, batch)[3]
+    alpha = dev.scale_up.latency_s
+    beta = dev.scale_up.bandwidth_bytes_per_s * dev.efficiency.collective_efficiency
+    oh = dev.efficiency.collective_overhead_s
+    act = batch * model.hidden_size * 2
+    allreduce = oh + 2 * 7 * (alpha + act / 8 / beta)
+    alltoall = oh + 7 * (alpha + act * model.moe.top_k / 8 / 8 / beta)
+    # EP replaces the post-MoE all-reduce (tp/ep = 1) by a dispatch and a combine all-to-all
+    assert c_ep - c_tp == pytest.approx(model.n_layers * (2 * alltoall - allreduce), rel=1e-9)
+    # at batch 1 the busiest EP rank still reads a whole expert, not 2/8 of one
+    one = step_cost(ep.params, 0.0, 0.0, 0.0, 1.0, 512.0, 1.0)[2]
+    per_expert = 3 * model.hidden_size * model.moe.expert_ffn_hidden_size * 2 / (dev.memory_bandwidth_bytes_per_s * 0.8)
+    assert one > model.n_layers * per_expert
+
+
+def test_kv_capacity_and_weights_by_hand(catalog, build):
+    model = catalog.model("llama-3.1-8b")
+    ce = build("llama-3.1-8b")
+    weights = 2.0 * 8_030_261_248  # bf16, every parameter on one device
+    reserve = 8192 * (4 * 4096 + 3 * 14336) * 2
+    assert ce.weights_bytes == pytest.approx(weights, rel=1e-12)
+    assert ce.kv_capacity_tokens == (80e9 * 0.9 - weights - reserve) // (2 * 8 * 128 * 2 * 32)
+    assert model.n_layers == 32
+    # TP16 on 8 KV heads: Q/O shard 16 ways, K/V stop at one head per device and replicate
+    big = catalog.model("llama-3.1-405b")
+    tp16 = build("llama-3.1-405b", tp=16)
+    h, hd = big.hidden_size, big.head_dim
+    attn = 2 * h * big.n_heads * hd / 16 + 2 * h * 1 * hd
+    ffn = 3 * h * big.ffn_hidden_size / 16
+    per_device = big.n_layers * (attn + ffn + 2 * h) + 2 * big.vocab_size * h / 16 + h  # + final norm
+    assert tp16.weights_bytes == pytest.approx(per_device * 2, rel=1e-12)
+    # PP2: half the layers per stage, and the larger of embedding / LM head on the busiest stage
+    pp2 = build("llama-3.1-8b", pp=2)
+    m8 = catalog.model("llama-3.1-8b")
+    layer = 4096 * (32 + 16) * 128 + 32 * 128 * 4096 + 3 * 4096 * 14336 + 2 * 4096
+    # last stage: LM head + final norm
+    assert pp2.weights_bytes == pytest.approx((16 * layer + m8.vocab_size * 4096 + 4096) * 2, rel=1e-12)
+
+
+def test_attention_dtype_follows_kv(catalog):
+    from hermes_fast.compile import attention_dtype, device_rates
+
+    b200 = catalog.device("b200")
+    assert attention_dtype("fp4", "bf16") == "bf16" and attention_dtype("fp4", "fp8") == "fp8"
+    assert attention_dtype("bf16", "fp8") == "bf16"
+    eff = b200.efficiency.attention_compute_efficiency
+    assert device_rates(b200, "fp4", "bf16").attention_flops == pytest.approx(b200.peak_flop_per_s.bf16 * eff)
+    assert device_rates(b200, "fp4", "bf16").gemm_flops > device_rates(b200, "fp8", "bf16").gemm_flops

@@ -19,7 +19,16 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-__all__ = ["ConfigError", "fld", "from_mapping", "to_mapping", "load_yaml", "field_docs", "close_match_hint"]
+__all__ = [
+    "ConfigError",
+    "fld",
+    "from_mapping",
+    "to_mapping",
+    "load_yaml",
+    "field_docs",
+    "close_match_hint",
+    "convert_field",
+]
 
 
 class ConfigError(ValueError):
@@ -90,14 +99,16 @@ def _type_name(tp) -> str:
 
 
 def _check_bounds(path: str, value: float, meta: Mapping) -> None:
-    if meta.get("gt") is not None and not value > meta["gt"]:
-        raise ConfigError(path, value, f"a number > {meta['gt']:g}")
-    if meta.get("ge") is not None and not value >= meta["ge"]:
-        raise ConfigError(path, value, f"a number >= {meta['ge']:g}")
-    if meta.get("lt") is not None and not value < meta["lt"]:
-        raise ConfigError(path, value, f"a number < {meta['lt']:g}")
-    if meta.get("le") is not None and not value <= meta["le"]:
-        raise ConfigError(path, value, f"a number <= {meta['le']:g}")
+    noun = "an integer" if isinstance(value, int) else "a number"
+    for key, op, ok in (
+        ("gt", ">", lambda v, b: v > b),
+        ("ge", ">=", lambda v, b: v >= b),
+        ("lt", "<", lambda v, b: v < b),
+        ("le", "<=", lambda v, b: v <= b),
+    ):
+        bound = meta.get(key)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(path, value, f"{noun} {op} {bound:g}")
 
 
 def _convert(value: Any, tp, path: str, meta: Mapping) -> Any:
@@ -144,8 +155,8 @@ def _convert(value: Any, tp, path: str, meta: Mapping) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, value, "a number")
         value = float(value)
-        if math.isnan(value):
-            raise ConfigError(path, value, "a number (not NaN)")
+        if not math.isfinite(value):
+            raise ConfigError(path, value, "a finite number (use null where a field allows 'unlimited')")
         _check_bounds(path, value, meta)
         return value
     if tp is str:
@@ -212,6 +223,12 @@ def from_mapping(cls, data: Any, path: str = ""):
     return obj
 
 
+def convert_field(cls, name: str, value: Any, path: str) -> Any:
+    """Validate ``value`` as field ``name`` of dataclass ``cls`` (type, bounds, choices), as from_mapping does."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return _convert(value, _hints(cls)[name], path, f.metadata)
+
+
 def to_mapping(obj) -> Any:
     """Inverse of :func:`from_mapping`: plain dicts/lists suitable for YAML."""
     if dataclasses.is_dataclass(obj):
@@ -257,7 +274,12 @@ def load_yaml(source: str | Path) -> Any:
         p = Path(source)
         if not p.exists():
             raise ConfigError("<file>", str(source), "an existing YAML file")
-        text, label = p.read_text(), str(p)
+        try:
+            text, label = p.read_text(encoding="utf-8"), str(p)
+        except UnicodeDecodeError:
+            raise ConfigError("<file>", str(source), "a UTF-8 text (YAML) file") from None
+        except OSError as e:  # a directory, no permission, ...
+            raise ConfigError("<file>", str(source), f"a readable YAML file ({e.strerror or e})") from None
     else:
         text, label = str(source), "<text>"
     try:

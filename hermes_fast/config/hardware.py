@@ -27,13 +27,13 @@ DTYPE_FALLBACK = {
 class PeakFlops:
     """Dense (non-sparse) peak throughput per dtype; ``None`` where the hardware has no native path."""
 
-    fp32: float | None = fld(None, unit="FLOP/s", doc="dense FP32 (non-tensor or TF32-off) peak", gt=0)
-    fp16: float | None = fld(None, unit="FLOP/s", doc="dense FP16 matrix peak", gt=0)
-    bf16: float | None = fld(None, unit="FLOP/s", doc="dense BF16 matrix peak", gt=0)
-    fp8: float | None = fld(None, unit="FLOP/s", doc="dense FP8 matrix peak", gt=0)
-    int8: float | None = fld(None, unit="OP/s", doc="dense INT8 matrix peak", gt=0)
-    fp4: float | None = fld(None, unit="FLOP/s", doc="dense FP4 matrix peak", gt=0)
-    int4: float | None = fld(None, unit="OP/s", doc="dense INT4 matrix peak", gt=0)
+    fp32: float | None = fld(None, unit="FLOP/s", doc="dense FP32 (non-tensor or TF32-off) peak", ge=1e6)
+    fp16: float | None = fld(None, unit="FLOP/s", doc="dense FP16 matrix peak", ge=1e6)
+    bf16: float | None = fld(None, unit="FLOP/s", doc="dense BF16 matrix peak", ge=1e6)
+    fp8: float | None = fld(None, unit="FLOP/s", doc="dense FP8 matrix peak", ge=1e6)
+    int8: float | None = fld(None, unit="OP/s", doc="dense INT8 matrix peak", ge=1e6)
+    fp4: float | None = fld(None, unit="FLOP/s", doc="dense FP4 matrix peak", ge=1e6)
+    int4: float | None = fld(None, unit="OP/s", doc="dense INT4 matrix peak", ge=1e6)
 
     def _validate(self, path: str) -> None:
         if all(getattr(self, d) is None for d in DTYPES):
@@ -58,8 +58,8 @@ class Link:
     """A point-to-point or switched link level, per device and per direction."""
 
     name: str = fld("link", doc="label, e.g. nvlink4, pcie5_x16, ib_ndr")
-    bandwidth_bytes_per_s: float = fld(unit="B/s", doc="per-device, per-direction bandwidth", gt=0)
-    latency_s: float = fld(unit="s", doc="per-hop latency (alpha of the alpha-beta model)", ge=0)
+    bandwidth_bytes_per_s: float = fld(unit="B/s", doc="per-device, per-direction bandwidth", ge=1e3)
+    latency_s: float = fld(unit="s", doc="per-hop latency (alpha of the alpha-beta model)", ge=0, le=10)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,28 +74,28 @@ class Efficiency:
 
     compute_efficiency: float = fld(0.8, unit="1", doc="fraction of dense peak reached by large GEMMs", gt=0, le=1)
     compute_saturation_tokens: float = fld(
-        16.0, unit="token", doc="m at which a GEMM reaches half of compute_efficiency", ge=0
+        16.0, unit="token", doc="m at which a GEMM reaches half of compute_efficiency", ge=0, le=1e7
     )
     low_precision_compute_efficiency: float = fld(
         0.65, unit="1", doc="compute_efficiency for 8-bit and narrower GEMMs (scaling, quantisation)", gt=0, le=1
     )
     low_precision_gemm_overhead_s: float = fld(
-        3e-6, unit="s", doc="extra fixed cost per 8-bit-or-narrower GEMM (activation quantisation)", ge=0
+        3e-6, unit="s", doc="extra fixed cost per 8-bit-or-narrower GEMM (activation quantisation)", ge=0, le=1
     )
     attention_compute_efficiency: float = fld(
         0.55, unit="1", doc="fraction of dense peak reached by (flash) attention on long sequences", gt=0, le=1
     )
     attention_saturation_keys: float = fld(
-        512.0, unit="token", doc="keys per query at which attention reaches half its efficiency", ge=0
+        512.0, unit="token", doc="keys per query at which attention reaches half its efficiency", ge=0, le=1e7
     )
     memory_efficiency: float = fld(0.8, unit="1", doc="fraction of memory bandwidth reached", gt=0, le=1)
-    gemm_overhead_s: float = fld(3e-6, unit="s", doc="fixed cost per GEMM kernel", ge=0)
-    attention_overhead_s: float = fld(8e-6, unit="s", doc="fixed cost per attention kernel", ge=0)
-    elementwise_overhead_s: float = fld(2e-6, unit="s", doc="fixed cost per fused norm/activation kernel", ge=0)
+    gemm_overhead_s: float = fld(3e-6, unit="s", doc="fixed cost per GEMM kernel", ge=0, le=1)
+    attention_overhead_s: float = fld(8e-6, unit="s", doc="fixed cost per attention kernel", ge=0, le=1)
+    elementwise_overhead_s: float = fld(2e-6, unit="s", doc="fixed cost per fused norm/activation kernel", ge=0, le=1)
     collective_efficiency: float = fld(
         0.85, unit="1", doc="fraction of link bandwidth reached by collectives", gt=0, le=1
     )
-    collective_overhead_s: float = fld(5e-6, unit="s", doc="fixed cost per collective call", ge=0)
+    collective_overhead_s: float = fld(5e-6, unit="s", doc="fixed cost per collective call", ge=0, le=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,8 +105,8 @@ class Device:
     name: str = fld(doc="display name")
     kind: Literal["gpu", "tpu", "asic", "cpu", "pim"] = fld(doc="device class")
     peak_flop_per_s: PeakFlops = fld(doc="dense peak per dtype")
-    memory_bytes: float = fld(unit="B", doc="device-local memory capacity (HBM, or DRAM for CPUs)", gt=0)
-    memory_bandwidth_bytes_per_s: float = fld(unit="B/s", doc="device-local memory bandwidth", gt=0)
+    memory_bytes: float = fld(unit="B", doc="device-local memory capacity (HBM, or DRAM for CPUs)", ge=1e6)
+    memory_bandwidth_bytes_per_s: float = fld(unit="B/s", doc="device-local memory bandwidth", ge=1e3)
     scale_up: Link = fld(doc="link within the scale-up domain (NVLink, xGMI, ICI, UPI)")
     scale_up_domain_devices: int = fld(1, unit="device", doc="devices reachable over scale_up", ge=1)
     scale_out: Link = fld(doc="link between scale-up domains (InfiniBand, Ethernet, DCN)")
@@ -130,7 +130,7 @@ class MemoryTier:
     name: str = fld(doc="display name")
     kind: Literal["hbm", "host_dram", "cxl", "nvme_ssd", "remote"] = fld(doc="tier class")
     capacity_bytes: float = fld(unit="B", doc="capacity", gt=0)
-    bandwidth_bytes_per_s: float = fld(unit="B/s", doc="sustained read bandwidth", gt=0)
+    bandwidth_bytes_per_s: float = fld(unit="B/s", doc="sustained read bandwidth", ge=1e3)
     latency_s: float = fld(unit="s", doc="access / lookup latency", ge=0)
     sources: dict[str, str] = fld(factory=dict, doc="source of each figure")
     notes: str = fld("", doc="free text")

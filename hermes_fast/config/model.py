@@ -12,9 +12,9 @@ from .base import ConfigError, fld
 class MoE:
     """Mixture-of-experts FFN (replaces the dense FFN on MoE layers)."""
 
-    n_experts: int = fld(unit="expert", doc="routed experts per MoE layer", ge=2)
-    top_k: int = fld(unit="expert", doc="routed experts per token", ge=1)
-    expert_ffn_hidden_size: int = fld(unit="1", doc="intermediate size of one routed expert", ge=1)
+    n_experts: int = fld(unit="expert", doc="routed experts per MoE layer", ge=2, le=1e5)
+    top_k: int = fld(unit="expert", doc="routed experts per token", ge=1, le=1e5)
+    expert_ffn_hidden_size: int = fld(unit="1", doc="intermediate size of one routed expert", ge=1, le=1e7)
     n_shared_experts: int = fld(0, unit="expert", doc="always-active shared experts", ge=0)
     shared_expert_ffn_hidden_size: int | None = fld(
         None, unit="1", doc="intermediate size of one shared expert (None: expert_ffn_hidden_size)", ge=1
@@ -30,11 +30,11 @@ class MoE:
 class MLA:
     """Multi-head latent attention (DeepSeek-V2/V3): KV cached as a compressed latent plus a RoPE key."""
 
-    q_lora_rank: int | None = fld(None, unit="1", doc="query compression rank (None: no compression)", ge=1)
-    kv_lora_rank: int = fld(unit="1", doc="KV latent rank (cached per token per layer)", ge=1)
-    qk_nope_head_dim: int = fld(unit="1", doc="per-head query/key dim without RoPE", ge=1)
-    qk_rope_head_dim: int = fld(unit="1", doc="per-head RoPE dim (its key is shared and cached)", ge=1)
-    v_head_dim: int = fld(unit="1", doc="per-head value dim", ge=1)
+    q_lora_rank: int | None = fld(None, unit="1", doc="query compression rank (None: no compression)", ge=1, le=1e6)
+    kv_lora_rank: int = fld(unit="1", doc="KV latent rank (cached per token per layer)", ge=1, le=1e6)
+    qk_nope_head_dim: int = fld(unit="1", doc="per-head query/key dim without RoPE", ge=1, le=1e5)
+    qk_rope_head_dim: int = fld(unit="1", doc="per-head RoPE dim (its key is shared and cached)", ge=1, le=1e5)
+    v_head_dim: int = fld(unit="1", doc="per-head value dim", ge=1, le=1e5)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,18 +43,20 @@ class Model:
 
     name: str = fld(doc="display name")
     kind: Literal["decoder", "encoder", "cross_encoder"] = fld("decoder", doc="decoders are causal; encoders not")
-    n_layers: int = fld(unit="layer", doc="transformer blocks", ge=1)
-    hidden_size: int = fld(unit="1", doc="model (residual) width", ge=1)
-    n_heads: int = fld(unit="head", doc="query heads", ge=1)
-    n_kv_heads: int = fld(unit="head", doc="key/value heads (GQA; = n_heads for MHA)", ge=1)
-    head_dim: int = fld(unit="1", doc="per-head dim", ge=1)
-    ffn_hidden_size: int = fld(unit="1", doc="dense FFN intermediate size", ge=1)
+    n_layers: int = fld(unit="layer", doc="transformer blocks", ge=1, le=1e4)
+    hidden_size: int = fld(unit="1", doc="model (residual) width", ge=1, le=1e6)
+    n_heads: int = fld(unit="head", doc="query heads", ge=1, le=1e5)
+    n_kv_heads: int = fld(unit="head", doc="key/value heads (GQA; = n_heads for MHA)", ge=1, le=1e5)
+    head_dim: int = fld(unit="1", doc="per-head dim", ge=1, le=1e5)
+    ffn_hidden_size: int = fld(unit="1", doc="dense FFN intermediate size", ge=1, le=1e7)
     ffn_gated: bool = fld(True, doc="gated (SwiGLU: 3 matrices) or plain (GELU: 2 matrices) FFN")
-    vocab_size: int = fld(unit="token", doc="vocabulary size", ge=1)
+    vocab_size: int = fld(unit="token", doc="vocabulary size", ge=1, le=1e8)
     tied_embeddings: bool = fld(False, doc="LM head shares the input embedding matrix")
     has_lm_head: bool = fld(True, doc="decoders project to the vocabulary; encoders pool instead")
-    max_context_tokens: int = fld(unit="token", doc="maximum context length", ge=1)
-    sliding_window_tokens: int | None = fld(None, unit="token", doc="sliding-window size on windowed layers", ge=1)
+    max_context_tokens: int = fld(unit="token", doc="maximum context length", ge=1, le=1e9)
+    sliding_window_tokens: int | None = fld(
+        None, unit="token", doc="sliding-window size on windowed layers", ge=1, le=1e9
+    )
     sliding_window_layers: int = fld(0, unit="layer", doc="how many layers use the sliding window", ge=0)
     moe: MoE | None = fld(None, doc="mixture-of-experts FFN, if any")
     mla: MLA | None = fld(None, doc="multi-head latent attention, if any")

@@ -15,9 +15,9 @@ from .hardware import Dtype
 class Parallel:
     """Parallel layout of one engine replica: tp x pp devices; EP reuses the TP group."""
 
-    tp: int = fld(1, unit="device", doc="tensor-parallel degree (shards heads, FFN and experts)", ge=1)
-    pp: int = fld(1, unit="device", doc="pipeline-parallel degree (splits layers into stages)", ge=1)
-    ep: int = fld(1, unit="device", doc="expert-parallel degree within the TP group (divides tp)", ge=1)
+    tp: int = fld(1, unit="device", le=65536, doc="tensor-parallel degree (shards heads, FFN and experts)", ge=1)
+    pp: int = fld(1, unit="device", le=65536, doc="pipeline-parallel degree (splits layers into stages)", ge=1)
+    ep: int = fld(1, unit="device", le=65536, doc="expert-parallel degree within the TP group (divides tp)", ge=1)
 
     def _validate(self, path: str) -> None:
         if self.tp % self.ep:
@@ -52,11 +52,11 @@ class Engine:
 class Workload:
     """The zero-load request shape that `estimate` evaluates (a static batch of identical requests)."""
 
-    batch_size: int = fld(1, unit="request", doc="requests processed together", ge=1)
-    prompt_tokens: int = fld(1024, unit="token", doc="prompt length prefilled per request", ge=1)
-    output_tokens: int = fld(256, unit="token", doc="tokens generated per request", ge=1)
+    batch_size: int = fld(1, unit="request", doc="requests processed together", ge=1, le=1e9)
+    prompt_tokens: int = fld(1024, unit="token", doc="prompt length prefilled per request", ge=1, le=1e9)
+    output_tokens: int = fld(256, unit="token", doc="tokens generated per request (decoders)", ge=1, le=1e9)
     context_tokens: int | None = fld(
-        None, unit="token", doc="KV length for decode_step_time_s (None: prompt + output/2, the mean)", ge=1
+        None, unit="token", doc="KV length for decode_step_time_s (None: prompt + output/2, the mean)", ge=1, le=1e9
     )
 
 

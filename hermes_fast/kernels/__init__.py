@@ -10,7 +10,7 @@ from .roofline import (
     gemm_cost,
     grouped_gemm_cost,
 )
-from .step import causal_pairs, decode_step_time, prefill_time, step_cost, step_time
+from .step import causal_pairs, decode_step_time, prefill_pairs, prefill_time, step_cost, step_time
 
 __all__ = [
     "layout",
@@ -24,6 +24,7 @@ __all__ = [
     "gemm_cost",
     "grouped_gemm_cost",
     "causal_pairs",
+    "prefill_pairs",
     "decode_step_time",
     "prefill_time",
     "step_cost",

@@ -7,7 +7,7 @@ from numba import prange
 from . import layout as L
 from ._jit import grid_kernel, kernel
 from .collectives import p2p_time
-from .step import causal_pairs, step_cost
+from .step import prefill_pairs, step_cost
 
 
 @kernel
@@ -33,6 +33,8 @@ def pipelined_time(p, batch, prompt_tokens, past_tokens, decode):
     iteration for a request then takes max(traversal, n x one stage); a prefill of the whole batch ends
     after traversal + (n - 1) stages. A stage is 1/pp of the layers plus one hand-off.
     """
+    if batch <= 0.0:
+        return 0.0, 0
     pp = p[L.PP]
     n_mb = min(pp, batch)
     mb = batch / n_mb
@@ -40,17 +42,14 @@ def pipelined_time(p, batch, prompt_tokens, past_tokens, decode):
         tokens, pairs, kv, n_dec, kv_dec, logits = 0.0, 0.0, 0.0, mb, mb * past_tokens, mb
     else:
         tokens = mb * prompt_tokens
-        if p[L.CAUSAL] > 0.0:
-            pairs = mb * causal_pairs(prompt_tokens, past_tokens)
-        else:
-            pairs = mb * prompt_tokens * (prompt_tokens + past_tokens)
+        pairs = mb * prefill_pairs(p, prompt_tokens, past_tokens)
         kv, n_dec, kv_dec = mb * (prompt_tokens + past_tokens), 0.0, 0.0
         logits = mb if p[L.HAS_LM_HEAD] > 0.0 else 0.0
     total, c, m, k, o = step_cost(p, tokens, pairs, kv, n_dec, kv_dec, logits)  # one call site: inlined once
     bound = _argmax4(c, m, k, o)
     if pp <= 1.0:
         return total, bound
-    hand_off = p2p_time((tokens + n_dec) * p[L.HIDDEN] * p[L.A_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
+    hand_off = p2p_time((tokens + n_dec) * p[L.HIDDEN] * p[L.H_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
     stage = (total - (pp - 1.0) * hand_off) / pp + hand_off
     if decode:
         return max(total, n_mb * stage), bound

@@ -30,7 +30,8 @@ OH_ELEM = _slot()  # s per fused elementwise kernel
 OH_COLL = _slot()  # s per collective call
 # --- element sizes
 W_BYTES = _slot()  # B per weight element
-A_BYTES = _slot()  # B per activation element
+A_BYTES = _slot()  # B per GEMM activation element
+H_BYTES = _slot()  # B per hidden-state element between kernels (collectives, hand-offs)
 KV_TOKEN_BYTES = _slot()  # B of KV cache per token per layer on one device
 # --- layer counts (whole model; pipeline stages run in sequence)
 N_LAYERS = _slot()

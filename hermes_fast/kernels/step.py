@@ -92,7 +92,7 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         return 0.0, 0.0, 0.0, 0.0, 0.0
     hidden = p[L.HIDDEN]
     oh_gemm = p[L.OH_GEMM]
-    act_bytes = tokens * hidden * p[L.A_BYTES]  # one hidden-state tensor for all tokens
+    act_bytes = tokens * hidden * p[L.H_BYTES]  # one hidden-state tensor for all tokens
 
     # --- attention block: projections (every layer) + attention kernels (full or windowed)
     a_c, a_m = _gemm(p, L.G_QKV, tokens)
@@ -144,8 +144,11 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         ep = p[L.EP]
         e_c, e_m = _gemm(p, L.G_ROUTER, tokens)
         e_oh = 3.0 * oh_gemm + 3.0 * p[L.OH_ELEM]
-        routed = tokens * p[L.TOP_K] / ep
-        active = active_experts_from_log(tokens, p[L.N_EXPERTS], p[L.EXPERT_LOG_MISS]) / ep
+        # the step waits for the busiest EP rank: an even share, but at least one expert (and its rows)
+        routed_all = tokens * p[L.TOP_K]
+        active_all = active_experts_from_log(tokens, p[L.N_EXPERTS], p[L.EXPERT_LOG_MISS])
+        routed = max(routed_all / ep, min(routed_all, p[L.TOP_K]))
+        active = max(active_all / ep, min(active_all, 1.0))
         c, m = _grouped_gemm(p, L.G_EXP_UP, routed, active)
         e_c += c
         e_m += m
@@ -178,7 +181,7 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         comp += c
         mem += m
         oh += oh_gemm
-        logits_bytes = logit_seqs * p[L.VOCAB] * p[L.A_BYTES]
+        logits_bytes = logit_seqs * p[L.VOCAB] * p[L.H_BYTES]
         comm += allgather_time(logits_bytes, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
     # --- pipeline stages hand the hidden states on
     comm += (p[L.PP] - 1.0) * p2p_time(act_bytes, p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
@@ -198,6 +201,14 @@ def causal_pairs(new_tokens, past_tokens):
 
 
 @kernel
+def prefill_pairs(p, new_tokens, past_tokens):
+    """Attention pairs of one prefill chunk: causal for decoders, all-to-all (q (p + q)) for encoders."""
+    if p[L.CAUSAL] > 0.0:
+        return causal_pairs(new_tokens, past_tokens)
+    return new_tokens * (new_tokens + past_tokens)
+
+
+@kernel
 def decode_step_time(p, batch, context_tokens):
     """A pure-decode iteration: ``batch`` requests each attending to ``context_tokens`` KV tokens."""
     return step_cost(p, 0.0, 0.0, 0.0, batch, batch * context_tokens, batch)[0]
@@ -206,11 +217,6 @@ def decode_step_time(p, batch, context_tokens):
 @kernel
 def prefill_time(p, batch, prompt_tokens, past_tokens):
     """A pure-prefill iteration of ``batch`` prompts of ``prompt_tokens`` after ``past_tokens`` cached each."""
-    if p[L.CAUSAL] > 0.0:
-        pairs = causal_pairs(prompt_tokens, past_tokens)
-    else:
-        pairs = prompt_tokens * (prompt_tokens + past_tokens)
     logits = batch if p[L.HAS_LM_HEAD] > 0.0 else 0.0
-    return step_cost(p, batch * prompt_tokens, batch * pairs, batch * (prompt_tokens + past_tokens), 0.0, 0.0, logits)[
-        0
-    ]
+    pairs = batch * prefill_pairs(p, prompt_tokens, past_tokens)
+    return step_cost(p, batch * prompt_tokens, pairs, batch * (prompt_tokens + past_tokens), 0.0, 0.0, logits)[0]
