@@ -354,3 +354,33 @@ def test_attention_dtype_follows_kv(catalog):
     eff = b200.efficiency.attention_compute_efficiency
     assert device_rates(b200, "fp4", "bf16").attention_flops == pytest.approx(b200.peak_flop_per_s.bf16 * eff)
     assert device_rates(b200, "fp4", "bf16").gemm_flops > device_rates(b200, "fp8", "bf16").gemm_flops
+
+
+def test_mla_moe_prefill_flop_and_kv_reads_by_hand(catalog, build):
+    m = catalog.model("deepseek-v3")
+    a, e, h = m.mla, m.moe, m.hidden_size
+    p = build("deepseek-v3", device="ideal_compute").params
+    t = 1024.0
+    comp = step_cost(p, t, causal_pairs(t, 0.0), t, 0.0, 0.0, 1.0)[1]
+    qk, heads = a.qk_nope_head_dim + a.qk_rope_head_dim, m.n_heads
+    projections = (
+        h * (a.q_lora_rank + a.kv_lora_rank + a.qk_rope_head_dim)  # fused down-projections
+        + a.q_lora_rank * heads * qk  # query up-projection
+        + a.kv_lora_rank * heads * (a.qk_nope_head_dim + a.v_head_dim)  # KV up-projection of the t context tokens
+        + heads * a.v_head_dim * h  # output projection
+    )
+    attention = 2 * heads * (qk + a.v_head_dim) * causal_pairs(t, 0.0)
+    dense_ffn = 3 * h * m.ffn_hidden_size
+    moe_ffn = h * e.n_experts + (e.top_k + e.n_shared_experts) * 3 * h * e.expert_ffn_hidden_size
+    flop = (
+        m.n_layers * (2 * t * projections + attention)
+        + e.first_dense_layers * 2 * t * dense_ffn
+        + (m.n_layers - e.first_dense_layers) * 2 * t * moe_ffn
+        + 2 * h * m.vocab_size
+    )
+    assert comp * PEAK_BF16 == pytest.approx(flop, rel=1e-9)
+    # weight-absorbed decode reads the 576-wide latent per cached token and layer, shared by all heads
+    real = build("deepseek-v3", tp=8, ep=8, weight="fp8", activation="fp8")
+    mem = [step_cost(real.params, 0.0, 0.0, 0.0, 32.0, 32.0 * c, 32.0)[2] for c in (20_000.0, 30_000.0)]
+    per_token = (a.kv_lora_rank + a.qk_rope_head_dim) * 2  # bf16 KV
+    assert mem[1] - mem[0] == pytest.approx(m.n_layers * 32 * 10_000 * per_token / real.params[L.MEM_BW], rel=1e-9)
