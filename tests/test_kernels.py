@@ -24,6 +24,21 @@ PEAK_BF16 = 989.0e12  # H100 SXM dense BF16, the ideal device's peak
 BW = 3.35e12
 
 
+def nvlink(dev):
+    """(alpha_s, effective bandwidth, overhead_s) of a device's scale-up link for collectives."""
+    eff = dev.efficiency
+    return (
+        dev.scale_up.latency_s,
+        dev.scale_up.bandwidth_bytes_per_s * eff.collective_efficiency,
+        eff.collective_overhead_s,
+    )
+
+
+def decode_comm(engine, batch, context):
+    """Communication seconds of a pure-decode step."""
+    return step_cost(engine.params, 0.0, 0.0, 0.0, batch, batch * context, batch)[3]
+
+
 def hand_prefill_flop(model, batch, seq):
     """2 x (GEMM weights per layer) x tokens + causal attention + LM head on the last token of each prompt."""
     h, hd, nh, kv, f = model.hidden_size, model.head_dim, model.n_heads, model.n_kv_heads, model.ffn_hidden_size
@@ -84,13 +99,9 @@ def test_allreduce_follows_alpha_beta():
 
 def test_tp_step_communication_is_two_allreduces_per_layer(catalog, build):
     model = catalog.model("llama-3.1-70b")
-    dev = catalog.device("h100_sxm")
-    ce = build("llama-3.1-70b", tp=8)
+    alpha, beta, oh = nvlink(catalog.device("h100_sxm"))
     batch = 16.0
-    comm = step_cost(ce.params, 0.0, 0.0, 0.0, batch, batch * 2048.0, batch)[3]
-    alpha = dev.scale_up.latency_s
-    beta = dev.scale_up.bandwidth_bytes_per_s * dev.efficiency.collective_efficiency
-    oh = dev.efficiency.collective_overhead_s
+    comm = decode_comm(build("llama-3.1-70b", tp=8), batch, 2048.0)
     s = batch * model.hidden_size * 2
     per_allreduce = oh + 2 * 7 * (alpha + s / 8 / beta)
     logits = batch * model.vocab_size * 2
@@ -205,18 +216,12 @@ def test_sliding_window_caps_decode_context(catalog, build):
 
 def test_pipeline_parallel_adds_hand_offs(catalog, build):
     model = catalog.model("llama-3.1-70b")
-    dev = catalog.device("h100_sxm")
+    alpha, beta, oh = nvlink(catalog.device("h100_sxm"))
     one = build("llama-3.1-70b", tp=4)
     two = build("llama-3.1-70b", tp=4, pp=2)
     batch = 8.0
-    c1 = step_cost(one.params, 0.0, 0.0, 0.0, batch, batch * 1000, batch)[3]
-    c2 = step_cost(two.params, 0.0, 0.0, 0.0, batch, batch * 1000, batch)[3]
-    hand_off = (
-        dev.efficiency.collective_overhead_s
-        + dev.scale_up.latency_s
-        + batch * model.hidden_size * 2 / (dev.scale_up.bandwidth_bytes_per_s * dev.efficiency.collective_efficiency)
-    )
-    assert c2 - c1 == pytest.approx(hand_off, rel=1e-9)
+    hand_off = oh + alpha + batch * model.hidden_size * 2 / beta
+    assert decode_comm(two, batch, 1000.0) - decode_comm(one, batch, 1000.0) == pytest.approx(hand_off, rel=1e-9)
     assert two.weights_bytes < 0.55 * one.weights_bytes
 
 
@@ -302,14 +307,11 @@ def test_grid_kernel_twins_agree(build):
 def test_expert_parallel_exchange_and_busiest_rank(catalog, build):
     model = catalog.model("mixtral-8x7b")
     dev = catalog.device("h100_sxm")
-    tp_only = build("mixtral-8x7b", tp=8)
+    alpha, beta, oh = nvlink(dev)
     ep = build("mixtral-8x7b", tp=8, ep=8)
     batch = 64.0
-    c_tp = step_cost(tp_only.params, 0.0, 0.0, 0.0, batch, batch * 512, batch)[3]
-    c_ep = step_cost(ep.params, 0.0, 0.0, 0.0, batch, batch * 512, batch)[3]
-    alpha = dev.scale_up.latency_s
-    beta = dev.scale_up.bandwidth_bytes_per_s * dev.efficiency.collective_efficiency
-    oh = dev.efficiency.collective_overhead_s
+    c_tp = decode_comm(build("mixtral-8x7b", tp=8), batch, 512.0)
+    c_ep = decode_comm(ep, batch, 512.0)
     act = batch * model.hidden_size * 2
     allreduce = oh + 2 * 7 * (alpha + act / 8 / beta)
     alltoall = oh + 7 * (alpha + act * model.moe.top_k / 8 / 8 / beta)
