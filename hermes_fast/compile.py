@@ -136,7 +136,6 @@ class DeviceRates:
     gemm_overhead_s: float
     attention_flops: float  # FLOP/s for attention: peak of the attention format x attention efficiency
     memory_bw: float  # B/s x memory efficiency
-    compute_dtype: str  # format whose peak the GEMMs use, after the device's fallback
 
 
 def device_rates(d: Device, activation: str, kv: str) -> DeviceRates:
@@ -149,7 +148,6 @@ def device_rates(d: Device, activation: str, kv: str) -> DeviceRates:
         gemm_overhead_s=e.gemm_overhead_s + (e.low_precision_gemm_overhead_s if narrow else 0.0),
         attention_flops=d.peak_flop_per_s.resolve(attention_dtype(activation, kv))[0] * e.attention_compute_efficiency,
         memory_bw=d.memory_bandwidth_bytes_per_s * e.memory_efficiency,
-        compute_dtype=run,
     )
 
 
@@ -163,7 +161,6 @@ class CompiledEngine:
     kv_bytes_per_token: float  # all layers of one stage, one device
     activation_reserve_bytes: float
     usable_bytes: float  # memory x memory_utilization
-    compute_dtype: str  # format whose peak the GEMMs use (after the device's fallback)
     generates: bool  # a causal decoder with an LM head (encoders and rerankers only prefill)
     max_context_tokens: int
 
@@ -202,8 +199,6 @@ def compile_engine(
     h = m.hidden_size
     nm = _ffn_matrices(m)
     p = np.zeros(L.N_PARAMS)
-    p[L.GEMM_FLOPS] = rates.gemm_flops
-    p[L.GEMM_SAT] = eff.compute_saturation_tokens
     p[L.ATTN_FLOPS] = rates.attention_flops
     p[L.ATTN_SAT] = eff.attention_saturation_keys
     p[L.MEM_BW] = rates.memory_bw
@@ -211,7 +206,6 @@ def compile_engine(
     p[L.OH_ATTN] = eff.attention_overhead_s
     p[L.OH_ELEM] = eff.elementwise_overhead_s
     p[L.OH_COLL] = eff.collective_overhead_s
-    p[L.W_BYTES] = wb
     p[L.A_BYTES] = ab
     p[L.H_BYTES] = hb
     kv_tok = kv_bytes_per_token_layer(m, tp, dtypes.kv)
@@ -226,7 +220,7 @@ def compile_engine(
     p[L.CAUSAL] = 1.0 if m.causal else 0.0
     heads = m.n_heads / tp
     p[L.HEADS] = heads
-    fe, sat, bw = p[L.GEMM_FLOPS], eff.compute_saturation_tokens, p[L.MEM_BW]
+    fe, sat, bw = rates.gemm_flops, eff.compute_saturation_tokens, rates.memory_bw
 
     def gemm(block: int, k: float, n: float) -> None:
         p[block : block + 4] = gemm_coefficients(k, n, fe, sat, bw, wb, ab)
@@ -297,7 +291,6 @@ def compile_engine(
         kv_bytes_per_token=kv_stage,
         activation_reserve_bytes=reserve,
         usable_bytes=d.memory_bytes * memory_utilization,
-        compute_dtype=rates.compute_dtype,
         generates=m.causal and m.has_lm_head,
         max_context_tokens=m.max_context_tokens,
     )

@@ -18,9 +18,7 @@ def _slot(width: int = 1) -> int:
     return start
 
 
-# --- device rates and overheads
-GEMM_FLOPS = _slot()  # FLOP/s: dense peak at the compute dtype x compute efficiency
-GEMM_SAT = _slot()  # token: m at which GEMM efficiency is half of its maximum
+# --- device rates and overheads (GEMM rates live in the coefficient blocks below)
 ATTN_FLOPS = _slot()  # FLOP/s: peak x attention_compute_efficiency
 ATTN_SAT = _slot()  # keys per query at which attention reaches half its efficiency
 MEM_BW = _slot()  # B/s: memory bandwidth x memory_efficiency
@@ -29,7 +27,6 @@ OH_ATTN = _slot()  # s per attention kernel
 OH_ELEM = _slot()  # s per fused elementwise kernel
 OH_COLL = _slot()  # s per collective call
 # --- element sizes
-W_BYTES = _slot()  # B per weight element
 A_BYTES = _slot()  # B per GEMM activation element
 H_BYTES = _slot()  # B per hidden-state element between kernels (collectives, hand-offs)
 KV_TOKEN_BYTES = _slot()  # B of KV cache per token per layer on one device
