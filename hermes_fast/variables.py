@@ -37,7 +37,12 @@ VARIABLES: dict[str, Variable] = {
     v.name: v
     for v in [
         Variable("prefill_time_s", "s", "prefill time", "time to prefill the whole batch's prompts (zero load)"),
-        Variable("ttft_s", "s", "time to first token", "zero-load TTFT: the batch's prefill, emitting the first token"),
+        Variable(
+            "ttft_s",
+            "s",
+            "time to first token",
+            "arrival to first token; estimate: zero-load (the batch's prefill); simulate: quantiles over requests",
+        ),
         Variable(
             "decode_step_time_s", "s", "decode step time", "one decode iteration at context_tokens (NaN: encoders)"
         ),
@@ -45,9 +50,15 @@ VARIABLES: dict[str, Variable] = {
             "tpot_s",
             "s",
             "time per output token",
-            "decode iteration at the mean context, prompt + output/2 (NaN for encoders, which generate nothing)",
+            "estimate: decode iteration at the mean context, prompt + output/2 (NaN for encoders); simulate: "
+            "quantiles over requests of (completion - first token) / (output tokens - 1)",
         ),
-        Variable("e2e_s", "s", "end-to-end latency", "ttft + (output_tokens - 1) x tpot (encoders: ttft)"),
+        Variable(
+            "e2e_s",
+            "s",
+            "end-to-end latency",
+            "estimate: ttft + (output_tokens - 1) x tpot (encoders: ttft); simulate: quantiles, arrival to completion",
+        ),
         Variable(
             "throughput_token_per_s",
             "token/s",
@@ -84,6 +95,92 @@ VARIABLES: dict[str, Variable] = {
         Variable("prefill_bound", "1", "prefill bound", "what dominates the prefill", _BOUND_ATTRS),
     ]
 }
+
+_SIM: list[Variable] = [
+    Variable("ttft_mean_s", "s", "mean time to first token", "mean over completed requests"),
+    Variable("tpot_mean_s", "s", "mean time per output token", "mean over completed requests with > 1 token"),
+    Variable("e2e_mean_s", "s", "mean end-to-end latency", "mean over completed requests, arrival to completion"),
+    Variable("queue_s", "s", "queueing delay", "quantiles of arrival to first admission into an iteration"),
+    Variable("queue_mean_s", "s", "mean queueing delay", "mean of arrival to first admission"),
+    Variable(
+        "itl_s",
+        "s",
+        "inter-token latency",
+        "quantiles of the gap between consecutive tokens of a request, over all tokens (1% bins)",
+    ),
+    Variable("itl_mean_s", "s", "mean inter-token latency", "mean gap between consecutive tokens of a request"),
+    Variable("duration_s", "s", "measured duration", "first measured arrival to last completion"),
+    Variable("throughput_request_per_s", "request/s", "request throughput", "completed requests per second"),
+    Variable("throughput_input_token_per_s", "token/s", "input throughput", "prompt tokens of completed requests / s"),
+    Variable(
+        "throughput_output_token_per_s", "token/s", "output throughput", "output tokens of completed requests / s"
+    ),
+    Variable(
+        "goodput_request_per_s",
+        "request/s",
+        "goodput",
+        "completed requests per second that met both the TTFT and the TPOT SLO",
+    ),
+    Variable("slo_attainment", "1", "SLO attainment", "share of arrived requests that completed within both SLOs"),
+    Variable("arrived_requests", "request", "arrived", "arrivals after the warm-up"),
+    Variable("completed_requests", "request", "completed", "arrivals after the warm-up that completed"),
+    Variable("rejected_requests", "request", "rejected", "requests that could never be served (see reason)"),
+    Variable(
+        "rejected_by_reason", "request", "rejected or dropped, by reason", "context, KV, token budget, full queue"
+    ),
+    Variable("dropped_requests", "request", "dropped", "arrivals turned away by a full queue (max_queue_requests)"),
+    Variable(
+        "unfinished_requests", "request", "unfinished", "requests still in the system when the run stopped (horizon)"
+    ),
+    Variable("preempted_requests", "request", "preempted", "requests preempted at least once"),
+    Variable(
+        "unstable",
+        "1",
+        "overloaded",
+        "the system fell behind its arrivals (completions < 90% of arrivals late in the run, drops, or the horizon)",
+    ),
+    Variable("backlog_requests", "request", "backlog at last arrival", "requests in the system at the last arrival"),
+    Variable("utilization", "1", "pool utilisation", "busy time of the pool's replicas / (replicas x run time)"),
+    Variable("mean_batch_size", "request", "mean batch size", "requests per iteration, averaged over iterations"),
+    Variable("kv_occupancy", "1", "KV occupancy", "time-averaged resident KV tokens / KV capacity"),
+    Variable("preemptions", "1", "preemptions", "preemption events in the pool"),
+    Variable("energy_j", "J", "energy", "device energy over the run: idle power + (peak - idle) x busy time"),
+    Variable("energy_j_per_token", "J/token", "energy per output token", "energy_j / output tokens completed"),
+    Variable(
+        "cost_usd_per_mtoken",
+        "USD/Mtoken",
+        "cost per million output tokens",
+        "device-hours x price / output tokens x 1e6 (NaN when a device has no price)",
+    ),
+    Variable("events", "1", "events processed", "events the loop handled (iteration ends, hand-offs, arrivals)"),
+    Variable(
+        "fast_forwarded_iterations", "1", "fast-forwarded iterations", "decode iterations committed without an event"
+    ),
+    Variable("request_arrival_s", "s", "arrival time", "per request"),
+    Variable("request_class", "1", "request class", "index into workload.classes"),
+    Variable("request_prompt_tokens", "token", "prompt tokens", "per request"),
+    Variable("request_output_tokens", "token", "output tokens", "per request (1 for encoders)"),
+    Variable("request_queue_s", "s", "queueing delay", "arrival to first admission"),
+    Variable("request_prefill_start_s", "s", "prefill start", "first admission into an iteration"),
+    Variable("request_prefill_end_s", "s", "prefill end", "prompt fully prefilled"),
+    Variable("request_first_token_s", "s", "first token time", "first token delivered (after the KV hand-off)"),
+    Variable("request_completion_s", "s", "completion time", "last token"),
+    Variable("request_transfer_s", "s", "KV transfer time", "disaggregated KV hand-off duration (0: none)"),
+    Variable("request_preemptions", "1", "preemptions", "times the request was preempted"),
+    Variable(
+        "request_status",
+        "1",
+        "status",
+        "final state",
+        (
+            ("flag_values", np.arange(7, dtype=np.int8)),
+            ("flag_meanings", "pending waiting running transferring done rejected dropped"),
+        ),
+    ),
+    Variable("request_replica", "1", "replica", "replica that first admitted it (-1: none)"),
+    Variable("request_decode_replica", "1", "decode replica", "disaggregated: replica that decoded it (-1: none)"),
+]
+VARIABLES.update({v.name: v for v in _SIM})
 
 
 def data_array(name: str, data, dims: tuple[str, ...], coords: dict | None = None) -> xr.DataArray:

@@ -4,6 +4,8 @@ from .base import ConfigError, field_docs, from_mapping, load_yaml, to_mapping
 from .hardware import DTYPE_BYTES, DTYPES, Device, Efficiency, Link, MemoryTier, PeakFlops
 from .model import MLA, Model, MoE
 from .scenario import Dtypes, Engine, Parallel, Scenario, Workload, load_scenario
+from .serving import Batching, Serving, Slo
+from .workload import Arrival, Length, RequestClass, Trace
 
 __all__ = [
     "ConfigError",
@@ -27,4 +29,11 @@ __all__ = [
     "Scenario",
     "Workload",
     "load_scenario",
+    "Batching",
+    "Serving",
+    "Slo",
+    "Arrival",
+    "Length",
+    "RequestClass",
+    "Trace",
 ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .base import ConfigError, fld, from_mapping, load_yaml
 from .hardware import Dtype
+from .serving import Batching, Serving
+from .workload import Arrival, RequestClass
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,11 +48,24 @@ class Engine:
     max_batched_tokens: int = fld(
         8192, unit="token", doc="most tokens in one iteration (sizes activation memory)", ge=1
     )
+    replicas: int = fld(1, unit="replica", doc="copies of this engine serving together (simulate)", ge=1, le=65536)
+    batching: Batching = fld(factory=Batching, doc="how each replica forms iterations (simulate)")
+    scheduler: Literal["round_robin", "random", "least_outstanding", "least_kv", "shared_queue"] = fld(
+        "round_robin", doc="which replica gets a request; shared_queue: one queue that idle replicas pull from"
+    )
+    fixed_step_time_s: float | None = fld(
+        None, unit="s", doc="every iteration takes this long, replacing the roofline (queueing what-ifs)", gt=0
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class Workload:
-    """The zero-load request shape that `estimate` evaluates (a static batch of identical requests)."""
+    """Request shape and traffic.
+
+    ``estimate`` evaluates a static batch of ``batch_size`` identical requests; ``simulate`` draws arrivals
+    at ``rate_per_s`` from ``arrival`` and lengths from ``classes`` (none: one class with the fixed
+    ``prompt_tokens`` and ``output_tokens``).
+    """
 
     batch_size: int = fld(1, unit="request", doc="requests processed together", ge=1, le=1e9)
     prompt_tokens: int = fld(1024, unit="token", doc="prompt length prefilled per request", ge=1, le=1e9)
@@ -58,6 +73,9 @@ class Workload:
     context_tokens: int | None = fld(
         None, unit="token", doc="KV length for decode_step_time_s (None: prompt + output/2, the mean)", ge=1, le=1e9
     )
+    rate_per_s: float = fld(10.0, unit="request/s", doc="mean arrival rate (simulate)", gt=0, le=1e9)
+    arrival: Arrival = fld(factory=Arrival, doc="arrival process (simulate)")
+    classes: tuple[RequestClass, ...] = fld((), doc="request classes with their mix and length distributions")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +88,8 @@ class Scenario:
     models: dict[str, Any] = fld(factory=dict, doc="new models (with optional `base: PRESET`) or preset overrides")
     memory_tiers: dict[str, Any] = fld(factory=dict, doc="new memory tiers or preset overrides")
     engines: tuple[Engine, ...] = fld(doc="engines to evaluate")
-    workload: Workload = fld(factory=Workload, doc="request shape")
+    workload: Workload = fld(factory=Workload, doc="request shape and traffic")
+    serving: Serving = fld(factory=Serving, doc="which engines serve requests in simulate, SLOs and run limits")
 
     def _validate(self, path: str) -> None:
         if not self.engines:
@@ -80,6 +99,11 @@ class Scenario:
             if e.name in seen:
                 raise ConfigError(f"engines[{i}].name", e.name, "a name not used by another engine")
             seen.add(e.name)
+        sv = self.serving
+        for key in ("engine", "prefill_engine", "decode_engine"):
+            name = getattr(sv, key)
+            if name is not None and name not in seen:
+                raise ConfigError(f"serving.{key}", name, f"an engine name: one of {', '.join(sorted(seen))}")
 
 
 def load_scenario(source: Scenario | Mapping | str | Path | None = None) -> Scenario:

@@ -79,5 +79,7 @@ G_EXP_DOWN = _slot(4)
 G_SHARED_UP = _slot(4)  # all shared experts together
 G_SHARED_DOWN = _slot(4)
 G_LM_HEAD = _slot(4)  # hidden -> vocab / tp, m = sequences emitting a token
+# --- serving
+FIXED_STEP_S = _slot()  # > 0: every iteration takes this long (engine.fixed_step_time_s), replacing the roofline
 N_PARAMS = _n
 del _n, _slot

@@ -1,0 +1,979 @@
+"""The serving event loop: pools of engine replicas, batching policies, paged KV, preemption, KV hand-off.
+
+All state is struct-of-arrays, bundled in one tuple ``S`` whose slots are the ``K_*`` constants below;
+each row of a 2-D state array is one contiguous field (``S[K_RI][R_GEN, i]`` is request i's generated
+tokens). Pools are data: a pool has a role (colocated, prefill-only, decode-only), a batching policy,
+a replica scheduler, limits, and the link to the next pool. The simulator's Python side
+(``hermes_fast.simulate``) fills these arrays; ``serve`` runs the loop and leaves results in them.
+
+Events: one pending iteration end per busy replica (a min-heap), KV hand-offs in flight (a second
+heap) and the pre-drawn, sorted arrivals. At equal times iteration ends come first, then hand-offs,
+then arrivals; within a heap, the earlier-pushed event. Each replica runs iterations back to back:
+at an iteration boundary it retires finished requests, then forms the next batch by its policy.
+
+Decode fast-forward: when a replica's next batch is decode-only and nothing can be admitted, it
+commits further identical-shape iterations (each step cost computed in a tight scalar loop, KV grown
+by one token per request) as long as each starts no later than the next arrival or hand-off and no
+request finishes or runs out of KV blocks. The state at every outside event is what one-iteration-
+per-event stepping would give, so both modes produce identical per-request times.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import layout as L
+from ._jit import kernel
+from .collectives import p2p_time
+from .step import prefill_pairs, step_cost
+
+# --- slots of the state tuple S
+K_RI = 0  # int64[NRI, n]: per-request integer fields
+K_RF = 1  # float64[NRF, n]: per-request times
+K_RS = 2  # int64[NRS, R]: per-replica integer state
+K_RSF = 3  # float64[NRSF, R]: per-replica accumulators
+K_Q = 4  # int64[NQ, R + n_pools]: waiting queues (replica r's own is r; pool p's shared one is R + p)
+K_RUN = 5  # int64[R, max_batch]: running requests per replica, in admission order
+K_PI = 6  # int64[NPI, n_pools]: pool configuration
+K_PF = 7  # float64[NPF, n_pools]
+K_PAR = 8  # float64[n_pools, N_PARAMS]: step-cost parameters of each pool's engine
+K_ARR = 9  # float64[n]: sorted arrival times
+K_U = 10  # float64[2, n]: uniforms for random replica choice (entry pool, next pool)
+K_HT = 11  # float64[2, cap]: event-heap times (heap 0: iteration ends, heap 1: hand-offs)
+K_HI = 12  # int64[2, 2, cap]: event-heap (sequence number, payload)
+K_G = 13  # int64[NG]: loop globals
+K_HIST = 14  # float64[ITL_BINS]: inter-token-latency histogram (token counts)
+K_ACC = 15  # float64[NACC]: run accumulators
+
+# --- per-request integer fields
+R_PROMPT = 0
+R_OUTPUT = 1
+R_STATUS = 2
+R_REASON = 3  # why rejected / dropped
+R_GEN = 4  # output tokens emitted
+R_PREFILLED = 5  # tokens of the current prefill target done
+R_TARGET = 6  # prefill target: the prompt, or prompt + emitted tokens after a recompute
+R_KV = 7  # tokens whose KV the request holds (on the device, or on the host when swapped)
+R_BLOCKS = 8  # KV blocks held on its replica
+R_NEXT = 9  # next request in its queue
+R_REPLICA = 10  # replica it is queued on / running on / holding KV on (-1: none)
+R_ENTRY_REPLICA = 11  # replica that first admitted it
+R_DECODE_REPLICA = 12  # disaggregated: replica that decoded it
+R_PREEMPTIONS = 13
+R_SWAPPED = 14  # 1 while its KV is on the host
+R_CHUNK = 15  # tokens scheduled in the replica's current iteration (prefill chunk, 1 for a decode, 0)
+R_QUEUE = 16  # queue it waits in (-1: none)
+NRI = 17
+
+# --- per-request times (s); NaN until they happen
+F_ADMIT = 0  # first admitted to an iteration
+F_PREFILL_END = 1  # prompt fully prefilled (first time)
+F_FIRST_TOKEN = 2  # first token delivered (disaggregated: after the KV hand-off)
+F_DONE = 3
+F_TRANSFER = 4  # KV hand-off duration
+F_LAST_TOKEN = 5  # time of the latest token (for inter-token gaps)
+NRF = 6
+
+# --- status codes
+ST_PENDING = 0
+ST_WAITING = 1
+ST_RUNNING = 2
+ST_TRANSFER = 3
+ST_DONE = 4
+ST_REJECTED = 5
+ST_DROPPED = 6
+
+# --- reasons
+REASON_NONE = 0
+REASON_CONTEXT = 1  # prompt + output exceed the model's context
+REASON_KV = 2  # its KV can never fit in one replica
+REASON_TOKENS = 3  # prompt exceeds max_batched_tokens of a non-chunked policy
+REASON_QUEUE_FULL = 4  # dropped: the queue was at max_queue_requests
+
+# --- per-replica integer state
+S_POOL = 0
+S_BUSY = 1  # an iteration is in flight
+S_NRUN = 2
+S_FREE_BLOCKS = 3
+S_SPAN = 4  # iterations in the pending span (> 1 when fast-forwarded)
+S_KV_TOKENS = 5  # KV tokens of resident requests (occupancy)
+S_NDEC = 6  # decodes in the pending iteration
+NRS = 7
+
+# --- per-replica float accumulators
+A_BUSY_S = 0
+A_ITERATIONS = 1
+A_BATCH_SUM = 2  # sum over iterations of requests in the iteration
+A_PREFILL_TOKENS = 3
+A_DECODE_TOKENS = 4
+A_KV_TOKEN_S = 5  # integral of resident KV tokens over busy time
+A_SWAP_S = 6
+A_FIRST_END = 7  # end time of the first iteration of the pending span
+A_PREEMPTIONS = 8
+NRSF = 9
+
+# --- queues
+Q_HEAD = 0
+Q_TAIL = 1
+Q_COUNT = 2
+Q_TOKENS = 3  # tokens the queued requests will hold (least_kv load)
+NQ = 4
+
+# --- pool configuration (ints)
+P_ROLE = 0  # ROLE_*
+P_POLICY = 1  # POLICY_*
+P_MAX_BATCH = 2
+P_MAX_TOKENS = 3
+P_CHUNK = 4
+P_BLOCK = 5
+P_PREEMPT = 6  # 0 recompute, 1 swap
+P_SCHED = 7  # SCHED_*
+P_FIRST = 8  # first replica index
+P_COUNT = 9  # replicas
+P_MAX_QUEUE = 10  # -1: unlimited
+P_NEXT = 11  # pool that decodes after this one hands off (-1: none)
+P_PAIRING = 12  # 0 global, 1 local
+P_MAX_CONTEXT = 13
+P_CAP_BLOCKS = 14  # KV blocks per replica
+P_RR = 15  # round-robin counter (mutable)
+NPI = 16
+
+# --- pool configuration (floats)
+PF_KV_BYTES = 0  # KV bytes per token on one device (what one device sends or swaps)
+PF_SWAP_BW = 1  # B/s host link
+PF_SWAP_LAT = 2
+PF_LINK_BW = 3  # B/s to the next pool
+PF_LINK_LAT = 4
+NPF = 5
+
+ROLE_BOTH = 0
+ROLE_PREFILL = 1
+ROLE_DECODE = 2
+POLICY_STATIC = 0
+POLICY_CONTINUOUS = 1
+POLICY_CHUNKED = 2
+POLICY_MIXED = 3
+SCHED_ROUND_ROBIN = 0
+SCHED_RANDOM = 1
+SCHED_LEAST_OUTSTANDING = 2
+SCHED_LEAST_KV = 3
+SCHED_SHARED_QUEUE = 4
+
+# --- loop globals
+G_NEXT_ARRIVAL = 0
+G_SEQ = 1
+G_HEAP0 = 2  # size of heap 0
+G_HEAP1 = 3
+G_FAST_FORWARD = 4
+G_EVENTS = 5
+G_SPANS = 6  # iterations committed beyond the first by fast-forward
+NG = 7
+
+# --- accumulators
+C_ITL_SUM = 0
+C_ITL_COUNT = 1
+C_HORIZON = 2  # input: stop after this time (inf: none)
+C_END = 3  # time of the last event processed
+NACC = 4
+
+ITL_BINS = 1200  # 100 per decade from 1 us to 1000 s
+ITL_LOG_MIN = -6.0
+ITL_PER_DECADE = 100.0
+
+INF = math.inf
+
+
+# ---------------------------------------------------------------- heaps and queues
+
+
+@kernel
+def _heap_push(S, h, t, value):
+    ht = S[K_HT]
+    hi = S[K_HI]
+    g = S[K_G]
+    seq = g[G_SEQ]
+    g[G_SEQ] = seq + 1
+    k = g[G_HEAP0 + h]
+    g[G_HEAP0 + h] = k + 1
+    while k > 0:
+        parent = (k - 1) // 2
+        pt = ht[h, parent]
+        if pt < t or (pt == t and hi[h, 0, parent] < seq):
+            break
+        ht[h, k] = pt
+        hi[h, 0, k] = hi[h, 0, parent]
+        hi[h, 1, k] = hi[h, 1, parent]
+        k = parent
+    ht[h, k] = t
+    hi[h, 0, k] = seq
+    hi[h, 1, k] = value
+
+
+@kernel
+def _heap_pop(S, h):
+    """Remove the earliest event of heap h; return its payload."""
+    ht = S[K_HT]
+    hi = S[K_HI]
+    g = S[K_G]
+    top = hi[h, 1, 0]
+    size = g[G_HEAP0 + h] - 1
+    g[G_HEAP0 + h] = size
+    if size == 0:
+        return top
+    t = ht[h, size]
+    seq = hi[h, 0, size]
+    val = hi[h, 1, size]
+    k = 0
+    while True:
+        c = 2 * k + 1
+        if c >= size:
+            break
+        if c + 1 < size and (ht[h, c + 1] < ht[h, c] or (ht[h, c + 1] == ht[h, c] and hi[h, 0, c + 1] < hi[h, 0, c])):
+            c += 1
+        if t < ht[h, c] or (t == ht[h, c] and seq < hi[h, 0, c]):
+            break
+        ht[h, k] = ht[h, c]
+        hi[h, 0, k] = hi[h, 0, c]
+        hi[h, 1, k] = hi[h, 1, c]
+        k = c
+    ht[h, k] = t
+    hi[h, 0, k] = seq
+    hi[h, 1, k] = val
+    return top
+
+
+@kernel
+def _heap_top(S, h):
+    if S[K_G][G_HEAP0 + h] == 0:
+        return INF
+    return S[K_HT][h, 0]
+
+
+@kernel
+def _queue_tokens(S, i):
+    ri = S[K_RI]
+    return ri[R_PROMPT, i] + ri[R_GEN, i]
+
+
+@kernel
+def _enqueue(S, q, i, front):
+    ri = S[K_RI]
+    qs = S[K_Q]
+    if front:
+        ri[R_NEXT, i] = qs[Q_HEAD, q]
+        qs[Q_HEAD, q] = i
+        if qs[Q_TAIL, q] < 0:
+            qs[Q_TAIL, q] = i
+    else:
+        ri[R_NEXT, i] = -1
+        if qs[Q_TAIL, q] < 0:
+            qs[Q_HEAD, q] = i
+        else:
+            ri[R_NEXT, qs[Q_TAIL, q]] = i
+        qs[Q_TAIL, q] = i
+    qs[Q_COUNT, q] += 1
+    qs[Q_TOKENS, q] += _queue_tokens(S, i)
+    ri[R_QUEUE, i] = q
+    ri[R_STATUS, i] = ST_WAITING
+
+
+@kernel
+def _dequeue(S, q):
+    ri = S[K_RI]
+    qs = S[K_Q]
+    i = qs[Q_HEAD, q]
+    qs[Q_HEAD, q] = ri[R_NEXT, i]
+    if qs[Q_HEAD, q] < 0:
+        qs[Q_TAIL, q] = -1
+    qs[Q_COUNT, q] -= 1
+    qs[Q_TOKENS, q] -= _queue_tokens(S, i)
+    ri[R_QUEUE, i] = -1
+    return i
+
+
+# ---------------------------------------------------------------- costs
+
+
+@kernel
+def blocks_for(tokens, block):
+    """Paged-KV blocks that hold ``tokens`` tokens."""
+    return (tokens + block - 1) // block
+
+
+@kernel
+def iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, n_seq):
+    """Seconds of one iteration of a replica (PP stages run the batch as min(pp, n_seq) micro-batches:
+    it ends when the last micro-batch leaves the last stage)."""
+    fixed = p[L.FIXED_STEP_S]
+    if fixed > 0.0:
+        return fixed
+    pp = p[L.PP]
+    n_mb = 1.0
+    if pp > 1.0:
+        n_mb = min(pp, max(n_seq, 1.0))
+    s = 1.0 / n_mb
+    t = step_cost(p, prefill_tokens * s, pairs * s, prefill_kv * s, n_dec * s, dec_kv * s, logits * s)[0]
+    if pp <= 1.0:
+        return t
+    hand = p2p_time((prefill_tokens + n_dec) * s * p[L.HIDDEN] * p[L.H_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
+    stage = (t - (pp - 1.0) * hand) / pp + hand
+    return t + (n_mb - 1.0) * stage
+
+
+@kernel
+def _itl_add(S, gap, weight):
+    hist = S[K_HIST]
+    acc = S[K_ACC]
+    b = 0
+    if gap > 0.0:
+        b = int(math.floor((math.log10(gap) - ITL_LOG_MIN) * ITL_PER_DECADE))
+        b = min(max(b, 0), ITL_BINS - 1)
+    hist[b] += weight
+    acc[C_ITL_SUM] += gap * weight
+    acc[C_ITL_COUNT] += weight
+
+
+# ---------------------------------------------------------------- replica choice and arrival
+
+
+@kernel
+def _replica_load(S, r, sched):
+    rs = S[K_RS]
+    qs = S[K_Q]
+    if sched == SCHED_LEAST_OUTSTANDING:
+        return float(rs[S_NRUN, r] + qs[Q_COUNT, r])
+    pool = rs[S_POOL, r]
+    pi = S[K_PI]
+    used = (pi[P_CAP_BLOCKS, pool] - rs[S_FREE_BLOCKS, r]) * pi[P_BLOCK, pool]
+    return float(used + qs[Q_TOKENS, r])
+
+
+@kernel
+def _choose_queue(S, pool, i, u_row):
+    """The queue request i joins in ``pool``: the pool's shared queue, or a replica's own."""
+    pi = S[K_PI]
+    sched = pi[P_SCHED, pool]
+    first = pi[P_FIRST, pool]
+    count = pi[P_COUNT, pool]
+    n_rep = S[K_RS].shape[1]
+    if sched == SCHED_SHARED_QUEUE:
+        return n_rep + pool
+    if sched == SCHED_ROUND_ROBIN:
+        k = pi[P_RR, pool] % count
+        pi[P_RR, pool] += 1
+        return first + k
+    if sched == SCHED_RANDOM:
+        return first + min(int(S[K_U][u_row, i] * count), count - 1)
+    best = first
+    best_load = _replica_load(S, first, sched)
+    for r in range(first + 1, first + count):
+        load = _replica_load(S, r, sched)
+        if load < best_load:
+            best = r
+            best_load = load
+    return best
+
+
+@kernel
+def _wake(S, q, t):
+    """Give idle replicas that serve queue q a chance to start an iteration."""
+    n_rep = S[K_RS].shape[1]
+    if q < n_rep:
+        if S[K_RS][S_BUSY, q] == 0:
+            _boundary(S, q, t)
+        return
+    pool = q - n_rep
+    pi = S[K_PI]
+    for r in range(pi[P_FIRST, pool], pi[P_FIRST, pool] + pi[P_COUNT, pool]):
+        if S[K_Q][Q_COUNT, q] == 0:
+            break
+        if S[K_RS][S_BUSY, r] == 0:
+            _boundary(S, r, t)
+
+
+@kernel
+def _reject_reason(S, pool, i):
+    ri = S[K_RI]
+    pi = S[K_PI]
+    prompt = ri[R_PROMPT, i]
+    out = ri[R_OUTPUT, i]
+    if prompt + out > pi[P_MAX_CONTEXT, pool]:
+        return REASON_CONTEXT
+    if pi[P_POLICY, pool] != POLICY_CHUNKED and pi[P_ROLE, pool] != ROLE_DECODE and prompt > pi[P_MAX_TOKENS, pool]:
+        return REASON_TOKENS
+    # the most KV it ever holds here: the whole prompt (prefill-only) or prompt + output - 1
+    most = prompt if pi[P_ROLE, pool] == ROLE_PREFILL else prompt + out - 1
+    if blocks_for(most, pi[P_BLOCK, pool]) > pi[P_CAP_BLOCKS, pool]:
+        return REASON_KV
+    return REASON_NONE
+
+
+@kernel
+def _arrive(S, i, t):
+    ri = S[K_RI]
+    pi = S[K_PI]
+    pool = 0
+    reason = _reject_reason(S, pool, i)
+    nxt = pi[P_NEXT, pool]
+    if reason == REASON_NONE and nxt >= 0 and ri[R_OUTPUT, i] > 1:
+        reason = _reject_reason(S, nxt, i)
+    if reason != REASON_NONE:
+        ri[R_STATUS, i] = ST_REJECTED
+        ri[R_REASON, i] = reason
+        return
+    q = _choose_queue(S, pool, i, 0)
+    limit = pi[P_MAX_QUEUE, pool]
+    if limit >= 0 and S[K_Q][Q_COUNT, q] >= limit:
+        ri[R_STATUS, i] = ST_DROPPED
+        ri[R_REASON, i] = REASON_QUEUE_FULL
+        return
+    ri[R_TARGET, i] = ri[R_PROMPT, i]
+    _enqueue(S, q, i, False)
+    _wake(S, q, t)
+
+
+# ---------------------------------------------------------------- admission, preemption
+
+
+@kernel
+def _push_running(S, r, i, chunk):
+    rs = S[K_RS]
+    ri = S[K_RI]
+    S[K_RUN][r, rs[S_NRUN, r]] = i
+    rs[S_NRUN, r] += 1
+    ri[R_CHUNK, i] = chunk
+    ri[R_REPLICA, i] = r
+    ri[R_STATUS, i] = ST_RUNNING
+
+
+@kernel
+def _swap_time(S, pool, tokens):
+    pf = S[K_PF]
+    return pf[PF_SWAP_LAT, pool] + tokens * pf[PF_KV_BYTES, pool] / pf[PF_SWAP_BW, pool]
+
+
+@kernel
+def _admit(S, r, t, budget, first_prefill_free, static_reserve):
+    """Admit queue heads (own queue, then the pool's shared one) while they fit, FCFS.
+
+    A request with its prompt prefilled (hand-off or swapped out) needs blocks for one more token; a
+    prompt needs blocks for the tokens it prefills now (static: for its whole life) and ``budget`` tokens
+    (whole prompts unless the policy is chunked). Returns (prefill tokens admitted, swap seconds, requests).
+    """
+    ri = S[K_RI]
+    rf = S[K_RF]
+    rs = S[K_RS]
+    pi = S[K_PI]
+    pool = rs[S_POOL, r]
+    block = pi[P_BLOCK, pool]
+    max_batch = pi[P_MAX_BATCH, pool]
+    chunked = pi[P_POLICY, pool] == POLICY_CHUNKED
+    chunk_cap = pi[P_CHUNK, pool]
+    n_rep = rs.shape[1]
+    admitted_tokens = 0
+    admitted = 0
+    swap_s = 0.0
+    for pass_ in range(2):
+        q = r if pass_ == 0 else n_rep + pool
+        if pass_ == 1 and pi[P_SCHED, pool] != SCHED_SHARED_QUEUE:
+            break
+        while S[K_Q][Q_COUNT, q] > 0 and rs[S_NRUN, r] < max_batch:
+            i = S[K_Q][Q_HEAD, q]
+            ready = ri[R_PREFILLED, i] == ri[R_TARGET, i] and ri[R_GEN, i] > 0
+            if ready:
+                most = ri[R_KV, i] + 1
+                if static_reserve:
+                    most = max(most, ri[R_PROMPT, i] + ri[R_OUTPUT, i] - 1)
+                need = blocks_for(most, block)
+                if need > rs[S_FREE_BLOCKS, r] or budget < 1:
+                    return admitted_tokens, swap_s, admitted
+                _dequeue(S, q)
+                if ri[R_SWAPPED, i] == 1:
+                    swap_s += _swap_time(S, pool, ri[R_KV, i])
+                    ri[R_SWAPPED, i] = 0
+                budget -= 1
+                chunk = 0
+            else:
+                remaining = ri[R_TARGET, i] - ri[R_PREFILLED, i]
+                chunk = remaining
+                if chunked:
+                    chunk = min(chunk, chunk_cap, budget)
+                    if chunk <= 0:
+                        return admitted_tokens, swap_s, admitted
+                elif chunk > budget and not (first_prefill_free and admitted_tokens == 0):
+                    return admitted_tokens, swap_s, admitted
+                most = ri[R_PREFILLED, i] + chunk
+                if static_reserve:
+                    most = max(most, ri[R_PROMPT, i] + ri[R_OUTPUT, i] - 1)
+                need = blocks_for(most, block)
+                if ri[R_SWAPPED, i] == 1:  # a partly prefilled prompt swapped out earlier
+                    need = blocks_for(max(most, ri[R_KV, i]), block)
+                if need > rs[S_FREE_BLOCKS, r]:
+                    return admitted_tokens, swap_s, admitted
+                _dequeue(S, q)
+                if ri[R_SWAPPED, i] == 1:
+                    swap_s += _swap_time(S, pool, ri[R_KV, i])
+                    ri[R_SWAPPED, i] = 0
+                budget -= chunk
+                admitted_tokens += chunk
+            rs[S_FREE_BLOCKS, r] -= need - ri[R_BLOCKS, i]
+            ri[R_BLOCKS, i] = need
+            rs[S_KV_TOKENS, r] += ri[R_KV, i]
+            if math.isnan(rf[F_ADMIT, i]):
+                rf[F_ADMIT, i] = t
+                ri[R_ENTRY_REPLICA, i] = r
+            elif pi[P_ROLE, pool] == ROLE_DECODE and ri[R_DECODE_REPLICA, i] < 0:
+                ri[R_DECODE_REPLICA, i] = r
+            _push_running(S, r, i, chunk)
+            admitted += 1
+    return admitted_tokens, swap_s, admitted
+
+
+@kernel
+def _preempt_last(S, r):
+    """Preempt the newest running request of replica r (vLLM's victim): recompute or swap. Returns swap s."""
+    ri = S[K_RI]
+    rs = S[K_RS]
+    rsf = S[K_RSF]
+    pi = S[K_PI]
+    pool = rs[S_POOL, r]
+    rs[S_NRUN, r] -= 1
+    i = S[K_RUN][r, rs[S_NRUN, r]]
+    rs[S_FREE_BLOCKS, r] += ri[R_BLOCKS, i]
+    rs[S_KV_TOKENS, r] -= ri[R_KV, i]
+    ri[R_BLOCKS, i] = 0
+    ri[R_CHUNK, i] = 0
+    ri[R_PREEMPTIONS, i] += 1
+    rsf[A_PREEMPTIONS, r] += 1.0
+    swap_s = 0.0
+    if pi[P_PREEMPT, pool] == 1:
+        ri[R_SWAPPED, i] = 1
+        swap_s = _swap_time(S, pool, ri[R_KV, i])
+    else:  # recompute the prompt and every token emitted so far
+        ri[R_TARGET, i] = ri[R_PROMPT, i] + ri[R_GEN, i]
+        ri[R_PREFILLED, i] = 0
+        ri[R_KV, i] = 0
+    _enqueue(S, r, i, True)
+    return swap_s
+
+
+@kernel
+def _ensure_decode_blocks(S, r):
+    """Give every running decode a slot for its next token, preempting the newest requests if KV runs out."""
+    ri = S[K_RI]
+    rs = S[K_RS]
+    run = S[K_RUN]
+    block = S[K_PI][P_BLOCK, rs[S_POOL, r]]
+    swap_s = 0.0
+    while True:
+        need = 0
+        for k in range(rs[S_NRUN, r]):
+            i = run[r, k]
+            if ri[R_PREFILLED, i] == ri[R_TARGET, i] and ri[R_GEN, i] > 0:
+                need += blocks_for(ri[R_KV, i] + 1, block) - ri[R_BLOCKS, i]
+        if need <= rs[S_FREE_BLOCKS, r]:
+            break
+        swap_s += _preempt_last(S, r)
+    for k in range(rs[S_NRUN, r]):
+        i = run[r, k]
+        if ri[R_PREFILLED, i] == ri[R_TARGET, i] and ri[R_GEN, i] > 0:
+            b = blocks_for(ri[R_KV, i] + 1, block)
+            rs[S_FREE_BLOCKS, r] -= b - ri[R_BLOCKS, i]
+            ri[R_BLOCKS, i] = b
+    return swap_s
+
+
+# ---------------------------------------------------------------- iteration boundary
+
+
+@kernel
+def _schedule_decodes(S, r):
+    """Mark every running decode for this iteration; return how many."""
+    ri = S[K_RI]
+    rs = S[K_RS]
+    run = S[K_RUN]
+    n = 0
+    for k in range(rs[S_NRUN, r]):
+        i = run[r, k]
+        if ri[R_PREFILLED, i] == ri[R_TARGET, i] and ri[R_GEN, i] > 0:
+            ri[R_CHUNK, i] = 1
+            n += 1
+    return n
+
+
+@kernel
+def _continue_chunks(S, r, budget):
+    """Chunked policy: running partial prompts get chunks from the budget, oldest first (KV permitting)."""
+    ri = S[K_RI]
+    rs = S[K_RS]
+    run = S[K_RUN]
+    pi = S[K_PI]
+    pool = rs[S_POOL, r]
+    block = pi[P_BLOCK, pool]
+    used = 0
+    for k in range(rs[S_NRUN, r]):
+        i = run[r, k]
+        remaining = ri[R_TARGET, i] - ri[R_PREFILLED, i]
+        if remaining <= 0 or budget - used <= 0:
+            continue
+        chunk = min(remaining, pi[P_CHUNK, pool], budget - used)
+        room = (ri[R_BLOCKS, i] + rs[S_FREE_BLOCKS, r]) * block - ri[R_PREFILLED, i]
+        chunk = min(chunk, room)
+        if chunk <= 0:
+            continue
+        b = blocks_for(ri[R_PREFILLED, i] + chunk, block)
+        rs[S_FREE_BLOCKS, r] -= b - ri[R_BLOCKS, i]
+        ri[R_BLOCKS, i] = b
+        ri[R_CHUNK, i] = chunk
+        used += chunk
+    return used
+
+
+@kernel
+def _form(S, r, t):
+    """Mark replica r's next iteration by its pool's policy. Returns (swap s, requests admitted, tokens marked)."""
+    rs = S[K_RS]
+    pi = S[K_PI]
+    pool = rs[S_POOL, r]
+    policy = pi[P_POLICY, pool]
+    max_tokens = pi[P_MAX_TOKENS, pool]
+    swap_s = 0.0
+    tokens = 0
+    admitted = 0
+    if policy == POLICY_STATIC:
+        if rs[S_NRUN, r] == 0:
+            tokens, swap_s, admitted = _admit(S, r, t, max_tokens, True, True)
+        if tokens == 0:
+            tokens = _schedule_decodes(S, r)
+    elif policy == POLICY_CONTINUOUS:
+        tokens, swap_s, admitted = _admit(S, r, t, max_tokens, True, False)
+        if tokens == 0:
+            swap_s += _ensure_decode_blocks(S, r)
+            tokens = _schedule_decodes(S, r)
+    else:  # chunked and mixed: decodes first, prompts fill the rest of the budget
+        swap_s += _ensure_decode_blocks(S, r)
+        n_dec = _schedule_decodes(S, r)
+        budget = max_tokens - n_dec
+        if policy == POLICY_CHUNKED:
+            tokens = _continue_chunks(S, r, budget)
+            budget -= tokens
+        a, s, admitted = _admit(S, r, t, budget, True, False)
+        swap_s += s
+        tokens += a + _schedule_decodes(S, r)  # requests admitted with their prompt done decode now too
+    return swap_s, admitted, tokens
+
+
+@kernel
+def _boundary(S, r, t):
+    """Form replica r's next iteration at time t and schedule its end (or leave it idle).
+
+    A replica whose running requests can make no progress (partial prompts with no KV room) preempts
+    its newest request until one can.
+    """
+    rs = S[K_RS]
+    rsf = S[K_RSF]
+    preempted_before = rsf[A_PREEMPTIONS, r]
+    swap_s = 0.0
+    admitted = 0
+    while True:
+        s, a, tokens = _form(S, r, t)
+        swap_s += s
+        admitted += a
+        if tokens > 0 or rs[S_NRUN, r] == 0:
+            break
+        swap_s += _preempt_last(S, r)
+    _launch(S, r, t, swap_s, admitted == 0 and rsf[A_PREEMPTIONS, r] == preempted_before)
+
+
+@kernel
+def _launch(S, r, t, swap_s, nothing_admitted):
+    """Cost the marked iteration and push its end; fast-forward a decode-only batch."""
+    ri = S[K_RI]
+    rs = S[K_RS]
+    rsf = S[K_RSF]
+    pi = S[K_PI]
+    run = S[K_RUN]
+    pool = rs[S_POOL, r]
+    p = S[K_PAR][pool]
+    pre_tok = 0.0
+    pairs = 0.0
+    pre_kv = 0.0
+    n_dec = 0
+    dec_kv = 0.0
+    logits = 0.0
+    n_seq = 0.0
+    min_left = 1 << 62
+    for k in range(rs[S_NRUN, r]):
+        i = run[r, k]
+        c = ri[R_CHUNK, i]
+        if c <= 0:
+            continue
+        n_seq += 1.0
+        if ri[R_PREFILLED, i] == ri[R_TARGET, i]:
+            n_dec += 1
+            dec_kv += ri[R_KV, i] + 1.0
+            logits += 1.0
+            min_left = min(min_left, ri[R_OUTPUT, i] - ri[R_GEN, i])
+        else:
+            past = float(ri[R_PREFILLED, i])
+            pre_tok += c
+            pairs += prefill_pairs(p, float(c), past)
+            pre_kv += past + c
+            if ri[R_PREFILLED, i] + c == ri[R_TARGET, i]:
+                logits += 1.0
+    if n_seq == 0.0:
+        rs[S_BUSY, r] = 0
+        rs[S_SPAN, r] = 0
+        return
+    cost = iteration_time(p, pre_tok, pairs, pre_kv, float(n_dec), dec_kv, logits, n_seq) + swap_s
+    rsf[A_SWAP_S, r] += swap_s
+    span = 1
+    decode_only = pre_tok == 0.0 and swap_s == 0.0 and nothing_admitted
+    if decode_only and S[K_G][G_FAST_FORWARD] != 0 and min_left > 1:
+        span = _span_limit(S, r, min_left)
+    t_next = min(_heap_top(S, 1), S[K_ARR][S[K_G][G_NEXT_ARRIVAL]] if S[K_G][G_NEXT_ARRIVAL] < S[K_ARR].size else INF)
+    kv_tokens = float(rs[S_KV_TOKENS, r]) + pre_tok
+    end = t
+    j = 1
+    while True:
+        prev = end
+        end = prev + cost
+        rsf[A_BUSY_S, r] += cost
+        rsf[A_ITERATIONS, r] += 1.0
+        rsf[A_BATCH_SUM, r] += n_seq
+        rsf[A_PREFILL_TOKENS, r] += pre_tok
+        rsf[A_DECODE_TOKENS, r] += n_dec
+        rsf[A_KV_TOKEN_S, r] += (kv_tokens + j * n_dec) * cost
+        if j == 1:
+            rsf[A_FIRST_END, r] = end
+        else:
+            _itl_add(S, end - prev, float(n_dec))
+        if j >= span or end > t_next:
+            break
+        j += 1
+        cost = iteration_time(p, 0.0, 0.0, 0.0, float(n_dec), dec_kv + (j - 1.0) * n_dec, logits, n_seq)
+    if j > 1:
+        S[K_G][G_SPANS] += j - 1
+        block = pi[P_BLOCK, pool]
+        for k in range(rs[S_NRUN, r]):  # KV for the committed iterations (the first is already held)
+            i = run[r, k]
+            if ri[R_CHUNK, i] > 0 and pi[P_POLICY, pool] != POLICY_STATIC:
+                b = blocks_for(ri[R_KV, i] + j, block)
+                rs[S_FREE_BLOCKS, r] -= b - ri[R_BLOCKS, i]
+                ri[R_BLOCKS, i] = b
+    rs[S_SPAN, r] = j
+    rs[S_NDEC, r] = n_dec
+    rs[S_BUSY, r] = 1
+    _heap_push(S, 0, end, r)
+
+
+@kernel
+def _span_limit(S, r, min_left):
+    """Most decode iterations the batch can run before a request finishes or its KV blocks run out."""
+    ri = S[K_RI]
+    rs = S[K_RS]
+    run = S[K_RUN]
+    pi = S[K_PI]
+    pool = rs[S_POOL, r]
+    if pi[P_POLICY, pool] == POLICY_STATIC:
+        return min_left
+    block = pi[P_BLOCK, pool]
+    free = rs[S_FREE_BLOCKS, r]
+    n = rs[S_NRUN, r]
+    if free >= n * (min_left // block + 1):  # even the worst case fits
+        return min_left
+    lo = 1  # feasible: its blocks are held
+    hi = min_left
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        need = 0
+        for k in range(n):
+            i = run[r, k]
+            if ri[R_CHUNK, i] > 0:
+                need += blocks_for(ri[R_KV, i] + mid, block) - ri[R_BLOCKS, i]
+        if need <= free:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+# ---------------------------------------------------------------- iteration end
+
+
+@kernel
+def _finish(S, r, t):
+    """Apply the ended iteration (or fast-forwarded span) of replica r at time t, retire and hand off."""
+    ri = S[K_RI]
+    rf = S[K_RF]
+    rs = S[K_RS]
+    rsf = S[K_RSF]
+    pi = S[K_PI]
+    pf = S[K_PF]
+    run = S[K_RUN]
+    pool = rs[S_POOL, r]
+    span = rs[S_SPAN, r]
+    first_end = rsf[A_FIRST_END, r]
+    keep = 0
+    for k in range(rs[S_NRUN, r]):
+        i = run[r, k]
+        c = ri[R_CHUNK, i]
+        ri[R_CHUNK, i] = 0
+        stays = True
+        if c > 0:
+            if ri[R_PREFILLED, i] == ri[R_TARGET, i]:  # decode(s)
+                _itl_add(S, first_end - rf[F_LAST_TOKEN, i], 1.0)
+                ri[R_GEN, i] += span
+                ri[R_KV, i] += span
+                rs[S_KV_TOKENS, r] += span
+                rf[F_LAST_TOKEN, i] = t
+            else:
+                ri[R_PREFILLED, i] += c
+                ri[R_KV, i] += c
+                rs[S_KV_TOKENS, r] += c
+                if ri[R_PREFILLED, i] == ri[R_TARGET, i]:  # prompt done: it emits a token
+                    ri[R_GEN, i] += 1
+                    if ri[R_GEN, i] == 1:
+                        rf[F_PREFILL_END, i] = t
+                        if pi[P_NEXT, pool] < 0 or ri[R_OUTPUT, i] == 1:
+                            rf[F_FIRST_TOKEN, i] = t
+                    else:
+                        _itl_add(S, t - rf[F_LAST_TOKEN, i], 1.0)
+                    rf[F_LAST_TOKEN, i] = t
+                    if ri[R_GEN, i] < ri[R_OUTPUT, i] and pi[P_ROLE, pool] == ROLE_PREFILL:
+                        stays = False  # hand off: KV stays held here until it has been sent
+                        ri[R_STATUS, i] = ST_TRANSFER
+                        dur = pf[PF_LINK_LAT, pool] + ri[R_KV, i] * pf[PF_KV_BYTES, pool] / pf[PF_LINK_BW, pool]
+                        rf[F_TRANSFER, i] = dur
+                        _heap_push(S, 1, t + dur, i)
+            if ri[R_GEN, i] >= ri[R_OUTPUT, i]:
+                stays = False
+                ri[R_STATUS, i] = ST_DONE
+                rf[F_DONE, i] = t
+                rs[S_FREE_BLOCKS, r] += ri[R_BLOCKS, i]
+                rs[S_KV_TOKENS, r] -= ri[R_KV, i]
+                ri[R_BLOCKS, i] = 0
+                ri[R_REPLICA, i] = -1
+        if stays:
+            run[r, keep] = i
+            keep += 1
+    rs[S_NRUN, r] = keep
+    rs[S_SPAN, r] = 0
+    rs[S_BUSY, r] = 0
+
+
+@kernel
+def _handoff_done(S, i, t):
+    """Request i's KV has reached the decode pool: free it at the sender, queue it at a decode replica."""
+    ri = S[K_RI]
+    rf = S[K_RF]
+    rs = S[K_RS]
+    pi = S[K_PI]
+    src = ri[R_REPLICA, i]
+    pool = rs[S_POOL, src]
+    rs[S_FREE_BLOCKS, src] += ri[R_BLOCKS, i]
+    rs[S_KV_TOKENS, src] -= ri[R_KV, i]
+    ri[R_BLOCKS, i] = 0
+    rf[F_FIRST_TOKEN, i] = t
+    nxt = pi[P_NEXT, pool]
+    if pi[P_PAIRING, pool] == 1:
+        q = pi[P_FIRST, nxt] + (src - pi[P_FIRST, pool]) % pi[P_COUNT, nxt]
+    else:
+        q = _choose_queue(S, nxt, i, 1)
+    ri[R_REPLICA, i] = -1
+    _enqueue(S, q, i, False)
+    if rs[S_BUSY, src] == 0:
+        _boundary(S, src, t)
+    _wake(S, q, t)
+
+
+@kernel
+def serve(S):
+    """Run the event loop over all arrivals until no work is left or the horizon passes."""
+    g = S[K_G]
+    arrivals = S[K_ARR]
+    acc = S[K_ACC]
+    horizon = acc[C_HORIZON]
+    n = arrivals.size
+    while True:
+        t_step = _heap_top(S, 0)
+        t_hand = _heap_top(S, 1)
+        k = g[G_NEXT_ARRIVAL]
+        t_arr = arrivals[k] if k < n else INF
+        t = min(t_step, t_hand, t_arr)
+        if t == INF or t > horizon:
+            break
+        acc[C_END] = t
+        g[G_EVENTS] += 1
+        if t_step == t:
+            r = _heap_pop(S, 0)
+            _finish(S, r, t)
+            _boundary(S, r, t)
+        elif t_hand == t:
+            i = _heap_pop(S, 1)
+            _handoff_done(S, i, t)
+        else:
+            g[G_NEXT_ARRIVAL] = k + 1
+            _arrive(S, k, t)
+
+
+def new_state(
+    params: np.ndarray,
+    pool_int: np.ndarray,
+    pool_float: np.ndarray,
+    replica_pool: np.ndarray,
+    arrival_s: np.ndarray,
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    route_u: np.ndarray,
+    horizon_s: float = INF,
+    fast_forward: bool = True,
+):
+    """Allocate and initialise the state tuple for :func:`serve` (plain numpy, called from Python)."""
+    n = arrival_s.size
+    n_rep = replica_pool.size
+    n_pools = pool_int.shape[1]
+    ri = np.zeros((NRI, n), dtype=np.int64)
+    ri[R_PROMPT] = prompt_tokens
+    ri[R_OUTPUT] = output_tokens
+    ri[R_TARGET] = prompt_tokens
+    for row in (R_NEXT, R_REPLICA, R_ENTRY_REPLICA, R_DECODE_REPLICA, R_QUEUE):
+        ri[row] = -1
+    rf = np.full((NRF, n), np.nan)
+    rf[F_TRANSFER] = 0.0
+    rs = np.zeros((NRS, n_rep), dtype=np.int64)
+    rs[S_POOL] = replica_pool
+    rs[S_FREE_BLOCKS] = pool_int[P_CAP_BLOCKS, replica_pool]
+    rsf = np.zeros((NRSF, n_rep))
+    qs = np.zeros((NQ, n_rep + n_pools), dtype=np.int64)
+    qs[Q_HEAD] = -1
+    qs[Q_TAIL] = -1
+    max_batch = int(pool_int[P_MAX_BATCH].max())
+    run = np.full((n_rep, max_batch), -1, dtype=np.int64)
+    cap = max(n_rep, n) + 1
+    ht = np.zeros((2, cap))
+    hi = np.zeros((2, 2, cap), dtype=np.int64)
+    g = np.zeros(NG, dtype=np.int64)
+    g[G_FAST_FORWARD] = 1 if fast_forward else 0
+    acc = np.zeros(NACC)
+    acc[C_HORIZON] = horizon_s
+    return (
+        ri,
+        rf,
+        rs,
+        rsf,
+        qs,
+        run,
+        np.ascontiguousarray(pool_int, dtype=np.int64),
+        np.ascontiguousarray(pool_float, dtype=np.float64),
+        np.ascontiguousarray(params, dtype=np.float64),
+        np.ascontiguousarray(arrival_s, dtype=np.float64),
+        np.ascontiguousarray(route_u, dtype=np.float64),
+        ht,
+        hi,
+        g,
+        np.zeros(ITL_BINS),
+        acc,
+    )

@@ -1,0 +1,176 @@
+"""Summary statistics of a simulated run: latency quantiles, throughput, goodput, utilisation, energy, cost.
+
+Latency statistics cover the requests after the warm-up; pool utilisation, energy and cost cover the
+whole run, from the first arrival to the last event.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xarray as xr
+from scipy import stats
+
+from .kernels import serving as K
+
+__all__ = ["QUANTILES", "REASONS", "summarize", "confidence_interval", "itl_quantiles"]
+
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+REASONS = ("context_limit", "kv_capacity", "token_budget", "queue_full")
+_UNSTABLE_RATIO = 0.9  # completions below this share of arrivals over the late arrival window: overloaded
+
+
+def _quantiles(x: np.ndarray) -> np.ndarray:
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return np.full(len(QUANTILES), np.nan)
+    return np.quantile(x, QUANTILES)
+
+
+def _mean(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else math.nan
+
+
+def itl_quantiles(hist: np.ndarray) -> np.ndarray:
+    """Quantiles of the inter-token gaps from the loop's log-spaced histogram (1% bin resolution)."""
+    total = hist.sum()
+    if total <= 0:
+        return np.full(len(QUANTILES), np.nan)
+    cdf = np.cumsum(hist) / total
+    out = []
+    for q in QUANTILES:
+        b = int(np.searchsorted(cdf, q, side="left"))
+        below = cdf[b - 1] if b > 0 else 0.0
+        frac = (q - below) / (cdf[b] - below) if cdf[b] > below else 0.5
+        out.append(10 ** (K.ITL_LOG_MIN + (b + frac) / K.ITL_PER_DECADE))
+    return np.array(out)
+
+
+def _unstable(arrival: np.ndarray, done: np.ndarray, status: np.ndarray, end_s: float) -> tuple[bool, int]:
+    """(overloaded?, requests in the system at the last arrival).
+
+    Over the second half of the arrival window a stable system completes about as many requests as
+    arrive; an overloaded one falls behind at the rate of its excess load.
+    """
+    if arrival.size < 4:
+        return False, 0
+    t_last = arrival[-1]
+    lo = arrival[arrival.size // 2]
+    admitted = (status != K.ST_REJECTED) & (status != K.ST_DROPPED)
+    arrived_window = int(np.count_nonzero(admitted[arrival.size // 2 :]))
+    finished_window = int(np.count_nonzero((done > lo) & (done <= t_last)))
+    backlog = int(np.count_nonzero(admitted & ~(done <= t_last)))
+    if end_s < t_last:  # the horizon cut the arrivals short
+        return True, backlog
+    slow = arrived_window >= 20 and finished_window < _UNSTABLE_RATIO * arrived_window
+    return bool(slow or np.any(status == K.ST_DROPPED)), backlog
+
+
+def summarize(setup, draws, run, serving) -> dict[str, np.ndarray | float]:
+    """Summary variables of one replicate (names registered in :mod:`hermes_fast.variables`)."""
+    ri, rf = run[K.K_RI], run[K.K_RF]
+    rsf, acc = run[K.K_RSF], run[K.K_ACC]
+    n = draws.arrival_s.size
+    w = min(serving.warmup_requests, max(n - 1, 0))
+    arrival = draws.arrival_s[w:]
+    status = ri[K.R_STATUS, w:]
+    output = ri[K.R_OUTPUT, w:]
+    prompt = ri[K.R_PROMPT, w:]
+    first = rf[K.F_FIRST_TOKEN, w:]
+    done_t = rf[K.F_DONE, w:]
+    done = status == K.ST_DONE
+    ttft = first - arrival
+    e2e = np.where(done, done_t - arrival, np.nan)
+    multi = done & (output > 1)
+    tpot = np.full(arrival.size, np.nan)
+    tpot[multi] = (done_t[multi] - first[multi]) / (output[multi] - 1)
+    queue = rf[K.F_ADMIT, w:] - arrival
+    out: dict[str, np.ndarray | float] = {}
+    for name, x in (("ttft", ttft), ("tpot", tpot), ("e2e", e2e), ("queue", queue)):
+        x = np.where(done, x, np.nan)
+        out[f"{name}_s"] = _quantiles(x)
+        out[f"{name}_mean_s"] = _mean(x)
+    hist = run[K.K_HIST]
+    out["itl_s"] = itl_quantiles(hist)
+    out["itl_mean_s"] = acc[K.C_ITL_SUM] / acc[K.C_ITL_COUNT] if acc[K.C_ITL_COUNT] > 0 else math.nan
+    # throughput over the measured requests: from the first measured arrival to the last completion
+    last = float(np.nanmax(done_t)) if done.any() else math.nan
+    window = last - arrival[0] if done.any() else math.nan
+    n_done = int(done.sum())
+    out["duration_s"] = window
+    out["throughput_request_per_s"] = n_done / window if window > 0 else math.nan
+    out["throughput_input_token_per_s"] = float(prompt[done].sum()) / window if window > 0 else math.nan
+    out["throughput_output_token_per_s"] = float(output[done].sum()) / window if window > 0 else math.nan
+    slo = serving.slo
+    good = done & (ttft <= slo.ttft_s) & ((output <= 1) | (tpot <= slo.tpot_s))
+    out["goodput_request_per_s"] = int(good.sum()) / window if window > 0 else math.nan
+    out["slo_attainment"] = int(good.sum()) / arrival.size
+    out["arrived_requests"] = arrival.size
+    out["completed_requests"] = n_done
+    out["rejected_requests"] = int(np.count_nonzero(status == K.ST_REJECTED))
+    out["dropped_requests"] = int(np.count_nonzero(status == K.ST_DROPPED))
+    out["unfinished_requests"] = arrival.size - n_done - out["rejected_requests"] - out["dropped_requests"]
+    out["preempted_requests"] = int(np.count_nonzero(ri[K.R_PREEMPTIONS, w:] > 0))
+    reasons = ri[K.R_REASON, w:]
+    out["rejected_by_reason"] = np.array([np.count_nonzero(reasons == k + 1) for k in range(len(REASONS))])
+    unstable, backlog = _unstable(draws.arrival_s, rf[K.F_DONE], ri[K.R_STATUS], acc[K.C_END])
+    out["unstable"] = unstable
+    out["backlog_requests"] = backlog
+    # pools, energy and cost over the whole run
+    run_s = max(acc[K.C_END] - draws.arrival_s[0], 0.0) if n else 0.0
+    pools = setup.pools
+    util, batch, kv, preempt = (np.zeros(len(pools)) for _ in range(4))
+    energy = 0.0
+    dollars = 0.0
+    priced = True
+    for k, pool in enumerate(pools):
+        reps = setup.replica_pool == k
+        busy = rsf[K.A_BUSY_S, reps]
+        iters = rsf[K.A_ITERATIONS, reps].sum()
+        util[k] = busy.sum() / (reps.sum() * run_s) if run_s > 0 else 0.0
+        batch[k] = rsf[K.A_BATCH_SUM, reps].sum() / iters if iters else 0.0
+        cap = setup.pool_int[K.P_CAP_BLOCKS, k] * setup.pool_int[K.P_BLOCK, k]
+        kv[k] = rsf[K.A_KV_TOKEN_S, reps].sum() / (cap * reps.sum() * run_s) if run_s > 0 else 0.0
+        preempt[k] = rsf[K.A_PREEMPTIONS, reps].sum()
+        d = pool.device
+        devices = pool.compiled.devices
+        energy += devices * (d.power_idle_w * run_s * reps.sum() + (d.power_peak_w - d.power_idle_w) * busy.sum())
+        if d.price_usd_per_hour is None:
+            priced = False
+        else:
+            dollars += devices * reps.sum() * d.price_usd_per_hour * run_s / 3600.0
+    out["utilization"] = util
+    out["mean_batch_size"] = batch
+    out["kv_occupancy"] = kv
+    out["preemptions"] = preempt
+    all_done = ri[K.R_STATUS] == K.ST_DONE
+    tokens = float(ri[K.R_OUTPUT][all_done].sum())
+    out["energy_j"] = energy
+    out["energy_j_per_token"] = energy / tokens if tokens else math.nan
+    out["cost_usd_per_mtoken"] = dollars / tokens * 1e6 if tokens and priced else math.nan
+    out["events"] = int(run[K.K_G][K.G_EVENTS])
+    out["fast_forwarded_iterations"] = int(run[K.K_G][K.G_SPANS])
+    return out
+
+
+def confidence_interval(ds: xr.Dataset, level: float = 0.95) -> xr.Dataset:
+    """Student-t interval of the mean over ``replicate`` for every numeric variable that has that dim.
+
+    Returns a Dataset with a ``bound`` dim (``low``, ``mean``, ``high``); with one replicate low = high = mean.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level: got {level!r}; expected a number in (0, 1)")
+    n = ds.sizes.get("replicate", 1)
+    half_t = stats.t.ppf(0.5 + level / 2, n - 1) if n > 1 else 0.0
+    out = {}
+    for name, da in ds.data_vars.items():
+        if "replicate" not in da.dims or not np.issubdtype(da.dtype, np.number):
+            continue
+        mean = da.mean("replicate")
+        half = half_t * da.std("replicate", ddof=1) / math.sqrt(n) if n > 1 else xr.zeros_like(mean)
+        out[name] = xr.concat([mean - half, mean, mean + half], dim="bound").assign_attrs(da.attrs)
+    res = xr.Dataset(out).assign_coords(bound=["low", "mean", "high"])
+    res.attrs.update(ds.attrs, confidence_level=level)
+    return res

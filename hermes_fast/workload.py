@@ -1,0 +1,300 @@
+"""Pre-drawn, vectorised workloads: arrival times, request classes and token lengths.
+
+Everything random about a run is drawn here, up front, from one ``numpy.random.Generator`` per
+(grid point, replicate) (DESIGN 7.5), so the event loop itself is deterministic and a run is
+reproducible from its seed whatever the chunking or worker count.
+
+Continuous length laws are truncated to [min, max] and rounded to the nearest integer; the moments
+reported by :func:`length_moments` are those of the integers actually drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from .config.base import ConfigError
+from .config.workload import Arrival, Length, RequestClass, Trace
+
+__all__ = ["Draws", "draw_workload", "length_moments", "draw_lengths", "draw_arrivals", "rng_for", "classes_of"]
+
+_EXACT_SUPPORT = 2_000_000  # integer support up to which moments are summed exactly over the pmf
+_MAX_ZIPF_SUPPORT = 50_000_000
+
+
+def rng_for(seed: int, point: int = 0, replicate: int = 0) -> np.random.Generator:
+    """The generator of one (grid point, replicate): independent streams by global index, never by chunk."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(point, replicate))))
+
+
+def _as_length(v: int | Length) -> Length:
+    return Length(dist="fixed", value=v) if isinstance(v, int) else v
+
+
+def _continuous(lg: Length):
+    """The frozen scipy law of a normal / lognormal / exponential length (before truncation and rounding)."""
+    if lg.dist == "exponential":
+        return stats.expon(scale=lg.mean)
+    std = lg.std if lg.std is not None else lg.cv * lg.mean
+    if lg.dist == "normal":
+        return stats.norm(loc=lg.mean, scale=std)
+    sigma2 = math.log1p((std / lg.mean) ** 2)
+    return stats.lognorm(s=math.sqrt(sigma2), scale=math.exp(math.log(lg.mean) - sigma2 / 2))
+
+
+def _cdf_bounds(law, lg: Length) -> tuple[float, float]:
+    lo = float(law.cdf(lg.min - 0.5))
+    hi = 1.0 if lg.max is None else float(law.cdf(lg.max + 0.5))
+    return lo, hi
+
+
+@lru_cache(maxsize=256)
+def _empirical_values(path: str, column: str, field_path: str) -> np.ndarray:
+    rows = _read_csv(path, field_path)
+    return _int_column(rows, column, path, field_path)
+
+
+def _read_csv(path: str, field_path: str) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(field_path, path, "an existing CSV file")
+    try:
+        with p.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(field_path, path, f"a readable UTF-8 CSV file ({e})") from None
+    if not rows:
+        raise ConfigError(field_path, path, "a CSV file with a header and at least one row")
+    return rows
+
+
+def _int_column(rows: list[dict], column: str, path: str, field_path: str) -> np.ndarray:
+    if column not in rows[0]:
+        raise ConfigError(field_path, column, f"a column of {path}: one of {', '.join(rows[0])}")
+    out = np.empty(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
+        text = (row[column] or "").strip()
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not (math.isfinite(v) and v >= 1 and v.is_integer()):
+            raise ConfigError(f"{field_path} (row {i + 2}, column {column})", text, "a positive integer token count")
+        out[i] = int(v)
+    return out
+
+
+def _support_pmf(lg: Length, field_path: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, probabilities) of the integers drawn, or None when the support is too large to list."""
+    if lg.dist == "fixed":
+        return np.array([lg.value]), np.array([1.0])
+    if lg.dist == "empirical":
+        v, c = np.unique(_empirical_values(lg.path, lg.column, field_path), return_counts=True)
+        return v, c / c.sum()
+    if lg.dist == "uniform":
+        if lg.max - lg.min + 1 > _EXACT_SUPPORT:
+            return None
+        k = np.arange(lg.min, lg.max + 1)
+        return k, np.full(k.size, 1.0 / k.size)
+    if lg.dist == "zipf":
+        if lg.max - lg.min + 1 > _MAX_ZIPF_SUPPORT:
+            raise ConfigError(f"{field_path}.max", lg.max, f"a Zipf support (max - min + 1) <= {_MAX_ZIPF_SUPPORT:g}")
+        k = np.arange(lg.min, lg.max + 1)
+        w = k.astype(float) ** -lg.alpha
+        return k, w / w.sum()
+    law = _continuous(lg)
+    lo, hi = _cdf_bounds(law, lg)
+    if hi - lo < 1e-12:
+        raise ConfigError(f"{field_path}.mean", lg.mean, "a law with probability mass inside [min, max]")
+    top = lg.max if lg.max is not None else int(math.ceil(law.isf(1e-13))) + 1
+    if top - lg.min + 1 > _EXACT_SUPPORT:
+        return None
+    k = np.arange(lg.min, top + 1)
+    edges = law.cdf(np.append(k - 0.5, k[-1] + 0.5))
+    pmf = np.diff(edges)
+    return k, pmf / pmf.sum()
+
+
+def length_moments(length: int | Length, field_path: str = "length") -> tuple[float, float]:
+    """(mean, variance) in tokens of the integers :func:`draw_lengths` returns.
+
+    Exact (summed over the pmf) unless the support exceeds 2e6 integers; then those of the truncated
+    continuous law plus 1/12 for the rounding.
+
+    >>> length_moments(Length(dist="uniform", min=1, max=3))
+    (2.0, 0.6666666666666666)
+    """
+    lg = _as_length(length)
+    sp = _support_pmf(lg, field_path)
+    if sp is not None:
+        k, pmf = sp
+        mean = float(np.dot(k, pmf))
+        return mean, float(np.dot((k - mean) ** 2, pmf))
+    if lg.dist == "uniform":
+        n = lg.max - lg.min + 1
+        return (lg.min + lg.max) / 2, (n * n - 1) / 12
+    law = _continuous(lg)
+    lo = lg.min - 0.5
+    hi = np.inf if lg.max is None else lg.max + 0.5
+    m1 = law.expect(lambda x: x, lb=lo, ub=hi, conditional=True)
+    m2 = law.expect(lambda x: x * x, lb=lo, ub=hi, conditional=True)
+    return float(m1), float(m2 - m1 * m1 + 1 / 12)
+
+
+def draw_lengths(length: int | Length, n: int, rng: np.random.Generator, field_path: str = "length") -> np.ndarray:
+    """``n`` integer token counts (int64) from ``length``."""
+    lg = _as_length(length)
+    if lg.dist == "fixed":
+        return np.full(n, lg.value, dtype=np.int64)
+    if lg.dist == "uniform":
+        return rng.integers(lg.min, lg.max + 1, size=n, dtype=np.int64)
+    if lg.dist == "empirical":
+        values = _empirical_values(lg.path, lg.column, field_path)
+        return values[rng.integers(0, values.size, size=n)]
+    if lg.dist == "zipf":
+        k, pmf = _support_pmf(lg, field_path)
+        cdf = np.cumsum(pmf)
+        idx = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
+        return k[np.minimum(idx, k.size - 1)].astype(np.int64)
+    law = _continuous(lg)
+    lo, hi = _cdf_bounds(law, lg)
+    x = law.ppf(lo + (hi - lo) * rng.random(n))
+    top = lg.max if lg.max is not None else 1e9
+    return np.clip(np.rint(x), lg.min, top).astype(np.int64)
+
+
+def draw_arrivals(arrival: Arrival, rate_per_s: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` sorted arrival times (s) of a process with mean rate ``rate_per_s``, the first after one gap."""
+    if n == 0:
+        return np.zeros(0)
+    kind = arrival.process
+    if kind == "poisson":
+        return np.cumsum(rng.exponential(1.0 / rate_per_s, n))
+    if kind == "deterministic":
+        return np.arange(1, n + 1) / rate_per_s
+    if kind == "gamma":
+        shape = 1.0 / arrival.cv**2
+        return np.cumsum(rng.gamma(shape, 1.0 / (rate_per_s * shape), n))
+    if kind == "sinusoid":
+        return _sinusoid(arrival, rate_per_s, n, rng)
+    if kind == "mmpp":
+        return _mmpp(arrival, rate_per_s, n, rng)
+    raise ValueError(f"draw_arrivals: {kind!r} is replayed by draw_workload, not drawn")
+
+
+def _sinusoid(a: Arrival, rate: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Thinning of a Poisson process at the peak rate."""
+    peak = rate * (1.0 + a.amplitude)
+    out: list[np.ndarray] = []
+    t0, have = 0.0, 0
+    while have < n:
+        batch = max(1024, int(1.2 * (n - have) * (1.0 + a.amplitude)))
+        t = t0 + np.cumsum(rng.exponential(1.0 / peak, batch))
+        keep = rng.random(batch) * peak < rate * (1.0 + a.amplitude * np.sin(2 * np.pi * t / a.period_s))
+        out.append(t[keep])
+        have += int(keep.sum())
+        t0 = float(t[-1])
+    return np.concatenate(out)[:n]
+
+
+def _mmpp(a: Arrival, rate: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Two-state Markov-modulated Poisson process starting in the calm state."""
+    share = a.burst_mean_s / (a.burst_mean_s + a.calm_mean_s)
+    high = rate * a.burst_factor
+    low = (rate - high * share) / (1.0 - share)
+    out: list[np.ndarray] = []
+    t, have, burst = 0.0, 0, False
+    while have < n:
+        stay = rng.exponential(a.burst_mean_s if burst else a.calm_mean_s)
+        k = rng.poisson((high if burst else low) * stay)
+        if k:
+            out.append(t + np.sort(rng.random(k)) * stay)
+            have += k
+        t += stay
+        burst = not burst
+    return np.concatenate(out)[:n]
+
+
+def _trace_times(tr: Trace, rows: list[dict], field_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(times from 0 in s, sorted; the row order that sorts them)."""
+    col = tr.time_column
+    if col not in rows[0]:
+        raise ConfigError(f"{field_path}.time_column", col, f"a column of {tr.path}: one of {', '.join(rows[0])}")
+    text = [(r[col] or "").strip() for r in rows]
+    try:
+        t = np.array([float(x) for x in text]) * tr.time_scale
+    except ValueError:
+        try:
+            stamps = np.array(text, dtype="datetime64[ns]")
+        except ValueError as e:
+            raise ConfigError(f"{field_path}.time_column", col, f"numbers or ISO date-times ({e})") from None
+        t = (stamps - stamps.min()).astype(np.float64) * 1e-9
+    if not np.all(np.isfinite(t)):
+        raise ConfigError(f"{field_path}.time_column", col, "finite times")
+    order = np.argsort(t, kind="stable")
+    return t[order] - t[order[0]], order
+
+
+@dataclass(frozen=True)
+class Draws:
+    """One replicate's pre-drawn requests, sorted by arrival (struct of arrays)."""
+
+    arrival_s: np.ndarray  # float64[n]
+    request_class: np.ndarray  # int64[n]
+    prompt_tokens: np.ndarray  # int64[n]
+    output_tokens: np.ndarray  # int64[n]
+    route_u: np.ndarray  # float64[2, n]: uniforms for random replica choices (entry pool, next pool)
+
+
+def classes_of(workload) -> tuple[RequestClass, ...]:
+    """The workload's request classes (one from the fixed prompt/output lengths when none are given)."""
+    if workload.classes:
+        return workload.classes
+    return (RequestClass(prompt_tokens=workload.prompt_tokens, output_tokens=workload.output_tokens),)
+
+
+def draw_workload(workload, n: int, rng: np.random.Generator) -> Draws:
+    """Draw ``n`` requests of ``workload`` (arrivals, classes, lengths, routing uniforms) from ``rng``."""
+    classes = classes_of(workload)
+    arr = workload.arrival
+    trace_prompt = trace_output = None
+    if arr.process == "trace":
+        fp = "workload.arrival.trace"
+        rows = _read_csv(arr.trace.path, f"{fp}.path")
+        times, order = _trace_times(arr.trace, rows, fp)
+        rows = [rows[i] for i in order]
+        if arr.trace.rescale_to_rate and times.size > 1 and times[-1] > 0:
+            times = times * ((times.size - 1) / times[-1]) / workload.rate_per_s
+        period = times[-1] + (times[-1] / (times.size - 1) if times.size > 1 else 1.0 / workload.rate_per_s)
+        reps = np.arange(n) // times.size
+        arrival = times[np.arange(n) % times.size] + reps * period
+        if arr.trace.prompt_column is not None:
+            trace_prompt = _int_column(rows, arr.trace.prompt_column, arr.trace.path, f"{fp}.prompt_column")
+        if arr.trace.output_column is not None:
+            trace_output = _int_column(rows, arr.trace.output_column, arr.trace.path, f"{fp}.output_column")
+    else:
+        arrival = draw_arrivals(arr, workload.rate_per_s, n, rng)
+    weights = np.array([c.weight for c in classes])
+    if len(classes) == 1:
+        cls = np.zeros(n, dtype=np.int64)
+    else:
+        cls = rng.choice(len(classes), size=n, p=weights / weights.sum()).astype(np.int64)
+    prompt = np.empty(n, dtype=np.int64)
+    output = np.empty(n, dtype=np.int64)
+    for c, rc in enumerate(classes):
+        idx = np.flatnonzero(cls == c)
+        base = f"workload.classes[{c}]" if workload.classes else "workload"
+        prompt[idx] = draw_lengths(rc.prompt_tokens, idx.size, rng, f"{base}.prompt_tokens")
+        output[idx] = draw_lengths(rc.output_tokens, idx.size, rng, f"{base}.output_tokens")
+    if trace_prompt is not None:
+        prompt = trace_prompt[np.arange(n) % trace_prompt.size]
+    if trace_output is not None:
+        output = trace_output[np.arange(n) % trace_output.size]
+    route_u = rng.random((2, n))
+    return Draws(np.ascontiguousarray(arrival, dtype=np.float64), cls, prompt, output, route_u)
