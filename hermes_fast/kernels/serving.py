@@ -112,7 +112,16 @@ A_KV_TOKEN_S = 5  # integral of resident KV tokens over busy time
 A_SWAP_S = 6
 A_FIRST_END = 7  # end time of the first iteration of the pending span
 A_PREEMPTIONS = 8
-NRSF = 9
+# totals of the iteration being formed (reset by _form, added to by _mark)
+T_PRE_TOK = 9
+T_PAIRS = 10
+T_PRE_KV = 11
+T_NDEC = 12
+T_DEC_KV = 13
+T_LOGITS = 14
+T_NSEQ = 15
+T_MIN_LEFT = 16  # fewest tokens any marked decode still has to emit
+NRSF = 17
 
 # --- queues
 Q_HEAD = 0
@@ -245,16 +254,10 @@ def _heap_pop(S, h):
 
 
 @kernel
-def _heap_top(S, h):
-    if S[K_G][G_HEAP0 + h] == 0:
+def _heap_top(ht, g, h):
+    if g[G_HEAP0 + h] == 0:
         return INF
-    return S[K_HT][h, 0]
-
-
-@kernel
-def _queue_tokens(S, i):
-    ri = S[K_RI]
-    return ri[R_PROMPT, i] + ri[R_GEN, i]
+    return ht[h, 0]
 
 
 @kernel
@@ -274,7 +277,7 @@ def _enqueue(S, q, i, front):
             ri[R_NEXT, qs[Q_TAIL, q]] = i
         qs[Q_TAIL, q] = i
     qs[Q_COUNT, q] += 1
-    qs[Q_TOKENS, q] += _queue_tokens(S, i)
+    qs[Q_TOKENS, q] += ri[R_PROMPT, i] + ri[R_GEN, i]
     ri[R_QUEUE, i] = q
     ri[R_STATUS, i] = ST_WAITING
 
@@ -288,7 +291,7 @@ def _dequeue(S, q):
     if qs[Q_HEAD, q] < 0:
         qs[Q_TAIL, q] = -1
     qs[Q_COUNT, q] -= 1
-    qs[Q_TOKENS, q] -= _queue_tokens(S, i)
+    qs[Q_TOKENS, q] -= ri[R_PROMPT, i] + ri[R_GEN, i]
     ri[R_QUEUE, i] = -1
     return i
 
@@ -323,9 +326,7 @@ def iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, 
 
 
 @kernel
-def _itl_add(S, gap, weight):
-    hist = S[K_HIST]
-    acc = S[K_ACC]
+def _itl_add(hist, acc, gap, weight):
     b = 0
     if gap > 0.0:
         b = int(math.floor((math.log10(gap) - ITL_LOG_MIN) * ITL_PER_DECADE))
@@ -438,12 +439,35 @@ def _arrive(S, i, t):
 
 
 @kernel
+def _mark(S, r, i, chunk):
+    """Put ``chunk`` tokens of request i (1: a decode) into replica r's iteration and add to its totals."""
+    ri = S[K_RI]
+    rsf = S[K_RSF]
+    ri[R_CHUNK, i] = chunk
+    rsf[T_NSEQ, r] += 1.0
+    if ri[R_PREFILLED, i] == ri[R_TARGET, i]:
+        rsf[T_NDEC, r] += 1.0
+        rsf[T_DEC_KV, r] += ri[R_KV, i] + 1.0
+        rsf[T_LOGITS, r] += 1.0
+        rsf[T_MIN_LEFT, r] = min(rsf[T_MIN_LEFT, r], float(ri[R_OUTPUT, i] - ri[R_GEN, i]))
+    else:
+        past = float(ri[R_PREFILLED, i])
+        rsf[T_PRE_TOK, r] += chunk
+        rsf[T_PAIRS, r] += prefill_pairs(S[K_PAR][S[K_RS][S_POOL, r]], float(chunk), past)
+        rsf[T_PRE_KV, r] += past + chunk
+        if ri[R_PREFILLED, i] + chunk == ri[R_TARGET, i]:
+            rsf[T_LOGITS, r] += 1.0
+
+
+@kernel
 def _push_running(S, r, i, chunk):
     rs = S[K_RS]
     ri = S[K_RI]
     S[K_RUN][r, rs[S_NRUN, r]] = i
     rs[S_NRUN, r] += 1
-    ri[R_CHUNK, i] = chunk
+    ri[R_CHUNK, i] = 0
+    if chunk > 0:
+        _mark(S, r, i, chunk)
     ri[R_REPLICA, i] = r
     ri[R_STATUS, i] = ST_RUNNING
 
@@ -561,27 +585,25 @@ def _preempt_last(S, r):
 
 @kernel
 def _ensure_decode_blocks(S, r):
-    """Give every running decode a slot for its next token, preempting the newest requests if KV runs out."""
+    """Preempt the newest requests until every running decode has room for its next token.
+
+    The blocks themselves are taken by :func:`_schedule_decodes`; returns the swap seconds."""
     ri = S[K_RI]
     rs = S[K_RS]
     run = S[K_RUN]
     block = S[K_PI][P_BLOCK, rs[S_POOL, r]]
     swap_s = 0.0
+    if rs[S_FREE_BLOCKS, r] >= rs[S_NRUN, r]:  # each decode needs at most one new block
+        return swap_s
     while True:
         need = 0
         for k in range(rs[S_NRUN, r]):
             i = run[r, k]
             if ri[R_PREFILLED, i] == ri[R_TARGET, i] and ri[R_GEN, i] > 0:
-                need += blocks_for(ri[R_KV, i] + 1, block) - ri[R_BLOCKS, i]
+                need += max(blocks_for(ri[R_KV, i] + 1, block) - ri[R_BLOCKS, i], 0)
         if need <= rs[S_FREE_BLOCKS, r]:
             break
         swap_s += _preempt_last(S, r)
-    for k in range(rs[S_NRUN, r]):
-        i = run[r, k]
-        if ri[R_PREFILLED, i] == ri[R_TARGET, i] and ri[R_GEN, i] > 0:
-            b = blocks_for(ri[R_KV, i] + 1, block)
-            rs[S_FREE_BLOCKS, r] -= b - ri[R_BLOCKS, i]
-            ri[R_BLOCKS, i] = b
     return swap_s
 
 
@@ -590,16 +612,35 @@ def _ensure_decode_blocks(S, r):
 
 @kernel
 def _schedule_decodes(S, r):
-    """Mark every running decode for this iteration; return how many."""
+    """Mark every running decode for this iteration and give it KV room for its token; return how many.
+
+    (The per-iteration hot loop: it adds to the totals itself rather than through ``_mark``.)"""
     ri = S[K_RI]
     rs = S[K_RS]
+    rsf = S[K_RSF]
     run = S[K_RUN]
+    block = S[K_PI][P_BLOCK, rs[S_POOL, r]]
     n = 0
+    kv = 0.0
+    min_left = rsf[T_MIN_LEFT, r]
+    free = rs[S_FREE_BLOCKS, r]
     for k in range(rs[S_NRUN, r]):
         i = run[r, k]
-        if ri[R_PREFILLED, i] == ri[R_TARGET, i] and ri[R_GEN, i] > 0:
+        if ri[R_CHUNK, i] == 0 and ri[R_PREFILLED, i] == ri[R_TARGET, i] and ri[R_GEN, i] > 0:
             ri[R_CHUNK, i] = 1
             n += 1
+            kv += ri[R_KV, i] + 1.0
+            min_left = min(min_left, float(ri[R_OUTPUT, i] - ri[R_GEN, i]))
+            b = blocks_for(ri[R_KV, i] + 1, block)
+            if b > ri[R_BLOCKS, i]:  # (static batches reserved theirs at admission)
+                free -= b - ri[R_BLOCKS, i]
+                ri[R_BLOCKS, i] = b
+    rs[S_FREE_BLOCKS, r] = free
+    rsf[T_NSEQ, r] += n
+    rsf[T_NDEC, r] += n
+    rsf[T_DEC_KV, r] += kv
+    rsf[T_LOGITS, r] += n
+    rsf[T_MIN_LEFT, r] = min_left
     return n
 
 
@@ -626,7 +667,7 @@ def _continue_chunks(S, r, budget):
         b = blocks_for(ri[R_PREFILLED, i] + chunk, block)
         rs[S_FREE_BLOCKS, r] -= b - ri[R_BLOCKS, i]
         ri[R_BLOCKS, i] = b
-        ri[R_CHUNK, i] = chunk
+        _mark(S, r, i, chunk)
         used += chunk
     return used
 
@@ -639,6 +680,10 @@ def _form(S, r, t):
     pool = rs[S_POOL, r]
     policy = pi[P_POLICY, pool]
     max_tokens = pi[P_MAX_TOKENS, pool]
+    rsf = S[K_RSF]
+    for row in range(T_PRE_TOK, T_MIN_LEFT):
+        rsf[row, r] = 0.0
+    rsf[T_MIN_LEFT, r] = INF
     swap_s = 0.0
     tokens = 0
     admitted = 0
@@ -661,7 +706,7 @@ def _form(S, r, t):
             budget -= tokens
         a, s, admitted = _admit(S, r, t, budget, True, False)
         swap_s += s
-        tokens += a + _schedule_decodes(S, r)  # requests admitted with their prompt done decode now too
+        tokens += n_dec + a + _schedule_decodes(S, r)  # requests admitted with their prompt done decode now too
     return swap_s, admitted, tokens
 
 
@@ -697,32 +742,14 @@ def _launch(S, r, t, swap_s, nothing_admitted):
     run = S[K_RUN]
     pool = rs[S_POOL, r]
     p = S[K_PAR][pool]
-    pre_tok = 0.0
-    pairs = 0.0
-    pre_kv = 0.0
-    n_dec = 0
-    dec_kv = 0.0
-    logits = 0.0
-    n_seq = 0.0
-    min_left = 1 << 62
-    for k in range(rs[S_NRUN, r]):
-        i = run[r, k]
-        c = ri[R_CHUNK, i]
-        if c <= 0:
-            continue
-        n_seq += 1.0
-        if ri[R_PREFILLED, i] == ri[R_TARGET, i]:
-            n_dec += 1
-            dec_kv += ri[R_KV, i] + 1.0
-            logits += 1.0
-            min_left = min(min_left, ri[R_OUTPUT, i] - ri[R_GEN, i])
-        else:
-            past = float(ri[R_PREFILLED, i])
-            pre_tok += c
-            pairs += prefill_pairs(p, float(c), past)
-            pre_kv += past + c
-            if ri[R_PREFILLED, i] + c == ri[R_TARGET, i]:
-                logits += 1.0
+    pre_tok = rsf[T_PRE_TOK, r]
+    pairs = rsf[T_PAIRS, r]
+    pre_kv = rsf[T_PRE_KV, r]
+    n_dec = int(rsf[T_NDEC, r])
+    dec_kv = rsf[T_DEC_KV, r]
+    logits = rsf[T_LOGITS, r]
+    n_seq = rsf[T_NSEQ, r]
+    min_left = int(min(rsf[T_MIN_LEFT, r], 1e18))
     if n_seq == 0.0:
         rs[S_BUSY, r] = 0
         rs[S_SPAN, r] = 0
@@ -733,7 +760,7 @@ def _launch(S, r, t, swap_s, nothing_admitted):
     decode_only = pre_tok == 0.0 and swap_s == 0.0 and nothing_admitted
     if decode_only and S[K_G][G_FAST_FORWARD] != 0 and min_left > 1:
         span = _span_limit(S, r, min_left)
-    t_next = min(_heap_top(S, 1), S[K_ARR][S[K_G][G_NEXT_ARRIVAL]] if S[K_G][G_NEXT_ARRIVAL] < S[K_ARR].size else INF)
+    t_next = min(_heap_top(S[K_HT], S[K_G], 1), S[K_ARR][S[K_G][G_NEXT_ARRIVAL]] if S[K_G][G_NEXT_ARRIVAL] < S[K_ARR].size else INF)
     kv_tokens = float(rs[S_KV_TOKENS, r]) + pre_tok
     end = t
     j = 1
@@ -749,7 +776,7 @@ def _launch(S, r, t, swap_s, nothing_admitted):
         if j == 1:
             rsf[A_FIRST_END, r] = end
         else:
-            _itl_add(S, end - prev, float(n_dec))
+            _itl_add(S[K_HIST], S[K_ACC], end - prev, float(n_dec))
         if j >= span or end > t_next:
             break
         j += 1
@@ -816,6 +843,11 @@ def _finish(S, r, t):
     pool = rs[S_POOL, r]
     span = rs[S_SPAN, r]
     first_end = rsf[A_FIRST_END, r]
+    hist = S[K_HIST]
+    acc = S[K_ACC]
+    gap_run = -1.0  # requests that decoded in the previous iteration share one gap: add them at once
+    gap_count = 0.0
+    kv_added = 0
     keep = 0
     for k in range(rs[S_NRUN, r]):
         i = run[r, k]
@@ -824,10 +856,16 @@ def _finish(S, r, t):
         stays = True
         if c > 0:
             if ri[R_PREFILLED, i] == ri[R_TARGET, i]:  # decode(s)
-                _itl_add(S, first_end - rf[F_LAST_TOKEN, i], 1.0)
+                gap = first_end - rf[F_LAST_TOKEN, i]
+                if gap != gap_run:
+                    if gap_count > 0.0:
+                        _itl_add(hist, acc, gap_run, gap_count)
+                    gap_run = gap
+                    gap_count = 0.0
+                gap_count += 1.0
                 ri[R_GEN, i] += span
                 ri[R_KV, i] += span
-                rs[S_KV_TOKENS, r] += span
+                kv_added += span
                 rf[F_LAST_TOKEN, i] = t
             else:
                 ri[R_PREFILLED, i] += c
@@ -840,7 +878,7 @@ def _finish(S, r, t):
                         if pi[P_NEXT, pool] < 0 or ri[R_OUTPUT, i] == 1:
                             rf[F_FIRST_TOKEN, i] = t
                     else:
-                        _itl_add(S, t - rf[F_LAST_TOKEN, i], 1.0)
+                        _itl_add(hist, acc, t - rf[F_LAST_TOKEN, i], 1.0)
                     rf[F_LAST_TOKEN, i] = t
                     if ri[R_GEN, i] < ri[R_OUTPUT, i] and pi[P_ROLE, pool] == ROLE_PREFILL:
                         stays = False  # hand off: KV stays held here until it has been sent
@@ -859,6 +897,9 @@ def _finish(S, r, t):
         if stays:
             run[r, keep] = i
             keep += 1
+    if gap_count > 0.0:
+        _itl_add(hist, acc, gap_run, gap_count)
+    rs[S_KV_TOKENS, r] += kv_added
     rs[S_NRUN, r] = keep
     rs[S_SPAN, r] = 0
     rs[S_BUSY, r] = 0
@@ -898,8 +939,8 @@ def serve(S):
     horizon = acc[C_HORIZON]
     n = arrivals.size
     while True:
-        t_step = _heap_top(S, 0)
-        t_hand = _heap_top(S, 1)
+        t_step = _heap_top(S[K_HT], S[K_G], 0)
+        t_hand = _heap_top(S[K_HT], S[K_G], 1)
         k = g[G_NEXT_ARRIVAL]
         t_arr = arrivals[k] if k < n else INF
         t = min(t_step, t_hand, t_arr)
