@@ -760,7 +760,10 @@ def _launch(S, r, t, swap_s, nothing_admitted):
     decode_only = pre_tok == 0.0 and swap_s == 0.0 and nothing_admitted
     if decode_only and S[K_G][G_FAST_FORWARD] != 0 and min_left > 1:
         span = _span_limit(S, r, min_left)
-    t_next = min(_heap_top(S[K_HT], S[K_G], 1), S[K_ARR][S[K_G][G_NEXT_ARRIVAL]] if S[K_G][G_NEXT_ARRIVAL] < S[K_ARR].size else INF)
+    g = S[K_G]
+    t_next = _heap_top(S[K_HT], g, 1)  # the next hand-off or arrival bounds the span
+    if g[G_NEXT_ARRIVAL] < S[K_ARR].size:
+        t_next = min(t_next, S[K_ARR][g[G_NEXT_ARRIVAL]])
     kv_tokens = float(rs[S_KV_TOKENS, r]) + pre_tok
     end = t
     j = 1
