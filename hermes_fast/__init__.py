@@ -2,6 +2,7 @@
 
 >>> import hermes_fast as hf
 >>> ds = hf.estimate()          # the embedded default scenario, zero-load roofline estimate
+>>> sim = hf.simulate(n_requests=1000)  # ... and its serving simulation
 """
 
 __version__ = "0.1.0"
@@ -9,6 +10,22 @@ __version__ = "0.1.0"
 from .catalog import Catalog, preset_names  # noqa: E402
 from .config import ConfigError, Scenario, load_scenario  # noqa: E402
 from .estimate import estimate  # noqa: E402
+from .metrics import confidence_interval  # noqa: E402
+from .simulate import simulate  # noqa: E402
 from .variables import VARIABLES  # noqa: E402
+from .workload import draw_workload, length_moments, rng_for  # noqa: E402
 
-__all__ = ["Catalog", "ConfigError", "Scenario", "VARIABLES", "estimate", "load_scenario", "preset_names"]
+__all__ = [
+    "Catalog",
+    "ConfigError",
+    "Scenario",
+    "VARIABLES",
+    "confidence_interval",
+    "draw_workload",
+    "estimate",
+    "length_moments",
+    "load_scenario",
+    "preset_names",
+    "rng_for",
+    "simulate",
+]

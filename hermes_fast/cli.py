@@ -1,4 +1,4 @@
-"""Command line: ``hermes-fast estimate|presets``. Config errors print one line on stderr and exit 2."""
+"""Command line: ``hermes-fast run|estimate|presets``. Config errors print one line on stderr and exit 2."""
 
 from __future__ import annotations
 
@@ -92,6 +92,68 @@ def _cmd_estimate(args) -> int:
     return 0
 
 
+def print_simulation(ds, out=None) -> None:
+    """A readable summary of a simulation Dataset: latency percentiles, throughput, pools, counts."""
+    out = out or sys.stdout
+    rep = ds.sizes["replicate"]
+    mean = ds.mean("replicate") if rep > 1 else ds.isel(replicate=0)
+    print(f"# {ds.attrs.get('title', '')}: {ds.attrs.get('serving', '')}", file=out)
+    print(f"# {ds.attrs.get('n_requests')} requests x {rep} replicate(s), seed {ds.attrs.get('seed')}", file=out)
+    qs = [f"p{q * 100:g}" for q in ds["quantile"].values]
+    print(f"{'latency (ms)':14s}{'mean':>10s}" + "".join(f"{q:>10s}" for q in qs), file=out)
+    for name, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2e", "E2E"), ("queue", "queueing")):
+        row = f"{label:14s}{float(mean[f'{name}_mean_s']) * 1e3:10.2f}"
+        row += "".join(f"{v * 1e3:10.2f}" for v in mean[f"{name}_s"].values)
+        print(row, file=out)
+    print(
+        f"throughput    {float(mean.throughput_request_per_s):.3f} req/s, "
+        f"{float(mean.throughput_output_token_per_s):.1f} output tok/s, "
+        f"{float(mean.throughput_input_token_per_s):.1f} input tok/s",
+        file=out,
+    )
+    print(
+        f"goodput       {float(mean.goodput_request_per_s):.3f} req/s; SLO attainment "
+        f"{float(mean.slo_attainment) * 100:.1f}%",
+        file=out,
+    )
+    for k, pool in enumerate(ds["pool"].values):
+        print(
+            f"pool {pool} ({ds.pool_role.values[k]}): utilisation {float(mean.utilization[k]) * 100:.1f}%, "
+            f"mean batch {float(mean.mean_batch_size[k]):.1f}, KV occupancy {float(mean.kv_occupancy[k]) * 100:.1f}%, "
+            f"preemptions {float(mean.preemptions[k]):.0f}",
+            file=out,
+        )
+    energy = float(mean.energy_j_per_token)
+    cost = float(mean.cost_usd_per_mtoken)
+    cost_text = f"${cost:.3f} per million output tokens" if np.isfinite(cost) else "cost n/a (a device has no price)"
+    print(f"energy        {energy:.3f} J per output token; {cost_text}", file=out)
+    counts = {k: int(ds[f"{k}_requests"].sum()) for k in ("arrived", "completed", "rejected", "dropped", "unfinished")}
+    print("requests      " + ", ".join(f"{v} {k}" for k, v in counts.items()), file=out)
+    if bool(ds.unstable.any()):
+        print(
+            f"UNSTABLE: arrivals exceed capacity (backlog of {int(ds.backlog_requests.max())} requests at the last "
+            f"arrival; {counts['dropped']} dropped, {counts['unfinished']} unfinished); latencies grow with run length",
+            file=out,
+        )
+
+
+def _cmd_run(args) -> int:
+    from .simulate import simulate
+
+    ds = simulate(
+        Path(args.scenario) if args.scenario else None,
+        n_requests=args.requests,
+        seed=args.seed,
+        replicates=args.replicates,
+        keep_requests=args.per_request,
+    )
+    print_simulation(ds)
+    if args.out:
+        ds.to_netcdf(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from .catalog import Catalog, preset_names
     from .config.hardware import Device, MemoryTier
@@ -137,6 +199,14 @@ def _cmd_presets(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hermes-fast", description="Fast simulator of multi-stage LLM serving.")
     sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="simulate serving of a scenario (default scenario if none given)")
+    run.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: embedded scenario)")
+    run.add_argument("--requests", type=int, default=10_000, metavar="N", help="arrivals per replicate (10000)")
+    run.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
+    run.add_argument("--replicates", type=int, default=1, metavar="R", help="independent replicates (1)")
+    run.add_argument("--per-request", action="store_true", help="also write per-request variables")
+    run.add_argument("--out", metavar="FILE.nc", help="write the Dataset as netCDF")
+    run.set_defaults(func=_cmd_run)
     est = sub.add_parser("estimate", help="zero-load analytical estimate (default scenario if none given)")
     est.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: embedded scenario)")
     est.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="sweep a grid key (repeatable)")

@@ -1,0 +1,405 @@
+"""The serving simulation against queueing theory, hand computations and invariants."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import hermes_fast as hf
+from hermes_fast.config import ConfigError, load_scenario
+from hermes_fast.kernels import serving as K
+from hermes_fast.simulate import build_serving, run_serving
+from hermes_fast.workload import draw_workload, length_moments, rng_for
+
+STEP_S = 0.01  # constant iteration time of the queueing scenarios
+
+
+def queue_scenario(rate, output, replicas=1, scheduler="round_robin", prompt=1):
+    """A single-server (or c-server) queue: batch size 1 and a constant step, so a request with O output
+    tokens is served in exactly O x STEP_S (its prefill emits the first token)."""
+    engine = {
+        "name": "server",
+        "model": "llama-3.1-8b",
+        "device": "h100_sxm",
+        "fixed_step_time_s": STEP_S,
+        "replicas": replicas,
+        "scheduler": scheduler,
+        "batching": {"max_batch_size": 1},
+    }
+    return {
+        "engines": [engine],
+        "workload": {"rate_per_s": rate, "classes": [{"prompt_tokens": prompt, "output_tokens": output}]},
+    }
+
+
+def mean_wait(scenario, n, seed=1, replicates=1):
+    ds = hf.simulate(scenario, n_requests=n, seed=seed, replicates=replicates)
+    return float(ds.queue_mean_s.mean()), ds
+
+
+def pk_wait(rate, length):
+    """Pollaczek-Khinchine mean wait for service S = O x STEP_S."""
+    m, v = length_moments(length)
+    es = m * STEP_S
+    es2 = (v + m * m) * STEP_S**2
+    rho = rate * es
+    return rate * es2 / (2 * (1 - rho))
+
+
+def mm1_wait(rate, mean_tokens):
+    """rho / (mu - lambda) for exponential service of the drawn mean (whole tokens, at least 1)."""
+    mean_s = length_moments(hf.config.Length(dist="exponential", mean=mean_tokens))[0] * STEP_S
+    return rate * mean_s / (1 / mean_s - rate)
+
+
+def erlang_c_wait(rate, mean_service_s, c):
+    a = rate * mean_service_s
+    rho = a / c
+    terms = sum(a**k / math.factorial(k) for k in range(c))
+    tail = a**c / (math.factorial(c) * (1 - rho))
+    p_wait = tail / (terms + tail)
+    return p_wait / (c / mean_service_s - rate)
+
+
+# --- queueing theory: smaller runs with a looser tolerance by default; >= 1e6 requests within 2% when slow
+
+# (scenario at load 0.5, expected mean wait in s)
+CASES = {
+    "M/D/1": (queue_scenario(50.0, 1), lambda: pk_wait(50.0, 1)),  # = rho S / (2 (1 - rho)) = 5 ms
+    "M/G/1": (
+        queue_scenario(5.0, {"dist": "uniform", "min": 1, "max": 19}),
+        lambda: pk_wait(5.0, hf.config.Length(dist="uniform", min=1, max=19)),
+    ),
+    # exponential tokens of mean 200 (2 s): whole tokens make it geometric, 0.5% from exponential
+    "M/M/1": (queue_scenario(0.25, {"dist": "exponential", "mean": 200}), lambda: mm1_wait(0.25, 200)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_single_server_mean_wait(name):
+    scenario, expected = CASES[name]
+    got, ds = mean_wait(scenario, 60_000, replicates=2)
+    assert got == pytest.approx(expected(), rel=0.06)
+    assert int(ds.completed_requests.sum()) == 120_000
+    assert not bool(ds.unstable.any())
+
+
+def test_mm1_is_pk_with_the_drawn_moments():
+    # exponential lengths are rounded to whole tokens: P-K with the exact drawn moments vs the M/M/1 formula
+    lg = hf.config.Length(dist="exponential", mean=200)
+    assert pk_wait(0.25, lg) == pytest.approx(mm1_wait(0.25, 200), rel=0.006)
+
+
+def test_mmc_erlang_c_with_a_shared_queue():
+    c, rate = 3, 4.0  # service 0.5 s: offered load 2 erlangs on 3 servers
+    sc = queue_scenario(rate, {"dist": "exponential", "mean": 50}, replicas=c, scheduler="shared_queue")
+    got, _ = mean_wait(sc, 60_000, replicates=2)
+    mean_s = length_moments(hf.config.Length(dist="exponential", mean=50))[0] * STEP_S
+    assert got == pytest.approx(erlang_c_wait(rate, mean_s, c), rel=0.06)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_single_server_mean_wait_million(name):
+    scenario, expected = CASES[name]
+    got, _ = mean_wait(scenario, 1_000_000, seed=7)
+    assert got == pytest.approx(expected(), rel=0.02)
+
+
+@pytest.mark.slow
+def test_mmc_erlang_c_million():
+    c, rate = 3, 4.0
+    sc = queue_scenario(rate, {"dist": "exponential", "mean": 50}, replicas=c, scheduler="shared_queue")
+    got, _ = mean_wait(sc, 1_000_000, seed=7)
+    mean_s = length_moments(hf.config.Length(dist="exponential", mean=50))[0] * STEP_S
+    assert got == pytest.approx(erlang_c_wait(rate, mean_s, c), rel=0.02)
+
+
+def test_erlang_c_helper_matches_its_textbook_value():
+    # M/M/2 with a = 1: P(wait) = 1/3, Wq = P / (2 mu - lambda) with mu = 1
+    assert erlang_c_wait(1.0, 1.0, 2) == pytest.approx((1 / 3) / 1.0)
+
+
+# --- invariants on a realistic engine
+
+
+def roofline_scenario(policy="continuous", rate=20.0, **batching):
+    return {
+        "engines": [
+            {
+                "name": "e",
+                "model": "llama-3.1-8b",
+                "device": "h100_sxm",
+                "batching": {"policy": policy, **batching},
+            }
+        ],
+        "workload": {
+            "rate_per_s": rate,
+            "classes": [
+                {
+                    "prompt_tokens": {"dist": "lognormal", "mean": 512, "cv": 1, "max": 6000},
+                    "output_tokens": {"dist": "lognormal", "mean": 128, "cv": 1, "max": 2000},
+                }
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize("policy", ["static", "continuous", "chunked", "mixed"])
+def test_conservation_and_ordering(policy):
+    ds = hf.simulate(roofline_scenario(policy), n_requests=2000, seed=3, keep_requests=True)
+    arrived = int(ds.arrived_requests.item())
+    parts = (ds.completed_requests + ds.rejected_requests + ds.dropped_requests + ds.unfinished_requests).item()
+    assert parts == arrived == 2000
+    done = ds.request_status.values[0] == K.ST_DONE
+    arr = ds.request_arrival_s.values[0][done]
+    admit = ds.request_prefill_start_s.values[0][done]
+    first = ds.request_first_token_s.values[0][done]
+    end = ds.request_completion_s.values[0][done]
+    assert np.all(arr <= admit) and np.all(admit < first) and np.all(first <= end)
+    assert np.all(ds.ttft_s.values <= ds.e2e_s.values)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        roofline_scenario("continuous"),
+        roofline_scenario("chunked", chunk_size=256),
+        roofline_scenario("mixed"),
+        roofline_scenario("static", max_batch_size=16),
+        roofline_scenario("continuous", rate=60.0, block_size_tokens=32),
+    ],
+    ids=["continuous", "chunked", "mixed", "static", "continuous-heavy"],
+)
+def test_fast_forward_equals_per_iteration(scenario):
+    sc = load_scenario(scenario)
+    setup = build_serving(sc)
+    draws = draw_workload(sc.workload, 1500, rng_for(11))
+    a = run_serving(setup, draws, fast_forward=True)
+    b = run_serving(setup, draws, fast_forward=False)
+    np.testing.assert_array_equal(a[K.K_RF], b[K.K_RF])
+    np.testing.assert_array_equal(a[K.K_RI], b[K.K_RI])
+    np.testing.assert_allclose(a[K.K_RSF][: K.A_FIRST_END], b[K.K_RSF][: K.A_FIRST_END], rtol=1e-12)
+    assert a[K.K_G][K.G_EVENTS] < b[K.K_G][K.G_EVENTS]
+
+
+def test_same_seed_gives_identical_datasets_and_another_seed_does_not():
+    a = hf.simulate(roofline_scenario(), n_requests=1500, seed=5, replicates=2, keep_requests=True)
+    b = hf.simulate(roofline_scenario(), n_requests=1500, seed=5, replicates=2, keep_requests=True)
+    c = hf.simulate(roofline_scenario(), n_requests=1500, seed=6, replicates=2)
+    assert a.identical(b)
+    assert not np.array_equal(a.ttft_s.values, c.ttft_s.values)
+    # replicates are independent streams
+    assert not np.array_equal(a.ttft_s.values[0], a.ttft_s.values[1])
+
+
+def test_throughput_never_exceeds_capacity_and_latency_grows_with_load():
+    # constant step, batch <= 8: at most 8 tokens per STEP_S
+    def sc(rate):
+        s = queue_scenario(rate, 20)
+        s["engines"][0]["batching"] = {"max_batch_size": 8, "policy": "mixed"}
+        return s
+
+    capacity_tok = 8 / STEP_S
+    e2e = []
+    for rate in (10.0, 25.0, 35.0):
+        ds = hf.simulate(sc(rate), n_requests=4000, seed=2)
+        assert float(ds.throughput_output_token_per_s.item()) <= capacity_tok
+        e2e.append(ds.e2e_mean_s.item())
+    assert e2e[0] < e2e[1] < e2e[2]
+    over = hf.simulate(sc(100.0), n_requests=4000, seed=2)
+    assert float(over.throughput_output_token_per_s.item()) <= capacity_tok
+    assert float(over.throughput_output_token_per_s.item()) > 0.9 * capacity_tok
+    assert bool(over.unstable.item())
+
+
+def kv_pressure(preemption):
+    s = roofline_scenario("continuous", rate=30.0)
+    s["engines"][0]["memory_utilization"] = 0.224  # ~0.6 GB of KV: ~6,000 tokens
+    s["engines"][0]["batching"]["preemption"] = preemption
+    s["workload"]["classes"] = [{"prompt_tokens": 300, "output_tokens": {"dist": "uniform", "min": 200, "max": 600}}]
+    return s
+
+
+@pytest.mark.parametrize("preemption", ["recompute", "swap"])
+def test_preemption_happens_and_recovers(preemption):
+    sc = load_scenario(kv_pressure(preemption))
+    setup = build_serving(sc)
+    cap_tokens = setup.pool_int[K.P_CAP_BLOCKS, 0] * setup.pool_int[K.P_BLOCK, 0]
+    assert 2000 < cap_tokens < 10000
+    ds = hf.simulate(sc, n_requests=600, seed=4, keep_requests=True)
+    assert int(ds.preempted_requests.item()) > 10
+    assert int(ds.completed_requests.item()) == 600  # every preempted request came back and finished
+    assert float(ds.kv_occupancy.max()) <= 1.0
+    if preemption == "swap":
+        run = run_serving(setup, draw_workload(sc.workload, 600, rng_for(0)))
+        assert run[K.K_RSF][K.A_SWAP_S].sum() > 0
+
+
+def disaggregated(pairing="global", rate=10.0):
+    engine = {"model": "llama-3.1-8b", "device": "h100_sxm"}
+    return {
+        "engines": [{"name": "p", "replicas": 2, **engine}, {"name": "d", "replicas": 3, **engine}],
+        "workload": {"rate_per_s": rate, "classes": [{"prompt_tokens": 1000, "output_tokens": 50}]},
+        "serving": {
+            "prefill_engine": "p",
+            "decode_engine": "d",
+            "pairing": pairing,
+            "kv_link": {"bandwidth_bytes_per_s": 1.0e9, "latency_s": 1.0e-3},
+        },
+    }
+
+
+@pytest.mark.parametrize("pairing", ["global", "local"])
+def test_disaggregated_ttft_includes_the_kv_transfer(pairing):
+    ds = hf.simulate(disaggregated(pairing), n_requests=300, seed=1, keep_requests=True)
+    # Llama-3.1-8B bf16: 32 layers x 8 KV heads x 128 dims x 2 (K, V) x 2 B = 131072 B per token
+    transfer = 1.0e-3 + 1000 * 131072 / 1.0e9
+    np.testing.assert_allclose(ds.request_transfer_s.values, transfer, rtol=1e-12)
+    gap = ds.request_first_token_s.values - ds.request_prefill_end_s.values
+    np.testing.assert_allclose(gap, transfer, rtol=1e-9)
+    assert float(ds.ttft_mean_s.item()) > transfer
+    dec = ds.request_decode_replica.values[0]
+    pre = ds.request_replica.values[0]
+    assert set(np.unique(pre)) == {0, 1}
+    if pairing == "local":  # prefill replica i hands over to decode replica 2 + i % 3
+        np.testing.assert_array_equal(dec, 2 + pre % 3)
+    else:
+        assert set(np.unique(dec)) == {2, 3, 4}
+    assert int(ds.completed_requests.item()) == 300
+
+
+def test_overload_with_a_queue_limit_drops_and_reports():
+    s = roofline_scenario("continuous", rate=2000.0)
+    s["engines"][0]["batching"]["max_queue_requests"] = 50
+    ds = hf.simulate(s, n_requests=20_000, seed=1)
+    assert bool(ds.unstable.item())
+    assert int(ds.dropped_requests.item()) > 1000
+    assert int(ds.rejected_by_reason.sel(reason="queue_full").item()) == int(ds.dropped_requests.item())
+    assert (ds.completed_requests + ds.dropped_requests + ds.rejected_requests).item() == 20_000
+
+
+def test_overload_with_a_horizon_leaves_unfinished_work():
+    s = roofline_scenario("continuous", rate=500.0)
+    s["serving"] = {"horizon_s": 5.0}
+    ds = hf.simulate(s, n_requests=20_000, seed=1)
+    assert bool(ds.unstable.item())
+    assert int(ds.unfinished_requests.item()) > 10_000
+
+
+def test_impossible_requests_are_rejected_with_their_reason():
+    s = queue_scenario(1.0, 10)
+    s["workload"]["classes"] = [
+        {"weight": 1, "prompt_tokens": 100, "output_tokens": 10},
+        {"weight": 1, "prompt_tokens": 130_000, "output_tokens": 2000},  # past the 131072-token context
+        {"weight": 1, "prompt_tokens": 10_000, "output_tokens": 10},  # over max_batched_tokens 8192
+    ]
+    ds = hf.simulate(s, n_requests=300, seed=1, keep_requests=True)
+    cls = ds.request_class.values[0]
+    status = ds.request_status.values[0]
+    assert np.all(status[cls == 0] == K.ST_DONE)
+    assert np.all(status[cls > 0] == K.ST_REJECTED)
+    assert int(ds.rejected_by_reason.sel(reason="context_limit").item()) == np.count_nonzero(cls == 1)
+    assert int(ds.rejected_by_reason.sel(reason="token_budget").item()) == np.count_nonzero(cls == 2)
+
+
+def test_warmup_requests_are_left_out():
+    s = queue_scenario(20.0, 5)
+    s["serving"] = {"warmup_requests": 100}
+    ds = hf.simulate(s, n_requests=1000, seed=1)
+    assert int(ds.arrived_requests.item()) == 900
+
+
+def test_energy_and_cost_by_hand():
+    ds = hf.simulate(queue_scenario(10.0, 5), n_requests=500, seed=1, keep_requests=True)
+    dev = hf.Catalog().device("h100_sxm")
+    arrival = ds.request_arrival_s.values[0]
+    run_s = ds.request_completion_s.values[0].max() - arrival[0]
+    busy_s = 500 * 5 * STEP_S  # one request at a time, 5 iterations each
+    energy = dev.power_idle_w * run_s + (dev.power_peak_w - dev.power_idle_w) * busy_s
+    assert float(ds.energy_j.item()) == pytest.approx(energy, rel=1e-9)
+    assert float(ds.energy_j_per_token.item()) == pytest.approx(energy / 2500, rel=1e-9)
+    assert float(ds.cost_usd_per_mtoken.item()) == pytest.approx(dev.price_usd_per_hour * run_s / 3600 / 2500 * 1e6)
+    assert float(ds.utilization.item()) == pytest.approx(busy_s / run_s, rel=1e-9)
+
+
+def test_goodput_counts_requests_within_both_slos():
+    s = queue_scenario(6.0, 10)  # rho = 0.6: TTFT = wait + one step
+    s["serving"] = {"slo": {"ttft_s": 0.05, "tpot_s": 1.0}}
+    ds = hf.simulate(s, n_requests=3000, seed=1, keep_requests=True)
+    ttft = ds.request_first_token_s.values[0] - ds.request_arrival_s.values[0]
+    share = np.mean(ttft <= 0.05)
+    assert 0.1 < share < 0.9
+    assert float(ds.slo_attainment.item()) == pytest.approx(share)
+    assert float(ds.goodput_request_per_s.item()) == pytest.approx(share * float(ds.throughput_request_per_s.item()))
+
+
+def test_confidence_interval_over_replicates():
+    ds = hf.simulate(queue_scenario(30.0, 10), n_requests=2000, seed=1, replicates=4)
+    ci = hf.confidence_interval(ds)
+    x = ds.ttft_mean_s.values
+    half = 3.182446305284263 * x.std(ddof=1) / 2  # t(0.975, 3) x s / sqrt(4)
+    assert float(ci.ttft_mean_s.sel(bound="mean")) == pytest.approx(x.mean())
+    assert float(ci.ttft_mean_s.sel(bound="high")) == pytest.approx(x.mean() + half)
+    assert ci.ttft_mean_s.attrs["units"] == "s"
+
+
+def test_every_output_variable_is_registered_with_units():
+    ds = hf.simulate(roofline_scenario(), n_requests=300, seed=1, keep_requests=True)
+    for name, da in ds.data_vars.items():
+        if name == "pool_role":
+            continue
+        assert da.attrs["units"] and da.attrs["long_name"], name
+    for name in ("ttft_s", "tpot_s", "itl_s", "e2e_s", "queue_s"):
+        assert ds[name].dims == ("replicate", "quantile")
+        assert np.all(np.isfinite(ds[name].values))
+        assert np.all(np.diff(ds[name].values[0]) >= 0)
+
+
+def test_netcdf_roundtrip(tmp_path):
+    ds = hf.simulate(n_requests=500, seed=1, keep_requests=True)
+    ds.to_netcdf(tmp_path / "sim.nc")
+    import xarray as xr
+
+    back = xr.load_dataset(tmp_path / "sim.nc")
+    np.testing.assert_array_equal(back.ttft_s.values, ds.ttft_s.values)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "path"),
+    [
+        ({"n_requests": 0}, "n_requests"),
+        ({"n_requests": 2.5}, "n_requests"),
+        ({"replicates": 0}, "replicates"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_arguments(kwargs, path):
+    with pytest.raises(ConfigError) as e:
+        hf.simulate(**kwargs)
+    assert e.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("patch", "path"),
+    [
+        ({"serving": {"engine": "nope"}}, "serving.engine"),
+        ({"serving": {"prefill_engine": "e"}}, "serving.decode_engine"),
+        ({"engines": [{"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "batching": {"policy": "x"}}]},
+         "engines[0].batching.policy"),
+        ({"engines": [{"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "scheduler": "fastest"}]},
+         "engines[0].scheduler"),
+        ({"engines": [{"name": "e", "model": "llama-3.1-8b", "device": "xeon_8480p",
+                       "batching": {"preemption": "swap"}}]}, "engines[0].batching.preemption"),
+        ({"engines": [{"name": "e", "model": "llama-3.1-70b", "device": "h100_sxm"}]}, "engines[0].parallel"),
+        ({"workload": {"rate_per_s": 0}}, "workload.rate_per_s"),
+        ({"workload": {"arrival": {"process": "trace"}}}, "workload.arrival.trace"),
+    ],
+)  # fmt: skip
+def test_bad_serving_configs(patch, path):
+    s = {**roofline_scenario(), **patch}
+    with pytest.raises(ConfigError) as e:
+        hf.simulate(s, n_requests=10)
+    assert e.value.path == path
