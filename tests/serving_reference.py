@@ -134,6 +134,7 @@ class Reference:
     entry_replica: np.ndarray
     decode_replica: np.ndarray
     iterations: int
+    partial_chunks: int  # prefill chunks that left their prompt unfinished
 
 
 class Loop:
@@ -184,6 +185,7 @@ class Loop:
         self.events: list = []
         self.seq = itertools.count()
         self.iterations = 0
+        self.partial_chunks = 0
 
     # ------------------------------------------------------------------ events
 
@@ -223,6 +225,7 @@ class Loop:
             entry_replica=col("entry_replica", np.int64),
             decode_replica=col("decode_replica", np.int64),
             iterations=self.iterations,
+            partial_chunks=self.partial_chunks,
         )
 
     # ------------------------------------------------------------------ arrival and routing
@@ -465,6 +468,8 @@ class Loop:
                 prefill_kv += r.prefilled + r.chunk
                 if r.prefilled + r.chunk == r.target:
                     logits += 1
+                else:
+                    self.partial_chunks += 1
         cost = iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, float(len(batch)))
         rep.busy = True
         self.iterations += 1

@@ -9,6 +9,7 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -249,5 +250,39 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO_ROOT / "README.md").read_text()
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     commands = [line.strip() for line in readme.splitlines() if line.strip().startswith("python3 -m venv")]
-    assert len(commands) == 2 and "hermes-fast estimate" in commands[0] and "pytest" in commands[1]
+    assert len(commands) == 2 and commands[0].endswith("hermes-fast run") and "pytest" in commands[1]
     assert commands[1] in ci.splitlines()
+
+
+# --- run
+
+
+def test_run_default_scenario_prints_percentiles_and_throughput(capsys, tmp_path):
+    out = tmp_path / "sim.nc"
+    assert main(["run", "--requests", "2000", "--seed", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for label in ("TTFT", "TPOT", "ITL", "E2E", "p50", "p99", "throughput", "goodput", "utilisation"):
+        assert label in text
+    ds = xr.load_dataset(out)
+    ref = hf.simulate(n_requests=2000, seed=3)
+    np.testing.assert_array_equal(ds.ttft_s.values, ref.ttft_s.values)
+    # the printed median TTFT (ms, 2 decimals) is the simulation's
+    assert f"{ref.ttft_s.sel(quantile=0.5).item() * 1e3:10.2f}" in text
+
+
+def test_run_reports_overload(capsys, tmp_path):
+    p = tmp_path / "over.yaml"
+    p.write_text(
+        "engines: [{name: e, model: llama-3.1-8b, device: h100_sxm, batching: {max_queue_requests: 20}}]\n"
+        "workload: {rate_per_s: 3000}\n"
+    )
+    assert main(["run", str(p), "--requests", "5000"]) == 0
+    assert "UNSTABLE" in capsys.readouterr().out
+
+
+def test_run_bad_scenario_is_one_line(capsys, tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("engines: [{name: e, model: llama-3.1-8b, device: h100_sxm, batching: {policy: fifo}}]\n")
+    assert main(["run", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "engines[0].batching.policy" in err[0]
