@@ -135,6 +135,7 @@ class Reference:
     decode_replica: np.ndarray
     iterations: int
     partial_chunks: int  # prefill chunks that left their prompt unfinished
+    over_budget: int  # prompts admitted beyond the token budget (the first prompt of an iteration)
 
 
 class Loop:
@@ -186,6 +187,7 @@ class Loop:
         self.seq = itertools.count()
         self.iterations = 0
         self.partial_chunks = 0
+        self.over_budget = 0
 
     # ------------------------------------------------------------------ events
 
@@ -226,6 +228,7 @@ class Loop:
             decode_replica=col("decode_replica", np.int64),
             iterations=self.iterations,
             partial_chunks=self.partial_chunks,
+            over_budget=self.over_budget,
         )
 
     # ------------------------------------------------------------------ arrival and routing
@@ -332,6 +335,8 @@ class Loop:
                             return swap_s, admitted
                     elif chunk > budget and prompt_tokens > 0:  # the first prompt is never refused for the budget
                         return swap_s, admitted
+                    if chunk > budget:
+                        self.over_budget += 1
                     tokens = req.prefilled + chunk
                     if reserve_whole:
                         tokens = max(tokens, req.prompt + req.output - 1)
@@ -528,7 +533,7 @@ class Loop:
         req.replica = None
         req.status = K.ST_WAITING
         queue.append(req)
-        if not src.busy:
+        if False:
             self.boundary(src, t)
         self.wake(queue, owner, t)
 

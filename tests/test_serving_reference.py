@@ -79,6 +79,7 @@ class Case:
     expect: frozenset = frozenset()  # features the case must exercise (see test_case_exercises_its_features)
     n: int = 300
     seed: int = 1
+    xfail_ff: str | None = None  # why the fast-forward run is expected to disagree (a known kernel bug)
 
 
 def case(scenario: dict, *expect: str, **kw) -> Case:
@@ -93,6 +94,10 @@ LIMIT_LENGTHS = {
 LONG_PROMPTS = {
     "prompt_tokens": {"dist": "uniform", "min": 32, "max": 6000},
     "output_tokens": {"dist": "uniform", "min": 4, "max": 120},
+}
+TIGHT_BUDGET_LENGTHS = {
+    "prompt_tokens": {"dist": "uniform", "min": 1800, "max": 2048},
+    "output_tokens": {"dist": "uniform", "min": 4, "max": 200},
 }
 ENCODER_LENGTHS = {"prompt_tokens": {"dist": "uniform", "min": 16, "max": 500}, "output_tokens": 8}
 
@@ -122,6 +127,13 @@ for _policy in ("continuous", "chunked", "mixed"):
         CASES[f"{_policy}-kv_tight-{_mode}"] = case(
             colocated(_policy, memory_utilization=KV_TIGHT, batching={"preemption": _mode}), "preempt"
         )
+# decodes eat into a budget barely above the longest prompt: the first prompt is admitted all the same
+CASES["mixed-tight_budget-kv_tight-recompute"] = case(
+    colocated(
+        "mixed", rate=8.0, lengths=TIGHT_BUDGET_LENGTHS, max_batched_tokens=2048, memory_utilization=KV_TIGHT
+    ),
+    "preempt", "over_budget",
+)  # fmt: skip
 CASES["chunked-2rep-least_kv-kv_tight-swap"] = case(
     colocated(
         "chunked", rate=20.0, replicas=2, scheduler="least_kv", memory_utilization=KV_TIGHT,
@@ -155,6 +167,7 @@ CASES["disagg-global-round_robin"] = case(
         {"policy": "continuous", "replicas": 2},
     ),
     "handoff",
+    xfail_ff=FF_HANDOFF_BUG,
 )
 CASES["disagg-global-least_outstanding"] = case(
     disaggregated(
@@ -162,6 +175,7 @@ CASES["disagg-global-least_outstanding"] = case(
         {"policy": "mixed", "replicas": 3, "scheduler": "least_outstanding"},
     ),
     "handoff",
+    xfail_ff=FF_HANDOFF_BUG,
 )
 CASES["disagg-global-least_kv-kv_tight-swap"] = case(
     disaggregated(
@@ -172,6 +186,7 @@ CASES["disagg-global-least_kv-kv_tight-swap"] = case(
         },
     ),
     "handoff", "preempt",
+    xfail_ff=FF_HANDOFF_BUG,
 )  # fmt: skip
 CASES["disagg-local-kv_tight-recompute"] = case(
     disaggregated(
@@ -180,7 +195,9 @@ CASES["disagg-local-kv_tight-recompute"] = case(
         pairing="local",
     ),
     "handoff", "preempt", "chunk",
+    xfail_ff=FF_HANDOFF_BUG,
 )  # fmt: skip
+# (a static decode pool admits nothing while it decodes, so fast-forward is exact there)
 CASES["disagg-shared_queue-static-fixed"] = case(
     disaggregated(
         {"policy": "static", "replicas": 2, "scheduler": "shared_queue", "fixed_step_time_s": 0.02},
@@ -254,8 +271,8 @@ def _params():
     for name in CASES:
         for ff in (True, False):
             marks = []
-            if ff and name.startswith("disagg"):
-                marks = [pytest.mark.xfail(reason=FF_HANDOFF_BUG, strict=True)]
+            if ff and CASES[name].xfail_ff:
+                marks = [pytest.mark.xfail(reason=CASES[name].xfail_ff, strict=True)]
             out.append(pytest.param(name, ff, id=f"{name}-{'ff' if ff else 'noff'}", marks=marks))
     return out
 
@@ -274,10 +291,12 @@ def test_case_exercises_its_features(name):
     setup, draws, horizon, ref = prepared(name)
     expect = CASES[name].expect
     status, reason = ref.status, ref.reason
-    assert (status == K.ST_DONE).sum() >= (len(draws.arrival_s) // 4), "most requests should complete"
+    done_share = 0.05 if "unfinished" in expect else 0.25
+    assert (status == K.ST_DONE).sum() >= done_share * len(draws.arrival_s), "too few requests complete"
     checks = {
         "preempt": ref.preemptions.sum() > 0,
         "chunk": ref.partial_chunks > 0,
+        "over_budget": ref.over_budget > 0,
         "replicas": np.unique(ref.entry_replica[ref.entry_replica >= 0]).size == setup.replica_pool.size,
         "reject_context": (reason == K.REASON_CONTEXT).any(),
         "reject_tokens": (reason == K.REASON_TOKENS).any(),
