@@ -533,7 +533,7 @@ class Loop:
         req.replica = None
         req.status = K.ST_WAITING
         queue.append(req)
-        if False:
+        if not src.busy:
             self.boundary(src, t)
         self.wake(queue, owner, t)
 

@@ -37,17 +37,6 @@ DISAGG_LENGTHS = {
     "output_tokens": {"dist": "uniform", "min": 1, "max": 160},
 }
 
-FF_HANDOFF_BUG = (
-    "kernel bug: with fast_forward, a decode replica's span is bounded only by hand-offs already in flight "
-    "(_launch: t_next = _heap_top(..., 1)) and the next arrival, not by hand-offs that prefill iterations "
-    "ending during the span start later; such a request waits in the decode queue until the span ends"
-)
-RR_STATE_BUG = (
-    "kernel bug: new_state does not copy pool_int (np.ascontiguousarray returns the same array) and "
-    "_choose_queue advances P_RR in it, so a second run of the same ServingSetup (e.g. replicate 1 of "
-    "simulate) starts its round-robin where the previous run stopped"
-)
-
 
 def engine(policy: str, name: str = "engine", **kw) -> dict:
     batching = {"policy": policy, **kw.pop("batching", {})}
@@ -56,20 +45,27 @@ def engine(policy: str, name: str = "engine", **kw) -> dict:
     return {"name": name, "model": kw.pop("model", MODEL), "device": DEVICE, "batching": batching, **kw}
 
 
-def colocated(policy: str, rate: float = 10.0, lengths: dict = LENGTHS, serving=None, models=None, **kw) -> dict:
+def colocated(
+    policy: str, rate: float = 10.0, lengths: dict = LENGTHS, serving=None, models=None, arrival="poisson", **kw
+) -> dict:
     return {
         "engines": [engine(policy, **kw)],
-        "workload": {"rate_per_s": rate, "classes": [lengths]},
+        "workload": {"rate_per_s": rate, "classes": [lengths], "arrival": {"process": arrival}},
         "serving": serving or {},
         "models": models or {},
     }
 
 
-def disaggregated(prefill: dict, decode: dict, pairing: str = "global", rate: float = 15.0) -> dict:
+def disaggregated(
+    prefill: dict, decode: dict, pairing: str = "global", rate: float = 15.0, kv_link=None, arrival="poisson"
+) -> dict:
+    serving = {"prefill_engine": "prefill", "decode_engine": "decode", "pairing": pairing}
+    if kv_link is not None:
+        serving["kv_link"] = kv_link
     return {
         "engines": [engine(name="prefill", **prefill), engine(name="decode", **decode)],
-        "serving": {"prefill_engine": "prefill", "decode_engine": "decode", "pairing": pairing},
-        "workload": {"rate_per_s": rate, "classes": [DISAGG_LENGTHS]},
+        "serving": serving,
+        "workload": {"rate_per_s": rate, "classes": [DISAGG_LENGTHS], "arrival": {"process": arrival}},
     }
 
 
@@ -79,7 +75,6 @@ class Case:
     expect: frozenset = frozenset()  # features the case must exercise (see test_case_exercises_its_features)
     n: int = 300
     seed: int = 1
-    xfail_ff: str | None = None  # why the fast-forward run is expected to disagree (a known kernel bug)
 
 
 def case(scenario: dict, *expect: str, **kw) -> Case:
@@ -121,7 +116,14 @@ CASES["continuous-3rep-shared_queue"] = case(
 CASES["static-2rep-shared_queue-fixed"] = case(
     colocated("static", rate=20.0, replicas=2, scheduler="shared_queue", fixed_step_time_s=0.015), "replicas"
 )
+# simultaneous events: arrivals every 1/8 s and iterations of 1/8 s end together (all sums exact in binary)
+for _policy, _sched in (("continuous", "shared_queue"), ("chunked", "least_outstanding"), ("mixed", "round_robin")):
+    CASES[f"{_policy}-2rep-{_sched}-ties"] = case(
+        colocated(_policy, rate=8.0, arrival="deterministic", replicas=2, scheduler=_sched, fixed_step_time_s=0.125),
+        "replicas",
+    )
 # KV pressure: preemption by recompute and by swap
+CASES["static-kv_tight"] = case(colocated("static", rate=6.0, memory_utilization=KV_TIGHT))
 for _policy in ("continuous", "chunked", "mixed"):
     for _mode in ("recompute", "swap"):
         CASES[f"{_policy}-kv_tight-{_mode}"] = case(
@@ -167,7 +169,6 @@ CASES["disagg-global-round_robin"] = case(
         {"policy": "continuous", "replicas": 2},
     ),
     "handoff",
-    xfail_ff=FF_HANDOFF_BUG,
 )
 CASES["disagg-global-least_outstanding"] = case(
     disaggregated(
@@ -175,7 +176,6 @@ CASES["disagg-global-least_outstanding"] = case(
         {"policy": "mixed", "replicas": 3, "scheduler": "least_outstanding"},
     ),
     "handoff",
-    xfail_ff=FF_HANDOFF_BUG,
 )
 CASES["disagg-global-least_kv-kv_tight-swap"] = case(
     disaggregated(
@@ -186,7 +186,6 @@ CASES["disagg-global-least_kv-kv_tight-swap"] = case(
         },
     ),
     "handoff", "preempt",
-    xfail_ff=FF_HANDOFF_BUG,
 )  # fmt: skip
 CASES["disagg-local-kv_tight-recompute"] = case(
     disaggregated(
@@ -195,8 +194,29 @@ CASES["disagg-local-kv_tight-recompute"] = case(
         pairing="local",
     ),
     "handoff", "preempt", "chunk",
-    xfail_ff=FF_HANDOFF_BUG,
 )  # fmt: skip
+# the prefill replica waits for KV blocks still held by requests whose KV is in flight on a slow link
+CASES["disagg-prefill_kv_tight-slow_link"] = case(
+    disaggregated(
+        {"policy": "continuous", "memory_utilization": KV_TIGHT},
+        {"policy": "continuous", "replicas": 2},
+        kv_link={"bandwidth_bytes_per_s": 1e9, "latency_s": 1e-4},
+        rate=6.0,
+    ),
+    "handoff",
+)
+# hand-offs (1/8 s: latency only), arrivals and iteration ends at the same instants; the prefill replicas wait
+# for the KV blocks of requests in flight
+CASES["disagg-ties"] = case(
+    disaggregated(
+        {"policy": "continuous", "replicas": 2, "fixed_step_time_s": 0.125, "memory_utilization": KV_TIGHT},
+        {"policy": "mixed", "replicas": 2, "scheduler": "least_outstanding", "fixed_step_time_s": 0.0625},
+        kv_link={"bandwidth_bytes_per_s": 1e300, "latency_s": 0.125},
+        rate=32.0,
+        arrival="deterministic",
+    ),
+    "handoff",
+)
 # (a static decode pool admits nothing while it decodes, so fast-forward is exact there)
 CASES["disagg-shared_queue-static-fixed"] = case(
     disaggregated(
@@ -220,7 +240,7 @@ def prepared(name: str):
 
 
 def run_kernel(setup, draws, horizon, fast_forward):
-    # a fresh pool_int for every run: the loop advances its round-robin counters in place (RR_STATE_BUG)
+    # a fresh pool_int for every run: the loop advances its round-robin counters in place (new_state copies it too)
     fresh = dataclasses.replace(setup, pool_int=setup.pool_int.copy())
     return run_serving(fresh, draws, horizon, fast_forward)
 
@@ -270,10 +290,7 @@ def _params():
     out = []
     for name in CASES:
         for ff in (True, False):
-            marks = []
-            if ff and CASES[name].xfail_ff:
-                marks = [pytest.mark.xfail(reason=CASES[name].xfail_ff, strict=True)]
-            out.append(pytest.param(name, ff, id=f"{name}-{'ff' if ff else 'noff'}", marks=marks))
+            out.append(pytest.param(name, ff, id=f"{name}-{'ff' if ff else 'noff'}"))
     return out
 
 
@@ -397,17 +414,37 @@ def test_reference_handoff_by_hand():
     np.testing.assert_allclose(ref.done, [0.01 + transfer + 49 * 0.007, join + 49 * 0.007])
 
 
-@pytest.mark.xfail(reason=FF_HANDOFF_BUG, strict=True)
+@pytest.mark.parametrize("fast_forward", [True, False])
+def test_handoff_before_arrival_at_equal_times(fast_forward):
+    """At one instant a hand-off completes before an arrival is queued: the freed prefill replica starts
+    with the request it was waiting for, and the newcomer waits for the next iteration."""
+    eng = [
+        engine("continuous", name="prefill", fixed_step_time_s=0.125, memory_utilization=KV_TIGHT),
+        engine("continuous", name="decode", fixed_step_time_s=0.0625),
+    ]
+    link = {"bandwidth_bytes_per_s": 1e300, "latency_s": 0.125}  # hand-offs take exactly 1/8 s
+    serving = {"prefill_engine": "prefill", "decode_engine": "decode", "kv_link": link}
+    setup = _setup({"engines": eng, "serving": serving})
+    cap = int(setup.pool_int[K.P_CAP_BLOCKS, 0]) * int(setup.pool_int[K.P_BLOCK, 0])
+    # r0 and r1 cannot share the prefill replica's KV; r1 and r2 can; r2 arrives as r0's hand-off completes
+    draws = _draws([0.0, 0.0625, 0.25], [cap - 1000, 1500, 500], [5, 5, 5])
+    ref = run_reference(setup, draws)
+    np.testing.assert_array_equal(ref.admit, [0.0, 0.25, 0.375])
+    np.testing.assert_array_equal(ref.prefill_end, [0.125, 0.375, 0.5])
+    np.testing.assert_array_equal(ref.first_token, [0.25, 0.5, 0.625])
+    run = run_kernel(setup, draws, None, fast_forward)
+    assert not disagreements(ref, run, draws)
+
+
 def test_kernel_fast_forward_sees_later_handoffs():
     """Minimal reproduction: r1's KV arrives during r0's fast-forwarded decode span on the decode replica."""
     setup, draws = _handoff_case()
     ref = run_reference(setup, draws)
     run = run_kernel(setup, draws, None, True)
-    # fast-forward gives r1 done at about 0.696 s (after r0's whole span) instead of 0.367 s
+    # (before the fix, fast-forward finished r1 at about 0.696 s, after r0's whole span, instead of 0.367 s)
     np.testing.assert_allclose(run[K.K_RF][K.F_DONE], ref.done, rtol=1e-9)
 
 
-@pytest.mark.xfail(reason=RR_STATE_BUG, strict=True)
 def test_kernel_same_setup_twice_is_reproducible():
     setup, draws, horizon, _ = prepared("disagg-global-round_robin")
     setup = dataclasses.replace(setup, pool_int=setup.pool_int.copy())  # leave the cached setup alone

@@ -121,7 +121,8 @@ T_DEC_KV = 13
 T_LOGITS = 14
 T_NSEQ = 15
 T_MIN_LEFT = 16  # fewest tokens any marked decode still has to emit
-NRSF = 17
+A_PENDING_END = 17  # end time of the pending iteration (while busy)
+NRSF = 18
 
 # --- queues
 Q_HEAD = 0
@@ -764,6 +765,12 @@ def _launch(S, r, t, swap_s, nothing_admitted):
     t_next = _heap_top(S[K_HT], g, 1)  # the next hand-off or arrival bounds the span
     if g[G_NEXT_ARRIVAL] < S[K_ARR].size:
         t_next = min(t_next, S[K_ARR][g[G_NEXT_ARRIVAL]])
+    if pi[P_ROLE, pool] == ROLE_DECODE:  # so does a hand-off not yet sent: it starts at a prefill iteration's end
+        for src in range(pi.shape[1]):
+            if pi[P_NEXT, src] == pool:
+                for q in range(pi[P_FIRST, src], pi[P_FIRST, src] + pi[P_COUNT, src]):
+                    if rs[S_BUSY, q] != 0:
+                        t_next = min(t_next, rsf[A_PENDING_END, q])
     kv_tokens = float(rs[S_KV_TOKENS, r]) + pre_tok
     end = t
     j = 1
@@ -796,6 +803,7 @@ def _launch(S, r, t, swap_s, nothing_admitted):
     rs[S_SPAN, r] = j
     rs[S_NDEC, r] = n_dec
     rs[S_BUSY, r] = 1
+    rsf[A_PENDING_END, r] = end
     _heap_push(S, 0, end, r)
 
 
@@ -1010,7 +1018,7 @@ def new_state(
         rsf,
         qs,
         run,
-        np.ascontiguousarray(pool_int, dtype=np.int64),
+        np.array(pool_int, dtype=np.int64),  # a copy: the loop advances its round-robin counters
         np.ascontiguousarray(pool_float, dtype=np.float64),
         np.ascontiguousarray(params, dtype=np.float64),
         np.ascontiguousarray(arrival_s, dtype=np.float64),
