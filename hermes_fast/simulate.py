@@ -44,6 +44,7 @@ class Pool:
     engine: Engine
     device: Device
     compiled: CompiledEngine
+    kv_blocks: int  # paged-KV blocks per replica
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def build_serving(scenario: Scenario, catalog: Catalog | None = None) -> Serving
             raise ConfigError(f"{path}.model", e.model, "a generating (decoder) model for a decode engine")
         if e.batching.preemption == "swap" and device.host_link is None:
             raise ConfigError(f"{path}.batching.preemption", "swap", f"recompute: {device.name} has no host_link")
-        pools.append(Pool(e.name, role, e, device, ce))
+        pools.append(Pool(e.name, role, e, device, ce, cap_blocks))
     n_pools = len(pools)
     params = np.zeros((n_pools, L.N_PARAMS))
     pi = np.zeros((K.NPI, n_pools), dtype=np.int64)
@@ -123,7 +124,7 @@ def build_serving(scenario: Scenario, catalog: Catalog | None = None) -> Serving
         pi[K.P_NEXT, k] = k + 1 if pool.role == "prefill" else -1
         pi[K.P_PAIRING, k] = 1 if sc.serving.pairing == "local" else 0
         pi[K.P_MAX_CONTEXT, k] = ce.max_context_tokens
-        pi[K.P_CAP_BLOCKS, k] = int(ce.kv_capacity_tokens // b.block_size_tokens)
+        pi[K.P_CAP_BLOCKS, k] = pool.kv_blocks
         pf[K.PF_KV_BYTES, k] = ce.kv_bytes_per_token
         host: Link | None = d.host_link
         pf[K.PF_SWAP_BW, k] = host.bandwidth_bytes_per_s if host else 1.0

@@ -64,8 +64,7 @@ R_DECODE_REPLICA = 12  # disaggregated: replica that decoded it
 R_PREEMPTIONS = 13
 R_SWAPPED = 14  # 1 while its KV is on the host
 R_CHUNK = 15  # tokens scheduled in the replica's current iteration (prefill chunk, 1 for a decode, 0)
-R_QUEUE = 16  # queue it waits in (-1: none)
-NRI = 17
+NRI = 16
 
 # --- per-request times (s); NaN until they happen
 F_ADMIT = 0  # first admitted to an iteration
@@ -99,8 +98,7 @@ S_NRUN = 2
 S_FREE_BLOCKS = 3
 S_SPAN = 4  # iterations in the pending span (> 1 when fast-forwarded)
 S_KV_TOKENS = 5  # KV tokens of resident requests (occupancy)
-S_NDEC = 6  # decodes in the pending iteration
-NRS = 7
+NRS = 6
 
 # --- per-replica float accumulators
 A_BUSY_S = 0
@@ -279,7 +277,6 @@ def _enqueue(S, q, i, front):
         qs[Q_TAIL, q] = i
     qs[Q_COUNT, q] += 1
     qs[Q_TOKENS, q] += ri[R_PROMPT, i] + ri[R_GEN, i]
-    ri[R_QUEUE, i] = q
     ri[R_STATUS, i] = ST_WAITING
 
 
@@ -293,7 +290,6 @@ def _dequeue(S, q):
         qs[Q_TAIL, q] = -1
     qs[Q_COUNT, q] -= 1
     qs[Q_TOKENS, q] -= ri[R_PROMPT, i] + ri[R_GEN, i]
-    ri[R_QUEUE, i] = -1
     return i
 
 
@@ -480,7 +476,7 @@ def _swap_time(S, pool, tokens):
 
 
 @kernel
-def _admit(S, r, t, budget, first_prefill_free, static_reserve):
+def _admit(S, r, t, budget, static_reserve):
     """Admit queue heads (own queue, then the pool's shared one) while they fit, FCFS.
 
     A request with its prompt prefilled (hand-off or swapped out) needs blocks for one more token; a
@@ -509,40 +505,29 @@ def _admit(S, r, t, budget, first_prefill_free, static_reserve):
             ready = ri[R_PREFILLED, i] == ri[R_TARGET, i] and ri[R_GEN, i] > 0
             if ready:
                 most = ri[R_KV, i] + 1
-                if static_reserve:
-                    most = max(most, ri[R_PROMPT, i] + ri[R_OUTPUT, i] - 1)
-                need = blocks_for(most, block)
-                if need > rs[S_FREE_BLOCKS, r] or budget < 1:
-                    return admitted_tokens, swap_s, admitted
-                _dequeue(S, q)
-                if ri[R_SWAPPED, i] == 1:
-                    swap_s += _swap_time(S, pool, ri[R_KV, i])
-                    ri[R_SWAPPED, i] = 0
-                budget -= 1
                 chunk = 0
+                spend = 1  # its decode takes one token of the budget
             else:
-                remaining = ri[R_TARGET, i] - ri[R_PREFILLED, i]
-                chunk = remaining
+                chunk = ri[R_TARGET, i] - ri[R_PREFILLED, i]
                 if chunked:
                     chunk = min(chunk, chunk_cap, budget)
                     if chunk <= 0:
                         return admitted_tokens, swap_s, admitted
-                elif chunk > budget and not (first_prefill_free and admitted_tokens == 0):
+                elif chunk > budget and admitted_tokens > 0:  # the first prompt is never refused for the budget
                     return admitted_tokens, swap_s, admitted
-                most = ri[R_PREFILLED, i] + chunk
-                if static_reserve:
-                    most = max(most, ri[R_PROMPT, i] + ri[R_OUTPUT, i] - 1)
-                need = blocks_for(most, block)
-                if ri[R_SWAPPED, i] == 1:  # a partly prefilled prompt swapped out earlier
-                    need = blocks_for(max(most, ri[R_KV, i]), block)
-                if need > rs[S_FREE_BLOCKS, r]:
-                    return admitted_tokens, swap_s, admitted
-                _dequeue(S, q)
-                if ri[R_SWAPPED, i] == 1:
-                    swap_s += _swap_time(S, pool, ri[R_KV, i])
-                    ri[R_SWAPPED, i] = 0
-                budget -= chunk
-                admitted_tokens += chunk
+                most = max(ri[R_PREFILLED, i] + chunk, ri[R_KV, i])  # (a swapped partial prompt brings its KV)
+                spend = chunk
+            if static_reserve:
+                most = max(most, ri[R_PROMPT, i] + ri[R_OUTPUT, i] - 1)
+            need = blocks_for(most, block)
+            if need > rs[S_FREE_BLOCKS, r] or (ready and budget < 1):
+                return admitted_tokens, swap_s, admitted
+            _dequeue(S, q)
+            if ri[R_SWAPPED, i] == 1:
+                swap_s += _swap_time(S, pool, ri[R_KV, i])
+                ri[R_SWAPPED, i] = 0
+            budget -= spend
+            admitted_tokens += chunk
             rs[S_FREE_BLOCKS, r] -= need - ri[R_BLOCKS, i]
             ri[R_BLOCKS, i] = need
             rs[S_KV_TOKENS, r] += ri[R_KV, i]
@@ -690,11 +675,11 @@ def _form(S, r, t):
     admitted = 0
     if policy == POLICY_STATIC:
         if rs[S_NRUN, r] == 0:
-            tokens, swap_s, admitted = _admit(S, r, t, max_tokens, True, True)
+            tokens, swap_s, admitted = _admit(S, r, t, max_tokens, True)
         if tokens == 0:
             tokens = _schedule_decodes(S, r)
     elif policy == POLICY_CONTINUOUS:
-        tokens, swap_s, admitted = _admit(S, r, t, max_tokens, True, False)
+        tokens, swap_s, admitted = _admit(S, r, t, max_tokens, False)
         if tokens == 0:
             swap_s += _ensure_decode_blocks(S, r)
             tokens = _schedule_decodes(S, r)
@@ -705,7 +690,7 @@ def _form(S, r, t):
         if policy == POLICY_CHUNKED:
             tokens = _continue_chunks(S, r, budget)
             budget -= tokens
-        a, s, admitted = _admit(S, r, t, budget, True, False)
+        a, s, admitted = _admit(S, r, t, budget, False)
         swap_s += s
         tokens += n_dec + a + _schedule_decodes(S, r)  # requests admitted with their prompt done decode now too
     return swap_s, admitted, tokens
@@ -793,15 +778,15 @@ def _launch(S, r, t, swap_s, nothing_admitted):
         cost = iteration_time(p, 0.0, 0.0, 0.0, float(n_dec), dec_kv + (j - 1.0) * n_dec, logits, n_seq)
     if j > 1:
         S[K_G][G_SPANS] += j - 1
+    if j > 1 and pi[P_POLICY, pool] != POLICY_STATIC:  # (static batches reserved their KV at admission)
         block = pi[P_BLOCK, pool]
         for k in range(rs[S_NRUN, r]):  # KV for the committed iterations (the first is already held)
             i = run[r, k]
-            if ri[R_CHUNK, i] > 0 and pi[P_POLICY, pool] != POLICY_STATIC:
+            if ri[R_CHUNK, i] > 0:
                 b = blocks_for(ri[R_KV, i] + j, block)
                 rs[S_FREE_BLOCKS, r] -= b - ri[R_BLOCKS, i]
                 ri[R_BLOCKS, i] = b
     rs[S_SPAN, r] = j
-    rs[S_NDEC, r] = n_dec
     rs[S_BUSY, r] = 1
     rsf[A_PENDING_END, r] = end
     _heap_push(S, 0, end, r)
@@ -991,7 +976,7 @@ def new_state(
     ri[R_PROMPT] = prompt_tokens
     ri[R_OUTPUT] = output_tokens
     ri[R_TARGET] = prompt_tokens
-    for row in (R_NEXT, R_REPLICA, R_ENTRY_REPLICA, R_DECODE_REPLICA, R_QUEUE):
+    for row in (R_NEXT, R_REPLICA, R_ENTRY_REPLICA, R_DECODE_REPLICA):
         ri[row] = -1
     rf = np.full((NRF, n), np.nan)
     rf[F_TRANSFER] = 0.0
