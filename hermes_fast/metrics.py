@@ -14,7 +14,7 @@ from scipy import stats
 
 from .kernels import serving as K
 
-__all__ = ["QUANTILES", "REASONS", "summarize", "confidence_interval", "itl_quantiles"]
+__all__ = ["QUANTILES", "REASONS", "summarize", "summarize_stages", "confidence_interval", "itl_quantiles"]
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 REASONS = ("context_limit", "kv_capacity", "token_budget", "queue_full")
@@ -76,8 +76,8 @@ def summarize(setup, draws, run, serving) -> dict[str, np.ndarray | float]:
     w = min(serving.warmup_requests, max(n - 1, 0))
     arrival = draws.arrival_s[w:]
     status = ri[K.R_STATUS, w:]
-    output = ri[K.R_OUTPUT, w:]
-    prompt = ri[K.R_PROMPT, w:]
+    output = ri[K.R_ANSWER, w:]
+    prompt = ri[K.R_BASE_PROMPT, w:]
     first = rf[K.F_FIRST_TOKEN, w:]
     done_t = rf[K.F_DONE, w:]
     done = status == K.ST_DONE
@@ -86,7 +86,8 @@ def summarize(setup, draws, run, serving) -> dict[str, np.ndarray | float]:
     multi = done & (output > 1)
     tpot = np.full(arrival.size, np.nan)
     tpot[multi] = (done_t[multi] - first[multi]) / (output[multi] - 1)
-    queue = rf[K.F_ADMIT, w:] - arrival
+    piped = run[K.K_G][K.G_PIPELINE] != 0  # queueing summed over the stages, or the one wait for a slot
+    queue = rf[K.F_QUEUE_SUM, w:] if piped else rf[K.F_ADMIT, w:] - arrival
     out: dict[str, np.ndarray | float] = {}
     for name, x in (("ttft", ttft), ("tpot", tpot), ("e2e", e2e), ("queue", queue)):
         x = np.where(done, x, np.nan)
@@ -133,9 +134,11 @@ def summarize(setup, draws, run, serving) -> dict[str, np.ndarray | float]:
         batch[k] = rsf[K.A_BATCH_SUM, reps].sum() / iters if iters else 0.0
         cap = setup.pool_int[K.P_CAP_BLOCKS, k] * setup.pool_int[K.P_BLOCK, k]
         kv[k] = rsf[K.A_KV_TOKEN_S, reps].sum() / (cap * reps.sum() * run_s) if run_s > 0 else 0.0
+        if pool.search is not None:
+            kv[k] = math.nan
         preempt[k] = rsf[K.A_PREEMPTIONS, reps].sum()
         d = pool.device
-        devices = pool.compiled.devices
+        devices = pool.devices
         energy += devices * (d.power_idle_w * run_s * reps.sum() + (d.power_peak_w - d.power_idle_w) * busy.sum())
         if d.price_usd_per_hour is None:
             priced = False
@@ -146,13 +149,36 @@ def summarize(setup, draws, run, serving) -> dict[str, np.ndarray | float]:
     out["kv_occupancy"] = kv
     out["preemptions"] = preempt
     all_done = ri[K.R_STATUS] == K.ST_DONE
-    tokens = float(ri[K.R_OUTPUT][all_done].sum())
+    tokens = float(ri[K.R_ANSWER][all_done].sum())
     out["energy_j"] = energy
     out["energy_j_per_token"] = energy / tokens if tokens else math.nan
     out["cost_usd_per_mtoken"] = dollars / tokens * 1e6 if tokens and priced else math.nan
     out["events"] = int(run[K.K_G][K.G_EVENTS])
     out["fast_forwarded_iterations"] = int(run[K.K_G][K.G_SPANS])
     return out
+
+
+def summarize_stages(pipe, run, summary: dict) -> dict[str, np.ndarray]:
+    """Per stage (mean per completed request after the warm-up) and per shared link or tier instance.
+
+    A stage's time runs from entering it (the data moving in included) to leaving it, so the stage
+    times of a pipeline add up to the mean end-to-end latency when every request completes."""
+    sa, xf, acc = run[K.K_SA], run[K.K_XF], run[K.K_ACC]
+    rows = len(pipe.rows)
+    done = max(summary["completed_requests"], 1)
+    arrival = run[K.K_ARR]
+    run_s = max(acc[K.C_END] - arrival[0], 0.0) if arrival.size else 0.0
+    count = xf[K.XF_COUNT]
+    return {
+        "stage_time_s": sa[K.SA_TIME_S, :rows] / done,
+        "stage_queue_s": sa[K.SA_QUEUE_S, :rows] / done,
+        "stage_transfer_s": sa[K.SA_TRANSFER_S, :rows] / done,
+        "stage_visits": sa[K.SA_VISITS, :rows] / done,
+        "link_utilization": xf[K.XF_BUSY_S] / run_s if run_s > 0 else np.zeros(count.size),
+        "link_bytes": xf[K.XF_BYTES].copy(),
+        "link_transfers": count.copy(),
+        "link_transfer_mean_s": np.where(count > 0, xf[K.XF_WAIT_S] / np.maximum(count, 1), np.nan),
+    }
 
 
 def confidence_interval(ds: xr.Dataset, level: float = 0.95) -> xr.Dataset:

@@ -152,6 +152,20 @@ _SIM: list[Variable] = [
         "cost per million output tokens",
         "device-hours x price / output tokens x 1e6 (NaN when a device has no price)",
     ),
+    Variable(
+        "stage_time_s",
+        "s",
+        "time in stage",
+        "mean per completed request of the time from entering the stage (data transfer in included) to "
+        "leaving it, summed over its visits; the stages add up to the mean end-to-end latency",
+    ),
+    Variable("stage_queue_s", "s", "queueing in stage", "mean per completed request of the wait for a batch slot"),
+    Variable("stage_transfer_s", "s", "transfer into stage", "mean per completed request of moving the data in"),
+    Variable("stage_visits", "1", "stage visits", "visits per completed request (reasoning rounds repeat)"),
+    Variable("link_utilization", "1", "link utilisation", "share of the run a shared link or tier moved data"),
+    Variable("link_bytes", "B", "bytes moved", "bytes moved over the shared link or tier instance"),
+    Variable("link_transfers", "1", "transfers", "transfers completed on the shared link or tier instance"),
+    Variable("link_transfer_mean_s", "s", "mean transfer time", "mean transfer duration, latency and sharing included"),
     Variable("events", "1", "events processed", "events the loop handled (iteration ends, hand-offs, arrivals)"),
     Variable(
         "fast_forwarded_iterations", "1", "fast-forwarded iterations", "decode iterations committed without an event"

@@ -11,7 +11,7 @@ from hermes_fast import ConfigError, estimate, load_scenario
 from hermes_fast.catalog import Catalog
 from hermes_fast.config import Engine, Parallel, Scenario, Workload, from_mapping, load_yaml, to_mapping
 
-VALID_TOP_KEYS = "description, devices, engines, memory_tiers, models, name, serving, workload"
+VALID_TOP_KEYS = "description, devices, engines, links, memory_tiers, models, name, serving, workload"
 
 
 def one_engine(**fields) -> dict:

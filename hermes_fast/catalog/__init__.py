@@ -114,3 +114,10 @@ class Catalog:
         for i, e in enumerate(scenario.engines):
             self.device(e.device, f"engines[{i}].device")
             self.model(e.model, f"engines[{i}].model")
+        for c, cls in enumerate(scenario.workload.classes):
+            for k, st in enumerate(cls.pipeline):
+                p = f"workload.classes[{c}].pipeline[{k}]"
+                if st.device is not None:
+                    self.device(st.device, f"{p}.device")
+                for j, t in enumerate(st.tiers):
+                    self.memory_tier(t.tier, f"{p}.tiers[{j}].tier")

@@ -3,6 +3,7 @@
 from .base import ConfigError, field_docs, from_mapping, load_yaml, to_mapping
 from .hardware import DTYPE_BYTES, DTYPES, Device, Efficiency, Link, MemoryTier, PeakFlops
 from .model import MLA, Model, MoE
+from .pipeline import KvTier, Stage, VectorIndex
 from .scenario import Dtypes, Engine, Parallel, Scenario, Workload, load_scenario
 from .serving import Batching, Serving, Slo
 from .workload import Arrival, Length, RequestClass, Trace
@@ -29,6 +30,9 @@ __all__ = [
     "Scenario",
     "Workload",
     "load_scenario",
+    "KvTier",
+    "Stage",
+    "VectorIndex",
     "Batching",
     "Serving",
     "Slo",

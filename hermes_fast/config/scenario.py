@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .base import ConfigError, fld, from_mapping, load_yaml
-from .hardware import Dtype
+from .hardware import Dtype, Link
+from .pipeline import ROUTED
 from .serving import Batching, Serving
 from .workload import Arrival, RequestClass
 
@@ -88,6 +89,7 @@ class Scenario:
     models: dict[str, Any] = fld(factory=dict, doc="new models (with optional `base: PRESET`) or preset overrides")
     memory_tiers: dict[str, Any] = fld(factory=dict, doc="new memory tiers or preset overrides")
     engines: tuple[Engine, ...] = fld(doc="engines to evaluate")
+    links: tuple[Link, ...] = fld((), doc="named network links pipeline stages and KV tiers move data over")
     workload: Workload = fld(factory=Workload, doc="request shape and traffic")
     serving: Serving = fld(factory=Serving, doc="which engines serve requests in simulate, SLOs and run limits")
 
@@ -104,6 +106,29 @@ class Scenario:
             name = getattr(sv, key)
             if name is not None and name not in seen:
                 raise ConfigError(f"serving.{key}", name, f"an engine name: one of {', '.join(sorted(seen))}")
+        self._validate_pipelines(seen)
+
+    def _validate_pipelines(self, engines: set[str]) -> None:
+        links = set()
+        for i, link in enumerate(self.links):
+            if link.name in links:
+                raise ConfigError(f"links[{i}].name", link.name, "a name not used by another link")
+            links.add(link.name)
+        valid_engines = f"an engine name: one of {', '.join(sorted(engines))}"
+        for c, cls in enumerate(self.workload.classes):
+            for k, st in enumerate(cls.pipeline):
+                p = f"workload.classes[{c}].pipeline[{k}]"
+                if st.engine is not None and st.engine != ROUTED and st.engine not in engines:
+                    raise ConfigError(f"{p}.engine", st.engine, valid_engines)
+                for j, target in enumerate(st.targets):
+                    if target not in engines:
+                        raise ConfigError(f"{p}.targets[{j}]", target, valid_engines)
+                named = [(f"{p}.link", st.link)] + [(f"{p}.tiers[{j}].link", t.link) for j, t in enumerate(st.tiers)]
+                for where, name in named:
+                    if name is not None and name not in links:
+                        raise ConfigError(
+                            where, name, f"a link name from scenario.links: {sorted(links) or 'none defined'}"
+                        )
 
 
 def load_scenario(source: Scenario | Mapping | str | Path | None = None) -> Scenario:

@@ -36,6 +36,12 @@ class Batching:
     preemption: Literal["recompute", "swap"] = fld(
         "recompute", doc="when KV runs out, the newest request is dropped and recomputed, or swapped to host"
     )
+    max_wait_s: float = fld(
+        0.0,
+        unit="s",
+        doc="an idle replica waits up to this long after its oldest queued request for a full batch",
+        ge=0,
+    )
     max_queue_requests: int | None = fld(
         None, unit="request", doc="waiting requests per queue beyond which arrivals are dropped (None: no limit)", ge=0
     )

@@ -6,53 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .base import ConfigError, fld
-
-
-@dataclass(frozen=True, kw_only=True)
-class Length:
-    """A token-count distribution; draws are integers in [min, max] (the law is truncated, then rounded).
-
-    - ``fixed``: always ``value``;
-    - ``uniform``: integers min..max, equally likely;
-    - ``normal``: mean, std (or cv), truncated to [min, max];
-    - ``lognormal``: mean, std (or cv) of the lognormal itself, truncated to [min, max];
-    - ``exponential``: mean (rounded up to whole tokens: geometric);
-    - ``zipf``: P(k) proportional to k^-alpha on min..max;
-    - ``empirical``: the values of a CSV column (``path``, ``column``), resampled uniformly.
-    """
-
-    dist: Literal["fixed", "uniform", "normal", "lognormal", "exponential", "zipf", "empirical"] = fld(
-        doc="distribution family"
-    )
-    value: int | None = fld(None, unit="token", doc="the value of a fixed length", ge=1, le=1e9)
-    mean: float | None = fld(None, unit="token", doc="mean (normal, lognormal, exponential)", gt=0, le=1e9)
-    std: float | None = fld(None, unit="token", doc="standard deviation (normal, lognormal)", gt=0, le=1e9)
-    cv: float | None = fld(None, unit="1", doc="coefficient of variation std/mean, instead of std", gt=0, le=100)
-    min: int = fld(1, unit="token", doc="smallest length drawn", ge=1, le=1e9)
-    max: int | None = fld(None, unit="token", doc="largest length drawn (None: unbounded)", ge=1, le=1e9)
-    alpha: float | None = fld(None, unit="1", doc="Zipf exponent", gt=0, le=100)
-    path: str | None = fld(None, doc="CSV file of an empirical distribution")
-    column: str | None = fld(None, doc="CSV column of an empirical distribution")
-
-    def _validate(self, path: str) -> None:
-        needs = {
-            "fixed": ("value",),
-            "uniform": ("max",),
-            "normal": ("mean",),
-            "lognormal": ("mean",),
-            "exponential": ("mean",),
-            "zipf": ("alpha", "max"),
-            "empirical": ("path", "column"),
-        }[self.dist]
-        for name in needs:
-            if getattr(self, name) is None:
-                raise ConfigError(f"{path}.{name}", None, f"a value: a {self.dist} length needs {', '.join(needs)}")
-        if self.dist in ("normal", "lognormal") and (self.std is None) == (self.cv is None):
-            raise ConfigError(f"{path}.std", self.std, f"exactly one of std and cv for a {self.dist} length")
-        if self.max is not None and self.max < self.min:
-            raise ConfigError(f"{path}.max", self.max, f">= min ({self.min})")
-        if self.mean is not None and (self.mean < self.min or (self.max is not None and self.mean > self.max)):
-            raise ConfigError(f"{path}.mean", self.mean, f"a mean within [min, max] = [{self.min}, {self.max}]")
+from .lengths import Length
+from .pipeline import Stage, check_pipeline
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +67,10 @@ class Arrival:
 
 @dataclass(frozen=True, kw_only=True)
 class RequestClass:
-    """A kind of request with its share of the traffic and its length distributions."""
+    """A kind of request with its share of the traffic, its length distributions and its pipeline.
+
+    ``output_tokens`` is the answer's length; thinking tokens of a ``reason`` stage come on top.
+    """
 
     name: str = fld("default", doc="label")
     weight: float = fld(1.0, unit="1", doc="relative share of arrivals", gt=0)
@@ -122,3 +80,9 @@ class RequestClass:
     output_tokens: int | Length = fld(
         256, unit="token", doc="output length: an integer or a distribution", ge=1, le=1e9
     )
+    pipeline: tuple[Stage, ...] = fld(
+        (), doc="stages this class passes through, in order (none: prefill and decode on serving.engine)"
+    )
+
+    def _validate(self, path: str) -> None:
+        check_pipeline(self.pipeline, f"{path}.pipeline")

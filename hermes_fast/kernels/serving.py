@@ -27,6 +27,7 @@ import numpy as np
 from . import layout as L
 from ._jit import kernel
 from .collectives import p2p_time
+from .stages import search_batch_time, tier_outcome
 from .step import prefill_pairs, step_cost
 
 # --- slots of the state tuple S
@@ -46,6 +47,19 @@ K_HI = 12  # int64[2, 2, cap]: event-heap (sequence number, payload)
 K_G = 13  # int64[NG]: loop globals
 K_HIST = 14  # float64[ITL_BINS]: inter-token-latency histogram (token counts)
 K_ACC = 15  # float64[NACC]: run accumulators
+# --- pipelines (see "pipelines" below; empty arrays when requests are served by one pool or a P/D pair)
+K_ST = 16  # int64[NST, n_stages]: stage table (every class's stages, one after another)
+K_STF = 17  # float64[NSTF, n_stages]
+K_CL = 18  # int64[n_classes]: first stage of each class
+K_RT = 19  # int64[...]: route tables: target pools, and class -> target maps
+K_RTF = 20  # float64[...]: route tables: cumulative weights or length bounds
+K_TI = 21  # int64[NTI, n_tier_levels]: KV tiers of kv_retrieve stages
+K_TF = 22  # float64[NTF, n_tier_levels]
+K_XI = 23  # int64[NXI, n_resources]: processor-sharing resources (links, tier instances)
+K_XF = 24  # float64[NXF, n_resources]
+K_SA = 25  # float64[NSA, n_rows]: per-stage-row accumulators
+K_DRAW = 26  # float64[n_draw_rows, n]: per-request draws of the stages (uniforms, tokens, seconds)
+K_BUF = 27  # int64[max_batch]: requests whose job ended in the iteration being applied
 
 # --- per-request integer fields
 R_PROMPT = 0
@@ -64,7 +78,19 @@ R_DECODE_REPLICA = 12  # disaggregated: replica that decoded it
 R_PREEMPTIONS = 13
 R_SWAPPED = 14  # 1 while its KV is on the host
 R_CHUNK = 15  # tokens scheduled in the replica's current iteration (prefill chunk, 1 for a decode, 0)
-NRI = 16
+R_FIRST_AT = 16  # index of the output token that is the first answer token (0: none in this job)
+R_SEQS = 17  # sequences a prefill job holds (a reranker scores k query-document pairs)
+R_CLASS = 18
+R_STAGE = 19  # pipelines: current stage (-1: plain serving)
+R_ROUTE = 20  # target picked by the route stage
+R_BASE_PROMPT = 21  # the user's prompt tokens
+R_ANSWER = 22  # answer tokens
+R_CTX = 23  # tokens of the conversation so far (prefix, prompt, documents, outputs, tool results)
+R_CACHED = 24  # leading tokens of R_CTX whose KV is at hand (fetched, or kept from an earlier round)
+R_RES = 25  # resource of the transfer in flight
+R_RES_NEXT = 26  # next request transferring on the same resource
+R_XKIND = 27  # what the transfer is for (XK_*)
+NRI = 28
 
 # --- per-request times (s); NaN until they happen
 F_ADMIT = 0  # first admitted to an iteration
@@ -73,7 +99,13 @@ F_FIRST_TOKEN = 2  # first token delivered (disaggregated: after the KV hand-off
 F_DONE = 3
 F_TRANSFER = 4  # KV hand-off duration
 F_LAST_TOKEN = 5  # time of the latest token (for inter-token gaps)
-NRF = 6
+F_ENTER = 6  # pipelines: entered the current stage
+F_READY = 7  # data arrived: the stage's service may start
+F_REASON_END = 8  # last thinking token of the current job
+F_VFINISH = 9  # processor-sharing virtual finish (bytes to move while waiting for the latency)
+F_QUEUED = 10  # last joined a queue
+F_QUEUE_SUM = 11  # pipelines: time spent waiting for batch slots, over all stages
+NRF = 12
 
 # --- status codes
 ST_PENDING = 0
@@ -120,7 +152,8 @@ T_LOGITS = 14
 T_NSEQ = 15
 T_MIN_LEFT = 16  # fewest tokens any marked decode still has to emit
 A_PENDING_END = 17  # end time of the pending iteration (while busy)
-NRSF = 18
+A_WAKE_DUE = 18  # time of the batch-wait wake-up last set
+NRSF = 19
 
 # --- queues
 Q_HEAD = 0
@@ -146,7 +179,9 @@ P_PAIRING = 12  # 0 global, 1 local
 P_MAX_CONTEXT = 13
 P_CAP_BLOCKS = 14  # KV blocks per replica
 P_RR = 15  # round-robin counter (mutable)
-NPI = 16
+P_KIND = 16  # POOL_MODEL or POOL_SEARCH
+P_LINK_RES = 17  # resource the KV hand-off crosses (-1: fixed latency + bytes / bandwidth, no sharing)
+NPI = 18
 
 # --- pool configuration (floats)
 PF_KV_BYTES = 0  # KV bytes per token on one device (what one device sends or swaps)
@@ -154,7 +189,14 @@ PF_SWAP_BW = 1  # B/s host link
 PF_SWAP_LAT = 2
 PF_LINK_BW = 3  # B/s to the next pool
 PF_LINK_LAT = 4
-NPF = 5
+PF_MAX_WAIT = 5  # s an idle replica waits for a fuller batch
+PF_S_FLOP = 6  # search pools: FLOP per query
+PF_S_BYTES_FIXED = 7  # bytes read once per batch
+PF_S_BYTES_QUERY = 8
+PF_S_FLOPS = 9  # achievable FLOP/s
+PF_S_BW = 10  # achievable B/s
+PF_S_OVERHEAD = 11  # s per batch
+NPF = 12
 
 ROLE_BOTH = 0
 ROLE_PREFILL = 1
@@ -168,16 +210,103 @@ SCHED_RANDOM = 1
 SCHED_LEAST_OUTSTANDING = 2
 SCHED_LEAST_KV = 3
 SCHED_SHARED_QUEUE = 4
+POOL_MODEL = 0
+POOL_SEARCH = 1
+
+# --- stage table (ints)
+ST_KIND = 0  # SK_*
+ST_POOL = 1  # pool of a job stage (-1: the routed target)
+ST_ROUTE = 2  # routed stages: offset of the route's target pools in K_RT; route stages: their table
+ST_RULE = 3  # route stages: RULE_*; -1 for other stages
+ST_NTARGET = 4
+ST_CLASS_MAP = 5  # route by class: offset of the class -> target map in K_RT
+ST_LINK = 6  # resource crossed by the data moving in (-1: none)
+ST_ROW = 7  # output row of the stage
+ST_ROW_REASON = 8  # LLM jobs: row of the thinking part (-1: none)
+ST_ROW_DECODE = 9  # LLM jobs: row of the answer part (-1: none)
+ST_DRAW = 10  # row of K_DRAW (-1: none): thinking tokens, delay seconds, or a uniform
+ST_FINAL = 11  # LLM jobs: 1 if this job writes the answer
+ST_TIER = 12  # kv_retrieve: first tier level in K_TI
+ST_NTIER = 13
+ST_ADD_CTX = 14  # tokens the stage adds to the context (documents, tool results)
+ST_SEQS = 15  # model jobs: sequences (rerank: documents)
+ST_END = 16  # one past the class's last stage
+ST_PAST_DRAW = 17  # kv_retrieve: row of K_DRAW with the prefix tokens
+ST_ROUTE_F = 18  # route stages: offset of their cumulative weights and length bounds in K_RTF
+NST = 19
+SK_MODEL = 0  # a one-token prefill job (embed, rerank, a router or safety model)
+SK_SEARCH = 1
+SK_LLM = 2  # prefill [+ thinking] [+ answer] on an LLM engine
+SK_DELAY = 3  # fixed, per-token or drawn time without a pool (route, postprocess, tool call)
+SK_KV = 4  # kv_retrieve
+RULE_PROBABILITY = 0
+RULE_LENGTH = 1
+RULE_CLASS = 2
+
+# --- stage table (floats)
+STF_DELAY = 0  # s
+STF_PER_TOKEN = 1  # s per answer token
+STF_BYTES = 2  # bytes moved in: BYTES + BYTES_CTX x context + BYTES_ANSWER x answer tokens
+STF_BYTES_CTX = 3
+STF_BYTES_ANSWER = 4
+STF_JOB = 5  # model-job tokens: JOB + JOB_PROMPT x prompt + JOB_ANSWER x answer tokens
+STF_JOB_PROMPT = 6
+STF_JOB_ANSWER = 7
+STF_KV_BYTES = 8  # kv_retrieve: bytes of KV per prefix token
+NSTF = 9
+
+# --- KV tier levels
+TI_RES = 0  # first resource of the tier's instances
+TI_INSTANCES = 1
+NTI = 2
+TF_HIT = 0  # effective hit rate among lookups reaching the level
+TF_LOOKUP_S = 1  # lookup latency
+NTF = 2
+
+# --- processor-sharing resources
+XI_ACTIVE = 0
+XI_HEAD = 1  # linked list of transfers in flight (R_RES_NEXT)
+XI_MIN = 2  # the transfer that finishes first
+NXI = 3
+XF_BW = 0  # B/s
+XF_LAT = 1  # s before a transfer joins (link latency)
+XF_V = 2  # bytes served to each active transfer so far (virtual time)
+XF_T = 3  # time XF_V refers to
+XF_NEXT_T = 4  # next completion (inf: idle)
+XF_BUSY_S = 5  # time with at least one transfer
+XF_BYTES = 6  # bytes moved
+XF_COUNT = 7  # transfers completed
+XF_WAIT_S = 8  # sum of transfer durations (latency included)
+NXF = 9
+XK_STAGE = 0  # data moving into a stage
+XK_KV = 1  # a prefix KV fetch
+XK_HANDOFF = 2  # a KV hand-off to the decode pool
+
+# --- per-stage-row accumulators
+SA_VISITS = 0
+SA_TIME_S = 1  # time from entering the stage to leaving it
+SA_QUEUE_S = 2  # waiting for a batch slot
+SA_TRANSFER_S = 3  # moving data in
+NSA = 4
+
+TM_DELAY = 0  # timer payloads: request * 4 + kind
+TM_WAKE = 1
+TM_JOIN = 2
 
 # --- loop globals
 G_NEXT_ARRIVAL = 0
 G_SEQ = 1
 G_HEAP0 = 2  # size of heap 0
 G_HEAP1 = 3
-G_FAST_FORWARD = 4
-G_EVENTS = 5
-G_SPANS = 6  # iterations committed beyond the first by fast-forward
-NG = 7
+G_HEAP2 = 4  # timers: stage delays, batch-wait wake-ups, transfers joining a link after its latency
+G_FAST_FORWARD = 5
+G_EVENTS = 6
+G_SPANS = 7  # iterations committed beyond the first by fast-forward
+G_PIPELINE = 8  # 1: requests follow stage tables
+G_OWN_END = 9  # 1 while a replica forms the iteration after its own (only then may it fast-forward)
+G_WARMUP = 10  # requests below this index are left out of the stage accumulators
+G_BUF = 11  # entries in K_BUF
+NG = 12
 
 # --- accumulators
 C_ITL_SUM = 0
@@ -260,9 +389,10 @@ def _heap_top(ht, g, h):
 
 
 @kernel
-def _enqueue(S, q, i, front):
+def _enqueue(S, q, i, front, t):
     ri = S[K_RI]
     qs = S[K_Q]
+    S[K_RF][F_QUEUED, i] = t
     if front:
         ri[R_NEXT, i] = qs[Q_HEAD, q]
         qs[Q_HEAD, q] = i
@@ -428,11 +558,22 @@ def _arrive(S, i, t):
         ri[R_REASON, i] = REASON_QUEUE_FULL
         return
     ri[R_TARGET, i] = ri[R_PROMPT, i]
-    _enqueue(S, q, i, False)
+    _enqueue(S, q, i, False, t)
     _wake(S, q, t)
 
 
 # ---------------------------------------------------------------- admission, preemption
+
+
+@kernel
+def _tokens_left(ri, i):
+    """Tokens request i still emits before something must be recorded: its job's end, or its last
+    thinking token (so a fast-forwarded span never steps over the start of the answer)."""
+    left = ri[R_OUTPUT, i] - ri[R_GEN, i]
+    to_answer = ri[R_FIRST_AT, i] - 1 - ri[R_GEN, i]
+    if 0 < to_answer < left:
+        return to_answer
+    return left
 
 
 @kernel
@@ -446,11 +587,13 @@ def _mark(S, r, i, chunk):
         rsf[T_NDEC, r] += 1.0
         rsf[T_DEC_KV, r] += ri[R_KV, i] + 1.0
         rsf[T_LOGITS, r] += 1.0
-        rsf[T_MIN_LEFT, r] = min(rsf[T_MIN_LEFT, r], float(ri[R_OUTPUT, i] - ri[R_GEN, i]))
+        rsf[T_MIN_LEFT, r] = min(rsf[T_MIN_LEFT, r], float(_tokens_left(ri, i)))
     else:
         past = float(ri[R_PREFILLED, i])
         rsf[T_PRE_TOK, r] += chunk
-        rsf[T_PAIRS, r] += prefill_pairs(S[K_PAR][S[K_RS][S_POOL, r]], float(chunk), past)
+        seqs = float(ri[R_SEQS, i])
+        p = S[K_PAR][S[K_RS][S_POOL, r]]
+        rsf[T_PAIRS, r] += seqs * prefill_pairs(p, chunk / seqs, past / seqs)
         rsf[T_PRE_KV, r] += past + chunk
         if ri[R_PREFILLED, i] + chunk == ri[R_TARGET, i]:
             rsf[T_LOGITS, r] += 1.0
@@ -565,7 +708,7 @@ def _preempt_last(S, r):
         ri[R_TARGET, i] = ri[R_PROMPT, i] + ri[R_GEN, i]
         ri[R_PREFILLED, i] = 0
         ri[R_KV, i] = 0
-    _enqueue(S, r, i, True)
+    _enqueue(S, r, i, True, -INF)
     return swap_s
 
 
@@ -616,7 +759,7 @@ def _schedule_decodes(S, r):
             ri[R_CHUNK, i] = 1
             n += 1
             kv += ri[R_KV, i] + 1.0
-            min_left = min(min_left, float(ri[R_OUTPUT, i] - ri[R_GEN, i]))
+            min_left = min(min_left, float(_tokens_left(ri, i)))
             b = blocks_for(ri[R_KV, i] + 1, block)
             if b > ri[R_BLOCKS, i]:  # (static batches reserved theirs at admission)
                 free -= b - ri[R_BLOCKS, i]
@@ -697,6 +840,27 @@ def _form(S, r, t):
 
 
 @kernel
+def _hold_for_batch(S, r, t):
+    """True if idle replica r should wait for more requests: fewer than a full batch wait and the oldest
+    has waited less than the pool's max wait (a wake-up timer is set for that moment)."""
+    rs = S[K_RS]
+    pi = S[K_PI]
+    qs = S[K_Q]
+    pool = rs[S_POOL, r]
+    q = r if pi[P_SCHED, pool] != SCHED_SHARED_QUEUE or qs[Q_COUNT, r] > 0 else rs.shape[1] + pool
+    waiting = qs[Q_COUNT, q]
+    if waiting == 0 or waiting >= pi[P_MAX_BATCH, pool]:
+        return False
+    due = S[K_RF][F_QUEUED, qs[Q_HEAD, q]] + S[K_PF][PF_MAX_WAIT, pool]
+    if due <= t:
+        return False
+    if S[K_RSF][A_WAKE_DUE, r] != due:
+        S[K_RSF][A_WAKE_DUE, r] = due
+        _heap_push(S, 2, due, r * 4 + TM_WAKE)
+    return True
+
+
+@kernel
 def _boundary(S, r, t):
     """Form replica r's next iteration at time t and schedule its end (or leave it idle).
 
@@ -705,6 +869,9 @@ def _boundary(S, r, t):
     """
     rs = S[K_RS]
     rsf = S[K_RSF]
+    if rs[S_NRUN, r] == 0 and S[K_PF][PF_MAX_WAIT, rs[S_POOL, r]] > 0.0 and _hold_for_batch(S, r, t):
+        rs[S_BUSY, r] = 0
+        return
     preempted_before = rsf[A_PREEMPTIONS, r]
     swap_s = 0.0
     admitted = 0
@@ -740,17 +907,35 @@ def _launch(S, r, t, swap_s, nothing_admitted):
         rs[S_BUSY, r] = 0
         rs[S_SPAN, r] = 0
         return
-    cost = iteration_time(p, pre_tok, pairs, pre_kv, float(n_dec), dec_kv, logits, n_seq) + swap_s
+    if pi[P_KIND, pool] == POOL_SEARCH:
+        pf = S[K_PF]
+        cost = search_batch_time(
+            n_seq,
+            pf[PF_S_FLOP, pool],
+            pf[PF_S_BYTES_FIXED, pool],
+            pf[PF_S_BYTES_QUERY, pool],
+            pf[PF_S_FLOPS, pool],
+            pf[PF_S_BW, pool],
+            pf[PF_S_OVERHEAD, pool],
+        )
+    else:
+        cost = iteration_time(p, pre_tok, pairs, pre_kv, float(n_dec), dec_kv, logits, n_seq)
+    cost += swap_s
     rsf[A_SWAP_S, r] += swap_s
     span = 1
-    decode_only = pre_tok == 0.0 and swap_s == 0.0 and nothing_admitted
-    if decode_only and S[K_G][G_FAST_FORWARD] != 0 and min_left > 1:
-        span = _span_limit(S, r, min_left)
     g = S[K_G]
+    decode_only = pre_tok == 0.0 and swap_s == 0.0 and nothing_admitted
+    # (in a pipeline a replica woken mid-event may be launched before another whose work feeds it:
+    # only the iteration a replica forms after its own may fast-forward)
+    may_skip = g[G_FAST_FORWARD] != 0 and (g[G_PIPELINE] == 0 or g[G_OWN_END] != 0)
+    if decode_only and may_skip and min_left > 1:
+        span = _span_limit(S, r, min_left)
     t_next = _heap_top(S[K_HT], g, 1)  # the next hand-off or arrival bounds the span
     if g[G_NEXT_ARRIVAL] < S[K_ARR].size:
         t_next = min(t_next, S[K_ARR][g[G_NEXT_ARRIVAL]])
-    if pi[P_ROLE, pool] == ROLE_DECODE:  # so does a hand-off not yet sent: it starts at a prefill iteration's end
+    if g[G_PIPELINE] != 0:  # any event may feed any pool: timers, transfers, other replicas' ends
+        t_next = min(t_next, _heap_top(S[K_HT], g, 0), _heap_top(S[K_HT], g, 2), _next_transfer_end(S))
+    elif pi[P_ROLE, pool] == ROLE_DECODE:  # so does a hand-off not yet sent: it starts at a prefill iteration's end
         for src in range(pi.shape[1]):
             if pi[P_NEXT, src] == pool:
                 for q in range(pi[P_FIRST, src], pi[P_FIRST, src] + pi[P_COUNT, src]):
@@ -859,10 +1044,16 @@ def _finish(S, r, t):
                     gap_run = gap
                     gap_count = 0.0
                 gap_count += 1.0
+                before = ri[R_GEN, i]
                 ri[R_GEN, i] += span
                 ri[R_KV, i] += span
                 kv_added += span
                 rf[F_LAST_TOKEN, i] = t
+                answer_at = ri[R_FIRST_AT, i]
+                if before < answer_at <= ri[R_GEN, i]:  # (spans stop at the last thinking token)
+                    rf[F_FIRST_TOKEN, i] = first_end
+                elif ri[R_GEN, i] == answer_at - 1:
+                    rf[F_REASON_END, i] = t
             else:
                 ri[R_PREFILLED, i] += c
                 ri[R_KV, i] += c
@@ -871,25 +1062,40 @@ def _finish(S, r, t):
                     ri[R_GEN, i] += 1
                     if ri[R_GEN, i] == 1:
                         rf[F_PREFILL_END, i] = t
-                        if pi[P_NEXT, pool] < 0 or ri[R_OUTPUT, i] == 1:
+                        if ri[R_FIRST_AT, i] == 1 and (pi[P_NEXT, pool] < 0 or ri[R_OUTPUT, i] == 1):
                             rf[F_FIRST_TOKEN, i] = t
+                        elif ri[R_FIRST_AT, i] == 2:
+                            rf[F_REASON_END, i] = t
                     else:
                         _itl_add(hist, acc, t - rf[F_LAST_TOKEN, i], 1.0)
+                        if ri[R_GEN, i] == ri[R_FIRST_AT, i]:  # a recompute emitted the first answer token
+                            rf[F_FIRST_TOKEN, i] = t
                     rf[F_LAST_TOKEN, i] = t
                     if ri[R_GEN, i] < ri[R_OUTPUT, i] and pi[P_ROLE, pool] == ROLE_PREFILL:
                         stays = False  # hand off: KV stays held here until it has been sent
                         ri[R_STATUS, i] = ST_TRANSFER
-                        dur = pf[PF_LINK_LAT, pool] + ri[R_KV, i] * pf[PF_KV_BYTES, pool] / pf[PF_LINK_BW, pool]
-                        rf[F_TRANSFER, i] = dur
-                        _heap_push(S, 1, t + dur, i)
+                        sent = ri[R_KV, i] * pf[PF_KV_BYTES, pool]
+                        if pi[P_LINK_RES, pool] >= 0:  # a shared link: its end is a transfer event
+                            rf[F_TRANSFER, i] = t
+                            _transfer(
+                                S, i, pi[P_LINK_RES, pool], sent, XK_HANDOFF, t, S[K_XF][XF_LAT, pi[P_LINK_RES, pool]]
+                            )
+                        else:
+                            dur = pf[PF_LINK_LAT, pool] + sent / pf[PF_LINK_BW, pool]
+                            rf[F_TRANSFER, i] = dur
+                            _heap_push(S, 1, t + dur, i)
             if ri[R_GEN, i] >= ri[R_OUTPUT, i]:
                 stays = False
-                ri[R_STATUS, i] = ST_DONE
-                rf[F_DONE, i] = t
                 rs[S_FREE_BLOCKS, r] += ri[R_BLOCKS, i]
                 rs[S_KV_TOKENS, r] -= ri[R_KV, i]
                 ri[R_BLOCKS, i] = 0
                 ri[R_REPLICA, i] = -1
+                if ri[R_STAGE, i] >= 0:  # its next stage starts once this iteration is applied
+                    S[K_BUF][S[K_G][G_BUF]] = i
+                    S[K_G][G_BUF] += 1
+                else:
+                    ri[R_STATUS, i] = ST_DONE
+                    rf[F_DONE, i] = t
         if stays:
             run[r, keep] = i
             keep += 1
@@ -898,6 +1104,10 @@ def _finish(S, r, t):
     rs[S_KV_TOKENS, r] += kv_added
     rs[S_NRUN, r] = keep
     rs[S_SPAN, r] = 0
+    g = S[K_G]
+    for k in range(g[G_BUF]):  # (r stays busy meanwhile: no stage it feeds may start its next iteration)
+        _stage_done(S, S[K_BUF][k], t)
+    g[G_BUF] = 0
     rs[S_BUSY, r] = 0
 
 
@@ -913,17 +1123,360 @@ def _handoff_done(S, i, t):
     rs[S_FREE_BLOCKS, src] += ri[R_BLOCKS, i]
     rs[S_KV_TOKENS, src] -= ri[R_KV, i]
     ri[R_BLOCKS, i] = 0
-    rf[F_FIRST_TOKEN, i] = t
+    if ri[R_FIRST_AT, i] == 1:
+        rf[F_FIRST_TOKEN, i] = t
     nxt = pi[P_NEXT, pool]
     if pi[P_PAIRING, pool] == 1:
         q = pi[P_FIRST, nxt] + (src - pi[P_FIRST, pool]) % pi[P_COUNT, nxt]
     else:
         q = _choose_queue(S, nxt, i, 1)
     ri[R_REPLICA, i] = -1
-    _enqueue(S, q, i, False)
+    _enqueue(S, q, i, False, t)
     if rs[S_BUSY, src] == 0:
         _boundary(S, src, t)
     _wake(S, q, t)
+
+
+# ---------------------------------------------------------------- pipelines: shared links and tiers
+
+
+@kernel
+def _next_transfer_end(S):
+    xf = S[K_XF]
+    best = INF
+    for k in range(xf.shape[1]):
+        best = min(best, xf[XF_NEXT_T, k])
+    return best
+
+
+@kernel
+def _ps_advance(S, k, t):
+    """Serve resource k's active transfers up to time t (each gets bandwidth / active)."""
+    xf = S[K_XF]
+    n = S[K_XI][XI_ACTIVE, k]
+    if n > 0:
+        xf[XF_V, k] += (t - xf[XF_T, k]) * xf[XF_BW, k] / n
+        xf[XF_BUSY_S, k] += t - xf[XF_T, k]
+    xf[XF_T, k] = t
+
+
+@kernel
+def _ps_reschedule(S, k):
+    xi = S[K_XI]
+    xf = S[K_XF]
+    n = xi[XI_ACTIVE, k]
+    if n == 0:
+        xf[XF_NEXT_T, k] = INF
+        xi[XI_MIN, k] = -1
+        return
+    rf = S[K_RF]
+    ri = S[K_RI]
+    j = xi[XI_HEAD, k]
+    best = j
+    while j >= 0:
+        if rf[F_VFINISH, j] < rf[F_VFINISH, best]:
+            best = j
+        j = ri[R_RES_NEXT, j]
+    xi[XI_MIN, k] = best
+    xf[XF_NEXT_T, k] = xf[XF_T, k] + max(rf[F_VFINISH, best] - xf[XF_V, k], 0.0) * n / xf[XF_BW, k]
+
+
+@kernel
+def _ps_join(S, k, i, t):
+    """Request i's transfer (F_VFINISH holds its bytes) starts sharing resource k at time t."""
+    ri = S[K_RI]
+    rf = S[K_RF]
+    xi = S[K_XI]
+    _ps_advance(S, k, t)
+    S[K_XF][XF_BYTES, k] += rf[F_VFINISH, i]
+    rf[F_VFINISH, i] += S[K_XF][XF_V, k]
+    ri[R_RES_NEXT, i] = xi[XI_HEAD, k]
+    xi[XI_HEAD, k] = i
+    xi[XI_ACTIVE, k] += 1
+    _ps_reschedule(S, k)
+
+
+@kernel
+def _ps_complete(S, k, t):
+    """The first transfer on resource k ends at t: remove it and return its request."""
+    ri = S[K_RI]
+    rf = S[K_RF]
+    xi = S[K_XI]
+    xf = S[K_XF]
+    j = xi[XI_MIN, k]
+    _ps_advance(S, k, t)
+    xf[XF_V, k] = rf[F_VFINISH, j]  # exact, whatever rounding the advance left
+    prev = -1
+    m = xi[XI_HEAD, k]
+    while m != j:
+        prev = m
+        m = ri[R_RES_NEXT, m]
+    if prev < 0:
+        xi[XI_HEAD, k] = ri[R_RES_NEXT, j]
+    else:
+        ri[R_RES_NEXT, prev] = ri[R_RES_NEXT, j]
+    xi[XI_ACTIVE, k] -= 1
+    xf[XF_COUNT, k] += 1.0
+    _ps_reschedule(S, k)
+    return j
+
+
+@kernel
+def _transfer(S, i, k, nbytes, kind, t, lat):
+    """Move ``nbytes`` for request i over resource k: ``lat`` seconds, then a processor-shared transfer."""
+    S[K_RI][R_RES, i] = k
+    S[K_RI][R_XKIND, i] = kind
+    S[K_RF][F_VFINISH, i] = nbytes
+    S[K_XF][XF_WAIT_S, k] -= t
+    if lat > 0.0:
+        _heap_push(S, 2, t + lat, i * 4 + TM_JOIN)
+    else:
+        _ps_join(S, k, i, t)
+
+
+@kernel
+def _transfer_done(S, i, t):
+    ri = S[K_RI]
+    S[K_XF][XF_WAIT_S, ri[R_RES, i]] += t
+    kind = ri[R_XKIND, i]
+    ri[R_RES, i] = -1
+    if kind == XK_STAGE:
+        _start_service(S, i, t)
+    elif kind == XK_KV:
+        _stage_done(S, i, t)
+    else:
+        S[K_RF][F_TRANSFER, i] = t - S[K_RF][F_TRANSFER, i]
+        _handoff_done(S, i, t)
+
+
+# ---------------------------------------------------------------- pipelines: stages
+
+
+@kernel
+def _route_pick(S, i, s):
+    """Index of the target the route stage s sends request i to."""
+    st = S[K_ST]
+    rule = st[ST_RULE, s]
+    base = st[ST_ROUTE_F, s]
+    n = st[ST_NTARGET, s]
+    if rule == RULE_CLASS:
+        return S[K_RT][st[ST_CLASS_MAP, s] + S[K_RI][R_CLASS, i]]
+    rtf = S[K_RTF]
+    if rule == RULE_LENGTH:  # bounds stored after the targets' n cumulative weights
+        prompt = S[K_RI][R_BASE_PROMPT, i]
+        for k in range(n - 1):
+            if prompt <= rtf[base + n + k]:
+                return k
+        return n - 1
+    u = S[K_DRAW][st[ST_DRAW, s], i]
+    for k in range(n - 1):
+        if u < rtf[base + k]:
+            return k
+    return n - 1
+
+
+@kernel
+def _stage_pool(S, i, s):
+    st = S[K_ST]
+    pool = st[ST_POOL, s]
+    if pool >= 0:
+        return pool
+    return S[K_RT][st[ST_ROUTE, s] + S[K_RI][R_ROUTE, i]]
+
+
+@kernel
+def _enter_stage(S, i, t):
+    """Request i enters its current stage at t: move its data in (if the stage has a link), then serve."""
+    ri = S[K_RI]
+    s = ri[R_STAGE, i]
+    S[K_RF][F_ENTER, i] = t
+    st = S[K_ST]
+    if st[ST_RULE, s] >= 0:
+        ri[R_ROUTE, i] = _route_pick(S, i, s)
+    k = st[ST_LINK, s]
+    if k >= 0:
+        stf = S[K_STF]
+        nbytes = stf[STF_BYTES, s] + stf[STF_BYTES_CTX, s] * ri[R_CTX, i] + stf[STF_BYTES_ANSWER, s] * ri[R_ANSWER, i]
+        if nbytes > 0.0:
+            _transfer(S, i, k, nbytes, XK_STAGE, t, S[K_XF][XF_LAT, k])
+            return
+    _start_service(S, i, t)
+
+
+@kernel
+def _start_service(S, i, t):
+    ri = S[K_RI]
+    rf = S[K_RF]
+    st = S[K_ST]
+    stf = S[K_STF]
+    s = ri[R_STAGE, i]
+    rf[F_READY, i] = t
+    kind = st[ST_KIND, s]
+    if kind == SK_DELAY:
+        d = stf[STF_DELAY, s] + stf[STF_PER_TOKEN, s] * ri[R_ANSWER, i]
+        if st[ST_DRAW, s] >= 0 and st[ST_RULE, s] < 0:
+            d += S[K_DRAW][st[ST_DRAW, s], i]
+        _heap_push(S, 2, t + d, i * 4 + TM_DELAY)
+    elif kind == SK_KV:
+        _kv_lookup(S, i, s, t)
+    else:
+        _submit_job(S, i, s, t)
+
+
+@kernel
+def _kv_lookup(S, i, s, t):
+    """Look the prefix up tier by tier; a hit fetches its KV over the tier, a miss everywhere recomputes."""
+    ri = S[K_RI]
+    st = S[K_ST]
+    ti = S[K_TI]
+    tf = S[K_TF]
+    past = int(S[K_DRAW][st[ST_PAST_DRAW, s], i])
+    first = st[ST_TIER, s]
+    n = st[ST_NTIER, s]
+    level = tier_outcome(S[K_DRAW][st[ST_DRAW, s], i], tf[TF_HIT, first : first + n], n)
+    lookup = 0.0
+    last = n - 1 if level < 0 else level
+    for k in range(first, first + last + 1):
+        lookup += tf[TF_LOOKUP_S, k]
+    ri[R_CTX, i] += past  # the prefix goes in front of the prompt
+    if level < 0:  # recomputed with the prompt
+        ri[R_CACHED, i] = 0
+        _heap_push(S, 2, t + lookup, i * 4 + TM_DELAY)
+        return
+    if ri[R_CACHED, i] == 0:
+        ri[R_CACHED, i] = past
+    lv = first + level
+    res = ti[TI_RES, lv] + i % ti[TI_INSTANCES, lv]
+    _transfer(S, i, res, past * S[K_STF][STF_KV_BYTES, s], XK_KV, t, lookup)
+
+
+@kernel
+def _submit_job(S, i, s, t):
+    """Queue request i's job of stage s (a model pass, a search, or an LLM generation) at its pool."""
+    ri = S[K_RI]
+    rf = S[K_RF]
+    st = S[K_ST]
+    stf = S[K_STF]
+    pi = S[K_PI]
+    kind = st[ST_KIND, s]
+    pool = _stage_pool(S, i, s)
+    seqs = 1
+    cached = 0
+    first_at = 0
+    if kind == SK_LLM:
+        think = 0
+        if st[ST_DRAW, s] >= 0:
+            think = int(S[K_DRAW][st[ST_DRAW, s], i])
+        answer = ri[R_ANSWER, i] if st[ST_FINAL, s] == 1 else 0
+        prompt = ri[R_CTX, i]
+        cached = min(ri[R_CACHED, i], prompt - 1)  # the last prompt token is always computed
+        output = max(think + answer, 1)
+        if answer > 0:
+            first_at = think + 1
+    elif kind == SK_MODEL:
+        prompt = int(stf[STF_JOB, s] + stf[STF_JOB_PROMPT, s] * ri[R_BASE_PROMPT, i])
+        prompt = max(prompt + int(stf[STF_JOB_ANSWER, s] * ri[R_ANSWER, i]), 1)
+        output = 1
+        seqs = st[ST_SEQS, s]
+    else:  # a vector search: one query
+        prompt = 1
+        output = 1
+    ri[R_PROMPT, i] = prompt
+    ri[R_TARGET, i] = prompt
+    ri[R_OUTPUT, i] = output
+    ri[R_PREFILLED, i] = cached
+    ri[R_KV, i] = cached
+    ri[R_GEN, i] = 0
+    ri[R_SEQS, i] = seqs
+    ri[R_FIRST_AT, i] = first_at
+    rf[F_ADMIT, i] = math.nan
+    rf[F_PREFILL_END, i] = math.nan
+    rf[F_REASON_END, i] = math.nan
+    reason = _reject_reason(S, pool, i)
+    nxt = pi[P_NEXT, pool]
+    if reason == REASON_NONE and nxt >= 0 and output > 1:
+        reason = _reject_reason(S, nxt, i)
+    if reason != REASON_NONE:
+        ri[R_STATUS, i] = ST_REJECTED
+        ri[R_REASON, i] = reason
+        return
+    q = _choose_queue(S, pool, i, 0)
+    limit = pi[P_MAX_QUEUE, pool]
+    if limit >= 0 and S[K_Q][Q_COUNT, q] >= limit:
+        ri[R_STATUS, i] = ST_DROPPED
+        ri[R_REASON, i] = REASON_QUEUE_FULL
+        return
+    _enqueue(S, q, i, False, t)
+    _wake(S, q, t)
+
+
+@kernel
+def _stage_done(S, i, t):
+    """Request i leaves its current stage at t: account the stage, then enter the next or finish."""
+    ri = S[K_RI]
+    rf = S[K_RF]
+    st = S[K_ST]
+    s = ri[R_STAGE, i]
+    kind = st[ST_KIND, s]
+    if i >= S[K_G][G_WARMUP]:
+        sa = S[K_SA]
+        row = st[ST_ROW, s]
+        sa[SA_VISITS, row] += 1.0
+        sa[SA_TRANSFER_S, row] += rf[F_READY, i] - rf[F_ENTER, i]
+        end = t
+        if kind == SK_MODEL or kind == SK_SEARCH or kind == SK_LLM:
+            sa[SA_QUEUE_S, row] += rf[F_ADMIT, i] - rf[F_READY, i]
+    if kind == SK_MODEL or kind == SK_SEARCH or kind == SK_LLM:
+        rf[F_QUEUE_SUM, i] += rf[F_ADMIT, i] - rf[F_READY, i]
+        if kind == SK_LLM:  # prefill | thinking | answer
+            end = rf[F_PREFILL_END, i]
+            r2 = st[ST_ROW_REASON, s]
+            r3 = st[ST_ROW_DECODE, s]
+            think_end = t  # (a job without the answer thinks to its end)
+            if r3 >= 0:
+                think_end = rf[F_REASON_END, i] if not math.isnan(rf[F_REASON_END, i]) else end
+                sa[SA_VISITS, r3] += 1.0
+                sa[SA_TIME_S, r3] += t - think_end
+            if r2 >= 0:
+                sa[SA_VISITS, r2] += 1.0
+                sa[SA_TIME_S, r2] += think_end - end
+            else:
+                end = think_end
+        sa[SA_TIME_S, row] += end - rf[F_ENTER, i]
+    if kind == SK_LLM:  # what it generated stays in the context, its KV cached for a later round
+        ri[R_CTX, i] += ri[R_OUTPUT, i]
+        ri[R_CACHED, i] = ri[R_CTX, i]
+    ri[R_CTX, i] += st[ST_ADD_CTX, s]
+    if s + 1 < st[ST_END, s]:
+        ri[R_STAGE, i] = s + 1
+        _enter_stage(S, i, t)
+    else:
+        ri[R_STATUS, i] = ST_DONE
+        rf[F_DONE, i] = t
+
+
+@kernel
+def _timer(S, payload, t):
+    kind = payload % 4
+    x = payload // 4
+    if kind == TM_DELAY:
+        _stage_done(S, x, t)
+    elif kind == TM_WAKE:
+        if S[K_RSF][A_WAKE_DUE, x] == t:
+            S[K_RSF][A_WAKE_DUE, x] = -1.0
+            if S[K_RS][S_BUSY, x] == 0:
+                _boundary(S, x, t)
+    else:
+        _ps_join(S, S[K_RI][R_RES, x], x, t)
+
+
+@kernel
+def _arrive_pipeline(S, i, t):
+    ri = S[K_RI]
+    ri[R_STAGE, i] = S[K_CL][ri[R_CLASS, i]]
+    ri[R_CTX, i] = ri[R_BASE_PROMPT, i]
+    ri[R_STATUS, i] = ST_WAITING
+    _enter_stage(S, i, t)
 
 
 @kernel
@@ -937,9 +1490,11 @@ def serve(S):
     while True:
         t_step = _heap_top(S[K_HT], S[K_G], 0)
         t_hand = _heap_top(S[K_HT], S[K_G], 1)
+        t_timer = _heap_top(S[K_HT], S[K_G], 2)
+        t_xfer = _next_transfer_end(S)
         k = g[G_NEXT_ARRIVAL]
         t_arr = arrivals[k] if k < n else INF
-        t = min(t_step, t_hand, t_arr)
+        t = min(min(t_step, t_hand), min(t_timer, t_xfer), t_arr)
         if t == INF or t > horizon:
             break
         acc[C_END] = t
@@ -947,13 +1502,45 @@ def serve(S):
         if t_step == t:
             r = _heap_pop(S, 0)
             _finish(S, r, t)
+            g[G_OWN_END] = 1
             _boundary(S, r, t)
+            g[G_OWN_END] = 0
         elif t_hand == t:
             i = _heap_pop(S, 1)
             _handoff_done(S, i, t)
+        elif t_timer == t:
+            _timer(S, _heap_pop(S, 2), t)
+        elif t_xfer == t:
+            xf = S[K_XF]
+            for res in range(xf.shape[1]):
+                if xf[XF_NEXT_T, res] == t:
+                    _transfer_done(S, _ps_complete(S, res, t), t)
+                    break
         else:
             g[G_NEXT_ARRIVAL] = k + 1
-            _arrive(S, k, t)
+            if g[G_PIPELINE] != 0:
+                _arrive_pipeline(S, k, t)
+            else:
+                _arrive(S, k, t)
+
+
+def empty_pipeline():
+    """Pipeline arrays of plain serving (no stage tables, no shared resources)."""
+    return {
+        "stages": np.zeros((NST, 0), dtype=np.int64),
+        "stages_float": np.zeros((NSTF, 0)),
+        "class_first": np.zeros(1, dtype=np.int64),
+        "route": np.zeros(1, dtype=np.int64),
+        "route_float": np.zeros(1),
+        "tiers": np.zeros((NTI, 0), dtype=np.int64),
+        "tiers_float": np.zeros((NTF, 0)),
+        "resources": np.zeros((NXF, 0)),
+        "rows": 0,
+        "draws": np.zeros((0,)),
+        "request_class": None,
+        "answer_tokens": None,
+        "warmup": 0,
+    }
 
 
 def new_state(
@@ -967,8 +1554,13 @@ def new_state(
     route_u: np.ndarray,
     horizon_s: float = INF,
     fast_forward: bool = True,
+    pipeline: dict | None = None,
 ):
-    """Allocate and initialise the state tuple for :func:`serve` (plain numpy, called from Python)."""
+    """Allocate and initialise the state tuple for :func:`serve` (plain numpy, called from Python).
+
+    ``pipeline`` (see :func:`empty_pipeline` for the keys) switches requests to stage tables."""
+    pl = pipeline if pipeline is not None else empty_pipeline()
+    piped = pl["stages"].shape[1] > 0
     n = arrival_s.size
     n_rep = replica_pool.size
     n_pools = pool_int.shape[1]
@@ -976,26 +1568,45 @@ def new_state(
     ri[R_PROMPT] = prompt_tokens
     ri[R_OUTPUT] = output_tokens
     ri[R_TARGET] = prompt_tokens
-    for row in (R_NEXT, R_REPLICA, R_ENTRY_REPLICA, R_DECODE_REPLICA):
+    ri[R_BASE_PROMPT] = prompt_tokens
+    ri[R_ANSWER] = output_tokens if pl["answer_tokens"] is None else pl["answer_tokens"]
+    if pl["request_class"] is not None:
+        ri[R_CLASS] = pl["request_class"]
+    ri[R_FIRST_AT] = 1
+    ri[R_SEQS] = 1
+    for row in (R_NEXT, R_REPLICA, R_ENTRY_REPLICA, R_DECODE_REPLICA, R_STAGE, R_RES, R_RES_NEXT):
         ri[row] = -1
     rf = np.full((NRF, n), np.nan)
     rf[F_TRANSFER] = 0.0
+    rf[F_QUEUE_SUM] = 0.0
     rs = np.zeros((NRS, n_rep), dtype=np.int64)
     rs[S_POOL] = replica_pool
     rs[S_FREE_BLOCKS] = pool_int[P_CAP_BLOCKS, replica_pool]
     rsf = np.zeros((NRSF, n_rep))
+    rsf[A_WAKE_DUE] = -1.0
     qs = np.zeros((NQ, n_rep + n_pools), dtype=np.int64)
     qs[Q_HEAD] = -1
     qs[Q_TAIL] = -1
     max_batch = int(pool_int[P_MAX_BATCH].max())
     run = np.full((n_rep, max_batch), -1, dtype=np.int64)
     cap = max(n_rep, n) + 1
-    ht = np.zeros((2, cap))
-    hi = np.zeros((2, 2, cap), dtype=np.int64)
+    if piped or np.any(pool_float[PF_MAX_WAIT] > 0):  # timers: one per request, wake-ups one per queued head
+        cap = 2 * n + n_rep + 16
+    ht = np.zeros((3, cap))
+    hi = np.zeros((3, 2, cap), dtype=np.int64)
     g = np.zeros(NG, dtype=np.int64)
     g[G_FAST_FORWARD] = 1 if fast_forward else 0
+    g[G_PIPELINE] = 1 if piped else 0
+    g[G_WARMUP] = pl["warmup"]
     acc = np.zeros(NACC)
     acc[C_HORIZON] = horizon_s
+    n_res = pl["resources"].shape[1]
+    xi = np.zeros((NXI, n_res), dtype=np.int64)
+    xi[XI_HEAD] = -1
+    xi[XI_MIN] = -1
+    xf = np.zeros((NXF, n_res))
+    xf[: pl["resources"].shape[0]] = pl["resources"]
+    xf[XF_NEXT_T] = INF
     return (
         ri,
         rf,
@@ -1013,4 +1624,16 @@ def new_state(
         g,
         np.zeros(ITL_BINS),
         acc,
+        np.ascontiguousarray(pl["stages"], dtype=np.int64),
+        np.ascontiguousarray(pl["stages_float"], dtype=np.float64),
+        np.ascontiguousarray(pl["class_first"], dtype=np.int64),
+        np.ascontiguousarray(pl["route"], dtype=np.int64),
+        np.ascontiguousarray(pl["route_float"], dtype=np.float64),
+        np.ascontiguousarray(pl["tiers"], dtype=np.int64),
+        np.ascontiguousarray(pl["tiers_float"], dtype=np.float64),
+        xi,
+        xf,
+        np.zeros((NSA, max(pl["rows"], 1))),
+        np.ascontiguousarray(pl["draws"], dtype=np.float64).reshape(-1, n),
+        np.zeros(max_batch, dtype=np.int64),
     )

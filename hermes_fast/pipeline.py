@@ -1,0 +1,403 @@
+"""Compile request-class pipelines into the serving loop's stage tables, pools and shared resources.
+
+Each engine a stage names becomes one pool (an engine that prefills for a different decode engine is a
+prefill pool handing off to it); each ``retrieve`` stage gets its own search pool. ``prefill``, ``reason``
+and ``decode`` of a class merge into LLM jobs: one per reasoning round, each prefilling what is new in the
+context (the earlier rounds' KV is kept, as a prefix cache would), thinking, and, in the last round,
+writing the answer; tool calls run between rounds. Named links and every instance of a KV tier are
+processor-sharing resources.
+
+Bytes moved into a stage over its link: text at ``TEXT_BYTES_PER_TOKEN`` per token of the context
+(query, documents, outputs), a query embedding (dim x 4 bytes) into ``retrieve``, the answer's text into
+``postprocess``; KV hand-offs and fetches move the KV bytes of the tokens concerned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .catalog import Catalog
+from .config.base import ConfigError
+from .config.pipeline import ROUTED, Stage
+from .config.scenario import Scenario
+from .kernels import serving as K
+from .kernels.stages import INDEX_CODES, search_cost
+from .pools import Pool, ServingSetup, engine_pool, pool_arrays
+from .workload import draw_lengths, length_moments
+
+__all__ = ["PipelineSetup", "build_pipeline", "draw_stage_values", "TEXT_BYTES_PER_TOKEN"]
+
+TEXT_BYTES_PER_TOKEN = 4.0  # UTF-8 text: about four characters per token
+_EMBEDDING_BYTES = 4.0  # fp32 query embeddings
+_RULES = {"probability": K.RULE_PROBABILITY, "length": K.RULE_LENGTH, "class": K.RULE_CLASS}
+
+
+@dataclass(frozen=True)
+class PipelineSetup:
+    """Pools plus the loop's pipeline arrays (see :func:`hermes_fast.kernels.serving.empty_pipeline`)."""
+
+    serving: ServingSetup
+    arrays: dict  # stage tables, route tables, tiers, resources (draws and classes added per run)
+    rows: tuple[str, ...]  # labels of the `stage` output dim
+    resources: tuple[str, ...]  # labels of the `link` output dim (links, then tier instances)
+    draws: tuple[tuple, ...]  # per draw row: ("uniform",) | ("length", Length, path) | ("lognormal", mean, cv)
+
+
+class _Builder:
+    def __init__(self, sc: Scenario, cat: Catalog):
+        self.sc, self.cat = sc, cat
+        self.pools: list[Pool] = []
+        self.pool_of: dict[str, int] = {}  # engine or search-pool name -> pool index
+        self.rows: list[str] = []
+        self.resources: list[str] = [link.name for link in sc.links]
+        self.res_float: list[tuple[float, float]] = [(lk.bandwidth_bytes_per_s, lk.latency_s) for lk in sc.links]
+        self.link_of = {link.name: k for k, link in enumerate(sc.links)}
+        self.draws: list[tuple] = []
+        self.stages: list[dict] = []
+        self.route_int: list[int] = []
+        self.route_float: list[float] = []
+        self.tiers: list[tuple[int, int, float, float]] = []  # (first resource, instances, hit, lookup)
+
+    # --- tables
+    def row(self, label: str) -> int:
+        if label not in self.rows:
+            self.rows.append(label)
+        return self.rows.index(label)
+
+    def draw(self, spec: tuple) -> int:
+        self.draws.append(spec)
+        return len(self.draws) - 1
+
+    def pool(self, engine: str, role: str, path: str) -> int:
+        """The pool of ``engine`` (compiled once); its role must agree across every use."""
+        if engine in self.pool_of:
+            k = self.pool_of[engine]
+            old = self.pools[k].role
+            if old != role:
+                if {old, role} != {"colocated", "prefill"} and {old, role} != {"colocated", "decode"}:
+                    raise ConfigError(path, engine, f"one role per engine: it is already a {old} engine")
+                raise ConfigError(path, engine, f"one role per engine: a {old} engine cannot also serve {role}")
+            return k
+        idx = next(i for i, e in enumerate(self.sc.engines) if e.name == engine)
+        self.pools.append(engine_pool(self.sc, self.cat, idx, role))
+        self.pool_of[engine] = len(self.pools) - 1
+        return len(self.pools) - 1
+
+    def link(self, name: str | None) -> int:
+        return -1 if name is None else self.link_of[name]
+
+    def add(self, kind: int, row: int, path: str, **fields) -> dict:
+        st = {"kind": kind, "row": row, "path": path, "pool": -1, "route": 0, "route_f": 0, "rule": -1}
+        st.update({"ntarget": 0, "class_map": 0, "link": -1, "row_reason": -1, "row_decode": -1, "draw": -1})
+        st.update({"final": 0, "tier": 0, "ntier": 0, "add_ctx": 0, "seqs": 1, "past_draw": -1})
+        st.update({"delay": 0.0, "per_token": 0.0, "bytes": 0.0, "bytes_ctx": 0.0, "bytes_answer": 0.0})
+        st.update({"job": 0.0, "job_prompt": 0.0, "job_answer": 0.0, "kv_bytes": 0.0})
+        st.update(fields)
+        self.stages.append(st)
+        return st
+
+    # --- one class
+    def build_class(self, c: int, stages: tuple[Stage, ...]) -> None:
+        path = f"workload.classes[{c}].pipeline"
+        route_at = None  # (K_RT offset of the route's target pools)
+        llm = [k for k, st in enumerate(stages) if st.kind in ("prefill", "reason", "decode")]
+        docs = (5, 256)
+        k = 0
+        while k < len(stages):
+            st = stages[k]
+            p = f"{path}[{k}]"
+            text_link = {"link": self.link(st.link), "bytes_ctx": TEXT_BYTES_PER_TOKEN if st.link else 0.0}
+            if st.kind in ("prefill", "reason", "decode"):
+                self.llm_group(c, [stages[j] for j in llm], [f"{path}[{j}]" for j in llm], route_at, stages)
+                k = llm[-1] + 1
+                continue
+            if st.kind == "route":
+                route_at = self.route(c, st, p, text_link)
+            elif st.kind == "embed":
+                self.add(
+                    K.SK_MODEL,
+                    self.row(st.label),
+                    p,
+                    pool=self.model_pool(st, p, route_at),
+                    job_prompt=1.0,
+                    **text_link,
+                )
+            elif st.kind == "retrieve":
+                docs = (st.top_k, st.doc_tokens)
+                pool = self.search_pool(st, p)
+                emb = st.index.dim * _EMBEDDING_BYTES if st.link else 0.0
+                self.add(
+                    K.SK_SEARCH,
+                    self.row(st.label),
+                    p,
+                    pool=pool,
+                    link=self.link(st.link),
+                    bytes=emb,
+                    add_ctx=st.top_k * st.doc_tokens,
+                )
+            elif st.kind == "rerank":
+                n, d = docs if any(s.kind == "retrieve" for s in stages[:k]) else (st.top_k, st.doc_tokens)
+                self.add(
+                    K.SK_MODEL,
+                    self.row(st.label),
+                    p,
+                    pool=self.model_pool(st, p, route_at),
+                    job=float(n * d),
+                    job_prompt=float(n),
+                    seqs=n,
+                    **text_link,
+                )
+            elif st.kind == "kv_retrieve":
+                self.kv_stage(c, st, p, stages, llm, path)
+            elif st.kind == "postprocess":
+                out_link = {"link": self.link(st.link), "bytes_answer": TEXT_BYTES_PER_TOKEN if st.link else 0.0}
+                if st.engine is not None:
+                    self.add(
+                        K.SK_MODEL,
+                        self.row(st.label),
+                        p,
+                        pool=self.model_pool(st, p, route_at),
+                        job_answer=1.0,
+                        **out_link,
+                    )
+                else:
+                    self.add(
+                        K.SK_DELAY,
+                        self.row(st.label),
+                        p,
+                        delay=st.latency_s or 0.0,
+                        per_token=st.per_token_s,
+                        **out_link,
+                    )
+            k += 1
+
+    def model_pool(self, st: Stage, path: str, route_at) -> int:
+        if st.engine == ROUTED:
+            raise ConfigError(f"{path}.engine", ROUTED, "a named engine (only prefill/reason/decode are routed)")
+        return self.pool(st.engine, "colocated", f"{path}.engine")
+
+    def route(self, c: int, st: Stage, path: str, text_link: dict) -> int:
+        targets = [self.pool(t, "colocated", f"{path}.targets[{j}]") for j, t in enumerate(st.targets)]
+        at = len(self.route_int)
+        self.route_int += targets
+        at_f = len(self.route_float)
+        n = len(targets)
+        w = np.array(st.weights if st.weights else [1.0] * n, dtype=float)
+        self.route_float += list(np.cumsum(w) / w.sum())
+        self.route_float += [float(b) for b in st.threshold_tokens] + [0.0] * (n - 1 - len(st.threshold_tokens))
+        class_map = len(self.route_int)
+        names = [rc.name for rc in self.sc.workload.classes]
+        for name in st.class_targets:
+            if name not in names:
+                raise ConfigError(f"{path}.class_targets.{name}", name, f"a request class name: one of {names}")
+        self.route_int += [list(st.targets).index(st.class_targets.get(name, st.targets[0])) for name in names]
+        fields = dict(route=at, route_f=at_f, rule=_RULES[st.rule], ntarget=n, class_map=class_map, **text_link)
+        if st.rule == "probability":
+            fields["draw"] = self.draw(("uniform",))
+        if st.engine is not None:
+            self.add(
+                K.SK_MODEL, self.row(st.label), path, pool=self.model_pool(st, path, None), job_prompt=1.0, **fields
+            )
+        else:
+            self.add(K.SK_DELAY, self.row(st.label), path, delay=st.latency_s or 0.0, **fields)
+        return at
+
+    def search_pool(self, st: Stage, path: str) -> int:
+        device = self.cat.device(st.device, f"{path}.device")
+        ix = st.index
+        per_shard = ix.vectors / ix.shards
+        flop, fixed, per_query, footprint = search_cost(
+            INDEX_CODES[ix.type], per_shard, ix.dim, ix.element_bytes, ix.n_lists / ix.shards, ix.n_probe,
+            ix.pq_m, ix.pq_bits, ix.hnsw_m, ix.ef_search,
+        )  # fmt: skip
+        if footprint > device.memory_bytes:
+            need = math.ceil(footprint * ix.shards / device.memory_bytes)
+            raise ConfigError(
+                f"{path}.index.shards", ix.shards,
+                f"at least {need}: the index takes {footprint * ix.shards / 1e9:.3g} GB and one {device.name} holds "
+                f"{device.memory_bytes / 1e9:.3g} GB",
+            )  # fmt: skip
+        eff = device.efficiency
+        peak, _ = device.peak_flop_per_s.resolve("fp32")
+        search = {
+            "flop_per_query": flop,
+            "bytes_fixed": fixed,
+            "bytes_per_query": per_query,
+            "flops_eff": peak * eff.compute_efficiency,
+            "bw_eff": device.memory_bandwidth_bytes_per_s * eff.memory_efficiency,
+            "overhead_s": st.overhead_s,
+        }
+        name = st.name or f"{st.kind}:{st.device}"
+        pool = Pool(name, "search", device, ix.shards, st.replicas, 1 << 40, search=search,
+                    max_batch_size=st.max_batch_size, max_wait_s=st.max_wait_s)  # fmt: skip
+        if name in self.pool_of:
+            raise ConfigError(f"{path}.name", name, "a pool name not used by another engine or retrieve stage")
+        self.pools.append(pool)
+        self.pool_of[name] = len(self.pools) - 1
+        return len(self.pools) - 1
+
+    def kv_stage(self, c: int, st: Stage, path: str, stages, llm: list[int], class_path: str) -> None:
+        if not llm:
+            raise ConfigError(
+                f"{path}.kind", "kv_retrieve", "a prefill stage later in the pipeline (its KV is fetched)"
+            )
+        pre = stages[llm[0]]
+        if pre.engine == ROUTED:
+            raise ConfigError(
+                f"{class_path}[{llm[0]}].engine", ROUTED, "a named engine when a kv_retrieve fetches its KV"
+            )
+        ce = self.pools[
+            self.pool(pre.engine, self.llm_roles(stages, llm)[0], f"{class_path}[{llm[0]}].engine")
+        ].compiled
+        kv_bytes = ce.kv_bytes_per_token * ce.devices  # the whole replica's KV per token
+        mean_past, _ = length_moments(st.past_tokens, f"{path}.past_tokens")
+        first = len(self.tiers)
+        for j, tier_ref in enumerate(st.tiers):
+            tp = f"{path}.tiers[{j}]"
+            tier = self.cat.memory_tier(tier_ref.tier, f"{tp}.tier")
+            bw, lat = tier.bandwidth_bytes_per_s, tier.latency_s
+            if tier_ref.link is not None:
+                link = self.sc.links[self.link_of[tier_ref.link]]
+                bw, lat = min(bw, link.bandwidth_bytes_per_s), lat + link.latency_s
+            capacity = tier_ref.capacity_bytes or tier.capacity_bytes
+            hit = tier_ref.hit_rate
+            if st.distinct_prefixes is not None:  # the share of the working set one instance can hold
+                working = st.distinct_prefixes / tier_ref.instances * mean_past * kv_bytes
+                hit *= min(1.0, capacity / working)
+            res = len(self.resources)
+            for m in range(tier_ref.instances):
+                self.resources.append(f"{st.label}:{tier_ref.tier}" + (f"[{m}]" if tier_ref.instances > 1 else ""))
+                self.res_float.append((bw, 0.0))  # (lookup latency is added per fetch)
+            self.tiers.append((res, tier_ref.instances, hit, lat))
+        self.add(
+            K.SK_KV,
+            self.row(st.label),
+            path,
+            draw=self.draw(("uniform",)),
+            tier=first,
+            ntier=len(st.tiers),
+            past_draw=self.draw(("length", st.past_tokens, f"{path}.past_tokens")),
+            kv_bytes=kv_bytes,
+        )
+
+    @staticmethod
+    def llm_roles(stages, llm: list[int]) -> tuple[str, str | None]:
+        group = [stages[j] for j in llm]
+        pre = group[0]
+        gen = next((s.engine for s in group[1:]), None)
+        if gen is None or gen == pre.engine:
+            return "colocated", None
+        return "prefill", "decode"
+
+    def llm_group(self, c: int, group: list[Stage], paths: list[str], route_at, stages) -> None:
+        pre = group[0]
+        rsn = next((s for s in group if s.kind == "reason"), None)
+        dec = next((s for s in group if s.kind == "decode"), None)
+        gen = (rsn or dec).engine if (rsn or dec) else None
+        if pre.engine == ROUTED or gen == ROUTED:
+            if {pre.engine, gen} - {ROUTED, None}:
+                raise ConfigError(f"{paths[-1]}.engine", gen, "'routed' for every LLM stage when one of them is routed")
+            pool = -1
+        elif gen is None or gen == pre.engine:
+            pool = self.pool(pre.engine, "colocated", f"{paths[0]}.engine")
+        else:
+            pool = self.pool(pre.engine, "prefill", f"{paths[0]}.engine")
+            nxt = self.pool(gen, "decode", f"{paths[-1]}.engine")
+            hand = next(s for s in group[1:]).link
+            old = self.pools[pool]
+            if old.next_pool >= 0 and (old.next_pool, old.link_resource) != (nxt, self.link(hand)):
+                raise ConfigError(f"{paths[-1]}.engine", gen, f"the decode engine every class pairs with {pre.engine}")
+            self.pools[pool] = replace(old, next_pool=nxt, link_resource=self.link(hand))
+        rounds = rsn.rounds if rsn else 1
+        prefill_row = self.row(pre.label)
+        for r in range(rounds):
+            final = r == rounds - 1
+            fields = dict(pool=pool, route=route_at or 0, final=int(final and dec is not None))
+            if r == 0:
+                fields.update(link=self.link(pre.link), bytes_ctx=TEXT_BYTES_PER_TOKEN if pre.link else 0.0)
+            if rsn is not None:
+                fields["row_reason"] = self.row(rsn.label)
+                fields["draw"] = self.draw(("length", rsn.thinking_tokens, f"{paths[1]}.thinking_tokens"))
+            if dec is not None and final:
+                fields["row_decode"] = self.row(dec.label)
+            self.add(K.SK_LLM, prefill_row, paths[0], **fields)
+            if not final:
+                tool = {"delay": rsn.tool_latency_s, "add_ctx": rsn.tool_tokens}
+                if rsn.tool_latency_cv > 0 and rsn.tool_latency_s > 0:
+                    tool = {"delay": 0.0, "add_ctx": rsn.tool_tokens,
+                            "draw": self.draw(("lognormal", rsn.tool_latency_s, rsn.tool_latency_cv))}  # fmt: skip
+                self.add(K.SK_DELAY, self.row(f"{rsn.label}_tool"), paths[1], **tool)
+
+
+_INT_FIELDS = {
+    K.ST_KIND: "kind", K.ST_POOL: "pool", K.ST_ROUTE: "route", K.ST_RULE: "rule", K.ST_NTARGET: "ntarget",
+    K.ST_CLASS_MAP: "class_map", K.ST_LINK: "link", K.ST_ROW: "row", K.ST_ROW_REASON: "row_reason",
+    K.ST_ROW_DECODE: "row_decode", K.ST_DRAW: "draw", K.ST_FINAL: "final", K.ST_TIER: "tier",
+    K.ST_NTIER: "ntier", K.ST_ADD_CTX: "add_ctx", K.ST_SEQS: "seqs", K.ST_END: "end",
+    K.ST_PAST_DRAW: "past_draw", K.ST_ROUTE_F: "route_f",
+}  # fmt: skip
+_FLOAT_FIELDS = {
+    K.STF_DELAY: "delay", K.STF_PER_TOKEN: "per_token", K.STF_BYTES: "bytes", K.STF_BYTES_CTX: "bytes_ctx",
+    K.STF_BYTES_ANSWER: "bytes_answer", K.STF_JOB: "job", K.STF_JOB_PROMPT: "job_prompt",
+    K.STF_JOB_ANSWER: "job_answer", K.STF_KV_BYTES: "kv_bytes",
+}  # fmt: skip
+
+
+def build_pipeline(scenario: Scenario, catalog: Catalog | None = None) -> PipelineSetup:
+    """Pools, stage tables and shared resources of a scenario whose request classes declare pipelines.
+
+    A class without a pipeline runs prefill and decode on ``serving.engine`` (or the first engine)."""
+    sc = scenario
+    b = _Builder(sc, catalog if catalog is not None else Catalog.for_scenario(sc))
+    first = []
+    default = (Stage(kind="prefill", engine=sc.serving.engine or sc.engines[0].name),)
+    default += (Stage(kind="decode", engine=sc.serving.engine or sc.engines[0].name),)
+    for c, cls in enumerate(sc.workload.classes):
+        first.append(len(b.stages))
+        b.build_class(c, cls.pipeline or default)
+        for st in b.stages[first[-1] :]:
+            st["end"] = len(b.stages)
+    ns = len(b.stages)
+    stages = np.zeros((K.NST, ns), dtype=np.int64)
+    stages_f = np.zeros((K.NSTF, ns))
+    for j, st in enumerate(b.stages):
+        for slot, key in _INT_FIELDS.items():
+            stages[slot, j] = st[key]
+        for slot, key in _FLOAT_FIELDS.items():
+            stages_f[slot, j] = st[key]
+    tiers = np.array([[t[0] for t in b.tiers], [t[1] for t in b.tiers]], dtype=np.int64).reshape(K.NTI, -1)
+    tiers_f = np.array([[t[2] for t in b.tiers], [t[3] for t in b.tiers]], dtype=float).reshape(K.NTF, -1)
+    res = np.zeros((K.NXF, len(b.res_float)))
+    for k, (bw, lat) in enumerate(b.res_float):
+        res[K.XF_BW, k], res[K.XF_LAT, k] = bw, lat
+    arrays = {
+        "stages": stages,
+        "stages_float": stages_f,
+        "class_first": np.array(first, dtype=np.int64),
+        "route": np.array(b.route_int + [0], dtype=np.int64),
+        "route_float": np.array(b.route_float + [0.0]),
+        "tiers": tiers,
+        "tiers_float": tiers_f,
+        "resources": res,
+        "rows": len(b.rows),
+    }
+    serving = pool_arrays(b.pools, sc.serving.pairing, sc.serving.kv_link)
+    return PipelineSetup(serving, arrays, tuple(b.rows), tuple(b.resources), tuple(b.draws))
+
+
+def draw_stage_values(setup: PipelineSetup, n: int, rng: np.random.Generator) -> np.ndarray:
+    """float64[rows, n]: each stage draw row's values for n requests (uniforms, token counts, seconds)."""
+    out = np.zeros((len(setup.draws), n))
+    for k, spec in enumerate(setup.draws):
+        if spec[0] == "uniform":
+            out[k] = rng.random(n)
+        elif spec[0] == "length":
+            out[k] = draw_lengths(spec[1], n, rng, spec[2])
+        else:
+            mean, cv = spec[1], spec[2]
+            sigma2 = math.log1p(cv * cv)
+            out[k] = rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2), n)
+    return out

@@ -1,0 +1,180 @@
+"""Engine and search pools as the serving loop sees them: compiled engines, roles and the pool arrays.
+
+``build_serving`` turns a scenario's serving section into pools (one for colocated serving, a prefill
+and a decode pool for disaggregated serving); :mod:`hermes_fast.pipeline` builds pools for pipelines;
+``pool_arrays`` fills the loop's per-pool arrays from either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .catalog import Catalog
+from .compile import CompiledEngine, compile_engine
+from .config.base import ConfigError
+from .config.hardware import Device, Link
+from .config.scenario import Engine, Scenario
+from .config.serving import SCHEDULERS
+from .kernels import layout as L
+from .kernels import serving as K
+
+__all__ = ["Pool", "ServingSetup", "engine_pool", "build_serving", "pool_arrays"]
+
+_POLICY_CODES = {"static": K.POLICY_STATIC, "continuous": K.POLICY_CONTINUOUS, "chunked": K.POLICY_CHUNKED}
+_POLICY_CODES["mixed"] = K.POLICY_MIXED
+_SCHED_CODES = dict(zip(SCHEDULERS, range(len(SCHEDULERS)), strict=True))
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One pool of identical replicas, as the loop sees it, plus what the summary needs.
+
+    Engine pools run a model (``engine``/``compiled`` set); search pools run a ``retrieve`` stage's
+    vector searches (``search`` holds their cost figures)."""
+
+    name: str  # the engine's (or the retrieve stage's) name
+    role: str  # "colocated", "prefill", "decode" or "search"
+    device: Device
+    devices: int  # devices per replica
+    replicas: int
+    kv_blocks: int  # paged-KV blocks per replica
+    engine: Engine | None = None
+    compiled: CompiledEngine | None = None
+    search: dict | None = None  # flop_per_query, bytes_fixed, bytes_per_query, flops_eff, bw_eff, overhead_s
+    max_batch_size: int = 0  # search pools
+    max_wait_s: float = 0.0  # search pools
+    next_pool: int = -1  # prefill pools: the decode pool they hand off to
+    link_resource: int = -1  # prefill pools: shared resource the hand-off crosses (-1: none)
+
+
+@dataclass(frozen=True)
+class ServingSetup:
+    """Pool arrays for :func:`hermes_fast.kernels.serving.new_state`, and the pools they came from."""
+
+    pools: tuple[Pool, ...]
+    params: np.ndarray  # float64[n_pools, N_PARAMS]
+    pool_int: np.ndarray  # int64[NPI, n_pools]
+    pool_float: np.ndarray  # float64[NPF, n_pools]
+    replica_pool: np.ndarray  # int64[R]
+
+    @property
+    def generates(self) -> bool:
+        return all(p.compiled.generates for p in self.pools if p.compiled is not None)
+
+
+def _engine_index(sc: Scenario, name: str | None) -> int:
+    if name is None:
+        return 0
+    return next(i for i, e in enumerate(sc.engines) if e.name == name)
+
+
+def engine_pool(sc: Scenario, cat: Catalog, idx: int, role: str) -> Pool:
+    """Compile engine ``idx`` of the scenario as a pool; ConfigError for what cannot serve."""
+    e = sc.engines[idx]
+    path = f"engines[{idx}]"
+    model = cat.model(e.model, f"{path}.model")
+    device = cat.device(e.device, f"{path}.device")
+    ce = compile_engine(model, device, e.parallel, e.dtypes, e.memory_utilization, e.max_batched_tokens, path)
+    if not ce.weights_fit:
+        raise ConfigError(
+            f"{path}.parallel",
+            {"tp": e.parallel.tp, "pp": e.parallel.pp},
+            f"a layout whose weights ({ce.weights_bytes / 1e9:.1f} GB per device) and activations fit in "
+            f"{ce.usable_bytes / 1e9:.1f} GB ({device.name} x memory_utilization {e.memory_utilization:g})",
+        )
+    cap_blocks = int(ce.kv_capacity_tokens // e.batching.block_size_tokens)
+    if cap_blocks < 1:
+        raise ConfigError(f"{path}.memory_utilization", e.memory_utilization, "room for at least one KV block")
+    if role == "decode" and not ce.generates:
+        raise ConfigError(f"{path}.model", e.model, "a generating (decoder) model for a decode engine")
+    if e.batching.preemption == "swap" and device.host_link is None:
+        raise ConfigError(f"{path}.batching.preemption", "swap", f"recompute: {device.name} has no host_link")
+    return Pool(e.name, role, device, ce.devices, e.replicas, cap_blocks, engine=e, compiled=ce)
+
+
+def build_serving(scenario: Scenario, catalog: Catalog | None = None) -> ServingSetup:
+    """Compile the serving engines of ``scenario`` into pool arrays; ConfigError for what cannot serve."""
+    sc = scenario
+    cat = catalog if catalog is not None else Catalog.for_scenario(sc)
+    sv = sc.serving
+    if sv.disaggregated:
+        pre = engine_pool(sc, cat, _engine_index(sc, sv.prefill_engine), "prefill")
+        pools = [replace(pre, next_pool=1), engine_pool(sc, cat, _engine_index(sc, sv.decode_engine), "decode")]
+    else:
+        pools = [engine_pool(sc, cat, _engine_index(sc, sv.engine), "colocated")]
+    return pool_arrays(pools, sv.pairing, sv.kv_link)
+
+
+_ROLES = {"colocated": K.ROLE_BOTH, "prefill": K.ROLE_PREFILL, "decode": K.ROLE_DECODE, "search": K.ROLE_BOTH}
+_NO_LIMIT = 1 << 60
+
+
+def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None = None) -> ServingSetup:
+    """The loop's pool arrays for ``pools`` (hand-offs without a shared resource cross ``kv_link`` or the
+    prefill device's scale-out link)."""
+    n_pools = len(pools)
+    params = np.zeros((n_pools, L.N_PARAMS))
+    pi = np.zeros((K.NPI, n_pools), dtype=np.int64)
+    pf = np.zeros((K.NPF, n_pools))
+    first = 0
+    replica_pool = []
+    for k, pool in enumerate(pools):
+        d = pool.device
+        pi[K.P_ROLE, k] = _ROLES[pool.role]
+        pi[K.P_FIRST, k] = first
+        pi[K.P_COUNT, k] = pool.replicas
+        pi[K.P_NEXT, k] = pool.next_pool
+        pi[K.P_LINK_RES, k] = pool.link_resource
+        pi[K.P_PAIRING, k] = 1 if pairing == "local" else 0
+        pi[K.P_CAP_BLOCKS, k] = pool.kv_blocks
+        host: Link | None = d.host_link
+        pf[K.PF_SWAP_BW, k] = host.bandwidth_bytes_per_s if host else 1.0
+        pf[K.PF_SWAP_LAT, k] = host.latency_s if host else 0.0
+        link = kv_link or d.scale_out
+        pf[K.PF_LINK_BW, k] = link.bandwidth_bytes_per_s
+        pf[K.PF_LINK_LAT, k] = link.latency_s
+        if pool.search is not None:  # a batch of queries is one "prefill" of one token each
+            pi[K.P_KIND, k] = K.POOL_SEARCH
+            pi[K.P_POLICY, k] = K.POLICY_CONTINUOUS
+            pi[K.P_MAX_BATCH, k] = pool.max_batch_size
+            pi[K.P_MAX_TOKENS, k] = pool.max_batch_size
+            pi[K.P_CHUNK, k] = pool.max_batch_size
+            pi[K.P_BLOCK, k] = 1
+            pi[K.P_SCHED, k] = _SCHED_CODES["least_outstanding"]
+            pi[K.P_MAX_QUEUE, k] = -1
+            pi[K.P_MAX_CONTEXT, k] = _NO_LIMIT
+            pf[K.PF_MAX_WAIT, k] = pool.max_wait_s
+            for key, slot in _SEARCH_SLOTS.items():
+                pf[slot, k] = pool.search[key]
+        else:
+            e, ce = pool.engine, pool.compiled
+            params[k] = ce.params
+            params[k, L.FIXED_STEP_S] = e.fixed_step_time_s or 0.0
+            b = e.batching
+            pi[K.P_KIND, k] = K.POOL_MODEL
+            pi[K.P_POLICY, k] = _POLICY_CODES[b.policy]
+            pi[K.P_MAX_BATCH, k] = b.max_batch_size
+            pi[K.P_MAX_TOKENS, k] = e.max_batched_tokens
+            pi[K.P_CHUNK, k] = b.chunk_size if b.chunk_size is not None else e.max_batched_tokens
+            pi[K.P_BLOCK, k] = b.block_size_tokens
+            pi[K.P_PREEMPT, k] = 1 if b.preemption == "swap" else 0
+            pi[K.P_SCHED, k] = _SCHED_CODES[e.scheduler]
+            pi[K.P_MAX_QUEUE, k] = -1 if b.max_queue_requests is None else b.max_queue_requests
+            pi[K.P_MAX_CONTEXT, k] = ce.max_context_tokens
+            pf[K.PF_KV_BYTES, k] = ce.kv_bytes_per_token
+            pf[K.PF_MAX_WAIT, k] = b.max_wait_s
+        replica_pool += [k] * pool.replicas
+        first += pool.replicas
+    return ServingSetup(tuple(pools), params, pi, pf, np.array(replica_pool, dtype=np.int64))
+
+
+_SEARCH_SLOTS = {
+    "flop_per_query": K.PF_S_FLOP,
+    "bytes_fixed": K.PF_S_BYTES_FIXED,
+    "bytes_per_query": K.PF_S_BYTES_QUERY,
+    "flops_eff": K.PF_S_FLOPS,
+    "bw_eff": K.PF_S_BW,
+    "overhead_s": K.PF_S_OVERHEAD,
+}
