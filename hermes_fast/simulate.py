@@ -169,6 +169,7 @@ def _request_vars(draws: Draws, run: RunState) -> dict[str, np.ndarray]:
         "request_arrival_s": draws.arrival_s,
         "request_class": draws.request_class,
         "request_prompt_tokens": draws.prompt_tokens,
+        "request_context_tokens": ri[K.R_CTX].copy() if run[K.K_G][K.G_PIPELINE] else ri[K.R_PROMPT].copy(),
         "request_output_tokens": ri[K.R_OUTPUT].copy(),
         "request_queue_s": rf[K.F_ADMIT] - draws.arrival_s,
         "request_prefill_start_s": rf[K.F_ADMIT].copy(),

@@ -172,6 +172,12 @@ _SIM: list[Variable] = [
     ),
     Variable("request_arrival_s", "s", "arrival time", "per request"),
     Variable("request_class", "1", "request class", "index into workload.classes"),
+    Variable(
+        "request_context_tokens",
+        "token",
+        "context at the end",
+        "pipelines: prefix, prompt, documents, tool results and outputs; otherwise the prompt",
+    ),
     Variable("request_prompt_tokens", "token", "prompt tokens", "per request"),
     Variable("request_output_tokens", "token", "output tokens", "per request (1 for encoders)"),
     Variable("request_queue_s", "s", "queueing delay", "arrival to first admission"),

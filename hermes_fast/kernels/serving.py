@@ -527,7 +527,7 @@ def _reject_reason(S, pool, i):
     pi = S[K_PI]
     prompt = ri[R_PROMPT, i]
     out = ri[R_OUTPUT, i]
-    if prompt + out > pi[P_MAX_CONTEXT, pool]:
+    if (prompt + ri[R_SEQS, i] - 1) // ri[R_SEQS, i] + out > pi[P_MAX_CONTEXT, pool]:  # (each sequence)
         return REASON_CONTEXT
     if pi[P_POLICY, pool] != POLICY_CHUNKED and pi[P_ROLE, pool] != ROLE_DECODE and prompt > pi[P_MAX_TOKENS, pool]:
         return REASON_TOKENS
@@ -1418,17 +1418,18 @@ def _stage_done(S, i, t):
     st = S[K_ST]
     s = ri[R_STAGE, i]
     kind = st[ST_KIND, s]
+    job = kind == SK_MODEL or kind == SK_SEARCH or kind == SK_LLM
+    if job:
+        rf[F_QUEUE_SUM, i] += rf[F_ADMIT, i] - rf[F_READY, i]
     if i >= S[K_G][G_WARMUP]:
         sa = S[K_SA]
         row = st[ST_ROW, s]
         sa[SA_VISITS, row] += 1.0
         sa[SA_TRANSFER_S, row] += rf[F_READY, i] - rf[F_ENTER, i]
-        end = t
-        if kind == SK_MODEL or kind == SK_SEARCH or kind == SK_LLM:
+        if job:
             sa[SA_QUEUE_S, row] += rf[F_ADMIT, i] - rf[F_READY, i]
-    if kind == SK_MODEL or kind == SK_SEARCH or kind == SK_LLM:
-        rf[F_QUEUE_SUM, i] += rf[F_ADMIT, i] - rf[F_READY, i]
-        if kind == SK_LLM:  # prefill | thinking | answer
+        end = t
+        if kind == SK_LLM:  # split into prefill | thinking | answer rows
             end = rf[F_PREFILL_END, i]
             r2 = st[ST_ROW_REASON, s]
             r3 = st[ST_ROW_DECODE, s]
@@ -1587,7 +1588,7 @@ def new_state(
     qs = np.zeros((NQ, n_rep + n_pools), dtype=np.int64)
     qs[Q_HEAD] = -1
     qs[Q_TAIL] = -1
-    max_batch = int(pool_int[P_MAX_BATCH].max())
+    max_batch = int(pool_int[P_MAX_BATCH].max(initial=1))
     run = np.full((n_rep, max_batch), -1, dtype=np.int64)
     cap = max(n_rep, n) + 1
     if piped or np.any(pool_float[PF_MAX_WAIT] > 0):  # timers: one per request, wake-ups one per queued head

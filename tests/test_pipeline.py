@@ -1,0 +1,430 @@
+"""Multi-stage pipelines: each stage's cost against a hand computation, processor-sharing links against
+queueing theory, KV-tier hit rates, routing splits, conservation, and the HERMES paper's RAG findings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import hermes_fast as hf
+from hermes_fast.config.base import ConfigError
+from hermes_fast.kernels import serving as K
+from hermes_fast.kernels.stages import INDEX_CODES, search_batch_time, search_cost, tier_outcome
+from hermes_fast.pipeline import TEXT_BYTES_PER_TOKEN, build_pipeline
+
+STEP_S = 0.01
+LLM = {"name": "llm", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": STEP_S}
+
+
+def scenario(stages, *, engines=(LLM,), links=(), tiers=None, rate=1.0, n_classes=1, prompt=100, output=10, **wl):
+    classes = [
+        {"name": f"c{k}", "prompt_tokens": prompt, "output_tokens": output, "pipeline": stages}
+        for k in range(n_classes)
+    ]
+    sc = {
+        "engines": list(engines),
+        "links": list(links),
+        "workload": {"rate_per_s": rate, "classes": classes, **wl},
+    }
+    if tiers:
+        sc["memory_tiers"] = tiers
+    return sc
+
+
+def one(sc, n=1, **kw):
+    return hf.simulate(sc, n_requests=n, seed=3, **kw).isel(replicate=0)
+
+
+def stage(ds, name, var="stage_time_s"):
+    return float(ds[var].sel(stage=name))
+
+
+# ---------------------------------------------------------------- closed-form kernels
+
+
+@pytest.mark.parametrize("fn", ["plain", "jit"])
+def test_search_costs_match_hand_counts(fn):
+    f = search_cost if fn == "plain" else search_cost.jit
+    n, d, e = 1e6, 768, 4.0
+    assert f(INDEX_CODES["flat"], n, d, e, 1, 1, 1, 8, 16, 64) == (2 * n * d, n * d * e, d * e, n * d * e)
+    # IVF-Flat: 1024 lists, 16 probed: 16 * 1e6 / 1024 = 15625 vectors scanned
+    flop, fixed, per_q, mem = f(INDEX_CODES["ivf_flat"], n, d, e, 1024, 16, 1, 8, 16, 64)
+    assert flop == pytest.approx(2 * 1024 * d + 2 * 15625 * d, rel=1e-12)
+    assert fixed == 1024 * d * e and per_q == pytest.approx(15625 * (d * e + 8) + d * e, rel=1e-12)
+    assert mem == n * (d * e + 8) + 1024 * d * e
+    # IVF-PQ, 96 codes of 8 bits: tables 16 probes x 2 d 256, scan 15625 x 96 adds
+    flop, fixed, per_q, mem = f(INDEX_CODES["ivf_pq"], n, d, e, 1024, 16, 96, 8, 16, 64)
+    assert flop == pytest.approx(2 * 1024 * d + 16 * 2 * d * 256 + 15625 * 96, rel=1e-12)
+    assert fixed == 1024 * d * e + 256 * d * 4 and per_q == pytest.approx(15625 * (96 + 8) + d * e, rel=1e-12)
+    assert mem == n * (96 + 8) + 1024 * d * e + 256 * d * 4
+    # HNSW, M 16, ef 64: 64 * 32 base-layer visits + ln(1e6)/ln(16) levels x 16
+    levels = math.log(n) / math.log(16)
+    visits = 64 * 32 + levels * 16
+    flop, fixed, per_q, mem = f(INDEX_CODES["hnsw"], n, d, e, 1, 1, 1, 8, 16, 64)
+    assert flop == pytest.approx(2 * d * visits, rel=1e-12) and fixed == 0.0
+    assert per_q == pytest.approx(visits * (d * e + 4) + d * e, rel=1e-12)
+    assert mem == pytest.approx(n * (d * e + 32 * 4) + n / 15 * 16 * 4, rel=1e-12)
+    assert search_batch_time(8, 1e9, 1e9, 1e8, 1e12, 1e11, 1e-4) == pytest.approx(1e-4 + max(8e-3, 1.8e-2))
+
+
+def test_tier_outcome_probabilities():
+    rng = np.random.default_rng(0)
+    h = np.array([0.5, 0.2, 0.6])
+    u = rng.random(200_000)
+    got = np.array([tier_outcome.jit(x, h, 3) for x in u])
+    expect = [0.5, 0.5 * 0.2, 0.5 * 0.8 * 0.6, 0.5 * 0.8 * 0.4]  # tiers 0, 1, 2, then a miss (-1)
+    for k, p in zip([0, 1, 2, -1], expect, strict=True):
+        assert abs((got == k).mean() - p) < 4 * math.sqrt(p * (1 - p) / u.size)
+
+
+# ---------------------------------------------------------------- each stage's cost in the loop
+
+
+def test_llm_stage_with_thinking_and_tool_rounds_by_hand():
+    """Fixed 10 ms steps: prefill emits token 1; think T, answer A; rounds add a tool call and a prefill."""
+    T, A, tool = 6, 10, 0.25
+    stages = [
+        {"kind": "prefill", "engine": "llm"},
+        {
+            "kind": "reason",
+            "engine": "llm",
+            "thinking_tokens": T,
+            "rounds": 2,
+            "tool_latency_s": tool,
+            "tool_tokens": 50,
+        },
+        {"kind": "decode", "engine": "llm"},
+    ]
+    ds = one(scenario(stages, output=A))
+    # round 1: T tokens (T steps); tool; round 2: T + A tokens
+    assert float(ds.e2e_mean_s) == pytest.approx(T * STEP_S + tool + (T + A) * STEP_S, rel=1e-9)
+    assert float(ds.ttft_mean_s) == pytest.approx(T * STEP_S + tool + (T + 1) * STEP_S, rel=1e-9)
+    assert stage(ds, "reason_tool") == pytest.approx(tool, rel=1e-9)
+    assert stage(ds, "prefill") == pytest.approx(2 * STEP_S, rel=1e-9)
+    # thinking after each round's prefill token: T - 1 steps per round
+    assert stage(ds, "reason") == pytest.approx(2 * (T - 1) * STEP_S, rel=1e-9)
+    assert stage(ds, "decode") == pytest.approx(A * STEP_S, rel=1e-9)
+    assert stage(ds, "prefill", "stage_visits") == 2.0
+    assert float(ds.tpot_mean_s) == pytest.approx(STEP_S, rel=1e-9)
+
+
+def test_fixed_cost_stages_and_link_transfer_by_hand():
+    link = {"name": "net", "bandwidth_bytes_per_s": 1e5, "latency_s": 0.002}
+    stages = [
+        {"kind": "route", "latency_s": 0.003, "targets": ["llm"]},
+        {"kind": "prefill", "engine": "llm", "link": "net"},
+        {"kind": "decode", "engine": "llm"},
+        {"kind": "postprocess", "latency_s": 0.004, "per_token_s": 1e-4, "link": "net"},
+    ]
+    ds = one(scenario(stages, links=[link], prompt=100, output=10))
+    prompt_xfer = 0.002 + 100 * TEXT_BYTES_PER_TOKEN / 1e5
+    answer_xfer = 0.002 + 10 * TEXT_BYTES_PER_TOKEN / 1e5
+    assert stage(ds, "route") == pytest.approx(0.003, rel=1e-12)
+    assert stage(ds, "prefill", "stage_transfer_s") == pytest.approx(prompt_xfer, rel=1e-9)
+    assert stage(ds, "prefill") == pytest.approx(prompt_xfer + STEP_S, rel=1e-9)
+    assert stage(ds, "postprocess") == pytest.approx(answer_xfer + 0.004 + 10 * 1e-4, rel=1e-9)
+    assert float(ds.e2e_mean_s) == pytest.approx(float(ds.stage_time_s.sum()), rel=1e-12)
+    assert float(ds.link_bytes.sel(link="net")) == 110 * TEXT_BYTES_PER_TOKEN
+
+
+def test_embed_and_rerank_cost_an_encoder_prefill():
+    """The embed stage is the encoder's prefill of the query; rerank prefills k (query, document) pairs."""
+    engines = [LLM, {"name": "emb", "model": "e5-base", "device": "h100_sxm"}]
+    engines.append({"name": "rr", "model": "bge-reranker-large", "device": "h100_sxm"})
+    stages = [
+        {"kind": "embed", "engine": "emb"},
+        {"kind": "rerank", "engine": "rr", "top_k": 4, "doc_tokens": 120},
+        {"kind": "prefill", "engine": "llm"},
+    ]
+    ds = one(scenario(stages, engines=engines, prompt=80))
+    est = hf.estimate({"engines": engines[1:], "workload": {"batch_size": 1, "prompt_tokens": 80}})
+    assert stage(ds, "embed") == pytest.approx(float(est.prefill_time_s.sel(engine="emb")), rel=1e-9)
+    est4 = hf.estimate({"engines": engines[2:], "workload": {"batch_size": 4, "prompt_tokens": 200}})
+    assert stage(ds, "rerank") == pytest.approx(float(est4.prefill_time_s.sel(engine="rr")), rel=1e-9)
+
+
+def test_retrieve_stage_by_hand_and_documents_join_the_prompt():
+    d = hf.Catalog().device("grace_cpu")
+    ix = {"type": "flat", "vectors": 1e6, "dim": 512}
+    stages = [
+        {"kind": "retrieve", "device": "grace_cpu", "index": ix, "top_k": 3, "doc_tokens": 200, "overhead_s": 1e-4},
+        {"kind": "prefill", "engine": "llm"},
+        {"kind": "decode", "engine": "llm"},
+    ]
+    ds = one(scenario(stages, prompt=50, output=4), keep_requests=True)
+    peak = d.peak_flop_per_s.resolve("fp32")[0] * d.efficiency.compute_efficiency
+    bw = d.memory_bandwidth_bytes_per_s * d.efficiency.memory_efficiency
+    hand = 1e-4 + max(2 * 1e6 * 512 / peak, (1e6 * 512 * 4 + 512 * 4) / bw)
+    assert stage(ds, "retrieve") == pytest.approx(hand, rel=1e-12)
+    assert ds.request_context_tokens.values.tolist() == [50 + 3 * 200 + 4]  # documents joined the prompt
+
+
+def test_retrieve_index_must_fit():
+    ix = {"type": "flat", "vectors": 1e11, "dim": 768}
+    stages = [{"kind": "retrieve", "device": "grace_cpu", "index": ix}, {"kind": "prefill", "engine": "llm"}]
+    with pytest.raises(ConfigError, match=r"pipeline\[0\]\.index\.shards.*at least"):
+        hf.simulate(scenario(stages), n_requests=10)
+    stages[0]["index"] = {**ix, "type": "ivf_pq", "pq_m": 32, "shards": 64}  # 1e11 x 40 B / 64 shards fits
+    ds = one(scenario(stages), n=5)
+    assert int(ds.completed_requests) == 5
+    assert int(ds.pool.size) == 2
+
+
+def test_batch_max_wait():
+    """An idle embedding replica waits max_wait_s for a fuller batch before it starts."""
+    engines = [LLM, {"name": "emb", "model": "e5-base", "device": "h100_sxm", "batching": {"max_wait_s": 0.05}}]
+    ds = one(scenario([{"kind": "embed", "engine": "emb"}], engines=engines), n=1)
+    assert stage(ds, "embed", "stage_queue_s") == pytest.approx(0.05, rel=1e-12)
+    # arrivals much closer than the wait fill the batch of 2 at the second arrival: no wait then
+    engines[1]["batching"] = {"max_wait_s": 10.0, "max_batch_size": 2}
+    ds = one(scenario([{"kind": "embed", "engine": "emb"}], engines=engines, arrival={"process": "deterministic"}), n=2)
+    assert stage(ds, "embed", "stage_queue_s") == pytest.approx(0.5, rel=1e-9)  # the first waits 1 s, then none
+
+
+# ---------------------------------------------------------------- links and tiers
+
+
+def _trace(tmp_path, times):
+    p = tmp_path / "t.csv"
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{t},10,1000\n" for t in times))
+    return {"process": "trace", "trace": {"path": str(p)}}
+
+
+def test_equal_transfers_share_a_link(tmp_path):
+    link = {"name": "net", "bandwidth_bytes_per_s": 4000.0, "latency_s": 0.0}
+    stages = [{"kind": "postprocess", "latency_s": 0.0, "link": "net"}]  # moves 1000 answer tokens: 4000 B
+    alone = one(scenario(stages, links=[link], output=1000, arrival=_trace(tmp_path, [0.0])), n=1)
+    assert float(alone.e2e_mean_s) == pytest.approx(1.0, rel=1e-12)
+    both = one(scenario(stages, links=[link], output=1000, arrival=_trace(tmp_path, [0.0, 0.0])), n=2)
+    assert float(both.e2e_mean_s) == pytest.approx(2.0, rel=1e-12)
+    assert float(both.link_utilization.sel(link="net")) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n", [150_000, pytest.param(1_000_000, marks=pytest.mark.slow)])
+def test_processor_sharing_link_matches_mg1_ps(n):
+    """Poisson transfers on a PS link: mean response E[S] / (1 - rho) (M/G/1-PS is insensitive to the law)."""
+    bw, rate = 4.0e6, 500.0
+    length = {"dist": "exponential", "mean": 1000.0}
+    mean_tokens, _ = hf.length_moments(hf.config.Length(dist="exponential", mean=1000.0))
+    es = mean_tokens * TEXT_BYTES_PER_TOKEN / bw
+    rho = rate * es
+    link = {"name": "net", "bandwidth_bytes_per_s": bw, "latency_s": 0.0}
+    sc = scenario([{"kind": "postprocess", "latency_s": 0.0, "link": "net"}], links=[link], rate=rate, output=length)
+    ds = hf.simulate(sc, n_requests=n, seed=11).isel(replicate=0)
+    theory = es / (1 - rho)
+    assert 0.4 < rho < 0.6
+    assert float(ds.e2e_mean_s) == pytest.approx(theory, rel=0.02 if n >= 1e6 else 0.03)
+
+
+def _kv_scenario(hits, past=2000, rate=0.2, distinct=None, capacity=None):
+    tiers = {
+        "fast": {
+            "name": "fast",
+            "kind": "host_dram",
+            "capacity_bytes": 1e12,
+            "bandwidth_bytes_per_s": 1e11,
+            "latency_s": 1e-4,
+        },
+        "slow": {
+            "name": "slow",
+            "kind": "remote",
+            "capacity_bytes": 1e13,
+            "bandwidth_bytes_per_s": 1e9,
+            "latency_s": 2e-3,
+        },
+    }
+    levels = [{"tier": "fast", "hit_rate": hits[0]}, {"tier": "slow", "hit_rate": hits[1]}]
+    if capacity is not None:
+        levels[0]["capacity_bytes"] = capacity
+    kv = {"kind": "kv_retrieve", "past_tokens": past, "tiers": levels}
+    if distinct is not None:
+        kv["distinct_prefixes"] = distinct
+    llm = {k: v for k, v in LLM.items() if k != "fixed_step_time_s"}
+    stages = [kv, {"kind": "prefill", "engine": "llm"}, {"kind": "decode", "engine": "llm"}]
+    return scenario(stages, engines=[llm], tiers=tiers, rate=rate, prompt=100, output=2)
+
+
+def test_kv_tier_hit_rates_give_the_mean_fetch_time():
+    sc = _kv_scenario((0.5, 0.6))
+    pipe = build_pipeline(hf.load_scenario(sc))
+    kv_bytes = pipe.arrays["stages_float"][K.STF_KV_BYTES, 0]
+    assert kv_bytes == pytest.approx(131072.0)  # Llama-3.1-8B bf16: 32 layers x 8 heads x 128 x 2 x 2 B
+    fast = 1e-4 + 2000 * kv_bytes / 1e11
+    slow = 1e-4 + 2e-3 + 2000 * kv_bytes / 1e9
+    miss = 1e-4 + 2e-3
+    expect = 0.5 * fast + 0.3 * slow + 0.2 * miss
+    ds = hf.simulate(sc, n_requests=6000, seed=5).isel(replicate=0)
+    # 6000 draws: the mix's sampling error is ~1.5% of the mean; fetches at this load never overlap
+    assert stage(ds, "kv_retrieve") == pytest.approx(expect, rel=0.05)
+    n_fast, n_slow = ds.link_transfers.values
+    assert abs(n_fast / 6000 - 0.5) < 0.03 and abs(n_slow / 6000 - 0.3) < 0.03
+
+
+def test_kv_miss_recomputes_the_prefix():
+    """All-miss: the prefill computes past + prompt tokens; all-hit: only the prompt, against the prefix."""
+    miss = one(_kv_scenario((0.0, 0.0)))
+    hit = one(_kv_scenario((1.0, 0.0)))
+    llm = {k: v for k, v in LLM.items() if k != "fixed_step_time_s"}
+    plain = one(scenario([{"kind": "prefill", "engine": "llm"}], engines=[llm], prompt=2100, output=2))
+    assert stage(miss, "prefill") == pytest.approx(stage(plain, "prefill"), rel=1e-12)
+    assert stage(hit, "prefill") < 0.25 * stage(miss, "prefill")
+
+
+def test_tier_capacity_lowers_the_hit_rate():
+    """A working set 4x the fast tier's capacity: its hit rate falls to a quarter."""
+    kv_bytes = 131072.0
+    working = 1000 * 2000 * kv_bytes
+    ds = hf.simulate(_kv_scenario((1.0, 1.0), distinct=1000, capacity=working / 4), n_requests=4000, seed=2)
+    n_fast = float(ds.link_transfers.isel(replicate=0, link=0))
+    assert abs(n_fast / 4000 - 0.25) < 0.03
+
+
+# ---------------------------------------------------------------- routing, conservation, mixed classes
+
+
+def _two_models(rule_fields, n_classes=1, prompt=100):
+    big = {"name": "big", "model": "llama-3.1-8b", "device": "h200_sxm", "fixed_step_time_s": STEP_S}
+    stages = [
+        {"kind": "route", "latency_s": 0.001, "targets": ["llm", "big"], **rule_fields},
+        {"kind": "prefill", "engine": "routed"},
+        {"kind": "decode", "engine": "routed"},
+    ]
+    return scenario(stages, engines=[LLM, big], n_classes=n_classes, prompt=prompt, rate=5.0)
+
+
+def test_probability_routing_splits_traffic():
+    ds = hf.simulate(_two_models({"weights": [0.7, 0.3]}), n_requests=5000, seed=4, keep_requests=True)
+    replica = ds.request_replica.isel(replicate=0).values
+    counts = np.array([(replica == 0).sum(), (replica == 1).sum()])
+    assert counts.sum() == 5000
+    assert stats.chisquare(counts, [3500, 1500]).pvalue > 0.001
+
+
+def test_length_and_class_routing():
+    length = {"dist": "uniform", "min": 1, "max": 200}
+    sc = _two_models({"rule": "length", "threshold_tokens": [100]}, prompt=length)
+    ds = hf.simulate(sc, n_requests=400, seed=4, keep_requests=True).isel(replicate=0)
+    short = ds.request_prompt_tokens.values <= 100
+    assert np.array_equal(ds.request_replica.values, np.where(short, 0, 1))
+    sc = _two_models({"rule": "class", "class_targets": {"c1": "big"}}, n_classes=2)
+    ds = hf.simulate(sc, n_requests=400, seed=4, keep_requests=True).isel(replicate=0)
+    assert np.array_equal(ds.request_replica.values, ds.request_class.values)
+
+
+def test_pipeline_conserves_requests_and_stage_times_add_up():
+    engines = [LLM, {"name": "emb", "model": "e5-base", "device": "xeon_8480p"}]
+    link = {"name": "net", "bandwidth_bytes_per_s": 1e9, "latency_s": 1e-5}
+    stages = [
+        {"kind": "embed", "engine": "emb", "link": "net"},
+        {
+            "kind": "retrieve",
+            "device": "grace_cpu",
+            "index": {"type": "hnsw", "vectors": 1e7, "dim": 768},
+            "link": "net",
+        },
+        {"kind": "prefill", "engine": "llm", "link": "net"},
+        {"kind": "reason", "engine": "llm", "thinking_tokens": {"dist": "uniform", "min": 1, "max": 20}},
+        {"kind": "decode", "engine": "llm"},
+    ]
+    sc = scenario(stages, engines=engines, links=[link], rate=20.0, output={"dist": "uniform", "min": 1, "max": 30})
+    ds = hf.simulate(sc, n_requests=3000, seed=9).isel(replicate=0)
+    parts = ["completed_requests", "rejected_requests", "dropped_requests", "unfinished_requests"]
+    assert sum(int(ds[p]) for p in parts) == int(ds.arrived_requests) == int(ds.completed_requests) == 3000
+    assert float(ds.stage_time_s.sum()) == pytest.approx(float(ds.e2e_mean_s), rel=1e-9)
+    assert (ds.stage_visits.values == 1.0).all()
+    assert 0 < float(ds.link_utilization.sel(link="net")) < 1
+
+
+def test_pipeline_is_deterministic_and_fast_forward_invariant():
+    sc = _kv_scenario((0.5, 0.5), rate=3.0)
+    a = hf.simulate(sc, n_requests=1500, seed=8, keep_requests=True)
+    b = hf.simulate(sc, n_requests=1500, seed=8, keep_requests=True, fast_forward=False)
+    for name in ("request_completion_s", "request_first_token_s"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    c = hf.simulate(sc, n_requests=1500, seed=8, keep_requests=True)
+    assert a.equals(c)
+
+
+def test_disaggregated_pipeline_hands_off_over_a_shared_link():
+    dec = {"name": "dec", "model": "llama-3.1-8b", "device": "h200_sxm", "fixed_step_time_s": STEP_S}
+    link = {"name": "ib", "bandwidth_bytes_per_s": 131072.0 * 100, "latency_s": 0.0}  # 100 tokens of KV per s
+    stages = [{"kind": "prefill", "engine": "llm"}, {"kind": "decode", "engine": "dec", "link": "ib"}]
+    ds = one(scenario(stages, engines=[LLM, dec], links=[link], prompt=50, output=5))
+    # prefill (1 step, emits token 1) -> the prompt's KV, 50 tokens at 100 tokens/s -> 4 decode steps
+    assert float(ds.e2e_mean_s) == pytest.approx(STEP_S + 0.50 + 4 * STEP_S, rel=1e-9)
+    assert list(ds.pool_role.values) == ["prefill", "decode"]
+
+
+# ---------------------------------------------------------------- the HERMES paper's RAG findings
+
+
+def _rag(embed_engine, rate=1.0):
+    engines = [
+        {"name": "llm", "model": "llama-3.1-8b", "device": "h100_sxm"},
+        {"name": "e5-mistral-cpu", "model": "e5-mistral-7b", "device": "xeon_8480p"},
+        {"name": "e5-mistral-gpu", "model": "e5-mistral-7b", "device": "h100_sxm"},
+    ]
+    pcie = {"name": "pcie4_x4", "bandwidth_bytes_per_s": 32e9, "latency_s": 2e-6}
+    index = {"type": "ivf_pq", "vectors": 1e9, "dim": 4096, "n_lists": 65536, "n_probe": 32, "pq_m": 64}
+    stages = [
+        {"kind": "embed", "engine": embed_engine, "link": "pcie4_x4"},
+        {"kind": "retrieve", "device": "grace_cpu", "index": index, "link": "pcie4_x4"},
+        {"kind": "prefill", "engine": "llm", "link": "pcie4_x4"},
+        {"kind": "decode", "engine": "llm"},
+    ]
+    return scenario(stages, engines=engines, links=[pcie], rate=rate, prompt=128, output=256)
+
+
+def test_hermes_large_embedding_on_cpu_dominates_rag_latency():
+    """RAG latency: everything before the answer starts (embed, search, transfers, prefill)."""
+    cpu = hf.simulate(_rag("e5-mistral-cpu", rate=0.2), n_requests=300, seed=1).isel(replicate=0)
+    gpu = hf.simulate(_rag("e5-mistral-gpu", rate=0.2), n_requests=300, seed=1).isel(replicate=0)
+    rag = float(cpu.stage_time_s.sum()) - stage(cpu, "decode")
+    assert stage(cpu, "embed") > 0.5 * rag
+    assert stage(cpu, "embed") > 5 * stage(gpu, "embed")
+    assert stage(gpu, "embed") < 0.2 * (float(gpu.stage_time_s.sum()) - stage(gpu, "decode"))
+
+
+def test_hermes_context_transfer_over_pcie_is_under_one_percent():
+    ds = hf.simulate(_rag("e5-mistral-gpu"), n_requests=500, seed=2).isel(replicate=0)
+    assert float(ds.stage_transfer_s.sum()) < 0.01 * float(ds.e2e_mean_s)
+
+
+# ---------------------------------------------------------------- bad pipelines
+
+
+@pytest.mark.parametrize(
+    ("stages", "path", "match"),
+    [
+        ([{"kind": "embed", "engine": "nope"}], "workload.classes[0].pipeline[0].engine", "an engine name"),
+        ([{"kind": "embed"}], "workload.classes[0].pipeline[0].engine", "an engine name"),
+        ([{"kind": "prefill", "engine": "llm", "link": "nope"}], "workload.classes[0].pipeline[0].link", "link"),
+        ([{"kind": "decode", "engine": "llm"}], "workload.classes[0].pipeline", "prefill stage before"),
+        ([{"kind": "prefill", "engine": "routed"}], "workload.classes[0].pipeline[0].engine", "route stage"),
+        ([{"kind": "route", "targets": ["llm"], "latency_s": 0.0, "weights": [1, 2]}], "", "weights"),
+        ([{"kind": "route", "targets": ["llm"]}], "workload.classes[0].pipeline[0].latency_s", "fixed cost"),
+        ([{"kind": "retrieve", "device": "grace_cpu"}], "workload.classes[0].pipeline[0].index", "vector index"),
+        ([{"kind": "kv_retrieve", "past_tokens": 10}], "workload.classes[0].pipeline[0].tiers", "at least one"),
+        ([{"kind": "kv_retrieve", "past_tokens": 10, "tiers": [{"tier": "nope", "hit_rate": 1}]}], "", "tier"),
+        ([{"kind": "reason", "engine": "llm"}], "workload.classes[0].pipeline[0].thinking_tokens", "tokens"),
+        (
+            [
+                {
+                    "kind": "retrieve",
+                    "device": "grace_cpu",
+                    "index": {"type": "ivf_pq", "vectors": 10, "dim": 100, "pq_m": 3},
+                }
+            ],
+            "workload.classes[0].pipeline[0].index.pq_m",
+            "divisor",
+        ),
+    ],
+)
+def test_bad_pipelines_name_the_field(stages, path, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        hf.simulate(scenario(stages), n_requests=2)
+    if path:
+        assert err.value.path == path
