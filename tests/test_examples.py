@@ -1,4 +1,5 @@
-"""Every example scenario loads and estimates (zero-load) without error, with finite results."""
+"""Every example scenario loads and estimates (zero-load) without error, with finite results; the pipeline
+examples simulate a few hundred requests with every request accounted for."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 import hermes_fast as hf
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+ALL = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+EXAMPLES = [p for p in ALL if not p.stem.startswith("pipeline_")]
+PIPELINES = [p for p in ALL if p.stem.startswith("pipeline_")]
 
 
 def test_examples_exist():
@@ -22,6 +25,24 @@ def test_example_estimates(path):
     assert bool(ds.fits.all())
     for name in ("ttft_s", "tpot_s", "throughput_token_per_s"):
         assert np.isfinite(ds[name].values).all() and (ds[name].values > 0).all()
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_pipeline_example_simulates(path):
+    ds = hf.simulate(path, n_requests=300, seed=0).isel(replicate=0)
+    assert int(ds.completed_requests) == 300
+    assert float(ds.stage_time_s.sum()) == pytest.approx(float(ds.e2e_mean_s), rel=1e-9)
+    assert np.isfinite(ds.ttft_s.values).all()
+
+
+def test_pipeline_examples_cover_the_case_studies():
+    assert {p.stem for p in PIPELINES} >= {
+        "pipeline_rag",
+        "pipeline_reasoning",
+        "pipeline_kv_tiers",
+        "pipeline_routing",
+        "pipeline_disaggregated",
+    }
 
 
 def test_custom_hardware_overrides_apply():

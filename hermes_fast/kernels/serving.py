@@ -529,7 +529,8 @@ def _reject_reason(S, pool, i):
     out = ri[R_OUTPUT, i]
     if (prompt + ri[R_SEQS, i] - 1) // ri[R_SEQS, i] + out > pi[P_MAX_CONTEXT, pool]:  # (each sequence)
         return REASON_CONTEXT
-    if pi[P_POLICY, pool] != POLICY_CHUNKED and pi[P_ROLE, pool] != ROLE_DECODE and prompt > pi[P_MAX_TOKENS, pool]:
+    new = prompt - ri[R_PREFILLED, i]  # (a cached prefix is not prefilled)
+    if pi[P_POLICY, pool] != POLICY_CHUNKED and pi[P_ROLE, pool] != ROLE_DECODE and new > pi[P_MAX_TOKENS, pool]:
         return REASON_TOKENS
     # the most KV it ever holds here: the whole prompt (prefill-only) or prompt + output - 1
     most = prompt if pi[P_ROLE, pool] == ROLE_PREFILL else prompt + out - 1
