@@ -151,7 +151,7 @@ class _Builder:
                     **text_link,
                 )
             elif st.kind == "kv_retrieve":
-                self.kv_stage(c, st, p, stages, llm, path)
+                self.kv_stage(st, p, stages, llm, path)
             elif st.kind == "postprocess":
                 out_link = {"link": self.link(st.link), "bytes_answer": TEXT_BYTES_PER_TOKEN if st.link else 0.0}
                 if st.engine is not None:
@@ -239,20 +239,24 @@ class _Builder:
         self.pool_of[name] = len(self.pools) - 1
         return len(self.pools) - 1
 
-    def kv_stage(self, c: int, st: Stage, path: str, stages, llm: list[int], class_path: str) -> None:
+    def kv_stage(self, st: Stage, path: str, stages, llm: list[int], class_path: str) -> None:
         if not llm:
             raise ConfigError(
                 f"{path}.kind", "kv_retrieve", "a prefill stage later in the pipeline (its KV is fetched)"
             )
         pre = stages[llm[0]]
-        if pre.engine == ROUTED:
+        if pre.engine == ROUTED:  # the route's targets: one KV size per token among them
+            route = next(x for x in stages if x.kind == "route")
+            pools = [self.pools[self.pool(t, "colocated", f"{class_path}.targets")] for t in route.targets]
+        else:
+            role = self.llm_roles(stages, llm)[0]
+            pools = [self.pools[self.pool(pre.engine, role, f"{class_path}[{llm[0]}].engine")]]
+        sizes = {p.compiled.kv_bytes_per_token * p.devices for p in pools}  # a whole replica's KV per token
+        if len(sizes) > 1:
             raise ConfigError(
-                f"{class_path}[{llm[0]}].engine", ROUTED, "a named engine when a kv_retrieve fetches its KV"
+                f"{path}.kind", "kv_retrieve", "routed targets that agree on the KV bytes per token (the same model)"
             )
-        ce = self.pools[
-            self.pool(pre.engine, self.llm_roles(stages, llm)[0], f"{class_path}[{llm[0]}].engine")
-        ].compiled
-        kv_bytes = ce.kv_bytes_per_token * ce.devices  # the whole replica's KV per token
+        kv_bytes = sizes.pop()
         mean_past, _ = length_moments(st.past_tokens, f"{path}.past_tokens")
         first = len(self.tiers)
         for j, tier_ref in enumerate(st.tiers):

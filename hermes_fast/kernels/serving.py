@@ -1379,6 +1379,7 @@ def _submit_job(S, i, s, t):
         prompt = max(prompt + int(stf[STF_JOB_ANSWER, s] * ri[R_ANSWER, i]), 1)
         output = 1
         seqs = st[ST_SEQS, s]
+        prompt = min(prompt, seqs * (pi[P_MAX_CONTEXT, pool] - 1))  # encoders truncate their inputs
     else:  # a vector search: one query
         prompt = 1
         output = 1
