@@ -93,7 +93,7 @@ def main() -> None:
     for _ in range(args.repeats):
         wall, run, setup = timed_run(args.rate, args.requests)
         walls.append(wall)
-    rsf, xf = run[K.K_RSF], run[K.K_XF]
+    rsf, xf = run[K.K_RSF], run[K.K_PTF]
     status = run[K.K_RI][K.R_STATUS]
     best = min(walls)
     util = {p.name: rsf[K.A_BUSY_S, setup.serving.replica_pool == k].sum() for k, p in enumerate(setup.serving.pools)}

@@ -163,8 +163,11 @@ def summarize_stages(pipe, run, summary: dict) -> dict[str, np.ndarray]:
 
     A stage's time runs from entering it (the data moving in included) to leaving it, so the stage
     times of a pipeline add up to the mean end-to-end latency when every request completes."""
-    sa, xf, acc = run[K.K_SA], run[K.K_XF], run[K.K_ACC]
+    acc = run[K.K_ACC]
     rows = len(pipe.rows)
+    n_res = len(pipe.resources)
+    sa = run[K.K_PTF]
+    xf = run[K.K_PTF][:, :n_res]
     done = max(summary["completed_requests"], 1)
     arrival = run[K.K_ARR]
     run_s = max(acc[K.C_END] - arrival[0], 0.0) if arrival.size else 0.0

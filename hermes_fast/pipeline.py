@@ -374,9 +374,7 @@ def build_pipeline(scenario: Scenario, catalog: Catalog | None = None) -> Pipeli
             stages_f[slot, j] = st[key]
     tiers = np.array([[t[0] for t in b.tiers], [t[1] for t in b.tiers]], dtype=np.int64).reshape(K.NTI, -1)
     tiers_f = np.array([[t[2] for t in b.tiers], [t[3] for t in b.tiers]], dtype=float).reshape(K.NTF, -1)
-    res = np.zeros((K.NXF, len(b.res_float)))
-    for k, (bw, lat) in enumerate(b.res_float):
-        res[K.XF_BW, k], res[K.XF_LAT, k] = bw, lat
+    res = np.array(b.res_float, dtype=float).reshape(-1, 2).T.copy()  # rows: bandwidth, latency
     arrays = {
         "stages": stages,
         "stages_float": stages_f,

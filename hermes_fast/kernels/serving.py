@@ -41,25 +41,19 @@ K_PI = 6  # int64[NPI, n_pools]: pool configuration
 K_PF = 7  # float64[NPF, n_pools]
 K_PAR = 8  # float64[n_pools, N_PARAMS]: step-cost parameters of each pool's engine
 K_ARR = 9  # float64[n]: sorted arrival times
-K_U = 10  # float64[2, n]: uniforms for random replica choice (entry pool, next pool)
+K_U = 10  # float64[2 + stage draws, n]: uniforms for random replica choice (entry pool, next pool), then
+# the stages' per-request draws (uniforms, tokens, seconds)
 K_HT = 11  # float64[2, cap]: event-heap times (heap 0: iteration ends, heap 1: hand-offs)
 K_HI = 12  # int64[2, 2, cap]: event-heap (sequence number, payload)
 K_G = 13  # int64[NG]: loop globals
 K_HIST = 14  # float64[ITL_BINS]: inter-token-latency histogram (token counts)
 K_ACC = 15  # float64[NACC]: run accumulators
-# --- pipelines (see "pipelines" below; empty arrays when requests are served by one pool or a P/D pair)
-K_ST = 16  # int64[NST, n_stages]: stage table (every class's stages, one after another)
-K_STF = 17  # float64[NSTF, n_stages]
-K_CL = 18  # int64[n_classes]: first stage of each class
-K_RT = 19  # int64[...]: route tables: target pools, and class -> target maps
-K_RTF = 20  # float64[...]: route tables: cumulative weights or length bounds
-K_TI = 21  # int64[NTI, n_tier_levels]: KV tiers of kv_retrieve stages
-K_TF = 22  # float64[NTF, n_tier_levels]
-K_XI = 23  # int64[NXI, n_resources]: processor-sharing resources (links, tier instances)
-K_XF = 24  # float64[NXF, n_resources]
-K_SA = 25  # float64[NSA, n_rows]: per-stage-row accumulators
-K_DRAW = 26  # float64[n_draw_rows, n]: per-request draws of the stages (uniforms, tokens, seconds)
-K_BUF = 27  # int64[max_batch]: requests whose job ended in the iteration being applied
+# --- pipelines (see "pipelines" below; empty when requests are served by one pool or a P/D pair). Tables
+# of one dtype share an array (every array in S costs on each call of a kernel that takes S)
+K_PT = 16  # int64[PT_ROWS, m]: stage table (ST_* rows), KV tier levels (TI_*), shared resources (XI_*)
+K_PTF = 17  # float64[PTF_ROWS, m]: stage table (STF_*), tier levels (TF_*), resources (XF_*), stage rows (SA_*)
+K_RTF = 18  # float64[...]: route tables (cumulative weights, length bounds, target pools, class maps), then
+# each class's first stage (from G_CL)
 
 # --- per-request integer fields
 R_PROMPT = 0
@@ -216,22 +210,22 @@ POOL_SEARCH = 1
 # --- stage table (ints)
 ST_KIND = 0  # SK_*
 ST_POOL = 1  # pool of a job stage (-1: the routed target)
-ST_ROUTE = 2  # routed stages: offset of the route's target pools in K_RT; route stages: their table
+ST_ROUTE = 2  # routed stages: offset of the route's target pools in K_RTF
 ST_RULE = 3  # route stages: RULE_*; -1 for other stages
 ST_NTARGET = 4
-ST_CLASS_MAP = 5  # route by class: offset of the class -> target map in K_RT
+ST_CLASS_MAP = 5  # route by class: offset of the class -> target map in K_RTF
 ST_LINK = 6  # resource crossed by the data moving in (-1: none)
 ST_ROW = 7  # output row of the stage
 ST_ROW_REASON = 8  # LLM jobs: row of the thinking part (-1: none)
 ST_ROW_DECODE = 9  # LLM jobs: row of the answer part (-1: none)
-ST_DRAW = 10  # row of K_DRAW (-1: none): thinking tokens, delay seconds, or a uniform
+ST_DRAW = 10  # row of K_U (-1: none): thinking tokens, delay seconds, or a uniform
 ST_FINAL = 11  # LLM jobs: 1 if this job writes the answer
-ST_TIER = 12  # kv_retrieve: first tier level in K_TI
+ST_TIER = 12  # kv_retrieve: first tier level (a column of the TI_* rows)
 ST_NTIER = 13
 ST_ADD_CTX = 14  # tokens the stage adds to the context (documents, tool results)
 ST_SEQS = 15  # model jobs: sequences (rerank: documents)
 ST_END = 16  # one past the class's last stage
-ST_PAST_DRAW = 17  # kv_retrieve: row of K_DRAW with the prefix tokens
+ST_PAST_DRAW = 17  # kv_retrieve: row of K_U with the prefix tokens
 ST_ROUTE_F = 18  # route stages: offset of their cumulative weights and length bounds in K_RTF
 NST = 19
 SK_MODEL = 0  # a one-token prefill job (embed, rerank, a router or safety model)
@@ -256,38 +250,41 @@ STF_KV_BYTES = 8  # kv_retrieve: bytes of KV per prefix token
 NSTF = 9
 
 # --- KV tier levels
-TI_RES = 0  # first resource of the tier's instances
-TI_INSTANCES = 1
+TI_RES = NST  # first resource of the tier's instances
+TI_INSTANCES = NST + 1
 NTI = 2
-TF_HIT = 0  # effective hit rate among lookups reaching the level
-TF_LOOKUP_S = 1  # lookup latency
+TF_HIT = NSTF  # effective hit rate among lookups reaching the level
+TF_LOOKUP_S = NSTF + 1  # lookup latency
 NTF = 2
 
 # --- processor-sharing resources
-XI_ACTIVE = 0
-XI_HEAD = 1  # linked list of transfers in flight (R_RES_NEXT)
-XI_MIN = 2  # the transfer that finishes first
+XI_ACTIVE = NST + NTI
+XI_HEAD = NST + NTI + 1  # linked list of transfers in flight (R_RES_NEXT)
+XI_MIN = NST + NTI + 2  # the transfer that finishes first
 NXI = 3
-XF_BW = 0  # B/s
-XF_LAT = 1  # s before a transfer joins (link latency)
-XF_V = 2  # bytes served to each active transfer so far (virtual time)
-XF_T = 3  # time XF_V refers to
-XF_NEXT_T = 4  # next completion (inf: idle)
-XF_BUSY_S = 5  # time with at least one transfer
-XF_BYTES = 6  # bytes moved
-XF_COUNT = 7  # transfers completed
-XF_WAIT_S = 8  # sum of transfer durations (latency included)
+PT_ROWS = NST + NTI + NXI
+XF_BW = NSTF + NTF + 0  # B/s
+XF_LAT = NSTF + NTF + 1  # s before a transfer joins (link latency)
+XF_V = NSTF + NTF + 2  # bytes served to each active transfer so far (virtual time)
+XF_T = NSTF + NTF + 3  # time XF_V refers to
+XF_NEXT_T = NSTF + NTF + 4  # next completion (inf: idle)
+XF_BUSY_S = NSTF + NTF + 5  # time with at least one transfer
+XF_BYTES = NSTF + NTF + 6  # bytes moved
+XF_COUNT = NSTF + NTF + 7  # transfers completed
+XF_WAIT_S = NSTF + NTF + 8  # sum of transfer durations (latency included)
 NXF = 9
+_XF0 = NSTF + NTF
 XK_STAGE = 0  # data moving into a stage
 XK_KV = 1  # a prefix KV fetch
 XK_HANDOFF = 2  # a KV hand-off to the decode pool
 
 # --- per-stage-row accumulators
-SA_VISITS = 0
-SA_TIME_S = 1  # time from entering the stage to leaving it
-SA_QUEUE_S = 2  # waiting for a batch slot
-SA_TRANSFER_S = 3  # moving data in
+SA_VISITS = _XF0 + NXF + 0
+SA_TIME_S = _XF0 + NXF + 1  # time from entering the stage to leaving it
+SA_QUEUE_S = _XF0 + NXF + 2  # waiting for a batch slot
+SA_TRANSFER_S = _XF0 + NXF + 3  # moving data in
 NSA = 4
+PTF_ROWS = _XF0 + NXF + NSA
 
 TM_DELAY = 0  # timer payloads: request * 4 + kind
 TM_WAKE = 1
@@ -305,8 +302,10 @@ G_SPANS = 7  # iterations committed beyond the first by fast-forward
 G_PIPELINE = 8  # 1: requests follow stage tables
 G_OWN_END = 9  # 1 while a replica forms the iteration after its own (only then may it fast-forward)
 G_WARMUP = 10  # requests below this index are left out of the stage accumulators
-G_BUF = 11  # entries in K_BUF
-NG = 12
+G_BUF = 11  # requests whose job ended in the iteration being applied, listed after the NG globals
+G_NRES = 12  # shared resources
+G_CL = 13  # offset of the classes' first stages in K_RTF
+NG = 14
 
 # --- accumulators
 C_ITL_SUM = 0
@@ -540,10 +539,10 @@ def _reject_reason(S, pool, i):
 
 
 @kernel
-def _arrive(S, i, t):
+def _queue_job(S, i, pool, t):
+    """Queue request i's job at ``pool`` (and wake a replica), or reject or drop it."""
     ri = S[K_RI]
     pi = S[K_PI]
-    pool = 0
     reason = _reject_reason(S, pool, i)
     nxt = pi[P_NEXT, pool]
     if reason == REASON_NONE and nxt >= 0 and ri[R_OUTPUT, i] > 1:
@@ -558,15 +557,20 @@ def _arrive(S, i, t):
         ri[R_STATUS, i] = ST_DROPPED
         ri[R_REASON, i] = REASON_QUEUE_FULL
         return
-    ri[R_TARGET, i] = ri[R_PROMPT, i]
     _enqueue(S, q, i, False, t)
     _wake(S, q, t)
+
+
+@kernel
+def _arrive(S, i, t):
+    S[K_RI][R_TARGET, i] = S[K_RI][R_PROMPT, i]
+    _queue_job(S, i, 0, t)
 
 
 # ---------------------------------------------------------------- admission, preemption
 
 
-@kernel
+@kernel(inline=True)
 def _tokens_left(ri, i):
     """Tokens request i still emits before something must be recorded: its job's end, or its last
     thinking token (so a fast-forwarded span never steps over the start of the answer)."""
@@ -935,7 +939,9 @@ def _launch(S, r, t, swap_s, nothing_admitted):
     if g[G_NEXT_ARRIVAL] < S[K_ARR].size:
         t_next = min(t_next, S[K_ARR][g[G_NEXT_ARRIVAL]])
     if g[G_PIPELINE] != 0:  # any event may feed any pool: timers, transfers, other replicas' ends
-        t_next = min(t_next, _heap_top(S[K_HT], g, 0), _heap_top(S[K_HT], g, 2), _next_transfer_end(S))
+        t_next = min(
+            t_next, _heap_top(S[K_HT], g, 0), _heap_top(S[K_HT], g, 2), _next_transfer_end(S[K_PTF], g[G_NRES])
+        )
     elif pi[P_ROLE, pool] == ROLE_DECODE:  # so does a hand-off not yet sent: it starts at a prefill iteration's end
         for src in range(pi.shape[1]):
             if pi[P_NEXT, src] == pool:
@@ -1079,7 +1085,7 @@ def _finish(S, r, t):
                         if pi[P_LINK_RES, pool] >= 0:  # a shared link: its end is a transfer event
                             rf[F_TRANSFER, i] = t
                             _transfer(
-                                S, i, pi[P_LINK_RES, pool], sent, XK_HANDOFF, t, S[K_XF][XF_LAT, pi[P_LINK_RES, pool]]
+                                S, i, pi[P_LINK_RES, pool], sent, XK_HANDOFF, t, S[K_PTF][XF_LAT, pi[P_LINK_RES, pool]]
                             )
                         else:
                             dur = pf[PF_LINK_LAT, pool] + sent / pf[PF_LINK_BW, pool]
@@ -1092,8 +1098,9 @@ def _finish(S, r, t):
                 ri[R_BLOCKS, i] = 0
                 ri[R_REPLICA, i] = -1
                 if ri[R_STAGE, i] >= 0:  # its next stage starts once this iteration is applied
-                    S[K_BUF][S[K_G][G_BUF]] = i
-                    S[K_G][G_BUF] += 1
+                    g = S[K_G]
+                    g[NG + g[G_BUF]] = i
+                    g[G_BUF] += 1
                 else:
                     ri[R_STATUS, i] = ST_DONE
                     rf[F_DONE, i] = t
@@ -1107,7 +1114,7 @@ def _finish(S, r, t):
     rs[S_SPAN, r] = 0
     g = S[K_G]
     for k in range(g[G_BUF]):  # (r stays busy meanwhile: no stage it feeds may start its next iteration)
-        _stage_done(S, S[K_BUF][k], t)
+        _stage_done(S, g[NG + k], t)
     g[G_BUF] = 0
     rs[S_BUSY, r] = 0
 
@@ -1142,19 +1149,18 @@ def _handoff_done(S, i, t):
 
 
 @kernel
-def _next_transfer_end(S):
-    xf = S[K_XF]
+def _next_transfer_end(ptf, n_res):
     best = INF
-    for k in range(xf.shape[1]):
-        best = min(best, xf[XF_NEXT_T, k])
+    for k in range(n_res):
+        best = min(best, ptf[XF_NEXT_T, k])
     return best
 
 
 @kernel
 def _ps_advance(S, k, t):
     """Serve resource k's active transfers up to time t (each gets bandwidth / active)."""
-    xf = S[K_XF]
-    n = S[K_XI][XI_ACTIVE, k]
+    xf = S[K_PTF]
+    n = S[K_PT][XI_ACTIVE, k]
     if n > 0:
         xf[XF_V, k] += (t - xf[XF_T, k]) * xf[XF_BW, k] / n
         xf[XF_BUSY_S, k] += t - xf[XF_T, k]
@@ -1163,8 +1169,8 @@ def _ps_advance(S, k, t):
 
 @kernel
 def _ps_reschedule(S, k):
-    xi = S[K_XI]
-    xf = S[K_XF]
+    xi = S[K_PT]
+    xf = S[K_PTF]
     n = xi[XI_ACTIVE, k]
     if n == 0:
         xf[XF_NEXT_T, k] = INF
@@ -1187,10 +1193,10 @@ def _ps_join(S, k, i, t):
     """Request i's transfer (F_VFINISH holds its bytes) starts sharing resource k at time t."""
     ri = S[K_RI]
     rf = S[K_RF]
-    xi = S[K_XI]
+    xi = S[K_PT]
     _ps_advance(S, k, t)
-    S[K_XF][XF_BYTES, k] += rf[F_VFINISH, i]
-    rf[F_VFINISH, i] += S[K_XF][XF_V, k]
+    S[K_PTF][XF_BYTES, k] += rf[F_VFINISH, i]
+    rf[F_VFINISH, i] += S[K_PTF][XF_V, k]
     ri[R_RES_NEXT, i] = xi[XI_HEAD, k]
     xi[XI_HEAD, k] = i
     xi[XI_ACTIVE, k] += 1
@@ -1202,8 +1208,8 @@ def _ps_complete(S, k, t):
     """The first transfer on resource k ends at t: remove it and return its request."""
     ri = S[K_RI]
     rf = S[K_RF]
-    xi = S[K_XI]
-    xf = S[K_XF]
+    xi = S[K_PT]
+    xf = S[K_PTF]
     j = xi[XI_MIN, k]
     _ps_advance(S, k, t)
     xf[XF_V, k] = rf[F_VFINISH, j]  # exact, whatever rounding the advance left
@@ -1228,7 +1234,7 @@ def _transfer(S, i, k, nbytes, kind, t, lat):
     S[K_RI][R_RES, i] = k
     S[K_RI][R_XKIND, i] = kind
     S[K_RF][F_VFINISH, i] = nbytes
-    S[K_XF][XF_WAIT_S, k] -= t
+    S[K_PTF][XF_WAIT_S, k] -= t
     if lat > 0.0:
         _heap_push(S, 2, t + lat, i * 4 + TM_JOIN)
     else:
@@ -1238,7 +1244,7 @@ def _transfer(S, i, k, nbytes, kind, t, lat):
 @kernel
 def _transfer_done(S, i, t):
     ri = S[K_RI]
-    S[K_XF][XF_WAIT_S, ri[R_RES, i]] += t
+    S[K_PTF][XF_WAIT_S, ri[R_RES, i]] += t
     kind = ri[R_XKIND, i]
     ri[R_RES, i] = -1
     if kind == XK_STAGE:
@@ -1256,12 +1262,12 @@ def _transfer_done(S, i, t):
 @kernel
 def _route_pick(S, i, s):
     """Index of the target the route stage s sends request i to."""
-    st = S[K_ST]
+    st = S[K_PT]
     rule = st[ST_RULE, s]
     base = st[ST_ROUTE_F, s]
     n = st[ST_NTARGET, s]
     if rule == RULE_CLASS:
-        return S[K_RT][st[ST_CLASS_MAP, s] + S[K_RI][R_CLASS, i]]
+        return int(S[K_RTF][st[ST_CLASS_MAP, s] + S[K_RI][R_CLASS, i]])
     rtf = S[K_RTF]
     if rule == RULE_LENGTH:  # bounds stored after the targets' n cumulative weights
         prompt = S[K_RI][R_BASE_PROMPT, i]
@@ -1269,7 +1275,7 @@ def _route_pick(S, i, s):
             if prompt <= rtf[base + n + k]:
                 return k
         return n - 1
-    u = S[K_DRAW][st[ST_DRAW, s], i]
+    u = S[K_U][st[ST_DRAW, s], i]
     for k in range(n - 1):
         if u < rtf[base + k]:
             return k
@@ -1278,11 +1284,11 @@ def _route_pick(S, i, s):
 
 @kernel
 def _stage_pool(S, i, s):
-    st = S[K_ST]
+    st = S[K_PT]
     pool = st[ST_POOL, s]
     if pool >= 0:
         return pool
-    return S[K_RT][st[ST_ROUTE, s] + S[K_RI][R_ROUTE, i]]
+    return int(S[K_RTF][st[ST_ROUTE, s] + S[K_RI][R_ROUTE, i]])
 
 
 @kernel
@@ -1291,15 +1297,15 @@ def _enter_stage(S, i, t):
     ri = S[K_RI]
     s = ri[R_STAGE, i]
     S[K_RF][F_ENTER, i] = t
-    st = S[K_ST]
+    st = S[K_PT]
     if st[ST_RULE, s] >= 0:
         ri[R_ROUTE, i] = _route_pick(S, i, s)
     k = st[ST_LINK, s]
     if k >= 0:
-        stf = S[K_STF]
+        stf = S[K_PTF]
         nbytes = stf[STF_BYTES, s] + stf[STF_BYTES_CTX, s] * ri[R_CTX, i] + stf[STF_BYTES_ANSWER, s] * ri[R_ANSWER, i]
         if nbytes > 0.0:
-            _transfer(S, i, k, nbytes, XK_STAGE, t, S[K_XF][XF_LAT, k])
+            _transfer(S, i, k, nbytes, XK_STAGE, t, S[K_PTF][XF_LAT, k])
             return
     _start_service(S, i, t)
 
@@ -1308,15 +1314,15 @@ def _enter_stage(S, i, t):
 def _start_service(S, i, t):
     ri = S[K_RI]
     rf = S[K_RF]
-    st = S[K_ST]
-    stf = S[K_STF]
+    st = S[K_PT]
+    stf = S[K_PTF]
     s = ri[R_STAGE, i]
     rf[F_READY, i] = t
     kind = st[ST_KIND, s]
     if kind == SK_DELAY:
         d = stf[STF_DELAY, s] + stf[STF_PER_TOKEN, s] * ri[R_ANSWER, i]
         if st[ST_DRAW, s] >= 0 and st[ST_RULE, s] < 0:
-            d += S[K_DRAW][st[ST_DRAW, s], i]
+            d += S[K_U][st[ST_DRAW, s], i]
         _heap_push(S, 2, t + d, i * 4 + TM_DELAY)
     elif kind == SK_KV:
         _kv_lookup(S, i, s, t)
@@ -1328,13 +1334,13 @@ def _start_service(S, i, t):
 def _kv_lookup(S, i, s, t):
     """Look the prefix up tier by tier; a hit fetches its KV over the tier, a miss everywhere recomputes."""
     ri = S[K_RI]
-    st = S[K_ST]
-    ti = S[K_TI]
-    tf = S[K_TF]
-    past = int(S[K_DRAW][st[ST_PAST_DRAW, s], i])
+    st = S[K_PT]
+    ti = S[K_PT]
+    tf = S[K_PTF]
+    past = int(S[K_U][st[ST_PAST_DRAW, s], i])
     first = st[ST_TIER, s]
     n = st[ST_NTIER, s]
-    level = tier_outcome(S[K_DRAW][st[ST_DRAW, s], i], tf[TF_HIT, first : first + n], n)
+    level = tier_outcome(S[K_U][st[ST_DRAW, s], i], tf[TF_HIT, first : first + n], n)
     lookup = 0.0
     last = n - 1 if level < 0 else level
     for k in range(first, first + last + 1):
@@ -1348,7 +1354,7 @@ def _kv_lookup(S, i, s, t):
         ri[R_CACHED, i] = past
     lv = first + level
     res = ti[TI_RES, lv] + i % ti[TI_INSTANCES, lv]
-    _transfer(S, i, res, past * S[K_STF][STF_KV_BYTES, s], XK_KV, t, lookup)
+    _transfer(S, i, res, past * S[K_PTF][STF_KV_BYTES, s], XK_KV, t, lookup)
 
 
 @kernel
@@ -1356,8 +1362,8 @@ def _submit_job(S, i, s, t):
     """Queue request i's job of stage s (a model pass, a search, or an LLM generation) at its pool."""
     ri = S[K_RI]
     rf = S[K_RF]
-    st = S[K_ST]
-    stf = S[K_STF]
+    st = S[K_PT]
+    stf = S[K_PTF]
     pi = S[K_PI]
     kind = st[ST_KIND, s]
     pool = _stage_pool(S, i, s)
@@ -1367,7 +1373,7 @@ def _submit_job(S, i, s, t):
     if kind == SK_LLM:
         think = 0
         if st[ST_DRAW, s] >= 0:
-            think = int(S[K_DRAW][st[ST_DRAW, s], i])
+            think = int(S[K_U][st[ST_DRAW, s], i])
         answer = ri[R_ANSWER, i] if st[ST_FINAL, s] == 1 else 0
         prompt = ri[R_CTX, i]
         cached = min(ri[R_CACHED, i], prompt - 1)  # the last prompt token is always computed
@@ -1394,22 +1400,7 @@ def _submit_job(S, i, s, t):
     rf[F_ADMIT, i] = math.nan
     rf[F_PREFILL_END, i] = math.nan
     rf[F_REASON_END, i] = math.nan
-    reason = _reject_reason(S, pool, i)
-    nxt = pi[P_NEXT, pool]
-    if reason == REASON_NONE and nxt >= 0 and output > 1:
-        reason = _reject_reason(S, nxt, i)
-    if reason != REASON_NONE:
-        ri[R_STATUS, i] = ST_REJECTED
-        ri[R_REASON, i] = reason
-        return
-    q = _choose_queue(S, pool, i, 0)
-    limit = pi[P_MAX_QUEUE, pool]
-    if limit >= 0 and S[K_Q][Q_COUNT, q] >= limit:
-        ri[R_STATUS, i] = ST_DROPPED
-        ri[R_REASON, i] = REASON_QUEUE_FULL
-        return
-    _enqueue(S, q, i, False, t)
-    _wake(S, q, t)
+    _queue_job(S, i, pool, t)
 
 
 @kernel
@@ -1417,14 +1408,14 @@ def _stage_done(S, i, t):
     """Request i leaves its current stage at t: account the stage, then enter the next or finish."""
     ri = S[K_RI]
     rf = S[K_RF]
-    st = S[K_ST]
+    st = S[K_PT]
     s = ri[R_STAGE, i]
     kind = st[ST_KIND, s]
     job = kind == SK_MODEL or kind == SK_SEARCH or kind == SK_LLM
     if job:
         rf[F_QUEUE_SUM, i] += rf[F_ADMIT, i] - rf[F_READY, i]
     if i >= S[K_G][G_WARMUP]:
-        sa = S[K_SA]
+        sa = S[K_PTF]
         row = st[ST_ROW, s]
         sa[SA_VISITS, row] += 1.0
         sa[SA_TRANSFER_S, row] += rf[F_READY, i] - rf[F_ENTER, i]
@@ -1476,7 +1467,7 @@ def _timer(S, payload, t):
 @kernel
 def _arrive_pipeline(S, i, t):
     ri = S[K_RI]
-    ri[R_STAGE, i] = S[K_CL][ri[R_CLASS, i]]
+    ri[R_STAGE, i] = int(S[K_RTF][S[K_G][G_CL] + ri[R_CLASS, i]])
     ri[R_CTX, i] = ri[R_BASE_PROMPT, i]
     ri[R_STATUS, i] = ST_WAITING
     _enter_stage(S, i, t)
@@ -1494,7 +1485,7 @@ def serve(S):
         t_step = _heap_top(S[K_HT], S[K_G], 0)
         t_hand = _heap_top(S[K_HT], S[K_G], 1)
         t_timer = _heap_top(S[K_HT], S[K_G], 2)
-        t_xfer = _next_transfer_end(S)
+        t_xfer = _next_transfer_end(S[K_PTF], g[G_NRES]) if g[G_NRES] > 0 else INF
         k = g[G_NEXT_ARRIVAL]
         t_arr = arrivals[k] if k < n else INF
         t = min(min(t_step, t_hand), min(t_timer, t_xfer), t_arr)
@@ -1514,8 +1505,8 @@ def serve(S):
         elif t_timer == t:
             _timer(S, _heap_pop(S, 2), t)
         elif t_xfer == t:
-            xf = S[K_XF]
-            for res in range(xf.shape[1]):
+            xf = S[K_PTF]
+            for res in range(g[G_NRES]):
                 if xf[XF_NEXT_T, res] == t:
                     _transfer_done(S, _ps_complete(S, res, t), t)
                     break
@@ -1537,7 +1528,7 @@ def empty_pipeline():
         "route_float": np.zeros(1),
         "tiers": np.zeros((NTI, 0), dtype=np.int64),
         "tiers_float": np.zeros((NTF, 0)),
-        "resources": np.zeros((NXF, 0)),
+        "resources": np.zeros((2, 0)),  # bandwidth (B/s), latency (s) of each shared resource
         "rows": 0,
         "draws": np.zeros((0,)),
         "request_class": None,
@@ -1597,19 +1588,36 @@ def new_state(
         cap = 2 * n + n_rep + 16
     ht = np.zeros((3, cap))
     hi = np.zeros((3, 2, cap), dtype=np.int64)
-    g = np.zeros(NG, dtype=np.int64)
+    g = np.zeros(NG + max_batch, dtype=np.int64)
     g[G_FAST_FORWARD] = 1 if fast_forward else 0
     g[G_PIPELINE] = 1 if piped else 0
     g[G_WARMUP] = pl["warmup"]
     acc = np.zeros(NACC)
     acc[C_HORIZON] = horizon_s
-    n_res = pl["resources"].shape[1]
-    xi = np.zeros((NXI, n_res), dtype=np.int64)
-    xi[XI_HEAD] = -1
-    xi[XI_MIN] = -1
-    xf = np.zeros((NXF, n_res))
-    xf[: pl["resources"].shape[0]] = pl["resources"]
-    xf[XF_NEXT_T] = INF
+    # pipeline tables, one array per dtype
+    stages = pl["stages"]
+    n_st, n_tier, n_res = stages.shape[1], pl["tiers"].shape[1], pl["resources"].shape[1]
+    width = max(n_st, n_tier, n_res, pl["rows"], 1)
+    pt = np.zeros((PT_ROWS, width), dtype=np.int64)
+    ptf = np.zeros((PTF_ROWS, width))
+    pt[:NST, :n_st] = stages
+    pt[TI_RES : TI_RES + NTI, :n_tier] = pl["tiers"]
+    pt[XI_HEAD] = -1
+    pt[XI_MIN] = -1
+    ptf[:NSTF, :n_st] = pl["stages_float"]
+    ptf[TF_HIT : TF_HIT + NTF, :n_tier] = pl["tiers_float"]
+    ptf[XF_BW, :n_res], ptf[XF_LAT, :n_res] = pl["resources"]
+    ptf[XF_NEXT_T] = INF
+    g[G_NRES] = n_res
+    # route tables: floats, then target pools and class maps, then each class's first stage
+    rtf = np.concatenate([pl["route_float"], pl["route"], pl["class_first"]]).astype(np.float64)
+    n_f = pl["route_float"].size
+    pt[ST_ROUTE, :n_st] += n_f
+    pt[ST_CLASS_MAP, :n_st] += n_f
+    g[G_CL] = n_f + pl["route"].size
+    for row in (ST_DRAW, ST_PAST_DRAW):  # stage draws follow the two rows of replica-choice uniforms
+        pt[row, :n_st] = np.where(stages[row] >= 0, stages[row] + 2, -1)
+    draws = np.concatenate([np.asarray(route_u, dtype=np.float64).reshape(2, n), pl["draws"].reshape(-1, n)])
     return (
         ri,
         rf,
@@ -1621,22 +1629,13 @@ def new_state(
         np.ascontiguousarray(pool_float, dtype=np.float64),
         np.ascontiguousarray(params, dtype=np.float64),
         np.ascontiguousarray(arrival_s, dtype=np.float64),
-        np.ascontiguousarray(route_u, dtype=np.float64),
+        np.ascontiguousarray(draws),
         ht,
         hi,
         g,
         np.zeros(ITL_BINS),
         acc,
-        np.ascontiguousarray(pl["stages"], dtype=np.int64),
-        np.ascontiguousarray(pl["stages_float"], dtype=np.float64),
-        np.ascontiguousarray(pl["class_first"], dtype=np.int64),
-        np.ascontiguousarray(pl["route"], dtype=np.int64),
-        np.ascontiguousarray(pl["route_float"], dtype=np.float64),
-        np.ascontiguousarray(pl["tiers"], dtype=np.int64),
-        np.ascontiguousarray(pl["tiers_float"], dtype=np.float64),
-        xi,
-        xf,
-        np.zeros((NSA, max(pl["rows"], 1))),
-        np.ascontiguousarray(pl["draws"], dtype=np.float64).reshape(-1, n),
-        np.zeros(max_batch, dtype=np.int64),
+        pt,
+        ptf,
+        rtf,
     )
