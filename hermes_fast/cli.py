@@ -117,12 +117,22 @@ def print_simulation(ds, out=None) -> None:
         file=out,
     )
     for k, pool in enumerate(ds["pool"].values):
+        kv = float(mean.kv_occupancy[k])
+        kv_text = f"KV occupancy {kv * 100:.1f}%, " if np.isfinite(kv) else ""
         print(
             f"pool {pool} ({ds.pool_role.values[k]}): utilisation {float(mean.utilization[k]) * 100:.1f}%, "
-            f"mean batch {float(mean.mean_batch_size[k]):.1f}, KV occupancy {float(mean.kv_occupancy[k]) * 100:.1f}%, "
-            f"preemptions {float(mean.preemptions[k]):.0f}",
+            f"mean batch {float(mean.mean_batch_size[k]):.1f}, {kv_text}preemptions {float(mean.preemptions[k]):.0f}",
             file=out,
         )
+    if "stage" in ds.dims:  # pipelines: where the end-to-end time goes
+        for k, stage in enumerate(ds["stage"].values):
+            print(
+                f"stage {stage}: {float(mean.stage_time_s[k]) * 1e3:.2f} ms per request (queueing "
+                f"{float(mean.stage_queue_s[k]) * 1e3:.2f}, transfer in {float(mean.stage_transfer_s[k]) * 1e3:.3f})",
+                file=out,
+            )
+        for k, link in enumerate(ds["link"].values):
+            print(f"link {link}: utilisation {float(mean.link_utilization[k]) * 100:.2f}%", file=out)
     energy = float(mean.energy_j_per_token)
     cost = float(mean.cost_usd_per_mtoken)
     cost_text = f"${cost:.3f} per million output tokens" if np.isfinite(cost) else "cost n/a (a device has no price)"

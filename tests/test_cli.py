@@ -286,3 +286,16 @@ def test_run_bad_scenario_is_one_line(capsys, tmp_path):
     assert main(["run", str(p)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "engines[0].batching.policy" in err[0]
+
+
+def test_run_pipeline_prints_the_stage_breakdown(capsys, tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "pipeline_rag.yaml"
+    out = tmp_path / "rag.nc"
+    assert main(["run", str(example), "--requests", "300", "--seed", "2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    ds = xr.load_dataset(out).isel(replicate=0)
+    for stage in ("embed", "retrieve", "prefill", "decode"):
+        ms = float(ds.stage_time_s.sel(stage=stage)) * 1e3
+        assert f"stage {stage}: {ms:.2f} ms per request" in text
+    assert "link pcie4_x4: utilisation" in text
+    assert ds.stage_time_s.attrs["units"] == "s"
