@@ -97,7 +97,7 @@ def main() -> None:
     status = run[K.K_RI][K.R_STATUS]
     best = min(walls)
     util = {p.name: rsf[K.A_BUSY_S, setup.serving.replica_pool == k].sum() for k, p in enumerate(setup.serving.pools)}
-    span = run[K.K_ACC][K.C_END] - run[K.K_ARR][0]
+    span = run[K.K_ACC][K.C_END] - run[K.K_RF][K.F_ARRIVAL, 0]
     print(
         f"{args.requests:,} requests at {args.rate:g}/s through 7 stages, {len(setup.serving.pools)} pools, "
         f"{len(setup.resources)} shared resources: {', '.join(f'{w:.2f}' for w in walls)} s -> best "

@@ -93,7 +93,7 @@ def summarize(setup, draws, run, serving) -> dict[str, np.ndarray | float]:
         x = np.where(done, x, np.nan)
         out[f"{name}_s"] = _quantiles(x)
         out[f"{name}_mean_s"] = _mean(x)
-    hist = run[K.K_HIST]
+    hist = run[K.K_ACC][K.HIST0 :]
     out["itl_s"] = itl_quantiles(hist)
     out["itl_mean_s"] = acc[K.C_ITL_SUM] / acc[K.C_ITL_COUNT] if acc[K.C_ITL_COUNT] > 0 else math.nan
     # throughput over the measured requests: from the first measured arrival to the last completion
@@ -169,7 +169,7 @@ def summarize_stages(pipe, run, summary: dict) -> dict[str, np.ndarray]:
     sa = run[K.K_PTF]
     xf = run[K.K_PTF][:, :n_res]
     done = max(summary["completed_requests"], 1)
-    arrival = run[K.K_ARR]
+    arrival = run[K.K_RF][K.F_ARRIVAL]
     run_s = max(acc[K.C_END] - arrival[0], 0.0) if arrival.size else 0.0
     count = xf[K.XF_COUNT]
     return {

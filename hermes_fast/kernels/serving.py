@@ -40,20 +40,18 @@ K_RUN = 5  # int64[R, max_batch]: running requests per replica, in admission ord
 K_PI = 6  # int64[NPI, n_pools]: pool configuration
 K_PF = 7  # float64[NPF, n_pools]
 K_PAR = 8  # float64[n_pools, N_PARAMS]: step-cost parameters of each pool's engine
-K_ARR = 9  # float64[n]: sorted arrival times
-K_U = 10  # float64[2 + stage draws, n]: uniforms for random replica choice (entry pool, next pool), then
+K_U = 9  # float64[2 + stage draws, n]: uniforms for random replica choice (entry pool, next pool), then
 # the stages' per-request draws (uniforms, tokens, seconds)
-K_HT = 11  # float64[2, cap]: event-heap times (heap 0: iteration ends, heap 1: hand-offs)
-K_HI = 12  # int64[2, 2, cap]: event-heap (sequence number, payload)
-K_G = 13  # int64[NG]: loop globals
-K_HIST = 14  # float64[ITL_BINS]: inter-token-latency histogram (token counts)
-K_ACC = 15  # float64[NACC]: run accumulators
+K_HT = 10  # float64[3, cap]: event-heap times (heap 0: iteration ends, 1: hand-offs, 2: timers)
+K_HI = 11  # int64[3, 2, cap]: event-heap (sequence number, payload)
+K_G = 12  # int64[NG + max_batch]: loop globals, then the requests whose job ended in the iteration applied
+K_ACC = 13  # float64[NACC + ITL_BINS]: run accumulators, then the inter-token-latency histogram (token counts)
 # --- pipelines (see "pipelines" below; empty when requests are served by one pool or a P/D pair). Tables
 # of one dtype share an array (every array in S costs on each call of a kernel that takes S)
-K_PT = 16  # int64[PT_ROWS, m]: stage table (ST_* rows), KV tier levels (TI_*), shared resources (XI_*)
-K_PTF = 17  # float64[PTF_ROWS, m]: stage table (STF_*), tier levels (TF_*), resources (XF_*), stage rows (SA_*)
-K_RTF = 18  # float64[...]: route tables (cumulative weights, length bounds, target pools, class maps), then
-# each class's first stage (from G_CL)
+K_PT = 14  # int64[PT_ROWS, m]: stage table (ST_* rows), KV tier levels (TI_*), shared resources (XI_*)
+K_PTF = 15  # float64[PTF_ROWS + 1, m]: stage table (STF_*), tier levels (TF_*), resources (XF_*), stage rows
+# (SA_*), and row RTF: route tables (cumulative weights, length bounds, target pools, class maps), then each
+# class's first stage (from G_CL)
 
 # --- per-request integer fields
 R_PROMPT = 0
@@ -99,7 +97,8 @@ F_REASON_END = 8  # last thinking token of the current job
 F_VFINISH = 9  # processor-sharing virtual finish (bytes to move while waiting for the latency)
 F_QUEUED = 10  # last joined a queue
 F_QUEUE_SUM = 11  # pipelines: time spent waiting for batch slots, over all stages
-NRF = 12
+F_ARRIVAL = 12  # the pre-drawn arrival times, sorted
+NRF = 13
 
 # --- status codes
 ST_PENDING = 0
@@ -210,10 +209,10 @@ POOL_SEARCH = 1
 # --- stage table (ints)
 ST_KIND = 0  # SK_*
 ST_POOL = 1  # pool of a job stage (-1: the routed target)
-ST_ROUTE = 2  # routed stages: offset of the route's target pools in K_RTF
+ST_ROUTE = 2  # routed stages: offset of the route's target pools in the RTF row
 ST_RULE = 3  # route stages: RULE_*; -1 for other stages
 ST_NTARGET = 4
-ST_CLASS_MAP = 5  # route by class: offset of the class -> target map in K_RTF
+ST_CLASS_MAP = 5  # route by class: offset of the class -> target map in the RTF row
 ST_LINK = 6  # resource crossed by the data moving in (-1: none)
 ST_ROW = 7  # output row of the stage
 ST_ROW_REASON = 8  # LLM jobs: row of the thinking part (-1: none)
@@ -226,7 +225,7 @@ ST_ADD_CTX = 14  # tokens the stage adds to the context (documents, tool results
 ST_SEQS = 15  # model jobs: sequences (rerank: documents)
 ST_END = 16  # one past the class's last stage
 ST_PAST_DRAW = 17  # kv_retrieve: row of K_U with the prefix tokens
-ST_ROUTE_F = 18  # route stages: offset of their cumulative weights and length bounds in K_RTF
+ST_ROUTE_F = 18  # route stages: offset of their cumulative weights and length bounds in the RTF row
 NST = 19
 SK_MODEL = 0  # a one-token prefill job (embed, rerank, a router or safety model)
 SK_SEARCH = 1
@@ -285,6 +284,7 @@ SA_QUEUE_S = _XF0 + NXF + 2  # waiting for a batch slot
 SA_TRANSFER_S = _XF0 + NXF + 3  # moving data in
 NSA = 4
 PTF_ROWS = _XF0 + NXF + NSA
+RTF = PTF_ROWS  # the route-table row of K_PTF
 
 TM_DELAY = 0  # timer payloads: request * 4 + kind
 TM_WAKE = 1
@@ -304,7 +304,7 @@ G_OWN_END = 9  # 1 while a replica forms the iteration after its own (only then 
 G_WARMUP = 10  # requests below this index are left out of the stage accumulators
 G_BUF = 11  # requests whose job ended in the iteration being applied, listed after the NG globals
 G_NRES = 12  # shared resources
-G_CL = 13  # offset of the classes' first stages in K_RTF
+G_CL = 13  # offset of the classes' first stages in the RTF row
 NG = 14
 
 # --- accumulators
@@ -313,6 +313,7 @@ C_ITL_COUNT = 1
 C_HORIZON = 2  # input: stop after this time (inf: none)
 C_END = 3  # time of the last event processed
 NACC = 4
+HIST0 = NACC  # the histogram's first bin in K_ACC
 
 ITL_BINS = 1200  # 100 per decade from 1 us to 1000 s
 ITL_LOG_MIN = -6.0
@@ -452,12 +453,12 @@ def iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, 
 
 
 @kernel
-def _itl_add(hist, acc, gap, weight):
+def _itl_add(acc, gap, weight):
     b = 0
     if gap > 0.0:
         b = int(math.floor((math.log10(gap) - ITL_LOG_MIN) * ITL_PER_DECADE))
         b = min(max(b, 0), ITL_BINS - 1)
-    hist[b] += weight
+    acc[HIST0 + b] += weight
     acc[C_ITL_SUM] += gap * weight
     acc[C_ITL_COUNT] += weight
 
@@ -936,8 +937,8 @@ def _launch(S, r, t, swap_s, nothing_admitted):
     if decode_only and may_skip and min_left > 1:
         span = _span_limit(S, r, min_left)
     t_next = _heap_top(S[K_HT], g, 1)  # the next hand-off or arrival bounds the span
-    if g[G_NEXT_ARRIVAL] < S[K_ARR].size:
-        t_next = min(t_next, S[K_ARR][g[G_NEXT_ARRIVAL]])
+    if g[G_NEXT_ARRIVAL] < S[K_RF].shape[1]:
+        t_next = min(t_next, S[K_RF][F_ARRIVAL, g[G_NEXT_ARRIVAL]])
     if g[G_PIPELINE] != 0:  # any event may feed any pool: timers, transfers, other replicas' ends
         t_next = min(
             t_next, _heap_top(S[K_HT], g, 0), _heap_top(S[K_HT], g, 2), _next_transfer_end(S[K_PTF], g[G_NRES])
@@ -963,7 +964,7 @@ def _launch(S, r, t, swap_s, nothing_admitted):
         if j == 1:
             rsf[A_FIRST_END, r] = end
         else:
-            _itl_add(S[K_HIST], S[K_ACC], end - prev, float(n_dec))
+            _itl_add(S[K_ACC], end - prev, float(n_dec))
         if j >= span or end > t_next:
             break
         j += 1
@@ -1031,7 +1032,6 @@ def _finish(S, r, t):
     pool = rs[S_POOL, r]
     span = rs[S_SPAN, r]
     first_end = rsf[A_FIRST_END, r]
-    hist = S[K_HIST]
     acc = S[K_ACC]
     gap_run = -1.0  # requests that decoded in the previous iteration share one gap: add them at once
     gap_count = 0.0
@@ -1047,7 +1047,7 @@ def _finish(S, r, t):
                 gap = first_end - rf[F_LAST_TOKEN, i]
                 if gap != gap_run:
                     if gap_count > 0.0:
-                        _itl_add(hist, acc, gap_run, gap_count)
+                        _itl_add(acc, gap_run, gap_count)
                     gap_run = gap
                     gap_count = 0.0
                 gap_count += 1.0
@@ -1074,7 +1074,7 @@ def _finish(S, r, t):
                         elif ri[R_FIRST_AT, i] == 2:
                             rf[F_REASON_END, i] = t
                     else:
-                        _itl_add(hist, acc, t - rf[F_LAST_TOKEN, i], 1.0)
+                        _itl_add(acc, t - rf[F_LAST_TOKEN, i], 1.0)
                         if ri[R_GEN, i] == ri[R_FIRST_AT, i]:  # a recompute emitted the first answer token
                             rf[F_FIRST_TOKEN, i] = t
                     rf[F_LAST_TOKEN, i] = t
@@ -1108,7 +1108,7 @@ def _finish(S, r, t):
             run[r, keep] = i
             keep += 1
     if gap_count > 0.0:
-        _itl_add(hist, acc, gap_run, gap_count)
+        _itl_add(acc, gap_run, gap_count)
     rs[S_KV_TOKENS, r] += kv_added
     rs[S_NRUN, r] = keep
     rs[S_SPAN, r] = 0
@@ -1267,8 +1267,8 @@ def _route_pick(S, i, s):
     base = st[ST_ROUTE_F, s]
     n = st[ST_NTARGET, s]
     if rule == RULE_CLASS:
-        return int(S[K_RTF][st[ST_CLASS_MAP, s] + S[K_RI][R_CLASS, i]])
-    rtf = S[K_RTF]
+        return int(S[K_PTF][RTF, st[ST_CLASS_MAP, s] + S[K_RI][R_CLASS, i]])
+    rtf = S[K_PTF][RTF]
     if rule == RULE_LENGTH:  # bounds stored after the targets' n cumulative weights
         prompt = S[K_RI][R_BASE_PROMPT, i]
         for k in range(n - 1):
@@ -1288,7 +1288,7 @@ def _stage_pool(S, i, s):
     pool = st[ST_POOL, s]
     if pool >= 0:
         return pool
-    return int(S[K_RTF][st[ST_ROUTE, s] + S[K_RI][R_ROUTE, i]])
+    return int(S[K_PTF][RTF, st[ST_ROUTE, s] + S[K_RI][R_ROUTE, i]])
 
 
 @kernel
@@ -1467,7 +1467,7 @@ def _timer(S, payload, t):
 @kernel
 def _arrive_pipeline(S, i, t):
     ri = S[K_RI]
-    ri[R_STAGE, i] = int(S[K_RTF][S[K_G][G_CL] + ri[R_CLASS, i]])
+    ri[R_STAGE, i] = int(S[K_PTF][RTF, S[K_G][G_CL] + ri[R_CLASS, i]])
     ri[R_CTX, i] = ri[R_BASE_PROMPT, i]
     ri[R_STATUS, i] = ST_WAITING
     _enter_stage(S, i, t)
@@ -1477,7 +1477,7 @@ def _arrive_pipeline(S, i, t):
 def serve(S):
     """Run the event loop over all arrivals until no work is left or the horizon passes."""
     g = S[K_G]
-    arrivals = S[K_ARR]
+    arrivals = S[K_RF][F_ARRIVAL]
     acc = S[K_ACC]
     horizon = acc[C_HORIZON]
     n = arrivals.size
@@ -1573,6 +1573,7 @@ def new_state(
     rf = np.full((NRF, n), np.nan)
     rf[F_TRANSFER] = 0.0
     rf[F_QUEUE_SUM] = 0.0
+    rf[F_ARRIVAL] = arrival_s
     rs = np.zeros((NRS, n_rep), dtype=np.int64)
     rs[S_POOL] = replica_pool
     rs[S_FREE_BLOCKS] = pool_int[P_CAP_BLOCKS, replica_pool]
@@ -1592,14 +1593,15 @@ def new_state(
     g[G_FAST_FORWARD] = 1 if fast_forward else 0
     g[G_PIPELINE] = 1 if piped else 0
     g[G_WARMUP] = pl["warmup"]
-    acc = np.zeros(NACC)
+    acc = np.zeros(NACC + ITL_BINS)
     acc[C_HORIZON] = horizon_s
     # pipeline tables, one array per dtype
     stages = pl["stages"]
     n_st, n_tier, n_res = stages.shape[1], pl["tiers"].shape[1], pl["resources"].shape[1]
-    width = max(n_st, n_tier, n_res, pl["rows"], 1)
+    rtf = np.concatenate([pl["route_float"], pl["route"], pl["class_first"]]).astype(np.float64)
+    width = max(n_st, n_tier, n_res, pl["rows"], rtf.size, 1)
     pt = np.zeros((PT_ROWS, width), dtype=np.int64)
-    ptf = np.zeros((PTF_ROWS, width))
+    ptf = np.zeros((PTF_ROWS + 1, width))
     pt[:NST, :n_st] = stages
     pt[TI_RES : TI_RES + NTI, :n_tier] = pl["tiers"]
     pt[XI_HEAD] = -1
@@ -1610,7 +1612,7 @@ def new_state(
     ptf[XF_NEXT_T] = INF
     g[G_NRES] = n_res
     # route tables: floats, then target pools and class maps, then each class's first stage
-    rtf = np.concatenate([pl["route_float"], pl["route"], pl["class_first"]]).astype(np.float64)
+    ptf[RTF, : rtf.size] = rtf
     n_f = pl["route_float"].size
     pt[ST_ROUTE, :n_st] += n_f
     pt[ST_CLASS_MAP, :n_st] += n_f
@@ -1628,14 +1630,11 @@ def new_state(
         np.array(pool_int, dtype=np.int64),  # a copy: the loop advances its round-robin counters
         np.ascontiguousarray(pool_float, dtype=np.float64),
         np.ascontiguousarray(params, dtype=np.float64),
-        np.ascontiguousarray(arrival_s, dtype=np.float64),
         np.ascontiguousarray(draws),
         ht,
         hi,
         g,
-        np.zeros(ITL_BINS),
         acc,
         pt,
         ptf,
-        rtf,
     )
