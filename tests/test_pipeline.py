@@ -428,3 +428,19 @@ def test_bad_pipelines_name_the_field(stages, path, match):
         hf.simulate(scenario(stages), n_requests=2)
     if path:
         assert err.value.path == path
+
+
+@pytest.mark.parametrize(("think", "answer"), [(1, 5), (4, 1), (1, 1), (3, 6)])
+def test_thinking_edges_by_hand(think, answer):
+    """Token k of a job ends at k steps; the first answer token is token think + 1."""
+    stages = [
+        {"kind": "prefill", "engine": "llm"},
+        {"kind": "reason", "engine": "llm", "thinking_tokens": think},
+        {"kind": "decode", "engine": "llm"},
+    ]
+    for ff in (True, False):
+        ds = one(scenario(stages, output=answer), fast_forward=ff)
+        assert float(ds.ttft_mean_s) == pytest.approx((think + 1) * STEP_S, rel=1e-9)
+        assert float(ds.e2e_mean_s) == pytest.approx((think + answer) * STEP_S, rel=1e-9)
+        assert stage(ds, "reason") == pytest.approx((think - 1) * STEP_S, rel=1e-9)
+        assert stage(ds, "decode") == pytest.approx(answer * STEP_S, rel=1e-9)

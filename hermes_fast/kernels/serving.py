@@ -82,7 +82,9 @@ R_CACHED = 24  # leading tokens of R_CTX whose KV is at hand (fetched, or kept f
 R_RES = 25  # resource of the transfer in flight
 R_RES_NEXT = 26  # next request transferring on the same resource
 R_XKIND = 27  # what the transfer is for (XK_*)
-NRI = 28
+R_STOP = 28  # tokens emitted at which something must be recorded: the job's output, or first the last thinking
+# token and then the first answer token (a fast-forwarded span never steps over one)
+NRI = 29
 
 # --- per-request times (s); NaN until they happen
 F_ADMIT = 0  # first admitted to an iteration
@@ -571,17 +573,6 @@ def _arrive(S, i, t):
 # ---------------------------------------------------------------- admission, preemption
 
 
-@kernel(inline=True)
-def _tokens_left(ri, i):
-    """Tokens request i still emits before something must be recorded: its job's end, or its last
-    thinking token (so a fast-forwarded span never steps over the start of the answer)."""
-    left = ri[R_OUTPUT, i] - ri[R_GEN, i]
-    to_answer = ri[R_FIRST_AT, i] - 1 - ri[R_GEN, i]
-    if 0 < to_answer < left:
-        return to_answer
-    return left
-
-
 @kernel
 def _mark(S, r, i, chunk):
     """Put ``chunk`` tokens of request i (1: a decode) into replica r's iteration and add to its totals."""
@@ -593,7 +584,7 @@ def _mark(S, r, i, chunk):
         rsf[T_NDEC, r] += 1.0
         rsf[T_DEC_KV, r] += ri[R_KV, i] + 1.0
         rsf[T_LOGITS, r] += 1.0
-        rsf[T_MIN_LEFT, r] = min(rsf[T_MIN_LEFT, r], float(_tokens_left(ri, i)))
+        rsf[T_MIN_LEFT, r] = min(rsf[T_MIN_LEFT, r], float(ri[R_STOP, i] - ri[R_GEN, i]))
     else:
         past = float(ri[R_PREFILLED, i])
         rsf[T_PRE_TOK, r] += chunk
@@ -765,7 +756,7 @@ def _schedule_decodes(S, r):
             ri[R_CHUNK, i] = 1
             n += 1
             kv += ri[R_KV, i] + 1.0
-            min_left = min(min_left, float(_tokens_left(ri, i)))
+            min_left = min(min_left, float(ri[R_STOP, i] - ri[R_GEN, i]))
             b = blocks_for(ri[R_KV, i] + 1, block)
             if b > ri[R_BLOCKS, i]:  # (static batches reserved theirs at admission)
                 free -= b - ri[R_BLOCKS, i]
@@ -1051,16 +1042,10 @@ def _finish(S, r, t):
                     gap_run = gap
                     gap_count = 0.0
                 gap_count += 1.0
-                before = ri[R_GEN, i]
                 ri[R_GEN, i] += span
                 ri[R_KV, i] += span
                 kv_added += span
                 rf[F_LAST_TOKEN, i] = t
-                answer_at = ri[R_FIRST_AT, i]
-                if before < answer_at <= ri[R_GEN, i]:  # (spans stop at the last thinking token)
-                    rf[F_FIRST_TOKEN, i] = first_end
-                elif ri[R_GEN, i] == answer_at - 1:
-                    rf[F_REASON_END, i] = t
             else:
                 ri[R_PREFILLED, i] += c
                 ri[R_KV, i] += c
@@ -1071,12 +1056,8 @@ def _finish(S, r, t):
                         rf[F_PREFILL_END, i] = t
                         if ri[R_FIRST_AT, i] == 1 and (pi[P_NEXT, pool] < 0 or ri[R_OUTPUT, i] == 1):
                             rf[F_FIRST_TOKEN, i] = t
-                        elif ri[R_FIRST_AT, i] == 2:
-                            rf[F_REASON_END, i] = t
                     else:
                         _itl_add(acc, t - rf[F_LAST_TOKEN, i], 1.0)
-                        if ri[R_GEN, i] == ri[R_FIRST_AT, i]:  # a recompute emitted the first answer token
-                            rf[F_FIRST_TOKEN, i] = t
                     rf[F_LAST_TOKEN, i] = t
                     if ri[R_GEN, i] < ri[R_OUTPUT, i] and pi[P_ROLE, pool] == ROLE_PREFILL:
                         stays = False  # hand off: KV stays held here until it has been sent
@@ -1091,8 +1072,12 @@ def _finish(S, r, t):
                             dur = pf[PF_LINK_LAT, pool] + sent / pf[PF_LINK_BW, pool]
                             rf[F_TRANSFER, i] = dur
                             _heap_push(S, 1, t + dur, i)
-            if ri[R_GEN, i] >= ri[R_OUTPUT, i]:
+            if ri[R_GEN, i] >= ri[R_STOP, i] and ri[R_STOP, i] < ri[R_OUTPUT, i]:
+                _thinking_milestone(ri, rf, i, t)
+            elif ri[R_GEN, i] >= ri[R_OUTPUT, i]:
                 stays = False
+                if ri[R_FIRST_AT, i] == ri[R_GEN, i] and ri[R_FIRST_AT, i] > 1:  # a one-token answer
+                    rf[F_FIRST_TOKEN, i] = t
                 rs[S_FREE_BLOCKS, r] += ri[R_BLOCKS, i]
                 rs[S_KV_TOKENS, r] -= ri[R_KV, i]
                 ri[R_BLOCKS, i] = 0
@@ -1117,6 +1102,17 @@ def _finish(S, r, t):
         _stage_done(S, g[NG + k], t)
     g[G_BUF] = 0
     rs[S_BUSY, r] = 0
+
+
+@kernel
+def _thinking_milestone(ri, rf, i, t):
+    """Request i emitted its last thinking token (stop next at the first answer token) or that one."""
+    if ri[R_GEN, i] < ri[R_FIRST_AT, i]:
+        rf[F_REASON_END, i] = t
+        ri[R_STOP, i] = ri[R_FIRST_AT, i]
+    else:
+        rf[F_FIRST_TOKEN, i] = t
+        ri[R_STOP, i] = ri[R_OUTPUT, i]
 
 
 @kernel
@@ -1397,6 +1393,7 @@ def _submit_job(S, i, s, t):
     ri[R_GEN, i] = 0
     ri[R_SEQS, i] = seqs
     ri[R_FIRST_AT, i] = first_at
+    ri[R_STOP, i] = first_at - 1 if first_at > 1 else output
     rf[F_ADMIT, i] = math.nan
     rf[F_PREFILL_END, i] = math.nan
     rf[F_REASON_END, i] = math.nan
@@ -1567,6 +1564,7 @@ def new_state(
     if pl["request_class"] is not None:
         ri[R_CLASS] = pl["request_class"]
     ri[R_FIRST_AT] = 1
+    ri[R_STOP] = ri[R_OUTPUT]
     ri[R_SEQS] = 1
     for row in (R_NEXT, R_REPLICA, R_ENTRY_REPLICA, R_DECODE_REPLICA, R_STAGE, R_RES, R_RES_NEXT):
         ri[row] = -1
