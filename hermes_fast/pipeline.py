@@ -46,6 +46,14 @@ class PipelineSetup:
     draws: tuple[tuple, ...]  # per draw row: ("uniform",) | ("length", Length, path) | ("lognormal", mean, cv)
 
 
+_STAGE_DEFAULTS = {
+    "pool": -1, "route": 0, "route_f": 0, "rule": -1, "ntarget": 0, "class_map": 0, "link": -1, "row_reason": -1,
+    "row_decode": -1, "draw": -1, "final": 0, "tier": 0, "ntier": 0, "add_ctx": 0, "seqs": 1, "past_draw": -1,
+    "delay": 0.0, "per_token": 0.0, "bytes": 0.0, "bytes_ctx": 0.0, "bytes_answer": 0.0, "job": 0.0,
+    "job_prompt": 0.0, "job_answer": 0.0, "kv_bytes": 0.0,
+}  # fmt: skip
+
+
 class _Builder:
     def __init__(self, sc: Scenario, cat: Catalog):
         self.sc, self.cat = sc, cat
@@ -77,8 +85,6 @@ class _Builder:
             k = self.pool_of[engine]
             old = self.pools[k].role
             if old != role:
-                if {old, role} != {"colocated", "prefill"} and {old, role} != {"colocated", "decode"}:
-                    raise ConfigError(path, engine, f"one role per engine: it is already a {old} engine")
                 raise ConfigError(path, engine, f"one role per engine: a {old} engine cannot also serve {role}")
             return k
         idx = next(i for i, e in enumerate(self.sc.engines) if e.name == engine)
@@ -89,20 +95,13 @@ class _Builder:
     def link(self, name: str | None) -> int:
         return -1 if name is None else self.link_of[name]
 
-    def add(self, kind: int, row: int, path: str, **fields) -> dict:
-        st = {"kind": kind, "row": row, "path": path, "pool": -1, "route": 0, "route_f": 0, "rule": -1}
-        st.update({"ntarget": 0, "class_map": 0, "link": -1, "row_reason": -1, "row_decode": -1, "draw": -1})
-        st.update({"final": 0, "tier": 0, "ntier": 0, "add_ctx": 0, "seqs": 1, "past_draw": -1})
-        st.update({"delay": 0.0, "per_token": 0.0, "bytes": 0.0, "bytes_ctx": 0.0, "bytes_answer": 0.0})
-        st.update({"job": 0.0, "job_prompt": 0.0, "job_answer": 0.0, "kv_bytes": 0.0})
-        st.update(fields)
-        self.stages.append(st)
-        return st
+    def add(self, kind: int, row: int, **fields) -> None:
+        self.stages.append({**_STAGE_DEFAULTS, "kind": kind, "row": row, **fields})
 
     # --- one class
     def build_class(self, c: int, stages: tuple[Stage, ...]) -> None:
         path = f"workload.classes[{c}].pipeline"
-        route_at = None  # (K_RT offset of the route's target pools)
+        route_at = None  # offset of the route's target pools in the route tables
         llm = [k for k, st in enumerate(stages) if st.kind in ("prefill", "reason", "decode")]
         docs = (5, 256)
         k = 0
@@ -111,17 +110,16 @@ class _Builder:
             p = f"{path}[{k}]"
             text_link = {"link": self.link(st.link), "bytes_ctx": TEXT_BYTES_PER_TOKEN if st.link else 0.0}
             if st.kind in ("prefill", "reason", "decode"):
-                self.llm_group(c, [stages[j] for j in llm], [f"{path}[{j}]" for j in llm], route_at, stages)
+                self.llm_group([stages[j] for j in llm], [f"{path}[{j}]" for j in llm], route_at)
                 k = llm[-1] + 1
                 continue
             if st.kind == "route":
-                route_at = self.route(c, st, p, text_link)
+                route_at = self.route(st, p, text_link)
             elif st.kind == "embed":
                 self.add(
                     K.SK_MODEL,
                     self.row(st.label),
-                    p,
-                    pool=self.model_pool(st, p, route_at),
+                    pool=self.model_pool(st, p),
                     job_prompt=1.0,
                     **text_link,
                 )
@@ -132,7 +130,6 @@ class _Builder:
                 self.add(
                     K.SK_SEARCH,
                     self.row(st.label),
-                    p,
                     pool=pool,
                     link=self.link(st.link),
                     bytes=emb,
@@ -143,8 +140,7 @@ class _Builder:
                 self.add(
                     K.SK_MODEL,
                     self.row(st.label),
-                    p,
-                    pool=self.model_pool(st, p, route_at),
+                    pool=self.model_pool(st, p),
                     job=float(n * d),
                     job_prompt=float(n),
                     seqs=n,
@@ -158,8 +154,7 @@ class _Builder:
                     self.add(
                         K.SK_MODEL,
                         self.row(st.label),
-                        p,
-                        pool=self.model_pool(st, p, route_at),
+                        pool=self.model_pool(st, p),
                         job_answer=1.0,
                         **out_link,
                     )
@@ -167,19 +162,18 @@ class _Builder:
                     self.add(
                         K.SK_DELAY,
                         self.row(st.label),
-                        p,
                         delay=st.latency_s or 0.0,
                         per_token=st.per_token_s,
                         **out_link,
                     )
             k += 1
 
-    def model_pool(self, st: Stage, path: str, route_at) -> int:
+    def model_pool(self, st: Stage, path: str) -> int:
         if st.engine == ROUTED:
             raise ConfigError(f"{path}.engine", ROUTED, "a named engine (only prefill/reason/decode are routed)")
         return self.pool(st.engine, "colocated", f"{path}.engine")
 
-    def route(self, c: int, st: Stage, path: str, text_link: dict) -> int:
+    def route(self, st: Stage, path: str, text_link: dict) -> int:
         targets = [self.pool(t, "colocated", f"{path}.targets[{j}]") for j, t in enumerate(st.targets)]
         at = len(self.route_int)
         self.route_int += targets
@@ -198,11 +192,9 @@ class _Builder:
         if st.rule == "probability":
             fields["draw"] = self.draw(("uniform",))
         if st.engine is not None:
-            self.add(
-                K.SK_MODEL, self.row(st.label), path, pool=self.model_pool(st, path, None), job_prompt=1.0, **fields
-            )
+            self.add(K.SK_MODEL, self.row(st.label), pool=self.model_pool(st, path), job_prompt=1.0, **fields)
         else:
-            self.add(K.SK_DELAY, self.row(st.label), path, delay=st.latency_s or 0.0, **fields)
+            self.add(K.SK_DELAY, self.row(st.label), delay=st.latency_s or 0.0, **fields)
         return at
 
     def search_pool(self, st: Stage, path: str) -> int:
@@ -279,7 +271,6 @@ class _Builder:
         self.add(
             K.SK_KV,
             self.row(st.label),
-            path,
             draw=self.draw(("uniform",)),
             tier=first,
             ntier=len(st.tiers),
@@ -296,7 +287,7 @@ class _Builder:
             return "colocated", None
         return "prefill", "decode"
 
-    def llm_group(self, c: int, group: list[Stage], paths: list[str], route_at, stages) -> None:
+    def llm_group(self, group: list[Stage], paths: list[str], route_at) -> None:
         pre = group[0]
         rsn = next((s for s in group if s.kind == "reason"), None)
         dec = next((s for s in group if s.kind == "decode"), None)
@@ -327,13 +318,13 @@ class _Builder:
                 fields["draw"] = self.draw(("length", rsn.thinking_tokens, f"{paths[1]}.thinking_tokens"))
             if dec is not None and final:
                 fields["row_decode"] = self.row(dec.label)
-            self.add(K.SK_LLM, prefill_row, paths[0], **fields)
+            self.add(K.SK_LLM, prefill_row, **fields)
             if not final:
                 tool = {"delay": rsn.tool_latency_s, "add_ctx": rsn.tool_tokens}
                 if rsn.tool_latency_cv > 0 and rsn.tool_latency_s > 0:
                     tool = {"delay": 0.0, "add_ctx": rsn.tool_tokens,
                             "draw": self.draw(("lognormal", rsn.tool_latency_s, rsn.tool_latency_cv))}  # fmt: skip
-                self.add(K.SK_DELAY, self.row(f"{rsn.label}_tool"), paths[1], **tool)
+                self.add(K.SK_DELAY, self.row(f"{rsn.label}_tool"), **tool)
 
 
 _INT_FIELDS = {

@@ -1330,8 +1330,7 @@ def _start_service(S, i, t):
 def _kv_lookup(S, i, s, t):
     """Look the prefix up tier by tier; a hit fetches its KV over the tier, a miss everywhere recomputes."""
     ri = S[K_RI]
-    st = S[K_PT]
-    ti = S[K_PT]
+    st = S[K_PT]  # (stage and tier rows share this table)
     tf = S[K_PTF]
     past = int(S[K_U][st[ST_PAST_DRAW, s], i])
     first = st[ST_TIER, s]
@@ -1349,7 +1348,7 @@ def _kv_lookup(S, i, s, t):
     if ri[R_CACHED, i] == 0:
         ri[R_CACHED, i] = past
     lv = first + level
-    res = ti[TI_RES, lv] + i % ti[TI_INSTANCES, lv]
+    res = st[TI_RES, lv] + i % st[TI_INSTANCES, lv]
     _transfer(S, i, res, past * S[K_PTF][STF_KV_BYTES, s], XK_KV, t, lookup)
 
 
