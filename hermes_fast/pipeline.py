@@ -50,7 +50,7 @@ _STAGE_DEFAULTS = {
     "pool": -1, "route": 0, "route_f": 0, "rule": -1, "ntarget": 0, "class_map": 0, "link": -1, "row_reason": -1,
     "row_decode": -1, "draw": -1, "final": 0, "tier": 0, "ntier": 0, "add_ctx": 0, "seqs": 1, "past_draw": -1,
     "delay": 0.0, "per_token": 0.0, "bytes": 0.0, "bytes_ctx": 0.0, "bytes_answer": 0.0, "job": 0.0,
-    "job_prompt": 0.0, "job_answer": 0.0, "kv_bytes": 0.0,
+    "job_prompt": 0.0, "job_answer": 0.0, "kv_bytes": 0.0, "branches": 1, "job_ctx": 0.0,
 }  # fmt: skip
 
 
@@ -307,18 +307,30 @@ class _Builder:
                 raise ConfigError(f"{paths[-1]}.engine", gen, f"the decode engine every class pairs with {pre.engine}")
             self.pools[pool] = replace(old, next_pool=nxt, link_resource=self.link(hand))
         rounds = rsn.rounds if rsn else 1
+        # branches, or a reward model choosing among them, end a round: the answer is a job of its own
+        split = rsn is not None and (rsn.branches > 1 or rsn.reward_engine is not None)
         prefill_row = self.row(pre.label)
         for r in range(rounds):
             final = r == rounds - 1
-            fields = dict(pool=pool, route=route_at or 0, final=int(final and dec is not None))
+            fields = dict(pool=pool, route=route_at or 0, final=int(final and dec is not None and not split))
             if r == 0:
                 fields.update(link=self.link(pre.link), bytes_ctx=TEXT_BYTES_PER_TOKEN if pre.link else 0.0)
             if rsn is not None:
                 fields["row_reason"] = self.row(rsn.label)
-                fields["draw"] = self.draw(("length", rsn.thinking_tokens, f"{paths[1]}.thinking_tokens"))
-            if dec is not None and final:
+                think = ("length", rsn.thinking_tokens, f"{paths[1]}.thinking_tokens")
+                fields["draw"] = self.draw(think)  # (branch b thinks the length drawn in row draw + b)
+                for _ in range(rsn.branches - 1):
+                    self.draw(think)
+                fields["branches"] = rsn.branches
+            if dec is not None and final and not split:
                 fields["row_decode"] = self.row(dec.label)
             self.add(K.SK_LLM, prefill_row, **fields)
+            if rsn is not None and rsn.reward_engine is not None:  # each branch's context, one sequence each
+                scorer = self.pool(rsn.reward_engine, "colocated", f"{paths[1]}.reward_engine")
+                n = rsn.branches
+                self.add(K.SK_MODEL, self.row(f"{rsn.label}_score"), pool=scorer, seqs=n, job_ctx=float(n))
+            if final and split and dec is not None:  # the answer, from the kept branch's context
+                self.add(K.SK_LLM, self.row(dec.label), pool=pool, route=route_at or 0, final=1)
             if not final:
                 tool = {"delay": rsn.tool_latency_s, "add_ctx": rsn.tool_tokens}
                 if rsn.tool_latency_cv > 0 and rsn.tool_latency_s > 0:
@@ -332,12 +344,12 @@ _INT_FIELDS = {
     K.ST_CLASS_MAP: "class_map", K.ST_LINK: "link", K.ST_ROW: "row", K.ST_ROW_REASON: "row_reason",
     K.ST_ROW_DECODE: "row_decode", K.ST_DRAW: "draw", K.ST_FINAL: "final", K.ST_TIER: "tier",
     K.ST_NTIER: "ntier", K.ST_ADD_CTX: "add_ctx", K.ST_SEQS: "seqs", K.ST_END: "end",
-    K.ST_PAST_DRAW: "past_draw", K.ST_ROUTE_F: "route_f",
+    K.ST_PAST_DRAW: "past_draw", K.ST_ROUTE_F: "route_f", K.ST_BRANCHES: "branches",
 }  # fmt: skip
 _FLOAT_FIELDS = {
     K.STF_DELAY: "delay", K.STF_PER_TOKEN: "per_token", K.STF_BYTES: "bytes", K.STF_BYTES_CTX: "bytes_ctx",
     K.STF_BYTES_ANSWER: "bytes_answer", K.STF_JOB: "job", K.STF_JOB_PROMPT: "job_prompt",
-    K.STF_JOB_ANSWER: "job_answer", K.STF_KV_BYTES: "kv_bytes",
+    K.STF_JOB_ANSWER: "job_answer", K.STF_KV_BYTES: "kv_bytes", K.STF_JOB_CTX: "job_ctx",
 }  # fmt: skip
 
 
@@ -376,6 +388,7 @@ def build_pipeline(scenario: Scenario, catalog: Catalog | None = None) -> Pipeli
         "tiers_float": tiers_f,
         "resources": res,
         "rows": len(b.rows),
+        "branch_slots": max(st["branches"] for st in b.stages) - 1,
     }
     serving = pool_arrays(b.pools, sc.serving.pairing, sc.serving.kv_link)
     return PipelineSetup(serving, arrays, tuple(b.rows), tuple(b.resources), tuple(b.draws))

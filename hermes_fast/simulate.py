@@ -68,6 +68,9 @@ def run_serving(
         pipeline,
     )
     (K.serve.jit if jit else K.serve)(state)
+    n = draws.arrival_s.size
+    if state[K.K_RI].shape[1] > n:  # parallel reasoning branches' slots follow the requests: leave them out
+        state = tuple(a[:, :n] if k in (K.K_RI, K.K_RF) else a for k, a in enumerate(state))
     return RunState(state)
 
 

@@ -393,6 +393,103 @@ def test_hermes_context_transfer_over_pcie_is_under_one_percent():
     assert float(ds.stage_transfer_s.sum()) < 0.01 * float(ds.e2e_mean_s)
 
 
+# ---------------------------------------------------------------- parallel reasoning branches
+
+RM = {"name": "rm", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": 2 * STEP_S}
+
+
+def _branched(think, branches=4, reward=True, answer=10, prompt=100, **wl):
+    rsn = {"kind": "reason", "engine": "llm", "thinking_tokens": think, "branches": branches}
+    if reward:
+        rsn["reward_engine"] = "rm"
+    stages = [{"kind": "prefill", "engine": "llm"}, rsn, {"kind": "decode", "engine": "llm"}]
+    return scenario(stages, engines=[LLM, RM], prompt=prompt, output=answer, **wl)
+
+
+def _run_low_level(sc, n, seed=3, fast_forward=True):
+    from hermes_fast.config.scenario import load_scenario
+    from hermes_fast.simulate import run_pipeline
+    from hermes_fast.workload import draw_workload, rng_for
+
+    sc = load_scenario(sc)
+    pipe = build_pipeline(sc)
+    rng = rng_for(seed)
+    return pipe, run_pipeline(pipe, draw_workload(sc.workload, n, rng), rng, fast_forward=fast_forward)
+
+
+@pytest.mark.parametrize("ff", [True, False])
+def test_branches_reward_scoring_and_answer_by_hand(ff):
+    """Prefill (token 1 of every branch), 5 more thinking steps with 4 branches in one batch, the reward
+    model scores the 4 contexts in one 20 ms pass, then the answer job: a 1-token prefill, 9 decodes."""
+    ds = one(_branched(6), fast_forward=ff)
+    assert float(ds.ttft_mean_s) == pytest.approx(6 * STEP_S + 2 * STEP_S + STEP_S, rel=1e-9)
+    assert float(ds.e2e_mean_s) == pytest.approx(6 * STEP_S + 2 * STEP_S + 10 * STEP_S, rel=1e-9)
+    assert list(ds.stage.values) == ["prefill", "reason", "reason_score", "decode"]
+    assert stage(ds, "reason") == pytest.approx(5 * STEP_S, rel=1e-9)
+    assert stage(ds, "reason_score") == pytest.approx(2 * STEP_S, rel=1e-9)
+    assert stage(ds, "decode") == pytest.approx(10 * STEP_S, rel=1e-9)
+    # llm iterations: the prefill (1), 5 thinking steps of 4 branches, the answer's prefill and 9 decodes
+    assert float(ds.mean_batch_size.sel(pool="llm")) == pytest.approx((1 + 5 * 4 + 1 + 9) / 16, rel=1e-12)
+    assert float(ds.mean_batch_size.sel(pool="rm")) == 1.0  # one job of 4 sequences
+
+
+def test_branches_share_the_prompt_kv_and_give_every_block_back():
+    """KV-token seconds by hand (prompt 100 = 6 shared blocks of 16 + 4 own tokens per branch)."""
+    pipe, run = _run_low_level(_branched(6), 1)
+    rsf, rs = run[K.K_RSF], run[K.K_RS]
+    prefill = 100 * STEP_S
+    think = sum((100 + 3 * 4 + 4 * j) * STEP_S for j in range(1, 6))  # 100 + 3 branches' own 4, + 4 per step
+    answer = 106 * STEP_S + sum((106 + j) * STEP_S for j in range(1, 10))
+    assert rsf[K.A_KV_TOKEN_S, 0] == pytest.approx(prefill + think + answer, rel=1e-12)
+    cap = pipe.serving.pool_int[K.P_CAP_BLOCKS]
+    assert list(rs[K.S_FREE_BLOCKS]) == list(cap[rs[K.S_POOL]])
+    assert list(rs[K.S_KV_TOKENS]) == [0, 0]
+
+
+def test_branch_lengths_join_at_the_longest():
+    """Isolated requests (one a second): the stage waits for the longest of 3 branches, E[max] exactly."""
+    n, b, hi = 600, 3, 20
+    think = {"dist": "uniform", "min": 1, "max": hi}
+    ds = one(_branched(think, branches=b, reward=False, arrival={"process": "deterministic"}), n=n)
+    k = np.arange(1, hi + 1)
+    e_max = float(np.sum(1 - ((k - 1) / hi) ** b))
+    var_max = float(np.sum((2 * k - 1) * (1 - ((k - 1) / hi) ** b))) - e_max**2
+    expect = (e_max - 1) * STEP_S
+    assert stage(ds, "reason") == pytest.approx(expect, abs=4 * math.sqrt(var_max / n) * STEP_S)
+    assert stage(ds, "decode") == pytest.approx(10 * STEP_S, rel=1e-9)
+    assert int(ds.completed_requests) == n
+
+
+@pytest.mark.parametrize("mode", ["recompute", "swap"])
+def test_branches_under_kv_pressure_conserve_requests_and_blocks(mode):
+    """Eight 600-token branches on 1,000-token prompts with room for about 4,000 tokens: preemptions,
+    every request completes, every block comes back, and fast-forward changes nothing."""
+    llm = {k: v for k, v in LLM.items() if k != "fixed_step_time_s"}
+    llm.update(memory_utilization=0.2195, batching={"policy": "continuous", "preemption": mode})
+    sc = _branched({"dist": "uniform", "min": 300, "max": 900}, branches=8, reward=False, prompt=1000, rate=2.0)
+    sc["engines"][0] = llm
+    pipe, a = _run_low_level(sc, 60)
+    _, b = _run_low_level(sc, 60, fast_forward=False)
+    assert (a[K.K_RI][K.R_STATUS] == K.ST_DONE).all()
+    assert a[K.K_RSF][K.A_PREEMPTIONS].sum() > 0
+    np.testing.assert_array_equal(a[K.K_RF][K.F_DONE], b[K.K_RF][K.F_DONE])
+    cap = pipe.serving.pool_int[K.P_CAP_BLOCKS]
+    assert list(a[K.K_RS][K.S_FREE_BLOCKS]) == list(cap[a[K.K_RS][K.S_POOL]])
+    assert not a[K.K_RS][K.S_KV_TOKENS].any()
+
+
+def test_branches_in_a_disaggregated_pipeline_start_at_the_decode_replica():
+    """The prefill pool hands the prompt's KV over; the branches start where it lands."""
+    dec = {"name": "dec", "model": "llama-3.1-8b", "device": "h200_sxm", "fixed_step_time_s": STEP_S}
+    link = {"name": "ib", "bandwidth_bytes_per_s": 131072.0 * 100, "latency_s": 0.0}  # 100 tokens of KV per s
+    rsn = {"kind": "reason", "engine": "dec", "thinking_tokens": 6, "branches": 4, "link": "ib"}
+    stages = [{"kind": "prefill", "engine": "llm"}, rsn]
+    ds = one(scenario(stages, engines=[LLM, dec], links=[link], prompt=50, output=5))
+    # prefill 1 step (token 1), hand-off 0.5 s, then 5 thinking steps of 4 branches on the decode pool
+    assert float(ds.e2e_mean_s) == pytest.approx(STEP_S + 0.5 + 5 * STEP_S, rel=1e-9)
+    assert float(ds.mean_batch_size.sel(pool="dec")) == 4.0
+
+
 # ---------------------------------------------------------------- bad pipelines
 
 
@@ -410,6 +507,15 @@ def test_hermes_context_transfer_over_pcie_is_under_one_percent():
         ([{"kind": "kv_retrieve", "past_tokens": 10}], "workload.classes[0].pipeline[0].tiers", "at least one"),
         ([{"kind": "kv_retrieve", "past_tokens": 10, "tiers": [{"tier": "nope", "hit_rate": 1}]}], "", "tier"),
         ([{"kind": "reason", "engine": "llm"}], "workload.classes[0].pipeline[0].thinking_tokens", "tokens"),
+        ([{"kind": "prefill", "engine": "llm", "branches": 2}], "workload.classes[0].pipeline[0].branches", "reason"),
+        (
+            [
+                {"kind": "prefill", "engine": "llm"},
+                {"kind": "reason", "engine": "llm", "thinking_tokens": 5, "reward_engine": "nope"},
+            ],
+            "workload.classes[0].pipeline[1].reward_engine",
+            "an engine name",
+        ),
         (
             [
                 {

@@ -102,6 +102,13 @@ class Stage:
     tool_latency_s: float = fld(0.0, unit="s", doc="reason: mean tool-call latency between rounds", ge=0)
     tool_latency_cv: float = fld(0.0, unit="1", doc="reason: tool latency cv (0: fixed; else lognormal)", ge=0)
     tool_tokens: int = fld(0, unit="token", doc="reason: tokens a tool result adds to the context", ge=0, le=1e9)
+    branches: int = fld(
+        1, unit="branch", doc="reason: parallel branches per round, sharing the prompt's KV; the best one is kept",
+        ge=1, le=256,
+    )  # fmt: skip
+    reward_engine: str | None = fld(
+        None, doc="reason: engine of a reward model scoring each branch (a prefill of its context) before the answer"
+    )
 
     @property
     def label(self) -> str:
@@ -127,6 +134,11 @@ class Stage:
                 raise ConfigError(f"{path}.tiers", [], "at least one tier (tier, hit_rate)")
         if k == "reason" and self.thinking_tokens is None:
             raise ConfigError(f"{path}.thinking_tokens", None, "tokens thought per round")
+        if k != "reason" and (self.branches != 1 or self.reward_engine is not None):
+            key = "branches" if self.branches != 1 else "reward_engine"
+            raise ConfigError(f"{path}.{key}", getattr(self, key), f"unset: only a reason stage has {key}")
+        if self.reward_engine == ROUTED:
+            raise ConfigError(f"{path}.reward_engine", ROUTED, "a named engine: the reward model is not routed")
         if self.engine == ROUTED and k in ("route", "retrieve", "kv_retrieve"):
             raise ConfigError(f"{path}.engine", ROUTED, f"a named engine: a {k} stage cannot be routed")
 

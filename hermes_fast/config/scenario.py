@@ -118,8 +118,10 @@ class Scenario:
         for c, cls in enumerate(self.workload.classes):
             for k, st in enumerate(cls.pipeline):
                 p = f"workload.classes[{c}].pipeline[{k}]"
-                if st.engine is not None and st.engine != ROUTED and st.engine not in engines:
-                    raise ConfigError(f"{p}.engine", st.engine, valid_engines)
+                for key in ("engine", "reward_engine"):
+                    name = getattr(st, key)
+                    if name is not None and name != ROUTED and name not in engines:
+                        raise ConfigError(f"{p}.{key}", name, valid_engines)
                 for j, target in enumerate(st.targets):
                     if target not in engines:
                         raise ConfigError(f"{p}.targets[{j}]", target, valid_engines)

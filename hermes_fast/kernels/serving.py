@@ -84,7 +84,11 @@ R_RES_NEXT = 26  # next request transferring on the same resource
 R_XKIND = 27  # what the transfer is for (XK_*)
 R_STOP = 28  # tokens emitted at which something must be recorded: the job's output, or first the last thinking
 # token and then the first answer token (a fast-forwarded span never steps over one)
-NRI = 29
+R_BRANCHES_LEFT = 29  # parallel reasoning: branches of the request's job still generating (itself included)
+R_SHARED_BLOCKS = 30  # KV blocks of its job's prompt it shares with sibling branches (counted in R_BLOCKS)
+R_BRANCHED = 31  # 1 once its job's branches have started
+R_HOLDERS = 32  # branches holding the shared prompt blocks (they are freed when none does)
+NRI = 33
 
 # --- per-request times (s); NaN until they happen
 F_ADMIT = 0  # first admitted to an iteration
@@ -228,7 +232,8 @@ ST_SEQS = 15  # model jobs: sequences (rerank: documents)
 ST_END = 16  # one past the class's last stage
 ST_PAST_DRAW = 17  # kv_retrieve: row of K_U with the prefix tokens
 ST_ROUTE_F = 18  # route stages: offset of their cumulative weights and length bounds in the RTF row
-NST = 19
+ST_BRANCHES = 19  # LLM jobs: parallel branches sharing the prompt's KV (their thinking draws: rows DRAW + b)
+NST = 20
 SK_MODEL = 0  # a one-token prefill job (embed, rerank, a router or safety model)
 SK_SEARCH = 1
 SK_LLM = 2  # prefill [+ thinking] [+ answer] on an LLM engine
@@ -244,11 +249,12 @@ STF_PER_TOKEN = 1  # s per answer token
 STF_BYTES = 2  # bytes moved in: BYTES + BYTES_CTX x context + BYTES_ANSWER x answer tokens
 STF_BYTES_CTX = 3
 STF_BYTES_ANSWER = 4
-STF_JOB = 5  # model-job tokens: JOB + JOB_PROMPT x prompt + JOB_ANSWER x answer tokens
+STF_JOB = 5  # model-job tokens: JOB + JOB_PROMPT x prompt + JOB_ANSWER x answer + JOB_CTX x context tokens
 STF_JOB_PROMPT = 6
 STF_JOB_ANSWER = 7
 STF_KV_BYTES = 8  # kv_retrieve: bytes of KV per prefix token
-NSTF = 9
+STF_JOB_CTX = 9  # model-job tokens per context token (a reward model scores each branch's context)
+NSTF = 10
 
 # --- KV tier levels
 TI_RES = NST  # first resource of the tier's instances
@@ -307,7 +313,9 @@ G_WARMUP = 10  # requests below this index are left out of the stage accumulator
 G_BUF = 11  # requests whose job ended in the iteration being applied, listed after the NG globals
 G_NRES = 12  # shared resources
 G_CL = 13  # offset of the classes' first stages in the RTF row
-NG = 14
+G_CHILD0 = 14  # parallel reasoning: first request slot of the branches (after the arrivals)
+G_NBCH = 15  # branch slots per request (branches - 1 of the widest reason stage; 0: none)
+NG = 16
 
 # --- accumulators
 C_ITL_SUM = 0
@@ -660,7 +668,8 @@ def _admit(S, r, t, budget, static_reserve):
             if static_reserve:
                 most = max(most, ri[R_PROMPT, i] + ri[R_OUTPUT, i] - 1)
             need = blocks_for(most, block)
-            if need > rs[S_FREE_BLOCKS, r] or (ready and budget < 1):
+            held = ri[R_SHARED_BLOCKS, i]  # queued requests hold no blocks, but a new branch shares its prompt's
+            if need - held > rs[S_FREE_BLOCKS, r] or (ready and budget < 1):
                 return admitted_tokens, swap_s, admitted
             _dequeue(S, q)
             if ri[R_SWAPPED, i] == 1:
@@ -668,9 +677,9 @@ def _admit(S, r, t, budget, static_reserve):
                 ri[R_SWAPPED, i] = 0
             budget -= spend
             admitted_tokens += chunk
-            rs[S_FREE_BLOCKS, r] -= need - ri[R_BLOCKS, i]
+            rs[S_FREE_BLOCKS, r] -= need - held
             ri[R_BLOCKS, i] = need
-            rs[S_KV_TOKENS, r] += ri[R_KV, i]
+            rs[S_KV_TOKENS, r] += ri[R_KV, i] - ri[R_SHARED_BLOCKS, i] * block
             if math.isnan(rf[F_ADMIT, i]):
                 rf[F_ADMIT, i] = t
                 ri[R_ENTRY_REPLICA, i] = r
@@ -678,6 +687,10 @@ def _admit(S, r, t, budget, static_reserve):
                 ri[R_DECODE_REPLICA, i] = r
             _push_running(S, r, i, chunk)
             admitted += 1
+            if held > 0:  # one more holder of the shared blocks
+                ri[R_HOLDERS, _parent(S, i)] += 1
+            if ready and ri[R_BRANCHES_LEFT, i] > 1 and ri[R_BRANCHED, i] == 0:  # its KV was handed over
+                _spawn_branches(S, i, r, t)
     return admitted_tokens, swap_s, admitted
 
 
@@ -691,9 +704,7 @@ def _preempt_last(S, r):
     pool = rs[S_POOL, r]
     rs[S_NRUN, r] -= 1
     i = S[K_RUN][r, rs[S_NRUN, r]]
-    rs[S_FREE_BLOCKS, r] += ri[R_BLOCKS, i]
-    rs[S_KV_TOKENS, r] -= ri[R_KV, i]
-    ri[R_BLOCKS, i] = 0
+    _release_kv(S, r, i)
     ri[R_CHUNK, i] = 0
     ri[R_PREEMPTIONS, i] += 1
     rsf[A_PREEMPTIONS, r] += 1.0
@@ -1072,15 +1083,15 @@ def _finish(S, r, t):
                             dur = pf[PF_LINK_LAT, pool] + sent / pf[PF_LINK_BW, pool]
                             rf[F_TRANSFER, i] = dur
                             _heap_push(S, 1, t + dur, i)
+                    if stays and ri[R_BRANCHES_LEFT, i] > 1 and ri[R_BRANCHED, i] == 0:
+                        _spawn_branches(S, i, r, t)
             if ri[R_GEN, i] >= ri[R_STOP, i] and ri[R_STOP, i] < ri[R_OUTPUT, i]:
                 _thinking_milestone(ri, rf, i, t)
             elif ri[R_GEN, i] >= ri[R_OUTPUT, i]:
                 stays = False
                 if ri[R_FIRST_AT, i] == ri[R_GEN, i] and ri[R_FIRST_AT, i] > 1:  # a one-token answer
                     rf[F_FIRST_TOKEN, i] = t
-                rs[S_FREE_BLOCKS, r] += ri[R_BLOCKS, i]
-                rs[S_KV_TOKENS, r] -= ri[R_KV, i]
-                ri[R_BLOCKS, i] = 0
+                _release_kv(S, r, i)
                 ri[R_REPLICA, i] = -1
                 if ri[R_STAGE, i] >= 0:  # its next stage starts once this iteration is applied
                     g = S[K_G]
@@ -1099,9 +1110,111 @@ def _finish(S, r, t):
     rs[S_SPAN, r] = 0
     g = S[K_G]
     for k in range(g[G_BUF]):  # (r stays busy meanwhile: no stage it feeds may start its next iteration)
-        _stage_done(S, g[NG + k], t)
+        _job_done(S, g[NG + k], t)
     g[G_BUF] = 0
     rs[S_BUSY, r] = 0
+
+
+@kernel
+def _parent(S, i):
+    """The request whose job branch i belongs to (i itself for a request)."""
+    g = S[K_G]
+    return i if i < g[G_CHILD0] else (i - g[G_CHILD0]) // g[G_NBCH]
+
+
+@kernel
+def _release_kv(S, r, i):
+    """Request i gives up its KV blocks on replica r. Prompt blocks shared with sibling branches go back
+    when no branch holds them any more; branches still queued then lose them and recompute their prompt."""
+    ri = S[K_RI]
+    rs = S[K_RS]
+    block = S[K_PI][P_BLOCK, rs[S_POOL, r]]
+    shared = ri[R_SHARED_BLOCKS, i]
+    rs[S_FREE_BLOCKS, r] += ri[R_BLOCKS, i] - shared
+    rs[S_KV_TOKENS, r] -= ri[R_KV, i] - shared * block
+    ri[R_BLOCKS, i] = 0
+    ri[R_SHARED_BLOCKS, i] = 0
+    if shared == 0:
+        return
+    p = _parent(S, i)
+    ri[R_HOLDERS, p] -= 1
+    if ri[R_HOLDERS, p] > 0:
+        return
+    rs[S_FREE_BLOCKS, r] += shared
+    rs[S_KV_TOKENS, r] -= shared * block
+    first = S[K_G][G_CHILD0] + p * S[K_G][G_NBCH] - 1
+    for b in range(1, S[K_PT][ST_BRANCHES, ri[R_STAGE, p]]):
+        c = first + b
+        if ri[R_SHARED_BLOCKS, c] > 0:  # queued, never admitted: its prompt's KV is gone
+            ri[R_SHARED_BLOCKS, c] = 0
+            ri[R_TARGET, c] = ri[R_PROMPT, c] + ri[R_GEN, c]
+            ri[R_PREFILLED, c] = 0
+            ri[R_KV, c] = 0
+
+
+@kernel
+def _spawn_branches(S, i, r, t):
+    """Start the sibling branches of request i's job on replica r, where its prompt's KV now is.
+
+    As in parallel sampling, each branch got its first token from the shared prompt pass; it shares the
+    prompt's full KV blocks and thinks for its own drawn length (request i took the longest of the draws,
+    so the job is checked against the engine's limits at its longest). The branches go to the front of
+    r's own queue and compete for batch slots and KV like any request."""
+    ri = S[K_RI]
+    rf = S[K_RF]
+    u = S[K_U]
+    g = S[K_G]
+    s = ri[R_STAGE, i]
+    n = S[K_PT][ST_BRANCHES, s]
+    draw = S[K_PT][ST_DRAW, s]
+    longest = _longest_branch(u, draw, n, i)
+    prompt = ri[R_PROMPT, i]
+    shared = prompt // S[K_PI][P_BLOCK, S[K_RS][S_POOL, r]]
+    ri[R_BRANCHED, i] = 1
+    ri[R_SHARED_BLOCKS, i] = shared
+    ri[R_HOLDERS, i] = 1
+    first = g[G_CHILD0] + i * g[G_NBCH] - 1
+    for b in range(n - 1, 0, -1):  # (pushed to the front in reverse: admitted in order)
+        c = first + b
+        out = max(int(u[draw + (0 if b == longest else b), i]), 1)
+        ri[R_STAGE, c] = s
+        ri[R_PROMPT, c] = prompt
+        ri[R_TARGET, c] = prompt
+        ri[R_PREFILLED, c] = prompt
+        ri[R_KV, c] = prompt
+        ri[R_GEN, c] = 1
+        ri[R_OUTPUT, c] = out
+        ri[R_STOP, c] = out
+        ri[R_BLOCKS, c] = 0
+        ri[R_SHARED_BLOCKS, c] = shared if out > 1 else 0
+        rf[F_ADMIT, c] = t
+        rf[F_LAST_TOKEN, c] = t
+        if out == 1:  # nothing more to think
+            ri[R_BRANCHES_LEFT, i] -= 1
+            ri[R_STATUS, c] = ST_DONE
+        else:
+            _enqueue(S, r, c, True, t)
+
+
+@kernel
+def _longest_branch(u, draw, n, i):
+    best = 0
+    for b in range(1, n):
+        if u[draw + b, i] > u[draw + best, i]:
+            best = b
+    return best
+
+
+@kernel
+def _job_done(S, i, t):
+    """Request i's job ended; with parallel branches the stage ends when the last branch does."""
+    ri = S[K_RI]
+    p = _parent(S, i)
+    if p != i:
+        ri[R_STATUS, i] = ST_DONE
+    ri[R_BRANCHES_LEFT, p] -= 1
+    if ri[R_BRANCHES_LEFT, p] == 0:
+        _stage_done(S, p, t)
 
 
 @kernel
@@ -1124,9 +1237,7 @@ def _handoff_done(S, i, t):
     pi = S[K_PI]
     src = ri[R_REPLICA, i]
     pool = rs[S_POOL, src]
-    rs[S_FREE_BLOCKS, src] += ri[R_BLOCKS, i]
-    rs[S_KV_TOKENS, src] -= ri[R_KV, i]
-    ri[R_BLOCKS, i] = 0
+    _release_kv(S, src, i)
     if ri[R_FIRST_AT, i] == 1:
         rf[F_FIRST_TOKEN, i] = t
     nxt = pi[P_NEXT, pool]
@@ -1367,8 +1478,9 @@ def _submit_job(S, i, s, t):
     first_at = 0
     if kind == SK_LLM:
         think = 0
-        if st[ST_DRAW, s] >= 0:
-            think = int(S[K_U][st[ST_DRAW, s], i])
+        if st[ST_DRAW, s] >= 0:  # (with branches: the longest, see _spawn_branches)
+            d = st[ST_DRAW, s]
+            think = int(S[K_U][d + _longest_branch(S[K_U], d, st[ST_BRANCHES, s], i), i])
         answer = ri[R_ANSWER, i] if st[ST_FINAL, s] == 1 else 0
         prompt = ri[R_CTX, i]
         cached = min(ri[R_CACHED, i], prompt - 1)  # the last prompt token is always computed
@@ -1376,8 +1488,8 @@ def _submit_job(S, i, s, t):
         if answer > 0:
             first_at = think + 1
     elif kind == SK_MODEL:
-        prompt = int(stf[STF_JOB, s] + stf[STF_JOB_PROMPT, s] * ri[R_BASE_PROMPT, i])
-        prompt = max(prompt + int(stf[STF_JOB_ANSWER, s] * ri[R_ANSWER, i]), 1)
+        tokens = stf[STF_JOB, s] + stf[STF_JOB_PROMPT, s] * ri[R_BASE_PROMPT, i] + stf[STF_JOB_CTX, s] * ri[R_CTX, i]
+        prompt = max(int(tokens + stf[STF_JOB_ANSWER, s] * ri[R_ANSWER, i]), 1)
         output = 1
         seqs = st[ST_SEQS, s]
         prompt = min(prompt, seqs * (pi[P_MAX_CONTEXT, pool] - 1))  # encoders truncate their inputs
@@ -1393,6 +1505,8 @@ def _submit_job(S, i, s, t):
     ri[R_SEQS, i] = seqs
     ri[R_FIRST_AT, i] = first_at
     ri[R_STOP, i] = first_at - 1 if first_at > 1 else output
+    ri[R_BRANCHES_LEFT, i] = st[ST_BRANCHES, s]
+    ri[R_BRANCHED, i] = 0
     rf[F_ADMIT, i] = math.nan
     rf[F_PREFILL_END, i] = math.nan
     rf[F_REASON_END, i] = math.nan
@@ -1530,6 +1644,7 @@ def empty_pipeline():
         "request_class": None,
         "answer_tokens": None,
         "warmup": 0,
+        "branch_slots": 0,  # per request: branches - 1 of its widest reason stage
     }
 
 
@@ -1551,7 +1666,13 @@ def new_state(
     ``pipeline`` (see :func:`empty_pipeline` for the keys) switches requests to stage tables."""
     pl = pipeline if pipeline is not None else empty_pipeline()
     piped = pl["stages"].shape[1] > 0
-    n = arrival_s.size
+    n_arr = arrival_s.size
+    n_branch = n_arr * pl["branch_slots"]  # request slots of parallel reasoning branches, after the arrivals
+    n = n_arr + n_branch
+    if n_branch:
+        pad = np.zeros(n_branch, dtype=np.int64)
+        prompt_tokens, output_tokens = np.concatenate([prompt_tokens, pad]), np.concatenate([output_tokens, pad])
+        arrival_s = np.concatenate([arrival_s, np.full(n_branch, INF)])
     n_rep = replica_pool.size
     n_pools = pool_int.shape[1]
     ri = np.zeros((NRI, n), dtype=np.int64)
@@ -1559,12 +1680,13 @@ def new_state(
     ri[R_OUTPUT] = output_tokens
     ri[R_TARGET] = prompt_tokens
     ri[R_BASE_PROMPT] = prompt_tokens
-    ri[R_ANSWER] = output_tokens if pl["answer_tokens"] is None else pl["answer_tokens"]
+    ri[R_ANSWER, :n_arr] = output_tokens[:n_arr] if pl["answer_tokens"] is None else pl["answer_tokens"]
     if pl["request_class"] is not None:
-        ri[R_CLASS] = pl["request_class"]
+        ri[R_CLASS, :n_arr] = pl["request_class"]
     ri[R_FIRST_AT] = 1
     ri[R_STOP] = ri[R_OUTPUT]
     ri[R_SEQS] = 1
+    ri[R_BRANCHES_LEFT] = 1
     for row in (R_NEXT, R_REPLICA, R_ENTRY_REPLICA, R_DECODE_REPLICA, R_STAGE, R_RES, R_RES_NEXT):
         ri[row] = -1
     rf = np.full((NRF, n), np.nan)
@@ -1590,6 +1712,8 @@ def new_state(
     g[G_FAST_FORWARD] = 1 if fast_forward else 0
     g[G_PIPELINE] = 1 if piped else 0
     g[G_WARMUP] = pl["warmup"]
+    g[G_CHILD0] = n_arr
+    g[G_NBCH] = pl["branch_slots"]
     acc = np.zeros(NACC + ITL_BINS)
     acc[C_HORIZON] = horizon_s
     # pipeline tables, one array per dtype
@@ -1616,7 +1740,7 @@ def new_state(
     g[G_CL] = n_f + pl["route"].size
     for row in (ST_DRAW, ST_PAST_DRAW):  # stage draws follow the two rows of replica-choice uniforms
         pt[row, :n_st] = np.where(stages[row] >= 0, stages[row] + 2, -1)
-    draws = np.concatenate([np.asarray(route_u, dtype=np.float64).reshape(2, n), pl["draws"].reshape(-1, n)])
+    draws = np.concatenate([np.asarray(route_u, dtype=np.float64).reshape(2, n_arr), pl["draws"].reshape(-1, n_arr)])
     return (
         ri,
         rf,
