@@ -224,7 +224,8 @@ class _Builder:
         }
         name = st.name or f"{st.kind}:{st.device}"
         pool = Pool(name, "search", device, ix.shards, st.replicas, 1 << 40, search=search,
-                    max_batch_size=st.max_batch_size, max_wait_s=st.max_wait_s)  # fmt: skip
+                    max_batch_size=st.max_batch_size, max_wait_s=st.max_wait_s,
+                    memory_resource=self.link(st.memory_link))  # fmt: skip
         if name in self.pool_of:
             raise ConfigError(f"{path}.name", name, "a pool name not used by another engine or retrieve stage")
         self.pools.append(pool)
@@ -255,14 +256,20 @@ class _Builder:
             tp = f"{path}.tiers[{j}]"
             tier = self.cat.memory_tier(tier_ref.tier, f"{tp}.tier")
             bw, lat = tier.bandwidth_bytes_per_s, tier.latency_s
+            shared_link = -1
             if tier_ref.link is not None:
                 link = self.sc.links[self.link_of[tier_ref.link]]
-                bw, lat = min(bw, link.bandwidth_bytes_per_s), lat + link.latency_s
+                lat += link.latency_s
+                if link.bandwidth_bytes_per_s <= bw:  # the link is the bottleneck: fetches share it
+                    shared_link = self.link_of[tier_ref.link]
             capacity = tier_ref.capacity_bytes or tier.capacity_bytes
             hit = tier_ref.hit_rate
             if st.distinct_prefixes is not None:  # the share of the working set one instance can hold
                 working = st.distinct_prefixes / tier_ref.instances * mean_past * kv_bytes
                 hit *= min(1.0, capacity / working)
+            if shared_link >= 0:
+                self.tiers.append((shared_link, 1, hit, lat))
+                continue
             res = len(self.resources)
             for m in range(tier_ref.instances):
                 self.resources.append(f"{st.label}:{tier_ref.tier}" + (f"[{m}]" if tier_ref.instances > 1 else ""))

@@ -47,6 +47,7 @@ class Pool:
     max_wait_s: float = 0.0  # search pools
     next_pool: int = -1  # prefill pools: the decode pool they hand off to
     link_resource: int = -1  # prefill pools: shared resource the hand-off crosses (-1: none)
+    memory_resource: int = -1  # search pools: shared resource (host memory) the index is read through
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
         pi[K.P_COUNT, k] = pool.replicas
         pi[K.P_NEXT, k] = pool.next_pool
         pi[K.P_LINK_RES, k] = pool.link_resource
+        pi[K.P_MEM_RES, k] = pool.memory_resource
         pi[K.P_PAIRING, k] = 1 if pairing == "local" else 0
         pi[K.P_CAP_BLOCKS, k] = pool.kv_blocks
         host: Link | None = d.host_link

@@ -393,6 +393,41 @@ def test_hermes_context_transfer_over_pcie_is_under_one_percent():
     assert float(ds.stage_transfer_s.sum()) < 0.01 * float(ds.e2e_mean_s)
 
 
+def test_retrieval_and_kv_fetches_share_the_host_memory_link():
+    """A search reading its index through the host link gets half of it while a KV fetch is in flight, and
+    slows the fetch to half for the search's duration (one more flow, its share fixed at launch)."""
+    bw, past, lookup = 1e10, 20_000, 1e-4
+    tiers = {"dram": {"name": "dram", "kind": "host_dram", "capacity_bytes": 1e12, "bandwidth_bytes_per_s": 1e12,
+                      "latency_s": lookup}}  # fmt: skip
+    index = {"type": "flat", "vectors": 1e6, "dim": 768}
+    search = {"kind": "retrieve", "device": "grace_cpu", "index": index, "top_k": 1, "doc_tokens": 1,
+              "overhead_s": 0.0, "max_batch_size": 1, "memory_link": "host"}  # fmt: skip
+    kv = {"kind": "kv_retrieve", "past_tokens": past, "tiers": [{"tier": "dram", "hit_rate": 1.0, "link": "host"}]}
+    stages = [search, kv, {"kind": "prefill", "engine": "llm"}, {"kind": "decode", "engine": "llm"}]
+    sc = scenario(stages, links=[{"name": "host", "bandwidth_bytes_per_s": bw, "latency_s": 0.0}], tiers=tiers)
+    pipe = build_pipeline(hf.load_scenario(sc))
+    pool = pipe.serving.pool_int[K.P_KIND].tolist().index(K.POOL_SEARCH)
+    pf = pipe.serving.pool_float[:, pool]
+    flop, fixed, per_query = pf[K.PF_S_FLOP], pf[K.PF_S_BYTES_FIXED], pf[K.PF_S_BYTES_QUERY]
+    assert pf[K.PF_S_BW] > bw  # the link binds
+
+    def search_s(share):
+        return search_batch_time(1, flop, fixed, per_query, pf[K.PF_S_FLOPS], share, 0.0)
+
+    fetch = past * 131072.0  # Llama-3.1-8B: 128 KiB of KV per token
+    alone, early = search_s(bw), 0.1
+    gap = alone + lookup + early  # request 1 arrives 0.1 s into request 0's fetch
+    sc["workload"].update(rate_per_s=1 / gap, arrival={"process": "deterministic"})
+    ds = one(sc, n=2)
+    # request 0's fetch: 0.1 s alone, the rest at half while request 1 searches (which outlasts it)
+    shared = search_s(bw / 2)
+    fetch0 = lookup + early + (fetch - early * bw) / (bw / 2)
+    assert shared > fetch0 - lookup - early
+    assert stage(ds, "retrieve") == pytest.approx((alone + shared) / 2, rel=1e-9)
+    assert stage(ds, "kv_retrieve") == pytest.approx((fetch0 + lookup + fetch / bw) / 2, rel=1e-9)
+    assert float(ds.link_bytes.sel(link="host")) == pytest.approx(2 * (fixed + per_query + fetch), rel=1e-12)
+
+
 # ---------------------------------------------------------------- parallel reasoning branches
 
 RM = {"name": "rm", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": 2 * STEP_S}

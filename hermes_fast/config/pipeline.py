@@ -58,7 +58,10 @@ class KvTier:
     instances: int = fld(
         1, unit="1", doc="separate copies (per-client tiers); request i uses copy i mod instances", ge=1, le=1 << 20
     )
-    link: str | None = fld(None, doc="network link to the tier (its bandwidth and latency add to the tier's)")
+    link: str | None = fld(
+        None, doc="link (scenario.links) to the tier: its latency adds to the tier's; when it is the slower of the"
+        " two, fetches share it with all other traffic on it",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +90,10 @@ class Stage:
     max_batch_size: int = fld(64, unit="query", doc="retrieve: most queries per search batch", ge=1, le=1 << 20)
     max_wait_s: float = fld(0.0, unit="s", doc="retrieve: an idle server waits this long to fill a batch", ge=0)
     overhead_s: float = fld(50e-6, unit="s", doc="retrieve: fixed cost per search batch", ge=0)
+    memory_link: str | None = fld(
+        None, doc="retrieve: link (scenario.links) modelling the host memory the index is read through, shared"
+        " with KV-tier fetches over the same link",
+    )  # fmt: skip
     index: VectorIndex | None = fld(None, doc="retrieve: the vector index")
     top_k: int = fld(5, unit="document", doc="retrieve/rerank: documents retrieved per query", ge=1, le=1e6)
     doc_tokens: int = fld(256, unit="token", doc="retrieve/rerank: tokens per document", ge=1, le=1e7)

@@ -125,7 +125,8 @@ class Scenario:
                 for j, target in enumerate(st.targets):
                     if target not in engines:
                         raise ConfigError(f"{p}.targets[{j}]", target, valid_engines)
-                named = [(f"{p}.link", st.link)] + [(f"{p}.tiers[{j}].link", t.link) for j, t in enumerate(st.tiers)]
+                named = [(f"{p}.link", st.link), (f"{p}.memory_link", st.memory_link)]
+                named += [(f"{p}.tiers[{j}].link", t.link) for j, t in enumerate(st.tiers)]
                 for where, name in named:
                     if name is not None and name not in links:
                         raise ConfigError(

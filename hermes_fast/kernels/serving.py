@@ -180,7 +180,8 @@ P_CAP_BLOCKS = 14  # KV blocks per replica
 P_RR = 15  # round-robin counter (mutable)
 P_KIND = 16  # POOL_MODEL or POOL_SEARCH
 P_LINK_RES = 17  # resource the KV hand-off crosses (-1: fixed latency + bytes / bandwidth, no sharing)
-NPI = 18
+P_MEM_RES = 18  # search pools: resource (a host's memory) the index is read through, shared (-1: none)
+NPI = 19
 
 # --- pool configuration (floats)
 PF_KV_BYTES = 0  # KV bytes per token on one device (what one device sends or swaps)
@@ -917,13 +918,19 @@ def _launch(S, r, t, swap_s, nothing_admitted):
         return
     if pi[P_KIND, pool] == POOL_SEARCH:
         pf = S[K_PF]
+        bw = pf[PF_S_BW, pool]
+        k = pi[P_MEM_RES, pool]
+        if k >= 0:  # the batch is one more flow on the host's memory: its fair share now, for its duration
+            bw = min(bw, S[K_PTF][XF_BW, k] / (S[K_PT][XI_ACTIVE, k] + 1))
+            _ps_flow(S, k, t, 1)
+            S[K_PTF][XF_BYTES, k] += pf[PF_S_BYTES_FIXED, pool] + n_seq * pf[PF_S_BYTES_QUERY, pool]
         cost = search_batch_time(
             n_seq,
             pf[PF_S_FLOP, pool],
             pf[PF_S_BYTES_FIXED, pool],
             pf[PF_S_BYTES_QUERY, pool],
             pf[PF_S_FLOPS, pool],
-            pf[PF_S_BW, pool],
+            bw,
             pf[PF_S_OVERHEAD, pool],
         )
     else:
@@ -1035,6 +1042,8 @@ def _finish(S, r, t):
     span = rs[S_SPAN, r]
     first_end = rsf[A_FIRST_END, r]
     acc = S[K_ACC]
+    if pi[P_KIND, pool] == POOL_SEARCH and pi[P_MEM_RES, pool] >= 0:  # its memory flow ends
+        _ps_flow(S, pi[P_MEM_RES, pool], t, -1)
     gap_run = -1.0  # requests that decoded in the previous iteration share one gap: add them at once
     gap_count = 0.0
     kv_added = 0
@@ -1286,6 +1295,10 @@ def _ps_reschedule(S, k):
     rf = S[K_RF]
     ri = S[K_RI]
     j = xi[XI_HEAD, k]
+    if j < 0:  # only search batches' flows
+        xf[XF_NEXT_T, k] = INF
+        xi[XI_MIN, k] = -1
+        return
     best = j
     while j >= 0:
         if rf[F_VFINISH, j] < rf[F_VFINISH, best]:
@@ -1293,6 +1306,14 @@ def _ps_reschedule(S, k):
         j = ri[R_RES_NEXT, j]
     xi[XI_MIN, k] = best
     xf[XF_NEXT_T, k] = xf[XF_T, k] + max(rf[F_VFINISH, best] - xf[XF_V, k], 0.0) * n / xf[XF_BW, k]
+
+
+@kernel
+def _ps_flow(S, k, t, change):
+    """A search batch starts (+1) or ends (-1) reading through resource k: the transfers' shares change."""
+    _ps_advance(S, k, t)
+    S[K_PT][XI_ACTIVE, k] += change
+    _ps_reschedule(S, k)
 
 
 @kernel
