@@ -630,7 +630,8 @@ def _admit(S, r, t, budget, static_reserve):
 
     A request with its prompt prefilled (hand-off or swapped out) needs blocks for one more token; a
     prompt needs blocks for the tokens it prefills now (static: for its whole life) and ``budget`` tokens
-    (whole prompts unless the policy is chunked). Returns (prefill tokens admitted, swap seconds, requests).
+    (whole prompts unless the policy is chunked). Returns (prefill tokens admitted, swap seconds, requests,
+    requests admitted with their prompt done: they decode in this iteration).
     """
     ri = S[K_RI]
     rf = S[K_RF]
@@ -644,6 +645,7 @@ def _admit(S, r, t, budget, static_reserve):
     n_rep = rs.shape[1]
     admitted_tokens = 0
     admitted = 0
+    ready_n = 0
     swap_s = 0.0
     for pass_ in range(2):
         q = r if pass_ == 0 else n_rep + pool
@@ -661,9 +663,9 @@ def _admit(S, r, t, budget, static_reserve):
                 if chunked:
                     chunk = min(chunk, chunk_cap, budget)
                     if chunk <= 0:
-                        return admitted_tokens, swap_s, admitted
+                        return admitted_tokens, swap_s, admitted, ready_n
                 elif chunk > budget and admitted_tokens > 0:  # the first prompt is never refused for the budget
-                    return admitted_tokens, swap_s, admitted
+                    return admitted_tokens, swap_s, admitted, ready_n
                 most = max(ri[R_PREFILLED, i] + chunk, ri[R_KV, i])  # (a swapped partial prompt brings its KV)
                 spend = chunk
             if static_reserve:
@@ -671,7 +673,7 @@ def _admit(S, r, t, budget, static_reserve):
             need = blocks_for(most, block)
             held = ri[R_SHARED_BLOCKS, i]  # queued requests hold no blocks, but a new branch shares its prompt's
             if need - held > rs[S_FREE_BLOCKS, r] or (ready and budget < 1):
-                return admitted_tokens, swap_s, admitted
+                return admitted_tokens, swap_s, admitted, ready_n
             _dequeue(S, q)
             if ri[R_SWAPPED, i] == 1:
                 swap_s += _swap_time(S, pool, ri[R_KV, i])
@@ -688,11 +690,13 @@ def _admit(S, r, t, budget, static_reserve):
                 ri[R_DECODE_REPLICA, i] = r
             _push_running(S, r, i, chunk)
             admitted += 1
+            if ready:
+                ready_n += 1
             if held > 0:  # one more holder of the shared blocks
                 ri[R_HOLDERS, _parent(S, i)] += 1
             if ready and ri[R_BRANCHES_LEFT, i] > 1 and ri[R_BRANCHED, i] == 0:  # its KV was handed over
                 _spawn_branches(S, i, r, t)
-    return admitted_tokens, swap_s, admitted
+    return admitted_tokens, swap_s, admitted, ready_n
 
 
 @kernel
@@ -827,11 +831,11 @@ def _form(S, r, t):
     admitted = 0
     if policy == POLICY_STATIC:
         if rs[S_NRUN, r] == 0:
-            tokens, swap_s, admitted = _admit(S, r, t, max_tokens, True)
+            tokens, swap_s, admitted, _ = _admit(S, r, t, max_tokens, True)
         if tokens == 0:
             tokens = _schedule_decodes(S, r)
     elif policy == POLICY_CONTINUOUS:
-        tokens, swap_s, admitted = _admit(S, r, t, max_tokens, False)
+        tokens, swap_s, admitted, _ = _admit(S, r, t, max_tokens, False)
         if tokens == 0:
             swap_s += _ensure_decode_blocks(S, r)
             tokens = _schedule_decodes(S, r)
@@ -842,9 +846,11 @@ def _form(S, r, t):
         if policy == POLICY_CHUNKED:
             tokens = _continue_chunks(S, r, budget)
             budget -= tokens
-        a, s, admitted = _admit(S, r, t, budget, False)
+        a, s, admitted, ready_n = _admit(S, r, t, budget, False)
         swap_s += s
-        tokens += n_dec + a + _schedule_decodes(S, r)  # requests admitted with their prompt done decode now too
+        tokens += n_dec + a
+        if ready_n > 0:  # requests admitted with their prompt done decode now too
+            tokens += _schedule_decodes(S, r)
     return swap_s, admitted, tokens
 
 
