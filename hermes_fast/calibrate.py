@@ -184,7 +184,9 @@ def read_measurements(source: str | Path | Iterable[Mapping[str, Any]] | Measure
         for col in header:
             if col not in MEASUREMENT_COLUMNS:
                 hint = close_match_hint(col, list(MEASUREMENT_COLUMNS))
-                raise ConfigError(f"{name}:header", col, f"a column of the schema{hint}: {', '.join(MEASUREMENT_COLUMNS)}")
+                raise ConfigError(
+                    f"{name}:header", col, f"a column of the schema{hint}: {', '.join(MEASUREMENT_COLUMNS)}"
+                )
         rows: list[Mapping[str, Any]] = list(reader)
     else:
         name = "measurements"
@@ -219,7 +221,9 @@ def read_measurements(source: str | Path | Iterable[Mapping[str, Any]] | Measure
                 except (TypeError, ValueError):
                     raise ConfigError(f"{where}.{c}", v, "a number") from None
                 if not math.isfinite(x) or x < 0 or (x == 0 and c not in ("context_tokens",)):
-                    raise ConfigError(f"{where}.{c}", v, "a finite number > 0" + (" (seconds)" if c == "latency_s" else ""))
+                    raise ConfigError(
+                        f"{where}.{c}", v, "a finite number > 0" + (" (seconds)" if c == "latency_s" else "")
+                    )
                 cols[c].append(x)
             else:
                 s = str(v).strip()
@@ -319,7 +323,9 @@ def _step_s(d: Device, catalog, row: Mapping[str, Any]) -> float:
     )
     if row["op"] == "decode_step":
         return float(decode_step_time.jit(ce.params, float(row["batch_size"]), float(row["context_tokens"])))
-    return float(prefill_time.jit(ce.params, float(row["batch_size"]), float(row["tokens"]), float(row["context_tokens"])))
+    return float(
+        prefill_time.jit(ce.params, float(row["batch_size"]), float(row["tokens"]), float(row["context_tokens"]))
+    )
 
 
 def predict(

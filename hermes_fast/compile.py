@@ -190,7 +190,8 @@ def device_rates(d: Device, activation: str, kv: str) -> DeviceRates:
         gemm_memory_bw=bw * (e.memory_efficiency if gemm_mem is None else gemm_mem),
         gemm_overhead_s=gemm_oh,
         attention_flops=attn_peak * (e.attention_compute_efficiency if attn_eff is None else attn_eff),
-        memory_bw=bw * (e.memory_efficiency if e.attention_memory_efficiency is None else e.attention_memory_efficiency),
+        memory_bw=bw
+        * (e.memory_efficiency if e.attention_memory_efficiency is None else e.attention_memory_efficiency),
         elementwise_bw=bw * e.memory_efficiency,
         attention_overhead_s=e.attention_overhead_s,
         decode_attention_overhead_s=decode_oh,
