@@ -271,6 +271,8 @@ def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_token
     kv_token_bytes = 2.0 * kv_heads * head_dim * DTYPE_BYTES[kv_dtype]
     compute = 2.0 * width * (pairs + sat * q_tokens) / r.attention_flops
     memory = (kv_tokens * kv_token_bytes + q_tokens * width * 2.0) / r.memory_bw
+    if decode:
+        memory = memory * (1.0 + d.efficiency.decode_attention_saturation_units / (q_tokens * kv_heads))
     oh = r.decode_attention_overhead_s if decode else r.attention_overhead_s
     return np.maximum(compute, memory) + oh
 
@@ -430,6 +432,7 @@ _ATTENTION = (
     _Param("efficiency.low_precision_attention_compute_efficiency", 0.02, 1.0, 1.0, ("attn8",)),
     _Param("efficiency.attention_saturation_keys", 0.0, 1e5, 100.0, ("attn16", "attn_kv8", "attn8")),
     _Param("efficiency.attention_memory_efficiency", 0.05, 1.0, 1.0, ("decode",)),
+    _Param("efficiency.decode_attention_saturation_units", 0.0, 1e3, 1.0, ("decode",)),
     _Param("efficiency.attention_overhead_s", 0.0, 1e-3, 1e-5, ("prefill",)),
     _Param("efficiency.decode_attention_overhead_s", 0.0, 1e-3, 1e-5, ("decode16",)),
     _Param("efficiency.kv8_decode_attention_overhead_s", 0.0, 1e-3, 1e-5, ("decode_kv8",)),
@@ -600,12 +603,13 @@ class Calibration:
         # the values must make a valid device: check against a neutral preset-shaped entry
         from .catalog import Catalog
 
-        try:
-            probe = Catalog(calibration="none").device("h100_sxm")
-            for where, vals in [("values", cal.values)] + [(f"variants.{k}", v) for k, v in cal.variants.items()]:
+        probe = Catalog(calibration="none").device("h100_sxm")
+        for where, vals in [("values", cal.values)] + [(f"variants.{k}", v) for k, v in cal.variants.items()]:
+            try:
                 _with_values(probe, vals)
-        except ConfigError as e:
-            raise ConfigError(f"{path}.{where}.{e.path.removeprefix('calibration.')}", e.value, e.expected) from None
+            except ConfigError as e:
+                field_path = e.path.removeprefix("calibration.")
+                raise ConfigError(f"{path}.{where}.{field_path}", e.value, e.expected) from None
         return cal
 
     def save(self, path: str | Path) -> None:

@@ -248,6 +248,8 @@ def compile_engine(
     p = np.zeros(L.N_PARAMS)
     p[L.ATTN_FLOPS] = rates.attention_flops
     p[L.ATTN_SAT] = eff.attention_saturation_keys
+    p[L.DECODE_SAT] = eff.decode_attention_saturation_units
+    p[L.KV_HEADS] = 1.0 if m.mla is not None else max(m.n_kv_heads / tp, 1.0)
     p[L.MEM_BW] = rates.memory_bw
     p[L.OH_GEMM] = rates.gemm_overhead_s
     p[L.OH_ATTN] = rates.attention_overhead_s

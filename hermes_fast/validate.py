@@ -223,8 +223,7 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
     meas = ms["latency_s"]
     out = []
     for cal in cals:
-        fitted_stacks = [s.strip() for s in cal.source.split("fitted to")[-1].split(",")] if cal.source else []
-        sel_dev = (ms["device"] == cal.device) & np.isin(stacks, fitted_stacks or list(set(stacks)))
+        sel_dev = (ms["device"] == cal.device) & _fitted_rows(cal.source, stacks, fam)
         if not sel_dev.any():
             continue
         held = holdout_mask(ms, cal.holdout, cal.seed) & sel_dev
@@ -249,3 +248,15 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
                 }
             )
     return out
+
+
+def _fitted_rows(source: str, stacks: np.ndarray, fam: np.ndarray) -> np.ndarray:
+    """Rows of the stacks a calibration was fitted to: its source ends ``fitted to trtllm, nccl,
+    vidur/layer_linear`` (a ``stack/family`` item limits that stack to one family)."""
+    if "fitted to" not in source:
+        return np.ones(len(stacks), dtype=bool)
+    keep = np.zeros(len(stacks), dtype=bool)
+    for item in source.split("fitted to")[-1].split(","):
+        stack, _, family = item.strip().partition("/")
+        keep |= (stacks == stack) & ((fam == family) if family else True)
+    return keep

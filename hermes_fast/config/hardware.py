@@ -118,6 +118,13 @@ class Efficiency:
     attention_saturation_keys: float = fld(
         512.0, unit="token", doc="keys per query at which attention reaches half its efficiency", ge=0, le=1e7
     )
+    decode_attention_saturation_units: float = fld(
+        0.0,
+        unit="1",
+        doc="sequences x KV heads per device at which decode attention reaches half its memory bandwidth",
+        ge=0,
+        le=1e6,
+    )
     attention_memory_efficiency: float | None = fld(
         None, unit="1", doc="fraction of memory bandwidth reached reading KV (None: memory_efficiency)", gt=0, le=1
     )

@@ -21,6 +21,8 @@ def _slot(width: int = 1) -> int:
 # --- device rates and overheads (GEMM rates live in the coefficient blocks below)
 ATTN_FLOPS = _slot()  # FLOP/s: peak x attention_compute_efficiency
 ATTN_SAT = _slot()  # keys per query at which attention reaches half its efficiency
+DECODE_SAT = _slot()  # sequences x KV heads at which decode attention reaches half its memory bandwidth
+KV_HEADS = _slot()  # KV heads per device (MLA: 1 latent)
 MEM_BW = _slot()  # B/s: memory bandwidth x memory_efficiency
 OH_GEMM = _slot()  # s per GEMM kernel
 OH_ATTN = _slot()  # s per prefill attention kernel

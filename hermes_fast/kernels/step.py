@@ -60,6 +60,8 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
         if window > 0.0:
             kv = min(kv, decode_seqs * window)
         c, m = attention_cost(kv, heads, p[L.ATT_QK_DECODE], p[L.ATT_V_DECODE], kv, kvb, decode_seqs, ab, fe, sat, bw)
+        # few (sequence, KV head) pairs cannot keep every SM streaming KV: bandwidth saturates in their number
+        m *= 1.0 + p[L.DECODE_SAT] / (decode_seqs * p[L.KV_HEADS])
         c, m = _split(c, m)
         comp += c
         mem += m
