@@ -208,13 +208,15 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
 
     ``calibrations``: the calibrations to check (default: every shipped one); each is compared on the rows of
     its device whose backend it was fitted to (its ``source`` lists the stacks), held back by its own
-    hold-out rule. Returns rows with ``rows_held``, ``default_median``, ``default_p90``, ``calibrated_median``,
+    hold-out rule; given ``measurements`` (e.g. measured prefill/decode steps), all their rows of the device.
+    Returns rows with ``rows_held``, ``default_median``, ``default_p90``, ``calibrated_median``,
     ``calibrated_p90`` and the calibration's name.
     """
     from .calibrate import shipped_calibrations
     from .catalog import Catalog
 
-    ms = measurements if measurements is not None else reference_measurements()
+    own = measurements is not None  # the user's rows were in no fit: compare them all
+    ms = measurements if own else reference_measurements()
     cals = list(shipped_calibrations().values()) if calibrations is None else list(calibrations)
     plain = Catalog(calibration="none")
     default_pred = predict(ms, catalog=plain)
@@ -223,10 +225,12 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
     meas = ms["latency_s"]
     out = []
     for cal in cals:
-        sel_dev = (ms["device"] == cal.device) & _fitted_rows(cal.source, stacks, fam)
+        sel_dev = ms["device"] == cal.device
+        if not own:
+            sel_dev &= _fitted_rows(cal.source, stacks, fam)
         if not sel_dev.any():
             continue
-        held = holdout_mask(ms, cal.holdout, cal.seed) & sel_dev
+        held = sel_dev if own else holdout_mask(ms, cal.holdout, cal.seed) & sel_dev
         cal_pred = predict(ms.select(held), catalog=plain, calibration=cal)
         sub_fam, sub_stack, sub_meas = fam[held], stacks[held], meas[held]
         sub_default = default_pred[held]

@@ -231,10 +231,10 @@ def test_estimate_changes_with_calibration_and_names_it():
     calibrated = hf.estimate()
     assert plain.attrs["calibration"] == "h100_sxm: uncalibrated defaults"
     assert calibrated.attrs["calibration"].startswith("h100_sxm: h100_sxm (")
-    assert float(calibrated.tpot_s) != pytest.approx(float(plain.tpot_s), rel=1e-3)
+    assert not np.allclose(calibrated.tpot_s.values, plain.tpot_s.values, rtol=1e-3)
     vllm = hf.estimate(calibration="h100_sxm-vllm")
     assert vllm.attrs["calibration"].startswith("h100_sxm: h100_sxm-vllm")
-    assert float(vllm.ttft_s) != float(calibrated.ttft_s)
+    assert not np.allclose(vllm.ttft_s.values, calibrated.ttft_s.values, rtol=1e-3)
 
 
 def test_simulate_changes_with_calibration_and_names_it():
@@ -354,8 +354,10 @@ def test_aiconfigurator_importer_errors(tmp_path):
     with pytest.raises(ConfigError) as err:
         import_aiconfigurator("b300_sxm", root=tmp_path)
     assert err.value.path == "system" and "b200_sxm" in err.value.expected
+    only_nccl = import_aiconfigurator("b200_sxm", root=tmp_path, backend="sglang")  # no sglang kernel tables
+    assert set(only_nccl["op"]) == {"all_reduce", "all_to_all"}
     with pytest.raises(ConfigError):
-        import_aiconfigurator("b200_sxm", root=tmp_path, backend="sglang")
+        import_aiconfigurator("b200_sxm", root=tmp_path, backend="sglang", nccl_version="9.9")
 
 
 def test_validate_command_writes_the_table(tmp_path, capsys):
@@ -380,3 +382,27 @@ def test_calibrate_command_fits_and_saves(tmp_path, synthetic, capsys):
     cal = load_calibration(str(out))
     assert cal.values["efficiency.collective_efficiency"] == pytest.approx(0.7, rel=0.03)
     assert main(["calibrate", str(tmp_path / "missing.csv"), "--device", "h100_sxm", "--out", str(out)]) == 2
+
+
+def test_step_measurements_are_compared_not_fitted(tmp_path, plain):
+    """Full-step rows go through the calibrated step cost in validation (and are skipped by the fit)."""
+    from hermes_fast.cli import main
+
+    cal = shipped_calibrations()["h100_sxm"]
+    rows = [
+        {"op": "decode_step", "device": "h100_sxm", "model": "llama-3.1-8b", "tp": 1, "batch_size": b,
+         "context_tokens": 1024, "dtype": "bf16", "kv_dtype": "bf16", "latency_s": 0.01}
+        for b in (1, 64)
+    ] + [{"op": "prefill_step", "device": "h100_sxm", "model": "llama-3.1-8b", "tp": 1, "batch_size": 1,
+          "tokens": 2048, "dtype": "bf16", "kv_dtype": "bf16", "latency_s": 0.1}]  # fmt: skip
+    ms = read_measurements(rows)
+    pred = predict(ms, catalog=plain, calibration=cal)
+    assert np.all(pred > 0) and pred[1] > pred[0]
+    table = validation_table([cal], ms)
+    assert {r["family"] for r in table} == {"decode_step", "prefill_step"}
+    assert {r["rows_held"] for r in table} == {2, 1}
+    with pytest.raises(ConfigError):  # nothing to fit
+        calibrate(ms, "h100_sxm")
+    path = tmp_path / "steps.csv"
+    write_measurements(ms, path)
+    assert main(["validate", "--calibration", "h100_sxm", "--measurements", str(path)]) == 0
