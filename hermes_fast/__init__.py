@@ -7,6 +7,8 @@
 
 __version__ = "0.1.0"
 
+from .aiconfigurator import import_aiconfigurator  # noqa: E402
+from .calibrate import Calibration, calibrate, load_calibration, read_measurements  # noqa: E402
 from .catalog import Catalog, preset_names  # noqa: E402
 from .config import ConfigError, Scenario, load_scenario  # noqa: E402
 from .estimate import estimate  # noqa: E402
@@ -16,16 +18,21 @@ from .variables import VARIABLES  # noqa: E402
 from .workload import draw_workload, length_moments, rng_for  # noqa: E402
 
 __all__ = [
+    "Calibration",
     "Catalog",
     "ConfigError",
     "Scenario",
     "VARIABLES",
+    "calibrate",
     "confidence_interval",
     "draw_workload",
     "estimate",
+    "import_aiconfigurator",
     "length_moments",
+    "load_calibration",
     "load_scenario",
     "preset_names",
+    "read_measurements",
     "rng_for",
     "simulate",
 ]

@@ -1,4 +1,5 @@
-"""Command line: ``hermes-fast run|estimate|presets``. Config errors print one line on stderr and exit 2."""
+"""Command line: ``hermes-fast run|estimate|presets|validate|calibrate``. Config errors print one line on stderr
+and exit 2."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def _cmd_estimate(args) -> int:
     from .estimate import estimate
 
     grid = _parse_grid(args.grid) if args.grid else None
-    ds = estimate(Path(args.scenario) if args.scenario else None, grid=grid)
+    ds = estimate(Path(args.scenario) if args.scenario else None, grid=grid, calibration=_calibration_arg(args))
     print_estimate(ds)
     if args.out:
         ds.to_netcdf(args.out)
@@ -156,6 +157,7 @@ def _cmd_run(args) -> int:
         seed=args.seed,
         replicates=args.replicates,
         keep_requests=args.per_request,
+        calibration=_calibration_arg(args),
     )
     print_simulation(ds)
     if args.out:
@@ -206,6 +208,62 @@ def _cmd_presets(args) -> int:
     return 0
 
 
+def _calibration_arg(args):
+    """--calibration values: 'default', 'none', shipped names or files (repeatable)."""
+    values = getattr(args, "calibration", None)
+    return values if values else "default"
+
+
+def print_validation(rows: list[dict], out=None) -> None:
+    """The validation table: uncalibrated vs calibrated error on held-back rows, per family, device, backend."""
+    out = out or sys.stdout
+    print("# kernel predictions vs shipped measurements, rows held back from each calibration's fit", file=out)
+    print("# |predicted - measured| / measured: median and 90th percentile", file=out)
+    head = f"{'family':22s}{'device':15s}{'backend':9s}{'calibration':16s}{'rows':>6s}"
+    head += f"{'default med':>13s}{'p90':>8s}{'calibrated med':>16s}{'p90':>8s}"
+    print(head, file=out)
+    for r in rows:
+        print(
+            f"{r['family']:22s}{r['device']:15s}{r['backend']:9s}{r['calibration']:16s}{r['rows_held']:6d}"
+            f"{r['default_median']:13.1%}{r['default_p90']:8.1%}{r['calibrated_median']:16.1%}{r['calibrated_p90']:8.1%}",
+            file=out,
+        )
+
+
+def _cmd_validate(args) -> int:
+    import csv
+
+    from .calibrate import load_calibration, read_measurements
+    from .validate import validation_table
+
+    cals = [load_calibration(c) for c in args.calibration] if args.calibration else None
+    ms = read_measurements(args.measurements) if args.measurements else None
+    rows = validation_table(cals, ms)
+    print_validation(rows)
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["family"])
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from .calibrate import calibrate
+
+    cal = calibrate(args.measurements, args.device, name=args.name, source=args.source, holdout=args.holdout)
+    for r in cal.report:
+        print(
+            f"{r['family']:22s} fit {r['rows_fit']:5d} rows: median {r['fit_median_abs_error']:.1%}"
+            f" p90 {r['fit_p90_abs_error']:.1%} | held back {r['rows_held']:5d}: median"
+            f" {r['held_median_abs_error']:.1%} p90 {r['held_p90_abs_error']:.1%}"
+        )
+    cal.save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hermes-fast", description="Fast simulator of multi-stage LLM serving.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -216,12 +274,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replicates", type=int, default=1, metavar="R", help="independent replicates (1)")
     run.add_argument("--per-request", action="store_true", help="also write per-request variables")
     run.add_argument("--out", metavar="FILE.nc", help="write the Dataset as netCDF")
+    run.add_argument("--calibration", action="append", metavar="NAME|FILE", help="default, none, or a calibration")
     run.set_defaults(func=_cmd_run)
     est = sub.add_parser("estimate", help="zero-load analytical estimate (default scenario if none given)")
     est.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: embedded scenario)")
     est.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="sweep a grid key (repeatable)")
     est.add_argument("--out", metavar="FILE.nc", help="write the Dataset as netCDF")
+    est.add_argument("--calibration", action="append", metavar="NAME|FILE", help="default, none, or a calibration")
     est.set_defaults(func=_cmd_estimate)
+    val = sub.add_parser("validate", help="kernel errors vs shipped measurements, uncalibrated and calibrated")
+    val.add_argument("--calibration", action="append", metavar="NAME|FILE", help="calibrations to check (all shipped)")
+    val.add_argument("--measurements", metavar="FILE.csv", help="measurements to check instead of the shipped ones")
+    val.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
+    val.set_defaults(func=_cmd_validate)
+    cal = sub.add_parser("calibrate", help="fit a device's efficiency parameters to measured latencies")
+    cal.add_argument("measurements", help="CSV in the measurement schema (see hermes_fast.calibrate)")
+    cal.add_argument("--device", required=True, help="catalog device name")
+    cal.add_argument("--out", required=True, metavar="FILE.yaml|json", help="where to save the calibration")
+    cal.add_argument("--name", default=None, help="calibration name (default: the device)")
+    cal.add_argument("--source", default="", help="where the measurements come from")
+    cal.add_argument("--holdout", type=float, default=0.25, help="share of rows held back (0.25)")
+    cal.set_defaults(func=_cmd_calibrate)
     pre = sub.add_parser("presets", help="list catalog presets or output variables")
     pre.add_argument("kind", nargs="?", choices=_PRESET_KINDS)
     pre.add_argument("--fields", action="store_true", help="also list the schema's fields with units")

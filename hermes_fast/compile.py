@@ -22,6 +22,7 @@ __all__ = [
     "CompiledEngine",
     "DeviceRates",
     "check_layout",
+    "collective_ramp",
     "compile_engine",
     "device_rates",
     "group_link",
@@ -114,10 +115,19 @@ def check_layout(m: Model, par: Parallel, path: str) -> None:
 
 
 def group_link(d: Device, n: int) -> tuple[float, float]:
-    """(alpha_s, effective bandwidth) for a group of n devices: scale-up link if the group fits in one
-    scale-up domain, else scale-out (the slowest hop sets a ring's pace)."""
+    """(alpha_s, effective large-message bandwidth) for a group of n devices: scale-up link if the group fits
+    in one scale-up domain, else scale-out (the slowest hop sets a ring's pace)."""
     link = d.scale_up if n <= d.scale_up_domain_devices else d.scale_out
     return link.latency_s, link.bandwidth_bytes_per_s * d.efficiency.collective_efficiency
+
+
+def collective_ramp(d: Device) -> tuple[float, float]:
+    """(S_half, small/large efficiency ratio) of the collectives' message-size bandwidth ramp
+    (see ``kernels.collectives.message_bandwidth``); S_half = 0 turns the ramp off."""
+    e = d.efficiency
+    small = e.collective_small_message_efficiency
+    ratio = 1.0 if small is None else small / e.collective_efficiency
+    return e.collective_saturation_bytes, ratio
 
 
 def attention_dtype(activation: str, kv: str) -> str:
@@ -132,10 +142,26 @@ def attention_dtype(activation: str, kv: str) -> str:
 class DeviceRates:
     """Effective rates and fixed costs of one device for one choice of formats."""
 
-    gemm_flops: float  # FLOP/s for GEMMs: peak x (low-precision) compute efficiency
+    gemm_flops: float  # FLOP/s for large GEMMs: peak x (low-precision) compute efficiency
+    gemm_saturation_tokens: float  # m, n and k at which a GEMM reaches half its efficiency
+    gemm_saturation_n: float
+    gemm_saturation_k: float
+    gemm_memory_bw: float  # B/s GEMMs stream weights and activations at
     gemm_overhead_s: float
     attention_flops: float  # FLOP/s for attention: peak of the attention format x attention efficiency
-    memory_bw: float  # B/s x memory efficiency
+    memory_bw: float  # B/s attention reads KV at
+    elementwise_bw: float  # B/s x memory efficiency: norms, activations, embedding gathers
+    attention_overhead_s: float  # per prefill attention kernel
+    decode_attention_overhead_s: float  # per decode attention kernel
+
+    def gemm_flops_for(self, k: float, n: float) -> float:
+        """FLOP/s of a ``k x n`` GEMM at large m: the n and k saturation folded into the rate."""
+        f = self.gemm_flops
+        if n > 0.0:
+            f /= 1.0 + self.gemm_saturation_n / n
+        if k > 0.0:
+            f /= 1.0 + self.gemm_saturation_k / k
+        return f
 
 
 def device_rates(d: Device, activation: str, kv: str) -> DeviceRates:
@@ -143,11 +169,32 @@ def device_rates(d: Device, activation: str, kv: str) -> DeviceRates:
     e = d.efficiency
     peak, run = d.peak_flop_per_s.resolve(activation)
     narrow = DTYPE_BYTES[run] <= 1.0
+    eff, m_half, n_half, k_half, gemm_mem, gemm_oh = e.gemm_profile(narrow)
+    attn_peak, attn_run = d.peak_flop_per_s.resolve(attention_dtype(activation, kv))
+    kv8 = DTYPE_BYTES[kv] <= 1.0
+    if DTYPE_BYTES[attn_run] <= 1.0:  # FP8 flash attention
+        attn_eff = e.low_precision_attention_compute_efficiency
+    elif kv8:  # 16-bit attention dequantising an 8-bit KV cache
+        attn_eff = e.kv8_attention_compute_efficiency
+    else:
+        attn_eff = None
+    decode_oh = e.attention_overhead_s if e.decode_attention_overhead_s is None else e.decode_attention_overhead_s
+    if kv8 and e.kv8_decode_attention_overhead_s is not None:
+        decode_oh = e.kv8_decode_attention_overhead_s
+    bw = d.memory_bandwidth_bytes_per_s
     return DeviceRates(
-        gemm_flops=peak * (e.low_precision_compute_efficiency if narrow else e.compute_efficiency),
-        gemm_overhead_s=e.gemm_overhead_s + (e.low_precision_gemm_overhead_s if narrow else 0.0),
-        attention_flops=d.peak_flop_per_s.resolve(attention_dtype(activation, kv))[0] * e.attention_compute_efficiency,
-        memory_bw=d.memory_bandwidth_bytes_per_s * e.memory_efficiency,
+        gemm_flops=peak * eff,
+        gemm_saturation_tokens=m_half,
+        gemm_saturation_n=n_half,
+        gemm_saturation_k=k_half,
+        gemm_memory_bw=bw * (e.memory_efficiency if gemm_mem is None else gemm_mem),
+        gemm_overhead_s=gemm_oh,
+        attention_flops=attn_peak * (e.attention_compute_efficiency if attn_eff is None else attn_eff),
+        memory_bw=bw
+        * (e.memory_efficiency if e.attention_memory_efficiency is None else e.attention_memory_efficiency),
+        elementwise_bw=bw * e.memory_efficiency,
+        attention_overhead_s=e.attention_overhead_s,
+        decode_attention_overhead_s=decode_oh,
     )
 
 
@@ -201,9 +248,12 @@ def compile_engine(
     p = np.zeros(L.N_PARAMS)
     p[L.ATTN_FLOPS] = rates.attention_flops
     p[L.ATTN_SAT] = eff.attention_saturation_keys
+    p[L.DECODE_SAT] = eff.decode_attention_saturation_units
+    p[L.KV_HEADS] = 1.0 if m.mla is not None else max(m.n_kv_heads / tp, 1.0)
     p[L.MEM_BW] = rates.memory_bw
     p[L.OH_GEMM] = rates.gemm_overhead_s
-    p[L.OH_ATTN] = eff.attention_overhead_s
+    p[L.OH_ATTN] = rates.attention_overhead_s
+    p[L.OH_ATTN_DECODE] = rates.decode_attention_overhead_s
     p[L.OH_ELEM] = eff.elementwise_overhead_s
     p[L.OH_COLL] = eff.collective_overhead_s
     p[L.A_BYTES] = ab
@@ -220,10 +270,10 @@ def compile_engine(
     p[L.CAUSAL] = 1.0 if m.causal else 0.0
     heads = m.n_heads / tp
     p[L.HEADS] = heads
-    fe, sat, bw = rates.gemm_flops, eff.compute_saturation_tokens, rates.memory_bw
+    sat, gemm_bw, bw = rates.gemm_saturation_tokens, rates.gemm_memory_bw, rates.elementwise_bw
 
     def gemm(block: int, k: float, n: float) -> None:
-        p[block : block + 4] = gemm_coefficients(k, n, fe, sat, bw, wb, ab)
+        p[block : block + 4] = gemm_coefficients(k, n, rates.gemm_flops_for(k, n), sat, gemm_bw, wb, ab)
 
     if m.mla is not None:
         a = m.mla
@@ -280,6 +330,7 @@ def compile_engine(
     p[L.PP] = pp
     # stages sit in different scale-up domains only when the replica outgrows one
     p[L.PP_ALPHA], p[L.PP_BW] = group_link(d, tp * pp)
+    p[L.COLL_RAMP_BYTES], p[L.COLL_RAMP_LOW] = collective_ramp(d)
 
     weights, kv_stage = _memory(m, par, wb, kv_tok)
     dense_f_dev = m.ffn_hidden_size / tp if p[L.N_DENSE] > 0 else 0.0

@@ -117,7 +117,9 @@ def _compile(engine: Engine, catalog: Catalog, path: str, strict: bool) -> tuple
 
 
 def estimate(
-    scenario: Scenario | Mapping | str | None = None, grid: Mapping[str, Sequence] | None = None
+    scenario: Scenario | Mapping | str | None = None,
+    grid: Mapping[str, Sequence] | None = None,
+    calibration: Any = "default",
 ) -> xr.Dataset:
     """Zero-load prefill, decode, TTFT/TPOT, throughput and memory over a parameter grid.
 
@@ -131,6 +133,10 @@ def estimate(
         Engine keys: ``engine``, ``device``, ``model``, ``tp``, ``pp``, ``ep``, ``dtype`` (weights and
         activations), ``weight_dtype``, ``activation_dtype``, ``kv_dtype``, ``memory_utilization``.
         Point keys: ``batch_size``, ``prompt_tokens``, ``output_tokens``, ``context_tokens``.
+    calibration
+        ``"default"`` (shipped calibrations for H100, H200, A100), ``"none"`` (uncalibrated defaults), a
+        :class:`~hermes_fast.calibrate.Calibration`, a name or file, or a list (see :class:`Catalog`); the
+        ``calibration`` attr names what each device used.
 
     Returns
     -------
@@ -149,7 +155,7 @@ def estimate(
     ('engine', 'batch_size', 'tp')
     """
     sc = load_scenario(scenario)
-    catalog = Catalog.for_scenario(sc)
+    catalog = Catalog.for_scenario(sc, calibration)
     strict = not grid
     g = _check_grid(grid, sc, catalog)
     by_name = {e.name: e for e in sc.engines}
@@ -275,7 +281,7 @@ def estimate(
             "title": f"hermes_fast estimate: {sc.name}",
             "hermes_fast_version": __version__,
             "method": "analytical roofline, zero load, static batch",
-            "calibration": "uncalibrated defaults",
+            "calibration": catalog.describe_calibrations(g.get("device") or [e.device for e in engines]),
         },
     )
     if strict:

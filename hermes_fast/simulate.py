@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
+from .catalog import Catalog
 from .config.base import ConfigError
 from .config.scenario import Scenario, load_scenario
 from .kernels import serving as K
@@ -100,6 +101,7 @@ def simulate(
     keep_requests: bool = False,
     fast_forward: bool = True,
     point: int = 0,
+    calibration=None,
 ) -> xr.Dataset:
     """Simulate ``n_requests`` arrivals of the scenario's workload on its serving engines.
 
@@ -111,6 +113,8 @@ def simulate(
     replicates : independent repetitions (a ``replicate`` dim; see :func:`hermes_fast.confidence_interval`).
     keep_requests : also return per-request variables (``request_*``, dims replicate x request).
     fast_forward : commit runs of decode-only iterations at once (identical results, much faster).
+    calibration : None or ``"default"`` (shipped calibrations), ``"none"`` (uncalibrated), a Calibration, name
+        or file, or a list (see :class:`~hermes_fast.catalog.Catalog`); named in the ``calibration`` attr.
 
     Returns
     -------
@@ -129,9 +133,10 @@ def simulate(
             raise ConfigError(name, value, f"an integer >= {low}")
     if n_requests > _MAX_REQUESTS:
         raise ConfigError("n_requests", n_requests, f"at most {_MAX_REQUESTS:g} requests per replicate")
+    catalog = Catalog.for_scenario(sc, "default" if calibration is None else calibration)
     piped = any(c.pipeline for c in sc.workload.classes)
-    pipe = build_pipeline(sc) if piped else None
-    setup = pipe.serving if pipe is not None else build_serving(sc)
+    pipe = build_pipeline(sc, catalog) if piped else None
+    setup = pipe.serving if pipe is not None else build_serving(sc, catalog)
     per_rep = []
     requests = []
     for rep in range(replicates):
@@ -161,9 +166,17 @@ def simulate(
             "seed": seed,
             "fast_forward": int(fast_forward),
             "hermes_fast_version": __version__,
+            "calibration": catalog.describe_calibrations(_devices(sc)),
         }
     )
     return ds
+
+
+def _devices(sc: Scenario) -> list[str]:
+    """Every device the scenario's engines and pipeline stages run on."""
+    names = [e.device for e in sc.engines]
+    names += [st.device for c in sc.workload.classes for st in c.pipeline if st.device is not None]
+    return names
 
 
 def _request_vars(draws: Draws, run: RunState) -> dict[str, np.ndarray]:

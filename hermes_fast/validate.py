@@ -1,31 +1,31 @@
 """Kernel predictions against the measured latencies shipped in ``hermes_fast/data/reference``.
 
-Each measured row (a GEMM, a prefill or decode attention call, a collective, a layer's linear ops) is
-predicted with the same roofline kernels the step cost uses, from the device's catalog entry and its
-(default or calibrated) efficiency parameters. :func:`reference_errors` returns one row per
-measurement; :func:`error_summary` the median and 90th-percentile absolute relative error per kernel
-family and device.
+The shipped files (NVIDIA aiconfigurator databases, microsoft/vidur profiles; see SOURCES.md there) are
+converted to the measurement schema of :mod:`hermes_fast.calibrate` (:func:`reference_measurements`), then
+predicted with the same formulas the step cost uses, from each device's catalog entry: uncalibrated
+defaults or a calibration. :func:`reference_errors` returns one row per measurement; :func:`error_summary`
+the median and 90th-percentile absolute relative error per kernel family, device and backend;
+:func:`validation_table` both side by side, on the rows each calibration held back from its fit.
 """
 
 from __future__ import annotations
 
 import csv
+from functools import cache
 from importlib.resources import files
 
 import numpy as np
 import xarray as xr
 
-from .catalog import Catalog
-from .compile import device_rates, group_link
-from .config.hardware import DTYPE_BYTES, Device
-from .kernels.collectives import allgather_time, allreduce_time
-from .kernels.roofline import attention_cost, gemm_cost
+from .calibrate import Measurements, holdout_mask, predict, read_measurements
 
-__all__ = ["reference_errors", "error_summary", "read_reference"]
+__all__ = ["error_summary", "read_reference", "reference_errors", "reference_measurements", "validation_table"]
 
 _MS = 1e-3
 _GPU = {"h100_sxm": "h100_sxm", "h200_sxm": "h200_sxm", "A100 80GB SXM": "a100_sxm_80gb", "H100 80GB SXM": "h100_sxm"}
-_DTYPE = {"bfloat16": "bf16", "half": "fp16", "fp8": "fp8", "fp8_block": "fp8", "int8": "int8"}
+_DTYPE = {"bfloat16": "bf16", "half": "fp16", "fp8": "fp8", "fp8_block": "fp8_block", "int8": "int8"}
+_COMM_OP = {"all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter"}
+_COMM_OP["alltoall"] = "all_to_all"
 
 
 def read_reference(name: str) -> list[dict[str, str]]:
@@ -34,127 +34,138 @@ def read_reference(name: str) -> list[dict[str, str]]:
     return list(csv.DictReader(text.splitlines()))
 
 
-def _gemm_s(d: Device, m: float, k: float, n: float, dtype: str) -> float:
-    r = device_rates(d, dtype, dtype)
-    b = DTYPE_BYTES[dtype]
-    c, mem = gemm_cost(m, k, n, 1.0, r.gemm_flops, d.efficiency.compute_saturation_tokens, r.memory_bw, b, max(b, 1.0))
-    return max(c, mem) + r.gemm_overhead_s
+def _backend(r: dict[str, str]) -> str:
+    return f"{r['backend']}-{r['db_version']}"
 
 
-def _attention_s(d, pairs, heads, head_dim, kv_tokens, kv_heads, kv_dtype, q_tokens, dtype) -> float:
-    r = device_rates(d, dtype, kv_dtype)
-    sat = d.efficiency.attention_saturation_keys
-    kv_token_bytes = 2.0 * kv_heads * head_dim * DTYPE_BYTES[kv_dtype]
-    c, m = attention_cost(
-        pairs, heads, head_dim, head_dim, kv_tokens, kv_token_bytes, q_tokens, 2.0, r.attention_flops, sat, r.memory_bw
-    )
-    return max(c, m) + d.efficiency.attention_overhead_s
-
-
-def _collective_s(d: Device, op: str, n: int, size_bytes: float) -> float:
-    alpha, bw = group_link(d, n)
-    fn = allreduce_time if op == "all_reduce" else allgather_time  # all-gather, reduce-scatter, all-to-all
-    return fn(size_bytes, float(n), alpha, bw, d.efficiency.collective_overhead_s)
-
-
-def _layer_linear_s(d: Device, cat: Catalog, model: str, tp: int, tokens: float) -> float:
-    """QKV + output projection + gated MLP (gate+up, down) of one layer on one TP shard, fp16."""
-    m = cat.model(model)
-    h, hd = m.hidden_size, m.head_dim
-    kv = max(m.n_kv_heads / tp, 1.0)
-    shapes = [
-        (h, (m.n_heads / tp + 2 * kv) * hd),
-        (m.n_heads / tp * hd, h),
-        (h, 2 * m.ffn_hidden_size / tp),
-        (m.ffn_hidden_size / tp, h),
-    ]
-    return sum(_gemm_s(d, tokens, k, n, "fp16") for k, n in shapes)
-
-
-def reference_errors(catalog: Catalog | None = None) -> xr.Dataset:
-    """Predicted vs measured latency for every shipped reference row, on dim ``row``.
-
-    Variables: ``family`` (gemm, context_attention, generation_attention, collective, layer_linear),
-    ``device`` (catalog name), ``source``, ``measured_s``, ``predicted_s``, ``relative_error``
-    ((predicted - measured) / measured).
-    """
-    cat = catalog or Catalog()
-    fam, dev, src, meas, pred = [], [], [], [], []
-
-    def add(family, device, source, measured_s, predicted_s):
-        fam.append(family)
-        dev.append(device)
-        src.append(source)
-        meas.append(measured_s)
-        pred.append(predicted_s)
-
+@cache
+def _reference_rows() -> tuple[dict, ...]:
+    rows: list[dict] = []
     for r in read_reference("aiconfigurator_gemm"):
-        d = cat.device(_GPU[r["gpu"]])
-        dt = _DTYPE[r["gemm_dtype"]]
-        p = _gemm_s(d, float(r["m"]), float(r["k"]), float(r["n"]), dt)
-        add("gemm", _GPU[r["gpu"]], f"aiconfigurator/{r['backend']}/{r['gemm_dtype']}", float(r["latency_ms"]) * _MS, p)
-    for r in read_reference("aiconfigurator_context_attention"):
-        d = cat.device(_GPU[r["gpu"]])
-        b, s = float(r["batch_size"]), float(r["isl"])
-        pairs = b * s * (s + 1.0) / 2.0
-        p = _attention_s(
-            d,
-            pairs,
-            float(r["num_heads"]),
-            float(r["head_dim"]),
-            b * s,
-            float(r["num_key_value_heads"]),
-            _DTYPE[r["kv_cache_dtype"]],
-            b * s,
-            _DTYPE[r["attn_dtype"]],
+        rows.append(
+            {
+                "op": "gemm",
+                "device": _GPU[r["gpu"]],
+                "backend": _backend(r),
+                "dtype": _DTYPE[r["gemm_dtype"]],
+                "m": r["m"],
+                "n": r["n"],
+                "k": r["k"],
+                "latency_s": float(r["latency_ms"]) * _MS,
+                "source": "aiconfigurator_gemm.csv",
+            }
         )
-        add("context_attention", _GPU[r["gpu"]], f"aiconfigurator/{r['backend']}", float(r["latency_ms"]) * _MS, p)
-    for r in read_reference("aiconfigurator_generation_attention"):
-        d = cat.device(_GPU[r["gpu"]])
-        b, kv = float(r["batch_size"]), float(r["kv_len"])
-        p = _attention_s(
-            d,
-            b * kv,
-            float(r["num_heads"]),
-            float(r["head_dim"]),
-            b * kv,
-            float(r["num_key_value_heads"]),
-            _DTYPE[r["kv_cache_dtype"]],
-            b,
-            _DTYPE[r["attn_dtype"]],
-        )
-        add("generation_attention", _GPU[r["gpu"]], f"aiconfigurator/{r['backend']}", float(r["latency_ms"]) * _MS, p)
+    for kind in ("context", "generation"):
+        for r in read_reference(f"aiconfigurator_{kind}_attention"):
+            row = {
+                "op": f"{kind}_attention",
+                "device": _GPU[r["gpu"]],
+                "backend": _backend(r),
+                "dtype": _DTYPE[r["attn_dtype"]],
+                "kv_dtype": _DTYPE[r["kv_cache_dtype"]],
+                "batch_size": r["batch_size"],
+                "num_heads": r["num_heads"],
+                "num_kv_heads": r["num_key_value_heads"],
+                "head_dim": r["head_dim"],
+                "latency_s": float(r["latency_ms"]) * _MS,
+                "source": f"aiconfigurator_{kind}_attention.csv",
+            }
+            if kind == "context":
+                row["tokens"] = r["isl"]
+            else:
+                row["context_tokens"] = r["kv_len"]
+            rows.append(row)
     for r in read_reference("aiconfigurator_comm"):
         if r["source"] != "nccl":
-            continue  # custom all-reduce kernels are a different algorithm; calibration handles them
-        d = cat.device(_GPU[r["gpu"]])
-        p = _collective_s(d, r["op_name"], int(r["num_gpus"]), float(r["bytes"]))
-        add("collective", _GPU[r["gpu"]], f"nccl/{r['op_name']}", float(r["latency_ms"]) * _MS, p)
+            continue  # custom all-reduce kernels are a different algorithm, not the ring the step cost assumes
+        rows.append(
+            {
+                "op": _COMM_OP[r["op_name"]],
+                "device": _GPU[r["gpu"]],
+                "backend": f"nccl-{r['db_version']}",
+                "num_gpus": r["num_gpus"],
+                "message_bytes": r["bytes"],
+                "latency_s": float(r["latency_ms"]) * _MS,
+                "source": "aiconfigurator_comm.csv",
+            }
+        )
     for r in read_reference("vidur_operator_profiles"):
         value = float(r["value"]) * _MS
         if r["metric"] == "per_layer_linear_ops_time_ms":
-            name = _GPU[r["hardware"]]
-            model = {"Llama-2-7B": "llama-2-7b", "Llama-2-70B": "llama-2-70b"}[r["model"]]
-            tp = int(r["parallelism"].split()[0][2:])
-            p = _layer_linear_s(cat.device(name), cat, model, tp, float(r["isl"]))
-            add("layer_linear", name, "vidur", value, p)
-        else:
-            name = "h100_sxm" if r["hardware"].startswith("H100") else "a100_sxm_80gb"
-            size = float(r["notes"].split("message size ")[1].split()[0])
-            add(
-                "collective",
-                name,
-                "vidur/all_reduce",
-                value,
-                _collective_s(cat.device(name), "all_reduce", int(r["n_devices"]), size),
+            rows.append(
+                {
+                    "op": "layer_linear",
+                    "device": _GPU[r["hardware"]],
+                    "backend": "vidur-pytorch",
+                    "dtype": "fp16",
+                    "model": {"Llama-2-7B": "llama-2-7b", "Llama-2-70B": "llama-2-70b"}[r["model"]],
+                    "tp": r["parallelism"].split()[0][2:],
+                    "tokens": r["isl"],
+                    "latency_s": value,
+                    "source": "vidur_operator_profiles.csv",
+                }
             )
-    measured = np.array(meas)
-    predicted = np.array(pred)
+        else:
+            rows.append(
+                {
+                    "op": "all_reduce",
+                    "device": "h100_sxm" if r["hardware"].startswith("H100") else "a100_sxm_80gb",
+                    "backend": "vidur-pytorch",
+                    "num_gpus": r["n_devices"],
+                    "message_bytes": r["notes"].split("message size ")[1].split()[0],
+                    "latency_s": value,
+                    "source": "vidur_operator_profiles.csv",
+                }
+            )
+    return tuple(rows)
+
+
+def reference_measurements() -> Measurements:
+    """Every shipped reference row in the :data:`~hermes_fast.calibrate.MEASUREMENT_COLUMNS` schema
+    (seconds), with ``backend`` naming the software stack (``trtllm-1.3.0rc20``, ``nccl-2.29.2``, ...)."""
+    return read_measurements(_reference_rows())
+
+
+def reference_errors(catalog=None, calibration="none") -> xr.Dataset:
+    """Predicted vs measured latency for every shipped reference row, on dim ``row``.
+
+    ``calibration``: ``"none"`` (uncalibrated defaults, the default here), ``"default"`` (the shipped
+    default calibrations) or anything :class:`~hermes_fast.catalog.Catalog` takes. Variables: ``family``
+    (gemm, context_attention, generation_attention, collective, layer_linear), ``device`` (catalog name),
+    ``backend``, ``source`` (``aiconfigurator/trtllm/bf16``-style), ``measured_s``, ``predicted_s``,
+    ``relative_error`` ((predicted - measured) / measured).
+    """
+    from .catalog import Catalog
+
+    ms = reference_measurements()
+    cat = catalog or Catalog(calibration=calibration)
+    predicted = predict(ms, catalog=cat)
+    return _errors_dataset(ms, predicted)
+
+
+def _source_label(ms: Measurements) -> np.ndarray:
+    out = []
+    for op, backend, dt in zip(ms["op"], ms["backend"], ms["dtype"], strict=True):
+        stack = backend.split("-")[0]
+        if op == "gemm":
+            out.append(f"aiconfigurator/{stack}/{dt}")
+        elif stack == "vidur":
+            out.append(f"vidur/{op}")
+        elif stack == "nccl":
+            out.append(f"nccl/{op}")
+        else:
+            out.append(f"aiconfigurator/{stack}")
+    return np.array(out)
+
+
+def _errors_dataset(ms: Measurements, predicted: np.ndarray) -> xr.Dataset:
+    measured = ms["latency_s"]
     return xr.Dataset(
         {
-            "family": ("row", np.array(fam)),
-            "device": ("row", np.array(dev)),
-            "source": ("row", np.array(src)),
+            "family": ("row", ms.family.astype(str)),
+            "device": ("row", ms["device"].astype(str)),
+            "backend": ("row", ms["backend"].astype(str)),
+            "source": ("row", _source_label(ms)),
             "measured_s": ("row", measured, {"units": "s", "long_name": "measured latency"}),
             "predicted_s": ("row", predicted, {"units": "s", "long_name": "predicted latency"}),
             "relative_error": (
@@ -166,23 +177,90 @@ def reference_errors(catalog: Catalog | None = None) -> xr.Dataset:
     )
 
 
-def error_summary(errors: xr.Dataset) -> list[dict]:
-    """Median and 90th-percentile absolute relative error per (family, device), plus the signed median."""
+def error_summary(errors: xr.Dataset, by_backend: bool = False) -> list[dict]:
+    """Median and 90th-percentile absolute relative error per (family, device[, backend]), plus the signed
+    median."""
     out = []
     fam = errors.family.values
     dev = errors.device.values
+    stack = np.array([b.split("-")[0] for b in errors.backend.values]) if by_backend else np.full(fam.shape, "")
     rel = errors.relative_error.values
-    for f, d in sorted(set(zip(fam, dev, strict=True))):
-        sel = (fam == f) & (dev == d)
+    for f, d, b in sorted(set(zip(fam, dev, stack, strict=True))):
+        sel = (fam == f) & (dev == d) & (stack == b)
         a = np.abs(rel[sel])
-        out.append(
+        row = {"family": f, "device": d}
+        if by_backend:
+            row["backend"] = b
+        row.update(
             {
-                "family": f,
-                "device": d,
                 "rows": int(sel.sum()),
                 "median_abs_error": float(np.median(a)),
                 "p90_abs_error": float(np.quantile(a, 0.9)),
                 "median_signed_error": float(np.median(rel[sel])),
             }
         )
+        out.append(row)
     return out
+
+
+def validation_table(calibrations=None, measurements: Measurements | None = None) -> list[dict]:
+    """Uncalibrated and calibrated errors per (family, device, backend), on the rows held back from each fit.
+
+    ``calibrations``: the calibrations to check (default: every shipped one); each is compared on the rows of
+    its device whose backend it was fitted to (its ``source`` lists the stacks), held back by its own
+    hold-out rule; given ``measurements`` (e.g. measured prefill/decode steps), all their rows of the device.
+    Returns rows with ``rows_held``, ``default_median``, ``default_p90``, ``calibrated_median``,
+    ``calibrated_p90`` and the calibration's name.
+    """
+    from .calibrate import shipped_calibrations
+    from .catalog import Catalog
+
+    own = measurements is not None  # the user's rows were in no fit: compare them all
+    ms = measurements if own else reference_measurements()
+    cals = list(shipped_calibrations().values()) if calibrations is None else list(calibrations)
+    plain = Catalog(calibration="none")
+    default_pred = predict(ms, catalog=plain)
+    stacks = np.array([b.split("-")[0] for b in ms["backend"]])
+    fam = ms.family
+    meas = ms["latency_s"]
+    out = []
+    for cal in cals:
+        sel_dev = ms["device"] == cal.device
+        if not own:
+            sel_dev &= _fitted_rows(cal.source, stacks, fam)
+        if not sel_dev.any():
+            continue
+        held = sel_dev if own else holdout_mask(ms, cal.holdout, cal.seed) & sel_dev
+        cal_pred = predict(ms.select(held), catalog=plain, calibration=cal)
+        sub_fam, sub_stack, sub_meas = fam[held], stacks[held], meas[held]
+        sub_default = default_pred[held]
+        for f, b in sorted(set(zip(sub_fam, sub_stack, strict=True))):
+            s = (sub_fam == f) & (sub_stack == b)
+            d_err = np.abs(sub_default[s] / sub_meas[s] - 1.0)
+            c_err = np.abs(cal_pred[s] / sub_meas[s] - 1.0)
+            out.append(
+                {
+                    "family": f,
+                    "device": cal.device,
+                    "backend": b,
+                    "calibration": cal.name,
+                    "rows_held": int(s.sum()),
+                    "default_median": float(np.median(d_err)),
+                    "default_p90": float(np.quantile(d_err, 0.9)),
+                    "calibrated_median": float(np.median(c_err)),
+                    "calibrated_p90": float(np.quantile(c_err, 0.9)),
+                }
+            )
+    return out
+
+
+def _fitted_rows(source: str, stacks: np.ndarray, fam: np.ndarray) -> np.ndarray:
+    """Rows of the stacks a calibration was fitted to: its source ends ``fitted to trtllm, nccl,
+    vidur/layer_linear`` (a ``stack/family`` item limits that stack to one family)."""
+    if "fitted to" not in source:
+        return np.ones(len(stacks), dtype=bool)
+    keep = np.zeros(len(stacks), dtype=bool)
+    for item in source.split("fitted to")[-1].split(","):
+        stack, _, family = item.strip().partition("/")
+        keep |= (stacks == stack) & ((fam == family) if family else True)
+    return keep

@@ -40,7 +40,7 @@ def test_latency_identities(default_ds):
 
 
 def test_estimate_equals_kernels(build):
-    ds = hf.estimate(ONE_8B, grid={"batch_size": [1, 32], "context_tokens": [512, 4096]})
+    ds = hf.estimate(ONE_8B, grid={"batch_size": [1, 32], "context_tokens": [512, 4096]}, calibration="none")
     p = build("llama-3.1-8b").params
     for b in (1, 32):
         assert ds.prefill_time_s.sel(batch_size=b, context_tokens=512).item() == pytest.approx(
@@ -104,7 +104,7 @@ def test_max_batch_size_is_consistent_with_fits():
 
 def test_pipeline_micro_batching(build):
     sc = {"engines": [{"name": "pp", "model": "llama-3.1-70b", "device": "h100_sxm", "parallel": {"tp": 4, "pp": 2}}]}
-    ds = hf.estimate(sc, grid={"batch_size": [1, 64], "context_tokens": [2048]})
+    ds = hf.estimate(sc, grid={"batch_size": [1, 64], "context_tokens": [2048]}, calibration="none")
     p = build("llama-3.1-70b", tp=4, pp=2).params
     # one request: a single micro-batch traverses both stages
     assert ds.decode_step_time_s.sel(batch_size=1).item() == pytest.approx(decode_step_time.jit(p, 1.0, 2048.0))

@@ -62,6 +62,6 @@ def test_reference_rows_are_converted_to_seconds():
 def test_bf16_gemm_is_accurate_uncalibrated(summary):
     # the large-GEMM efficiency default (0.8 of dense peak) matches H100 measurements closely
     ds = reference_errors()
-    sel = (ds.family == "gemm") & (ds.source == "aiconfigurator/trtllm/bfloat16") & (ds.device == "h100_sxm")
+    sel = (ds.family == "gemm") & (ds.source == "aiconfigurator/trtllm/bf16") & (ds.device == "h100_sxm")
     err = abs(ds.relative_error.where(sel, drop=True))
     assert float(err.median()) < 0.06

@@ -3,6 +3,10 @@
 Users extend or override presets in a scenario: an entry under ``devices:`` (or ``models:``,
 ``memory_tiers:``) whose name is a preset overrides that preset field by field; a new name either gives
 every field or starts from ``base: PRESET`` and overrides some.
+
+Devices with a calibration (:mod:`hermes_fast.calibrate`; shipped ones for H100, H200 and A100 by default)
+get the calibrated fields on top of their entry, and devices based on them inherit those; a scenario's own
+fields still win.
 """
 
 from __future__ import annotations
@@ -46,13 +50,48 @@ def _deep_merge(base: Mapping, over: Mapping) -> dict:
 class Catalog:
     """Presets merged with a scenario's own entries; resolves names to validated configs."""
 
-    def __init__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None):
+    def __init__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None, calibration: Any = "default"):
+        """``calibration``: ``"default"`` (the shipped default calibrations), ``"none"`` (uncalibrated
+        defaults), a :class:`~hermes_fast.calibrate.Calibration`, a shipped calibration name or a file path,
+        or a list of these; each applies to its device, the shipped defaults to the rest unless ``"none"``
+        is in the list."""
         self._overrides = {k: dict((overrides or {}).get(k, {}) or {}) for k in _KINDS}
         self._cache: dict[tuple[str, str], Any] = {}
+        self.calibrations = _resolve_calibrations(calibration)
 
     @classmethod
-    def for_scenario(cls, scenario) -> Catalog:
-        return cls({"devices": scenario.devices, "models": scenario.models, "memory_tiers": scenario.memory_tiers})
+    def for_scenario(cls, scenario, calibration: Any = "default") -> Catalog:
+        return cls(
+            {"devices": scenario.devices, "models": scenario.models, "memory_tiers": scenario.memory_tiers},
+            calibration,
+        )
+
+    def calibration_for(self, name: str) -> str | None:
+        """Name of the calibration device ``name`` uses (its own or inherited through ``base``), or None."""
+        seen = set()
+        while name not in seen:
+            seen.add(name)
+            if name in self.calibrations:
+                return self.calibrations[name].describe()
+            user = self._overrides["devices"].get(name)
+            if not isinstance(user, Mapping):
+                return None
+            base = user.get("base")
+            if not isinstance(base, str):
+                return None
+            name = base
+        return None
+
+    def describe_calibrations(self, device_names) -> str:
+        """One line for Dataset attrs: which calibration each device used."""
+        parts = []
+        for d in dict.fromkeys(device_names):
+            parts.append(f"{d}: {self.calibration_for(d) or 'uncalibrated defaults'}")
+        return "; ".join(parts) if parts else "uncalibrated defaults"
+
+    def _calibrated(self, kind: str, name: str, raw: dict) -> dict:
+        cal = self.calibrations.get(name) if kind == "devices" else None
+        return _deep_merge(raw, cal.device_overrides()) if cal is not None else raw
 
     def names(self, kind: str) -> list[str]:
         return sorted(set(_raw_presets(kind)) | set(self._overrides[kind]))
@@ -65,7 +104,7 @@ class Catalog:
                 valid = self.names(kind)
                 hint = close_match_hint(name, valid, cutoff=0.5)
                 raise ConfigError(path, name, f"a known {kind[:-1].replace('_', ' ')}{hint}; known: {', '.join(valid)}")
-            return dict(presets[name]), f"catalog.{kind}.{name}"
+            return self._calibrated(kind, name, dict(presets[name])), f"catalog.{kind}.{name}"
         where = f"{kind}.{name}"
         if not isinstance(user, Mapping):
             raise ConfigError(where, user, "a mapping of fields")
@@ -74,7 +113,7 @@ class Catalog:
         if base_name is None and name in presets:
             base_name = name  # same name as a preset: field-by-field override of that preset
         if base_name is None:
-            return user, where
+            return _deep_merge(self._calibrated(kind, name, {}), user), where
         if not isinstance(base_name, str):
             raise ConfigError(f"{where}.base", base_name, f"a {kind[:-1].replace('_', ' ')} name (string)")
         if depth > 8:
@@ -82,9 +121,10 @@ class Catalog:
         if base_name == name:
             if name not in presets:
                 raise ConfigError(f"{where}.base", base_name, f"a preset or another entry, not {name!r} itself")
-            base = dict(presets[name])
+            base = self._calibrated(kind, name, dict(presets[name]))
         else:
             base, _ = self._raw(kind, base_name, f"{where}.base", depth + 1)
+            base = self._calibrated(kind, name, base)
         return _deep_merge(base, user), where
 
     def get(self, kind: str, name: str, path: str = ""):
@@ -121,3 +161,25 @@ class Catalog:
                     self.device(st.device, f"{p}.device")
                 for j, t in enumerate(st.tiers):
                     self.memory_tier(t.tier, f"{p}.tiers[{j}].tier")
+
+
+def _resolve_calibrations(spec: Any) -> dict:
+    """device name -> Calibration for a ``calibration`` argument (see :class:`Catalog`)."""
+    from ..calibrate import Calibration, default_calibrations, load_calibration
+
+    items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    use_defaults = True
+    chosen: dict[str, Calibration] = {}
+    for i, item in enumerate(items):
+        if item is None or (isinstance(item, str) and item in ("none", "uncalibrated")):
+            use_defaults = False
+        elif isinstance(item, str) and item == "default":
+            continue
+        elif isinstance(item, (Calibration, str, Mapping)) or hasattr(item, "__fspath__"):
+            cal = load_calibration(item)
+            chosen[cal.device] = cal
+        else:
+            raise ConfigError(f"calibration[{i}]", item, "'default', 'none', a Calibration, a name or a file path")
+    out = dict(default_calibrations()) if use_defaults else {}
+    out.update(chosen)
+    return out

@@ -66,18 +66,38 @@ class Link:
 class Efficiency:
     """Achievable fractions of peak and fixed overheads; defaults are uncalibrated, calibration replaces them.
 
-    Compute efficiency saturates with the GEMM's token dimension m:
-    ``eta_c(m) = compute_efficiency * m / (m + compute_saturation_tokens)`` (tile under-utilisation at small m),
-    and attention's with the mean keys per query x: ``eta_a(x) = attention_compute_efficiency * x / (x +
-    attention_saturation_keys)`` (short sequences leave the flash-attention tiles part empty).
+    GEMM compute efficiency saturates in each dimension (tile under-use of small m, n, k):
+    ``eta_c = compute_efficiency * m/(m + m_half) * n/(n + n_half) * k/(k + k_half)``; 8-bit and narrower
+    GEMMs have their own set (``low_precision_*``, each ``None`` = the 16-bit value). Attention's efficiency
+    saturates with the mean keys per query x: ``eta_a(x) = attention_compute_efficiency * x / (x +
+    attention_saturation_keys)`` (short sequences leave the flash-attention tiles part empty). Collectives
+    reach ``collective_small_message_efficiency`` of the link for small messages and ``collective_efficiency``
+    for large ones: ``eff(S) = eff_large (S + r S_half) / (S + S_half)``, r = small / large.
     """
 
     compute_efficiency: float = fld(0.8, unit="1", doc="fraction of dense peak reached by large GEMMs", gt=0, le=1)
     compute_saturation_tokens: float = fld(
         16.0, unit="token", doc="m at which a GEMM reaches half of compute_efficiency", ge=0, le=1e7
     )
+    compute_saturation_n: float = fld(0.0, unit="1", doc="GEMM output width n at half efficiency", ge=0, le=1e7)
+    compute_saturation_k: float = fld(0.0, unit="1", doc="GEMM inner dimension k at half efficiency", ge=0, le=1e7)
+    gemm_memory_efficiency: float | None = fld(
+        None, unit="1", doc="fraction of memory bandwidth reached by GEMMs (None: memory_efficiency)", gt=0, le=1
+    )
     low_precision_compute_efficiency: float = fld(
         0.65, unit="1", doc="compute_efficiency for 8-bit and narrower GEMMs (scaling, quantisation)", gt=0, le=1
+    )
+    low_precision_saturation_tokens: float | None = fld(
+        None, unit="token", doc="compute_saturation_tokens of 8-bit GEMMs (None: the 16-bit value)", ge=0, le=1e7
+    )
+    low_precision_saturation_n: float | None = fld(
+        None, unit="1", doc="compute_saturation_n of 8-bit GEMMs (None: the 16-bit value)", ge=0, le=1e7
+    )
+    low_precision_saturation_k: float | None = fld(
+        None, unit="1", doc="compute_saturation_k of 8-bit GEMMs (None: the 16-bit value)", ge=0, le=1e7
+    )
+    low_precision_memory_efficiency: float | None = fld(
+        None, unit="1", doc="gemm_memory_efficiency of 8-bit GEMMs (None: the 16-bit value)", gt=0, le=1
     )
     low_precision_gemm_overhead_s: float = fld(
         3e-6, unit="s", doc="extra fixed cost per 8-bit-or-narrower GEMM (activation quantisation)", ge=0, le=1
@@ -85,17 +105,78 @@ class Efficiency:
     attention_compute_efficiency: float = fld(
         0.55, unit="1", doc="fraction of dense peak reached by (flash) attention on long sequences", gt=0, le=1
     )
+    kv8_attention_compute_efficiency: float | None = fld(
+        None,
+        unit="1",
+        doc="attention_compute_efficiency of 16-bit attention over an 8-bit KV cache (None: same)",
+        gt=0,
+        le=1,
+    )
+    low_precision_attention_compute_efficiency: float | None = fld(
+        None, unit="1", doc="attention_compute_efficiency of 8-bit (FP8) attention (None: same)", gt=0, le=1
+    )
     attention_saturation_keys: float = fld(
         512.0, unit="token", doc="keys per query at which attention reaches half its efficiency", ge=0, le=1e7
+    )
+    decode_attention_saturation_units: float = fld(
+        0.0,
+        unit="1",
+        doc="sequences x KV heads per device at which decode attention reaches half its memory bandwidth",
+        ge=0,
+        le=1e6,
+    )
+    attention_memory_efficiency: float | None = fld(
+        None, unit="1", doc="fraction of memory bandwidth reached reading KV (None: memory_efficiency)", gt=0, le=1
     )
     memory_efficiency: float = fld(0.8, unit="1", doc="fraction of memory bandwidth reached", gt=0, le=1)
     gemm_overhead_s: float = fld(3e-6, unit="s", doc="fixed cost per GEMM kernel", ge=0, le=1)
     attention_overhead_s: float = fld(8e-6, unit="s", doc="fixed cost per attention kernel", ge=0, le=1)
+    decode_attention_overhead_s: float | None = fld(
+        None, unit="s", doc="fixed cost per decode attention kernel (None: attention_overhead_s)", ge=0, le=1
+    )
+    kv8_decode_attention_overhead_s: float | None = fld(
+        None, unit="s", doc="decode_attention_overhead_s over an 8-bit KV cache (None: same)", ge=0, le=1
+    )
     elementwise_overhead_s: float = fld(2e-6, unit="s", doc="fixed cost per fused norm/activation kernel", ge=0, le=1)
     collective_efficiency: float = fld(
-        0.85, unit="1", doc="fraction of link bandwidth reached by collectives", gt=0, le=1
+        0.85, unit="1", doc="fraction of link bandwidth reached by collectives (large messages)", gt=0, le=1
+    )
+    collective_small_message_efficiency: float | None = fld(
+        None,
+        unit="1",
+        doc="fraction of link bandwidth reached by small messages (None: collective_efficiency)",
+        gt=0,
+        le=1,
+    )
+    collective_saturation_bytes: float = fld(
+        0.0, unit="B", doc="message size halfway between the small- and large-message bandwidth", ge=0, le=1e12
     )
     collective_overhead_s: float = fld(5e-6, unit="s", doc="fixed cost per collective call", ge=0, le=1)
+
+    def gemm_profile(self, narrow: bool) -> tuple[float, float, float, float, float | None, float]:
+        """(efficiency, m_half, n_half, k_half, memory efficiency or None, overhead_s) of 16-bit or 8-bit GEMMs."""
+        mem = self.gemm_memory_efficiency
+        if not narrow:
+            return (
+                self.compute_efficiency,
+                self.compute_saturation_tokens,
+                self.compute_saturation_n,
+                self.compute_saturation_k,
+                mem,
+                self.gemm_overhead_s,
+            )
+
+        def pick(v, default):
+            return default if v is None else v
+
+        return (
+            self.low_precision_compute_efficiency,
+            pick(self.low_precision_saturation_tokens, self.compute_saturation_tokens),
+            pick(self.low_precision_saturation_n, self.compute_saturation_n),
+            pick(self.low_precision_saturation_k, self.compute_saturation_k),
+            pick(self.low_precision_memory_efficiency, mem),
+            self.gemm_overhead_s + self.low_precision_gemm_overhead_s,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,7 @@
 """Analytical kernels: numba + numpy + math only. Each is plain Python with its compiled twin at ``fn.jit``."""
 
 from . import layout
-from .collectives import allgather_time, allreduce_time, p2p_time
+from .collectives import allgather_time, allreduce_time, message_bandwidth, p2p_time
 from .roofline import (
     active_experts_from_log,
     attention_cost,
@@ -16,6 +16,7 @@ __all__ = [
     "layout",
     "allgather_time",
     "allreduce_time",
+    "message_bandwidth",
     "p2p_time",
     "active_experts_from_log",
     "attention_cost",

@@ -10,6 +10,15 @@ from ._jit import kernel
 
 
 @kernel(inline=True)
+def message_bandwidth(size_bytes, bw, ramp_bytes, low_ratio):
+    """Bandwidth a collective reaches on an S-byte message: ``bw (S + r S_half) / (S + S_half)``, rising from
+    r x bw for small messages (fewer channels, low-latency protocols) to bw for large ones; bw if S_half = 0."""
+    if ramp_bytes <= 0.0:
+        return bw
+    return bw * (size_bytes + low_ratio * ramp_bytes) / (size_bytes + ramp_bytes)
+
+
+@kernel(inline=True)
 def allreduce_time(size_bytes, n, alpha_s, bw, overhead_s):
     """Ring all-reduce: overhead + 2(n-1)(alpha + (S/n)/bw); zero for one device or an empty message."""
     if n <= 1.0 or size_bytes <= 0.0:

@@ -21,9 +21,12 @@ def _slot(width: int = 1) -> int:
 # --- device rates and overheads (GEMM rates live in the coefficient blocks below)
 ATTN_FLOPS = _slot()  # FLOP/s: peak x attention_compute_efficiency
 ATTN_SAT = _slot()  # keys per query at which attention reaches half its efficiency
+DECODE_SAT = _slot()  # sequences x KV heads at which decode attention reaches half its memory bandwidth
+KV_HEADS = _slot()  # KV heads per device (MLA: 1 latent)
 MEM_BW = _slot()  # B/s: memory bandwidth x memory_efficiency
 OH_GEMM = _slot()  # s per GEMM kernel
-OH_ATTN = _slot()  # s per attention kernel
+OH_ATTN = _slot()  # s per prefill attention kernel
+OH_ATTN_DECODE = _slot()  # s per decode attention kernel
 OH_ELEM = _slot()  # s per fused elementwise kernel
 OH_COLL = _slot()  # s per collective call
 # --- element sizes
@@ -66,6 +69,8 @@ FFN_TP = _slot()  # TP degree inside one expert (tp / ep) for the post-MoE all-r
 PP = _slot()
 PP_ALPHA = _slot()
 PP_BW = _slot()
+COLL_RAMP_BYTES = _slot()  # message size halfway up the collectives' bandwidth ramp (0: no ramp)
+COLL_RAMP_LOW = _slot()  # small-message / large-message bandwidth ratio
 # --- GEMM coefficient blocks (4 slots each); an absent GEMM is all zeros
 G_QKV = _slot(4)  # hidden -> q, k, v (MLA: fused down-projections), m = all tokens
 G_QB = _slot(4)  # MLA query up-projection, m = all tokens

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from . import layout as L
 from ._jit import kernel
-from .collectives import allgather_time, allreduce_time, p2p_time
+from .collectives import allgather_time, allreduce_time, message_bandwidth, p2p_time
 from .roofline import active_experts_from_log, attention_cost
 
 
@@ -60,10 +60,12 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
         if window > 0.0:
             kv = min(kv, decode_seqs * window)
         c, m = attention_cost(kv, heads, p[L.ATT_QK_DECODE], p[L.ATT_V_DECODE], kv, kvb, decode_seqs, ab, fe, sat, bw)
+        # few (sequence, KV head) pairs cannot keep every SM streaming KV: bandwidth saturates in their number
+        m *= 1.0 + p[L.DECODE_SAT] / (decode_seqs * p[L.KV_HEADS])
         c, m = _split(c, m)
         comp += c
         mem += m
-        oh += p[L.OH_ATTN]
+        oh += p[L.OH_ATTN_DECODE]
     return comp, mem, oh
 
 
@@ -125,7 +127,10 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         mem += p[L.N_SWA] * s_m
         oh += p[L.N_SWA] * s_oh
     tp = p[L.TP]
-    allreduce = allreduce_time(act_bytes, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+    ramp = p[L.COLL_RAMP_BYTES]
+    low = p[L.COLL_RAMP_LOW]
+    tp_bw = message_bandwidth(act_bytes, p[L.TP_BW], ramp, low)
+    allreduce = allreduce_time(act_bytes, tp, p[L.TP_ALPHA], tp_bw, p[L.OH_COLL])
     comm = p[L.N_LAYERS] * allreduce
 
     # --- dense FFN layers: gate+up, down, elementwise, all-reduce
@@ -164,9 +169,11 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
             e_m += m
             e_oh += 2.0 * oh_gemm
         e_m += tokens * p[L.ELEM_MOE_S]
-        e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+        e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], tp_bw, p[L.OH_COLL])
         if ep > 1.0:  # dispatch and combine: each rank exchanges its 1/ep share of token-expert vectors
-            e_comm += 2.0 * allgather_time(act_bytes * p[L.TOP_K] / ep, ep, p[L.EP_ALPHA], p[L.EP_BW], p[L.OH_COLL])
+            a2a = act_bytes * p[L.TOP_K] / ep
+            ep_bw = message_bandwidth(a2a, p[L.EP_BW], ramp, low)
+            e_comm += 2.0 * allgather_time(a2a, ep, p[L.EP_ALPHA], ep_bw, p[L.OH_COLL])
         comp += p[L.N_MOE] * e_c
         mem += p[L.N_MOE] * e_m
         oh += p[L.N_MOE] * e_oh
@@ -182,7 +189,8 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         mem += m
         oh += oh_gemm
         logits_bytes = logit_seqs * p[L.VOCAB] * p[L.H_BYTES]
-        comm += allgather_time(logits_bytes, tp, p[L.TP_ALPHA], p[L.TP_BW], p[L.OH_COLL])
+        lg_bw = message_bandwidth(logits_bytes, p[L.TP_BW], ramp, low)
+        comm += allgather_time(logits_bytes, tp, p[L.TP_ALPHA], lg_bw, p[L.OH_COLL])
     # --- pipeline stages hand the hidden states on
     comm += (p[L.PP] - 1.0) * p2p_time(act_bytes, p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
     return comp + mem + comm + oh, comp, mem, comm, oh

@@ -1,0 +1,821 @@
+"""Fit a device's efficiency parameters to measured latencies; save, load and apply the fitted calibration.
+
+The analytical model stays analytical: a calibration only sets fields of a device's catalog entry
+(``efficiency.*`` and link latencies), so it works for any grid and any scenario. Measurements are rows of a
+CSV (or mappings) in the schema of :data:`MEASUREMENT_COLUMNS`, one operator per row:
+
+- ``gemm``: ``m, n, k, dtype`` (``fp8_block``: block-scaled FP8, fitted as a variant of fp8);
+- ``context_attention`` (prefill): ``batch_size, tokens`` (new tokens per sequence), optional
+  ``context_tokens`` (cached prefix per sequence, default 0), ``num_heads, num_kv_heads, head_dim, dtype,
+  kv_dtype``;
+- ``generation_attention`` (decode, one query token per sequence): ``batch_size, context_tokens`` (cached
+  tokens per sequence), heads, dims and dtypes as above;
+- ``all_reduce``, ``all_gather``, ``reduce_scatter``, ``all_to_all``: ``num_gpus, message_bytes``;
+- ``layer_linear``: one layer's QKV, output projection and gated MLP on one TP shard: ``model, tp, tokens,
+  dtype``;
+- ``prefill_step``, ``decode_step``: a whole engine iteration: ``model, tp, pp, batch_size``, ``tokens``
+  (prompt per sequence) and/or ``context_tokens`` (KV per sequence), ``dtype, kv_dtype``. These are predicted
+  from the calibrated kernels and compared (:func:`predict`), not fitted.
+
+Every row has ``op, device, latency_s`` and may have ``backend`` and ``source``. :func:`calibrate` fits by
+least squares on log(predicted / measured) over all but a deterministic held-back share of rows and reports
+the error on the held-back rows per kernel family.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config.base import ConfigError, close_match_hint, from_mapping, load_yaml, to_mapping
+from .config.hardware import DTYPE_BYTES, DTYPES, Device
+
+__all__ = [
+    "MEASUREMENT_COLUMNS",
+    "OPS",
+    "Calibration",
+    "Measurements",
+    "calibrate",
+    "family_of",
+    "load_calibration",
+    "predict",
+    "read_measurements",
+    "shipped_calibrations",
+]
+
+# column -> (type, meaning); numbers are float64, names strings
+MEASUREMENT_COLUMNS: dict[str, tuple[type, str]] = {
+    "op": (str, "operator: " + ", ".join(()) or "see OPS"),
+    "device": (str, "catalog device name (preset or scenario device)"),
+    "backend": (str, "software stack label, e.g. trtllm-1.3.0rc20 (optional)"),
+    "dtype": (str, "GEMM operand / attention compute format: fp32, fp16, bf16, fp8, int8, fp4, int4, fp8_block"),
+    "kv_dtype": (str, "KV-cache format (attention and steps)"),
+    "m": (float, "GEMM rows (tokens)"),
+    "n": (float, "GEMM output width"),
+    "k": (float, "GEMM inner dimension"),
+    "batch_size": (float, "sequences"),
+    "tokens": (float, "new tokens per sequence (prefill), tokens of a layer_linear call"),
+    "context_tokens": (float, "cached tokens per sequence (decode KV length, prefill prefix)"),
+    "num_heads": (float, "query heads on one device"),
+    "num_kv_heads": (float, "KV heads on one device"),
+    "head_dim": (float, "per-head dimension"),
+    "num_gpus": (float, "devices in the collective"),
+    "message_bytes": (float, "collective message size in bytes (the full buffer)"),
+    "model": (str, "catalog model name (layer_linear, steps)"),
+    "tp": (float, "tensor-parallel degree (layer_linear, steps)"),
+    "pp": (float, "pipeline-parallel degree (steps)"),
+    "latency_s": (float, "measured latency in seconds (> 0)"),
+    "source": (str, "where the row comes from (free text)"),
+}
+_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
+_ATTN = ("num_heads", "num_kv_heads", "head_dim", "dtype", "kv_dtype", "batch_size")
+# op -> columns it requires (besides op, device, latency_s)
+OPS: dict[str, tuple[str, ...]] = {
+    "gemm": ("m", "n", "k", "dtype"),
+    "context_attention": ("tokens", *_ATTN),
+    "generation_attention": ("context_tokens", *_ATTN),
+    **{c: ("num_gpus", "message_bytes") for c in _COLLECTIVES},
+    "layer_linear": ("model", "tp", "tokens", "dtype"),
+    "prefill_step": ("model", "tp", "batch_size", "tokens", "dtype", "kv_dtype"),
+    "decode_step": ("model", "tp", "batch_size", "context_tokens", "dtype", "kv_dtype"),
+}
+MEASUREMENT_COLUMNS["op"] = (str, "operator: " + ", ".join(OPS))
+_DEFAULTS = {"context_tokens": 0.0, "pp": 1.0, "tp": 1.0, "backend": "", "source": ""}
+_FIT_EXCLUDED = ("prefill_step", "decode_step")
+_GEMM_DTYPES = (*DTYPES, "fp8_block")
+
+
+def family_of(op: str) -> str:
+    """Kernel family an op is reported under: gemm, context_attention, generation_attention, collective,
+    layer_linear, prefill_step, decode_step."""
+    return "collective" if op in _COLLECTIVES else op
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Validated measurement rows as columns (float64 arrays for numbers, object arrays for names)."""
+
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["op"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def select(self, mask: np.ndarray) -> Measurements:
+        return Measurements({k: v[mask] for k, v in self.columns.items()})
+
+    def row_keys(self) -> list[str]:
+        """A stable identity per row (every column but the latency), for the deterministic hold-out."""
+        names = [c for c in MEASUREMENT_COLUMNS if c not in ("latency_s", "source")]
+        cols = [self.columns[c] for c in names]
+        return ["|".join(_fmt_key(v) for v in vals) for vals in zip(*cols, strict=True)]
+
+    @property
+    def family(self) -> np.ndarray:
+        return np.array([family_of(o) for o in self.columns["op"]], dtype=object)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        out = []
+        for i in range(len(self)):
+            row = {}
+            for c, v in self.columns.items():
+                x = v[i]
+                if isinstance(x, float) and math.isnan(x):
+                    continue
+                if x == "" and c not in ("op", "device"):
+                    continue
+                row[c] = x
+            out.append(row)
+        return out
+
+    @staticmethod
+    def concat(parts: Sequence[Measurements]) -> Measurements:
+        return Measurements({c: np.concatenate([p.columns[c] for p in parts]) for c in MEASUREMENT_COLUMNS})
+
+
+def _fmt_key(v) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.9g}"
+    return str(v)
+
+
+def _where(name: str, i: int) -> str:
+    return f"{name}:row {i + 2}"  # CSV line number (header is line 1)
+
+
+def read_measurements(source: str | Path | Iterable[Mapping[str, Any]] | Measurements) -> Measurements:
+    """Validated measurements from a CSV path, or from an iterable of mappings (one per row).
+
+    Raises
+    ------
+    ConfigError
+        naming the row (``file.csv:row 7``, the line number) and column of the first bad value: an unknown
+        column or op, a missing required column, a non-number, a non-positive latency or size.
+
+    Examples
+    --------
+    >>> ms = read_measurements([{"op": "gemm", "device": "h100_sxm", "m": 64, "n": 4096, "k": 4096,
+    ...                          "dtype": "bf16", "latency_s": 2.1e-5}])
+    >>> len(ms)
+    1
+    """
+    if isinstance(source, Measurements):
+        return source
+    if isinstance(source, (str, Path)):
+        name = Path(source).name
+        try:
+            text = Path(source).read_text()
+        except OSError as e:
+            raise ConfigError("measurements", str(source), f"a readable CSV file ({e.strerror})") from None
+        reader = csv.DictReader(text.splitlines())
+        header = reader.fieldnames or []
+        for col in header:
+            if col not in MEASUREMENT_COLUMNS:
+                hint = close_match_hint(col, list(MEASUREMENT_COLUMNS))
+                raise ConfigError(
+                    f"{name}:header", col, f"a column of the schema{hint}: {', '.join(MEASUREMENT_COLUMNS)}"
+                )
+        rows: list[Mapping[str, Any]] = list(reader)
+    else:
+        name = "measurements"
+        rows = list(source)
+    if not rows:
+        raise ConfigError(name, "no rows", "at least one measurement row")
+    cols: dict[str, list] = {c: [] for c in MEASUREMENT_COLUMNS}
+    for i, row in enumerate(rows):
+        where = _where(name, i)
+        if not isinstance(row, Mapping):
+            raise ConfigError(where, row, "a mapping of column -> value")
+        for key in row:
+            if key not in MEASUREMENT_COLUMNS:
+                hint = close_match_hint(str(key), list(MEASUREMENT_COLUMNS))
+                raise ConfigError(f"{where}.{key}", row[key], f"a column of the schema{hint}")
+        op = row.get("op")
+        if op not in OPS:
+            hint = close_match_hint(str(op), list(OPS))
+            raise ConfigError(f"{where}.op", op, f"one of {', '.join(OPS)}{hint}")
+        need = ("device", "latency_s", *OPS[op])
+        for c, (tp, _) in MEASUREMENT_COLUMNS.items():
+            v = row.get(c)
+            blank = v is None or (isinstance(v, str) and not v.strip())
+            if blank:
+                if c in need and c not in _DEFAULTS:
+                    raise ConfigError(f"{where}.{c}", v, f"a value ({op} rows need {', '.join(need)})")
+                cols[c].append(_DEFAULTS.get(c, math.nan if tp is float else ""))
+                continue
+            if tp is float:
+                try:
+                    x = float(v)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{where}.{c}", v, "a number") from None
+                if not math.isfinite(x) or x < 0 or (x == 0 and c not in ("context_tokens",)):
+                    raise ConfigError(
+                        f"{where}.{c}", v, "a finite number > 0" + (" (seconds)" if c == "latency_s" else "")
+                    )
+                cols[c].append(x)
+            else:
+                s = str(v).strip()
+                if c in ("dtype", "kv_dtype") and s not in _GEMM_DTYPES:
+                    raise ConfigError(f"{where}.{c}", s, f"one of {', '.join(_GEMM_DTYPES)}")
+                if c == "kv_dtype" and s == "fp8_block":
+                    raise ConfigError(f"{where}.{c}", s, f"one of {', '.join(DTYPES)}")
+                cols[c].append(s)
+    out = {c: np.array(v, dtype=np.float64 if MEASUREMENT_COLUMNS[c][0] is float else object) for c, v in cols.items()}
+    return Measurements(out)
+
+
+def write_measurements(ms: Measurements, path: str | Path) -> None:
+    """Write measurements as a CSV in the schema (blank cells where a column does not apply)."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(MEASUREMENT_COLUMNS))
+        w.writeheader()
+        for r in ms.to_rows():
+            w.writerow({k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+# ------------------------------------------------------------------------------------------- prediction
+
+
+def _gemm_s(d: Device, m, k, n, dtype: str) -> np.ndarray:
+    """Vectorised twin of a GEMM's cost in the step kernel (compile.gemm_coefficients + roofline max + overhead)."""
+    from .compile import device_rates
+
+    r = device_rates(d, dtype, dtype)
+    b = DTYPE_BYTES[dtype]
+    flops = r.gemm_flops / (1.0 + r.gemm_saturation_n / n) / (1.0 + r.gemm_saturation_k / k)
+    c1 = 2.0 * k * n / flops
+    compute = c1 * (m + r.gemm_saturation_tokens)
+    memory = (k * n * b + m * (k + n) * max(b, 1.0)) / r.gemm_memory_bw
+    return np.maximum(compute, memory) + r.gemm_overhead_s
+
+
+def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_tokens, dtype, kv_dtype, decode):
+    """Vectorised twin of ``kernels.roofline.attention_cost`` with the prefill or decode overhead."""
+    from .compile import device_rates
+
+    r = device_rates(d, dtype, kv_dtype)
+    sat = d.efficiency.attention_saturation_keys
+    width = heads * 2.0 * head_dim
+    kv_token_bytes = 2.0 * kv_heads * head_dim * DTYPE_BYTES[kv_dtype]
+    compute = 2.0 * width * (pairs + sat * q_tokens) / r.attention_flops
+    memory = (kv_tokens * kv_token_bytes + q_tokens * width * 2.0) / r.memory_bw
+    if decode:
+        memory = memory * (1.0 + d.efficiency.decode_attention_saturation_units / (q_tokens * kv_heads))
+    oh = r.decode_attention_overhead_s if decode else r.attention_overhead_s
+    return np.maximum(compute, memory) + oh
+
+
+def _collective_s(d: Device, op: str, n, size_bytes) -> np.ndarray:
+    """Vectorised twin of ``kernels.collectives`` with the message-size bandwidth ramp, per group size."""
+    from .compile import collective_ramp, group_link
+
+    out = np.zeros(len(n))
+    ramp, low = collective_ramp(d)
+    for g in np.unique(n):
+        sel = n == g
+        alpha, bw = group_link(d, int(g))
+        s = size_bytes[sel]
+        if ramp > 0.0:
+            bw = bw * (s + low * ramp) / (s + ramp)
+        steps = 2.0 * (g - 1.0) if op == "all_reduce" else g - 1.0
+        t = d.efficiency.collective_overhead_s + steps * (alpha + s / g / bw)
+        out[sel] = np.where((g > 1.0) & (s > 0.0), t, 0.0)
+    return out
+
+
+def _layer_linear_s(d: Device, catalog, model: str, tp: float, tokens, dtype: str) -> np.ndarray:
+    """QKV + output projection + gated MLP (gate+up, down) of one layer on one TP shard."""
+    mo = catalog.model(model)
+    h, hd = mo.hidden_size, mo.head_dim
+    kv = max(mo.n_kv_heads / tp, 1.0)
+    shapes = [
+        (h, (mo.n_heads / tp + 2 * kv) * hd),
+        (mo.n_heads / tp * hd, h),
+        (h, 2 * mo.ffn_hidden_size / tp),
+        (mo.ffn_hidden_size / tp, h),
+    ]
+    return sum(_gemm_s(d, tokens, float(k), float(n), dtype) for k, n in shapes)
+
+
+def _step_s(d: Device, catalog, row: Mapping[str, Any]) -> float:
+    """A whole prefill or decode iteration from the engine's compiled step cost."""
+    from .compile import compile_engine
+    from .config.scenario import Dtypes, Parallel
+    from .kernels.step import decode_step_time, prefill_time
+
+    dt = row["dtype"]
+    ce = compile_engine(
+        catalog.model(row["model"]),
+        d,
+        Parallel(tp=int(row["tp"]), pp=int(row["pp"])),
+        Dtypes(weight=dt, activation=dt, kv=row["kv_dtype"]),
+        check=False,
+    )
+    if row["op"] == "decode_step":
+        return float(decode_step_time.jit(ce.params, float(row["batch_size"]), float(row["context_tokens"])))
+    return float(
+        prefill_time.jit(ce.params, float(row["batch_size"]), float(row["tokens"]), float(row["context_tokens"]))
+    )
+
+
+def predict(
+    measurements: Measurements | str | Path | Iterable[Mapping[str, Any]],
+    device: Device | None = None,
+    *,
+    catalog=None,
+    calibration: Calibration | None = None,
+) -> np.ndarray:
+    """Predicted seconds for every measurement row, from the same formulas the step cost uses.
+
+    Each row is predicted on ``device`` if given, else on its own ``device`` column resolved in ``catalog``
+    (default: the shipped catalog with its default calibrations). ``calibration`` applies on top
+    (and supplies its variants, e.g. the block-scaled fp8 GEMM parameters).
+    """
+    from .catalog import Catalog
+
+    ms = read_measurements(measurements)
+    cat = catalog if catalog is not None else Catalog()
+    out = np.full(len(ms), np.nan)
+    ops, devs, dts = ms["op"], ms["device"], ms["dtype"]
+    kvd = ms["kv_dtype"]
+    keys = {}
+    for i in range(len(ms)):
+        keys.setdefault((devs[i], ops[i], dts[i], kvd[i]), []).append(i)
+    resolved: dict[tuple[str, bool], Device] = {}
+
+    def device_for(dev_name: str, block: bool) -> Device:
+        key = (dev_name, block)
+        if key not in resolved:
+            d = device if device is not None else cat.device(dev_name, f"measurements.device ({dev_name})")
+            if calibration is not None:
+                d = calibration.apply(d)
+                variant = calibration.variants.get("fp8_block") if block else None
+                d = _with_values(d, variant) if variant else d
+            resolved[key] = d
+        return resolved[key]
+
+    for (dev_name, op, dt, kv_dt), idx in keys.items():
+        idx = np.array(idx)
+        d = device_for(dev_name, dt == "fp8_block")
+        if dt == "fp8_block":
+            dt = "fp8"
+        col = {c: ms[c][idx] for c in ("m", "n", "k", "batch_size", "tokens", "context_tokens")}
+        if op == "gemm":
+            out[idx] = _gemm_s(d, col["m"], col["k"], col["n"], dt)
+        elif op in ("context_attention", "generation_attention"):
+            b = col["batch_size"]
+            heads, kvh, hd = ms["num_heads"][idx], ms["num_kv_heads"][idx], ms["head_dim"][idx]
+            if op == "context_attention":
+                q, past = col["tokens"], col["context_tokens"]
+                pairs = b * (q * past + 0.5 * q * (q + 1.0))
+                out[idx] = _attention_s(d, pairs, heads, hd, b * (q + past), kvh, b * q, dt, kv_dt, False)
+            else:
+                kv = col["context_tokens"]
+                out[idx] = _attention_s(d, b * kv, heads, hd, b * kv, kvh, b, dt, kv_dt, True)
+        elif op in _COLLECTIVES:
+            out[idx] = _collective_s(d, op, ms["num_gpus"][idx], ms["message_bytes"][idx])
+        elif op == "layer_linear":
+            for j in idx:
+                out[j] = _layer_linear_s(d, cat, ms["model"][j], ms["tp"][j], np.array([ms["tokens"][j]]), dt)[0]
+        else:
+            rows = ms.select(idx).to_rows()
+            for j, row in zip(idx, rows, strict=True):
+                row.setdefault("context_tokens", 0.0)
+                row.setdefault("pp", 1.0)
+                out[j] = _step_s(d, cat, row)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class _Param:
+    path: str  # device field path, e.g. efficiency.compute_efficiency
+    lower: float
+    upper: float
+    scale: float  # typical magnitude: the optimiser works on value / scale
+    groups: tuple[str, ...]  # row groups whose latency depends on it
+
+
+_GEMM16 = (
+    _Param("efficiency.compute_efficiency", 0.05, 1.0, 1.0, ("gemm16",)),
+    _Param("efficiency.compute_saturation_tokens", 0.0, 1e4, 100.0, ("gemm16",)),
+    _Param("efficiency.compute_saturation_n", 0.0, 1e5, 100.0, ("gemm16_shape",)),
+    _Param("efficiency.compute_saturation_k", 0.0, 1e5, 100.0, ("gemm16_shape",)),
+    _Param("efficiency.gemm_memory_efficiency", 0.05, 1.0, 1.0, ("gemm16",)),
+    _Param("efficiency.gemm_overhead_s", 0.0, 1e-3, 1e-5, ("gemm16", "gemm8")),
+)
+_GEMM8 = (
+    _Param("efficiency.low_precision_compute_efficiency", 0.05, 1.0, 1.0, ("gemm8",)),
+    _Param("efficiency.low_precision_saturation_tokens", 0.0, 1e4, 100.0, ("gemm8",)),
+    _Param("efficiency.low_precision_saturation_n", 0.0, 1e5, 100.0, ("gemm8_shape",)),
+    _Param("efficiency.low_precision_saturation_k", 0.0, 1e5, 100.0, ("gemm8_shape",)),
+    _Param("efficiency.low_precision_memory_efficiency", 0.05, 1.0, 1.0, ("gemm8",)),
+    _Param("efficiency.low_precision_gemm_overhead_s", 0.0, 1e-3, 1e-5, ("gemm8",)),
+)
+_ATTENTION = (
+    _Param("efficiency.attention_compute_efficiency", 0.02, 1.0, 1.0, ("attn16",)),
+    _Param("efficiency.kv8_attention_compute_efficiency", 0.02, 1.0, 1.0, ("attn_kv8",)),
+    _Param("efficiency.low_precision_attention_compute_efficiency", 0.02, 1.0, 1.0, ("attn8",)),
+    _Param("efficiency.attention_saturation_keys", 0.0, 1e5, 100.0, ("attn16", "attn_kv8", "attn8")),
+    _Param("efficiency.attention_memory_efficiency", 0.05, 1.0, 1.0, ("decode",)),
+    _Param("efficiency.decode_attention_saturation_units", 0.0, 1e3, 1.0, ("decode",)),
+    _Param("efficiency.attention_overhead_s", 0.0, 1e-3, 1e-5, ("prefill",)),
+    _Param("efficiency.decode_attention_overhead_s", 0.0, 1e-3, 1e-5, ("decode16",)),
+    _Param("efficiency.kv8_decode_attention_overhead_s", 0.0, 1e-3, 1e-5, ("decode_kv8",)),
+)
+_COLLECTIVE = (
+    _Param("scale_up.latency_s", 0.0, 1e-4, 1e-6, ("coll_up",)),
+    _Param("scale_out.latency_s", 0.0, 1e-3, 1e-6, ("coll_out",)),
+    _Param("efficiency.collective_efficiency", 0.01, 1.0, 1.0, ("coll",)),
+    _Param("efficiency.collective_small_message_efficiency", 0.01, 1.0, 1.0, ("coll_ramp",)),
+    _Param("efficiency.collective_saturation_bytes", 0.0, 1e10, 1e6, ("coll_ramp",)),
+    _Param("efficiency.collective_overhead_s", 0.0, 1e-3, 1e-5, ("coll",)),
+)
+PARAMETERS = _GEMM16 + _GEMM8 + _ATTENTION + _COLLECTIVE
+# fp8_block GEMMs: their own low-precision profile, kept as a calibration variant
+_BLOCK = tuple(dataclasses.replace(p, groups=tuple(g.replace("gemm8", "gemm_block") for g in p.groups)) for p in _GEMM8)
+
+
+def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
+    """Which parameter groups each row's prediction depends on (decides what a data set can identify)."""
+    out = []
+    for i in range(len(ms)):
+        op, dt, kv = ms["op"][i], ms["dtype"][i], ms["kv_dtype"][i]
+        g: set[str] = set()
+        if op in ("gemm", "layer_linear"):
+            if dt == "fp8_block":
+                g |= {"gemm_block", "gemm_block_shape", "gemm16"}
+            elif DTYPE_BYTES[d.peak_flop_per_s.resolve(dt)[1]] <= 1.0:
+                g |= {"gemm8", "gemm8_shape", "gemm16"}
+            else:
+                g |= {"gemm16"} | ({"gemm16_shape"} if op == "gemm" else set())
+        elif op in ("context_attention", "generation_attention"):
+            kv8 = DTYPE_BYTES[kv] <= 1.0
+            narrow = DTYPE_BYTES[dt] <= 1.0
+            g.add("attn8" if narrow else ("attn_kv8" if kv8 else "attn16"))
+            if op == "context_attention":
+                g.add("prefill")
+            else:
+                g |= {"decode", "decode_kv8" if kv8 else "decode16"}
+        elif op in _COLLECTIVES:
+            g |= {"coll", "coll_ramp", "coll_up" if ms["num_gpus"][i] <= d.scale_up_domain_devices else "coll_out"}
+        out.append(g)
+    return out
+
+
+def _get(d: Device, path: str) -> float | None:
+    obj: Any = d
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _fallback(d: Device, path: str) -> float:
+    """Current value of a field, or of the field it falls back to when it is None."""
+    v = _get(d, path)
+    if v is not None:
+        return float(v)
+    e = d.efficiency
+    name = path.split(".")[-1]
+    pairs = {
+        "gemm_memory_efficiency": e.memory_efficiency,
+        "low_precision_saturation_tokens": e.compute_saturation_tokens,
+        "low_precision_saturation_n": e.compute_saturation_n,
+        "low_precision_saturation_k": e.compute_saturation_k,
+        "low_precision_memory_efficiency": e.gemm_memory_efficiency or e.memory_efficiency,
+        "kv8_attention_compute_efficiency": e.attention_compute_efficiency,
+        "low_precision_attention_compute_efficiency": e.attention_compute_efficiency,
+        "attention_memory_efficiency": e.memory_efficiency,
+        "decode_attention_overhead_s": e.attention_overhead_s,
+        "kv8_decode_attention_overhead_s": e.decode_attention_overhead_s or e.attention_overhead_s,
+        "collective_small_message_efficiency": e.collective_efficiency,
+    }
+    return float(pairs[name])
+
+
+def _nest(values: Mapping[str, float]) -> dict:
+    out: dict = {}
+    for path, v in values.items():
+        node = out
+        parts = path.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = v
+    return out
+
+
+def _with_values(d: Device, values: Mapping[str, float]) -> Device:
+    """A copy of device ``d`` with the dotted fields in ``values`` replaced (validated)."""
+    if not values:
+        return d
+    from .catalog import _deep_merge
+
+    raw = _deep_merge(to_mapping(d), _nest(values))
+    return from_mapping(Device, raw, "calibration")
+
+
+# ------------------------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted device fields (dotted paths -> values) and how well they fit.
+
+    ``variants`` hold parameter sets for kernels the engine configuration does not select yet
+    (``fp8_block``: block-scaled FP8 GEMMs). ``report`` has one entry per kernel family: rows fitted and
+    held back, and the median and 90th-percentile absolute relative error of each part.
+    """
+
+    name: str
+    device: str
+    values: dict[str, float]
+    variants: dict[str, dict[str, float]] = field(default_factory=dict)
+    source: str = ""
+    holdout: float = 0.25
+    seed: int = 0
+    report: tuple[dict, ...] = ()
+
+    def apply(self, device: Device) -> Device:
+        """``device`` with the calibrated fields set."""
+        return _with_values(device, self.values)
+
+    def device_overrides(self) -> dict:
+        """The calibrated fields as a nested mapping (merged into a catalog entry)."""
+        return _nest(self.values)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "device": self.device,
+            "source": self.source,
+            "holdout": self.holdout,
+            "seed": self.seed,
+            "values": dict(self.values),
+            "variants": {k: dict(v) for k, v in self.variants.items()},
+            "report": [dict(r) for r in self.report],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: str = "calibration") -> Calibration:
+        if not isinstance(data, Mapping):
+            raise ConfigError(path, data, "a mapping with name, device and values")
+        known = {"name", "device", "source", "holdout", "seed", "values", "variants", "report"}
+        for k in data:
+            if k not in known:
+                raise ConfigError(f"{path}.{k}", data[k], f"one of {', '.join(sorted(known))}")
+        for k in ("name", "device", "values"):
+            if k not in data:
+                raise ConfigError(f"{path}.{k}", None, "a value")
+        values = data["values"]
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{path}.values", values, "a mapping of device field path -> number")
+        variants = data.get("variants") or {}
+        for where, vals in [("values", values)] + [(f"variants.{k}", v) for k, v in variants.items()]:
+            if not isinstance(vals, Mapping):
+                raise ConfigError(f"{path}.{where}", vals, "a mapping of device field path -> number")
+            for k, v in vals.items():
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise ConfigError(f"{path}.{where}.{k}", v, "a number")
+        cal = cls(
+            name=str(data["name"]),
+            device=str(data["device"]),
+            values={str(k): float(v) for k, v in values.items()},
+            variants={str(k): {str(p): float(x) for p, x in v.items()} for k, v in variants.items()},
+            source=str(data.get("source", "")),
+            holdout=float(data.get("holdout", 0.25)),
+            seed=int(data.get("seed", 0)),
+            report=tuple(dict(r) for r in data.get("report") or ()),
+        )
+        # the values must make a valid device: check against a neutral preset-shaped entry
+        from .catalog import Catalog
+
+        probe = Catalog(calibration="none").device("h100_sxm")
+        for where, vals in [("values", cal.values)] + [(f"variants.{k}", v) for k, v in cal.variants.items()]:
+            try:
+                _with_values(probe, vals)
+            except ConfigError as e:
+                field_path = e.path.removeprefix("calibration.")
+                raise ConfigError(f"{path}.{where}.{field_path}", e.value, e.expected) from None
+        return cal
+
+    def save(self, path: str | Path) -> None:
+        """Write as YAML (``.yaml``/``.yml``) or JSON (``.json``); numbers round-trip exactly."""
+        p = Path(path)
+        data = self.to_dict()
+        if p.suffix == ".json":
+            p.write_text(json.dumps(data, indent=1) + "\n")
+        else:
+            import yaml
+
+            p.write_text(yaml.safe_dump(data, sort_keys=False, width=120))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError("calibration", str(path), f"a readable calibration file ({e.strerror})") from None
+        data = json.loads(text) if p.suffix == ".json" else load_yaml(text)
+        return cls.from_dict(data, p.name)
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.source})" if self.source else self.name
+
+
+def _calibration_dir():
+    return files("hermes_fast") / "data" / "calibrations"
+
+
+def shipped_calibrations() -> dict[str, Calibration]:
+    """Every calibration shipped with hermes_fast, by name (``h100_sxm``, ``h100_sxm-vllm``, ...)."""
+    return dict(_shipped())
+
+
+_SHIPPED: dict[str, Calibration] | None = None
+
+
+def _shipped() -> dict[str, Calibration]:
+    global _SHIPPED
+    if _SHIPPED is None:
+        out = {}
+        for f in sorted(_calibration_dir().iterdir(), key=lambda x: x.name):
+            if f.name.endswith(".yaml"):
+                cal = Calibration.from_dict(load_yaml(f.read_text()), f.name)
+                out[cal.name] = cal
+        _SHIPPED = out
+    return _SHIPPED
+
+
+def default_calibrations() -> dict[str, Calibration]:
+    """The shipped calibrations that are the default for their device (named after the device), by device."""
+    return {c.device: c for c in _shipped().values() if c.name == c.device}
+
+
+def load_calibration(source: str | Path | Calibration | Mapping) -> Calibration:
+    """A calibration from a shipped name (see :func:`shipped_calibrations`), a YAML/JSON path or a mapping."""
+    if isinstance(source, Calibration):
+        return source
+    if isinstance(source, Mapping):
+        return Calibration.from_dict(source)
+    shipped = _shipped()
+    if isinstance(source, str) and source in shipped:
+        return shipped[source]
+    p = Path(source)
+    if not p.exists():
+        raise ConfigError(
+            "calibration", str(source), f"a calibration file or a shipped name: {', '.join(sorted(shipped))}"
+        )
+    return Calibration.load(p)
+
+
+# ------------------------------------------------------------------------------------------- fitting
+
+
+def holdout_mask(ms: Measurements, holdout: float, seed: int = 0) -> np.ndarray:
+    """Rows held back from a fit: a stable hash of each row's identity, so the same row is held back
+    whatever file or order it comes in."""
+    if holdout <= 0.0:
+        return np.zeros(len(ms), dtype=bool)
+    keys = ms.row_keys()
+    h = np.array([zlib.crc32(f"{seed}|{k}".encode()) for k in keys], dtype=np.float64)
+    return (h % 10_000) < holdout * 10_000
+
+
+def _errors(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
+    a = np.abs(pred / meas - 1.0)
+    if a.size == 0:
+        return {"median_abs_error": math.nan, "p90_abs_error": math.nan}
+    return {"median_abs_error": float(np.median(a)), "p90_abs_error": float(np.quantile(a, 0.9))}
+
+
+def error_report(ms: Measurements, pred: np.ndarray, held: np.ndarray) -> tuple[dict, ...]:
+    """Per kernel family: rows fitted / held back and their median and p90 absolute relative errors."""
+    fam = ms.family
+    meas = ms["latency_s"]
+    out = []
+    for f in sorted(set(fam)):
+        sel = fam == f
+        fit_e = _errors(pred[sel & ~held], meas[sel & ~held])
+        held_e = _errors(pred[sel & held], meas[sel & held])
+        out.append(
+            {
+                "family": f,
+                "rows_fit": int((sel & ~held).sum()),
+                "rows_held": int((sel & held).sum()),
+                "fit_median_abs_error": fit_e["median_abs_error"],
+                "fit_p90_abs_error": fit_e["p90_abs_error"],
+                "held_median_abs_error": held_e["median_abs_error"],
+                "held_p90_abs_error": held_e["p90_abs_error"],
+            }
+        )
+    return tuple(out)
+
+
+def calibrate(
+    measurements: Measurements | str | Path | Iterable[Mapping[str, Any]],
+    device: str,
+    *,
+    catalog=None,
+    name: str | None = None,
+    source: str = "",
+    holdout: float = 0.25,
+    seed: int = 0,
+    fix: Mapping[str, float] | None = None,
+) -> Calibration:
+    """Fit ``device``'s efficiency parameters (and link latencies) to its measured kernel latencies.
+
+    Parameters
+    ----------
+    measurements
+        A CSV path, rows (mappings) or :class:`Measurements` in the :data:`MEASUREMENT_COLUMNS` schema; rows of
+        other devices are ignored. Step rows (``prefill_step``, ``decode_step``) are not fitted.
+    device
+        Catalog device name (preset or ``catalog``'s own); the fit starts from its uncalibrated entry.
+    holdout, seed
+        Share of rows held back from the fit (chosen by a stable hash of each row with ``seed``); the report
+        gives the error on them.
+    fix
+        Device field paths to keep at given values instead of fitting them.
+
+    Returns
+    -------
+    Calibration
+        Only parameters that the rows can identify are fitted (e.g. no fp8 parameters without fp8 rows);
+        the others keep the device's values. ``report`` holds the fit and held-back errors per family.
+
+    Examples
+    --------
+    >>> from hermes_fast.validate import reference_measurements
+    >>> cal = calibrate(reference_measurements().select(reference_measurements()["op"] == "gemm"), "h100_sxm")
+    >>> 0 < cal.values["efficiency.compute_efficiency"] <= 1
+    True
+    """
+    from scipy.optimize import least_squares
+
+    from .catalog import Catalog
+
+    ms = read_measurements(measurements)
+    cat = catalog if catalog is not None else Catalog(calibration="none")
+    base = cat.device(device, "device")
+    ms = ms.select((ms["device"] == device) & ~np.isin(ms["op"], _FIT_EXCLUDED))
+    if len(ms) == 0:
+        raise ConfigError("device", device, "a device with kernel measurement rows (gemm, attention, collectives)")
+    if fix:
+        base = _with_values(base, dict(fix))
+    held = holdout_mask(ms, holdout, seed)
+    train = ~held
+    groups = _row_groups(ms, base)
+    present = set().union(*(groups[i] for i in np.flatnonzero(train)))
+    fixed = set(fix or {})
+    params = [p for p in PARAMETERS if p.path not in fixed and present.intersection(p.groups)]
+    block = [p for p in _BLOCK if present.intersection(p.groups)]
+    block_rows = ms["dtype"] == "fp8_block"
+    meas = ms["latency_s"]
+    log_meas = np.log(meas)
+
+    def unpack(x: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+        vals = {p.path: float(v * p.scale) for p, v in zip(params, x[: len(params)], strict=True)}
+        bvals = {p.path: float(v * p.scale) for p, v in zip(block, x[len(params) :], strict=True)}
+        return vals, bvals
+
+    sub = ms.select(train)
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        vals, bvals = unpack(x)
+        cal = Calibration("fit", device, vals, {"fp8_block": bvals} if bvals else {})
+        pred = predict(sub, base, catalog=cat, calibration=cal)
+        return np.log(pred) - log_meas[train]
+
+    all_params = params + block
+    x0 = np.array([np.clip(_fallback(base, p.path), p.lower, p.upper) / p.scale for p in all_params])
+    lower = np.array([p.lower / p.scale for p in all_params])
+    upper = np.array([p.upper / p.scale for p in all_params])
+    # start strictly inside the bounds (the trust-region method needs it)
+    x0 = np.clip(x0, lower + 1e-9 * (upper - lower), upper - 1e-9 * (upper - lower))
+    best = None
+    for start in (x0, np.clip(x0 * 0.5 + 0.5 * np.sqrt(np.maximum(lower, 1e-3) * upper), lower, upper)):
+        res = least_squares(residuals, start, bounds=(lower, upper), loss="soft_l1", f_scale=0.05, x_scale=1.0)
+        if best is None or res.cost < best.cost:
+            best = res
+    vals, bvals = unpack(best.x)
+    if fix:
+        vals.update({k: float(v) for k, v in fix.items()})
+    variants = {"fp8_block": bvals} if bvals and block_rows.any() else {}
+    fitted = Calibration(name or device, device, vals, variants, source, holdout, seed)
+    pred = predict(ms, cat.device(device, "device"), catalog=cat, calibration=fitted)
+    return dataclasses.replace(fitted, report=error_report(ms, pred, held))
