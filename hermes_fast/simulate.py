@@ -27,7 +27,7 @@ from .workload import Draws, draw_workload, rng_for
 
 __all__ = ["simulate", "build_serving", "run_serving", "ServingSetup", "RunState"]
 
-_MAX_REQUESTS = 100_000_000  # ~200 B of state per request: 20 GB
+_MAX_REQUESTS = 100_000_000  # ~370 B of state per request: 37 GB
 
 
 @dataclass
