@@ -1193,13 +1193,7 @@ def _spawn_branches(S, i, r, t):
         c = first + b
         out = max(int(u[draw + (0 if b == longest else b), i]), 1)
         ri[R_STAGE, c] = s
-        ri[R_PROMPT, c] = prompt
-        ri[R_TARGET, c] = prompt
-        ri[R_PREFILLED, c] = prompt
-        ri[R_KV, c] = prompt
-        ri[R_GEN, c] = 1
-        ri[R_OUTPUT, c] = out
-        ri[R_STOP, c] = out
+        _set_job(ri, c, prompt, prompt, 1, out, out)
         ri[R_BLOCKS, c] = 0
         ri[R_SHARED_BLOCKS, c] = shared if out > 1 else 0
         rf[F_ADMIT, c] = t
@@ -1523,21 +1517,27 @@ def _submit_job(S, i, s, t):
     else:  # a vector search: one query
         prompt = 1
         output = 1
-    ri[R_PROMPT, i] = prompt
-    ri[R_TARGET, i] = prompt
-    ri[R_OUTPUT, i] = output
-    ri[R_PREFILLED, i] = cached
-    ri[R_KV, i] = cached
-    ri[R_GEN, i] = 0
+    _set_job(ri, i, prompt, cached, 0, output, first_at - 1 if first_at > 1 else output)
     ri[R_SEQS, i] = seqs
     ri[R_FIRST_AT, i] = first_at
-    ri[R_STOP, i] = first_at - 1 if first_at > 1 else output
     ri[R_BRANCHES_LEFT, i] = st[ST_BRANCHES, s]
     ri[R_BRANCHED, i] = 0
     rf[F_ADMIT, i] = math.nan
     rf[F_PREFILL_END, i] = math.nan
     rf[F_REASON_END, i] = math.nan
     _queue_job(S, i, pool, t)
+
+
+@kernel
+def _set_job(ri, i, prompt, cached, emitted, output, stop):
+    """Request i's next job: a prompt with ``cached`` tokens' KV at hand, ``emitted`` of ``output`` tokens."""
+    ri[R_PROMPT, i] = prompt
+    ri[R_TARGET, i] = prompt
+    ri[R_PREFILLED, i] = cached
+    ri[R_KV, i] = cached
+    ri[R_GEN, i] = emitted
+    ri[R_OUTPUT, i] = output
+    ri[R_STOP, i] = stop
 
 
 @kernel
