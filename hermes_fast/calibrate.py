@@ -248,8 +248,12 @@ def write_measurements(ms: Measurements, path: str | Path) -> None:
 # ------------------------------------------------------------------------------------------- prediction
 
 
-def _gemm_s(d: Device, m, k, n, dtype: str) -> np.ndarray:
-    """Vectorised twin of a GEMM's cost in the step kernel (compile.gemm_coefficients + roofline max + overhead)."""
+def _gemm_s(d: Device, m, k, n, dtype: str, block: bool = False) -> np.ndarray:
+    """Vectorised twin of a GEMM's cost in the step kernel (compile.gemm_coefficients + roofline max + overhead).
+
+    ``block``: a block-scaled FP8 GEMM (validation only), whose time does not fall below
+    ``block_scaled_gemm_floor_s`` (a fixed-cost kernel path, not a roofline effect).
+    """
     from .compile import device_rates
 
     r = device_rates(d, dtype, dtype)
@@ -258,7 +262,8 @@ def _gemm_s(d: Device, m, k, n, dtype: str) -> np.ndarray:
     c1 = 2.0 * k * n / flops
     compute = c1 * (m + r.gemm_saturation_tokens)
     memory = (k * n * b + m * (k + n) * max(b, 1.0)) / r.gemm_memory_bw
-    return np.maximum(compute, memory) + r.gemm_overhead_s
+    t = np.maximum(compute, memory) + r.gemm_overhead_s
+    return np.maximum(t, d.efficiency.block_scaled_gemm_floor_s) if block else t
 
 
 def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_tokens, dtype, kv_dtype, decode):
@@ -369,12 +374,13 @@ def predict(
 
     for (dev_name, op, dt, kv_dt), idx in keys.items():
         idx = np.array(idx)
-        d = device_for(dev_name, dt == "fp8_block")
-        if dt == "fp8_block":
+        block = dt == "fp8_block"
+        d = device_for(dev_name, block)
+        if block:
             dt = "fp8"
         col = {c: ms[c][idx] for c in ("m", "n", "k", "batch_size", "tokens", "context_tokens")}
         if op == "gemm":
-            out[idx] = _gemm_s(d, col["m"], col["k"], col["n"], dt)
+            out[idx] = _gemm_s(d, col["m"], col["k"], col["n"], dt, block)
         elif op in ("context_attention", "generation_attention"):
             b = col["batch_size"]
             heads, kvh, hd = ms["num_heads"][idx], ms["num_kv_heads"][idx], ms["head_dim"][idx]
@@ -451,7 +457,9 @@ _COLLECTIVE = (
 )
 PARAMETERS = _GEMM16 + _GEMM8 + _ATTENTION + _COLLECTIVE
 # fp8_block GEMMs: their own low-precision profile, kept as a calibration variant
-_BLOCK = tuple(dataclasses.replace(p, groups=tuple(g.replace("gemm8", "gemm_block") for g in p.groups)) for p in _GEMM8)
+_BLOCK = tuple(
+    dataclasses.replace(p, groups=tuple(g.replace("gemm8", "gemm_block") for g in p.groups)) for p in _GEMM8
+) + (_Param("efficiency.block_scaled_gemm_floor_s", 0.0, 1e-3, 1e-5, ("gemm_block",)),)
 
 
 def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
@@ -821,6 +829,10 @@ def calibrate(
 
     all_params = params + block
     x0 = np.array([np.clip(_fallback(base, p.path), p.lower, p.upper) / p.scale for p in all_params])
+    # a floor below every measurement has no gradient: start it at the fastest block-scaled GEMM measured
+    for j, p in enumerate(all_params):
+        if p.path == "efficiency.block_scaled_gemm_floor_s" and (block_rows & train).any():
+            x0[j] = np.clip(meas[block_rows & train].min(), p.lower, p.upper) / p.scale
     lower = np.array([p.lower / p.scale for p in all_params])
     upper = np.array([p.upper / p.scale for p in all_params])
     # start strictly inside the bounds (the trust-region method needs it)

@@ -106,6 +106,14 @@ class Efficiency:
     low_precision_gemm_overhead_s: float = fld(
         3e-6, unit="s", doc="extra fixed cost per 8-bit-or-narrower GEMM (activation quantisation)", ge=0, le=1
     )
+    block_scaled_gemm_floor_s: float = fld(
+        0.0,
+        unit="s",
+        doc="least time of a block-scaled FP8 GEMM (calibration variant fp8_block only; engines cannot select "
+        "block scaling yet): vLLM's kernel takes 60-90 us whatever the shape for m <= 1024",
+        ge=0,
+        le=1,
+    )
     attention_compute_efficiency: float = fld(
         0.55, unit="1", doc="fraction of dense peak reached by (flash) attention on long sequences", gt=0, le=1
     )
