@@ -248,8 +248,12 @@ def write_measurements(ms: Measurements, path: str | Path) -> None:
 # ------------------------------------------------------------------------------------------- prediction
 
 
-def _gemm_s(d: Device, m, k, n, dtype: str) -> np.ndarray:
-    """Vectorised twin of a GEMM's cost in the step kernel (compile.gemm_coefficients + roofline max + overhead)."""
+def _gemm_s(d: Device, m, k, n, dtype: str, block: bool = False) -> np.ndarray:
+    """Vectorised twin of a GEMM's cost in the step kernel (compile.gemm_coefficients + roofline max + overhead).
+
+    ``block``: a block-scaled FP8 GEMM (validation only), whose time does not fall below
+    ``block_scaled_gemm_floor_s`` (a fixed-cost kernel path, not a roofline effect).
+    """
     from .compile import device_rates
 
     r = device_rates(d, dtype, dtype)
@@ -258,7 +262,8 @@ def _gemm_s(d: Device, m, k, n, dtype: str) -> np.ndarray:
     c1 = 2.0 * k * n / flops
     compute = c1 * (m + r.gemm_saturation_tokens)
     memory = (k * n * b + m * (k + n) * max(b, 1.0)) / r.gemm_memory_bw
-    return np.maximum(compute, memory) + r.gemm_overhead_s
+    t = np.maximum(compute, memory) + r.gemm_overhead_s
+    return np.maximum(t, d.efficiency.block_scaled_gemm_floor_s) if block else t
 
 
 def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_tokens, dtype, kv_dtype, decode):
@@ -278,19 +283,20 @@ def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_token
 
 
 def _collective_s(d: Device, op: str, n, size_bytes) -> np.ndarray:
-    """Vectorised twin of ``kernels.collectives`` with the message-size bandwidth ramp, per group size."""
+    """Vectorised twin of ``kernels.collectives`` with the message-size bandwidth ramp, per group size and op."""
     from .compile import collective_ramp, group_link
 
     out = np.zeros(len(n))
     ramp, low = collective_ramp(d)
     for g in np.unique(n):
         sel = n == g
-        alpha, bw = group_link(d, int(g))
+        alpha, bw = group_link(d, int(g), op)
         s = size_bytes[sel]
         if ramp > 0.0:
             bw = bw * (s + low * ramp) / (s + ramp)
         steps = 2.0 * (g - 1.0) if op == "all_reduce" else g - 1.0
-        t = d.efficiency.collective_overhead_s + steps * (alpha + s / g / bw)
+        hops = 1.0 if op == "all_to_all" else steps  # all-to-all: concurrent peer sends, one latency
+        t = d.efficiency.collective_overhead_s + hops * alpha + steps * s / g / bw
         out[sel] = np.where((g > 1.0) & (s > 0.0), t, 0.0)
     return out
 
@@ -368,12 +374,13 @@ def predict(
 
     for (dev_name, op, dt, kv_dt), idx in keys.items():
         idx = np.array(idx)
-        d = device_for(dev_name, dt == "fp8_block")
-        if dt == "fp8_block":
+        block = dt == "fp8_block"
+        d = device_for(dev_name, block)
+        if block:
             dt = "fp8"
         col = {c: ms[c][idx] for c in ("m", "n", "k", "batch_size", "tokens", "context_tokens")}
         if op == "gemm":
-            out[idx] = _gemm_s(d, col["m"], col["k"], col["n"], dt)
+            out[idx] = _gemm_s(d, col["m"], col["k"], col["n"], dt, block)
         elif op in ("context_attention", "generation_attention"):
             b = col["batch_size"]
             heads, kvh, hd = ms["num_heads"][idx], ms["num_kv_heads"][idx], ms["head_dim"][idx]
@@ -444,10 +451,15 @@ _COLLECTIVE = (
     _Param("efficiency.collective_small_message_efficiency", 0.01, 1.0, 1.0, ("coll_ramp",)),
     _Param("efficiency.collective_saturation_bytes", 0.0, 1e10, 1e6, ("coll_ramp",)),
     _Param("efficiency.collective_overhead_s", 0.0, 1e-3, 1e-5, ("coll",)),
+    _Param("efficiency.collective_saturation_devices", 0.0, 64.0, 1.0, ("coll_sizes",)),
+    _Param("efficiency.all_reduce_bandwidth_ratio", 0.25, 4.0, 1.0, ("coll_ar_vs_ring",)),
+    _Param("efficiency.all_to_all_bandwidth_ratio", 0.25, 4.0, 1.0, ("coll_a2a_vs_ring",)),
 )
 PARAMETERS = _GEMM16 + _GEMM8 + _ATTENTION + _COLLECTIVE
 # fp8_block GEMMs: their own low-precision profile, kept as a calibration variant
-_BLOCK = tuple(dataclasses.replace(p, groups=tuple(g.replace("gemm8", "gemm_block") for g in p.groups)) for p in _GEMM8)
+_BLOCK = tuple(
+    dataclasses.replace(p, groups=tuple(g.replace("gemm8", "gemm_block") for g in p.groups)) for p in _GEMM8
+) + (_Param("efficiency.block_scaled_gemm_floor_s", 0.0, 1e-3, 1e-5, ("gemm_block",)),)
 
 
 def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
@@ -473,8 +485,22 @@ def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
                 g |= {"decode", "decode_kv8" if kv8 else "decode16"}
         elif op in _COLLECTIVES:
             g |= {"coll", "coll_ramp", "coll_up" if ms["num_gpus"][i] <= d.scale_up_domain_devices else "coll_out"}
+            g.add({"all_reduce": "coll_ar", "all_to_all": "coll_a2a"}.get(op, "coll_ring"))
         out.append(g)
     return out
+
+
+def _identifiable(ms: Measurements, groups: list[set[str]], rows: np.ndarray) -> set[str]:
+    """Parameter groups the fitted ``rows`` can identify: those of the rows, plus the contrasts that need two
+    kinds of rows (a group-size term needs two group sizes; an op's bandwidth ratio needs all-gather or
+    reduce-scatter rows to be relative to, else it is confounded with collective_efficiency)."""
+    present = set().union(*(groups[i] for i in np.flatnonzero(rows)))
+    coll = rows & np.isin(ms["op"], _COLLECTIVES)
+    if len(np.unique(ms["num_gpus"][coll])) >= 2:
+        present.add("coll_sizes")
+    if "coll_ring" in present:
+        present |= {f"{g}_vs_ring" for g in ("coll_ar", "coll_a2a") if g in present}
+    return present
 
 
 def _get(d: Device, path: str) -> float | None:
@@ -780,7 +806,7 @@ def calibrate(
     held = holdout_mask(ms, holdout, seed)
     train = ~held
     groups = _row_groups(ms, base)
-    present = set().union(*(groups[i] for i in np.flatnonzero(train)))
+    present = _identifiable(ms, groups, train)
     fixed = set(fix or {})
     params = [p for p in PARAMETERS if p.path not in fixed and present.intersection(p.groups)]
     block = [p for p in _BLOCK if present.intersection(p.groups)]
@@ -803,6 +829,10 @@ def calibrate(
 
     all_params = params + block
     x0 = np.array([np.clip(_fallback(base, p.path), p.lower, p.upper) / p.scale for p in all_params])
+    # a floor below every measurement has no gradient: start it at the fastest block-scaled GEMM measured
+    for j, p in enumerate(all_params):
+        if p.path == "efficiency.block_scaled_gemm_floor_s" and (block_rows & train).any():
+            x0[j] = np.clip(meas[block_rows & train].min(), p.lower, p.upper) / p.scale
     lower = np.array([p.lower / p.scale for p in all_params])
     upper = np.array([p.upper / p.scale for p in all_params])
     # start strictly inside the bounds (the trust-region method needs it)

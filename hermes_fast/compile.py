@@ -114,11 +114,27 @@ def check_layout(m: Model, par: Parallel, path: str) -> None:
             raise ConfigError(f"{path}.parallel.tp", par.tp, f"a TP degree that splits the FFN width ({f}, {m.name})")
 
 
-def group_link(d: Device, n: int) -> tuple[float, float]:
-    """(alpha_s, effective large-message bandwidth) for a group of n devices: scale-up link if the group fits
-    in one scale-up domain, else scale-out (the slowest hop sets a ring's pace)."""
-    link = d.scale_up if n <= d.scale_up_domain_devices else d.scale_out
-    return link.latency_s, link.bandwidth_bytes_per_s * d.efficiency.collective_efficiency
+def group_link(d: Device, n: int, op: str = "all_gather", span: int | None = None) -> tuple[float, float]:
+    """(alpha_s, effective large-message bus bandwidth) of collective ``op`` over a group of n devices: scale-up
+    link if the group (or the ``span`` devices it is spread over) fits in one scale-up domain, else scale-out
+    (the slowest hop sets a ring's pace).
+
+    The bandwidth is link x collective_efficiency x n / (n + n_half) x the op's ratio to all-gather
+    (``all_reduce``, ``all_to_all``; ``all_gather``, ``reduce_scatter`` and ``p2p``, a send between n = 2, have
+    ratio 1).
+    """
+    e = d.efficiency
+    link = d.scale_up if (n if span is None else span) <= d.scale_up_domain_devices else d.scale_out
+    bw = link.bandwidth_bytes_per_s * e.collective_efficiency
+    if e.collective_saturation_devices > 0.0:
+        bw *= n / (n + e.collective_saturation_devices)
+    if op == "all_reduce":
+        bw *= e.all_reduce_bandwidth_ratio
+    elif op == "all_to_all":
+        bw *= e.all_to_all_bandwidth_ratio
+    elif op not in ("all_gather", "reduce_scatter", "p2p"):
+        raise ConfigError("collective.op", op, "all_reduce, all_gather, reduce_scatter, all_to_all or p2p")
+    return link.latency_s, bw
 
 
 def collective_ramp(d: Device) -> tuple[float, float]:
@@ -324,12 +340,15 @@ def compile_engine(
     if m.has_lm_head:
         gemm(L.G_LM_HEAD, h, m.vocab_size / tp)
     p[L.TP] = tp
-    p[L.TP_ALPHA], p[L.TP_BW] = group_link(d, tp)
-    p[L.EP_ALPHA], p[L.EP_BW] = group_link(d, tp)  # EP ranks are members of the TP group
+    p[L.TP_ALPHA], p[L.TP_BW] = group_link(d, tp)  # the logits all-gather
+    p[L.TP_AR_BW] = group_link(d, tp, "all_reduce")[1]
+    # expert shards and EP ranks are members of the TP group (its link level)
+    p[L.FFN_AR_BW] = group_link(d, ffn_tp, "all_reduce", span=tp)[1]
+    p[L.EP_ALPHA], p[L.EP_BW] = group_link(d, ep, "all_to_all", span=tp)
     p[L.FFN_TP] = ffn_tp
     p[L.PP] = pp
     # stages sit in different scale-up domains only when the replica outgrows one
-    p[L.PP_ALPHA], p[L.PP_BW] = group_link(d, tp * pp)
+    p[L.PP_ALPHA], p[L.PP_BW] = group_link(d, 2, "p2p", span=tp * pp)
     p[L.COLL_RAMP_BYTES], p[L.COLL_RAMP_LOW] = collective_ramp(d)
 
     weights, kv_stage = _memory(m, par, wb, kv_tok)

@@ -72,7 +72,11 @@ class Efficiency:
     saturates with the mean keys per query x: ``eta_a(x) = attention_compute_efficiency * x / (x +
     attention_saturation_keys)`` (short sequences leave the flash-attention tiles part empty). Collectives
     reach ``collective_small_message_efficiency`` of the link for small messages and ``collective_efficiency``
-    for large ones: ``eff(S) = eff_large (S + r S_half) / (S + S_half)``, r = small / large.
+    for large ones: ``eff(S) = eff_large (S + r S_half) / (S + S_half)``, r = small / large. Their bus
+    bandwidth also grows with the group size n, ``x n / (n + collective_saturation_devices)`` (NCCL drives
+    more channels, hence more of each GPU's NVLink ports, in larger groups: 2 H100s reach ~57% of NVLink on
+    512 MB all-gathers, 8 reach ~74%), and differs per operation (``*_bandwidth_ratio``, relative to all-gather
+    and reduce-scatter at the same n and size).
     """
 
     compute_efficiency: float = fld(0.8, unit="1", doc="fraction of dense peak reached by large GEMMs", gt=0, le=1)
@@ -101,6 +105,14 @@ class Efficiency:
     )
     low_precision_gemm_overhead_s: float = fld(
         3e-6, unit="s", doc="extra fixed cost per 8-bit-or-narrower GEMM (activation quantisation)", ge=0, le=1
+    )
+    block_scaled_gemm_floor_s: float = fld(
+        0.0,
+        unit="s",
+        doc="least time of a block-scaled FP8 GEMM (calibration variant fp8_block only; engines cannot select "
+        "block scaling yet): vLLM's kernel takes 60-90 us whatever the shape for m <= 1024",
+        ge=0,
+        le=1,
     )
     attention_compute_efficiency: float = fld(
         0.55, unit="1", doc="fraction of dense peak reached by (flash) attention on long sequences", gt=0, le=1
@@ -150,6 +162,19 @@ class Efficiency:
     )
     collective_saturation_bytes: float = fld(
         0.0, unit="B", doc="message size halfway between the small- and large-message bandwidth", ge=0, le=1e12
+    )
+    collective_saturation_devices: float = fld(
+        0.0, unit="device", doc="group size at which collectives reach half of their bus bandwidth", ge=0, le=1e3
+    )
+    all_reduce_bandwidth_ratio: float = fld(
+        1.0,
+        unit="1",
+        doc="all-reduce bus bandwidth / all-gather's (NCCL's all-reduce kernels, NVLS in-switch reduction)",
+        gt=0,
+        le=4,
+    )
+    all_to_all_bandwidth_ratio: float = fld(
+        1.0, unit="1", doc="all-to-all bus bandwidth / all-gather's (concurrent peer-to-peer sends)", gt=0, le=4
     )
     collective_overhead_s: float = fld(5e-6, unit="s", doc="fixed cost per collective call", ge=0, le=1)
 

@@ -1,7 +1,7 @@
 """Analytical kernels: numba + numpy + math only. Each is plain Python with its compiled twin at ``fn.jit``."""
 
 from . import layout
-from .collectives import allgather_time, allreduce_time, message_bandwidth, p2p_time
+from .collectives import allgather_time, allreduce_time, alltoall_time, message_bandwidth, p2p_time
 from .roofline import (
     active_experts_from_log,
     attention_cost,
@@ -15,6 +15,7 @@ from .step import causal_pairs, decode_step_time, prefill_pairs, prefill_time, s
 __all__ = [
     "layout",
     "allgather_time",
+    "alltoall_time",
     "allreduce_time",
     "message_bandwidth",
     "p2p_time",

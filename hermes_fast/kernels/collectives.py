@@ -28,14 +28,22 @@ def allreduce_time(size_bytes, n, alpha_s, bw, overhead_s):
 
 @kernel(inline=True)
 def allgather_time(size_bytes, n, alpha_s, bw, overhead_s):
-    """Ring all-gather or reduce-scatter of an S-byte buffer: overhead + (n-1)(alpha + (S/n)/bw).
-
-    Also the cost of an all-to-all in which each device holds S bytes, S/n for each peer: the same
-    n-1 steps of S/n bytes.
-    """
+    """Ring all-gather or reduce-scatter of an S-byte buffer: overhead + (n-1)(alpha + (S/n)/bw)."""
     if n <= 1.0 or size_bytes <= 0.0:
         return 0.0
     return overhead_s + (n - 1.0) * (alpha_s + size_bytes / n / bw)
+
+
+@kernel(inline=True)
+def alltoall_time(size_bytes, n, alpha_s, bw, overhead_s):
+    """All-to-all in which each device holds S bytes, S/n for each peer: overhead + alpha + (n-1)(S/n)/bw.
+
+    NCCL posts the n-1 peer sends at once (grouped send/recv), so their latencies overlap: one alpha, not
+    n-1 as in a ring (measured: ~7 us for small messages on 2 and on 8 H100s).
+    """
+    if n <= 1.0 or size_bytes <= 0.0:
+        return 0.0
+    return overhead_s + alpha_s + (n - 1.0) * size_bytes / n / bw
 
 
 @kernel(inline=True)

@@ -59,12 +59,14 @@ EXPERT_LOG_MISS = _slot()  # log(1 - top_k / n_experts)
 ELEM_DENSE_S = _slot()
 ELEM_MOE_S = _slot()
 EMBED_S = _slot()
-# --- collectives: group sizes, per-hop latency, effective per-direction bandwidth
+# --- collectives: group sizes, per-hop latency, effective per-direction bus bandwidth (per group size and op)
 TP = _slot()
 TP_ALPHA = _slot()
-TP_BW = _slot()
+TP_BW = _slot()  # all-gather bandwidth of the TP group (logits)
+TP_AR_BW = _slot()  # all-reduce bandwidth of the TP group
+FFN_AR_BW = _slot()  # all-reduce bandwidth of the tp / ep devices sharing one expert
 EP_ALPHA = _slot()
-EP_BW = _slot()
+EP_BW = _slot()  # all-to-all bandwidth of the EP group
 FFN_TP = _slot()  # TP degree inside one expert (tp / ep) for the post-MoE all-reduce
 PP = _slot()
 PP_ALPHA = _slot()

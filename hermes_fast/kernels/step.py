@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from . import layout as L
 from ._jit import kernel
-from .collectives import allgather_time, allreduce_time, message_bandwidth, p2p_time
+from .collectives import allgather_time, allreduce_time, alltoall_time, message_bandwidth, p2p_time
 from .roofline import active_experts_from_log, attention_cost
 
 
@@ -129,8 +129,8 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
     tp = p[L.TP]
     ramp = p[L.COLL_RAMP_BYTES]
     low = p[L.COLL_RAMP_LOW]
-    tp_bw = message_bandwidth(act_bytes, p[L.TP_BW], ramp, low)
-    allreduce = allreduce_time(act_bytes, tp, p[L.TP_ALPHA], tp_bw, p[L.OH_COLL])
+    ar_bw = message_bandwidth(act_bytes, p[L.TP_AR_BW], ramp, low)
+    allreduce = allreduce_time(act_bytes, tp, p[L.TP_ALPHA], ar_bw, p[L.OH_COLL])
     comm = p[L.N_LAYERS] * allreduce
 
     # --- dense FFN layers: gate+up, down, elementwise, all-reduce
@@ -169,11 +169,13 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
             e_m += m
             e_oh += 2.0 * oh_gemm
         e_m += tokens * p[L.ELEM_MOE_S]
-        e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], tp_bw, p[L.OH_COLL])
+        # same message as the TP all-reduce, so the same point on the size ramp: rescale to the smaller group
+        ffn_bw = ar_bw * (p[L.FFN_AR_BW] / p[L.TP_AR_BW])
+        e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], ffn_bw, p[L.OH_COLL])
         if ep > 1.0:  # dispatch and combine: each rank exchanges its 1/ep share of token-expert vectors
             a2a = act_bytes * p[L.TOP_K] / ep
             ep_bw = message_bandwidth(a2a, p[L.EP_BW], ramp, low)
-            e_comm += 2.0 * allgather_time(a2a, ep, p[L.EP_ALPHA], ep_bw, p[L.OH_COLL])
+            e_comm += 2.0 * alltoall_time(a2a, ep, p[L.EP_ALPHA], ep_bw, p[L.OH_COLL])
         comp += p[L.N_MOE] * e_c
         mem += p[L.N_MOE] * e_m
         oh += p[L.N_MOE] * e_oh
