@@ -7,11 +7,13 @@
 
 __version__ = "0.1.0"
 
+from .capacity import capacity_search  # noqa: E402
 from .catalog import Catalog, preset_names  # noqa: E402
 from .config import ConfigError, Scenario, load_scenario  # noqa: E402
 from .estimate import estimate  # noqa: E402
 from .metrics import confidence_interval  # noqa: E402
 from .simulate import simulate  # noqa: E402
+from .sweep import open_sweep, sweep, sweep_file  # noqa: E402
 from .variables import VARIABLES  # noqa: E402
 from .workload import draw_workload, length_moments, rng_for  # noqa: E402
 
@@ -20,12 +22,16 @@ __all__ = [
     "ConfigError",
     "Scenario",
     "VARIABLES",
+    "capacity_search",
     "confidence_interval",
     "draw_workload",
     "estimate",
     "length_moments",
     "load_scenario",
+    "open_sweep",
     "preset_names",
     "rng_for",
     "simulate",
+    "sweep",
+    "sweep_file",
 ]
