@@ -581,7 +581,7 @@ def _execute(plan, chunks, sink, workers, scheduler, processes, timeout_s, bar) 
         for s, e in chunks:
             futures[client.submit(_run_chunk, shared, s, e, pure=False)] = (s, e)
         try:
-            for fut in as_completed(list(futures)):
+            for fut in as_completed(list(futures), loop=client.loop):
                 s, e = futures[fut]
                 take(s, e, fut.result())
         finally:
@@ -666,7 +666,8 @@ def _dataset(meta: dict, arrays: dict, var_dims: dict, done: np.ndarray) -> xr.D
 
 
 def open_sweep(path: str | Path) -> xr.Dataset:
-    """The Dataset of a sweep's zarr store, complete or not (a partial one has a ``computed`` mask).
+    """The Dataset of a sweep's zarr store, complete or not (a partial one has a ``computed`` mask, and
+    no data variables before its first chunk is stored).
 
     Examples
     --------
@@ -684,8 +685,6 @@ def open_sweep(path: str | Path) -> xr.Dataset:
     sink.group, sink.meta, sink.path = group, meta, p
     sink.n, sink.chunk = meta["n_points"], meta["chunk_points"]
     arrays, var_dims, done = sink.read()
-    if not arrays:
-        raise ConfigError("path", str(path), "a sweep store with at least one computed chunk")
     return _dataset(dict(meta, order=meta["variables"]), arrays, var_dims, done)
 
 

@@ -13,6 +13,7 @@ import hermes_fast as hf
 from hermes_fast.config import ConfigError
 
 sw = importlib.import_module("hermes_fast.sweep")  # the module (hf.sweep is the function)
+_REAL_RUN_POINT = sw._run_point
 N = 300  # requests per point: enough to exercise queueing, cheap enough for many points
 
 
@@ -197,3 +198,128 @@ def test_no_grid_is_one_point_equal_to_simulate():
     ref = hf.simulate(base(), n_requests=N, seed=3)
     assert ds.ttft_s.dims == ("replicate", "quantile")
     np.testing.assert_array_equal(ds.e2e_s.values, ref.e2e_s.values)
+
+
+# --- the zarr store: incremental writes and resume --------------------------------------------------------
+
+
+def _counting(monkeypatch, fail_after=None, crash=KeyboardInterrupt):
+    """Count _run_point calls; raise (a simulated crash) once ``fail_after`` points have been computed."""
+    computed: list[int] = []
+
+    def run(plan, i):
+        if fail_after is not None and len(computed) >= fail_after:
+            raise crash("simulated crash")
+        computed.append(i)
+        return _REAL_RUN_POINT(plan, i)
+
+    monkeypatch.setattr(sw, "_run_point", run)
+    return computed
+
+
+def test_crashed_sweep_resumes_computing_only_what_is_missing(serial, tmp_path, monkeypatch):
+    out = tmp_path / "results.zarr"
+    args = dict(n_requests=N, replicates=2, seed=7, chunk_size=2, out=out)
+    first = _counting(monkeypatch, fail_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        hf.sweep(base(), GRID, **args)
+    assert first == [0, 1, 2]  # the crash came during the second chunk: only the first is stored
+    partial = hf.open_sweep(out)
+    assert partial.attrs["points_done"] == 2 and partial.computed.values.ravel().tolist() == [1, 1, 0, 0, 0, 0]
+    np.testing.assert_array_equal(partial.ttft_s.values[0, 0], serial.ttft_s.values[0, 0])
+    assert np.isnan(partial.ttft_s.values[2, 1]).all()
+
+    second = _counting(monkeypatch)
+    ds = hf.sweep(base(), GRID, **args)
+    assert second == [2, 3, 4, 5]  # no point computed twice
+    xr.testing.assert_identical(ds.drop_attrs(), serial.drop_attrs())
+    xr.testing.assert_identical(hf.open_sweep(out).drop_attrs(), serial.drop_attrs())
+
+    third = _counting(monkeypatch)  # complete: nothing left to do, whatever the chunk size asked
+    again = hf.sweep(base(), GRID, **{**args, "chunk_size": 5})
+    assert third == [] and "computed" not in again
+    xr.testing.assert_identical(again.drop_attrs(), serial.drop_attrs())
+
+
+def test_a_chunk_flag_cut_short_by_a_crash_is_recomputed(tmp_path, monkeypatch):
+    out = tmp_path / "r.zarr"
+    grid = {"workload.rate_per_s": [5.0, 10.0, 20.0]}
+    ref = hf.sweep(base(), grid, n_requests=100, seed=2, chunk_size=1, out=out)
+    flags = sorted((out / "_done").rglob("c/*")) or sorted(p for p in (out / "_done").rglob("*") if p.is_file())
+    chunk_files = [p for p in flags if p.name != "zarr.json"]
+    chunk_files[-1].write_bytes(chunk_files[-1].read_bytes()[:1])  # a truncated write
+    computed = _counting(monkeypatch)
+    ds = hf.sweep(base(), grid, n_requests=100, seed=2, chunk_size=1, out=out)
+    assert computed == [2]
+    xr.testing.assert_identical(ds.drop_attrs(), ref.drop_attrs())
+
+
+def test_store_of_another_sweep_is_refused_unless_overwritten(tmp_path):
+    out = tmp_path / "r.zarr"
+    hf.sweep(base(), {"workload.rate_per_s": [5.0]}, n_requests=50, seed=1, out=out)
+    with pytest.raises(ConfigError) as e:
+        hf.sweep(base(), {"workload.rate_per_s": [5.0]}, n_requests=50, seed=2, out=out)
+    assert e.value.path == "out" and "overwrite" in e.value.expected
+    ds = hf.sweep(base(), {"workload.rate_per_s": [5.0]}, n_requests=50, seed=2, out=out, overwrite=True)
+    assert ds.attrs["seed"] == 2 and hf.open_sweep(out).attrs["seed"] == 2
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ConfigError, match="neither"):
+        hf.sweep(base(), None, n_requests=10, out=tmp_path / "plain")
+    with pytest.raises(ConfigError, match="sweep store"):
+        hf.open_sweep(tmp_path / "missing.zarr")
+
+
+# --- parallel executions: identical to serial -------------------------------------------------------------
+
+
+def test_threads_in_process_equal_serial(serial):
+    ds = hf.sweep(base(), GRID, n_requests=N, replicates=2, seed=7, workers=2, processes=False, chunk_size=1)
+    xr.testing.assert_identical(ds.drop_attrs(), serial.drop_attrs())
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=40
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 5])
+def test_dask_equals_serial_with_several_chunkings(serial, dask_client, chunk_size, tmp_path):
+    out = tmp_path / "d.zarr" if chunk_size == 2 else None
+    ds = hf.sweep(
+        base(), GRID, n_requests=N, replicates=2, seed=7, scheduler=dask_client, chunk_size=chunk_size, out=out
+    )
+    xr.testing.assert_identical(ds.drop_attrs(), serial.drop_attrs())
+
+
+def test_dask_crash_then_resume(serial, dask_client, tmp_path, monkeypatch):
+    out = tmp_path / "r.zarr"
+    args = dict(n_requests=N, replicates=2, seed=7, chunk_size=3, out=out)
+    calls = _counting(monkeypatch, fail_after=3, crash=RuntimeError)  # threads here: they see the patch
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        hf.sweep(base(), GRID, scheduler=dask_client, **args)
+    assert len(calls) == 3
+    done = hf.open_sweep(out).attrs["points_done"]
+    assert done in (0, 3)
+    resumed = _counting(monkeypatch)
+    ds = hf.sweep(base(), GRID, scheduler=dask_client, **args)
+    assert len(resumed) == 6 - done and len(set(resumed)) == len(resumed)
+    xr.testing.assert_identical(ds.drop_attrs(), serial.drop_attrs())
+
+
+def test_unreachable_scheduler_is_a_config_error():
+    with pytest.raises(ConfigError) as e:
+        hf.sweep(base(), {"workload.rate_per_s": [5.0]}, n_requests=10, scheduler="tcp://127.0.0.1:9", timeout_s=1)
+    assert e.value.path == "scheduler" and e.value.value == "tcp://127.0.0.1:9" and "reachable" in e.value.expected
+
+
+@pytest.mark.slow
+def test_local_cluster_of_processes_equals_serial(serial):
+    ds = hf.sweep(base(), GRID, n_requests=N, replicates=2, seed=7, workers=2)
+    xr.testing.assert_identical(ds.drop_attrs(), serial.drop_attrs())
