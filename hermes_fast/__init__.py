@@ -11,7 +11,8 @@ from .capacity import capacity_search  # noqa: E402
 from .catalog import Catalog, preset_names  # noqa: E402
 from .config import ConfigError, Scenario, load_scenario  # noqa: E402
 from .estimate import estimate  # noqa: E402
-from .metrics import confidence_interval  # noqa: E402
+from .metrics import add_derived, confidence_interval  # noqa: E402
+from .pareto import pareto  # noqa: E402
 from .simulate import simulate  # noqa: E402
 from .sweep import open_sweep, sweep, sweep_file  # noqa: E402
 from .variables import VARIABLES  # noqa: E402
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "Scenario",
     "VARIABLES",
+    "add_derived",
     "capacity_search",
     "confidence_interval",
     "draw_workload",
@@ -29,6 +31,7 @@ __all__ = [
     "length_moments",
     "load_scenario",
     "open_sweep",
+    "pareto",
     "preset_names",
     "rng_for",
     "simulate",

@@ -14,7 +14,15 @@ from scipy import stats
 
 from .kernels import serving as K
 
-__all__ = ["QUANTILES", "REASONS", "summarize", "summarize_stages", "confidence_interval", "itl_quantiles"]
+__all__ = [
+    "QUANTILES",
+    "REASONS",
+    "summarize",
+    "summarize_stages",
+    "confidence_interval",
+    "itl_quantiles",
+    "add_derived",
+]
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 REASONS = ("context_limit", "kv_capacity", "token_budget", "queue_full")
@@ -203,3 +211,21 @@ def confidence_interval(ds: xr.Dataset, level: float = 0.95) -> xr.Dataset:
     res = xr.Dataset(out).assign_coords(bound=["low", "mean", "high"])
     res.attrs.update(ds.attrs, confidence_level=level)
     return res
+
+
+_DERIVED = {  # name -> (source variable, numerator): name = numerator / source
+    "output_token_per_usd": ("cost_usd_per_mtoken", 1e6),
+    "output_token_per_j": ("energy_j_per_token", 1.0),
+}
+
+
+def add_derived(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the derived objectives whose sources it has: ``output_token_per_usd`` (1e6 /
+    cost_usd_per_mtoken) and ``output_token_per_j`` (1 / energy_j_per_token); attrs from the registry."""
+    from .variables import VARIABLES
+
+    out = ds.copy()
+    for name, (source, numerator) in _DERIVED.items():
+        if source in ds and name not in ds:
+            out[name] = (numerator / ds[source]).assign_attrs(VARIABLES[name].attrs())
+    return out
