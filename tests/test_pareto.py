@@ -115,4 +115,5 @@ def test_pareto_of_a_real_sweep_prefers_cheaper_faster_points():
     np.testing.assert_array_equal(mask.values.ravel(), brute_force(objs))
     # the cheapest point per token (the highest load on one replica) is on the front, as a unique minimum is
     cost = ds.cost_usd_per_mtoken.mean("replicate")
-    assert int(np.argmin(cost.values)) == 4 and bool(mask.sel({"workload.rate_per_s": 32.0, "engines.main.replicas": 1}))
+    assert int(np.argmin(cost.values)) == 4
+    assert bool(mask.sel({"workload.rate_per_s": 32.0, "engines.main.replicas": 1}))
