@@ -828,19 +828,19 @@ def sweep(
 
 def sweep_file(path: str | Path, **kwargs) -> xr.Dataset:
     """Run the sweep described by a sweep YAML file (:class:`~hermes_fast.config.sweep.SweepSpec`);
-    a relative scenario path is taken relative to the file. ``kwargs`` go to :func:`sweep` (out, workers...)."""
+    a relative scenario path is taken relative to the file. ``kwargs`` go to :func:`sweep` (out, workers...)
+    and override the file's settings (None leaves the file's)."""
     spec = from_mapping(SweepSpec, load_yaml(Path(path)))
     scenario = spec.scenario
     if isinstance(scenario, str) and "\n" not in scenario:
         here = Path(path).parent / scenario
         scenario = here if here.exists() else Path(scenario)
-    kwargs.setdefault("chunk_size", spec.chunk_size)
-    return sweep(
-        scenario,
-        spec.grid,
-        n_requests=spec.n_requests,
-        replicates=spec.replicates,
-        seed=spec.seed,
-        capacity=spec.capacity,
-        **kwargs,
-    )
+    settings = {
+        "n_requests": spec.n_requests,
+        "replicates": spec.replicates,
+        "seed": spec.seed,
+        "capacity": spec.capacity,
+        "chunk_size": spec.chunk_size,
+    }
+    settings.update({k: v for k, v in kwargs.items() if v is not None or k not in settings})
+    return sweep(scenario, spec.grid, **settings)
