@@ -483,10 +483,16 @@ class _ZarrSink:
             n, c = meta["n_points"], meta["chunk_points"]
             self.group.create_array("_done", shape=(n,), chunks=(c,), dtype=bool, fill_value=False)
         self.n, self.chunk = self.meta["n_points"], self.meta["chunk_points"]
+        self.handles: dict = {}  # opened arrays: opening reads their metadata, ~1 ms each
+
+    def _array(self, name: str):
+        if name not in self.handles:
+            self.handles[name] = self.group[name]
+        return self.handles[name]
 
     def done(self) -> np.ndarray:
         flags = np.zeros(self.n, dtype=bool)
-        arr = self.group["_done"]
+        arr = self._array("_done")
         for start in range(0, self.n, self.chunk):
             stop = min(start + self.chunk, self.n)
             try:  # a chunk file cut short by a crash reads as not done: it is recomputed
@@ -510,13 +516,30 @@ class _ZarrSink:
                 self.meta["variables"].append(name)
                 self.meta["var_dims"][name] = var_dims[name]
                 new = True
-            self.group[name][start:stop] = values
+        self._write_all(slice(start, stop), block)
         if new:
             self.group.attrs["hermes_fast_sweep"] = self.meta
-        self.group["_done"][start:stop] = True
+        self._array("_done")[start:stop] = True  # only after the chunk's data
+
+    def _write_all(self, where: slice, block: dict[str, np.ndarray]) -> None:
+        """All of a chunk's variables at once on zarr's event loop (2-3x faster than one after another)."""
+        try:
+            import asyncio
+
+            from zarr.core.sync import sync
+
+            targets = [(self._array(k)._async_array, v) for k, v in block.items()]  # opened outside the loop
+
+            async def write() -> None:
+                await asyncio.gather(*(a.setitem(where, v) for a, v in targets))
+
+            sync(write())
+        except (ImportError, AttributeError):  # a zarr without these internals: one by one
+            for name, values in block.items():
+                self._array(name)[where] = values
 
     def read(self) -> tuple[dict[str, np.ndarray], dict[str, list[str]], np.ndarray]:
-        arrays = {name: self.group[name][:] for name in self.meta["variables"]}
+        arrays = {name: self._array(name)[:] for name in self.meta["variables"]}
         return arrays, self.meta["var_dims"], self.done()
 
 
@@ -683,7 +706,7 @@ def open_sweep(path: str | Path) -> xr.Dataset:
         raise ConfigError("path", str(path), "a hermes_fast sweep store (a zarr directory written by sweep)") from None
     sink = _ZarrSink.__new__(_ZarrSink)
     sink.group, sink.meta, sink.path = group, meta, p
-    sink.n, sink.chunk = meta["n_points"], meta["chunk_points"]
+    sink.n, sink.chunk, sink.handles = meta["n_points"], meta["chunk_points"], {}
     arrays, var_dims, done = sink.read()
     return _dataset(dict(meta, order=meta["variables"]), arrays, var_dims, done)
 
