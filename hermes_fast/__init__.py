@@ -11,7 +11,7 @@ from .capacity import capacity_search  # noqa: E402
 from .catalog import Catalog, preset_names  # noqa: E402
 from .config import ConfigError, Scenario, load_scenario  # noqa: E402
 from .estimate import estimate  # noqa: E402
-from .metrics import add_derived, confidence_interval  # noqa: E402
+from .metrics import add_derived, confidence_interval, slo_goodput  # noqa: E402
 from .pareto import pareto  # noqa: E402
 from .simulate import simulate  # noqa: E402
 from .sweep import open_sweep, sweep, sweep_file  # noqa: E402
@@ -35,6 +35,7 @@ __all__ = [
     "preset_names",
     "rng_for",
     "simulate",
+    "slo_goodput",
     "sweep",
     "sweep_file",
 ]

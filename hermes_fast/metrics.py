@@ -22,6 +22,7 @@ __all__ = [
     "confidence_interval",
     "itl_quantiles",
     "add_derived",
+    "slo_goodput",
 ]
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -229,3 +230,48 @@ def add_derived(ds: xr.Dataset) -> xr.Dataset:
         if source in ds and name not in ds:
             out[name] = (numerator / ds[source]).assign_attrs(VARIABLES[name].attrs())
     return out
+
+
+def slo_goodput(ds: xr.Dataset, ttft_s=None, tpot_s=None, warmup_requests: int = 0) -> xr.Dataset:
+    """Goodput and SLO attainment of simulated runs under other TTFT and TPOT targets, from the per-request
+    times of :func:`hermes_fast.simulate` with ``keep_requests=True`` (the same runs, every target).
+
+    ``ttft_s``, ``tpot_s``: targets (s), each becoming a dim (``ttft_slo_s``, ``tpot_slo_s``); None leaves that
+    latency unconstrained. As in the summary: requests after ``warmup_requests``, goodput over the first
+    measured arrival to the last completion, TPOT over the answer's tokens after the first.
+    """
+    from .variables import VARIABLES
+
+    if "request_arrival_s" not in ds:
+        raise ValueError("slo_goodput: needs per-request variables (simulate(..., keep_requests=True))")
+    d = ds.isel(request=slice(warmup_requests, None))
+    arrival, first, done_t = d.request_arrival_s, d.request_first_token_s, d.request_completion_s
+    out_tok = d.request_output_tokens
+    done = d.request_status == K.ST_DONE
+    ttft = (first - arrival).where(done)
+    tpot = ((done_t - first) / (out_tok - 1)).where(done & (out_tok > 1))
+    window = done_t.where(done).max("request") - arrival.isel(request=0)
+    ok = done
+    dims = []
+    for name, values, lat in (("ttft_slo_s", ttft_s, ttft), ("tpot_slo_s", tpot_s, tpot)):
+        if values is None:
+            continue
+        target = xr.DataArray(np.atleast_1d(np.asarray(values, dtype=np.float64)), dims=(name,))
+        target = target.assign_coords({name: target.values})
+        long = "TTFT target" if name.startswith("ttft") else "TPOT target"
+        target[name].attrs.update(units="s", long_name=long)
+        meets = lat <= target
+        if name == "tpot_slo_s":
+            meets = meets | (out_tok <= 1)
+        ok = ok & meets
+        dims.append(name)
+    good = ok.sum("request")
+    res = xr.Dataset(
+        {
+            "goodput_request_per_s": (good / window).where(window > 0),
+            "slo_attainment": good / d.sizes["request"],
+        }
+    )
+    for name in res.data_vars:
+        res[name].attrs.update(VARIABLES[name].attrs())
+    return res.transpose(*dims, ...)
