@@ -172,7 +172,7 @@ def stage_breakdown(ds: xr.Dataset, by: str | None = None, *, variable: str = "s
     ax.set_ylabel(label(da))
     if by:
         ax.set_xlabel(_dim_label(ds, by))
-    ax.legend(title="stage", frameon=False, fontsize="small")
+    ax.legend(title="stage", frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
 
 
