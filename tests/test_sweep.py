@@ -323,3 +323,11 @@ def test_unreachable_scheduler_is_a_config_error():
 def test_local_cluster_of_processes_equals_serial(serial):
     ds = hf.sweep(base(), GRID, n_requests=N, replicates=2, seed=7, workers=2)
     xr.testing.assert_identical(ds.drop_attrs(), serial.drop_attrs())
+
+
+def test_progress_bar_on_stderr(capsys):
+    hf.sweep(base(), {"workload.rate_per_s": [5.0, 10.0]}, n_requests=50, progress=True, chunk_size=1)
+    err = capsys.readouterr().err
+    assert "validating" in err and "sweep" in err and "2/2" in err
+    hf.sweep(base(), {"workload.rate_per_s": [5.0]}, n_requests=50, progress=False)
+    assert capsys.readouterr().err == ""
