@@ -244,7 +244,8 @@ def slo_goodput(ds: xr.Dataset, ttft_s=None, tpot_s=None, warmup_requests: int =
 
     if "request_arrival_s" not in ds:
         raise ValueError("slo_goodput: needs per-request variables (simulate(..., keep_requests=True))")
-    d = ds.isel(request=slice(warmup_requests, None))
+    w = min(warmup_requests, max(ds.sizes["request"] - 1, 0))  # as the summary: at least one request measured
+    d = ds.isel(request=slice(w, None))
     arrival, first, done_t = d.request_arrival_s, d.request_first_token_s, d.request_completion_s
     out_tok = d.request_output_tokens
     done = d.request_status == K.ST_DONE
