@@ -24,7 +24,7 @@ from .simulate import _assemble, prepare, simulate_replicate
 from .variables import data_array
 from .workload import rng_for
 
-__all__ = ["CapacitySearch", "capacity_search", "meets_targets", "search_rate", "as_capacity"]
+__all__ = ["CapacitySearch", "capacity_search", "meets_targets", "search_rate", "as_capacity", "check_rate_matters"]
 
 
 def as_capacity(targets: CapacitySearch | Mapping, path: str = "capacity") -> CapacitySearch:
@@ -51,7 +51,8 @@ def meets_targets(summary: Mapping, targets: CapacitySearch) -> bool:
     return bool(targets.allow_unstable or not summary["unstable"])
 
 
-def _check_rate_matters(sc: Scenario) -> None:
+def check_rate_matters(sc: Scenario) -> None:
+    """ConfigError when the arrival times do not follow ``workload.rate_per_s`` (a trace replayed as is)."""
     arr = sc.workload.arrival
     if arr.process == "trace" and (arr.trace is None or not arr.trace.rescale_to_rate):
         raise ConfigError(
@@ -73,7 +74,7 @@ def search_rate(
 
     The capacity is NaN when even ``rate_min_per_s`` fails (the summary is then that run's); it equals
     ``rate_max_per_s`` (high end inf) when the bracket's top meets the targets."""
-    _check_rate_matters(sc)
+    check_rate_matters(sc)
     setup, pipe = setup if setup is not None else prepare(sc)
     runs = 0
 

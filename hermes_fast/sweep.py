@@ -33,7 +33,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
-from .capacity import as_capacity, search_rate
+from .capacity import as_capacity, check_rate_matters, search_rate
 from .config.base import ConfigError, _hints, close_match_hint, convert_field, from_mapping, load_yaml, to_mapping
 from .config.scenario import Scenario, load_scenario
 from .config.sweep import CapacitySearch, SweepSpec
@@ -350,6 +350,11 @@ def _layout(plan: _Plan, tick: Callable[[], None]) -> dict:
             setup, pipe = prepare(sc)
         except ConfigError as e:
             raise ConfigError(f"grid point {i} ({plan.coords_of(i)}): {e.path}", e.value, e.expected) from None
+        if plan.capacity is not None:
+            try:
+                check_rate_matters(sc)
+            except ConfigError as e:
+                raise ConfigError(f"grid point {i} ({plan.coords_of(i)}): {e.path}", e.value, e.expected) from None
         names.add(sc.name)
         for p in setup.pools:
             if p.name not in roles:

@@ -142,3 +142,6 @@ def test_rate_axis_and_trace_replay_are_refused(tmp_path):
     with pytest.raises(ConfigError) as e:
         hf.capacity_search(sc, {"ttft": {"max_s": 1}}, n_requests=10)
     assert e.value.path == "workload.arrival.trace.rescale_to_rate"
+    with pytest.raises(ConfigError) as e:  # refused before any point runs
+        hf.sweep(sc, {"serving.slo.ttft_s": [1.0]}, n_requests=10, capacity={"ttft": {"max_s": 1}})
+    assert e.value.path.startswith("grid point 0") and e.value.path.endswith("rescale_to_rate")

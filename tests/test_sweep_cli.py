@@ -105,3 +105,38 @@ def test_sweep_spec_rejects_bad_fields():
     with pytest.raises(ConfigError) as e:
         from_mapping(SweepSpec, {"n_requests": 0})
     assert e.value.path == "n_requests"
+
+
+@pytest.mark.slow
+def test_a_killed_cli_sweep_resumes(tmp_path, monkeypatch):
+    """SIGKILL a `hermes-fast sweep` process part-way; the rerun computes exactly the points not stored and
+    the store then equals an uninterrupted sweep."""
+    import importlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = {**SWEEP, "grid": {"workload.rate_per_s": [float(r) for r in range(4, 28, 2)]}, "n_requests": 3000}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp_path / "r.zarr"
+    cmd = [sys.executable, "-m", "hermes_fast.cli", "sweep", str(path), "--out", str(out), "--chunk-size", "1"]
+    proc = subprocess.Popen([*cmd, "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and hf.open_sweep(out).attrs["points_done"] >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = hf.open_sweep(out).attrs["points_done"]
+    assert 3 <= done < 12, "the sweep was not killed part-way"
+    sw = importlib.import_module("hermes_fast.sweep")
+    real, computed = sw._run_point, []
+    monkeypatch.setattr(sw, "_run_point", lambda plan, i: computed.append(i) or real(plan, i))
+    ds = hf.sweep_file(path, out=out, progress=False)
+    assert len(computed) == 12 - done and len(set(computed)) == len(computed)
+    ref = hf.sweep_file(path, progress=False)
+    xr.testing.assert_identical(ds.drop_attrs(), ref.drop_attrs())
