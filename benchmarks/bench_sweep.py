@@ -79,7 +79,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         cluster = LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
         )
         client = Client(cluster)
         client.run(lambda: hf.sweep(scenario(), {"workload.rate_per_s": [5.0]}, n_requests=200))  # kernels loaded

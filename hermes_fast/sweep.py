@@ -336,38 +336,52 @@ def _fingerprint(identity: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _layout(plan: _Plan, tick: Callable[[], None]) -> dict:
-    """Validate every point's scenario and collect the union of their pools, stages and links."""
-    pools: list[str] = []
-    roles: dict[str, list[str]] = {}
+def _layout_chunk(plan: _Plan, start: int, stop: int) -> dict:
+    """Validate the scenarios of points start..stop-1; their pools, stages and links in first-seen order."""
+    pools: dict[str, list[str]] = {}  # name -> roles
     stages: list[str] = []
     links: list[str] = []
     piped = False
-    names = set()
-    for i in range(plan.n_points):
+    names: set[str] = set()
+    for i in range(start, stop):
         sc = plan.scenario(i)
         try:
             setup, pipe = prepare(sc)
+            if plan.capacity is not None:
+                check_rate_matters(sc)
         except ConfigError as e:
             raise ConfigError(f"grid point {i} ({plan.coords_of(i)}): {e.path}", e.value, e.expected) from None
-        if plan.capacity is not None:
-            try:
-                check_rate_matters(sc)
-            except ConfigError as e:
-                raise ConfigError(f"grid point {i} ({plan.coords_of(i)}): {e.path}", e.value, e.expected) from None
         names.add(sc.name)
         for p in setup.pools:
-            if p.name not in roles:
-                pools.append(p.name)
-                roles[p.name] = []
-            if p.role not in roles[p.name]:
-                roles[p.name].append(p.role)
+            roles = pools.setdefault(p.name, [])
+            if p.role not in roles:
+                roles.append(p.role)
         if pipe is not None:
             piped = True
-            stages.extend(s for s in pipe.rows if s not in stages)
-            links.extend(lk for lk in pipe.resources if lk not in links)
-        tick()
-    return {"pools": pools, "roles": roles, "stages": stages, "links": links, "piped": piped, "names": sorted(names)}
+            stages.extend(x for x in pipe.rows if x not in stages)
+            links.extend(x for x in pipe.resources if x not in links)
+    return {"pools": pools, "stages": stages, "links": links, "piped": piped, "names": sorted(names)}
+
+
+def _merge_layouts(parts: list[dict]) -> dict:
+    """The union over chunks taken in point order: the same whatever the chunking or completion order."""
+    pools: dict[str, list[str]] = {}
+    stages: list[str] = []
+    links: list[str] = []
+    for part in parts:
+        for name, roles in part["pools"].items():
+            have = pools.setdefault(name, [])
+            have.extend(r for r in roles if r not in have)
+        stages.extend(x for x in part["stages"] if x not in stages)
+        links.extend(x for x in part["links"] if x not in links)
+    return {
+        "pools": list(pools),
+        "roles": pools,
+        "stages": stages,
+        "links": links,
+        "piped": any(p["piped"] for p in parts),
+        "names": sorted({n for p in parts for n in p["names"]}),
+    }
 
 
 def _pack(plan: _Plan, summaries: list[dict], setup, pipe, capacity: list[float] | None) -> dict[str, np.ndarray]:
@@ -573,53 +587,70 @@ def _dask_client(workers: int | None, scheduler: Any, processes: bool, timeout_s
                 "scheduler", scheduler, f"a reachable dask scheduler address, e.g. tcp://HOST:8786 ({type(e).__name__})"
             ) from None
     cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None, silence_logs=40
+        n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=":0", silence_logs=40
     )
     return Client(cluster, set_as_default=False), True
 
 
-def _execute(plan, chunks, sink, workers, scheduler, processes, timeout_s, bar) -> None:
-    def take(start: int, stop: int, block: dict) -> None:
-        sink.write(start, stop, block, _block_dims(plan, block))
-        bar.update(stop - start)
+class _Runner:
+    """Runs ``fn(plan, start, stop)`` over chunks: serially, in threads, or on a dask cluster (created once for
+    the validation and the simulation passes); results are handed to ``take`` in the calling thread."""
 
-    if scheduler is None and (workers is None or workers <= 1):
-        for start, stop in chunks:
-            take(start, stop, _run_chunk(plan, start, stop))
-        return
-    if scheduler is None and not processes:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending = {pool.submit(_run_chunk, plan, s, e): (s, e) for s, e in chunks}
-            try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        s, e = pending.pop(fut)
-                        take(s, e, fut.result())
-            finally:
-                for fut in pending:
-                    fut.cancel()
-        return
-    from distributed import as_completed
+    def __init__(self, workers: int | None, scheduler: Any, processes: bool, timeout_s: float):
+        self.workers, self.scheduler, self.processes, self.timeout_s = workers, scheduler, processes, timeout_s
+        self.mode = "dask" if scheduler is not None or (workers and workers > 1 and processes) else "local"
+        self.client = None
+        self.owned = False
 
-    client, owned = _dask_client(workers, scheduler, processes, timeout_s)
-    try:
+    def __enter__(self) -> _Runner:
+        if self.mode == "dask":
+            self.client, self.owned = _dask_client(self.workers, self.scheduler, self.processes, self.timeout_s)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.owned:
+            cluster = self.client.cluster
+            self.client.close()
+            if cluster is not None:
+                cluster.close()
+
+    @property
+    def parallelism(self) -> int:
+        if self.client is not None:
+            return max(1, sum(self.client.nthreads().values()))
+        return self.workers or 1
+
+    def map(self, fn: Callable, plan: _Plan, chunks: list[tuple[int, int]], take: Callable) -> None:
+        if self.client is not None:
+            self._map_dask(fn, plan, chunks, take)
+        elif (self.workers or 1) <= 1:
+            for start, stop in chunks:
+                take(start, stop, fn(plan, start, stop))
+        else:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                pending = {pool.submit(fn, plan, s, e): (s, e) for s, e in chunks}
+                try:
+                    while pending:
+                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            s, e = pending.pop(fut)
+                            take(s, e, fut.result())
+                finally:
+                    for fut in pending:
+                        fut.cancel()
+
+    def _map_dask(self, fn: Callable, plan: _Plan, chunks: list[tuple[int, int]], take: Callable) -> None:
+        from distributed import as_completed
+
+        client = self.client
         shared = client.scatter(plan, broadcast=True, hash=False)
-        futures = {}
-        for s, e in chunks:
-            futures[client.submit(_run_chunk, shared, s, e, pure=False)] = (s, e)
+        futures = {client.submit(fn, shared, s, e, pure=False): (s, e) for s, e in chunks}
         try:
             for fut in as_completed(list(futures), loop=client.loop):
                 s, e = futures[fut]
                 take(s, e, fut.result())
         finally:
             client.cancel(list(futures))
-    finally:
-        if owned:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
 
 
 class _NoBar:
@@ -821,34 +852,39 @@ def sweep(
     meta = json.loads(json.dumps(meta))  # tuples -> lists, as the store gives them back
     sink: _MemorySink | _ZarrSink
     resumed = out is not None and Path(out).exists() and not overwrite
-    if resumed:
-        sink = _ZarrSink(out, meta, overwrite=False)
-        plan.layout = sink.meta["layout"]
-    else:
-        bar = _bar(progress, n, 0, "validating")
+    with _Runner(workers, scheduler, processes, timeout_s) as runner:
+        if resumed:
+            sink = _ZarrSink(out, meta, overwrite=False)
+            plan.layout = sink.meta["layout"]
+        else:
+            meta["chunk_points"] = chunk_size or _default_chunk(n, runner.parallelism)
+            c = meta["chunk_points"]
+            parts: dict[int, dict] = {}
+            bar = _bar(progress, n, 0, "validating")
+
+            def keep(start: int, stop: int, part: dict) -> None:
+                parts[start] = part
+                bar.update(stop - start)
+
+            try:  # every point's scenario, before anything is simulated or written
+                runner.map(_layout_chunk, plan, [(s, min(s + c, n)) for s in range(0, n, c)], keep)
+            finally:
+                bar.close()
+            plan.layout = meta["layout"] = _merge_layouts([parts[s] for s in sorted(parts)])
+            sink = _ZarrSink(out, meta, overwrite) if out is not None else _MemorySink(meta)
+        chunk = sink.meta["chunk_points"]
+        done = sink.done()
+        chunks = [(s, min(s + chunk, n)) for s in range(0, n, chunk) if not done[s : min(s + chunk, n)].all()]
+        bar = _bar(progress, n, n - sum(e - s for s, e in chunks), "sweep")
+
+        def take(start: int, stop: int, block: dict) -> None:
+            sink.write(start, stop, block, _block_dims(plan, block))
+            bar.update(stop - start)
+
         try:
-            plan.layout = _layout(plan, lambda: bar.update(1))
+            runner.map(_run_chunk, plan, chunks, take)
         finally:
             bar.close()
-        if workers is not None:
-            parallel = workers
-        elif scheduler is None:
-            parallel = 1
-        elif isinstance(scheduler, str):
-            parallel = 8  # unknown until connected: a cluster's worth
-        else:
-            parallel = sum(scheduler.nthreads().values())
-        meta["chunk_points"] = chunk_size or _default_chunk(n, parallel)
-        meta["layout"] = plan.layout
-        sink = _ZarrSink(out, meta, overwrite) if out is not None else _MemorySink(meta)
-    chunk = sink.meta["chunk_points"]
-    done = sink.done()
-    chunks = [(s, min(s + chunk, n)) for s in range(0, n, chunk) if not done[s : min(s + chunk, n)].all()]
-    bar = _bar(progress, n, n - sum(e - s for s, e in chunks), "sweep")
-    try:
-        _execute(plan, chunks, sink, workers, scheduler, processes, timeout_s, bar)
-    finally:
-        bar.close()
     arrays, var_dims, done = sink.read()
     order = sink.meta.get("variables") if isinstance(sink, _ZarrSink) else list(arrays)
     return _dataset(dict(sink.meta, order=order), arrays, var_dims, done)

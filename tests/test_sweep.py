@@ -281,7 +281,7 @@ def test_threads_in_process_equal_serial(serial):
 def dask_client():
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=40
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0", silence_logs=40
     )
     client = distributed.Client(cluster, set_as_default=False)
     yield client
