@@ -230,6 +230,17 @@ def _values(spec: Any, where: str) -> list:
     return spec
 
 
+def _labels(vals: list) -> list:
+    """Coordinates of a one-path axis: its values when they are all numbers (ints and floats: floats), all
+    strings or all booleans; else their JSON text."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+    if numbers and all(_scalar(v) for v in vals):
+        return [float(v) for v in vals] if any(isinstance(v, float) for v in vals) else vals
+    if all(isinstance(v, str) for v in vals) or all(isinstance(v, bool) for v in vals):
+        return vals
+    return [v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in vals]
+
+
 def parse_grid(grid: Any, base: dict) -> list[Axis]:
     """The axes of ``grid`` (see :func:`sweep`), each path checked against the schema and the base scenario."""
     if grid is None:
@@ -262,9 +273,7 @@ def parse_grid(grid: Any, base: dict) -> list[Axis]:
         else:
             vals = _values(spec, f"grid.{key}")
             paths, values = (key,), tuple((v,) for v in vals)
-            labels = vals if all(_scalar(v) for v in vals) and len({type(v) for v in vals}) == 1 else None
-            if labels is None:
-                labels = [v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in vals]
+            labels = _labels(vals)
         if len(set(labels)) != len(labels):
             raise ConfigError(
                 f"grid.{key}", labels, "distinct values (each becomes a coordinate; give zipped axes a label)"

@@ -193,6 +193,22 @@ def test_union_of_pools_over_colocated_and_disaggregated_points():
     assert int(ds.completed_requests.sel(mode="1P/2D").sum()) == 200
 
 
+def test_coordinates_of_mixed_numbers_and_of_non_scalar_values():
+    axes = sw.parse_grid(
+        {
+            "workload.rate_per_s": [1, 2.5],
+            "serving.engine": ["main", "other"],
+            "workload.classes[0].output_tokens": [64, {"dist": "uniform", "min": 1, "max": 9}],
+            "serving.horizon_s": [None, 10.0],
+        },
+        base(),
+    )
+    assert axes[0].labels == (1.0, 2.5) and isinstance(axes[0].labels[0], float)
+    assert axes[1].labels == ("main", "other")
+    assert axes[2].labels == ("64", '{"dist": "uniform", "max": 9, "min": 1}')
+    assert axes[3].labels == ("null", "10.0")
+
+
 def test_no_grid_is_one_point_equal_to_simulate():
     ds = hf.sweep(base(), None, n_requests=N, seed=3)
     ref = hf.simulate(base(), n_requests=N, seed=3)
