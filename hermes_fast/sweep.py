@@ -26,15 +26,16 @@ import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from functools import cache
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 import xarray as xr
 
 from . import __version__
 from .capacity import as_capacity, check_rate_matters, search_rate
-from .config.base import ConfigError, _hints, close_match_hint, convert_field, from_mapping, load_yaml, to_mapping
+from .config.base import ConfigError, close_match_hint, convert_field, from_mapping, load_yaml, to_mapping
 from .config.scenario import Scenario, load_scenario
 from .config.sweep import CapacitySearch, SweepSpec
 from .metrics import QUANTILES, REASONS
@@ -83,6 +84,11 @@ def parse_path(path: Any) -> list[str | int]:
             segs.append(int(name) if name.isdigit() else name)
             i, after_name = j, True
     return segs
+
+
+@cache
+def _hints(cls) -> dict:
+    return get_type_hints(cls)
 
 
 def _unwrap(tp, more: bool):
