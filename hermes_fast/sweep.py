@@ -865,13 +865,12 @@ def sweep(
         "capacity": None if cap is None else to_mapping(cap),
     }
     meta = json.loads(json.dumps(meta))  # tuples -> lists, as the store gives them back
-    sink: _MemorySink | _ZarrSink
-    resumed = out is not None and Path(out).exists() and not overwrite
+    sink: _MemorySink | _ZarrSink | None = None
+    if out is not None and Path(out).exists() and not overwrite:  # resume (refused early if another sweep's)
+        sink = _ZarrSink(out, meta, overwrite=False)
+        plan.layout = sink.meta["layout"]
     with _Runner(workers, scheduler, processes, timeout_s) as runner:
-        if resumed:
-            sink = _ZarrSink(out, meta, overwrite=False)
-            plan.layout = sink.meta["layout"]
-        else:
+        if sink is None:
             meta["chunk_points"] = chunk_size or _default_chunk(n, runner.parallelism)
             c = meta["chunk_points"]
             parts: dict[int, dict] = {}
