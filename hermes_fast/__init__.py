@@ -9,11 +9,14 @@ __version__ = "0.1.0"
 
 from .aiconfigurator import import_aiconfigurator  # noqa: E402
 from .calibrate import Calibration, calibrate, load_calibration, read_measurements  # noqa: E402
+from .capacity import capacity_search  # noqa: E402
 from .catalog import Catalog, preset_names  # noqa: E402
 from .config import ConfigError, Scenario, load_scenario  # noqa: E402
 from .estimate import estimate  # noqa: E402
-from .metrics import confidence_interval  # noqa: E402
+from .metrics import add_derived, confidence_interval, slo_goodput  # noqa: E402
+from .pareto import pareto  # noqa: E402
 from .simulate import simulate  # noqa: E402
+from .sweep import open_sweep, sweep, sweep_file  # noqa: E402
 from .variables import VARIABLES  # noqa: E402
 from .workload import draw_workload, length_moments, rng_for  # noqa: E402
 
@@ -24,6 +27,8 @@ __all__ = [
     "Scenario",
     "VARIABLES",
     "calibrate",
+    "add_derived",
+    "capacity_search",
     "confidence_interval",
     "draw_workload",
     "estimate",
@@ -31,8 +36,13 @@ __all__ = [
     "length_moments",
     "load_calibration",
     "load_scenario",
+    "open_sweep",
+    "pareto",
     "preset_names",
     "read_measurements",
     "rng_for",
     "simulate",
+    "slo_goodput",
+    "sweep",
+    "sweep_file",
 ]

@@ -1,5 +1,5 @@
-"""Command line: ``hermes-fast run|estimate|presets|validate|calibrate``. Config errors print one line on stderr
-and exit 2."""
+"""Command line: ``hermes-fast run|estimate|sweep|plot|presets|validate|calibrate``. Config errors print one
+line on stderr and exit 2."""
 
 from __future__ import annotations
 
@@ -166,6 +166,78 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from .sweep import sweep_file
+
+    extra = {"n_requests": args.requests} if args.requests is not None else {}
+    ds = sweep_file(
+        args.sweep,
+        out=args.out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        chunk_size=args.chunk_size,
+        overwrite=args.overwrite,
+        progress=False if args.no_progress else None,
+        timeout_s=args.connect_timeout,
+        **extra,
+    )
+    dims = ", ".join(f"{d}={ds.sizes[d]}" for d in ds.ttft_s.dims if d not in ("replicate", "quantile"))
+    print(f"# {ds.attrs['title']}: {ds.attrs['points']} points ({dims or 'one point'}) x {ds.sizes['replicate']} "
+          f"replicate(s) of {ds.attrs['n_requests']} requests, seed {ds.attrs['seed']}")  # fmt: skip
+    if "capacity_request_per_s" in ds:
+        cap = ds.capacity_request_per_s.mean("replicate")
+        print(f"capacity under the targets: {float(cap.min()):.3f} to {float(cap.max()):.3f} request/s")
+    p99 = ds.ttft_s.sel(quantile=0.99).mean("replicate")
+    print(f"p99 TTFT: {float(p99.min()) * 1e3:.2f} to {float(p99.max()) * 1e3:.2f} ms over the points")
+    print(f"wrote {args.out}" if args.out else "(no --out: results not saved)")
+    return 0
+
+
+_PLOTS = ("pareto", "latency", "goodput", "breakdown", "cdf", "heatmap")
+
+
+def _cmd_plot(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import plot
+    from .pareto import _coord_value
+    from .sweep import open_sweep
+
+    ds = open_sweep(args.results)
+    for item in args.sel or []:
+        dim, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--sel {item}", item, "DIM=VALUE")
+        ds = ds.sel({dim: _coord_value(ds, dim, value)})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    kind = args.kind
+    if kind == "pareto":
+        plot.pareto_front(ds, args.x or "ttft_s[quantile=0.99]", args.y or "output_token_per_usd", ax=ax)
+    elif kind == "latency":
+        plot.latency_throughput(
+            ds, args.y or "ttft_s[quantile=0.99]", args.x or "throughput_output_token_per_s", hue=args.hue, ax=ax
+        )
+    elif kind == "goodput":
+        if not args.x:
+            raise ConfigError("--x", None, "the swept SLO dim for --kind goodput (e.g. serving.slo.ttft_s)")
+        plot.goodput_vs_slo(ds, args.x, args.y or "goodput_request_per_s", hue=args.hue, ax=ax)
+    elif kind == "breakdown":
+        plot.stage_breakdown(ds, args.x, ax=ax)
+    elif kind == "cdf":
+        plot.latency_cdf(ds, args.y or "ttft", hue=args.hue, ax=ax)
+    else:
+        if not (args.var and args.x and args.y):
+            raise ConfigError("--var", args.var, "--var, --x and --y (two swept dims) for --kind heatmap")
+        plot.heatmap(ds, args.var, args.x, args.y, ax=ax)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=args.dpi)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from .catalog import Catalog, preset_names
     from .config.hardware import Device, MemoryTier
@@ -295,6 +367,29 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--source", default="", help="where the measurements come from")
     cal.add_argument("--holdout", type=float, default=0.25, help="share of rows held back (0.25)")
     cal.set_defaults(func=_cmd_calibrate)
+    swp = sub.add_parser("sweep", help="simulate a scenario over a grid (a sweep YAML), resumable zarr output")
+    swp.add_argument("sweep", help="sweep YAML: scenario, grid, n_requests, replicates, seed, capacity")
+    swp.add_argument("--out", metavar="DIR.zarr", help="zarr store, written as chunks finish; rerun to resume")
+    where = swp.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N", help="N local dask worker processes (default: serial)")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler, e.g. tcp://HOST:8786")
+    swp.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help="scheduler connection (10 s)")
+    swp.add_argument("--chunk-size", type=int, metavar="N", help="points per task and zarr chunk (default: auto)")
+    swp.add_argument("--requests", type=int, metavar="N", help="override the file's n_requests")
+    swp.add_argument("--overwrite", action="store_true", help="replace a store written by a different sweep")
+    swp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    swp.set_defaults(func=_cmd_sweep)
+    plt_ = sub.add_parser("plot", help="a figure from a sweep's zarr store")
+    plt_.add_argument("results", help="zarr store written by `hermes-fast sweep`")
+    plt_.add_argument("--kind", choices=_PLOTS, required=True)
+    plt_.add_argument("--x", help="pareto/latency: objective; goodput: SLO dim; breakdown: bar dim; heatmap: dim")
+    plt_.add_argument("--y", help="pareto/latency/goodput: objective; cdf: ttft|e2e|queue|tpot; heatmap: dim")
+    plt_.add_argument("--var", help="heatmap: the variable (e.g. 'utilization[pool=main]')")
+    plt_.add_argument("--hue", help="dim drawn as separate lines")
+    plt_.add_argument("--sel", action="append", metavar="DIM=VALUE", help="select a coordinate first (repeatable)")
+    plt_.add_argument("--out", required=True, metavar="FIG.png", help="image file (png, svg, pdf)")
+    plt_.add_argument("--dpi", type=int, default=150)
+    plt_.set_defaults(func=_cmd_plot)
     pre = sub.add_parser("presets", help="list catalog presets or output variables")
     pre.add_argument("kind", nargs="?", choices=_PRESET_KINDS)
     pre.add_argument("--fields", action="store_true", help="also list the schema's fields with units")

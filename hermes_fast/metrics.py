@@ -14,7 +14,16 @@ from scipy import stats
 
 from .kernels import serving as K
 
-__all__ = ["QUANTILES", "REASONS", "summarize", "summarize_stages", "confidence_interval", "itl_quantiles"]
+__all__ = [
+    "QUANTILES",
+    "REASONS",
+    "summarize",
+    "summarize_stages",
+    "confidence_interval",
+    "itl_quantiles",
+    "add_derived",
+    "slo_goodput",
+]
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 REASONS = ("context_limit", "kv_capacity", "token_budget", "queue_full")
@@ -203,3 +212,67 @@ def confidence_interval(ds: xr.Dataset, level: float = 0.95) -> xr.Dataset:
     res = xr.Dataset(out).assign_coords(bound=["low", "mean", "high"])
     res.attrs.update(ds.attrs, confidence_level=level)
     return res
+
+
+_DERIVED = {  # name -> (source variable, numerator): name = numerator / source
+    "output_token_per_usd": ("cost_usd_per_mtoken", 1e6),
+    "output_token_per_j": ("energy_j_per_token", 1.0),
+}
+
+
+def add_derived(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the derived objectives whose sources it has: ``output_token_per_usd`` (1e6 /
+    cost_usd_per_mtoken) and ``output_token_per_j`` (1 / energy_j_per_token); attrs from the registry."""
+    from .variables import VARIABLES
+
+    out = ds.copy()
+    for name, (source, numerator) in _DERIVED.items():
+        if source in ds and name not in ds:
+            out[name] = (numerator / ds[source]).assign_attrs(VARIABLES[name].attrs())
+    return out
+
+
+def slo_goodput(ds: xr.Dataset, ttft_s=None, tpot_s=None, warmup_requests: int = 0) -> xr.Dataset:
+    """Goodput and SLO attainment of simulated runs under other TTFT and TPOT targets, from the per-request
+    times of :func:`hermes_fast.simulate` with ``keep_requests=True`` (the same runs, every target).
+
+    ``ttft_s``, ``tpot_s``: targets (s), each becoming a dim (``ttft_slo_s``, ``tpot_slo_s``); None leaves that
+    latency unconstrained. As in the summary: requests after ``warmup_requests``, goodput over the first
+    measured arrival to the last completion, TPOT over the answer's tokens after the first.
+    """
+    from .variables import VARIABLES
+
+    if "request_arrival_s" not in ds:
+        raise ValueError("slo_goodput: needs per-request variables (simulate(..., keep_requests=True))")
+    w = min(warmup_requests, max(ds.sizes["request"] - 1, 0))  # as the summary: at least one request measured
+    d = ds.isel(request=slice(w, None))
+    arrival, first, done_t = d.request_arrival_s, d.request_first_token_s, d.request_completion_s
+    out_tok = d.request_output_tokens
+    done = d.request_status == K.ST_DONE
+    ttft = (first - arrival).where(done)
+    tpot = ((done_t - first) / (out_tok - 1)).where(done & (out_tok > 1))
+    window = done_t.where(done).max("request") - arrival.isel(request=0)
+    ok = done
+    dims = []
+    for name, values, lat in (("ttft_slo_s", ttft_s, ttft), ("tpot_slo_s", tpot_s, tpot)):
+        if values is None:
+            continue
+        target = xr.DataArray(np.atleast_1d(np.asarray(values, dtype=np.float64)), dims=(name,))
+        target = target.assign_coords({name: target.values})
+        long = "TTFT target" if name.startswith("ttft") else "TPOT target"
+        target[name].attrs.update(units="s", long_name=long)
+        meets = lat <= target
+        if name == "tpot_slo_s":
+            meets = meets | (out_tok <= 1)
+        ok = ok & meets
+        dims.append(name)
+    good = ok.sum("request")
+    res = xr.Dataset(
+        {
+            "goodput_request_per_s": (good / window).where(window > 0),
+            "slo_attainment": good / d.sizes["request"],
+        }
+    )
+    for name in res.data_vars:
+        res[name].attrs.update(VARIABLES[name].attrs())
+    return res.transpose(*dims, ...)

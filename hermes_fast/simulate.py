@@ -25,7 +25,16 @@ from .pools import ServingSetup, build_serving
 from .variables import data_array
 from .workload import Draws, draw_workload, rng_for
 
-__all__ = ["simulate", "build_serving", "run_serving", "ServingSetup", "RunState"]
+__all__ = [
+    "simulate",
+    "build_serving",
+    "run_serving",
+    "prepare",
+    "simulate_replicate",
+    "summary_dims",
+    "ServingSetup",
+    "RunState",
+]
 
 _MAX_REQUESTS = 100_000_000  # ~370 B of state per request: 37 GB
 
@@ -134,22 +143,11 @@ def simulate(
     if n_requests > _MAX_REQUESTS:
         raise ConfigError("n_requests", n_requests, f"at most {_MAX_REQUESTS:g} requests per replicate")
     catalog = Catalog.for_scenario(sc, "default" if calibration is None else calibration)
-    piped = any(c.pipeline for c in sc.workload.classes)
-    pipe = build_pipeline(sc, catalog) if piped else None
-    setup = pipe.serving if pipe is not None else build_serving(sc, catalog)
+    setup, pipe = prepare(sc, catalog)
     per_rep = []
     requests = []
     for rep in range(replicates):
-        rng = rng_for(seed, point, rep)
-        draws = draw_workload(sc.workload, n_requests, rng)
-        if pipe is not None:
-            warm = min(sc.serving.warmup_requests, max(n_requests - 1, 0))
-            run = run_pipeline(pipe, draws, rng, sc.serving.horizon_s, fast_forward, warm)
-        else:
-            run = run_serving(setup, draws, sc.serving.horizon_s, fast_forward)
-        summary = summarize(setup, draws, run, sc.serving)
-        if pipe is not None:
-            summary.update(summarize_stages(pipe, run, summary))
+        summary, draws, run = simulate_replicate(sc, setup, pipe, n_requests, rng_for(seed, point, rep), fast_forward)
         per_rep.append(summary)
         if keep_requests:
             requests.append(_request_vars(draws, run))
@@ -179,6 +177,37 @@ def _devices(sc: Scenario) -> list[str]:
     return names
 
 
+def prepare(sc: Scenario, catalog: Catalog | None = None) -> tuple[ServingSetup, PipelineSetup | None]:
+    """The pools (and, for pipeline scenarios, the stage tables) of a validated scenario; ``catalog``
+    defaults to the scenario's with the shipped calibrations."""
+    catalog = catalog if catalog is not None else Catalog.for_scenario(sc)
+    if any(c.pipeline for c in sc.workload.classes):
+        pipe = build_pipeline(sc, catalog)
+        return pipe.serving, pipe
+    return build_serving(sc, catalog), None
+
+
+def simulate_replicate(
+    sc: Scenario,
+    setup: ServingSetup,
+    pipe: PipelineSetup | None,
+    n_requests: int,
+    rng: np.random.Generator,
+    fast_forward: bool = True,
+) -> tuple[dict, Draws, RunState]:
+    """Draw, run and summarise one replicate: (summary variables, draws, final loop state)."""
+    draws = draw_workload(sc.workload, n_requests, rng)
+    if pipe is not None:
+        warm = min(sc.serving.warmup_requests, max(n_requests - 1, 0))
+        run = run_pipeline(pipe, draws, rng, sc.serving.horizon_s, fast_forward, warm)
+    else:
+        run = run_serving(setup, draws, sc.serving.horizon_s, fast_forward)
+    summary = summarize(setup, draws, run, sc.serving)
+    if pipe is not None:
+        summary.update(summarize_stages(pipe, run, summary))
+    return summary, draws, run
+
+
 def _request_vars(draws: Draws, run: RunState) -> dict[str, np.ndarray]:
     ri, rf = run[K.K_RI], run[K.K_RF]
     return {
@@ -204,6 +233,21 @@ _STAGE_VARS = ("stage_time_s", "stage_queue_s", "stage_transfer_s", "stage_visit
 _LINK_VARS = ("link_utilization", "link_bytes", "link_transfers", "link_transfer_mean_s")
 
 
+def summary_dims(name: str, value) -> tuple[str, ...]:
+    """The dims of summary variable ``name`` of one replicate (``value``: its value there)."""
+    if np.ndim(value) == 0:
+        return ()
+    if name in ("ttft_s", "tpot_s", "itl_s", "e2e_s", "queue_s"):
+        return ("quantile",)
+    if name == "rejected_by_reason":
+        return ("reason",)
+    if name in _STAGE_VARS:
+        return ("stage",)
+    if name in _LINK_VARS:
+        return ("link",)
+    return ("pool",)
+
+
 def _assemble(per_rep: list[dict], setup: ServingSetup, pipe: PipelineSetup | None = None) -> xr.Dataset:
     coords = {
         "replicate": np.arange(len(per_rep)),
@@ -217,18 +261,6 @@ def _assemble(per_rep: list[dict], setup: ServingSetup, pipe: PipelineSetup | No
     ds = xr.Dataset(coords=coords)
     for name, first in per_rep[0].items():
         values = np.stack([r[name] for r in per_rep])
-        if np.ndim(first) == 0:
-            dims = ("replicate",)
-        elif name in ("ttft_s", "tpot_s", "itl_s", "e2e_s", "queue_s"):
-            dims = ("replicate", "quantile")
-        elif name == "rejected_by_reason":
-            dims = ("replicate", "reason")
-        elif name in _STAGE_VARS:
-            dims = ("replicate", "stage")
-        elif name in _LINK_VARS:
-            dims = ("replicate", "link")
-        else:
-            dims = ("replicate", "pool")
-        ds[name] = data_array(name, values, dims)
+        ds[name] = data_array(name, values, ("replicate", *summary_dims(name, first)))
     ds["pool_role"] = xr.DataArray([p.role for p in setup.pools], dims=("pool",), attrs={"long_name": "pool role"})
     return ds

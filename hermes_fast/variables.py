@@ -202,6 +202,19 @@ _SIM: list[Variable] = [
 ]
 VARIABLES.update({v.name: v for v in _SIM})
 
+_SWEEP: list[Variable] = [
+    Variable(
+        "capacity_request_per_s",
+        "request/s",
+        "capacity under SLO",
+        "largest arrival rate whose run meets the capacity search's targets (bisection, within rel_tol; NaN: even "
+        "the bracket's low end fails; equal to the bracket's high end when that meets them)",
+    ),
+    Variable("output_token_per_usd", "token/USD", "output tokens per dollar", "1e6 / cost_usd_per_mtoken"),
+    Variable("output_token_per_j", "token/J", "output tokens per joule", "1 / energy_j_per_token"),
+]
+VARIABLES.update({v.name: v for v in _SWEEP})
+
 
 def data_array(name: str, data, dims: tuple[str, ...], coords: dict | None = None) -> xr.DataArray:
     """A DataArray named ``name`` with its registered attrs (KeyError for an unregistered name)."""

@@ -6,6 +6,7 @@ from .model import MLA, Model, MoE
 from .pipeline import KvTier, Stage, VectorIndex
 from .scenario import Dtypes, Engine, Parallel, Scenario, Workload, load_scenario
 from .serving import Batching, Serving, Slo
+from .sweep import CapacitySearch, LatencyTarget, SweepSpec
 from .workload import Arrival, Length, RequestClass, Trace
 
 __all__ = [
@@ -40,4 +41,7 @@ __all__ = [
     "Length",
     "RequestClass",
     "Trace",
+    "CapacitySearch",
+    "LatencyTarget",
+    "SweepSpec",
 ]
