@@ -20,7 +20,7 @@ from .config.base import ConfigError, from_mapping
 from .config.scenario import Scenario, load_scenario
 from .config.sweep import CapacitySearch
 from .metrics import QUANTILES
-from .simulate import _assemble, prepare, simulate_replicate
+from .simulate import assemble, prepare, simulate_replicate
 from .variables import data_array
 from .workload import rng_for
 
@@ -139,7 +139,7 @@ def capacity_search(
         rate, _, summary, _ = search_rate(sc, cap, n_requests, seed, point, rep, fast_forward, setup)
         found.append(rate)
         summaries.append(summary)
-    ds = _assemble(summaries, *setup)
+    ds = assemble(summaries, *setup)
     ds["capacity_request_per_s"] = data_array("capacity_request_per_s", np.array(found), ("replicate",))
     ds.attrs.update(
         {

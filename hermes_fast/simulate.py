@@ -32,6 +32,9 @@ __all__ = [
     "prepare",
     "simulate_replicate",
     "summary_dims",
+    "assemble",
+    "STAGE_VARS",
+    "LINK_VARS",
     "ServingSetup",
     "RunState",
 ]
@@ -151,7 +154,7 @@ def simulate(
         per_rep.append(summary)
         if keep_requests:
             requests.append(_request_vars(draws, run))
-    ds = _assemble(per_rep, setup, pipe)
+    ds = assemble(per_rep, setup, pipe)
     if keep_requests:
         for name in requests[0]:
             ds[name] = data_array(name, np.stack([r[name] for r in requests]), ("replicate", "request"))
@@ -229,8 +232,8 @@ def _request_vars(draws: Draws, run: RunState) -> dict[str, np.ndarray]:
     }
 
 
-_STAGE_VARS = ("stage_time_s", "stage_queue_s", "stage_transfer_s", "stage_visits")
-_LINK_VARS = ("link_utilization", "link_bytes", "link_transfers", "link_transfer_mean_s")
+STAGE_VARS = ("stage_time_s", "stage_queue_s", "stage_transfer_s", "stage_visits")
+LINK_VARS = ("link_utilization", "link_bytes", "link_transfers", "link_transfer_mean_s")
 
 
 def summary_dims(name: str, value) -> tuple[str, ...]:
@@ -241,14 +244,15 @@ def summary_dims(name: str, value) -> tuple[str, ...]:
         return ("quantile",)
     if name == "rejected_by_reason":
         return ("reason",)
-    if name in _STAGE_VARS:
+    if name in STAGE_VARS:
         return ("stage",)
-    if name in _LINK_VARS:
+    if name in LINK_VARS:
         return ("link",)
     return ("pool",)
 
 
-def _assemble(per_rep: list[dict], setup: ServingSetup, pipe: PipelineSetup | None = None) -> xr.Dataset:
+def assemble(per_rep: list[dict], setup: ServingSetup, pipe: PipelineSetup | None = None) -> xr.Dataset:
+    """One Dataset from per-replicate summaries (a ``replicate`` dim; pools, stages and links as coordinates)."""
     coords = {
         "replicate": np.arange(len(per_rep)),
         "quantile": np.array(QUANTILES),

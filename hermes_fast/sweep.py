@@ -39,7 +39,7 @@ from .config.base import ConfigError, close_match_hint, convert_field, from_mapp
 from .config.scenario import Scenario, load_scenario
 from .config.sweep import CapacitySearch, SweepSpec
 from .metrics import QUANTILES, REASONS
-from .simulate import _LINK_VARS, _STAGE_VARS, prepare, simulate_replicate, summary_dims
+from .simulate import LINK_VARS, STAGE_VARS, prepare, simulate_replicate, summary_dims
 from .variables import data_array
 from .workload import rng_for
 
@@ -418,9 +418,9 @@ def _pack(plan: _Plan, summaries: list[dict], setup, pipe, capacity: list[float]
             values = full
         out[name] = values
     if lay["piped"] and pipe is None:
-        for name in _STAGE_VARS:
+        for name in STAGE_VARS:
             out[name] = np.full((len(summaries), size["stage"]), np.nan)
-        for name in _LINK_VARS:
+        for name in LINK_VARS:
             out[name] = np.full((len(summaries), size["link"]), np.nan)
     if capacity is not None:
         out["capacity_request_per_s"] = np.array(capacity, dtype=np.float64)
