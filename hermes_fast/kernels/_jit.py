@@ -13,6 +13,11 @@ Options come from environment variables read once at import:
 - ``HERMES_FASTMATH`` (default 0): allow reassociation; off by default because results must be
   bit-identical across runs and chunkings.
 - ``HERMES_PARALLEL`` (default 0): compile grid loops with ``parallel=True`` (prange over points).
+
+Kernels are compiled without numba's runtime reference counting (``_nrt=False``): they only index
+arrays their caller owns, and every kernel call that takes the serving loop's state tuple would otherwise
+pay an atomic increment and decrement per array it touches (over a third of the loop's time). The
+price: a kernel may not allocate an array (``np.empty`` and friends fail to compile); allocate in Python.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ def _flag(name: str, default: str) -> bool:
 CACHE = _flag("HERMES_CACHE", "1")
 FASTMATH = _flag("HERMES_FASTMATH", "0")
 PARALLEL = _flag("HERMES_PARALLEL", "0")
-OPTIONS = {"cache": CACHE, "fastmath": FASTMATH, "nogil": True, "error_model": "numpy"}
+OPTIONS = {"cache": CACHE, "fastmath": FASTMATH, "nogil": True, "error_model": "numpy", "_nrt": False}
 
 _twins: dict[str, object] = {}
 _namespaces: list[dict] = []
