@@ -13,7 +13,8 @@ is re-implemented here from the specification:
 - at each iteration boundary a replica retires what finished, then forms its next batch by its policy
   (static, continuous, chunked, mixed); decodes that cannot get a new KV block preempt the newest
   running request (recompute, or swap to host), which goes back to the front of its replica's queue;
-- events at one time run in the order: iteration ends, KV hand-offs, arrivals (ties: first scheduled).
+- events at one time run in the order: iteration ends (ties: by replica index), KV hand-offs, arrivals
+  (ties: first scheduled).
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ class Loop:
     # ------------------------------------------------------------------ events
 
     def push(self, t: float, kind: int, payload) -> None:
-        heapq.heappush(self.events, (t, kind, next(self.seq), payload))
+        order = payload.index if kind == END else next(self.seq)  # (a replica has one iteration end pending)
+        heapq.heappush(self.events, (t, kind, order, payload))
 
     def run(self) -> Reference:
         for i, t in enumerate(self.arrival_s):

@@ -7,15 +7,20 @@ a replica scheduler, limits, and the link to the next pool. The simulator's Pyth
 (``hermes_fast.simulate``) fills these arrays; ``serve`` runs the loop and leaves results in them.
 
 Events: one pending iteration end per busy replica (a min-heap), KV hand-offs in flight (a second
-heap) and the pre-drawn, sorted arrivals. At equal times iteration ends come first, then hand-offs,
-then arrivals; within a heap, the earlier-pushed event. Each replica runs iterations back to back:
-at an iteration boundary it retires finished requests, then forms the next batch by its policy.
+heap) and the pre-drawn, sorted arrivals. At equal times iteration ends come first (by replica index),
+then hand-offs, then arrivals; within the other heaps, the earlier-pushed event. Each replica runs
+iterations back to back: at an iteration boundary it retires finished requests, then forms the next
+batch by its policy.
 
-Decode fast-forward: when a replica's next batch is decode-only and nothing can be admitted, it
-commits further identical-shape iterations (each step cost computed in a tight scalar loop, KV grown
-by one token per request) as long as each starts no later than the next arrival or hand-off and no
-request finishes or runs out of KV blocks. The state at every outside event is what one-iteration-
-per-event stepping would give, so both modes produce identical per-request times.
+Decode fast-forward: when a replica's next batch is decode-only and nothing can be admitted, it plans
+a span of identical-shape iterations up to the first request's last token (or its KV running out,
+or SPAN_CAP), each step cost computed in a tight scalar loop with KV grown by one token per request,
+and pushes one event at the span's end. Nothing outside the replica can change its batch except work
+joining its queue or KV it gets back: those events *truncate* the span to the iteration in flight
+(``_truncate``), so the replica forms its next batch at the same boundary as one-iteration-per-event
+stepping would. Iterations are accounted when they are applied, thinking milestones inside a span
+take their iteration's end time, and a run stopped by the horizon settles spans in flight, so both
+modes produce identical per-request times.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ K_PT = 14  # int64[PT_ROWS, m]: stage table (ST_* rows), KV tier levels (TI_*), 
 K_PTF = 15  # float64[PTF_ROWS + 1, m]: stage table (STF_*), tier levels (TF_*), resources (XF_*), stage rows
 # (SA_*), and row RTF: route tables (cumulative weights, length bounds, target pools, class maps), then each
 # class's first stage (from G_CL)
+K_SPAN = 16  # float64[2, R, SPAN_CAP]: each replica's planned span: step costs (row 0), iteration ends (row 1)
+SPAN_CAP = 128  # most iterations one fast-forwarded span plans
 
 # --- per-request integer fields
 R_PROMPT = 0
@@ -83,7 +90,7 @@ R_RES = 25  # resource of the transfer in flight
 R_RES_NEXT = 26  # next request transferring on the same resource
 R_XKIND = 27  # what the transfer is for (XK_*)
 R_STOP = 28  # tokens emitted at which something must be recorded: the job's output, or first the last thinking
-# token and then the first answer token (a fast-forwarded span never steps over one)
+# token and then the first answer token (a span crossing one records it at the iteration's end)
 R_BRANCHES_LEFT = 29  # parallel reasoning: branches of the request's job still generating (itself included)
 R_SHARED_BLOCKS = 30  # KV blocks of its job's prompt it shares with sibling branches (counted in R_BLOCKS)
 R_BRANCHED = 31  # 1 once its job's branches have started
@@ -129,7 +136,8 @@ S_NRUN = 2
 S_FREE_BLOCKS = 3
 S_SPAN = 4  # iterations in the pending span (> 1 when fast-forwarded)
 S_KV_TOKENS = 5  # KV tokens of resident requests (occupancy)
-NRS = 6
+S_HEAP_POS = 6  # position of its pending iteration end in heap 0
+NRS = 7
 
 # --- per-replica float accumulators
 A_BUSY_S = 0
@@ -149,10 +157,11 @@ T_NDEC = 12
 T_DEC_KV = 13
 T_LOGITS = 14
 T_NSEQ = 15
-T_MIN_LEFT = 16  # fewest tokens any marked decode still has to emit
+T_MIN_LEFT = 16  # fewest tokens any marked decode still has to emit before its job ends
 A_PENDING_END = 17  # end time of the pending iteration (while busy)
 A_WAKE_DUE = 18  # time of the batch-wait wake-up last set
-NRSF = 19
+A_SPAN_KV = 19  # resident KV tokens when the pending span was launched (its prefill chunks included)
+NRSF = 20
 
 # --- queues
 Q_HEAD = 0
@@ -309,7 +318,7 @@ G_FAST_FORWARD = 5
 G_EVENTS = 6
 G_SPANS = 7  # iterations committed beyond the first by fast-forward
 G_PIPELINE = 8  # 1: requests follow stage tables
-G_OWN_END = 9  # 1 while a replica forms the iteration after its own (only then may it fast-forward)
+G_CUR = 9  # replica whose iteration end is being processed (the replica count for any other event)
 G_WARMUP = 10  # requests below this index are left out of the stage accumulators
 G_BUF = 11  # requests whose job ended in the iteration being applied, listed after the NG globals
 G_NRES = 12  # shared resources
@@ -338,13 +347,24 @@ INF = math.inf
 
 @kernel
 def _heap_push(S, h, t, value):
-    ht = S[K_HT]
-    hi = S[K_HI]
+    """Push an event; heap 0 (iteration ends, value = replica) orders equal times by replica index and
+    keeps each replica's position (for :func:`_heap0_earlier`), the others by push order."""
     g = S[K_G]
-    seq = g[G_SEQ]
-    g[G_SEQ] = seq + 1
     k = g[G_HEAP0 + h]
     g[G_HEAP0 + h] = k + 1
+    if h == 0:
+        seq = value
+    else:
+        seq = g[G_SEQ]
+        g[G_SEQ] = seq + 1
+    _sift_up(S, h, k, t, seq, value)
+
+
+@kernel
+def _sift_up(S, h, k, t, seq, value):
+    ht = S[K_HT]
+    hi = S[K_HI]
+    pos = S[K_RS][S_HEAP_POS]
     while k > 0:
         parent = (k - 1) // 2
         pt = ht[h, parent]
@@ -353,10 +373,20 @@ def _heap_push(S, h, t, value):
         ht[h, k] = pt
         hi[h, 0, k] = hi[h, 0, parent]
         hi[h, 1, k] = hi[h, 1, parent]
+        if h == 0:
+            pos[hi[h, 1, k]] = k
         k = parent
     ht[h, k] = t
     hi[h, 0, k] = seq
     hi[h, 1, k] = value
+    if h == 0:
+        pos[value] = k
+
+
+@kernel
+def _heap0_earlier(S, r, t):
+    """Move replica r's pending iteration end earlier, to t."""
+    _sift_up(S, 0, S[K_RS][S_HEAP_POS, r], t, r, r)
 
 
 @kernel
@@ -385,10 +415,14 @@ def _heap_pop(S, h):
         ht[h, k] = ht[h, c]
         hi[h, 0, k] = hi[h, 0, c]
         hi[h, 1, k] = hi[h, 1, c]
+        if h == 0:
+            S[K_RS][S_HEAP_POS, hi[h, 1, k]] = k
         k = c
     ht[h, k] = t
     hi[h, 0, k] = seq
     hi[h, 1, k] = val
+    if h == 0:
+        S[K_RS][S_HEAP_POS, val] = k
     return top
 
 
@@ -490,8 +524,8 @@ def _replica_load(S, r, sched):
 
 
 @kernel
-def _choose_queue(S, pool, i, u_row):
-    """The queue request i joins in ``pool``: the pool's shared queue, or a replica's own."""
+def _choose_queue(S, pool, i, u_row, t):
+    """The queue request i joins in ``pool`` at time t: the pool's shared queue, or a replica's own."""
     pi = S[K_PI]
     sched = pi[P_SCHED, pool]
     first = pi[P_FIRST, pool]
@@ -505,6 +539,9 @@ def _choose_queue(S, pool, i, u_row):
         return first + k
     if sched == SCHED_RANDOM:
         return first + min(int(S[K_U][u_row, i] * count), count - 1)
+    if sched == SCHED_LEAST_KV:  # the KV a replica holds now: only what its iteration in flight took
+        for r in range(first, first + count):
+            _truncate(S, r, t)
     best = first
     best_load = _replica_load(S, first, sched)
     for r in range(first + 1, first + count):
@@ -517,19 +554,26 @@ def _choose_queue(S, pool, i, u_row):
 
 @kernel
 def _wake(S, q, t):
-    """Give idle replicas that serve queue q a chance to start an iteration."""
+    """Work joined queue q: idle replicas serving it may start an iteration, busy ones see it at the end
+    of their iteration in flight (a fast-forwarded span is cut there)."""
     n_rep = S[K_RS].shape[1]
     if q < n_rep:
-        if S[K_RS][S_BUSY, q] == 0:
-            _boundary(S, q, t)
+        _wake_replica(S, q, t)
         return
     pool = q - n_rep
     pi = S[K_PI]
     for r in range(pi[P_FIRST, pool], pi[P_FIRST, pool] + pi[P_COUNT, pool]):
         if S[K_Q][Q_COUNT, q] == 0:
             break
-        if S[K_RS][S_BUSY, r] == 0:
-            _boundary(S, r, t)
+        _wake_replica(S, r, t)
+
+
+@kernel
+def _wake_replica(S, r, t):
+    if S[K_RS][S_BUSY, r] == 0:
+        _boundary(S, r, t)
+    else:
+        _truncate(S, r, t)
 
 
 @kernel
@@ -563,7 +607,7 @@ def _queue_job(S, i, pool, t):
         ri[R_STATUS, i] = ST_REJECTED
         ri[R_REASON, i] = reason
         return
-    q = _choose_queue(S, pool, i, 0)
+    q = _choose_queue(S, pool, i, 0, t)
     limit = pi[P_MAX_QUEUE, pool]
     if limit >= 0 and S[K_Q][Q_COUNT, q] >= limit:
         ri[R_STATUS, i] = ST_DROPPED
@@ -593,7 +637,7 @@ def _mark(S, r, i, chunk):
         rsf[T_NDEC, r] += 1.0
         rsf[T_DEC_KV, r] += ri[R_KV, i] + 1.0
         rsf[T_LOGITS, r] += 1.0
-        rsf[T_MIN_LEFT, r] = min(rsf[T_MIN_LEFT, r], float(ri[R_STOP, i] - ri[R_GEN, i]))
+        rsf[T_MIN_LEFT, r] = min(rsf[T_MIN_LEFT, r], float(ri[R_OUTPUT, i] - ri[R_GEN, i]))
     else:
         past = float(ri[R_PREFILLED, i])
         rsf[T_PRE_TOK, r] += chunk
@@ -772,7 +816,7 @@ def _schedule_decodes(S, r):
             ri[R_CHUNK, i] = 1
             n += 1
             kv += ri[R_KV, i] + 1.0
-            min_left = min(min_left, float(ri[R_STOP, i] - ri[R_GEN, i]))
+            min_left = min(min_left, float(ri[R_OUTPUT, i] - ri[R_GEN, i]))
             b = blocks_for(ri[R_KV, i] + 1, block)
             if b > ri[R_BLOCKS, i]:  # (static batches reserved theirs at admission)
                 free -= b - ri[R_BLOCKS, i]
@@ -903,11 +947,9 @@ def _boundary(S, r, t):
 @kernel
 def _launch(S, r, t, swap_s, nothing_admitted):
     """Cost the marked iteration and push its end; fast-forward a decode-only batch."""
-    ri = S[K_RI]
     rs = S[K_RS]
     rsf = S[K_RSF]
     pi = S[K_PI]
-    run = S[K_RUN]
     pool = rs[S_POOL, r]
     p = S[K_PAR][pool]
     pre_tok = rsf[T_PRE_TOK, r]
@@ -943,61 +985,104 @@ def _launch(S, r, t, swap_s, nothing_admitted):
         cost = iteration_time(p, pre_tok, pairs, pre_kv, float(n_dec), dec_kv, logits, n_seq)
     cost += swap_s
     rsf[A_SWAP_S, r] += swap_s
-    span = 1
-    g = S[K_G]
-    decode_only = pre_tok == 0.0 and swap_s == 0.0 and nothing_admitted
-    # (in a pipeline a replica woken mid-event may be launched before another whose work feeds it:
-    # only the iteration a replica forms after its own may fast-forward)
-    may_skip = g[G_FAST_FORWARD] != 0 and (g[G_PIPELINE] == 0 or g[G_OWN_END] != 0)
-    if decode_only and may_skip and min_left > 1:
-        span = _span_limit(S, r, min_left)
-    t_next = _heap_top(S[K_HT], g, 1)  # the next hand-off or arrival bounds the span
-    if g[G_NEXT_ARRIVAL] < S[K_RF].shape[1]:
-        t_next = min(t_next, S[K_RF][F_ARRIVAL, g[G_NEXT_ARRIVAL]])
-    if g[G_PIPELINE] != 0:  # any event may feed any pool: timers, transfers, other replicas' ends
-        t_next = min(
-            t_next, _heap_top(S[K_HT], g, 0), _heap_top(S[K_HT], g, 2), _next_transfer_end(S[K_PTF], g[G_NRES])
-        )
-    elif pi[P_ROLE, pool] == ROLE_DECODE:  # so does a hand-off not yet sent: it starts at a prefill iteration's end
-        for src in range(pi.shape[1]):
-            if pi[P_NEXT, src] == pool:
-                for q in range(pi[P_FIRST, src], pi[P_FIRST, src] + pi[P_COUNT, src]):
-                    if rs[S_BUSY, q] != 0:
-                        t_next = min(t_next, rsf[A_PENDING_END, q])
     kv_tokens = float(rs[S_KV_TOKENS, r]) + pre_tok
-    end = t
-    j = 1
-    while True:
-        prev = end
-        end = prev + cost
-        rsf[A_BUSY_S, r] += cost
-        rsf[A_ITERATIONS, r] += 1.0
-        rsf[A_BATCH_SUM, r] += n_seq
-        rsf[A_PREFILL_TOKENS, r] += pre_tok
-        rsf[A_DECODE_TOKENS, r] += n_dec
-        rsf[A_KV_TOKEN_S, r] += (kv_tokens + j * n_dec) * cost
-        if j == 1:
-            rsf[A_FIRST_END, r] = end
-        else:
-            _itl_add(S[K_ACC], end - prev, float(n_dec))
-        if j >= span or end > t_next:
-            break
-        j += 1
+    end = t + cost
+    rsf[A_BUSY_S, r] += cost  # (the first iteration is accounted now, later ones of a span when applied)
+    rsf[A_ITERATIONS, r] += 1.0
+    rsf[A_BATCH_SUM, r] += n_seq
+    rsf[A_PREFILL_TOKENS, r] += pre_tok
+    rsf[A_DECODE_TOKENS, r] += n_dec
+    rsf[A_KV_TOKEN_S, r] += (kv_tokens + n_dec) * cost
+    rsf[A_FIRST_END, r] = end
+    rsf[A_SPAN_KV, r] = kv_tokens
+    sp = S[K_SPAN]
+    sp[0, r, 0] = cost
+    sp[1, r, 0] = end
+    span = 1
+    decode_only = pre_tok == 0.0 and swap_s == 0.0 and nothing_admitted
+    if decode_only and S[K_G][G_FAST_FORWARD] != 0 and min_left > 1:
+        span = min(_span_limit(S, r, min_left), SPAN_CAP)
+    for j in range(2, span + 1):  # plan the span: KV grows by one token per request and iteration
         cost = iteration_time(p, 0.0, 0.0, 0.0, float(n_dec), dec_kv + (j - 1.0) * n_dec, logits, n_seq)
-    if j > 1:
-        S[K_G][G_SPANS] += j - 1
-    if j > 1 and pi[P_POLICY, pool] != POLICY_STATIC:  # (static batches reserved their KV at admission)
-        block = pi[P_BLOCK, pool]
-        for k in range(rs[S_NRUN, r]):  # KV for the committed iterations (the first is already held)
-            i = run[r, k]
-            if ri[R_CHUNK, i] > 0:
-                b = blocks_for(ri[R_KV, i] + j, block)
-                rs[S_FREE_BLOCKS, r] -= b - ri[R_BLOCKS, i]
-                ri[R_BLOCKS, i] = b
-    rs[S_SPAN, r] = j
+        end += cost
+        sp[0, r, j - 1] = cost
+        sp[1, r, j - 1] = end
+    if span > 1:
+        _span_blocks(S, r, span)
+    rs[S_SPAN, r] = span
     rs[S_BUSY, r] = 1
     rsf[A_PENDING_END, r] = end
     _heap_push(S, 0, end, r)
+
+
+@kernel
+def _span_blocks(S, r, span):
+    """Give each decode of replica r's span the KV blocks for ``span`` more tokens (the first iteration's
+    are held already; static batches reserved theirs at admission)."""
+    ri = S[K_RI]
+    rs = S[K_RS]
+    pi = S[K_PI]
+    pool = rs[S_POOL, r]
+    if pi[P_POLICY, pool] == POLICY_STATIC:
+        return
+    block = pi[P_BLOCK, pool]
+    run = S[K_RUN]
+    for k in range(rs[S_NRUN, r]):
+        i = run[r, k]
+        if ri[R_CHUNK, i] > 0:
+            b = blocks_for(ri[R_KV, i] + span, block)
+            rs[S_FREE_BLOCKS, r] -= b - ri[R_BLOCKS, i]
+            ri[R_BLOCKS, i] = b
+
+
+@kernel
+def _truncate(S, r, t):
+    """Cut replica r's fast-forwarded span to the iteration in flight at the current event (time t).
+
+    One-iteration-per-event stepping has processed r's iteration ends before t, and the one at t too
+    unless the current event is another replica's iteration end at t with a lower index (heap 0's tie
+    order); r forms its next batch at the end of the next iteration."""
+    rs = S[K_RS]
+    n = rs[S_SPAN, r]
+    if rs[S_BUSY, r] == 0 or n <= 1:
+        return
+    ends = S[K_SPAN][1, r]
+    cur = S[K_G][G_CUR]
+    lo = 0  # ends processed before the current event: a prefix of ends[0 : n - 1]
+    hi = n - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ends[mid] < t or (ends[mid] == t and r < cur):
+            lo = mid + 1
+        else:
+            hi = mid
+    k = lo + 1
+    if k >= n:
+        return
+    rs[S_SPAN, r] = k
+    S[K_RSF][A_PENDING_END, r] = ends[k - 1]
+    _span_blocks(S, r, k)  # (gives back the blocks of the iterations cut)
+    _heap0_earlier(S, r, ends[k - 1])
+
+
+@kernel
+def _commit_span(S, r, first, last):
+    """Account iterations ``first..last`` (2 or later) of replica r's span, in order."""
+    rsf = S[K_RSF]
+    sp = S[K_SPAN]
+    n_dec = rsf[T_NDEC, r]
+    n_seq = rsf[T_NSEQ, r]
+    kv_tokens = rsf[A_SPAN_KV, r]
+    acc = S[K_ACC]
+    for j in range(first, last + 1):
+        cost = sp[0, r, j - 1]
+        rsf[A_BUSY_S, r] += cost
+        rsf[A_ITERATIONS, r] += 1.0
+        rsf[A_BATCH_SUM, r] += n_seq
+        rsf[A_DECODE_TOKENS, r] += n_dec
+        rsf[A_KV_TOKEN_S, r] += (kv_tokens + j * n_dec) * cost
+        _itl_add(acc, sp[1, r, j - 1] - sp[1, r, j - 2], n_dec)
+    S[K_G][G_SPANS] += last - first + 1
 
 
 @kernel
@@ -1050,6 +1135,9 @@ def _finish(S, r, t):
     acc = S[K_ACC]
     if pi[P_KIND, pool] == POOL_SEARCH and pi[P_MEM_RES, pool] >= 0:  # its memory flow ends
         _ps_flow(S, pi[P_MEM_RES, pool], t, -1)
+    if span > 1:
+        _commit_span(S, r, 2, span)
+    ends = S[K_SPAN][1, r]
     gap_run = -1.0  # requests that decoded in the previous iteration share one gap: add them at once
     gap_count = 0.0
     kv_added = 0
@@ -1068,10 +1156,13 @@ def _finish(S, r, t):
                     gap_run = gap
                     gap_count = 0.0
                 gap_count += 1.0
+                g0 = ri[R_GEN, i]
                 ri[R_GEN, i] += span
                 ri[R_KV, i] += span
                 kv_added += span
                 rf[F_LAST_TOKEN, i] = t
+                while ri[R_STOP, i] < ri[R_OUTPUT, i] and ri[R_GEN, i] >= ri[R_STOP, i]:  # token j: ends[j - 1]
+                    _thinking_milestone(ri, rf, i, ends[ri[R_STOP, i] - g0 - 1])
             else:
                 ri[R_PREFILLED, i] += c
                 ri[R_KV, i] += c
@@ -1100,9 +1191,9 @@ def _finish(S, r, t):
                             _heap_push(S, 1, t + dur, i)
                     if stays and ri[R_BRANCHES_LEFT, i] > 1 and ri[R_BRANCHED, i] == 0:
                         _spawn_branches(S, i, r, t)
-            if ri[R_GEN, i] >= ri[R_STOP, i] and ri[R_STOP, i] < ri[R_OUTPUT, i]:
-                _thinking_milestone(ri, rf, i, t)
-            elif ri[R_GEN, i] >= ri[R_OUTPUT, i]:
+                    while ri[R_STOP, i] < ri[R_OUTPUT, i] and ri[R_GEN, i] >= ri[R_STOP, i]:
+                        _thinking_milestone(ri, rf, i, t)
+            if ri[R_GEN, i] >= ri[R_OUTPUT, i]:
                 stays = False
                 if ri[R_FIRST_AT, i] == ri[R_GEN, i] and ri[R_FIRST_AT, i] > 1:  # a one-token answer
                     rf[F_FIRST_TOKEN, i] = t
@@ -1228,8 +1319,8 @@ def _job_done(S, i, t):
 
 @kernel
 def _thinking_milestone(ri, rf, i, t):
-    """Request i emitted its last thinking token (stop next at the first answer token) or that one."""
-    if ri[R_GEN, i] < ri[R_FIRST_AT, i]:
+    """Request i emitted (at t) its last thinking token (stop next at the first answer token) or that one."""
+    if ri[R_STOP, i] < ri[R_FIRST_AT, i]:
         rf[F_REASON_END, i] = t
         ri[R_STOP, i] = ri[R_FIRST_AT, i]
     else:
@@ -1253,11 +1344,10 @@ def _handoff_done(S, i, t):
     if pi[P_PAIRING, pool] == 1:
         q = pi[P_FIRST, nxt] + (src - pi[P_FIRST, pool]) % pi[P_COUNT, nxt]
     else:
-        q = _choose_queue(S, nxt, i, 1)
+        q = _choose_queue(S, nxt, i, 1, t)
     ri[R_REPLICA, i] = -1
     _enqueue(S, q, i, False, t)
-    if rs[S_BUSY, src] == 0:
-        _boundary(S, src, t)
+    _wake_replica(S, src, t)  # it got KV back
     _wake(S, q, t)
 
 
@@ -1618,6 +1708,8 @@ def serve(S):
     acc = S[K_ACC]
     horizon = acc[C_HORIZON]
     n = arrivals.size
+    n_rep = S[K_RS].shape[1]
+    g[G_CUR] = n_rep
     while True:
         t_step = _heap_top(S[K_HT], S[K_G], 0)
         t_hand = _heap_top(S[K_HT], S[K_G], 1)
@@ -1632,10 +1724,10 @@ def serve(S):
         g[G_EVENTS] += 1
         if t_step == t:
             r = _heap_pop(S, 0)
+            g[G_CUR] = r
             _finish(S, r, t)
-            g[G_OWN_END] = 1
             _boundary(S, r, t)
-            g[G_OWN_END] = 0
+            g[G_CUR] = n_rep
         elif t_hand == t:
             i = _heap_pop(S, 1)
             _handoff_done(S, i, t)
@@ -1653,6 +1745,29 @@ def serve(S):
                 _arrive_pipeline(S, k, t)
             else:
                 _arrive(S, k, t)
+    if horizon < INF:
+        for r in range(n_rep):
+            _settle(S, r, horizon)
+
+
+@kernel
+def _settle(S, r, horizon):
+    """The run stopped at the horizon: apply the iterations of replica r's span that ended by then, and
+    account the one in flight (as stepping would have: it accounts an iteration when it starts it)."""
+    _truncate(S, r, horizon)
+    m = S[K_RS][S_SPAN, r] - 1  # (0 unless a span is in flight)
+    if m <= 0:
+        return
+    S[K_RS][S_SPAN, r] = m
+    _finish(S, r, S[K_SPAN][1, r, m - 1])  # nothing finishes inside a span, so this only advances tokens
+    rsf = S[K_RSF]
+    cost = S[K_SPAN][0, r, m]
+    rsf[A_BUSY_S, r] += cost
+    rsf[A_ITERATIONS, r] += 1.0
+    rsf[A_BATCH_SUM, r] += rsf[T_NSEQ, r]
+    rsf[A_DECODE_TOKENS, r] += rsf[T_NDEC, r]
+    rsf[A_KV_TOKEN_S, r] += (rsf[A_SPAN_KV, r] + (m + 1) * rsf[T_NDEC, r]) * cost
+    S[K_RS][S_BUSY, r] = 1
 
 
 def empty_pipeline():
@@ -1785,4 +1900,5 @@ def new_state(
         acc,
         pt,
         ptf,
+        np.zeros((2, n_rep, SPAN_CAP)),
     )
