@@ -348,6 +348,59 @@ def test_pipeline_is_deterministic_and_fast_forward_invariant():
     assert a.equals(c)
 
 
+@pytest.mark.parametrize("fixed", [True, False], ids=["fixed-steps", "roofline"])
+def test_fast_forward_spans_cut_by_arrivals_equal_stepping(fixed):
+    """Decode spans cut by work joining mid-span (a shared queue, least-KV routing, tool rounds, KV
+    hand-offs), thinking milestones inside spans, a horizon stop with spans in flight, and (fixed steps)
+    iteration ends tying across replicas: fast-forward equals one event per iteration, exactly."""
+    from hermes_fast.config.scenario import load_scenario
+    from hermes_fast.simulate import run_pipeline
+    from hermes_fast.workload import draw_workload, rng_for
+
+    step = {"fixed_step_time_s": STEP_S} if fixed else {}
+    think = {
+        "name": "think",
+        "model": "llama-3.1-8b",
+        "device": "h100_sxm",
+        "replicas": 3,
+        **step,
+        "scheduler": "shared_queue",
+        "memory_utilization": 0.2195,  # about 4,000 tokens of KV
+        "batching": {"policy": "chunked", "chunk_size": 256},
+    }
+    pre = {
+        "name": "pre",
+        "model": "llama-3.1-8b",
+        "device": "h100_sxm",
+        "replicas": 2,
+        **step,
+        "scheduler": "least_kv",
+        "batching": {"policy": "continuous"},
+    }
+    stages = [
+        {"kind": "prefill", "engine": "pre"},
+        {"kind": "reason", "engine": "think", "thinking_tokens": {"dist": "uniform", "min": 1, "max": 60},
+         "rounds": 2, "tool_latency_s": 0.05, "tool_tokens": 20},
+        {"kind": "decode", "engine": "think"},
+    ]  # fmt: skip
+    prompt = {"dist": "uniform", "min": 50, "max": 1500}
+    output = {"dist": "uniform", "min": 2, "max": 80}
+    sc = load_scenario(scenario(stages, engines=[pre, think], rate=25.0, prompt=prompt, output=output))
+    pipe = build_pipeline(sc)
+    runs = []
+    for ff in (True, False):
+        rng = rng_for(5)
+        runs.append(run_pipeline(pipe, draw_workload(sc.workload, 500, rng), rng, horizon_s=15.0, fast_forward=ff))
+    a, b = runs
+    np.testing.assert_array_equal(a[K.K_RF], b[K.K_RF])
+    np.testing.assert_array_equal(a[K.K_RI], b[K.K_RI])
+    np.testing.assert_allclose(a[K.K_RSF][: K.A_FIRST_END], b[K.K_RSF][: K.A_FIRST_END], rtol=1e-12)
+    assert a[K.K_G][K.G_SPANS] > 1000 and a[K.K_G][K.G_EVENTS] < 0.8 * b[K.K_G][K.G_EVENTS]
+    status = a[K.K_RI][K.R_STATUS]
+    assert (status == K.ST_DONE).sum() > 100 and (status == K.ST_RUNNING).any()  # the horizon cut work in flight
+    assert (a[K.K_RSF][K.A_PREEMPTIONS] > 0).any()
+
+
 def test_disaggregated_pipeline_hands_off_over_a_shared_link():
     dec = {"name": "dec", "model": "llama-3.1-8b", "device": "h200_sxm", "fixed_step_time_s": STEP_S}
     link = {"name": "ib", "bandwidth_bytes_per_s": 131072.0 * 100, "latency_s": 0.0}  # 100 tokens of KV per s

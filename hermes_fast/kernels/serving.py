@@ -670,6 +670,22 @@ def _swap_time(S, pool, tokens):
 
 @kernel
 def _admit(S, r, t, budget, static_reserve):
+    """:func:`_admit_heads`; if r took requests from its pool's shared queue and some remain, the other
+    busy replicas see a new head at the end of their iteration in flight (their spans are cut there)."""
+    pool = S[K_RS][S_POOL, r]
+    pi = S[K_PI]
+    shared = S[K_RS].shape[1] + pool
+    before = S[K_Q][Q_COUNT, shared]
+    out = _admit_heads(S, r, t, budget, static_reserve)
+    if pi[P_SCHED, pool] == SCHED_SHARED_QUEUE and before > S[K_Q][Q_COUNT, shared] > 0:
+        for other in range(pi[P_FIRST, pool], pi[P_FIRST, pool] + pi[P_COUNT, pool]):
+            if other != r:
+                _truncate(S, other, t)
+    return out
+
+
+@kernel
+def _admit_heads(S, r, t, budget, static_reserve):
     """Admit queue heads (own queue, then the pool's shared one) while they fit, FCFS.
 
     A request with its prompt prefilled (hand-off or swapped out) needs blocks for one more token; a
@@ -1758,8 +1774,16 @@ def _settle(S, r, horizon):
     m = S[K_RS][S_SPAN, r] - 1  # (0 unless a span is in flight)
     if m <= 0:
         return
-    S[K_RS][S_SPAN, r] = m
+    rs = S[K_RS]
+    rs[S_SPAN, r] = m
+    ri = S[K_RI]
+    run = S[K_RUN]
+    g = S[K_G]
+    for k in range(rs[S_NRUN, r]):  # (the job-done buffer as scratch: the marks of the iteration in flight)
+        g[NG + k] = ri[R_CHUNK, run[r, k]]
     _finish(S, r, S[K_SPAN][1, r, m - 1])  # nothing finishes inside a span, so this only advances tokens
+    for k in range(rs[S_NRUN, r]):
+        ri[R_CHUNK, run[r, k]] = g[NG + k]
     rsf = S[K_RSF]
     cost = S[K_SPAN][0, r, m]
     rsf[A_BUSY_S, r] += cost
@@ -1767,7 +1791,8 @@ def _settle(S, r, horizon):
     rsf[A_BATCH_SUM, r] += rsf[T_NSEQ, r]
     rsf[A_DECODE_TOKENS, r] += rsf[T_NDEC, r]
     rsf[A_KV_TOKEN_S, r] += (rsf[A_SPAN_KV, r] + (m + 1) * rsf[T_NDEC, r]) * cost
-    S[K_RS][S_BUSY, r] = 1
+    rs[S_BUSY, r] = 1
+    rs[S_SPAN, r] = 1
 
 
 def empty_pipeline():
