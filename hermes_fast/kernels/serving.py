@@ -345,7 +345,7 @@ INF = math.inf
 # ---------------------------------------------------------------- heaps and queues
 
 
-@kernel
+@kernel(inline=True)
 def _heap_push(S, h, t, value):
     """Push an event; heap 0 (iteration ends, value = replica) orders equal times by replica index and
     keeps each replica's position (for :func:`_heap0_earlier`), the others by push order."""
@@ -360,7 +360,7 @@ def _heap_push(S, h, t, value):
     _sift_up(S, h, k, t, seq, value)
 
 
-@kernel
+@kernel(inline=True)
 def _sift_up(S, h, k, t, seq, value):
     ht = S[K_HT]
     hi = S[K_HI]
@@ -389,7 +389,7 @@ def _heap0_earlier(S, r, t):
     _sift_up(S, 0, S[K_RS][S_HEAP_POS, r], t, r, r)
 
 
-@kernel
+@kernel(inline=True)
 def _heap_pop(S, h):
     """Remove the earliest event of heap h; return its payload."""
     ht = S[K_HT]
@@ -433,7 +433,7 @@ def _heap_top(ht, g, h):
     return ht[h, 0]
 
 
-@kernel
+@kernel(inline=True)
 def _enqueue(S, q, i, front, t):
     ri = S[K_RI]
     qs = S[K_Q]
@@ -455,7 +455,7 @@ def _enqueue(S, q, i, front, t):
     ri[R_STATUS, i] = ST_WAITING
 
 
-@kernel
+@kernel(inline=True)
 def _dequeue(S, q):
     ri = S[K_RI]
     qs = S[K_Q]
@@ -568,7 +568,7 @@ def _wake(S, q, t):
         _wake_replica(S, r, t)
 
 
-@kernel
+@kernel(inline=True)
 def _wake_replica(S, r, t):
     if S[K_RS][S_BUSY, r] == 0:
         _boundary(S, r, t)
@@ -576,7 +576,7 @@ def _wake_replica(S, r, t):
         _truncate(S, r, t)
 
 
-@kernel
+@kernel(inline=True)
 def _reject_reason(S, pool, i):
     ri = S[K_RI]
     pi = S[K_PI]
@@ -649,7 +649,7 @@ def _mark(S, r, i, chunk):
             rsf[T_LOGITS, r] += 1.0
 
 
-@kernel
+@kernel(inline=True)
 def _push_running(S, r, i, chunk):
     rs = S[K_RS]
     ri = S[K_RI]
@@ -662,7 +662,7 @@ def _push_running(S, r, i, chunk):
     ri[R_STATUS, i] = ST_RUNNING
 
 
-@kernel
+@kernel(inline=True)
 def _swap_time(S, pool, tokens):
     pf = S[K_PF]
     return pf[PF_SWAP_LAT, pool] + tokens * pf[PF_KV_BYTES, pool] / pf[PF_SWAP_BW, pool]
@@ -684,7 +684,7 @@ def _admit(S, r, t, budget, static_reserve):
     return out
 
 
-@kernel
+@kernel(inline=True)
 def _admit_heads(S, r, t, budget, static_reserve):
     """Admit queue heads (own queue, then the pool's shared one) while they fit, FCFS.
 
@@ -846,7 +846,7 @@ def _schedule_decodes(S, r):
     return n
 
 
-@kernel
+@kernel(inline=True)
 def _continue_chunks(S, r, budget):
     """Chunked policy: running partial prompts get chunks from the budget, oldest first (KV permitting)."""
     ri = S[K_RI]
@@ -874,7 +874,7 @@ def _continue_chunks(S, r, budget):
     return used
 
 
-@kernel
+@kernel(inline=True)
 def _form(S, r, t):
     """Mark replica r's next iteration by its pool's policy. Returns (swap s, requests admitted, tokens marked)."""
     rs = S[K_RS]
@@ -960,7 +960,7 @@ def _boundary(S, r, t):
     _launch(S, r, t, swap_s, admitted == 0 and rsf[A_PREEMPTIONS, r] == preempted_before)
 
 
-@kernel
+@kernel(inline=True)
 def _launch(S, r, t, swap_s, nothing_admitted):
     """Cost the marked iteration and push its end; fast-forward a decode-only batch."""
     rs = S[K_RS]
@@ -1081,7 +1081,7 @@ def _truncate(S, r, t):
     _heap0_earlier(S, r, ends[k - 1])
 
 
-@kernel
+@kernel(inline=True)
 def _commit_span(S, r, first, last):
     """Account iterations ``first..last`` (2 or later) of replica r's span, in order."""
     rsf = S[K_RSF]
@@ -1101,7 +1101,7 @@ def _commit_span(S, r, first, last):
     S[K_G][G_SPANS] += last - first + 1
 
 
-@kernel
+@kernel(inline=True)
 def _span_limit(S, r, min_left):
     """Most decode iterations the batch can run before a request finishes or its KV blocks run out."""
     ri = S[K_RI]
@@ -1237,7 +1237,7 @@ def _finish(S, r, t):
     rs[S_BUSY, r] = 0
 
 
-@kernel
+@kernel(inline=True)
 def _parent(S, i):
     """The request whose job branch i belongs to (i itself for a request)."""
     g = S[K_G]
@@ -1321,7 +1321,7 @@ def _longest_branch(u, draw, n, i):
     return best
 
 
-@kernel
+@kernel(inline=True)
 def _job_done(S, i, t):
     """Request i's job ended; with parallel branches the stage ends when the last branch does."""
     ri = S[K_RI]
@@ -1378,7 +1378,7 @@ def _next_transfer_end(ptf, n_res):
     return best
 
 
-@kernel
+@kernel(inline=True)
 def _ps_advance(S, k, t):
     """Serve resource k's active transfers up to time t (each gets bandwidth / active)."""
     xf = S[K_PTF]
@@ -1389,7 +1389,7 @@ def _ps_advance(S, k, t):
     xf[XF_T, k] = t
 
 
-@kernel
+@kernel(inline=True)
 def _ps_reschedule(S, k):
     xi = S[K_PT]
     xf = S[K_PTF]
@@ -1462,7 +1462,7 @@ def _ps_complete(S, k, t):
     return j
 
 
-@kernel
+@kernel(inline=True)
 def _transfer(S, i, k, nbytes, kind, t, lat):
     """Move ``nbytes`` for request i over resource k: ``lat`` seconds, then a processor-shared transfer."""
     S[K_RI][R_RES, i] = k
@@ -1475,7 +1475,7 @@ def _transfer(S, i, k, nbytes, kind, t, lat):
         _ps_join(S, k, i, t)
 
 
-@kernel
+@kernel(inline=True)
 def _transfer_done(S, i, t):
     ri = S[K_RI]
     S[K_PTF][XF_WAIT_S, ri[R_RES, i]] += t
@@ -1516,7 +1516,7 @@ def _route_pick(S, i, s):
     return n - 1
 
 
-@kernel
+@kernel(inline=True)
 def _stage_pool(S, i, s):
     st = S[K_PT]
     pool = st[ST_POOL, s]
@@ -1525,7 +1525,7 @@ def _stage_pool(S, i, s):
     return int(S[K_PTF][RTF, st[ST_ROUTE, s] + S[K_RI][R_ROUTE, i]])
 
 
-@kernel
+@kernel(inline=True)
 def _enter_stage(S, i, t):
     """Request i enters its current stage at t: move its data in (if the stage has a link), then serve."""
     ri = S[K_RI]
@@ -1544,7 +1544,7 @@ def _enter_stage(S, i, t):
     _start_service(S, i, t)
 
 
-@kernel
+@kernel(inline=True)
 def _start_service(S, i, t):
     ri = S[K_RI]
     rf = S[K_RF]
@@ -1564,7 +1564,7 @@ def _start_service(S, i, t):
         _submit_job(S, i, s, t)
 
 
-@kernel
+@kernel(inline=True)
 def _kv_lookup(S, i, s, t):
     """Look the prefix up tier by tier; a hit fetches its KV over the tier, a miss everywhere recomputes."""
     ri = S[K_RI]
@@ -1590,7 +1590,7 @@ def _kv_lookup(S, i, s, t):
     _transfer(S, i, res, past * S[K_PTF][STF_KV_BYTES, s], XK_KV, t, lookup)
 
 
-@kernel
+@kernel(inline=True)
 def _submit_job(S, i, s, t):
     """Queue request i's job of stage s (a model pass, a search, or an LLM generation) at its pool."""
     ri = S[K_RI]
@@ -1692,7 +1692,7 @@ def _stage_done(S, i, t):
         rf[F_DONE, i] = t
 
 
-@kernel
+@kernel(inline=True)
 def _timer(S, payload, t):
     kind = payload % 4
     x = payload // 4
@@ -1707,7 +1707,7 @@ def _timer(S, payload, t):
         _ps_join(S, S[K_RI][R_RES, x], x, t)
 
 
-@kernel
+@kernel(inline=True)
 def _arrive_pipeline(S, i, t):
     ri = S[K_RI]
     ri[R_STAGE, i] = int(S[K_PTF][RTF, S[K_G][G_CL] + ri[R_CLASS, i]])
