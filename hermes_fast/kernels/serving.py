@@ -523,7 +523,7 @@ def _replica_load(S, r, sched):
     return float(used + qs[Q_TOKENS, r])
 
 
-@kernel
+@kernel(inline=True)
 def _choose_queue(S, pool, i, u_row, t):
     """The queue request i joins in ``pool`` at time t: the pool's shared queue, or a replica's own."""
     pi = S[K_PI]
@@ -552,7 +552,7 @@ def _choose_queue(S, pool, i, u_row, t):
     return best
 
 
-@kernel
+@kernel(inline=True)
 def _wake(S, q, t):
     """Work joined queue q: idle replicas serving it may start an iteration, busy ones see it at the end
     of their iteration in flight (a fast-forwarded span is cut there)."""
@@ -1414,7 +1414,7 @@ def _ps_reschedule(S, k):
     xf[XF_NEXT_T, k] = xf[XF_T, k] + max(rf[F_VFINISH, best] - xf[XF_V, k], 0.0) * n / xf[XF_BW, k]
 
 
-@kernel
+@kernel(inline=True)
 def _ps_flow(S, k, t, change):
     """A search batch starts (+1) or ends (-1) reading through resource k: the transfers' shares change."""
     _ps_advance(S, k, t)
@@ -1422,7 +1422,7 @@ def _ps_flow(S, k, t, change):
     _ps_reschedule(S, k)
 
 
-@kernel
+@kernel(inline=True)
 def _ps_join(S, k, i, t):
     """Request i's transfer (F_VFINISH holds its bytes) starts sharing resource k at time t."""
     ri = S[K_RI]
@@ -1437,7 +1437,7 @@ def _ps_join(S, k, i, t):
     _ps_reschedule(S, k)
 
 
-@kernel
+@kernel(inline=True)
 def _ps_complete(S, k, t):
     """The first transfer on resource k ends at t: remove it and return its request."""
     ri = S[K_RI]
