@@ -65,7 +65,9 @@ def kernel(fn=None, *, inline: bool = False):
     """Register ``fn`` (plain Python, numba-compatible) and attach its compiled twin as ``fn.jit``.
 
     ``inline=True`` inlines the twin into its callers at numba-IR level: worth it for tiny helpers called
-    many times per step (it halves the step cost), too slow to compile for anything larger.
+    many times per step (it halves the step cost), and for kernels with one caller that take the serving
+    loop's state tuple (a call passes its ~17 arrays as ~150 scalar arguments). Compile time grows with
+    every inlined copy: inlining kernels with several callers, whose callees are inlined too, costs most.
     """
 
     def register(f):
