@@ -95,9 +95,12 @@ _FIT_EXCLUDED = ("prefill_step", "decode_step")
 _GEMM_DTYPES = (*DTYPES, "fp8_block")
 
 
-def family_of(op: str) -> str:
-    """Kernel family an op is reported under: gemm, context_attention, generation_attention, collective,
-    layer_linear, prefill_step, decode_step."""
+def family_of(op: str, dtype: str = "") -> str:
+    """Kernel family an op is reported under: gemm, gemm_fp8_block, context_attention, generation_attention,
+    collective, layer_linear, prefill_step, decode_step. Block-scaled FP8 GEMMs are a kernel of their own
+    (fixed-cost plateaus, a calibration variant engines cannot select yet), reported apart from gemm."""
+    if op == "gemm" and dtype == "fp8_block":
+        return "gemm_fp8_block"
     return "collective" if op in _COLLECTIVES else op
 
 
@@ -124,7 +127,8 @@ class Measurements:
 
     @property
     def family(self) -> np.ndarray:
-        return np.array([family_of(o) for o in self.columns["op"]], dtype=object)
+        ops, dtypes = self.columns["op"], self.columns["dtype"]
+        return np.array([family_of(o, d) for o, d in zip(ops, dtypes, strict=True)], dtype=object)
 
     def to_rows(self) -> list[dict[str, Any]]:
         out = []
@@ -277,7 +281,13 @@ def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_token
     compute = 2.0 * width * (pairs + sat * q_tokens) / r.attention_flops
     memory = (kv_tokens * kv_token_bytes + q_tokens * width * 2.0) / r.memory_bw
     if decode:
+        from .compile import decode_attention_ramp
+
         memory = memory * (1.0 + d.efficiency.decode_attention_saturation_units / (q_tokens * kv_heads))
+        ramp, low = decode_attention_ramp(d)
+        if ramp > 0.0:
+            kv_bytes = kv_tokens * kv_token_bytes
+            memory = memory * (kv_bytes + ramp) / (kv_bytes + low * ramp)
     oh = r.decode_attention_overhead_s if decode else r.attention_overhead_s
     return np.maximum(compute, memory) + oh
 
@@ -287,7 +297,7 @@ def _collective_s(d: Device, op: str, n, size_bytes) -> np.ndarray:
     from .compile import collective_ramp, group_link
 
     out = np.zeros(len(n))
-    ramp, low = collective_ramp(d)
+    ramp, low = collective_ramp(d, op)
     for g in np.unique(n):
         sel = n == g
         alpha, bw = group_link(d, int(g), op)
@@ -297,6 +307,10 @@ def _collective_s(d: Device, op: str, n, size_bytes) -> np.ndarray:
         steps = 2.0 * (g - 1.0) if op == "all_reduce" else g - 1.0
         hops = 1.0 if op == "all_to_all" else steps  # all-to-all: concurrent peer sends, one latency
         t = d.efficiency.collective_overhead_s + hops * alpha + steps * s / g / bw
+        if op == "all_to_all":
+            t = t + np.where(
+                s / g > d.efficiency.all_to_all_protocol_bytes, d.efficiency.all_to_all_protocol_latency_s, 0.0
+            )
         out[sel] = np.where((g > 1.0) & (s > 0.0), t, 0.0)
     return out
 
@@ -440,6 +454,8 @@ _ATTENTION = (
     _Param("efficiency.attention_saturation_keys", 0.0, 1e5, 100.0, ("attn16", "attn_kv8", "attn8")),
     _Param("efficiency.attention_memory_efficiency", 0.05, 1.0, 1.0, ("decode",)),
     _Param("efficiency.decode_attention_saturation_units", 0.0, 1e3, 1.0, ("decode",)),
+    _Param("efficiency.decode_attention_small_efficiency", 0.01, 1.0, 1.0, ("decode",)),
+    _Param("efficiency.decode_attention_saturation_bytes", 0.0, 1e10, 1e6, ("decode",)),
     _Param("efficiency.attention_overhead_s", 0.0, 1e-3, 1e-5, ("prefill",)),
     _Param("efficiency.decode_attention_overhead_s", 0.0, 1e-3, 1e-5, ("decode16",)),
     _Param("efficiency.kv8_decode_attention_overhead_s", 0.0, 1e-3, 1e-5, ("decode_kv8",)),
@@ -454,6 +470,8 @@ _COLLECTIVE = (
     _Param("efficiency.collective_saturation_devices", 0.0, 64.0, 1.0, ("coll_sizes",)),
     _Param("efficiency.all_reduce_bandwidth_ratio", 0.25, 4.0, 1.0, ("coll_ar_vs_ring",)),
     _Param("efficiency.all_to_all_bandwidth_ratio", 0.25, 4.0, 1.0, ("coll_a2a_vs_ring",)),
+    _Param("efficiency.all_to_all_protocol_latency_s", 0.0, 1e-4, 1e-6, ("coll_a2a",)),
+    _Param("efficiency.all_to_all_saturation_bytes", 0.0, 1e10, 1e6, ("coll_a2a",)),
 )
 PARAMETERS = _GEMM16 + _GEMM8 + _ATTENTION + _COLLECTIVE
 # fp8_block GEMMs: their own low-precision profile, kept as a calibration variant
@@ -526,9 +544,11 @@ def _fallback(d: Device, path: str) -> float:
         "kv8_attention_compute_efficiency": e.attention_compute_efficiency,
         "low_precision_attention_compute_efficiency": e.attention_compute_efficiency,
         "attention_memory_efficiency": e.memory_efficiency,
+        "decode_attention_small_efficiency": e.attention_memory_efficiency or e.memory_efficiency,
         "decode_attention_overhead_s": e.attention_overhead_s,
         "kv8_decode_attention_overhead_s": e.decode_attention_overhead_s or e.attention_overhead_s,
         "collective_small_message_efficiency": e.collective_efficiency,
+        "all_to_all_saturation_bytes": e.collective_saturation_bytes,
     }
     return float(pairs[name])
 
@@ -752,6 +772,58 @@ def error_report(ms: Measurements, pred: np.ndarray, held: np.ndarray) -> tuple[
     return tuple(out)
 
 
+_FIT_BLOCKS = (
+    (_GEMM16 + _GEMM8, ("gemm", "layer_linear")),
+    (_ATTENTION, ("context_attention", "generation_attention")),
+    (_COLLECTIVE, _COLLECTIVES),
+)
+
+
+def _fit_block(
+    rows: Measurements,
+    base: Device,
+    cat,
+    device: str,
+    params: list[_Param],
+    block: list[_Param],
+    block_meas: np.ndarray,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Least squares on log(predicted / measured) of one kernel family's rows over its parameters (and the
+    fp8_block variant's), best of three starts: the device's values, then 50% and 90% of the way to the
+    geometric middle of each parameter's bounds (a ramp that starts switched off has no gradient)."""
+    from scipy.optimize import least_squares
+
+    log_meas = np.log(rows["latency_s"])
+    all_params = params + block
+
+    def unpack(x: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+        vals = {p.path: float(v * p.scale) for p, v in zip(params, x[: len(params)], strict=True)}
+        bvals = {p.path: float(v * p.scale) for p, v in zip(block, x[len(params) :], strict=True)}
+        return vals, bvals
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        vals, bvals = unpack(x)
+        cal = Calibration("fit", device, vals, {"fp8_block": bvals} if bvals else {})
+        return np.log(predict(rows, base, catalog=cat, calibration=cal)) - log_meas
+
+    x0 = np.array([np.clip(_fallback(base, p.path), p.lower, p.upper) / p.scale for p in all_params])
+    # a floor below every measurement has no gradient: start it at the fastest block-scaled GEMM measured
+    for j, p in enumerate(all_params):
+        if p.path == "efficiency.block_scaled_gemm_floor_s" and block_meas.size:
+            x0[j] = np.clip(block_meas.min(), p.lower, p.upper) / p.scale
+    lower = np.array([p.lower / p.scale for p in all_params])
+    upper = np.array([p.upper / p.scale for p in all_params])
+    middle = np.sqrt(np.maximum(lower, 1e-3) * upper)
+    inside = 1e-9 * (upper - lower)  # the trust-region method needs starts strictly inside the bounds
+    best = None
+    for t in (0.0, 0.5):
+        start = np.clip(x0 * (1.0 - t) + t * middle, lower + inside, upper - inside)
+        res = least_squares(residuals, start, bounds=(lower, upper), loss="soft_l1", f_scale=0.05, x_scale=1.0)
+        if best is None or res.cost < best.cost:
+            best = res
+    return unpack(best.x)
+
+
 def calibrate(
     measurements: Measurements | str | Path | Iterable[Mapping[str, Any]],
     device: str,
@@ -791,8 +863,6 @@ def calibrate(
     >>> 0 < cal.values["efficiency.compute_efficiency"] <= 1
     True
     """
-    from scipy.optimize import least_squares
-
     from .catalog import Catalog
 
     ms = read_measurements(measurements)
@@ -812,37 +882,18 @@ def calibrate(
     block = [p for p in _BLOCK if present.intersection(p.groups)]
     block_rows = ms["dtype"] == "fp8_block"
     meas = ms["latency_s"]
-    log_meas = np.log(meas)
-
-    def unpack(x: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
-        vals = {p.path: float(v * p.scale) for p, v in zip(params, x[: len(params)], strict=True)}
-        bvals = {p.path: float(v * p.scale) for p, v in zip(block, x[len(params) :], strict=True)}
-        return vals, bvals
-
-    sub = ms.select(train)
-
-    def residuals(x: np.ndarray) -> np.ndarray:
-        vals, bvals = unpack(x)
-        cal = Calibration("fit", device, vals, {"fp8_block": bvals} if bvals else {})
-        pred = predict(sub, base, catalog=cat, calibration=cal)
-        return np.log(pred) - log_meas[train]
-
-    all_params = params + block
-    x0 = np.array([np.clip(_fallback(base, p.path), p.lower, p.upper) / p.scale for p in all_params])
-    # a floor below every measurement has no gradient: start it at the fastest block-scaled GEMM measured
-    for j, p in enumerate(all_params):
-        if p.path == "efficiency.block_scaled_gemm_floor_s" and (block_rows & train).any():
-            x0[j] = np.clip(meas[block_rows & train].min(), p.lower, p.upper) / p.scale
-    lower = np.array([p.lower / p.scale for p in all_params])
-    upper = np.array([p.upper / p.scale for p in all_params])
-    # start strictly inside the bounds (the trust-region method needs it)
-    x0 = np.clip(x0, lower + 1e-9 * (upper - lower), upper - 1e-9 * (upper - lower))
-    best = None
-    for start in (x0, np.clip(x0 * 0.5 + 0.5 * np.sqrt(np.maximum(lower, 1e-3) * upper), lower, upper)):
-        res = least_squares(residuals, start, bounds=(lower, upper), loss="soft_l1", f_scale=0.05, x_scale=1.0)
-        if best is None or res.cost < best.cost:
-            best = res
-    vals, bvals = unpack(best.x)
+    vals: dict[str, float] = {}
+    bvals: dict[str, float] = {}
+    # the three kernel families share no parameter: fit each on its own rows, from several starts
+    for fam_params, fam_ops in _FIT_BLOCKS:
+        fam_rows = train & np.isin(ms["op"], fam_ops)
+        own = [p for p in params if p in fam_params]
+        own_block = block if "gemm" in fam_ops else []
+        if not fam_rows.any() or not own + own_block:
+            continue
+        v, bv = _fit_block(ms.select(fam_rows), base, cat, device, own, own_block, meas[block_rows & fam_rows])
+        vals.update(v)
+        bvals.update(bv)
     if fix:
         vals.update({k: float(v) for k, v in fix.items()})
     variants = {"fp8_block": bvals} if bvals and block_rows.any() else {}

@@ -121,12 +121,13 @@ def group_link(d: Device, n: int, op: str = "all_gather", span: int | None = Non
 
     The bandwidth is link x collective_efficiency x n / (n + n_half) x the op's ratio to all-gather
     (``all_reduce``, ``all_to_all``; ``all_gather``, ``reduce_scatter`` and ``p2p``, a send between n = 2, have
-    ratio 1).
+    ratio 1). An all-to-all drives every peer link at once whatever n, so the group-size term leaves it out
+    (measured: 2 and 8 H200s reach the same all-to-all bus bandwidth on 512 MB, rings gain 25% from 2 to 8).
     """
     e = d.efficiency
     link = d.scale_up if (n if span is None else span) <= d.scale_up_domain_devices else d.scale_out
     bw = link.bandwidth_bytes_per_s * e.collective_efficiency
-    if e.collective_saturation_devices > 0.0:
+    if e.collective_saturation_devices > 0.0 and op != "all_to_all":
         bw *= n / (n + e.collective_saturation_devices)
     if op == "all_reduce":
         bw *= e.all_reduce_bandwidth_ratio
@@ -137,13 +138,25 @@ def group_link(d: Device, n: int, op: str = "all_gather", span: int | None = Non
     return link.latency_s, bw
 
 
-def collective_ramp(d: Device) -> tuple[float, float]:
-    """(S_half, small/large efficiency ratio) of the collectives' message-size bandwidth ramp
+def collective_ramp(d: Device, op: str = "all_gather") -> tuple[float, float]:
+    """(S_half, small/large efficiency ratio) of collective ``op``'s message-size bandwidth ramp
     (see ``kernels.collectives.message_bandwidth``); S_half = 0 turns the ramp off."""
     e = d.efficiency
     small = e.collective_small_message_efficiency
     ratio = 1.0 if small is None else small / e.collective_efficiency
-    return e.collective_saturation_bytes, ratio
+    ramp = e.collective_saturation_bytes
+    if op == "all_to_all" and e.all_to_all_saturation_bytes is not None:
+        ramp = e.all_to_all_saturation_bytes
+    return ramp, ratio
+
+
+def decode_attention_ramp(d: Device) -> tuple[float, float]:
+    """(S_half, little-KV / large-KV bandwidth ratio) of decode attention's ramp in the KV bytes one kernel
+    reads; S_half = 0 turns it off."""
+    e = d.efficiency
+    small = e.decode_attention_small_efficiency
+    large = e.memory_efficiency if e.attention_memory_efficiency is None else e.attention_memory_efficiency
+    return e.decode_attention_saturation_bytes, 1.0 if small is None else small / large
 
 
 def attention_dtype(activation: str, kv: str) -> str:
@@ -265,6 +278,7 @@ def compile_engine(
     p[L.ATTN_FLOPS] = rates.attention_flops
     p[L.ATTN_SAT] = eff.attention_saturation_keys
     p[L.DECODE_SAT] = eff.decode_attention_saturation_units
+    p[L.DECODE_RAMP_BYTES], p[L.DECODE_RAMP_LOW] = decode_attention_ramp(d)
     p[L.KV_HEADS] = 1.0 if m.mla is not None else max(m.n_kv_heads / tp, 1.0)
     p[L.MEM_BW] = rates.memory_bw
     p[L.OH_GEMM] = rates.gemm_overhead_s
@@ -350,6 +364,9 @@ def compile_engine(
     # stages sit in different scale-up domains only when the replica outgrows one
     p[L.PP_ALPHA], p[L.PP_BW] = group_link(d, 2, "p2p", span=tp * pp)
     p[L.COLL_RAMP_BYTES], p[L.COLL_RAMP_LOW] = collective_ramp(d)
+    p[L.EP_RAMP_BYTES] = collective_ramp(d, "all_to_all")[0]
+    p[L.EP_PROTO_S] = eff.all_to_all_protocol_latency_s
+    p[L.EP_PROTO_BYTES] = eff.all_to_all_protocol_bytes
 
     weights, kv_stage = _memory(m, par, wb, kv_tok)
     dense_f_dev = m.ffn_hidden_size / tp if p[L.N_DENSE] > 0 else 0.0

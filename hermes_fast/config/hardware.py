@@ -72,7 +72,11 @@ class Efficiency:
     saturates with the mean keys per query x: ``eta_a(x) = attention_compute_efficiency * x / (x +
     attention_saturation_keys)`` (short sequences leave the flash-attention tiles part empty). Collectives
     reach ``collective_small_message_efficiency`` of the link for small messages and ``collective_efficiency``
-    for large ones: ``eff(S) = eff_large (S + r S_half) / (S + S_half)``, r = small / large. Their bus
+    for large ones: ``eff(S) = eff_large (S + r S_half) / (S + S_half)``, r = small / large. Decode attention's
+    KV bandwidth ramps the same way in the KV bytes S one kernel reads (``decode_attention_small_efficiency``,
+    ``decode_attention_saturation_bytes``: little KV leaves SMs idle, split-KV kernels add a reduction); an
+    all-to-all adds ``all_to_all_protocol_latency_s`` once each peer's share passes
+    ``all_to_all_protocol_bytes`` (NCCL's protocol switch). Collectives' bus
     bandwidth also grows with the group size n, ``x n / (n + collective_saturation_devices)`` (NCCL drives
     more channels, hence more of each GPU's NVLink ports, in larger groups: 2 H100s reach ~57% of NVLink on
     512 MB all-gathers, 8 reach ~74%), and differs per operation (``*_bandwidth_ratio``, relative to all-gather
@@ -140,6 +144,22 @@ class Efficiency:
     attention_memory_efficiency: float | None = fld(
         None, unit="1", doc="fraction of memory bandwidth reached reading KV (None: memory_efficiency)", gt=0, le=1
     )
+    decode_attention_saturation_bytes: float = fld(
+        0.0,
+        unit="B",
+        doc="KV bytes one decode attention kernel reads at which its bandwidth is halfway between "
+        "decode_attention_small_efficiency and attention_memory_efficiency (0: no ramp)",
+        ge=0,
+        le=1e12,
+    )
+    decode_attention_small_efficiency: float | None = fld(
+        None,
+        unit="1",
+        doc="fraction of memory bandwidth reached by decode attention reading little KV "
+        "(None: attention_memory_efficiency)",
+        gt=0,
+        le=1,
+    )
     memory_efficiency: float = fld(0.8, unit="1", doc="fraction of memory bandwidth reached", gt=0, le=1)
     gemm_overhead_s: float = fld(3e-6, unit="s", doc="fixed cost per GEMM kernel", ge=0, le=1)
     attention_overhead_s: float = fld(8e-6, unit="s", doc="fixed cost per attention kernel", ge=0, le=1)
@@ -163,6 +183,13 @@ class Efficiency:
     collective_saturation_bytes: float = fld(
         0.0, unit="B", doc="message size halfway between the small- and large-message bandwidth", ge=0, le=1e12
     )
+    all_to_all_saturation_bytes: float | None = fld(
+        None,
+        unit="B",
+        doc="collective_saturation_bytes of all-to-all (None: the same; its concurrent peer sends ramp up sooner)",
+        ge=0,
+        le=1e12,
+    )
     collective_saturation_devices: float = fld(
         0.0, unit="device", doc="group size at which collectives reach half of their bus bandwidth", ge=0, le=1e3
     )
@@ -177,6 +204,22 @@ class Efficiency:
         1.0, unit="1", doc="all-to-all bus bandwidth / all-gather's (concurrent peer-to-peer sends)", gt=0, le=4
     )
     collective_overhead_s: float = fld(5e-6, unit="s", doc="fixed cost per collective call", ge=0, le=1)
+    all_to_all_protocol_latency_s: float = fld(
+        0.0,
+        unit="s",
+        doc="extra latency of an all-to-all whose per-peer share exceeds all_to_all_protocol_bytes "
+        "(NCCL leaves its low-latency protocol for point-to-point sends there)",
+        ge=0,
+        le=1,
+    )
+    all_to_all_protocol_bytes: float = fld(
+        16384.0,
+        unit="B",
+        doc="per-peer message size above which all_to_all_protocol_latency_s applies (NCCL_P2P_LL_THRESHOLD, "
+        "16 KiB by default)",
+        ge=0,
+        le=1e12,
+    )
 
     def gemm_profile(self, narrow: bool) -> tuple[float, float, float, float, float | None, float]:
         """(efficiency, m_half, n_half, k_half, memory efficiency or None, overhead_s) of 16-bit or 8-bit GEMMs."""

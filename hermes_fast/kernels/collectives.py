@@ -35,15 +35,19 @@ def allgather_time(size_bytes, n, alpha_s, bw, overhead_s):
 
 
 @kernel(inline=True)
-def alltoall_time(size_bytes, n, alpha_s, bw, overhead_s):
-    """All-to-all in which each device holds S bytes, S/n for each peer: overhead + alpha + (n-1)(S/n)/bw.
+def alltoall_time(size_bytes, n, alpha_s, bw, overhead_s, protocol_s=0.0, protocol_bytes=0.0):
+    """All-to-all in which each device holds S bytes, S/n for each peer: overhead + alpha + (n-1)(S/n)/bw,
+    plus ``protocol_s`` once S/n exceeds ``protocol_bytes``.
 
     NCCL posts the n-1 peer sends at once (grouped send/recv), so their latencies overlap: one alpha, not
-    n-1 as in a ring (measured: ~7 us for small messages on 2 and on 8 H100s).
+    n-1 as in a ring (measured: ~7 us for small messages on 2 and on 8 H100s). Peer sends above
+    NCCL_P2P_LL_THRESHOLD leave the low-latency protocol, a step of a few microseconds.
     """
     if n <= 1.0 or size_bytes <= 0.0:
         return 0.0
-    return overhead_s + alpha_s + (n - 1.0) * size_bytes / n / bw
+    share = size_bytes / n
+    t = overhead_s + alpha_s + (n - 1.0) * share / bw
+    return t + protocol_s if share > protocol_bytes else t
 
 
 @kernel(inline=True)

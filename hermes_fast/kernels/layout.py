@@ -22,6 +22,8 @@ def _slot(width: int = 1) -> int:
 ATTN_FLOPS = _slot()  # FLOP/s: peak x attention_compute_efficiency
 ATTN_SAT = _slot()  # keys per query at which attention reaches half its efficiency
 DECODE_SAT = _slot()  # sequences x KV heads at which decode attention reaches half its memory bandwidth
+DECODE_RAMP_BYTES = _slot()  # KV bytes per decode attention kernel halfway up its bandwidth ramp (0: none)
+DECODE_RAMP_LOW = _slot()  # little-KV / large-KV decode attention bandwidth ratio
 KV_HEADS = _slot()  # KV heads per device (MLA: 1 latent)
 MEM_BW = _slot()  # B/s: memory bandwidth x memory_efficiency
 OH_GEMM = _slot()  # s per GEMM kernel
@@ -73,6 +75,9 @@ PP_ALPHA = _slot()
 PP_BW = _slot()
 COLL_RAMP_BYTES = _slot()  # message size halfway up the collectives' bandwidth ramp (0: no ramp)
 COLL_RAMP_LOW = _slot()  # small-message / large-message bandwidth ratio
+EP_RAMP_BYTES = _slot()  # COLL_RAMP_BYTES of the EP all-to-all
+EP_PROTO_S = _slot()  # extra all-to-all latency once the per-peer share passes EP_PROTO_BYTES
+EP_PROTO_BYTES = _slot()
 # --- GEMM coefficient blocks (4 slots each); an absent GEMM is all zeros
 G_QKV = _slot(4)  # hidden -> q, k, v (MLA: fused down-projections), m = all tokens
 G_QB = _slot(4)  # MLA query up-projection, m = all tokens

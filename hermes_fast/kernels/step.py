@@ -62,6 +62,10 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
         c, m = attention_cost(kv, heads, p[L.ATT_QK_DECODE], p[L.ATT_V_DECODE], kv, kvb, decode_seqs, ab, fe, sat, bw)
         # few (sequence, KV head) pairs cannot keep every SM streaming KV: bandwidth saturates in their number
         m *= 1.0 + p[L.DECODE_SAT] / (decode_seqs * p[L.KV_HEADS])
+        ramp = p[L.DECODE_RAMP_BYTES]
+        if ramp > 0.0:  # and in the KV bytes read: idle SMs, split-KV reductions (as message_bandwidth)
+            kv_bytes = kv * kvb
+            m *= (kv_bytes + ramp) / (kv_bytes + p[L.DECODE_RAMP_LOW] * ramp)
         c, m = _split(c, m)
         comp += c
         mem += m
@@ -174,8 +178,10 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], ffn_bw, p[L.OH_COLL])
         if ep > 1.0:  # dispatch and combine: each rank exchanges its 1/ep share of token-expert vectors
             a2a = act_bytes * p[L.TOP_K] / ep
-            ep_bw = message_bandwidth(a2a, p[L.EP_BW], ramp, low)
-            e_comm += 2.0 * alltoall_time(a2a, ep, p[L.EP_ALPHA], ep_bw, p[L.OH_COLL])
+            ep_bw = message_bandwidth(a2a, p[L.EP_BW], p[L.EP_RAMP_BYTES], low)
+            e_comm += 2.0 * alltoall_time(
+                a2a, ep, p[L.EP_ALPHA], ep_bw, p[L.OH_COLL], p[L.EP_PROTO_S], p[L.EP_PROTO_BYTES]
+            )
         comp += p[L.N_MOE] * e_c
         mem += p[L.N_MOE] * e_m
         oh += p[L.N_MOE] * e_oh
