@@ -789,8 +789,8 @@ def _fit_block(
     block_meas: np.ndarray,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Least squares on log(predicted / measured) of one kernel family's rows over its parameters (and the
-    fp8_block variant's), best of three starts: the device's values, then 50% and 90% of the way to the
-    geometric middle of each parameter's bounds (a ramp that starts switched off has no gradient)."""
+    fp8_block variant's), best of two starts: the device's values, and halfway to the geometric middle of each
+    parameter's bounds (a ramp that starts switched off has no gradient)."""
     from scipy.optimize import least_squares
 
     log_meas = np.log(rows["latency_s"])
@@ -884,7 +884,7 @@ def calibrate(
     meas = ms["latency_s"]
     vals: dict[str, float] = {}
     bvals: dict[str, float] = {}
-    # the three kernel families share no parameter: fit each on its own rows, from several starts
+    # the three kernel families share no parameter: fit each on its own rows
     for fam_params, fam_ops in _FIT_BLOCKS:
         fam_rows = train & np.isin(ms["op"], fam_ops)
         own = [p for p in params if p in fam_params]
