@@ -329,46 +329,9 @@ def make_database(root, layout="family"):
     gemm_header = ["framework", "version", "device", "op_name", "kernel_source", "gemm_dtype", "m", "n", "k", "latency"]
     _write(fam("gemm") / "trtllm" / "1.3.0rc20" / "gemm_perf.txt", gemm_header, gemm_rows)
     _write(fam("gemm") / "trtllm" / "1.2.0" / "gemm_perf.txt", gemm_header, gemm_rows[:1])  # older: ignored
-    gen = [
-        [
-            "TRTLLM",
-            "1.3.0rc20",
-            "B200",
-            "generation_attention",
-            "x",
-            8,
-            1,
-            32,
-            8,
-            128,
-            0,
-            1,
-            "bfloat16",
-            "fp8",
-            1023,
-            0.02,
-        ]
-    ]
-    gen.append(
-        [
-            "TRTLLM",
-            "1.3.0rc20",
-            "B200",
-            "generation_attention",
-            "x",
-            8,
-            1,
-            32,
-            8,
-            128,
-            4096,
-            1,
-            "bfloat16",
-            "fp8",
-            5,
-            0.02,
-        ]
-    )
+    # two decode rows that differ in the prefix length column (10) and the step (14)
+    gen_row = ["TRTLLM", "1.3.0rc20", "B200", "generation_attention", "x", 8, 1, 32, 8, 128, 0, 1, "bfloat16", "fp8"]
+    gen = [gen_row + [1023, 0.02], gen_row[:10] + [4096] + gen_row[11:] + [5, 0.02]]
     _write(fam("attention") / "trtllm" / "1.3.0rc20" / "generation_attention_perf.txt", ATTN_HEADER, gen)
     ctx = [["TRTLLM", "1.3.0rc20", "B200", "context_attention", "x", 2, 512, 32, 8, 128, 0, 1, "fp8", "fp8", 0, 0.05]]
     _write(fam("attention") / "trtllm" / "1.3.0rc20" / "context_attention_perf.txt", ATTN_HEADER, ctx)

@@ -1003,12 +1003,8 @@ def _launch(S, r, t, swap_s, nothing_admitted):
     rsf[A_SWAP_S, r] += swap_s
     kv_tokens = float(rs[S_KV_TOKENS, r]) + pre_tok
     end = t + cost
-    rsf[A_BUSY_S, r] += cost  # (the first iteration is accounted now, later ones of a span when applied)
-    rsf[A_ITERATIONS, r] += 1.0
-    rsf[A_BATCH_SUM, r] += n_seq
-    rsf[A_PREFILL_TOKENS, r] += pre_tok
-    rsf[A_DECODE_TOKENS, r] += n_dec
-    rsf[A_KV_TOKEN_S, r] += (kv_tokens + n_dec) * cost
+    # (the first iteration is accounted now, later ones of a span when applied)
+    _account(rsf, r, cost, n_seq, pre_tok, n_dec, kv_tokens + n_dec)
     rsf[A_FIRST_END, r] = end
     rsf[A_SPAN_KV, r] = kv_tokens
     sp = S[K_SPAN]
@@ -1082,6 +1078,17 @@ def _truncate(S, r, t):
 
 
 @kernel(inline=True)
+def _account(rsf, r, cost, n_seq, prefill_tokens, decode_tokens, kv_tokens):
+    """Add one iteration of replica r to its accumulators; ``kv_tokens``: KV held at its end."""
+    rsf[A_BUSY_S, r] += cost
+    rsf[A_ITERATIONS, r] += 1.0
+    rsf[A_BATCH_SUM, r] += n_seq
+    rsf[A_PREFILL_TOKENS, r] += prefill_tokens
+    rsf[A_DECODE_TOKENS, r] += decode_tokens
+    rsf[A_KV_TOKEN_S, r] += kv_tokens * cost
+
+
+@kernel(inline=True)
 def _commit_span(S, r, first, last):
     """Account iterations ``first..last`` (2 or later) of replica r's span, in order."""
     rsf = S[K_RSF]
@@ -1091,12 +1098,7 @@ def _commit_span(S, r, first, last):
     kv_tokens = rsf[A_SPAN_KV, r]
     acc = S[K_ACC]
     for j in range(first, last + 1):
-        cost = sp[0, r, j - 1]
-        rsf[A_BUSY_S, r] += cost
-        rsf[A_ITERATIONS, r] += 1.0
-        rsf[A_BATCH_SUM, r] += n_seq
-        rsf[A_DECODE_TOKENS, r] += n_dec
-        rsf[A_KV_TOKEN_S, r] += (kv_tokens + j * n_dec) * cost
+        _account(rsf, r, sp[0, r, j - 1], n_seq, 0.0, n_dec, kv_tokens + j * n_dec)
         _itl_add(acc, sp[1, r, j - 1] - sp[1, r, j - 2], n_dec)
     S[K_G][G_SPANS] += last - first + 1
 
@@ -1785,12 +1787,8 @@ def _settle(S, r, horizon):
     for k in range(rs[S_NRUN, r]):
         ri[R_CHUNK, run[r, k]] = g[NG + k]
     rsf = S[K_RSF]
-    cost = S[K_SPAN][0, r, m]
-    rsf[A_BUSY_S, r] += cost
-    rsf[A_ITERATIONS, r] += 1.0
-    rsf[A_BATCH_SUM, r] += rsf[T_NSEQ, r]
-    rsf[A_DECODE_TOKENS, r] += rsf[T_NDEC, r]
-    rsf[A_KV_TOKEN_S, r] += (rsf[A_SPAN_KV, r] + (m + 1) * rsf[T_NDEC, r]) * cost
+    n_dec = rsf[T_NDEC, r]
+    _account(rsf, r, S[K_SPAN][0, r, m], rsf[T_NSEQ, r], 0.0, n_dec, rsf[A_SPAN_KV, r] + (m + 1) * n_dec)
     rs[S_BUSY, r] = 1
     rs[S_SPAN, r] = 1
 
