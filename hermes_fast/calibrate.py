@@ -280,6 +280,8 @@ def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_token
     kv_token_bytes = 2.0 * kv_heads * head_dim * DTYPE_BYTES[kv_dtype]
     compute = 2.0 * width * (pairs + sat * q_tokens) / r.attention_flops
     memory = (kv_tokens * kv_token_bytes + q_tokens * width * 2.0) / r.memory_bw
+    if not decode:
+        compute = compute * (1.0 + d.efficiency.prefill_attention_saturation_units / (q_tokens * heads))
     if decode:
         from .compile import decode_attention_ramp
 
@@ -456,7 +458,9 @@ _ATTENTION = (
     _Param("efficiency.decode_attention_saturation_units", 0.0, 1e3, 1.0, ("decode",)),
     _Param("efficiency.decode_attention_small_efficiency", 0.01, 1.0, 1.0, ("decode",)),
     _Param("efficiency.decode_attention_saturation_bytes", 0.0, 1e10, 1e6, ("decode",)),
-    _Param("efficiency.attention_overhead_s", 0.0, 1e-3, 1e-5, ("prefill",)),
+    _Param("efficiency.prefill_attention_saturation_units", 0.0, 1e7, 1e3, ("prefill",)),
+    _Param("efficiency.attention_overhead_s", 0.0, 1e-3, 1e-5, ("prefill16",)),
+    _Param("efficiency.kv8_attention_overhead_s", 0.0, 1e-3, 1e-5, ("prefill_kv8",)),
     _Param("efficiency.decode_attention_overhead_s", 0.0, 1e-3, 1e-5, ("decode16",)),
     _Param("efficiency.kv8_decode_attention_overhead_s", 0.0, 1e-3, 1e-5, ("decode_kv8",)),
 )
@@ -498,7 +502,7 @@ def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
             narrow = DTYPE_BYTES[dt] <= 1.0
             g.add("attn8" if narrow else ("attn_kv8" if kv8 else "attn16"))
             if op == "context_attention":
-                g.add("prefill")
+                g |= {"prefill", "prefill_kv8" if kv8 else "prefill16"}
             else:
                 g |= {"decode", "decode_kv8" if kv8 else "decode16"}
         elif op in _COLLECTIVES:
@@ -545,6 +549,7 @@ def _fallback(d: Device, path: str) -> float:
         "low_precision_attention_compute_efficiency": e.attention_compute_efficiency,
         "attention_memory_efficiency": e.memory_efficiency,
         "decode_attention_small_efficiency": e.attention_memory_efficiency or e.memory_efficiency,
+        "kv8_attention_overhead_s": e.attention_overhead_s,
         "decode_attention_overhead_s": e.attention_overhead_s,
         "kv8_decode_attention_overhead_s": e.decode_attention_overhead_s or e.attention_overhead_s,
         "collective_small_message_efficiency": e.collective_efficiency,
@@ -772,9 +777,13 @@ def error_report(ms: Measurements, pred: np.ndarray, held: np.ndarray) -> tuple[
     return tuple(out)
 
 
+# fitted in this order, each on its own rows; a parameter belongs to the first block whose rows identify it
+# (prefill attention sets the compute rate, decode attention then the KV bandwidth: decode reads the compute
+# parameters only through a small term, and fitting both together let a few ragged decode rows move them)
 _FIT_BLOCKS = (
     (_GEMM16 + _GEMM8, ("gemm", "layer_linear")),
-    (_ATTENTION, ("context_attention", "generation_attention")),
+    (_ATTENTION, ("context_attention",)),
+    (_ATTENTION, ("generation_attention",)),
     (_COLLECTIVE, _COLLECTIVES),
 )
 
@@ -884,14 +893,17 @@ def calibrate(
     meas = ms["latency_s"]
     vals: dict[str, float] = {}
     bvals: dict[str, float] = {}
-    # the three kernel families share no parameter: fit each on its own rows
     for fam_params, fam_ops in _FIT_BLOCKS:
         fam_rows = train & np.isin(ms["op"], fam_ops)
-        own = [p for p in params if p in fam_params]
-        own_block = block if "gemm" in fam_ops else []
-        if not fam_rows.any() or not own + own_block:
+        if not fam_rows.any():
             continue
-        v, bv = _fit_block(ms.select(fam_rows), base, cat, device, own, own_block, meas[block_rows & fam_rows])
+        seen = _identifiable(ms, groups, fam_rows)
+        own = [p for p in params if p in fam_params and p.path not in vals and seen.intersection(p.groups)]
+        own_block = block if "gemm" in fam_ops else []
+        if not own + own_block:
+            continue
+        fitted_so_far = _with_values(base, vals)
+        v, bv = _fit_block(ms.select(fam_rows), fitted_so_far, cat, device, own, own_block, meas[block_rows & fam_rows])
         vals.update(v)
         bvals.update(bv)
     if fix:

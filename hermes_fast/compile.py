@@ -207,6 +207,9 @@ def device_rates(d: Device, activation: str, kv: str) -> DeviceRates:
         attn_eff = e.kv8_attention_compute_efficiency
     else:
         attn_eff = None
+    prefill_oh = e.attention_overhead_s
+    if kv8 and e.kv8_attention_overhead_s is not None:
+        prefill_oh = e.kv8_attention_overhead_s
     decode_oh = e.attention_overhead_s if e.decode_attention_overhead_s is None else e.decode_attention_overhead_s
     if kv8 and e.kv8_decode_attention_overhead_s is not None:
         decode_oh = e.kv8_decode_attention_overhead_s
@@ -222,7 +225,7 @@ def device_rates(d: Device, activation: str, kv: str) -> DeviceRates:
         memory_bw=bw
         * (e.memory_efficiency if e.attention_memory_efficiency is None else e.attention_memory_efficiency),
         elementwise_bw=bw * e.memory_efficiency,
-        attention_overhead_s=e.attention_overhead_s,
+        attention_overhead_s=prefill_oh,
         decode_attention_overhead_s=decode_oh,
     )
 
@@ -277,6 +280,7 @@ def compile_engine(
     p = np.zeros(L.N_PARAMS)
     p[L.ATTN_FLOPS] = rates.attention_flops
     p[L.ATTN_SAT] = eff.attention_saturation_keys
+    p[L.PREFILL_SAT] = eff.prefill_attention_saturation_units
     p[L.DECODE_SAT] = eff.decode_attention_saturation_units
     p[L.DECODE_RAMP_BYTES], p[L.DECODE_RAMP_LOW] = decode_attention_ramp(d)
     p[L.KV_HEADS] = 1.0 if m.mla is not None else max(m.n_kv_heads / tp, 1.0)

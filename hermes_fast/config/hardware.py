@@ -70,7 +70,9 @@ class Efficiency:
     ``eta_c = compute_efficiency * m/(m + m_half) * n/(n + n_half) * k/(k + k_half)``; 8-bit and narrower
     GEMMs have their own set (``low_precision_*``, each ``None`` = the 16-bit value). Attention's efficiency
     saturates with the mean keys per query x: ``eta_a(x) = attention_compute_efficiency * x / (x +
-    attention_saturation_keys)`` (short sequences leave the flash-attention tiles part empty). Collectives
+    attention_saturation_keys)`` (short sequences leave the flash-attention tiles part empty), and prefill's
+    also in the query tokens x heads u it has to spread over the SMs, ``u / (u +
+    prefill_attention_saturation_units)``. Collectives
     reach ``collective_small_message_efficiency`` of the link for small messages and ``collective_efficiency``
     for large ones: ``eff(S) = eff_large (S + r S_half) / (S + S_half)``, r = small / large. Decode attention's
     KV bandwidth ramps the same way in the KV bytes S one kernel reads (``decode_attention_small_efficiency``,
@@ -134,6 +136,14 @@ class Efficiency:
     attention_saturation_keys: float = fld(
         512.0, unit="token", doc="keys per query at which attention reaches half its efficiency", ge=0, le=1e7
     )
+    prefill_attention_saturation_units: float = fld(
+        0.0,
+        unit="token x head",
+        doc="query tokens x query heads per device at which prefill attention reaches half its compute rate "
+        "(few of them cannot fill every SM with query tiles; 0: off)",
+        ge=0,
+        le=1e9,
+    )
     decode_attention_saturation_units: float = fld(
         0.0,
         unit="1",
@@ -163,6 +173,9 @@ class Efficiency:
     memory_efficiency: float = fld(0.8, unit="1", doc="fraction of memory bandwidth reached", gt=0, le=1)
     gemm_overhead_s: float = fld(3e-6, unit="s", doc="fixed cost per GEMM kernel", ge=0, le=1)
     attention_overhead_s: float = fld(8e-6, unit="s", doc="fixed cost per attention kernel", ge=0, le=1)
+    kv8_attention_overhead_s: float | None = fld(
+        None, unit="s", doc="attention_overhead_s of prefill over an 8-bit KV cache (None: same)", ge=0, le=1
+    )
     decode_attention_overhead_s: float | None = fld(
         None, unit="s", doc="fixed cost per decode attention kernel (None: attention_overhead_s)", ge=0, le=1
     )

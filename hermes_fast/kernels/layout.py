@@ -21,6 +21,7 @@ def _slot(width: int = 1) -> int:
 # --- device rates and overheads (GEMM rates live in the coefficient blocks below)
 ATTN_FLOPS = _slot()  # FLOP/s: peak x attention_compute_efficiency
 ATTN_SAT = _slot()  # keys per query at which attention reaches half its efficiency
+PREFILL_SAT = _slot()  # query tokens x heads at which prefill attention reaches half its compute rate
 DECODE_SAT = _slot()  # sequences x KV heads at which decode attention reaches half its memory bandwidth
 DECODE_RAMP_BYTES = _slot()  # KV bytes per decode attention kernel halfway up its bandwidth ramp (0: none)
 DECODE_RAMP_LOW = _slot()  # little-KV / large-KV decode attention bandwidth ratio

@@ -51,6 +51,8 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
         c, m = attention_cost(
             pairs, heads, p[L.ATT_QK_PREFILL], p[L.ATT_V_PREFILL], kv, kvb, prefill_tokens, ab, fe, sat, bw
         )
+        # few query tokens x heads leave SMs without query tiles: the compute rate saturates in their number
+        c *= 1.0 + p[L.PREFILL_SAT] / (prefill_tokens * heads)
         c, m = _split(c, m)
         comp += c
         mem += m
