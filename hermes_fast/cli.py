@@ -302,16 +302,35 @@ def print_validation(rows: list[dict], out=None) -> None:
         )
 
 
+def print_step_comparison(rows: list[dict], out=None) -> None:
+    """Whole-step predictions (shipped default calibrations) against Splitwise's measured Llama-2-70B steps."""
+    out = out or sys.stdout
+    print("# whole steps built from the kernels vs measured (Splitwise, Llama-2-70B fp16, DGX-A100/H100)", file=out)
+    print("# gap: median measured - predicted, the stack's own per-step cost (efficiency.step_overhead_s)", file=out)
+    head = f"{'family':14s}{'device':15s}{'tp':>3s}{'rows':>6s}{'default med':>13s}"
+    print(head + f"{'calibrated med':>16s}{'p90':>8s}{'signed':>9s}{'gap ms':>9s}", file=out)
+    for r in rows:
+        print(
+            f"{r['family']:14s}{r['device']:15s}{r['tp']:3d}{r['rows']:6d}{r['uncalibrated_median']:13.1%}"
+            f"{r['calibrated_median']:16.1%}{r['calibrated_p90']:8.1%}{r['calibrated_signed']:+9.1%}"
+            f"{r['median_gap_s'] * 1e3:9.1f}",
+            file=out,
+        )
+
+
 def _cmd_validate(args) -> int:
     import csv
 
     from .calibrate import load_calibration, read_measurements
-    from .validate import validation_table
+    from .validate import step_comparison, validation_table
 
     cals = [load_calibration(c) for c in args.calibration] if args.calibration else None
     ms = read_measurements(args.measurements) if args.measurements else None
     rows = validation_table(cals, ms)
     print_validation(rows)
+    if ms is None and cals is None:
+        print(file=sys.stdout)
+        print_step_comparison(step_comparison())
     if args.out:
         with open(args.out, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["family"])

@@ -19,7 +19,15 @@ import xarray as xr
 
 from .calibrate import Measurements, holdout_mask, predict, read_measurements
 
-__all__ = ["error_summary", "read_reference", "reference_errors", "reference_measurements", "validation_table"]
+__all__ = [
+    "error_summary",
+    "read_reference",
+    "reference_errors",
+    "reference_measurements",
+    "step_comparison",
+    "step_measurements",
+    "validation_table",
+]
 
 _MS = 1e-3
 _GPU = {"h100_sxm": "h100_sxm", "h200_sxm": "h200_sxm", "A100 80GB SXM": "a100_sxm_80gb", "H100 80GB SXM": "h100_sxm"}
@@ -124,6 +132,84 @@ def reference_measurements() -> Measurements:
     """Every shipped reference row in the :data:`~hermes_fast.calibrate.MEASUREMENT_COLUMNS` schema
     (seconds), with ``backend`` naming the software stack (``trtllm-1.3.0rc20``, ``nccl-2.29.2``, ...)."""
     return read_measurements(_reference_rows())
+
+
+# Splitwise's DGX machines -> catalog devices; its h100-80gb-pcap rows are not measurements (they are the
+# h100-80gb rows with prompt times x 1.3) and BLOOM-176B is not in the catalog, so both are left out
+_SPLITWISE_DEVICE = {"a100-80gb": "a100_sxm_80gb", "h100-80gb": "h100_sxm"}
+
+
+@cache
+def _step_rows() -> tuple[dict, ...]:
+    prefill: dict[tuple, list[float]] = {}
+    decode: dict[tuple, list[float]] = {}
+    seen = set()
+    for r in read_reference("splitwise_perf_model"):
+        if r["model"] != "llama2-70b" or r["hardware"] not in _SPLITWISE_DEVICE or tuple(r.values()) in seen:
+            continue  # (the base setting is listed once per sweep: its copies are one set of repeats)
+        seen.add(tuple(r.values()))
+        tp, batch = int(r["tensor_parallel"]), int(r["batch_size"])
+        if tp == 2 and batch == 64:
+            continue  # prompt time falls 4x while e2e reaches 160 s: two GPUs' KV cache overflowed, not one step
+        setting = (r["hardware"], tp, batch, int(r["prompt_size"]))
+        prefill.setdefault(setting, []).append(float(r["prompt_time"]))
+        decode.setdefault((*setting, int(r["token_size"])), []).append(float(r["token_time"]))
+    rows = []
+    for ops, op in ((prefill, "prefill_step"), (decode, "decode_step")):
+        for key, times in sorted(ops.items()):
+            hw, tp, batch, prompt = key[:4]
+            row = {"op": op, "device": _SPLITWISE_DEVICE[hw], "backend": "splitwise-2023", "model": "llama-2-70b"}
+            row.update({"tp": tp, "batch_size": batch, "dtype": "fp16", "kv_dtype": "fp16"})
+            if op == "prefill_step":
+                row["tokens"] = prompt
+            else:  # the mean step of a generation of key[4] tokens reads the prompt and half the output
+                row["context_tokens"] = prompt + key[4] / 2.0
+            row["latency_s"] = float(np.median(times)) * _MS
+            row["source"] = "splitwise_perf_model.csv"
+            rows.append(row)
+    return tuple(rows)
+
+
+def step_measurements() -> Measurements:
+    """Measured whole iterations shipped with hermes_fast: Splitwise's (Patel et al., ISCA 2024) Llama-2-70B
+    fp16 prefill and mean decode steps on DGX-A100 and DGX-H100 at TP 2, 4 and 8, one row per setting (the
+    median of its repeats; a decode row's ``context_tokens`` is the prompt plus half the output)."""
+    return read_measurements(_step_rows())
+
+
+def step_comparison(measurements: Measurements | None = None, catalog=None) -> list[dict]:
+    """Whole-step predictions built from the kernels against measured steps, per (family, device, tp).
+
+    ``measurements``: step rows (default :func:`step_measurements`); ``catalog``: the kernels' parameters
+    (default: the shipped default calibrations). Rows have the median and 90th-percentile absolute relative
+    error, the median signed error, and ``median_gap_s``: the median of measured - predicted, i.e. the fixed
+    per-step cost the measured stack adds to the kernels (scheduling, sampling, launches, Python).
+    """
+    from .catalog import Catalog
+
+    ms = measurements if measurements is not None else step_measurements()
+    cat = catalog if catalog is not None else Catalog()
+    fam, dev, tp, meas = ms.family, ms["device"], ms["tp"], ms["latency_s"]
+    uncalibrated = predict(ms, catalog=Catalog(calibration="none"))
+    calibrated = predict(ms, catalog=cat)
+    out = []
+    for f, d, t in sorted(set(zip(fam, dev, tp, strict=True))):
+        s = (fam == f) & (dev == d) & (tp == t)
+        rel = calibrated[s] / meas[s] - 1.0
+        out.append(
+            {
+                "family": f,
+                "device": d,
+                "tp": int(t),
+                "rows": int(s.sum()),
+                "uncalibrated_median": float(np.median(np.abs(uncalibrated[s] / meas[s] - 1.0))),
+                "calibrated_median": float(np.median(np.abs(rel))),
+                "calibrated_p90": float(np.quantile(np.abs(rel), 0.9)),
+                "calibrated_signed": float(np.median(rel)),
+                "median_gap_s": float(np.median(meas[s] - calibrated[s])),
+            }
+        )
+    return out
 
 
 def reference_errors(catalog=None, calibration="none") -> xr.Dataset:

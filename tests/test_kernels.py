@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -224,6 +226,25 @@ def test_pipeline_parallel_adds_hand_offs(catalog, build):
     hand_off = oh + alpha + batch * model.hidden_size * 2 / beta
     assert decode_comm(two, batch, 1000.0) - decode_comm(one, batch, 1000.0) == pytest.approx(hand_off, rel=1e-9)
     assert two.weights_bytes < 0.55 * one.weights_bytes
+
+
+def test_step_overhead_is_paid_once_per_iteration(catalog):
+    """The engine's own per-iteration cost adds once to any step, whatever the batch, the layers or PP."""
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import Dtypes, Parallel
+    from hermes_fast.kernels import prefill_time
+
+    base = catalog.device("h100_sxm")
+    slow = dataclasses.replace(base, efficiency=dataclasses.replace(base.efficiency, step_overhead_s=0.015))
+    for pp in (1, 2):
+        engines = [
+            compile_engine(catalog.model("llama-3.1-70b"), d, Parallel(tp=4, pp=pp), Dtypes()).params
+            for d in (base, slow)
+        ]
+        for f, args in ((decode_step_time, (64.0, 3000.0)), (prefill_time, (2.0, 1000.0, 0.0))):
+            t0, t1 = (f(p, *args) for p in engines)
+            assert t1 - t0 == pytest.approx(0.015, rel=1e-9)
+            assert step_cost(engines[1], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)[0] == 0.0  # an empty step costs nothing
 
 
 def test_encoder_prefill_is_bidirectional(build):

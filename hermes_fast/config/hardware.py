@@ -183,6 +183,15 @@ class Efficiency:
         None, unit="s", doc="decode_attention_overhead_s over an 8-bit KV cache (None: same)", ge=0, le=1
     )
     elementwise_overhead_s: float = fld(2e-6, unit="s", doc="fixed cost per fused norm/activation kernel", ge=0, le=1)
+    step_overhead_s: float = fld(
+        0.0,
+        unit="s",
+        doc="fixed cost per engine iteration outside the kernels (scheduling, input preparation, sampling, "
+        "Python and launch gaps of a stack without CUDA graphs); hermes_fast.validate.step_comparison "
+        "measures it as median_gap_s",
+        ge=0,
+        le=10,
+    )
     collective_efficiency: float = fld(
         0.85, unit="1", doc="fraction of link bandwidth reached by collectives (large messages)", gt=0, le=1
     )

@@ -189,9 +189,10 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         oh += p[L.N_MOE] * e_oh
         comm += p[L.N_MOE] * e_comm
 
-    # --- input embedding: a gather of `tokens` rows (memory only), on the first stage
+    # --- input embedding: a gather of `tokens` rows (memory only), on the first stage; the engine's own
+    #     per-iteration work (scheduling, sampling, launches) once per step
     mem += tokens * p[L.EMBED_S]
-    oh += p[L.OH_ELEM]
+    oh += p[L.OH_ELEM] + p[L.OH_STEP]
     # --- LM head on the sequences that emit a token, then gather the vocab shards
     if p[L.HAS_LM_HEAD] > 0.0 and logit_seqs > 0.0:
         c, m = _gemm(p, L.G_LM_HEAD, logit_seqs)
