@@ -6,6 +6,8 @@ predicted with the same formulas the step cost uses, from each device's catalog 
 defaults or a calibration. :func:`reference_errors` returns one row per measurement; :func:`error_summary`
 the median and 90th-percentile absolute relative error per kernel family, device and backend;
 :func:`validation_table` both side by side, on the rows each calibration held back from its fit.
+:func:`step_measurements` and :func:`step_comparison` do the same for whole prefill and decode iterations
+(Splitwise's measured Llama-2-70B steps), predicted from the compiled step cost.
 """
 
 from __future__ import annotations
@@ -182,8 +184,9 @@ def step_comparison(measurements: Measurements | None = None, catalog=None) -> l
 
     ``measurements``: step rows (default :func:`step_measurements`); ``catalog``: the kernels' parameters
     (default: the shipped default calibrations). Rows have the median and 90th-percentile absolute relative
-    error, the median signed error, and ``median_gap_s``: the median of measured - predicted, i.e. the fixed
-    per-step cost the measured stack adds to the kernels (scheduling, sampling, launches, Python).
+    error, the median signed error, and ``median_gap_s``: the median of measured - predicted; on decode steps,
+    whose kernels the prediction covers, the fixed per-step cost the measured stack adds to them (scheduling,
+    sampling, launches, Python), to be set as ``efficiency.step_overhead_s``.
     """
     from .catalog import Catalog
 
