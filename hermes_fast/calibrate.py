@@ -280,8 +280,6 @@ def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_token
     kv_token_bytes = 2.0 * kv_heads * head_dim * DTYPE_BYTES[kv_dtype]
     compute = 2.0 * width * (pairs + sat * q_tokens) / r.attention_flops
     memory = (kv_tokens * kv_token_bytes + q_tokens * width * 2.0) / r.memory_bw
-    if not decode:
-        compute = compute * (1.0 + d.efficiency.prefill_attention_saturation_units / (q_tokens * heads))
     if decode:
         from .compile import decode_attention_ramp
 
@@ -290,8 +288,9 @@ def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_token
         if ramp > 0.0:
             kv_bytes = kv_tokens * kv_token_bytes
             memory = memory * (kv_bytes + ramp) / (kv_bytes + low * ramp)
-    oh = r.decode_attention_overhead_s if decode else r.attention_overhead_s
-    return np.maximum(compute, memory) + oh
+        return np.maximum(compute, memory) + r.decode_attention_overhead_s
+    compute = compute * (1.0 + d.efficiency.prefill_attention_saturation_units / (q_tokens * heads))
+    return np.maximum(compute, memory) + r.attention_overhead_s
 
 
 def _collective_s(d: Device, op: str, n, size_bytes) -> np.ndarray:
