@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import zlib
@@ -787,6 +788,14 @@ _FIT_BLOCKS = (
 )
 
 
+# extra starts over a ramp's knee and floor: its optimum lies in one of several basins (e.g. H200 TRT-LLM decode
+# attention's knee near 300 MB, which neither default start reaches)
+_RAMP_STARTS = {
+    "efficiency.decode_attention_small_efficiency": (0.1, 0.3, 0.6),
+    "efficiency.decode_attention_saturation_bytes": (1e7, 1e8, 1e9),
+}
+
+
 def _fit_block(
     rows: Measurements,
     base: Device,
@@ -797,8 +806,9 @@ def _fit_block(
     block_meas: np.ndarray,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Least squares on log(predicted / measured) of one kernel family's rows over its parameters (and the
-    fp8_block variant's), best of two starts: the device's values, and halfway to the geometric middle of each
-    parameter's bounds (a ramp that starts switched off has no gradient)."""
+    fp8_block variant's), best of several starts: the device's values, halfway to the geometric middle of each
+    parameter's bounds (a ramp that starts switched off has no gradient), and a grid over the knee and floor
+    of each ramp in :data:`_RAMP_STARTS` the block fits."""
     from scipy.optimize import least_squares
 
     log_meas = np.log(rows["latency_s"])
@@ -823,9 +833,18 @@ def _fit_block(
     upper = np.array([p.upper / p.scale for p in all_params])
     middle = np.sqrt(np.maximum(lower, 1e-3) * upper)
     inside = 1e-9 * (upper - lower)  # the trust-region method needs starts strictly inside the bounds
+    starts = [x0, 0.5 * (x0 + middle)]
+    paths = [p.path for p in all_params]
+    if all(path in paths for path in _RAMP_STARTS):
+        for combo in itertools.product(*_RAMP_STARTS.values()):
+            x = x0.copy()
+            for path, value in zip(_RAMP_STARTS, combo, strict=True):
+                j = paths.index(path)
+                x[j] = value / all_params[j].scale
+            starts.append(x)
     best = None
-    for t in (0.0, 0.5):
-        start = np.clip(x0 * (1.0 - t) + t * middle, lower + inside, upper - inside)
+    for x in starts:
+        start = np.clip(x, lower + inside, upper - inside)
         res = least_squares(residuals, start, bounds=(lower, upper), loss="soft_l1", f_scale=0.05, x_scale=1.0)
         if best is None or res.cost < best.cost:
             best = res
