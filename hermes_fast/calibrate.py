@@ -14,8 +14,10 @@ CSV (or mappings) in the schema of :data:`MEASUREMENT_COLUMNS`, one operator per
 - ``layer_linear``: one layer's QKV, output projection and gated MLP on one TP shard: ``model, tp, tokens,
   dtype``;
 - ``prefill_step``, ``decode_step``: a whole engine iteration: ``model, tp, pp, batch_size``, ``tokens``
-  (prompt per sequence) and/or ``context_tokens`` (KV per sequence), ``dtype, kv_dtype``. These are predicted
-  from the calibrated kernels and compared (:func:`predict`), not fitted.
+  (prompt per sequence) and/or ``context_tokens`` (KV per sequence), ``dtype, kv_dtype``. They are predicted
+  from the kernels (:func:`predict`); decode steps, whose kernels are short, fit the engine's host costs
+  (``step_overhead_s``, ``step_overhead_per_tp_rank_s``, ``sequence_overhead_s``) on top of the kernels;
+  prefill steps are only compared.
 
 Every row has ``op, device, latency_s`` and may have ``backend`` and ``source``. :func:`calibrate` fits by
 least squares on log(predicted / measured) over all but a deterministic held-back share of rows and reports
@@ -92,7 +94,6 @@ OPS: dict[str, tuple[str, ...]] = {
 }
 MEASUREMENT_COLUMNS["op"] = (str, "operator: " + ", ".join(OPS))
 _DEFAULTS = {"context_tokens": 0.0, "pp": 1.0, "tp": 1.0, "backend": "", "source": ""}
-_FIT_EXCLUDED = ("prefill_step", "decode_step")
 _GEMM_DTYPES = (*DTYPES, "fp8_block")
 
 
@@ -477,7 +478,13 @@ _COLLECTIVE = (
     _Param("efficiency.all_to_all_protocol_latency_s", 0.0, 1e-4, 1e-6, ("coll_a2a",)),
     _Param("efficiency.all_to_all_saturation_bytes", 0.0, 1e10, 1e6, ("coll_a2a",)),
 )
-PARAMETERS = _GEMM16 + _GEMM8 + _ATTENTION + _COLLECTIVE
+# the engine's host work, from whole decode steps once the kernels are fitted
+_STEP = (
+    _Param("efficiency.step_overhead_s", 0.0, 1.0, 1e-3, ("step",)),
+    _Param("efficiency.step_overhead_per_tp_rank_s", 0.0, 0.1, 1e-3, ("step_tp",)),
+    _Param("efficiency.sequence_overhead_s", 0.0, 0.1, 1e-4, ("step_seqs",)),
+)
+PARAMETERS = _GEMM16 + _GEMM8 + _ATTENTION + _COLLECTIVE + _STEP
 # fp8_block GEMMs: their own low-precision profile, kept as a calibration variant
 _BLOCK = tuple(
     dataclasses.replace(p, groups=tuple(g.replace("gemm8", "gemm_block") for g in p.groups)) for p in _GEMM8
@@ -508,6 +515,8 @@ def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
         elif op in _COLLECTIVES:
             g |= {"coll", "coll_ramp", "coll_up" if ms["num_gpus"][i] <= d.scale_up_domain_devices else "coll_out"}
             g.add({"all_reduce": "coll_ar", "all_to_all": "coll_a2a"}.get(op, "coll_ring"))
+        elif op == "decode_step":
+            g.add("step")
         out.append(g)
     return out
 
@@ -515,11 +524,17 @@ def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
 def _identifiable(ms: Measurements, groups: list[set[str]], rows: np.ndarray) -> set[str]:
     """Parameter groups the fitted ``rows`` can identify: those of the rows, plus the contrasts that need two
     kinds of rows (a group-size term needs two group sizes; an op's bandwidth ratio needs all-gather or
-    reduce-scatter rows to be relative to, else it is confounded with collective_efficiency)."""
+    reduce-scatter rows to be relative to, else it is confounded with collective_efficiency; the per-rank and
+    per-sequence host costs need decode steps at two TP degrees and two batch sizes)."""
     present = set().union(*(groups[i] for i in np.flatnonzero(rows)))
     coll = rows & np.isin(ms["op"], _COLLECTIVES)
     if len(np.unique(ms["num_gpus"][coll])) >= 2:
         present.add("coll_sizes")
+    steps = rows & (ms["op"] == "decode_step")
+    if len(np.unique(ms["tp"][steps])) >= 2:
+        present.add("step_tp")
+    if len(np.unique(ms["batch_size"][steps])) >= 2:
+        present.add("step_seqs")
     if "coll_ring" in present:
         present |= {f"{g}_vs_ring" for g in ("coll_ar", "coll_a2a") if g in present}
     return present
@@ -785,6 +800,7 @@ _FIT_BLOCKS = (
     (_ATTENTION, ("context_attention",)),
     (_ATTENTION, ("generation_attention",)),
     (_COLLECTIVE, _COLLECTIVES),
+    (_STEP, ("decode_step",)),
 )
 
 
@@ -868,9 +884,12 @@ def calibrate(
     ----------
     measurements
         A CSV path, rows (mappings) or :class:`Measurements` in the :data:`MEASUREMENT_COLUMNS` schema; rows of
-        other devices are ignored. Step rows (``prefill_step``, ``decode_step``) are not fitted.
+        other devices are ignored. Kernel rows fit the kernels' parameters, then ``decode_step`` rows the
+        engine's host costs on top of them; ``prefill_step`` rows are only predicted and reported.
     device
-        Catalog device name (preset or ``catalog``'s own); the fit starts from its uncalibrated entry.
+        Catalog device name (preset or ``catalog``'s own); the fit starts from its entry in ``catalog``
+        (default: the uncalibrated catalog). To fit only the host costs to measured decode steps on top of the
+        shipped kernel calibration, pass decode-step rows alone with ``catalog=Catalog()``.
     holdout, seed
         Share of rows held back from the fit (chosen by a stable hash of each row with ``seed``); the report
         gives the error on them.
@@ -881,7 +900,9 @@ def calibrate(
     -------
     Calibration
         Only parameters that the rows can identify are fitted (e.g. no fp8 parameters without fp8 rows);
-        the others keep the device's values. ``report`` holds the fit and held-back errors per family.
+        the others keep the device's values. A calibration ``catalog`` already applies to the device carries
+        over into the result, so the result alone reproduces the fitted device. ``report`` holds the fit and
+        held-back errors per family.
 
     Examples
     --------
@@ -895,9 +916,9 @@ def calibrate(
     ms = read_measurements(measurements)
     cat = catalog if catalog is not None else Catalog(calibration="none")
     base = cat.device(device, "device")
-    ms = ms.select((ms["device"] == device) & ~np.isin(ms["op"], _FIT_EXCLUDED))
-    if len(ms) == 0:
-        raise ConfigError("device", device, "a device with kernel measurement rows (gemm, attention, collectives)")
+    ms = ms.select(ms["device"] == device)
+    if not np.isin(ms["op"], [o for o in OPS if o != "prefill_step"]).any():
+        raise ConfigError("device", device, "a device with kernel or decode-step measurement rows")
     if fix:
         base = _with_values(base, dict(fix))
     held = holdout_mask(ms, holdout, seed)
@@ -927,6 +948,10 @@ def calibrate(
     if fix:
         vals.update({k: float(v) for k, v in fix.items()})
     variants = {"fp8_block": bvals} if bvals and block_rows.any() else {}
+    prior = getattr(cat, "calibrations", {}).get(device)
+    if prior is not None:
+        vals = {**prior.values, **vals}
+        variants = variants or {k: dict(v) for k, v in prior.variants.items()}
     fitted = Calibration(name or device, device, vals, variants, source, holdout, seed)
     pred = predict(ms, cat.device(device, "device"), catalog=cat, calibration=fitted)
     return dataclasses.replace(fitted, report=error_report(ms, pred, held))

@@ -303,17 +303,30 @@ def print_validation(rows: list[dict], out=None) -> None:
 
 
 def print_step_comparison(rows: list[dict], out=None) -> None:
-    """Whole-step predictions (shipped default calibrations) against Splitwise's measured Llama-2-70B steps."""
+    """Whole-step predictions (shipped default calibrations) against Splitwise's measured Llama-2-70B steps,
+    then with the host costs fitted to the other decode steps (held-back rows), and the fitted costs."""
     out = out or sys.stdout
     print("# whole steps built from the kernels vs measured (Splitwise, Llama-2-70B fp16, DGX-A100/H100)", file=out)
-    print("# gap: median measured - predicted, the stack's own per-step cost (efficiency.step_overhead_s)", file=out)
+    print("# gap: median measured - predicted; +host: host costs fitted to the device's other decode steps,", file=out)
+    print("# error on the held-back rows", file=out)
     head = f"{'family':14s}{'device':15s}{'tp':>3s}{'rows':>6s}{'default med':>13s}"
-    print(head + f"{'calibrated med':>16s}{'p90':>8s}{'signed':>9s}{'gap ms':>9s}", file=out)
+    head += f"{'calibrated med':>16s}{'p90':>8s}{'signed':>9s}{'gap ms':>9s}{'held':>6s}{'+host med':>11s}{'p90':>8s}"
+    print(head, file=out)
     for r in rows:
+        host = "-" if r["rows_held"] == 0 else None
         print(
             f"{r['family']:14s}{r['device']:15s}{r['tp']:3d}{r['rows']:6d}{r['uncalibrated_median']:13.1%}"
             f"{r['calibrated_median']:16.1%}{r['calibrated_p90']:8.1%}{r['calibrated_signed']:+9.1%}"
-            f"{r['median_gap_s'] * 1e3:9.1f}",
+            f"{r['median_gap_s'] * 1e3:9.1f}{r['rows_held']:6d}"
+            + (f"{host:>11s}{host:>8s}" if host else f"{r['host_median']:11.1%}{r['host_p90']:8.1%}"),
+            file=out,
+        )
+    fitted = {r["device"]: r for r in rows}
+    for device, r in sorted(fitted.items()):
+        print(
+            f"# {device} host costs: {r['step_overhead_s'] * 1e3:.2f} ms per step"
+            f" + {r['step_overhead_per_tp_rank_s'] * 1e3:.2f} ms per TP rank beyond the first"
+            f" + {r['sequence_overhead_s'] * 1e3:.3f} ms per sequence",
             file=out,
         )
 
@@ -342,8 +355,12 @@ def _cmd_validate(args) -> int:
 
 def _cmd_calibrate(args) -> int:
     from .calibrate import calibrate
+    from .catalog import Catalog
 
-    cal = calibrate(args.measurements, args.device, name=args.name, source=args.source, holdout=args.holdout)
+    start = Catalog(calibration=args.calibration)
+    cal = calibrate(
+        args.measurements, args.device, catalog=start, name=args.name, source=args.source, holdout=args.holdout
+    )
     for r in cal.report:
         print(
             f"{r['family']:22s} fit {r['rows_fit']:5d} rows: median {r['fit_median_abs_error']:.1%}"
@@ -385,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--name", default=None, help="calibration name (default: the device)")
     cal.add_argument("--source", default="", help="where the measurements come from")
     cal.add_argument("--holdout", type=float, default=0.25, help="share of rows held back (0.25)")
+    cal.add_argument(
+        "--calibration",
+        default="none",
+        metavar="NAME|FILE",
+        help="calibration the fit starts from and carries over (none; 'default' fits decode-step rows' host "
+        "costs on top of the shipped kernels)",
+    )
     cal.set_defaults(func=_cmd_calibrate)
     swp = sub.add_parser("sweep", help="simulate a scenario over a grid (a sweep YAML), resumable zarr output")
     swp.add_argument("sweep", help="sweep YAML: scenario, grid, n_requests, replicates, seed, capacity")

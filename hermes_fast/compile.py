@@ -290,7 +290,8 @@ def compile_engine(
     p[L.OH_ATTN_DECODE] = rates.decode_attention_overhead_s
     p[L.OH_ELEM] = eff.elementwise_overhead_s
     p[L.OH_COLL] = eff.collective_overhead_s
-    p[L.OH_STEP] = eff.step_overhead_s
+    p[L.OH_STEP] = eff.step_overhead_s + (tp - 1) * eff.step_overhead_per_tp_rank_s
+    p[L.OH_SEQ] = eff.sequence_overhead_s
     p[L.A_BYTES] = ab
     p[L.H_BYTES] = hb
     kv_tok = kv_bytes_per_token_layer(m, tp, dtypes.kv)

@@ -7,7 +7,8 @@ defaults or a calibration. :func:`reference_errors` returns one row per measurem
 the median and 90th-percentile absolute relative error per kernel family, device and backend;
 :func:`validation_table` both side by side, on the rows each calibration held back from its fit.
 :func:`step_measurements` and :func:`step_comparison` do the same for whole prefill and decode iterations
-(Splitwise's measured Llama-2-70B steps), predicted from the compiled step cost.
+(Splitwise's measured Llama-2-70B steps), predicted from the compiled step cost, and :func:`fit_host_costs`
+fits the engine's host costs per step and per sequence to the measured decode steps.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .calibrate import Measurements, holdout_mask, predict, read_measurements
 
 __all__ = [
     "error_summary",
+    "fit_host_costs",
     "read_reference",
     "reference_errors",
     "reference_measurements",
@@ -179,14 +181,39 @@ def step_measurements() -> Measurements:
     return read_measurements(_step_rows())
 
 
+HOST_COSTS = ("step_overhead_s", "step_overhead_per_tp_rank_s", "sequence_overhead_s")
+
+
+def fit_host_costs(
+    measurements: Measurements | None = None, catalog=None, holdout: float = 0.25, seed: int = 0
+) -> dict:
+    """Per device: the engine's host costs (``efficiency.step_overhead_s``, ``step_overhead_per_tp_rank_s``,
+    ``sequence_overhead_s``) fitted to its measured decode steps, all but a held-back share (``holdout``,
+    ``seed``: :func:`~hermes_fast.calibrate.holdout_mask`), on top of ``catalog``'s kernels (default: the
+    shipped default calibrations). Returns device -> :class:`~hermes_fast.calibrate.Calibration`."""
+    from .calibrate import calibrate
+    from .catalog import Catalog
+
+    ms = measurements if measurements is not None else step_measurements()
+    cat = catalog if catalog is not None else Catalog()
+    out = {}
+    for device in sorted(set(ms["device"][ms["op"] == "decode_step"])):
+        rows = ms.select(ms["device"] == device)
+        name = f"{device}+host"
+        out[device] = calibrate(rows, device, catalog=cat, name=name, holdout=holdout, seed=seed)
+    return out
+
+
 def step_comparison(measurements: Measurements | None = None, catalog=None) -> list[dict]:
     """Whole-step predictions built from the kernels against measured steps, per (family, device, tp).
 
     ``measurements``: step rows (default :func:`step_measurements`); ``catalog``: the kernels' parameters
     (default: the shipped default calibrations). Rows have the median and 90th-percentile absolute relative
-    error, the median signed error, and ``median_gap_s``: the median of measured - predicted; on decode steps,
-    whose kernels the prediction covers, the fixed per-step cost the measured stack adds to them (scheduling,
-    sampling, launches, Python), to be set as ``efficiency.step_overhead_s``.
+    error, the median signed error, and ``median_gap_s``: the median of measured - predicted (on decode steps,
+    whose kernels the prediction covers, the host work the measured stack adds to them: scheduling, sampling,
+    launches, Python). ``host_median`` and ``host_p90`` are the errors on the ``rows_held`` rows held back
+    from :func:`fit_host_costs`, with the host costs fitted to the device's other decode steps (NaN where a
+    setting has no held-back row); the fitted values are in the ``HOST_COSTS`` columns.
     """
     from .catalog import Catalog
 
@@ -195,10 +222,18 @@ def step_comparison(measurements: Measurements | None = None, catalog=None) -> l
     fam, dev, tp, meas = ms.family, ms["device"], ms["tp"], ms["latency_s"]
     uncalibrated = predict(ms, catalog=Catalog(calibration="none"))
     calibrated = predict(ms, catalog=cat)
+    hosted = np.full(len(ms), np.nan)
+    held = holdout_mask(ms, 0.25, 0)
+    fits = fit_host_costs(ms, cat, 0.25, 0)
+    for device, cal in fits.items():
+        s = dev == device
+        hosted[s] = predict(ms.select(s), catalog=cat, calibration=cal)
     out = []
     for f, d, t in sorted(set(zip(fam, dev, tp, strict=True))):
         s = (fam == f) & (dev == d) & (tp == t)
         rel = calibrated[s] / meas[s] - 1.0
+        h = s & held & np.isfinite(hosted)
+        host_err = np.abs(hosted[h] / meas[h] - 1.0)
         out.append(
             {
                 "family": f,
@@ -210,6 +245,10 @@ def step_comparison(measurements: Measurements | None = None, catalog=None) -> l
                 "calibrated_p90": float(np.quantile(np.abs(rel), 0.9)),
                 "calibrated_signed": float(np.median(rel)),
                 "median_gap_s": float(np.median(meas[s] - calibrated[s])),
+                "rows_held": int(h.sum()),
+                "host_median": float(np.median(host_err)) if h.any() else float("nan"),
+                "host_p90": float(np.quantile(host_err, 0.9)) if h.any() else float("nan"),
+                **{c: fits[d].values.get(f"efficiency.{c}", 0.0) if d in fits else 0.0 for c in HOST_COSTS},
             }
         )
     return out

@@ -420,8 +420,8 @@ def test_calibrate_command_fits_and_saves(tmp_path, synthetic, capsys):
     assert main(["calibrate", str(tmp_path / "missing.csv"), "--device", "h100_sxm", "--out", str(out)]) == 2
 
 
-def test_step_measurements_are_compared_not_fitted(tmp_path, plain):
-    """Full-step rows go through the calibrated step cost in validation (and are skipped by the fit)."""
+def test_step_measurements_go_through_the_step_cost(tmp_path, plain):
+    """Full-step rows go through the calibrated step cost in validation; prefill steps alone fit nothing."""
     from hermes_fast.cli import main
 
     cal = shipped_calibrations()["h100_sxm"]
@@ -437,8 +437,58 @@ def test_step_measurements_are_compared_not_fitted(tmp_path, plain):
     table = validation_table([cal], ms)
     assert {r["family"] for r in table} == {"decode_step", "prefill_step"}
     assert {r["rows_held"] for r in table} == {2, 1}
-    with pytest.raises(ConfigError):  # nothing to fit
-        calibrate(ms, "h100_sxm")
+    with pytest.raises(ConfigError, match="decode-step"):  # prefill steps are compared, never fitted
+        calibrate(ms.select(ms["op"] == "prefill_step"), "h100_sxm")
     path = tmp_path / "steps.csv"
     write_measurements(ms, path)
     assert main(["validate", "--calibration", "h100_sxm", "--measurements", str(path)]) == 0
+
+
+HOST_TRUTH = {
+    "efficiency.step_overhead_s": 5e-3,
+    "efficiency.step_overhead_per_tp_rank_s": 1.5e-3,
+    "efficiency.sequence_overhead_s": 2e-4,
+}
+
+
+def test_host_costs_are_recovered_from_decode_steps_on_top_of_the_kernels(tmp_path):
+    """Decode steps generated with known host costs over the shipped H100 kernels give those costs back; the
+    result carries the kernel calibration along, so loaded alone it reproduces every step."""
+    shipped = shipped_calibrations()["h100_sxm"]
+    truth = Calibration("truth", "h100_sxm", {**shipped.values, **HOST_TRUTH}, shipped.variants)
+    rows = [
+        {"op": "decode_step", "device": "h100_sxm", "model": "llama-3.1-70b", "tp": tp, "batch_size": b,
+         "context_tokens": ctx, "dtype": "bf16", "kv_dtype": "bf16"}
+        for tp, b, ctx in itertools.product((2, 4, 8), (1, 8, 32, 64), (512, 4096))
+    ] + [{"op": "prefill_step", "device": "h100_sxm", "model": "llama-3.1-70b", "tp": 4, "batch_size": b,
+          "tokens": 1024, "dtype": "bf16", "kv_dtype": "bf16"} for b in (1, 4)]  # fmt: skip
+    plain = Catalog(calibration="none")
+    lat = predict([{**r, "latency_s": 1.0} for r in rows], catalog=plain, calibration=truth)
+    ms = read_measurements([{**r, "latency_s": t} for r, t in zip(rows, lat, strict=True)])
+    cal = calibrate(ms, "h100_sxm", catalog=Catalog(), name="host")
+    for key, value in HOST_TRUTH.items():
+        assert cal.values[key] == pytest.approx(value, rel=1e-3), key
+    assert {k: v for k, v in cal.values.items() if k not in HOST_TRUTH} == shipped.values
+    assert cal.variants == shipped.variants
+    # prefill steps are reported (the truth includes their host costs: exact) but not fitted
+    assert {r["family"] for r in cal.report} == {"decode_step", "prefill_step"}
+    assert all(r["held_p90_abs_error"] < 1e-3 for r in cal.report if r["rows_held"])
+    path = tmp_path / "host.yaml"
+    cal.save(path)
+    again = predict(ms, catalog=Catalog(calibration=str(path)))
+    np.testing.assert_allclose(again, lat, rtol=1e-4)
+    # the same from the command line, on top of the shipped (default) calibration
+    from hermes_fast.cli import main
+
+    write_measurements(ms, tmp_path / "steps.csv")
+    argv = ["calibrate", str(tmp_path / "steps.csv"), "--device", "h100_sxm", "--out", str(tmp_path / "c.json")]
+    assert main([*argv, "--calibration", "default"]) == 0
+    from_cli = load_calibration(str(tmp_path / "c.json")).values
+    assert from_cli.keys() == cal.values.keys()
+    for key, value in HOST_TRUTH.items():
+        assert from_cli[key] == pytest.approx(value, rel=1e-3), key
+    # one TP degree and one batch size identify only the per-step cost
+    one = ms.select((ms["tp"] == 4) & (ms["batch_size"] == 8))
+    only = calibrate(one, "h100_sxm", catalog=Catalog(), holdout=0.0)
+    assert set(only.values) - set(shipped.values) == {"efficiency.step_overhead_s"}
+    assert only.values["efficiency.step_overhead_s"] == pytest.approx(5e-3 + 3 * 1.5e-3 + 8 * 2e-4, rel=1e-3)

@@ -228,22 +228,25 @@ def test_pipeline_parallel_adds_hand_offs(catalog, build):
     assert two.weights_bytes < 0.55 * one.weights_bytes
 
 
-def test_step_overhead_is_paid_once_per_iteration(catalog):
-    """The engine's own per-iteration cost adds once to any step, whatever the batch, the layers or PP."""
+def test_host_costs_are_paid_once_per_iteration(catalog):
+    """The engine's host costs add once per step (and per TP rank, per emitting sequence), whatever the
+    layers or PP."""
     from hermes_fast.compile import compile_engine
     from hermes_fast.config import Dtypes, Parallel
     from hermes_fast.kernels import prefill_time
 
     base = catalog.device("h100_sxm")
-    slow = dataclasses.replace(base, efficiency=dataclasses.replace(base.efficiency, step_overhead_s=0.015))
+    host = {"step_overhead_s": 0.015, "step_overhead_per_tp_rank_s": 0.002, "sequence_overhead_s": 1e-4}
+    slow = dataclasses.replace(base, efficiency=dataclasses.replace(base.efficiency, **host))
     for pp in (1, 2):
         engines = [
             compile_engine(catalog.model("llama-3.1-70b"), d, Parallel(tp=4, pp=pp), Dtypes()).params
             for d in (base, slow)
         ]
-        for f, args in ((decode_step_time, (64.0, 3000.0)), (prefill_time, (2.0, 1000.0, 0.0))):
+        # per step, per TP rank beyond the first (3 at TP 4), per sequence that emits a token
+        for f, args, seqs in ((decode_step_time, (64.0, 3000.0), 64), (prefill_time, (2.0, 1000.0, 0.0), 2)):
             t0, t1 = (f(p, *args) for p in engines)
-            assert t1 - t0 == pytest.approx(0.015, rel=1e-9)
+            assert t1 - t0 == pytest.approx(0.015 + 3 * 0.002 + seqs * 1e-4, rel=1e-9)
             assert step_cost(engines[1], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)[0] == 0.0  # an empty step costs nothing
 
 

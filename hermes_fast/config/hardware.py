@@ -186,11 +186,27 @@ class Efficiency:
     step_overhead_s: float = fld(
         0.0,
         unit="s",
-        doc="fixed cost per engine iteration outside the kernels (scheduling, input preparation, sampling, "
-        "Python and launch gaps of a stack without CUDA graphs); hermes_fast.validate.step_comparison "
-        "measures it as median_gap_s",
+        doc="fixed cost per engine iteration outside the kernels (scheduling, input preparation, "
+        "Python and launch gaps of a stack without CUDA graphs); fitted to measured decode steps by "
+        "hermes_fast.calibrate (see hermes_fast.validate.fit_host_costs)",
         ge=0,
         le=10,
+    )
+    step_overhead_per_tp_rank_s: float = fld(
+        0.0,
+        unit="s",
+        doc="added to step_overhead_s per tensor-parallel rank beyond the first (the host hands each "
+        "iteration's batch to every worker rank and waits for the slowest)",
+        ge=0,
+        le=1,
+    )
+    sequence_overhead_s: float = fld(
+        0.0,
+        unit="s",
+        doc="fixed cost per sequence that emits a token in an iteration (sampling, detokenisation, "
+        "per-request bookkeeping)",
+        ge=0,
+        le=1,
     )
     collective_efficiency: float = fld(
         0.85, unit="1", doc="fraction of link bandwidth reached by collectives (large messages)", gt=0, le=1

@@ -32,7 +32,8 @@ OH_ATTN = _slot()  # s per prefill attention kernel
 OH_ATTN_DECODE = _slot()  # s per decode attention kernel
 OH_ELEM = _slot()  # s per fused elementwise kernel
 OH_COLL = _slot()  # s per collective call
-OH_STEP = _slot()  # s per engine iteration outside the kernels
+OH_STEP = _slot()  # s per engine iteration outside the kernels (host work, all TP ranks)
+OH_SEQ = _slot()  # s per sequence that emits a token in an iteration (sampling, bookkeeping)
 # --- element sizes
 A_BYTES = _slot()  # B per GEMM activation element
 H_BYTES = _slot()  # B per hidden-state element between kernels (collectives, hand-offs)

@@ -190,9 +190,9 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         comm += p[L.N_MOE] * e_comm
 
     # --- input embedding: a gather of `tokens` rows (memory only), on the first stage; the engine's own
-    #     per-iteration work (scheduling, sampling, launches) once per step
+    #     host work once per step (scheduling, launches) and per sequence that emits a token (sampling)
     mem += tokens * p[L.EMBED_S]
-    oh += p[L.OH_ELEM] + p[L.OH_STEP]
+    oh += p[L.OH_ELEM] + p[L.OH_STEP] + logit_seqs * p[L.OH_SEQ]
     # --- LM head on the sequences that emit a token, then gather the vocab shards
     if p[L.HAS_LM_HEAD] > 0.0 and logit_seqs > 0.0:
         c, m = _gemm(p, L.G_LM_HEAD, logit_seqs)
