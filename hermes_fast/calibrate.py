@@ -333,10 +333,11 @@ def _layer_linear_s(d: Device, catalog, model: str, tp: float, tokens, dtype: st
 
 
 def _step_s(d: Device, catalog, row: Mapping[str, Any]) -> float:
-    """A whole prefill or decode iteration from the engine's compiled step cost."""
+    """A whole prefill or decode iteration from the engine's compiled step cost, as ``estimate`` times it
+    (PP micro-batches included)."""
     from .compile import compile_engine
     from .config.scenario import Dtypes, Parallel
-    from .kernels.step import decode_step_time, prefill_time
+    from .kernels.grid import pipelined_time
 
     dt = row["dtype"]
     ce = compile_engine(
@@ -346,11 +347,10 @@ def _step_s(d: Device, catalog, row: Mapping[str, Any]) -> float:
         Dtypes(weight=dt, activation=dt, kv=row["kv_dtype"]),
         check=False,
     )
+    b, past = float(row["batch_size"]), float(row["context_tokens"])
     if row["op"] == "decode_step":
-        return float(decode_step_time.jit(ce.params, float(row["batch_size"]), float(row["context_tokens"])))
-    return float(
-        prefill_time.jit(ce.params, float(row["batch_size"]), float(row["tokens"]), float(row["context_tokens"]))
-    )
+        return float(pipelined_time.jit(ce.params, b, 0.0, past, True)[0])
+    return float(pipelined_time.jit(ce.params, b, float(row["tokens"]), past, False)[0])
 
 
 def predict(
@@ -485,6 +485,7 @@ _STEP = (
     _Param("efficiency.sequence_overhead_s", 0.0, 0.1, 1e-4, ("step_seqs",)),
 )
 PARAMETERS = _GEMM16 + _GEMM8 + _ATTENTION + _COLLECTIVE + _STEP
+HOST_COSTS = tuple(p.path for p in _STEP)  # device field paths of the engine's host costs
 # fp8_block GEMMs: their own low-precision profile, kept as a calibration variant
 _BLOCK = tuple(
     dataclasses.replace(p, groups=tuple(g.replace("gemm8", "gemm_block") for g in p.groups)) for p in _GEMM8
@@ -525,15 +526,18 @@ def _identifiable(ms: Measurements, groups: list[set[str]], rows: np.ndarray) ->
     """Parameter groups the fitted ``rows`` can identify: those of the rows, plus the contrasts that need two
     kinds of rows (a group-size term needs two group sizes; an op's bandwidth ratio needs all-gather or
     reduce-scatter rows to be relative to, else it is confounded with collective_efficiency; the per-rank and
-    per-sequence host costs need decode steps at two TP degrees and two batch sizes)."""
+    per-sequence host costs need decode steps at two TP degrees and two batch sizes that do not move together)."""
     present = set().union(*(groups[i] for i in np.flatnonzero(rows)))
     coll = rows & np.isin(ms["op"], _COLLECTIVES)
     if len(np.unique(ms["num_gpus"][coll])) >= 2:
         present.add("coll_sizes")
     steps = rows & (ms["op"] == "decode_step")
-    if len(np.unique(ms["tp"][steps])) >= 2:
+    ones, ranks, seqs = np.ones(int(steps.sum())), ms["tp"][steps] - 1.0, ms["batch_size"][steps]
+    rank = np.linalg.matrix_rank
+    separable = rank(np.column_stack([ones, ranks, seqs])) == 3
+    if rank(np.column_stack([ones, ranks])) == 2 and (separable or len(np.unique(seqs)) == 1):
         present.add("step_tp")
-    if len(np.unique(ms["batch_size"][steps])) >= 2:
+    if rank(np.column_stack([ones, seqs])) == 2 and (separable or len(np.unique(ranks)) == 1):
         present.add("step_seqs")
     if "coll_ring" in present:
         present |= {f"{g}_vs_ring" for g in ("coll_ar", "coll_a2a") if g in present}
@@ -851,10 +855,11 @@ def _fit_block(
     inside = 1e-9 * (upper - lower)  # the trust-region method needs starts strictly inside the bounds
     starts = [x0, 0.5 * (x0 + middle)]
     paths = [p.path for p in all_params]
-    if all(path in paths for path in _RAMP_STARTS):
-        for combo in itertools.product(*_RAMP_STARTS.values()):
+    ramp = [path for path in _RAMP_STARTS if path in paths]
+    if ramp:
+        for combo in itertools.product(*(_RAMP_STARTS[path] for path in ramp)):
             x = x0.copy()
-            for path, value in zip(_RAMP_STARTS, combo, strict=True):
+            for path, value in zip(ramp, combo, strict=True):
                 j = paths.index(path)
                 x[j] = value / all_params[j].scale
             starts.append(x)
@@ -878,7 +883,8 @@ def calibrate(
     seed: int = 0,
     fix: Mapping[str, float] | None = None,
 ) -> Calibration:
-    """Fit ``device``'s efficiency parameters (and link latencies) to its measured kernel latencies.
+    """Fit ``device``'s efficiency parameters (and link latencies) to its measured kernel latencies, then the
+    engine's host costs to its measured decode steps.
 
     Parameters
     ----------
@@ -917,7 +923,7 @@ def calibrate(
     cat = catalog if catalog is not None else Catalog(calibration="none")
     base = cat.device(device, "device")
     ms = ms.select(ms["device"] == device)
-    if not np.isin(ms["op"], [o for o in OPS if o != "prefill_step"]).any():
+    if not np.isin(ms["op"], [o for _, ops in _FIT_BLOCKS for o in ops]).any():
         raise ConfigError("device", device, "a device with kernel or decode-step measurement rows")
     if fix:
         base = _with_values(base, dict(fix))
@@ -951,7 +957,8 @@ def calibrate(
     prior = getattr(cat, "calibrations", {}).get(device)
     if prior is not None:
         vals = {**prior.values, **vals}
-        variants = variants or {k: dict(v) for k, v in prior.variants.items()}
+        variants = {k: {**prior.variants.get(k, {}), **variants.get(k, {})} for k in prior.variants | variants}
     fitted = Calibration(name or device, device, vals, variants, source, holdout, seed)
     pred = predict(ms, cat.device(device, "device"), catalog=cat, calibration=fitted)
-    return dataclasses.replace(fitted, report=error_report(ms, pred, held))
+    out_of_fit = held | (ms["op"] == "prefill_step")  # prefill steps are reported, never fitted
+    return dataclasses.replace(fitted, report=error_report(ms, pred, out_of_fit))

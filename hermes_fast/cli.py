@@ -307,8 +307,8 @@ def print_step_comparison(rows: list[dict], out=None) -> None:
     then with the host costs fitted to the other decode steps (held-back rows), and the fitted costs."""
     out = out or sys.stdout
     print("# whole steps built from the kernels vs measured (Splitwise, Llama-2-70B fp16, DGX-A100/H100)", file=out)
-    print("# gap: median measured - predicted; +host: host costs fitted to the device's other decode steps,", file=out)
-    print("# error on the held-back rows", file=out)
+    print("# gap: median measured - predicted; +host: with host costs fitted to a device's decode steps,", file=out)
+    print("# error on the rows out of that fit (held: held-back decode steps, every prefill step)", file=out)
     head = f"{'family':14s}{'device':15s}{'tp':>3s}{'rows':>6s}{'default med':>13s}"
     head += f"{'calibrated med':>16s}{'p90':>8s}{'signed':>9s}{'gap ms':>9s}{'held':>6s}{'+host med':>11s}{'p90':>8s}"
     print(head, file=out)
@@ -321,7 +321,7 @@ def print_step_comparison(rows: list[dict], out=None) -> None:
             + (f"{host:>11s}{host:>8s}" if host else f"{r['host_median']:11.1%}{r['host_p90']:8.1%}"),
             file=out,
         )
-    fitted = {r["device"]: r for r in rows}
+    fitted = {r["device"]: r for r in rows if "step_overhead_s" in r}
     for device, r in sorted(fitted.items()):
         print(
             f"# {device} host costs: {r['step_overhead_s'] * 1e3:.2f} ms per step"

@@ -8,7 +8,7 @@ the median and 90th-percentile absolute relative error per kernel family, device
 :func:`validation_table` both side by side, on the rows each calibration held back from its fit.
 :func:`step_measurements` and :func:`step_comparison` do the same for whole prefill and decode iterations
 (Splitwise's measured Llama-2-70B steps), predicted from the compiled step cost, and :func:`fit_host_costs`
-fits the engine's host costs per step and per sequence to the measured decode steps.
+fits the engine's host costs (per step, per TP rank, per sequence) to the measured decode steps.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from importlib.resources import files
 import numpy as np
 import xarray as xr
 
-from .calibrate import Measurements, holdout_mask, predict, read_measurements
+from .calibrate import HOST_COSTS, Measurements, holdout_mask, predict, read_measurements
 
 __all__ = [
     "error_summary",
@@ -181,9 +181,6 @@ def step_measurements() -> Measurements:
     return read_measurements(_step_rows())
 
 
-HOST_COSTS = ("step_overhead_s", "step_overhead_per_tp_rank_s", "sequence_overhead_s")
-
-
 def fit_host_costs(
     measurements: Measurements | None = None, catalog=None, holdout: float = 0.25, seed: int = 0
 ) -> dict:
@@ -204,16 +201,19 @@ def fit_host_costs(
     return out
 
 
-def step_comparison(measurements: Measurements | None = None, catalog=None) -> list[dict]:
+def step_comparison(
+    measurements: Measurements | None = None, catalog=None, holdout: float = 0.25, seed: int = 0
+) -> list[dict]:
     """Whole-step predictions built from the kernels against measured steps, per (family, device, tp).
 
     ``measurements``: step rows (default :func:`step_measurements`); ``catalog``: the kernels' parameters
     (default: the shipped default calibrations). Rows have the median and 90th-percentile absolute relative
     error, the median signed error, and ``median_gap_s``: the median of measured - predicted (on decode steps,
     whose kernels the prediction covers, the host work the measured stack adds to them: scheduling, sampling,
-    launches, Python). ``host_median`` and ``host_p90`` are the errors on the ``rows_held`` rows held back
-    from :func:`fit_host_costs`, with the host costs fitted to the device's other decode steps (NaN where a
-    setting has no held-back row); the fitted values are in the ``HOST_COSTS`` columns.
+    launches, Python). ``host_median`` and ``host_p90`` are the errors with the host costs of
+    :func:`fit_host_costs` (``holdout``, ``seed``) on the ``rows_held`` rows out of that fit: the held-back
+    decode steps and every prefill step (NaN where a setting has none). The device's host costs after the fit
+    are in the ``step_overhead_s``, ``step_overhead_per_tp_rank_s`` and ``sequence_overhead_s`` columns.
     """
     from .catalog import Catalog
 
@@ -223,16 +223,18 @@ def step_comparison(measurements: Measurements | None = None, catalog=None) -> l
     uncalibrated = predict(ms, catalog=Catalog(calibration="none"))
     calibrated = predict(ms, catalog=cat)
     hosted = np.full(len(ms), np.nan)
-    held = holdout_mask(ms, 0.25, 0)
-    fits = fit_host_costs(ms, cat, 0.25, 0)
-    for device, cal in fits.items():
+    out_of_fit = holdout_mask(ms, holdout, seed) | (fam == "prefill_step")
+    costs = {}
+    for device, cal in fit_host_costs(ms, cat, holdout, seed).items():
         s = dev == device
         hosted[s] = predict(ms.select(s), catalog=cat, calibration=cal)
+        eff = cal.apply(cat.device(device)).efficiency
+        costs[device] = {c.removeprefix("efficiency."): getattr(eff, c.removeprefix("efficiency.")) for c in HOST_COSTS}
     out = []
     for f, d, t in sorted(set(zip(fam, dev, tp, strict=True))):
         s = (fam == f) & (dev == d) & (tp == t)
         rel = calibrated[s] / meas[s] - 1.0
-        h = s & held & np.isfinite(hosted)
+        h = s & out_of_fit & np.isfinite(hosted)
         host_err = np.abs(hosted[h] / meas[h] - 1.0)
         out.append(
             {
@@ -248,7 +250,7 @@ def step_comparison(measurements: Measurements | None = None, catalog=None) -> l
                 "rows_held": int(h.sum()),
                 "host_median": float(np.median(host_err)) if h.any() else float("nan"),
                 "host_p90": float(np.quantile(host_err, 0.9)) if h.any() else float("nan"),
-                **{c: fits[d].values.get(f"efficiency.{c}", 0.0) if d in fits else 0.0 for c in HOST_COSTS},
+                **costs.get(d, {}),
             }
         )
     return out

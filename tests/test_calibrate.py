@@ -470,9 +470,12 @@ def test_host_costs_are_recovered_from_decode_steps_on_top_of_the_kernels(tmp_pa
         assert cal.values[key] == pytest.approx(value, rel=1e-3), key
     assert {k: v for k, v in cal.values.items() if k not in HOST_TRUTH} == shipped.values
     assert cal.variants == shipped.variants
-    # prefill steps are reported (the truth includes their host costs: exact) but not fitted
-    assert {r["family"] for r in cal.report} == {"decode_step", "prefill_step"}
-    assert all(r["held_p90_abs_error"] < 1e-3 for r in cal.report if r["rows_held"])
+    # prefill steps are reported with the rows out of the fit (the truth includes their host costs: exact)
+    report = {r["family"]: r for r in cal.report}
+    assert report.keys() == {"decode_step", "prefill_step"}
+    assert (report["prefill_step"]["rows_fit"], report["prefill_step"]["rows_held"]) == (0, 2)
+    assert report["decode_step"]["rows_held"] > 0
+    assert all(r["held_p90_abs_error"] < 1e-3 for r in cal.report)
     path = tmp_path / "host.yaml"
     cal.save(path)
     again = predict(ms, catalog=Catalog(calibration=str(path)))
@@ -492,3 +495,9 @@ def test_host_costs_are_recovered_from_decode_steps_on_top_of_the_kernels(tmp_pa
     only = calibrate(one, "h100_sxm", catalog=Catalog(), holdout=0.0)
     assert set(only.values) - set(shipped.values) == {"efficiency.step_overhead_s"}
     assert only.values["efficiency.step_overhead_s"] == pytest.approx(5e-3 + 3 * 1.5e-3 + 8 * 2e-4, rel=1e-3)
+    # TP and batch moving together (TP 2 at batch 1, TP 4 at batch 8) cannot tell rank from sequence costs
+    both = ms.select((ms["op"] == "decode_step") & np.isin(ms["tp"] * 100 + ms["batch_size"], (201, 408)))
+    assert set(both["tp"]) == {2.0, 4.0} and set(both["batch_size"]) == {1.0, 8.0}
+    assert set(calibrate(both, "h100_sxm", catalog=Catalog(), holdout=0.0).values) - set(shipped.values) == {
+        "efficiency.step_overhead_s"
+    }

@@ -20,7 +20,8 @@ from hermes_fast.kernels import (
     step_cost,
 )
 from hermes_fast.kernels import layout as L
-from hermes_fast.kernels.grid import decode_step_times, estimate_points
+from hermes_fast.kernels.grid import decode_step_times, estimate_points, pipelined_time
+from hermes_fast.kernels.serving import iteration_time
 
 PEAK_BF16 = 989.0e12  # H100 SXM dense BF16, the ideal device's peak
 BW = 3.35e12
@@ -243,10 +244,21 @@ def test_host_costs_are_paid_once_per_iteration(catalog):
             compile_engine(catalog.model("llama-3.1-70b"), d, Parallel(tp=4, pp=pp), Dtypes()).params
             for d in (base, slow)
         ]
-        # per step, per TP rank beyond the first (3 at TP 4), per sequence that emits a token
-        for f, args, seqs in ((decode_step_time, (64.0, 3000.0), 64), (prefill_time, (2.0, 1000.0, 0.0), 2)):
+        # per step, per TP rank beyond the first (3 at TP 4), per sequence that emits a token; once for the
+        # batch also where PP splits it into micro-batches (the estimate's and the serving loop's steps)
+        cases = (
+            (decode_step_time, (64.0, 3000.0), 64),
+            (prefill_time, (2.0, 1000.0, 0.0), 2),
+            (pipelined_time, (64.0, 0.0, 3000.0, True), 64),
+            (pipelined_time, (2.0, 1000.0, 0.0, False), 2),
+            (iteration_time, (0.0, 0.0, 0.0, 64.0, 64.0 * 3000.0, 64.0, 64.0), 64),
+            (iteration_time, (2000.0, 2.0 * causal_pairs(1000.0, 0.0), 2000.0, 0.0, 0.0, 2.0, 2.0), 2),
+        )
+        for f, args, seqs in cases:
             t0, t1 = (f(p, *args) for p in engines)
-            assert t1 - t0 == pytest.approx(0.015 + 3 * 0.002 + seqs * 1e-4, rel=1e-9)
+            if isinstance(t0, tuple):  # pipelined_time: (seconds, bound)
+                t0, t1 = t0[0], t1[0]
+            assert t1 - t0 == pytest.approx(0.015 + 3 * 0.002 + seqs * 1e-4, rel=1e-9), (f.__name__, pp)
             assert step_cost(engines[1], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)[0] == 0.0  # an empty step costs nothing
 
 

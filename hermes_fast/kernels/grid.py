@@ -7,7 +7,7 @@ from numba import prange
 from . import layout as L
 from ._jit import grid_kernel, kernel
 from .collectives import p2p_time
-from .step import prefill_pairs, step_cost
+from .step import host_time, prefill_pairs, step_cost
 
 
 @kernel
@@ -31,7 +31,8 @@ def pipelined_time(p, batch, prompt_tokens, past_tokens, decode):
 
     With pp stages the batch runs as n = min(pp, batch) micro-batches of batch/n requests. A decode
     iteration for a request then takes max(traversal, n x one stage); a prefill of the whole batch ends
-    after traversal + (n - 1) stages. A stage is 1/pp of the layers plus one hand-off.
+    after traversal + (n - 1) stages. A stage is 1/pp of the layers plus one hand-off. The host work
+    (:func:`~hermes_fast.kernels.step.host_time`) adds once for the whole batch.
     """
     if batch <= 0.0:
         return 0.0, 0
@@ -49,11 +50,13 @@ def pipelined_time(p, batch, prompt_tokens, past_tokens, decode):
     bound = _argmax4(c, m, k, o)
     if pp <= 1.0:
         return total, bound
+    host = host_time(p, logits * n_mb)
+    gpu = total - host_time(p, logits)
     hand_off = p2p_time((tokens + n_dec) * p[L.HIDDEN] * p[L.H_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
-    stage = (total - (pp - 1.0) * hand_off) / pp + hand_off
+    stage = (gpu - (pp - 1.0) * hand_off) / pp + hand_off
     if decode:
-        return max(total, n_mb * stage), bound
-    return total + (n_mb - 1.0) * stage, bound
+        return max(gpu, n_mb * stage) + host, bound
+    return gpu + (n_mb - 1.0) * stage + host, bound
 
 
 @grid_kernel

@@ -33,7 +33,7 @@ from . import layout as L
 from ._jit import kernel
 from .collectives import p2p_time
 from .stages import search_batch_time, tier_outcome
-from .step import prefill_pairs, step_cost
+from .step import host_time, prefill_pairs, step_cost
 
 # --- slots of the state tuple S
 K_RI = 0  # int64[NRI, n]: per-request integer fields
@@ -480,7 +480,7 @@ def blocks_for(tokens, block):
 @kernel
 def iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, n_seq):
     """Seconds of one iteration of a replica (PP stages run the batch as min(pp, n_seq) micro-batches:
-    it ends when the last micro-batch leaves the last stage)."""
+    it ends when the last micro-batch leaves the last stage; the host work adds once for the batch)."""
     fixed = p[L.FIXED_STEP_S]
     if fixed > 0.0:
         return fixed
@@ -490,11 +490,12 @@ def iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, 
         n_mb = min(pp, max(n_seq, 1.0))
     s = 1.0 / n_mb
     t = step_cost(p, prefill_tokens * s, pairs * s, prefill_kv * s, n_dec * s, dec_kv * s, logits * s)[0]
-    if pp <= 1.0:
+    if pp <= 1.0 or t <= 0.0:
         return t
+    gpu = t - host_time(p, logits * s)
     hand = p2p_time((prefill_tokens + n_dec) * s * p[L.HIDDEN] * p[L.H_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
-    stage = (t - (pp - 1.0) * hand) / pp + hand
-    return t + (n_mb - 1.0) * stage
+    stage = (gpu - (pp - 1.0) * hand) / pp + hand
+    return gpu + (n_mb - 1.0) * stage + host_time(p, logits)
 
 
 @kernel

@@ -88,6 +88,13 @@ def _grouped_gemm(p, g, tokens, active_sets):
 
 
 @kernel(inline=True)
+def host_time(p, logit_seqs):
+    """The engine's host work in one iteration: once per step (all TP ranks) and per sequence that emits a
+    token. Not pipelined: with PP micro-batches it is paid once for the whole batch."""
+    return p[L.OH_STEP] + logit_seqs * p[L.OH_SEQ]
+
+
+@kernel(inline=True)
 def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, logit_seqs):
     """One iteration's time and its split: (total_s, compute_s, memory_s, comm_s, overhead_s).
 
@@ -192,7 +199,7 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
     # --- input embedding: a gather of `tokens` rows (memory only), on the first stage; the engine's own
     #     host work once per step (scheduling, launches) and per sequence that emits a token (sampling)
     mem += tokens * p[L.EMBED_S]
-    oh += p[L.OH_ELEM] + p[L.OH_STEP] + logit_seqs * p[L.OH_SEQ]
+    oh += p[L.OH_ELEM] + host_time(p, logit_seqs)
     # --- LM head on the sequences that emit a token, then gather the vocab shards
     if p[L.HAS_LM_HEAD] > 0.0 and logit_seqs > 0.0:
         c, m = _gemm(p, L.G_LM_HEAD, logit_seqs)
