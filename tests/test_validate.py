@@ -109,8 +109,20 @@ def test_step_comparison_finds_the_stacks_host_costs():
     from hermes_fast.catalog import Catalog
     from hermes_fast.validate import step_comparison, step_measurements
 
-    rows = {(r["family"], r["device"], r["tp"]): r for r in step_comparison()}
+    table = step_comparison()
+    rows = {(r["family"], r["device"], r["tp"]): r for r in table}
     assert len(rows) == 12
+    # as `hermes-fast validate` prints it: one line per setting, then each device's fitted host costs
+    import io
+
+    from hermes_fast.cli import print_step_comparison
+
+    text = io.StringIO()
+    print_step_comparison(table, text)
+    lines = text.getvalue().splitlines()
+    assert sum(line.startswith(("decode_step", "prefill_step")) for line in lines) == 12
+    costs = [line for line in lines if "host costs:" in line]
+    assert len(costs) == 2 and all("ms per step" in line and "ms per sequence" in line for line in costs)
     # A100 TP2 prefill is compute-bound work the Vidur-calibrated GEMMs predict: within 10%
     assert rows[("prefill_step", "a100_sxm_80gb", 2)]["calibrated_median"] < 0.10
     for device in ("a100_sxm_80gb", "h100_sxm"):
