@@ -4,7 +4,7 @@ The analytical model stays analytical: a calibration only sets fields of a devic
 (``efficiency.*`` and link latencies), so it works for any grid and any scenario. Measurements are rows of a
 CSV (or mappings) in the schema of :data:`MEASUREMENT_COLUMNS`, one operator per row:
 
-- ``gemm``: ``m, n, k, dtype`` (``fp8_block``: block-scaled FP8, fitted as a variant of fp8);
+- ``gemm``: ``m, n, k, dtype`` (``fp8_block``: block-scaled FP8, the device's ``block_scaled_*`` fields);
 - ``context_attention`` (prefill): ``batch_size, tokens`` (new tokens per sequence), optional
   ``context_tokens`` (cached prefix per sequence, default 0), ``num_heads, num_kv_heads, head_dim, dtype,
   kv_dtype``;
@@ -33,7 +33,7 @@ import json
 import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,7 @@ _GEMM_DTYPES = (*DTYPES, "fp8_block")
 def family_of(op: str, dtype: str = "") -> str:
     """Kernel family an op is reported under: gemm, gemm_fp8_block, context_attention, generation_attention,
     collective, layer_linear, prefill_step, decode_step. Block-scaled FP8 GEMMs are a kernel of their own
-    (fixed-cost plateaus, a calibration variant engines cannot select yet), reported apart from gemm."""
+    (fixed-cost plateaus; engines with ``dtypes.gemm_scaling: block``), reported apart from gemm."""
     if op == "gemm" and dtype == "fp8_block":
         return "gemm_fp8_block"
     return "collective" if op in _COLLECTIVES else op
@@ -255,21 +255,17 @@ def write_measurements(ms: Measurements, path: str | Path) -> None:
 
 
 def _gemm_s(d: Device, m, k, n, dtype: str, block: bool = False) -> np.ndarray:
-    """Vectorised twin of a GEMM's cost in the step kernel (compile.gemm_coefficients + roofline max + overhead).
-
-    ``block``: a block-scaled FP8 GEMM (validation only), whose time does not fall below
-    ``block_scaled_gemm_floor_s`` (a fixed-cost kernel path, not a roofline effect).
-    """
+    """Vectorised twin of a GEMM's cost in the step kernel (compile.gemm_coefficients + roofline max + overhead,
+    at least the floor of a block-scaled FP8 GEMM, ``block``)."""
     from .compile import device_rates
 
-    r = device_rates(d, dtype, dtype)
+    r = device_rates(d, dtype, dtype, block)
     b = DTYPE_BYTES[dtype]
     flops = r.gemm_flops / (1.0 + r.gemm_saturation_n / n) / (1.0 + r.gemm_saturation_k / k)
     c1 = 2.0 * k * n / flops
     compute = c1 * (m + r.gemm_saturation_tokens)
     memory = (k * n * b + m * (k + n) * max(b, 1.0)) / r.gemm_memory_bw
-    t = np.maximum(compute, memory) + r.gemm_overhead_s
-    return np.maximum(t, d.efficiency.block_scaled_gemm_floor_s) if block else t
+    return np.maximum(np.maximum(compute, memory) + r.gemm_overhead_s, r.gemm_floor_s)
 
 
 def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_tokens, dtype, kv_dtype, decode):
@@ -363,8 +359,7 @@ def predict(
     """Predicted seconds for every measurement row, from the same formulas the step cost uses.
 
     Each row is predicted on ``device`` if given, else on its own ``device`` column resolved in ``catalog``
-    (default: the shipped catalog with its default calibrations). ``calibration`` applies on top
-    (and supplies its variants, e.g. the block-scaled fp8 GEMM parameters).
+    (default: the shipped catalog with its default calibrations). ``calibration`` applies on top.
     """
     from .catalog import Catalog
 
@@ -376,23 +371,18 @@ def predict(
     keys = {}
     for i in range(len(ms)):
         keys.setdefault((devs[i], ops[i], dts[i], kvd[i]), []).append(i)
-    resolved: dict[tuple[str, bool], Device] = {}
+    resolved: dict[str, Device] = {}
 
-    def device_for(dev_name: str, block: bool) -> Device:
-        key = (dev_name, block)
-        if key not in resolved:
+    def device_for(dev_name: str) -> Device:
+        if dev_name not in resolved:
             d = device if device is not None else cat.device(dev_name, f"measurements.device ({dev_name})")
-            if calibration is not None:
-                d = calibration.apply(d)
-                variant = calibration.variants.get("fp8_block") if block else None
-                d = _with_values(d, variant) if variant else d
-            resolved[key] = d
-        return resolved[key]
+            resolved[dev_name] = calibration.apply(d) if calibration is not None else d
+        return resolved[dev_name]
 
     for (dev_name, op, dt, kv_dt), idx in keys.items():
         idx = np.array(idx)
+        d = device_for(dev_name)
         block = dt == "fp8_block"
-        d = device_for(dev_name, block)
         if block:
             dt = "fp8"
         col = {c: ms[c][idx] for c in ("m", "n", "k", "batch_size", "tokens", "context_tokens")}
@@ -484,12 +474,19 @@ _STEP = (
     _Param("efficiency.step_overhead_per_tp_rank_s", 0.0, 0.1, 1e-3, ("step_tp",)),
     _Param("efficiency.sequence_overhead_s", 0.0, 0.1, 1e-4, ("step_seqs",)),
 )
-PARAMETERS = _GEMM16 + _GEMM8 + _ATTENTION + _COLLECTIVE + _STEP
 HOST_COSTS = tuple(p.path for p in _STEP)  # device field paths of the engine's host costs
-# fp8_block GEMMs: their own low-precision profile, kept as a calibration variant
+# block-scaled FP8 GEMMs: a low-precision profile of their own (the block_scaled_* twins of _GEMM8) and a floor
 _BLOCK = tuple(
-    dataclasses.replace(p, groups=tuple(g.replace("gemm8", "gemm_block") for g in p.groups)) for p in _GEMM8
+    dataclasses.replace(
+        p,
+        path=p.path.replace("low_precision_", "block_scaled_"),
+        groups=tuple(g.replace("gemm8", "gemm_block") for g in p.groups),
+    )
+    for p in _GEMM8
 ) + (_Param("efficiency.block_scaled_gemm_floor_s", 0.0, 1e-3, 1e-5, ("gemm_block",)),)
+
+
+PARAMETERS = _GEMM16 + _GEMM8 + _BLOCK + _ATTENTION + _COLLECTIVE + _STEP
 
 
 def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
@@ -558,6 +555,8 @@ def _fallback(d: Device, path: str) -> float:
         return float(v)
     e = d.efficiency
     name = path.split(".")[-1]
+    if name.startswith("block_scaled_"):  # the 8-bit GEMM's value
+        return _fallback(d, "efficiency." + name.replace("block_scaled_", "low_precision_"))
     pairs = {
         "gemm_memory_efficiency": e.memory_efficiency,
         "low_precision_saturation_tokens": e.compute_saturation_tokens,
@@ -605,15 +604,13 @@ def _with_values(d: Device, values: Mapping[str, float]) -> Device:
 class Calibration:
     """Fitted device fields (dotted paths -> values) and how well they fit.
 
-    ``variants`` hold parameter sets for kernels the engine configuration does not select yet
-    (``fp8_block``: block-scaled FP8 GEMMs). ``report`` has one entry per kernel family: rows fitted and
-    held back, and the median and 90th-percentile absolute relative error of each part.
+    ``report`` has one entry per kernel family: rows fitted and held back, and the median and 90th-percentile
+    absolute relative error of each part.
     """
 
     name: str
     device: str
     values: dict[str, float]
-    variants: dict[str, dict[str, float]] = field(default_factory=dict)
     source: str = ""
     holdout: float = 0.25
     seed: int = 0
@@ -635,7 +632,6 @@ class Calibration:
             "holdout": self.holdout,
             "seed": self.seed,
             "values": dict(self.values),
-            "variants": {k: dict(v) for k, v in self.variants.items()},
             "report": [dict(r) for r in self.report],
         }
 
@@ -653,18 +649,23 @@ class Calibration:
         values = data["values"]
         if not isinstance(values, Mapping):
             raise ConfigError(f"{path}.values", values, "a mapping of device field path -> number")
+        # files written before engines could select block-scaled FP8 kept its fields as a variant
         variants = data.get("variants") or {}
-        for where, vals in [("values", values)] + [(f"variants.{k}", v) for k, v in variants.items()]:
+        if not isinstance(variants, Mapping) or set(variants) - {"fp8_block"}:
+            raise ConfigError(f"{path}.variants", variants, "only fp8_block (older files; now in values)")
+        legacy = variants.get("fp8_block", {})
+        for where, vals in (("values", values), ("variants.fp8_block", legacy)):
             if not isinstance(vals, Mapping):
                 raise ConfigError(f"{path}.{where}", vals, "a mapping of device field path -> number")
             for k, v in vals.items():
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
                     raise ConfigError(f"{path}.{where}.{k}", v, "a number")
+        merged = {str(k).replace("low_precision_", "block_scaled_"): float(v) for k, v in legacy.items()}
+        merged.update({str(k): float(v) for k, v in values.items()})
         cal = cls(
             name=str(data["name"]),
             device=str(data["device"]),
-            values={str(k): float(v) for k, v in values.items()},
-            variants={str(k): {str(p): float(x) for p, x in v.items()} for k, v in variants.items()},
+            values=merged,
             source=str(data.get("source", "")),
             holdout=float(data.get("holdout", 0.25)),
             seed=int(data.get("seed", 0)),
@@ -674,12 +675,11 @@ class Calibration:
         from .catalog import Catalog
 
         probe = Catalog(calibration="none").device("h100_sxm")
-        for where, vals in [("values", cal.values)] + [(f"variants.{k}", v) for k, v in cal.variants.items()]:
-            try:
-                _with_values(probe, vals)
-            except ConfigError as e:
-                field_path = e.path.removeprefix("calibration.")
-                raise ConfigError(f"{path}.{where}.{field_path}", e.value, e.expected) from None
+        try:
+            _with_values(probe, cal.values)
+        except ConfigError as e:
+            field_path = e.path.removeprefix("calibration.")
+            raise ConfigError(f"{path}.values.{field_path}", e.value, e.expected) from None
         return cal
 
     def save(self, path: str | Path) -> None:
@@ -800,7 +800,7 @@ def error_report(ms: Measurements, pred: np.ndarray, held: np.ndarray) -> tuple[
 # (prefill attention sets the compute rate, decode attention then the KV bandwidth: decode reads the compute
 # parameters only through a small term, and fitting both together let a few ragged decode rows move them)
 _FIT_BLOCKS = (
-    (_GEMM16 + _GEMM8, ("gemm", "layer_linear")),
+    (_GEMM16 + _GEMM8 + _BLOCK, ("gemm", "layer_linear")),
     (_ATTENTION, ("context_attention",)),
     (_ATTENTION, ("generation_attention",)),
     (_COLLECTIVE, _COLLECTIVES),
@@ -822,46 +822,41 @@ def _fit_block(
     cat,
     device: str,
     params: list[_Param],
-    block: list[_Param],
-    block_meas: np.ndarray,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Least squares on log(predicted / measured) of one kernel family's rows over its parameters (and the
-    fp8_block variant's), best of several starts: the device's values, halfway to the geometric middle of each
-    parameter's bounds (a ramp that starts switched off has no gradient), and a grid over the knee and floor
-    of each ramp in :data:`_RAMP_STARTS` the block fits."""
+) -> dict[str, float]:
+    """Least squares on log(predicted / measured) of one kernel family's rows over its parameters, best of
+    several starts: the device's values, halfway to the geometric middle of each parameter's bounds (a ramp
+    that starts switched off has no gradient), and a grid over the knee and floor of each ramp in
+    :data:`_RAMP_STARTS` the block fits."""
     from scipy.optimize import least_squares
 
     log_meas = np.log(rows["latency_s"])
-    all_params = params + block
 
-    def unpack(x: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
-        vals = {p.path: float(v * p.scale) for p, v in zip(params, x[: len(params)], strict=True)}
-        bvals = {p.path: float(v * p.scale) for p, v in zip(block, x[len(params) :], strict=True)}
-        return vals, bvals
+    def unpack(x: np.ndarray) -> dict[str, float]:
+        return {p.path: float(v * p.scale) for p, v in zip(params, x, strict=True)}
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        vals, bvals = unpack(x)
-        cal = Calibration("fit", device, vals, {"fp8_block": bvals} if bvals else {})
+        cal = Calibration("fit", device, unpack(x))
         return np.log(predict(rows, base, catalog=cat, calibration=cal)) - log_meas
 
-    x0 = np.array([np.clip(_fallback(base, p.path), p.lower, p.upper) / p.scale for p in all_params])
+    x0 = np.array([np.clip(_fallback(base, p.path), p.lower, p.upper) / p.scale for p in params])
     # a floor below every measurement has no gradient: start it at the fastest block-scaled GEMM measured
-    for j, p in enumerate(all_params):
+    block_meas = rows["latency_s"][rows["dtype"] == "fp8_block"]
+    for j, p in enumerate(params):
         if p.path == "efficiency.block_scaled_gemm_floor_s" and block_meas.size:
             x0[j] = np.clip(block_meas.min(), p.lower, p.upper) / p.scale
-    lower = np.array([p.lower / p.scale for p in all_params])
-    upper = np.array([p.upper / p.scale for p in all_params])
+    lower = np.array([p.lower / p.scale for p in params])
+    upper = np.array([p.upper / p.scale for p in params])
     middle = np.sqrt(np.maximum(lower, 1e-3) * upper)
     inside = 1e-9 * (upper - lower)  # the trust-region method needs starts strictly inside the bounds
     starts = [x0, 0.5 * (x0 + middle)]
-    paths = [p.path for p in all_params]
+    paths = [p.path for p in params]
     ramp = [path for path in _RAMP_STARTS if path in paths]
     if ramp:
         for combo in itertools.product(*(_RAMP_STARTS[path] for path in ramp)):
             x = x0.copy()
             for path, value in zip(ramp, combo, strict=True):
                 j = paths.index(path)
-                x[j] = value / all_params[j].scale
+                x[j] = value / params[j].scale
             starts.append(x)
     best = None
     for x in starts:
@@ -933,32 +928,21 @@ def calibrate(
     present = _identifiable(ms, groups, train)
     fixed = set(fix or {})
     params = [p for p in PARAMETERS if p.path not in fixed and present.intersection(p.groups)]
-    block = [p for p in _BLOCK if present.intersection(p.groups)]
-    block_rows = ms["dtype"] == "fp8_block"
-    meas = ms["latency_s"]
     vals: dict[str, float] = {}
-    bvals: dict[str, float] = {}
     for fam_params, fam_ops in _FIT_BLOCKS:
         fam_rows = train & np.isin(ms["op"], fam_ops)
         if not fam_rows.any():
             continue
         seen = _identifiable(ms, groups, fam_rows)
         own = [p for p in params if p in fam_params and p.path not in vals and seen.intersection(p.groups)]
-        own_block = block if "gemm" in fam_ops else []
-        if not own + own_block:
-            continue
-        fitted_so_far = _with_values(base, vals)
-        v, bv = _fit_block(ms.select(fam_rows), fitted_so_far, cat, device, own, own_block, meas[block_rows & fam_rows])
-        vals.update(v)
-        bvals.update(bv)
+        if own:
+            vals.update(_fit_block(ms.select(fam_rows), _with_values(base, vals), cat, device, own))
     if fix:
         vals.update({k: float(v) for k, v in fix.items()})
-    variants = {"fp8_block": bvals} if bvals and block_rows.any() else {}
     prior = getattr(cat, "calibrations", {}).get(device)
     if prior is not None:
         vals = {**prior.values, **vals}
-        variants = {k: {**prior.variants.get(k, {}), **variants.get(k, {})} for k in prior.variants | variants}
-    fitted = Calibration(name or device, device, vals, variants, source, holdout, seed)
+    fitted = Calibration(name or device, device, vals, source, holdout, seed)
     pred = predict(ms, cat.device(device, "device"), catalog=cat, calibration=fitted)
     out_of_fit = held | (ms["op"] == "prefill_step")  # prefill steps are reported, never fitted
     return dataclasses.replace(fitted, report=error_report(ms, pred, out_of_fit))

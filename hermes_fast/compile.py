@@ -177,6 +177,7 @@ class DeviceRates:
     gemm_saturation_k: float
     gemm_memory_bw: float  # B/s GEMMs stream weights and activations at
     gemm_overhead_s: float
+    gemm_floor_s: float  # least time of one GEMM (block-scaled FP8), 0: none
     attention_flops: float  # FLOP/s for attention: peak of the attention format x attention efficiency
     memory_bw: float  # B/s attention reads KV at
     elementwise_bw: float  # B/s x memory efficiency: norms, activations, embedding gathers
@@ -193,12 +194,14 @@ class DeviceRates:
         return f
 
 
-def device_rates(d: Device, activation: str, kv: str) -> DeviceRates:
-    """The rates the kernels use on device ``d`` with GEMM operands in ``activation`` and KV in ``kv``."""
+def device_rates(d: Device, activation: str, kv: str, block_scaled: bool = False) -> DeviceRates:
+    """The rates the kernels use on device ``d`` with GEMM operands in ``activation`` and KV in ``kv``;
+    ``block_scaled``: 8-bit GEMMs with block scales (a device without 8-bit peak runs them as plain GEMMs)."""
     e = d.efficiency
     peak, run = d.peak_flop_per_s.resolve(activation)
     narrow = DTYPE_BYTES[run] <= 1.0
-    eff, m_half, n_half, k_half, gemm_mem, gemm_oh = e.gemm_profile(narrow)
+    block = block_scaled and narrow
+    eff, m_half, n_half, k_half, gemm_mem, gemm_oh = e.gemm_profile(narrow, block)
     attn_peak, attn_run = d.peak_flop_per_s.resolve(attention_dtype(activation, kv))
     kv8 = DTYPE_BYTES[kv] <= 1.0
     if DTYPE_BYTES[attn_run] <= 1.0:  # FP8 flash attention
@@ -221,6 +224,7 @@ def device_rates(d: Device, activation: str, kv: str) -> DeviceRates:
         gemm_saturation_k=k_half,
         gemm_memory_bw=bw * (e.memory_efficiency if gemm_mem is None else gemm_mem),
         gemm_overhead_s=gemm_oh,
+        gemm_floor_s=e.block_scaled_gemm_floor_s if block else 0.0,
         attention_flops=attn_peak * (e.attention_compute_efficiency if attn_eff is None else attn_eff),
         memory_bw=bw
         * (e.memory_efficiency if e.attention_memory_efficiency is None else e.attention_memory_efficiency),
@@ -269,7 +273,7 @@ def compile_engine(
         check_layout(m, par, path)
     tp, pp, ep = par.tp, par.pp, par.ep
     eff = d.efficiency
-    rates = device_rates(d, dtypes.activation, dtypes.kv)
+    rates = device_rates(d, dtypes.activation, dtypes.kv, dtypes.gemm_scaling == "block")
     wb = DTYPE_BYTES[dtypes.weight]
     # GEMM operands move in the activation format, at least a byte (fp4 GEMMs keep 8/16-bit outputs);
     # hidden states between kernels (norms, residuals, collectives, hand-offs) stay 16-bit (fp32 if asked)
@@ -286,6 +290,7 @@ def compile_engine(
     p[L.KV_HEADS] = 1.0 if m.mla is not None else max(m.n_kv_heads / tp, 1.0)
     p[L.MEM_BW] = rates.memory_bw
     p[L.OH_GEMM] = rates.gemm_overhead_s
+    p[L.GEMM_FLOOR_S] = rates.gemm_floor_s
     p[L.OH_ATTN] = rates.attention_overhead_s
     p[L.OH_ATTN_DECODE] = rates.decode_attention_overhead_s
     p[L.OH_ELEM] = eff.elementwise_overhead_s

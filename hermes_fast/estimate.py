@@ -33,6 +33,7 @@ _ENGINE_KEYS = {
     "weight_dtype": (Dtypes, "weight"),
     "activation_dtype": (Dtypes, "activation"),
     "kv_dtype": (Dtypes, "kv"),
+    "gemm_scaling": (Dtypes, "gemm_scaling"),
     "memory_utilization": (Engine, "memory_utilization"),
 }
 _POINT_KEYS = {k: (Workload, k) for k in ("batch_size", "prompt_tokens", "output_tokens", "context_tokens")}
@@ -94,6 +95,10 @@ def _engine_variant(engine: Engine, setting: dict[str, Any]) -> Engine:
             dt = dataclasses.replace(dt, weight=v, activation=v)
         elif key.endswith("_dtype"):
             dt = dataclasses.replace(dt, **{key[: -len("_dtype")]: v})
+        elif key == "gemm_scaling":
+            dt = dataclasses.replace(dt, gemm_scaling=v)
+    if dt.gemm_scaling == "block" and dt.activation != "fp8":  # block scales exist for fp8 GEMMs only
+        raise ConfigError("grid.gemm_scaling", "block", f"'tensor' at points whose activation is {dt.activation}")
     return dataclasses.replace(engine, parallel=par, dtypes=dt, **changes)
 
 
@@ -131,7 +136,8 @@ def estimate(
     grid
         Mapping of grid key -> list of values; each key becomes a dimension (after ``engine``).
         Engine keys: ``engine``, ``device``, ``model``, ``tp``, ``pp``, ``ep``, ``dtype`` (weights and
-        activations), ``weight_dtype``, ``activation_dtype``, ``kv_dtype``, ``memory_utilization``.
+        activations), ``weight_dtype``, ``activation_dtype``, ``kv_dtype``, ``gemm_scaling`` (``block`` needs
+        fp8 activations at every point), ``memory_utilization``.
         Point keys: ``batch_size``, ``prompt_tokens``, ``output_tokens``, ``context_tokens``.
     calibration
         ``"default"`` (shipped calibrations for H100, H200, A100), ``"none"`` (uncalibrated defaults), a

@@ -26,7 +26,7 @@ from hermes_fast.compile import compile_engine, device_rates
 from hermes_fast.config import ConfigError, Dtypes, Parallel
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.collectives import allreduce_time, alltoall_time, message_bandwidth
-from hermes_fast.kernels.step import _attention_layer, causal_pairs, decode_step_time
+from hermes_fast.kernels.step import _attention_layer, _gemm, causal_pairs, decode_step_time
 from hermes_fast.validate import reference_measurements, validation_table
 
 TRUE = {
@@ -102,7 +102,7 @@ def test_calibration_recovers_known_parameters(synthetic):
 
 def test_block_scaled_gemm_floor_is_recovered(plain):
     """A known floor under block-scaled FP8 GEMMs is found again, and only block rows feel it."""
-    truth = Calibration("truth", "h100_sxm", {}, {"fp8_block": {"efficiency.block_scaled_gemm_floor_s": 6e-5}})
+    truth = Calibration("truth", "h100_sxm", {"efficiency.block_scaled_gemm_floor_s": 6e-5})
     rows = [
         {"op": "gemm", "device": "h100_sxm", "dtype": dt, "m": m, "n": n, "k": 4096}
         for dt, m, n in itertools.product(("fp8_block", "fp8"), (1, 32, 512, 2048, 8192, 16384), (2048, 8192))
@@ -113,7 +113,7 @@ def test_block_scaled_gemm_floor_is_recovered(plain):
     assert np.all(lat[~block][:4] < 6e-5)  # plain fp8 at small m stays below the floor
     ms = read_measurements([{**r, "latency_s": t} for r, t in zip(rows, lat, strict=True)])
     cal = calibrate(ms, "h100_sxm", holdout=0.0)
-    assert cal.variants["fp8_block"]["efficiency.block_scaled_gemm_floor_s"] == pytest.approx(6e-5, rel=0.01)
+    assert cal.values["efficiency.block_scaled_gemm_floor_s"] == pytest.approx(6e-5, rel=0.01)
 
 
 def test_collective_op_must_be_known(plain):
@@ -151,6 +151,17 @@ def test_vectorised_twin_matches_the_step_kernel(plain):
         kernel = max(p[g] + p[g + 1] * m, p[g + 2] + p[g + 3] * m) + oh
         row = {"op": "gemm", "device": "h100_sxm", "dtype": "fp8", "m": m, "n": h, "k": f, "latency_s": 1.0}
         assert predict([row], d, catalog=plain)[0] == pytest.approx(kernel, rel=1e-12)
+    # block-scaled FP8: the engine's own profile and floor, fitted from fp8_block rows (vLLM: 60-90 us floor)
+    dv = shipped_calibrations()["h100_sxm-vllm"].apply(plain.device("h100_sxm"))
+    block = compile_engine(model, dv, Parallel(tp=1), Dtypes(weight="fp8", activation="fp8", gemm_scaling="block"))
+    rates = device_rates(dv, "fp8", "bf16", block_scaled=True)
+    assert block.params[L.GEMM_FLOOR_S] == rates.gemm_floor_s == dv.efficiency.block_scaled_gemm_floor_s > 5e-5
+    assert rates.gemm_flops != device_rates(dv, "fp8", "bf16").gemm_flops
+    for m in (1.0, 64.0, 4096.0, 16384.0):
+        p, g = block.params, L.G_FFN_DOWN
+        c, mem = _gemm(p, g, m)
+        row = {"op": "gemm", "device": "h100_sxm", "dtype": "fp8_block", "m": m, "n": h, "k": f, "latency_s": 1.0}
+        assert predict([row], dv, catalog=plain)[0] == pytest.approx(c + mem + p[L.OH_GEMM], rel=1e-12)
     e = d.efficiency
     alpha = d.scale_up.latency_s
     # bus bandwidth of an 8-GPU all-reduce: link x efficiency x n / (n + n_half) x the all-reduce ratio
@@ -455,7 +466,7 @@ def test_host_costs_are_recovered_from_decode_steps_on_top_of_the_kernels(tmp_pa
     """Decode steps generated with known host costs over the shipped H100 kernels give those costs back; the
     result carries the kernel calibration along, so loaded alone it reproduces every step."""
     shipped = shipped_calibrations()["h100_sxm"]
-    truth = Calibration("truth", "h100_sxm", {**shipped.values, **HOST_TRUTH}, shipped.variants)
+    truth = Calibration("truth", "h100_sxm", {**shipped.values, **HOST_TRUTH})
     rows = [
         {"op": "decode_step", "device": "h100_sxm", "model": "llama-3.1-70b", "tp": tp, "batch_size": b,
          "context_tokens": ctx, "dtype": "bf16", "kv_dtype": "bf16"}
@@ -469,7 +480,6 @@ def test_host_costs_are_recovered_from_decode_steps_on_top_of_the_kernels(tmp_pa
     for key, value in HOST_TRUTH.items():
         assert cal.values[key] == pytest.approx(value, rel=1e-3), key
     assert {k: v for k, v in cal.values.items() if k not in HOST_TRUTH} == shipped.values
-    assert cal.variants == shipped.variants
     # prefill steps are reported with the rows out of the fit (the truth includes their host costs: exact)
     report = {r["family"]: r for r in cal.report}
     assert report.keys() == {"decode_step", "prefill_step"}
@@ -501,3 +511,53 @@ def test_host_costs_are_recovered_from_decode_steps_on_top_of_the_kernels(tmp_pa
     assert set(calibrate(both, "h100_sxm", catalog=Catalog(), holdout=0.0).values) - set(shipped.values) == {
         "efficiency.step_overhead_s"
     }
+
+
+def test_older_calibration_files_with_an_fp8_block_variant_still_load(tmp_path):
+    """Block-scaled FP8 fields were once a variant of the low-precision ones: such files load into the
+    block_scaled_* fields; any other variant is an error naming it."""
+    path = tmp_path / "old.yaml"
+    path.write_text(
+        "name: old\ndevice: h100_sxm\nvalues:\n  efficiency.low_precision_compute_efficiency: 0.7\n"
+        "variants:\n  fp8_block:\n    efficiency.low_precision_compute_efficiency: 0.6\n"
+        "    efficiency.block_scaled_gemm_floor_s: 2.0e-5\n"
+    )
+    cal = load_calibration(str(path))
+    assert cal.values == {
+        "efficiency.low_precision_compute_efficiency": 0.7,
+        "efficiency.block_scaled_compute_efficiency": 0.6,
+        "efficiency.block_scaled_gemm_floor_s": 2e-5,
+    }
+    path.write_text("name: old\ndevice: h100_sxm\nvalues: {}\nvariants:\n  fp4_block: {}\n")
+    with pytest.raises(ConfigError, match="variants"):
+        load_calibration(str(path))
+
+
+def test_engines_select_block_scaled_fp8_gemms(plain):
+    """dtypes.gemm_scaling: block runs every GEMM with the block-scaled profile and floor; only with fp8."""
+    model = plain.model("llama-3.1-8b")
+    base = plain.device("h100_sxm")
+    fp8 = {"weight": "fp8", "activation": "fp8"}
+    block = Dtypes(**fp8, gemm_scaling="block")
+
+    def decode(floor_s: float, dtypes: Dtypes) -> float:
+        d = Calibration("f", "h100_sxm", {"efficiency.block_scaled_gemm_floor_s": floor_s}).apply(base)
+        return decode_step_time(compile_engine(model, d, Parallel(tp=1), dtypes).params, 1.0, 512.0)
+
+    # no block-scaled fields set: the same profile as plain fp8; the floor applies to block scaling only
+    assert decode(0.0, block) == decode(0.0, Dtypes(**fp8)) == decode(1e-3, Dtypes(**fp8))
+    # floors above every GEMM's time: each GEMM launch (4 per layer and the LM head) takes exactly the floor
+    assert decode(2e-3, block) - decode(1e-3, block) == pytest.approx((4 * 32 + 1) * 1e-3, rel=1e-9)
+    from hermes_fast.config.base import from_mapping
+
+    with pytest.raises(ConfigError) as err:
+        from_mapping(Dtypes, {"activation": "bf16", "gemm_scaling": "block"}, "engines[0].dtypes")
+    assert err.value.path == "engines[0].dtypes.gemm_scaling" and "fp8" in str(err.value)
+    # a grid key of estimate: vLLM's block-scaled kernel (60-90 us whatever the shape) slows decode
+    sc = {"engines": [{"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "dtypes": fp8}]}
+    sc["workload"] = {"batch_size": 1, "prompt_tokens": 512, "output_tokens": 64}
+    ds = hf.estimate(sc, grid={"gemm_scaling": ["tensor", "block"]}, calibration="h100_sxm-vllm")
+    tensor, blocked = ds["tpot_s"].values.ravel()
+    assert blocked > tensor + (4 * 32 + 1) * 5e-5
+    with pytest.raises(ConfigError, match="grid.gemm_scaling"):
+        hf.estimate(sc, grid={"gemm_scaling": ["block"], "activation_dtype": ["bf16"]})

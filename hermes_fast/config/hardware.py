@@ -112,11 +112,30 @@ class Efficiency:
     low_precision_gemm_overhead_s: float = fld(
         3e-6, unit="s", doc="extra fixed cost per 8-bit-or-narrower GEMM (activation quantisation)", ge=0, le=1
     )
+    # block-scaled FP8 GEMMs (engine dtypes.gemm_scaling: block; 128-wide scale blocks as in DeepSeek-V3):
+    # a kernel of their own, each field None = the 8-bit GEMM's value
+    block_scaled_compute_efficiency: float | None = fld(
+        None, unit="1", doc="low_precision_compute_efficiency of block-scaled FP8 GEMMs", gt=0, le=1
+    )
+    block_scaled_saturation_tokens: float | None = fld(
+        None, unit="token", doc="saturation in m of block-scaled FP8 GEMMs", ge=0, le=1e7
+    )
+    block_scaled_saturation_n: float | None = fld(
+        None, unit="1", doc="saturation in n of block-scaled FP8 GEMMs", ge=0, le=1e7
+    )
+    block_scaled_saturation_k: float | None = fld(
+        None, unit="1", doc="saturation in k of block-scaled FP8 GEMMs", ge=0, le=1e7
+    )
+    block_scaled_memory_efficiency: float | None = fld(
+        None, unit="1", doc="gemm_memory_efficiency of block-scaled FP8 GEMMs", gt=0, le=1
+    )
+    block_scaled_gemm_overhead_s: float | None = fld(
+        None, unit="s", doc="low_precision_gemm_overhead_s of block-scaled FP8 GEMMs (scale handling)", ge=0, le=1
+    )
     block_scaled_gemm_floor_s: float = fld(
         0.0,
         unit="s",
-        doc="least time of a block-scaled FP8 GEMM (calibration variant fp8_block only; engines cannot select "
-        "block scaling yet): vLLM's kernel takes 60-90 us whatever the shape for m <= 1024",
+        doc="least time of a block-scaled FP8 GEMM: vLLM's kernel takes 60-90 us whatever the shape for m <= 1024",
         ge=0,
         le=1,
     )
@@ -259,8 +278,9 @@ class Efficiency:
         le=1e12,
     )
 
-    def gemm_profile(self, narrow: bool) -> tuple[float, float, float, float, float | None, float]:
-        """(efficiency, m_half, n_half, k_half, memory efficiency or None, overhead_s) of 16-bit or 8-bit GEMMs."""
+    def gemm_profile(self, narrow: bool, block: bool = False) -> tuple[float, float, float, float, float | None, float]:
+        """(efficiency, m_half, n_half, k_half, memory efficiency or None, overhead_s) of 16-bit or 8-bit GEMMs;
+        ``block``: 8-bit GEMMs with block scales (their own fields, falling back to the 8-bit ones)."""
         mem = self.gemm_memory_efficiency
         if not narrow:
             return (
@@ -275,14 +295,22 @@ class Efficiency:
         def pick(v, default):
             return default if v is None else v
 
-        return (
+        eff, m_half, n_half, k_half, mem, extra = (
             self.low_precision_compute_efficiency,
             pick(self.low_precision_saturation_tokens, self.compute_saturation_tokens),
             pick(self.low_precision_saturation_n, self.compute_saturation_n),
             pick(self.low_precision_saturation_k, self.compute_saturation_k),
             pick(self.low_precision_memory_efficiency, mem),
-            self.gemm_overhead_s + self.low_precision_gemm_overhead_s,
+            self.low_precision_gemm_overhead_s,
         )
+        if block:
+            eff = pick(self.block_scaled_compute_efficiency, eff)
+            m_half = pick(self.block_scaled_saturation_tokens, m_half)
+            n_half = pick(self.block_scaled_saturation_n, n_half)
+            k_half = pick(self.block_scaled_saturation_k, k_half)
+            mem = pick(self.block_scaled_memory_efficiency, mem)
+            extra = pick(self.block_scaled_gemm_overhead_s, extra)
+        return eff, m_half, n_half, k_half, mem, self.gemm_overhead_s + extra
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,6 +34,15 @@ class Dtypes:
     weight: Dtype = fld("bf16", doc="weight storage format")
     activation: Dtype = fld("bf16", doc="activation / GEMM compute format")
     kv: Dtype = fld("bf16", doc="KV-cache storage format")
+    gemm_scaling: Literal["tensor", "block"] = fld(
+        "tensor",
+        doc="scales of 8-bit GEMMs: one per tensor (or row), or per 128-wide block (DeepSeek-V3-style FP8; "
+        "the device's block_scaled_* efficiencies)",
+    )
+
+    def _validate(self, path: str) -> None:
+        if self.gemm_scaling == "block" and self.activation != "fp8":
+            raise ConfigError(f"{path}.gemm_scaling", self.gemm_scaling, "'tensor' unless activation is fp8")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,6 +28,7 @@ DECODE_RAMP_LOW = _slot()  # little-KV / large-KV decode attention bandwidth rat
 KV_HEADS = _slot()  # KV heads per device (MLA: 1 latent)
 MEM_BW = _slot()  # B/s: memory bandwidth x memory_efficiency
 OH_GEMM = _slot()  # s per GEMM kernel
+GEMM_FLOOR_S = _slot()  # s a GEMM takes at least, its fixed cost included (block-scaled FP8; 0: none)
 OH_ATTN = _slot()  # s per prefill attention kernel
 OH_ATTN_DECODE = _slot()  # s per decode attention kernel
 OH_ELEM = _slot()  # s per fused elementwise kernel

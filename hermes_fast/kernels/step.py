@@ -76,15 +76,29 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
 
 
 @kernel(inline=True)
+def _floored(p, compute_s, memory_s):
+    """A GEMM kernel's least time (block-scaled FP8: a fixed-cost path, not a roofline effect): the shortfall
+    below ``GEMM_FLOOR_S``, fixed cost included, joins the side that bounds it. One side is 0 (``_split``)."""
+    floor = p[L.GEMM_FLOOR_S] - p[L.OH_GEMM]
+    if compute_s + memory_s < floor:
+        if compute_s > 0.0:
+            return floor, 0.0
+        return 0.0, floor
+    return compute_s, memory_s
+
+
+@kernel(inline=True)
 def _gemm(p, g, m):
     """Roofline split of the GEMM whose coefficient block starts at ``p[g]``, for m tokens."""
-    return _split(p[g] + p[g + 1] * m, p[g + 2] + p[g + 3] * m)
+    c, mem = _split(p[g] + p[g + 1] * m, p[g + 2] + p[g + 3] * m)
+    return _floored(p, c, mem)
 
 
 @kernel(inline=True)
 def _grouped_gemm(p, g, tokens, active_sets):
     """MoE experts: ``tokens`` token-expert rows over ``active_sets`` experts sharing coefficient block g."""
-    return _split(active_sets * p[g] + p[g + 1] * tokens, active_sets * p[g + 2] + p[g + 3] * tokens)
+    c, m = _split(active_sets * p[g] + p[g + 1] * tokens, active_sets * p[g + 2] + p[g + 3] * tokens)
+    return _floored(p, c, m)
 
 
 @kernel(inline=True)
