@@ -314,7 +314,7 @@ def _collective_s(d: Device, op: str, n, size_bytes) -> np.ndarray:
     return out
 
 
-def _layer_linear_s(d: Device, catalog, model: str, tp: float, tokens, dtype: str) -> np.ndarray:
+def _layer_linear_s(d: Device, catalog, model: str, tp: float, tokens, dtype: str, block: bool) -> np.ndarray:
     """QKV + output projection + gated MLP (gate+up, down) of one layer on one TP shard."""
     mo = catalog.model(model)
     h, hd = mo.hidden_size, mo.head_dim
@@ -325,7 +325,7 @@ def _layer_linear_s(d: Device, catalog, model: str, tp: float, tokens, dtype: st
         (h, 2 * mo.ffn_hidden_size / tp),
         (mo.ffn_hidden_size / tp, h),
     ]
-    return sum(_gemm_s(d, tokens, float(k), float(n), dtype) for k, n in shapes)
+    return sum(_gemm_s(d, tokens, float(k), float(n), dtype, block) for k, n in shapes)
 
 
 def _step_s(d: Device, catalog, row: Mapping[str, Any]) -> float:
@@ -335,12 +335,12 @@ def _step_s(d: Device, catalog, row: Mapping[str, Any]) -> float:
     from .config.scenario import Dtypes, Parallel
     from .kernels.grid import pipelined_time
 
-    dt = row["dtype"]
+    dt, scaling = (row["dtype"], "tensor") if row["dtype"] != "fp8_block" else ("fp8", "block")
     ce = compile_engine(
         catalog.model(row["model"]),
         d,
         Parallel(tp=int(row["tp"]), pp=int(row["pp"])),
-        Dtypes(weight=dt, activation=dt, kv=row["kv_dtype"]),
+        Dtypes(weight=dt, activation=dt, kv=row["kv_dtype"], gemm_scaling=scaling),
         check=False,
     )
     b, past = float(row["batch_size"]), float(row["context_tokens"])
@@ -402,7 +402,8 @@ def predict(
             out[idx] = _collective_s(d, op, ms["num_gpus"][idx], ms["message_bytes"][idx])
         elif op == "layer_linear":
             for j in idx:
-                out[j] = _layer_linear_s(d, cat, ms["model"][j], ms["tp"][j], np.array([ms["tokens"][j]]), dt)[0]
+                tokens = np.array([ms["tokens"][j]])
+                out[j] = _layer_linear_s(d, cat, ms["model"][j], ms["tp"][j], tokens, dt, block)[0]
         else:
             rows = ms.select(idx).to_rows()
             for j, row in zip(idx, rows, strict=True):
@@ -487,6 +488,11 @@ _BLOCK = tuple(
 
 
 PARAMETERS = _GEMM16 + _GEMM8 + _BLOCK + _ATTENTION + _COLLECTIVE + _STEP
+# the keys of an older file's variants.fp8_block (8-bit paths then) -> today's block_scaled_* paths
+_LEGACY_BLOCK = {
+    **{old.path: new.path for old, new in zip(_GEMM8, _BLOCK, strict=False)},
+    "efficiency.block_scaled_gemm_floor_s": "efficiency.block_scaled_gemm_floor_s",
+}
 
 
 def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
@@ -660,8 +666,14 @@ class Calibration:
             for k, v in vals.items():
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
                     raise ConfigError(f"{path}.{where}.{k}", v, "a number")
-        merged = {str(k).replace("low_precision_", "block_scaled_"): float(v) for k, v in legacy.items()}
-        merged.update({str(k): float(v) for k, v in values.items()})
+        merged = {str(k): float(v) for k, v in values.items()}
+        for k, v in legacy.items():
+            new = _LEGACY_BLOCK.get(str(k))
+            if new is None:
+                raise ConfigError(f"{path}.variants.fp8_block.{k}", v, f"one of {', '.join(_LEGACY_BLOCK)}")
+            if merged.get(new, float(v)) != float(v):
+                raise ConfigError(f"{path}.variants.fp8_block.{k}", v, f"the value of values.{new} ({merged[new]})")
+            merged[new] = float(v)
         cal = cls(
             name=str(data["name"]),
             device=str(data["device"]),

@@ -97,8 +97,14 @@ def _engine_variant(engine: Engine, setting: dict[str, Any]) -> Engine:
             dt = dataclasses.replace(dt, **{key[: -len("_dtype")]: v})
         elif key == "gemm_scaling":
             dt = dataclasses.replace(dt, gemm_scaling=v)
-    if dt.gemm_scaling == "block" and dt.activation != "fp8":  # block scales exist for fp8 GEMMs only
-        raise ConfigError("grid.gemm_scaling", "block", f"'tensor' at points whose activation is {dt.activation}")
+    if dt.gemm_scaling == "block" and (dt.weight, dt.activation) != ("fp8", "fp8"):  # block scales: fp8 only
+        key = "gemm_scaling" if "gemm_scaling" in setting else next((k for k in setting if "dtype" in k), "dtype")
+        formats = f"weight {dt.weight}, activation {dt.activation}"
+        raise ConfigError(
+            f"grid.{key}",
+            setting[key] if key in setting else None,
+            f"points where gemm_scaling 'block' has fp8 weights and activations (got {formats})",
+        )
     return dataclasses.replace(engine, parallel=par, dtypes=dt, **changes)
 
 
@@ -137,7 +143,7 @@ def estimate(
         Mapping of grid key -> list of values; each key becomes a dimension (after ``engine``).
         Engine keys: ``engine``, ``device``, ``model``, ``tp``, ``pp``, ``ep``, ``dtype`` (weights and
         activations), ``weight_dtype``, ``activation_dtype``, ``kv_dtype``, ``gemm_scaling`` (``block`` needs
-        fp8 activations at every point), ``memory_utilization``.
+        fp8 weights and activations at every point), ``memory_utilization``.
         Point keys: ``batch_size``, ``prompt_tokens``, ``output_tokens``, ``context_tokens``.
     calibration
         ``"default"`` (shipped calibrations for H100, H200, A100), ``"none"`` (uncalibrated defaults), a

@@ -531,6 +531,18 @@ def test_older_calibration_files_with_an_fp8_block_variant_still_load(tmp_path):
     path.write_text("name: old\ndevice: h100_sxm\nvalues: {}\nvariants:\n  fp4_block: {}\n")
     with pytest.raises(ConfigError, match="variants"):
         load_calibration(str(path))
+    # only the block-scaled GEMM's keys, and no disagreement with values
+    head = "name: old\ndevice: h100_sxm\n"
+    path.write_text(head + "values: {}\nvariants:\n  fp8_block: {efficiency.gemm_overhead_s: 1}\n")
+    with pytest.raises(ConfigError) as err:
+        load_calibration(str(path))
+    assert err.value.path == "old.yaml.variants.fp8_block.efficiency.gemm_overhead_s"
+    path.write_text(
+        "name: old\ndevice: h100_sxm\nvalues: {efficiency.block_scaled_gemm_floor_s: 1.0e-5}\n"
+        "variants:\n  fp8_block: {efficiency.block_scaled_gemm_floor_s: 2.0e-5}\n"
+    )
+    with pytest.raises(ConfigError, match="values.efficiency.block_scaled_gemm_floor_s"):
+        load_calibration(str(path))
 
 
 def test_engines_select_block_scaled_fp8_gemms(plain):
@@ -544,6 +556,16 @@ def test_engines_select_block_scaled_fp8_gemms(plain):
         d = Calibration("f", "h100_sxm", {"efficiency.block_scaled_gemm_floor_s": floor_s}).apply(base)
         return decode_step_time(compile_engine(model, d, Parallel(tp=1), dtypes).params, 1.0, 512.0)
 
+    # the fit's whole-layer and whole-step rows in fp8_block go through the same block-scaled engine
+    d = Calibration("f", "h100_sxm", {"efficiency.block_scaled_gemm_floor_s": 1e-3}).apply(base)
+    rows = [
+        {"op": "layer_linear", "device": "h100_sxm", "model": "llama-3.1-8b", "tp": 1, "tokens": 16},
+        {"op": "decode_step", "device": "h100_sxm", "model": "llama-3.1-8b", "tp": 1, "batch_size": 1,
+         "context_tokens": 512, "kv_dtype": "bf16"},
+    ]  # fmt: skip
+    layer, step = predict([{**r, "dtype": "fp8_block", "latency_s": 1.0} for r in rows], d, catalog=plain)
+    assert layer == pytest.approx(4 * 1e-3, rel=1e-12)  # QKV, O, gate+up, down: each at the floor
+    assert step == decode_step_time(compile_engine(model, d, Parallel(tp=1), block).params, 1.0, 512.0)
     # no block-scaled fields set: the same profile as plain fp8; the floor applies to block scaling only
     assert decode(0.0, block) == decode(0.0, Dtypes(**fp8)) == decode(1e-3, Dtypes(**fp8))
     # floors above every GEMM's time: each GEMM launch (4 per layer and the LM head) takes exactly the floor

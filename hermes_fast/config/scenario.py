@@ -41,8 +41,10 @@ class Dtypes:
     )
 
     def _validate(self, path: str) -> None:
-        if self.gemm_scaling == "block" and self.activation != "fp8":
-            raise ConfigError(f"{path}.gemm_scaling", self.gemm_scaling, "'tensor' unless activation is fp8")
+        if self.gemm_scaling == "block" and (self.weight, self.activation) != ("fp8", "fp8"):
+            raise ConfigError(
+                f"{path}.gemm_scaling", self.gemm_scaling, "'tensor' unless weight and activation are fp8"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
