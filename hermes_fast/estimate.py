@@ -97,14 +97,11 @@ def _engine_variant(engine: Engine, setting: dict[str, Any]) -> Engine:
             dt = dataclasses.replace(dt, **{key[: -len("_dtype")]: v})
         elif key == "gemm_scaling":
             dt = dataclasses.replace(dt, gemm_scaling=v)
-    if dt.gemm_scaling == "block" and (dt.weight, dt.activation) != ("fp8", "fp8"):  # block scales: fp8 only
-        key = "gemm_scaling" if "gemm_scaling" in setting else next((k for k in setting if "dtype" in k), "dtype")
-        formats = f"weight {dt.weight}, activation {dt.activation}"
-        raise ConfigError(
-            f"grid.{key}",
-            setting[key] if key in setting else None,
-            f"points where gemm_scaling 'block' has fp8 weights and activations (got {formats})",
-        )
+    try:  # the dtypes' own cross-field rules (block scaling: fp8 only), named by the grid point
+        dt._validate("dtypes")
+    except ConfigError as e:
+        point = ", ".join(f"{k}={v}" for k, v in setting.items())
+        raise ConfigError(f"grid[{point}].{e.path}", e.value, e.expected) from None
     return dataclasses.replace(engine, parallel=par, dtypes=dt, **changes)
 
 

@@ -229,7 +229,8 @@ def step_comparison(
         s = dev == device
         hosted[s] = predict(ms.select(s), catalog=cat, calibration=cal)
         eff = cal.apply(cat.device(device)).efficiency
-        costs[device] = {c.removeprefix("efficiency."): getattr(eff, c.removeprefix("efficiency.")) for c in HOST_COSTS}
+        names = (c.removeprefix("efficiency.") for c in HOST_COSTS)
+        costs[device] = {name: getattr(eff, name) for name in names}
     out = []
     for f, d, t in sorted(set(zip(fam, dev, tp, strict=True))):
         s = (fam == f) & (dev == d) & (tp == t)

@@ -581,5 +581,5 @@ def test_engines_select_block_scaled_fp8_gemms(plain):
     ds = hf.estimate(sc, grid={"gemm_scaling": ["tensor", "block"]}, calibration="h100_sxm-vllm")
     tensor, blocked = ds["tpot_s"].values.ravel()
     assert blocked > tensor + (4 * 32 + 1) * 5e-5
-    with pytest.raises(ConfigError, match="grid.gemm_scaling"):
+    with pytest.raises(ConfigError, match=r"grid\[gemm_scaling=block, activation_dtype=bf16\]\.dtypes\.gemm_scaling"):
         hf.estimate(sc, grid={"gemm_scaling": ["block"], "activation_dtype": ["bf16"]})
