@@ -256,7 +256,7 @@ def write_measurements(ms: Measurements, path: str | Path) -> None:
 
 def _gemm_s(d: Device, m, k, n, dtype: str, block: bool = False) -> np.ndarray:
     """Vectorised twin of a GEMM's cost in the step kernel (compile.gemm_coefficients + roofline max + overhead,
-    at least the floor of a block-scaled FP8 GEMM, ``block``)."""
+    at least the floor of a block-scaled FP8 GEMM of m rows, ``block``)."""
     from .compile import device_rates
 
     r = device_rates(d, dtype, dtype, block)
@@ -265,7 +265,8 @@ def _gemm_s(d: Device, m, k, n, dtype: str, block: bool = False) -> np.ndarray:
     c1 = 2.0 * k * n / flops
     compute = c1 * (m + r.gemm_saturation_tokens)
     memory = (k * n * b + m * (k + n) * max(b, 1.0)) / r.gemm_memory_bw
-    return np.maximum(np.maximum(compute, memory) + r.gemm_overhead_s, r.gemm_floor_s)
+    floor = np.where(m <= r.gemm_small_tokens, r.gemm_small_floor_s, r.gemm_floor_s)
+    return np.maximum(np.maximum(compute, memory) + r.gemm_overhead_s, floor)
 
 
 def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_tokens, dtype, kv_dtype, decode):
@@ -476,7 +477,9 @@ _STEP = (
     _Param("efficiency.sequence_overhead_s", 0.0, 0.1, 1e-4, ("step_seqs",)),
 )
 HOST_COSTS = tuple(p.path for p in _STEP)  # device field paths of the engine's host costs
-# block-scaled FP8 GEMMs: a low-precision profile of their own (the block_scaled_* twins of _GEMM8) and a floor
+# block-scaled FP8 GEMMs: a low-precision profile of their own (the block_scaled_* twins of _GEMM8) and a floor.
+# Their saturation in m stays the 8-bit GEMM's: the floor hides small m (vLLM: up to m = 1024), so the rows leave
+# it free (held-back errors alike from 0 to 138 tokens) while MoE experts pay it once each
 _BLOCK = tuple(
     dataclasses.replace(
         p,
@@ -484,13 +487,21 @@ _BLOCK = tuple(
         groups=tuple(g.replace("gemm8", "gemm_block") for g in p.groups),
     )
     for p in _GEMM8
-) + (_Param("efficiency.block_scaled_gemm_floor_s", 0.0, 1e-3, 1e-5, ("gemm_block",)),)
+    if p.path != "efficiency.low_precision_saturation_tokens"
+) + (
+    _Param("efficiency.block_scaled_gemm_floor_s", 0.0, 1e-3, 1e-5, ("gemm_block",)),
+    _Param("efficiency.block_scaled_small_gemm_floor_s", 0.0, 1e-3, 1e-5, ("gemm_block_sizes",)),
+)
+# a step in a fitted curve: its rows threshold is searched over the gaps between the measured m (not a least
+# squares parameter), whenever its floor is fitted
+_SMALL_TOKENS = "efficiency.block_scaled_small_gemm_tokens"
+_SMALL_FLOOR = "efficiency.block_scaled_small_gemm_floor_s"
 
 
 PARAMETERS = _GEMM16 + _GEMM8 + _BLOCK + _ATTENTION + _COLLECTIVE + _STEP
 # the keys of an older file's variants.fp8_block (8-bit paths then) -> today's block_scaled_* paths
 _LEGACY_BLOCK = {
-    **{old.path: new.path for old, new in zip(_GEMM8, _BLOCK, strict=False)},
+    **{p.path: p.path.replace("low_precision_", "block_scaled_") for p in _GEMM8},
     "efficiency.block_scaled_gemm_floor_s": "efficiency.block_scaled_gemm_floor_s",
 }
 
@@ -528,12 +539,15 @@ def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
 def _identifiable(ms: Measurements, groups: list[set[str]], rows: np.ndarray) -> set[str]:
     """Parameter groups the fitted ``rows`` can identify: those of the rows, plus the contrasts that need two
     kinds of rows (a group-size term needs two group sizes; an op's bandwidth ratio needs all-gather or
-    reduce-scatter rows to be relative to, else it is confounded with collective_efficiency; the per-rank and
+    reduce-scatter rows to be relative to, else it is confounded with collective_efficiency; a small-GEMM floor
+    needs block-scaled GEMMs of two sizes; the per-rank and
     per-sequence host costs need decode steps at two TP degrees and two batch sizes that do not move together)."""
     present = set().union(*(groups[i] for i in np.flatnonzero(rows)))
     coll = rows & np.isin(ms["op"], _COLLECTIVES)
     if len(np.unique(ms["num_gpus"][coll])) >= 2:
         present.add("coll_sizes")
+    if len(np.unique(ms["m"][rows & (ms["op"] == "gemm") & (ms["dtype"] == "fp8_block")])) >= 2:
+        present.add("gemm_block_sizes")
     steps = rows & (ms["op"] == "decode_step")
     ones, ranks, seqs = np.ones(int(steps.sum())), ms["tp"][steps] - 1.0, ms["batch_size"][steps]
     rank = np.linalg.matrix_rank
@@ -561,6 +575,8 @@ def _fallback(d: Device, path: str) -> float:
         return float(v)
     e = d.efficiency
     name = path.split(".")[-1]
+    if path == _SMALL_FLOOR:
+        return _fallback(d, "efficiency.block_scaled_gemm_floor_s")
     if name.startswith("block_scaled_"):  # the 8-bit GEMM's value
         return _fallback(d, "efficiency." + name.replace("block_scaled_", "low_precision_"))
     pairs = {
@@ -808,23 +824,27 @@ def error_report(ms: Measurements, pred: np.ndarray, held: np.ndarray) -> tuple[
     return tuple(out)
 
 
-# fitted in this order, each on its own rows; a parameter belongs to the first block whose rows identify it
-# (prefill attention sets the compute rate, decode attention then the KV bandwidth: decode reads the compute
-# parameters only through a small term, and fitting both together let a few ragged decode rows move them)
+# fitted in this order, each on the rows of its kernel families; a parameter belongs to the first block whose
+# rows identify it (prefill attention sets the compute rate, decode attention then the KV bandwidth: decode reads
+# the compute parameters only through a small term, and fitting both together let a few ragged decode rows move
+# them; block-scaled GEMMs read only their own fields once these are fitted, so they are a block of their own)
 _FIT_BLOCKS = (
-    (_GEMM16 + _GEMM8 + _BLOCK, ("gemm", "layer_linear")),
+    (_GEMM16 + _GEMM8, ("gemm", "layer_linear")),
+    (_BLOCK, ("gemm_fp8_block", "layer_linear")),
     (_ATTENTION, ("context_attention",)),
     (_ATTENTION, ("generation_attention",)),
-    (_COLLECTIVE, _COLLECTIVES),
+    (_COLLECTIVE, ("collective",)),
     (_STEP, ("decode_step",)),
 )
 
 
-# extra starts over a ramp's knee and floor: its optimum lies in one of several basins (e.g. H200 TRT-LLM decode
-# attention's knee near 300 MB, which neither default start reaches)
-_RAMP_STARTS = {
+# extra starts for parameters whose optimum lies in one of several basins: a ramp's knee and floor (e.g. H200
+# TRT-LLM decode attention's knee near 300 MB, which neither default start reaches) and the 8-bit GEMM's saturation
+# in m (H200 vLLM: near 0, where neither default start leads)
+_BASIN_STARTS = {
     "efficiency.decode_attention_small_efficiency": (0.1, 0.3, 0.6),
     "efficiency.decode_attention_saturation_bytes": (1e7, 1e8, 1e9),
+    "efficiency.low_precision_saturation_tokens": (1.0, 100.0),
 }
 
 
@@ -837,24 +857,30 @@ def _fit_block(
 ) -> dict[str, float]:
     """Least squares on log(predicted / measured) of one kernel family's rows over its parameters, best of
     several starts: the device's values, halfway to the geometric middle of each parameter's bounds (a ramp
-    that starts switched off has no gradient), and a grid over the knee and floor of each ramp in
-    :data:`_RAMP_STARTS` the block fits."""
+    that starts switched off has no gradient), and a grid over the parameters in :data:`_BASIN_STARTS` the
+    block fits. When the small-GEMM floor is fitted, so is the rows threshold it
+    applies up to: no threshold, then every gap between two measured block-scaled m (at its geometric middle)
+    from the best fit without one; the lowest cost wins."""
     from scipy.optimize import least_squares
 
     log_meas = np.log(rows["latency_s"])
+    steps = [{}]
+    if any(p.path == _SMALL_FLOOR for p in params):
+        m = np.unique(rows["m"][(rows["op"] == "gemm") & (rows["dtype"] == "fp8_block")])
+        steps = [{_SMALL_TOKENS: 0.0}] + [{_SMALL_TOKENS: float(t)} for t in np.sqrt(m[:-1] * m[1:])]
 
-    def unpack(x: np.ndarray) -> dict[str, float]:
-        return {p.path: float(v * p.scale) for p, v in zip(params, x, strict=True)}
+    def unpack(x: np.ndarray, step: dict[str, float]) -> dict[str, float]:
+        return {**step, **{p.path: float(v * p.scale) for p, v in zip(params, x, strict=True)}}
 
-    def residuals(x: np.ndarray) -> np.ndarray:
-        cal = Calibration("fit", device, unpack(x))
+    def residuals(x: np.ndarray, step: dict[str, float]) -> np.ndarray:
+        cal = Calibration("fit", device, unpack(x, step))
         return np.log(predict(rows, base, catalog=cat, calibration=cal)) - log_meas
 
     x0 = np.array([np.clip(_fallback(base, p.path), p.lower, p.upper) / p.scale for p in params])
     # a floor below every measurement has no gradient: start it at the fastest block-scaled GEMM measured
     block_meas = rows["latency_s"][rows["dtype"] == "fp8_block"]
     for j, p in enumerate(params):
-        if p.path == "efficiency.block_scaled_gemm_floor_s" and block_meas.size:
+        if p.path in ("efficiency.block_scaled_gemm_floor_s", _SMALL_FLOOR) and block_meas.size:
             x0[j] = np.clip(block_meas.min(), p.lower, p.upper) / p.scale
     lower = np.array([p.lower / p.scale for p in params])
     upper = np.array([p.upper / p.scale for p in params])
@@ -862,21 +888,39 @@ def _fit_block(
     inside = 1e-9 * (upper - lower)  # the trust-region method needs starts strictly inside the bounds
     starts = [x0, 0.5 * (x0 + middle)]
     paths = [p.path for p in params]
-    ramp = [path for path in _RAMP_STARTS if path in paths]
-    if ramp:
-        for combo in itertools.product(*(_RAMP_STARTS[path] for path in ramp)):
+    basins = [path for path in _BASIN_STARTS if path in paths]
+    if basins:
+        for combo in itertools.product(*(_BASIN_STARTS[path] for path in basins)):
             x = x0.copy()
-            for path, value in zip(ramp, combo, strict=True):
+            for path, value in zip(basins, combo, strict=True):
                 j = paths.index(path)
                 x[j] = value / params[j].scale
             starts.append(x)
-    best = None
-    for x in starts:
+
+    def solve(x: np.ndarray, step: dict[str, float]):
         start = np.clip(x, lower + inside, upper - inside)
-        res = least_squares(residuals, start, bounds=(lower, upper), loss="soft_l1", f_scale=0.05, x_scale=1.0)
-        if best is None or res.cost < best.cost:
-            best = res
-    return unpack(best.x)
+        return least_squares(
+            residuals, start, args=(step,), bounds=(lower, upper), loss="soft_l1", f_scale=0.05, x_scale=1.0
+        )
+
+    best = min((solve(x, steps[0]) for x in starts), key=lambda r: r.cost)
+    best_step = steps[0]
+    # each threshold starts from the best fit without one, its small floor back at the start value. Two
+    # plateaus are kept only when they lower the cost by 1% and differ by 1% (else they are one)
+    refine = best.x.copy()
+    for j, p in enumerate(params):
+        if p.path == _SMALL_FLOOR:
+            refine[j] = x0[j]
+    for step in steps[1:]:
+        res = solve(refine, step)
+        v = unpack(res.x, step)
+        distinct = abs(v[_SMALL_FLOOR] - v["efficiency.block_scaled_gemm_floor_s"]) > 0.01 * v[_SMALL_FLOOR]
+        if distinct and res.cost < (0.99 if best_step is steps[0] else 1.0) * best.cost:
+            best, best_step = res, step
+    values = unpack(best.x, best_step)
+    if not best_step.get(_SMALL_TOKENS, 1.0):  # no threshold: the small floor is not used
+        values.pop(_SMALL_FLOOR, None)
+    return values
 
 
 def calibrate(
@@ -930,7 +974,8 @@ def calibrate(
     cat = catalog if catalog is not None else Catalog(calibration="none")
     base = cat.device(device, "device")
     ms = ms.select(ms["device"] == device)
-    if not np.isin(ms["op"], [o for _, ops in _FIT_BLOCKS for o in ops]).any():
+    families = ms.family
+    if not np.isin(families, [f for _, fams in _FIT_BLOCKS for f in fams]).any():
         raise ConfigError("device", device, "a device with kernel or decode-step measurement rows")
     if fix:
         base = _with_values(base, dict(fix))
@@ -941,8 +986,8 @@ def calibrate(
     fixed = set(fix or {})
     params = [p for p in PARAMETERS if p.path not in fixed and present.intersection(p.groups)]
     vals: dict[str, float] = {}
-    for fam_params, fam_ops in _FIT_BLOCKS:
-        fam_rows = train & np.isin(ms["op"], fam_ops)
+    for fam_params, fams in _FIT_BLOCKS:
+        fam_rows = train & np.isin(families, fams)
         if not fam_rows.any():
             continue
         seen = _identifiable(ms, groups, fam_rows)

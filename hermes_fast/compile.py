@@ -178,6 +178,8 @@ class DeviceRates:
     gemm_memory_bw: float  # B/s GEMMs stream weights and activations at
     gemm_overhead_s: float
     gemm_floor_s: float  # least time of one GEMM (block-scaled FP8), 0: none
+    gemm_small_floor_s: float  # least time of one GEMM with at most gemm_small_tokens rows
+    gemm_small_tokens: float  # rows m up to which gemm_small_floor_s applies (0: none)
     attention_flops: float  # FLOP/s for attention: peak of the attention format x attention efficiency
     memory_bw: float  # B/s attention reads KV at
     elementwise_bw: float  # B/s x memory efficiency: norms, activations, embedding gathers
@@ -217,6 +219,12 @@ def device_rates(d: Device, activation: str, kv: str, block_scaled: bool = False
     if kv8 and e.kv8_decode_attention_overhead_s is not None:
         decode_oh = e.kv8_decode_attention_overhead_s
     bw = d.memory_bandwidth_bytes_per_s
+    floor = small_floor = small_tokens = 0.0
+    if block:  # vLLM's block-FP8 path: one fixed-cost plateau for small launches, another above
+        floor = small_floor = e.block_scaled_gemm_floor_s
+        if e.block_scaled_small_gemm_floor_s is not None:
+            small_floor = e.block_scaled_small_gemm_floor_s
+        small_tokens = e.block_scaled_small_gemm_tokens
     return DeviceRates(
         gemm_flops=peak * eff,
         gemm_saturation_tokens=m_half,
@@ -224,7 +232,9 @@ def device_rates(d: Device, activation: str, kv: str, block_scaled: bool = False
         gemm_saturation_k=k_half,
         gemm_memory_bw=bw * (e.memory_efficiency if gemm_mem is None else gemm_mem),
         gemm_overhead_s=gemm_oh,
-        gemm_floor_s=e.block_scaled_gemm_floor_s if block else 0.0,
+        gemm_floor_s=floor,
+        gemm_small_floor_s=small_floor,
+        gemm_small_tokens=small_tokens,
         attention_flops=attn_peak * (e.attention_compute_efficiency if attn_eff is None else attn_eff),
         memory_bw=bw
         * (e.memory_efficiency if e.attention_memory_efficiency is None else e.attention_memory_efficiency),
@@ -291,6 +301,8 @@ def compile_engine(
     p[L.MEM_BW] = rates.memory_bw
     p[L.OH_GEMM] = rates.gemm_overhead_s
     p[L.GEMM_FLOOR_S] = rates.gemm_floor_s
+    p[L.GEMM_SMALL_FLOOR_S] = rates.gemm_small_floor_s
+    p[L.GEMM_SMALL_TOKENS] = rates.gemm_small_tokens
     p[L.OH_ATTN] = rates.attention_overhead_s
     p[L.OH_ATTN_DECODE] = rates.decode_attention_overhead_s
     p[L.OH_ELEM] = eff.elementwise_overhead_s

@@ -135,9 +135,24 @@ class Efficiency:
     block_scaled_gemm_floor_s: float = fld(
         0.0,
         unit="s",
-        doc="least time of a block-scaled FP8 GEMM: vLLM's kernel takes 60-90 us whatever the shape for m <= 1024",
+        doc="least time of a block-scaled FP8 GEMM: vLLM's kernel takes ~85 us whatever the shape for 32 <= m <= 1024",
         ge=0,
         le=1,
+    )
+    block_scaled_small_gemm_floor_s: float | None = fld(
+        None,
+        unit="s",
+        doc="block_scaled_gemm_floor_s of GEMMs with at most block_scaled_small_gemm_tokens rows (vLLM: ~60 us at "
+        "m <= 8; None: the same floor)",
+        ge=0,
+        le=1,
+    )
+    block_scaled_small_gemm_tokens: float = fld(
+        0.0,
+        unit="token",
+        doc="rows m up to which a block-scaled FP8 GEMM takes the small floor (0: none)",
+        ge=0,
+        le=1e7,
     )
     attention_compute_efficiency: float = fld(
         0.55, unit="1", doc="fraction of dense peak reached by (flash) attention on long sequences", gt=0, le=1

@@ -76,10 +76,12 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
 
 
 @kernel(inline=True)
-def _floored(p, compute_s, memory_s):
+def _floored(p, compute_s, memory_s, rows):
     """A GEMM kernel's least time (block-scaled FP8: a fixed-cost path, not a roofline effect): the shortfall
-    below ``GEMM_FLOOR_S``, fixed cost included, joins the side that bounds it. One side is 0 (``_split``)."""
-    floor = p[L.GEMM_FLOOR_S] - p[L.OH_GEMM]
+    below ``GEMM_FLOOR_S`` (``GEMM_SMALL_FLOOR_S`` for a launch of at most ``GEMM_SMALL_TOKENS`` rows), fixed
+    cost included, joins the side that bounds it. One side is 0 (``_split``)."""
+    floor = p[L.GEMM_SMALL_FLOOR_S] if rows <= p[L.GEMM_SMALL_TOKENS] else p[L.GEMM_FLOOR_S]
+    floor -= p[L.OH_GEMM]
     if compute_s + memory_s < floor:
         if compute_s > 0.0:
             return floor, 0.0
@@ -91,14 +93,15 @@ def _floored(p, compute_s, memory_s):
 def _gemm(p, g, m):
     """Roofline split of the GEMM whose coefficient block starts at ``p[g]``, for m tokens."""
     c, mem = _split(p[g] + p[g + 1] * m, p[g + 2] + p[g + 3] * m)
-    return _floored(p, c, mem)
+    return _floored(p, c, mem, m)
 
 
 @kernel(inline=True)
 def _grouped_gemm(p, g, tokens, active_sets):
-    """MoE experts: ``tokens`` token-expert rows over ``active_sets`` experts sharing coefficient block g."""
+    """MoE experts: ``tokens`` token-expert rows over ``active_sets`` experts sharing coefficient block g (one
+    grouped launch: its floor is chosen by all its rows)."""
     c, m = _split(active_sets * p[g] + p[g + 1] * tokens, active_sets * p[g + 2] + p[g + 3] * tokens)
-    return _floored(p, c, m)
+    return _floored(p, c, m, tokens)
 
 
 @kernel(inline=True)
