@@ -479,7 +479,8 @@ _STEP = (
 HOST_COSTS = tuple(p.path for p in _STEP)  # device field paths of the engine's host costs
 # block-scaled FP8 GEMMs: a low-precision profile of their own (the block_scaled_* twins of _GEMM8) and a floor.
 # Their saturation in m stays the 8-bit GEMM's: the floor hides small m (vLLM: up to m = 1024), so the rows leave
-# it free (held-back errors alike from 0 to 138 tokens) while MoE experts pay it once each
+# it free (held-back errors alike from 0 to 138 tokens) while MoE experts pay it once each. A value the device or
+# a prior calibration sets is kept.
 _BLOCK = tuple(
     dataclasses.replace(
         p,
@@ -493,7 +494,7 @@ _BLOCK = tuple(
     _Param("efficiency.block_scaled_small_gemm_floor_s", 0.0, 1e-3, 1e-5, ("gemm_block_sizes",)),
 )
 # a step in a fitted curve: its rows threshold is searched over the gaps between the measured m (not a least
-# squares parameter), whenever its floor is fitted
+# squares parameter), whenever its floor is fitted or fixed and the threshold is not fixed
 _SMALL_TOKENS = "efficiency.block_scaled_small_gemm_tokens"
 _SMALL_FLOOR = "efficiency.block_scaled_small_gemm_floor_s"
 
@@ -539,9 +540,9 @@ def _row_groups(ms: Measurements, d: Device) -> list[set[str]]:
 def _identifiable(ms: Measurements, groups: list[set[str]], rows: np.ndarray) -> set[str]:
     """Parameter groups the fitted ``rows`` can identify: those of the rows, plus the contrasts that need two
     kinds of rows (a group-size term needs two group sizes; an op's bandwidth ratio needs all-gather or
-    reduce-scatter rows to be relative to, else it is confounded with collective_efficiency; a small-GEMM floor
-    needs block-scaled GEMMs of two sizes; the per-rank and
-    per-sequence host costs need decode steps at two TP degrees and two batch sizes that do not move together)."""
+    reduce-scatter rows to be relative to, else it is confounded with collective_efficiency; a small-GEMM
+    floor needs single block-scaled GEMMs of two sizes; the per-rank and per-sequence host costs need decode
+    steps at two TP degrees and two batch sizes that do not move together)."""
     present = set().union(*(groups[i] for i in np.flatnonzero(rows)))
     coll = rows & np.isin(ms["op"], _COLLECTIVES)
     if len(np.unique(ms["num_gpus"][coll])) >= 2:
@@ -830,7 +831,7 @@ def error_report(ms: Measurements, pred: np.ndarray, held: np.ndarray) -> tuple[
 # them; block-scaled GEMMs read only their own fields once these are fitted, so they are a block of their own)
 _FIT_BLOCKS = (
     (_GEMM16 + _GEMM8, ("gemm", "layer_linear")),
-    (_BLOCK, ("gemm_fp8_block", "layer_linear")),
+    (_BLOCK, ("gemm_fp8_block", "layer_linear_fp8_block")),
     (_ATTENTION, ("context_attention",)),
     (_ATTENTION, ("generation_attention",)),
     (_COLLECTIVE, ("collective",)),
@@ -848,25 +849,37 @@ _BASIN_STARTS = {
 }
 
 
+def _fit_rows(ms: Measurements) -> np.ndarray:
+    """The rows each fit block takes: kernel families, with block-scaled layer_linear rows apart (they read
+    only the block-scaled fields)."""
+    fam = ms.family
+    fam[(ms["op"] == "layer_linear") & (ms["dtype"] == "fp8_block")] = "layer_linear_fp8_block"
+    return fam
+
+
 def _fit_block(
     rows: Measurements,
     base: Device,
     cat,
     device: str,
     params: list[_Param],
+    search_small_tokens: bool = False,
 ) -> dict[str, float]:
     """Least squares on log(predicted / measured) of one kernel family's rows over its parameters, best of
     several starts: the device's values, halfway to the geometric middle of each parameter's bounds (a ramp
     that starts switched off has no gradient), and a grid over the parameters in :data:`_BASIN_STARTS` the
-    block fits. When the small-GEMM floor is fitted, so is the rows threshold it
-    applies up to: no threshold, then every gap between two measured block-scaled m (at its geometric middle)
-    from the best fit without one; the lowest cost wins."""
+    block fits.
+
+    ``search_small_tokens``: also choose the rows threshold of the small-GEMM floor. The fit without one
+    comes first; each gap between two measured block-scaled GEMM m (at its geometric middle) is then tried
+    from it, and kept when it lowers the cost by 1% with two floors 1% apart."""
     from scipy.optimize import least_squares
 
     log_meas = np.log(rows["latency_s"])
+    block_gemm = (rows["op"] == "gemm") & (rows["dtype"] == "fp8_block")
     steps = [{}]
-    if any(p.path == _SMALL_FLOOR for p in params):
-        m = np.unique(rows["m"][(rows["op"] == "gemm") & (rows["dtype"] == "fp8_block")])
+    if search_small_tokens:
+        m = np.unique(rows["m"][block_gemm])
         steps = [{_SMALL_TOKENS: 0.0}] + [{_SMALL_TOKENS: float(t)} for t in np.sqrt(m[:-1] * m[1:])]
 
     def unpack(x: np.ndarray, step: dict[str, float]) -> dict[str, float]:
@@ -878,7 +891,8 @@ def _fit_block(
 
     x0 = np.array([np.clip(_fallback(base, p.path), p.lower, p.upper) / p.scale for p in params])
     # a floor below every measurement has no gradient: start it at the fastest block-scaled GEMM measured
-    block_meas = rows["latency_s"][rows["dtype"] == "fp8_block"]
+    block_layer = (rows["op"] == "layer_linear") & (rows["dtype"] == "fp8_block")  # four GEMMs in a row
+    block_meas = np.concatenate([rows["latency_s"][block_gemm], rows["latency_s"][block_layer] / 4.0])
     for j, p in enumerate(params):
         if p.path in ("efficiency.block_scaled_gemm_floor_s", _SMALL_FLOOR) and block_meas.size:
             x0[j] = np.clip(block_meas.min(), p.lower, p.upper) / p.scale
@@ -911,10 +925,12 @@ def _fit_block(
     for j, p in enumerate(params):
         if p.path == _SMALL_FLOOR:
             refine[j] = x0[j]
+    floors = ("efficiency.block_scaled_gemm_floor_s", _SMALL_FLOOR)
     for step in steps[1:]:
         res = solve(refine, step)
-        v = unpack(res.x, step)
-        distinct = abs(v[_SMALL_FLOOR] - v["efficiency.block_scaled_gemm_floor_s"]) > 0.01 * v[_SMALL_FLOOR]
+        v = {**{path: _fallback(base, path) for path in floors}, **unpack(res.x, step)}  # fitted or fixed
+        large, small = (v[path] for path in floors)
+        distinct = abs(large - small) > 0.01 * max(large, small)
         if distinct and res.cost < (0.99 if best_step is steps[0] else 1.0) * best.cost:
             best, best_step = res, step
     values = unpack(best.x, best_step)
@@ -974,7 +990,7 @@ def calibrate(
     cat = catalog if catalog is not None else Catalog(calibration="none")
     base = cat.device(device, "device")
     ms = ms.select(ms["device"] == device)
-    families = ms.family
+    families = _fit_rows(ms)
     if not np.isin(families, [f for _, fams in _FIT_BLOCKS for f in fams]).any():
         raise ConfigError("device", device, "a device with kernel or decode-step measurement rows")
     if fix:
@@ -992,8 +1008,11 @@ def calibrate(
             continue
         seen = _identifiable(ms, groups, fam_rows)
         own = [p for p in params if p in fam_params and p.path not in vals and seen.intersection(p.groups)]
+        # the small-GEMM floor's threshold: searched when that floor is fitted or fixed, unless it is fixed
+        small = _SMALL_FLOOR in fixed or any(p.path == _SMALL_FLOOR for p in own)
+        search = small and _SMALL_TOKENS not in fixed and "gemm_block_sizes" in seen
         if own:
-            vals.update(_fit_block(ms.select(fam_rows), _with_values(base, vals), cat, device, own))
+            vals.update(_fit_block(ms.select(fam_rows), _with_values(base, vals), cat, device, own, search))
     if fix:
         vals.update({k: float(v) for k, v in fix.items()})
     prior = getattr(cat, "calibrations", {}).get(device)

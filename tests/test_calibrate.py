@@ -26,7 +26,7 @@ from hermes_fast.compile import compile_engine, device_rates
 from hermes_fast.config import ConfigError, Dtypes, Parallel
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.collectives import allreduce_time, alltoall_time, message_bandwidth
-from hermes_fast.kernels.step import _attention_layer, _gemm, causal_pairs, decode_step_time
+from hermes_fast.kernels.step import _attention_layer, _gemm, causal_pairs, decode_step_time, prefill_time
 from hermes_fast.validate import reference_measurements, validation_table
 
 TRUE = {
@@ -140,6 +140,40 @@ def test_block_scaled_small_gemm_floor_and_threshold_are_recovered(plain):
     cal = calibrate(ms, "h100_sxm", holdout=0.0)
     for key, value in truth.items():
         assert cal.values[key] == pytest.approx(value, rel=0.01), key
+    # any of the three fixed: the others are fitted around it (the threshold searched unless it is fixed)
+    for key in truth:
+        fixed = calibrate(ms, "h100_sxm", holdout=0.0, fix={key: truth[key]})
+        assert fixed.values[key] == truth[key]
+        for other, value in truth.items():
+            assert fixed.values[other] == pytest.approx(value, rel=0.01), (key, other)
+        assert fixed.report[0]["fit_p90_abs_error"] < 0.01
+    # a wrong threshold kept fixed: the floors fit that threshold (m = 1 alone at the small floor)
+    at_4 = calibrate(ms, "h100_sxm", holdout=0.0, fix={"efficiency.block_scaled_small_gemm_tokens": 4.0})
+    assert at_4.values["efficiency.block_scaled_small_gemm_tokens"] == 4.0
+    assert at_4.values["efficiency.block_scaled_small_gemm_floor_s"] == pytest.approx(6e-5, rel=0.01)
+
+
+def test_block_scaled_layer_rows_fit_only_block_scaled_fields(plain):
+    """Whole-layer rows in fp8_block read the block-scaled fields only: with plain bf16 / fp8 GEMM rows beside
+    them, neither set of rows disturbs the other's fit."""
+    shipped = shipped_calibrations()["h100_sxm-vllm"].values
+    one_floor = {k: v for k, v in shipped.items() if "small_gemm" not in k}  # layers cannot place a second
+    truth = Calibration("truth", "h100_sxm", one_floor)
+    gemms = [
+        {"op": "gemm", "device": "h100_sxm", "dtype": dt, "m": m, "n": n, "k": 4096}
+        for dt, m, n in itertools.product(("bf16", "fp8"), (1, 32, 512, 2048, 8192, 16384), (2048, 8192))
+    ]
+    layers = [
+        {"op": "layer_linear", "device": "h100_sxm", "model": "llama-3.1-8b", "tp": tp, "tokens": t}
+        for tp, t in itertools.product((1, 2), (1, 64, 1024, 8192))
+    ]
+    rows = gemms + [{**r, "dtype": "fp8_block"} for r in layers]
+    lat = predict([{**r, "latency_s": 1.0} for r in rows], catalog=plain, calibration=truth)
+    ms = read_measurements([{**r, "latency_s": t} for r, t in zip(rows, lat, strict=True)])
+    cal = calibrate(ms, "h100_sxm", holdout=0.0)
+    report = {r["family"]: r for r in cal.report}
+    assert report["gemm"]["fit_p90_abs_error"] < 0.01 and report["layer_linear"]["fit_p90_abs_error"] < 0.01
+    assert "efficiency.block_scaled_small_gemm_floor_s" not in cal.values  # no threshold searched from layers
 
 
 def test_collective_op_must_be_known(plain):
@@ -177,7 +211,7 @@ def test_vectorised_twin_matches_the_step_kernel(plain):
         kernel = max(p[g] + p[g + 1] * m, p[g + 2] + p[g + 3] * m) + oh
         row = {"op": "gemm", "device": "h100_sxm", "dtype": "fp8", "m": m, "n": h, "k": f, "latency_s": 1.0}
         assert predict([row], d, catalog=plain)[0] == pytest.approx(kernel, rel=1e-12)
-    # block-scaled FP8: the engine's own profile and floor, fitted from fp8_block rows (vLLM: 60-90 us floor)
+    # block-scaled FP8: the engine's own profile and floors, fitted from fp8_block rows (vLLM: ~60 and ~90 us)
     dv = shipped_calibrations()["h100_sxm-vllm"].apply(plain.device("h100_sxm"))
     block = compile_engine(model, dv, Parallel(tp=1), Dtypes(weight="fp8", activation="fp8", gemm_scaling="block"))
     rates = device_rates(dv, "fp8", "bf16", block_scaled=True)
@@ -550,12 +584,16 @@ def test_older_calibration_files_with_an_fp8_block_variant_still_load(tmp_path):
     path.write_text(
         "name: old\ndevice: h100_sxm\nvalues:\n  efficiency.low_precision_compute_efficiency: 0.7\n"
         "variants:\n  fp8_block:\n    efficiency.low_precision_compute_efficiency: 0.6\n"
+        "    efficiency.low_precision_saturation_tokens: 40.0\n"
+        "    efficiency.low_precision_gemm_overhead_s: 3.0e-6\n"
         "    efficiency.block_scaled_gemm_floor_s: 2.0e-5\n"
     )
     cal = load_calibration(str(path))
     assert cal.values == {
         "efficiency.low_precision_compute_efficiency": 0.7,
         "efficiency.block_scaled_compute_efficiency": 0.6,
+        "efficiency.block_scaled_saturation_tokens": 40.0,
+        "efficiency.block_scaled_gemm_overhead_s": 3e-6,
         "efficiency.block_scaled_gemm_floor_s": 2e-5,
     }
     path.write_text("name: old\ndevice: h100_sxm\nvalues: {}\nvariants:\n  fp4_block: {}\n")
@@ -582,13 +620,16 @@ def test_engines_select_block_scaled_fp8_gemms(plain):
     fp8 = {"weight": "fp8", "activation": "fp8"}
     block = Dtypes(**fp8, gemm_scaling="block")
 
-    def decode(floor_s: float, dtypes: Dtypes, batch: float = 1.0, small_floor_s=None, small_tokens=0.0) -> float:
+    def engine(floor_s: float, dtypes: Dtypes, small_floor_s=None, small_tokens=0.0) -> np.ndarray:
         values = {"efficiency.block_scaled_gemm_floor_s": floor_s}
         values["efficiency.block_scaled_small_gemm_tokens"] = small_tokens
         if small_floor_s is not None:
             values["efficiency.block_scaled_small_gemm_floor_s"] = small_floor_s
         d = Calibration("f", "h100_sxm", values).apply(base)
-        return decode_step_time(compile_engine(model, d, Parallel(tp=1), dtypes).params, batch, batch * 512.0)
+        return compile_engine(model, d, Parallel(tp=1), dtypes).params
+
+    def decode(floor_s: float, dtypes: Dtypes, batch: float = 1.0, **small) -> float:
+        return decode_step_time(engine(floor_s, dtypes, **small), batch, batch * 512.0)
 
     # the fit's whole-layer and whole-step rows in fp8_block go through the same block-scaled engine
     d = Calibration("f", "h100_sxm", {"efficiency.block_scaled_gemm_floor_s": 1e-3}).apply(base)
@@ -608,6 +649,9 @@ def test_engines_select_block_scaled_fp8_gemms(plain):
     for batch in (1.0, 16.0):
         assert decode(2e-3, block, batch, small_floor_s=1e-3, small_tokens=16.0) == decode(1e-3, block, batch)
     assert decode(2e-3, block, 17.0, small_floor_s=1e-3, small_tokens=16.0) == decode(2e-3, block, 17.0)
+    # one prefill of 64 tokens: the layers' GEMMs take the floor, the LM head (one logit row) the small one
+    two = prefill_time(engine(2e-3, block, small_floor_s=1e-3, small_tokens=16.0), 1.0, 64.0, 0.0)
+    assert two - prefill_time(engine(2e-3, block), 1.0, 64.0, 0.0) == pytest.approx(-1e-3, rel=1e-9)
     from hermes_fast.config.base import from_mapping
 
     with pytest.raises(ConfigError) as err:

@@ -118,7 +118,7 @@ class Efficiency:
         None, unit="1", doc="low_precision_compute_efficiency of block-scaled FP8 GEMMs", gt=0, le=1
     )
     block_scaled_saturation_tokens: float | None = fld(
-        None, unit="token", doc="saturation in m of block-scaled FP8 GEMMs", ge=0, le=1e7
+        None, unit="token", doc="saturation in m of block-scaled FP8 GEMMs (not fitted by calibrate)", ge=0, le=1e7
     )
     block_scaled_saturation_n: float | None = fld(
         None, unit="1", doc="saturation in n of block-scaled FP8 GEMMs", ge=0, le=1e7

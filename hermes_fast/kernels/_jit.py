@@ -8,8 +8,8 @@ compiled kernels call compiled kernels and plain ones call plain ones, from one 
 Options come from environment variables read once at import:
 
 - ``HERMES_CACHE`` (default 1): cache compiled machine code on disk. numba keys a cache entry on the
-  defining file only, not on the kernels it calls from other files: set ``HERMES_CACHE=0`` (or delete
-  ``__pycache__``) while editing kernels.
+  defining file only, not on the kernels it calls from other files, so every twin's name carries a hash
+  of the kernel package's sources: an edit to any kernel file (a ``git pull`` included) recompiles them all.
 - ``HERMES_FASTMATH`` (default 0): allow reassociation; off by default because results must be
   bit-identical across runs and chunkings.
 - ``HERMES_PARALLEL`` (default 0): compile grid loops with ``parallel=True`` (prange over points).
@@ -22,8 +22,10 @@ price: a kernel may not allocate an array (``np.empty`` and friends fail to comp
 
 from __future__ import annotations
 
+import hashlib
 import os
 import types
+from pathlib import Path
 
 import numba
 
@@ -39,6 +41,10 @@ FASTMATH = _flag("HERMES_FASTMATH", "0")
 PARALLEL = _flag("HERMES_PARALLEL", "0")
 OPTIONS = {"cache": CACHE, "fastmath": FASTMATH, "nogil": True, "error_model": "numpy", "_nrt": False}
 
+# inlined callees and the engine-parameter layout live in other files than the kernels that use them
+_SOURCES = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(Path(__file__).parent.glob("*.py"))))
+SOURCE_TAG = "__k" + _SOURCES.hexdigest()[:12]
+
 _twins: dict[str, object] = {}
 _namespaces: list[dict] = []
 
@@ -50,8 +56,10 @@ def _make_twin(fn, parallel: bool, inline: str = "never"):
         ns["prange"] = numba.prange
     _namespaces.append(ns)
     clone = types.FunctionType(fn.__code__, ns, fn.__name__, fn.__defaults__, fn.__closure__)
-    # numba's cache key ignores parallel/fastmath: name the variant so one never loads the other's code
-    clone.__qualname__ = fn.__qualname__ + ("__parallel" if parallel else "") + ("__fastmath" if FASTMATH else "")
+    # numba's cache key ignores parallel/fastmath and the other kernel files: name the variant and the sources
+    # so one never loads code compiled for another
+    variant = ("__parallel" if parallel else "") + ("__fastmath" if FASTMATH else "")
+    clone.__qualname__ = fn.__qualname__ + variant + SOURCE_TAG
     clone.__module__ = fn.__module__
     twin = numba.njit(parallel=parallel, inline=inline, **OPTIONS)(clone)
     _twins[fn.__name__] = twin

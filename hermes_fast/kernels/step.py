@@ -98,8 +98,9 @@ def _gemm(p, g, m):
 
 @kernel(inline=True)
 def _grouped_gemm(p, g, tokens, active_sets):
-    """MoE experts: ``tokens`` token-expert rows over ``active_sets`` experts sharing coefficient block g (one
-    grouped launch: its floor is chosen by all its rows)."""
+    """MoE experts: ``tokens`` token-expert rows over ``active_sets`` experts sharing coefficient block g. One
+    grouped launch: its floor is chosen by all its rows (a guess; the shipped measurements have no grouped
+    block-scaled GEMMs)."""
     c, m = _split(active_sets * p[g] + p[g + 1] * tokens, active_sets * p[g + 2] + p[g + 3] * tokens)
     return _floored(p, c, m, tokens)
 
