@@ -98,11 +98,12 @@ _GEMM_DTYPES = (*DTYPES, "fp8_block")
 
 
 def family_of(op: str, dtype: str = "") -> str:
-    """Kernel family an op is reported under: gemm, gemm_fp8_block, context_attention, generation_attention,
-    collective, layer_linear, prefill_step, decode_step. Block-scaled FP8 GEMMs are a kernel of their own
-    (fixed-cost plateaus; engines with ``dtypes.gemm_scaling: block``), reported apart from gemm."""
-    if op == "gemm" and dtype == "fp8_block":
-        return "gemm_fp8_block"
+    """Kernel family an op is reported and fitted under: gemm, gemm_fp8_block, context_attention,
+    generation_attention, collective, layer_linear, layer_linear_fp8_block, prefill_step, decode_step.
+    Block-scaled FP8 GEMMs are a kernel of their own (fixed-cost plateaus; engines with
+    ``dtypes.gemm_scaling: block``), apart from the plain ones, alone or in whole layers."""
+    if op in ("gemm", "layer_linear") and dtype == "fp8_block":
+        return f"{op}_fp8_block"
     return "collective" if op in _COLLECTIVES else op
 
 
@@ -849,14 +850,6 @@ _BASIN_STARTS = {
 }
 
 
-def _fit_rows(ms: Measurements) -> np.ndarray:
-    """The rows each fit block takes: kernel families, with block-scaled layer_linear rows apart (they read
-    only the block-scaled fields)."""
-    fam = ms.family
-    fam[(ms["op"] == "layer_linear") & (ms["dtype"] == "fp8_block")] = "layer_linear_fp8_block"
-    return fam
-
-
 def _fit_block(
     rows: Measurements,
     base: Device,
@@ -990,7 +983,7 @@ def calibrate(
     cat = catalog if catalog is not None else Catalog(calibration="none")
     base = cat.device(device, "device")
     ms = ms.select(ms["device"] == device)
-    families = _fit_rows(ms)
+    families = ms.family
     if not np.isin(families, [f for _, fams in _FIT_BLOCKS for f in fams]).any():
         raise ConfigError("device", device, "a device with kernel or decode-step measurement rows")
     if fix:

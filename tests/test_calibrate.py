@@ -172,7 +172,7 @@ def test_block_scaled_layer_rows_fit_only_block_scaled_fields(plain):
     ms = read_measurements([{**r, "latency_s": t} for r, t in zip(rows, lat, strict=True)])
     cal = calibrate(ms, "h100_sxm", holdout=0.0)
     report = {r["family"]: r for r in cal.report}
-    assert report["gemm"]["fit_p90_abs_error"] < 0.01 and report["layer_linear"]["fit_p90_abs_error"] < 0.01
+    assert report["gemm"]["fit_p90_abs_error"] < 0.01 and report["layer_linear_fp8_block"]["fit_p90_abs_error"] < 0.01
     assert "efficiency.block_scaled_small_gemm_floor_s" not in cal.values  # no threshold searched from layers
 
 
