@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from .config.base import ConfigError, close_match_hint, from_mapping, load_yaml, to_mapping
-from .config.hardware import DTYPE_BYTES, DTYPES, Device
+from .config.hardware import DTYPE_BYTES, DTYPES, AttentionResidual, Device
+from .residuals import evaluate, fit_residual, residual_axes
 
 __all__ = [
     "MEASUREMENT_COLUMNS",
@@ -270,11 +271,16 @@ def _gemm_s(d: Device, m, k, n, dtype: str, block: bool = False) -> np.ndarray:
     return np.maximum(np.maximum(compute, memory) + r.gemm_overhead_s, floor)
 
 
-def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_tokens, dtype, kv_dtype, decode):
-    """Vectorised twin of ``kernels.roofline.attention_cost`` with the prefill or decode overhead."""
+def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_tokens, dtype, kv_dtype, decode, seqs):
+    """Vectorised twin of the step cost's attention: ``kernels.roofline.attention_cost``, the prefill or decode
+    overhead and saturation terms, times the device's residual surface for the kernel (``seqs`` sequences)."""
     from .compile import device_rates
 
     r = device_rates(d, dtype, kv_dtype)
+    surface = d.efficiency.attention_residual(
+        "decode" if decode else "prefill", r.attention_compute_bytes, DTYPE_BYTES[kv_dtype]
+    )
+    factor = evaluate(surface, *residual_axes(decode, seqs, heads, kv_heads, kv_tokens / seqs))
     sat = d.efficiency.attention_saturation_keys
     width = heads * 2.0 * head_dim
     kv_token_bytes = 2.0 * kv_heads * head_dim * DTYPE_BYTES[kv_dtype]
@@ -288,9 +294,9 @@ def _attention_s(d: Device, pairs, heads, head_dim, kv_tokens, kv_heads, q_token
         if ramp > 0.0:
             kv_bytes = kv_tokens * kv_token_bytes
             memory = memory * (kv_bytes + ramp) / (kv_bytes + low * ramp)
-        return np.maximum(compute, memory) + r.decode_attention_overhead_s
+        return factor * (np.maximum(compute, memory) + r.decode_attention_overhead_s)
     compute = compute * (1.0 + d.efficiency.prefill_attention_saturation_units / (q_tokens * heads))
-    return np.maximum(compute, memory) + r.attention_overhead_s
+    return factor * (np.maximum(compute, memory) + r.attention_overhead_s)
 
 
 def _collective_s(d: Device, op: str, n, size_bytes) -> np.ndarray:
@@ -396,10 +402,10 @@ def predict(
             if op == "context_attention":
                 q, past = col["tokens"], col["context_tokens"]
                 pairs = b * (q * past + 0.5 * q * (q + 1.0))
-                out[idx] = _attention_s(d, pairs, heads, hd, b * (q + past), kvh, b * q, dt, kv_dt, False)
+                out[idx] = _attention_s(d, pairs, heads, hd, b * (q + past), kvh, b * q, dt, kv_dt, False, b)
             else:
                 kv = col["context_tokens"]
-                out[idx] = _attention_s(d, b * kv, heads, hd, b * kv, kvh, b, dt, kv_dt, True)
+                out[idx] = _attention_s(d, b * kv, heads, hd, b * kv, kvh, b, dt, kv_dt, True, b)
         elif op in _COLLECTIVES:
             out[idx] = _collective_s(d, op, ms["num_gpus"][idx], ms["message_bytes"][idx])
         elif op == "layer_linear":
@@ -611,13 +617,22 @@ def _nest(values: Mapping[str, float]) -> dict:
     return out
 
 
-def _with_values(d: Device, values: Mapping[str, float]) -> Device:
-    """A copy of device ``d`` with the dotted fields in ``values`` replaced (validated)."""
-    if not values:
+def _overrides(values: Mapping[str, float], residuals: tuple[AttentionResidual, ...] | None) -> dict:
+    """Nested device mapping that sets the dotted fields in ``values`` and, unless None, the attention residual
+    surfaces (all of them: the device's are replaced)."""
+    out = _nest(values)
+    if residuals is not None:
+        out.setdefault("efficiency", {})["attention_residuals"] = [to_mapping(r) for r in residuals]
+    return out
+
+
+def _with_values(d: Device, values: Mapping[str, float], residuals: tuple[AttentionResidual, ...] | None = None):
+    """A copy of device ``d`` with the dotted fields in ``values`` (and the residual surfaces) replaced, validated."""
+    if not values and residuals is None:
         return d
     from .catalog import _deep_merge
 
-    raw = _deep_merge(to_mapping(d), _nest(values))
+    raw = _deep_merge(to_mapping(d), _overrides(values, residuals))
     return from_mapping(Device, raw, "calibration")
 
 
@@ -626,10 +641,11 @@ def _with_values(d: Device, values: Mapping[str, float]) -> Device:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Fitted device fields (dotted paths -> values) and how well they fit.
+    """Fitted device fields (dotted paths -> values), attention residual surfaces, and how well they fit.
 
-    ``report`` has one entry per kernel family: rows fitted and held back, and the median and 90th-percentile
-    absolute relative error of each part.
+    ``attention_residuals``: the device's surfaces once applied (:mod:`hermes_fast.residuals`); None leaves the
+    device's own. ``report`` has one entry per kernel family: rows fitted and held back, and the median and
+    90th-percentile absolute relative error of each part.
     """
 
     name: str
@@ -639,31 +655,35 @@ class Calibration:
     holdout: float = 0.25
     seed: int = 0
     report: tuple[dict, ...] = ()
+    attention_residuals: tuple[AttentionResidual, ...] | None = None
 
     def apply(self, device: Device) -> Device:
         """``device`` with the calibrated fields set."""
-        return _with_values(device, self.values)
+        return _with_values(device, self.values, self.attention_residuals)
 
     def device_overrides(self) -> dict:
         """The calibrated fields as a nested mapping (merged into a catalog entry)."""
-        return _nest(self.values)
+        return _overrides(self.values, self.attention_residuals)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "device": self.device,
             "source": self.source,
             "holdout": self.holdout,
             "seed": self.seed,
             "values": dict(self.values),
-            "report": [dict(r) for r in self.report],
         }
+        if self.attention_residuals is not None:
+            out["attention_residuals"] = [to_mapping(r) for r in self.attention_residuals]
+        out["report"] = [dict(r) for r in self.report]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str = "calibration") -> Calibration:
         if not isinstance(data, Mapping):
             raise ConfigError(path, data, "a mapping with name, device and values")
-        known = {"name", "device", "source", "holdout", "seed", "values", "variants", "report"}
+        known = {"name", "device", "source", "holdout", "seed", "values", "variants", "report", "attention_residuals"}
         for k in data:
             if k not in known:
                 raise ConfigError(f"{path}.{k}", data[k], f"one of {', '.join(sorted(known))}")
@@ -700,15 +720,18 @@ class Calibration:
             holdout=float(data.get("holdout", 0.25)),
             seed=int(data.get("seed", 0)),
             report=tuple(dict(r) for r in data.get("report") or ()),
+            attention_residuals=_read_residuals(data.get("attention_residuals"), f"{path}.attention_residuals"),
         )
         # the values must make a valid device: check against a neutral preset-shaped entry
         from .catalog import Catalog
 
         probe = Catalog(calibration="none").device("h100_sxm")
         try:
-            _with_values(probe, cal.values)
+            _with_values(probe, cal.values, cal.attention_residuals)
         except ConfigError as e:
             field_path = e.path.removeprefix("calibration.")
+            if field_path.startswith("efficiency.attention_residuals"):  # one surface per kernel and sizes
+                raise ConfigError(path + field_path.removeprefix("efficiency"), e.value, e.expected) from None
             raise ConfigError(f"{path}.values.{field_path}", e.value, e.expected) from None
         return cal
 
@@ -721,7 +744,13 @@ class Calibration:
         else:
             import yaml
 
-            p.write_text(yaml.safe_dump(data, sort_keys=False, width=120))
+            class Dumper(yaml.SafeDumper):  # a surface's node rows on one line each
+                pass
+
+            Dumper.add_representer(_Row, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, True))
+            for r in data.get("attention_residuals", ()):
+                r["log_ratio"] = [_Row(row) for row in r["log_ratio"]]
+            p.write_text(yaml.dump(data, Dumper=Dumper, sort_keys=False, width=120))
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
@@ -735,6 +764,18 @@ class Calibration:
 
     def describe(self) -> str:
         return f"{self.name} ({self.source})" if self.source else self.name
+
+
+class _Row(list):
+    """A list written in YAML flow style."""
+
+
+def _read_residuals(data: Any, path: str) -> tuple[AttentionResidual, ...] | None:
+    if data is None:
+        return None
+    if isinstance(data, (str, bytes)) or not isinstance(data, (list, tuple)):
+        raise ConfigError(path, data, "a list of attention residual surfaces")
+    return tuple(from_mapping(AttentionResidual, r, f"{path}[{i}]") for i, r in enumerate(data))
 
 
 def _calibration_dir():
@@ -932,6 +973,32 @@ def _fit_block(
     return values
 
 
+_RESIDUAL_KERNELS = {"context_attention": "prefill", "generation_attention": "decode"}
+
+
+def _fit_residuals(rows: Measurements, d: Device, cat) -> tuple[AttentionResidual, ...]:
+    """A residual surface per attention kernel and element sizes of the attention ``rows``, on top of ``d``'s
+    analytical prediction (where it is worth keeping, :func:`hermes_fast.residuals.fit_residual`)."""
+    from .compile import device_rates
+
+    log_ratio = np.log(rows["latency_s"] / predict(rows, d, catalog=cat))
+    groups: dict[tuple[str, float, float], list[int]] = {}
+    for i in range(len(rows)):
+        rates = device_rates(d, rows["dtype"][i], rows["kv_dtype"][i])
+        key = (_RESIDUAL_KERNELS[rows["op"][i]], rates.attention_compute_bytes, DTYPE_BYTES[rows["kv_dtype"][i]])
+        groups.setdefault(key, []).append(i)
+    out = []
+    for (kernel, compute_bytes, kv_bytes), idx in sorted(groups.items()):
+        sub = rows.select(np.array(idx))
+        decode = kernel == "decode"
+        per_seq = sub["context_tokens"] + (0.0 if decode else sub["tokens"])
+        x, y = residual_axes(decode, sub["batch_size"], sub["num_heads"], sub["num_kv_heads"], per_seq)
+        r = fit_residual(kernel, compute_bytes, kv_bytes, x, y, log_ratio[np.array(idx)])
+        if r is not None:
+            out.append(r)
+    return tuple(out)
+
+
 def calibrate(
     measurements: Measurements | str | Path | Iterable[Mapping[str, Any]],
     device: str,
@@ -942,6 +1009,7 @@ def calibrate(
     holdout: float = 0.25,
     seed: int = 0,
     fix: Mapping[str, float] | None = None,
+    residuals: bool = True,
 ) -> Calibration:
     """Fit ``device``'s efficiency parameters (and link latencies) to its measured kernel latencies, then the
     engine's host costs to its measured decode steps.
@@ -961,6 +1029,11 @@ def calibrate(
         gives the error on them.
     fix
         Device field paths to keep at given values instead of fitting them.
+    residuals
+        Fit an attention residual surface per attention kernel and element sizes on top of the analytical
+        attention parameters (:mod:`hermes_fast.residuals`), each kept only when it beats no correction on
+        leave-one-out error; False: the analytical model alone. Either way a kernel with fitted rows loses the
+        surface it had.
 
     Returns
     -------
@@ -995,7 +1068,13 @@ def calibrate(
     fixed = set(fix or {})
     params = [p for p in PARAMETERS if p.path not in fixed and present.intersection(p.groups)]
     vals: dict[str, float] = {}
+    refit = {k for f, k in _RESIDUAL_KERNELS.items() if (train & (families == f)).any()}
+    surfaces = tuple(r for r in base.efficiency.attention_residuals if r.kernel not in refit)
+    base = _with_values(base, {}, surfaces)  # a kernel's analytical fit starts without its old surface
     for fam_params, fams in _FIT_BLOCKS:
+        if fam_params is _STEP and residuals and refit:  # before the host costs: whole steps include them
+            attention = train & np.isin(families, list(_RESIDUAL_KERNELS))
+            surfaces += _fit_residuals(ms.select(attention), _with_values(base, vals), cat)
         fam_rows = train & np.isin(families, fams)
         if not fam_rows.any():
             continue
@@ -1005,13 +1084,13 @@ def calibrate(
         small = _SMALL_FLOOR in fixed or any(p.path == _SMALL_FLOOR for p in own)
         search = small and _SMALL_TOKENS not in fixed and "gemm_block_sizes" in seen
         if own:
-            vals.update(_fit_block(ms.select(fam_rows), _with_values(base, vals), cat, device, own, search))
+            vals.update(_fit_block(ms.select(fam_rows), _with_values(base, vals, surfaces), cat, device, own, search))
     if fix:
         vals.update({k: float(v) for k, v in fix.items()})
     prior = getattr(cat, "calibrations", {}).get(device)
     if prior is not None:
         vals = {**prior.values, **vals}
-    fitted = Calibration(name or device, device, vals, source, holdout, seed)
+    fitted = Calibration(name or device, device, vals, source, holdout, seed, attention_residuals=surfaces)
     pred = predict(ms, cat.device(device, "device"), catalog=cat, calibration=fitted)
     out_of_fit = held | (ms["op"] == "prefill_step")  # prefill steps are reported, never fitted
     return dataclasses.replace(fitted, report=error_report(ms, pred, out_of_fit))

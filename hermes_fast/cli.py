@@ -291,13 +291,15 @@ def print_validation(rows: list[dict], out=None) -> None:
     out = out or sys.stdout
     print("# kernel predictions vs shipped measurements, rows held back from each calibration's fit", file=out)
     print("# |predicted - measured| / measured: median and 90th percentile", file=out)
+    print("# analytic: the calibration's fitted parameters without its attention residual surfaces", file=out)
     head = f"{'family':22s}{'device':15s}{'backend':9s}{'calibration':16s}{'rows':>6s}"
-    head += f"{'default med':>13s}{'p90':>8s}{'calibrated med':>16s}{'p90':>8s}"
+    head += f"{'default med':>13s}{'p90':>8s}{'analytic med':>14s}{'p90':>8s}{'calibrated med':>16s}{'p90':>8s}"
     print(head, file=out)
     for r in rows:
         print(
             f"{r['family']:22s}{r['device']:15s}{r['backend']:9s}{r['calibration']:16s}{r['rows_held']:6d}"
-            f"{r['default_median']:13.1%}{r['default_p90']:8.1%}{r['calibrated_median']:16.1%}{r['calibrated_p90']:8.1%}",
+            f"{r['default_median']:13.1%}{r['default_p90']:8.1%}{r['analytic_median']:14.1%}{r['analytic_p90']:8.1%}"
+            f"{r['calibrated_median']:16.1%}{r['calibrated_p90']:8.1%}",
             file=out,
         )
 

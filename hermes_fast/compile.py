@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config.base import ConfigError
-from .config.hardware import DTYPE_BYTES, Device
+from .config.hardware import DTYPE_BYTES, AttentionResidual, Device
 from .config.model import Model
 from .config.scenario import Dtypes, Parallel
 from .kernels import layout as L
@@ -27,6 +27,7 @@ __all__ = [
     "device_rates",
     "group_link",
     "kv_bytes_per_token_layer",
+    "pack_residual",
     "param_count",
 ]
 
@@ -185,6 +186,7 @@ class DeviceRates:
     elementwise_bw: float  # B/s x memory efficiency: norms, activations, embedding gathers
     attention_overhead_s: float  # per prefill attention kernel
     decode_attention_overhead_s: float  # per decode attention kernel
+    attention_compute_bytes: float  # bytes per element of the format attention runs in
 
     def gemm_flops_for(self, k: float, n: float) -> float:
         """FLOP/s of a ``k x n`` GEMM at large m: the n and k saturation folded into the rate."""
@@ -241,7 +243,20 @@ def device_rates(d: Device, activation: str, kv: str, block_scaled: bool = False
         elementwise_bw=bw * e.memory_efficiency,
         attention_overhead_s=prefill_oh,
         decode_attention_overhead_s=decode_oh,
+        attention_compute_bytes=DTYPE_BYTES[attn_run],
     )
+
+
+def pack_residual(r: AttentionResidual | None, p: np.ndarray, base: int) -> None:
+    """Write surface ``r`` (None: no correction) into the kernels' parameter vector at ``p[base]``."""
+    block = p[base : base + L.RES_VALUES + L.RESIDUAL_NODES]
+    block[:] = 0.0
+    if r is None:
+        return
+    values = np.asarray(r.log_ratio, dtype=np.float64)
+    block[L.RES_NX], block[L.RES_NY] = values.shape
+    block[L.RES_LOG2_X0], block[L.RES_LOG2_Y0], block[L.RES_LOG2_STEP] = r.log2_x0, r.log2_y0, r.log2_step
+    block[L.RES_VALUES : L.RES_VALUES + values.size] = values.ravel()
 
 
 @dataclass(frozen=True)
@@ -305,6 +320,10 @@ def compile_engine(
     p[L.GEMM_SMALL_TOKENS] = rates.gemm_small_tokens
     p[L.OH_ATTN] = rates.attention_overhead_s
     p[L.OH_ATTN_DECODE] = rates.decode_attention_overhead_s
+    # residual surfaces are fitted to (GQA / MHA) attention kernels' launch heuristics; MLA runs other kernels
+    for kernel, base in (("prefill", L.RES_PREFILL), ("decode", L.RES_DECODE)):
+        r = eff.attention_residual(kernel, rates.attention_compute_bytes, DTYPE_BYTES[dtypes.kv])
+        pack_residual(r if m.mla is None else None, p, base)
     p[L.OH_ELEM] = eff.elementwise_overhead_s
     p[L.OH_COLL] = eff.collective_overhead_s
     p[L.OH_STEP] = eff.step_overhead_s + (tp - 1) * eff.step_overhead_per_tp_rank_s

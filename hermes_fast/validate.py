@@ -14,6 +14,7 @@ fits the engine's host costs (per step, per TP rank, per sequence) to the measur
 from __future__ import annotations
 
 import csv
+import dataclasses
 from functools import cache
 from importlib.resources import files
 
@@ -341,7 +342,8 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
     its device whose backend it was fitted to (its ``source`` lists the stacks), held back by its own
     hold-out rule; given ``measurements`` (e.g. measured prefill/decode steps), all their rows of the device.
     Returns rows with ``rows_held``, ``default_median``, ``default_p90``, ``calibrated_median``,
-    ``calibrated_p90`` and the calibration's name.
+    ``calibrated_p90``, ``analytic_median`` and ``analytic_p90`` (the calibration without its attention residual
+    surfaces: the fitted analytical model alone) and the calibration's name.
     """
     from .calibrate import shipped_calibrations
     from .catalog import Catalog
@@ -363,12 +365,15 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
             continue
         held = sel_dev if own else holdout_mask(ms, cal.holdout, cal.seed) & sel_dev
         cal_pred = predict(ms.select(held), catalog=plain, calibration=cal)
+        analytic = dataclasses.replace(cal, attention_residuals=())  # the fitted parameters alone
+        analytic_pred = predict(ms.select(held), catalog=plain, calibration=analytic)
         sub_fam, sub_stack, sub_meas = fam[held], stacks[held], meas[held]
         sub_default = default_pred[held]
         for f, b in sorted(set(zip(sub_fam, sub_stack, strict=True))):
             s = (sub_fam == f) & (sub_stack == b)
             d_err = np.abs(sub_default[s] / sub_meas[s] - 1.0)
             c_err = np.abs(cal_pred[s] / sub_meas[s] - 1.0)
+            a_err = np.abs(analytic_pred[s] / sub_meas[s] - 1.0)
             out.append(
                 {
                     "family": f,
@@ -378,6 +383,8 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
                     "rows_held": int(s.sum()),
                     "default_median": float(np.median(d_err)),
                     "default_p90": float(np.quantile(d_err, 0.9)),
+                    "analytic_median": float(np.median(a_err)),
+                    "analytic_p90": float(np.quantile(a_err, 0.9)),
                     "calibrated_median": float(np.median(c_err)),
                     "calibrated_p90": float(np.quantile(c_err, 0.9)),
                 }

@@ -4,6 +4,7 @@ estimate and simulate, the aiconfigurator importer and the validate command."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 
 import numpy as np
@@ -323,17 +324,10 @@ def test_bad_calibration_file_names_the_field(tmp_path):
 
 # --- shipped calibrations: error on the rows held back from their fits
 # (family -> median, p90) reached on every device; the issue's target is 7% / 20%
-HELD_BOUNDS = {
-    "gemm": (0.07, 0.20),
-    "gemm_fp8_block": (0.07, 0.20),
-    "layer_linear": (0.07, 0.20),
-    "context_attention": (0.07, 0.15),
-    # H200 TRT-LLM decode attention: 7.5% / 27.3% (kernel selection at small shapes; issue 6 target not met)
-    "generation_attention": (0.08, 0.28),
-    "collective": (0.07, 0.20),
-}
-# vLLM's prefill attention is noisier (H100: 9.8% / 15.2%; kernel selection at small shapes)
-HELD_BOUNDS_VLLM = {"context_attention": (0.11, 0.20)}
+HELD_BOUNDS = (0.07, 0.20)
+# the fitted analytical model alone, without the attention residual surfaces: decode attention's split-KV
+# heuristics (H200 TRT-LLM 7.5% / 27.3%) and vLLM's prefill tiles (H100 9.8% / 15.2%) leave it over the target
+ANALYTIC_BOUNDS = {"generation_attention": (0.08, 0.28), "context_attention": (0.10, 0.20)}
 
 
 @pytest.fixture(scope="module")
@@ -343,12 +337,15 @@ def table():
 
 def test_shipped_calibrations_meet_held_back_bounds(table):
     assert {r["calibration"] for r in table} == set(shipped_calibrations())
+    med, p90 = HELD_BOUNDS
     for r in table:
-        bounds = HELD_BOUNDS_VLLM.get(r["family"]) if r["backend"] == "vllm" else None
-        med, p90 = bounds or HELD_BOUNDS[r["family"]]
         assert r["rows_held"] > 0, r
         assert r["calibrated_median"] <= med, r
         assert r["calibrated_p90"] <= p90, r
+        a_med, a_p90 = ANALYTIC_BOUNDS.get(r["family"], HELD_BOUNDS)
+        assert r["analytic_median"] <= a_med and r["analytic_p90"] <= a_p90, r
+        if "attention" not in r["family"]:  # only attention has surfaces
+            assert (r["analytic_median"], r["analytic_p90"]) == (r["calibrated_median"], r["calibrated_p90"]), r
 
 
 def test_calibration_beats_the_defaults(table):
@@ -530,7 +527,7 @@ def test_host_costs_are_recovered_from_decode_steps_on_top_of_the_kernels(tmp_pa
     """Decode steps generated with known host costs over the shipped H100 kernels give those costs back; the
     result carries the kernel calibration along, so loaded alone it reproduces every step."""
     shipped = shipped_calibrations()["h100_sxm"]
-    truth = Calibration("truth", "h100_sxm", {**shipped.values, **HOST_TRUTH})
+    truth = dataclasses.replace(shipped, name="truth", values={**shipped.values, **HOST_TRUTH})
     rows = [
         {"op": "decode_step", "device": "h100_sxm", "model": "llama-3.1-70b", "tp": tp, "batch_size": b,
          "context_tokens": ctx, "dtype": "bf16", "kv_dtype": "bf16"}

@@ -1,7 +1,7 @@
 """Scenario configuration: frozen dataclasses per concern, loaded from YAML or dicts with dotted-path errors."""
 
 from .base import ConfigError, field_docs, from_mapping, load_yaml, to_mapping
-from .hardware import DTYPE_BYTES, DTYPES, Device, Efficiency, Link, MemoryTier, PeakFlops
+from .hardware import DTYPE_BYTES, DTYPES, AttentionResidual, Device, Efficiency, Link, MemoryTier, PeakFlops
 from .model import MLA, Model, MoE
 from .pipeline import KvTier, Stage, VectorIndex
 from .scenario import Dtypes, Engine, Parallel, Scenario, Workload, load_scenario
@@ -17,6 +17,7 @@ __all__ = [
     "to_mapping",
     "DTYPE_BYTES",
     "DTYPES",
+    "AttentionResidual",
     "Device",
     "Efficiency",
     "Link",

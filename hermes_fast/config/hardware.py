@@ -62,6 +62,50 @@ class Link:
     latency_s: float = fld(unit="s", doc="per-hop latency (alpha of the alpha-beta model)", ge=0, le=10)
 
 
+# most nodes one attention residual surface may have (its slots in the kernels' parameter vector)
+ATTENTION_RESIDUAL_NODES = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionResidual:
+    """Measured / analytical time of one attention kernel, on a regular grid in log2 of two batch figures.
+
+    What no smooth roofline term follows: a kernel library's launch heuristics (split-KV in decode, tile shapes
+    in prefill) make its time non-monotone in the batch. :func:`hermes_fast.calibrate` fits these surfaces to the
+    residuals of the analytical model, smoothed (the smoothing chosen by leave-one-out error), and the step cost
+    multiplies that kernel's time by ``exp`` of the surface, interpolated bilinearly and held at its edge value
+    beyond the grid. Axes, per device: x = sequences x KV heads (decode) or sequences x query heads (prefill);
+    y = KV tokens per sequence. Not applied to MLA models, whose attention runs other kernels.
+    """
+
+    kernel: Literal["prefill", "decode"] = fld(doc="the attention kernel it corrects")
+    compute_bytes: float = fld(unit="B", doc="bytes per element of the attention format it applies to", gt=0, le=8)
+    kv_bytes: float = fld(unit="B", doc="bytes per element of the KV cache it applies to", gt=0, le=8)
+    log2_x0: float = fld(unit="1", doc="log2 of x at the first node", ge=-64, le=64)
+    log2_y0: float = fld(unit="1", doc="log2 of y at the first node", ge=-64, le=64)
+    log2_step: float = fld(1.0, unit="1", doc="node spacing on both axes, in octaves", gt=0, le=64)
+    log_ratio: tuple[tuple[float, ...], ...] = fld(
+        unit="1", doc="natural log of measured / analytical time at each node, one row per x node", ge=-5, le=5
+    )
+
+    def _validate(self, path: str) -> None:
+        rows = self.log_ratio
+        if not rows or not rows[0]:
+            raise ConfigError(f"{path}.log_ratio", rows, "a non-empty list of equal-length lists")
+        for i, r in enumerate(rows):
+            if len(r) != len(rows[0]):
+                raise ConfigError(f"{path}.log_ratio[{i}]", list(r), f"{len(rows[0])} values, as row 0")
+        if len(rows) * len(rows[0]) > ATTENTION_RESIDUAL_NODES:
+            raise ConfigError(
+                f"{path}.log_ratio",
+                f"{len(rows)} x {len(rows[0])} nodes",
+                f"at most {ATTENTION_RESIDUAL_NODES} nodes (a coarser log2_step)",
+            )
+
+    def key(self) -> tuple[str, float, float]:
+        return self.kernel, self.compute_bytes, self.kv_bytes
+
+
 @dataclass(frozen=True, kw_only=True)
 class Efficiency:
     """Achievable fractions of peak and fixed overheads; defaults are uncalibrated, calibration replaces them.
@@ -292,6 +336,23 @@ class Efficiency:
         ge=0,
         le=1e12,
     )
+    attention_residuals: tuple[AttentionResidual, ...] = fld(
+        (),
+        doc="fitted corrections of the attention kernels' time, one per (kernel, compute_bytes, kv_bytes)",
+    )
+
+    def _validate(self, path: str) -> None:
+        seen = set()
+        for i, r in enumerate(self.attention_residuals):
+            if r.key() in seen:
+                raise ConfigError(
+                    f"{path}.attention_residuals[{i}]", r.key(), "one surface per (kernel, compute_bytes, kv_bytes)"
+                )
+            seen.add(r.key())
+
+    def attention_residual(self, kernel: str, compute_bytes: float, kv_bytes: float) -> AttentionResidual | None:
+        """The surface correcting ``kernel`` with these element sizes, or None."""
+        return next((r for r in self.attention_residuals if r.key() == (kernel, compute_bytes, kv_bytes)), None)
 
     def gemm_profile(self, narrow: bool, block: bool = False) -> tuple[float, float, float, float, float | None, float]:
         """(efficiency, m_half, n_half, k_half, memory efficiency or None, overhead_s) of 16-bit or 8-bit GEMMs;

@@ -16,6 +16,8 @@ mixed prefill batches).
 
 from __future__ import annotations
 
+import math
+
 from . import layout as L
 from ._jit import kernel
 from .collectives import allgather_time, allreduce_time, alltoall_time, message_bandwidth, p2p_time
@@ -28,6 +30,45 @@ def _split(compute_s, memory_s):
     if compute_s >= memory_s:
         return compute_s, 0.0
     return 0.0, memory_s
+
+
+@kernel
+def residual_factor(p, base, x, y):
+    """exp of the attention residual surface whose header starts at ``p[base]``, at batch figures (x, y):
+    bilinear in (log2 x, log2 y) between its nodes, the edge value beyond them; 1 where there is none."""
+    nx = int(p[base + L.RES_NX])
+    if nx == 0 or x <= 0.0 or y <= 0.0:
+        return 1.0
+    ny = int(p[base + L.RES_NY])
+    step = p[base + L.RES_LOG2_STEP]
+    fx = min(max((math.log2(x) - p[base + L.RES_LOG2_X0]) / step, 0.0), nx - 1.0)
+    fy = min(max((math.log2(y) - p[base + L.RES_LOG2_Y0]) / step, 0.0), ny - 1.0)
+    ix = min(int(fx), max(nx - 2, 0))
+    iy = min(int(fy), max(ny - 2, 0))
+    tx = fx - ix
+    ty = fy - iy
+    ix1 = min(ix + 1, nx - 1)
+    iy1 = min(iy + 1, ny - 1)
+    v = base + L.RES_VALUES
+    low = (1.0 - ty) * p[v + ix * ny + iy] + ty * p[v + ix * ny + iy1]
+    high = (1.0 - ty) * p[v + ix1 * ny + iy] + ty * p[v + ix1 * ny + iy1]
+    return math.exp((1.0 - tx) * low + tx * high)
+
+
+@kernel
+def prefill_residual(p, tokens, pairs, kv_tokens):
+    """Residual factor of a prefill attention kernel: its surface at (sequences x query heads, KV tokens per
+    sequence), both recovered from the batch's totals (exact for chunks of equal size and prefix)."""
+    if pairs <= 0.0 or tokens <= 0.0:
+        return 1.0
+    a = kv_tokens / tokens  # (prefix + chunk) / chunk
+    c = pairs / tokens  # keys per query: prefix + (chunk + 1) / 2 when causal, prefix + chunk when not
+    if p[L.CAUSAL] > 0.0:
+        if a <= 0.5 or c <= 0.5:  # fewer keys or pairs than causal chunks have: no batch shape to look up
+            return 1.0
+        chunk = (c - 0.5) / (a - 0.5)
+        return residual_factor(p, L.RES_PREFILL, tokens / chunk * p[L.HEADS], a * chunk)
+    return residual_factor(p, L.RES_PREFILL, kv_tokens / c * p[L.HEADS], c)
 
 
 @kernel(inline=True)
@@ -54,9 +95,10 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
         # few query tokens x heads leave SMs without query tiles: the compute rate saturates in their number
         c *= 1.0 + p[L.PREFILL_SAT] / (prefill_tokens * heads)
         c, m = _split(c, m)
-        comp += c
-        mem += m
-        oh += p[L.OH_ATTN]
+        f = prefill_residual(p, prefill_tokens, pairs, kv)
+        comp += f * c
+        mem += f * m
+        oh += f * p[L.OH_ATTN]
     if decode_seqs > 0.0:
         kv = decode_kv_tokens
         if window > 0.0:
@@ -69,9 +111,10 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
             kv_bytes = kv * kvb
             m *= (kv_bytes + ramp) / (kv_bytes + p[L.DECODE_RAMP_LOW] * ramp)
         c, m = _split(c, m)
-        comp += c
-        mem += m
-        oh += p[L.OH_ATTN_DECODE]
+        f = residual_factor(p, L.RES_DECODE, decode_seqs * p[L.KV_HEADS], kv / decode_seqs)
+        comp += f * c
+        mem += f * m
+        oh += f * p[L.OH_ATTN_DECODE]
     return comp, mem, oh
 
 

@@ -1,0 +1,130 @@
+"""Attention residual surfaces: what the analytical attention model leaves, fitted on a log2 grid of the batch.
+
+Attention kernel libraries pick split-KV factors and tile shapes by heuristics, so a kernel's time is not monotone
+in its batch: TRT-LLM's XQA decode on H200 takes 16 us for one sequence of 1024 keys and 13 us for eight of them.
+No smooth roofline term follows that, so :func:`hermes_fast.calibrate` fits, after the analytical parameters, one
+smooth surface per attention kernel and element sizes to log(measured / analytical) of its fitted rows
+(:class:`hermes_fast.config.hardware.AttentionResidual`), and the step cost multiplies the kernel's time by
+``exp`` of it (``kernels.step.residual_factor``). Axes (per device): x = sequences x KV heads (decode) or sequences
+x query heads (prefill), y = KV tokens per sequence.
+
+The fit is penalised least squares on bilinear node weights: curvature (second differences) along each axis, by
+factors chosen apart by leave-one-out error among :data:`SMOOTHING` (a heuristic's step is sharp in one figure and
+smooth in the other), and a slight ridge that keeps nodes without rows near their neighbours' trend. A surface is
+kept only when its leave-one-out error beats no correction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from .config.hardware import ATTENTION_RESIDUAL_NODES, AttentionResidual
+from .kernels import layout as L
+from .kernels.step import residual_factor
+
+__all__ = ["SMOOTHING", "evaluate", "fit_residual", "residual_axes"]
+
+SMOOTHING = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # curvature penalties tried, relative to one row's squared residual
+_RIDGE = 1e-4  # pull of each node towards no correction
+_MIN_ROWS = 6
+
+
+def residual_axes(decode: bool, batch, heads, kv_heads, kv_tokens_per_seq) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of attention rows: x = sequences x KV heads (decode) or x query heads (prefill), y = KV tokens per
+    sequence (cached plus new)."""
+    x = np.asarray(batch, dtype=np.float64) * np.asarray(kv_heads if decode else heads, dtype=np.float64)
+    return x, np.asarray(kv_tokens_per_seq, dtype=np.float64)
+
+
+def evaluate(r: AttentionResidual | None, x, y) -> np.ndarray:
+    """The factor the step kernels apply, at each (x, y): the kernels' own interpolation on a packed surface."""
+    from .compile import pack_residual
+
+    x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    if r is None:
+        return np.ones(x.shape)
+    p = np.zeros(L.RES_VALUES + L.RESIDUAL_NODES)
+    pack_residual(r, p, 0)
+    return np.array([residual_factor(p, 0, xi, yi) for xi, yi in zip(x.ravel(), y.ravel(), strict=True)]).reshape(
+        x.shape
+    )
+
+
+def _grid(lx: np.ndarray, ly: np.ndarray) -> tuple[float, float, float, int, int]:
+    """(log2 x0, log2 y0, step, nx, ny): whole-octave nodes spanning the rows, coarser if there would be too many."""
+    step = 1.0
+    while True:
+        x0, y0 = step * math.floor(lx.min() / step), step * math.floor(ly.min() / step)
+        nx = int(math.ceil((lx.max() - x0) / step - 1e-9)) + 1
+        ny = int(math.ceil((ly.max() - y0) / step - 1e-9)) + 1
+        if nx * ny <= ATTENTION_RESIDUAL_NODES:
+            return x0, y0, step, nx, ny
+        step *= 2.0
+
+
+def _weights(lx, ly, x0, y0, step, nx, ny) -> np.ndarray:
+    """Bilinear weight of each node for each row (rows x nodes, node index x-major), edge values held."""
+    fx = np.clip((lx - x0) / step, 0.0, nx - 1.0)
+    fy = np.clip((ly - y0) / step, 0.0, ny - 1.0)
+    ix = np.minimum(fx.astype(np.int64), max(nx - 2, 0))
+    iy = np.minimum(fy.astype(np.int64), max(ny - 2, 0))
+    tx, ty = fx - ix, fy - iy
+    a = np.zeros((lx.size, nx * ny))
+    rows = np.arange(lx.size)
+    for jx, wx in ((ix, 1.0 - tx), (np.minimum(ix + 1, nx - 1), tx)):
+        for jy, wy in ((iy, 1.0 - ty), (np.minimum(iy + 1, ny - 1), ty)):
+            np.add.at(a, (rows, jx * ny + jy), wx * wy)
+    return a
+
+
+def _curvature(nx: int, ny: int, along_x: bool) -> np.ndarray:
+    """Second differences along x (or y) at every node with a neighbour on both sides."""
+    dx, dy = (1, 0) if along_x else (0, 1)
+    out = []
+    for ix in range(dx, nx - dx):
+        for iy in range(dy, ny - dy):
+            d = np.zeros(nx * ny)
+            d[ix * ny + iy] = -2.0
+            d[(ix - dx) * ny + iy - dy] = d[(ix + dx) * ny + iy + dy] = 1.0
+            out.append(d)
+    return np.array(out).reshape(-1, nx * ny)
+
+
+def fit_residual(
+    kernel: str, compute_bytes: float, kv_bytes: float, x, y, log_ratio, smoothing=SMOOTHING
+) -> AttentionResidual | None:
+    """The surface fitted to rows at batch figures (x, y) whose analytical prediction is off by ``log_ratio`` =
+    log(measured / predicted); None when there are too few rows or it would not beat no correction on
+    leave-one-out error."""
+    lx, ly = np.log2(np.asarray(x, dtype=np.float64)), np.log2(np.asarray(y, dtype=np.float64))
+    r = np.asarray(log_ratio, dtype=np.float64)
+    if r.size < _MIN_ROWS:
+        return None
+    x0, y0, step, nx, ny = _grid(lx, ly)
+    a = _weights(lx, ly, x0, y0, step, nx, ny)
+    cx, cy = _curvature(nx, ny, True), _curvature(nx, ny, False)
+    ata, atr, dxx, dyy = a.T @ a, a.T @ r, cx.T @ cx, cy.T @ cy
+    best = (float(np.mean(r**2)), None)  # no correction
+    for lam_x, lam_y in itertools.product(smoothing, smoothing):
+        m = ata + lam_x * dxx + lam_y * dyy + _RIDGE * np.eye(nx * ny)
+        v = np.linalg.solve(m, atr)
+        hat = np.einsum("ij,ji->i", a, np.linalg.solve(m, a.T))  # diagonal of a m^-1 a^T
+        loo = (r - a @ v) / (1.0 - hat)
+        score = float(np.mean(loo**2))
+        if score < best[0]:
+            best = (score, v)
+    if best[1] is None:
+        return None
+    values = np.clip(best[1], -5.0, 5.0).reshape(nx, ny)
+    return AttentionResidual(
+        kernel=kernel,
+        compute_bytes=float(compute_bytes),
+        kv_bytes=float(kv_bytes),
+        log2_x0=float(x0),
+        log2_y0=float(y0),
+        log2_step=step,
+        log_ratio=tuple(tuple(float(v) for v in row) for row in values),
+    )
