@@ -1032,8 +1032,8 @@ def calibrate(
     residuals
         Fit an attention residual surface per attention kernel and element sizes on top of the analytical
         attention parameters (:mod:`hermes_fast.residuals`), each kept only when it beats no correction on
-        leave-one-out error; False: the analytical model alone. Either way a kernel with fitted rows loses the
-        surface it had.
+        leave-one-out error; False: the analytical model alone. Either way, once attention rows are fitted (or
+        an attention parameter is fixed) the device's earlier surfaces are dropped.
 
     Returns
     -------
@@ -1068,12 +1068,14 @@ def calibrate(
     fixed = set(fix or {})
     params = [p for p in PARAMETERS if p.path not in fixed and present.intersection(p.groups)]
     vals: dict[str, float] = {}
-    refit = {k for f, k in _RESIDUAL_KERNELS.items() if (train & (families == f)).any()}
-    surfaces = tuple(r for r in base.efficiency.attention_residuals if r.kernel not in refit)
-    base = _with_values(base, {}, surfaces)  # a kernel's analytical fit starts without its old surface
+    # attention surfaces sit on the analytical attention parameters (some shared by prefill and decode): once
+    # attention rows refit them or fix= sets one, every old surface is stale
+    refit = np.isin(families[train], list(_RESIDUAL_KERNELS)).any() or bool(fixed & {p.path for p in _ATTENTION})
+    surfaces = () if refit else base.efficiency.attention_residuals
+    base = _with_values(base, {}, surfaces)
     for fam_params, fams in _FIT_BLOCKS:
-        if fam_params is _STEP and residuals and refit:  # before the host costs: whole steps include them
-            attention = train & np.isin(families, list(_RESIDUAL_KERNELS))
+        attention = train & np.isin(families, list(_RESIDUAL_KERNELS))
+        if fam_params is _STEP and residuals and attention.any():  # before the host costs: steps include them
             surfaces += _fit_residuals(ms.select(attention), _with_values(base, vals), cat)
         fam_rows = train & np.isin(families, fams)
         if not fam_rows.any():

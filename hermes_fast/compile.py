@@ -249,14 +249,16 @@ def device_rates(d: Device, activation: str, kv: str, block_scaled: bool = False
 
 def pack_residual(r: AttentionResidual | None, p: np.ndarray, base: int) -> None:
     """Write surface ``r`` (None: no correction) into the kernels' parameter vector at ``p[base]``."""
-    block = p[base : base + L.RES_VALUES + L.RESIDUAL_NODES]
+    block = p[base : base + L.RES_SIZE]
     block[:] = 0.0
     if r is None:
         return
-    values = np.asarray(r.log_ratio, dtype=np.float64)
-    block[L.RES_NX], block[L.RES_NY] = values.shape
-    block[L.RES_LOG2_X0], block[L.RES_LOG2_Y0], block[L.RES_LOG2_STEP] = r.log2_x0, r.log2_y0, r.log2_step
-    block[L.RES_VALUES : L.RES_VALUES + values.size] = values.ravel()
+    ratios = np.exp(np.asarray(r.log_ratio, dtype=np.float64))
+    nx, ny = ratios.shape
+    block[L.RES_NX], block[L.RES_NY] = nx, ny
+    block[L.RES_X_NODES : L.RES_X_NODES + nx] = 2.0 ** (r.log2_x0 + r.log2_step * np.arange(nx))
+    block[L.RES_Y_NODES : L.RES_Y_NODES + ny] = 2.0 ** (r.log2_y0 + r.log2_step * np.arange(ny))
+    block[L.RES_VALUES : L.RES_VALUES + ratios.size] = ratios.ravel()
 
 
 @dataclass(frozen=True)
@@ -320,10 +322,11 @@ def compile_engine(
     p[L.GEMM_SMALL_TOKENS] = rates.gemm_small_tokens
     p[L.OH_ATTN] = rates.attention_overhead_s
     p[L.OH_ATTN_DECODE] = rates.decode_attention_overhead_s
-    # residual surfaces are fitted to (GQA / MHA) attention kernels' launch heuristics; MLA runs other kernels
+    # residual surfaces are fitted to causal GQA / MHA attention kernels' launch heuristics: MLA runs other
+    # kernels, encoders non-causal ones
     for kernel, base in (("prefill", L.RES_PREFILL), ("decode", L.RES_DECODE)):
         r = eff.attention_residual(kernel, rates.attention_compute_bytes, DTYPE_BYTES[dtypes.kv])
-        pack_residual(r if m.mla is None else None, p, base)
+        pack_residual(r if m.mla is None and m.causal else None, p, base)
     p[L.OH_ELEM] = eff.elementwise_overhead_s
     p[L.OH_COLL] = eff.collective_overhead_s
     p[L.OH_STEP] = eff.step_overhead_s + (tp - 1) * eff.step_overhead_per_tp_rank_s

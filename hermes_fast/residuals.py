@@ -4,11 +4,12 @@ Attention kernel libraries pick split-KV factors and tile shapes by heuristics, 
 in its batch: TRT-LLM's XQA decode on H200 takes 16 us for one sequence of 1024 keys and 13 us for eight of them.
 No smooth roofline term follows that, so :func:`hermes_fast.calibrate` fits, after the analytical parameters, one
 smooth surface per attention kernel and element sizes to log(measured / analytical) of its fitted rows
-(:class:`hermes_fast.config.hardware.AttentionResidual`), and the step cost multiplies the kernel's time by
-``exp`` of it (``kernels.step.residual_factor``). Axes (per device): x = sequences x KV heads (decode) or sequences
-x query heads (prefill), y = KV tokens per sequence.
+(:class:`hermes_fast.config.hardware.AttentionResidual`), and the step cost multiplies the kernel's time by the
+surface's ratio there (``kernels.step.residual_factor``). Axes (per device): x = sequences x KV heads (decode) or
+sequences x query heads (prefill), y = KV tokens per sequence.
 
-The fit is penalised least squares on bilinear node weights: curvature (second differences) along each axis, by
+The kernels interpolate the nodes' ratios bilinearly, linear in x and y between nodes at whole octaves. The fit is
+penalised least squares on those weights: curvature (second differences) along each axis, by
 factors chosen apart by leave-one-out error among :data:`SMOOTHING` (a heuristic's step is sharp in one figure and
 smooth in the other), and a slight ridge that keeps nodes without rows near their neighbours' trend. A surface is
 kept only when its leave-one-out error beats no correction.
@@ -21,9 +22,9 @@ import math
 
 import numpy as np
 
-from .config.hardware import ATTENTION_RESIDUAL_NODES, AttentionResidual
+from .config.hardware import ATTENTION_RESIDUAL_AXIS_NODES, ATTENTION_RESIDUAL_NODES, AttentionResidual
 from .kernels import layout as L
-from .kernels.step import residual_factor
+from .kernels.step import node_bracket, residual_factor
 
 __all__ = ["SMOOTHING", "evaluate", "fit_residual", "residual_axes"]
 
@@ -39,18 +40,22 @@ def residual_axes(decode: bool, batch, heads, kv_heads, kv_tokens_per_seq) -> tu
     return x, np.asarray(kv_tokens_per_seq, dtype=np.float64)
 
 
-def evaluate(r: AttentionResidual | None, x, y) -> np.ndarray:
-    """The factor the step kernels apply, at each (x, y): the kernels' own interpolation on a packed surface."""
+def _packed(r: AttentionResidual) -> np.ndarray:
     from .compile import pack_residual
 
+    p = np.zeros(L.RES_SIZE)
+    pack_residual(r, p, 0)
+    return p
+
+
+def evaluate(r: AttentionResidual | None, x, y) -> np.ndarray:
+    """The factor the step kernels apply, at each (x, y): the kernels' own interpolation on a packed surface."""
     x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
     if r is None:
         return np.ones(x.shape)
-    p = np.zeros(L.RES_VALUES + L.RESIDUAL_NODES)
-    pack_residual(r, p, 0)
-    return np.array([residual_factor(p, 0, xi, yi) for xi, yi in zip(x.ravel(), y.ravel(), strict=True)]).reshape(
-        x.shape
-    )
+    p = _packed(r)
+    out = [residual_factor(p, 0, xi, yi) for xi, yi in zip(x.ravel(), y.ravel(), strict=True)]
+    return np.array(out).reshape(x.shape)
 
 
 def _grid(lx: np.ndarray, ly: np.ndarray) -> tuple[float, float, float, int, int]:
@@ -60,23 +65,22 @@ def _grid(lx: np.ndarray, ly: np.ndarray) -> tuple[float, float, float, int, int
         x0, y0 = step * math.floor(lx.min() / step), step * math.floor(ly.min() / step)
         nx = int(math.ceil((lx.max() - x0) / step - 1e-9)) + 1
         ny = int(math.ceil((ly.max() - y0) / step - 1e-9)) + 1
-        if nx * ny <= ATTENTION_RESIDUAL_NODES:
+        if nx * ny <= ATTENTION_RESIDUAL_NODES and max(nx, ny) <= ATTENTION_RESIDUAL_AXIS_NODES:
             return x0, y0, step, nx, ny
         step *= 2.0
 
 
-def _weights(lx, ly, x0, y0, step, nx, ny) -> np.ndarray:
-    """Bilinear weight of each node for each row (rows x nodes, node index x-major), edge values held."""
-    fx = np.clip((lx - x0) / step, 0.0, nx - 1.0)
-    fy = np.clip((ly - y0) / step, 0.0, ny - 1.0)
-    ix = np.minimum(fx.astype(np.int64), max(nx - 2, 0))
-    iy = np.minimum(fy.astype(np.int64), max(ny - 2, 0))
-    tx, ty = fx - ix, fy - iy
-    a = np.zeros((lx.size, nx * ny))
-    rows = np.arange(lx.size)
-    for jx, wx in ((ix, 1.0 - tx), (np.minimum(ix + 1, nx - 1), tx)):
-        for jy, wy in ((iy, 1.0 - ty), (np.minimum(iy + 1, ny - 1), ty)):
-            np.add.at(a, (rows, jx * ny + jy), wx * wy)
+def _weights(surface: AttentionResidual, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each node's weight in each row's factor (rows x nodes, x-major), as the kernel interpolates."""
+    p = _packed(surface)
+    nx, ny = len(surface.log_ratio), len(surface.log_ratio[0])
+    a = np.zeros((x.size, nx * ny))
+    for row, (xi, yi) in enumerate(zip(x, y, strict=True)):
+        ix, tx = node_bracket(p, L.RES_X_NODES, nx, xi)
+        iy, ty = node_bracket(p, L.RES_Y_NODES, ny, yi)
+        for jx, wx in ((ix, 1.0 - tx), (min(ix + 1, nx - 1), tx)):
+            for jy, wy in ((iy, 1.0 - ty), (min(iy + 1, ny - 1), ty)):
+                a[row, jx * ny + jy] += wx * wy
     return a
 
 
@@ -98,33 +102,28 @@ def fit_residual(
 ) -> AttentionResidual | None:
     """The surface fitted to rows at batch figures (x, y) whose analytical prediction is off by ``log_ratio`` =
     log(measured / predicted); None when there are too few rows or it would not beat no correction on
-    leave-one-out error."""
-    lx, ly = np.log2(np.asarray(x, dtype=np.float64)), np.log2(np.asarray(y, dtype=np.float64))
-    r = np.asarray(log_ratio, dtype=np.float64)
-    if r.size < _MIN_ROWS:
+    leave-one-out error. The kernels interpolate the nodes' ratios, so the fit is on ratios."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    excess = np.exp(np.asarray(log_ratio, dtype=np.float64)) - 1.0  # measured / predicted - 1
+    if excess.size < _MIN_ROWS:
         return None
-    x0, y0, step, nx, ny = _grid(lx, ly)
-    a = _weights(lx, ly, x0, y0, step, nx, ny)
+    x0, y0, step, nx, ny = _grid(np.log2(x), np.log2(y))
+    flat = ((0.0,) * ny,) * nx
+    shape = dict(kernel=kernel, compute_bytes=float(compute_bytes), kv_bytes=float(kv_bytes))
+    shape.update(log2_x0=float(x0), log2_y0=float(y0), log2_step=step)
+    a = _weights(AttentionResidual(**shape, log_ratio=flat), x, y)
     cx, cy = _curvature(nx, ny, True), _curvature(nx, ny, False)
-    ata, atr, dxx, dyy = a.T @ a, a.T @ r, cx.T @ cx, cy.T @ cy
-    best = (float(np.mean(r**2)), None)  # no correction
+    ata, atr, dxx, dyy = a.T @ a, a.T @ excess, cx.T @ cx, cy.T @ cy
+    best = (float(np.mean(excess**2)), None)  # no correction
     for lam_x, lam_y in itertools.product(smoothing, smoothing):
         m = ata + lam_x * dxx + lam_y * dyy + _RIDGE * np.eye(nx * ny)
         v = np.linalg.solve(m, atr)
         hat = np.einsum("ij,ji->i", a, np.linalg.solve(m, a.T))  # diagonal of a m^-1 a^T
-        loo = (r - a @ v) / (1.0 - hat)
+        loo = (excess - a @ v) / (1.0 - hat)
         score = float(np.mean(loo**2))
         if score < best[0]:
             best = (score, v)
     if best[1] is None:
         return None
-    values = np.clip(best[1], -5.0, 5.0).reshape(nx, ny)
-    return AttentionResidual(
-        kernel=kernel,
-        compute_bytes=float(compute_bytes),
-        kv_bytes=float(kv_bytes),
-        log2_x0=float(x0),
-        log2_y0=float(y0),
-        log2_step=step,
-        log_ratio=tuple(tuple(float(v) for v in row) for row in values),
-    )
+    values = np.log(np.clip(1.0 + best[1], math.exp(-5.0), math.exp(5.0))).reshape(nx, ny)
+    return AttentionResidual(**shape, log_ratio=tuple(tuple(float(v) for v in row) for row in values))

@@ -21,7 +21,7 @@ from hermes_fast.calibrate import (
 from hermes_fast.catalog import Catalog
 from hermes_fast.compile import compile_engine, pack_residual
 from hermes_fast.config import AttentionResidual, ConfigError, Dtypes, Parallel
-from hermes_fast.config.hardware import ATTENTION_RESIDUAL_NODES
+from hermes_fast.config.hardware import ATTENTION_RESIDUAL_AXIS_NODES, ATTENTION_RESIDUAL_NODES
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.step import _attention_layer, causal_pairs, prefill_residual, residual_factor
 from hermes_fast.residuals import evaluate, fit_residual
@@ -44,30 +44,30 @@ def plain():
 
 
 def test_layout_holds_the_largest_surface():
-    assert L.RESIDUAL_NODES == ATTENTION_RESIDUAL_NODES
+    assert (L.RESIDUAL_NODES, L.RESIDUAL_AXIS_NODES) == (ATTENTION_RESIDUAL_NODES, ATTENTION_RESIDUAL_AXIS_NODES)
 
 
-def test_interpolation_is_bilinear_in_log2_and_held_at_the_edges():
-    v = np.array(SURFACE.log_ratio)
-    # at the nodes: the node values
+def test_interpolation_is_bilinear_between_octave_nodes_and_held_at_the_edges():
+    ratio = np.exp(np.array(SURFACE.log_ratio))
+    # at the nodes (x = 1, 2; y = 128, 256, 512): the node values
     for i, j in itertools.product(range(2), range(3)):
-        assert evaluate(SURFACE, 2.0**i, 2.0 ** (7 + j)) == pytest.approx(math.exp(v[i, j]), rel=1e-14)
-    # halfway between four nodes: their mean; a quarter of the way along x, between two
-    mid = v[0, 1] + v[0, 2] + v[1, 1] + v[1, 2]
-    assert evaluate(SURFACE, 2.0**0.5, 2.0**8.5) == pytest.approx(math.exp(mid / 4.0), rel=1e-14)
-    assert evaluate(SURFACE, 2.0**0.25, 2.0**7) == pytest.approx(math.exp(0.75 * 0.2 + 0.25 * 0.3), rel=1e-14)
+        assert evaluate(SURFACE, 2.0**i, 2.0 ** (7 + j)) == pytest.approx(ratio[i, j], rel=1e-14)
+    # halfway between four nodes (linear in x and y): their mean; a quarter of the way along x, between two
+    mid = ratio[0, 1] + ratio[0, 2] + ratio[1, 1] + ratio[1, 2]
+    assert evaluate(SURFACE, 1.5, 384.0) == pytest.approx(mid / 4.0, rel=1e-14)
+    assert evaluate(SURFACE, 1.25, 128.0) == pytest.approx(0.75 * ratio[0, 0] + 0.25 * ratio[1, 0], rel=1e-14)
     # beyond the grid: the nearest edge's value
-    assert evaluate(SURFACE, 1e-3, 1.0) == pytest.approx(math.exp(0.2), rel=1e-14)
-    assert evaluate(SURFACE, 1e6, 1e9) == pytest.approx(math.exp(-0.2), rel=1e-14)
+    assert evaluate(SURFACE, 1e-3, 1.0) == pytest.approx(ratio[0, 0], rel=1e-14)
+    assert evaluate(SURFACE, 1e6, 1e9) == pytest.approx(ratio[1, 2], rel=1e-14)
     assert evaluate(None, 5.0, 100.0) == 1.0
     # the compiled kernel gives the same numbers
-    p = np.zeros(L.RES_VALUES + L.RESIDUAL_NODES)
+    p = np.zeros(L.RES_SIZE)
     pack_residual(SURFACE, p, 0)
     for x, y in ((1.3, 200.0), (7.0, 90.0), (3.0, 1e5)):
         assert residual_factor.jit(p, 0, x, y) == evaluate(SURFACE, x, y)
     # one node along an axis: constant along it
     line = dataclasses.replace(SURFACE, log_ratio=((0.1, 0.4),))
-    assert evaluate(line, 64.0, 2.0**7.5) == pytest.approx(math.exp(0.25), rel=1e-14)
+    assert evaluate(line, 64.0, 192.0) == pytest.approx((math.exp(0.1) + math.exp(0.4)) / 2.0, rel=1e-14)
 
 
 def test_fit_recovers_a_plane_and_rejects_noise():
@@ -111,10 +111,15 @@ def test_step_kernel_applies_the_surface_at_the_batch_axes(plain):
         assert with_s == pytest.approx(without * evaluate(SURFACE, b * 8.0, kv), rel=1e-12)
     for b, q, past in ((1.0, 128.0, 0.0), (4.0, 512.0, 1536.0), (16.0, 37.0, 999.0)):
         pairs, kv = b * causal_pairs(q, past), b * (q + past)
-        assert prefill_residual(p, b * q, pairs, kv) == pytest.approx(evaluate(prefill, b * 32.0, q + past), rel=1e-12)
+        got = prefill_residual(p, b * q, pairs, kv, 0.0)
+        assert got == pytest.approx(evaluate(prefill, b * 32.0, q + past), rel=1e-12)
         with_s = sum(_attention_layer(p, b * q, pairs, kv, 0.0, 0.0, 0.0))
         without = sum(_attention_layer(p0, b * q, pairs, kv, 0.0, 0.0, 0.0))
         assert with_s == pytest.approx(without * evaluate(prefill, b * 32.0, q + past), rel=1e-12)
+    # a sliding-window layer: the batch shape from the uncapped totals, its KV per sequence capped at the window
+    b, q, window = 2.0, 8192.0, 1024.0
+    got = prefill_residual(p, b * q, b * causal_pairs(q, 0.0), b * q, window)
+    assert got == pytest.approx(evaluate(prefill, b * 32.0, window), rel=1e-12)
     # other element sizes have no surface: an fp8 KV cache is not corrected; nor is MLA, which runs other kernels
     p8 = compile_engine(model, d, Parallel(tp=1), Dtypes(kv="fp8")).params
     assert p8[L.RES_DECODE + L.RES_NX] == 0.0 and p8[L.RES_PREFILL + L.RES_NX] == 0.0
@@ -157,16 +162,25 @@ def test_calibrate_fits_a_surface_the_analytical_model_cannot_follow(plain):
     )
 
 
-def test_refitting_replaces_a_kernels_surface_and_keeps_the_others(plain):
+def test_refitting_attention_drops_the_old_surfaces(plain):
     prefill = dataclasses.replace(SURFACE, kernel="prefill")
     prior = Calibration("prior", "h100_sxm", {}, attention_residuals=(SURFACE, prefill))
     rows = _decode_rows()
     lat = predict([{**r, "latency_s": 1.0} for r in rows], catalog=plain)
     ms = read_measurements([{**r, "latency_s": t} for r, t in zip(rows, lat, strict=True)])
     cal = calibrate(ms, "h100_sxm", catalog=Catalog(calibration=prior))
-    # decode was refitted on the model's own rows (the prior's decode surface is gone), prefill's carries over
-    assert cal.attention_residuals[0] == prefill
-    assert all(r.kernel == "decode" and np.abs(r.log_ratio).max() < 1e-3 for r in cal.attention_residuals[1:])
+    # the attention parameters were refitted, so both old surfaces are stale; the model's own decode rows leave
+    # at most a negligible new one
+    assert SURFACE not in cal.attention_residuals and prefill not in cal.attention_residuals
+    assert all(r.kernel == "decode" and np.abs(r.log_ratio).max() < 1e-3 for r in cal.attention_residuals)
+    # fixing an attention parameter drops them too; fitting other rows keeps them
+    gemm = read_measurements([{"op": "gemm", "device": "h100_sxm", "dtype": "bf16", "m": m, "n": 4096, "k": 4096,
+                               "latency_s": 1e-5 * m} for m in (1, 64, 512, 4096)])  # fmt: skip
+    kept = calibrate(gemm, "h100_sxm", catalog=Catalog(calibration=prior), holdout=0.0)
+    assert kept.attention_residuals == (SURFACE, prefill)
+    fixed = calibrate(gemm, "h100_sxm", catalog=Catalog(calibration=prior), holdout=0.0,
+                      fix={"efficiency.attention_overhead_s": 1e-5})  # fmt: skip
+    assert fixed.attention_residuals == ()
 
 
 def test_host_cost_fit_keeps_the_shipped_surfaces():
@@ -184,6 +198,7 @@ def test_host_cost_fit_keeps_the_shipped_surfaces():
         ([{**SURFACE.__dict__, "log_ratio": [[9.0]]}], "attention_residuals[0].log_ratio[0][0]", "<= 5"),
         ([{**SURFACE.__dict__, "kernel": "decoder"}], "attention_residuals[0].kernel", "one of"),
         ([{**SURFACE.__dict__, "log_ratio": [[0.0] * 17] * 16}], "attention_residuals[0].log_ratio", "at most 256"),
+        ([{**SURFACE.__dict__, "log_ratio": [[0.0] * 65]}], "attention_residuals[0].log_ratio", "64 along an axis"),
         ([SURFACE.__dict__, SURFACE.__dict__], "attention_residuals[1]", "one surface per"),
         ("flat", "attention_residuals", "a list"),
     ],

@@ -62,8 +62,10 @@ class Link:
     latency_s: float = fld(unit="s", doc="per-hop latency (alpha of the alpha-beta model)", ge=0, le=10)
 
 
-# most nodes one attention residual surface may have (its slots in the kernels' parameter vector)
+# most nodes one attention residual surface may have, in all and along one axis (its slots in the kernels'
+# parameter vector)
 ATTENTION_RESIDUAL_NODES = 256
+ATTENTION_RESIDUAL_AXIS_NODES = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,9 +75,10 @@ class AttentionResidual:
     What no smooth roofline term follows: a kernel library's launch heuristics (split-KV in decode, tile shapes
     in prefill) make its time non-monotone in the batch. :func:`hermes_fast.calibrate` fits these surfaces to the
     residuals of the analytical model, smoothed (the smoothing chosen by leave-one-out error), and the step cost
-    multiplies that kernel's time by ``exp`` of the surface, interpolated bilinearly and held at its edge value
-    beyond the grid. Axes, per device: x = sequences x KV heads (decode) or sequences x query heads (prefill);
-    y = KV tokens per sequence. Not applied to MLA models, whose attention runs other kernels.
+    multiplies that kernel's time by the nodes' ratios ``exp(log_ratio)`` interpolated bilinearly (linear in x
+    and y between nodes), held at the edge values beyond the grid. Axes, per device: x = sequences x KV heads
+    (decode) or sequences x query heads (prefill); y = KV tokens per sequence. Not applied to MLA or non-causal
+    models, whose attention runs other kernels.
     """
 
     kernel: Literal["prefill", "decode"] = fld(doc="the attention kernel it corrects")
@@ -95,11 +98,12 @@ class AttentionResidual:
         for i, r in enumerate(rows):
             if len(r) != len(rows[0]):
                 raise ConfigError(f"{path}.log_ratio[{i}]", list(r), f"{len(rows[0])} values, as row 0")
-        if len(rows) * len(rows[0]) > ATTENTION_RESIDUAL_NODES:
+        n = ATTENTION_RESIDUAL_AXIS_NODES
+        if len(rows) * len(rows[0]) > ATTENTION_RESIDUAL_NODES or max(len(rows), len(rows[0])) > n:
             raise ConfigError(
                 f"{path}.log_ratio",
                 f"{len(rows)} x {len(rows[0])} nodes",
-                f"at most {ATTENTION_RESIDUAL_NODES} nodes (a coarser log2_step)",
+                f"at most {ATTENTION_RESIDUAL_NODES} nodes, {n} along an axis (a coarser log2_step)",
             )
 
     def key(self) -> tuple[str, float, float]:

@@ -97,12 +97,17 @@ G_EXP_DOWN = _slot(4)
 G_SHARED_UP = _slot(4)  # all shared experts together
 G_SHARED_DOWN = _slot(4)
 G_LM_HEAD = _slot(4)  # hidden -> vocab / tp, m = sequences emitting a token
-# --- attention residual surfaces (config.hardware.AttentionResidual), one per kernel: a header, then the
-# natural-log ratio at each node, x-major; RES_NX = 0 means none
-RESIDUAL_NODES = 256  # = config.hardware.ATTENTION_RESIDUAL_NODES (the kernels import no configs)
-RES_NX, RES_NY, RES_LOG2_X0, RES_LOG2_Y0, RES_LOG2_STEP, RES_VALUES = 0, 1, 2, 3, 4, 5
-RES_PREFILL = _slot(RES_VALUES + RESIDUAL_NODES)
-RES_DECODE = _slot(RES_VALUES + RESIDUAL_NODES)
+# --- attention residual surfaces (config.hardware.AttentionResidual), one per kernel: node counts, the nodes'
+# x and y, then the measured / analytical ratio at each node, x-major; RES_NX = 0 means none. Limits as
+# config.hardware.ATTENTION_RESIDUAL_NODES and _AXIS_NODES (the kernels import no configs)
+RESIDUAL_NODES = 256
+RESIDUAL_AXIS_NODES = 64
+RES_NX, RES_NY, RES_X_NODES = 0, 1, 2
+RES_Y_NODES = RES_X_NODES + RESIDUAL_AXIS_NODES
+RES_VALUES = RES_Y_NODES + RESIDUAL_AXIS_NODES
+RES_SIZE = RES_VALUES + RESIDUAL_NODES
+RES_PREFILL = _slot(RES_SIZE)
+RES_DECODE = _slot(RES_SIZE)
 # --- serving
 FIXED_STEP_S = _slot()  # > 0: every iteration takes this long (engine.fixed_step_time_s), replacing the roofline
 N_PARAMS = _n

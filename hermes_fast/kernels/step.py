@@ -16,8 +16,6 @@ mixed prefill batches).
 
 from __future__ import annotations
 
-import math
-
 from . import layout as L
 from ._jit import kernel
 from .collectives import allgather_time, allreduce_time, alltoall_time, message_bandwidth, p2p_time
@@ -32,43 +30,56 @@ def _split(compute_s, memory_s):
     return 0.0, memory_s
 
 
-@kernel
+@kernel(inline=True)
+def node_bracket(p, nodes, n, v):
+    """(i, t): v lies between nodes i and i + 1 of the ``n`` ascending coordinates ``p[nodes:nodes + n]``, at
+    fraction t of the way, linear in v; held at the end nodes. Counts the inner nodes at or below v without
+    branching (batch figures vary from call to call: a search would mispredict)."""
+    if n == 1:
+        return 0, 0.0
+    i = 0
+    for j in range(1, n - 1):
+        i += 1 if v >= p[nodes + j] else 0
+    low = p[nodes + i]
+    high = p[nodes + i + 1]
+    return i, min(max((v - low) / (high - low), 0.0), 1.0)
+
+
+@kernel(inline=True)
 def residual_factor(p, base, x, y):
-    """exp of the attention residual surface whose header starts at ``p[base]``, at batch figures (x, y):
-    bilinear in (log2 x, log2 y) between its nodes, the edge value beyond them; 1 where there is none."""
+    """Measured / analytical time from the attention residual surface whose header starts at ``p[base]``, at
+    batch figures (x, y): bilinear between the nodes (ratios at octaves of x and y), the edge value beyond
+    them; 1 where there is none."""
     nx = int(p[base + L.RES_NX])
-    if nx == 0 or x <= 0.0 or y <= 0.0:
+    if nx == 0:
         return 1.0
     ny = int(p[base + L.RES_NY])
-    step = p[base + L.RES_LOG2_STEP]
-    fx = min(max((math.log2(x) - p[base + L.RES_LOG2_X0]) / step, 0.0), nx - 1.0)
-    fy = min(max((math.log2(y) - p[base + L.RES_LOG2_Y0]) / step, 0.0), ny - 1.0)
-    ix = min(int(fx), max(nx - 2, 0))
-    iy = min(int(fy), max(ny - 2, 0))
-    tx = fx - ix
-    ty = fy - iy
-    ix1 = min(ix + 1, nx - 1)
-    iy1 = min(iy + 1, ny - 1)
-    v = base + L.RES_VALUES
-    low = (1.0 - ty) * p[v + ix * ny + iy] + ty * p[v + ix * ny + iy1]
-    high = (1.0 - ty) * p[v + ix1 * ny + iy] + ty * p[v + ix1 * ny + iy1]
-    return math.exp((1.0 - tx) * low + tx * high)
+    ix, tx = node_bracket(p, base + L.RES_X_NODES, nx, x)
+    iy, ty = node_bracket(p, base + L.RES_Y_NODES, ny, y)
+    v = base + L.RES_VALUES + ix * ny + iy
+    dx = ny if nx > 1 else 0  # to the next x node
+    dy = 1 if ny > 1 else 0
+    low = (1.0 - ty) * p[v] + ty * p[v + dy]
+    high = (1.0 - ty) * p[v + dx] + ty * p[v + dx + dy]
+    return (1.0 - tx) * low + tx * high
 
 
 @kernel
-def prefill_residual(p, tokens, pairs, kv_tokens):
-    """Residual factor of a prefill attention kernel: its surface at (sequences x query heads, KV tokens per
-    sequence), both recovered from the batch's totals (exact for chunks of equal size and prefix)."""
-    if pairs <= 0.0 or tokens <= 0.0:
+def prefill_residual(p, tokens, pairs, kv_tokens, window):
+    """Residual factor of a (causal) prefill attention kernel: its surface at (sequences x query heads, KV tokens
+    per sequence, at most ``window`` when > 0), both recovered from the batch's uncapped totals (exact for chunks
+    of equal size and prefix)."""
+    if p[L.RES_PREFILL + L.RES_NX] == 0.0 or pairs <= 0.0 or tokens <= 0.0:
         return 1.0
     a = kv_tokens / tokens  # (prefix + chunk) / chunk
-    c = pairs / tokens  # keys per query: prefix + (chunk + 1) / 2 when causal, prefix + chunk when not
-    if p[L.CAUSAL] > 0.0:
-        if a <= 0.5 or c <= 0.5:  # fewer keys or pairs than causal chunks have: no batch shape to look up
-            return 1.0
-        chunk = (c - 0.5) / (a - 0.5)
-        return residual_factor(p, L.RES_PREFILL, tokens / chunk * p[L.HEADS], a * chunk)
-    return residual_factor(p, L.RES_PREFILL, kv_tokens / c * p[L.HEADS], c)
+    c = pairs / tokens  # keys per query: prefix + (chunk + 1) / 2
+    if a <= 0.5 or c <= 0.5:  # fewer keys or pairs than causal chunks have: no batch shape to look up
+        return 1.0
+    chunk = (c - 0.5) / (a - 0.5)
+    kv_per_seq = a * chunk
+    if window > 0.0:
+        kv_per_seq = min(kv_per_seq, window)
+    return residual_factor(p, L.RES_PREFILL, tokens / chunk * p[L.HEADS], kv_per_seq)
 
 
 @kernel(inline=True)
@@ -95,7 +106,7 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
         # few query tokens x heads leave SMs without query tiles: the compute rate saturates in their number
         c *= 1.0 + p[L.PREFILL_SAT] / (prefill_tokens * heads)
         c, m = _split(c, m)
-        f = prefill_residual(p, prefill_tokens, pairs, kv)
+        f = prefill_residual(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, window)
         comp += f * c
         mem += f * m
         oh += f * p[L.OH_ATTN]
