@@ -1070,11 +1070,11 @@ def calibrate(
     vals: dict[str, float] = {}
     # attention surfaces sit on the analytical attention parameters (some shared by prefill and decode): once
     # attention rows refit them or fix= sets one, every old surface is stale
-    refit = np.isin(families[train], list(_RESIDUAL_KERNELS)).any() or bool(fixed & {p.path for p in _ATTENTION})
+    attention = train & np.isin(families, list(_RESIDUAL_KERNELS))
+    refit = attention.any() or bool(fixed & {p.path for p in _ATTENTION})
     surfaces = () if refit else base.efficiency.attention_residuals
     base = _with_values(base, {}, surfaces)
     for fam_params, fams in _FIT_BLOCKS:
-        attention = train & np.isin(families, list(_RESIDUAL_KERNELS))
         if fam_params is _STEP and residuals and attention.any():  # before the host costs: steps include them
             surfaces += _fit_residuals(ms.select(attention), _with_values(base, vals), cat)
         fam_rows = train & np.isin(families, fams)

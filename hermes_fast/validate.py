@@ -365,8 +365,10 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
             continue
         held = sel_dev if own else holdout_mask(ms, cal.holdout, cal.seed) & sel_dev
         cal_pred = predict(ms.select(held), catalog=plain, calibration=cal)
-        analytic = dataclasses.replace(cal, attention_residuals=())  # the fitted parameters alone
-        analytic_pred = predict(ms.select(held), catalog=plain, calibration=analytic)
+        analytic_pred = cal_pred  # the fitted parameters alone: without the attention surfaces, if any
+        if cal.attention_residuals:
+            analytic = dataclasses.replace(cal, attention_residuals=())
+            analytic_pred = predict(ms.select(held), catalog=plain, calibration=analytic)
         sub_fam, sub_stack, sub_meas = fam[held], stacks[held], meas[held]
         sub_default = default_pred[held]
         for f, b in sorted(set(zip(sub_fam, sub_stack, strict=True))):
