@@ -286,10 +286,12 @@ def _calibration_arg(args):
     return values if values else "default"
 
 
-def print_validation(rows: list[dict], out=None) -> None:
-    """The validation table: uncalibrated vs calibrated error on held-back rows, per family, device, backend."""
+def print_validation(rows: list[dict], out=None, own: bool = False) -> None:
+    """The validation table: uncalibrated vs calibrated error on held-back rows (``own``: on every row of the
+    user's measurements), per family, device, backend."""
     out = out or sys.stdout
-    print("# kernel predictions vs shipped measurements, rows held back from each calibration's fit", file=out)
+    what = "these measurements, every row" if own else "shipped measurements, rows held back from each fit"
+    print(f"# kernel predictions vs {what}", file=out)
     print("# |predicted - measured| / measured: median and 90th percentile", file=out)
     print("# analytic: the calibration's fitted parameters without its attention residual surfaces", file=out)
     head = f"{'family':22s}{'device':15s}{'backend':9s}{'calibration':16s}{'rows':>6s}"
@@ -342,7 +344,7 @@ def _cmd_validate(args) -> int:
     cals = [load_calibration(c) for c in args.calibration] if args.calibration else None
     ms = read_measurements(args.measurements) if args.measurements else None
     rows = validation_table(cals, ms)
-    print_validation(rows)
+    print_validation(rows, own=ms is not None)
     if ms is None and cals is None:
         print(file=sys.stdout)
         print_step_comparison(step_comparison())
@@ -352,6 +354,45 @@ def _cmd_validate(args) -> int:
             w.writeheader()
             w.writerows(rows)
         print(f"wrote {args.out}")
+    return 0
+
+
+def print_measured_errors(plain: list[dict], calibrated: list[dict], out=None) -> None:
+    """Per family and device: the error of uncalibrated and calibrated predictions on measured rows."""
+    out = out or sys.stdout
+    print("# predictions vs these measurements: |predicted - measured| / measured, median and p90", file=out)
+    print("# signed: median (predicted - measured) / measured of the calibrated prediction", file=out)
+    head = f"{'family':22s}{'device':15s}{'rows':>6s}{'default med':>13s}{'p90':>8s}"
+    print(head + f"{'calibrated med':>16s}{'p90':>8s}{'signed':>9s}", file=out)
+    for p, c in zip(plain, calibrated, strict=True):
+        print(
+            f"{c['family']:22s}{c['device']:15s}{c['rows']:6d}{p['median_abs_error']:13.1%}{p['p90_abs_error']:8.1%}"
+            f"{c['median_abs_error']:16.1%}{c['p90_abs_error']:8.1%}{c['median_signed_error']:+9.1%}",
+            file=out,
+        )
+
+
+def _cmd_measure(args) -> int:
+    from .measure import measure
+    from .validate import error_summary, reference_errors
+
+    ops = [o.strip() for o in args.ops.split(",")] if args.ops else None
+    kw = {"ops": ops} if ops else {}
+    ms = measure(
+        args.out,
+        args.device,
+        model=args.model,
+        dtype=args.dtype,
+        torch_device=args.torch_device,
+        quick=args.quick,
+        trials=args.trials,
+        seed=args.seed,
+        **kw,
+    )
+    print(f"wrote {args.out} ({len(ms)} rows) and {Path(args.out).with_suffix('.json')}")
+    plain = error_summary(reference_errors(calibration="none", measurements=ms))
+    calibrated = error_summary(reference_errors(calibration=_calibration_arg(args), measurements=ms))
+    print_measured_errors(plain, calibrated)
     return 0
 
 
@@ -435,6 +476,19 @@ def build_parser() -> argparse.ArgumentParser:
     plt_.add_argument("--out", required=True, metavar="FIG.png", help="image file (png, svg, pdf)")
     plt_.add_argument("--dpi", type=int, default=150)
     plt_.set_defaults(func=_cmd_plot)
+    mea = sub.add_parser("measure", help="time kernels and whole steps with PyTorch here (needs torch)")
+    mea.add_argument("--out", required=True, metavar="FILE.csv", help="rows in the measurement schema (+ FILE.json)")
+    mea.add_argument("--device", help="catalog device the rows are for (default: from the GPU's name)")
+    mea.add_argument("--model", default="llama-3.1-8b", help="dense catalog decoder (llama-3.1-8b)")
+    mea.add_argument("--ops", metavar="A,B", help="of gemm, attention, layer, step (default: all)")
+    mea.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="bf16 on a GPU, fp32 on the CPU")
+    mea.add_argument("--torch-device", choices=("cuda", "cpu"), help="default: cuda where there is one")
+    mea.add_argument("--quick", action="store_true", help="a few small cases, to check the method")
+    mea.add_argument("--trials", type=int, default=7, help="timed replays per case, median taken (7)")
+    mea.add_argument("--seed", type=int, default=0, help="random weights and inputs (0)")
+    mea.add_argument("--calibration", action="append", metavar="NAME|FILE", help="to compare with (default)")
+    mea.set_defaults(func=_cmd_measure)
+
     pre = sub.add_parser("presets", help="list catalog presets or output variables")
     pre.add_argument("kind", nargs="?", choices=_PRESET_KINDS)
     pre.add_argument("--fields", action="store_true", help="also list the schema's fields with units")

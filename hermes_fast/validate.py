@@ -258,8 +258,9 @@ def step_comparison(
     return out
 
 
-def reference_errors(catalog=None, calibration="none") -> xr.Dataset:
-    """Predicted vs measured latency for every shipped reference row, on dim ``row``.
+def reference_errors(catalog=None, calibration="none", measurements: Measurements | None = None) -> xr.Dataset:
+    """Predicted vs measured latency for every shipped reference row (or every row of ``measurements``, e.g.
+    from :func:`hermes_fast.measure.measure`), on dim ``row``.
 
     ``calibration``: ``"none"`` (uncalibrated defaults, the default here), ``"default"`` (the shipped
     default calibrations) or anything :class:`~hermes_fast.catalog.Catalog` takes. Variables: ``family``
@@ -269,7 +270,7 @@ def reference_errors(catalog=None, calibration="none") -> xr.Dataset:
     """
     from .catalog import Catalog
 
-    ms = reference_measurements()
+    ms = measurements if measurements is not None else reference_measurements()
     cat = catalog or Catalog(calibration=calibration)
     predicted = predict(ms, catalog=cat)
     return _errors_dataset(ms, predicted)
@@ -283,8 +284,8 @@ def _source_label(ms: Measurements) -> np.ndarray:
             out.append(f"aiconfigurator/{stack}/{dt}")
         elif stack == "vidur":
             out.append(f"vidur/{op}")
-        elif stack == "nccl":
-            out.append(f"nccl/{op}")
+        elif stack in ("nccl", "torch"):
+            out.append(f"{stack}/{op}")
         else:
             out.append(f"aiconfigurator/{stack}")
     return np.array(out)
