@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,14 @@ __all__ = ["OP_GROUPS", "Plan", "device_for_gpu", "measure", "measurement_plan",
 
 OP_GROUPS = ("gemm", "attention", "layer", "step")
 _TORCH_DTYPES = ("bf16", "fp16", "fp32")
-_REPLAY_S = 5e-3  # one graph replay lasts about this long
+_REPLAY_S = 5e-3  # one graph replay lasts about this long (or visits every operand copy)
+_MAX_REPS = 4096  # calls per replay, and operand copies
+_WARM_S = 0.05  # warm replays before timing
 _CPU_CACHE_BYTES = 64 * 2**20  # operands rotate past this on the CPU (no portable way to ask)
-# GPU names (torch.cuda.get_device_name) -> catalog devices: all words must appear
+_GPU_CACHE_BYTES = 128 * 2**20  # where the GPU does not report its L2 size
+# GPU names (torch.cuda.get_device_name) -> catalog devices: all words must appear. MIG slices, PCIe and NVL
+# boards and Grace-Hopper modules are other devices than the catalog's SXM parts.
+_NOT_SXM = ("MIG", "PCIE", "NVL", "GH200", "GB200")
 _GPU_NAMES = (
     (("H100", "HBM3"), "h100_sxm"),
     (("H100", "SXM"), "h100_sxm"),
@@ -67,6 +72,8 @@ _GPU_NAMES = (
 def device_for_gpu(gpu_name: str) -> str | None:
     """The catalog device a GPU name stands for (``NVIDIA H100 80GB HBM3`` -> ``h100_sxm``), or None."""
     upper = gpu_name.upper()
+    if any(w in upper for w in _NOT_SXM):
+        return None
     for words, device in _GPU_NAMES:
         if all(w in upper for w in words):
             return device
@@ -124,7 +131,8 @@ def measurement_plan(model: Model, memory_bytes: float, elem_bytes: float, quick
         layer = (1, 4, 16, 64, 256, 1024, 4096, 16384)
         p_steps = ((1, 128), (1, 512), (1, 2048), (1, 8192), (4, 512), (4, 2048), (16, 512), (16, 1024))
         d_steps = tuple((b, c) for b in (1, 8, 32, 64, 128, 256) for c in (512, 2048, 8192))
-        tps = tuple(t for t in (1, 8) if model.n_heads % t == 0 and model.n_kv_heads % t in (0, t))
+        kv = model.n_kv_heads  # KV heads split across TP ranks, or replicated when fewer than the ranks
+        tps = tuple(t for t in (1, 8) if model.n_heads % t == 0 and (kv % t == 0 or t % kv == 0))
     h, e = model.hidden_size, elem_bytes
     half = 0.5 * memory_bytes
     gemm = tuple((m, n, k) for m in tokens for n, k in projection_shapes(model) if e * (m * k + k * n + m * n) <= half)
@@ -151,37 +159,41 @@ def measurement_plan(model: Model, memory_bytes: float, elem_bytes: float, quick
 
 
 class _Timer:
-    """Seconds per call of ``fn(i)`` (``i`` picks the operand copy): CUDA graphs and events on a GPU, a
-    wall-clock loop on the CPU."""
+    """Seconds per call of ``fn(i)``, ``i`` picking the operand copy out of ``copies``: CUDA graphs and
+    events on a GPU, a wall-clock loop on the CPU. Every copy is visited in each replay, so a replay streams
+    its operands from memory however small one copy is."""
 
     def __init__(self, torch, device, trials: int):
         self.torch, self.device, self.trials = torch, device, trials
         self.cuda = device.type == "cuda"
 
-    def __call__(self, fn: Callable[[int], Any]) -> float:
-        return self._cuda(fn) if self.cuda else self._cpu(fn)
+    def __call__(self, fn: Callable[[int], Any], copies: int = 1) -> float:
+        return self._cuda(fn, copies) if self.cuda else self._cpu(fn, copies)
 
-    def _cpu(self, fn) -> float:
+    @staticmethod
+    def _reps(once_s: float, copies: int) -> int:
+        return int(min(max(_REPLAY_S / max(once_s, 1e-7), copies, 1), _MAX_REPS))
+
+    def _cpu(self, fn, copies: int) -> float:
         fn(0)
         start = time.perf_counter()
-        fn(1)
-        once = time.perf_counter() - start
-        reps = int(min(max(_REPLAY_S / max(once, 1e-9), 1), 1000))
+        fn(1 % copies)
+        reps = self._reps(time.perf_counter() - start, copies)
         out = []
         for _ in range(self.trials):
             start = time.perf_counter()
             for i in range(reps):
-                fn(i)
+                fn(i % copies)
             out.append((time.perf_counter() - start) / reps)
         return float(np.median(out))
 
-    def _cuda(self, fn) -> float:
+    def _cuda(self, fn, copies: int) -> float:
         torch = self.torch
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm up off the capture: handles, autotuning, the allocator
             for i in range(3):
-                fn(i)
+                fn(i % copies)
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -189,14 +201,15 @@ class _Timer:
         fn(0)
         end.record()
         end.synchronize()
-        once = start.elapsed_time(end) * 1e-3
-        reps = int(min(max(_REPLAY_S / max(once, 1e-7), 1), 200))
+        reps = self._reps(start.elapsed_time(end) * 1e-3, copies)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             for i in range(reps):
-                fn(i)
-        graph.replay()
-        torch.cuda.synchronize()
+                fn(i % copies)
+        warm = time.perf_counter()
+        while time.perf_counter() - warm < _WARM_S:  # clocks and caches settle before timing
+            graph.replay()
+            torch.cuda.synchronize()
         out = []
         for _ in range(self.trials):
             start.record()
@@ -209,15 +222,16 @@ class _Timer:
 
 
 def _copies(operand_bytes: float, cache_bytes: float) -> int:
-    """Operand copies to rotate through so that consecutive calls miss the cache (at most 64)."""
-    return int(min(max(math.ceil(2.0 * cache_bytes / max(operand_bytes, 1.0)), 1), 64))
+    """Operand copies to rotate through so that a replay's operands exceed twice the cache."""
+    return int(min(max(math.ceil(2.0 * cache_bytes / max(operand_bytes, 1.0)), 1), _MAX_REPS))
 
 
 # ------------------------------------------------------------------------------------------- cases
 
 
 class _Session:
-    """What every case needs: torch, the device, the format, the timer and the row template."""
+    """What every case needs: torch, the device, the format, the timer, the attention path and the row
+    template."""
 
     def __init__(self, torch, device, dtype: str, catalog_device: str, trials: int, seed: int):
         self.torch, self.device, self.dtype = torch, device, dtype
@@ -225,13 +239,27 @@ class _Session:
         self.elem = DTYPE_BYTES[dtype]
         self.time = _Timer(torch, device, trials)
         self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.cache_bytes = float(_CPU_CACHE_BYTES)
         if device.type == "cuda":
-            self.cache_bytes = float(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 0)
-        else:
-            self.cache_bytes = float(_CPU_CACHE_BYTES)
+            l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)
+            self.cache_bytes = float(l2) if l2 else float(_GPU_CACHE_BYTES)
         stack = f"torch-{torch.__version__.split('+')[0]}"
         self.base = {"device": catalog_device, "backend": stack, "source": f"hermes-fast measure ({stack})"}
-        self.gqa = "native"
+        # one attention path per session, chosen up front (no fallback that could switch it mid-run):
+        # FlashAttention (SDPA's FLASH backend, native GQA) for 16-bit formats on a GPU, the memory-efficient
+        # backend over repeated KV heads for fp32 there (flash takes no fp32), the CPU's default otherwise
+        self.sdpa = None
+        self.repeat_kv = False
+        self.attention_path = "SDPA default backend, native GQA"
+        if device.type == "cuda":
+            from torch.nn.attention import SDPBackend
+
+            if dtype == "fp32":
+                self.sdpa, self.repeat_kv = SDPBackend.EFFICIENT_ATTENTION, True
+                self.attention_path = "SDPA EFFICIENT_ATTENTION backend, KV heads repeated for prefill"
+            else:
+                self.sdpa = SDPBackend.FLASH_ATTENTION
+                self.attention_path = "SDPA FLASH_ATTENTION backend (FlashAttention-2), native GQA"
 
     def rand(self, *shape, scale: float = 1.0, dtype=None):
         t = self.torch.empty(shape, dtype=dtype or self.tdtype, device=self.device)
@@ -252,55 +280,48 @@ def _gemm_rows(s: _Session, plan: Plan) -> list[dict]:
 
 
 def _gemm_case(s: _Session, m: int, n: int, k: int, fp8: bool) -> list[dict]:
-    """One shape in the session's format and, with ``fp8``, per-tensor-scaled FP8 (its operands freed on
-    return, before the next shape allocates)."""
-    torch = s.torch
+    """One shape as engines run a linear layer (``F.linear``: weights [n, k]) in the session's format and,
+    with ``fp8``, per-tensor-scaled FP8 with fast accumulation, as TRT-LLM and vLLM run it (``_scaled_mm``
+    takes k and n in multiples of 16). Operands are freed on return, before the next shape allocates."""
+    torch, F = s.torch, s.torch.nn.functional
     c = _copies(s.elem * (m * k + k * n), s.cache_bytes)
-    a = [s.rand(m, k) for _ in range(c)]
-    w = [s.rand(k, n, scale=k**-0.5) for _ in range(c)]
-    rows = [s.row("gemm", s.time(lambda i: a[i % c] @ w[i % c]), m=m, n=n, k=k, dtype=s.dtype)]
-    if fp8:
-        a8 = [x.to(torch.float8_e4m3fn) for x in a]
-        w8 = [x.t().contiguous().to(torch.float8_e4m3fn).t() for x in w]  # column-major, as cuBLASLt wants
+    a, w = s.rand(c, m, k), s.rand(c, n, k, scale=k**-0.5)
+    rows = [s.row("gemm", s.time(lambda i: F.linear(a[i], w[i]), c), m=m, n=n, k=k, dtype=s.dtype)]
+    if fp8 and k % 16 == 0 and n % 16 == 0:
+        del a, w
+        c8 = _copies(m * k + k * n, s.cache_bytes)  # one-byte operands: more copies to pass the cache
+        a8 = s.rand(c8, m, k).to(torch.float8_e4m3fn)
+        w8 = s.rand(c8, n, k, scale=k**-0.5).to(torch.float8_e4m3fn)
         one = torch.ones((), device=s.device)
 
-        def scaled(i):
-            return torch._scaled_mm(a8[i % c], w8[i % c], scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+        def scaled(i):  # mat2 column-major: the transpose of a row-major [n, k]
+            return torch._scaled_mm(
+                a8[i], w8[i].t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16, use_fast_accum=True
+            )
 
-        try:
-            rows.append(s.row("gemm", s.time(scaled), m=m, n=n, k=k, dtype="fp8"))
-        except RuntimeError:  # shapes the FP8 kernels refuse (e.g. m not a multiple of 16)
-            pass
+        rows.append(s.row("gemm", s.time(scaled, c8), m=m, n=n, k=k, dtype="fp8"))
     return rows
 
 
 def _attend(s: _Session, q, k, v, causal: bool):
-    """Attention of q [B, H, T, D] over k, v [B, Hkv, S, D]. Decode (T = 1) folds each KV head's query
-    heads into the query axis, which is exact GQA on any backend; prefill asks for native GQA and, where
-    no fused kernel takes it, repeats the KV heads."""
+    """Attention of q [B, H, T, D] over k, v [B, Hkv, S, D] on the session's path. Decode (T = 1) folds each
+    KV head's query heads into the query axis: exact GQA on any backend, as flash does internally."""
     torch, F = s.torch, s.torch.nn.functional
     b, h, t, d = q.shape
     hkv = k.shape[1]
-    if h == hkv:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    if t == 1:
-        g = h // hkv
-        return F.scaled_dot_product_attention(q.reshape(b, hkv, g, d), k, v).reshape(b, h, 1, d)
-    if s.gqa == "native":
-        try:
-            if s.device.type == "cuda":
-                from torch.nn.attention import SDPBackend, sdpa_kernel
+    if h != hkv and t == 1:
+        q, causal = q.reshape(b, hkv, h // hkv, d), False
+    elif h != hkv and s.repeat_kv:
+        k, v = torch.repeat_interleave(k, h // hkv, dim=1), torch.repeat_interleave(v, h // hkv, dim=1)
+    gqa = q.shape[1] != k.shape[1]
+    if s.sdpa is None:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+    else:
+        from torch.nn.attention import sdpa_kernel
 
-                fused = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
-                with sdpa_kernel(fused):
-                    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
-        except RuntimeError:
-            s.gqa = "repeated KV heads"
-    rep = h // hkv
-    return F.scaled_dot_product_attention(
-        q, torch.repeat_interleave(k, rep, dim=1), torch.repeat_interleave(v, rep, dim=1), is_causal=causal
-    )
+        with sdpa_kernel(s.sdpa):
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+    return out.reshape(b, h, t, d)
 
 
 def _attention_rows(s: _Session, model: Model, plan: Plan) -> list[dict]:
@@ -316,8 +337,8 @@ def _attention_case(s: _Session, h: int, hkv: int, d: int, b: int, t: int, ctx: 
     """Causal prefill of ``t`` tokens per sequence (``ctx`` = 0) or decode of one token against ``ctx``."""
     kv_len = ctx if ctx else t
     c = _copies(s.elem * b * d * (h * t + 2 * hkv * kv_len), s.cache_bytes)
-    qkv = [(s.rand(b, h, t, d), s.rand(b, hkv, kv_len, d), s.rand(b, hkv, kv_len, d)) for _ in range(c)]
-    lat = s.time(lambda i: _attend(s, *qkv[i % c], causal=ctx == 0))
+    q, k, v = s.rand(c, b, h, t, d), s.rand(c, b, hkv, kv_len, d), s.rand(c, b, hkv, kv_len, d)
+    lat = s.time(lambda i: _attend(s, q[i], k[i], v[i], causal=ctx == 0), c)
     heads = {"num_heads": h, "num_kv_heads": hkv, "head_dim": d, "dtype": s.dtype, "kv_dtype": s.dtype}
     if ctx:
         return s.row("generation_attention", lat, batch_size=b, context_tokens=ctx, **heads)
@@ -325,7 +346,10 @@ def _attention_case(s: _Session, h: int, hkv: int, d: int, b: int, t: int, ctx: 
 
 
 class _RandomDecoder:
-    """A random-weight copy of a dense catalog decoder, laid out as serving engines run it."""
+    """A random-weight copy of a dense catalog decoder, run as serving engines run it (linear weights [n, k]
+    through ``F.linear``, a KV cache per layer) but unfused: eager PyTorch launches about 15 kernels per
+    layer where an engine fuses them into about 8 (norm with residual add, RoPE with the cache write,
+    SiLU with the gate), so its steps bound an engine's from above at small batches."""
 
     def __init__(self, s: _Session, model: Model):
         self.s, self.m = s, model
@@ -339,54 +363,52 @@ class _RandomDecoder:
         self.layers = [
             {
                 "norm_attn": ones(),
-                "w_qkv": s.rand(h, qkv, scale=h**-0.5),
-                "w_o": s.rand(q_dim, h, scale=q_dim**-0.5),
+                "w_qkv": s.rand(qkv, h, scale=h**-0.5),
+                "w_o": s.rand(h, q_dim, scale=q_dim**-0.5),
                 "norm_mlp": ones(),
-                "w_gate_up": s.rand(h, 2 * f, scale=h**-0.5),
-                "w_down": s.rand(f, h, scale=f**-0.5),
+                "w_gate_up": s.rand(2 * f, h, scale=h**-0.5),
+                "w_down": s.rand(h, f, scale=f**-0.5),
             }
             for _ in range(model.n_layers)
         ]
         self.norm = ones()
-        self.lm_head = self.embedding.t() if model.tied_embeddings else s.rand(h, model.vocab_size, scale=h**-0.5)
+        self.lm_head = self.embedding if model.tied_embeddings else s.rand(model.vocab_size, h, scale=h**-0.5)
         half = model.head_dim // 2
-        inv = 1.0 / (10000.0 ** (s.torch.arange(half, device=s.device, dtype=s.torch.float32) / half))
-        self._inv_freq = inv
+        self._inv_freq = 1.0 / (10000.0 ** (s.torch.arange(half, device=s.device, dtype=s.torch.float32) / half))
 
     def rope_tables(self, positions):
-        ang = positions.to(self.s.torch.float32)[:, None] * self._inv_freq[None, :]
-        return ang.cos().to(self.s.tdtype), ang.sin().to(self.s.tdtype)
+        """Rotary factors e^(i angle) [T, D/2] for the given positions."""
+        torch = self.s.torch
+        angle = positions.to(torch.float32)[:, None] * self._inv_freq[None, :]
+        return torch.polar(torch.ones_like(angle), angle)
 
-    def _rope(self, x, cos, sin):
-        """Rotary embedding of x [B, T, heads, D] with cos, sin [T, D/2] (rotate-half convention)."""
-        half = x.shape[-1] // 2
-        x1, x2 = x[..., :half], x[..., half:]
-        c, s = cos[None, :, None, :], sin[None, :, None, :]
-        return self.s.torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
-
-    def forward(self, tokens, caches, start: int, cos, sin):
-        """One iteration: ``tokens`` [B, T] new tokens after ``start`` cached ones; ``caches`` per layer
-        (k, v) [B, Hkv, start + T, D], written at ``start``. Returns each sequence's last-token logits (fp32)."""
-        F, mo = self.s.torch.nn.functional, self.m
+    def forward(self, tokens, caches, start: int, rope):
+        """One iteration: ``tokens`` [B, T] new tokens after ``start`` cached ones (a prefill from 0, or one
+        decode token); ``caches`` per layer (k, v) [B, Hkv, start + T, D], written at ``start``; ``rope`` from
+        :meth:`rope_tables`. Returns each sequence's last-token logits (fp32)."""
+        torch, F, mo = self.s.torch, self.s.torch.nn.functional, self.m
         b, t = tokens.shape
+        if start > 0 and t > 1:
+            raise ValueError("a chunk after cached tokens needs a bottom-right causal mask; not modelled")
         hq, hkv, d, h = mo.n_heads, mo.n_kv_heads, mo.head_dim, mo.hidden_size
         eps = 1e-5
         x = F.embedding(tokens, self.embedding)
         for layer, (kc, vc) in zip(self.layers, caches, strict=True):
             r = F.rms_norm(x, (h,), layer["norm_attn"], eps)
-            qkv = (r @ layer["w_qkv"]).view(b, t, hq + 2 * hkv, d)
-            q, k, v = qkv.split((hq, hkv, hkv), dim=2)
-            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
-            kc[:, :, start : start + t].copy_(k.transpose(1, 2))
-            vc[:, :, start : start + t].copy_(v.transpose(1, 2))
+            qkv = F.linear(r, layer["w_qkv"]).view(b, t, hq + 2 * hkv, d)
+            # RoPE on the query and key heads at once, as pairs (complex multiply)
+            qk = torch.view_as_complex(qkv[:, :, : hq + hkv].float().reshape(b, t, hq + hkv, d // 2, 2))
+            qk = torch.view_as_real(qk * rope[None, :, None, :]).reshape(b, t, hq + hkv, d).to(x.dtype)
+            kc[:, :, start : start + t].copy_(qk[:, :, hq:].transpose(1, 2))
+            vc[:, :, start : start + t].copy_(qkv[:, :, hq + hkv :].transpose(1, 2))
             # decode (t = 1) sees every cached key; a prefill from position 0 is causal
-            a = _attend(self.s, q.transpose(1, 2), kc[:, :, : start + t], vc[:, :, : start + t], causal=start == 0)
-            x = x + a.transpose(1, 2).reshape(b, t, hq * d) @ layer["w_o"]
+            a = _attend(self.s, qk[:, :, :hq].transpose(1, 2), kc, vc, causal=start == 0)
+            x = x + F.linear(a.transpose(1, 2).reshape(b, t, hq * d), layer["w_o"])
             r = F.rms_norm(x, (h,), layer["norm_mlp"], eps)
-            gate, up = (r @ layer["w_gate_up"]).chunk(2, dim=-1)
-            x = x + (F.silu(gate) * up) @ layer["w_down"]
+            gate, up = F.linear(r, layer["w_gate_up"]).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer["w_down"])
         last = F.rms_norm(x[:, -1], (h,), self.norm, eps)
-        return (last @ self.lm_head).float()
+        return F.linear(last, self.lm_head).float()
 
     def caches(self, batch: int, tokens: int):
         shape = (batch, self.m.n_kv_heads, tokens, self.m.head_dim)
@@ -398,19 +420,20 @@ class _RandomDecoder:
 
 
 def _layer_rows(s: _Session, model: Model, plan: Plan, name: str) -> list[dict]:
-    """One layer's four GEMMs back to back (QKV, output projection, gate+up, down), as the model predicts
-    ``layer_linear``; each takes its input of the right width."""
+    """One layer's four linear layers back to back (QKV, output projection, gate+up, down), as the model
+    predicts ``layer_linear``; each takes its input of the right width."""
+    F = s.torch.nn.functional
     shapes = projection_shapes(model)
     c = _copies(s.elem * sum(n * k for n, k in shapes), s.cache_bytes)
-    weights = [[s.rand(k, n, scale=k**-0.5) for n, k in shapes] for _ in range(c)]
+    weights = [s.rand(c, n, k, scale=k**-0.5) for n, k in shapes]
     rows = []
     for t in plan.layer_tokens:
         inputs = [s.rand(t, k) for _, k in shapes]
 
         def layer(i, inputs=inputs):
-            return [x @ w for x, w in zip(inputs, weights[i % c], strict=True)]
+            return [F.linear(x, w[i]) for x, w in zip(inputs, weights, strict=True)]
 
-        rows.append(s.row("layer_linear", s.time(layer), model=name, tp=1, tokens=t, dtype=s.dtype))
+        rows.append(s.row("layer_linear", s.time(layer, c), model=name, tp=1, tokens=t, dtype=s.dtype))
     return rows
 
 
@@ -426,8 +449,8 @@ def _step_case(s: _Session, net: _RandomDecoder, name: str, b: int, t: int, ctx:
     torch = s.torch
     tokens = torch.randint(0, net.m.vocab_size, (b, t), device=s.device, generator=s.gen)
     caches = net.caches(b, ctx + t)
-    cos, sin = net.rope_tables(torch.arange(ctx, ctx + t, device=s.device))
-    lat = s.time(lambda i: net.forward(tokens, caches, ctx, cos, sin).argmax(dim=-1))  # greedy sampling
+    rope = net.rope_tables(torch.arange(ctx, ctx + t, device=s.device))
+    lat = s.time(lambda i: net.forward(tokens, caches, ctx, rope).argmax(dim=-1))  # greedy sampling
     same = {"model": name, "tp": 1, "pp": 1, "batch_size": b, "dtype": s.dtype, "kv_dtype": s.dtype}
     if ctx:
         return s.row("decode_step", lat, context_tokens=ctx, **same)
@@ -437,10 +460,11 @@ def _step_case(s: _Session, net: _RandomDecoder, name: str, b: int, t: int, ctx:
 # ------------------------------------------------------------------------------------------- driver
 
 
-def _nvidia_smi(query: str) -> str:
+def _nvidia_smi(query: str, uuid: str) -> str:
+    """One nvidia-smi query of the GPU with this UUID ('' where nvidia-smi is missing or fails)."""
     try:
         out = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+            ["nvidia-smi", "-i", uuid, f"--query-gpu={query}", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -464,6 +488,8 @@ def environment(torch, device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
+        uuid = str(getattr(props, "uuid", ""))
+        uuid = uuid if uuid.startswith("GPU-") or not uuid else f"GPU-{uuid}"
         env.update(
             {
                 "gpu": torch.cuda.get_device_name(device),
@@ -473,9 +499,10 @@ def environment(torch, device) -> dict[str, Any]:
                 "l2_cache_bytes": getattr(props, "L2_cache_size", None),
                 "cuda": torch.version.cuda,
                 "cudnn": torch.backends.cudnn.version(),
-                "driver": _nvidia_smi("driver_version"),
-                "clocks_mhz": _nvidia_smi("clocks.sm,clocks.mem,clocks.max.sm"),
-                "power_limit": _nvidia_smi("power.limit"),
+                "uuid": uuid,
+                "driver": _nvidia_smi("driver_version", uuid) if uuid else "",
+                "max_clocks_sm_mem": _nvidia_smi("clocks.max.sm,clocks.max.mem", uuid) if uuid else "",
+                "power_limit": _nvidia_smi("power.limit", uuid) if uuid else "",
             }
         )
     else:
@@ -548,8 +575,10 @@ def measure(
         "layer": lambda: _layer_rows(s, mo, plan, model),
         "step": lambda: _step_rows(s, mo, plan, model),
     }
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 rows are fp32 GEMMs
+    matmul = torch.backends.cuda.matmul
+    flag, exact = ("fp32_precision", "ieee") if hasattr(matmul, "fp32_precision") else ("allow_tf32", False)
+    before = getattr(matmul, flag)
+    setattr(matmul, flag, exact)  # fp32 rows are fp32 GEMMs, not TF32
     try:
         with torch.inference_mode():
             for group in (g for g in OP_GROUPS if g in ops):
@@ -560,7 +589,7 @@ def measure(
                 if where == "cuda":
                     torch.cuda.empty_cache()
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        setattr(matmul, flag, before)
     if not rows:
         raise ConfigError("measure", model, "at least one case that fits in memory")
     ms = read_measurements(rows)
@@ -581,14 +610,18 @@ def measure(
                 if where == "cuda"
                 else "wall clock over reps calls; latency is the median over trials / reps"
             ),
-            "reps": f"chosen so one replay lasts about {_REPLAY_S * 1e3:g} ms (1 to 200)",
+            "reps": f"enough for about {_REPLAY_S * 1e3:g} ms per replay and to visit every operand copy",
+            "warm_up": f"3 eager calls, then replays for {_WARM_S * 1e3:g} ms",
             "trials": trials,
-            "operands": f"rotated through copies exceeding 2x the cache ({s.cache_bytes:.0f} bytes)",
-            "gqa_prefill": s.gqa,
-            "gqa_decode": "query heads folded per KV head",
+            "operands": f"copies exceeding 2x the cache ({s.cache_bytes:.0f} bytes), all visited per replay",
+            "gemm": "F.linear, weights [n, k]; FP8: torch._scaled_mm, per-tensor scales, fast accumulation",
+            "attention": s.attention_path + "; decode folds each KV head's query heads into the query axis",
+            "steps": "unfused eager PyTorch forward in one CUDA graph (no host work): embedding, per layer "
+            "RMSNorm, QKV, RoPE, KV-cache write, attention, output projection, residual add, RMSNorm, gate+up, "
+            "SiLU x up, down, residual add; final RMSNorm, LM head on the last tokens, argmax",
             "weights": f"random, seed {seed}",
         },
-        "cases": {k: len(v) for k, v in asdict(plan).items()},
+        "rows_per_op": {op: int((ms["op"] == op).sum()) for op in dict.fromkeys(ms["op"])},
     }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     return ms

@@ -48,6 +48,8 @@ def test_gpu_names_map_to_catalog_devices():
     assert device_for_gpu("NVIDIA H200") == "h200_sxm"
     assert device_for_gpu("NVIDIA A100-SXM4-80GB") == "a100_sxm_80gb"
     assert device_for_gpu("NVIDIA H100 PCIe") is None  # not the SXM part the catalog has
+    assert device_for_gpu("NVIDIA H200 NVL") is None and device_for_gpu("NVIDIA GH200 480GB") is None
+    assert device_for_gpu("NVIDIA H100 80GB HBM3 MIG 1g.10gb") is None  # a slice is not the whole GPU
     assert device_for_gpu("Tesla T4") is None
 
 
@@ -157,6 +159,7 @@ def test_quick_measurement_on_the_cpu_writes_schema_rows(tmp_path):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["environment"]["torch"] == torch.__version__ and meta["device"] == "xeon_8480p"
     assert meta["rows"] == len(ms) and "median" in meta["method"]["timing"]
+    assert meta["rows_per_op"] == counts
     # every row is predictable by the model it is meant to calibrate
     assert np.isfinite(predict(ms, catalog=cat)).all()
 
@@ -191,9 +194,39 @@ def test_decode_with_the_kv_cache_matches_a_full_prefill(name):
     net = _RandomDecoder(_session(torch), Catalog({"models": TINY}).model(name))
     tokens = torch.randint(0, net.m.vocab_size, (3, 6), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        full = net.forward(tokens, net.caches(3, 6), 0, *net.rope_tables(torch.arange(6)))
+        full = net.forward(tokens, net.caches(3, 6), 0, net.rope_tables(torch.arange(6)))
         caches = net.caches(3, 6)
-        first = net.forward(tokens[:, :5], caches, 0, *net.rope_tables(torch.arange(5)))
-        step = net.forward(tokens[:, 5:], caches, 5, *net.rope_tables(torch.arange(5, 6)))
+        first = net.forward(tokens[:, :5], caches, 0, net.rope_tables(torch.arange(5)))
+        step = net.forward(tokens[:, 5:], caches, 5, net.rope_tables(torch.arange(5, 6)))
     assert not torch.allclose(first, full, rtol=1e-3)  # the last token matters
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-5)
+
+
+def test_a_replay_visits_every_operand_copy():
+    from hermes_fast.measure import _MAX_REPS, _copies, _Timer
+
+    assert _Timer._reps(1e-3, 1) == 5 and _Timer._reps(1e-3, 300) == 300  # 5 ms, or every copy
+    assert _Timer._reps(1e-9, 1) == _MAX_REPS and _Timer._reps(1.0, 1) == 1
+    assert _copies(64 * 2**10, 50 * 2**20) == 1600 and _copies(1e9, 50 * 2**20) == 1
+
+
+def test_chunked_prefill_after_cached_tokens_is_refused():
+    torch = _torch()
+    from hermes_fast.measure import _RandomDecoder
+
+    net = _RandomDecoder(_session(torch), Catalog({"models": TINY}).model("tiny-llama"))
+    with pytest.raises(ValueError, match="bottom-right causal mask"):
+        net.forward(torch.zeros((1, 2), dtype=torch.long), net.caches(1, 4), 2, net.rope_tables(torch.arange(2, 4)))
+
+
+def test_folded_gqa_decode_equals_repeated_kv_heads():
+    torch = _torch()
+    from hermes_fast.measure import _attend
+
+    s = _session(torch)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(shape, generator=g) for shape in ((2, 8, 1, 16), (2, 2, 9, 16), (2, 2, 9, 16)))
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(4, dim=1), v.repeat_interleave(4, dim=1)
+    )
+    torch.testing.assert_close(_attend(s, q, k, v, causal=False), ref, rtol=1e-5, atol=1e-6)
