@@ -2,10 +2,11 @@
 
 :func:`measure` (``hermes-fast measure``) times, for one dense catalog decoder:
 
-- ``gemm``: ``torch.matmul`` over token counts x the model's four projection shapes, and per-tensor-scaled
-  FP8 (``torch._scaled_mm``) where the GPU has it;
-- ``context_attention`` and ``generation_attention``: ``scaled_dot_product_attention``, causal prefill and one
-  query token per sequence against a KV cache, at the model's heads on one and on several TP shards;
+- ``gemm``: ``F.linear`` over token counts x the model's four projection shapes, and per-tensor-scaled FP8
+  (``torch._scaled_mm``, fast accumulation) where the GPU has it;
+- ``context_attention`` and ``generation_attention``: ``scaled_dot_product_attention`` (FlashAttention on a
+  GPU), causal prefill and one query token per sequence against a KV cache, at the model's heads on one and on
+  several TP shards;
 - ``layer_linear``: one layer's QKV, output projection and gated MLP;
 - ``prefill_step`` and ``decode_step``: a whole iteration of a random-weight copy of the model: embedding
   gather, every layer (RMSNorm, QKV, RoPE, KV-cache write, attention, output projection, gated MLP), the
@@ -14,8 +15,8 @@
 Method. On CUDA a case runs ``reps`` times inside one CUDA graph, replayed between two CUDA events: the
 figure is the GPU's time without Python's launches, which is what the kernel model predicts (an engine's
 host work is fitted separately, from its own decode steps). ``reps`` is chosen so one replay lasts about
-5 ms, and the row's latency is the median over ``trials`` replays divided by ``reps``. Operands rotate
-through enough copies to exceed twice the L2 cache, so weights and KV stream from memory as they do in
+5 ms and visits every operand copy, and the row's latency is the median over ``trials`` replays divided by
+``reps``. The copies together exceed twice the L2 cache, so weights and KV stream from memory as they do in
 serving. On the CPU (to check the method, not to calibrate) a wall-clock loop does the same.
 
 Rows are in the measurement schema of :mod:`hermes_fast.calibrate`, with the software stack in ``backend``;
@@ -111,8 +112,8 @@ def projection_shapes(model: Model, tp: int = 1) -> tuple[tuple[int, int], ...]:
     return ((heads + 2 * kv) * d, h), (h, heads * d), (2 * f, h), (h, f)
 
 
-def _kv_bytes(model: Model, batch: int, tokens: int, elem_bytes: float, layers: int, tp: int = 1) -> float:
-    return 2.0 * layers * batch * tokens * max(model.n_kv_heads // tp, 1) * model.head_dim * elem_bytes
+def _kv_bytes(model: Model, batch: int, tokens: int, elem_bytes: float, layers: int) -> float:
+    return 2.0 * layers * batch * tokens * model.n_kv_heads * model.head_dim * elem_bytes
 
 
 def measurement_plan(model: Model, memory_bytes: float, elem_bytes: float, quick: bool = False) -> Plan:
@@ -563,7 +564,7 @@ def measure(
         cat.device(device, "measure.device")
     dtype = dtype or ("bf16" if where == "cuda" else "fp32")
     if where == "cuda":
-        memory = float(torch.cuda.get_device_properties(tdev).total_memory)
+        memory = float(torch.cuda.mem_get_info(tdev)[0])  # free now: the GPU may be shared
     else:
         memory = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     plan = measurement_plan(mo, memory, DTYPE_BYTES[dtype], quick)
