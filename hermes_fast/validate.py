@@ -280,12 +280,14 @@ def _source_label(ms: Measurements) -> np.ndarray:
     out = []
     for op, backend, dt in zip(ms["op"], ms["backend"], ms["dtype"], strict=True):
         stack = backend.split("-")[0]
-        if op == "gemm":
+        if stack == "torch":  # hermes-fast measure
+            out.append(f"torch/{op}")
+        elif op == "gemm":
             out.append(f"aiconfigurator/{stack}/{dt}")
         elif stack == "vidur":
             out.append(f"vidur/{op}")
-        elif stack in ("nccl", "torch"):
-            out.append(f"{stack}/{op}")
+        elif stack == "nccl":
+            out.append(f"nccl/{op}")
         else:
             out.append(f"aiconfigurator/{stack}")
     return np.array(out)

@@ -16,6 +16,7 @@ from hermes_fast.cli import main
 from hermes_fast.compile import param_count
 from hermes_fast.config.base import ConfigError
 from hermes_fast.measure import device_for_gpu, measure, measurement_plan, projection_shapes
+from hermes_fast.validate import reference_errors
 
 GB = 1e9
 TINY = {
@@ -160,8 +161,10 @@ def test_quick_measurement_on_the_cpu_writes_schema_rows(tmp_path):
     assert meta["environment"]["torch"] == torch.__version__ and meta["device"] == "xeon_8480p"
     assert meta["rows"] == len(ms) and "median" in meta["method"]["timing"]
     assert meta["rows_per_op"] == counts
-    # every row is predictable by the model it is meant to calibrate
+    # every row is predictable by the model it is meant to calibrate, and reported as torch's
     assert np.isfinite(predict(ms, catalog=cat)).all()
+    errors = reference_errors(catalog=cat, measurements=ms)
+    assert set(errors.source.values) == {f"torch/{op}" for op in counts}
 
 
 def _session(torch):
