@@ -324,15 +324,9 @@ def _collective_s(d: Device, op: str, n, size_bytes) -> np.ndarray:
 
 def _layer_linear_s(d: Device, catalog, model: str, tp: float, tokens, dtype: str, block: bool) -> np.ndarray:
     """QKV + output projection + gated MLP (gate+up, down) of one layer on one TP shard."""
-    mo = catalog.model(model)
-    h, hd = mo.hidden_size, mo.head_dim
-    kv = max(mo.n_kv_heads / tp, 1.0)
-    shapes = [
-        (h, (mo.n_heads / tp + 2 * kv) * hd),
-        (mo.n_heads / tp * hd, h),
-        (h, 2 * mo.ffn_hidden_size / tp),
-        (mo.ffn_hidden_size / tp, h),
-    ]
+    from .compile import layer_gemm_shapes
+
+    shapes = layer_gemm_shapes(catalog.model(model), tp)
     return sum(_gemm_s(d, tokens, float(k), float(n), dtype, block) for k, n in shapes)
 
 

@@ -373,21 +373,19 @@ def print_measured_errors(plain: list[dict], calibrated: list[dict], out=None) -
 
 
 def _cmd_measure(args) -> int:
-    from .measure import measure
+    from .measure import OP_GROUPS, measure
     from .validate import error_summary, reference_errors
 
-    ops = [o.strip() for o in args.ops.split(",")] if args.ops else None
-    kw = {"ops": ops} if ops else {}
     ms = measure(
         args.out,
         args.device,
         model=args.model,
+        ops=args.ops or OP_GROUPS,
         dtype=args.dtype,
         torch_device=args.torch_device,
         quick=args.quick,
         trials=args.trials,
         seed=args.seed,
-        **kw,
     )
     print(f"wrote {args.out} ({len(ms)} rows) and {Path(args.out).with_suffix('.json')}")
     plain = error_summary(reference_errors(calibration="none", measurements=ms))

@@ -27,6 +27,7 @@ __all__ = [
     "device_rates",
     "group_link",
     "kv_bytes_per_token_layer",
+    "layer_gemm_shapes",
     "pack_residual",
     "param_count",
 ]
@@ -49,6 +50,20 @@ def _attention_params(m: Model) -> float:
 
 def _ffn_matrices(m: Model) -> int:
     return 3 if m.ffn_gated else 2
+
+
+def layer_gemm_shapes(m: Model, tp: float = 1.0) -> tuple[tuple[float, float], ...]:
+    """(k, n) of one standard-attention layer's QKV, output projection, FFN up (gate+up when gated) and down
+    GEMMs on one TP shard; KV heads are replicated when fewer than the ranks."""
+    heads = m.n_heads / tp
+    kv_heads = max(m.n_kv_heads / tp, 1.0)
+    h = m.hidden_size
+    return (
+        (h, (heads + 2.0 * kv_heads) * m.head_dim),
+        (heads * m.head_dim, h),
+        (h, (_ffn_matrices(m) - 1) * m.ffn_hidden_size / tp),
+        (m.ffn_hidden_size / tp, h),
+    )
 
 
 def param_count(m: Model) -> dict[str, float]:
@@ -350,6 +365,7 @@ def compile_engine(
     def gemm(block: int, k: float, n: float) -> None:
         p[block : block + 4] = gemm_coefficients(k, n, rates.gemm_flops_for(k, n), sat, gemm_bw, wb, ab)
 
+    qkv, out, up, down = layer_gemm_shapes(m, tp)
     if m.mla is not None:
         a = m.mla
         qk = a.qk_nope_head_dim + a.qk_rope_head_dim
@@ -365,13 +381,12 @@ def compile_engine(
         p[L.ATT_QK_DECODE] = a.kv_lora_rank + a.qk_rope_head_dim  # weight-absorbed decode
         p[L.ATT_V_DECODE] = a.kv_lora_rank
     else:
-        kv_heads = max(m.n_kv_heads / tp, 1.0)
-        gemm(L.G_QKV, h, (heads + 2.0 * kv_heads) * m.head_dim)
-        gemm(L.G_O, heads * m.head_dim, h)
+        gemm(L.G_QKV, *qkv)
+        gemm(L.G_O, *out)
         p[L.ATT_QK_PREFILL] = p[L.ATT_QK_DECODE] = m.head_dim
         p[L.ATT_V_PREFILL] = p[L.ATT_V_DECODE] = m.head_dim
-    gemm(L.G_FFN_UP, h, (nm - 1) * m.ffn_hidden_size / tp)
-    gemm(L.G_FFN_DOWN, m.ffn_hidden_size / tp, h)
+    gemm(L.G_FFN_UP, *up)
+    gemm(L.G_FFN_DOWN, *down)
     ffn_tp = tp // ep
     moe_f_dev = 0.0
     if m.moe is not None:

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import __version__
 from .calibrate import Measurements, read_measurements, write_measurements
-from .compile import param_count
+from .compile import layer_gemm_shapes, param_count
 from .config.base import ConfigError
 from .config.hardware import DTYPE_BYTES
 from .config.model import Model
@@ -105,11 +105,9 @@ def _check_model(model: Model, name: str) -> None:
 
 
 def projection_shapes(model: Model, tp: int = 1) -> tuple[tuple[int, int], ...]:
-    """(n, k) of one layer's QKV, output projection, gate+up and down GEMMs on one TP shard."""
-    h, d = model.hidden_size, model.head_dim
-    heads, kv = model.n_heads // tp, max(model.n_kv_heads // tp, 1)
-    f = model.ffn_hidden_size // tp
-    return ((heads + 2 * kv) * d, h), (h, heads * d), (2 * f, h), (h, f)
+    """(n, k) of one layer's QKV, output projection, gate+up and down GEMMs on one TP shard, as ``F.linear``
+    weights (the model's :func:`~hermes_fast.compile.layer_gemm_shapes`)."""
+    return tuple((int(n), int(k)) for k, n in layer_gemm_shapes(model, tp))
 
 
 def _kv_bytes(model: Model, batch: int, tokens: int, elem_bytes: float, layers: int) -> float:
@@ -136,8 +134,8 @@ def measurement_plan(model: Model, memory_bytes: float, elem_bytes: float, quick
         tps = tuple(t for t in (1, 8) if model.n_heads % t == 0 and (kv % t == 0 or t % kv == 0))
     h, e = model.hidden_size, elem_bytes
     half = 0.5 * memory_bytes
-    gemm = tuple((m, n, k) for m in tokens for n, k in projection_shapes(model) if e * (m * k + k * n + m * n) <= half)
     tp1 = projection_shapes(model)
+    gemm = tuple((m, n, k) for m in tokens for n, k in tp1 if e * (m * k + k * n + m * n) <= half)
     widest = max(n for n, _ in tp1)
     layer = tuple(t for t in layer if e * (t * (h + widest) + sum(n * k for n, k in tp1)) <= half)
     qo = model.n_heads * model.head_dim
@@ -262,8 +260,8 @@ class _Session:
                 self.sdpa = SDPBackend.FLASH_ATTENTION
                 self.attention_path = "SDPA FLASH_ATTENTION backend (FlashAttention-2), native GQA"
 
-    def rand(self, *shape, scale: float = 1.0, dtype=None):
-        t = self.torch.empty(shape, dtype=dtype or self.tdtype, device=self.device)
+    def rand(self, *shape, scale: float = 1.0):
+        t = self.torch.empty(shape, dtype=self.tdtype, device=self.device)
         return t.uniform_(-scale, scale, generator=self.gen)
 
     def row(self, op: str, latency_s: float, **cols) -> dict[str, Any]:
@@ -539,7 +537,7 @@ def measure(
     cat = catalog if catalog is not None else Catalog()
     mo = cat.model(model, "measure.model")
     _check_model(mo, model)
-    ops = ops.split(",") if isinstance(ops, str) else list(ops)
+    ops = [o.strip() for o in (ops.split(",") if isinstance(ops, str) else ops)]
     unknown = [o for o in ops if o not in OP_GROUPS]
     if unknown or not ops:
         raise ConfigError("measure.ops", ",".join(ops), f"one or more of {', '.join(OP_GROUPS)}")
