@@ -22,7 +22,7 @@ import numpy as np
 
 import hermes_fast as hf
 from hermes_fast.config import load_scenario
-from hermes_fast.kernels import serving as K
+from hermes_fast.kernels.serving import Status
 from hermes_fast.pipeline import build_pipeline
 from hermes_fast.simulate import run_pipeline
 from hermes_fast.workload import draw_workload, rng_for
@@ -93,23 +93,22 @@ def main() -> None:
     for _ in range(args.repeats):
         wall, run, setup = timed_run(args.rate, args.requests)
         walls.append(wall)
-    rsf, xf = run[K.K_RSF], run[K.K_PTF]
-    status = run[K.K_RI][K.R_STATUS]
+    status = run.status
     best = min(walls)
-    util = {p.name: rsf[K.A_BUSY_S, setup.serving.replica_pool == k].sum() for k, p in enumerate(setup.serving.pools)}
-    span = run[K.K_ACC][K.C_END] - run[K.K_RF][K.F_ARRIVAL, 0]
+    util = {p.name: run.busy_s[setup.serving.replica_pool == k].sum() for k, p in enumerate(setup.serving.pools)}
+    span = run.end_s - run.arrival_s[0]
     print(
         f"{args.requests:,} requests at {args.rate:g}/s through 7 stages, {len(setup.serving.pools)} pools, "
         f"{len(setup.resources)} shared resources: {', '.join(f'{w:.2f}' for w in walls)} s -> best "
-        f"{args.requests / best:,.0f} req/s (events {run[K.K_G][K.G_EVENTS]:,}, fast-forwarded iterations "
-        f"{run[K.K_G][K.G_SPANS]:,}, completed {np.sum(status == K.ST_DONE):,}, rejected "
-        f"{np.sum(status == K.ST_REJECTED):,})"
+        f"{args.requests / best:,.0f} req/s (events {run.events:,}, fast-forwarded iterations "
+        f"{run.fast_forwarded_iterations:,}, completed {np.sum(status == Status.DONE):,}, rejected "
+        f"{np.sum(status == Status.REJECTED):,})"
     )
     counts = {p.name: p.replicas for p in setup.serving.pools}
     print("pool utilisation: " + ", ".join(f"{k} {v / (counts[k] * span):.2f}" for k, v in util.items()))
     print(
         "link utilisation: "
-        + ", ".join(f"{name} {xf[K.XF_BUSY_S, k] / span:.3f}" for k, name in enumerate(setup.resources[:2]))
+        + ", ".join(f"{name} {run.link_busy_s[k] / span:.3f}" for k, name in enumerate(setup.resources[:2]))
     )
 
 

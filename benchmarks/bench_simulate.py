@@ -20,7 +20,7 @@ import numpy as np
 
 import hermes_fast as hf
 from hermes_fast.config import load_scenario
-from hermes_fast.kernels import serving as K
+from hermes_fast.kernels.serving import Status
 from hermes_fast.simulate import build_serving, run_serving
 from hermes_fast.workload import draw_workload, rng_for
 
@@ -75,16 +75,15 @@ def main() -> None:
         for _ in range(args.repeats):
             wall, run = timed_run(lengths, rate, args.requests)
             walls.append(wall)
-        rsf = run[K.K_RSF]
-        status = run[K.K_RI][K.R_STATUS]
+        status = run.status
         best = min(walls)
         print(
             f"{label}: capacity {cap:.1f} req/s, rate {rate:.1f} req/s; {args.requests:,} requests in "
             f"{', '.join(f'{w:.2f}' for w in walls)} s -> best {args.requests / best:,.0f} req/s "
-            f"(events {run[K.K_G][K.G_EVENTS]:,}, fast-forwarded iterations {run[K.K_G][K.G_SPANS]:,}, "
-            f"iterations {rsf[K.A_ITERATIONS].sum():,.0f}, mean batch "
-            f"{rsf[K.A_BATCH_SUM].sum() / rsf[K.A_ITERATIONS].sum():.1f}, completed {np.sum(status == K.ST_DONE):,}, "
-            f"rejected {np.sum(status == K.ST_REJECTED):,})"
+            f"(events {run.events:,}, fast-forwarded iterations {run.fast_forwarded_iterations:,}, "
+            f"iterations {run.iterations.sum():,.0f}, mean batch "
+            f"{run.batch_sum.sum() / run.iterations.sum():.1f}, completed {np.sum(status == Status.DONE):,}, "
+            f"rejected {np.sum(status == Status.REJECTED):,})"
         )
     if args.big:
         lengths = LENGTHS["lognormal 512/128"]

@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from .kernels import serving as K
+from .kernels.serving.outcome import ITL_LOG_MIN, ITL_PER_DECADE, Outcome, Reason, Status
 
 __all__ = [
     "QUANTILES",
@@ -26,7 +26,13 @@ __all__ = [
 ]
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
-REASONS = ("context_limit", "kv_capacity", "token_budget", "queue_full")
+_REASON_CODES = {  # the rejected_by_reason dim
+    "context_limit": Reason.CONTEXT,
+    "kv_capacity": Reason.KV,
+    "token_budget": Reason.TOKENS,
+    "queue_full": Reason.QUEUE_FULL,
+}
+REASONS = tuple(_REASON_CODES)
 _UNSTABLE_RATIO = 0.9  # completions below this share of arrivals over the late arrival window: overloaded
 
 
@@ -53,7 +59,7 @@ def itl_quantiles(hist: np.ndarray) -> np.ndarray:
         b = int(np.searchsorted(cdf, q, side="left"))
         below = cdf[b - 1] if b > 0 else 0.0
         frac = (q - below) / (cdf[b] - below) if cdf[b] > below else 0.5
-        out.append(10 ** (K.ITL_LOG_MIN + (b + frac) / K.ITL_PER_DECADE))
+        out.append(10 ** (ITL_LOG_MIN + (b + frac) / ITL_PER_DECADE))
     return np.array(out)
 
 
@@ -67,44 +73,41 @@ def _unstable(arrival: np.ndarray, done: np.ndarray, status: np.ndarray, end_s: 
         return False, 0
     t_last = arrival[-1]
     lo = arrival[arrival.size // 2]
-    admitted = (status != K.ST_REJECTED) & (status != K.ST_DROPPED)
+    admitted = (status != Status.REJECTED) & (status != Status.DROPPED)
     arrived_window = int(np.count_nonzero(admitted[arrival.size // 2 :]))
     finished_window = int(np.count_nonzero((done > lo) & (done <= t_last)))
     backlog = int(np.count_nonzero(admitted & ~(done <= t_last)))
     if end_s < t_last:  # the horizon cut the arrivals short
         return True, backlog
     slow = arrived_window >= 20 and finished_window < _UNSTABLE_RATIO * arrived_window
-    return bool(slow or np.any(status == K.ST_DROPPED)), backlog
+    return bool(slow or np.any(status == Status.DROPPED)), backlog
 
 
-def summarize(setup, draws, run, serving) -> dict[str, np.ndarray | float]:
+def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | float]:
     """Summary variables of one replicate (names registered in :mod:`hermes_fast.variables`)."""
-    ri, rf = run[K.K_RI], run[K.K_RF]
-    rsf, acc = run[K.K_RSF], run[K.K_ACC]
     n = draws.arrival_s.size
     w = min(serving.warmup_requests, max(n - 1, 0))
     arrival = draws.arrival_s[w:]
-    status = ri[K.R_STATUS, w:]
-    output = ri[K.R_ANSWER, w:]
-    prompt = ri[K.R_BASE_PROMPT, w:]
-    first = rf[K.F_FIRST_TOKEN, w:]
-    done_t = rf[K.F_DONE, w:]
-    done = status == K.ST_DONE
+    status = run.status[w:]
+    output = run.answer_tokens[w:]
+    prompt = run.base_prompt_tokens[w:]
+    first = run.first_token_s[w:]
+    done_t = run.done_s[w:]
+    done = status == Status.DONE
     ttft = first - arrival
     e2e = np.where(done, done_t - arrival, np.nan)
     multi = done & (output > 1)
     tpot = np.full(arrival.size, np.nan)
     tpot[multi] = (done_t[multi] - first[multi]) / (output[multi] - 1)
-    piped = run[K.K_G][K.G_PIPELINE] != 0  # queueing summed over the stages, or the one wait for a slot
-    queue = rf[K.F_QUEUE_SUM, w:] if piped else rf[K.F_ADMIT, w:] - arrival
+    # queueing summed over the stages, or the one wait for a slot
+    queue = run.queue_sum_s[w:] if run.pipeline else run.admit_s[w:] - arrival
     out: dict[str, np.ndarray | float] = {}
     for name, x in (("ttft", ttft), ("tpot", tpot), ("e2e", e2e), ("queue", queue)):
         x = np.where(done, x, np.nan)
         out[f"{name}_s"] = _quantiles(x)
         out[f"{name}_mean_s"] = _mean(x)
-    hist = run[K.K_ACC][K.HIST0 :]
-    out["itl_s"] = itl_quantiles(hist)
-    out["itl_mean_s"] = acc[K.C_ITL_SUM] / acc[K.C_ITL_COUNT] if acc[K.C_ITL_COUNT] > 0 else math.nan
+    out["itl_s"] = itl_quantiles(run.itl_histogram)
+    out["itl_mean_s"] = run.itl_sum_s / run.itl_count if run.itl_count > 0 else math.nan
     # throughput over the measured requests: from the first measured arrival to the last completion
     last = float(np.nanmax(done_t)) if done.any() else math.nan
     window = last - arrival[0] if done.any() else math.nan
@@ -119,17 +122,17 @@ def summarize(setup, draws, run, serving) -> dict[str, np.ndarray | float]:
     out["slo_attainment"] = int(good.sum()) / arrival.size
     out["arrived_requests"] = arrival.size
     out["completed_requests"] = n_done
-    out["rejected_requests"] = int(np.count_nonzero(status == K.ST_REJECTED))
-    out["dropped_requests"] = int(np.count_nonzero(status == K.ST_DROPPED))
+    out["rejected_requests"] = int(np.count_nonzero(status == Status.REJECTED))
+    out["dropped_requests"] = int(np.count_nonzero(status == Status.DROPPED))
     out["unfinished_requests"] = arrival.size - n_done - out["rejected_requests"] - out["dropped_requests"]
-    out["preempted_requests"] = int(np.count_nonzero(ri[K.R_PREEMPTIONS, w:] > 0))
-    reasons = ri[K.R_REASON, w:]
-    out["rejected_by_reason"] = np.array([np.count_nonzero(reasons == k + 1) for k in range(len(REASONS))])
-    unstable, backlog = _unstable(draws.arrival_s, rf[K.F_DONE], ri[K.R_STATUS], acc[K.C_END])
+    out["preempted_requests"] = int(np.count_nonzero(run.preemptions[w:] > 0))
+    reasons = run.reason[w:]
+    out["rejected_by_reason"] = np.array([np.count_nonzero(reasons == code) for code in _REASON_CODES.values()])
+    unstable, backlog = _unstable(draws.arrival_s, run.done_s, run.status, run.end_s)
     out["unstable"] = unstable
     out["backlog_requests"] = backlog
     # pools, energy and cost over the whole run
-    run_s = max(acc[K.C_END] - draws.arrival_s[0], 0.0) if n else 0.0
+    run_s = max(run.end_s - draws.arrival_s[0], 0.0) if n else 0.0
     pools = setup.pools
     util, batch, kv, preempt = (np.zeros(len(pools)) for _ in range(4))
     energy = 0.0
@@ -137,15 +140,15 @@ def summarize(setup, draws, run, serving) -> dict[str, np.ndarray | float]:
     priced = True
     for k, pool in enumerate(pools):
         reps = setup.replica_pool == k
-        busy = rsf[K.A_BUSY_S, reps]
-        iters = rsf[K.A_ITERATIONS, reps].sum()
+        busy = run.busy_s[reps]
+        iters = run.iterations[reps].sum()
         util[k] = busy.sum() / (reps.sum() * run_s) if run_s > 0 else 0.0
-        batch[k] = rsf[K.A_BATCH_SUM, reps].sum() / iters if iters else 0.0
-        cap = setup.pool_int[K.P_CAP_BLOCKS, k] * setup.pool_int[K.P_BLOCK, k]
-        kv[k] = rsf[K.A_KV_TOKEN_S, reps].sum() / (cap * reps.sum() * run_s) if run_s > 0 else 0.0
+        batch[k] = run.batch_sum[reps].sum() / iters if iters else 0.0
+        cap = pool.kv_capacity_tokens
+        kv[k] = run.kv_token_s[reps].sum() / (cap * reps.sum() * run_s) if run_s > 0 else 0.0
         if pool.search is not None:
             kv[k] = math.nan
-        preempt[k] = rsf[K.A_PREEMPTIONS, reps].sum()
+        preempt[k] = run.replica_preemptions[reps].sum()
         d = pool.device
         devices = pool.devices
         energy += devices * (d.power_idle_w * run_s * reps.sum() + (d.power_peak_w - d.power_idle_w) * busy.sum())
@@ -157,39 +160,33 @@ def summarize(setup, draws, run, serving) -> dict[str, np.ndarray | float]:
     out["mean_batch_size"] = batch
     out["kv_occupancy"] = kv
     out["preemptions"] = preempt
-    all_done = ri[K.R_STATUS] == K.ST_DONE
-    tokens = float(ri[K.R_ANSWER][all_done].sum())
+    tokens = float(run.answer_tokens[run.status == Status.DONE].sum())
     out["energy_j"] = energy
     out["energy_j_per_token"] = energy / tokens if tokens else math.nan
     out["cost_usd_per_mtoken"] = dollars / tokens * 1e6 if tokens and priced else math.nan
-    out["events"] = int(run[K.K_G][K.G_EVENTS])
-    out["fast_forwarded_iterations"] = int(run[K.K_G][K.G_SPANS])
+    out["events"] = run.events
+    out["fast_forwarded_iterations"] = run.fast_forwarded_iterations
     return out
 
 
-def summarize_stages(pipe, run, summary: dict) -> dict[str, np.ndarray]:
+def summarize_stages(pipe, run: Outcome, summary: dict) -> dict[str, np.ndarray]:
     """Per stage (mean per completed request after the warm-up) and per shared link or tier instance.
 
     A stage's time runs from entering it (the data moving in included) to leaving it, so the stage
     times of a pipeline add up to the mean end-to-end latency when every request completes."""
-    acc = run[K.K_ACC]
-    rows = len(pipe.rows)
-    n_res = len(pipe.resources)
-    sa = run[K.K_PTF]
-    xf = run[K.K_PTF][:, :n_res]
     done = max(summary["completed_requests"], 1)
-    arrival = run[K.K_RF][K.F_ARRIVAL]
-    run_s = max(acc[K.C_END] - arrival[0], 0.0) if arrival.size else 0.0
-    count = xf[K.XF_COUNT]
+    arrival = run.arrival_s
+    run_s = max(run.end_s - arrival[0], 0.0) if arrival.size else 0.0
+    count = run.link_transfers
     return {
-        "stage_time_s": sa[K.SA_TIME_S, :rows] / done,
-        "stage_queue_s": sa[K.SA_QUEUE_S, :rows] / done,
-        "stage_transfer_s": sa[K.SA_TRANSFER_S, :rows] / done,
-        "stage_visits": sa[K.SA_VISITS, :rows] / done,
-        "link_utilization": xf[K.XF_BUSY_S] / run_s if run_s > 0 else np.zeros(count.size),
-        "link_bytes": xf[K.XF_BYTES].copy(),
-        "link_transfers": count.copy(),
-        "link_transfer_mean_s": np.where(count > 0, xf[K.XF_WAIT_S] / np.maximum(count, 1), np.nan),
+        "stage_time_s": run.stage_time_s / done,
+        "stage_queue_s": run.stage_queue_s / done,
+        "stage_transfer_s": run.stage_transfer_s / done,
+        "stage_visits": run.stage_visits / done,
+        "link_utilization": run.link_busy_s / run_s if run_s > 0 else np.zeros(count.size),
+        "link_bytes": run.link_bytes,
+        "link_transfers": count,
+        "link_transfer_mean_s": np.where(count > 0, run.link_wait_s / np.maximum(count, 1), np.nan),
     }
 
 
@@ -248,7 +245,7 @@ def slo_goodput(ds: xr.Dataset, ttft_s=None, tpot_s=None, warmup_requests: int =
     d = ds.isel(request=slice(w, None))
     arrival, first, done_t = d.request_arrival_s, d.request_first_token_s, d.request_completion_s
     out_tok = d.request_output_tokens
-    done = d.request_status == K.ST_DONE
+    done = d.request_status == Status.DONE
     ttft = (first - arrival).where(done)
     tpot = ((done_t - first) / (out_tok - 1)).where(done & (out_tok > 1))
     window = done_t.where(done).max("request") - arrival.isel(request=0)

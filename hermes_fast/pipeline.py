@@ -23,7 +23,7 @@ from .catalog import Catalog
 from .config.base import ConfigError
 from .config.pipeline import ROUTED, Stage
 from .config.scenario import Scenario
-from .kernels import serving as K
+from .kernels.serving import state as loop
 from .kernels.stages import INDEX_CODES, search_cost
 from .pools import Pool, ServingSetup, engine_pool, pool_arrays
 from .workload import draw_lengths, length_moments
@@ -32,7 +32,7 @@ __all__ = ["PipelineSetup", "build_pipeline", "draw_stage_values", "TEXT_BYTES_P
 
 TEXT_BYTES_PER_TOKEN = 4.0  # UTF-8 text: about four characters per token
 _EMBEDDING_BYTES = 4.0  # fp32 query embeddings
-_RULES = {"probability": K.RULE_PROBABILITY, "length": K.RULE_LENGTH, "class": K.RULE_CLASS}
+_RULES = {"probability": loop.RULE_PROBABILITY, "length": loop.RULE_LENGTH, "class": loop.RULE_CLASS}
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,7 @@ class PipelineSetup:
     draws: tuple[tuple, ...]  # per draw row: ("uniform",) | ("length", Length, path) | ("lognormal", mean, cv)
 
 
-_STAGE_DEFAULTS = {
-    "pool": -1, "route": 0, "route_f": 0, "rule": -1, "ntarget": 0, "class_map": 0, "link": -1, "row_reason": -1,
-    "row_decode": -1, "draw": -1, "final": 0, "tier": 0, "ntier": 0, "add_ctx": 0, "seqs": 1, "past_draw": -1,
-    "delay": 0.0, "per_token": 0.0, "bytes": 0.0, "bytes_ctx": 0.0, "bytes_answer": 0.0, "job": 0.0,
-    "job_prompt": 0.0, "job_answer": 0.0, "kv_bytes": 0.0, "branches": 1, "job_ctx": 0.0,
-}  # fmt: skip
+_STAGE_FIELDS = {**loop.STAGE_INT_FIELDS, **loop.STAGE_FLOAT_FIELDS}  # name -> (row, default)
 
 
 class _Builder:
@@ -96,7 +91,11 @@ class _Builder:
         return -1 if name is None else self.link_of[name]
 
     def add(self, kind: int, row: int, **fields) -> None:
-        self.stages.append({**_STAGE_DEFAULTS, "kind": kind, "row": row, **fields})
+        """A stage of ``kind`` (SK_*) writing output row ``row``; other fields by their stage-table names."""
+        unknown = fields.keys() - _STAGE_FIELDS.keys()
+        if unknown:
+            raise KeyError(f"not stage-table fields: {sorted(unknown)}")
+        self.stages.append({"kind": kind, "row": row, **fields})
 
     # --- one class
     def build_class(self, c: int, stages: tuple[Stage, ...]) -> None:
@@ -117,7 +116,7 @@ class _Builder:
                 route_at = self.route(st, p, text_link)
             elif st.kind == "embed":
                 self.add(
-                    K.SK_MODEL,
+                    loop.SK_MODEL,
                     self.row(st.label),
                     pool=self.model_pool(st, p),
                     job_prompt=1.0,
@@ -128,7 +127,7 @@ class _Builder:
                 pool = self.search_pool(st, p)
                 emb = st.index.dim * _EMBEDDING_BYTES if st.link else 0.0
                 self.add(
-                    K.SK_SEARCH,
+                    loop.SK_SEARCH,
                     self.row(st.label),
                     pool=pool,
                     link=self.link(st.link),
@@ -138,7 +137,7 @@ class _Builder:
             elif st.kind == "rerank":
                 n, d = docs if any(s.kind == "retrieve" for s in stages[:k]) else (st.top_k, st.doc_tokens)
                 self.add(
-                    K.SK_MODEL,
+                    loop.SK_MODEL,
                     self.row(st.label),
                     pool=self.model_pool(st, p),
                     job=float(n * d),
@@ -152,7 +151,7 @@ class _Builder:
                 out_link = {"link": self.link(st.link), "bytes_answer": TEXT_BYTES_PER_TOKEN if st.link else 0.0}
                 if st.engine is not None:
                     self.add(
-                        K.SK_MODEL,
+                        loop.SK_MODEL,
                         self.row(st.label),
                         pool=self.model_pool(st, p),
                         job_answer=1.0,
@@ -160,7 +159,7 @@ class _Builder:
                     )
                 else:
                     self.add(
-                        K.SK_DELAY,
+                        loop.SK_DELAY,
                         self.row(st.label),
                         delay=st.latency_s or 0.0,
                         per_token=st.per_token_s,
@@ -192,9 +191,9 @@ class _Builder:
         if st.rule == "probability":
             fields["draw"] = self.draw(("uniform",))
         if st.engine is not None:
-            self.add(K.SK_MODEL, self.row(st.label), pool=self.model_pool(st, path), job_prompt=1.0, **fields)
+            self.add(loop.SK_MODEL, self.row(st.label), pool=self.model_pool(st, path), job_prompt=1.0, **fields)
         else:
-            self.add(K.SK_DELAY, self.row(st.label), delay=st.latency_s or 0.0, **fields)
+            self.add(loop.SK_DELAY, self.row(st.label), delay=st.latency_s or 0.0, **fields)
         return at
 
     def search_pool(self, st: Stage, path: str) -> int:
@@ -276,7 +275,7 @@ class _Builder:
                 self.res_float.append((bw, 0.0))  # (lookup latency is added per fetch)
             self.tiers.append((res, tier_ref.instances, hit, lat))
         self.add(
-            K.SK_KV,
+            loop.SK_KV,
             self.row(st.label),
             draw=self.draw(("uniform",)),
             tier=first,
@@ -331,33 +330,19 @@ class _Builder:
                 fields["branches"] = rsn.branches
             if dec is not None and final and not split:
                 fields["row_decode"] = self.row(dec.label)
-            self.add(K.SK_LLM, prefill_row, **fields)
+            self.add(loop.SK_LLM, prefill_row, **fields)
             if rsn is not None and rsn.reward_engine is not None:  # each branch's context, one sequence each
                 scorer = self.pool(rsn.reward_engine, "colocated", f"{paths[1]}.reward_engine")
                 n = rsn.branches
-                self.add(K.SK_MODEL, self.row(f"{rsn.label}_score"), pool=scorer, seqs=n, job_ctx=float(n))
+                self.add(loop.SK_MODEL, self.row(f"{rsn.label}_score"), pool=scorer, seqs=n, job_ctx=float(n))
             if final and split and dec is not None:  # the answer, from the kept branch's context
-                self.add(K.SK_LLM, self.row(dec.label), pool=pool, route=route_at or 0, final=1)
+                self.add(loop.SK_LLM, self.row(dec.label), pool=pool, route=route_at or 0, final=1)
             if not final:
                 tool = {"delay": rsn.tool_latency_s, "add_ctx": rsn.tool_tokens}
                 if rsn.tool_latency_cv > 0 and rsn.tool_latency_s > 0:
                     tool = {"delay": 0.0, "add_ctx": rsn.tool_tokens,
                             "draw": self.draw(("lognormal", rsn.tool_latency_s, rsn.tool_latency_cv))}  # fmt: skip
-                self.add(K.SK_DELAY, self.row(f"{rsn.label}_tool"), **tool)
-
-
-_INT_FIELDS = {
-    K.ST_KIND: "kind", K.ST_POOL: "pool", K.ST_ROUTE: "route", K.ST_RULE: "rule", K.ST_NTARGET: "ntarget",
-    K.ST_CLASS_MAP: "class_map", K.ST_LINK: "link", K.ST_ROW: "row", K.ST_ROW_REASON: "row_reason",
-    K.ST_ROW_DECODE: "row_decode", K.ST_DRAW: "draw", K.ST_FINAL: "final", K.ST_TIER: "tier",
-    K.ST_NTIER: "ntier", K.ST_ADD_CTX: "add_ctx", K.ST_SEQS: "seqs", K.ST_END: "end",
-    K.ST_PAST_DRAW: "past_draw", K.ST_ROUTE_F: "route_f", K.ST_BRANCHES: "branches",
-}  # fmt: skip
-_FLOAT_FIELDS = {
-    K.STF_DELAY: "delay", K.STF_PER_TOKEN: "per_token", K.STF_BYTES: "bytes", K.STF_BYTES_CTX: "bytes_ctx",
-    K.STF_BYTES_ANSWER: "bytes_answer", K.STF_JOB: "job", K.STF_JOB_PROMPT: "job_prompt",
-    K.STF_JOB_ANSWER: "job_answer", K.STF_KV_BYTES: "kv_bytes", K.STF_JOB_CTX: "job_ctx",
-}  # fmt: skip
+                self.add(loop.SK_DELAY, self.row(f"{rsn.label}_tool"), **tool)
 
 
 def build_pipeline(scenario: Scenario, catalog: Catalog | None = None) -> PipelineSetup:
@@ -375,15 +360,16 @@ def build_pipeline(scenario: Scenario, catalog: Catalog | None = None) -> Pipeli
         for st in b.stages[first[-1] :]:
             st["end"] = len(b.stages)
     ns = len(b.stages)
-    stages = np.zeros((K.NST, ns), dtype=np.int64)
-    stages_f = np.zeros((K.NSTF, ns))
+    stages = np.zeros((loop.STAGE_INT_ROWS, ns), dtype=np.int64)
+    stages_f = np.zeros((loop.STAGE_FLOAT_ROWS, ns))
     for j, st in enumerate(b.stages):
-        for slot, key in _INT_FIELDS.items():
-            stages[slot, j] = st[key]
-        for slot, key in _FLOAT_FIELDS.items():
-            stages_f[slot, j] = st[key]
-    tiers = np.array([[t[0] for t in b.tiers], [t[1] for t in b.tiers]], dtype=np.int64).reshape(K.NTI, -1)
-    tiers_f = np.array([[t[2] for t in b.tiers], [t[3] for t in b.tiers]], dtype=float).reshape(K.NTF, -1)
+        for key, (row, default) in loop.STAGE_INT_FIELDS.items():
+            stages[row, j] = st.get(key, default)
+        for key, (row, default) in loop.STAGE_FLOAT_FIELDS.items():
+            stages_f[row, j] = st.get(key, default)
+    # tier levels: (first resource, instances) and (hit rate, lookup latency), as the loop's TI_* and TF_* rows
+    tiers = np.array([t[:2] for t in b.tiers], dtype=np.int64).reshape(-1, loop.TIER_INT_ROWS).T.copy()
+    tiers_f = np.array([t[2:] for t in b.tiers], dtype=float).reshape(-1, loop.TIER_FLOAT_ROWS).T.copy()
     res = np.array(b.res_float, dtype=float).reshape(-1, 2).T.copy()  # rows: bandwidth, latency
     arrays = {
         "stages": stages,
@@ -395,7 +381,7 @@ def build_pipeline(scenario: Scenario, catalog: Catalog | None = None) -> Pipeli
         "tiers_float": tiers_f,
         "resources": res,
         "rows": len(b.rows),
-        "branch_slots": max(st["branches"] for st in b.stages) - 1,
+        "branch_slots": max(st.get("branches", 1) for st in b.stages) - 1,
     }
     serving = pool_arrays(b.pools, sc.serving.pairing, sc.serving.kv_link)
     return PipelineSetup(serving, arrays, tuple(b.rows), tuple(b.resources), tuple(b.draws))

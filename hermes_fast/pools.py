@@ -18,12 +18,12 @@ from .config.hardware import Device, Link
 from .config.scenario import Engine, Scenario
 from .config.serving import SCHEDULERS
 from .kernels import layout as L
-from .kernels import serving as K
+from .kernels.serving import state as loop
 
 __all__ = ["Pool", "ServingSetup", "engine_pool", "build_serving", "pool_arrays"]
 
-_POLICY_CODES = {"static": K.POLICY_STATIC, "continuous": K.POLICY_CONTINUOUS, "chunked": K.POLICY_CHUNKED}
-_POLICY_CODES["mixed"] = K.POLICY_MIXED
+_POLICY_CODES = {"static": loop.POLICY_STATIC, "continuous": loop.POLICY_CONTINUOUS, "chunked": loop.POLICY_CHUNKED}
+_POLICY_CODES["mixed"] = loop.POLICY_MIXED
 _SCHED_CODES = dict(zip(SCHEDULERS, range(len(SCHEDULERS)), strict=True))
 
 
@@ -49,6 +49,11 @@ class Pool:
     link_resource: int = -1  # prefill pools: shared resource the hand-off crosses (-1: none)
     memory_resource: int = -1  # search pools: shared resource (host memory) the index is read through
 
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """KV tokens one replica holds: its blocks times their size (search pools hold no KV: 1-token blocks)."""
+        return self.kv_blocks * (self.engine.batching.block_size_tokens if self.engine is not None else 1)
+
 
 @dataclass(frozen=True)
 class ServingSetup:
@@ -56,8 +61,8 @@ class ServingSetup:
 
     pools: tuple[Pool, ...]
     params: np.ndarray  # float64[n_pools, N_PARAMS]
-    pool_int: np.ndarray  # int64[NPI, n_pools]
-    pool_float: np.ndarray  # float64[NPF, n_pools]
+    pool_int: np.ndarray  # int64[POOL_INT_ROWS, n_pools]
+    pool_float: np.ndarray  # float64[POOL_FLOAT_ROWS, n_pools]
     replica_pool: np.ndarray  # int64[R]
 
     @property
@@ -108,7 +113,12 @@ def build_serving(scenario: Scenario, catalog: Catalog | None = None) -> Serving
     return pool_arrays(pools, sv.pairing, sv.kv_link)
 
 
-_ROLES = {"colocated": K.ROLE_BOTH, "prefill": K.ROLE_PREFILL, "decode": K.ROLE_DECODE, "search": K.ROLE_BOTH}
+_ROLES = {
+    "colocated": loop.ROLE_BOTH,
+    "prefill": loop.ROLE_PREFILL,
+    "decode": loop.ROLE_DECODE,
+    "search": loop.ROLE_BOTH,
+}
 _NO_LIMIT = 1 << 60
 
 
@@ -117,37 +127,37 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
     prefill device's scale-out link)."""
     n_pools = len(pools)
     params = np.zeros((n_pools, L.N_PARAMS))
-    pi = np.zeros((K.NPI, n_pools), dtype=np.int64)
-    pf = np.zeros((K.NPF, n_pools))
+    pi = np.zeros((loop.POOL_INT_ROWS, n_pools), dtype=np.int64)
+    pf = np.zeros((loop.POOL_FLOAT_ROWS, n_pools))
     first = 0
     replica_pool = []
     for k, pool in enumerate(pools):
         d = pool.device
-        pi[K.P_ROLE, k] = _ROLES[pool.role]
-        pi[K.P_FIRST, k] = first
-        pi[K.P_COUNT, k] = pool.replicas
-        pi[K.P_NEXT, k] = pool.next_pool
-        pi[K.P_LINK_RES, k] = pool.link_resource
-        pi[K.P_MEM_RES, k] = pool.memory_resource
-        pi[K.P_PAIRING, k] = 1 if pairing == "local" else 0
-        pi[K.P_CAP_BLOCKS, k] = pool.kv_blocks
+        pi[loop.PL_ROLE, k] = _ROLES[pool.role]
+        pi[loop.PL_FIRST, k] = first
+        pi[loop.PL_COUNT, k] = pool.replicas
+        pi[loop.PL_NEXT, k] = pool.next_pool
+        pi[loop.PL_LINK_RES, k] = pool.link_resource
+        pi[loop.PL_MEM_RES, k] = pool.memory_resource
+        pi[loop.PL_PAIRING, k] = loop.PAIRING_LOCAL if pairing == "local" else loop.PAIRING_GLOBAL
+        pi[loop.PL_CAP_BLOCKS, k] = pool.kv_blocks
         host: Link | None = d.host_link
-        pf[K.PF_SWAP_BW, k] = host.bandwidth_bytes_per_s if host else 1.0
-        pf[K.PF_SWAP_LAT, k] = host.latency_s if host else 0.0
+        pf[loop.PF_SWAP_BW, k] = host.bandwidth_bytes_per_s if host else 1.0
+        pf[loop.PF_SWAP_LAT, k] = host.latency_s if host else 0.0
         link = kv_link or d.scale_out
-        pf[K.PF_LINK_BW, k] = link.bandwidth_bytes_per_s
-        pf[K.PF_LINK_LAT, k] = link.latency_s
+        pf[loop.PF_LINK_BW, k] = link.bandwidth_bytes_per_s
+        pf[loop.PF_LINK_LAT, k] = link.latency_s
         if pool.search is not None:  # a batch of queries is one "prefill" of one token each
-            pi[K.P_KIND, k] = K.POOL_SEARCH
-            pi[K.P_POLICY, k] = K.POLICY_CONTINUOUS
-            pi[K.P_MAX_BATCH, k] = pool.max_batch_size
-            pi[K.P_MAX_TOKENS, k] = pool.max_batch_size
-            pi[K.P_CHUNK, k] = pool.max_batch_size
-            pi[K.P_BLOCK, k] = 1
-            pi[K.P_SCHED, k] = _SCHED_CODES["least_outstanding"]
-            pi[K.P_MAX_QUEUE, k] = -1
-            pi[K.P_MAX_CONTEXT, k] = _NO_LIMIT
-            pf[K.PF_MAX_WAIT, k] = pool.max_wait_s
+            pi[loop.PL_KIND, k] = loop.POOL_SEARCH
+            pi[loop.PL_POLICY, k] = loop.POLICY_CONTINUOUS
+            pi[loop.PL_MAX_BATCH, k] = pool.max_batch_size
+            pi[loop.PL_MAX_TOKENS, k] = pool.max_batch_size
+            pi[loop.PL_CHUNK, k] = pool.max_batch_size
+            pi[loop.PL_BLOCK, k] = 1
+            pi[loop.PL_SCHED, k] = _SCHED_CODES["least_outstanding"]
+            pi[loop.PL_MAX_QUEUE, k] = -1
+            pi[loop.PL_MAX_CONTEXT, k] = _NO_LIMIT
+            pf[loop.PF_MAX_WAIT, k] = pool.max_wait_s
             for key, slot in _SEARCH_SLOTS.items():
                 pf[slot, k] = pool.search[key]
         else:
@@ -155,28 +165,28 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
             params[k] = ce.params
             params[k, L.FIXED_STEP_S] = e.fixed_step_time_s or 0.0
             b = e.batching
-            pi[K.P_KIND, k] = K.POOL_MODEL
-            pi[K.P_POLICY, k] = _POLICY_CODES[b.policy]
-            pi[K.P_MAX_BATCH, k] = b.max_batch_size
-            pi[K.P_MAX_TOKENS, k] = e.max_batched_tokens
-            pi[K.P_CHUNK, k] = b.chunk_size if b.chunk_size is not None else e.max_batched_tokens
-            pi[K.P_BLOCK, k] = b.block_size_tokens
-            pi[K.P_PREEMPT, k] = 1 if b.preemption == "swap" else 0
-            pi[K.P_SCHED, k] = _SCHED_CODES[e.scheduler]
-            pi[K.P_MAX_QUEUE, k] = -1 if b.max_queue_requests is None else b.max_queue_requests
-            pi[K.P_MAX_CONTEXT, k] = ce.max_context_tokens
-            pf[K.PF_KV_BYTES, k] = ce.kv_bytes_per_token
-            pf[K.PF_MAX_WAIT, k] = b.max_wait_s
+            pi[loop.PL_KIND, k] = loop.POOL_MODEL
+            pi[loop.PL_POLICY, k] = _POLICY_CODES[b.policy]
+            pi[loop.PL_MAX_BATCH, k] = b.max_batch_size
+            pi[loop.PL_MAX_TOKENS, k] = e.max_batched_tokens
+            pi[loop.PL_CHUNK, k] = b.chunk_size if b.chunk_size is not None else e.max_batched_tokens
+            pi[loop.PL_BLOCK, k] = b.block_size_tokens
+            pi[loop.PL_PREEMPT, k] = loop.PREEMPT_SWAP if b.preemption == "swap" else loop.PREEMPT_RECOMPUTE
+            pi[loop.PL_SCHED, k] = _SCHED_CODES[e.scheduler]
+            pi[loop.PL_MAX_QUEUE, k] = -1 if b.max_queue_requests is None else b.max_queue_requests
+            pi[loop.PL_MAX_CONTEXT, k] = ce.max_context_tokens
+            pf[loop.PF_KV_BYTES, k] = ce.kv_bytes_per_token
+            pf[loop.PF_MAX_WAIT, k] = b.max_wait_s
         replica_pool += [k] * pool.replicas
         first += pool.replicas
     return ServingSetup(tuple(pools), params, pi, pf, np.array(replica_pool, dtype=np.int64))
 
 
 _SEARCH_SLOTS = {
-    "flop_per_query": K.PF_S_FLOP,
-    "bytes_fixed": K.PF_S_BYTES_FIXED,
-    "bytes_per_query": K.PF_S_BYTES_QUERY,
-    "flops_eff": K.PF_S_FLOPS,
-    "bw_eff": K.PF_S_BW,
-    "overhead_s": K.PF_S_OVERHEAD,
+    "flop_per_query": loop.PF_S_FLOP,
+    "bytes_fixed": loop.PF_S_BYTES_FIXED,
+    "bytes_per_query": loop.PF_S_BYTES_QUERY,
+    "flops_eff": loop.PF_S_FLOPS,
+    "bw_eff": loop.PF_S_BW,
+    "overhead_s": loop.PF_S_OVERHEAD,
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
@@ -18,7 +17,7 @@ from . import __version__
 from .catalog import Catalog
 from .config.base import ConfigError
 from .config.scenario import Scenario, load_scenario
-from .kernels import serving as K
+from .kernels.serving import Outcome, new_state, serve
 from .metrics import QUANTILES, REASONS, summarize, summarize_stages
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
 from .pools import ServingSetup, build_serving
@@ -36,20 +35,10 @@ __all__ = [
     "STAGE_VARS",
     "LINK_VARS",
     "ServingSetup",
-    "RunState",
+    "Outcome",
 ]
 
 _MAX_REQUESTS = 100_000_000  # ~370 B of state per request: 37 GB
-
-
-@dataclass
-class RunState:
-    """The loop's state arrays after a run (see ``kernels.serving`` for the row layout)."""
-
-    state: tuple
-
-    def __getitem__(self, slot: int) -> np.ndarray:
-        return self.state[slot]
 
 
 def run_serving(
@@ -59,7 +48,7 @@ def run_serving(
     fast_forward: bool = True,
     jit: bool = True,
     pipeline: dict | None = None,
-) -> RunState:
+) -> Outcome:
     """Run one replicate of ``draws`` through the pools; ``jit=False`` runs the plain-Python twin (slow).
 
     ``pipeline``: the loop's pipeline arrays with this replicate's ``draws``, ``request_class``,
@@ -67,7 +56,7 @@ def run_serving(
     output = draws.output_tokens
     if pipeline is None and not setup.generates:  # encoders and rerankers only prefill: a request ends there
         output = np.ones_like(output)
-    state = K.new_state(
+    state = new_state(
         setup.params,
         setup.pool_int,
         setup.pool_float,
@@ -80,11 +69,9 @@ def run_serving(
         fast_forward,
         pipeline,
     )
-    (K.serve.jit if jit else K.serve)(state)
-    n = draws.arrival_s.size
-    if state[K.K_RI].shape[1] > n:  # parallel reasoning branches' slots follow the requests: leave them out
-        state = tuple(a[:, :n] if k in (K.K_RI, K.K_RF) else a for k, a in enumerate(state))
-    return RunState(state)
+    (serve.jit if jit else serve)(state)
+    rows, resources = (0, 0) if pipeline is None else (pipeline["rows"], pipeline["resources"].shape[1])
+    return Outcome.of(state, draws.arrival_s.size, rows, resources)
 
 
 def run_pipeline(
@@ -95,7 +82,7 @@ def run_pipeline(
     fast_forward: bool = True,
     warmup: int = 0,
     jit: bool = True,
-) -> RunState:
+) -> Outcome:
     """Run one replicate of a pipeline scenario; stage draws come from ``rng`` after the workload's."""
     arrays = dict(setup.arrays)
     arrays["draws"] = draw_stage_values(setup, draws.arrival_s.size, rng)
@@ -197,7 +184,7 @@ def simulate_replicate(
     n_requests: int,
     rng: np.random.Generator,
     fast_forward: bool = True,
-) -> tuple[dict, Draws, RunState]:
+) -> tuple[dict, Draws, Outcome]:
     """Draw, run and summarise one replicate: (summary variables, draws, final loop state)."""
     draws = draw_workload(sc.workload, n_requests, rng)
     if pipe is not None:
@@ -211,24 +198,23 @@ def simulate_replicate(
     return summary, draws, run
 
 
-def _request_vars(draws: Draws, run: RunState) -> dict[str, np.ndarray]:
-    ri, rf = run[K.K_RI], run[K.K_RF]
+def _request_vars(draws: Draws, run: Outcome) -> dict[str, np.ndarray]:
     return {
         "request_arrival_s": draws.arrival_s,
         "request_class": draws.request_class,
         "request_prompt_tokens": draws.prompt_tokens,
-        "request_context_tokens": ri[K.R_CTX].copy() if run[K.K_G][K.G_PIPELINE] else ri[K.R_PROMPT].copy(),
-        "request_output_tokens": ri[K.R_OUTPUT].copy(),
-        "request_queue_s": rf[K.F_ADMIT] - draws.arrival_s,
-        "request_prefill_start_s": rf[K.F_ADMIT].copy(),
-        "request_prefill_end_s": rf[K.F_PREFILL_END].copy(),
-        "request_first_token_s": rf[K.F_FIRST_TOKEN].copy(),
-        "request_completion_s": rf[K.F_DONE].copy(),
-        "request_transfer_s": rf[K.F_TRANSFER].copy(),
-        "request_preemptions": ri[K.R_PREEMPTIONS].copy(),
-        "request_status": ri[K.R_STATUS].astype(np.int8),
-        "request_replica": ri[K.R_ENTRY_REPLICA].copy(),
-        "request_decode_replica": ri[K.R_DECODE_REPLICA].copy(),
+        "request_context_tokens": run.context_tokens,
+        "request_output_tokens": run.output_tokens,
+        "request_queue_s": run.admit_s - draws.arrival_s,
+        "request_prefill_start_s": run.admit_s,
+        "request_prefill_end_s": run.prefill_end_s,
+        "request_first_token_s": run.first_token_s,
+        "request_completion_s": run.done_s,
+        "request_transfer_s": run.transfer_s,
+        "request_preemptions": run.preemptions,
+        "request_status": run.status.astype(np.int8),
+        "request_replica": run.entry_replica,
+        "request_decode_replica": run.decode_replica,
     }
 
 

@@ -27,22 +27,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hermes_fast.kernels import serving as K
-from hermes_fast.kernels.serving import iteration_time
+from hermes_fast.kernels.iteration import iteration_time
+from hermes_fast.kernels.serving import Reason, Status
+from hermes_fast.kernels.serving import state as loop
 from hermes_fast.kernels.step import prefill_pairs
 
 __all__ = ["run_reference", "Reference"]
 
-POLICIES = {K.POLICY_STATIC: "static", K.POLICY_CONTINUOUS: "continuous", K.POLICY_CHUNKED: "chunked"}
-POLICIES[K.POLICY_MIXED] = "mixed"
+POLICIES = {loop.POLICY_STATIC: "static", loop.POLICY_CONTINUOUS: "continuous", loop.POLICY_CHUNKED: "chunked"}
+POLICIES[loop.POLICY_MIXED] = "mixed"
 SCHEDULERS = {
-    K.SCHED_ROUND_ROBIN: "round_robin",
-    K.SCHED_RANDOM: "random",
-    K.SCHED_LEAST_OUTSTANDING: "least_outstanding",
-    K.SCHED_LEAST_KV: "least_kv",
-    K.SCHED_SHARED_QUEUE: "shared_queue",
+    loop.SCHED_ROUND_ROBIN: "round_robin",
+    loop.SCHED_RANDOM: "random",
+    loop.SCHED_LEAST_OUTSTANDING: "least_outstanding",
+    loop.SCHED_LEAST_KV: "least_kv",
+    loop.SCHED_SHARED_QUEUE: "shared_queue",
 }
-ROLES = {K.ROLE_BOTH: "colocated", K.ROLE_PREFILL: "prefill", K.ROLE_DECODE: "decode"}
+ROLES = {loop.ROLE_BOTH: "colocated", loop.ROLE_PREFILL: "prefill", loop.ROLE_DECODE: "decode"}
 
 # event kinds, in the order they run at equal times
 END, HANDOFF, ARRIVAL = 0, 1, 2
@@ -65,8 +66,8 @@ class Request:
     swapped: bool = False
     chunk: int = 0  # tokens in the replica's current iteration (1 for a decode; 0: not in it)
     replica: Replica | None = None  # where it runs or holds KV
-    status: int = K.ST_PENDING
-    reason: int = K.REASON_NONE
+    status: int = Status.PENDING
+    reason: int = Reason.NONE
     preemptions: int = 0
     admit: float = math.nan
     prefill_end: float = math.nan
@@ -147,28 +148,28 @@ class Loop:
             self.pools.append(
                 Pool(
                     index=k,
-                    role=ROLES[int(pi[K.P_ROLE, k])],
-                    policy=POLICIES[int(pi[K.P_POLICY, k])],
-                    scheduler=SCHEDULERS[int(pi[K.P_SCHED, k])],
-                    max_batch=int(pi[K.P_MAX_BATCH, k]),
-                    max_tokens=int(pi[K.P_MAX_TOKENS, k]),
-                    chunk_size=int(pi[K.P_CHUNK, k]),
-                    block=int(pi[K.P_BLOCK, k]),
-                    swap=bool(pi[K.P_PREEMPT, k]),
-                    max_queue=int(pi[K.P_MAX_QUEUE, k]),
-                    max_context=int(pi[K.P_MAX_CONTEXT, k]),
-                    capacity=int(pi[K.P_CAP_BLOCKS, k]),
-                    local_pairing=bool(pi[K.P_PAIRING, k]),
-                    kv_bytes=float(pf[K.PF_KV_BYTES, k]),
-                    swap_bw=float(pf[K.PF_SWAP_BW, k]),
-                    swap_lat=float(pf[K.PF_SWAP_LAT, k]),
-                    link_bw=float(pf[K.PF_LINK_BW, k]),
-                    link_lat=float(pf[K.PF_LINK_LAT, k]),
+                    role=ROLES[int(pi[loop.PL_ROLE, k])],
+                    policy=POLICIES[int(pi[loop.PL_POLICY, k])],
+                    scheduler=SCHEDULERS[int(pi[loop.PL_SCHED, k])],
+                    max_batch=int(pi[loop.PL_MAX_BATCH, k]),
+                    max_tokens=int(pi[loop.PL_MAX_TOKENS, k]),
+                    chunk_size=int(pi[loop.PL_CHUNK, k]),
+                    block=int(pi[loop.PL_BLOCK, k]),
+                    swap=bool(pi[loop.PL_PREEMPT, k]),
+                    max_queue=int(pi[loop.PL_MAX_QUEUE, k]),
+                    max_context=int(pi[loop.PL_MAX_CONTEXT, k]),
+                    capacity=int(pi[loop.PL_CAP_BLOCKS, k]),
+                    local_pairing=bool(pi[loop.PL_PAIRING, k]),
+                    kv_bytes=float(pf[loop.PF_KV_BYTES, k]),
+                    swap_bw=float(pf[loop.PF_SWAP_BW, k]),
+                    swap_lat=float(pf[loop.PF_SWAP_LAT, k]),
+                    link_bw=float(pf[loop.PF_LINK_BW, k]),
+                    link_lat=float(pf[loop.PF_LINK_LAT, k]),
                     params=np.asarray(setup.params[k], dtype=np.float64),
                 )
             )
         for k, pool in enumerate(self.pools):
-            nxt = int(pi[K.P_NEXT, k])
+            nxt = int(pi[loop.PL_NEXT, k])
             pool.next = self.pools[nxt] if nxt >= 0 else None
         self.replicas = []
         for r, k in enumerate(setup.replica_pool):
@@ -237,29 +238,29 @@ class Loop:
 
     def rejection(self, pool: Pool, req: Request) -> int:
         if req.prompt + req.output > pool.max_context:
-            return K.REASON_CONTEXT
+            return Reason.CONTEXT
         if pool.policy != "chunked" and pool.role != "decode" and req.prompt > pool.max_tokens:
-            return K.REASON_TOKENS
+            return Reason.TOKENS
         # the most KV it ever holds in this pool
         most = req.prompt if pool.role == "prefill" else req.prompt + req.output - 1
         if ceil_div(most, pool.block) > pool.capacity:
-            return K.REASON_KV
-        return K.REASON_NONE
+            return Reason.KV
+        return Reason.NONE
 
     def arrive(self, req: Request, t: float) -> None:
         entry = self.pools[0]
         reason = self.rejection(entry, req)
-        if reason == K.REASON_NONE and entry.next is not None and req.output > 1:
+        if reason == Reason.NONE and entry.next is not None and req.output > 1:
             reason = self.rejection(entry.next, req)
-        if reason != K.REASON_NONE:
-            req.status, req.reason = K.ST_REJECTED, reason
+        if reason != Reason.NONE:
+            req.status, req.reason = Status.REJECTED, reason
             return
         queue, owner = self.choose_queue(entry, req, 0)
         if entry.max_queue >= 0 and len(queue) >= entry.max_queue:
-            req.status, req.reason = K.ST_DROPPED, K.REASON_QUEUE_FULL
+            req.status, req.reason = Status.DROPPED, Reason.QUEUE_FULL
             return
         req.target = req.prompt
-        req.status = K.ST_WAITING
+        req.status = Status.WAITING
         queue.append(req)
         self.wake(queue, owner, t)
 
@@ -360,7 +361,7 @@ class Loop:
                     req.decode_replica = rep.index
                 req.chunk = chunk
                 req.replica = rep
-                req.status = K.ST_RUNNING
+                req.status = Status.RUNNING
                 rep.running.append(req)
                 admitted += 1
         return swap_s, admitted
@@ -380,7 +381,7 @@ class Loop:
             req.target = req.prompt + req.gen
             req.prefilled = 0
             req.kv = 0
-        req.status = K.ST_WAITING
+        req.status = Status.WAITING
         rep.queue.appendleft(req)
         return swap_s
 
@@ -505,12 +506,12 @@ class Loop:
                         if pool.next is None or req.output == 1:
                             req.first_token = t
                     if req.gen < req.output and pool.role == "prefill":
-                        req.status = K.ST_TRANSFER
+                        req.status = Status.TRANSFERRING
                         req.transfer = pool.link_lat + req.kv * pool.kv_bytes / pool.link_bw
                         self.push(t + req.transfer, HANDOFF, req)
                         continue  # its blocks stay held here until the KV has been sent
             if req.gen >= req.output:
-                req.status = K.ST_DONE
+                req.status = Status.DONE
                 req.done = t
                 rep.free += req.blocks
                 req.blocks = 0
@@ -533,7 +534,7 @@ class Loop:
         else:
             queue, owner = self.choose_queue(dst, req, 1)
         req.replica = None
-        req.status = K.ST_WAITING
+        req.status = Status.WAITING
         queue.append(req)
         if not src.busy:
             self.boundary(src, t)

@@ -21,7 +21,7 @@ from hermes_fast.kernels import (
 )
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.grid import decode_step_times, estimate_points, pipelined_time
-from hermes_fast.kernels.serving import iteration_time
+from hermes_fast.kernels.iteration import iteration_time
 
 PEAK_BF16 = 989.0e12  # H100 SXM dense BF16, the ideal device's peak
 BW = 3.35e12

@@ -7,11 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from outcomes import assert_same_outcome
 from scipy import stats
 
 import hermes_fast as hf
 from hermes_fast.config.base import ConfigError
-from hermes_fast.kernels import serving as K
+from hermes_fast.kernels.serving import Status
+from hermes_fast.kernels.serving import state as loop
 from hermes_fast.kernels.stages import INDEX_CODES, search_batch_time, search_cost, tier_outcome
 from hermes_fast.pipeline import TEXT_BYTES_PER_TOKEN, build_pipeline
 
@@ -250,7 +252,7 @@ def _kv_scenario(hits, past=2000, rate=0.2, distinct=None, capacity=None):
 def test_kv_tier_hit_rates_give_the_mean_fetch_time():
     sc = _kv_scenario((0.5, 0.6))
     pipe = build_pipeline(hf.load_scenario(sc))
-    kv_bytes = pipe.arrays["stages_float"][K.STF_KV_BYTES, 0]
+    kv_bytes = pipe.arrays["stages_float"][loop.SGF_KV_BYTES, 0]
     assert kv_bytes == pytest.approx(131072.0)  # Llama-3.1-8B bf16: 32 layers x 8 heads x 128 x 2 x 2 B
     fast = 1e-4 + 2000 * kv_bytes / 1e11
     slow = 1e-4 + 2e-3 + 2000 * kv_bytes / 1e9
@@ -392,13 +394,11 @@ def test_fast_forward_spans_cut_by_arrivals_equal_stepping(fixed):
         rng = rng_for(5)
         runs.append(run_pipeline(pipe, draw_workload(sc.workload, 500, rng), rng, horizon_s=15.0, fast_forward=ff))
     a, b = runs
-    np.testing.assert_array_equal(a[K.K_RF], b[K.K_RF])
-    np.testing.assert_array_equal(a[K.K_RI], b[K.K_RI])
-    np.testing.assert_allclose(a[K.K_RSF][: K.A_FIRST_END], b[K.K_RSF][: K.A_FIRST_END], rtol=1e-12)
-    assert a[K.K_G][K.G_SPANS] > 1000 and a[K.K_G][K.G_EVENTS] < 0.8 * b[K.K_G][K.G_EVENTS]
-    status = a[K.K_RI][K.R_STATUS]
-    assert (status == K.ST_DONE).sum() > 100 and (status == K.ST_RUNNING).any()  # the horizon cut work in flight
-    assert (a[K.K_RSF][K.A_PREEMPTIONS] > 0).any()
+    assert_same_outcome(a, b)
+    assert a.fast_forwarded_iterations > 1000 and a.events < 0.8 * b.events
+    status = a.status
+    assert (status == Status.DONE).sum() > 100 and (status == Status.RUNNING).any()  # the horizon cut work in flight
+    assert (a.replica_preemptions > 0).any()
 
 
 def test_disaggregated_pipeline_hands_off_over_a_shared_link():
@@ -459,13 +459,13 @@ def test_retrieval_and_kv_fetches_share_the_host_memory_link():
     stages = [search, kv, {"kind": "prefill", "engine": "llm"}, {"kind": "decode", "engine": "llm"}]
     sc = scenario(stages, links=[{"name": "host", "bandwidth_bytes_per_s": bw, "latency_s": 0.0}], tiers=tiers)
     pipe = build_pipeline(hf.load_scenario(sc))
-    pool = pipe.serving.pool_int[K.P_KIND].tolist().index(K.POOL_SEARCH)
+    pool = pipe.serving.pool_int[loop.PL_KIND].tolist().index(loop.POOL_SEARCH)
     pf = pipe.serving.pool_float[:, pool]
-    flop, fixed, per_query = pf[K.PF_S_FLOP], pf[K.PF_S_BYTES_FIXED], pf[K.PF_S_BYTES_QUERY]
-    assert pf[K.PF_S_BW] > bw  # the link binds
+    flop, fixed, per_query = pf[loop.PF_S_FLOP], pf[loop.PF_S_BYTES_FIXED], pf[loop.PF_S_BYTES_QUERY]
+    assert pf[loop.PF_S_BW] > bw  # the link binds
 
     def search_s(share):
-        return search_batch_time(1, flop, fixed, per_query, pf[K.PF_S_FLOPS], share, 0.0)
+        return search_batch_time(1, flop, fixed, per_query, pf[loop.PF_S_FLOPS], share, 0.0)
 
     fetch = past * 131072.0  # Llama-3.1-8B: 128 KiB of KV per token
     alone, early = search_s(bw), 0.1
@@ -524,14 +524,13 @@ def test_branches_reward_scoring_and_answer_by_hand(ff):
 def test_branches_share_the_prompt_kv_and_give_every_block_back():
     """KV-token seconds by hand (prompt 100 = 6 shared blocks of 16 + 4 own tokens per branch)."""
     pipe, run = _run_low_level(_branched(6), 1)
-    rsf, rs = run[K.K_RSF], run[K.K_RS]
     prefill = 100 * STEP_S
     think = sum((100 + 3 * 4 + 4 * j) * STEP_S for j in range(1, 6))  # 100 + 3 branches' own 4, + 4 per step
     answer = 106 * STEP_S + sum((106 + j) * STEP_S for j in range(1, 10))
-    assert rsf[K.A_KV_TOKEN_S, 0] == pytest.approx(prefill + think + answer, rel=1e-12)
-    cap = pipe.serving.pool_int[K.P_CAP_BLOCKS]
-    assert list(rs[K.S_FREE_BLOCKS]) == list(cap[rs[K.S_POOL]])
-    assert list(rs[K.S_KV_TOKENS]) == [0, 0]
+    assert run.kv_token_s[0] == pytest.approx(prefill + think + answer, rel=1e-12)
+    cap = pipe.serving.pool_int[loop.PL_CAP_BLOCKS]
+    assert list(run.free_blocks) == list(cap[run.replica_pool])
+    assert list(run.kv_tokens) == [0, 0]
 
 
 def test_branch_lengths_join_at_the_longest():
@@ -558,12 +557,12 @@ def test_branches_under_kv_pressure_conserve_requests_and_blocks(mode):
     sc["engines"][0] = llm
     pipe, a = _run_low_level(sc, 60)
     _, b = _run_low_level(sc, 60, fast_forward=False)
-    assert (a[K.K_RI][K.R_STATUS] == K.ST_DONE).all()
-    assert a[K.K_RSF][K.A_PREEMPTIONS].sum() > 0
-    np.testing.assert_array_equal(a[K.K_RF][K.F_DONE], b[K.K_RF][K.F_DONE])
-    cap = pipe.serving.pool_int[K.P_CAP_BLOCKS]
-    assert list(a[K.K_RS][K.S_FREE_BLOCKS]) == list(cap[a[K.K_RS][K.S_POOL]])
-    assert not a[K.K_RS][K.S_KV_TOKENS].any()
+    assert (a.status == Status.DONE).all()
+    assert a.replica_preemptions.sum() > 0
+    np.testing.assert_array_equal(a.done_s, b.done_s)
+    cap = pipe.serving.pool_int[loop.PL_CAP_BLOCKS]
+    assert list(a.free_blocks) == list(cap[a.replica_pool])
+    assert not a.kv_tokens.any()
 
 
 def test_branches_in_a_disaggregated_pipeline_start_at_the_decode_replica():

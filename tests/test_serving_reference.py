@@ -19,7 +19,8 @@ import pytest
 from serving_reference import run_reference
 
 from hermes_fast.config import load_scenario
-from hermes_fast.kernels import serving as K
+from hermes_fast.kernels.serving import Reason, Status
+from hermes_fast.kernels.serving import state as loop
 from hermes_fast.simulate import build_serving, run_serving
 from hermes_fast.workload import Draws, draw_workload, rng_for
 
@@ -245,29 +246,28 @@ def run_kernel(setup, draws, horizon, fast_forward):
     return run_serving(fresh, draws, horizon, fast_forward)
 
 
-TIME_ROWS = {
-    "admit": K.F_ADMIT,
-    "prefill_end": K.F_PREFILL_END,
-    "first_token": K.F_FIRST_TOKEN,
-    "done": K.F_DONE,
-    "transfer": K.F_TRANSFER,
+TIMES = {  # reference field -> the run's Outcome field
+    "admit": "admit_s",
+    "prefill_end": "prefill_end_s",
+    "first_token": "first_token_s",
+    "done": "done_s",
+    "transfer": "transfer_s",
 }
-INT_ROWS = {
-    "status": K.R_STATUS,
-    "reason": K.R_REASON,
-    "gen": K.R_GEN,
-    "preemptions": K.R_PREEMPTIONS,
-    "entry_replica": K.R_ENTRY_REPLICA,
-    "decode_replica": K.R_DECODE_REPLICA,
+COUNTS = {
+    "status": "status",
+    "reason": "reason",
+    "gen": "generated_tokens",
+    "preemptions": "preemptions",
+    "entry_replica": "entry_replica",
+    "decode_replica": "decode_replica",
 }
 
 
 def disagreements(ref, run, draws) -> list[str]:
     """One line per field that differs, naming the first request where it does."""
     out = []
-    rf, ri = run[K.K_RF], run[K.K_RI]
-    for name, row in TIME_ROWS.items():
-        got, want = rf[row], getattr(ref, name)
+    for name, field in TIMES.items():
+        got, want = getattr(run, field), getattr(ref, name)
         both_nan = np.isnan(got) & np.isnan(want)
         close = np.isclose(got, want, rtol=1e-9, atol=0.0)
         bad = np.flatnonzero(~(both_nan | close))
@@ -275,10 +275,10 @@ def disagreements(ref, run, draws) -> list[str]:
             i = bad[0]
             out.append(
                 f"{name}: {bad.size} requests differ; first #{i} (arrival {draws.arrival_s[i]!r}, prompt "
-                f"{draws.prompt_tokens[i]}, output {ri[K.R_OUTPUT, i]}): kernel {got[i]!r}, reference {want[i]!r}"
+                f"{draws.prompt_tokens[i]}, output {run.output_tokens[i]}): kernel {got[i]!r}, reference {want[i]!r}"
             )
-    for name, row in INT_ROWS.items():
-        got, want = ri[row], getattr(ref, name)
+    for name, field in COUNTS.items():
+        got, want = getattr(run, field), getattr(ref, name)
         bad = np.flatnonzero(got != want)
         if bad.size:
             i = bad[0]
@@ -309,32 +309,32 @@ def test_case_exercises_its_features(name):
     expect = CASES[name].expect
     status, reason = ref.status, ref.reason
     done_share = 0.05 if "unfinished" in expect else 0.25
-    assert (status == K.ST_DONE).sum() >= done_share * len(draws.arrival_s), "too few requests complete"
+    assert (status == Status.DONE).sum() >= done_share * len(draws.arrival_s), "too few requests complete"
     checks = {
         "preempt": ref.preemptions.sum() > 0,
         "chunk": ref.partial_chunks > 0,
         "over_budget": ref.over_budget > 0,
         "replicas": np.unique(ref.entry_replica[ref.entry_replica >= 0]).size == setup.replica_pool.size,
-        "reject_context": (reason == K.REASON_CONTEXT).any(),
-        "reject_tokens": (reason == K.REASON_TOKENS).any(),
-        "reject_kv": (reason == K.REASON_KV).any(),
-        "drop": (status == K.ST_DROPPED).any(),
-        "unfinished": np.isin(status, (K.ST_WAITING, K.ST_RUNNING)).any(),
+        "reject_context": (reason == Reason.CONTEXT).any(),
+        "reject_tokens": (reason == Reason.TOKENS).any(),
+        "reject_kv": (reason == Reason.KV).any(),
+        "drop": (status == Status.DROPPED).any(),
+        "unfinished": np.isin(status, (Status.WAITING, Status.RUNNING)).any(),
         # hand-offs took time, and single-token requests finished on the prefill pool without one
         "handoff": (ref.transfer > 0).any()
-        and ((ref.decode_replica >= 0) == (ref.transfer > 0))[status == K.ST_DONE].all()
-        and ((ref.transfer == 0) & (status == K.ST_DONE)).any(),
+        and ((ref.decode_replica >= 0) == (ref.transfer > 0))[status == Status.DONE].all()
+        and ((ref.transfer == 0) & (status == Status.DONE)).any(),
     }
     for feature in expect:
         assert checks[feature], f"{name}: expected '{feature}' to happen"
     if "unfinished" not in expect:
-        assert np.isin(status, (K.ST_DONE, K.ST_REJECTED, K.ST_DROPPED)).all()
+        assert np.isin(status, (Status.DONE, Status.REJECTED, Status.DROPPED)).all()
     if not expect & {"reject_context", "reject_tokens", "reject_kv", "drop"}:
-        assert (reason == K.REASON_NONE).all()
+        assert (reason == Reason.NONE).all()
     if "preempt" not in expect:
         assert ref.preemptions.sum() == 0
     run = run_kernel(setup, draws, horizon, False)
-    assert run[K.K_RI][K.R_PREEMPTIONS].sum() == ref.preemptions.sum()
+    assert run.preemptions.sum() == ref.preemptions.sum()
 
 
 # ---------------------------------------------------------------- the reference against hand-worked timelines
@@ -382,7 +382,7 @@ def test_reference_kv_preemption_by_hand():
     """Two requests that cannot both grow: the newer one is recomputed (prompt + its emitted tokens)."""
     setup = _setup({"engines": [engine("continuous", fixed_step_time_s=0.01, memory_utilization=KV_TIGHT)]})
     # r0 and r1 each fill (about) half of the KV blocks with their prompt: their decodes need a block more each
-    p0 = int(setup.pool_int[K.P_CAP_BLOCKS, 0]) // 2 * int(setup.pool_int[K.P_BLOCK, 0])
+    p0 = int(setup.pool_int[loop.PL_CAP_BLOCKS, 0]) // 2 * int(setup.pool_int[loop.PL_BLOCK, 0])
     ref = run_reference(setup, _draws([0.0, 0.001], [p0, p0], [3, 3]))
     assert ref.preemptions.tolist() == [0, 1]
     # [0,.01] r0 prefill; [.01,.02] r1 prefill; at .02 r1 is preempted (r0 decodes to .04);
@@ -405,7 +405,7 @@ def test_reference_handoff_by_hand():
     setup, draws = _handoff_case()
     ref = run_reference(setup, draws)
     pf = setup.pool_float
-    transfer = pf[K.PF_LINK_LAT, 0] + 100 * pf[K.PF_KV_BYTES, 0] / pf[K.PF_LINK_BW, 0]
+    transfer = pf[loop.PF_LINK_LAT, 0] + 100 * pf[loop.PF_KV_BYTES, 0] / pf[loop.PF_LINK_BW, 0]
     np.testing.assert_allclose(ref.transfer, [transfer, transfer])
     np.testing.assert_allclose(ref.prefill_end, [0.01, 0.02])
     np.testing.assert_allclose(ref.first_token, [0.01 + transfer, 0.02 + transfer])
@@ -425,7 +425,7 @@ def test_handoff_before_arrival_at_equal_times(fast_forward):
     link = {"bandwidth_bytes_per_s": 1e300, "latency_s": 0.125}  # hand-offs take exactly 1/8 s
     serving = {"prefill_engine": "prefill", "decode_engine": "decode", "kv_link": link}
     setup = _setup({"engines": eng, "serving": serving})
-    cap = int(setup.pool_int[K.P_CAP_BLOCKS, 0]) * int(setup.pool_int[K.P_BLOCK, 0])
+    cap = int(setup.pool_int[loop.PL_CAP_BLOCKS, 0]) * int(setup.pool_int[loop.PL_BLOCK, 0])
     # r0 and r1 cannot share the prefill replica's KV; r1 and r2 can; r2 arrives as r0's hand-off completes
     draws = _draws([0.0, 0.0625, 0.25], [cap - 1000, 1500, 500], [5, 5, 5])
     ref = run_reference(setup, draws)
@@ -442,7 +442,7 @@ def test_kernel_fast_forward_sees_later_handoffs():
     ref = run_reference(setup, draws)
     run = run_kernel(setup, draws, None, True)
     # (before the fix, fast-forward finished r1 at about 0.696 s, after r0's whole span, instead of 0.367 s)
-    np.testing.assert_allclose(run[K.K_RF][K.F_DONE], ref.done, rtol=1e-9)
+    np.testing.assert_allclose(run.done_s, ref.done, rtol=1e-9)
 
 
 def test_kernel_same_setup_twice_is_reproducible():
@@ -450,5 +450,5 @@ def test_kernel_same_setup_twice_is_reproducible():
     setup = dataclasses.replace(setup, pool_int=setup.pool_int.copy())  # leave the cached setup alone
     first = run_serving(setup, draws, horizon, False)
     second = run_serving(setup, draws, horizon, False)
-    np.testing.assert_array_equal(first[K.K_RI][K.R_DECODE_REPLICA], second[K.K_RI][K.R_DECODE_REPLICA])
-    assert math.isclose(np.nansum(first[K.K_RF][K.F_DONE]), np.nansum(second[K.K_RF][K.F_DONE]))
+    np.testing.assert_array_equal(first.decode_replica, second.decode_replica)
+    assert math.isclose(np.nansum(first.done_s), np.nansum(second.done_s))

@@ -9,7 +9,8 @@ Options come from environment variables read once at import:
 
 - ``HERMES_CACHE`` (default 1): cache compiled machine code on disk. numba keys a cache entry on the
   defining file only, not on the kernels it calls from other files, so every twin's name carries a hash
-  of the kernel package's sources: an edit to any kernel file (a ``git pull`` included) recompiles them all.
+  of the kernel package's sources (subpackages included): an edit to any kernel file (a ``git pull`` included)
+  recompiles them all.
 - ``HERMES_FASTMATH`` (default 0): allow reassociation; off by default because results must be
   bit-identical across runs and chunkings.
 - ``HERMES_PARALLEL`` (default 0): compile grid loops with ``parallel=True`` (prange over points).
@@ -41,8 +42,12 @@ FASTMATH = _flag("HERMES_FASTMATH", "0")
 PARALLEL = _flag("HERMES_PARALLEL", "0")
 OPTIONS = {"cache": CACHE, "fastmath": FASTMATH, "nogil": True, "error_model": "numpy", "_nrt": False}
 
-# inlined callees and the engine-parameter layout live in other files than the kernels that use them
-_SOURCES = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(Path(__file__).parent.glob("*.py"))))
+# inlined callees and the engine-parameter layout live in other files than the kernels that use them: hash every
+# file of the kernel package, subpackages included (paths too, so a moved file counts as a change)
+_ROOT = Path(__file__).parent
+_SOURCES = hashlib.sha256(
+    b"".join(str(f.relative_to(_ROOT)).encode() + f.read_bytes() for f in sorted(_ROOT.rglob("*.py")))
+)
 SOURCE_TAG = "__k" + _SOURCES.hexdigest()[:12]
 
 _twins: dict[str, object] = {}

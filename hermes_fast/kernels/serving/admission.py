@@ -1,0 +1,139 @@
+"""Admission: queue heads enter a replica's batch, FCFS, while batch slots, the token budget and KV allow."""
+
+from __future__ import annotations
+
+import math
+
+from .._jit import kernel
+from .batch import push_running
+from .fastforward import truncate_span
+from .jobs import job_owner, spawn_branches
+from .kv import blocks_for, swap_time
+from .queues import dequeue
+from .state import (
+    PL_BLOCK,
+    PL_CHUNK,
+    PL_COUNT,
+    PL_FIRST,
+    PL_MAX_BATCH,
+    PL_POLICY,
+    PL_ROLE,
+    PL_SCHED,
+    POLICY_CHUNKED,
+    Q_COUNT,
+    Q_HEAD,
+    RF_ADMIT,
+    ROLE_DECODE,
+    RP_FREE_BLOCKS,
+    RP_KV_TOKENS,
+    RP_NRUN,
+    RP_POOL,
+    RQ_BLOCKS,
+    RQ_BRANCHED,
+    RQ_BRANCHES_LEFT,
+    RQ_DECODE_REPLICA,
+    RQ_ENTRY_REPLICA,
+    RQ_GEN,
+    RQ_HOLDERS,
+    RQ_KV,
+    RQ_OUTPUT,
+    RQ_PREFILLED,
+    RQ_PROMPT,
+    RQ_SHARED_BLOCKS,
+    RQ_SWAPPED,
+    RQ_TARGET,
+    SCHED_SHARED_QUEUE,
+)
+
+__all__ = ["admit"]
+
+
+@kernel
+def admit(S, r, t, budget, static_reserve):
+    """:func:`_admit_heads`; if r took requests from its pool's shared queue and some remain, the other
+    busy replicas see a new head at the end of their iteration in flight (their spans are cut there)."""
+    pool = S.rep_int[RP_POOL, r]
+    pi = S.pool_int
+    shared = S.rep_int.shape[1] + pool
+    before = S.queue[Q_COUNT, shared]
+    out = _admit_heads(S, r, t, budget, static_reserve)
+    if pi[PL_SCHED, pool] == SCHED_SHARED_QUEUE and before > S.queue[Q_COUNT, shared] > 0:
+        for other in range(pi[PL_FIRST, pool], pi[PL_FIRST, pool] + pi[PL_COUNT, pool]):
+            if other != r:
+                truncate_span(S, other, t)
+    return out
+
+
+@kernel(inline=True)
+def _admit_heads(S, r, t, budget, static_reserve):
+    """Admit queue heads (own queue, then the pool's shared one) while they fit, FCFS.
+
+    A request with its prompt prefilled (hand-off or swapped out) needs blocks for one more token; a
+    prompt needs blocks for the tokens it prefills now (static: for its whole life) and ``budget`` tokens
+    (whole prompts unless the policy is chunked). Returns (prefill tokens admitted, swap seconds, requests,
+    requests admitted with their prompt done: they decode in this iteration).
+    """
+    ri = S.req_int
+    rf = S.req_float
+    rs = S.rep_int
+    pi = S.pool_int
+    pool = rs[RP_POOL, r]
+    block = pi[PL_BLOCK, pool]
+    max_batch = pi[PL_MAX_BATCH, pool]
+    chunked = pi[PL_POLICY, pool] == POLICY_CHUNKED
+    chunk_cap = pi[PL_CHUNK, pool]
+    n_rep = rs.shape[1]
+    admitted_tokens = 0
+    admitted = 0
+    ready_n = 0
+    swap_s = 0.0
+    for pass_ in range(2):
+        q = r if pass_ == 0 else n_rep + pool
+        if pass_ == 1 and pi[PL_SCHED, pool] != SCHED_SHARED_QUEUE:
+            break
+        while S.queue[Q_COUNT, q] > 0 and rs[RP_NRUN, r] < max_batch:
+            i = S.queue[Q_HEAD, q]
+            ready = ri[RQ_PREFILLED, i] == ri[RQ_TARGET, i] and ri[RQ_GEN, i] > 0
+            if ready:
+                most = ri[RQ_KV, i] + 1
+                chunk = 0
+                spend = 1  # its decode takes one token of the budget
+            else:
+                chunk = ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i]
+                if chunked:
+                    chunk = min(chunk, chunk_cap, budget)
+                    if chunk <= 0:
+                        return admitted_tokens, swap_s, admitted, ready_n
+                elif chunk > budget and admitted_tokens > 0:  # the first prompt is never refused for the budget
+                    return admitted_tokens, swap_s, admitted, ready_n
+                most = max(ri[RQ_PREFILLED, i] + chunk, ri[RQ_KV, i])  # (a swapped partial prompt brings its KV)
+                spend = chunk
+            if static_reserve:
+                most = max(most, ri[RQ_PROMPT, i] + ri[RQ_OUTPUT, i] - 1)
+            need = blocks_for(most, block)
+            held = ri[RQ_SHARED_BLOCKS, i]  # queued requests hold no blocks, but a new branch shares its prompt's
+            if need - held > rs[RP_FREE_BLOCKS, r] or (ready and budget < 1):
+                return admitted_tokens, swap_s, admitted, ready_n
+            dequeue(S, q)
+            if ri[RQ_SWAPPED, i] == 1:
+                swap_s += swap_time(S, pool, ri[RQ_KV, i])
+                ri[RQ_SWAPPED, i] = 0
+            budget -= spend
+            admitted_tokens += chunk
+            rs[RP_FREE_BLOCKS, r] -= need - held
+            ri[RQ_BLOCKS, i] = need
+            rs[RP_KV_TOKENS, r] += ri[RQ_KV, i] - ri[RQ_SHARED_BLOCKS, i] * block
+            if math.isnan(rf[RF_ADMIT, i]):
+                rf[RF_ADMIT, i] = t
+                ri[RQ_ENTRY_REPLICA, i] = r
+            elif pi[PL_ROLE, pool] == ROLE_DECODE and ri[RQ_DECODE_REPLICA, i] < 0:
+                ri[RQ_DECODE_REPLICA, i] = r
+            push_running(S, r, i, chunk)
+            admitted += 1
+            if ready:
+                ready_n += 1
+            if held > 0:  # one more holder of the shared blocks
+                ri[RQ_HOLDERS, job_owner(S, i)] += 1
+            if ready and ri[RQ_BRANCHES_LEFT, i] > 1 and ri[RQ_BRANCHED, i] == 0:  # its KV was handed over
+                spawn_branches(S, i, r, t)
+    return admitted_tokens, swap_s, admitted, ready_n

@@ -1,0 +1,129 @@
+"""Paged KV on a replica: blocks, giving them back, and preemption (recompute or swap) when they run out."""
+
+from __future__ import annotations
+
+from .._jit import kernel
+from .jobs import job_owner
+from .queues import enqueue
+from .state import (
+    G_BRANCH_SLOTS,
+    G_CHILD0,
+    INF,
+    PF_KV_BYTES,
+    PF_SWAP_BW,
+    PF_SWAP_LAT,
+    PL_BLOCK,
+    PL_PREEMPT,
+    PREEMPT_SWAP,
+    RA_PREEMPTIONS,
+    RP_FREE_BLOCKS,
+    RP_KV_TOKENS,
+    RP_NRUN,
+    RP_POOL,
+    RQ_BLOCKS,
+    RQ_CHUNK,
+    RQ_GEN,
+    RQ_HOLDERS,
+    RQ_KV,
+    RQ_PREEMPTIONS,
+    RQ_PREFILLED,
+    RQ_PROMPT,
+    RQ_SHARED_BLOCKS,
+    RQ_STAGE,
+    RQ_SWAPPED,
+    RQ_TARGET,
+    SG_BRANCHES,
+)
+
+__all__ = ["blocks_for", "swap_time", "release_kv", "preempt_newest", "ensure_decode_blocks"]
+
+
+@kernel
+def blocks_for(tokens, block):
+    """Paged-KV blocks that hold ``tokens`` tokens."""
+    return (tokens + block - 1) // block
+
+
+@kernel(inline=True)
+def swap_time(S, pool, tokens):
+    """Seconds to move ``tokens`` tokens' KV over the pool's host link (either way)."""
+    pf = S.pool_float
+    return pf[PF_SWAP_LAT, pool] + tokens * pf[PF_KV_BYTES, pool] / pf[PF_SWAP_BW, pool]
+
+
+@kernel
+def release_kv(S, r, i):
+    """Request i gives up its KV blocks on replica r. Prompt blocks shared with sibling branches go back
+    when no branch holds them any more; branches still queued then lose them and recompute their prompt."""
+    ri = S.req_int
+    rs = S.rep_int
+    block = S.pool_int[PL_BLOCK, rs[RP_POOL, r]]
+    shared = ri[RQ_SHARED_BLOCKS, i]
+    rs[RP_FREE_BLOCKS, r] += ri[RQ_BLOCKS, i] - shared
+    rs[RP_KV_TOKENS, r] -= ri[RQ_KV, i] - shared * block
+    ri[RQ_BLOCKS, i] = 0
+    ri[RQ_SHARED_BLOCKS, i] = 0
+    if shared == 0:
+        return
+    p = job_owner(S, i)
+    ri[RQ_HOLDERS, p] -= 1
+    if ri[RQ_HOLDERS, p] > 0:
+        return
+    rs[RP_FREE_BLOCKS, r] += shared
+    rs[RP_KV_TOKENS, r] -= shared * block
+    first = S.glob[G_CHILD0] + p * S.glob[G_BRANCH_SLOTS] - 1
+    for b in range(1, S.pipe_int[SG_BRANCHES, ri[RQ_STAGE, p]]):
+        c = first + b
+        if ri[RQ_SHARED_BLOCKS, c] > 0:  # queued, never admitted: its prompt's KV is gone
+            ri[RQ_SHARED_BLOCKS, c] = 0
+            ri[RQ_TARGET, c] = ri[RQ_PROMPT, c] + ri[RQ_GEN, c]
+            ri[RQ_PREFILLED, c] = 0
+            ri[RQ_KV, c] = 0
+
+
+@kernel
+def preempt_newest(S, r):
+    """Preempt the newest running request of replica r (vLLM's victim): recompute or swap. Returns swap s."""
+    ri = S.req_int
+    rs = S.rep_int
+    pool = rs[RP_POOL, r]
+    rs[RP_NRUN, r] -= 1
+    i = S.running[r, rs[RP_NRUN, r]]
+    release_kv(S, r, i)
+    ri[RQ_CHUNK, i] = 0
+    ri[RQ_PREEMPTIONS, i] += 1
+    S.rep_float[RA_PREEMPTIONS, r] += 1.0
+    swap_s = 0.0
+    if S.pool_int[PL_PREEMPT, pool] == PREEMPT_SWAP:
+        ri[RQ_SWAPPED, i] = 1
+        swap_s = swap_time(S, pool, ri[RQ_KV, i])
+    else:  # recompute the prompt and every token emitted so far
+        ri[RQ_TARGET, i] = ri[RQ_PROMPT, i] + ri[RQ_GEN, i]
+        ri[RQ_PREFILLED, i] = 0
+        ri[RQ_KV, i] = 0
+    enqueue(S, r, i, True, -INF)
+    return swap_s
+
+
+@kernel
+def ensure_decode_blocks(S, r):
+    """Preempt the newest requests until every running decode has room for its next token.
+
+    The blocks themselves are taken by :func:`~.policies.schedule_decodes`; returns the swap seconds."""
+    ri = S.req_int
+    rs = S.rep_int
+    run = S.running
+    block = S.pool_int[PL_BLOCK, rs[RP_POOL, r]]
+    swap_s = 0.0
+    if rs[RP_FREE_BLOCKS, r] >= rs[RP_NRUN, r]:  # each decode needs at most one new block
+        return swap_s
+    while True:
+        need = 0
+        for k in range(rs[RP_NRUN, r]):
+            i = run[r, k]
+            if ri[RQ_PREFILLED, i] == ri[RQ_TARGET, i] and ri[RQ_GEN, i] > 0:
+                need += max(blocks_for(ri[RQ_KV, i] + 1, block) - ri[RQ_BLOCKS, i], 0)
+        if need <= rs[RP_FREE_BLOCKS, r]:
+            break
+        swap_s += preempt_newest(S, r)
+    return swap_s

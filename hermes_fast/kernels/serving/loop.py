@@ -1,0 +1,166 @@
+"""The event loop: take the earliest event and dispatch it, until no work is left or the horizon passes.
+
+Events: one pending iteration end per busy replica, fixed-time KV hand-offs, timers (stage delays,
+batch-wait wake-ups, transfers joining a link after its latency), transfer completions on shared
+resources, and the pre-drawn, sorted arrivals. At equal times iteration ends come first (by replica
+index), then hand-offs, timers, transfer completions (by resource index) and arrivals; within a heap, the
+earlier-pushed event. Each replica runs iterations back to back: at an iteration's end it retires finished
+requests (:mod:`.completion`), then forms its next batch (:mod:`.boundary`).
+"""
+
+from __future__ import annotations
+
+from .._jit import kernel
+from .accounting import account_iteration
+from .boundary import iteration_boundary
+from .completion import finish_iteration, handoff_done
+from .events import heap_pop, heap_top, timer_kind, timer_subject
+from .fastforward import truncate_span
+from .links import next_transfer_end, ps_complete, ps_join
+from .pipeline import arrive_pipeline, stage_done, start_service
+from .state import (
+    G_CUR,
+    G_DONE_LIST,
+    G_EVENTS,
+    G_NEXT_ARRIVAL,
+    G_NRES,
+    G_PIPELINE,
+    HEAP_HANDOFF,
+    HEAP_ITERATION,
+    HEAP_TIMER,
+    INF,
+    IT_DECODES,
+    IT_SEQS,
+    IT_SPAN_KV,
+    IT_WAKE_DUE,
+    RF_ARRIVAL,
+    RF_TRANSFER,
+    RP_BUSY,
+    RP_NRUN,
+    RP_SPAN,
+    RQ_CHUNK,
+    RQ_RES,
+    RQ_XFER_KIND,
+    RUN_END,
+    RUN_HORIZON,
+    SPAN_COST,
+    SPAN_END,
+    TIMER_DELAY,
+    TIMER_WAKE,
+    XF_NEXT_T,
+    XF_WAIT_S,
+    XFER_KV_FETCH,
+    XFER_STAGE,
+)
+from .submission import arrive
+
+__all__ = ["serve"]
+
+
+@kernel
+def serve(S):
+    """Run the event loop over all arrivals until no work is left or the horizon passes."""
+    g = S.glob
+    arrivals = S.req_float[RF_ARRIVAL]
+    acc = S.run
+    horizon = acc[RUN_HORIZON]
+    n = arrivals.size
+    n_rep = S.rep_int.shape[1]
+    g[G_CUR] = n_rep
+    while True:
+        t_step = heap_top(S.heap_time, S.glob, HEAP_ITERATION)
+        t_hand = heap_top(S.heap_time, S.glob, HEAP_HANDOFF)
+        t_timer = heap_top(S.heap_time, S.glob, HEAP_TIMER)
+        t_xfer = next_transfer_end(S.pipe_float, g[G_NRES]) if g[G_NRES] > 0 else INF
+        k = g[G_NEXT_ARRIVAL]
+        t_arr = arrivals[k] if k < n else INF
+        t = min(min(t_step, t_hand), min(t_timer, t_xfer), t_arr)
+        if t == INF or t > horizon:
+            break
+        acc[RUN_END] = t
+        g[G_EVENTS] += 1
+        if t_step == t:
+            r = heap_pop(S, HEAP_ITERATION)
+            g[G_CUR] = r
+            finish_iteration(S, r, t)
+            iteration_boundary(S, r, t)
+            g[G_CUR] = n_rep
+        elif t_hand == t:
+            i = heap_pop(S, HEAP_HANDOFF)
+            handoff_done(S, i, t)
+        elif t_timer == t:
+            _timer(S, heap_pop(S, HEAP_TIMER), t)
+        elif t_xfer == t:
+            xf = S.pipe_float
+            for res in range(g[G_NRES]):
+                if xf[XF_NEXT_T, res] == t:
+                    _transfer_done(S, ps_complete(S, res, t), t)
+                    break
+        else:
+            g[G_NEXT_ARRIVAL] = k + 1
+            if g[G_PIPELINE] != 0:
+                arrive_pipeline(S, k, t)
+            else:
+                arrive(S, k, t)
+    if horizon < INF:
+        for r in range(n_rep):
+            _settle(S, r, horizon)
+
+
+@kernel(inline=True)
+def _timer(S, payload, t):
+    """A timer fired: a stage's delay ended, an idle replica's batch wait ended, or a transfer joins its link."""
+    kind = timer_kind(payload)
+    x = timer_subject(payload)
+    if kind == TIMER_DELAY:
+        stage_done(S, x, t)
+    elif kind == TIMER_WAKE:
+        if S.rep_float[IT_WAKE_DUE, x] == t:
+            S.rep_float[IT_WAKE_DUE, x] = -1.0
+            if S.rep_int[RP_BUSY, x] == 0:
+                iteration_boundary(S, x, t)
+    else:
+        ps_join(S, S.req_int[RQ_RES, x], x, t)
+
+
+@kernel(inline=True)
+def _transfer_done(S, i, t):
+    """Request i's transfer on a shared resource ended: its stage's service starts, its KV fetch ends
+    the kv_retrieve stage, or its KV hand-off reached the decode pool."""
+    ri = S.req_int
+    S.pipe_float[XF_WAIT_S, ri[RQ_RES, i]] += t
+    kind = ri[RQ_XFER_KIND, i]
+    ri[RQ_RES, i] = -1
+    if kind == XFER_STAGE:
+        start_service(S, i, t)
+    elif kind == XFER_KV_FETCH:
+        stage_done(S, i, t)
+    else:
+        S.req_float[RF_TRANSFER, i] = t - S.req_float[RF_TRANSFER, i]
+        handoff_done(S, i, t)
+
+
+@kernel
+def _settle(S, r, horizon):
+    """The run stopped at the horizon: apply the iterations of replica r's span that ended by then, and
+    account the one in flight (as stepping would have: it accounts an iteration when it starts it)."""
+    truncate_span(S, r, horizon)
+    m = S.rep_int[RP_SPAN, r] - 1  # (0 unless a span is in flight)
+    if m <= 0:
+        return
+    rs = S.rep_int
+    rs[RP_SPAN, r] = m
+    ri = S.req_int
+    run = S.running
+    g = S.glob
+    for k in range(rs[RP_NRUN, r]):  # (the ended-jobs list as scratch: the marks of the iteration in flight)
+        g[G_DONE_LIST + k] = ri[RQ_CHUNK, run[r, k]]
+    finish_iteration(S, r, S.span[SPAN_END, r, m - 1])  # nothing finishes inside a span: only tokens advance
+    for k in range(rs[RP_NRUN, r]):
+        ri[RQ_CHUNK, run[r, k]] = g[G_DONE_LIST + k]
+    rsf = S.rep_float
+    n_dec = rsf[IT_DECODES, r]
+    kv_end = rsf[IT_SPAN_KV, r] + (m + 1) * n_dec
+    account_iteration(rsf, r, S.span[SPAN_COST, r, m], rsf[IT_SEQS, r], 0.0, n_dec, kv_end)
+    rs[RP_BUSY, r] = 1
+    rs[RP_SPAN, r] = 1

@@ -1,0 +1,115 @@
+"""Where work goes: the replica (queue) a job joins in a pool, and the target a route stage picks."""
+
+from __future__ import annotations
+
+from .._jit import kernel
+from .fastforward import truncate_span
+from .state import (
+    PL_BLOCK,
+    PL_CAP_BLOCKS,
+    PL_COUNT,
+    PL_FIRST,
+    PL_RR,
+    PL_SCHED,
+    Q_COUNT,
+    Q_TOKENS,
+    ROUTE_TABLE,
+    RP_FREE_BLOCKS,
+    RP_NRUN,
+    RP_POOL,
+    RQ_BASE_PROMPT,
+    RQ_CLASS,
+    RQ_ROUTE,
+    RULE_CLASS,
+    RULE_LENGTH,
+    SCHED_LEAST_KV,
+    SCHED_LEAST_OUTSTANDING,
+    SCHED_RANDOM,
+    SCHED_ROUND_ROBIN,
+    SCHED_SHARED_QUEUE,
+    SG_CLASS_MAP,
+    SG_DRAW,
+    SG_NTARGET,
+    SG_POOL,
+    SG_ROUTE,
+    SG_ROUTE_F,
+    SG_RULE,
+)
+
+__all__ = ["choose_queue", "route_pick", "stage_pool"]
+
+
+@kernel
+def _replica_load(S, r, sched):
+    """Replica r's load as ``sched`` sees it: requests held (least_outstanding) or KV tokens (least_kv)."""
+    rs = S.rep_int
+    qs = S.queue
+    if sched == SCHED_LEAST_OUTSTANDING:
+        return float(rs[RP_NRUN, r] + qs[Q_COUNT, r])
+    pool = rs[RP_POOL, r]
+    pi = S.pool_int
+    used = (pi[PL_CAP_BLOCKS, pool] - rs[RP_FREE_BLOCKS, r]) * pi[PL_BLOCK, pool]
+    return float(used + qs[Q_TOKENS, r])
+
+
+@kernel(inline=True)
+def choose_queue(S, pool, i, u_row, t):
+    """The queue request i joins in ``pool`` at time t: the pool's shared queue, or a replica's own
+    (``u_row``: the row of S.draws with request i's uniform for a random choice)."""
+    pi = S.pool_int
+    sched = pi[PL_SCHED, pool]
+    first = pi[PL_FIRST, pool]
+    count = pi[PL_COUNT, pool]
+    n_rep = S.rep_int.shape[1]
+    if sched == SCHED_SHARED_QUEUE:
+        return n_rep + pool
+    if sched == SCHED_ROUND_ROBIN:
+        k = pi[PL_RR, pool] % count
+        pi[PL_RR, pool] += 1
+        return first + k
+    if sched == SCHED_RANDOM:
+        return first + min(int(S.draws[u_row, i] * count), count - 1)
+    if sched == SCHED_LEAST_KV:  # the KV a replica holds now: only what its iteration in flight took
+        for r in range(first, first + count):
+            truncate_span(S, r, t)
+    best = first
+    best_load = _replica_load(S, first, sched)
+    for r in range(first + 1, first + count):
+        load = _replica_load(S, r, sched)
+        if load < best_load:
+            best = r
+            best_load = load
+    return best
+
+
+@kernel
+def route_pick(S, i, s):
+    """Index of the target the route stage s sends request i to."""
+    st = S.pipe_int
+    rule = st[SG_RULE, s]
+    base = st[SG_ROUTE_F, s]
+    n = st[SG_NTARGET, s]
+    if rule == RULE_CLASS:
+        return int(S.pipe_float[ROUTE_TABLE, st[SG_CLASS_MAP, s] + S.req_int[RQ_CLASS, i]])
+    rtf = S.pipe_float[ROUTE_TABLE]
+    if rule == RULE_LENGTH:  # bounds stored after the targets' n cumulative weights
+        prompt = S.req_int[RQ_BASE_PROMPT, i]
+        for k in range(n - 1):
+            if prompt <= rtf[base + n + k]:
+                return k
+        return n - 1
+    u = S.draws[st[SG_DRAW, s], i]
+    for k in range(n - 1):
+        if u < rtf[base + k]:
+            return k
+    return n - 1
+
+
+@kernel(inline=True)
+def stage_pool(S, i, s):
+    """The pool that serves request i's job of stage s (a routed stage: the target its route picked)."""
+    st = S.pipe_int
+    pool = st[SG_POOL, s]
+    if pool >= 0:
+        return pool
+    return int(S.pipe_float[ROUTE_TABLE, st[SG_ROUTE, s] + S.req_int[RQ_ROUTE, i]])
