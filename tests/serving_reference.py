@@ -206,7 +206,7 @@ class Loop:
                 break
             if kind == END:
                 self.iteration_end(payload, t)
-                self.boundary(payload, t)
+                self.boundary(payload, t, in_flight=True)
             elif kind == HANDOFF:
                 self.handoff_done(payload, t)
             else:
@@ -448,8 +448,9 @@ class Loop:
             self.mark_decodes(rep)  # admitted requests whose prompt is already done decode now
         return swap_s, admitted
 
-    def boundary(self, rep: Replica, t: float) -> None:
-        """Form and launch rep's next iteration at time t (or leave it idle)."""
+    def boundary(self, rep: Replica, t: float, in_flight: bool = False) -> None:
+        """Form and launch rep's next iteration at time t (or leave it idle); ``in_flight``: its previous
+        iteration ended at t, so with pipeline parallelism its micro-batches keep the pipeline full."""
         assert not rep.busy and all(r.chunk == 0 for r in rep.running)
         swap_s = 0.0
         while True:
@@ -478,7 +479,7 @@ class Loop:
                     logits += 1
                 else:
                     self.partial_chunks += 1
-        cost = iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, float(len(batch)))
+        cost = iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, float(len(batch)), in_flight)
         rep.busy = True
         self.iterations += 1
         self.push(t + (cost + swap_s), END, rep)

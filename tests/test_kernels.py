@@ -22,6 +22,7 @@ from hermes_fast.kernels import (
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.grid import decode_step_times, estimate_points, pipelined_time
 from hermes_fast.kernels.iteration import iteration_time
+from hermes_fast.kernels.step import host_time
 
 PEAK_BF16 = 989.0e12  # H100 SXM dense BF16, the ideal device's peak
 BW = 3.35e12
@@ -218,6 +219,28 @@ def test_sliding_window_caps_decode_context(catalog, build):
     assert decode_step_time(p, batch, 64.0) < decode_step_time(p, batch, ctx)
 
 
+def test_pipeline_iteration_fills_from_idle_and_stays_full_back_to_back(build):
+    """PP 4, by hand from one micro-batch's step cost: an iteration from an idle engine lasts one traversal
+    plus a stage per further micro-batch; back to back, max(traversal, micro-batches x stage)."""
+    p = build("llama-3.1-70b", tp=2, pp=4).params
+    for n_seq in (1.0, 2.0, 4.0, 12.0):
+        n_mb = min(4.0, n_seq)
+        mb = n_seq / n_mb
+        mb_s = step_cost(p, 0.0, 0.0, 0.0, mb, mb * 3000.0, mb)[0]
+        traversal = mb_s - host_time(p, mb)
+        hand = p2p_time(mb * p[L.HIDDEN] * p[L.H_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
+        stage = (traversal - 3 * hand) / 4 + hand
+        args = (0.0, 0.0, 0.0, n_seq, n_seq * 3000.0, n_seq, n_seq)
+        for f in (iteration_time, iteration_time.jit):
+            fill = f(p, *args, False)
+            assert fill == pytest.approx(traversal + (n_mb - 1) * stage + host_time(p, n_seq), rel=1e-12)
+            full = f(p, *args, True)
+            assert full == pytest.approx(max(traversal, n_mb * stage) + host_time(p, n_seq), rel=1e-12)
+            assert full <= fill  # keeping the pipeline full never costs more
+        if n_seq >= 4.0:  # four micro-batches fill four stages: one stage per micro-batch, hand-offs included
+            assert full == pytest.approx(4 * stage + host_time(p, n_seq), rel=1e-12)
+
+
 def test_pipeline_parallel_adds_hand_offs(catalog, build):
     model = catalog.model("llama-3.1-70b")
     alpha, beta, oh = nvlink(catalog.device("h100_sxm"))
@@ -251,8 +274,10 @@ def test_host_costs_are_paid_once_per_iteration(catalog):
             (prefill_time, (2.0, 1000.0, 0.0), 2),
             (pipelined_time, (64.0, 0.0, 3000.0, True), 64),
             (pipelined_time, (2.0, 1000.0, 0.0, False), 2),
-            (iteration_time, (0.0, 0.0, 0.0, 64.0, 64.0 * 3000.0, 64.0, 64.0), 64),
-            (iteration_time, (2000.0, 2.0 * causal_pairs(1000.0, 0.0), 2000.0, 0.0, 0.0, 2.0, 2.0), 2),
+            (iteration_time, (0.0, 0.0, 0.0, 64.0, 64.0 * 3000.0, 64.0, 64.0, True), 64),
+            (iteration_time, (0.0, 0.0, 0.0, 64.0, 64.0 * 3000.0, 64.0, 64.0, False), 64),
+            (iteration_time, (2000.0, 2.0 * causal_pairs(1000.0, 0.0), 2000.0, 0.0, 0.0, 2.0, 2.0, False), 2),
+            (iteration_time, (2000.0, 2.0 * causal_pairs(1000.0, 0.0), 2000.0, 0.0, 0.0, 2.0, 2.0, True), 2),
         )
         for f, args, seqs in cases:
             t0, t1 = (f(p, *args) for p in engines)

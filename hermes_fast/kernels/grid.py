@@ -6,8 +6,8 @@ from numba import prange
 
 from . import layout as L
 from ._jit import grid_kernel, kernel
-from .collectives import p2p_time
-from .step import host_time, prefill_pairs, step_cost
+from .iteration import micro_batches, pipelined
+from .step import prefill_pairs, step_cost
 
 
 @kernel
@@ -27,17 +27,11 @@ def _argmax4(a, b, c, d):
 
 @kernel
 def pipelined_time(p, batch, prompt_tokens, past_tokens, decode):
-    """(seconds, bound code) for ``batch`` requests split into micro-batches across PP stages.
-
-    With pp stages the batch runs as n = min(pp, batch) micro-batches of batch/n requests. A decode
-    iteration for a request then takes max(traversal, n x one stage); a prefill of the whole batch ends
-    after traversal + (n - 1) stages. A stage is 1/pp of the layers plus one hand-off. The host work
-    (:func:`~hermes_fast.kernels.step.host_time`) adds once for the whole batch.
-    """
+    """(seconds, bound code) of an iteration of ``batch`` identical requests: a prefill of their prompts
+    from an idle engine, or a decode step with the pipeline full (:mod:`hermes_fast.kernels.iteration`)."""
     if batch <= 0.0:
         return 0.0, 0
-    pp = p[L.PP]
-    n_mb = min(pp, batch)
+    n_mb = micro_batches(p, batch)
     mb = batch / n_mb
     if decode:
         tokens, pairs, kv, n_dec, kv_dec, logits = 0.0, 0.0, 0.0, mb, mb * past_tokens, mb
@@ -48,15 +42,9 @@ def pipelined_time(p, batch, prompt_tokens, past_tokens, decode):
         logits = mb if p[L.HAS_LM_HEAD] > 0.0 else 0.0
     total, c, m, k, o = step_cost(p, tokens, pairs, kv, n_dec, kv_dec, logits)  # one call site: inlined once
     bound = _argmax4(c, m, k, o)
-    if pp <= 1.0:
+    if p[L.PP] <= 1.0:
         return total, bound
-    host = host_time(p, logits * n_mb)
-    gpu = total - host_time(p, logits)
-    hand_off = p2p_time((tokens + n_dec) * p[L.HIDDEN] * p[L.H_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
-    stage = (gpu - (pp - 1.0) * hand_off) / pp + hand_off
-    if decode:
-        return max(gpu, n_mb * stage) + host, bound
-    return gpu + (n_mb - 1.0) * stage + host, bound
+    return pipelined(p, total, logits, logits * n_mb, tokens + n_dec, n_mb, decode), bound
 
 
 @grid_kernel

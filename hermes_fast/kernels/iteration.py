@@ -1,4 +1,15 @@
-"""One engine iteration's time for a batch given by its totals, pipeline-parallel micro-batches included."""
+"""One engine iteration's time for a batch given by its totals, pipeline-parallel micro-batches included.
+
+With ``pp`` pipeline stages an engine splits its batch into n = min(pp, sequences) micro-batches, each
+passing every stage in turn (a stage: 1/pp of the layers, then a hand-off of the hidden states to the next).
+Real engines keep the micro-batches in flight across iterations (vLLM's virtual engines, TensorRT-LLM's
+micro-batch scheduler): once the pipeline is full, a micro-batch's next iteration starts as soon as it
+leaves the last stage and the first stage is free, so consecutive iterations end max(traversal, n x stage)
+apart. An iteration that starts from an idle engine first fills the pipeline: its last micro-batch leaves
+after traversal + (n - 1) x stage. The engine's host work (:func:`~hermes_fast.kernels.step.host_time`) is
+paid once per iteration for the whole batch. ``estimate`` prices zero-load prefill as a fill and decode
+steps as pipelined; the serving loop decides per iteration (:mod:`hermes_fast.kernels.serving.boundary`).
+"""
 
 from __future__ import annotations
 
@@ -7,25 +18,42 @@ from ._jit import kernel
 from .collectives import p2p_time
 from .step import host_time, step_cost
 
-__all__ = ["iteration_time"]
+__all__ = ["micro_batches", "pipelined", "iteration_time"]
+
+
+@kernel(inline=True)
+def micro_batches(p, n_seq):
+    """Micro-batches an iteration of ``n_seq`` sequences runs as: min(pp, n_seq), at least 1."""
+    pp = p[L.PP]
+    if pp <= 1.0:
+        return 1.0
+    return min(pp, max(n_seq, 1.0))
+
+
+@kernel(inline=True)
+def pipelined(p, mb_total_s, mb_logits, logits, mb_tokens, n_mb, in_flight):
+    """Seconds of an iteration of ``n_mb`` micro-batches, each costing ``mb_total_s`` (its step cost with
+    ``mb_logits`` sequences' host work) and moving ``mb_tokens`` tokens' hidden states between stages;
+    ``logits``: sequences of the whole batch. ``in_flight``: the pipeline is full (the engine's previous
+    iteration ended just now), else it fills."""
+    pp = p[L.PP]
+    gpu = mb_total_s - host_time(p, mb_logits)
+    hand = p2p_time(mb_tokens * p[L.HIDDEN] * p[L.H_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
+    stage = (gpu - (pp - 1.0) * hand) / pp + hand
+    if in_flight:
+        return max(gpu, n_mb * stage) + host_time(p, logits)
+    return gpu + (n_mb - 1.0) * stage + host_time(p, logits)
 
 
 @kernel
-def iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, n_seq):
-    """Seconds of one iteration of a replica (PP stages run the batch as min(pp, n_seq) micro-batches:
-    it ends when the last micro-batch leaves the last stage; the host work adds once for the batch)."""
+def iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, n_seq, in_flight):
+    """Seconds of one iteration of a replica whose batch has these totals (see the module docstring)."""
     fixed = p[L.FIXED_STEP_S]
     if fixed > 0.0:
         return fixed
-    pp = p[L.PP]
-    n_mb = 1.0
-    if pp > 1.0:
-        n_mb = min(pp, max(n_seq, 1.0))
+    n_mb = micro_batches(p, n_seq)
     s = 1.0 / n_mb
     t = step_cost(p, prefill_tokens * s, pairs * s, prefill_kv * s, n_dec * s, dec_kv * s, logits * s)[0]
-    if pp <= 1.0 or t <= 0.0:
+    if p[L.PP] <= 1.0 or t <= 0.0:
         return t
-    gpu = t - host_time(p, logits * s)
-    hand = p2p_time((prefill_tokens + n_dec) * s * p[L.HIDDEN] * p[L.H_BYTES], p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
-    stage = (gpu - (pp - 1.0) * hand) / pp + hand
-    return gpu + (n_mb - 1.0) * stage + host_time(p, logits)
+    return pipelined(p, t, logits * s, logits, (prefill_tokens + n_dec) * s, n_mb, in_flight)

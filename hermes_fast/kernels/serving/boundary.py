@@ -1,9 +1,11 @@
 """A replica's iteration boundary: wait for a fuller batch, form the next iteration, cost it, push its end.
 
 ``iteration_boundary`` runs whenever a replica is free to start an iteration: at the end of its previous
-one, or when work reaches an idle replica. A replica whose running requests can make no progress (partial
-prompts with no KV room) preempts its newest request until one can. ``launch`` prices the iteration
-(the step cost of the engine, or a vector search batch) and fast-forwards a decode-only batch.
+one (``in_flight``: with pipeline parallelism its micro-batches keep the pipeline full, see
+:mod:`hermes_fast.kernels.iteration`), or when work reaches an idle replica (the pipeline fills). A replica
+whose running requests can make no progress (partial prompts with no KV room) preempts its newest request
+until one can. ``_launch`` prices the iteration (the engine's step cost, or a vector search batch) and
+fast-forwards a decode-only batch.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def _hold_for_batch(S, r, t):
 
 
 @kernel
-def iteration_boundary(S, r, t):
+def iteration_boundary(S, r, t, in_flight):
     """Form replica r's next iteration at time t and schedule its end (or leave it idle)."""
     rs = S.rep_int
     rsf = S.rep_float
@@ -106,7 +108,7 @@ def iteration_boundary(S, r, t):
         if tokens > 0 or rs[RP_NRUN, r] == 0:
             break
         swap_s += preempt_newest(S, r)
-    _launch(S, r, t, swap_s, admitted == 0 and rsf[RA_PREEMPTIONS, r] == preempted_before)
+    _launch(S, r, t, swap_s, admitted == 0 and rsf[RA_PREEMPTIONS, r] == preempted_before, in_flight)
 
 
 @kernel(inline=True)
@@ -132,7 +134,7 @@ def _search_batch_cost(S, pool, n_seq, t):
 
 
 @kernel(inline=True)
-def _launch(S, r, t, swap_s, nothing_admitted):
+def _launch(S, r, t, swap_s, nothing_admitted, in_flight):
     """Cost the marked iteration and push its end; fast-forward a decode-only batch."""
     rs = S.rep_int
     rsf = S.rep_float
@@ -151,7 +153,8 @@ def _launch(S, r, t, swap_s, nothing_admitted):
     if S.pool_int[PL_KIND, pool] == POOL_SEARCH:
         cost = _search_batch_cost(S, pool, n_seq, t)
     else:
-        cost = iteration_time(p, pre_tok, rsf[IT_PAIRS, r], rsf[IT_PREFILL_KV, r], float(n_dec), dec_kv, logits, n_seq)
+        pairs, pre_kv = rsf[IT_PAIRS, r], rsf[IT_PREFILL_KV, r]
+        cost = iteration_time(p, pre_tok, pairs, pre_kv, float(n_dec), dec_kv, logits, n_seq, in_flight)
     cost += swap_s
     rsf[RA_SWAP_S, r] += swap_s
     kv_tokens = float(rs[RP_KV_TOKENS, r]) + pre_tok

@@ -81,7 +81,7 @@ def plan_span(S, r, p, n_dec, dec_kv, logits, n_seq, end, min_left):
     span = min(_span_limit(S, r, min_left), SPAN_CAP)
     sp = S.span
     for j in range(2, span + 1):  # KV grows by one token per request and iteration
-        cost = iteration_time(p, 0.0, 0.0, 0.0, float(n_dec), dec_kv + (j - 1.0) * n_dec, logits, n_seq)
+        cost = iteration_time(p, 0.0, 0.0, 0.0, float(n_dec), dec_kv + (j - 1.0) * n_dec, logits, n_seq, True)
         end += cost
         sp[SPAN_COST, r, j - 1] = cost
         sp[SPAN_END, r, j - 1] = end

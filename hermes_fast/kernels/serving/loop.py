@@ -83,7 +83,7 @@ def serve(S):
             r = heap_pop(S, HEAP_ITERATION)
             g[G_CUR] = r
             finish_iteration(S, r, t)
-            iteration_boundary(S, r, t)
+            iteration_boundary(S, r, t, True)
             g[G_CUR] = n_rep
         elif t_hand == t:
             i = heap_pop(S, HEAP_HANDOFF)
@@ -118,7 +118,7 @@ def _timer(S, payload, t):
         if S.rep_float[IT_WAKE_DUE, x] == t:
             S.rep_float[IT_WAKE_DUE, x] = -1.0
             if S.rep_int[RP_BUSY, x] == 0:
-                iteration_boundary(S, x, t)
+                iteration_boundary(S, x, t, False)
     else:
         ps_join(S, S.req_int[RQ_RES, x], x, t)
 

@@ -64,7 +64,7 @@ def wake(S, q, t):
 def wake_replica(S, r, t):
     """Replica r has work (or KV) it did not have: start an iteration if idle, else cut its span."""
     if S.rep_int[RP_BUSY, r] == 0:
-        iteration_boundary(S, r, t)
+        iteration_boundary(S, r, t, False)
     else:
         truncate_span(S, r, t)
 

@@ -1,0 +1,50 @@
+"""The estimate/simulate contract: one formula per quantity.
+
+B requests arriving together and decoding side by side in the serving loop give ``estimate``'s TPOT at
+batch B, and one request alone its TTFT, for dense, MoE with expert parallelism, MLA, tensor- and
+pipeline-parallel layouts (pp = 2 and 4: the micro-batches stay in flight across iterations in both paths).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import hermes_fast as hf
+
+PROMPT, OUTPUT = 512, 65
+LAYOUTS = {
+    "dense-tp1": ("llama-3.1-8b", "h100_sxm", {"tp": 1}, {}),
+    "dense-tp4": ("llama-3.1-70b", "h200_sxm", {"tp": 4}, {}),
+    "dense-tp4-pp2": ("llama-3.1-70b", "h200_sxm", {"tp": 4, "pp": 2}, {}),
+    "dense-pp4": ("llama-3.1-70b", "h200_sxm", {"tp": 1, "pp": 4}, {}),
+    "moe-tp2-ep2": ("mixtral-8x7b", "h100_sxm", {"tp": 2, "ep": 2}, {}),
+    "moe-tp4-ep4-pp2": ("qwen3-235b-a22b", "h200_sxm", {"tp": 4, "ep": 4, "pp": 2}, {}),
+    "mla-moe-tp8-ep8": ("deepseek-v3", "h200_sxm", {"tp": 8, "ep": 8}, {"weight": "fp8", "activation": "fp8"}),
+}
+
+
+def scenario(model, device, parallel, dtypes, batch):
+    engine = {"name": "e", "model": model, "device": device, "parallel": parallel}
+    if dtypes:
+        engine["dtypes"] = dtypes
+    # the replica waits (up to 10 s) until all B requests, 1 us apart, are queued: they start together
+    engine["batching"] = {"policy": "continuous", "max_batch_size": batch, "max_wait_s": 10.0}
+    workload = {
+        "rate_per_s": 1e6,
+        "arrival": {"process": "deterministic"},
+        "classes": [{"prompt_tokens": PROMPT, "output_tokens": OUTPUT}],
+    }
+    return {"engines": [engine], "workload": workload}
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_simulated_tpot_and_ttft_equal_the_estimate(layout, batch):
+    model, device, parallel, dtypes = LAYOUTS[layout]
+    sc = scenario(model, device, parallel, dtypes, batch)
+    est = hf.estimate(sc, grid={"batch_size": [batch], "prompt_tokens": [PROMPT], "output_tokens": [OUTPUT]})
+    sim = hf.simulate(sc, n_requests=batch, seed=0)
+    assert int(sim.completed_requests.item()) == batch
+    assert float(sim.tpot_mean_s.item()) == pytest.approx(float(est.tpot_s.item()), rel=0.01)
+    if batch == 1:
+        assert float(sim.ttft_mean_s.item()) == pytest.approx(float(est.ttft_s.item()), rel=0.01)
