@@ -30,7 +30,9 @@ def _parse_grid(items: Sequence[str]) -> dict[str, list]:
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not key.strip() or not values.strip():
-            raise ConfigError(f"--grid {item}", item, "KEY=V1,V2,... (e.g. batch_size=1,8,64)")
+            raise ConfigError(
+                f"--grid {item}", item, "KEY=V1,V2,... (e.g. batch_size=1,8,64 or engines.main.parallel.tp=1,2)"
+            )
         if key.strip() in grid:
             raise ConfigError(f"--grid {item}", item, f"each grid key once (combine values: {key.strip()}=A,B,...)")
         grid[key.strip()] = [_grid_value(v.strip()) for v in values.split(",") if v.strip()]
@@ -427,7 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     est = sub.add_parser("estimate", help="zero-load analytical estimate (default scenario if none given)")
     est.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: embedded scenario)")
-    est.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="sweep a grid key (repeatable)")
+    est.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="vary a short key (tp, batch_size, ...) or a dotted path (engines.NAME.parallel.tp) (repeatable)",
+    )
     est.add_argument("--out", metavar="FILE.nc", help="write the Dataset as netCDF")
     est.add_argument("--calibration", action="append", metavar="NAME|FILE", help="default, none, or a calibration")
     est.set_defaults(func=_cmd_estimate)

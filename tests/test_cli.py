@@ -97,6 +97,23 @@ def test_estimate_grid_prints_one_row_per_point(capsys, good_yaml):
     assert rows[3][3] == f"{ds.ttft_s.sel(engine='small', tp=2, batch_size=8).item() * 1e3:.3f}"
 
 
+def test_estimate_grid_takes_dotted_paths(capsys, good_yaml):
+    code = main(
+        ["estimate", str(good_yaml), "--grid", "engines.small.parallel.tp=1,2", "--grid", "workload.batch_size=8"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("engine"))
+    assert header.split()[:3] == ["engine", "engines.small.parallel.tp", "workload.batch_size"]
+    rows = _table_rows(out, "engine")
+    assert [(r[0], r[1], r[2]) for r in rows] == [("small", "1", "8"), ("small", "2", "8")]
+    ds = hf.estimate(good_yaml, grid={"tp": [2], "batch_size": [8]})
+    assert rows[1][3] == f"{ds.ttft_s.item() * 1e3:.3f}"
+    assert main(["estimate", str(good_yaml), "--grid", "workload.rate_per_s=1,2"]) == 2
+    err = capsys.readouterr().err
+    assert "grid.workload.rate_per_s: got [1, 2]; expected a field a zero-load estimate depends on" in err
+
+
 def test_estimate_writes_netcdf(capsys, good_yaml, tmp_path):
     out = tmp_path / "x.nc"
     assert main(["estimate", str(good_yaml), "--grid", "batch_size=1,8", "--out", str(out)]) == 0
