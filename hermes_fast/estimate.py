@@ -292,7 +292,8 @@ def estimate(
     -------
     xarray.Dataset
         Variables registered in :mod:`hermes_fast.variables` (seconds, bytes, tokens), e.g.
-        ``ttft_s``, ``tpot_s``, ``throughput_token_per_s``, ``kv_capacity_token``, ``fits``, ``bound``.
+        ``ttft_s``, ``tpot_s``, ``throughput_output_token_per_s``, ``kv_capacity_tokens``, ``fits``,
+        ``decode_bound``.
         Times of points that do not fit are still computed (as if memory were unlimited); mask with
         ``fits``. Without a grid, a layout the model cannot be split into or a model that does not fit
         raises :class:`ConfigError` instead.
@@ -416,8 +417,8 @@ def estimate(
             "decode_step_time_s": data_array("decode_step_time_s", grid_arr(decode_s), full),
             "tpot_s": data_array("tpot_s", grid_arr(tpot_s), full),
             "e2e_s": data_array("e2e_s", grid_arr(e2e), full),
-            "throughput_token_per_s": data_array(
-                "throughput_token_per_s", grid_arr(np.where(generates, batch * output / e2e, np.nan)), full
+            "throughput_output_token_per_s": data_array(
+                "throughput_output_token_per_s", grid_arr(np.where(generates, batch * output / e2e, np.nan)), full
             ),
             "decode_throughput_token_per_s": data_array(
                 "decode_throughput_token_per_s", grid_arr(batch / tpot_s), full
@@ -427,11 +428,11 @@ def estimate(
             ),
             "weights_bytes": data_array("weights_bytes", cfg_arr(weights), cdims),
             "kv_bytes_per_token": data_array("kv_bytes_per_token", cfg_arr(kv_tok), cdims),
-            "kv_capacity_token": data_array("kv_capacity_token", cfg_arr(capacity), cdims),
+            "kv_capacity_tokens": data_array("kv_capacity_tokens", cfg_arr(capacity), cdims),
             "devices": data_array("devices", cfg_arr(devices), cdims),
             "max_batch_size": data_array("max_batch_size", grid_arr(max_batch), full),
             "fits": data_array("fits", grid_arr(fits), full),
-            "bound": data_array("bound", grid_arr(bound), full),
+            "decode_bound": data_array("decode_bound", grid_arr(bound), full),
             "prefill_bound": data_array("prefill_bound", grid_arr(prefill_bound), full),
         },
         coords=coords,

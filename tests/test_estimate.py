@@ -34,7 +34,9 @@ def test_latency_identities(default_ds):
     ds = default_ds
     wl = hf.load_scenario(None).workload
     np.testing.assert_allclose(ds.e2e_s, ds.ttft_s + (wl.output_tokens - 1) * ds.tpot_s, rtol=1e-14)
-    np.testing.assert_allclose(ds.throughput_token_per_s, wl.batch_size * wl.output_tokens / ds.e2e_s, rtol=1e-14)
+    np.testing.assert_allclose(
+        ds.throughput_output_token_per_s, wl.batch_size * wl.output_tokens / ds.e2e_s, rtol=1e-14
+    )
     np.testing.assert_allclose(ds.decode_throughput_token_per_s, wl.batch_size / ds.tpot_s, rtol=1e-14)
     np.testing.assert_allclose(ds.ttft_s, ds.prefill_time_s)
 
@@ -87,8 +89,8 @@ def test_fits_in_grid_and_capacity():
     assert not fits.sel(tp=1).any()
     assert not bool(fits.sel(device="h100_sxm", tp=8))  # 810 GB of bf16 weights / 8 = 101 GB > 80 GB
     assert bool(fits.sel(device="h200_sxm", tp=8))
-    assert (ds.kv_capacity_token >= 0).all()
-    assert ds.kv_capacity_token.sel(engine="big", device="h100_sxm", tp=1).item() == 0
+    assert (ds.kv_capacity_tokens >= 0).all()
+    assert ds.kv_capacity_tokens.sel(engine="big", device="h100_sxm", tp=1).item() == 0
     # an invalid layout in a grid is reported, not raised
     ds = hf.estimate(ONE_8B, grid={"tp": [1, 3]})
     assert ds.fits.sel(engine="e", tp=1).item()
@@ -98,7 +100,7 @@ def test_fits_in_grid_and_capacity():
 def test_max_batch_size_is_consistent_with_fits():
     ds = hf.estimate(ONE_8B, grid={"batch_size": [1, 100, 10_000]})
     mb = ds.max_batch_size.sel(engine="e", batch_size=1).item()
-    assert mb == ds.kv_capacity_token.sel(engine="e").item() // (1024 + 256)
+    assert mb == ds.kv_capacity_tokens.sel(engine="e").item() // (1024 + 256)
     assert ds.fits.sel(engine="e").values.tolist() == [True, True, False]
 
 
@@ -149,13 +151,13 @@ def test_every_preset_pair_estimates_finite():
         v = ds[name].values
         assert np.isfinite(v).all() and (v > 0).all(), name
     dec = ds.sel(model=decoders)
-    for name in ("tpot_s", "decode_step_time_s", "throughput_token_per_s", "max_batch_size"):
+    for name in ("tpot_s", "decode_step_time_s", "throughput_output_token_per_s", "max_batch_size"):
         assert np.isfinite(dec[name].values).all() and (dec[name].values >= 0).all(), name
     # encoders generate nothing: decode variables are not applicable (NaN), E2E is the prefill
     enc = ds.sel(model=encoders)
-    for name in ("tpot_s", "decode_step_time_s", "throughput_token_per_s", "decode_throughput_token_per_s"):
+    for name in ("tpot_s", "decode_step_time_s", "throughput_output_token_per_s", "decode_throughput_token_per_s"):
         assert np.isnan(enc[name].values).all(), name
-    assert (enc.bound.values == -1).all()
+    assert (enc.decode_bound.values == -1).all()
     np.testing.assert_array_equal(enc.e2e_s.values, enc.ttft_s.values)
     assert enc.fits.sel(device="h100_sxm").all()  # no KV cache needed, 256 <= 512-token context
 
@@ -173,7 +175,7 @@ def test_adversarial_grids_stay_finite():
     # invalid layouts (tp above the heads, pp above the layers, ep on a dense model) are costed, not raised
     sc = {"engines": [{"name": "x", "model": "llama-3.1-8b", "device": "h100_sxm"}]}
     ds = hf.estimate(sc, grid={"tp": [1, 3, 64, 128], "pp": [1, 33, 64], "ep": [1, 2], "batch_size": [1, 10**6]})
-    for name in ("prefill_time_s", "tpot_s", "e2e_s", "weights_bytes", "kv_capacity_token"):
+    for name in ("prefill_time_s", "tpot_s", "e2e_s", "weights_bytes", "kv_capacity_tokens"):
         assert np.isfinite(ds[name].values).all(), name
     assert not ds.fits.sel(tp=3).any() and not ds.fits.sel(pp=64).any() and not ds.fits.sel(ep=2).any()
     # an MoE model whose tokens use every expert
@@ -255,7 +257,7 @@ def test_a_path_naming_one_engine_leaves_the_others():
     ds = hf.estimate(TWO, grid={"engines.e.parallel.tp": [1, 2], "engines.big.device": ["h100_sxm", "h200_sxm"]})
     assert ds.tpot_s.dims == ("engine", "engines.e.parallel.tp", "engines.big.device")
     base = hf.estimate(TWO)
-    for name in ("tpot_s", "ttft_s", "kv_capacity_token", "bound"):
+    for name in ("tpot_s", "ttft_s", "kv_capacity_tokens", "decode_bound"):
         e = ds[name].sel(engine="e")
         big = ds[name].sel(engine="big")
         # e does not change with big's device; big not with e's tp (and equals the scenario as given on h100)
@@ -287,7 +289,7 @@ def test_zipped_axis_is_the_diagonal_of_its_product():
     assert list(z["engines.e.parallel.tp"].values) == [1, 2]
     assert list(z["workload.batch_size"].values) == [1, 64]
     full = hf.estimate(ONE_8B, grid={"tp": [1, 2], "batch_size": [1, 64]})
-    for name in ("tpot_s", "e2e_s", "throughput_token_per_s", "weights_bytes", "fits"):
+    for name in ("tpot_s", "e2e_s", "throughput_output_token_per_s", "weights_bytes", "fits"):
         at = full[name].broadcast_like(full.tpot_s)
         diagonal = [at.sel(engine="e", tp=t, batch_size=b).item() for t, b in ((1, 1), (2, 64))]
         assert z[name].sel(engine="e").values.tolist() == diagonal, name
