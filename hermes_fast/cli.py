@@ -30,7 +30,9 @@ def _parse_grid(items: Sequence[str]) -> dict[str, list]:
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not key.strip() or not values.strip():
-            raise ConfigError(f"--grid {item}", item, "KEY=V1,V2,... (e.g. batch_size=1,8,64)")
+            raise ConfigError(
+                f"--grid {item}", item, "KEY=V1,V2,... (e.g. batch_size=1,8,64 or engines.main.parallel.tp=1,2)"
+            )
         if key.strip() in grid:
             raise ConfigError(f"--grid {item}", item, f"each grid key once (combine values: {key.strip()}=A,B,...)")
         grid[key.strip()] = [_grid_value(v.strip()) for v in values.split(",") if v.strip()]
@@ -56,14 +58,14 @@ def print_estimate(ds, out=None, max_rows: int = 60) -> None:
         ("ttft_s", "TTFT ms", "ms"),
         ("tpot_s", "TPOT ms", "ms"),
         ("e2e_s", "E2E s", "f"),
-        ("throughput_token_per_s", "tok/s", "f"),
+        ("throughput_output_token_per_s", "tok/s", "f"),
         ("weights_bytes", "GB/dev", "GB"),
-        ("kv_capacity_token", "KV tokens", "int"),
+        ("kv_capacity_tokens", "KV tokens", "int"),
     ]
     dims = list(ds.tpot_s.dims)
     flat = {name: ds[name].broadcast_like(ds.tpot_s).transpose(*dims).values.ravel() for name, _, _ in columns}
     fits = ds.fits.transpose(*dims).values.ravel()
-    bound = ds.bound.transpose(*dims).values.ravel()
+    bound = ds.decode_bound.transpose(*dims).values.ravel()
     index = np.array(list(np.ndindex(*ds.tpot_s.shape))) if ds.tpot_s.ndim else np.zeros((1, 0), int)
     coords = [[str(v) for v in ds[d].values] for d in dims]
     widths = [max(len(d), *(len(c) for c in cs)) for d, cs in zip(dims, coords, strict=True)]
@@ -242,7 +244,7 @@ def _cmd_presets(args) -> int:
     from .catalog import Catalog, preset_names
     from .config.hardware import Device, MemoryTier
     from .config.model import Model
-    from .variables import VARIABLES
+    from .variables import RENAMED, VARIABLES
 
     kinds = [args.kind] if args.kind else list(_PRESET_KINDS[:3])
     cat = Catalog()
@@ -251,6 +253,9 @@ def _cmd_presets(args) -> int:
             print("# variables")
             for v in VARIABLES.values():
                 print(f"{v.name:32s} [{v.units}] {v.long_name}: {v.description}")
+            print("# renamed variables: old name -> current name (objectives take old names until the next release)")
+            for old, new in RENAMED.items():
+                print(f"{old:32s} -> {new}")
             continue
         print(f"# {kind}")
         for name in preset_names(kind):
@@ -427,7 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     est = sub.add_parser("estimate", help="zero-load analytical estimate (default scenario if none given)")
     est.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: embedded scenario)")
-    est.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="sweep a grid key (repeatable)")
+    est.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="vary a short key (tp, batch_size, ...) or a dotted path (engines.NAME.parallel.tp) (repeatable)",
+    )
     est.add_argument("--out", metavar="FILE.nc", help="write the Dataset as netCDF")
     est.add_argument("--calibration", action="append", metavar="NAME|FILE", help="default, none, or a calibration")
     est.set_defaults(func=_cmd_estimate)

@@ -1,4 +1,9 @@
-"""Analytical (zero-load) estimates over whole parameter grids -> xarray Dataset."""
+"""Analytical (zero-load) estimates over whole parameter grids -> xarray Dataset.
+
+Grids speak :func:`hermes_fast.sweep`'s vocabulary (dotted paths of scenario fields, zipped axes with labels,
+parsed by :mod:`hermes_fast.config.grid`) for the fields an estimate depends on, plus short keys (``tp``,
+``batch_size``, ...) that stand for paths (:data:`GRID_ALIASES`).
+"""
 
 from __future__ import annotations
 
@@ -14,95 +19,220 @@ from . import __version__
 from .catalog import Catalog
 from .compile import CompiledEngine, check_layout, compile_engine
 from .config.base import ConfigError, close_match_hint, convert_field
+from .config.grid import axis_labels, element_index, parse_axis, parse_path, path_kinds
 from .config.scenario import Dtypes, Engine, Parallel, Scenario, Workload, load_scenario
 from .kernels.grid import estimate_points
 from .variables import data_array
 
-__all__ = ["estimate", "GRID_KEYS"]
+__all__ = ["estimate", "GRID_KEYS", "GRID_ALIASES"]
 
-# grid key -> the schema field its values are validated as; engine keys change the compiled engine,
-# point keys only the request shape at each point
-_ENGINE_KEYS = {
-    "engine": None,  # a name among the scenario's engines
-    "device": None,  # a catalog name
-    "model": None,  # a catalog name
-    "tp": (Parallel, "tp"),
-    "pp": (Parallel, "pp"),
-    "ep": (Parallel, "ep"),
-    "dtype": (Dtypes, "weight"),
-    "weight_dtype": (Dtypes, "weight"),
-    "activation_dtype": (Dtypes, "activation"),
-    "kv_dtype": (Dtypes, "kv"),
-    "gemm_scaling": (Dtypes, "gemm_scaling"),
-    "memory_utilization": (Engine, "memory_utilization"),
+# Fields a grid may vary, by their place in the scenario. Engine fields change the compiled engine: a class
+# and field name to validate values as, or a catalog kind. Workload fields only change the request shape at
+# each point. Everything else only matters to simulate (hf.sweep varies it).
+_ENGINE_FIELDS: dict[tuple[str, ...], tuple[type, str] | str] = {
+    ("device",): "device",
+    ("model",): "model",
+    ("parallel", "tp"): (Parallel, "tp"),
+    ("parallel", "pp"): (Parallel, "pp"),
+    ("parallel", "ep"): (Parallel, "ep"),
+    ("dtypes", "weight"): (Dtypes, "weight"),
+    ("dtypes", "activation"): (Dtypes, "activation"),
+    ("dtypes", "kv"): (Dtypes, "kv"),
+    ("dtypes", "gemm_scaling"): (Dtypes, "gemm_scaling"),
+    ("memory_utilization",): (Engine, "memory_utilization"),
+    ("max_batched_tokens",): (Engine, "max_batched_tokens"),
 }
-_POINT_KEYS = {k: (Workload, k) for k in ("batch_size", "prompt_tokens", "output_tokens", "context_tokens")}
-GRID_KEYS = tuple(_ENGINE_KEYS) + tuple(_POINT_KEYS)
+_WORKLOAD_FIELDS = ("batch_size", "prompt_tokens", "output_tokens", "context_tokens")
+_VARIED = (
+    "engines.<name>.device, .model, .parallel.tp|pp|ep, .dtypes.weight|activation|kv|gemm_scaling, "
+    ".memory_utilization, .max_batched_tokens, or workload." + "|".join(_WORKLOAD_FIELDS)
+)
+
+# short grid key -> the paths it stands for; <each> is every engine of the scenario
+GRID_ALIASES: dict[str, tuple[str, ...]] = {
+    "device": ("engines.<each>.device",),
+    "model": ("engines.<each>.model",),
+    "tp": ("engines.<each>.parallel.tp",),
+    "pp": ("engines.<each>.parallel.pp",),
+    "ep": ("engines.<each>.parallel.ep",),
+    "dtype": ("engines.<each>.dtypes.weight", "engines.<each>.dtypes.activation"),
+    "weight_dtype": ("engines.<each>.dtypes.weight",),
+    "activation_dtype": ("engines.<each>.dtypes.activation",),
+    "kv_dtype": ("engines.<each>.dtypes.kv",),
+    "gemm_scaling": ("engines.<each>.dtypes.gemm_scaling",),
+    "memory_utilization": ("engines.<each>.memory_utilization",),
+    **{k: (f"workload.{k}",) for k in _WORKLOAD_FIELDS},
+}
+GRID_KEYS = ("engine", *GRID_ALIASES)  # engine: a subset and order of the scenario's engines
+_EVERY_ENGINE = -1
 _MAX_POINTS = 20_000_000  # ~130 B per point in memory: ~2.6 GB
 _MAX_ENGINE_COMBINATIONS = 100_000  # each is compiled in Python (~70 us)
 
 
-def _check_grid(grid: Any, scenario: Scenario, catalog: Catalog) -> dict[str, list]:
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """A field a grid column sets: of the workload (``engine`` None), of one engine (``engine``: its index in
+    the scenario) or of every engine (``_EVERY_ENGINE``: a short key). ``field`` is the path below it."""
+
+    engine: int | None
+    field: tuple[str, ...]
+
+    def sets_engine(self, index: int) -> bool:
+        return self.engine is not None and self.engine in (index, _EVERY_ENGINE)
+
+    def overlaps(self, other: _Target) -> bool:
+        if self.field != other.field or (self.engine is None) != (other.engine is None):
+            return False
+        return self.engine == other.engine or _EVERY_ENGINE in (self.engine, other.engine)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Column:
+    """One path (or short key) of a grid axis, as written, with the fields it sets and its validated values."""
+
+    key: str
+    targets: tuple[_Target, ...]
+    values: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class _GridAxis:
+    """One dim of an estimate grid: its name, coordinates and columns (several when zipped)."""
+
+    name: str
+    labels: tuple
+    columns: tuple[_Column, ...]
+    zipped: bool
+
+    @property
+    def coordinate_columns(self) -> tuple[_Column, ...]:
+        """The columns that become coordinates along a zipped axis (as in a sweep: all but one named as it)."""
+        return tuple(c for c in self.columns if self.zipped and c.key != self.name)
+
+    @property
+    def sets_engines(self) -> bool:
+        return any(t.engine is not None for c in self.columns for t in c.targets)
+
+    def sets_workload(self, field: str) -> _Column | None:
+        return next((c for c in self.columns for t in c.targets if t.engine is None and t.field == (field,)), None)
+
+
+def _alias_targets(key: str) -> tuple[_Target, ...]:
+    out = []
+    for path in GRID_ALIASES[key]:
+        head, _, rest = path.partition(".")
+        if head == "workload":
+            out.append(_Target(None, (rest,)))
+        else:
+            out.append(_Target(_EVERY_ENGINE, tuple(rest.split(".")[1:])))
+    return tuple(out)
+
+
+def _targets(key: str, where: str, values: list, sc: Scenario) -> tuple[_Target, ...]:
+    """The fields a grid column sets: a short key's, or those of a dotted path (sweep's vocabulary) that a
+    zero-load estimate depends on; ConfigError for any other key or path."""
+    if key in GRID_ALIASES:
+        return _alias_targets(key)
+    if "." not in key and "[" not in key:
+        hint = close_match_hint(key, list(GRID_KEYS))
+        raise ConfigError(where, values, f"a grid key{hint}; valid: {', '.join(GRID_KEYS)}; or a path: {_VARIED}")
+    segs = parse_path(key)
+    path_kinds(segs, key)  # a path outside the schema: the field's valid names and a close match
+    if segs[0] == "engines" and len(segs) > 2 and tuple(segs[2:]) in _ENGINE_FIELDS:
+        index = element_index([{"name": e.name} for e in sc.engines], segs[1], "engines", key)
+        return (_Target(index, tuple(segs[2:])),)
+    if segs[0] == "workload" and len(segs) == 2 and segs[1] in _WORKLOAD_FIELDS:
+        return (_Target(None, (segs[1],)),)
+    raise ConfigError(
+        where, values, f"a field a zero-load estimate depends on: {_VARIED} (hf.sweep simulates any field)"
+    )
+
+
+def _convert(target: _Target, value: Any, path: str, catalog: Catalog) -> Any:
+    if target.engine is None:
+        return convert_field(Workload, target.field[0], value, path)
+    spec = _ENGINE_FIELDS[target.field]
+    if not isinstance(spec, str):
+        return convert_field(*spec, value, path)
+    if not isinstance(value, str):
+        raise ConfigError(path, value, f"a {spec} name (string)")
+    if spec == "device":
+        catalog.device(value, path)  # a known device, or ConfigError with a close match
+    else:
+        catalog.model(value, path)
+    return value
+
+
+def _check_engines(values: Any, sc: Scenario) -> list[str]:
+    """The ``engine`` key: a subset and order of the scenario's engines."""
+    names = [e.name for e in sc.engines]
+    if isinstance(values, Mapping):
+        raise ConfigError("grid.engine", values, "a list of engine names (engine is always a dim, never zipped)")
+    axis = parse_axis("engine", values)
+    for i, (v,) in enumerate(axis.values):
+        if not isinstance(v, str):
+            raise ConfigError(f"grid.engine[{i}]", v, "an engine name (string)")
+        if v not in names:
+            hint = close_match_hint(v, names)
+            raise ConfigError(f"grid.engine[{i}]", v, f"an engine name{hint}; engines: {', '.join(names)}")
+    return [v for (v,) in axis.values]
+
+
+def _check_grid(grid: Any, sc: Scenario, catalog: Catalog) -> tuple[list[str] | None, list[_GridAxis]]:
+    """(the ``engine`` key's names or None, the other axes in grid order), every value validated."""
     if grid is None:
-        return {}
+        return None, []
     if not isinstance(grid, Mapping):
-        raise ConfigError("grid", grid, "a mapping of grid key -> list of values")
-    if "dtype" in grid and ("weight_dtype" in grid or "activation_dtype" in grid):
-        raise ConfigError("grid.dtype", grid["dtype"], "either dtype or weight_dtype/activation_dtype, not both")
-    out: dict[str, list] = {}
-    engine_names = [e.name for e in scenario.engines]
-    for key, values in grid.items():
-        path = f"grid.{key}"
-        if key not in GRID_KEYS:
-            hint = close_match_hint(str(key), list(GRID_KEYS))
-            raise ConfigError(path, values, f"a grid key{hint}; valid: {', '.join(GRID_KEYS)}")
-        if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
-            values = [values]
-        values = list(values.tolist() if isinstance(values, np.ndarray) else values)
-        if not values:
-            raise ConfigError(path, values, "a non-empty list of values")
-        field = _ENGINE_KEYS.get(key) or _POINT_KEYS.get(key)
-        clean = []
-        for i, v in enumerate(values):
-            vpath = f"{path}[{i}]"
-            if field is not None:
-                v = convert_field(*field, v, vpath)
-            elif not isinstance(v, str):
-                raise ConfigError(vpath, v, f"a {key} name (string)")
-            elif key == "device":
-                catalog.device(v, vpath)
-            elif key == "model":
-                catalog.model(v, vpath)
-            elif v not in engine_names:
-                hint = close_match_hint(v, engine_names)
-                raise ConfigError(vpath, v, f"an engine name{hint}; engines: {', '.join(engine_names)}")
-            clean.append(v)
-        if len(set(clean)) != len(clean):
-            raise ConfigError(path, values, "distinct values (each becomes a coordinate)")
-        out[key] = clean
-    return out
+        raise ConfigError("grid", grid, "a mapping of grid key or dotted path -> list of values")
+    engines: list[str] | None = None
+    axes: list[_GridAxis] = []
+    for key, spec in grid.items():
+        key = str(key)
+        if key == "engine":
+            engines = _check_engines(spec, sc)
+            continue
+        axis = parse_axis(key, spec)
+        zipped = isinstance(spec, Mapping)  # labels given or joined from the values, the paths as coordinates
+        columns = []
+        for p, path in enumerate(axis.paths):
+            where = f"grid.{key}.{path}" if zipped else f"grid.{key}"
+            raw = [row[p] for row in axis.values]
+            targets = _targets(path, where, raw, sc)
+            values = tuple(_convert(targets[0], v, f"{where}[{j}]", catalog) for j, v in enumerate(raw))
+            for t in targets:
+                for other in [*(c for a in axes for c in a.columns), *columns]:
+                    if any(t.overlaps(u) for u in other.targets):
+                        raise ConfigError(where, path, f"a field no other grid axis sets ({other.key} sets it too)")
+            columns.append(_Column(path, targets, values))
+        labels = axis.labels if zipped else tuple(axis_labels(list(columns[0].values)))
+        if len(set(labels)) != len(labels):  # 1 and 1.0 are one value
+            raise ConfigError(f"grid.{key}", list(labels), "distinct values (each becomes a coordinate)")
+        axes.append(_GridAxis(key, labels, tuple(columns), zipped))
+    names = ["engine", *(a.name for a in axes)]
+    for a in axes:
+        for c in a.coordinate_columns:
+            if c.key in names:
+                raise ConfigError(f"grid.{a.name}.{c.key}", c.key, "a path that is not also the name of a grid dim")
+    return engines, axes
 
 
-def _engine_variant(engine: Engine, setting: dict[str, Any]) -> Engine:
-    par, dt = engine.parallel, engine.dtypes
-    changes: dict[str, Any] = {}
-    for key, v in setting.items():
-        if key in ("device", "model", "memory_utilization"):
-            changes[key] = v
-        elif key in ("tp", "pp", "ep"):
-            par = dataclasses.replace(par, **{key: v})
-        elif key == "dtype":
-            dt = dataclasses.replace(dt, weight=v, activation=v)
-        elif key.endswith("_dtype"):
-            dt = dataclasses.replace(dt, **{key[: -len("_dtype")]: v})
-        elif key == "gemm_scaling":
-            dt = dataclasses.replace(dt, gemm_scaling=v)
+def _engine_variant(engine: Engine, index: int, setting: list[tuple[_GridAxis, int]]) -> Engine:
+    """``engine`` (the scenario's engine ``index``) with the fields the grid sets at one point."""
+    changes: dict[tuple[str, ...], Any] = {}
+    for axis, j in setting:
+        for c in axis.columns:
+            for t in c.targets:
+                if t.sets_engine(index):
+                    changes[t.field] = c.values[j]
+    par = dataclasses.replace(engine.parallel, **{f[1]: v for f, v in changes.items() if f[0] == "parallel"})
+    dt = dataclasses.replace(engine.dtypes, **{f[1]: v for f, v in changes.items() if f[0] == "dtypes"})
+    top = {f[0]: v for f, v in changes.items() if len(f) == 1}
     try:  # the dtypes' own cross-field rules (block scaling: fp8 only), named by the grid point
         dt._validate("dtypes")
     except ConfigError as e:
-        point = ", ".join(f"{k}={v}" for k, v in setting.items())
+        point = ", ".join(f"{axis.name}={axis.labels[j]}" for axis, j in setting)
         raise ConfigError(f"grid[{point}].{e.path}", e.value, e.expected) from None
-    return dataclasses.replace(engine, parallel=par, dtypes=dt, **changes)
+    return dataclasses.replace(engine, parallel=par, dtypes=dt, **top)
 
 
 def _compile(engine: Engine, catalog: Catalog, path: str, strict: bool) -> tuple[CompiledEngine, bool]:
@@ -137,11 +267,22 @@ def estimate(
         A :class:`~hermes_fast.config.Scenario`, a mapping, a YAML path or text; ``None`` loads the
         embedded default scenario.
     grid
-        Mapping of grid key -> list of values; each key becomes a dimension (after ``engine``).
-        Engine keys: ``engine``, ``device``, ``model``, ``tp``, ``pp``, ``ep``, ``dtype`` (weights and
-        activations), ``weight_dtype``, ``activation_dtype``, ``kv_dtype``, ``gemm_scaling`` (``block`` needs
-        fp8 weights and activations at every point), ``memory_utilization``.
-        Point keys: ``batch_size``, ``prompt_tokens``, ``output_tokens``, ``context_tokens``.
+        Mapping of a dotted path -> list of values, in :func:`hermes_fast.sweep`'s vocabulary, for the fields a
+        zero-load estimate depends on: ``engines.<name>.device``, ``.model``, ``.parallel.tp``, ``.pp``,
+        ``.ep``, ``.dtypes.weight``, ``.activation``, ``.kv``, ``.gemm_scaling`` (``block`` needs fp8 weights
+        and activations at every point), ``.memory_utilization``, ``.max_batched_tokens`` (engines by name or
+        index, ``engines[0]``), and ``workload.batch_size``, ``.prompt_tokens``, ``.output_tokens``,
+        ``.context_tokens``. Each path becomes a dim named by the path as written (as in a sweep); a path that
+        names one engine leaves the others as they are along its dim. An axis name mapped to
+        ``{path: values, ..., "label": [...]}`` is zipped: the paths change together along one dim named by
+        the axis, each path a coordinate on it. Short keys stand for paths and keep their short dim name
+        (:data:`GRID_ALIASES`): ``device``, ``model``, ``tp``, ``pp``, ``ep``, ``weight_dtype``,
+        ``activation_dtype``, ``kv_dtype``, ``gemm_scaling``, ``memory_utilization`` set that field of every
+        engine, ``dtype`` weights and activations together; ``batch_size``, ``prompt_tokens``,
+        ``output_tokens``, ``context_tokens`` the workload's. ``engine`` picks a subset and order of the
+        scenario's engines (``engine`` is always the first dim). Axes multiply; two axes may not set the same
+        field, and a path estimate cannot vary (``workload.rate_per_s``, batching, ...: simulate's) is a
+        :class:`ConfigError`.
     calibration
         ``"default"`` (shipped calibrations for H100, H200, A100), ``"none"`` (uncalibrated defaults), a
         :class:`~hermes_fast.calibrate.Calibration`, a name or file, or a list (see :class:`Catalog`); the
@@ -151,7 +292,8 @@ def estimate(
     -------
     xarray.Dataset
         Variables registered in :mod:`hermes_fast.variables` (seconds, bytes, tokens), e.g.
-        ``ttft_s``, ``tpot_s``, ``throughput_token_per_s``, ``kv_capacity_token``, ``fits``, ``bound``.
+        ``ttft_s``, ``tpot_s``, ``throughput_output_token_per_s``, ``kv_capacity_tokens``, ``fits``,
+        ``decode_bound``.
         Times of points that do not fit are still computed (as if memory were unlimited); mask with
         ``fits``. Without a grid, a layout the model cannot be split into or a model that does not fit
         raises :class:`ConfigError` instead.
@@ -162,23 +304,25 @@ def estimate(
     >>> ds = hf.estimate(grid={"batch_size": [1, 64], "tp": [1, 2]})
     >>> ds.tpot_s.dims
     ('engine', 'batch_size', 'tp')
+    >>> ds = hf.estimate(grid={"workload.batch_size": [1, 64], "engines.llama8b-h100.parallel.tp": [1, 2]})
+    >>> ds.tpot_s.dims
+    ('engine', 'workload.batch_size', 'engines.llama8b-h100.parallel.tp')
     """
     sc = load_scenario(scenario)
     catalog = Catalog.for_scenario(sc, calibration)
     strict = not grid
-    g = _check_grid(grid, sc, catalog)
-    by_name = {e.name: e for e in sc.engines}
-    engines = [by_name[n] for n in g["engine"]] if "engine" in g else list(sc.engines)
-    keys = [k for k in g if k != "engine"]
-    dims = ["engine", *keys]
-    shape = [len(engines)] + [len(g[k]) for k in keys]
+    subset, axes = _check_grid(grid, sc, catalog)
+    index_of = {e.name: i for i, e in enumerate(sc.engines)}
+    engines = [sc.engines[index_of[n]] for n in subset] if subset is not None else list(sc.engines)
+    dims = ["engine", *(a.name for a in axes)]
+    shape = [len(engines)] + [len(a.labels) for a in axes]
     n_points = int(np.prod(shape, dtype=np.int64))
     if n_points > _MAX_POINTS:
         raise ConfigError("grid", f"{n_points} points", f"at most {_MAX_POINTS} points per call; split the grid")
 
     # --- one compiled parameter vector per engine-level combination
-    eng_keys = [k for k in keys if k in _ENGINE_KEYS]
-    eng_axes = [0] + [1 + keys.index(k) for k in eng_keys]
+    eng_grid = [a for a in axes if a.sets_engines]
+    eng_axes = [0] + [1 + axes.index(a) for a in eng_grid]
     n_combos = int(np.prod([shape[a] for a in eng_axes], dtype=np.int64))
     if n_combos > _MAX_ENGINE_COMBINATIONS:
         raise ConfigError(
@@ -188,12 +332,10 @@ def estimate(
     cache: dict[Engine, int] = {}
     combo_index = np.empty([shape[a] for a in eng_axes], dtype=np.int64)
     for combo in itertools.product(*[range(shape[a]) for a in eng_axes]):
-        e_i = combo[0]
-        setting = {k: g[k][combo[j + 1]] for j, k in enumerate(eng_keys)}
-        variant = _engine_variant(engines[e_i], setting)
+        index = index_of[engines[combo[0]].name]
+        variant = _engine_variant(engines[combo[0]], index, list(zip(eng_grid, combo[1:], strict=True)))
         if variant not in cache:
-            path = f"engines[{sc.engines.index(engines[e_i])}]"
-            ce, ok = _compile(variant, catalog, path, strict)
+            ce, ok = _compile(variant, catalog, f"engines[{index}]", strict)
             cache[variant] = len(rows)
             rows.append(ce.params)
             ok_rows.append(ok)
@@ -207,18 +349,24 @@ def estimate(
         bshape[a] = shape[a]
     cfg = np.broadcast_to(combo_index.reshape(bshape), shape).ravel()
     wl = sc.workload
+    point_columns: dict[str, tuple[int, _Column]] = {}  # workload field -> (its axis in dims, the column)
+    for k, a in enumerate(axes, start=1):
+        for f in _WORKLOAD_FIELDS:
+            if (c := a.sets_workload(f)) is not None:
+                point_columns[f] = (k, c)
 
-    def point(key: str, default: float) -> np.ndarray:
-        if key not in g:
+    def point(field: str, default: float) -> np.ndarray:
+        if field not in point_columns:
             return np.full(n_points, float(default))
+        k, column = point_columns[field]
         s = [1] * len(shape)
-        s[dims.index(key)] = shape[dims.index(key)]
-        return np.broadcast_to(np.asarray(g[key], dtype=np.float64).reshape(s), shape).ravel().copy()
+        s[k] = shape[k]
+        return np.broadcast_to(np.asarray(column.values, dtype=np.float64).reshape(s), shape).ravel().copy()
 
     batch = point("batch_size", wl.batch_size)
     prompt = point("prompt_tokens", wl.prompt_tokens)
     output = point("output_tokens", wl.output_tokens)
-    if "context_tokens" in g or wl.context_tokens is not None:
+    if "context_tokens" in point_columns or wl.context_tokens is not None:
         context = point("context_tokens", wl.context_tokens or 0)
     else:
         context = prompt + 0.5 * output
@@ -252,7 +400,9 @@ def estimate(
     full = tuple(dims)
     cdims = tuple(dims[a] for a in eng_axes)
     coords: dict[str, Any] = {"engine": [e.name for e in engines]}
-    coords.update({k: g[k] for k in keys})
+    coords.update({a.name: list(a.labels) for a in axes})
+    for a in axes:  # a zipped axis: each of its paths is a coordinate along it, as in a sweep
+        coords.update({c.key: (a.name, list(c.values)) for c in a.coordinate_columns})
 
     def grid_arr(x):
         return x.reshape(shape)
@@ -267,8 +417,8 @@ def estimate(
             "decode_step_time_s": data_array("decode_step_time_s", grid_arr(decode_s), full),
             "tpot_s": data_array("tpot_s", grid_arr(tpot_s), full),
             "e2e_s": data_array("e2e_s", grid_arr(e2e), full),
-            "throughput_token_per_s": data_array(
-                "throughput_token_per_s", grid_arr(np.where(generates, batch * output / e2e, np.nan)), full
+            "throughput_output_token_per_s": data_array(
+                "throughput_output_token_per_s", grid_arr(np.where(generates, batch * output / e2e, np.nan)), full
             ),
             "decode_throughput_token_per_s": data_array(
                 "decode_throughput_token_per_s", grid_arr(batch / tpot_s), full
@@ -278,11 +428,11 @@ def estimate(
             ),
             "weights_bytes": data_array("weights_bytes", cfg_arr(weights), cdims),
             "kv_bytes_per_token": data_array("kv_bytes_per_token", cfg_arr(kv_tok), cdims),
-            "kv_capacity_token": data_array("kv_capacity_token", cfg_arr(capacity), cdims),
+            "kv_capacity_tokens": data_array("kv_capacity_tokens", cfg_arr(capacity), cdims),
             "devices": data_array("devices", cfg_arr(devices), cdims),
             "max_batch_size": data_array("max_batch_size", grid_arr(max_batch), full),
             "fits": data_array("fits", grid_arr(fits), full),
-            "bound": data_array("bound", grid_arr(bound), full),
+            "decode_bound": data_array("decode_bound", grid_arr(bound), full),
             "prefill_bound": data_array("prefill_bound", grid_arr(prefill_bound), full),
         },
         coords=coords,
@@ -290,7 +440,7 @@ def estimate(
             "title": f"hermes_fast estimate: {sc.name}",
             "hermes_fast_version": __version__,
             "method": "analytical roofline, zero load, static batch",
-            "calibration": catalog.describe_calibrations(g.get("device") or [e.device for e in engines]),
+            "calibration": catalog.describe_calibrations(variant.device for variant in cache),
         },
     )
     if strict:

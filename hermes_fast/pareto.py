@@ -2,7 +2,8 @@
 
 An objective is a variable name, a name with selections (``ttft_s[quantile=0.99]``,
 ``utilization[pool=decode]``), a derived objective (``output_token_per_usd``, ``output_token_per_j``), or a
-DataArray. Objectives are averaged over ``replicate``; what remains must be the swept dims only.
+DataArray; a renamed variable's old name (:data:`hermes_fast.variables.RENAMED`) works with a FutureWarning.
+Objectives are averaged over ``replicate``; what remains must be the swept dims only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import xarray as xr
 
 from .config.base import ConfigError, close_match_hint
 from .metrics import _DERIVED, add_derived
+from .variables import current_name
 
 __all__ = ["pareto", "objective", "nondominated"]
 
@@ -47,6 +49,8 @@ def objective(ds: xr.Dataset, spec: str | xr.DataArray, reduce_replicate: bool =
         if m is None:
             raise ConfigError("objective", spec, "a variable name, optionally with [dim=value,...], or a DataArray")
         name, sel = m.group(1), m.group(2)
+        if name not in ds:  # a renamed variable by its old name (FutureWarning)
+            name = current_name(name)
         if name not in ds and name in _DERIVED:
             ds = add_derived(ds)
         if name not in ds.data_vars:

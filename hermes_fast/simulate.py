@@ -252,5 +252,5 @@ def assemble(per_rep: list[dict], setup: ServingSetup, pipe: PipelineSetup | Non
     for name, first in per_rep[0].items():
         values = np.stack([r[name] for r in per_rep])
         ds[name] = data_array(name, values, ("replicate", *summary_dims(name, first)))
-    ds["pool_role"] = xr.DataArray([p.role for p in setup.pools], dims=("pool",), attrs={"long_name": "pool role"})
-    return ds
+    roles = xr.DataArray([p.role for p in setup.pools], dims=("pool",), attrs={"long_name": "pool role"})
+    return ds.assign_coords(pool_role=roles)  # a coordinate along pool, as in a sweep

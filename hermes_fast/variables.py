@@ -3,16 +3,23 @@
 Datasets built by hermes_fast take their attrs from here, so plots label themselves and units travel
 with netCDF/zarr files. Look a variable up with ``VARIABLES[name]``; list them with ``hermes-fast
 presets variables``.
+
+One quantity has one name whichever path produced it (``estimate``, ``simulate``, ``sweep``,
+``capacity_search``), ending in its unit (``_s``, ``_bytes``, ``_tokens``, ``_per_s``, ...). Names changed to
+keep to that are in :data:`RENAMED`: Datasets carry only the current name; where a variable is named by a
+string (Pareto and plot objectives, the CLI's ``--x``/``--y``/``--var``) the old name still works, with a
+``FutureWarning``, until the release after 0.1; :func:`rename_to_current` updates a Dataset saved before.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["Variable", "VARIABLES", "BOUND_NAMES", "data_array"]
+__all__ = ["Variable", "VARIABLES", "BOUND_NAMES", "RENAMED", "current_name", "rename_to_current", "data_array"]
 
 
 @dataclass(frozen=True)
@@ -60,10 +67,11 @@ VARIABLES: dict[str, Variable] = {
             "estimate: ttft + (output_tokens - 1) x tpot (encoders: ttft); simulate: quantiles, arrival to completion",
         ),
         Variable(
-            "throughput_token_per_s",
+            "throughput_output_token_per_s",
             "token/s",
             "output throughput",
-            "generated tokens per second of one replica over the whole static batch, prefill included (NaN: encoders)",
+            "output tokens per second; estimate: of one replica over the whole static batch, prefill included "
+            "(NaN: encoders); simulate: output tokens of completed requests / s",
         ),
         Variable(
             "decode_throughput_token_per_s", "token/s", "decode throughput", "batch_size / tpot_s (NaN: encoders)"
@@ -72,7 +80,7 @@ VARIABLES: dict[str, Variable] = {
         Variable("weights_bytes", "B", "weights per device", "weight bytes on the most loaded device of a replica"),
         Variable("kv_bytes_per_token", "B", "KV bytes per token", "KV-cache bytes one token occupies on one device"),
         Variable(
-            "kv_capacity_token",
+            "kv_capacity_tokens",
             "token",
             "KV capacity",
             "tokens of KV cache that fit per replica at memory_utilization, after weights and activations",
@@ -81,7 +89,7 @@ VARIABLES: dict[str, Variable] = {
             "max_batch_size",
             "request",
             "largest batch that fits",
-            "kv_capacity_token / (prompt + output) (NaN: encoders)",
+            "kv_capacity_tokens / (prompt + output) (NaN: encoders)",
         ),
         Variable("devices", "device", "devices per replica", "tp x pp"),
         Variable(
@@ -91,7 +99,9 @@ VARIABLES: dict[str, Variable] = {
             "layout valid for the model, weights fit, the batch's KV (prompt + output) fits, and each request is "
             "within the model's context",
         ),
-        Variable("bound", "1", "decode step bound", "what dominates the decode step (-1: encoders)", _BOUND_ATTRS),
+        Variable(
+            "decode_bound", "1", "decode step bound", "what dominates the decode step (-1: encoders)", _BOUND_ATTRS
+        ),
         Variable("prefill_bound", "1", "prefill bound", "what dominates the prefill", _BOUND_ATTRS),
     ]
 }
@@ -112,9 +122,6 @@ _SIM: list[Variable] = [
     Variable("duration_s", "s", "measured duration", "first measured arrival to last completion"),
     Variable("throughput_request_per_s", "request/s", "request throughput", "completed requests per second"),
     Variable("throughput_input_token_per_s", "token/s", "input throughput", "prompt tokens of completed requests / s"),
-    Variable(
-        "throughput_output_token_per_s", "token/s", "output throughput", "output tokens of completed requests / s"
-    ),
     Variable(
         "goodput_request_per_s",
         "request/s",
@@ -214,6 +221,39 @@ _SWEEP: list[Variable] = [
     Variable("output_token_per_j", "token/J", "output tokens per joule", "1 / energy_j_per_token"),
 ]
 VARIABLES.update({v.name: v for v in _SWEEP})
+
+
+# old name -> current name. throughput_token_per_s: estimate's name for what simulate calls
+# throughput_output_token_per_s; kv_capacity_token: a count of tokens, named _tokens everywhere else;
+# bound: also the low/mean/high dim of confidence_interval, and the decode step's twin of prefill_bound.
+RENAMED: dict[str, str] = {
+    "throughput_token_per_s": "throughput_output_token_per_s",
+    "kv_capacity_token": "kv_capacity_tokens",
+    "bound": "decode_bound",
+}
+
+
+def current_name(name: str) -> str:
+    """``name``, or the current name of a renamed variable (with a ``FutureWarning`` naming both).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     current_name("throughput_token_per_s")
+    'throughput_output_token_per_s'
+    """
+    new = RENAMED.get(name)
+    if new is None:
+        return name
+    warnings.warn(f"variable {name!r} is now called {new!r}; the old name goes in the next release", FutureWarning, 3)
+    return new
+
+
+def rename_to_current(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` (e.g. an estimate saved by hermes_fast 0.1) with its renamed variables under their current names."""
+    return ds.rename({old: new for old, new in RENAMED.items() if old in ds.data_vars and new not in ds})
 
 
 def data_array(name: str, data, dims: tuple[str, ...], coords: dict | None = None) -> xr.DataArray:

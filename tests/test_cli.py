@@ -17,6 +17,7 @@ import hermes_fast as hf
 from hermes_fast import cli
 from hermes_fast.cli import main
 from hermes_fast.config import load_yaml
+from hermes_fast.variables import RENAMED
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,6 +98,23 @@ def test_estimate_grid_prints_one_row_per_point(capsys, good_yaml):
     assert rows[3][3] == f"{ds.ttft_s.sel(engine='small', tp=2, batch_size=8).item() * 1e3:.3f}"
 
 
+def test_estimate_grid_takes_dotted_paths(capsys, good_yaml):
+    code = main(
+        ["estimate", str(good_yaml), "--grid", "engines.small.parallel.tp=1,2", "--grid", "workload.batch_size=8"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("engine"))
+    assert header.split()[:3] == ["engine", "engines.small.parallel.tp", "workload.batch_size"]
+    rows = _table_rows(out, "engine")
+    assert [(r[0], r[1], r[2]) for r in rows] == [("small", "1", "8"), ("small", "2", "8")]
+    ds = hf.estimate(good_yaml, grid={"tp": [2], "batch_size": [8]})
+    assert rows[1][3] == f"{ds.ttft_s.item() * 1e3:.3f}"
+    assert main(["estimate", str(good_yaml), "--grid", "workload.rate_per_s=1,2"]) == 2
+    err = capsys.readouterr().err
+    assert "grid.workload.rate_per_s: got [1, 2]; expected a field a zero-load estimate depends on" in err
+
+
 def test_estimate_writes_netcdf(capsys, good_yaml, tmp_path):
     out = tmp_path / "x.nc"
     assert main(["estimate", str(good_yaml), "--grid", "batch_size=1,8", "--out", str(out)]) == 0
@@ -105,7 +123,7 @@ def test_estimate_writes_netcdf(capsys, good_yaml, tmp_path):
         assert ds.ttft_s.attrs["units"] == "s"
         assert ds.tpot_s.attrs["units"] == "s"
         assert ds.weights_bytes.attrs["units"] == "B"
-        assert "units" in ds.throughput_token_per_s.attrs
+        assert "units" in ds.throughput_output_token_per_s.attrs
         assert ds.ttft_s.dims == ("engine", "batch_size")
         assert list(ds.batch_size.values) == [1, 8]
         ref = hf.estimate(good_yaml, grid={"batch_size": [1, 8]})
@@ -202,7 +220,7 @@ def test_config_error_reaches_stderr_without_traceback(tmp_path):
         ("devices", ["h100_sxm", "h200_sxm", "b200", "mi300x", "tpu_v5e", "xeon_8480p"]),
         ("models", ["llama-3.1-8b", "llama-3.1-70b", "deepseek-v3", "mixtral-8x7b", "e5-base"]),
         ("memory_tiers", ["host_dram_ddr5", "nvme_ssd_gen5", "cxl_memory_expander"]),
-        ("variables", ["ttft_s", "tpot_s", "throughput_token_per_s", "kv_capacity_token", "fits"]),
+        ("variables", ["ttft_s", "tpot_s", "throughput_output_token_per_s", "kv_capacity_tokens", "fits"]),
     ],
 )
 def test_presets_lists_names(capsys, kind, names):
@@ -210,14 +228,17 @@ def test_presets_lists_names(capsys, kind, names):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == f"# {kind}"
-    first_words = {line.split()[0] for line in lines[1:] if line.strip()}
+    renamed = [line.split() for line in lines if "->" in line]
+    first_words = {line.split()[0] for line in lines[1:] if line.strip() and "->" not in line}
     for name in names:
         assert name in first_words
     if kind != "variables":
-        assert first_words == set(hf.preset_names(kind))
+        assert first_words == set(hf.preset_names(kind)) and not renamed
     else:
         assert first_words == set(hf.VARIABLES)
         assert "ttft_s                           [s]" in out
+        assert "# renamed variables: old name -> current name" in out
+        assert renamed[1:] == [[old, "->", new] for old, new in RENAMED.items()]
 
 
 def test_presets_models_fields(capsys):

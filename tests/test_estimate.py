@@ -34,7 +34,9 @@ def test_latency_identities(default_ds):
     ds = default_ds
     wl = hf.load_scenario(None).workload
     np.testing.assert_allclose(ds.e2e_s, ds.ttft_s + (wl.output_tokens - 1) * ds.tpot_s, rtol=1e-14)
-    np.testing.assert_allclose(ds.throughput_token_per_s, wl.batch_size * wl.output_tokens / ds.e2e_s, rtol=1e-14)
+    np.testing.assert_allclose(
+        ds.throughput_output_token_per_s, wl.batch_size * wl.output_tokens / ds.e2e_s, rtol=1e-14
+    )
     np.testing.assert_allclose(ds.decode_throughput_token_per_s, wl.batch_size / ds.tpot_s, rtol=1e-14)
     np.testing.assert_allclose(ds.ttft_s, ds.prefill_time_s)
 
@@ -87,8 +89,8 @@ def test_fits_in_grid_and_capacity():
     assert not fits.sel(tp=1).any()
     assert not bool(fits.sel(device="h100_sxm", tp=8))  # 810 GB of bf16 weights / 8 = 101 GB > 80 GB
     assert bool(fits.sel(device="h200_sxm", tp=8))
-    assert (ds.kv_capacity_token >= 0).all()
-    assert ds.kv_capacity_token.sel(engine="big", device="h100_sxm", tp=1).item() == 0
+    assert (ds.kv_capacity_tokens >= 0).all()
+    assert ds.kv_capacity_tokens.sel(engine="big", device="h100_sxm", tp=1).item() == 0
     # an invalid layout in a grid is reported, not raised
     ds = hf.estimate(ONE_8B, grid={"tp": [1, 3]})
     assert ds.fits.sel(engine="e", tp=1).item()
@@ -98,7 +100,7 @@ def test_fits_in_grid_and_capacity():
 def test_max_batch_size_is_consistent_with_fits():
     ds = hf.estimate(ONE_8B, grid={"batch_size": [1, 100, 10_000]})
     mb = ds.max_batch_size.sel(engine="e", batch_size=1).item()
-    assert mb == ds.kv_capacity_token.sel(engine="e").item() // (1024 + 256)
+    assert mb == ds.kv_capacity_tokens.sel(engine="e").item() // (1024 + 256)
     assert ds.fits.sel(engine="e").values.tolist() == [True, True, False]
 
 
@@ -149,13 +151,13 @@ def test_every_preset_pair_estimates_finite():
         v = ds[name].values
         assert np.isfinite(v).all() and (v > 0).all(), name
     dec = ds.sel(model=decoders)
-    for name in ("tpot_s", "decode_step_time_s", "throughput_token_per_s", "max_batch_size"):
+    for name in ("tpot_s", "decode_step_time_s", "throughput_output_token_per_s", "max_batch_size"):
         assert np.isfinite(dec[name].values).all() and (dec[name].values >= 0).all(), name
     # encoders generate nothing: decode variables are not applicable (NaN), E2E is the prefill
     enc = ds.sel(model=encoders)
-    for name in ("tpot_s", "decode_step_time_s", "throughput_token_per_s", "decode_throughput_token_per_s"):
+    for name in ("tpot_s", "decode_step_time_s", "throughput_output_token_per_s", "decode_throughput_token_per_s"):
         assert np.isnan(enc[name].values).all(), name
-    assert (enc.bound.values == -1).all()
+    assert (enc.decode_bound.values == -1).all()
     np.testing.assert_array_equal(enc.e2e_s.values, enc.ttft_s.values)
     assert enc.fits.sel(device="h100_sxm").all()  # no KV cache needed, 256 <= 512-token context
 
@@ -173,7 +175,7 @@ def test_adversarial_grids_stay_finite():
     # invalid layouts (tp above the heads, pp above the layers, ep on a dense model) are costed, not raised
     sc = {"engines": [{"name": "x", "model": "llama-3.1-8b", "device": "h100_sxm"}]}
     ds = hf.estimate(sc, grid={"tp": [1, 3, 64, 128], "pp": [1, 33, 64], "ep": [1, 2], "batch_size": [1, 10**6]})
-    for name in ("prefill_time_s", "tpot_s", "e2e_s", "weights_bytes", "kv_capacity_token"):
+    for name in ("prefill_time_s", "tpot_s", "e2e_s", "weights_bytes", "kv_capacity_tokens"):
         assert np.isfinite(ds[name].values).all(), name
     assert not ds.fits.sel(tp=3).any() and not ds.fits.sel(pp=64).any() and not ds.fits.sel(ep=2).any()
     # an MoE model whose tokens use every expert
@@ -197,4 +199,137 @@ def test_grid_limits():
     assert err.value.path == "grid.tp[0]"
     with pytest.raises(hf.ConfigError) as err:
         hf.estimate(ONE_8B, grid={"dtype": ["fp8"], "weight_dtype": ["fp4"]})
-    assert err.value.path == "grid.dtype"
+    assert err.value.path == "grid.weight_dtype" and "dtype sets it too" in err.value.expected
+
+
+# --- dotted paths: the grid vocabulary of sweep
+
+TWO = {
+    "engines": [
+        {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm"},
+        {"name": "big", "model": "llama-3.1-70b", "device": "h100_sxm", "parallel": {"tp": 4}},
+    ],
+    "workload": {"batch_size": 8},
+}
+
+
+def test_dotted_paths_give_the_numbers_of_short_keys():
+    short = {
+        "device": ["h100_sxm", "h200_sxm"],
+        "tp": [1, 2],
+        "pp": [1, 2],
+        "dtype": ["bf16", "fp8"],
+        "kv_dtype": ["bf16", "fp8"],
+        "memory_utilization": [0.8, 0.9],
+        "batch_size": [1, 4096],
+        "prompt_tokens": [512, 4096],
+        "output_tokens": [128],
+        "context_tokens": [1000, 3000],
+    }
+    paths = {
+        "device": "engines.e.device",
+        "tp": "engines.e.parallel.tp",
+        "pp": "engines[0].parallel.pp",  # an engine by index
+        "kv_dtype": "engines.e.dtypes.kv",
+        "memory_utilization": "engines.e.memory_utilization",
+        "batch_size": "workload.batch_size",
+        "prompt_tokens": "workload.prompt_tokens",
+        "output_tokens": "workload.output_tokens",
+        "context_tokens": "workload.context_tokens",
+    }
+    dotted = {paths.get(k, k): v for k, v in short.items()}
+    # dtype sets weights and activations together: a zipped axis of the two paths, labelled by the dtype
+    dotted["dtype"] = {
+        "label": ["bf16", "fp8"],
+        "engines.e.dtypes.weight": ["bf16", "fp8"],
+        "engines.e.dtypes.activation": ["bf16", "fp8"],
+    }
+    a = hf.estimate(ONE_8B, grid=short)
+    b = hf.estimate(ONE_8B, grid=dotted)
+    assert b.tpot_s.dims == ("engine", *(paths.get(k, k) for k in short))
+    assert list(b["engines.e.dtypes.weight"].values) == ["bf16", "fp8"]  # the zipped paths: coordinates
+    b = b.drop_vars(["engines.e.dtypes.weight", "engines.e.dtypes.activation"]).rename({v: k for k, v in paths.items()})
+    xr.testing.assert_identical(a, b)  # bit-identical numbers, attrs and coordinates
+    assert a.fits.any() and not a.fits.all()
+
+
+def test_a_path_naming_one_engine_leaves_the_others():
+    ds = hf.estimate(TWO, grid={"engines.e.parallel.tp": [1, 2], "engines.big.device": ["h100_sxm", "h200_sxm"]})
+    assert ds.tpot_s.dims == ("engine", "engines.e.parallel.tp", "engines.big.device")
+    base = hf.estimate(TWO)
+    for name in ("tpot_s", "ttft_s", "kv_capacity_tokens", "decode_bound"):
+        e = ds[name].sel(engine="e")
+        big = ds[name].sel(engine="big")
+        # e does not change with big's device; big not with e's tp (and equals the scenario as given on h100)
+        assert (e == e.isel({"engines.big.device": 0})).all(), name
+        assert (big == big.isel({"engines.e.parallel.tp": 0})).all(), name
+        h100 = big.sel({"engines.big.device": "h100_sxm", "engines.e.parallel.tp": 1}).item()
+        assert h100 == base[name].sel(engine="big").item(), name
+    one = hf.estimate(TWO, grid={"engine": ["e"], "tp": [2]})
+    assert ds.tpot_s.sel({"engine": "e", "engines.e.parallel.tp": 2}).values[0] == one.tpot_s.item()
+    h200 = hf.estimate(TWO, grid={"engine": ["big"], "device": ["h200_sxm"]})
+    got = ds.tpot_s.sel({"engine": "big", "engines.big.device": "h200_sxm"}).values[0]
+    assert got == h200.tpot_s.item()
+    # the calibrations of the devices the points use: h100_sxm (e, and big at first), h200_sxm
+    both = hf.estimate(TWO, grid={"device": ["h100_sxm", "h200_sxm"]})
+    assert ds.attrs["calibration"] == both.attrs["calibration"] and "; h200_sxm: " in both.attrs["calibration"]
+
+
+def test_zipped_axis_is_the_diagonal_of_its_product():
+    zipped = {
+        "shape": {
+            "label": ["tp1 b1", "tp2 b64"],
+            "engines.e.parallel.tp": [1, 2],
+            "workload.batch_size": [1, 64],  # engine and workload fields may share an axis
+        }
+    }
+    z = hf.estimate(ONE_8B, grid=zipped)
+    assert z.tpot_s.dims == ("engine", "shape")
+    assert list(z.shape.values) == ["tp1 b1", "tp2 b64"]
+    assert list(z["engines.e.parallel.tp"].values) == [1, 2]
+    assert list(z["workload.batch_size"].values) == [1, 64]
+    full = hf.estimate(ONE_8B, grid={"tp": [1, 2], "batch_size": [1, 64]})
+    for name in ("tpot_s", "e2e_s", "throughput_output_token_per_s", "weights_bytes", "fits"):
+        at = full[name].broadcast_like(full.tpot_s)
+        diagonal = [at.sel(engine="e", tp=t, batch_size=b).item() for t, b in ((1, 1), (2, 64))]
+        assert z[name].sel(engine="e").values.tolist() == diagonal, name
+
+
+# (grid, path, value, fragment of .expected)
+PATH_ERRORS = [
+    ({"workload.rate_per_s": [1, 2]}, "grid.workload.rate_per_s", [1, 2], "a field a zero-load estimate depends on"),
+    ({"engines.e.batching.policy": ["static"]}, "grid.engines.e.batching.policy", ["static"],
+     "engines.<name>.device, .model, .parallel.tp|pp|ep"),
+    ({"devices.h100_sxm.memory_bytes": [4e10]}, "grid.devices.h100_sxm.memory_bytes", [4e10],
+     "(hf.sweep simulates any field)"),
+    ({"engines.e.parallel": [{"tp": 2}]}, "grid.engines.e.parallel", [{"tp": 2}], "a field a zero-load estimate"),
+    ({"engines.f.parallel.tp": [1]}, "grid.engines.f.parallel.tp", "f", "an element name of engines: e"),
+    ({"engines.e.parallel.tpp": [1]}, "grid.engines.e.parallel.tpp", "tpp", "(did you mean 'tp'?)"),
+    ({"engines.e.paralel.tp": [1]}, "grid.engines.e.paralel.tp", "paralel", "a field of Engine at engines.e"),
+    ({"engines.e.parallel.tp": [1, 2.5]}, "grid.engines.e.parallel.tp[1]", 2.5, "an integer"),
+    ({"engines.e.device": ["h100_sxm", "h100-sxm"]}, "grid.engines.e.device[1]", "h100-sxm", "a known device"),
+    ({"workload.batch_size": [1, 1.0]}, "grid.workload.batch_size", [1, 1], "distinct values"),
+    ({"tp": [1], "engines.e.parallel.tp": [2]}, "grid.engines.e.parallel.tp", "engines.e.parallel.tp",
+     "a field no other grid axis sets (tp sets it too)"),
+    ({"x": {"engines.e.dtypes.kv": ["fp8"], "kv_dtype": ["bf16"]}}, "grid.x.kv_dtype", "kv_dtype",
+     "(engines.e.dtypes.kv sets it too)"),
+    ({"x": {"engines.e.parallel.tp": [1, 2], "engines.e.parallel.pp": [1]}}, "grid.x.engines.e.parallel.pp", [1],
+     "a list of 2 values"),
+    ({"engine": {"engines.e.parallel.tp": [1]}}, "grid.engine", {"engines.e.parallel.tp": [1]}, "never zipped"),
+    ({"batch_size": [1], "x": {"workload.prompt_tokens": [8], "batch_size": [2]}}, "grid.x.batch_size",
+     "batch_size", "a field no other grid axis sets"),
+    ({"tp": [1], "x": {"engines.e.parallel.pp": [1], "label": ["a"]}, "y": {"tp": [2]}}, "grid.y.tp", "tp",
+     "(tp sets it too)"),
+    ({"y": {"kv_dtype": ["fp8"], "x": [1]}}, "grid.y.x", [1], "a grid key"),
+    ({"workload.batch_size": {"tp": [1, 2], "label": ["a", "b"]}, "y": {"workload.batch_size": [1], "pp": [1]}},
+     "grid.y.workload.batch_size", "workload.batch_size", "a path that is not also the name of a grid dim"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("grid", "path", "value", "expected"), PATH_ERRORS)
+def test_paths_estimate_cannot_vary_are_config_errors(grid, path, value, expected):
+    with pytest.raises(hf.ConfigError) as err:
+        hf.estimate(ONE_8B, grid=grid)
+    assert err.value.path == path
+    assert err.value.value == value
+    assert expected in err.value.expected

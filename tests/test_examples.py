@@ -23,7 +23,7 @@ def test_examples_exist():
 def test_example_estimates(path):
     ds = hf.estimate(path)
     assert bool(ds.fits.all())
-    for name in ("ttft_s", "tpot_s", "throughput_token_per_s"):
+    for name in ("ttft_s", "tpot_s", "throughput_output_token_per_s"):
         assert np.isfinite(ds[name].values).all() and (ds[name].values > 0).all()
 
 
@@ -56,4 +56,4 @@ def test_custom_hardware_overrides_apply():
     assert cat.device("h200_sxm").memory_bytes == hf.Catalog().device("h200_sxm").memory_bytes
     # the H200 engine is memory-bound at batch 16: more bandwidth than the derated H100 per byte read
     ds = hf.estimate(sc)
-    assert ds.bound.sel(engine="llama8b-on-h200").item() == 1
+    assert ds.decode_bound.sel(engine="llama8b-on-h200").item() == 1

@@ -158,8 +158,6 @@ def test_each_point_equals_simulate_with_its_global_index(serial):
         ref = hf.simulate(sc, n_requests=N, seed=7, replicates=2, point=i)
         got = serial.isel({"workload.rate_per_s": i // 2, "policy": i % 2})
         for name in ref.data_vars:
-            if name == "pool_role":
-                continue
             np.testing.assert_array_equal(got[name].values, ref[name].values, err_msg=f"{name} at point {i}")
 
 
