@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 import hermes_fast as hf
-from hermes_fast.config import load_scenario
+from hermes_fast import load_scenario
 from hermes_fast.kernels import serving as K
 from hermes_fast.pipeline import build_pipeline
 from hermes_fast.simulate import run_pipeline

@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 import hermes_fast as hf
-from hermes_fast.config import load_scenario
+from hermes_fast import load_scenario
 from hermes_fast.kernels import serving as K
 from hermes_fast.simulate import build_serving, run_serving
 from hermes_fast.workload import draw_workload, rng_for

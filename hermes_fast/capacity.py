@@ -15,11 +15,12 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
-from . import __version__
+from ._version import __version__
 from .config.base import ConfigError, from_mapping
-from .config.scenario import Scenario, load_scenario
+from .config.scenario import Scenario
 from .config.sweep import CapacitySearch
 from .metrics import QUANTILES
+from .resolve import load_scenario
 from .simulate import assemble, prepare, simulate_replicate
 from .variables import data_array
 from .workload import rng_for

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import __version__
-from .catalog import Catalog
+from ._version import __version__
 from .compile import CompiledEngine, check_layout, compile_engine
 from .config.base import ConfigError, close_match_hint, convert_field
-from .config.scenario import Dtypes, Engine, Parallel, Scenario, Workload, load_scenario
+from .config.scenario import Dtypes, Engine, Parallel, Scenario, Workload
 from .kernels.grid import estimate_points
+from .resolve import Catalog, load_scenario
 from .variables import data_array
 
 __all__ = ["estimate", "GRID_KEYS"]
@@ -144,7 +144,7 @@ def estimate(
         Point keys: ``batch_size``, ``prompt_tokens``, ``output_tokens``, ``context_tokens``.
     calibration
         ``"default"`` (shipped calibrations for H100, H200, A100), ``"none"`` (uncalibrated defaults), a
-        :class:`~hermes_fast.calibrate.Calibration`, a name or file, or a list (see :class:`Catalog`); the
+        :class:`~hermes_fast.calibration.calibration.Calibration`, a name or file, or a list (see :class:`Catalog`); the
         ``calibration`` attr names what each device used.
 
     Returns

@@ -19,13 +19,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .catalog import Catalog
 from .config.base import ConfigError
 from .config.pipeline import ROUTED, Stage
 from .config.scenario import Scenario
 from .kernels import serving as K
 from .kernels.stages import INDEX_CODES, search_cost
 from .pools import Pool, ServingSetup, engine_pool, pool_arrays
+from .resolve import Catalog
 from .workload import draw_lengths, length_moments
 
 __all__ = ["PipelineSetup", "build_pipeline", "draw_stage_values", "TEXT_BYTES_PER_TOKEN"]

@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .catalog import Catalog
 from .compile import CompiledEngine, compile_engine
 from .config.base import ConfigError
 from .config.hardware import Device, Link
@@ -19,6 +18,7 @@ from .config.scenario import Engine, Scenario
 from .config.serving import SCHEDULERS
 from .kernels import layout as L
 from .kernels import serving as K
+from .resolve import Catalog
 
 __all__ = ["Pool", "ServingSetup", "engine_pool", "build_serving", "pool_arrays"]
 

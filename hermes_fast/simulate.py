@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from . import __version__
-from .catalog import Catalog
+from ._version import __version__
 from .config.base import ConfigError
-from .config.scenario import Scenario, load_scenario
+from .config.scenario import Scenario
 from .kernels import serving as K
 from .metrics import QUANTILES, REASONS, summarize, summarize_stages
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
 from .pools import ServingSetup, build_serving
+from .resolve import Catalog, load_scenario
 from .variables import data_array
 from .workload import Draws, draw_workload, rng_for
 
@@ -126,7 +126,7 @@ def simulate(
     keep_requests : also return per-request variables (``request_*``, dims replicate x request).
     fast_forward : commit runs of decode-only iterations at once (identical results, much faster).
     calibration : None or ``"default"`` (shipped calibrations), ``"none"`` (uncalibrated), a Calibration, name
-        or file, or a list (see :class:`~hermes_fast.catalog.Catalog`); named in the ``calibration`` attr.
+        or file, or a list (see :class:`~hermes_fast.resolve.Catalog`); named in the ``calibration`` attr.
 
     Returns
     -------

@@ -33,12 +33,13 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import numpy as np
 import xarray as xr
 
-from . import __version__
+from ._version import __version__
 from .capacity import as_capacity, check_rate_matters, search_rate
 from .config.base import ConfigError, close_match_hint, convert_field, from_mapping, load_yaml, to_mapping
-from .config.scenario import Scenario, load_scenario
+from .config.scenario import Scenario
 from .config.sweep import CapacitySearch, SweepSpec
 from .metrics import QUANTILES, REASONS
+from .resolve import load_scenario
 from .simulate import LINK_VARS, STAGE_VARS, prepare, simulate_replicate, summary_dims
 from .variables import data_array
 from .workload import rng_for

@@ -353,7 +353,7 @@ def test_fast_forward_spans_cut_by_arrivals_equal_stepping(fixed):
     """Decode spans cut by work joining mid-span (a shared queue, least-KV routing, tool rounds, KV
     hand-offs), thinking milestones inside spans, a horizon stop with spans in flight, and (fixed steps)
     iteration ends tying across replicas: fast-forward equals one event per iteration, exactly."""
-    from hermes_fast.config.scenario import load_scenario
+    from hermes_fast import load_scenario
     from hermes_fast.simulate import run_pipeline
     from hermes_fast.workload import draw_workload, rng_for
 
@@ -495,7 +495,7 @@ def _branched(think, branches=4, reward=True, answer=10, prompt=100, **wl):
 
 
 def _run_low_level(sc, n, seed=3, fast_forward=True):
-    from hermes_fast.config.scenario import load_scenario
+    from hermes_fast import load_scenario
     from hermes_fast.simulate import run_pipeline
     from hermes_fast.workload import draw_workload, rng_for
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from serving_reference import run_reference
 
-from hermes_fast.config import load_scenario
+from hermes_fast import load_scenario
 from hermes_fast.kernels import serving as K
 from hermes_fast.simulate import build_serving, run_serving
 from hermes_fast.workload import Draws, draw_workload, rng_for

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import hermes_fast as hf
-from hermes_fast.config import ConfigError, load_scenario
+from hermes_fast import load_scenario
+from hermes_fast.config import ConfigError
 from hermes_fast.kernels import serving as K
 from hermes_fast.simulate import build_serving, run_serving
 from hermes_fast.workload import draw_workload, length_moments, rng_for
