@@ -13,9 +13,9 @@ import xarray as xr
 from ._version import __version__
 from .compile import CompiledEngine, check_layout, compile_engine
 from .config.base import ConfigError, close_match_hint, convert_field
-from .config.scenario import Dtypes, Engine, Parallel, Scenario, Workload
+from .config.scenario import Dtypes, Engine, Parallel, Scenario, Workload, read_scenario
 from .kernels.grid import estimate_points
-from .resolve import Catalog, load_scenario
+from .resolve import ResolvedScenario, resolve_scenario
 from .variables import data_array
 
 __all__ = ["estimate", "GRID_KEYS"]
@@ -42,7 +42,8 @@ _MAX_POINTS = 20_000_000  # ~130 B per point in memory: ~2.6 GB
 _MAX_ENGINE_COMBINATIONS = 100_000  # each is compiled in Python (~70 us)
 
 
-def _check_grid(grid: Any, scenario: Scenario, catalog: Catalog) -> dict[str, list]:
+def _check_grid(grid: Any, scenario: Scenario) -> dict[str, list]:
+    """The grid's keys and values validated (device and model names are resolved with the scenario's)."""
     if grid is None:
         return {}
     if not isinstance(grid, Mapping):
@@ -69,11 +70,7 @@ def _check_grid(grid: Any, scenario: Scenario, catalog: Catalog) -> dict[str, li
                 v = convert_field(*field, v, vpath)
             elif not isinstance(v, str):
                 raise ConfigError(vpath, v, f"a {key} name (string)")
-            elif key == "device":
-                catalog.device(v, vpath)
-            elif key == "model":
-                catalog.model(v, vpath)
-            elif v not in engine_names:
+            elif key == "engine" and v not in engine_names:  # (device and model names: resolve_scenario's)
                 hint = close_match_hint(v, engine_names)
                 raise ConfigError(vpath, v, f"an engine name{hint}; engines: {', '.join(engine_names)}")
             clean.append(v)
@@ -105,10 +102,10 @@ def _engine_variant(engine: Engine, setting: dict[str, Any]) -> Engine:
     return dataclasses.replace(engine, parallel=par, dtypes=dt, **changes)
 
 
-def _compile(engine: Engine, catalog: Catalog, path: str, strict: bool) -> tuple[CompiledEngine, bool]:
+def _compile(engine: Engine, resolved: ResolvedScenario, path: str, strict: bool) -> tuple[CompiledEngine, bool]:
     """Compile one engine variant; in grids an invalid layout is kept (fits = False) instead of raised."""
-    model = catalog.model(engine.model, f"{path}.model")
-    device = catalog.device(engine.device, f"{path}.device")
+    model = resolved.models[engine.model]
+    device = resolved.devices[engine.device]
     par = engine.parallel
     try:
         check_layout(model, par, path)
@@ -144,8 +141,8 @@ def estimate(
         Point keys: ``batch_size``, ``prompt_tokens``, ``output_tokens``, ``context_tokens``.
     calibration
         ``"default"`` (shipped calibrations for H100, H200, A100), ``"none"`` (uncalibrated defaults), a
-        :class:`~hermes_fast.calibration.calibration.Calibration`, a name or file, or a list (see :class:`Catalog`); the
-        ``calibration`` attr names what each device used.
+        :class:`~hermes_fast.calibration.calibration.Calibration`, a name or file, or a list (see
+        :class:`~hermes_fast.resolve.Catalog`); the ``calibration`` attr names what each device used.
 
     Returns
     -------
@@ -163,10 +160,11 @@ def estimate(
     >>> ds.tpot_s.dims
     ('engine', 'batch_size', 'tp')
     """
-    sc = load_scenario(scenario)
-    catalog = Catalog.for_scenario(sc, calibration)
+    sc = read_scenario(scenario)
     strict = not grid
-    g = _check_grid(grid, sc, catalog)
+    g = _check_grid(grid, sc)
+    named = {key: [(v, f"grid.{key}[{i}]") for i, v in enumerate(g.get(key, ()))] for key in ("device", "model")}
+    resolved = resolve_scenario(sc, calibration, devices=named["device"], models=named["model"])
     by_name = {e.name: e for e in sc.engines}
     engines = [by_name[n] for n in g["engine"]] if "engine" in g else list(sc.engines)
     keys = [k for k in g if k != "engine"]
@@ -193,7 +191,7 @@ def estimate(
         variant = _engine_variant(engines[e_i], setting)
         if variant not in cache:
             path = f"engines[{sc.engines.index(engines[e_i])}]"
-            ce, ok = _compile(variant, catalog, path, strict)
+            ce, ok = _compile(variant, resolved, path, strict)
             cache[variant] = len(rows)
             rows.append(ce.params)
             ok_rows.append(ok)
@@ -290,7 +288,7 @@ def estimate(
             "title": f"hermes_fast estimate: {sc.name}",
             "hermes_fast_version": __version__,
             "method": "analytical roofline, zero load, static batch",
-            "calibration": catalog.describe_calibrations(g.get("device") or [e.device for e in engines]),
+            "calibration": resolved.describe_calibrations(g.get("device") or [e.device for e in engines]),
         },
     )
     if strict:

@@ -4,11 +4,16 @@ A scenario names devices, models and memory tiers; :class:`Catalog` resolves eac
 config: the preset (:mod:`hermes_fast.catalog`), the calibration of the device (:mod:`hermes_fast.calibration`)
 on top, then the scenario's own entry (field by field, with ``base:`` chains), so a scenario's fields always
 win and a device based on a calibrated one inherits its calibration.
+
+:func:`resolve_scenario` does that once per run: the :class:`ResolvedScenario` it returns holds every device,
+model and memory tier the scenario uses, calibrations applied, and is what ``estimate``, ``simulate``, sweeps,
+the capacity search and the pool and pipeline builders read; none of them consults the catalog.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +22,9 @@ from .catalog import KINDS, preset_entries
 from .config.base import ConfigError, close_match_hint, deep_merge, from_mapping
 from .config.hardware import Device, MemoryTier
 from .config.model import Model
-from .config.scenario import Scenario, read_scenario
+from .config.scenario import Engine, Scenario, read_scenario
 
-__all__ = ["Catalog", "load_scenario"]
+__all__ = ["Catalog", "ResolvedEngine", "ResolvedScenario", "load_scenario", "resolve_scenario"]
 
 
 class Catalog:
@@ -57,13 +62,6 @@ class Catalog:
                 return None
             name = base
         return None
-
-    def describe_calibrations(self, device_names) -> str:
-        """One line for Dataset attrs: which calibration each device used."""
-        parts = []
-        for d in dict.fromkeys(device_names):
-            parts.append(f"{d}: {self.calibration_for(d) or 'uncalibrated defaults'}")
-        return "; ".join(parts) if parts else "uncalibrated defaults"
 
     def _calibrated(self, kind: str, name: str, raw: dict) -> dict:
         cal = self.calibrations.get(name) if kind == "devices" else None
@@ -122,21 +120,110 @@ class Catalog:
     def memory_tier(self, name: str, path: str = "") -> MemoryTier:
         return self.get("memory_tiers", name, path)
 
-    def check_scenario(self, scenario) -> None:
-        """Resolve every name the scenario uses, so bad references fail at load time."""
-        for kind in KINDS:
-            for name in self._overrides[kind]:
-                self.get(kind, name)
-        for i, e in enumerate(scenario.engines):
-            self.device(e.device, f"engines[{i}].device")
-            self.model(e.model, f"engines[{i}].model")
-        for c, cls in enumerate(scenario.workload.classes):
-            for k, st in enumerate(cls.pipeline):
-                p = f"workload.classes[{c}].pipeline[{k}]"
-                if st.device is not None:
-                    self.device(st.device, f"{p}.device")
-                for j, t in enumerate(st.tiers):
-                    self.memory_tier(t.tier, f"{p}.tiers[{j}].tier")
+
+@dataclass(frozen=True)
+class ResolvedEngine:
+    """One engine of a scenario with its catalog entries: the model and the device (calibration applied)."""
+
+    engine: Engine
+    model: Model
+    device: Device
+
+
+@dataclass(frozen=True, eq=False)
+class ResolvedScenario:
+    """A scenario with every catalog name it uses resolved once (presets, calibrations and the scenario's own
+    entries merged): what the analytical and Monte Carlo paths read instead of a catalog.
+
+    ``devices``, ``models`` and ``memory_tiers`` hold, by name, every entry the scenario uses or defines (and
+    any extra names :func:`resolve_scenario` was given); ``calibrations`` says which calibration each of those
+    devices uses (its own or inherited through ``base``), None for uncalibrated defaults.
+    """
+
+    scenario: Scenario
+    engines: tuple[ResolvedEngine, ...]  # in the order of scenario.engines
+    devices: Mapping[str, Device]
+    models: Mapping[str, Model]
+    memory_tiers: Mapping[str, MemoryTier]
+    calibrations: Mapping[str, str | None]
+
+    def describe_calibrations(self, device_names: Iterable[str]) -> str:
+        """One line for Dataset attrs: which calibration each of ``device_names`` used."""
+        parts = [f"{d}: {self.calibrations[d] or 'uncalibrated defaults'}" for d in dict.fromkeys(device_names)]
+        return "; ".join(parts) if parts else "uncalibrated defaults"
+
+
+def resolve_scenario(
+    scenario: Scenario | Mapping | str | Path | None = None,
+    calibration: Any = "default",
+    *,
+    devices: Iterable[tuple[str, str]] = (),
+    models: Iterable[tuple[str, str]] = (),
+) -> ResolvedScenario:
+    """Resolve every catalog name a scenario uses, once, with the given calibrations.
+
+    Parameters
+    ----------
+    scenario
+        A :class:`~hermes_fast.config.Scenario`, a mapping, a YAML path or text; None: the embedded default.
+    calibration
+        ``"default"``, ``"none"``, a Calibration, a shipped name or a file, or a list (see :class:`Catalog`).
+    devices, models
+        Extra names to resolve, each with the dotted path that names it in errors (e.g. an estimate grid's
+        ``("b200", "grid.device[1]")``).
+
+    Returns
+    -------
+    ResolvedScenario
+
+    Raises
+    ------
+    ConfigError
+        For the first bad entry or reference, in this order: the scenario's own catalog entries (used or
+        not), each engine's device and model, each pipeline stage's device and memory tiers, the extra names.
+
+    Examples
+    --------
+    >>> rs = resolve_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}]})
+    >>> rs.engines[0].device.name == rs.devices["h100_sxm"].name
+    True
+    >>> rs.calibrations["h100_sxm"].split(" ")[0]
+    'h100_sxm'
+    """
+    sc = read_scenario(scenario)
+    cat = Catalog.for_scenario(sc, calibration)
+    found: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+
+    def get(kind: str, name: str, path: str = ""):
+        found[kind][name] = cat.get(kind, name, path)
+        return found[kind][name]
+
+    for kind, entries in (("devices", sc.devices), ("models", sc.models), ("memory_tiers", sc.memory_tiers)):
+        for name in entries:  # the scenario's own entries fail here even when nothing uses them
+            get(kind, name)
+    engines = []
+    for i, e in enumerate(sc.engines):
+        device = get("devices", e.device, f"engines[{i}].device")
+        engines.append(ResolvedEngine(e, get("models", e.model, f"engines[{i}].model"), device))
+    for c, cls in enumerate(sc.workload.classes):
+        for k, st in enumerate(cls.pipeline):
+            p = f"workload.classes[{c}].pipeline[{k}]"
+            if st.device is not None:
+                get("devices", st.device, f"{p}.device")
+            for j, t in enumerate(st.tiers):
+                get("memory_tiers", t.tier, f"{p}.tiers[{j}].tier")
+    for name, path in devices:
+        get("devices", name, path)
+    for name, path in models:
+        get("models", name, path)
+    return ResolvedScenario(
+        scenario=sc,
+        engines=tuple(engines),
+        devices=found["devices"],
+        models=found["models"],
+        memory_tiers=found["memory_tiers"],
+        calibrations={name: cat.calibration_for(name) for name in found["devices"]},
+    )
 
 
 def load_scenario(source: Scenario | Mapping | str | Path | None = None) -> Scenario:
@@ -149,6 +236,4 @@ def load_scenario(source: Scenario | Mapping | str | Path | None = None) -> Scen
     >>> sc.engines[0].parallel.tp
     1
     """
-    sc = read_scenario(source)
-    Catalog.for_scenario(sc).check_scenario(sc)
-    return sc
+    return resolve_scenario(source).scenario
