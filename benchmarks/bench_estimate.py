@@ -84,9 +84,9 @@ def main() -> None:
     )
 
     # --- raw decode-step cost: the call the event loop makes, over contiguous arrays
-    from hermes_fast.catalog import Catalog
     from hermes_fast.compile import compile_engine
     from hermes_fast.config import Dtypes, Parallel
+    from hermes_fast.resolve import Catalog
 
     cat = Catalog()
     params = np.stack(

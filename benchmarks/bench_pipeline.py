@@ -21,9 +21,10 @@ import numba
 import numpy as np
 
 import hermes_fast as hf
-from hermes_fast.config import load_scenario
+from hermes_fast import load_scenario
 from hermes_fast.kernels.serving import Status
 from hermes_fast.pipeline import build_pipeline
+from hermes_fast.resolve import resolve_scenario
 from hermes_fast.simulate import run_pipeline
 from hermes_fast.workload import draw_workload, rng_for
 
@@ -71,7 +72,7 @@ def scenario(rate: float):
 
 def timed_run(rate: float, n: int, seed: int = 0):
     sc = scenario(rate)
-    setup = build_pipeline(sc)
+    setup = build_pipeline(resolve_scenario(sc))
     rng = rng_for(seed)
     draws = draw_workload(sc.workload, n, rng)
     t0 = time.perf_counter()

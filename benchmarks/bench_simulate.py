@@ -19,8 +19,9 @@ import numba
 import numpy as np
 
 import hermes_fast as hf
-from hermes_fast.config import load_scenario
+from hermes_fast import load_scenario
 from hermes_fast.kernels.serving import Status
+from hermes_fast.resolve import resolve_scenario
 from hermes_fast.simulate import build_serving, run_serving
 from hermes_fast.workload import draw_workload, rng_for
 
@@ -50,7 +51,7 @@ def capacity_per_s(lengths: dict) -> float:
 
 def timed_run(lengths: dict, rate: float, n: int, seed: int = 0):
     sc = scenario(lengths, rate)
-    setup = build_serving(sc)
+    setup = build_serving(resolve_scenario(sc))
     draws = draw_workload(sc.workload, n, rng_for(seed))
     t0 = time.perf_counter()
     run = run_serving(setup, draws)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hermes_fast.calibrate import calibrate
-from hermes_fast.validate import _fitted_rows, reference_measurements
+from hermes_fast.calibration.fit import calibrate
+from hermes_fast.calibration.reference import reference_measurements
+from hermes_fast.calibration.validate import _fitted_rows
 
 # name -> (device, software stacks fitted, data origin)
 AICONF = "NVIDIA aiconfigurator 0.12.0 databases"

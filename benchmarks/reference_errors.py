@@ -6,7 +6,7 @@ Run:  python benchmarks/reference_errors.py        (the same table: hermes-fast 
 
 from __future__ import annotations
 
-from hermes_fast.validate import error_summary, reference_errors, validation_table
+from hermes_fast.calibration.validate import error_summary, reference_errors, validation_table
 
 
 def main() -> None:

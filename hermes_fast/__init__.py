@@ -5,20 +5,23 @@
 >>> sim = hf.simulate(n_requests=1000)  # ... and its serving simulation
 """
 
-__version__ = "0.1.0"
-
-from .aiconfigurator import import_aiconfigurator  # noqa: E402
-from .calibrate import Calibration, calibrate, load_calibration, read_measurements  # noqa: E402
-from .capacity import capacity_search  # noqa: E402
-from .catalog import Catalog, preset_names  # noqa: E402
-from .config import ConfigError, Scenario, load_scenario  # noqa: E402
-from .estimate import estimate  # noqa: E402
-from .metrics import add_derived, confidence_interval, slo_goodput  # noqa: E402
-from .pareto import pareto  # noqa: E402
-from .simulate import simulate  # noqa: E402
-from .sweep import open_sweep, sweep, sweep_file  # noqa: E402
-from .variables import VARIABLES  # noqa: E402
-from .workload import draw_workload, length_moments, rng_for  # noqa: E402
+from ._version import __version__ as __version__
+from .calibration import validate as validate  # a module: hf.validate.step_comparison, ...
+from .calibration.aiconfigurator import import_aiconfigurator
+from .calibration.calibration import Calibration, load_calibration
+from .calibration.fit import calibrate
+from .calibration.measurements import read_measurements
+from .capacity import capacity_search
+from .catalog import preset_names
+from .config import ConfigError, Scenario
+from .estimate import estimate
+from .metrics import add_derived, confidence_interval, slo_goodput
+from .pareto import pareto
+from .resolve import Catalog, load_scenario
+from .simulate import simulate
+from .sweep import open_sweep, sweep, sweep_file
+from .variables import VARIABLES
+from .workload import draw_workload, length_moments, rng_for
 
 __all__ = [
     "Calibration",

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
-from . import __version__
+from ._version import __version__
 from .config.base import ConfigError, from_mapping
-from .config.scenario import Scenario, load_scenario
+from .config.scenario import Scenario
 from .config.sweep import CapacitySearch
 from .metrics import QUANTILES
+from .resolve import ResolvedScenario, resolve_scenario
 from .simulate import assemble, prepare, simulate_replicate
 from .variables import data_array
 from .workload import rng_for
@@ -61,7 +62,7 @@ def check_rate_matters(sc: Scenario) -> None:
 
 
 def search_rate(
-    sc: Scenario,
+    resolved: ResolvedScenario,
     targets: CapacitySearch,
     n_requests: int,
     seed: int,
@@ -73,9 +74,11 @@ def search_rate(
     """Bisect one (point, replicate): (capacity, the bracket's failing high end, summary at capacity, runs).
 
     The capacity is NaN when even ``rate_min_per_s`` fails (the summary is then that run's); it equals
-    ``rate_max_per_s`` (high end inf) when the bracket's top meets the targets."""
+    ``rate_max_per_s`` (high end inf) when the bracket's top meets the targets; ``setup``: the resolved
+    scenario's (pools, pipeline) from :func:`~hermes_fast.simulate.prepare`, if already built."""
+    sc = resolved.scenario
     check_rate_matters(sc)
-    setup, pipe = setup if setup is not None else prepare(sc)
+    setup, pipe = setup if setup is not None else prepare(resolved)
     runs = 0
 
     def run(rate: float) -> dict:
@@ -131,12 +134,13 @@ def capacity_search(
     >>> float(ds.capacity_request_per_s[0]) > 1
     True
     """
-    sc = load_scenario(scenario)
+    resolved = resolve_scenario(scenario)
+    sc = resolved.scenario
     cap = as_capacity(targets)
-    setup = prepare(sc)
+    setup = prepare(resolved)
     found, summaries = [], []
     for rep in range(replicates):
-        rate, _, summary, _ = search_rate(sc, cap, n_requests, seed, point, rep, fast_forward, setup)
+        rate, _, summary, _ = search_rate(resolved, cap, n_requests, seed, point, rep, fast_forward, setup)
         found.append(rate)
         summaries.append(summary)
     ds = assemble(summaries, *setup)

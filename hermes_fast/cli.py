@@ -241,9 +241,10 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_presets(args) -> int:
-    from .catalog import Catalog, preset_names
+    from .catalog import preset_names
     from .config.hardware import Device, MemoryTier
     from .config.model import Model
+    from .resolve import Catalog
     from .variables import RENAMED, VARIABLES
 
     kinds = [args.kind] if args.kind else list(_PRESET_KINDS[:3])
@@ -343,8 +344,9 @@ def print_step_comparison(rows: list[dict], out=None) -> None:
 def _cmd_validate(args) -> int:
     import csv
 
-    from .calibrate import load_calibration, read_measurements
-    from .validate import step_comparison, validation_table
+    from .calibration.calibration import load_calibration
+    from .calibration.measurements import read_measurements
+    from .calibration.validate import step_comparison, validation_table
 
     cals = [load_calibration(c) for c in args.calibration] if args.calibration else None
     ms = read_measurements(args.measurements) if args.measurements else None
@@ -378,8 +380,8 @@ def print_measured_errors(plain: list[dict], calibrated: list[dict], out=None) -
 
 
 def _cmd_measure(args) -> int:
-    from .measure import OP_GROUPS, measure
-    from .validate import error_summary, reference_errors
+    from .calibration.measure import OP_GROUPS, measure
+    from .calibration.validate import error_summary, reference_errors
 
     ms = measure(
         args.out,
@@ -400,8 +402,8 @@ def _cmd_measure(args) -> int:
 
 
 def _cmd_calibrate(args) -> int:
-    from .calibrate import calibrate
-    from .catalog import Catalog
+    from .calibration.fit import calibrate
+    from .resolve import Catalog
 
     start = Catalog(calibration=args.calibration)
     cal = calibrate(
@@ -447,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
     val.set_defaults(func=_cmd_validate)
     cal = sub.add_parser("calibrate", help="fit a device's efficiency parameters to measured latencies")
-    cal.add_argument("measurements", help="CSV in the measurement schema (see hermes_fast.calibrate)")
+    cal.add_argument("measurements", help="CSV in the measurement schema (see hermes_fast.calibration.measurements)")
     cal.add_argument("--device", required=True, help="catalog device name")
     cal.add_argument("--out", required=True, metavar="FILE.yaml|json", help="where to save the calibration")
     cal.add_argument("--name", default=None, help="calibration name (default: the device)")

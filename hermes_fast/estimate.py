@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import __version__
-from .catalog import Catalog
+from ._version import __version__
 from .compile import CompiledEngine, check_layout, compile_engine
 from .config.base import ConfigError, close_match_hint, convert_field
 from .config.grid import axis_labels, element_index, parse_axis, parse_path, path_kinds
-from .config.scenario import Dtypes, Engine, Parallel, Scenario, Workload, load_scenario
+from .config.scenario import Dtypes, Engine, Parallel, Scenario, Workload, read_scenario
 from .kernels.grid import estimate_points
+from .resolve import ResolvedScenario, resolve_scenario
 from .variables import data_array
 
 __all__ = ["estimate", "GRID_KEYS", "GRID_ALIASES"]
@@ -93,6 +93,7 @@ class _Column:
     key: str
     targets: tuple[_Target, ...]
     values: tuple
+    where: str  # its place in the grid, for errors (grid.tp, grid.split.engines.x.device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +149,8 @@ def _targets(key: str, where: str, values: list, sc: Scenario) -> tuple[_Target,
     )
 
 
-def _convert(target: _Target, value: Any, path: str, catalog: Catalog) -> Any:
+def _convert(target: _Target, value: Any, path: str) -> Any:
+    """A grid value validated as the field it sets (device and model names are resolved with the scenario's)."""
     if target.engine is None:
         return convert_field(Workload, target.field[0], value, path)
     spec = _ENGINE_FIELDS[target.field]
@@ -156,11 +158,18 @@ def _convert(target: _Target, value: Any, path: str, catalog: Catalog) -> Any:
         return convert_field(*spec, value, path)
     if not isinstance(value, str):
         raise ConfigError(path, value, f"a {spec} name (string)")
-    if spec == "device":
-        catalog.device(value, path)  # a known device, or ConfigError with a close match
-    else:
-        catalog.model(value, path)
     return value
+
+
+def _catalog_names(axes: list[_GridAxis], field: str) -> list[tuple[str, str]]:
+    """(name, grid path) of every device or model name the grid sets, for :func:`resolve_scenario`."""
+    return [
+        (v, f"{c.where}[{j}]")
+        for a in axes
+        for c in a.columns
+        if c.targets[0].field == (field,) and c.targets[0].engine is not None
+        for j, v in enumerate(c.values)
+    ]
 
 
 def _check_engines(values: Any, sc: Scenario) -> list[str]:
@@ -178,7 +187,7 @@ def _check_engines(values: Any, sc: Scenario) -> list[str]:
     return [v for (v,) in axis.values]
 
 
-def _check_grid(grid: Any, sc: Scenario, catalog: Catalog) -> tuple[list[str] | None, list[_GridAxis]]:
+def _check_grid(grid: Any, sc: Scenario) -> tuple[list[str] | None, list[_GridAxis]]:
     """(the ``engine`` key's names or None, the other axes in grid order), every value validated."""
     if grid is None:
         return None, []
@@ -198,12 +207,12 @@ def _check_grid(grid: Any, sc: Scenario, catalog: Catalog) -> tuple[list[str] | 
             where = f"grid.{key}.{path}" if zipped else f"grid.{key}"
             raw = [row[p] for row in axis.values]
             targets = _targets(path, where, raw, sc)
-            values = tuple(_convert(targets[0], v, f"{where}[{j}]", catalog) for j, v in enumerate(raw))
+            values = tuple(_convert(targets[0], v, f"{where}[{j}]") for j, v in enumerate(raw))
             for t in targets:
                 for other in [*(c for a in axes for c in a.columns), *columns]:
                     if any(t.overlaps(u) for u in other.targets):
                         raise ConfigError(where, path, f"a field no other grid axis sets ({other.key} sets it too)")
-            columns.append(_Column(path, targets, values))
+            columns.append(_Column(path, targets, values, where))
         labels = axis.labels if zipped else tuple(axis_labels(list(columns[0].values)))
         if len(set(labels)) != len(labels):  # 1 and 1.0 are one value
             raise ConfigError(f"grid.{key}", list(labels), "distinct values (each becomes a coordinate)")
@@ -235,10 +244,10 @@ def _engine_variant(engine: Engine, index: int, setting: list[tuple[_GridAxis, i
     return dataclasses.replace(engine, parallel=par, dtypes=dt, **top)
 
 
-def _compile(engine: Engine, catalog: Catalog, path: str, strict: bool) -> tuple[CompiledEngine, bool]:
+def _compile(engine: Engine, resolved: ResolvedScenario, path: str, strict: bool) -> tuple[CompiledEngine, bool]:
     """Compile one engine variant; in grids an invalid layout is kept (fits = False) instead of raised."""
-    model = catalog.model(engine.model, f"{path}.model")
-    device = catalog.device(engine.device, f"{path}.device")
+    model = resolved.models[engine.model]
+    device = resolved.devices[engine.device]
     par = engine.parallel
     try:
         check_layout(model, par, path)
@@ -285,8 +294,8 @@ def estimate(
         :class:`ConfigError`.
     calibration
         ``"default"`` (shipped calibrations for H100, H200, A100), ``"none"`` (uncalibrated defaults), a
-        :class:`~hermes_fast.calibrate.Calibration`, a name or file, or a list (see :class:`Catalog`); the
-        ``calibration`` attr names what each device used.
+        :class:`~hermes_fast.calibration.calibration.Calibration`, a name or file, or a list (see
+        :class:`~hermes_fast.resolve.Catalog`); the ``calibration`` attr names what each device used.
 
     Returns
     -------
@@ -308,10 +317,11 @@ def estimate(
     >>> ds.tpot_s.dims
     ('engine', 'workload.batch_size', 'engines.llama8b-h100.parallel.tp')
     """
-    sc = load_scenario(scenario)
-    catalog = Catalog.for_scenario(sc, calibration)
+    sc = read_scenario(scenario)
     strict = not grid
-    subset, axes = _check_grid(grid, sc, catalog)
+    subset, axes = _check_grid(grid, sc)
+    devices, models = _catalog_names(axes, "device"), _catalog_names(axes, "model")
+    resolved = resolve_scenario(sc, calibration, devices=devices, models=models)
     index_of = {e.name: i for i, e in enumerate(sc.engines)}
     engines = [sc.engines[index_of[n]] for n in subset] if subset is not None else list(sc.engines)
     dims = ["engine", *(a.name for a in axes)]
@@ -335,7 +345,7 @@ def estimate(
         index = index_of[engines[combo[0]].name]
         variant = _engine_variant(engines[combo[0]], index, list(zip(eng_grid, combo[1:], strict=True)))
         if variant not in cache:
-            ce, ok = _compile(variant, catalog, f"engines[{index}]", strict)
+            ce, ok = _compile(variant, resolved, f"engines[{index}]", strict)
             cache[variant] = len(rows)
             rows.append(ce.params)
             ok_rows.append(ok)
@@ -440,7 +450,7 @@ def estimate(
             "title": f"hermes_fast estimate: {sc.name}",
             "hermes_fast_version": __version__,
             "method": "analytical roofline, zero load, static batch",
-            "calibration": catalog.describe_calibrations(variant.device for variant in cache),
+            "calibration": resolved.describe_calibrations(variant.device for variant in cache),
         },
     )
     if strict:

@@ -13,6 +13,7 @@ import xarray as xr
 from scipy import stats
 
 from .kernels.serving.outcome import ITL_LOG_MIN, ITL_PER_DECADE, Outcome, Reason, Status
+from .variables import VARIABLES
 
 __all__ = [
     "QUANTILES",
@@ -220,8 +221,6 @@ _DERIVED = {  # name -> (source variable, numerator): name = numerator / source
 def add_derived(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` with the derived objectives whose sources it has: ``output_token_per_usd`` (1e6 /
     cost_usd_per_mtoken) and ``output_token_per_j`` (1 / energy_j_per_token); attrs from the registry."""
-    from .variables import VARIABLES
-
     out = ds.copy()
     for name, (source, numerator) in _DERIVED.items():
         if source in ds and name not in ds:
@@ -237,8 +236,6 @@ def slo_goodput(ds: xr.Dataset, ttft_s=None, tpot_s=None, warmup_requests: int =
     latency unconstrained. As in the summary: requests after ``warmup_requests``, goodput over the first
     measured arrival to the last completion, TPOT over the answer's tokens after the first.
     """
-    from .variables import VARIABLES
-
     if "request_arrival_s" not in ds:
         raise ValueError("slo_goodput: needs per-request variables (simulate(..., keep_requests=True))")
     w = min(warmup_requests, max(ds.sizes["request"] - 1, 0))  # as the summary: at least one request measured

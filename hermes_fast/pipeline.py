@@ -19,13 +19,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .catalog import Catalog
 from .config.base import ConfigError
 from .config.pipeline import ROUTED, Stage
-from .config.scenario import Scenario
 from .kernels.serving import state as loop
 from .kernels.stages import INDEX_CODES, search_cost
 from .pools import Pool, ServingSetup, engine_pool, pool_arrays
+from .resolve import ResolvedScenario
 from .workload import draw_lengths, length_moments
 
 __all__ = ["PipelineSetup", "build_pipeline", "draw_stage_values", "TEXT_BYTES_PER_TOKEN"]
@@ -50,8 +49,9 @@ _STAGE_FIELDS = {**loop.STAGE_INT_FIELDS, **loop.STAGE_FLOAT_FIELDS}  # name -> 
 
 
 class _Builder:
-    def __init__(self, sc: Scenario, cat: Catalog):
-        self.sc, self.cat = sc, cat
+    def __init__(self, resolved: ResolvedScenario):
+        sc = resolved.scenario
+        self.sc, self.resolved = sc, resolved
         self.pools: list[Pool] = []
         self.pool_of: dict[str, int] = {}  # engine or search-pool name -> pool index
         self.rows: list[str] = []
@@ -83,7 +83,7 @@ class _Builder:
                 raise ConfigError(path, engine, f"one role per engine: a {old} engine cannot also serve {role}")
             return k
         idx = next(i for i, e in enumerate(self.sc.engines) if e.name == engine)
-        self.pools.append(engine_pool(self.sc, self.cat, idx, role))
+        self.pools.append(engine_pool(self.resolved, idx, role))
         self.pool_of[engine] = len(self.pools) - 1
         return len(self.pools) - 1
 
@@ -197,7 +197,7 @@ class _Builder:
         return at
 
     def search_pool(self, st: Stage, path: str) -> int:
-        device = self.cat.device(st.device, f"{path}.device")
+        device = self.resolved.devices[st.device]
         ix = st.index
         per_shard = ix.vectors / ix.shards
         flop, fixed, per_query, footprint = search_cost(
@@ -251,9 +251,8 @@ class _Builder:
         kv_bytes = sizes.pop()
         mean_past, _ = length_moments(st.past_tokens, f"{path}.past_tokens")
         first = len(self.tiers)
-        for j, tier_ref in enumerate(st.tiers):
-            tp = f"{path}.tiers[{j}]"
-            tier = self.cat.memory_tier(tier_ref.tier, f"{tp}.tier")
+        for tier_ref in st.tiers:
+            tier = self.resolved.memory_tiers[tier_ref.tier]
             bw, lat = tier.bandwidth_bytes_per_s, tier.latency_s
             shared_link = -1
             if tier_ref.link is not None:
@@ -345,12 +344,12 @@ class _Builder:
                 self.add(loop.SK_DELAY, self.row(f"{rsn.label}_tool"), **tool)
 
 
-def build_pipeline(scenario: Scenario, catalog: Catalog | None = None) -> PipelineSetup:
-    """Pools, stage tables and shared resources of a scenario whose request classes declare pipelines.
+def build_pipeline(resolved: ResolvedScenario) -> PipelineSetup:
+    """Pools, stage tables and shared resources of a resolved scenario whose request classes declare pipelines.
 
     A class without a pipeline runs prefill and decode on ``serving.engine`` (or the first engine)."""
-    sc = scenario
-    b = _Builder(sc, catalog if catalog is not None else Catalog.for_scenario(sc))
+    sc = resolved.scenario
+    b = _Builder(resolved)
     first = []
     default = (Stage(kind="prefill", engine=sc.serving.engine or sc.engines[0].name),)
     default += (Stage(kind="decode", engine=sc.serving.engine or sc.engines[0].name),)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .catalog import Catalog
 from .compile import CompiledEngine, compile_engine
 from .config.base import ConfigError
 from .config.hardware import Device, Link
@@ -19,6 +18,7 @@ from .config.scenario import Engine, Scenario
 from .config.serving import SCHEDULERS
 from .kernels import layout as L
 from .kernels.serving import state as loop
+from .resolve import ResolvedScenario
 
 __all__ = ["Pool", "ServingSetup", "engine_pool", "build_serving", "pool_arrays"]
 
@@ -76,12 +76,11 @@ def _engine_index(sc: Scenario, name: str | None) -> int:
     return next(i for i, e in enumerate(sc.engines) if e.name == name)
 
 
-def engine_pool(sc: Scenario, cat: Catalog, idx: int, role: str) -> Pool:
+def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
     """Compile engine ``idx`` of the scenario as a pool; ConfigError for what cannot serve."""
-    e = sc.engines[idx]
+    own = resolved.engines[idx]
+    e, model, device = own.engine, own.model, own.device
     path = f"engines[{idx}]"
-    model = cat.model(e.model, f"{path}.model")
-    device = cat.device(e.device, f"{path}.device")
     ce = compile_engine(model, device, e.parallel, e.dtypes, e.memory_utilization, e.max_batched_tokens, path)
     if not ce.weights_fit:
         raise ConfigError(
@@ -100,16 +99,15 @@ def engine_pool(sc: Scenario, cat: Catalog, idx: int, role: str) -> Pool:
     return Pool(e.name, role, device, ce.devices, e.replicas, cap_blocks, engine=e, compiled=ce)
 
 
-def build_serving(scenario: Scenario, catalog: Catalog | None = None) -> ServingSetup:
-    """Compile the serving engines of ``scenario`` into pool arrays; ConfigError for what cannot serve."""
-    sc = scenario
-    cat = catalog if catalog is not None else Catalog.for_scenario(sc)
+def build_serving(resolved: ResolvedScenario) -> ServingSetup:
+    """Compile the serving engines of a resolved scenario into pool arrays; ConfigError for what cannot serve."""
+    sc = resolved.scenario
     sv = sc.serving
     if sv.disaggregated:
-        pre = engine_pool(sc, cat, _engine_index(sc, sv.prefill_engine), "prefill")
-        pools = [replace(pre, next_pool=1), engine_pool(sc, cat, _engine_index(sc, sv.decode_engine), "decode")]
+        pre = engine_pool(resolved, _engine_index(sc, sv.prefill_engine), "prefill")
+        pools = [replace(pre, next_pool=1), engine_pool(resolved, _engine_index(sc, sv.decode_engine), "decode")]
     else:
-        pools = [engine_pool(sc, cat, _engine_index(sc, sv.engine), "colocated")]
+        pools = [engine_pool(resolved, _engine_index(sc, sv.engine), "colocated")]
     return pool_arrays(pools, sv.pairing, sv.kv_link)
 
 

@@ -13,14 +13,14 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
-from . import __version__
-from .catalog import Catalog
+from ._version import __version__
 from .config.base import ConfigError
-from .config.scenario import Scenario, load_scenario
+from .config.scenario import Scenario
 from .kernels.serving import Outcome, new_state, serve
 from .metrics import QUANTILES, REASONS, summarize, summarize_stages
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
 from .pools import ServingSetup, build_serving
+from .resolve import ResolvedScenario, resolve_scenario
 from .variables import data_array
 from .workload import Draws, draw_workload, rng_for
 
@@ -113,7 +113,7 @@ def simulate(
     keep_requests : also return per-request variables (``request_*``, dims replicate x request).
     fast_forward : commit runs of decode-only iterations at once (identical results, much faster).
     calibration : None or ``"default"`` (shipped calibrations), ``"none"`` (uncalibrated), a Calibration, name
-        or file, or a list (see :class:`~hermes_fast.catalog.Catalog`); named in the ``calibration`` attr.
+        or file, or a list (see :class:`~hermes_fast.resolve.Catalog`); named in the ``calibration`` attr.
 
     Returns
     -------
@@ -126,14 +126,14 @@ def simulate(
     >>> float(ds.ttft_s.sel(quantile=0.5, replicate=0)) > 0
     True
     """
-    sc = load_scenario(scenario)
+    resolved = resolve_scenario(scenario, "default" if calibration is None else calibration)
+    sc = resolved.scenario
     for name, value, low in (("n_requests", n_requests, 1), ("replicates", replicates, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ConfigError(name, value, f"an integer >= {low}")
     if n_requests > _MAX_REQUESTS:
         raise ConfigError("n_requests", n_requests, f"at most {_MAX_REQUESTS:g} requests per replicate")
-    catalog = Catalog.for_scenario(sc, "default" if calibration is None else calibration)
-    setup, pipe = prepare(sc, catalog)
+    setup, pipe = prepare(resolved)
     per_rep = []
     requests = []
     for rep in range(replicates):
@@ -154,7 +154,7 @@ def simulate(
             "seed": seed,
             "fast_forward": int(fast_forward),
             "hermes_fast_version": __version__,
-            "calibration": catalog.describe_calibrations(_devices(sc)),
+            "calibration": resolved.describe_calibrations(_devices(sc)),
         }
     )
     return ds
@@ -167,14 +167,12 @@ def _devices(sc: Scenario) -> list[str]:
     return names
 
 
-def prepare(sc: Scenario, catalog: Catalog | None = None) -> tuple[ServingSetup, PipelineSetup | None]:
-    """The pools (and, for pipeline scenarios, the stage tables) of a validated scenario; ``catalog``
-    defaults to the scenario's with the shipped calibrations."""
-    catalog = catalog if catalog is not None else Catalog.for_scenario(sc)
-    if any(c.pipeline for c in sc.workload.classes):
-        pipe = build_pipeline(sc, catalog)
+def prepare(resolved: ResolvedScenario) -> tuple[ServingSetup, PipelineSetup | None]:
+    """The pools (and, for pipeline scenarios, the stage tables) of a resolved scenario."""
+    if any(c.pipeline for c in resolved.scenario.workload.classes):
+        pipe = build_pipeline(resolved)
         return pipe.serving, pipe
-    return build_serving(sc, catalog), None
+    return build_serving(resolved), None
 
 
 def simulate_replicate(

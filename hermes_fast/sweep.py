@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import __version__
+from ._version import __version__
 from .capacity import as_capacity, check_rate_matters, search_rate
 from .config.base import ConfigError, convert_field, from_mapping, load_yaml, to_mapping
 from .config.grid import Axis, apply_settings, is_scalar, parse_axis, parse_path, plain_value
-from .config.scenario import Scenario, load_scenario
+from .config.scenario import Scenario
 from .config.sweep import CapacitySearch, SweepSpec
 from .metrics import QUANTILES, REASONS
+from .resolve import ResolvedScenario, load_scenario, resolve_scenario
 from .simulate import LINK_VARS, STAGE_VARS, prepare, simulate_replicate, summary_dims
 from .variables import data_array
 from .workload import rng_for
@@ -105,9 +106,10 @@ class _Plan:
         idx = np.unravel_index(i, self.shape) if self.axes else ()
         return ", ".join(f"{a.name}={a.labels[j]!r}" for a, j in zip(self.axes, idx, strict=True)) or "the base"
 
-    def scenario(self, i: int) -> Scenario:
+    def resolved(self, i: int) -> ResolvedScenario:
+        """Grid point ``i``'s scenario, resolved (errors name the point)."""
         try:
-            return load_scenario(apply_settings(self.base, self.settings(i)))
+            return resolve_scenario(apply_settings(self.base, self.settings(i)))
         except ConfigError as e:
             raise ConfigError(f"grid point {i} ({self.coords_of(i)}): {e.path}", e.value, e.expected) from None
 
@@ -139,9 +141,10 @@ def _layout_chunk(plan: _Plan, start: int, stop: int) -> dict:
     piped = False
     names: set[str] = set()
     for i in range(start, stop):
-        sc = plan.scenario(i)
+        resolved = plan.resolved(i)
+        sc = resolved.scenario
         try:
-            setup, pipe = prepare(sc)
+            setup, pipe = prepare(resolved)
             if plan.capacity is not None:
                 check_rate_matters(sc)
         except ConfigError as e:
@@ -209,8 +212,9 @@ def _pack(plan: _Plan, summaries: list[dict], setup, pipe, capacity: list[float]
 
 def _run_point(plan: _Plan, i: int) -> dict[str, np.ndarray]:
     """Simulate (or capacity-search) every replicate of grid point ``i``."""
-    sc = plan.scenario(i)
-    setup, pipe = prepare(sc)
+    resolved = plan.resolved(i)
+    sc = resolved.scenario
+    setup, pipe = prepare(resolved)
     summaries: list[dict] = []
     capacity = None
     if plan.capacity is None:
@@ -221,7 +225,7 @@ def _run_point(plan: _Plan, i: int) -> dict[str, np.ndarray]:
         capacity = []
         for r in range(plan.replicates):
             rate, _, summary, _ = search_rate(
-                sc, plan.capacity, plan.n_requests, plan.seed, i, r, plan.fast_forward, (setup, pipe)
+                resolved, plan.capacity, plan.n_requests, plan.seed, i, r, plan.fast_forward, (setup, pipe)
             )
             capacity.append(rate)
             summaries.append(summary)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hermes_fast.catalog import Catalog
 from hermes_fast.compile import compile_engine
 from hermes_fast.config import Dtypes, Parallel
+from hermes_fast.resolve import Catalog
 
 # An H100 with every efficiency 1 and no overheads: memory time x bw = bytes read.
 IDEAL_EFFICIENCY = {

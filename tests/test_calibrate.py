@@ -11,24 +11,19 @@ import numpy as np
 import pytest
 
 import hermes_fast as hf
-from hermes_fast.aiconfigurator import import_aiconfigurator
-from hermes_fast.calibrate import (
-    Calibration,
-    calibrate,
-    holdout_mask,
-    load_calibration,
-    predict,
-    read_measurements,
-    shipped_calibrations,
-    write_measurements,
-)
-from hermes_fast.catalog import Catalog
+from hermes_fast.calibration.aiconfigurator import import_aiconfigurator
+from hermes_fast.calibration.calibration import Calibration, load_calibration, shipped_calibrations
+from hermes_fast.calibration.fit import calibrate, holdout_mask
+from hermes_fast.calibration.measurements import read_measurements, write_measurements
+from hermes_fast.calibration.predict import predict
+from hermes_fast.calibration.reference import reference_measurements
+from hermes_fast.calibration.validate import validation_table
 from hermes_fast.compile import compile_engine, device_rates
 from hermes_fast.config import ConfigError, Dtypes, Parallel
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.collectives import allreduce_time, alltoall_time, message_bandwidth
 from hermes_fast.kernels.step import _attention_layer, _gemm, causal_pairs, decode_step_time, prefill_time
-from hermes_fast.validate import reference_measurements, validation_table
+from hermes_fast.resolve import Catalog
 
 TRUE = {
     "efficiency.compute_efficiency": 0.72,

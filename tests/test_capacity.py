@@ -8,6 +8,7 @@ import pytest
 import hermes_fast as hf
 from hermes_fast.capacity import as_capacity, meets_targets, search_rate
 from hermes_fast.config import ConfigError
+from hermes_fast.resolve import resolve_scenario
 
 STEP_S = 0.01
 
@@ -76,8 +77,7 @@ def test_bisection_agrees_with_a_dense_rate_scan():
             "rel_tol": 0.01,
         }
     )
-    sc = hf.load_scenario(chat())
-    cap, high, _, runs = search_rate(sc, targets, 400, seed=5, point=3, replicate=1)
+    cap, high, _, runs = search_rate(resolve_scenario(chat()), targets, 400, seed=5, point=3, replicate=1)
     assert 1 < cap < high <= cap * 1.01 + 1e-9 and runs <= 2 + 10
 
     def ok(rate):

@@ -6,9 +6,10 @@ from importlib.resources import files
 
 import pytest
 
-from hermes_fast.catalog import Catalog, preset_names
+from hermes_fast.catalog import preset_names
 from hermes_fast.config.base import ConfigError, load_yaml
 from hermes_fast.config.hardware import DTYPES
+from hermes_fast.resolve import Catalog
 
 KINDS = ("devices", "models", "memory_tiers")
 

@@ -8,8 +8,8 @@ import pytest
 
 import hermes_fast as hf
 from hermes_fast import ConfigError, estimate, load_scenario
-from hermes_fast.catalog import Catalog
 from hermes_fast.config import Engine, Parallel, Scenario, Workload, from_mapping, load_yaml, to_mapping
+from hermes_fast.resolve import Catalog
 
 VALID_TOP_KEYS = "description, devices, engines, links, memory_tiers, models, name, serving, workload"
 

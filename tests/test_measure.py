@@ -1,4 +1,4 @@
-"""hermes_fast.measure: the measurement plan, argument checks, and (where PyTorch is installed) the method
+"""hermes_fast.calibration.measure: the measurement plan, argument checks, and (where PyTorch is installed) the method
 itself on the CPU: rows in the schema, a random-weight decoder whose KV cache gives the same logits as a
 full prefill, and parameters that match the model's own count."""
 
@@ -10,13 +10,15 @@ import sys
 import numpy as np
 import pytest
 
-from hermes_fast.calibrate import predict, read_measurements
-from hermes_fast.catalog import Catalog
+from hermes_fast.calibration.measure import measure
+from hermes_fast.calibration.measure_plan import device_for_gpu, measurement_plan, projection_shapes
+from hermes_fast.calibration.measurements import read_measurements
+from hermes_fast.calibration.predict import predict
+from hermes_fast.calibration.validate import reference_errors
 from hermes_fast.cli import main
 from hermes_fast.compile import param_count
 from hermes_fast.config.base import ConfigError
-from hermes_fast.measure import device_for_gpu, measure, measurement_plan, projection_shapes
-from hermes_fast.validate import reference_errors
+from hermes_fast.resolve import Catalog
 
 GB = 1e9
 TINY = {
@@ -168,15 +170,15 @@ def test_quick_measurement_on_the_cpu_writes_schema_rows(tmp_path):
 
 
 def _session(torch):
-    from hermes_fast.measure import _Session
+    from hermes_fast.calibration.measure_cases import Session
 
-    return _Session(torch, torch.device("cpu"), "fp32", "xeon_8480p", trials=1, seed=3)
+    return Session(torch, torch.device("cpu"), "fp32", "xeon_8480p", trials=1, seed=3)
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-tied"])
 def test_random_decoder_has_the_models_parameters(name):
     torch = _torch()
-    from hermes_fast.measure import _RandomDecoder
+    from hermes_fast.calibration.measure_cases import _RandomDecoder
 
     mo = Catalog({"models": TINY}).model(name)
     net = _RandomDecoder(_session(torch), mo)
@@ -192,7 +194,7 @@ def test_decode_with_the_kv_cache_matches_a_full_prefill(name):
     """Prefill 5 tokens, then decode the 6th against the cache: the logits equal those of prefilling all 6
     (checks the cache write, RoPE positions and the folded GQA decode against causal prefill)."""
     torch = _torch()
-    from hermes_fast.measure import _RandomDecoder
+    from hermes_fast.calibration.measure_cases import _RandomDecoder
 
     net = _RandomDecoder(_session(torch), Catalog({"models": TINY}).model(name))
     tokens = torch.randint(0, net.m.vocab_size, (3, 6), generator=torch.Generator().manual_seed(1))
@@ -206,7 +208,7 @@ def test_decode_with_the_kv_cache_matches_a_full_prefill(name):
 
 
 def test_a_replay_visits_every_operand_copy():
-    from hermes_fast.measure import _MAX_REPS, _copies, _Timer
+    from hermes_fast.calibration.measure_cases import _MAX_REPS, _copies, _Timer
 
     assert _Timer._reps(1e-3, 1) == 5 and _Timer._reps(1e-3, 300) == 300  # 5 ms, or every copy
     assert _Timer._reps(1e-9, 1) == _MAX_REPS and _Timer._reps(1.0, 1) == 1
@@ -215,7 +217,7 @@ def test_a_replay_visits_every_operand_copy():
 
 def test_chunked_prefill_after_cached_tokens_is_refused():
     torch = _torch()
-    from hermes_fast.measure import _RandomDecoder
+    from hermes_fast.calibration.measure_cases import _RandomDecoder
 
     net = _RandomDecoder(_session(torch), Catalog({"models": TINY}).model("tiny-llama"))
     with pytest.raises(ValueError, match="bottom-right causal mask"):
@@ -224,7 +226,7 @@ def test_chunked_prefill_after_cached_tokens_is_refused():
 
 def test_folded_gqa_decode_equals_repeated_kv_heads():
     torch = _torch()
-    from hermes_fast.measure import _attend
+    from hermes_fast.calibration.measure_cases import _attend
 
     s = _session(torch)
     g = torch.Generator().manual_seed(0)

@@ -16,6 +16,7 @@ from hermes_fast.kernels.serving import Status
 from hermes_fast.kernels.serving import state as loop
 from hermes_fast.kernels.stages import INDEX_CODES, search_batch_time, search_cost, tier_outcome
 from hermes_fast.pipeline import TEXT_BYTES_PER_TOKEN, build_pipeline
+from hermes_fast.resolve import resolve_scenario
 
 STEP_S = 0.01
 LLM = {"name": "llm", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": STEP_S}
@@ -251,7 +252,7 @@ def _kv_scenario(hits, past=2000, rate=0.2, distinct=None, capacity=None):
 
 def test_kv_tier_hit_rates_give_the_mean_fetch_time():
     sc = _kv_scenario((0.5, 0.6))
-    pipe = build_pipeline(hf.load_scenario(sc))
+    pipe = build_pipeline(resolve_scenario(sc))
     kv_bytes = pipe.arrays["stages_float"][loop.SGF_KV_BYTES, 0]
     assert kv_bytes == pytest.approx(131072.0)  # Llama-3.1-8B bf16: 32 layers x 8 heads x 128 x 2 x 2 B
     fast = 1e-4 + 2000 * kv_bytes / 1e11
@@ -355,7 +356,6 @@ def test_fast_forward_spans_cut_by_arrivals_equal_stepping(fixed):
     """Decode spans cut by work joining mid-span (a shared queue, least-KV routing, tool rounds, KV
     hand-offs), thinking milestones inside spans, a horizon stop with spans in flight, and (fixed steps)
     iteration ends tying across replicas: fast-forward equals one event per iteration, exactly."""
-    from hermes_fast.config.scenario import load_scenario
     from hermes_fast.simulate import run_pipeline
     from hermes_fast.workload import draw_workload, rng_for
 
@@ -387,8 +387,9 @@ def test_fast_forward_spans_cut_by_arrivals_equal_stepping(fixed):
     ]  # fmt: skip
     prompt = {"dist": "uniform", "min": 50, "max": 1500}
     output = {"dist": "uniform", "min": 2, "max": 80}
-    sc = load_scenario(scenario(stages, engines=[pre, think], rate=25.0, prompt=prompt, output=output))
-    pipe = build_pipeline(sc)
+    resolved = resolve_scenario(scenario(stages, engines=[pre, think], rate=25.0, prompt=prompt, output=output))
+    sc = resolved.scenario
+    pipe = build_pipeline(resolved)
     runs = []
     for ff in (True, False):
         rng = rng_for(5)
@@ -458,7 +459,7 @@ def test_retrieval_and_kv_fetches_share_the_host_memory_link():
     kv = {"kind": "kv_retrieve", "past_tokens": past, "tiers": [{"tier": "dram", "hit_rate": 1.0, "link": "host"}]}
     stages = [search, kv, {"kind": "prefill", "engine": "llm"}, {"kind": "decode", "engine": "llm"}]
     sc = scenario(stages, links=[{"name": "host", "bandwidth_bytes_per_s": bw, "latency_s": 0.0}], tiers=tiers)
-    pipe = build_pipeline(hf.load_scenario(sc))
+    pipe = build_pipeline(resolve_scenario(sc))
     pool = pipe.serving.pool_int[loop.PL_KIND].tolist().index(loop.POOL_SEARCH)
     pf = pipe.serving.pool_float[:, pool]
     flop, fixed, per_query = pf[loop.PF_S_FLOP], pf[loop.PF_S_BYTES_FIXED], pf[loop.PF_S_BYTES_QUERY]
@@ -495,12 +496,12 @@ def _branched(think, branches=4, reward=True, answer=10, prompt=100, **wl):
 
 
 def _run_low_level(sc, n, seed=3, fast_forward=True):
-    from hermes_fast.config.scenario import load_scenario
     from hermes_fast.simulate import run_pipeline
     from hermes_fast.workload import draw_workload, rng_for
 
-    sc = load_scenario(sc)
-    pipe = build_pipeline(sc)
+    resolved = resolve_scenario(sc)
+    sc = resolved.scenario
+    pipe = build_pipeline(resolved)
     rng = rng_for(seed)
     return pipe, run_pipeline(pipe, draw_workload(sc.workload, n, rng), rng, fast_forward=fast_forward)
 

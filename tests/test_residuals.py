@@ -10,22 +10,18 @@ import math
 import numpy as np
 import pytest
 
-from hermes_fast.calibrate import (
-    Calibration,
-    calibrate,
-    load_calibration,
-    predict,
-    read_measurements,
-    shipped_calibrations,
-)
-from hermes_fast.catalog import Catalog
+from hermes_fast.calibration.calibration import Calibration, load_calibration, shipped_calibrations
+from hermes_fast.calibration.fit import calibrate
+from hermes_fast.calibration.measurements import read_measurements
+from hermes_fast.calibration.predict import predict
+from hermes_fast.calibration.reference import step_measurements
+from hermes_fast.calibration.residuals import evaluate, fit_residual
 from hermes_fast.compile import compile_engine, pack_residual
 from hermes_fast.config import AttentionResidual, ConfigError, Dtypes, Parallel
 from hermes_fast.config.hardware import ATTENTION_RESIDUAL_AXIS_NODES, ATTENTION_RESIDUAL_NODES
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.step import _attention_layer, causal_pairs, prefill_residual, residual_factor
-from hermes_fast.residuals import evaluate, fit_residual
-from hermes_fast.validate import step_measurements
+from hermes_fast.resolve import Catalog
 
 SURFACE = AttentionResidual(
     kernel="decode",

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from serving_reference import run_reference
 
-from hermes_fast.config import load_scenario
 from hermes_fast.kernels.serving import Reason, Status
 from hermes_fast.kernels.serving import state as loop
+from hermes_fast.resolve import resolve_scenario
 from hermes_fast.simulate import build_serving, run_serving
 from hermes_fast.workload import Draws, draw_workload, rng_for
 
@@ -233,8 +233,9 @@ CASES["disagg-shared_queue-static-fixed"] = case(
 def prepared(name: str):
     """(setup, draws, horizon, reference result) of a case, computed once per session."""
     c = CASES[name]
-    sc = load_scenario(c.scenario)
-    setup = build_serving(sc)
+    resolved = resolve_scenario(c.scenario)
+    sc = resolved.scenario
+    setup = build_serving(resolved)
     draws = draw_workload(sc.workload, c.n, rng_for(c.seed))
     horizon = sc.serving.horizon_s
     return setup, draws, horizon, run_reference(setup, draws, horizon)
@@ -341,7 +342,7 @@ def test_case_exercises_its_features(name):
 
 
 def _setup(mapping: dict):
-    return build_serving(load_scenario(mapping))
+    return build_serving(resolve_scenario(mapping))
 
 
 def _draws(arrival, prompt, output) -> Draws:

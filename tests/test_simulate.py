@@ -9,8 +9,9 @@ import pytest
 from outcomes import assert_same_outcome
 
 import hermes_fast as hf
-from hermes_fast.config import ConfigError, load_scenario
+from hermes_fast.config import ConfigError
 from hermes_fast.kernels.serving import Status
+from hermes_fast.resolve import resolve_scenario
 from hermes_fast.simulate import build_serving, run_serving
 from hermes_fast.workload import draw_workload, length_moments, rng_for
 
@@ -175,8 +176,9 @@ def test_conservation_and_ordering(policy):
     ids=["continuous", "chunked", "mixed", "static", "continuous-heavy"],
 )
 def test_fast_forward_equals_per_iteration(scenario):
-    sc = load_scenario(scenario)
-    setup = build_serving(sc)
+    resolved = resolve_scenario(scenario)
+    sc = resolved.scenario
+    setup = build_serving(resolved)
     draws = draw_workload(sc.workload, 1500, rng_for(11))
     a = run_serving(setup, draws, fast_forward=True)
     b = run_serving(setup, draws, fast_forward=False)
@@ -224,8 +226,9 @@ def kv_pressure(preemption):
 
 @pytest.mark.parametrize("preemption", ["recompute", "swap"])
 def test_preemption_happens_and_recovers(preemption):
-    sc = load_scenario(kv_pressure(preemption))
-    setup = build_serving(sc)
+    resolved = resolve_scenario(kv_pressure(preemption))
+    sc = resolved.scenario
+    setup = build_serving(resolved)
     cap_tokens = setup.pools[0].kv_capacity_tokens
     assert 2000 < cap_tokens < 10000
     ds = hf.simulate(sc, n_requests=600, seed=4, keep_requests=True)

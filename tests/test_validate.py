@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hermes_fast.calibrate import predict
-from hermes_fast.validate import error_summary, read_reference, reference_errors
+from hermes_fast.calibration.predict import predict
+from hermes_fast.calibration.reference import read_reference
+from hermes_fast.calibration.validate import error_summary, reference_errors
 
 # family -> (median bound, 90th-percentile bound), per device
 BOUNDS = {
@@ -75,7 +76,7 @@ def test_bf16_gemm_is_accurate_uncalibrated(summary):
 
 
 def test_step_measurements_are_medians_of_the_repeats():
-    from hermes_fast.validate import step_measurements
+    from hermes_fast.calibration.reference import step_measurements
 
     ms = step_measurements()
     fam = ms.family
@@ -105,9 +106,10 @@ def test_step_comparison_finds_the_stacks_host_costs():
     """Kernel sums miss the measured stack's fixed per-iteration cost; measured as median_gap_s and put back as
     ``efficiency.step_overhead_s``, it brings every decode setting within 5%; fitted per device with its growth
     per TP rank and per sequence, held-back decode steps come within 5% too."""
-    from hermes_fast.calibrate import Calibration
-    from hermes_fast.catalog import Catalog
-    from hermes_fast.validate import step_comparison, step_measurements
+    from hermes_fast.calibration.calibration import Calibration
+    from hermes_fast.calibration.reference import step_measurements
+    from hermes_fast.calibration.validate import step_comparison
+    from hermes_fast.resolve import Catalog
 
     table = step_comparison()
     rows = {(r["family"], r["device"], r["tp"]): r for r in table}

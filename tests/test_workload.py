@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import hermes_fast as hf
-from hermes_fast.config import Arrival, ConfigError, Length, Trace, load_scenario
+from hermes_fast import load_scenario
+from hermes_fast.config import Arrival, ConfigError, Length, Trace
 from hermes_fast.workload import draw_arrivals, draw_lengths, draw_workload, length_moments, rng_for
 
 N = 400_000

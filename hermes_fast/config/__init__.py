@@ -1,10 +1,10 @@
 """Scenario configuration: frozen dataclasses per concern, loaded from YAML or dicts with dotted-path errors."""
 
-from .base import ConfigError, field_docs, from_mapping, load_yaml, to_mapping
+from .base import ConfigError, deep_merge, field_docs, from_mapping, load_yaml, to_mapping
 from .hardware import DTYPE_BYTES, DTYPES, AttentionResidual, Device, Efficiency, Link, MemoryTier, PeakFlops
 from .model import MLA, Model, MoE
 from .pipeline import KvTier, Stage, VectorIndex
-from .scenario import Dtypes, Engine, Parallel, Scenario, Workload, load_scenario
+from .scenario import Dtypes, Engine, Parallel, Scenario, Workload, read_scenario
 from .serving import Batching, Serving, Slo
 from .sweep import CapacitySearch, LatencyTarget, SweepSpec
 from .workload import Arrival, Length, RequestClass, Trace
@@ -14,6 +14,7 @@ __all__ = [
     "field_docs",
     "from_mapping",
     "load_yaml",
+    "deep_merge",
     "to_mapping",
     "DTYPE_BYTES",
     "DTYPES",
@@ -31,7 +32,7 @@ __all__ = [
     "Parallel",
     "Scenario",
     "Workload",
-    "load_scenario",
+    "read_scenario",
     "KvTier",
     "Stage",
     "VectorIndex",

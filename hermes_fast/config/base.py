@@ -28,6 +28,7 @@ __all__ = [
     "field_docs",
     "close_match_hint",
     "convert_field",
+    "deep_merge",
 ]
 
 
@@ -227,6 +228,23 @@ def convert_field(cls, name: str, value: Any, path: str) -> Any:
     """Validate ``value`` as field ``name`` of dataclass ``cls`` (type, bounds, choices), as from_mapping does."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     return _convert(value, _hints(cls)[name], path, f.metadata)
+
+
+def deep_merge(base: Mapping, over: Mapping) -> dict:
+    """``base`` with ``over`` merged in field by field: nested mappings merge, any other value replaces.
+
+    Examples
+    --------
+    >>> deep_merge({"a": 1, "e": {"x": 1, "y": 2}}, {"e": {"y": 3}})
+    {'a': 1, 'e': {'x': 1, 'y': 3}}
+    """
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
 
 
 def to_mapping(obj) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -145,25 +146,19 @@ class Scenario:
                         )
 
 
-def load_scenario(source: Scenario | Mapping | str | Path | None = None) -> Scenario:
-    """A validated :class:`Scenario` from a Scenario, mapping, YAML path or YAML text (None: the default).
+def read_scenario(source: Scenario | Mapping | str | Path | None = None) -> Scenario:
+    """A :class:`Scenario` from a Scenario, mapping, YAML path or YAML text (None: the default), validated
+    against the schema; :func:`hermes_fast.load_scenario` also checks the catalog names it uses.
 
     Examples
     --------
-    >>> sc = load_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}]})
+    >>> sc = read_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}]})
     >>> sc.engines[0].parallel.tp
     1
     """
     if source is None:
-        from importlib.resources import files
-
         source = Path(str(files("hermes_fast") / "scenarios" / "default.yaml"))
     if isinstance(source, Scenario):
-        sc = source
-    else:
-        data = load_yaml(source) if isinstance(source, (str, Path)) else source
-        sc = from_mapping(Scenario, data)
-    from ..catalog import Catalog  # late import: the catalog validates entries with these schemas
-
-    Catalog.for_scenario(sc).check_scenario(sc)
-    return sc
+        return source
+    data = load_yaml(source) if isinstance(source, (str, Path)) else source
+    return from_mapping(Scenario, data)

@@ -1,185 +1,37 @@
-"""Kernel predictions against the measured latencies shipped in ``hermes_fast/data/reference``.
+"""Kernel and whole-step predictions against measured latencies, with and without calibrations.
 
-The shipped files (NVIDIA aiconfigurator databases, microsoft/vidur profiles; see SOURCES.md there) are
-converted to the measurement schema of :mod:`hermes_fast.calibrate` (:func:`reference_measurements`), then
-predicted with the same formulas the step cost uses, from each device's catalog entry: uncalibrated
-defaults or a calibration. :func:`reference_errors` returns one row per measurement; :func:`error_summary`
-the median and 90th-percentile absolute relative error per kernel family, device and backend;
-:func:`validation_table` both side by side, on the rows each calibration held back from its fit.
-:func:`step_measurements` and :func:`step_comparison` do the same for whole prefill and decode iterations
-(Splitwise's measured Llama-2-70B steps), predicted from the compiled step cost, and :func:`fit_host_costs`
-fits the engine's host costs (per step, per TP rank, per sequence) to the measured decode steps.
+Measured rows (by default the shipped reference data, :mod:`hermes_fast.calibration.reference`) are predicted
+with the same formulas the step cost uses, from each device's catalog entry: uncalibrated defaults or a
+calibration. :func:`reference_errors` returns one row per measurement; :func:`error_summary` the median and
+90th-percentile absolute relative error per kernel family, device and backend; :func:`validation_table` both side
+by side, on the rows each calibration held back from its fit. :func:`step_comparison` does the same for whole
+prefill and decode iterations (Splitwise's measured Llama-2-70B steps), predicted from the compiled step cost,
+and :func:`fit_host_costs` fits the engine's host costs (per step, per TP rank, per sequence) to the measured
+decode steps.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-from functools import cache
-from importlib.resources import files
 
 import numpy as np
 import xarray as xr
 
-from .calibrate import HOST_COSTS, Measurements, holdout_mask, predict, read_measurements
+from ..resolve import Catalog
+from .calibration import shipped_calibrations
+from .fit import calibrate, holdout_mask
+from .measurements import Measurements
+from .parameters import HOST_COSTS
+from .predict import predict
+from .reference import reference_measurements, step_measurements
 
 __all__ = [
     "error_summary",
     "fit_host_costs",
-    "read_reference",
     "reference_errors",
-    "reference_measurements",
     "step_comparison",
-    "step_measurements",
     "validation_table",
 ]
-
-_MS = 1e-3
-_GPU = {"h100_sxm": "h100_sxm", "h200_sxm": "h200_sxm", "A100 80GB SXM": "a100_sxm_80gb", "H100 80GB SXM": "h100_sxm"}
-_DTYPE = {"bfloat16": "bf16", "half": "fp16", "fp8": "fp8", "fp8_block": "fp8_block", "int8": "int8"}
-_COMM_OP = {"all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter"}
-_COMM_OP["alltoall"] = "all_to_all"
-
-
-def read_reference(name: str) -> list[dict[str, str]]:
-    """Rows of one shipped reference CSV (``aiconfigurator_gemm``, ``vidur_operator_profiles``, ...)."""
-    text = (files("hermes_fast") / "data" / "reference" / f"{name}.csv").read_text()
-    return list(csv.DictReader(text.splitlines()))
-
-
-def _backend(r: dict[str, str]) -> str:
-    return f"{r['backend']}-{r['db_version']}"
-
-
-@cache
-def _reference_rows() -> tuple[dict, ...]:
-    rows: list[dict] = []
-    for r in read_reference("aiconfigurator_gemm"):
-        rows.append(
-            {
-                "op": "gemm",
-                "device": _GPU[r["gpu"]],
-                "backend": _backend(r),
-                "dtype": _DTYPE[r["gemm_dtype"]],
-                "m": r["m"],
-                "n": r["n"],
-                "k": r["k"],
-                "latency_s": float(r["latency_ms"]) * _MS,
-                "source": "aiconfigurator_gemm.csv",
-            }
-        )
-    for kind in ("context", "generation"):
-        for r in read_reference(f"aiconfigurator_{kind}_attention"):
-            row = {
-                "op": f"{kind}_attention",
-                "device": _GPU[r["gpu"]],
-                "backend": _backend(r),
-                "dtype": _DTYPE[r["attn_dtype"]],
-                "kv_dtype": _DTYPE[r["kv_cache_dtype"]],
-                "batch_size": r["batch_size"],
-                "num_heads": r["num_heads"],
-                "num_kv_heads": r["num_key_value_heads"],
-                "head_dim": r["head_dim"],
-                "latency_s": float(r["latency_ms"]) * _MS,
-                "source": f"aiconfigurator_{kind}_attention.csv",
-            }
-            if kind == "context":
-                row["tokens"] = r["isl"]
-            else:
-                row["context_tokens"] = r["kv_len"]
-            rows.append(row)
-    for r in read_reference("aiconfigurator_comm"):
-        if r["source"] != "nccl":
-            continue  # custom all-reduce kernels are a different algorithm, not the ring the step cost assumes
-        rows.append(
-            {
-                "op": _COMM_OP[r["op_name"]],
-                "device": _GPU[r["gpu"]],
-                "backend": f"nccl-{r['db_version']}",
-                "num_gpus": r["num_gpus"],
-                "message_bytes": r["bytes"],
-                "latency_s": float(r["latency_ms"]) * _MS,
-                "source": "aiconfigurator_comm.csv",
-            }
-        )
-    for r in read_reference("vidur_operator_profiles"):
-        value = float(r["value"]) * _MS
-        if r["metric"] == "per_layer_linear_ops_time_ms":
-            rows.append(
-                {
-                    "op": "layer_linear",
-                    "device": _GPU[r["hardware"]],
-                    "backend": "vidur-pytorch",
-                    "dtype": "fp16",
-                    "model": {"Llama-2-7B": "llama-2-7b", "Llama-2-70B": "llama-2-70b"}[r["model"]],
-                    "tp": r["parallelism"].split()[0][2:],
-                    "tokens": r["isl"],
-                    "latency_s": value,
-                    "source": "vidur_operator_profiles.csv",
-                }
-            )
-        else:
-            rows.append(
-                {
-                    "op": "all_reduce",
-                    "device": "h100_sxm" if r["hardware"].startswith("H100") else "a100_sxm_80gb",
-                    "backend": "vidur-pytorch",
-                    "num_gpus": r["n_devices"],
-                    "message_bytes": r["notes"].split("message size ")[1].split()[0],
-                    "latency_s": value,
-                    "source": "vidur_operator_profiles.csv",
-                }
-            )
-    return tuple(rows)
-
-
-def reference_measurements() -> Measurements:
-    """Every shipped reference row in the :data:`~hermes_fast.calibrate.MEASUREMENT_COLUMNS` schema
-    (seconds), with ``backend`` naming the software stack (``trtllm-1.3.0rc20``, ``nccl-2.29.2``, ...)."""
-    return read_measurements(_reference_rows())
-
-
-# Splitwise's DGX machines -> catalog devices; its h100-80gb-pcap rows are not measurements (they are the
-# h100-80gb rows with prompt times x 1.3) and BLOOM-176B is not in the catalog, so both are left out
-_SPLITWISE_DEVICE = {"a100-80gb": "a100_sxm_80gb", "h100-80gb": "h100_sxm"}
-
-
-@cache
-def _step_rows() -> tuple[dict, ...]:
-    prefill: dict[tuple, list[float]] = {}
-    decode: dict[tuple, list[float]] = {}
-    seen = set()
-    for r in read_reference("splitwise_perf_model"):
-        if r["model"] != "llama2-70b" or r["hardware"] not in _SPLITWISE_DEVICE or tuple(r.values()) in seen:
-            continue  # (the base setting is listed once per sweep: its copies are one set of repeats)
-        seen.add(tuple(r.values()))
-        tp, batch = int(r["tensor_parallel"]), int(r["batch_size"])
-        if tp == 2 and batch == 64:
-            continue  # prompt time falls 4x while e2e reaches 160 s: two GPUs' KV cache overflowed, not one step
-        setting = (r["hardware"], tp, batch, int(r["prompt_size"]))
-        prefill.setdefault(setting, []).append(float(r["prompt_time"]))
-        decode.setdefault((*setting, int(r["token_size"])), []).append(float(r["token_time"]))
-    rows = []
-    for ops, op in ((prefill, "prefill_step"), (decode, "decode_step")):
-        for key, times in sorted(ops.items()):
-            hw, tp, batch, prompt = key[:4]
-            row = {"op": op, "device": _SPLITWISE_DEVICE[hw], "backend": "splitwise-2023", "model": "llama-2-70b"}
-            row.update({"tp": tp, "batch_size": batch, "dtype": "fp16", "kv_dtype": "fp16"})
-            if op == "prefill_step":
-                row["tokens"] = prompt
-            else:  # the mean step of a generation of key[4] tokens reads the prompt and half the output
-                row["context_tokens"] = prompt + key[4] / 2.0
-            row["latency_s"] = float(np.median(times)) * _MS
-            row["source"] = "splitwise_perf_model.csv"
-            rows.append(row)
-    return tuple(rows)
-
-
-def step_measurements() -> Measurements:
-    """Measured whole iterations shipped with hermes_fast: Splitwise's (Patel et al., ISCA 2024) Llama-2-70B
-    fp16 prefill and mean decode steps on DGX-A100 and DGX-H100 at TP 2, 4 and 8, one row per setting (the
-    median of its repeats; a decode row's ``context_tokens`` is the prompt plus half the output)."""
-    return read_measurements(_step_rows())
 
 
 def fit_host_costs(
@@ -187,11 +39,8 @@ def fit_host_costs(
 ) -> dict:
     """Per device: the engine's host costs (``efficiency.step_overhead_s``, ``step_overhead_per_tp_rank_s``,
     ``sequence_overhead_s``) fitted to its measured decode steps, all but a held-back share (``holdout``,
-    ``seed``: :func:`~hermes_fast.calibrate.holdout_mask`), on top of ``catalog``'s kernels (default: the
-    shipped default calibrations). Returns device -> :class:`~hermes_fast.calibrate.Calibration`."""
-    from .calibrate import calibrate
-    from .catalog import Catalog
-
+    ``seed``: :func:`~hermes_fast.calibration.fit.holdout_mask`), on top of ``catalog``'s kernels (default: the
+    shipped default calibrations). Returns device -> :class:`~hermes_fast.calibration.calibration.Calibration`."""
     ms = measurements if measurements is not None else step_measurements()
     cat = catalog if catalog is not None else Catalog()
     out = {}
@@ -216,8 +65,6 @@ def step_comparison(
     decode steps and every prefill step (NaN where a setting has none). The device's host costs after the fit
     are in the ``step_overhead_s``, ``step_overhead_per_tp_rank_s`` and ``sequence_overhead_s`` columns.
     """
-    from .catalog import Catalog
-
     ms = measurements if measurements is not None else step_measurements()
     cat = catalog if catalog is not None else Catalog()
     fam, dev, tp, meas = ms.family, ms["device"], ms["tp"], ms["latency_s"]
@@ -260,16 +107,14 @@ def step_comparison(
 
 def reference_errors(catalog=None, calibration="none", measurements: Measurements | None = None) -> xr.Dataset:
     """Predicted vs measured latency for every shipped reference row (or every row of ``measurements``, e.g.
-    from :func:`hermes_fast.measure.measure`), on dim ``row``.
+    from :func:`hermes_fast.calibration.measure.measure`), on dim ``row``.
 
     ``calibration``: ``"none"`` (uncalibrated defaults, the default here), ``"default"`` (the shipped
-    default calibrations) or anything :class:`~hermes_fast.catalog.Catalog` takes. Variables: ``family``
+    default calibrations) or anything :class:`~hermes_fast.resolve.Catalog` takes. Variables: ``family``
     (gemm, context_attention, generation_attention, collective, layer_linear), ``device`` (catalog name),
     ``backend``, ``source`` (``aiconfigurator/trtllm/bf16``-style), ``measured_s``, ``predicted_s``,
     ``relative_error`` ((predicted - measured) / measured).
     """
-    from .catalog import Catalog
-
     ms = measurements if measurements is not None else reference_measurements()
     cat = catalog or Catalog(calibration=calibration)
     predicted = predict(ms, catalog=cat)
@@ -348,9 +193,6 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
     ``calibrated_p90``, ``analytic_median`` and ``analytic_p90`` (the calibration without its attention residual
     surfaces: the fitted analytical model alone) and the calibration's name.
     """
-    from .calibrate import shipped_calibrations
-    from .catalog import Catalog
-
     own = measurements is not None  # the user's rows were in no fit: compare them all
     ms = measurements if own else reference_measurements()
     cals = list(shipped_calibrations().values()) if calibrations is None else list(calibrations)

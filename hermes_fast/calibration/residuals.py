@@ -2,8 +2,8 @@
 
 Attention kernel libraries pick split-KV factors and tile shapes by heuristics, so a kernel's time is not monotone
 in its batch: TRT-LLM's XQA decode on H200 takes 16 us for one sequence of 1024 keys and 13 us for eight of them.
-No smooth roofline term follows that, so :func:`hermes_fast.calibrate` fits, after the analytical parameters, one
-smooth surface per attention kernel and element sizes to log(measured / analytical) of its fitted rows
+No smooth roofline term follows that, so :func:`hermes_fast.calibration.fit.calibrate` fits, after the analytical
+parameters, one smooth surface per attention kernel and element sizes to log(measured / analytical) of its fitted rows
 (:class:`hermes_fast.config.hardware.AttentionResidual`), and the step cost multiplies the kernel's time by the
 surface's ratio there (``kernels.step.residual_factor``). Axes (per device): x = sequences x KV heads (decode) or
 sequences x query heads (prefill), y = KV tokens per sequence.
@@ -22,9 +22,10 @@ import math
 
 import numpy as np
 
-from .config.hardware import ATTENTION_RESIDUAL_AXIS_NODES, ATTENTION_RESIDUAL_NODES, AttentionResidual
-from .kernels import layout as L
-from .kernels.step import node_bracket, residual_factor
+from ..compile import pack_residual
+from ..config.hardware import ATTENTION_RESIDUAL_AXIS_NODES, ATTENTION_RESIDUAL_NODES, AttentionResidual
+from ..kernels import layout as L
+from ..kernels.step import node_bracket, residual_factor
 
 __all__ = ["SMOOTHING", "evaluate", "fit_residual", "residual_axes"]
 
@@ -41,8 +42,6 @@ def residual_axes(decode: bool, batch, heads, kv_heads, kv_tokens_per_seq) -> tu
 
 
 def _packed(r: AttentionResidual) -> np.ndarray:
-    from .compile import pack_residual
-
     p = np.zeros(L.RES_SIZE)
     pack_residual(r, p, 0)
     return p

@@ -24,8 +24,8 @@ import importlib.util
 import zlib
 from pathlib import Path
 
-from .calibrate import Measurements, read_measurements
-from .config.base import ConfigError
+from ..config.base import ConfigError
+from .measurements import Measurements, read_measurements
 
 __all__ = ["SYSTEM_DEVICES", "aiconfigurator_root", "import_aiconfigurator"]
 

@@ -1,0 +1,239 @@
+"""Scenario + catalog + calibration -> one resolved scenario: the only place presets merge.
+
+A scenario names devices, models and memory tiers; :class:`Catalog` resolves each name to its validated
+config: the preset (:mod:`hermes_fast.catalog`), the calibration of the device (:mod:`hermes_fast.calibration`)
+on top, then the scenario's own entry (field by field, with ``base:`` chains), so a scenario's fields always
+win and a device based on a calibrated one inherits its calibration.
+
+:func:`resolve_scenario` does that once per run: the :class:`ResolvedScenario` it returns holds every device,
+model and memory tier the scenario uses, calibrations applied, and is what ``estimate``, ``simulate``, sweeps,
+the capacity search and the pool and pipeline builders read; none of them consults the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .calibration.calibration import calibrations_by_device
+from .catalog import KINDS, preset_entries
+from .config.base import ConfigError, close_match_hint, deep_merge, from_mapping
+from .config.hardware import Device, MemoryTier
+from .config.model import Model
+from .config.scenario import Engine, Scenario, read_scenario
+
+__all__ = ["Catalog", "ResolvedEngine", "ResolvedScenario", "load_scenario", "resolve_scenario"]
+
+
+class Catalog:
+    """Presets merged with a scenario's own entries and the devices' calibrations; resolves names to validated
+    configs."""
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None, calibration: Any = "default"):
+        """``calibration``: ``"default"`` (the shipped default calibrations), ``"none"`` (uncalibrated
+        defaults), a :class:`~hermes_fast.calibration.calibration.Calibration`, a shipped calibration name or a
+        file path, or a list of these; each applies to its device, the shipped defaults to the rest unless
+        ``"none"`` is in the list."""
+        self._overrides = {k: dict((overrides or {}).get(k, {}) or {}) for k in KINDS}
+        self._cache: dict[tuple[str, str], Any] = {}
+        self.calibrations = calibrations_by_device(calibration)
+
+    @classmethod
+    def for_scenario(cls, scenario: Scenario, calibration: Any = "default") -> Catalog:
+        return cls(
+            {"devices": scenario.devices, "models": scenario.models, "memory_tiers": scenario.memory_tiers},
+            calibration,
+        )
+
+    def calibration_for(self, name: str) -> str | None:
+        """Name of the calibration device ``name`` uses (its own or inherited through ``base``), or None."""
+        seen = set()
+        while name not in seen:
+            seen.add(name)
+            if name in self.calibrations:
+                return self.calibrations[name].describe()
+            user = self._overrides["devices"].get(name)
+            if not isinstance(user, Mapping):
+                return None
+            base = user.get("base")
+            if not isinstance(base, str):
+                return None
+            name = base
+        return None
+
+    def _calibrated(self, kind: str, name: str, raw: dict) -> dict:
+        cal = self.calibrations.get(name) if kind == "devices" else None
+        return deep_merge(raw, cal.device_overrides()) if cal is not None else raw
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(set(preset_entries(kind)) | set(self._overrides[kind]))
+
+    def _raw(self, kind: str, name: str, path: str, depth: int = 0) -> tuple[dict, str]:
+        presets = preset_entries(kind)
+        user = self._overrides[kind].get(name)
+        if user is None:
+            if name not in presets:
+                valid = self.names(kind)
+                hint = close_match_hint(name, valid, cutoff=0.5)
+                raise ConfigError(path, name, f"a known {kind[:-1].replace('_', ' ')}{hint}; known: {', '.join(valid)}")
+            return self._calibrated(kind, name, dict(presets[name])), f"catalog.{kind}.{name}"
+        where = f"{kind}.{name}"
+        if not isinstance(user, Mapping):
+            raise ConfigError(where, user, "a mapping of fields")
+        user = dict(user)
+        base_name = user.pop("base", None)
+        if base_name is None and name in presets:
+            base_name = name  # same name as a preset: field-by-field override of that preset
+        if base_name is None:
+            return deep_merge(self._calibrated(kind, name, {}), user), where
+        if not isinstance(base_name, str):
+            raise ConfigError(f"{where}.base", base_name, f"a {kind[:-1].replace('_', ' ')} name (string)")
+        if depth > 8:
+            raise ConfigError(f"{where}.base", base_name, "a base chain without cycles")
+        if base_name == name:
+            if name not in presets:
+                raise ConfigError(f"{where}.base", base_name, f"a preset or another entry, not {name!r} itself")
+            base = self._calibrated(kind, name, dict(presets[name]))
+        else:
+            base, _ = self._raw(kind, base_name, f"{where}.base", depth + 1)
+            base = self._calibrated(kind, name, base)
+        return deep_merge(base, user), where
+
+    def get(self, kind: str, name: str, path: str = ""):
+        """The validated config for ``name`` of ``kind``; ``path`` names the referring field in errors."""
+        key = (kind, name)
+        if key not in self._cache:
+            if not isinstance(name, str):
+                raise ConfigError(path, name, f"a {kind[:-1]} name (string)")
+            raw, where = self._raw(kind, name, path or kind)
+            self._cache[key] = from_mapping(KINDS[kind], raw, where)
+        return self._cache[key]
+
+    def device(self, name: str, path: str = "") -> Device:
+        return self.get("devices", name, path)
+
+    def model(self, name: str, path: str = "") -> Model:
+        return self.get("models", name, path)
+
+    def memory_tier(self, name: str, path: str = "") -> MemoryTier:
+        return self.get("memory_tiers", name, path)
+
+
+@dataclass(frozen=True)
+class ResolvedEngine:
+    """One engine of a scenario with its catalog entries: the model and the device (calibration applied)."""
+
+    engine: Engine
+    model: Model
+    device: Device
+
+
+@dataclass(frozen=True, eq=False)
+class ResolvedScenario:
+    """A scenario with every catalog name it uses resolved once (presets, calibrations and the scenario's own
+    entries merged): what the analytical and Monte Carlo paths read instead of a catalog.
+
+    ``devices``, ``models`` and ``memory_tiers`` hold, by name, every entry the scenario uses or defines (and
+    any extra names :func:`resolve_scenario` was given); ``calibrations`` says which calibration each of those
+    devices uses (its own or inherited through ``base``), None for uncalibrated defaults.
+    """
+
+    scenario: Scenario
+    engines: tuple[ResolvedEngine, ...]  # in the order of scenario.engines
+    devices: Mapping[str, Device]
+    models: Mapping[str, Model]
+    memory_tiers: Mapping[str, MemoryTier]
+    calibrations: Mapping[str, str | None]
+
+    def describe_calibrations(self, device_names: Iterable[str]) -> str:
+        """One line for Dataset attrs: which calibration each of ``device_names`` used."""
+        parts = [f"{d}: {self.calibrations[d] or 'uncalibrated defaults'}" for d in dict.fromkeys(device_names)]
+        return "; ".join(parts) if parts else "uncalibrated defaults"
+
+
+def resolve_scenario(
+    scenario: Scenario | Mapping | str | Path | None = None,
+    calibration: Any = "default",
+    *,
+    devices: Iterable[tuple[str, str]] = (),
+    models: Iterable[tuple[str, str]] = (),
+) -> ResolvedScenario:
+    """Resolve every catalog name a scenario uses, once, with the given calibrations.
+
+    Parameters
+    ----------
+    scenario
+        A :class:`~hermes_fast.config.Scenario`, a mapping, a YAML path or text; None: the embedded default.
+    calibration
+        ``"default"``, ``"none"``, a Calibration, a shipped name or a file, or a list (see :class:`Catalog`).
+    devices, models
+        Extra names to resolve, each with the dotted path that names it in errors (e.g. an estimate grid's
+        ``("b200", "grid.device[1]")``).
+
+    Returns
+    -------
+    ResolvedScenario
+
+    Raises
+    ------
+    ConfigError
+        For the first bad entry or reference, in this order: the scenario's own catalog entries (used or
+        not), each engine's device and model, each pipeline stage's device and memory tiers, the extra names.
+
+    Examples
+    --------
+    >>> rs = resolve_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}]})
+    >>> rs.engines[0].device.name == rs.devices["h100_sxm"].name
+    True
+    >>> rs.calibrations["h100_sxm"].split(" ")[0]
+    'h100_sxm'
+    """
+    sc = read_scenario(scenario)
+    cat = Catalog.for_scenario(sc, calibration)
+    found: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+
+    def get(kind: str, name: str, path: str = ""):
+        found[kind][name] = cat.get(kind, name, path)
+        return found[kind][name]
+
+    for kind, entries in (("devices", sc.devices), ("models", sc.models), ("memory_tiers", sc.memory_tiers)):
+        for name in entries:  # the scenario's own entries fail here even when nothing uses them
+            get(kind, name)
+    engines = []
+    for i, e in enumerate(sc.engines):
+        device = get("devices", e.device, f"engines[{i}].device")
+        engines.append(ResolvedEngine(e, get("models", e.model, f"engines[{i}].model"), device))
+    for c, cls in enumerate(sc.workload.classes):
+        for k, st in enumerate(cls.pipeline):
+            p = f"workload.classes[{c}].pipeline[{k}]"
+            if st.device is not None:
+                get("devices", st.device, f"{p}.device")
+            for j, t in enumerate(st.tiers):
+                get("memory_tiers", t.tier, f"{p}.tiers[{j}].tier")
+    for name, path in devices:
+        get("devices", name, path)
+    for name, path in models:
+        get("models", name, path)
+    return ResolvedScenario(
+        scenario=sc,
+        engines=tuple(engines),
+        devices=found["devices"],
+        models=found["models"],
+        memory_tiers=found["memory_tiers"],
+        calibrations={name: cat.calibration_for(name) for name in found["devices"]},
+    )
+
+
+def load_scenario(source: Scenario | Mapping | str | Path | None = None) -> Scenario:
+    """A validated :class:`~hermes_fast.config.Scenario` from a Scenario, mapping, YAML path or YAML text
+    (None: the embedded default), every catalog name it uses resolved, so bad references fail here.
+
+    Examples
+    --------
+    >>> sc = load_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}]})
+    >>> sc.engines[0].parallel.tp
+    1
+    """
+    return resolve_scenario(source).scenario
