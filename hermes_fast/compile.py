@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config.base import ConfigError
-from .config.hardware import DTYPE_BYTES, AttentionResidual, Device
+from .config.efficiency import AttentionResidual
+from .config.hardware import DTYPE_BYTES, Device
 from .config.model import Model
 from .config.scenario import Dtypes, Parallel
 from .kernels import layout as L
