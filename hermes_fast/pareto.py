@@ -24,7 +24,7 @@ _INNER = ("quantile", "pool", "reason", "stage", "link", "bound")
 _SPEC = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?:\[(.*)\])?\s*$")
 
 
-def _coord_value(ds: xr.Dataset, dim: str, text: str):
+def coord_value(ds: xr.Dataset, dim: str, text: str):
     """The coordinate of ``dim`` that ``text`` names (numbers compared as numbers)."""
     if dim not in ds.coords:
         raise ConfigError(f"[{dim}=...]", dim, f"a dim of the Dataset: {', '.join(map(str, ds.dims))}")
@@ -63,7 +63,7 @@ def objective(ds: xr.Dataset, spec: str | xr.DataArray, reduce_replicate: bool =
                 dim, eq, value = part.partition("=")
                 if not eq:
                     raise ConfigError("objective", spec, "selections as [dim=value,...]")
-                picks[dim.strip()] = _coord_value(ds, dim.strip(), value.strip())
+                picks[dim.strip()] = coord_value(ds, dim.strip(), value.strip())
             da = da.sel(picks)
     if reduce_replicate and "replicate" in da.dims:
         da = da.mean("replicate").assign_attrs(da.attrs)

@@ -10,6 +10,9 @@ processor-sharing resources.
 Bytes moved into a stage over its link: text at ``TEXT_BYTES_PER_TOKEN`` per token of the context
 (query, documents, outputs), a query embedding (dim x 4 bytes) into ``retrieve``, the answer's text into
 ``postprocess``; KV hand-offs and fetches move the KV bytes of the tokens concerned.
+
+One concept, so one module of about 400 lines: the builder walks every class's stages and fills the stage
+tables, pools, draws and shared resources together (each stage kind's method writes into all of them).
 """
 
 from __future__ import annotations

@@ -18,11 +18,12 @@ from hermes_fast.calibration.measurements import read_measurements, write_measur
 from hermes_fast.calibration.predict import predict
 from hermes_fast.calibration.reference import reference_measurements
 from hermes_fast.calibration.validate import validation_table
-from hermes_fast.compile import compile_engine, device_rates
+from hermes_fast.compile import compile_engine
 from hermes_fast.config import ConfigError, Dtypes, Parallel
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.collectives import allreduce_time, alltoall_time, message_bandwidth
 from hermes_fast.kernels.step import _attention_layer, _gemm, causal_pairs, decode_step_time, prefill_time
+from hermes_fast.rates import device_rates
 from hermes_fast.resolve import Catalog
 
 TRUE = {
@@ -173,7 +174,7 @@ def test_block_scaled_layer_rows_fit_only_block_scaled_fields(plain):
 
 
 def test_collective_op_must_be_known(plain):
-    from hermes_fast.compile import group_link
+    from hermes_fast.rates import group_link
 
     with pytest.raises(ConfigError) as err:
         group_link(plain.device("h100_sxm"), 8, "broadcast")

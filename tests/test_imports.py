@@ -19,8 +19,13 @@ import pytest
 import hermes_fast
 
 ROOT = Path(hermes_fast.__file__).parent
-# modules whose function-level imports of hermes_fast modules are lazy on purpose (start-up speed), with the reason
+# modules (a package: every module in it) whose function-level imports of hermes_fast modules are lazy on purpose
+# (start-up speed), with the reason
 LAZY_IMPORTS_ALLOWED = {"hermes_fast.cli": "each command imports what it runs, so --help starts fast"}
+
+
+def _lazy_allowed(module: str) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in LAZY_IMPORTS_ALLOWED)
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -117,7 +122,8 @@ def test_no_import_cycle():
 
 def test_no_hermes_fast_import_hides_inside_a_function():
     _, lazy = module_graph(ROOT)
-    hidden = [f"{m} line {line} imports {t}" for m, t, line in lazy if m not in LAZY_IMPORTS_ALLOWED]
+    assert any(m.startswith("hermes_fast.cli.") for m, _, _ in lazy)  # the allowance is in use
+    hidden = [f"{m} line {line} imports {t}" for m, t, line in lazy if not _lazy_allowed(m)]
     assert not hidden, "imports inside functions: " + "; ".join(hidden)
 
 

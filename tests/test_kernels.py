@@ -64,7 +64,7 @@ def test_prefill_flop_matches_hand_count(catalog, build, name, batch, seq):
     assert flop == pytest.approx(hand_prefill_flop(model, batch, seq), rel=1e-9)
     assert comm == 0.0 and oh == 0.0
     # and the textbook rule: 2 x non-embedding params x tokens, plus attention, within 1%
-    from hermes_fast.compile import param_count
+    from hermes_fast.sizes import param_count
 
     counts = param_count(model)
     non_embedding = counts["total"] - counts["embedding"] - counts["lm_head"] - model.n_layers * 2 * model.hidden_size
@@ -134,7 +134,7 @@ def test_expected_active_experts_matches_monte_carlo():
 
 
 def test_moe_decode_reads_active_not_total_experts(catalog, build):
-    from hermes_fast.compile import param_count
+    from hermes_fast.sizes import param_count
 
     model = catalog.model("mixtral-8x7b")
     ce = build("mixtral-8x7b", device="ideal")
@@ -410,7 +410,7 @@ def test_kv_capacity_and_weights_by_hand(catalog, build):
 
 
 def test_attention_dtype_follows_kv(catalog):
-    from hermes_fast.compile import attention_dtype, device_rates
+    from hermes_fast.rates import attention_dtype, device_rates
 
     b200 = catalog.device("b200")
     assert attention_dtype("fp4", "bf16") == "bf16" and attention_dtype("fp4", "fp8") == "fp8"

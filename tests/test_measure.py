@@ -16,9 +16,9 @@ from hermes_fast.calibration.measurements import read_measurements
 from hermes_fast.calibration.predict import predict
 from hermes_fast.calibration.validate import reference_errors
 from hermes_fast.cli import main
-from hermes_fast.compile import param_count
 from hermes_fast.config.base import ConfigError
 from hermes_fast.resolve import Catalog
+from hermes_fast.sizes import param_count
 
 GB = 1e9
 TINY = {

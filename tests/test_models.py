@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import hermes_fast as hf
-from hermes_fast.compile import param_count
+from hermes_fast.sizes import param_count
 
 MODELS = [n for n in hf.preset_names("models") if hf.Catalog().model(n).params_published]
 

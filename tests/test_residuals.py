@@ -18,7 +18,7 @@ from hermes_fast.calibration.reference import step_measurements
 from hermes_fast.calibration.residuals import evaluate, fit_residual
 from hermes_fast.compile import compile_engine, pack_residual
 from hermes_fast.config import AttentionResidual, ConfigError, Dtypes, Parallel
-from hermes_fast.config.hardware import ATTENTION_RESIDUAL_AXIS_NODES, ATTENTION_RESIDUAL_NODES
+from hermes_fast.config.efficiency import ATTENTION_RESIDUAL_AXIS_NODES, ATTENTION_RESIDUAL_NODES
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.step import _attention_layer, causal_pairs, prefill_residual, residual_factor
 from hermes_fast.resolve import Catalog

@@ -12,8 +12,10 @@ import xarray as xr
 import hermes_fast as hf
 from hermes_fast.config import ConfigError
 
-sw = importlib.import_module("hermes_fast.sweep")  # the module (hf.sweep is the function)
-_REAL_RUN_POINT = sw._run_point
+sw = importlib.import_module("hermes_fast.sweep")  # the package (hf.sweep is the function)
+points = importlib.import_module("hermes_fast.sweep.points")  # run_point: what the tests count and crash
+sweep_plan = importlib.import_module("hermes_fast.sweep.plan")
+_REAL_RUN_POINT = points.run_point
 N = 300  # requests per point: enough to exercise queueing, cheap enough for many points
 
 
@@ -111,7 +113,7 @@ def test_bad_grids_raise_config_errors(grid, path_part, expected_part):
 
 
 def test_bad_values_are_caught_by_the_config_loading_before_anything_runs(monkeypatch):
-    monkeypatch.setattr(sw, "_run_point", lambda *a: pytest.fail("nothing may run"))
+    monkeypatch.setattr(points, "run_point", lambda *a: pytest.fail("nothing may run"))
     with pytest.raises(ConfigError) as e:
         hf.sweep(base(), {"workload.rate_per_s": [1.0, -2.0]}, n_requests=10)
     assert "grid point 1 (workload.rate_per_s=-2.0)" in e.value.path and "workload.rate_per_s" in e.value.path
@@ -192,7 +194,7 @@ def test_union_of_pools_over_colocated_and_disaggregated_points():
 
 
 def test_coordinates_of_mixed_numbers_and_of_non_scalar_values():
-    axes = sw.parse_grid(
+    axes = sweep_plan.parse_grid(
         {
             "workload.rate_per_s": [1, 2.5],
             "serving.engine": ["main", "other"],
@@ -218,7 +220,7 @@ def test_no_grid_is_one_point_equal_to_simulate():
 
 
 def _counting(monkeypatch, fail_after=None, crash=KeyboardInterrupt):
-    """Count _run_point calls; raise (a simulated crash) once ``fail_after`` points have been computed."""
+    """Count run_point calls; raise (a simulated crash) once ``fail_after`` points have been computed."""
     computed: list[int] = []
 
     def run(plan, i):
@@ -227,7 +229,7 @@ def _counting(monkeypatch, fail_after=None, crash=KeyboardInterrupt):
         computed.append(i)
         return _REAL_RUN_POINT(plan, i)
 
-    monkeypatch.setattr(sw, "_run_point", run)
+    monkeypatch.setattr(points, "run_point", run)
     return computed
 
 

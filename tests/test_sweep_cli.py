@@ -133,9 +133,9 @@ def test_a_killed_cli_sweep_resumes(tmp_path, monkeypatch):
     proc.wait()
     done = hf.open_sweep(out).attrs["points_done"]
     assert 3 <= done < 12, "the sweep was not killed part-way"
-    sw = importlib.import_module("hermes_fast.sweep")
-    real, computed = sw._run_point, []
-    monkeypatch.setattr(sw, "_run_point", lambda plan, i: computed.append(i) or real(plan, i))
+    points = importlib.import_module("hermes_fast.sweep.points")
+    real, computed = points.run_point, []
+    monkeypatch.setattr(points, "run_point", lambda plan, i: computed.append(i) or real(plan, i))
     ds = hf.sweep_file(path, out=out, progress=False)
     assert len(computed) == 12 - done and len(set(computed)) == len(computed)
     ref = hf.sweep_file(path, progress=False)

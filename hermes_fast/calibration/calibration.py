@@ -21,7 +21,8 @@ import yaml
 
 from ..catalog import preset
 from ..config.base import ConfigError, deep_merge, from_mapping, load_yaml, to_mapping
-from ..config.hardware import AttentionResidual, Device
+from ..config.efficiency import AttentionResidual
+from ..config.hardware import Device
 
 __all__ = [
     "Calibration",

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ..compile import device_rates
 from ..config.base import ConfigError
-from ..config.hardware import DTYPE_BYTES, AttentionResidual, Device
+from ..config.efficiency import AttentionResidual
+from ..config.hardware import DTYPE_BYTES, Device
+from ..rates import device_rates
 from ..resolve import Catalog
 from .calibration import Calibration, with_values
 from .measurements import Measurements, read_measurements

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..compile import layer_gemm_shapes, param_count
 from ..config.base import ConfigError
 from ..config.model import Model
+from ..sizes import layer_gemm_shapes, param_count
 
 __all__ = ["Plan", "check_measurable", "device_for_gpu", "measurement_plan", "projection_shapes"]
 
@@ -62,7 +62,7 @@ def check_measurable(model: Model, name: str) -> None:
 
 def projection_shapes(model: Model, tp: int = 1) -> tuple[tuple[int, int], ...]:
     """(n, k) of one layer's QKV, output projection, gate+up and down GEMMs on one TP shard, as ``F.linear``
-    weights (the model's :func:`~hermes_fast.compile.layer_gemm_shapes`)."""
+    weights (the model's :func:`~hermes_fast.sizes.layer_gemm_shapes`)."""
     return tuple((int(n), int(k)) for k, n in layer_gemm_shapes(model, tp))
 
 

@@ -11,18 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from ..compile import (
-    collective_ramp,
-    compile_engine,
-    decode_attention_ramp,
-    device_rates,
-    group_link,
-    layer_gemm_shapes,
-)
+from ..compile import compile_engine
 from ..config.hardware import DTYPE_BYTES, Device
 from ..config.scenario import Dtypes, Parallel
 from ..kernels.grid import pipelined_time
+from ..rates import collective_ramp, decode_attention_ramp, device_rates, group_link
 from ..resolve import Catalog
+from ..sizes import layer_gemm_shapes
 from .calibration import Calibration
 from .measurements import COLLECTIVES, Measurements, read_measurements
 from .residuals import evaluate, residual_axes

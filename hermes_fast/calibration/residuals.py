@@ -4,7 +4,7 @@ Attention kernel libraries pick split-KV factors and tile shapes by heuristics, 
 in its batch: TRT-LLM's XQA decode on H200 takes 16 us for one sequence of 1024 keys and 13 us for eight of them.
 No smooth roofline term follows that, so :func:`hermes_fast.calibration.fit.calibrate` fits, after the analytical
 parameters, one smooth surface per attention kernel and element sizes to log(measured / analytical) of its fitted rows
-(:class:`hermes_fast.config.hardware.AttentionResidual`), and the step cost multiplies the kernel's time by the
+(:class:`hermes_fast.config.efficiency.AttentionResidual`), and the step cost multiplies the kernel's time by the
 surface's ratio there (``kernels.step.residual_factor``). Axes (per device): x = sequences x KV heads (decode) or
 sequences x query heads (prefill), y = KV tokens per sequence.
 
@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from ..compile import pack_residual
-from ..config.hardware import ATTENTION_RESIDUAL_AXIS_NODES, ATTENTION_RESIDUAL_NODES, AttentionResidual
+from ..config.efficiency import ATTENTION_RESIDUAL_AXIS_NODES, ATTENTION_RESIDUAL_NODES, AttentionResidual
 from ..kernels import layout as L
 from ..kernels.step import node_bracket, residual_factor
 

@@ -1,0 +1,116 @@
+"""The ``hermes-fast`` argument parser (every command's options) and :func:`main`: parse, run the command,
+print a config error as one line on stderr and exit 2 (1 for an OS error)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..config.base import ConfigError
+from .calibration import cmd_calibrate, cmd_measure, cmd_validate
+from .estimate import cmd_estimate
+from .plot import PLOT_KINDS, cmd_plot
+from .presets import PRESET_KINDS, cmd_presets
+from .run import cmd_run
+from .sweep import cmd_sweep
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hermes-fast", description="Fast simulator of multi-stage LLM serving.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="simulate serving of a scenario (default scenario if none given)")
+    run.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: embedded scenario)")
+    run.add_argument("--requests", type=int, default=10_000, metavar="N", help="arrivals per replicate (10000)")
+    run.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
+    run.add_argument("--replicates", type=int, default=1, metavar="R", help="independent replicates (1)")
+    run.add_argument("--per-request", action="store_true", help="also write per-request variables")
+    run.add_argument("--out", metavar="FILE.nc", help="write the Dataset as netCDF")
+    run.add_argument("--calibration", action="append", metavar="NAME|FILE", help="default, none, or a calibration")
+    run.set_defaults(func=cmd_run)
+    est = sub.add_parser("estimate", help="zero-load analytical estimate (default scenario if none given)")
+    est.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: embedded scenario)")
+    est.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="vary a short key (tp, batch_size, ...) or a dotted path (engines.NAME.parallel.tp) (repeatable)",
+    )
+    est.add_argument("--out", metavar="FILE.nc", help="write the Dataset as netCDF")
+    est.add_argument("--calibration", action="append", metavar="NAME|FILE", help="default, none, or a calibration")
+    est.set_defaults(func=cmd_estimate)
+    val = sub.add_parser("validate", help="kernel errors vs shipped measurements, uncalibrated and calibrated")
+    val.add_argument("--calibration", action="append", metavar="NAME|FILE", help="calibrations to check (all shipped)")
+    val.add_argument("--measurements", metavar="FILE.csv", help="measurements to check instead of the shipped ones")
+    val.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
+    val.set_defaults(func=cmd_validate)
+    cal = sub.add_parser("calibrate", help="fit a device's efficiency parameters to measured latencies")
+    cal.add_argument("measurements", help="CSV in the measurement schema (see hermes_fast.calibration.measurements)")
+    cal.add_argument("--device", required=True, help="catalog device name")
+    cal.add_argument("--out", required=True, metavar="FILE.yaml|json", help="where to save the calibration")
+    cal.add_argument("--name", default=None, help="calibration name (default: the device)")
+    cal.add_argument("--source", default="", help="where the measurements come from")
+    cal.add_argument("--holdout", type=float, default=0.25, help="share of rows held back (0.25)")
+    cal.add_argument(
+        "--calibration",
+        default="none",
+        metavar="NAME|FILE",
+        help="calibration the fit starts from and carries over (none; 'default' fits decode-step rows' host "
+        "costs on top of the shipped kernels)",
+    )
+    cal.set_defaults(func=cmd_calibrate)
+    swp = sub.add_parser("sweep", help="simulate a scenario over a grid (a sweep YAML), resumable zarr output")
+    swp.add_argument("sweep", help="sweep YAML: scenario, grid, n_requests, replicates, seed, capacity")
+    swp.add_argument("--out", metavar="DIR.zarr", help="zarr store, written as chunks finish; rerun to resume")
+    where = swp.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N", help="N local dask worker processes (default: serial)")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler, e.g. tcp://HOST:8786")
+    swp.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help="scheduler connection (10 s)")
+    swp.add_argument("--chunk-size", type=int, metavar="N", help="points per task and zarr chunk (default: auto)")
+    swp.add_argument("--requests", type=int, metavar="N", help="override the file's n_requests")
+    swp.add_argument("--overwrite", action="store_true", help="replace a store written by a different sweep")
+    swp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    swp.set_defaults(func=cmd_sweep)
+    plt_ = sub.add_parser("plot", help="a figure from a sweep's zarr store")
+    plt_.add_argument("results", help="zarr store written by `hermes-fast sweep`")
+    plt_.add_argument("--kind", choices=PLOT_KINDS, required=True)
+    plt_.add_argument("--x", help="pareto/latency: objective; goodput: SLO dim; breakdown: bar dim; heatmap: dim")
+    plt_.add_argument("--y", help="pareto/latency/goodput: objective; cdf: ttft|e2e|queue|tpot; heatmap: dim")
+    plt_.add_argument("--var", help="heatmap: the variable (e.g. 'utilization[pool=main]')")
+    plt_.add_argument("--hue", help="dim drawn as separate lines")
+    plt_.add_argument("--sel", action="append", metavar="DIM=VALUE", help="select a coordinate first (repeatable)")
+    plt_.add_argument("--out", required=True, metavar="FIG.png", help="image file (png, svg, pdf)")
+    plt_.add_argument("--dpi", type=int, default=150)
+    plt_.set_defaults(func=cmd_plot)
+    mea = sub.add_parser("measure", help="time kernels and whole steps with PyTorch here (needs torch)")
+    mea.add_argument("--out", required=True, metavar="FILE.csv", help="rows in the measurement schema (+ FILE.json)")
+    mea.add_argument("--device", help="catalog device the rows are for (default: from the GPU's name)")
+    mea.add_argument("--model", default="llama-3.1-8b", help="dense catalog decoder (llama-3.1-8b)")
+    mea.add_argument("--ops", metavar="A,B", help="of gemm, attention, layer, step (default: all)")
+    mea.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="bf16 on a GPU, fp32 on the CPU")
+    mea.add_argument("--torch-device", choices=("cuda", "cpu"), help="default: cuda where there is one")
+    mea.add_argument("--quick", action="store_true", help="a few small cases, to check the method")
+    mea.add_argument("--trials", type=int, default=7, help="timed replays per case, median taken (7)")
+    mea.add_argument("--seed", type=int, default=0, help="random weights and inputs (0)")
+    mea.add_argument("--calibration", action="append", metavar="NAME|FILE", help="to compare with (default)")
+    mea.set_defaults(func=cmd_measure)
+
+    pre = sub.add_parser("presets", help="list catalog presets or output variables")
+    pre.add_argument("kind", nargs="?", choices=PRESET_KINDS)
+    pre.add_argument("--fields", action="store_true", help="also list the schema's fields with units")
+    pre.set_defaults(func=cmd_presets)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"hermes-fast: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"hermes-fast: error: {e}", file=sys.stderr)
+        return 1
