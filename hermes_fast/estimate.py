@@ -28,6 +28,7 @@ from .estimate_grid import (
     check_grid,
     engine_variant,
 )
+from .kernels._jit import compile_with_notice
 from .kernels.grid import estimate_points
 from .resolve import ResolvedScenario, resolve_scenario
 from .variables import data_array
@@ -181,7 +182,9 @@ def estimate(
     tpot_s = np.empty(n_points)
     bound = np.empty(n_points, dtype=np.int8)
     prefill_bound = np.empty(n_points, dtype=np.int8)
-    estimate_points.jit(params, cfg, batch, prompt, output, context, prefill_s, decode_s, tpot_s, bound, prefill_bound)
+    args = (params, cfg, batch, prompt, output, context, prefill_s, decode_s, tpot_s, bound, prefill_bound)
+    compile_with_notice(estimate_points.jit, args, "the step-cost kernels")
+    estimate_points.jit(*args)
 
     # --- memory: per engine-level combination, then per point. Encoders (embedding models, rerankers)
     # generate nothing: their decode variables are NaN (not applicable) and they keep no KV cache.

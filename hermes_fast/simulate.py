@@ -16,7 +16,8 @@ import xarray as xr
 from ._version import __version__
 from .config.base import ConfigError
 from .config.scenario import Scenario
-from .kernels.serving import Outcome, new_state, serve
+from .kernels._jit import compile_with_notice
+from .kernels.serving import Outcome, compiled_serve, new_state, serve
 from .metrics import QUANTILES, REASONS, summarize, summarize_stages
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
 from .pools import ServingSetup, build_serving
@@ -69,7 +70,12 @@ def run_serving(
         fast_forward,
         pipeline,
     )
-    (serve.jit if jit else serve)(state)
+    if jit:
+        loop = compiled_serve(pipeline is not None)
+        compile_with_notice(loop, (state,), "the serving loop" + (" with pipelines" if pipeline is not None else ""))
+        loop(state)
+    else:
+        serve(state)
     rows, resources = (0, 0) if pipeline is None else (pipeline["rows"], pipeline["resources"].shape[1])
     return Outcome.of(state, draws.arrival_s.size, rows, resources)
 

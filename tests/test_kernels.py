@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from numba.core import types
 
 from hermes_fast.kernels import (
     allgather_time,
@@ -20,6 +21,7 @@ from hermes_fast.kernels import (
     step_cost,
 )
 from hermes_fast.kernels import layout as L
+from hermes_fast.kernels._jit import kernel
 from hermes_fast.kernels.grid import decode_step_times, estimate_points, pipelined_time
 from hermes_fast.kernels.iteration import iteration_time
 from hermes_fast.kernels.step import host_time
@@ -448,3 +450,35 @@ def test_mla_moe_prefill_flop_and_kv_reads_by_hand(catalog, build):
     mem = [step_cost(real.params, 0.0, 0.0, 0.0, 32.0, 32.0 * c, 32.0)[2] for c in (20_000.0, 30_000.0)]
     per_token = (a.kv_lora_rank + a.qk_rope_head_dim) * 2  # bf16 KV
     assert mem[1] - mem[0] == pytest.approx(m.n_layers * 32 * 10_000 * per_token / real.params[L.MEM_BW], rel=1e-9)
+
+
+# ---------------------------------------------------------------- compile-time behaviour of the twins
+
+
+@kernel
+def _literal_probe_callee(x, scale):
+    return x * scale
+
+
+@kernel
+def _literal_probe_caller(x):
+    return _literal_probe_callee(x, 2) + _literal_probe_callee(x, 3)
+
+
+def test_calls_between_kernels_compile_one_version_per_argument_type():
+    """numba would compile the callee once per literal (2 and 3); the twins compile it once per type."""
+    assert _literal_probe_caller.jit(1.5) == _literal_probe_caller(1.5) == 7.5
+    signatures = list(_literal_probe_callee.jit.overloads)
+    assert len(signatures) == 1 and not any(isinstance(a, types.Literal) for a in signatures[0])
+
+
+def test_specialized_twins_prune_only_the_kernels_that_read_the_constant():
+    from hermes_fast.kernels._jit import specialized
+    from hermes_fast.kernels.serving import completion, loop, pipeline
+
+    plain = specialized(loop.serve, PIPELINES=False)
+    assert plain is not loop.serve.jit and plain is specialized(loop.serve, PIPELINES=False)
+    # finish_iteration reads PIPELINES: specialized; the step cost does not: shared with the whole loop
+    assert specialized(completion.finish_iteration, PIPELINES=False) is not completion.finish_iteration.jit
+    assert specialized(iteration_time, PIPELINES=False) is iteration_time.jit
+    assert specialized(pipeline.stage_done, PIPELINES=False) is not pipeline.stage_done.jit

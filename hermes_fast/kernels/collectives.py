@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._jit import kernel
 
 
-@kernel(inline=True)
+@kernel
 def message_bandwidth(size_bytes, bw, ramp_bytes, low_ratio):
     """Bandwidth a collective reaches on an S-byte message: ``bw (S + r S_half) / (S + S_half)``, rising from
     r x bw for small messages (fewer channels, low-latency protocols) to bw for large ones; bw if S_half = 0."""
@@ -18,7 +18,7 @@ def message_bandwidth(size_bytes, bw, ramp_bytes, low_ratio):
     return bw * (size_bytes + low_ratio * ramp_bytes) / (size_bytes + ramp_bytes)
 
 
-@kernel(inline=True)
+@kernel
 def allreduce_time(size_bytes, n, alpha_s, bw, overhead_s):
     """Ring all-reduce: overhead + 2(n-1)(alpha + (S/n)/bw); zero for one device or an empty message."""
     if n <= 1.0 or size_bytes <= 0.0:
@@ -26,7 +26,7 @@ def allreduce_time(size_bytes, n, alpha_s, bw, overhead_s):
     return overhead_s + 2.0 * (n - 1.0) * (alpha_s + size_bytes / n / bw)
 
 
-@kernel(inline=True)
+@kernel
 def allgather_time(size_bytes, n, alpha_s, bw, overhead_s):
     """Ring all-gather or reduce-scatter of an S-byte buffer: overhead + (n-1)(alpha + (S/n)/bw)."""
     if n <= 1.0 or size_bytes <= 0.0:
@@ -34,7 +34,7 @@ def allgather_time(size_bytes, n, alpha_s, bw, overhead_s):
     return overhead_s + (n - 1.0) * (alpha_s + size_bytes / n / bw)
 
 
-@kernel(inline=True)
+@kernel
 def alltoall_time(size_bytes, n, alpha_s, bw, overhead_s, protocol_s=0.0, protocol_bytes=0.0):
     """All-to-all in which each device holds S bytes, S/n for each peer: overhead + alpha + (n-1)(S/n)/bw,
     plus ``protocol_s`` once S/n exceeds ``protocol_bytes``.
@@ -50,7 +50,7 @@ def alltoall_time(size_bytes, n, alpha_s, bw, overhead_s, protocol_s=0.0, protoc
     return t + protocol_s if share > protocol_bytes else t
 
 
-@kernel(inline=True)
+@kernel
 def p2p_time(size_bytes, alpha_s, bw, overhead_s):
     """Point-to-point send/recv (pipeline-stage boundary): overhead + alpha + S/bw."""
     if size_bytes <= 0.0:

@@ -40,7 +40,7 @@ def pipelined_time(p, batch, prompt_tokens, past_tokens, decode):
         pairs = mb * prefill_pairs(p, prompt_tokens, past_tokens)
         kv, n_dec, kv_dec = mb * (prompt_tokens + past_tokens), 0.0, 0.0
         logits = mb if p[L.HAS_LM_HEAD] > 0.0 else 0.0
-    total, c, m, k, o = step_cost(p, tokens, pairs, kv, n_dec, kv_dec, logits)  # one call site: inlined once
+    total, c, m, k, o = step_cost(p, tokens, pairs, kv, n_dec, kv_dec, logits)
     bound = _argmax4(c, m, k, o)
     if p[L.PP] <= 1.0:
         return total, bound

@@ -21,7 +21,7 @@ from .step import host_time, step_cost
 __all__ = ["micro_batches", "pipelined", "iteration_time"]
 
 
-@kernel(inline=True)
+@kernel
 def micro_batches(p, n_seq):
     """Micro-batches an iteration of ``n_seq`` sequences runs as: min(pp, n_seq), at least 1."""
     pp = p[L.PP]
@@ -30,7 +30,7 @@ def micro_batches(p, n_seq):
     return min(pp, max(n_seq, 1.0))
 
 
-@kernel(inline=True)
+@kernel
 def pipelined(p, mb_total_s, mb_logits, logits, mb_tokens, n_mb, in_flight):
     """Seconds of an iteration of ``n_mb`` micro-batches, each costing ``mb_total_s`` (its step cost with
     ``mb_logits`` sequences' host work) and moving ``mb_tokens`` tokens' hidden states between stages;

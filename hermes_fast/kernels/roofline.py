@@ -44,7 +44,7 @@ def grouped_gemm_cost(tokens, active_sets, k, n, flops_eff, saturation_tokens, b
     return gemm_cost(tokens, k, n, active_sets, flops_eff, saturation_tokens, bw_eff, w_bytes, a_bytes)
 
 
-@kernel(inline=True)
+@kernel
 def attention_cost(
     pairs, heads, qk_dim, v_dim, kv_tokens, kv_token_bytes, q_tokens, a_bytes, flops_eff, saturation_keys, bw_eff
 ):
@@ -70,7 +70,7 @@ def expected_active_experts(tokens, n_experts, top_k):
     return active_experts_from_log(tokens, n_experts, math.log1p(-top_k / n_experts))
 
 
-@kernel(inline=True)
+@kernel
 def active_experts_from_log(tokens, n_experts, log_miss):
     """:func:`expected_active_experts` with ``log_miss = log(1 - k/E)`` precomputed: E (1 - exp(T log_miss))."""
     if tokens <= 0.0:

@@ -22,7 +22,7 @@ from .collectives import allgather_time, allreduce_time, alltoall_time, message_
 from .roofline import active_experts_from_log, attention_cost
 
 
-@kernel(inline=True)
+@kernel
 def _split(compute_s, memory_s):
     """Attribute an operator's roofline time to the side that bounds it."""
     if compute_s >= memory_s:
@@ -30,7 +30,7 @@ def _split(compute_s, memory_s):
     return 0.0, memory_s
 
 
-@kernel(inline=True)
+@kernel
 def node_bracket(p, nodes, n, v):
     """(i, t): v lies between nodes i and i + 1 of the ``n`` ascending coordinates ``p[nodes:nodes + n]``, at
     fraction t of the way, linear in v; held at the end nodes. Counts the inner nodes at or below v without
@@ -45,7 +45,7 @@ def node_bracket(p, nodes, n, v):
     return i, min(max((v - low) / (high - low), 0.0), 1.0)
 
 
-@kernel(inline=True)
+@kernel
 def residual_factor(p, base, x, y):
     """Measured / analytical time from the attention residual surface whose header starts at ``p[base]``, at
     batch figures (x, y): bilinear between the nodes (ratios at octaves of x and y), the edge value beyond
@@ -82,7 +82,7 @@ def prefill_residual(p, tokens, pairs, kv_tokens, window):
     return residual_factor(p, L.RES_PREFILL, tokens / chunk * p[L.HEADS], kv_per_seq)
 
 
-@kernel(inline=True)
+@kernel
 def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, window):
     """(compute_s, memory_s, overhead_s) of the attention kernels of one layer; window <= 0 means full."""
     heads = p[L.HEADS]
@@ -129,7 +129,7 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
     return comp, mem, oh
 
 
-@kernel(inline=True)
+@kernel
 def _floored(p, compute_s, memory_s, rows):
     """A GEMM kernel's least time (block-scaled FP8: a fixed-cost path, not a roofline effect): the shortfall
     below ``GEMM_FLOOR_S`` (``GEMM_SMALL_FLOOR_S`` for a launch of at most ``GEMM_SMALL_TOKENS`` rows), fixed
@@ -143,14 +143,14 @@ def _floored(p, compute_s, memory_s, rows):
     return compute_s, memory_s
 
 
-@kernel(inline=True)
+@kernel
 def _gemm(p, g, m):
     """Roofline split of the GEMM whose coefficient block starts at ``p[g]``, for m tokens."""
     c, mem = _split(p[g] + p[g + 1] * m, p[g + 2] + p[g + 3] * m)
     return _floored(p, c, mem, m)
 
 
-@kernel(inline=True)
+@kernel
 def _grouped_gemm(p, g, tokens, active_sets):
     """MoE experts: ``tokens`` token-expert rows over ``active_sets`` experts sharing coefficient block g. One
     grouped launch: its floor is chosen by all its rows (a guess; the shipped measurements have no grouped
@@ -159,14 +159,14 @@ def _grouped_gemm(p, g, tokens, active_sets):
     return _floored(p, c, m, tokens)
 
 
-@kernel(inline=True)
+@kernel
 def host_time(p, logit_seqs):
     """The engine's host work in one iteration: once per step (all TP ranks) and per sequence that emits a
     token. Not pipelined: with PP micro-batches it is paid once for the whole batch."""
     return p[L.OH_STEP] + logit_seqs * p[L.OH_SEQ]
 
 
-@kernel(inline=True)
+@kernel
 def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, logit_seqs):
     """One iteration's time and its split: (total_s, compute_s, memory_s, comm_s, overhead_s).
 

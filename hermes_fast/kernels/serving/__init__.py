@@ -31,8 +31,8 @@ unique and never aliased.
 """
 
 from .allocation import empty_pipeline, new_state
-from .loop import serve
+from .loop import compiled_serve, serve
 from .outcome import Outcome, Reason, Status
 from .state import State
 
-__all__ = ["serve", "new_state", "empty_pipeline", "State", "Outcome", "Status", "Reason"]
+__all__ = ["serve", "compiled_serve", "new_state", "empty_pipeline", "State", "Outcome", "Status", "Reason"]

@@ -11,6 +11,7 @@ from .jobs import job_owner, spawn_branches
 from .kv import blocks_for, swap_time
 from .queues import dequeue
 from .state import (
+    PIPELINES,
     PL_BLOCK,
     PL_CHUNK,
     PL_COUNT,
@@ -134,6 +135,6 @@ def _admit_heads(S, r, t, budget, static_reserve):
                 ready_n += 1
             if held > 0:  # one more holder of the shared blocks
                 ri[RQ_HOLDERS, job_owner(S, i)] += 1
-            if ready and ri[RQ_BRANCHES_LEFT, i] > 1 and ri[RQ_BRANCHED, i] == 0:  # its KV was handed over
+            if PIPELINES and ready and ri[RQ_BRANCHES_LEFT, i] > 1 and ri[RQ_BRANCHED, i] == 0:  # KV handed over
                 spawn_branches(S, i, r, t)
     return admitted_tokens, swap_s, admitted, ready_n

@@ -42,6 +42,7 @@ from .state import (
     PF_S_FLOP,
     PF_S_FLOPS,
     PF_S_OVERHEAD,
+    PIPELINES,
     PL_KIND,
     PL_MAX_BATCH,
     PL_MEM_RES,
@@ -150,7 +151,7 @@ def _launch(S, r, t, swap_s, nothing_admitted, in_flight):
         rs[RP_BUSY, r] = 0
         rs[RP_SPAN, r] = 0
         return
-    if S.pool_int[PL_KIND, pool] == POOL_SEARCH:
+    if PIPELINES and S.pool_int[PL_KIND, pool] == POOL_SEARCH:
         cost = _search_batch_cost(S, pool, n_seq, t)
     else:
         pairs, pre_kv = rsf[IT_PAIRS, r], rsf[IT_PREFILL_KV, r]

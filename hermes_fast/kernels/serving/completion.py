@@ -28,6 +28,7 @@ from .state import (
     PF_KV_BYTES,
     PF_LINK_BW,
     PF_LINK_LAT,
+    PIPELINES,
     PL_COUNT,
     PL_FIRST,
     PL_KIND,
@@ -85,7 +86,7 @@ def finish_iteration(S, r, t):
     span = rs[RP_SPAN, r]
     first_end = S.rep_float[IT_FIRST_END, r]
     acc = S.run
-    if pi[PL_KIND, pool] == POOL_SEARCH and pi[PL_MEM_RES, pool] >= 0:  # its memory flow ends
+    if PIPELINES and pi[PL_KIND, pool] == POOL_SEARCH and pi[PL_MEM_RES, pool] >= 0:  # its memory flow ends
         ps_flow(S, pi[PL_MEM_RES, pool], t, -1)
     if span > 1:
         commit_span(S, r, 2, span)
@@ -131,7 +132,7 @@ def finish_iteration(S, r, t):
                     if ri[RQ_GEN, i] < ri[RQ_OUTPUT, i] and pi[PL_ROLE, pool] == ROLE_PREFILL:
                         stays = False  # hand off: KV stays held here until it has been sent
                         _start_handoff(S, i, pool, t)
-                    if stays and ri[RQ_BRANCHES_LEFT, i] > 1 and ri[RQ_BRANCHED, i] == 0:
+                    if PIPELINES and stays and ri[RQ_BRANCHES_LEFT, i] > 1 and ri[RQ_BRANCHED, i] == 0:
                         spawn_branches(S, i, r, t)
                     while ri[RQ_STOP, i] < ri[RQ_OUTPUT, i] and ri[RQ_GEN, i] >= ri[RQ_STOP, i]:
                         thinking_milestone(ri, rf, i, t)
@@ -141,7 +142,7 @@ def finish_iteration(S, r, t):
                     rf[RF_FIRST_TOKEN, i] = t
                 release_kv(S, r, i)
                 ri[RQ_REPLICA, i] = -1
-                if ri[RQ_STAGE, i] >= 0:  # its next stage starts once this iteration is applied
+                if PIPELINES and ri[RQ_STAGE, i] >= 0:  # its next stage starts once this iteration is applied
                     g = S.glob
                     g[G_DONE_LIST + g[G_DONE_COUNT]] = i
                     g[G_DONE_COUNT] += 1
@@ -157,9 +158,10 @@ def finish_iteration(S, r, t):
     rs[RP_NRUN, r] = keep
     rs[RP_SPAN, r] = 0
     g = S.glob
-    for k in range(g[G_DONE_COUNT]):  # (r stays busy meanwhile: no stage it feeds may start its next iteration)
-        _job_done(S, g[G_DONE_LIST + k], t)
-    g[G_DONE_COUNT] = 0
+    if PIPELINES:
+        for k in range(g[G_DONE_COUNT]):  # (r stays busy meanwhile: no stage it feeds may start its next iteration)
+            _job_done(S, g[G_DONE_LIST + k], t)
+        g[G_DONE_COUNT] = 0
     rs[RP_BUSY, r] = 0
 
 
@@ -169,7 +171,7 @@ def _start_handoff(S, i, pool, t):
     S.req_int[RQ_STATUS, i] = STATUS_TRANSFER
     sent = S.req_int[RQ_KV, i] * S.pool_float[PF_KV_BYTES, pool]
     res = S.pool_int[PL_LINK_RES, pool]
-    if res >= 0:  # a shared link: its end is a transfer event
+    if PIPELINES and res >= 0:  # a shared link (pipelines): its end is a transfer event
         S.req_float[RF_TRANSFER, i] = t
         start_transfer(S, i, res, sent, XFER_HANDOFF, t, S.pipe_float[XF_LAT, res])
     else:

@@ -10,7 +10,7 @@ requests (:mod:`.completion`), then forms its next batch (:mod:`.boundary`).
 
 from __future__ import annotations
 
-from .._jit import kernel
+from .._jit import kernel, specialized
 from .accounting import account_iteration
 from .boundary import iteration_boundary
 from .completion import finish_iteration, handoff_done
@@ -33,6 +33,7 @@ from .state import (
     IT_SEQS,
     IT_SPAN_KV,
     IT_WAKE_DUE,
+    PIPELINES,
     RF_ARRIVAL,
     RF_TRANSFER,
     RP_BUSY,
@@ -54,7 +55,7 @@ from .state import (
 )
 from .submission import arrive
 
-__all__ = ["serve"]
+__all__ = ["serve", "compiled_serve"]
 
 
 @kernel
@@ -71,7 +72,7 @@ def serve(S):
         t_step = heap_top(S.heap_time, S.glob, HEAP_ITERATION)
         t_hand = heap_top(S.heap_time, S.glob, HEAP_HANDOFF)
         t_timer = heap_top(S.heap_time, S.glob, HEAP_TIMER)
-        t_xfer = next_transfer_end(S.pipe_float, g[G_NRES]) if g[G_NRES] > 0 else INF
+        t_xfer = next_transfer_end(S.pipe_float, g[G_NRES]) if PIPELINES and g[G_NRES] > 0 else INF
         k = g[G_NEXT_ARRIVAL]
         t_arr = arrivals[k] if k < n else INF
         t = min(min(t_step, t_hand), min(t_timer, t_xfer), t_arr)
@@ -90,7 +91,7 @@ def serve(S):
             handoff_done(S, i, t)
         elif t_timer == t:
             _timer(S, heap_pop(S, HEAP_TIMER), t)
-        elif t_xfer == t:
+        elif PIPELINES and t_xfer == t:
             xf = S.pipe_float
             for res in range(g[G_NRES]):
                 if xf[XF_NEXT_T, res] == t:
@@ -98,7 +99,7 @@ def serve(S):
                     break
         else:
             g[G_NEXT_ARRIVAL] = k + 1
-            if g[G_PIPELINE] != 0:
+            if PIPELINES and g[G_PIPELINE] != 0:
                 arrive_pipeline(S, k, t)
             else:
                 arrive(S, k, t)
@@ -112,14 +113,14 @@ def _timer(S, payload, t):
     """A timer fired: a stage's delay ended, an idle replica's batch wait ended, or a transfer joins its link."""
     kind = timer_kind(payload)
     x = timer_subject(payload)
-    if kind == TIMER_DELAY:
-        stage_done(S, x, t)
-    elif kind == TIMER_WAKE:
+    if kind == TIMER_WAKE:
         if S.rep_float[IT_WAKE_DUE, x] == t:
             S.rep_float[IT_WAKE_DUE, x] = -1.0
             if S.rep_int[RP_BUSY, x] == 0:
                 iteration_boundary(S, x, t, False)
-    else:
+    elif PIPELINES and kind == TIMER_DELAY:
+        stage_done(S, x, t)
+    elif PIPELINES:  # TIMER_JOIN
         ps_join(S, S.req_int[RQ_RES, x], x, t)
 
 
@@ -164,3 +165,13 @@ def _settle(S, r, horizon):
     account_iteration(rsf, r, S.span[SPAN_COST, r, m], rsf[IT_SEQS, r], 0.0, n_dec, kv_end)
     rs[RP_BUSY, r] = 1
     rs[RP_SPAN, r] = 1
+
+
+_SERVE_PLAIN = specialized(serve, PIPELINES=False)
+
+
+def compiled_serve(pipelines: bool):
+    """The compiled loop: the whole one for pipeline scenarios, or one without the code only stage tables reach
+    (stages, shared links and tiers, search pools, parallel branches) for plain serving, which compiles in a third
+    of the time and gives identical results."""
+    return serve.jit if pipelines else _SERVE_PLAIN

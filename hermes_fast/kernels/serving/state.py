@@ -59,6 +59,10 @@ class _Rows:
 
 INF = math.inf
 SPAN_CAP = 128  # most iterations one fast-forwarded span plans
+# A compile-time switch: the loop compiled for plain serving (no stage tables) sets it False
+# (``hermes_fast.kernels._jit.specialized``), so numba prunes, before typing, every branch only pipelines
+# reach (stages, shared links and tiers, search pools, parallel branches) and never compiles that code.
+PIPELINES = True
 
 # ---------------------------------------------------------------- per request: S.req_int
 _r = _Rows()
