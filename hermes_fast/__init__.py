@@ -1,8 +1,12 @@
 """hermes_fast: fast, faithful simulator of multi-stage LLM inference serving.
 
 >>> import hermes_fast as hf
->>> ds = hf.estimate()          # the embedded default scenario, zero-load roofline estimate
->>> sim = hf.simulate(n_requests=1000)  # ... and its serving simulation
+>>> ds = hf.estimate()  # the embedded default scenario, zero-load roofline estimate
+>>> ds.tpot_s.dims
+('engine',)
+>>> sim = hf.simulate(n_requests=200)  # ... and its serving simulation
+>>> int(sim.completed_requests.sum())
+200
 """
 
 from ._version import __version__ as __version__

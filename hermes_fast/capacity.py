@@ -116,22 +116,43 @@ def capacity_search(
 ) -> xr.Dataset:
     """The largest request rate whose run meets ``targets``, per replicate, with the summary at that rate.
 
+    Bisection in log-rate between ``rate_min_per_s`` and ``rate_max_per_s`` to ``rel_tol``; every rate tried
+    for one replicate draws from the same seed stream (common random numbers).
+
     Parameters
     ----------
-    scenario : Scenario, mapping, YAML path or text, or None for the embedded default.
-    targets : :class:`~hermes_fast.config.sweep.CapacitySearch` or a mapping, e.g.
-        ``{"ttft": {"quantile": 0.99, "max_s": 2.0}, "min_slo_attainment": 0.9, "rate_max_per_s": 100}``.
-    n_requests, seed, replicates, point : as in :func:`hermes_fast.simulate`.
+    scenario : Scenario, mapping, str, pathlib.Path or None
+        A :class:`~hermes_fast.config.Scenario`, a mapping, a YAML path or text; None: the embedded default.
+    targets : CapacitySearch or mapping
+        A :class:`~hermes_fast.config.sweep.CapacitySearch` or a mapping, e.g.
+        ``{"ttft": {"quantile": 0.99, "max_s": 2.0}, "min_slo_attainment": 0.9, "rate_max_per_s": 100}``:
+        latency bounds in seconds (``ttft``, ``tpot``, ``e2e``; a quantile or the mean), the least share of
+        arrivals meeting ``serving.slo``, and the search bracket in requests/s.
+    n_requests, seed, replicates, point : int, default 10000, 0, 1, 0
+        As in :func:`hermes_fast.simulate`: arrivals per run, seed, repetitions, grid point of the seed stream.
+    fast_forward : bool, default True
+        As in :func:`hermes_fast.simulate` (identical results, much faster).
 
     Returns
     -------
-    xarray.Dataset: ``capacity_request_per_s`` (request/s; NaN when even the bracket's low end fails) and the
-    simulation summary of the run at that rate (of the low end's run when it fails), per replicate.
+    xarray.Dataset
+        ``capacity_request_per_s`` (requests/s; NaN when even the bracket's low end fails) and the
+        simulation summary of the run at that rate (of the low end's run when it fails), per replicate.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid scenario or targets (no target at all, a quantile the summary does not report,
+        ``rate_max_per_s <= rate_min_per_s``), naming the field.
 
     Examples
     --------
-    >>> ds = capacity_search(None, {"ttft": {"quantile": 0.9, "max_s": 0.5}, "rate_max_per_s": 200}, 2000)
-    >>> float(ds.capacity_request_per_s[0]) > 1
+    >>> ds = hf.capacity_search(None, {"ttft": {"quantile": 0.9, "max_s": 0.5}, "rate_max_per_s": 200}, 300)
+    >>> ds.capacity_request_per_s.dims
+    ('replicate',)
+    >>> bool(ds.capacity_request_per_s[0] > 1)  # requests/s
+    True
+    >>> bool(ds.ttft_s.sel(quantile=0.9, replicate=0) <= 0.5)  # the run at that rate meets the target
     True
     """
     resolved = resolve_scenario(scenario)

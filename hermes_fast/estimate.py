@@ -67,10 +67,10 @@ def estimate(
 
     Parameters
     ----------
-    scenario
+    scenario : Scenario, mapping, str, pathlib.Path or None, default None
         A :class:`~hermes_fast.config.Scenario`, a mapping, a YAML path or text; ``None`` loads the
         embedded default scenario.
-    grid
+    grid : mapping or None, default None
         Mapping of a dotted path -> list of values, in :func:`hermes_fast.sweep`'s vocabulary, for the fields a
         zero-load estimate depends on: ``engines.<name>.device``, ``.model``, ``.parallel.tp``, ``.pp``,
         ``.ep``, ``.dtypes.weight``, ``.activation``, ``.kv``, ``.gemm_scaling`` (``block`` needs fp8 weights
@@ -87,7 +87,7 @@ def estimate(
         scenario's engines (``engine`` is always the first dim). Axes multiply; two axes may not set the same
         field, and a path estimate cannot vary (``workload.rate_per_s``, batching, ...: simulate's) is a
         :class:`ConfigError`.
-    calibration
+    calibration : str, Calibration, pathlib.Path or list, default "default"
         ``"default"`` (shipped calibrations for H100, H200, A100), ``"none"`` (uncalibrated defaults), a
         :class:`~hermes_fast.calibration.calibration.Calibration`, a name or file, or a list (see
         :class:`~hermes_fast.resolve.Catalog`); the ``calibration`` attr names what each device used.
@@ -102,12 +102,22 @@ def estimate(
         ``fits``. Without a grid, a layout the model cannot be split into or a model that does not fit
         raises :class:`ConfigError` instead.
 
+    Raises
+    ------
+    ConfigError
+        For an invalid scenario, catalog name or grid (an unknown path or short key, a path an estimate does
+        not depend on, two axes setting one field, a bad value), naming the dotted path; without a grid, also
+        for a request longer than the model's context, weights that do not fit the device, or a batch whose KV
+        does not fit.
+
     Examples
     --------
     >>> import hermes_fast as hf
     >>> ds = hf.estimate(grid={"batch_size": [1, 64], "tp": [1, 2]})
     >>> ds.tpot_s.dims
     ('engine', 'batch_size', 'tp')
+    >>> bool((ds.tpot_s.sel(batch_size=64) > ds.tpot_s.sel(batch_size=1)).all())  # seconds per output token
+    True
     >>> ds = hf.estimate(grid={"workload.batch_size": [1, 64], "engines.llama8b-h100.parallel.tp": [1, 2]})
     >>> ds.tpot_s.dims
     ('engine', 'workload.batch_size', 'engines.llama8b-h100.parallel.tp')

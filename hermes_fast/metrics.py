@@ -194,7 +194,34 @@ def summarize_stages(pipe, run: Outcome, summary: dict) -> dict[str, np.ndarray]
 def confidence_interval(ds: xr.Dataset, level: float = 0.95) -> xr.Dataset:
     """Student-t interval of the mean over ``replicate`` for every numeric variable that has that dim.
 
-    Returns a Dataset with a ``bound`` dim (``low``, ``mean``, ``high``); with one replicate low = high = mean.
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A Dataset with a ``replicate`` dim (:func:`hermes_fast.simulate` or :func:`hermes_fast.sweep` with
+        ``replicates > 1``).
+    level : float, default 0.95
+        Confidence level, in (0, 1).
+
+    Returns
+    -------
+    xarray.Dataset
+        The variables that have the ``replicate`` dim, with it replaced by a ``bound`` dim (``low``, ``mean``,
+        ``high``), in their own units; with one replicate low = high = mean. The ``confidence_level`` attr
+        records ``level``.
+
+    Raises
+    ------
+    ValueError
+        When ``level`` is not in (0, 1).
+
+    Examples
+    --------
+    >>> ds = hf.simulate(n_requests=200, seed=1, replicates=3)
+    >>> ci = hf.confidence_interval(ds)
+    >>> ci.goodput_request_per_s.dims
+    ('bound',)
+    >>> ci.goodput_request_per_s.round(2).values.tolist()  # requests/s: low, mean, high
+    [8.36, 9.28, 10.2]
     """
     if not 0 < level < 1:
         raise ValueError(f"level: got {level!r}; expected a number in (0, 1)")
@@ -219,8 +246,30 @@ _DERIVED = {  # name -> (source variable, numerator): name = numerator / source
 
 
 def add_derived(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` with the derived objectives whose sources it has: ``output_token_per_usd`` (1e6 /
-    cost_usd_per_mtoken) and ``output_token_per_j`` (1 / energy_j_per_token); attrs from the registry."""
+    """``ds`` with the derived objectives whose sources it has, for Pareto fronts and plots.
+
+    ``output_token_per_usd`` (1e6 / ``cost_usd_per_mtoken``) and ``output_token_per_j`` (1 /
+    ``energy_j_per_token``); attrs from the registry (:data:`hermes_fast.VARIABLES`). A derived variable
+    already in ``ds`` is kept as it is.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A simulation or sweep Dataset (one without the source variables comes back unchanged).
+
+    Returns
+    -------
+    xarray.Dataset
+        A copy of ``ds`` with the derived variables added.
+
+    Examples
+    --------
+    >>> ds = hf.add_derived(hf.simulate(n_requests=200, seed=1))
+    >>> ds.output_token_per_usd.attrs["units"], ds.output_token_per_j.attrs["units"]
+    ('token/USD', 'token/J')
+    >>> round(float(ds.output_token_per_usd[0] * ds.cost_usd_per_mtoken[0]))  # tokens/USD x USD/Mtoken
+    1000000
+    """
     out = ds.copy()
     for name, (source, numerator) in _DERIVED.items():
         if source in ds and name not in ds:
@@ -232,9 +281,38 @@ def slo_goodput(ds: xr.Dataset, ttft_s=None, tpot_s=None, warmup_requests: int =
     """Goodput and SLO attainment of simulated runs under other TTFT and TPOT targets, from the per-request
     times of :func:`hermes_fast.simulate` with ``keep_requests=True`` (the same runs, every target).
 
-    ``ttft_s``, ``tpot_s``: targets (s), each becoming a dim (``ttft_slo_s``, ``tpot_slo_s``); None leaves that
-    latency unconstrained. As in the summary: requests after ``warmup_requests``, goodput over the first
-    measured arrival to the last completion, TPOT over the answer's tokens after the first.
+    As in the summary: requests after ``warmup_requests``, goodput over the first measured arrival to the
+    last completion, TPOT over the answer's tokens after the first.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A :func:`hermes_fast.simulate` Dataset with per-request variables (``keep_requests=True``).
+    ttft_s, tpot_s : float, sequence of float or None, default None
+        Targets in seconds, each becoming a dim (``ttft_slo_s``, ``tpot_slo_s``); None leaves that latency
+        unconstrained.
+    warmup_requests : int, default 0
+        Requests (in arrival order) left out of the count, as ``serving.warmup_requests`` in the summary.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``goodput_request_per_s`` (requests/s meeting every target) and ``slo_attainment`` (their share of
+        the requests), over (``ttft_slo_s``, ``tpot_slo_s``, the other dims of ``ds``).
+
+    Raises
+    ------
+    ValueError
+        When ``ds`` has no per-request variables.
+
+    Examples
+    --------
+    >>> sim = hf.simulate(n_requests=200, seed=1, keep_requests=True)
+    >>> slo = hf.slo_goodput(sim, ttft_s=[0.05, 0.5], tpot_s=[0.01, 0.05])
+    >>> slo.slo_attainment.dims
+    ('ttft_slo_s', 'tpot_slo_s', 'replicate')
+    >>> slo.slo_attainment.sel(replicate=0).values.tolist()
+    [[0.2, 0.935], [0.215, 1.0]]
     """
     if "request_arrival_s" not in ds:
         raise ValueError("slo_goodput: needs per-request variables (simulate(..., keep_requests=True))")

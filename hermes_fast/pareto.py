@@ -108,11 +108,36 @@ def pareto(
     """Boolean mask over the swept dims: True where no other point is at least as good in every objective
     and better in one (objectives averaged over ``replicate``; a point with a NaN objective is off the front).
 
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A sweep (or estimate) Dataset.
+    minimize, maximize : sequence of str or xarray.DataArray, default ()
+        Objectives to minimise and to maximise (at least one in all; a single one may be given alone): a
+        variable name, a name with selections (``"ttft_s[quantile=0.99]"``, ``"utilization[pool=decode]"``),
+        a derived objective (``"output_token_per_usd"``, ``"output_token_per_j"``: :func:`add_derived`) or a
+        DataArray. After the selections and the mean over ``replicate``, each must have only swept dims.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``pareto``, boolean, over the objectives' (broadcast) dims.
+
+    Raises
+    ------
+    ConfigError
+        For no objective, a name that is not a variable of ``ds`` (with a close-match hint), a selection of an
+        unknown coordinate, or an objective left with a non-swept dim (``quantile``, ``pool``, ...).
+
     Examples
     --------
-    >>> import hermes_fast as hf
-    >>> ds = hf.sweep(grid={"workload.rate_per_s": [2, 8, 32]}, n_requests=300)  # doctest: +SKIP
-    >>> front = hf.pareto(ds, minimize=["ttft_s[quantile=0.99]"], maximize=["output_token_per_usd"])  # doctest: +SKIP
+    >>> grid = {"workload.rate_per_s": [2, 8, 32], "engines.llama8b-h100.batching.policy": ["continuous", "chunked"]}
+    >>> ds = hf.sweep(grid=grid, n_requests=100, seed=1)
+    >>> front = hf.pareto(ds, minimize=["ttft_s[quantile=0.99]"], maximize=["output_token_per_usd"])
+    >>> front.dims
+    ('workload.rate_per_s', 'engines.llama8b-h100.batching.policy')
+    >>> front.sel({"workload.rate_per_s": 32}).values.tolist()  # continuous batching is off the front at 32/s
+    [False, True]
     """
     if isinstance(minimize, (str, xr.DataArray)):
         minimize = [minimize]

@@ -73,9 +73,41 @@ def pareto_front(
 ):
     """Every point of a sweep in (x, y), the Pareto-optimal ones joined as a front.
 
-    ``x``, ``y``: objective specs (``"ttft_s[quantile=0.99]"``, ``"output_token_per_usd"``, DataArrays);
-    ``x_better``/``y_better``: ``"min"`` or ``"max"``; ``mask``: a front computed elsewhere (default:
-    :func:`hermes_fast.pareto` of x and y).
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A sweep (or estimate) Dataset.
+    x, y : str or xarray.DataArray
+        Objective specs as in :func:`hermes_fast.pareto` (``"ttft_s[quantile=0.99]"``,
+        ``"output_token_per_usd"``, DataArrays), averaged over ``replicate``.
+    x_better, y_better : {"min", "max"}, default "min", "max"
+        Which way each objective is better.
+    mask : xarray.DataArray or None, default None
+        A front computed elsewhere (default: :func:`hermes_fast.pareto` of x and y).
+    ax : matplotlib.axes.Axes or None, default None
+        Where to draw; None: a new figure's Axes.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on, labelled from the variables' ``long_name`` and ``units``.
+
+    Raises
+    ------
+    ConfigError
+        For an ``x_better``/``y_better`` other than ``"min"``/``"max"``, or an objective :func:`hermes_fast.pareto`
+        refuses.
+
+    Examples
+    --------
+    >>> from hermes_fast import plot
+    >>> grid = {"workload.rate_per_s": [2, 8, 32], "engines.llama8b-h100.batching.policy": ["continuous", "chunked"]}
+    >>> ds = hf.sweep(grid=grid, n_requests=100, seed=1)
+    >>> ax = plot.pareto_front(ds, "ttft_s[quantile=0.99]", "output_token_per_usd")
+    >>> ax.get_xlabel()
+    'time to first token (quantile=0.99) [s]'
+    >>> ax.get_ylabel()
+    'output tokens per dollar [token/USD]'
     """
     ax = _axes(ax)
     for name, value in (("x_better", x_better), ("y_better", y_better)):
@@ -131,7 +163,43 @@ def latency_throughput(
     hue: str | None = None,
     ax=None,
 ):
-    """Latency against throughput, the points of each line joined along a swept dim (default: the rate)."""
+    """Latency against throughput, the points of each line joined along a swept dim (default: the rate).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A sweep Dataset.
+    latency : str or xarray.DataArray, default "ttft_s[quantile=0.99]"
+        The y objective (seconds), as in :func:`hermes_fast.pareto`.
+    throughput : str or xarray.DataArray, default "throughput_output_token_per_s"
+        The x objective.
+    along : str or None, default None
+        The swept dim each line follows (None: the dim ending in ``rate_per_s``, else the first).
+    hue : str or None, default None
+        A swept dim with a line per value (None: the one other dim, if there is exactly one).
+    ax : matplotlib.axes.Axes or None, default None
+        Where to draw; None: a new figure's Axes.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on, labelled from the variables' ``long_name`` and ``units``.
+
+    Raises
+    ------
+    ConfigError
+        For an objective that is not a variable, or dims left besides ``along`` and ``hue`` (select them first).
+
+    Examples
+    --------
+    >>> from hermes_fast import plot
+    >>> ds = hf.sweep(grid={"workload.rate_per_s": [2, 4, 8]}, n_requests=100, seed=1)
+    >>> ax = plot.latency_throughput(ds)
+    >>> ax.get_xlabel(), ax.get_ylabel()
+    ('output throughput [token/s]', 'time to first token (quantile=0.99) [s]')
+    >>> len(ax.lines[0].get_xdata())  # one point per rate
+    3
+    """
     ax = _axes(ax)
     lat = objective(ds, latency)
     if along is None:
@@ -143,12 +211,79 @@ def latency_throughput(
 
 
 def goodput_vs_slo(ds: xr.Dataset, slo: str, goodput="goodput_request_per_s", *, hue: str | None = None, ax=None):
-    """Goodput (or ``slo_attainment``, ``capacity_request_per_s``) against a swept SLO dim, a line per ``hue``."""
+    """Goodput (or ``slo_attainment``, ``capacity_request_per_s``) against a swept SLO dim, a line per ``hue``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A Dataset with an SLO dim: :func:`hermes_fast.slo_goodput`'s (``ttft_slo_s``, ``tpot_slo_s``) or a sweep
+        over ``serving.slo.ttft_s``, ...
+    slo : str
+        The SLO dim along x (seconds).
+    goodput : str or xarray.DataArray, default "goodput_request_per_s"
+        The y objective, as in :func:`hermes_fast.pareto`.
+    hue : str or None, default None
+        A dim with a line per value (None: the one other dim, if there is exactly one).
+    ax : matplotlib.axes.Axes or None, default None
+        Where to draw; None: a new figure's Axes.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on, labelled from the variables' ``long_name`` and ``units``.
+
+    Raises
+    ------
+    ConfigError
+        For an ``slo`` that is not a dim of the objective, or dims left besides ``slo`` and ``hue``.
+
+    Examples
+    --------
+    >>> from hermes_fast import plot
+    >>> sim = hf.simulate(n_requests=200, seed=1, keep_requests=True)
+    >>> ax = plot.goodput_vs_slo(hf.slo_goodput(sim, ttft_s=[0.02, 0.05, 0.1, 0.5]), "ttft_slo_s")
+    >>> ax.get_xlabel(), ax.get_ylabel()
+    ('TTFT target [s]', 'goodput [request/s]')
+    """
     return _lines(ds, slo, goodput, hue, _axes(ax))
 
 
 def stage_breakdown(ds: xr.Dataset, by: str | None = None, *, variable: str = "stage_time_s", ax=None):
-    """Stacked bars of the time per stage (mean per completed request), one bar per value of ``by``."""
+    """Stacked bars of the time per stage (mean per completed request), one bar per value of ``by``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A simulation or sweep Dataset of a pipeline scenario (with a ``stage`` dim).
+    by : str or None, default None
+        A dim with a bar per value (None: the one other dim, if there is exactly one; else a single bar).
+    variable : str, default "stage_time_s"
+        The per-stage variable stacked (``stage_time_s``, ``stage_queue_s``, ``stage_transfer_s``: seconds).
+    ax : matplotlib.axes.Axes or None, default None
+        Where to draw; None: a new figure's Axes.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on, labelled from the variables' ``long_name`` and ``units``.
+
+    Raises
+    ------
+    ConfigError
+        For a variable without a ``stage`` dim, or dims left besides ``by`` and ``stage``.
+
+    Examples
+    --------
+    >>> from hermes_fast import plot
+    >>> rag = {"engines": [{"name": "e5", "model": "e5-base", "device": "h100_sxm"},
+    ...                    {"name": "llm", "model": "llama-3.1-8b", "device": "h100_sxm"}],
+    ...        "workload": {"rate_per_s": 4, "classes": [{"name": "rag", "prompt_tokens": 64, "output_tokens": 128,
+    ...            "pipeline": [{"kind": "embed", "engine": "e5"}, {"kind": "prefill", "engine": "llm"},
+    ...                         {"kind": "decode", "engine": "llm"}]}]}}
+    >>> ax = plot.stage_breakdown(hf.simulate(rag, n_requests=100, seed=1))
+    >>> ax.get_ylabel(), [t.get_text() for t in ax.get_legend().get_texts()]
+    ('time in stage [s]', ['embed', 'prefill', 'decode'])
+    """
     ax = _axes(ax)
     da = objective(ds, variable)
     if "stage" not in da.dims:
@@ -190,9 +325,39 @@ _CDF = {  # latency name -> (per-request function, long name)
 def latency_cdf(data, latency: str = "ttft", *, hue: str | None = None, ax=None):
     """Empirical CDF of a per-request latency (``ttft``, ``e2e``, ``queue``, ``tpot``).
 
-    ``data``: a Dataset of :func:`hermes_fast.simulate` with ``keep_requests=True`` (a line per value of
-    ``hue``, another dim of it), a mapping label -> such Datasets, or a sweep Dataset without per-request
-    variables, whose latency quantiles are drawn as points (a line per ``hue``)."""
+    Parameters
+    ----------
+    data : xarray.Dataset or mapping of str to xarray.Dataset
+        A Dataset of :func:`hermes_fast.simulate` with ``keep_requests=True`` (a line per value of ``hue``,
+        another dim of it), a mapping label -> such Datasets, or a sweep Dataset without per-request
+        variables, whose latency quantiles are drawn as points (a line per ``hue``).
+    latency : {"ttft", "e2e", "queue", "tpot"}, default "ttft"
+        The latency (seconds) whose distribution over requests is drawn.
+    hue : str or None, default None
+        A dim with a line per value (None: the one other dim, if any).
+    ax : matplotlib.axes.Axes or None, default None
+        Where to draw; None: a new figure's Axes.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on, labelled from the variables' ``long_name`` and ``units``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown ``latency``, or a mapping entry without per-request variables.
+
+    Examples
+    --------
+    >>> from hermes_fast import plot
+    >>> runs = {rate: hf.simulate({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}],
+    ...                            "workload": {"rate_per_s": rate}}, n_requests=200, seed=1, keep_requests=True)
+    ...         for rate in (5, 10)}
+    >>> ax = plot.latency_cdf(runs, "ttft")
+    >>> ax.get_xlabel(), ax.get_ylabel(), len(ax.lines)
+    ('time to first token [s]', 'fraction of requests [1]', 2)
+    """
     ax = _axes(ax)
     if latency not in _CDF:
         raise ConfigError("latency", latency, f"one of {', '.join(_CDF)}")
@@ -229,7 +394,42 @@ def latency_cdf(data, latency: str = "ttft", *, hue: str | None = None, ax=None)
 
 
 def heatmap(ds: xr.Dataset, variable, x: str, y: str, *, ax=None, annotate: bool = True, fmt: str = "{:.3g}"):
-    """A variable over two swept dims, as colours (and the values written in each cell)."""
+    """A variable over two swept dims, as colours (and the values written in each cell).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A sweep or estimate Dataset.
+    variable : str or xarray.DataArray
+        The objective, as in :func:`hermes_fast.pareto`; after selections and the mean over ``replicate`` its
+        dims must be ``x`` and ``y``.
+    x, y : str
+        The swept dims along the columns and rows.
+    ax : matplotlib.axes.Axes or None, default None
+        Where to draw; None: a new figure's Axes.
+    annotate : bool, default True
+        Write each cell's value.
+    fmt : str, default "{:.3g}"
+        Format of those values.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on, labelled from the variables' ``long_name`` and ``units``.
+
+    Raises
+    ------
+    ConfigError
+        For an objective that is not a variable, or dims left besides ``x`` and ``y``.
+
+    Examples
+    --------
+    >>> from hermes_fast import plot
+    >>> ds = hf.estimate(grid={"batch_size": [1, 8, 64, 256], "tp": [1, 2]}).sel(engine="llama8b-h100")
+    >>> ax = plot.heatmap(ds, "tpot_s", x="batch_size", y="tp")
+    >>> ax.get_xlabel(), ax.get_ylabel(), len(ax.texts)  # a value written in each of the 4 x 2 cells
+    ('batch_size', 'tp', 8)
+    """
     ax = _axes(ax)
     da = _only(objective(ds, variable), [y, x], str(variable))
     values = da.values.astype(np.float64)

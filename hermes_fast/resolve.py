@@ -29,13 +29,44 @@ __all__ = ["Catalog", "ResolvedEngine", "ResolvedScenario", "load_scenario", "re
 
 class Catalog:
     """Presets merged with a scenario's own entries and the devices' calibrations; resolves names to validated
-    configs."""
+    configs.
+
+    A name resolves to the preset (:mod:`hermes_fast.catalog`), the device's calibration on top, then the
+    entry of ``overrides`` (field by field; ``base: NAME`` starts a new entry from another), so the overrides'
+    fields always win and a device based on a calibrated one inherits its calibration. Look-ups are cached.
+
+    Parameters
+    ----------
+    overrides : mapping or None, default None
+        ``{"devices": {...}, "models": {...}, "memory_tiers": {...}}``: a scenario's own entries by name
+        (:meth:`for_scenario` takes them from a Scenario); units as in the presets (bytes, bytes/s, FLOP/s,
+        W, USD/hour).
+    calibration : str, Calibration, pathlib.Path or list, default "default"
+        ``"default"`` (the shipped default calibrations), ``"none"`` (uncalibrated defaults), a
+        :class:`~hermes_fast.calibration.calibration.Calibration`, a shipped calibration name or a file path,
+        or a list of these; each applies to its device, the shipped defaults to the rest unless ``"none"`` is
+        in the list.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown or invalid calibration; :meth:`get` (:meth:`device`, :meth:`model`,
+        :meth:`memory_tier`) for an unknown name (with the known ones and a close-match hint) or an invalid
+        entry, naming the field.
+
+    Examples
+    --------
+    >>> cat = hf.Catalog()
+    >>> cat.device("h100_sxm").memory_bytes  # bytes
+    80000000000.0
+    >>> cat.calibration_for("h100_sxm").split(" ")[0], hf.Catalog(calibration="none").calibration_for("h100_sxm")
+    ('h100_sxm', None)
+    >>> capped = hf.Catalog({"devices": {"h100_capped": {"base": "h100_sxm", "power_peak_w": 500.0}}})
+    >>> capped.device("h100_capped").power_peak_w  # watts; the rest (and the calibration) from h100_sxm
+    500.0
+    """
 
     def __init__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None, calibration: Any = "default"):
-        """``calibration``: ``"default"`` (the shipped default calibrations), ``"none"`` (uncalibrated
-        defaults), a :class:`~hermes_fast.calibration.calibration.Calibration`, a shipped calibration name or a
-        file path, or a list of these; each applies to its device, the shipped defaults to the rest unless
-        ``"none"`` is in the list."""
         self._overrides = {k: dict((overrides or {}).get(k, {}) or {}) for k in KINDS}
         self._cache: dict[tuple[str, str], Any] = {}
         self.calibrations = calibrations_by_device(calibration)
@@ -164,17 +195,19 @@ def resolve_scenario(
 
     Parameters
     ----------
-    scenario
+    scenario : Scenario, mapping, str, pathlib.Path or None, default None
         A :class:`~hermes_fast.config.Scenario`, a mapping, a YAML path or text; None: the embedded default.
-    calibration
+    calibration : str, Calibration, pathlib.Path or list, default "default"
         ``"default"``, ``"none"``, a Calibration, a shipped name or a file, or a list (see :class:`Catalog`).
-    devices, models
+    devices, models : iterable of (str, str), default ()
         Extra names to resolve, each with the dotted path that names it in errors (e.g. an estimate grid's
         ``("b200", "grid.device[1]")``).
 
     Returns
     -------
     ResolvedScenario
+        The scenario with its engines' models and devices (calibrations applied), and every device, model and
+        memory tier it uses by name, with the calibration each device uses.
 
     Raises
     ------
@@ -184,11 +217,14 @@ def resolve_scenario(
 
     Examples
     --------
+    >>> from hermes_fast.resolve import resolve_scenario
     >>> rs = resolve_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}]})
     >>> rs.engines[0].device.name == rs.devices["h100_sxm"].name
     True
     >>> rs.calibrations["h100_sxm"].split(" ")[0]
     'h100_sxm'
+    >>> rs.engines[0].model.n_layers
+    32
     """
     sc = read_scenario(scenario)
     cat = Catalog.for_scenario(sc, calibration)
@@ -227,13 +263,34 @@ def resolve_scenario(
 
 
 def load_scenario(source: Scenario | Mapping | str | Path | None = None) -> Scenario:
-    """A validated :class:`~hermes_fast.config.Scenario` from a Scenario, mapping, YAML path or YAML text
-    (None: the embedded default), every catalog name it uses resolved, so bad references fail here.
+    """A validated :class:`~hermes_fast.config.Scenario`, every catalog name it uses resolved, so bad references
+    fail here.
+
+    Parameters
+    ----------
+    source : Scenario, mapping, str, pathlib.Path or None, default None
+        A Scenario, a mapping, a YAML path or YAML text; None: the embedded default scenario.
+
+    Returns
+    -------
+    Scenario
+        The frozen, validated scenario (defaults filled in).
+
+    Raises
+    ------
+    ConfigError
+        For the first invalid field or unknown name (an unknown key, a bad value, a device, model or memory tier
+        the catalog does not have), naming its dotted path, the value and what is expected.
 
     Examples
     --------
-    >>> sc = load_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}]})
+    >>> sc = hf.load_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}]})
     >>> sc.engines[0].parallel.tp
     1
+    >>> hf.load_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100"}]})
+    Traceback (most recent call last):
+        ...
+    hermes_fast.config.base.ConfigError: engines[0].device: got 'h100'; expected a known device
+    (did you mean 'h100_sxm'?); known: a100_sxm_80gb, b200, ...
     """
     return resolve_scenario(source).scenario

@@ -112,24 +112,51 @@ def simulate(
 
     Parameters
     ----------
-    scenario : Scenario, mapping, YAML path or text, or None for the embedded default.
-    n_requests : arrivals per replicate.
-    seed : the run's seed; replicate r of grid point ``point`` draws from ``SeedSequence(seed, (point, r))``.
-    replicates : independent repetitions (a ``replicate`` dim; see :func:`hermes_fast.confidence_interval`).
-    keep_requests : also return per-request variables (``request_*``, dims replicate x request).
-    fast_forward : commit runs of decode-only iterations at once (identical results, much faster).
-    calibration : None or ``"default"`` (shipped calibrations), ``"none"`` (uncalibrated), a Calibration, name
-        or file, or a list (see :class:`~hermes_fast.resolve.Catalog`); named in the ``calibration`` attr.
+    scenario : Scenario, mapping, str, pathlib.Path or None, default None
+        A :class:`~hermes_fast.config.Scenario`, a mapping, a YAML path or YAML text; None: the embedded
+        default scenario (Llama-3.1-8B on one H100, Poisson arrivals at 10 requests/s).
+    n_requests : int, default 10000
+        Arrivals per replicate (requests, at most 1e8).
+    seed : int, default 0
+        The run's seed (>= 0); replicate ``r`` of grid point ``point`` draws from
+        ``SeedSequence(seed, (point, r))``.
+    replicates : int, default 1
+        Independent repetitions (a ``replicate`` dim; see :func:`hermes_fast.confidence_interval`).
+    keep_requests : bool, default False
+        Also return per-request variables (``request_*``: times in seconds, token counts; dims replicate x
+        request), as :func:`hermes_fast.slo_goodput` and :func:`hermes_fast.plot.latency_cdf` need.
+    fast_forward : bool, default True
+        Commit runs of decode-only iterations at once (identical results, much faster).
+    point : int, default 0
+        The grid point index whose seed stream to draw from (what :func:`hermes_fast.sweep` passes: a sweep's
+        point ``i`` equals ``simulate(point scenario, seed=seed, point=i)``).
+    calibration : str, Calibration, pathlib.Path, list or None, default None
+        None or ``"default"`` (shipped calibrations), ``"none"`` (uncalibrated), a Calibration, name or
+        file, or a list (see :class:`~hermes_fast.resolve.Catalog`); named in the ``calibration`` attr.
 
     Returns
     -------
-    xarray.Dataset with latency quantiles (dim ``quantile``), throughput, goodput, per-pool utilisation
-    (dim ``pool``), request counts, energy and cost, per replicate; units in each variable's attrs.
+    xarray.Dataset
+        Latency quantiles in seconds (``ttft_s``, ``tpot_s``, ``itl_s``, ``e2e_s``, ``queue_s``, dim
+        ``quantile``) and their means, throughput (requests and tokens per second), goodput, per-pool
+        utilisation (dim ``pool``), request counts, energy (joules) and cost (USD per million tokens), per
+        replicate; pipeline scenarios add per-stage (dim ``stage``) and per-link (dim ``link``) variables.
+        Units are in each variable's attrs.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid scenario or catalog reference (naming the dotted path), or an ``n_requests``,
+        ``replicates`` or ``seed`` that is not an integer in range.
 
     Examples
     --------
-    >>> ds = simulate(n_requests=1000, seed=1)
-    >>> float(ds.ttft_s.sel(quantile=0.5, replicate=0)) > 0
+    >>> ds = hf.simulate(n_requests=200, seed=1)
+    >>> ds.ttft_s.dims
+    ('replicate', 'quantile')
+    >>> int(ds.completed_requests.sel(replicate=0))
+    200
+    >>> bool(ds.ttft_s.sel(quantile=0.99, replicate=0) > ds.ttft_s.sel(quantile=0.5, replicate=0))
     True
     """
     resolved = resolve_scenario(scenario, "default" if calibration is None else calibration)

@@ -9,6 +9,16 @@ One quantity has one name whichever path produced it (``estimate``, ``simulate``
 keep to that are in :data:`RENAMED`: Datasets carry only the current name; where a variable is named by a
 string (Pareto and plot objectives, the CLI's ``--x``/``--y``/``--var``) the old name still works, with a
 ``FutureWarning``, until the release after 0.1; :func:`rename_to_current` updates a Dataset saved before.
+
+Examples
+--------
+``hf.VARIABLES`` maps each name to its :class:`Variable` (``units``, ``long_name``, ``description``):
+
+>>> v = hf.VARIABLES["ttft_s"]
+>>> v.units, v.long_name
+('s', 'time to first token')
+>>> hf.estimate().ttft_s.attrs["units"]  # Datasets carry those attrs
+'s'
 """
 
 from __future__ import annotations
@@ -236,13 +246,28 @@ RENAMED: dict[str, str] = {
 def current_name(name: str) -> str:
     """``name``, or the current name of a renamed variable (with a ``FutureWarning`` naming both).
 
+    Parameters
+    ----------
+    name : str
+        A variable name, current or old (:data:`RENAMED`).
+
+    Returns
+    -------
+    str
+        The current name.
+
     Examples
     --------
     >>> import warnings
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
+    >>> from hermes_fast.variables import current_name
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
     ...     current_name("throughput_token_per_s")
     'throughput_output_token_per_s'
+    >>> caught[0].category.__name__
+    'FutureWarning'
+    >>> current_name("ttft_s")  # a current name: unchanged, no warning
+    'ttft_s'
     """
     new = RENAMED.get(name)
     if new is None:
@@ -252,7 +277,27 @@ def current_name(name: str) -> str:
 
 
 def rename_to_current(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` (e.g. an estimate saved by hermes_fast 0.1) with its renamed variables under their current names."""
+    """``ds`` (e.g. an estimate saved by hermes_fast 0.1) with its renamed variables under their current names.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A Dataset that may carry old variable names (:data:`RENAMED`); an old name whose current name is
+        also in ``ds`` is left as it is.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds`` with the old names renamed (no warning).
+
+    Examples
+    --------
+    >>> from hermes_fast.variables import rename_to_current
+    >>> old = hf.estimate().rename({"kv_capacity_tokens": "kv_capacity_token", "decode_bound": "bound"})
+    >>> new = rename_to_current(old)
+    >>> "kv_capacity_tokens" in new, "decode_bound" in new, "bound" in new
+    (True, True, False)
+    """
     return ds.rename({old: new for old, new in RENAMED.items() if old in ds.data_vars and new not in ds})
 
 

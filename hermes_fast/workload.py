@@ -29,7 +29,33 @@ _MAX_ZIPF_SUPPORT = 50_000_000
 
 
 def rng_for(seed: int, point: int = 0, replicate: int = 0) -> np.random.Generator:
-    """The generator of one (grid point, replicate): independent streams by global index, never by chunk."""
+    """The generator of one (grid point, replicate): independent streams by global index, never by chunk.
+
+    ``PCG64(SeedSequence(seed, spawn_key=(point, replicate)))``: what :func:`hermes_fast.simulate` and
+    :func:`hermes_fast.sweep` draw a replicate's workload (and stage values) from, so a run is reproducible
+    from its seed whatever the chunking, worker count or order of completion.
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed (>= 0).
+    point : int, default 0
+        Flat C-order index of the grid point.
+    replicate : int, default 0
+        Replicate index.
+
+    Returns
+    -------
+    numpy.random.Generator
+
+    Examples
+    --------
+    >>> a = hf.rng_for(1, point=2).random(3)
+    >>> b = hf.rng_for(1, point=2).random(3)
+    >>> c = hf.rng_for(1, point=2, replicate=1).random(3)
+    >>> bool((a == b).all()), bool((a == c).any())
+    (True, False)
+    """
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(point, replicate))))
 
 
@@ -127,8 +153,36 @@ def length_moments(length: int | Length, field_path: str = "length") -> tuple[fl
     Exact (summed over the pmf) unless the support exceeds 2e6 integers; then those of the truncated
     continuous law plus 1/12 for the rounding.
 
-    >>> length_moments(Length(dist="uniform", min=1, max=3))
+    Parameters
+    ----------
+    length : int or Length
+        A fixed length in tokens, or a :class:`~hermes_fast.config.Length` distribution (``fixed``,
+        ``uniform``, ``normal``, ``lognormal``, ``exponential``, ``zipf``, ``empirical``; truncated to
+        [min, max] and rounded to integers).
+    field_path : str, default "length"
+        Dotted path of the length in the scenario, for error messages.
+
+    Returns
+    -------
+    tuple of (float, float)
+        Mean (tokens) and variance (tokens squared).
+
+    Raises
+    ------
+    ConfigError
+        For a Zipf support over 5e7 integers, a law with no probability mass inside [min, max], or an
+        empirical CSV file or column that is missing or holds something other than positive integers.
+
+    Examples
+    --------
+    >>> from hermes_fast.config import Length
+    >>> hf.length_moments(Length(dist="uniform", min=1, max=3))
     (2.0, 0.6666666666666666)
+    >>> hf.length_moments(200)  # a fixed length
+    (200.0, 0.0)
+    >>> mean, var = hf.length_moments(Length(dist="lognormal", mean=500, cv=1.0, max=4096))
+    >>> 400 < mean < 500  # truncation at 4096 tokens lowers the mean
+    True
     """
     lg = _as_length(length)
     sp = _support_pmf(lg, field_path)
@@ -260,7 +314,43 @@ def classes_of(workload) -> tuple[RequestClass, ...]:
 
 
 def draw_workload(workload, n: int, rng: np.random.Generator) -> Draws:
-    """Draw ``n`` requests of ``workload`` (arrivals, classes, lengths, routing uniforms) from ``rng``."""
+    """Draw ``n`` requests of ``workload`` (arrivals, classes, lengths, routing uniforms) from ``rng``.
+
+    What :func:`hermes_fast.simulate` runs through the serving loop, drawn up front.
+
+    Parameters
+    ----------
+    workload : Workload
+        A scenario's ``workload`` (:class:`~hermes_fast.config.Workload`): the arrival process at
+        ``rate_per_s`` requests/s (or a trace replay), the request classes with their weights and prompt and
+        output lengths in tokens.
+    n : int
+        Requests to draw.
+    rng : numpy.random.Generator
+        The stream to draw from (:func:`rng_for`).
+
+    Returns
+    -------
+    Draws
+        Arrays of length ``n`` sorted by arrival: ``arrival_s`` (arrival times, seconds), ``request_class``,
+        ``prompt_tokens`` and ``output_tokens`` (tokens), and ``route_u`` (2 x n uniforms for random replica
+        choices).
+
+    Raises
+    ------
+    ConfigError
+        For a trace or empirical length CSV that is missing or malformed, or a length law that cannot be drawn
+        (see :func:`length_moments`).
+
+    Examples
+    --------
+    >>> sc = hf.load_scenario()  # Poisson arrivals at 10 requests/s, 1024-token prompts, 256-token answers
+    >>> draws = hf.draw_workload(sc.workload, 5, hf.rng_for(1))
+    >>> draws.arrival_s.round(3).tolist()  # seconds
+    [0.06, 0.317, 0.384, 0.493, 0.658]
+    >>> draws.prompt_tokens.tolist()
+    [1024, 1024, 1024, 1024, 1024]
+    """
     classes = classes_of(workload)
     arr = workload.arrival
     trace_prompt = trace_output = None

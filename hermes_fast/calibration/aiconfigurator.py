@@ -106,22 +106,39 @@ def import_aiconfigurator(
 ) -> Measurements:
     """Measurements of one aiconfigurator system (GEMM, prefill/decode attention, NCCL collectives).
 
+    Needs the optional ``aiconfigurator-core`` package (``pip install 'hermes_fast[aiconfigurator]'``)
+    unless ``root`` points at a copy of its data.
+
     Parameters
     ----------
-    system
+    system : str
         aiconfigurator system folder, e.g. ``b200_sxm``, ``gb200``, ``l40s``.
-    device
+    device : str or None, default None
         hermes_fast catalog device the rows are for (default: :data:`SYSTEM_DEVICES`).
-    root
+    root : str, pathlib.Path or None, default None
         the ``systems/data`` folder (default: the installed package's).
-    backend, version, nccl_version
+    backend, version, nccl_version : str or None, default "trtllm", None, None
         software stack of the GEMM and attention tables (newest version unless given) and of NCCL.
-    max_rows_per_table
+    max_rows_per_table : int, default 3000
         a stable-hash subsample of each table (GEMM tables hold ~100,000 rows); 0 keeps all.
+
+    Returns
+    -------
+    Measurements
+        Kernel rows (latencies in seconds, message sizes in bytes) for :func:`hermes_fast.calibrate`.
+
+    Raises
+    ------
+    ConfigError
+        When the package is not installed (and no ``root``), the system folder is unknown (listing the known
+        ones), it has no tables for ``backend``, a parquet table needs ``pyarrow``, or no catalog device is
+        known for the system.
 
     Examples
     --------
-    >>> ms = import_aiconfigurator("b200_sxm")  # doctest: +SKIP
+    Skipped when the docstrings are tested: the optional aiconfigurator package is not a test dependency.
+
+    >>> ms = hf.import_aiconfigurator("b200_sxm")  # doctest: +SKIP
     >>> cal = hf.calibrate(ms, "b200")  # doctest: +SKIP
     """
     base = Path(root) if root is not None else aiconfigurator_root()

@@ -82,9 +82,43 @@ def with_values(d: Device, values: Mapping[str, float], residuals: tuple[Attenti
 class Calibration:
     """Fitted device fields (dotted paths -> values), attention residual surfaces, and how well they fit.
 
-    ``attention_residuals``: the device's surfaces once applied (:mod:`hermes_fast.calibration.residuals`); None
-    leaves the device's own. ``report`` has one entry per kernel family: rows fitted and held back, and the median and
-    90th-percentile absolute relative error of each part.
+    Made by :func:`hermes_fast.calibrate`, read by :func:`hermes_fast.load_calibration` (shipped ones by
+    name), written by :meth:`save`; the ``calibration=`` argument of :func:`hermes_fast.estimate`,
+    :func:`hermes_fast.simulate` and :class:`hermes_fast.Catalog` takes it. A calibration only sets fields of
+    the device's catalog entry, so it applies to any grid and any scenario.
+
+    Parameters
+    ----------
+    name : str
+        The calibration's name (shipped ones: ``h100_sxm``, ``h100_sxm-vllm``, ...).
+    device : str
+        The catalog device it applies to.
+    values : dict of str to float
+        Device field paths (``"efficiency.compute_efficiency"``, ``"scale_up.latency_s"``) -> values, in the
+        fields' units (fractions, seconds, tokens, bytes).
+    source : str, default ""
+        Where the measurements came from (shown in Dataset ``calibration`` attrs).
+    holdout, seed : float, int, default 0.25, 0
+        The fit's held-back share of rows and the seed of its stable hash.
+    report : tuple of dict, default ()
+        One entry per kernel family: rows fitted and held back, and the median and 90th-percentile absolute
+        relative error of each part.
+    attention_residuals : tuple of AttentionResidual or None, default None
+        The device's surfaces once applied (:mod:`hermes_fast.calibration.residuals`); None leaves the device's
+        own.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> cal = hf.Calibration("h100-slow", "h100_sxm", {"efficiency.compute_efficiency": 0.6})
+    >>> cal.apply(hf.Catalog(calibration="none").device("h100_sxm")).efficiency.compute_efficiency
+    0.6
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     cal.save(pathlib.Path(tmp) / "h100-slow.yaml")
+    ...     hf.load_calibration(pathlib.Path(tmp) / "h100-slow.yaml") == cal
+    True
+    >>> hf.estimate(calibration=cal).attrs["calibration"].split(";")[0]
+    'h100_sxm: h100-slow'
     """
 
     name: str
@@ -238,7 +272,34 @@ def default_calibrations() -> dict[str, Calibration]:
 
 
 def load_calibration(source: str | Path | Calibration | Mapping) -> Calibration:
-    """A calibration from a shipped name (see :func:`shipped_calibrations`), a YAML/JSON path or a mapping."""
+    """A calibration from a shipped name (see :func:`shipped_calibrations`), a YAML/JSON path or a mapping.
+
+    Parameters
+    ----------
+    source : str, pathlib.Path, Calibration or mapping
+        A shipped calibration's name (``h100_sxm``, ``h100_sxm-vllm``, ``h200_sxm``, ...), a ``.yaml``/``.yml``
+        or ``.json`` file written by :meth:`Calibration.save` (or ``hermes-fast calibrate``), a mapping of
+        the same fields, or a Calibration (returned as it is).
+
+    Returns
+    -------
+    Calibration
+
+    Raises
+    ------
+    ConfigError
+        For a name that is neither shipped nor an existing file (listing the shipped names), an unreadable
+        file, or an invalid entry (an unknown key, a value that is not a number, fields that make an invalid
+        device), naming the field.
+
+    Examples
+    --------
+    >>> cal = hf.load_calibration("h100_sxm-vllm")
+    >>> cal.device, cal.values["efficiency.compute_efficiency"] < 1
+    ('h100_sxm', True)
+    >>> hf.load_calibration({"name": "x", "device": "h100_sxm", "values": {"efficiency.memory_efficiency": 0.7}})
+    Calibration(name='x', device='h100_sxm', values={'efficiency.memory_efficiency': 0.7}, ...)
+    """
     if isinstance(source, Calibration):
         return source
     if isinstance(source, Mapping):

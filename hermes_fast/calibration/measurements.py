@@ -151,6 +151,19 @@ def _where(name: str, i: int) -> str:
 def read_measurements(source: str | Path | Iterable[Mapping[str, Any]] | Measurements) -> Measurements:
     """Validated measurements from a CSV path, or from an iterable of mappings (one per row).
 
+    Parameters
+    ----------
+    source : str, pathlib.Path, iterable of mappings or Measurements
+        A CSV file with a header, rows as mappings, or Measurements (returned as they are). Columns are
+        :data:`MEASUREMENT_COLUMNS`: every row has ``op``, ``device`` and ``latency_s`` (seconds), and the
+        columns its op needs (:data:`OPS`; sizes in elements, tokens or bytes, e.g. ``message_bytes``).
+
+    Returns
+    -------
+    Measurements
+        The rows as columns: float64 arrays for numbers (NaN where a row has none), object arrays for names;
+        ``len`` is the number of rows, ``ms["latency_s"]`` a column.
+
     Raises
     ------
     ConfigError
@@ -159,10 +172,14 @@ def read_measurements(source: str | Path | Iterable[Mapping[str, Any]] | Measure
 
     Examples
     --------
-    >>> ms = read_measurements([{"op": "gemm", "device": "h100_sxm", "m": 64, "n": 4096, "k": 4096,
-    ...                          "dtype": "bf16", "latency_s": 2.1e-5}])
-    >>> len(ms)
-    1
+    >>> ms = hf.read_measurements([{"op": "gemm", "device": "h100_sxm", "m": 64, "n": 4096, "k": 4096,
+    ...                             "dtype": "bf16", "latency_s": 2.1e-5}])
+    >>> len(ms), ms["latency_s"].tolist()
+    (1, [2.1e-05])
+    >>> hf.read_measurements([{"op": "gemm", "device": "h100_sxm", "m": 64, "latency_s": 2.1e-5}])
+    Traceback (most recent call last):
+        ...
+    hermes_fast.config.base.ConfigError: measurements:row 2.dtype: got None; expected a value (gemm rows need ...)
     """
     if isinstance(source, Measurements):
         return source

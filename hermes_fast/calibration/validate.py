@@ -40,7 +40,35 @@ def fit_host_costs(
     """Per device: the engine's host costs (``efficiency.step_overhead_s``, ``step_overhead_per_tp_rank_s``,
     ``sequence_overhead_s``) fitted to its measured decode steps, all but a held-back share (``holdout``,
     ``seed``: :func:`~hermes_fast.calibration.fit.holdout_mask`), on top of ``catalog``'s kernels (default: the
-    shipped default calibrations). Returns device -> :class:`~hermes_fast.calibration.calibration.Calibration`."""
+    shipped default calibrations).
+
+    Parameters
+    ----------
+    measurements : Measurements or None, default None
+        Step rows (``decode_step``, ``prefill_step``); None: the shipped Splitwise steps
+        (:func:`~hermes_fast.calibration.reference.step_measurements`: Llama-2-70B on H100 and A100).
+    catalog : Catalog or None, default None
+        The kernels' parameters (None: ``Catalog()``, the shipped default calibrations).
+    holdout, seed : float, int, default 0.25, 0
+        Share of decode steps held back from the fit, and the seed of its stable hash.
+
+    Returns
+    -------
+    dict of str to Calibration
+        Device -> its :class:`~hermes_fast.calibration.calibration.Calibration` (named ``DEVICE+host``: the
+        kernels' calibration with the host costs, in seconds, on top; ``report`` has the errors).
+
+    Examples
+    --------
+    >>> from hermes_fast.calibration.reference import step_measurements
+    >>> steps = step_measurements()
+    >>> h100 = steps.select((steps["device"] == "h100_sxm") & (steps["op"] == "decode_step"))
+    >>> cals = hf.validate.fit_host_costs(h100)
+    >>> list(cals), cals["h100_sxm"].name
+    (['h100_sxm'], 'h100_sxm+host')
+    >>> 0 < cals["h100_sxm"].values["efficiency.step_overhead_s"] < 0.05  # seconds per step
+    True
+    """
     ms = measurements if measurements is not None else step_measurements()
     cat = catalog if catalog is not None else Catalog()
     out = {}
@@ -64,6 +92,34 @@ def step_comparison(
     :func:`fit_host_costs` (``holdout``, ``seed``) on the ``rows_held`` rows out of that fit: the held-back
     decode steps and every prefill step (NaN where a setting has none). The device's host costs after the fit
     are in the ``step_overhead_s``, ``step_overhead_per_tp_rank_s`` and ``sequence_overhead_s`` columns.
+
+    Parameters
+    ----------
+    measurements : Measurements or None, default None
+        Step rows (``decode_step``, ``prefill_step``); None: the shipped Splitwise steps.
+    catalog : Catalog or None, default None
+        The kernels' parameters (None: ``Catalog()``, the shipped default calibrations).
+    holdout, seed : float, int, default 0.25, 0
+        As in :func:`fit_host_costs`.
+
+    Returns
+    -------
+    list of dict
+        One row per (family, device, tp), sorted: ``family``, ``device``, ``tp``, ``rows``,
+        ``uncalibrated_median``, ``calibrated_median``, ``calibrated_p90``, ``calibrated_signed`` (relative
+        errors), ``median_gap_s`` (seconds), ``rows_held``, ``host_median``, ``host_p90`` and the host costs
+        (seconds).
+
+    Examples
+    --------
+    >>> from hermes_fast.calibration.reference import step_measurements
+    >>> steps = step_measurements()
+    >>> h100 = steps.select((steps["device"] == "h100_sxm") & (steps["op"] == "decode_step"))
+    >>> rows = hf.validate.step_comparison(h100)
+    >>> [(r["family"], r["tp"]) for r in rows]
+    [('decode_step', 2), ('decode_step', 4), ('decode_step', 8)]
+    >>> all(r["host_median"] < r["calibrated_median"] for r in rows)  # the host costs close the gap
+    True
     """
     ms = measurements if measurements is not None else step_measurements()
     cat = catalog if catalog is not None else Catalog()
@@ -114,6 +170,29 @@ def reference_errors(catalog=None, calibration="none", measurements: Measurement
     (gemm, context_attention, generation_attention, collective, layer_linear), ``device`` (catalog name),
     ``backend``, ``source`` (``aiconfigurator/trtllm/bf16``-style), ``measured_s``, ``predicted_s``,
     ``relative_error`` ((predicted - measured) / measured).
+
+    Parameters
+    ----------
+    catalog : Catalog or None, default None
+        Where the devices are resolved; None: ``Catalog(calibration=calibration)``.
+    calibration : str, Calibration, pathlib.Path or list, default "none"
+        Used when ``catalog`` is None (see above).
+    measurements : Measurements or None, default None
+        Rows to predict; None: the shipped reference rows
+        (:func:`~hermes_fast.calibration.reference.reference_measurements`).
+
+    Returns
+    -------
+    xarray.Dataset
+        The variables above on dim ``row`` (latencies in seconds, errors as fractions).
+
+    Examples
+    --------
+    >>> errors = hf.validate.reference_errors()  # uncalibrated defaults
+    >>> sorted(set(errors.device.values.tolist()))
+    ['a100_sxm_80gb', 'h100_sxm', 'h200_sxm']
+    >>> errors.measured_s.attrs["units"], bool((errors.predicted_s > 0).all())
+    ('s', True)
     """
     ms = measurements if measurements is not None else reference_measurements()
     cat = catalog or Catalog(calibration=calibration)
@@ -159,7 +238,28 @@ def _errors_dataset(ms: Measurements, predicted: np.ndarray) -> xr.Dataset:
 
 def error_summary(errors: xr.Dataset, by_backend: bool = False) -> list[dict]:
     """Median and 90th-percentile absolute relative error per (family, device[, backend]), plus the signed
-    median."""
+    median.
+
+    Parameters
+    ----------
+    errors : xarray.Dataset
+        What :func:`reference_errors` returns.
+    by_backend : bool, default False
+        Also split by software stack (the ``backend`` up to its first ``-``: trtllm, vllm, nccl, vidur...).
+
+    Returns
+    -------
+    list of dict
+        One row per group, sorted: ``family``, ``device`` (and ``backend``), ``rows``, ``median_abs_error``,
+        ``p90_abs_error``, ``median_signed_error`` (fractions of the measured latency).
+
+    Examples
+    --------
+    >>> summary = hf.validate.error_summary(hf.validate.reference_errors())
+    >>> gemm = next(r for r in summary if r["family"] == "gemm" and r["device"] == "h100_sxm")
+    >>> gemm["rows"], gemm["median_abs_error"] < 0.15  # the stated accuracy of the uncalibrated defaults
+    (324, True)
+    """
     out = []
     fam = errors.family.values
     dev = errors.device.values
@@ -192,6 +292,28 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
     Returns rows with ``rows_held``, ``default_median``, ``default_p90``, ``calibrated_median``,
     ``calibrated_p90``, ``analytic_median`` and ``analytic_p90`` (the calibration without its attention residual
     surfaces: the fitted analytical model alone) and the calibration's name.
+
+    Parameters
+    ----------
+    calibrations : iterable of Calibration or None, default None
+        The calibrations to check; None: every shipped one.
+    measurements : Measurements or None, default None
+        Rows to compare on (all of each calibration's device); None: the shipped reference rows each
+        calibration held back.
+
+    Returns
+    -------
+    list of dict
+        One row per (calibration, family, backend), with ``family``, ``device``, ``backend``,
+        ``calibration`` and the errors above (fractions of the measured latency).
+
+    Examples
+    --------
+    >>> rows = hf.validate.validation_table([hf.load_calibration("h100_sxm")])
+    >>> sorted(r["family"] for r in rows)
+    ['collective', 'context_attention', 'gemm', 'gemm_fp8_block', 'generation_attention', 'layer_linear']
+    >>> all(r["calibrated_median"] < r["default_median"] for r in rows)  # on rows the fit never saw
+    True
     """
     own = measurements is not None  # the user's rows were in no fit: compare them all
     ms = measurements if own else reference_measurements()

@@ -33,7 +33,27 @@ def preset_entries(kind: str) -> dict[str, dict]:
 
 
 def preset_names(kind: str) -> list[str]:
-    """Names of the shipped presets of ``kind`` ('devices', 'models' or 'memory_tiers')."""
+    """Names of the shipped presets of ``kind`` ('devices', 'models' or 'memory_tiers').
+
+    Parameters
+    ----------
+    kind : str
+        ``"devices"``, ``"models"`` or ``"memory_tiers"``.
+
+    Returns
+    -------
+    list of str
+        The preset names, sorted; a scenario names them in ``engines[i].device``, ``.model`` and a KV tier's
+        ``tier`` (``hermes-fast presets KIND`` prints them with their figures).
+
+    Examples
+    --------
+    >>> hf.preset_names("memory_tiers")
+    ['cxl_memory_expander', 'grace_lpddr5x', 'host_dram_ddr5', 'host_dram_mrdimm_8800', 'nvme_ssd_gen5',
+     'remote_rdma_pool']
+    >>> "h100_sxm" in hf.preset_names("devices"), "llama-3.1-8b" in hf.preset_names("models")
+    (True, True)
+    """
     return sorted(preset_entries(kind))
 
 

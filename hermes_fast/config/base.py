@@ -33,7 +33,36 @@ __all__ = [
 
 
 class ConfigError(ValueError):
-    """Invalid configuration: ``path`` (dotted), the offending ``value`` and what is ``expected``."""
+    """Invalid configuration: ``path`` (dotted), the offending ``value`` and what is ``expected``.
+
+    Invalid scenario fields, catalog names, grids, sweep files, calibrations, measurements and run arguments
+    (``n_requests``, ...) raise one ConfigError, a :class:`ValueError` whose message reads
+    ``path: got VALUE; expected WHAT``; the CLI prints it as one line and exits 2.
+
+    Parameters
+    ----------
+    path : str
+        Dotted path of the offending field (``engines[1].parallel.tp``); empty: ``<root>``.
+    value : object
+        The offending value (its repr is cut to 80 characters in the message).
+    expected : str
+        What is expected there (with the valid names or a close match, where there are some).
+
+    Attributes
+    ----------
+    path, value, expected
+        As given (``path`` ``<root>`` when empty).
+
+    Examples
+    --------
+    >>> try:
+    ...     hf.simulate(n_requests=0)
+    ... except hf.ConfigError as e:
+    ...     print(e.path, "|", e.value, "|", e.expected)
+    n_requests | 0 | an integer >= 1
+    >>> print(hf.ConfigError("engines[1].parallel.tp", 3, "a divisor of the 32 heads"))
+    engines[1].parallel.tp: got 3; expected a divisor of the 32 heads
+    """
 
     def __init__(self, path: str, value: Any, expected: str):
         self.path = path or "<root>"

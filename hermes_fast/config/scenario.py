@@ -93,7 +93,42 @@ class Workload:
 
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
-    """Everything one run needs: custom catalog entries, engines and workload."""
+    """Everything one run needs: custom catalog entries, engines and workload.
+
+    A frozen dataclass, built and validated by :func:`hermes_fast.load_scenario` from a mapping, a YAML path or
+    YAML text (every field of it and of its parts carries a unit and description:
+    :func:`~hermes_fast.config.base.field_docs`); :func:`hermes_fast.estimate`, :func:`hermes_fast.simulate` and
+    :func:`hermes_fast.sweep` take it, or the mapping, path or text itself.
+
+    Parameters
+    ----------
+    name : str, default "scenario"
+        A label (Dataset attrs, titles).
+    description : str, default ""
+        Free text.
+    devices, models, memory_tiers : dict, default {}
+        New catalog entries by name (a new name gives every field, or starts from ``base: PRESET``) or
+        field-by-field overrides of presets; units as in the presets (bytes, bytes/s, FLOP/s, W, USD/hour).
+    engines : tuple of Engine
+        The engines (a model on a device with a parallel layout, formats, replicas and batching); at least
+        one, names unique.
+    links : tuple of Link, default ()
+        Named network links (bytes/s, seconds) that pipeline stages and KV tiers move data over.
+    workload : Workload
+        Request shape (the static batch of an estimate: ``batch_size``, ``prompt_tokens``, ``output_tokens``
+        in tokens) and traffic (``rate_per_s``, ``arrival``, ``classes``).
+    serving : Serving
+        Which engines serve requests in a simulation (colocated or disaggregated), SLOs in seconds, warm-up
+        and horizon.
+
+    Examples
+    --------
+    >>> sc = hf.load_scenario()  # the embedded default scenario
+    >>> isinstance(sc, hf.Scenario), sc.name, [e.name for e in sc.engines]
+    (True, 'default', ['llama8b-h100', 'llama70b-h100-tp4'])
+    >>> sc.workload.rate_per_s, sc.workload.prompt_tokens, sc.serving.slo.ttft_s  # requests/s, tokens, seconds
+    (10.0, 1024, 0.5)
+    """
 
     name: str = fld("scenario", doc="label")
     description: str = fld("", doc="free text")

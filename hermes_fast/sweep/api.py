@@ -69,33 +69,64 @@ def sweep(
 
     Parameters
     ----------
-    scenario : Scenario, mapping, YAML path or text, or None for the embedded default.
-    grid : mapping of dotted path -> list of values (each a dim named by its path; axes multiply), or of
+    scenario : Scenario, mapping, str, pathlib.Path or None, default None
+        A :class:`~hermes_fast.config.Scenario`, a mapping, a YAML path or text; None: the embedded default.
+    grid : mapping or None, default None
+        Mapping of dotted path -> list of values (each a dim named by its path; axes multiply), or of
         axis name -> ``{path: values, ..., "label": [...]}`` (zipped: the paths change together; equal
         lengths). Paths name fields as in the scenario file; list elements by name or index
         (``engines.decode.replicas``, ``workload.classes[0].prompt_tokens``, ``models[llama-3.1-8b].n_layers``).
-    n_requests, replicates, seed : per point, as in :func:`hermes_fast.simulate`; point ``i`` (flat C-order
-        index over the grid) and replicate ``r`` draw from ``SeedSequence(seed, (i, r))``.
-    capacity : :class:`~hermes_fast.config.sweep.CapacitySearch` or mapping: search each point's largest
-        arrival rate meeting these targets (adds ``capacity_request_per_s``; the summary is at that rate).
-    out : zarr directory written chunk by chunk; rerun with the same arguments to resume what is missing.
-    workers : None/1: serial in this process; N: N dask worker processes (a ``LocalCluster``), or N
-        threads in this process with ``processes=False``.
-    scheduler : a dask scheduler address (``tcp://HOST:8786``) or a ``distributed.Client``.
-    chunk_size : points per task and per zarr chunk (default: about 8 tasks per worker, at most 256).
-    progress : progress bar on stderr (None: when stderr is a terminal).
-    overwrite : replace an ``out`` store written by a different sweep instead of refusing.
+    n_requests, replicates, seed : int, default 10000, 1, 0
+        Per point, as in :func:`hermes_fast.simulate` (arrivals per replicate, repetitions, seed); point ``i``
+        (flat C-order index over the grid) and replicate ``r`` draw from ``SeedSequence(seed, (i, r))``.
+    capacity : CapacitySearch, mapping or None, default None
+        A :class:`~hermes_fast.config.sweep.CapacitySearch` or mapping: search each point's largest arrival
+        rate (requests/s) meeting these targets (adds ``capacity_request_per_s``; the summary is at that
+        rate). The grid may then not sweep ``workload.rate_per_s``.
+    out : str, pathlib.Path or None, default None
+        Zarr directory written chunk by chunk; rerun with the same arguments to resume what is missing.
+        None: keep the results in memory only.
+    workers : int or None, default None
+        None/1: serial in this process; N: N dask worker processes (a ``LocalCluster``), or N threads in
+        this process with ``processes=False``.
+    scheduler : str, distributed.Client or None, default None
+        A dask scheduler address (``tcp://HOST:8786``) or a ``distributed.Client`` (not with ``workers``).
+    processes : bool, default True
+        With ``workers``: worker processes (True) or threads in this process (False).
+    chunk_size : int or None, default None
+        Points per task and per zarr chunk (default: about 8 tasks per worker, at most 256).
+    progress : bool or None, default None
+        Progress bar on stderr (None: when stderr is a terminal).
+    overwrite : bool, default False
+        Replace an ``out`` store written by a different sweep instead of refusing.
+    fast_forward : bool, default True
+        As in :func:`hermes_fast.simulate` (identical results, much faster).
+    timeout_s : float, default 10.0
+        Seconds to wait when connecting to a ``scheduler`` given by address.
 
     Returns
     -------
-    xarray.Dataset: every simulation summary variable over (grid dims..., replicate, quantile/pool/...);
-    pools, stages and links are the union over points (NaN where a point has none).
+    xarray.Dataset
+        Every simulation summary variable over (grid dims..., replicate, quantile/pool/...); pools, stages
+        and links are the union over points (NaN where a point has none). Units in each variable's attrs.
+
+    Raises
+    ------
+    ConfigError
+        Before anything runs, for an invalid argument, base scenario or grid (an unknown path, a bad value,
+        zipped lists of unequal length), any point's invalid scenario, a rate axis with ``capacity``, an
+        unreachable ``scheduler`` address, or an ``out`` store written by a different sweep (without
+        ``overwrite``), naming the path and value.
 
     Examples
     --------
-    >>> ds = sweep(grid={"workload.rate_per_s": [2, 4]}, n_requests=500, seed=1)
+    >>> ds = hf.sweep(grid={"workload.rate_per_s": [2, 4]}, n_requests=100, seed=1)
     >>> ds.ttft_s.dims
     ('workload.rate_per_s', 'replicate', 'quantile')
+    >>> ds["workload.rate_per_s"].values.tolist()
+    [2, 4]
+    >>> int(ds.completed_requests.sum())  # 100 requests at each of the 2 points
+    200
     """
     for name, value in (("n_requests", n_requests), ("replicates", replicates), ("seed", seed)):
         convert_field(SweepSpec, name, value, name)
@@ -169,9 +200,37 @@ def sweep(
 
 
 def sweep_file(path: str | Path, **kwargs) -> xr.Dataset:
-    """Run the sweep described by a sweep YAML file (:class:`~hermes_fast.config.sweep.SweepSpec`);
-    a relative scenario path is taken relative to the file. ``kwargs`` go to :func:`sweep` (out, workers...)
-    and override the file's settings (None leaves the file's)."""
+    """Run the sweep described by a sweep YAML file (:class:`~hermes_fast.config.sweep.SweepSpec`).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The sweep file: ``scenario`` (a path relative to the file, inline, or null for the default),
+        ``grid``, ``n_requests``, ``replicates``, ``seed``, optional ``capacity`` and ``chunk_size``.
+    **kwargs
+        Arguments of :func:`sweep` (``out``, ``workers``, ``n_requests``...); they override the file's
+        settings (None leaves the file's).
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`sweep` returns.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid sweep file (naming the field) and everything :func:`sweep` refuses.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = pathlib.Path(tmp) / "sweep.yaml"
+    ...     _ = path.write_text("{grid: {workload.rate_per_s: [2, 4]}, n_requests: 1000, seed: 1}")
+    ...     ds = hf.sweep_file(path, n_requests=100)  # 100 overrides the file's 1000
+    >>> ds.attrs["n_requests"], ds.sizes["workload.rate_per_s"]
+    (100, 2)
+    """
     spec = from_mapping(SweepSpec, load_yaml(Path(path)))
     scenario = spec.scenario
     if isinstance(scenario, str) and "\n" not in scenario:

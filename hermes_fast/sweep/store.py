@@ -140,12 +140,33 @@ class ZarrSink:
 
 
 def open_sweep(path: str | Path) -> xr.Dataset:
-    """The Dataset of a sweep's zarr store, complete or not (a partial one has a ``computed`` mask, and
-    no data variables before its first chunk is stored).
+    """The Dataset of a sweep's zarr store, complete or not.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The zarr directory a sweep wrote (``hf.sweep(..., out=path)``, ``hermes-fast sweep --out``).
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`hermes_fast.sweep` returns it; a partial store (interrupted, or still being written) has a
+        boolean ``computed`` mask over the grid dims, and no data variables before its first chunk is stored.
+
+    Raises
+    ------
+    ConfigError
+        When ``path`` is not a hermes_fast sweep store.
 
     Examples
     --------
-    >>> ds = open_sweep("results.zarr")  # doctest: +SKIP
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = pathlib.Path(tmp) / "results.zarr"
+    ...     _ = hf.sweep(grid={"workload.rate_per_s": [2, 4]}, n_requests=100, seed=1, out=out)
+    ...     ds = hf.open_sweep(out)
+    ...     print(ds.ttft_s.dims, int(ds.completed_requests.sum()))
+    ('workload.rate_per_s', 'replicate', 'quantile') 200
     """
     import zarr
 
