@@ -24,6 +24,8 @@ __all__ = [
     "itl_quantiles",
     "add_derived",
     "slo_goodput",
+    "request_tpot_s",
+    "meets_slo",
 ]
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -84,6 +86,19 @@ def _unstable(arrival: np.ndarray, done: np.ndarray, status: np.ndarray, end_s: 
     return bool(slow or np.any(status == Status.DROPPED)), backlog
 
 
+def request_tpot_s(first_token_s, completion_s, output_tokens):
+    """Each request's time per output token: (completion - first answer token) / (answer tokens - 1); NaN for
+    one-token answers and requests that did not complete. numpy arrays or DataArrays (the one formula of the
+    summary, :func:`slo_goodput` and the plots)."""
+    return (completion_s - first_token_s) / xr.where(output_tokens > 1, output_tokens - 1, np.nan)
+
+
+def meets_slo(done, ttft_s, tpot_s, output_tokens, ttft_target_s, tpot_target_s):
+    """Requests that completed within both targets (a one-token answer has no TPOT to meet): what goodput and
+    SLO attainment count, in the summary and in :func:`slo_goodput` (targets broadcast against the requests)."""
+    return done & (ttft_s <= ttft_target_s) & ((output_tokens <= 1) | (tpot_s <= tpot_target_s))
+
+
 def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | float]:
     """Summary variables of one replicate (names registered in :mod:`hermes_fast.variables`)."""
     n = draws.arrival_s.size
@@ -97,9 +112,7 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     done = status == Status.DONE
     ttft = first - arrival
     e2e = np.where(done, done_t - arrival, np.nan)
-    multi = done & (output > 1)
-    tpot = np.full(arrival.size, np.nan)
-    tpot[multi] = (done_t[multi] - first[multi]) / (output[multi] - 1)
+    tpot = request_tpot_s(first, done_t, output)
     # queueing summed over the stages, or the one wait for a slot
     queue = run.queue_sum_s[w:] if run.pipeline else run.admit_s[w:] - arrival
     out: dict[str, np.ndarray | float] = {}
@@ -118,7 +131,7 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     out["throughput_input_token_per_s"] = float(prompt[done].sum()) / window if window > 0 else math.nan
     out["throughput_output_token_per_s"] = float(output[done].sum()) / window if window > 0 else math.nan
     slo = serving.slo
-    good = done & (ttft <= slo.ttft_s) & ((output <= 1) | (tpot <= slo.tpot_s))
+    good = meets_slo(done, ttft, tpot, output, slo.ttft_s, slo.tpot_s)
     out["goodput_request_per_s"] = int(good.sum()) / window if window > 0 else math.nan
     out["slo_attainment"] = int(good.sum()) / arrival.size
     out["arrived_requests"] = arrival.size
@@ -321,24 +334,19 @@ def slo_goodput(ds: xr.Dataset, ttft_s=None, tpot_s=None, warmup_requests: int =
     arrival, first, done_t = d.request_arrival_s, d.request_first_token_s, d.request_completion_s
     out_tok = d.request_output_tokens
     done = d.request_status == Status.DONE
-    ttft = (first - arrival).where(done)
-    tpot = ((done_t - first) / (out_tok - 1)).where(done & (out_tok > 1))
     window = done_t.where(done).max("request") - arrival.isel(request=0)
-    ok = done
-    dims = []
-    for name, values, lat in (("ttft_slo_s", ttft_s, ttft), ("tpot_slo_s", tpot_s, tpot)):
-        if values is None:
+    targets, dims = [], []
+    for name, values in (("ttft_slo_s", ttft_s), ("tpot_slo_s", tpot_s)):
+        if values is None:  # unconstrained
+            targets.append(np.inf)
             continue
         target = xr.DataArray(np.atleast_1d(np.asarray(values, dtype=np.float64)), dims=(name,))
         target = target.assign_coords({name: target.values})
         long = "TTFT target" if name.startswith("ttft") else "TPOT target"
         target[name].attrs.update(units="s", long_name=long)
-        meets = lat <= target
-        if name == "tpot_slo_s":
-            meets = meets | (out_tok <= 1)
-        ok = ok & meets
+        targets.append(target)
         dims.append(name)
-    good = ok.sum("request")
+    good = meets_slo(done, first - arrival, request_tpot_s(first, done_t, out_tok), out_tok, *targets).sum("request")
     res = xr.Dataset(
         {
             "goodput_request_per_s": (good / window).where(window > 0),

@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from .config.base import ConfigError
+from .metrics import request_tpot_s
 from .pareto import objective, pareto
 
 _SELECTABLE = ("quantile", "pool", "stage", "link", "reason")  # selections worth naming in a label
@@ -316,7 +317,7 @@ _CDF = {  # latency name -> (per-request function, long name)
     "e2e": (lambda d: d.request_completion_s - d.request_arrival_s, "end-to-end latency"),
     "queue": (lambda d: d.request_queue_s, "queueing delay"),
     "tpot": (
-        lambda d: (d.request_completion_s - d.request_first_token_s) / (d.request_output_tokens - 1),
+        lambda d: request_tpot_s(d.request_first_token_s, d.request_completion_s, d.request_output_tokens),
         "time per output token",
     ),
 }

@@ -235,7 +235,7 @@ def _request_vars(draws: Draws, run: Outcome) -> dict[str, np.ndarray]:
         "request_class": draws.request_class,
         "request_prompt_tokens": draws.prompt_tokens,
         "request_context_tokens": run.context_tokens,
-        "request_output_tokens": run.output_tokens,
+        "request_output_tokens": run.answer_tokens,
         "request_queue_s": run.admit_s - draws.arrival_s,
         "request_prefill_start_s": run.admit_s,
         "request_prefill_end_s": run.prefill_end_s,

@@ -196,7 +196,12 @@ _SIM: list[Variable] = [
         "pipelines: prefix, prompt, documents, tool results and outputs; otherwise the prompt",
     ),
     Variable("request_prompt_tokens", "token", "prompt tokens", "per request"),
-    Variable("request_output_tokens", "token", "output tokens", "per request (1 for encoders)"),
+    Variable(
+        "request_output_tokens",
+        "token",
+        "output tokens",
+        "answer tokens asked for, thinking not included (1 for encoders)",
+    ),
     Variable("request_queue_s", "s", "queueing delay", "arrival to first admission"),
     Variable("request_prefill_start_s", "s", "prefill start", "first admission into an iteration"),
     Variable("request_prefill_end_s", "s", "prefill end", "prompt fully prefilled"),
