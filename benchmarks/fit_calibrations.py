@@ -16,7 +16,7 @@ import numpy as np
 
 from hermes_fast.calibration.fit import calibrate
 from hermes_fast.calibration.reference import reference_measurements
-from hermes_fast.calibration.validate import _fitted_rows
+from hermes_fast.calibration.validate import fitted_rows
 
 # name -> (device, software stacks fitted, data origin)
 AICONF = "NVIDIA aiconfigurator 0.12.0 databases"
@@ -41,7 +41,7 @@ def main(out: Path | None = None) -> None:
     stacks = np.array([b.split("-")[0] for b in ms["backend"]])
     for name, (device, keep, origin) in CALIBRATIONS.items():
         t = time.perf_counter()
-        sel = (ms["device"] == device) & _fitted_rows(f"fitted to {', '.join(keep)}", stacks, ms.family)
+        sel = (ms["device"] == device) & fitted_rows(f"fitted to {', '.join(keep)}", stacks, ms.family)
         cal = calibrate(ms.select(sel), device, name=name, source=f"{origin}; fitted to {', '.join(keep)}")
         cal.save(out / f"{name}.yaml")
         print(f"{name}: {int(sel.sum())} rows, {time.perf_counter() - t:.1f} s")

@@ -252,7 +252,7 @@ def confidence_interval(ds: xr.Dataset, level: float = 0.95) -> xr.Dataset:
     return res
 
 
-_DERIVED = {  # name -> (source variable, numerator): name = numerator / source
+DERIVED_OBJECTIVES = {  # name -> (source variable, numerator): name = numerator / source
     "output_token_per_usd": ("cost_usd_per_mtoken", 1e6),
     "output_token_per_j": ("energy_j_per_token", 1.0),
 }
@@ -284,7 +284,7 @@ def add_derived(ds: xr.Dataset) -> xr.Dataset:
     1000000
     """
     out = ds.copy()
-    for name, (source, numerator) in _DERIVED.items():
+    for name, (source, numerator) in DERIVED_OBJECTIVES.items():
         if source in ds and name not in ds:
             out[name] = (numerator / ds[source]).assign_attrs(VARIABLES[name].attrs())
     return out

@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from .config.base import ConfigError, close_match_hint
-from .metrics import _DERIVED, add_derived
+from .metrics import DERIVED_OBJECTIVES, add_derived
 from .variables import current_name
 
 __all__ = ["pareto", "objective", "nondominated"]
@@ -51,10 +51,10 @@ def objective(ds: xr.Dataset, spec: str | xr.DataArray, reduce_replicate: bool =
         name, sel = m.group(1), m.group(2)
         if name not in ds:  # a renamed variable by its old name (FutureWarning)
             name = current_name(name)
-        if name not in ds and name in _DERIVED:
+        if name not in ds and name in DERIVED_OBJECTIVES:
             ds = add_derived(ds)
         if name not in ds.data_vars:
-            names = sorted(map(str, ds.data_vars)) + [d for d in _DERIVED if d not in ds]
+            names = sorted(map(str, ds.data_vars)) + [d for d in DERIVED_OBJECTIVES if d not in ds]
             raise ConfigError("objective", name, f"a variable of the Dataset{close_match_hint(name, names)}")
         da = ds[name]
         if sel:

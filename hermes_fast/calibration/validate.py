@@ -327,7 +327,7 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
     for cal in cals:
         sel_dev = ms["device"] == cal.device
         if not own:
-            sel_dev &= _fitted_rows(cal.source, stacks, fam)
+            sel_dev &= fitted_rows(cal.source, stacks, fam)
         if not sel_dev.any():
             continue
         held = sel_dev if own else holdout_mask(ms, cal.holdout, cal.seed) & sel_dev
@@ -361,7 +361,7 @@ def validation_table(calibrations=None, measurements: Measurements | None = None
     return out
 
 
-def _fitted_rows(source: str, stacks: np.ndarray, fam: np.ndarray) -> np.ndarray:
+def fitted_rows(source: str, stacks: np.ndarray, fam: np.ndarray) -> np.ndarray:
     """Rows of the stacks a calibration was fitted to: its source ends ``fitted to trtllm, nccl,
     vidur/layer_linear`` (a ``stack/family`` item limits that stack to one family)."""
     if "fitted to" not in source:

@@ -97,9 +97,9 @@ G_EXP_DOWN = _slot(4)
 G_SHARED_UP = _slot(4)  # all shared experts together
 G_SHARED_DOWN = _slot(4)
 G_LM_HEAD = _slot(4)  # hidden -> vocab / tp, m = sequences emitting a token
-# --- attention residual surfaces (config.hardware.AttentionResidual), one per kernel: node counts, the nodes'
+# --- attention residual surfaces (config.efficiency.AttentionResidual), one per kernel: node counts, the nodes'
 # x and y, then the measured / analytical ratio at each node, x-major; RES_NX = 0 means none. Limits as
-# config.hardware.ATTENTION_RESIDUAL_NODES and _AXIS_NODES (the kernels import no configs)
+# config.efficiency.ATTENTION_RESIDUAL_NODES and _AXIS_NODES (the kernels import no configs)
 RESIDUAL_NODES = 256
 RESIDUAL_AXIS_NODES = 64
 RES_NX, RES_NY, RES_X_NODES = 0, 1, 2

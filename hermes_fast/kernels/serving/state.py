@@ -6,7 +6,8 @@ Rows are numbered by :class:`_Rows` in declaration order, so two fields of a tab
 each table's rows carry their own prefix. Tables of one dtype that the loop reads together share an array
 (``pipe_int``/``pipe_float`` hold the stage table, KV tier levels, shared resources and stage
 accumulators as row groups): every array in the struct costs on each call of a kernel that takes it.
-Module-level ints are compile-time constants for numba.
+Module-level ints are compile-time constants for numba. (The module is long because it declares every row of
+every table, one line and one comment each.)
 """
 
 from __future__ import annotations
