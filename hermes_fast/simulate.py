@@ -8,16 +8,16 @@ replicate over given draws; ``simulate`` draws, runs and summarises every replic
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from ._version import __version__
 from .config.base import ConfigError
 from .config.scenario import Scenario
-from .kernels._jit import compile_with_notice
-from .kernels.serving import Outcome, compiled_serve, new_state, serve
+from .kernels.serving import Outcome, new_state, run_loop
 from .metrics import QUANTILES, REASONS, summarize, summarize_stages
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
 from .pools import ServingSetup, build_serving
@@ -49,11 +49,13 @@ def run_serving(
     fast_forward: bool = True,
     jit: bool = True,
     pipeline: dict | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Run one replicate of ``draws`` through the pools; ``jit=False`` runs the plain-Python twin (slow).
 
     ``pipeline``: the loop's pipeline arrays with this replicate's ``draws``, ``request_class``,
-    ``answer_tokens`` and ``warmup`` (see :func:`run_pipeline`)."""
+    ``answer_tokens`` and ``warmup`` (see :func:`run_pipeline`). ``progress``: called with the arrivals served
+    so far, every hundredth of them (see :func:`hermes_fast.kernels.serving.run_loop`)."""
     output = draws.output_tokens
     if pipeline is None and not setup.generates:  # encoders and rerankers only prefill: a request ends there
         output = np.ones_like(output)
@@ -70,12 +72,7 @@ def run_serving(
         fast_forward,
         pipeline,
     )
-    if jit:
-        loop = compiled_serve(pipeline is not None)
-        compile_with_notice(loop, (state,), "the serving loop" + (" with pipelines" if pipeline is not None else ""))
-        loop(state)
-    else:
-        serve(state)
+    run_loop(state, pipeline is not None, jit, progress)
     rows, resources = (0, 0) if pipeline is None else (pipeline["rows"], pipeline["resources"].shape[1])
     return Outcome.of(state, draws.arrival_s.size, rows, resources)
 
@@ -88,6 +85,7 @@ def run_pipeline(
     fast_forward: bool = True,
     warmup: int = 0,
     jit: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Run one replicate of a pipeline scenario; stage draws come from ``rng`` after the workload's."""
     arrays = dict(setup.arrays)
@@ -95,7 +93,7 @@ def run_pipeline(
     arrays["request_class"] = draws.request_class
     arrays["answer_tokens"] = draws.output_tokens
     arrays["warmup"] = warmup
-    return run_serving(setup.serving, draws, horizon_s, fast_forward, jit, arrays)
+    return run_serving(setup.serving, draws, horizon_s, fast_forward, jit, arrays, progress)
 
 
 def simulate(
@@ -107,6 +105,7 @@ def simulate(
     fast_forward: bool = True,
     point: int = 0,
     calibration=None,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Simulate ``n_requests`` arrivals of the scenario's workload on its serving engines.
 
@@ -133,6 +132,10 @@ def simulate(
     calibration : str, Calibration, pathlib.Path, list or None, default None
         None or ``"default"`` (shipped calibrations), ``"none"`` (uncalibrated), a Calibration, name or
         file, or a list (see :class:`~hermes_fast.resolve.Catalog`); named in the ``calibration`` attr.
+    progress : bool or None, default None
+        A progress bar of requests served (``tqdm.auto``: a widget in notebooks, stderr elsewhere): None shows
+        it once the run has taken two seconds, True from the start, False never. A first run's compile is
+        announced on stderr either way.
 
     Returns
     -------
@@ -169,11 +172,16 @@ def simulate(
     setup, pipe = prepare(resolved)
     per_rep = []
     requests = []
+    bar = None if progress is False else _ProgressBar(n_requests * replicates, 0.0 if progress else 2.0)
     for rep in range(replicates):
-        summary, draws, run = simulate_replicate(sc, setup, pipe, n_requests, rng_for(seed, point, rep), fast_forward)
+        report = None if bar is None else bar.reporter(rep * n_requests)
+        rng = rng_for(seed, point, rep)
+        summary, draws, run = simulate_replicate(sc, setup, pipe, n_requests, rng, fast_forward, report)
         per_rep.append(summary)
         if keep_requests:
             requests.append(_request_vars(draws, run))
+    if bar is not None:
+        bar.close()
     ds = assemble(per_rep, setup, pipe)
     if keep_requests:
         for name in requests[0]:
@@ -191,6 +199,26 @@ def simulate(
         }
     )
     return ds
+
+
+class _ProgressBar:
+    """Requests served over all replicates, shown (``tqdm.auto``) once the serving has taken ``delay_s``: the bar
+    starts at the first report, after the loop is compiled, so a first run's compile does not count."""
+
+    def __init__(self, total: int, delay_s: float):
+        self.total, self.delay_s, self.bar = total, delay_s, None
+
+    def reporter(self, before: int) -> Callable[[int], None]:
+        def report(served: int) -> None:
+            if self.bar is None:
+                self.bar = tqdm(total=self.total, unit="req", unit_scale=True, delay=self.delay_s, desc="simulate")
+            self.bar.update(before + served - self.bar.n)
+
+        return report
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _devices(sc: Scenario) -> list[str]:
@@ -215,14 +243,15 @@ def simulate_replicate(
     n_requests: int,
     rng: np.random.Generator,
     fast_forward: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[dict, Draws, Outcome]:
     """Draw, run and summarise one replicate: (summary variables, draws, final loop state)."""
     draws = draw_workload(sc.workload, n_requests, rng)
     if pipe is not None:
         warm = min(sc.serving.warmup_requests, max(n_requests - 1, 0))
-        run = run_pipeline(pipe, draws, rng, sc.serving.horizon_s, fast_forward, warm)
+        run = run_pipeline(pipe, draws, rng, sc.serving.horizon_s, fast_forward, warm, progress=progress)
     else:
-        run = run_serving(setup, draws, sc.serving.horizon_s, fast_forward)
+        run = run_serving(setup, draws, sc.serving.horizon_s, fast_forward, progress=progress)
     summary = summarize(setup, draws, run, sc.serving)
     if pipe is not None:
         summary.update(summarize_stages(pipe, run, summary))

@@ -410,6 +410,10 @@ def test_disaggregated_pipeline_hands_off_over_a_shared_link():
     # prefill (1 step, emits token 1) -> the prompt's KV, 50 tokens at 100 tokens/s -> 4 decode steps
     assert float(ds.e2e_mean_s) == pytest.approx(STEP_S + 0.50 + 4 * STEP_S, rel=1e-9)
     assert list(ds.pool_role.values) == ["prefill", "decode"]
+    # the hand-off moves the KV into the decode part of the stage: its transfer, as the link saw it
+    assert stage(ds, "decode", "stage_transfer_s") == pytest.approx(0.50, rel=1e-9)
+    assert float(ds.link_transfer_mean_s.sel(link="ib")) == pytest.approx(0.50, rel=1e-9)
+    assert stage(ds, "prefill", "stage_transfer_s") == 0.0
 
 
 # ---------------------------------------------------------------- the HERMES paper's RAG findings
@@ -520,6 +524,15 @@ def test_branches_reward_scoring_and_answer_by_hand(ff):
     # llm iterations: the prefill (1), 5 thinking steps of 4 branches, the answer's prefill and 9 decodes
     assert float(ds.mean_batch_size.sel(pool="llm")) == pytest.approx((1 + 5 * 4 + 1 + 9) / 16, rel=1e-12)
     assert float(ds.mean_batch_size.sel(pool="rm")) == 1.0  # one job of 4 sequences
+
+
+@pytest.mark.parametrize("think", [6, 1])
+def test_emitted_tokens_count_every_branch_and_the_answer(think):
+    """Four branches think ``think`` tokens each (the first from the shared prompt pass), the answer is 10
+    tokens; the reward model's pass generates no text."""
+    _, run = _run_low_level(_branched(think), 1)
+    assert run.emitted_tokens.tolist() == [4 * think + 10]
+    assert run.answer_tokens.tolist() == [10]
 
 
 def test_branches_share_the_prompt_kv_and_give_every_block_back():

@@ -10,7 +10,7 @@ from outcomes import assert_same_outcome
 
 import hermes_fast as hf
 from hermes_fast.config import ConfigError
-from hermes_fast.kernels.serving import Outcome, Status, compiled_serve, new_state
+from hermes_fast.kernels.serving import Outcome, Status, compiled_serve, new_state, run_loop
 from hermes_fast.resolve import resolve_scenario
 from hermes_fast.simulate import build_serving, run_serving
 from hermes_fast.workload import draw_workload, length_moments, rng_for
@@ -201,6 +201,39 @@ def test_plain_serving_loop_equals_the_whole_loop():
         outcomes.append(Outcome.of(state, draws.arrival_s.size))
     assert_same_outcome(*outcomes)
     assert (outcomes[0].transfer_s > 0).any() and (outcomes[0].status == Status.DONE).sum() > 1000
+
+
+@pytest.mark.parametrize("horizon_s", [math.inf, 30.0])
+def test_pausing_the_loop_for_progress_changes_nothing(horizon_s):
+    """Slices of 250 arrivals with progress reports give the uninterrupted run's outcome bit for bit (also
+    when the horizon ends the run part-way)."""
+    resolved = resolve_scenario(roofline_scenario("chunked", rate=60.0, chunk_size=256))
+    setup = build_serving(resolved)
+    draws = draw_workload(resolved.scenario.workload, 2000, rng_for(5))
+    outcomes, reports = [], []
+    for progress in (None, reports.append):
+        state = new_state(
+            setup.params, setup.pool_int, setup.pool_float, setup.replica_pool, draws.arrival_s,
+            draws.prompt_tokens, draws.output_tokens, draws.route_u, horizon_s,
+        )  # fmt: skip
+        run_loop(state, False, progress=progress, every=250)
+        outcomes.append(Outcome.of(state, draws.arrival_s.size))
+    assert_same_outcome(*outcomes)
+    assert outcomes[0].events == outcomes[1].events and outcomes[0].end_s == outcomes[1].end_s
+    assert reports == sorted(reports) and reports[-1] == 2000 and len(reports) >= (8 if horizon_s == math.inf else 2)
+
+
+def test_attention_work_is_accounted_by_hand():
+    """One request at a time (prompt P, output O): the prefill reads its P tokens' KV and computes P(P+1)/2
+    causal pairs; decode step j reads P + j tokens."""
+    P, O = 300, 40
+    sc = queue_scenario(rate=0.5, output=O, prompt=P)
+    resolved = resolve_scenario(sc)
+    draws = draw_workload(resolved.scenario.workload, 20, rng_for(2))
+    run = run_serving(build_serving(resolved), draws)
+    assert run.kv_read_tokens.sum() == 20 * (P + sum(P + j for j in range(1, O)))
+    assert run.attention_pairs.sum() == 20 * P * (P + 1) / 2
+    assert run.emitted_tokens.tolist() == [O] * 20
 
 
 def test_same_seed_gives_identical_datasets_and_another_seed_does_not():

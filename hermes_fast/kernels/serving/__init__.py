@@ -22,6 +22,7 @@ Where each concern lives (lowest first; a module imports only modules above it i
 ``pipeline``          stages: entering, service (delay, KV lookup, job), leaving
 ``completion``        an iteration's end: tokens, finished prompts and jobs, KV hand-offs
 ``loop``              ``serve``: the event loop and its dispatch
+``driver``            running the compiled loop from Python: compile notice, pauses for progress
 ``outcome``           what a run leaves, by name (Python): what metrics and tests read
 ====================  =====================================================================================
 
@@ -31,8 +32,9 @@ unique and never aliased.
 """
 
 from .allocation import empty_pipeline, new_state
+from .driver import run_loop
 from .loop import compiled_serve, serve
 from .outcome import Outcome, Reason, Status
 from .state import State
 
-__all__ = ["serve", "compiled_serve", "new_state", "empty_pipeline", "State", "Outcome", "Status", "Reason"]
+__all__ = ["serve", "compiled_serve", "run_loop", "new_state", "empty_pipeline", "State", "Outcome", "Status", "Reason"]

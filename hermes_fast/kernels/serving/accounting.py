@@ -13,7 +13,9 @@ from .state import (
     RA_BUSY_S,
     RA_DECODE_TOKENS,
     RA_ITERATIONS,
+    RA_KV_READ,
     RA_KV_TOKEN_S,
+    RA_PAIRS,
     RA_PREFILL_TOKENS,
     RUN_ITL_COUNT,
     RUN_ITL_HIST,
@@ -36,11 +38,14 @@ def itl_add(run, gap, weight):
 
 
 @kernel(inline=True)
-def account_iteration(rep_float, r, cost, n_seq, prefill_tokens, decode_tokens, kv_tokens):
-    """Add one iteration of replica r to its accumulators; ``kv_tokens``: KV held at its end."""
+def account_iteration(rep_float, r, cost, n_seq, prefill_tokens, decode_tokens, kv_tokens, kv_read, pairs):
+    """Add one iteration of replica r to its accumulators; ``kv_tokens``: KV held at its end; ``kv_read``: KV
+    tokens its attention read; ``pairs``: its prefill chunks' causal query-key pairs."""
     rep_float[RA_BUSY_S, r] += cost
     rep_float[RA_ITERATIONS, r] += 1.0
     rep_float[RA_BATCH_SUM, r] += n_seq
     rep_float[RA_PREFILL_TOKENS, r] += prefill_tokens
     rep_float[RA_DECODE_TOKENS, r] += decode_tokens
     rep_float[RA_KV_TOKEN_S, r] += kv_tokens * cost
+    rep_float[RA_KV_READ, r] += kv_read
+    rep_float[RA_PAIRS, r] += pairs

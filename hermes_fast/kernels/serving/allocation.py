@@ -12,6 +12,7 @@ from .state import (
     G_FAST_FORWARD,
     G_NRES,
     G_PIPELINE,
+    G_STOP_ARRIVAL,
     G_WARMUP,
     GLOB_ROWS,
     INF,
@@ -161,6 +162,7 @@ def new_state(
     glob[G_WARMUP] = pl["warmup"]
     glob[G_CHILD0] = n_arr
     glob[G_BRANCH_SLOTS] = pl["branch_slots"]
+    glob[G_STOP_ARRIVAL] = n  # (no pause: simulate sets it to report progress)
     run = np.zeros(RUN_ROWS + ITL_BINS)
     run[RUN_HORIZON] = horizon_s
     # pipeline tables, one array per dtype

@@ -161,7 +161,8 @@ def _launch(S, r, t, swap_s, nothing_admitted, in_flight):
     kv_tokens = float(rs[RP_KV_TOKENS, r]) + pre_tok
     end = t + cost
     # (the first iteration is accounted now, later ones of a span when applied)
-    account_iteration(rsf, r, cost, n_seq, pre_tok, n_dec, kv_tokens + n_dec)
+    kv_read = rsf[IT_PREFILL_KV, r] + dec_kv
+    account_iteration(rsf, r, cost, n_seq, pre_tok, n_dec, kv_tokens + n_dec, kv_read, rsf[IT_PAIRS, r])
     rsf[IT_FIRST_END, r] = end
     rsf[IT_SPAN_KV, r] = kv_tokens
     S.span[SPAN_COST, r, 0] = cost

@@ -53,6 +53,7 @@ from .state import (
     RQ_BRANCHED,
     RQ_BRANCHES_LEFT,
     RQ_CHUNK,
+    RQ_EMITTED,
     RQ_FIRST_AT,
     RQ_GEN,
     RQ_KV,
@@ -63,6 +64,8 @@ from .state import (
     RQ_STATUS,
     RQ_STOP,
     RQ_TARGET,
+    SG_KIND,
+    SK_LLM,
     SPAN_END,
     STATUS_DONE,
     STATUS_TRANSFER,
@@ -140,6 +143,7 @@ def finish_iteration(S, r, t):
                 stays = False
                 if ri[RQ_FIRST_AT, i] == ri[RQ_GEN, i] and ri[RQ_FIRST_AT, i] > 1:  # a one-token answer
                     rf[RF_FIRST_TOKEN, i] = t
+                _count_emitted(S, i)
                 release_kv(S, r, i)
                 ri[RQ_REPLICA, i] = -1
                 if PIPELINES and ri[RQ_STAGE, i] >= 0:  # its next stage starts once this iteration is applied
@@ -163,6 +167,15 @@ def finish_iteration(S, r, t):
             _job_done(S, g[G_DONE_LIST + k], t)
         g[G_DONE_COUNT] = 0
     rs[RP_BUSY, r] = 0
+
+
+@kernel(inline=True)
+def _count_emitted(S, i):
+    """Request i's job ended: its tokens count as generated text, for the request it belongs to, if it ran an
+    LLM stage (not an encoder, router, reward model or search; plain serving: always)."""
+    s = S.req_int[RQ_STAGE, i]
+    if not PIPELINES or s < 0 or S.pipe_int[SG_KIND, s] == SK_LLM:
+        S.req_int[RQ_EMITTED, job_owner(S, i)] += S.req_int[RQ_OUTPUT, i]
 
 
 @kernel(inline=True)

@@ -21,6 +21,7 @@ from .kv import blocks_for
 from .state import (
     G_CUR,
     G_SPANS,
+    IT_DECODE_KV,
     IT_DECODES,
     IT_END,
     IT_SEQS,
@@ -147,7 +148,9 @@ def commit_span(S, r, first, last):
     n_dec = rsf[IT_DECODES, r]
     n_seq = rsf[IT_SEQS, r]
     kv_tokens = rsf[IT_SPAN_KV, r]
+    dec_kv = rsf[IT_DECODE_KV, r]  # (the first iteration's: one token more per decode each iteration)
     for j in range(first, last + 1):
-        account_iteration(rsf, r, sp[SPAN_COST, r, j - 1], n_seq, 0.0, n_dec, kv_tokens + j * n_dec)
+        kv_read = dec_kv + (j - 1.0) * n_dec
+        account_iteration(rsf, r, sp[SPAN_COST, r, j - 1], n_seq, 0.0, n_dec, kv_tokens + j * n_dec, kv_read, 0.0)
         itl_add(S.run, sp[SPAN_END, r, j - 1] - sp[SPAN_END, r, j - 2], n_dec)
     S.glob[G_SPANS] += last - first + 1

@@ -19,6 +19,7 @@ from .state import (
     RQ_BLOCKS,
     RQ_BRANCHED,
     RQ_BRANCHES_LEFT,
+    RQ_EMITTED,
     RQ_GEN,
     RQ_HOLDERS,
     RQ_KV,
@@ -98,8 +99,9 @@ def spawn_branches(S, i, r, t):
         ri[RQ_SHARED_BLOCKS, c] = shared if out > 1 else 0
         rf[RF_ADMIT, c] = t
         rf[RF_LAST_TOKEN, c] = t
-        if out == 1:  # nothing more to think
+        if out == 1:  # nothing more to think: its one token came from the shared prompt pass
             ri[RQ_BRANCHES_LEFT, i] -= 1
             ri[RQ_STATUS, c] = STATUS_DONE
+            ri[RQ_EMITTED, i] += 1
         else:
             enqueue(S, r, c, True, t)

@@ -25,10 +25,12 @@ from .state import (
     G_NEXT_ARRIVAL,
     G_NRES,
     G_PIPELINE,
+    G_STOP_ARRIVAL,
     HEAP_HANDOFF,
     HEAP_ITERATION,
     HEAP_TIMER,
     INF,
+    IT_DECODE_KV,
     IT_DECODES,
     IT_SEQS,
     IT_SPAN_KV,
@@ -60,7 +62,8 @@ __all__ = ["serve", "compiled_serve"]
 
 @kernel
 def serve(S):
-    """Run the event loop over all arrivals until no work is left or the horizon passes."""
+    """Run the event loop over all arrivals until no work is left or the horizon passes (returns 0), or until the
+    next event is arrival ``G_STOP_ARRIVAL`` (returns 1: a pause between events; calling again resumes exactly)."""
     g = S.glob
     arrivals = S.req_float[RF_ARRIVAL]
     acc = S.run
@@ -78,6 +81,8 @@ def serve(S):
         t = min(min(t_step, t_hand), min(t_timer, t_xfer), t_arr)
         if t == INF or t > horizon:
             break
+        if t_arr == t and k >= g[G_STOP_ARRIVAL] and t_step > t and t_hand > t and t_timer > t and t_xfer > t:
+            return 1
         acc[RUN_END] = t
         g[G_EVENTS] += 1
         if t_step == t:
@@ -106,6 +111,7 @@ def serve(S):
     if horizon < INF:
         for r in range(n_rep):
             _settle(S, r, horizon)
+    return 0
 
 
 @kernel(inline=True)
@@ -162,7 +168,8 @@ def _settle(S, r, horizon):
     rsf = S.rep_float
     n_dec = rsf[IT_DECODES, r]
     kv_end = rsf[IT_SPAN_KV, r] + (m + 1) * n_dec
-    account_iteration(rsf, r, S.span[SPAN_COST, r, m], rsf[IT_SEQS, r], 0.0, n_dec, kv_end)
+    kv_read = rsf[IT_DECODE_KV, r] + m * n_dec
+    account_iteration(rsf, r, S.span[SPAN_COST, r, m], rsf[IT_SEQS, r], 0.0, n_dec, kv_end, kv_read, 0.0)
     rs[RP_BUSY, r] = 1
     rs[RP_SPAN, r] = 1
 

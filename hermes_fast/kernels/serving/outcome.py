@@ -58,6 +58,7 @@ class Outcome:
     prompt_tokens: np.ndarray  # prompt of its last job
     output_tokens: np.ndarray  # tokens its last job emits
     generated_tokens: np.ndarray  # tokens its last job emitted
+    emitted_tokens: np.ndarray  # tokens its finished LLM jobs emitted, parallel branches included (thinking + answer)
     preemptions: np.ndarray
     entry_replica: np.ndarray  # replica that first admitted it (-1: none)
     decode_replica: np.ndarray  # disaggregated: replica that decoded it (-1: none)
@@ -77,6 +78,8 @@ class Outcome:
     kv_token_s: np.ndarray  # resident KV tokens integrated over busy time
     swap_s: np.ndarray
     replica_preemptions: np.ndarray
+    attention_pairs: np.ndarray  # causal query-key pairs of prefill chunks (per sequence, summed)
+    kv_read_tokens: np.ndarray  # KV tokens attention read, summed over iterations (prefill context and decodes)
     free_blocks: np.ndarray  # KV blocks free at the end
     kv_tokens: np.ndarray  # KV tokens resident at the end
     # the run
@@ -117,6 +120,7 @@ class Outcome:
             prompt_tokens=ri[st.RQ_PROMPT],
             output_tokens=ri[st.RQ_OUTPUT],
             generated_tokens=ri[st.RQ_GEN],
+            emitted_tokens=ri[st.RQ_EMITTED],
             preemptions=ri[st.RQ_PREEMPTIONS],
             entry_replica=ri[st.RQ_ENTRY_REPLICA],
             decode_replica=ri[st.RQ_DECODE_REPLICA],
@@ -135,6 +139,8 @@ class Outcome:
             kv_token_s=rsf[st.RA_KV_TOKEN_S],
             swap_s=rsf[st.RA_SWAP_S],
             replica_preemptions=rsf[st.RA_PREEMPTIONS],
+            attention_pairs=rsf[st.RA_PAIRS],
+            kv_read_tokens=rsf[st.RA_KV_READ],
             free_blocks=rs[st.RP_FREE_BLOCKS],
             kv_tokens=rs[st.RP_KV_TOKENS],
             end_s=float(run[st.RUN_END]),

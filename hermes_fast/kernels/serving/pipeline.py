@@ -28,6 +28,7 @@ from .state import (
     RF_QUEUE_SUM,
     RF_READY,
     RF_REASON_END,
+    RF_TRANSFER,
     ROUTE_TABLE,
     RQ_ANSWER,
     RQ_BASE_PROMPT,
@@ -207,6 +208,7 @@ def _submit_job(S, i, s, t):
     rf[RF_ADMIT, i] = math.nan
     rf[RF_PREFILL_END, i] = math.nan
     rf[RF_REASON_END, i] = math.nan
+    rf[RF_TRANSFER, i] = 0.0  # (this job's KV hand-off, if it has one)
     queue_job(S, i, pool, t)
 
 
@@ -243,6 +245,9 @@ def stage_done(S, i, t):
                 sa[SA_TIME_S, r2] += think_end - end
             else:
                 end = think_end
+            after_prefill = r2 if r2 >= 0 else r3  # a KV hand-off moves the prompt's KV into that part
+            if after_prefill >= 0:
+                sa[SA_TRANSFER_S, after_prefill] += rf[RF_TRANSFER, i]
         sa[SA_TIME_S, row] += end - rf[RF_ENTER, i]
     if kind == SK_LLM:  # what it generated stays in the context, its KV cached for a later round
         ri[RQ_CTX, i] += ri[RQ_OUTPUT, i]

@@ -101,6 +101,7 @@ RQ_BRANCHES_LEFT = _r()  # parallel reasoning: branches of the request's job sti
 RQ_SHARED_BLOCKS = _r()  # KV blocks of its job's prompt it shares with sibling branches (counted in RQ_BLOCKS)
 RQ_BRANCHED = _r()  # 1 once its job's branches have started
 RQ_HOLDERS = _r()  # branches holding the shared prompt blocks (they are freed when none does)
+RQ_EMITTED = _r()  # tokens its finished LLM jobs emitted, its parallel branches' included (thinking + answer)
 REQ_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per request: S.req_float (s unless noted)
@@ -141,6 +142,8 @@ RA_DECODE_TOKENS = _r()
 RA_KV_TOKEN_S = _r()  # integral of resident KV tokens over busy time
 RA_SWAP_S = _r()
 RA_PREEMPTIONS = _r()
+RA_PAIRS = _r()  # causal attention query-key pairs of the prefill chunks (per sequence, summed)
+RA_KV_READ = _r()  # KV tokens attention read: prefill chunks' context and decodes' caches, summed over iterations
 # totals of the iteration being formed (reset by form_iteration, added to by mark): what the step cost takes
 IT_PREFILL_TOKENS = _r()
 IT_PAIRS = _r()  # causal attention pairs of the prefill chunks
@@ -292,6 +295,7 @@ G_NRES = _r()  # shared resources
 G_CLASS_FIRST = _r()  # offset of the classes' first stages in the ROUTE_TABLE row
 G_CHILD0 = _r()  # parallel reasoning: first request slot of the branches (after the arrivals)
 G_BRANCH_SLOTS = _r()  # branch slots per request (branches - 1 of the widest reason stage; 0: none)
+G_STOP_ARRIVAL = _r()  # the loop pauses before this arrival (progress reports); serve resumes it exactly
 G_DONE_LIST = _r.n  # first entry of the ended-jobs list (max_batch entries)
 GLOB_ROWS = _r.n
 

@@ -1,0 +1,45 @@
+"""Running the compiled loop from Python: compile it with a notice, and pause it to report progress.
+
+A run of many requests pauses between events every ``every`` arrivals (``G_STOP_ARRIVAL``) and calls
+``progress`` with the arrivals served so far; calling the loop again resumes exactly where it paused, so
+results do not depend on the slicing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .._jit import compile_with_notice
+from .loop import compiled_serve, serve
+from .state import G_CHILD0, G_STOP_ARRIVAL, State
+
+__all__ = ["run_loop"]
+
+
+def run_loop(
+    state: State, pipelines: bool, jit: bool = True, progress: Callable[[int], None] | None = None, every: int = 0
+) -> None:
+    """Serve every arrival of ``state`` (:func:`~.allocation.new_state`) with the compiled loop (``jit=False``:
+    the plain-Python one). With ``progress``, call it with the arrivals reached after each slice of ``every``
+    arrivals (default: a hundredth of them, at least 10,000), and with all of them at the end."""
+    if not jit:
+        serve(state)
+        return
+    loop = compiled_serve(pipelines)
+    compile_with_notice(loop, (state,), "the serving loop" + (" with pipelines" if pipelines else ""))
+    if progress is None:
+        loop(state)
+        return
+    no_pause = int(state.glob[G_STOP_ARRIVAL])  # (new_state: past the last request slot)
+    arrivals = int(state.glob[G_CHILD0])  # (the branch slots follow the arrivals)
+    step = every if every > 0 else max(arrivals // 100, 10_000)
+    for stop in range(step, arrivals, step):
+        state.glob[G_STOP_ARRIVAL] = stop
+        if loop(state) == 0:  # (the horizon ended the run first)
+            break
+        progress(stop)
+    else:
+        state.glob[G_STOP_ARRIVAL] = no_pause
+        loop(state)
+    state.glob[G_STOP_ARRIVAL] = no_pause
+    progress(arrivals)
