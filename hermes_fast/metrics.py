@@ -103,7 +103,7 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     """Summary variables of one replicate (names registered in :mod:`hermes_fast.variables`)."""
     n = draws.arrival_s.size
     w = min(serving.warmup_requests, max(n - 1, 0))
-    arrival = draws.arrival_s[w:]
+    arrival = run.sent_s[w:]  # latencies start when the client sends a request
     status = run.status[w:]
     output = run.answer_tokens[w:]
     prompt = run.base_prompt_tokens[w:]
@@ -142,11 +142,11 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     out["preempted_requests"] = int(np.count_nonzero(run.preemptions[w:] > 0))
     reasons = run.reason[w:]
     out["rejected_by_reason"] = np.array([np.count_nonzero(reasons == code) for code in _REASON_CODES.values()])
-    unstable, backlog = _unstable(draws.arrival_s, run.done_s, run.status, run.end_s)
+    unstable, backlog = _unstable(run.arrival_s, run.done_s, run.status, run.end_s)
     out["unstable"] = unstable
     out["backlog_requests"] = backlog
     # pools, energy and cost over the whole run
-    run_s = max(run.end_s - draws.arrival_s[0], 0.0) if n else 0.0
+    run_s = max(run.end_s - run.arrival_s[0], 0.0) if n else 0.0
     pools = setup.pools
     util, batch, kv, preempt = (np.zeros(len(pools)) for _ in range(4))
     energy = 0.0
@@ -331,7 +331,8 @@ def slo_goodput(ds: xr.Dataset, ttft_s=None, tpot_s=None, warmup_requests: int =
         raise ValueError("slo_goodput: needs per-request variables (simulate(..., keep_requests=True))")
     w = min(warmup_requests, max(ds.sizes["request"] - 1, 0))  # as the summary: at least one request measured
     d = ds.isel(request=slice(w, None))
-    arrival, first, done_t = d.request_arrival_s, d.request_first_token_s, d.request_completion_s
+    sent = d.request_sent_s if "request_sent_s" in d else d.request_arrival_s  # (older runs: sent at arrival)
+    arrival, first, done_t = sent, d.request_first_token_s, d.request_completion_s
     out_tok = d.request_output_tokens
     done = d.request_status == Status.DONE
     window = done_t.where(done).max("request") - arrival.isel(request=0)

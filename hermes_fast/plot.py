@@ -313,8 +313,8 @@ def stage_breakdown(ds: xr.Dataset, by: str | None = None, *, variable: str = "s
 
 
 _CDF = {  # latency name -> (per-request function, long name)
-    "ttft": (lambda d: d.request_first_token_s - d.request_arrival_s, "time to first token"),
-    "e2e": (lambda d: d.request_completion_s - d.request_arrival_s, "end-to-end latency"),
+    "ttft": (lambda d: d.request_first_token_s - d.request_sent_s, "time to first token"),
+    "e2e": (lambda d: d.request_completion_s - d.request_sent_s, "end-to-end latency"),
     "queue": (lambda d: d.request_queue_s, "queueing delay"),
     "tpot": (
         lambda d: request_tpot_s(d.request_first_token_s, d.request_completion_s, d.request_output_tokens),

@@ -71,6 +71,9 @@ def run_serving(
         math.inf if horizon_s is None else horizon_s,
         fast_forward,
         pipeline,
+        draws.concurrency,
+        draws.closed,
+        draws.think_s,
     )
     run_loop(state, pipeline is not None, jit, progress)
     rows, resources = (0, 0) if pipeline is None else (pipeline["rows"], pipeline["resources"].shape[1])
@@ -260,12 +263,13 @@ def simulate_replicate(
 
 def _request_vars(draws: Draws, run: Outcome) -> dict[str, np.ndarray]:
     return {
-        "request_arrival_s": draws.arrival_s,
+        "request_arrival_s": run.arrival_s,
+        "request_sent_s": run.sent_s,
         "request_class": draws.request_class,
         "request_prompt_tokens": draws.prompt_tokens,
         "request_context_tokens": run.context_tokens,
         "request_output_tokens": run.answer_tokens,
-        "request_queue_s": run.admit_s - draws.arrival_s,
+        "request_queue_s": run.admit_s - run.sent_s,
         "request_prefill_start_s": run.admit_s,
         "request_prefill_end_s": run.prefill_end_s,
         "request_first_token_s": run.first_token_s,

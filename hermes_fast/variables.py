@@ -187,7 +187,10 @@ _SIM: list[Variable] = [
     Variable(
         "fast_forwarded_iterations", "1", "fast-forwarded iterations", "decode iterations committed without an event"
     ),
-    Variable("request_arrival_s", "s", "arrival time", "per request"),
+    Variable("request_arrival_s", "s", "arrival time", "per request (a closed loop's: when its client sent it)"),
+    Variable(
+        "request_sent_s", "s", "send time", "its client sent it: latencies start here (after arrival under a cap)"
+    ),
     Variable("request_class", "1", "request class", "index into workload.classes"),
     Variable(
         "request_context_tokens",

@@ -299,11 +299,14 @@ def _trace_times(tr: Trace, rows: list[dict], field_path: str) -> tuple[np.ndarr
 class Draws:
     """One replicate's pre-drawn requests, sorted by arrival (struct of arrays)."""
 
-    arrival_s: np.ndarray  # float64[n]
+    arrival_s: np.ndarray  # float64[n]; a closed loop: 0 for its clients' first requests, inf for the rest
     request_class: np.ndarray  # int64[n]
     prompt_tokens: np.ndarray  # int64[n]
     output_tokens: np.ndarray  # int64[n]
     route_u: np.ndarray  # float64[2, n]: uniforms for random replica choices (entry pool, next pool)
+    think_s: np.ndarray | None = None  # float64[n]: a closed loop's think time after each request completes
+    concurrency: int = 0  # most requests in flight (0: no cap); a closed loop's clients
+    closed: bool = False  # the clients send their next request when the previous completes (and they thought)
 
 
 def classes_of(workload) -> tuple[RequestClass, ...]:
@@ -368,6 +371,8 @@ def draw_workload(workload, n: int, rng: np.random.Generator) -> Draws:
             trace_prompt = _int_column(rows, arr.trace.prompt_column, arr.trace.path, f"{fp}.prompt_column")
         if arr.trace.output_column is not None:
             trace_output = _int_column(rows, arr.trace.output_column, arr.trace.path, f"{fp}.output_column")
+    elif arr.process == "closed":  # the clients send their first requests at once, the rest as they complete
+        arrival = np.where(np.arange(n) < arr.concurrency, 0.0, np.inf)
     else:
         arrival = draw_arrivals(arr, workload.rate_per_s, n, rng)
     weights = np.array([c.weight for c in classes])
@@ -387,4 +392,19 @@ def draw_workload(workload, n: int, rng: np.random.Generator) -> Draws:
     if trace_output is not None:
         output = trace_output[np.arange(n) % trace_output.size]
     route_u = rng.random((2, n))
-    return Draws(np.ascontiguousarray(arrival, dtype=np.float64), cls, prompt, output, route_u)
+    think = None
+    closed = arr.process == "closed"
+    if closed:
+        think = _think_times(arr, n, rng)
+    concurrency = arr.concurrency if closed else (arr.max_concurrency or 0)
+    arrival = np.ascontiguousarray(arrival, dtype=np.float64)
+    return Draws(arrival, cls, prompt, output, route_u, think, concurrency, closed)
+
+
+def _think_times(arrival: Arrival, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A closed loop's think time after each request (s): fixed, or gamma with the given cv (1: exponential)."""
+    mean, cv = arrival.think_time_s, arrival.think_time_cv
+    if mean == 0.0 or cv == 0.0:
+        return np.full(n, mean)
+    shape = 1.0 / cv**2
+    return rng.gamma(shape, mean / shape, n)

@@ -454,3 +454,45 @@ def test_bad_serving_configs(patch, path):
     with pytest.raises(ConfigError) as e:
         hf.simulate(s, n_requests=10)
     assert e.value.path == path
+
+
+def closed_loop(clients, think_s, cv=0.0, **batching):
+    sc = roofline_scenario("chunked", chunk_size=512, **batching)
+    sc["workload"]["arrival"] = {
+        "process": "closed", "concurrency": clients, "think_time_s": think_s, "think_time_cv": cv,
+    }  # fmt: skip
+    return sc
+
+
+@pytest.mark.parametrize(("clients", "think_s", "cv"), [(16, 0.5, 0.0), (48, 2.0, 1.0), (8, 0.0, 0.0)])
+def test_closed_loop_obeys_littles_law(clients, think_s, cv):
+    """N = X (R + Z) over 100,000 requests: X completions per second, R the mean response time, Z the mean think
+    time; and never more than N requests in flight."""
+    n = 100_000
+    sc = closed_loop(clients, think_s, cv)
+    ds = hf.simulate(sc, n_requests=n, seed=2, keep_requests=True).isel(replicate=0)
+    assert int(ds.completed_requests) == n
+    sent, done = ds.request_sent_s.values, ds.request_completion_s.values
+    x = float(ds.throughput_request_per_s)
+    r = float(np.mean(done - sent))
+    z = hf.draw_workload(hf.load_scenario(sc).workload, n, rng_for(2)).think_s.mean()
+    assert clients == pytest.approx(x * (r + z), rel=0.01)
+    assert float(ds.e2e_mean_s) == pytest.approx(r, rel=1e-12)  # latencies start when the client sends
+    # in flight: +1 when sent, -1 when done (a completion before a send at the same instant)
+    events = np.concatenate([-np.ones(n), np.ones(n)])[np.argsort(np.concatenate([done, sent]), kind="stable")]
+    assert np.cumsum(events).max() == clients
+
+
+def test_max_concurrency_holds_arrivals_at_the_client_in_order():
+    sc = roofline_scenario("chunked", rate=40.0, chunk_size=512)
+    sc["workload"]["arrival"] = {"process": "poisson", "max_concurrency": 4}
+    ds = hf.simulate(sc, n_requests=3000, seed=3, keep_requests=True).isel(replicate=0)
+    arrival, sent, done = (ds[v].values for v in ("request_arrival_s", "request_sent_s", "request_completion_s"))
+    assert (sent >= arrival).all() and (sent > arrival).mean() > 0.3  # over capacity: most wait at the client
+    assert (np.diff(sent) >= 0).all()  # sent in arrival order
+    n = sent.size
+    # in flight: +1 when sent, -1 when done (a completion before a send at the same instant)
+    events = np.concatenate([-np.ones(n), np.ones(n)])[np.argsort(np.concatenate([done, sent]), kind="stable")]
+    assert np.cumsum(events).max() == 4
+    free = ds.request_sent_s > ds.request_arrival_s  # a held request goes out when one completes
+    assert np.isin(sent[free.values], done).all()

@@ -38,11 +38,26 @@ class Arrival:
     - ``mmpp``: two-state Markov-modulated Poisson: rates ``rate_per_s * burst_factor`` and a lower one,
       with mean sojourns ``burst_mean_s`` and ``calm_mean_s``, the low rate set so the mean stays rate_per_s;
     - ``sinusoid``: rate_per_s * (1 + amplitude sin(2 pi t / period_s)) (thinning);
-    - ``trace``: replay of ``trace``.
+    - ``trace``: replay of ``trace``;
+    - ``closed``: ``concurrency`` clients in a closed loop, as a load generator's ``--max-concurrency`` at an
+      unlimited rate: each sends a request at t = 0 and its next one ``think_time_s`` seconds (gamma with
+      ``think_time_cv``; 0: fixed) after the previous completes (or is rejected or dropped); ``rate_per_s``
+      plays no part.
+
+    An open process may cap the requests in flight with ``max_concurrency``: arrivals beyond it wait at the
+    client, in order, and their latencies start when they are sent.
     """
 
-    process: Literal["poisson", "gamma", "deterministic", "mmpp", "sinusoid", "trace"] = fld(
+    process: Literal["poisson", "gamma", "deterministic", "mmpp", "sinusoid", "trace", "closed"] = fld(
         "poisson", doc="arrival process"
+    )
+    concurrency: int | None = fld(None, unit="request", doc="closed: clients (requests in flight)", ge=1, le=10**7)
+    think_time_s: float = fld(0.0, unit="s", doc="closed: mean think time before a client's next request", ge=0)
+    think_time_cv: float = fld(
+        0.0, unit="1", doc="closed: think time coefficient of variation (0: fixed)", ge=0, le=100
+    )
+    max_concurrency: int | None = fld(
+        None, unit="request", doc="open processes: most requests in flight; more wait at the client", ge=1, le=10**7
     )
     cv: float = fld(1.0, unit="1", doc="gamma: coefficient of variation of the gaps", gt=0, le=100)
     burst_factor: float = fld(4.0, unit="1", doc="mmpp: burst rate / mean rate", gt=1, le=1e6)
@@ -53,6 +68,16 @@ class Arrival:
     trace: Trace | None = fld(None, doc="trace replay settings (process: trace)")
 
     def _validate(self, path: str) -> None:
+        if self.process == "closed" and self.concurrency is None:
+            raise ConfigError(f"{path}.concurrency", None, "the number of clients of the closed loop")
+        if self.process != "closed" and self.concurrency is not None:
+            raise ConfigError(
+                f"{path}.concurrency", self.concurrency, "only with process: closed (else max_concurrency)"
+            )
+        if self.process == "closed" and self.max_concurrency is not None:
+            raise ConfigError(
+                f"{path}.max_concurrency", self.max_concurrency, "none with process: closed (concurrency)"
+            )
         if self.process == "trace" and self.trace is None:
             raise ConfigError(f"{path}.trace", None, "a trace mapping (path, columns) for process: trace")
         if self.process == "mmpp":

@@ -9,6 +9,8 @@ from .state import (
     G_BRANCH_SLOTS,
     G_CHILD0,
     G_CLASS_FIRST,
+    G_CLOSED,
+    G_CONCURRENCY,
     G_FAST_FORWARD,
     G_NRES,
     G_PIPELINE,
@@ -32,6 +34,7 @@ from .state import (
     REQ_INT_ROWS,
     RF_ARRIVAL,
     RF_QUEUE_SUM,
+    RF_THINK,
     RF_TRANSFER,
     ROUTE_TABLE,
     RP_FREE_BLOCKS,
@@ -110,10 +113,15 @@ def new_state(
     horizon_s: float = INF,
     fast_forward: bool = True,
     pipeline: dict | None = None,
+    concurrency: int = 0,
+    closed: bool = False,
+    think_s: np.ndarray | None = None,
 ) -> State:
     """Allocate and initialise the loop's :class:`~.state.State` for one run of ``serve``.
 
-    ``pipeline`` (see :func:`empty_pipeline` for the keys) switches requests to stage tables."""
+    ``pipeline`` (see :func:`empty_pipeline` for the keys) switches requests to stage tables. ``concurrency``
+    (0: none) caps the requests in flight; ``closed``: that many clients in a closed loop, each sending its next
+    request ``think_s[i]`` seconds after request i completes (``arrival_s``: 0 for the first requests, inf after)."""
     pl = pipeline if pipeline is not None else empty_pipeline()
     piped = pl["stages"].shape[1] > 0
     n_arr = arrival_s.size
@@ -143,6 +151,8 @@ def new_state(
     rf[RF_TRANSFER] = 0.0
     rf[RF_QUEUE_SUM] = 0.0
     rf[RF_ARRIVAL] = arrival_s
+    if think_s is not None:
+        rf[RF_THINK, :n_arr] = think_s
     rs = np.zeros((REP_INT_ROWS, n_rep), dtype=np.int64)
     rs[RP_POOL] = replica_pool
     rs[RP_FREE_BLOCKS] = pool_int[PL_CAP_BLOCKS, replica_pool]
@@ -163,6 +173,8 @@ def new_state(
     glob[G_CHILD0] = n_arr
     glob[G_BRANCH_SLOTS] = pl["branch_slots"]
     glob[G_STOP_ARRIVAL] = n  # (no pause: simulate sets it to report progress)
+    glob[G_CONCURRENCY] = concurrency if concurrency > 0 else n
+    glob[G_CLOSED] = 1 if closed else 0
     run = np.zeros(RUN_ROWS + ITL_BINS)
     run[RUN_HORIZON] = horizon_s
     # pipeline tables, one array per dtype

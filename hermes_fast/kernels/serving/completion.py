@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .._jit import kernel
 from .accounting import itl_add
+from .clients import client_done
 from .events import heap_push
 from .fastforward import commit_span
 from .jobs import job_owner, spawn_branches
@@ -153,6 +154,7 @@ def finish_iteration(S, r, t):
                 else:
                     ri[RQ_STATUS, i] = STATUS_DONE
                     rf[RF_DONE, i] = t
+                    client_done(S, i, t)
         if stays:
             run[r, keep] = i
             keep += 1

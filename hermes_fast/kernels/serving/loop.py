@@ -19,12 +19,17 @@ from .fastforward import truncate_span
 from .links import next_transfer_end, ps_complete, ps_join
 from .pipeline import arrive_pipeline, stage_done, start_service
 from .state import (
+    G_CHILD0,
+    G_CLOSED,
+    G_CONCURRENCY,
     G_CUR,
     G_DONE_LIST,
     G_EVENTS,
+    G_IN_FLIGHT,
     G_NEXT_ARRIVAL,
     G_NRES,
     G_PIPELINE,
+    G_SENT,
     G_STOP_ARRIVAL,
     HEAP_HANDOFF,
     HEAP_ITERATION,
@@ -37,6 +42,7 @@ from .state import (
     IT_WAKE_DUE,
     PIPELINES,
     RF_ARRIVAL,
+    RF_SENT,
     RF_TRANSFER,
     RP_BUSY,
     RP_NRUN,
@@ -49,6 +55,7 @@ from .state import (
     SPAN_COST,
     SPAN_END,
     TIMER_DELAY,
+    TIMER_SEND,
     TIMER_WAKE,
     XF_NEXT_T,
     XF_WAIT_S,
@@ -104,10 +111,8 @@ def serve(S):
                     break
         else:
             g[G_NEXT_ARRIVAL] = k + 1
-            if PIPELINES and g[G_PIPELINE] != 0:
-                arrive_pipeline(S, k, t)
-            else:
-                arrive(S, k, t)
+            if g[G_IN_FLIGHT] < g[G_CONCURRENCY]:  # (else it waits for its client to have a free slot)
+                _send(S, t)
     if horizon < INF:
         for r in range(n_rep):
             _settle(S, r, horizon)
@@ -115,11 +120,34 @@ def serve(S):
 
 
 @kernel(inline=True)
+def _send(S, t):
+    """The clients send their next request (in arrival order) at t: it enters the system."""
+    g = S.glob
+    i = g[G_SENT]
+    g[G_SENT] = i + 1
+    g[G_IN_FLIGHT] += 1
+    S.req_float[RF_SENT, i] = t
+    if PIPELINES and g[G_PIPELINE] != 0:
+        arrive_pipeline(S, i, t)
+    else:
+        arrive(S, i, t)
+
+
+@kernel(inline=True)
 def _timer(S, payload, t):
     """A timer fired: a stage's delay ended, an idle replica's batch wait ended, or a transfer joins its link."""
     kind = timer_kind(payload)
     x = timer_subject(payload)
-    if kind == TIMER_WAKE:
+    if kind == TIMER_SEND:  # a client's slot freed, or a closed-loop client finished thinking
+        g = S.glob
+        if g[G_CLOSED] != 0:
+            if g[G_SENT] < g[G_CHILD0]:  # (its arrival is now: the arrival pointer moves past it)
+                S.req_float[RF_ARRIVAL, g[G_SENT]] = t
+                g[G_NEXT_ARRIVAL] = g[G_SENT] + 1
+                _send(S, t)
+        elif g[G_SENT] < g[G_NEXT_ARRIVAL] and g[G_IN_FLIGHT] < g[G_CONCURRENCY]:
+            _send(S, t)
+    elif kind == TIMER_WAKE:
         if S.rep_float[IT_WAKE_DUE, x] == t:
             S.rep_float[IT_WAKE_DUE, x] = -1.0
             if S.rep_int[RP_BUSY, x] == 0:

@@ -49,7 +49,8 @@ class Outcome:
     (NaN: never happened); per replica; per stage output row and per shared resource (pipelines)."""
 
     # per request
-    arrival_s: np.ndarray
+    arrival_s: np.ndarray  # its arrival (a closed loop's: when its client sent it)
+    sent_s: np.ndarray  # its client sent it: its latencies start here (later than arrival under a concurrency cap)
     status: np.ndarray  # Status codes
     reason: np.ndarray  # Reason codes
     base_prompt_tokens: np.ndarray  # the user's prompt
@@ -112,6 +113,7 @@ class Outcome:
         piped = bool(g[st.G_PIPELINE])
         return cls(
             arrival_s=rf[st.RF_ARRIVAL],
+            sent_s=rf[st.RF_SENT],
             status=ri[st.RQ_STATUS],
             reason=ri[st.RQ_REASON],
             base_prompt_tokens=ri[st.RQ_BASE_PROMPT],

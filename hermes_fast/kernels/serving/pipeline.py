@@ -12,6 +12,7 @@ import math
 
 from .._jit import kernel
 from ..stages import tier_outcome
+from .clients import client_done
 from .events import heap_push, timer_payload
 from .jobs import longest_branch, set_job
 from .links import start_transfer
@@ -259,3 +260,4 @@ def stage_done(S, i, t):
     else:
         ri[RQ_STATUS, i] = STATUS_DONE
         rf[RF_DONE, i] = t
+        client_done(S, i, t)

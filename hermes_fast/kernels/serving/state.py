@@ -118,7 +118,9 @@ RF_REASON_END = _r()  # last thinking token of the current job
 RF_VFINISH = _r()  # processor sharing: bytes, then the virtual finish of the transfer in flight
 RF_QUEUED = _r()  # last joined a queue
 RF_QUEUE_SUM = _r()  # pipelines: time spent waiting for batch slots, over all stages
-RF_ARRIVAL = _r()  # the pre-drawn arrival times, sorted
+RF_ARRIVAL = _r()  # the pre-drawn arrival times, sorted (a closed loop's: set when its client sends it)
+RF_SENT = _r()  # its client sent it (arrival, or later when the client's concurrency was full); latencies start here
+RF_THINK = _r()  # closed loop: its client's think time after it completes, before the next request
 REQ_FLOAT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per replica: S.rep_int
@@ -296,6 +298,10 @@ G_CLASS_FIRST = _r()  # offset of the classes' first stages in the ROUTE_TABLE r
 G_CHILD0 = _r()  # parallel reasoning: first request slot of the branches (after the arrivals)
 G_BRANCH_SLOTS = _r()  # branch slots per request (branches - 1 of the widest reason stage; 0: none)
 G_STOP_ARRIVAL = _r()  # the loop pauses before this arrival (progress reports); serve resumes it exactly
+G_SENT = _r()  # requests the clients have sent (they send in arrival order)
+G_IN_FLIGHT = _r()  # requests sent and not yet completed, rejected or dropped
+G_CONCURRENCY = _r()  # most requests in flight (the clients' cap; the arrivals' count: none)
+G_CLOSED = _r()  # 1: a closed loop: each completion makes its client send the next request after a think time
 G_DONE_LIST = _r.n  # first entry of the ended-jobs list (max_batch entries)
 GLOB_ROWS = _r.n
 
@@ -373,4 +379,5 @@ XFER_HANDOFF = 2  # a KV hand-off to the decode pool
 TIMER_DELAY = 0  # timer kinds (timer heap payload = subject * TIMER_KINDS + kind): a stage's delay ends
 TIMER_WAKE = 1  # an idle replica's batch wait ends
 TIMER_JOIN = 2  # a transfer joins its resource after the latency
-TIMER_KINDS = 3
+TIMER_SEND = 3  # a client sends its next request (closed loop, or a slot freed under a concurrency cap)
+TIMER_KINDS = 4

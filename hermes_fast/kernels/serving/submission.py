@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .._jit import kernel
 from .boundary import iteration_boundary
+from .clients import client_done
 from .fastforward import truncate_span
 from .kv import blocks_for
 from .queues import enqueue
@@ -100,12 +101,14 @@ def queue_job(S, i, pool, t):
     if reason != REASON_NONE:
         ri[RQ_STATUS, i] = STATUS_REJECTED
         ri[RQ_REASON, i] = reason
+        client_done(S, i, t)
         return
     q = choose_queue(S, pool, i, DRAW_ENTRY, t)
     limit = pi[PL_MAX_QUEUE, pool]
     if limit >= 0 and S.queue[Q_COUNT, q] >= limit:
         ri[RQ_STATUS, i] = STATUS_DROPPED
         ri[RQ_REASON, i] = REASON_QUEUE_FULL
+        client_done(S, i, t)
         return
     enqueue(S, q, i, False, t)
     wake(S, q, t)
