@@ -198,8 +198,8 @@ def summarize_stages(pipe, run: Outcome, summary: dict) -> dict[str, np.ndarray]
         "stage_transfer_s": run.stage_transfer_s / done,
         "stage_visits": run.stage_visits / done,
         "link_utilization": run.link_busy_s / run_s if run_s > 0 else np.zeros(count.size),
-        "link_bytes": run.link_bytes,
-        "link_transfers": count,
+        "link_bytes": run.link_bytes.copy(),
+        "link_transfers": count.copy(),
         "link_transfer_mean_s": np.where(count > 0, run.link_wait_s / np.maximum(count, 1), np.nan),
     }
 

@@ -75,7 +75,7 @@ def run_serving(
         draws.closed,
         draws.think_s,
     )
-    run_loop(state, pipeline is not None, jit, progress)
+    run_loop(state, jit, progress)
     rows, resources = (0, 0) if pipeline is None else (pipeline["rows"], pipeline["resources"].shape[1])
     return Outcome.of(state, draws.arrival_s.size, rows, resources)
 
@@ -263,22 +263,22 @@ def simulate_replicate(
 
 def _request_vars(draws: Draws, run: Outcome) -> dict[str, np.ndarray]:
     return {
-        "request_arrival_s": run.arrival_s,
-        "request_sent_s": run.sent_s,
+        "request_arrival_s": run.arrival_s.copy(),
+        "request_sent_s": run.sent_s.copy(),
         "request_class": draws.request_class,
         "request_prompt_tokens": draws.prompt_tokens,
-        "request_context_tokens": run.context_tokens,
-        "request_output_tokens": run.answer_tokens,
+        "request_context_tokens": run.context_tokens.copy(),  # (copies: the run's tables can go)
+        "request_output_tokens": run.answer_tokens.copy(),
         "request_queue_s": run.admit_s - run.sent_s,
-        "request_prefill_start_s": run.admit_s,
-        "request_prefill_end_s": run.prefill_end_s,
-        "request_first_token_s": run.first_token_s,
-        "request_completion_s": run.done_s,
-        "request_transfer_s": run.transfer_s,
-        "request_preemptions": run.preemptions,
+        "request_prefill_start_s": run.admit_s.copy(),
+        "request_prefill_end_s": run.prefill_end_s.copy(),
+        "request_first_token_s": run.first_token_s.copy(),
+        "request_completion_s": run.done_s.copy(),
+        "request_transfer_s": run.transfer_s.copy(),
+        "request_preemptions": run.preemptions.copy(),
         "request_status": run.status.astype(np.int8),
-        "request_replica": run.entry_replica,
-        "request_decode_replica": run.decode_replica,
+        "request_replica": run.entry_replica.copy(),
+        "request_decode_replica": run.decode_replica.copy(),
     }
 
 

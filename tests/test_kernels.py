@@ -472,6 +472,33 @@ def test_calls_between_kernels_compile_one_version_per_argument_type():
     assert len(signatures) == 1 and not any(isinstance(a, types.Literal) for a in signatures[0])
 
 
+_PROBE_SWITCH = True
+
+
+@kernel
+def _probe_untypable(x):
+    return x.no_such_attribute  # a float has none: typing this fails
+
+
+@kernel
+def _probe_switched(x):
+    if _PROBE_SWITCH and x > 1e300:
+        return _probe_untypable(x)
+    return x + 1.0
+
+
+def test_a_specialized_twin_never_compiles_the_pruned_branch():
+    """With the switch off the branch is pruned before typing: the call that cannot type is never compiled."""
+    from hermes_fast.kernels._jit import specialized
+
+    assert specialized(_probe_switched, _PROBE_SWITCH=False)(1.0) == 2.0
+    assert not _probe_untypable.jit.overloads
+    with pytest.raises(Exception, match="no_such_attribute"):  # the whole twin does type the branch
+        _probe_switched.jit(1.0)
+    with pytest.raises(ValueError, match="no kernel reads a global named 'NOT_A_SWITCH'"):
+        specialized(_probe_switched, NOT_A_SWITCH=False)
+
+
 def test_specialized_twins_prune_only_the_kernels_that_read_the_constant():
     from hermes_fast.kernels._jit import specialized
     from hermes_fast.kernels.serving import completion, loop, pipeline
@@ -482,3 +509,21 @@ def test_specialized_twins_prune_only_the_kernels_that_read_the_constant():
     assert specialized(completion.finish_iteration, PIPELINES=False) is not completion.finish_iteration.jit
     assert specialized(iteration_time, PIPELINES=False) is iteration_time.jit
     assert specialized(pipeline.stage_done, PIPELINES=False) is not pipeline.stage_done.jit
+
+
+def test_the_shared_cache_needs_no_home_directory(monkeypatch, tmp_path):
+    """An arbitrary user id in a container has no home: no shared cache (numba's own places), no crash."""
+    from pathlib import Path
+
+    from hermes_fast.kernels import _jit
+
+    for name in ("HERMES_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert _jit._cache_dir() is None
+    monkeypatch.setenv("HERMES_CACHE_DIR", str(tmp_path))
+    assert _jit._cache_dir() == tmp_path

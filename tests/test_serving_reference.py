@@ -16,9 +16,10 @@ import math
 
 import numpy as np
 import pytest
+from outcomes import assert_same_outcome
 from serving_reference import run_reference
 
-from hermes_fast.kernels.serving import Reason, Status
+from hermes_fast.kernels.serving import Outcome, Reason, Status, compiled_serve, new_state
 from hermes_fast.kernels.serving import state as loop
 from hermes_fast.resolve import resolve_scenario
 from hermes_fast.simulate import build_serving, run_serving
@@ -301,6 +302,22 @@ def test_kernel_matches_reference(name, fast_forward):
     run = run_kernel(setup, draws, horizon, fast_forward)
     problems = disagreements(ref, run, draws)
     assert not problems, f"{name} (fast_forward={fast_forward}):\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_plain_serving_loop_equals_the_whole_loop(name):
+    """The loop compiled without pipeline code (what plain serving runs) gives the whole loop's outcome."""
+    setup, draws, horizon, _ = prepared(name)
+    outcomes = []
+    for pipelines in (False, True):
+        state = new_state(
+            setup.params, setup.pool_int, setup.pool_float, setup.replica_pool, draws.arrival_s,
+            draws.prompt_tokens, draws.output_tokens, draws.route_u, horizon,
+        )  # fmt: skip
+        compiled_serve(pipelines)(state)
+        outcomes.append(Outcome.of(state, draws.arrival_s.size))
+    assert_same_outcome(*outcomes)
+    assert outcomes[0].events == outcomes[1].events
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -10,7 +10,7 @@ from outcomes import assert_same_outcome
 
 import hermes_fast as hf
 from hermes_fast.config import ConfigError
-from hermes_fast.kernels.serving import Outcome, Status, compiled_serve, new_state, run_loop
+from hermes_fast.kernels.serving import Outcome, Status, new_state, run_loop
 from hermes_fast.resolve import resolve_scenario
 from hermes_fast.simulate import build_serving, run_serving
 from hermes_fast.workload import draw_workload, length_moments, rng_for
@@ -186,23 +186,6 @@ def test_fast_forward_equals_per_iteration(scenario):
     assert a.events < b.events
 
 
-def test_plain_serving_loop_equals_the_whole_loop():
-    """The loop compiled without pipeline code (what plain serving runs) gives the whole loop's outcome."""
-    resolved = resolve_scenario(disaggregated(rate=30.0))
-    setup = build_serving(resolved)
-    draws = draw_workload(resolved.scenario.workload, 1500, rng_for(3))
-    outcomes = []
-    for pipelines in (False, True):
-        state = new_state(
-            setup.params, setup.pool_int, setup.pool_float, setup.replica_pool, draws.arrival_s,
-            draws.prompt_tokens, draws.output_tokens, draws.route_u,
-        )  # fmt: skip
-        compiled_serve(pipelines)(state)
-        outcomes.append(Outcome.of(state, draws.arrival_s.size))
-    assert_same_outcome(*outcomes)
-    assert (outcomes[0].transfer_s > 0).any() and (outcomes[0].status == Status.DONE).sum() > 1000
-
-
 @pytest.mark.parametrize("horizon_s", [math.inf, 30.0])
 def test_pausing_the_loop_for_progress_changes_nothing(horizon_s):
     """Slices of 250 arrivals with progress reports give the uninterrupted run's outcome bit for bit (also
@@ -216,7 +199,7 @@ def test_pausing_the_loop_for_progress_changes_nothing(horizon_s):
             setup.params, setup.pool_int, setup.pool_float, setup.replica_pool, draws.arrival_s,
             draws.prompt_tokens, draws.output_tokens, draws.route_u, horizon_s,
         )  # fmt: skip
-        run_loop(state, False, progress=progress, every=250)
+        run_loop(state, progress=progress, every=250)
         outcomes.append(Outcome.of(state, draws.arrival_s.size))
     assert_same_outcome(*outcomes)
     assert outcomes[0].events == outcomes[1].events and outcomes[0].end_s == outcomes[1].end_s

@@ -31,15 +31,16 @@ pay an atomic increment and decrement per array it touches (over a third of the 
 price: a kernel may not allocate an array (``np.empty`` and friends fail to compile); allocate in Python.
 
 Compile time is what a first run waits for, so two numba defaults are changed. Calls between kernels
-compile one version per argument *type*, not one per literal value (:func:`_typed_by_value`). And only
-kernels that take the serving loop's state and have one caller are inlined at numba-IR level (``inline=True``):
-IR inlining types a callee again in every caller, which cost 22 s of the loop's 53 s when the step cost's
-helpers were inlined, while LLVM inlines small callees anyway (the same grid and step-cost speed without it).
-A call that passes the state costs its ~17 arrays as ~150 scalar arguments, so those stay inlined.
+compile one version per argument *type*, not one per literal value (:func:`_typed_by_value`). And numba-IR
+inlining (``inline=True``, which types a callee again in every caller) is kept for the serving loop's kernels
+that take its state, whose calls cost the state's ~17 arrays as ~150 scalar arguments: those with one caller,
+and the small hot ones (heaps, queues, transfers). The step cost's helpers are left to LLVM, which inlines
+small callees anyway: IR-inlining them cost 22 s of the loop's 53 s for the same grid and step-cost speed.
 """
 
 from __future__ import annotations
 
+import dis
 import hashlib
 import os
 import sys
@@ -65,14 +66,33 @@ PARALLEL = _flag("HERMES_PARALLEL", "0")
 OPTIONS = {"cache": CACHE, "fastmath": FASTMATH, "nogil": True, "error_model": "numpy", "_nrt": False}
 
 # inlined callees and the engine-parameter layout live in other files than the kernels that use them: hash every
-# file of the kernel package, subpackages included (paths too, so a moved file counts as a change)
+# file of the kernel package, subpackages included (paths too, so a moved file counts as a change), but the
+# serving package's plain-Python modules, which no kernel reads
 _ROOT = Path(__file__).parent
+_PYTHON_ONLY = {"serving/allocation.py", "serving/driver.py", "serving/outcome.py"}
 _SOURCES = hashlib.sha256(
-    b"".join(str(f.relative_to(_ROOT)).encode() + f.read_bytes() for f in sorted(_ROOT.rglob("*.py")))
+    b"".join(
+        str(f.relative_to(_ROOT)).encode() + f.read_bytes()
+        for f in sorted(_ROOT.rglob("*.py"))
+        if f.relative_to(_ROOT).as_posix() not in _PYTHON_ONLY
+    )
 )
 SOURCE_TAG = "__k" + _SOURCES.hexdigest()[:12]
-_XDG_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-CACHE_DIR = Path(os.environ.get("HERMES_CACHE_DIR") or _XDG_CACHE / "hermes_fast").expanduser()
+
+
+def _cache_dir() -> Path | None:
+    """Where the shared cache lives (None: no home directory to put it in; numba's own places then)."""
+    if os.environ.get("HERMES_CACHE_DIR"):
+        return Path(os.environ["HERMES_CACHE_DIR"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "hermes_fast"
+    try:
+        return Path.home() / ".cache" / "hermes_fast"
+    except RuntimeError:  # (an arbitrary user id in a container: no home)
+        return None
+
+
+CACHE_DIR = _cache_dir()
 
 
 class _SharedCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
@@ -98,7 +118,7 @@ class _SharedCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheL
         return super().from_function(py_func, py_file)  # (None when the directory cannot be written)
 
 
-if CACHE and _SharedCacheLocator not in caching.CacheImpl._locator_classes:
+if CACHE and CACHE_DIR is not None and _SharedCacheLocator not in caching.CacheImpl._locator_classes:
     caching.CacheImpl._locator_classes.insert(0, _SharedCacheLocator)
 
 _kernels: dict[str, types.FunctionType] = {}  # name -> the plain kernel
@@ -171,7 +191,8 @@ def grid_kernel(fn):
 
 
 def _global_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
+    """The global names ``code`` (and the functions nested in it) loads: not attribute names."""
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname == "LOAD_GLOBAL"}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _global_names(const)
@@ -203,6 +224,9 @@ def _specialize(name: str, key: tuple, seen: dict[str, bool]):
     if name in done:
         return done[name]
     constants = dict(key)
+    for const in constants:  # a constant the module imported under another name would not be replaced
+        if not any(const in _global_names(k.__code__) for k in _kernels.values()):
+            raise ValueError(f"specialized: no kernel reads a global named {const!r}")
     if not _reads(name, frozenset(constants), seen):
         return _twins[name]
     fn = _kernels[name]
@@ -215,6 +239,7 @@ def _specialize(name: str, key: tuple, seen: dict[str, bool]):
         if ref in _kernels:
             ns[ref] = _specialize(ref, key, seen)
     ns.update(constants)
+    _namespaces.append(ns)  # (a kernel registered later is seen here too)
     tag = "".join(f"__{k}{int(v) if isinstance(v, bool) else v}" for k, v in key)
     done[name] = _compile_twin(fn, ns, parallel, inline, tag)
     return done[name]
@@ -233,7 +258,8 @@ def compile_with_notice(twin, args: tuple, what: str) -> None:
 
     def notice():
         said.set()
-        print(f"hermes_fast: compiling {what} (first run only: cached in {CACHE_DIR}) ...", file=sys.stderr, flush=True)
+        where = "not cached: HERMES_CACHE=0" if not CACHE else f"first run only: cached in {CACHE_DIR or 'the sources'}"
+        print(f"hermes_fast: compiling {what} ({where}) ...", file=sys.stderr, flush=True)
 
     timer = threading.Timer(_NOTICE_AFTER_S, notice)
     timer.daemon = True

@@ -69,7 +69,7 @@ from .state import (
     SK_LLM,
     SPAN_END,
     STATUS_DONE,
-    STATUS_TRANSFER,
+    STATUS_TRANSFERRING,
     XF_LAT,
     XFER_HANDOFF,
 )
@@ -183,7 +183,7 @@ def _count_emitted(S, i):
 @kernel(inline=True)
 def _start_handoff(S, i, pool, t):
     """Request i's prompt is done on a prefill pool: send its KV to the decode pool (held here meanwhile)."""
-    S.req_int[RQ_STATUS, i] = STATUS_TRANSFER
+    S.req_int[RQ_STATUS, i] = STATUS_TRANSFERRING
     sent = S.req_int[RQ_KV, i] * S.pool_float[PF_KV_BYTES, pool]
     res = S.pool_int[PL_LINK_RES, pool]
     if PIPELINES and res >= 0:  # a shared link (pipelines): its end is a transfer event

@@ -11,20 +11,31 @@ from collections.abc import Callable
 
 from .._jit import compile_with_notice
 from .loop import compiled_serve, serve
-from .state import G_CHILD0, G_STOP_ARRIVAL, State
+from .state import (
+    G_BRANCH_SLOTS,
+    G_CHILD0,
+    G_NRES,
+    G_PIPELINE,
+    G_STOP_ARRIVAL,
+    PL_KIND,
+    PL_LINK_RES,
+    PL_MEM_RES,
+    POOL_SEARCH,
+    State,
+)
 
-__all__ = ["run_loop"]
+__all__ = ["run_loop", "needs_pipeline_code"]
 
 
-def run_loop(
-    state: State, pipelines: bool, jit: bool = True, progress: Callable[[int], None] | None = None, every: int = 0
-) -> None:
+def run_loop(state: State, jit: bool = True, progress: Callable[[int], None] | None = None, every: int = 0) -> None:
     """Serve every arrival of ``state`` (:func:`~.allocation.new_state`) with the compiled loop (``jit=False``:
-    the plain-Python one). With ``progress``, call it with the arrivals reached after each slice of ``every``
-    arrivals (default: a hundredth of them, at least 10,000), and with all of them at the end."""
+    the plain-Python one): the one without pipeline code unless the state needs it (stage tables, search pools,
+    shared links, parallel branches). With ``progress``, call it with the arrivals reached after each slice of
+    ``every`` arrivals (default: a hundredth of them, at least 10,000), and with all of them at the end."""
     if not jit:
         serve(state)
         return
+    pipelines = needs_pipeline_code(state)
     loop = compiled_serve(pipelines)
     compile_with_notice(loop, (state,), "the serving loop" + (" with pipelines" if pipelines else ""))
     if progress is None:
@@ -43,3 +54,16 @@ def run_loop(
         loop(state)
     state.glob[G_STOP_ARRIVAL] = no_pause
     progress(arrivals)
+
+
+def needs_pipeline_code(state: State) -> bool:
+    """Whether ``state`` reaches code the plain-serving loop leaves out (see ``state.PIPELINES``)."""
+    pools = state.pool_int
+    return bool(
+        state.glob[G_PIPELINE]
+        or state.glob[G_BRANCH_SLOTS]
+        or state.glob[G_NRES]
+        or (pools[PL_KIND] == POOL_SEARCH).any()
+        or (pools[PL_LINK_RES] >= 0).any()
+        or (pools[PL_MEM_RES] >= 0).any()
+    )

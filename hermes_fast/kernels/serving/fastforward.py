@@ -7,7 +7,7 @@ event at the span's end. Nothing outside the replica can change its batch except
 or KV it gets back: those events *truncate* the span to the iteration in flight (:func:`truncate_span`),
 so the replica forms its next batch at the same boundary as one-iteration-per-event stepping would.
 Iterations are accounted when they are applied, thinking milestones inside a span take their iteration's
-end time, and a run stopped by the horizon settles spans in flight (``loop.settle``), so both modes give
+end time, and a run stopped by the horizon settles spans in flight (``loop._settle``), so both modes give
 identical per-request times.
 """
 

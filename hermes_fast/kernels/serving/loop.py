@@ -207,6 +207,6 @@ _SERVE_PLAIN = specialized(serve, PIPELINES=False)
 
 def compiled_serve(pipelines: bool):
     """The compiled loop: the whole one for pipeline scenarios, or one without the code only stage tables reach
-    (stages, shared links and tiers, search pools, parallel branches) for plain serving, which compiles in a third
-    of the time and gives identical results."""
+    (stages, shared links and tiers, search pools, parallel branches) for plain serving, which compiles in half
+    the time and gives identical results."""
     return serve.jit if pipelines else _SERVE_PLAIN
