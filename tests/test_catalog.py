@@ -1,12 +1,17 @@
-"""Preset catalog: every preset loads, every figure names its source, and scenario overrides behave."""
+"""Preset catalog: every preset loads, every figure names its source, every device has a price on the one stated
+basis (or says why not), and scenario overrides behave."""
 
 from __future__ import annotations
 
+import csv
+import re
 from importlib.resources import files
+from pathlib import Path
 
 import pytest
 
-from hermes_fast.catalog import preset_names
+import hermes_fast as hf
+from hermes_fast.catalog import preset_names, price_basis, price_note
 from hermes_fast.config.base import ConfigError, load_yaml
 from hermes_fast.config.hardware import DTYPES
 from hermes_fast.resolve import Catalog
@@ -162,6 +167,93 @@ def test_link_bandwidth_is_per_direction():
     """NVLink4 is marketed as 900 GB/s bidirectional; the catalog stores 450 GB/s per direction."""
     assert Catalog().device("h100_sxm").scale_up.bandwidth_bytes_per_s == pytest.approx(450.0e9)
     assert Catalog().device("b200").scale_up.bandwidth_bytes_per_s == pytest.approx(900.0e9)
+
+
+# ---------------------------------------------------------------------------------------------- prices
+
+DATE = re.compile(r"\b20\d\d-\d\d(-\d\d)?\b")
+
+
+def _price_rows() -> dict[str, dict[str, str]]:
+    """hermes_fast/data/reference/cloud_prices.csv, the rows the catalog's prices come from, by device."""
+    text = (files("hermes_fast") / "data" / "reference" / "cloud_prices.csv").read_text()
+    return {row["device"]: row for row in csv.DictReader(text.splitlines())}
+
+
+def test_price_basis_is_stated_once_at_the_top_and_in_the_readme():
+    text = (files("hermes_fast") / "catalog" / "devices.yaml").read_text()
+    header = text.split("\n\n", 1)[0]
+    assert "# Prices (price_usd_per_hour), one basis for every device:" in header
+    assert text.count("one basis for every device") == 1
+    basis = price_basis()
+    assert basis.startswith("the on-demand") and basis.endswith(".")
+    for words in ("list price per device-hour", "AWS EC2 us-east-1", "Google Cloud", "TPUs"):
+        assert words in basis
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "on-demand list price per device-hour at a hyperscale cloud" in readme
+
+
+@pytest.mark.parametrize("name", preset_names("devices"))
+def test_every_device_has_a_price_or_a_reason(name):
+    """A price names its instance, the division, its source and date and matches its reference row; no price
+    gives its reason ("n/a: ..."), which `presets devices` shows."""
+    raw = _raw("devices")[name]
+    assert "price_usd_per_hour" in raw, f"devices.{name}: price not stated (a number, or null with a reason)"
+    price, note = raw["price_usd_per_hour"], raw["sources"].get("price_usd_per_hour", "")
+    if price is None:
+        assert note.startswith("n/a: ") and len(note) > len("n/a: ") + 10, note
+        assert price_note(None, raw["sources"]) == f"n/a ({note[5:].split(' (')[0].split(';')[0]})"
+        return
+    row = _price_rows()[name]
+    derived = float(row["offering_usd_per_hour"]) / float(row["offering_units"]) * float(row["device_units"])
+    assert price == pytest.approx(derived, abs=5e-5)
+    assert float(row["usd_per_device_hour"]) == price
+    assert DATE.search(note) and DATE.fullmatch(row["read_on"]), (note, row["read_on"])
+    assert row["offering"].split(" ")[0].lower() in note.lower()  # the instance or slice
+    assert row["version"][:7] in note  # the commit of the file it was read from
+    assert float(row["offering_usd_per_hour"]) in {float(x) for x in re.findall(r"\d+(?:\.\d+)?", note)}
+    assert row["region"].split(" ")[0] in note or row["region"] == "US regions"
+    assert price_note(price, raw["sources"]) == f"{price:.2f}"
+
+
+def test_prices_are_on_one_basis_for_nearly_every_device():
+    rows = _price_rows()
+    raw = _raw("devices")
+    priced = {n for n, e in raw.items() if e["price_usd_per_hour"] is not None}
+    assert set(rows) == priced
+    for name, row in rows.items():
+        on_google = raw[name]["kind"] == "tpu"  # only Google rents TPUs; every other price is AWS us-east-1
+        assert (row["provider"], row["region"]) in (
+            {("Google Cloud", "us-central1"), ("Google Cloud", "US regions")} if on_google else {("AWS", "us-east-1")}
+        ), row
+    # the devices the issue found without a price, and the CPUs, now have one
+    assert {"h200_sxm", "b200", "a100_sxm_80gb", "l40s", "xeon_8480p", "xeon_6980p"} <= priced
+    # a marketplace listing (the old MI300X figure) is not on the basis
+    assert "mi300x" not in priced and "TensorWave" in raw["mi300x"]["sources"]["price_usd_per_hour"]
+    assert len(priced) >= 10
+
+
+@pytest.mark.parametrize("device", ["h200_sxm", "b200", "a100_sxm_80gb"])
+def test_cost_per_token_on_newly_priced_devices(device):
+    """A short simulation on a device that printed `cost n/a` before: the cost is the device-hours x price."""
+    step_s = 0.01  # one request at a time, a constant step: 5 output tokens take 5 steps
+    scenario = {
+        "engines": [
+            {
+                "name": "e",
+                "model": "llama-3.1-8b",
+                "device": device,
+                "fixed_step_time_s": step_s,
+                "batching": {"max_batch_size": 1},
+            }
+        ],
+        "workload": {"rate_per_s": 10.0, "classes": [{"prompt_tokens": 1, "output_tokens": 5}]},
+    }
+    ds = hf.simulate(scenario, n_requests=200, seed=1, keep_requests=True)
+    price = hf.Catalog().device(device).price_usd_per_hour
+    run_s = ds.request_completion_s.values[0].max() - ds.request_arrival_s.values[0][0]
+    cost = float(ds.cost_usd_per_mtoken.item())
+    assert cost == pytest.approx(price * run_s / 3600 / (200 * 5) * 1e6)
 
 
 # ------------------------------------------------------------------------------------------- overrides

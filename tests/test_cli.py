@@ -229,7 +229,8 @@ def test_presets_lists_names(capsys, kind, names):
     lines = out.splitlines()
     assert lines[0] == f"# {kind}"
     renamed = [line.split() for line in lines if "->" in line]
-    first_words = {line.split()[0] for line in lines[1:] if line.strip() and "->" not in line}
+    # rows; "#" lines are titles, the device table's header and its price basis
+    first_words = {line.split()[0] for line in lines[1:] if line.strip() and "->" not in line and line[0] != "#"}
     for name in names:
         assert name in first_words
     if kind != "variables":
@@ -257,8 +258,36 @@ def test_presets_models_fields(capsys):
 def test_presets_without_kind_lists_catalog(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
-    sections = [line for line in out.splitlines() if line.startswith("#")]
+    sections = [line for line in out.splitlines() if line.startswith("# ") and len(line.split()) == 2]
     assert sections == ["# devices", "# models", "# memory_tiers"]
+
+
+def test_presets_devices_table_shows_price_and_calibration_aligned(capsys):
+    """Every device row has its price on the catalog's basis (or n/a with the reason) and its default shipped
+    calibration (or none), in columns that line up under the header; the basis is printed under the table."""
+    assert main(["presets", "devices"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[1]
+    assert header.startswith("# name") and header.endswith("USD/h")
+    rows = {line.split()[0]: line for line in lines[2:] if not line.startswith("#")}
+    assert set(rows) == set(hf.preset_names("devices"))
+    cal_col, price_end = header.index("calibration"), len(header)
+    for name, line in rows.items():
+        dev = hf.Catalog().device(name)
+        assert line[cal_col - 2 : cal_col] == "  " and line[cal_col] != " ", line  # the column starts there
+        cells = line[cal_col:].split()
+        calibration = cells[0]
+        assert calibration == (name if name in ("h100_sxm", "h200_sxm", "a100_sxm_80gb") else "none")
+        price = line[price_end - 5 :]
+        if dev.price_usd_per_hour is None:
+            assert price.startswith("n/a (") and line.endswith(")"), line
+        else:
+            assert price == f"{dev.price_usd_per_hour:5.2f}", line  # right-aligned under USD/h
+    assert "(+h100_sxm-vllm)" in rows["h100_sxm"]
+    assert "n/a (research device" in rows["pim_hbm"]
+    tail = lines[2 + len(rows) :]  # the price basis, under the table
+    assert tail and all(line.startswith("# ") for line in tail)
+    assert hf.catalog.price_basis() in " ".join(line[2:] for line in tail)
 
 
 def test_duplicate_grid_key_is_rejected(capsys):

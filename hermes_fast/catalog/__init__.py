@@ -6,6 +6,9 @@ every field or starts from ``base: PRESET`` and overrides some. Devices with a c
 (:mod:`hermes_fast.calibration`; shipped ones for H100, H200 and A100 by default) get the calibrated fields on
 top of their entry, and devices based on them inherit those; a scenario's own fields still win. That merge is
 :class:`hermes_fast.resolve.Catalog`'s; this package only reads the presets.
+
+Every device's ``price_usd_per_hour`` is on one basis, stated once at the top of ``devices.yaml``
+(:func:`price_basis`); a device without a price gives its reason instead (:func:`price_note`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ..config.base import from_mapping, load_yaml
 from ..config.hardware import Device, MemoryTier
 from ..config.model import Model
 
-__all__ = ["KINDS", "preset", "preset_entries", "preset_names"]
+__all__ = ["KINDS", "preset", "preset_entries", "preset_names", "price_basis", "price_note"]
 
 # kind of catalog entry -> its schema
 KINDS = {"devices": Device, "models": Model, "memory_tiers": MemoryTier}
@@ -67,3 +70,43 @@ def preset(kind: str, name: str):
     80000000000.0
     """
     return from_mapping(KINDS[kind], dict(preset_entries(kind)[name]), f"catalog.{kind}.{name}")
+
+
+@cache
+def price_basis() -> str:
+    """The one basis of every preset device's ``price_usd_per_hour``: the first sentence of the "Prices" paragraph
+    at the top of ``devices.yaml`` (which goes on with the division per device and the sources).
+
+    Examples
+    --------
+    >>> price_basis().startswith("the on-demand")
+    True
+    """
+    paragraph: list[str] = []
+    for line in (files("hermes_fast") / "catalog" / "devices.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            if paragraph:
+                break
+            continue
+        body = line[1:].strip()
+        if paragraph or body.startswith("Prices"):
+            paragraph.append(body)
+    text = " ".join(paragraph)
+    return text.split("one basis for every device: ", 1)[-1].split(". ", 1)[0] + "."
+
+
+def price_note(price: float | None, sources: dict[str, str]) -> str:
+    """A device's price for display: the USD per device-hour, or ``n/a (REASON)`` from its
+    ``sources.price_usd_per_hour`` (written ``n/a: REASON (details)``) when it has none.
+
+    Examples
+    --------
+    >>> price_note(6.88, {}), price_note(None, {"price_usd_per_hour": "n/a: research device (illustrative)"})
+    ('6.88', 'n/a (research device)')
+    """
+    if price is not None:
+        return f"{price:.2f}"
+    reason = sources.get("price_usd_per_hour", "")
+    if not reason.startswith("n/a: "):
+        return "n/a (no price given)"
+    return f"n/a ({reason[5:].split(' (', 1)[0].split(';', 1)[0].strip()})"

@@ -1,5 +1,6 @@
 """``hermes-fast presets``: list the catalog's devices, models and memory tiers (with their schema's fields),
-or the output variables and renamed ones."""
+or the output variables and renamed ones. Devices come as an aligned table with their price (on the catalog's one
+basis, or why there is none) and the shipped calibration they use by default."""
 
 from __future__ import annotations
 
@@ -29,28 +30,86 @@ def cmd_presets(args) -> int:
                 print(f"{old:32s} -> {new}")
             continue
         print(f"# {kind}")
-        for name in preset_names(kind):
-            x = cat.get(kind, name)
-            if kind == "devices":
-                bf16 = x.peak_flop_per_s.resolve("bf16")[0]
-                print(
-                    f"{name:16s} {x.name:42s} bf16 {bf16 / 1e12:7.1f} TFLOP/s  mem {x.memory_bytes / 1e9:6.1f} GB"
-                    f"  {x.memory_bandwidth_bytes_per_s / 1e12:5.2f} TB/s  {x.power_peak_w:5.0f} W"
-                )
-            elif kind == "models":
-                moe = f" MoE {x.moe.n_experts}x top-{x.moe.top_k}" if x.moe else ""
-                mla = " MLA" if x.mla else ""
-                print(
-                    f"{name:18s} {x.name:24s} {x.kind:13s} layers {x.n_layers:3d} hidden {x.hidden_size:6d}"
-                    f" heads {x.n_heads:3d}/{x.n_kv_heads:<3d}{moe}{mla}"
-                )
-            else:
-                print(
-                    f"{name:20s} {x.name:48s} {x.capacity_bytes / 1e9:9.0f} GB"
-                    f" {x.bandwidth_bytes_per_s / 1e9:8.1f} GB/s {x.latency_s * 1e6:9.2f} us"
-                )
+        lines = (
+            _device_table(cat) if kind == "devices" else (_line(kind, n, cat.get(kind, n)) for n in preset_names(kind))
+        )
+        for line in lines:
+            print(line)
         if args.fields:
             schema = {"devices": Device, "models": Model, "memory_tiers": MemoryTier}[kind]
             for fname, unit, doc in field_docs(schema):
                 print(f"    {fname:32s} [{unit}] {doc}")
     return 0
+
+
+def _line(kind: str, name: str, x) -> str:
+    """One model or memory tier preset."""
+    if kind == "models":
+        moe = f" MoE {x.moe.n_experts}x top-{x.moe.top_k}" if x.moe else ""
+        mla = " MLA" if x.mla else ""
+        return (
+            f"{name:18s} {x.name:24s} {x.kind:13s} layers {x.n_layers:3d} hidden {x.hidden_size:6d}"
+            f" heads {x.n_heads:3d}/{x.n_kv_heads:<3d}{moe}{mla}"
+        )
+    return (
+        f"{name:20s} {x.name:48s} {x.capacity_bytes / 1e9:9.0f} GB"
+        f" {x.bandwidth_bytes_per_s / 1e9:8.1f} GB/s {x.latency_s * 1e6:9.2f} us"
+    )
+
+
+# display names longer than this are cut (the full name: `hf.Catalog().device(NAME).name`)
+_NAME_WIDTH = 48
+
+
+def _device_table(cat) -> list[str]:
+    """The device presets as an aligned table: a ``#`` header, one row per device (price last, since an n/a
+    carries its reason) and the price basis as ``#`` lines under it."""
+    import textwrap
+
+    from ..calibration.calibration import shipped_calibrations
+    from ..catalog import preset_names, price_basis, price_note
+
+    extra: dict[str, list[str]] = {}  # device -> its shipped calibrations other than the default
+    for cal in shipped_calibrations().values():
+        if cal.name != cal.device:
+            extra.setdefault(cal.device, []).append(cal.name)
+    head = ("name", "device", "bf16 TFLOP/s", "mem GB", "TB/s", "peak W", "calibration", "USD/h")
+    rows = []
+    for name in preset_names("devices"):
+        x = cat.device(name)
+        title = x.name if len(x.name) <= _NAME_WIDTH else x.name[: _NAME_WIDTH - 3] + "..."
+        default = cat.calibrations.get(name)
+        calibration = default.name if default is not None else "none (defaults)"
+        if name in extra:
+            calibration += " (+" + ", ".join(sorted(extra[name])) + ")"
+        rows.append(
+            (
+                name,
+                title,
+                f"{x.peak_flop_per_s.resolve('bf16')[0] / 1e12:.1f}",
+                f"{x.memory_bytes / 1e9:.1f}",
+                f"{x.memory_bandwidth_bytes_per_s / 1e12:.2f}",
+                f"{x.power_peak_w:.0f}",
+                calibration,
+                price_note(x.price_usd_per_hour, x.sources),
+            )
+        )
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    numeric = {2, 3, 4, 5}  # right-aligned; the price's numbers line up on the right of their column
+    price_w = max([len(head[7])] + [len(r[7]) for r in rows if not r[7].startswith("n/a")])
+
+    def line(cells, header=False):
+        out = []
+        for i, cell in enumerate(cells):
+            if i == 0 and header:
+                out.append("# " + cell.ljust(widths[0] - 2))
+            elif i in numeric:
+                out.append(cell.rjust(widths[i]))
+            elif i == 7:
+                out.append(cell if cell.startswith("n/a") else cell.rjust(price_w))
+            else:
+                out.append(cell.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    basis = textwrap.wrap(f"USD/h: {price_basis()} Sources and reasons: hermes_fast/catalog/devices.yaml.", 108)
+    return [line(head, header=True), *(line(r) for r in rows), *("# " + b for b in basis)]
