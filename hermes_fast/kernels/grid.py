@@ -6,7 +6,7 @@ from numba import prange
 
 from . import layout as L
 from ._jit import grid_kernel, kernel
-from .iteration import micro_batches, pipelined
+from .iteration import graph_batch, micro_batches, pipelined
 from .step import prefill_pairs, step_cost
 
 
@@ -40,7 +40,12 @@ def pipelined_time(p, batch, prompt_tokens, past_tokens, decode):
         pairs = mb * prefill_pairs(p, prompt_tokens, past_tokens)
         kv, n_dec, kv_dec = mb * (prompt_tokens + past_tokens), 0.0, 0.0
         logits = mb if p[L.HAS_LM_HEAD] > 0.0 else 0.0
+    padded, eager = graph_batch(p, tokens, n_dec)
+    if padded != n_dec:  # (a decode-only micro-batch padded to a captured CUDA graph: every row samples)
+        n_dec, logits = padded, padded
     total, c, m, k, o = step_cost(p, tokens, pairs, kv, n_dec, kv_dec, logits)
+    total += eager
+    o += eager
     bound = _argmax4(c, m, k, o)
     if p[L.PP] <= 1.0:
         return total, bound

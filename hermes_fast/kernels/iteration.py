@@ -18,7 +18,7 @@ from ._jit import kernel
 from .collectives import p2p_time
 from .step import host_time, step_cost
 
-__all__ = ["micro_batches", "pipelined", "iteration_time"]
+__all__ = ["micro_batches", "pipelined", "graph_batch", "iteration_time"]
 
 
 @kernel
@@ -46,6 +46,24 @@ def pipelined(p, mb_total_s, mb_logits, logits, mb_tokens, n_mb, in_flight):
 
 
 @kernel
+def graph_batch(p, prefill_tokens, decode_seqs):
+    """(sequences a micro-batch's GEMMs and sampling run at, seconds of eager kernel launches it adds) under the
+    stack's CUDA graphs (``layout.GRAPH_*``): a decode-only micro-batch is padded to the next captured size
+    (padding rows hold no KV); above the largest, or with prefill unless mixed batches are captured, it runs
+    eagerly. Without graphs: (decode_seqs, 0)."""
+    n = int(p[L.GRAPH_COUNT])
+    if n == 0:
+        return decode_seqs, 0.0
+    if prefill_tokens > 0.0:
+        return decode_seqs, 0.0 if p[L.GRAPH_MIXED] > 0.0 else p[L.GRAPH_EAGER_S]
+    for k in range(n):
+        size = p[L.GRAPH_SIZES + k]
+        if size >= decode_seqs:
+            return size, 0.0
+    return decode_seqs, p[L.GRAPH_EAGER_S]
+
+
+@kernel
 def iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, n_seq, in_flight):
     """Seconds of one iteration of a replica whose batch has these totals (see the module docstring)."""
     fixed = p[L.FIXED_STEP_S]
@@ -53,7 +71,12 @@ def iteration_time(p, prefill_tokens, pairs, prefill_kv, n_dec, dec_kv, logits, 
         return fixed
     n_mb = micro_batches(p, n_seq)
     s = 1.0 / n_mb
-    t = step_cost(p, prefill_tokens * s, pairs * s, prefill_kv * s, n_dec * s, dec_kv * s, logits * s)[0]
+    mb_prefill, mb_dec, mb_logits = prefill_tokens * s, n_dec * s, logits * s
+    mb_tokens = (prefill_tokens + n_dec) * s
+    padded, eager = graph_batch(p, mb_prefill, mb_dec)
+    if padded != mb_dec:  # (a decode-only micro-batch: every padded row runs, and samples)
+        mb_dec, mb_logits, mb_tokens, logits = padded, padded, padded, padded * n_mb
+    t = step_cost(p, mb_prefill, pairs * s, prefill_kv * s, mb_dec, dec_kv * s, mb_logits)[0] + eager
     if p[L.PP] <= 1.0 or t <= 0.0:
         return t
-    return pipelined(p, t, logits * s, logits, (prefill_tokens + n_dec) * s, n_mb, in_flight)
+    return pipelined(p, t, mb_logits, logits, mb_tokens, n_mb, in_flight)

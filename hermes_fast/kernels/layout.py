@@ -110,5 +110,14 @@ RES_PREFILL = _slot(RES_SIZE)
 RES_DECODE = _slot(RES_SIZE)
 # --- serving
 FIXED_STEP_S = _slot()  # > 0: every iteration takes this long (engine.fixed_step_time_s), replacing the roofline
+# --- the serving stack's CUDA graphs: decode batch sizes captured (ascending; GRAPH_COUNT = 0: no graphs, every
+#     iteration as the roofline prices it), a decode-only micro-batch runs as the next captured size; an
+#     iteration that runs eagerly (above the largest size, or with prefill unless GRAPH_MIXED) pays the host's
+#     kernel launches, GRAPH_EAGER_S
+GRAPH_MAX_SIZES = 64
+GRAPH_COUNT = _slot()
+GRAPH_SIZES = _slot(GRAPH_MAX_SIZES)
+GRAPH_MIXED = _slot()  # 1: iterations with prefill run as (piecewise) graphs too
+GRAPH_EAGER_S = _slot()  # s of kernel launches an eager iteration adds
 N_PARAMS = _n
 del _n, _slot

@@ -11,7 +11,11 @@ from .jobs import job_owner, spawn_branches
 from .kv import blocks_for, swap_time
 from .queues import dequeue
 from .state import (
+    ADMIT_RATIO,
+    ADMIT_RESERVE_ALL,
+    PF_NEW_TOKEN_RATIO,
     PIPELINES,
+    PL_ADMIT,
     PL_BLOCK,
     PL_CHUNK,
     PL_COUNT,
@@ -40,6 +44,7 @@ from .state import (
     RQ_OUTPUT,
     RQ_PREFILLED,
     RQ_PROMPT,
+    RQ_RESERVED,
     RQ_SHARED_BLOCKS,
     RQ_SWAPPED,
     RQ_TARGET,
@@ -47,6 +52,20 @@ from .state import (
 )
 
 __all__ = ["admit"]
+
+
+@kernel
+def _kept_for_running(S, r, ratio):
+    """Tokens of KV an ADMIT_RATIO replica keeps free for its running requests: ``ratio`` of their remaining
+    output, less what their blocks already hold beyond their KV."""
+    ri = S.req_int
+    block = S.pool_int[PL_BLOCK, S.rep_int[RP_POOL, r]]
+    kept = 0.0
+    for k in range(S.rep_int[RP_NRUN, r]):
+        i = S.running[r, k]
+        ahead = ratio * (ri[RQ_OUTPUT, i] - ri[RQ_GEN, i]) - (ri[RQ_BLOCKS, i] * block - ri[RQ_KV, i])
+        kept += max(ahead, 0.0)
+    return kept
 
 
 @kernel
@@ -83,6 +102,9 @@ def _admit_heads(S, r, t, budget, static_reserve):
     max_batch = pi[PL_MAX_BATCH, pool]
     chunked = pi[PL_POLICY, pool] == POLICY_CHUNKED
     chunk_cap = pi[PL_CHUNK, pool]
+    reserve_all = static_reserve or pi[PL_ADMIT, pool] == ADMIT_RESERVE_ALL
+    ratio = S.pool_float[PF_NEW_TOKEN_RATIO, pool] if pi[PL_ADMIT, pool] == ADMIT_RATIO else 0.0
+    kept = _kept_for_running(S, r, ratio) if ratio > 0.0 else 0.0  # tokens kept free for running outputs
     n_rep = rs.shape[1]
     admitted_tokens = 0
     admitted = 0
@@ -109,12 +131,18 @@ def _admit_heads(S, r, t, budget, static_reserve):
                     return admitted_tokens, swap_s, admitted, ready_n
                 most = max(ri[RQ_PREFILLED, i] + chunk, ri[RQ_KV, i])  # (a swapped partial prompt brings its KV)
                 spend = chunk
-            if static_reserve:
+            if reserve_all:
                 most = max(most, ri[RQ_PROMPT, i] + ri[RQ_OUTPUT, i] - 1)
             need = blocks_for(most, block)
             held = ri[RQ_SHARED_BLOCKS, i]  # queued requests hold no blocks, but a new branch shares its prompt's
-            if need - held > rs[RP_FREE_BLOCKS, r] or (ready and budget < 1):
+            keep = 0
+            if ratio > 0.0:  # its own remaining output counts too
+                kept_after = kept + ratio * (ri[RQ_OUTPUT, i] - ri[RQ_GEN, i])
+                keep = blocks_for(int(math.ceil(kept_after)), block)
+            if need - held + keep > rs[RP_FREE_BLOCKS, r] or (ready and budget < 1):
                 return admitted_tokens, swap_s, admitted, ready_n
+            if ratio > 0.0:
+                kept = kept_after
             dequeue(S, q)
             if ri[RQ_SWAPPED, i] == 1:
                 swap_s += swap_time(S, pool, ri[RQ_KV, i])
@@ -123,6 +151,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
             admitted_tokens += chunk
             rs[RP_FREE_BLOCKS, r] -= need - held
             ri[RQ_BLOCKS, i] = need
+            ri[RQ_RESERVED, i] = need if reserve_all else 0
             rs[RP_KV_TOKENS, r] += ri[RQ_KV, i] - ri[RQ_SHARED_BLOCKS, i] * block
             if math.isnan(rf[RF_ADMIT, i]):
                 rf[RF_ADMIT, i] = t

@@ -37,6 +37,7 @@ from .state import (
     RQ_BLOCKS,
     RQ_CHUNK,
     RQ_KV,
+    RQ_RESERVED,
     SPAN_CAP,
     SPAN_COST,
     SPAN_END,
@@ -67,7 +68,7 @@ def _span_limit(S, r, min_left):
         for k in range(n):
             i = run[r, k]
             if ri[RQ_CHUNK, i] > 0:
-                need += blocks_for(ri[RQ_KV, i] + mid, block) - ri[RQ_BLOCKS, i]
+                need += max(blocks_for(ri[RQ_KV, i] + mid, block) - ri[RQ_BLOCKS, i], 0)
         if need <= free:
             lo = mid
         else:
@@ -105,7 +106,7 @@ def span_blocks(S, r, span):
     for k in range(rs[RP_NRUN, r]):
         i = run[r, k]
         if ri[RQ_CHUNK, i] > 0:
-            b = blocks_for(ri[RQ_KV, i] + span, block)
+            b = max(blocks_for(ri[RQ_KV, i] + span, block), ri[RQ_RESERVED, i])  # (a reservation stays held)
             rs[RP_FREE_BLOCKS, r] -= b - ri[RQ_BLOCKS, i]
             ri[RQ_BLOCKS, i] = b
 

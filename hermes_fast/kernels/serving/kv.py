@@ -28,6 +28,7 @@ from .state import (
     RQ_PREEMPTIONS,
     RQ_PREFILLED,
     RQ_PROMPT,
+    RQ_RESERVED,
     RQ_SHARED_BLOCKS,
     RQ_STAGE,
     RQ_SWAPPED,
@@ -62,6 +63,7 @@ def release_kv(S, r, i):
     rs[RP_FREE_BLOCKS, r] += ri[RQ_BLOCKS, i] - shared
     rs[RP_KV_TOKENS, r] -= ri[RQ_KV, i] - shared * block
     ri[RQ_BLOCKS, i] = 0
+    ri[RQ_RESERVED, i] = 0
     ri[RQ_SHARED_BLOCKS, i] = 0
     if shared == 0:
         return

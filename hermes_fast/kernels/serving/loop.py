@@ -18,6 +18,7 @@ from .events import heap_pop, heap_top, timer_kind, timer_subject
 from .fastforward import truncate_span
 from .links import next_transfer_end, ps_complete, ps_join
 from .pipeline import arrive_pipeline, stage_done, start_service
+from .routing import stage_pool
 from .state import (
     G_CHILD0,
     G_CLOSED,
@@ -49,12 +50,14 @@ from .state import (
     RP_SPAN,
     RQ_CHUNK,
     RQ_RES,
+    RQ_STAGE,
     RQ_XFER_KIND,
     RUN_END,
     RUN_HORIZON,
     SPAN_COST,
     SPAN_END,
     TIMER_DELAY,
+    TIMER_FRONTEND,
     TIMER_SEND,
     TIMER_WAKE,
     XF_NEXT_T,
@@ -62,7 +65,7 @@ from .state import (
     XFER_KV_FETCH,
     XFER_STAGE,
 )
-from .submission import arrive
+from .submission import arrive, enter_pool
 
 __all__ = ["serve", "compiled_serve"]
 
@@ -147,6 +150,9 @@ def _timer(S, payload, t):
                 _send(S, t)
         elif g[G_SENT] < g[G_NEXT_ARRIVAL] and g[G_IN_FLIGHT] < g[G_CONCURRENCY]:
             _send(S, t)
+    elif kind == TIMER_FRONTEND:  # a job is through its engine's front end (plain serving: the entry pool)
+        s = S.req_int[RQ_STAGE, x]
+        enter_pool(S, x, 0 if s < 0 else stage_pool(S, x, s), t)
     elif kind == TIMER_WAKE:
         if S.rep_float[IT_WAKE_DUE, x] == t:
             S.rep_float[IT_WAKE_DUE, x] = -1.0

@@ -38,6 +38,7 @@ from .state import (
     RQ_KV,
     RQ_OUTPUT,
     RQ_PREFILLED,
+    RQ_RESERVED,
     RQ_TARGET,
 )
 
@@ -98,7 +99,7 @@ def _continue_chunks(S, r, budget):
         chunk = min(chunk, room)
         if chunk <= 0:
             continue
-        b = blocks_for(ri[RQ_PREFILLED, i] + chunk, block)
+        b = max(blocks_for(ri[RQ_PREFILLED, i] + chunk, block), ri[RQ_RESERVED, i])  # (a reservation stays held)
         rs[RP_FREE_BLOCKS, r] -= b - ri[RQ_BLOCKS, i]
         ri[RQ_BLOCKS, i] = b
         mark(S, r, i, chunk)

@@ -102,6 +102,7 @@ RQ_SHARED_BLOCKS = _r()  # KV blocks of its job's prompt it shares with sibling 
 RQ_BRANCHED = _r()  # 1 once its job's branches have started
 RQ_HOLDERS = _r()  # branches holding the shared prompt blocks (they are freed when none does)
 RQ_EMITTED = _r()  # tokens its finished LLM jobs emitted, its parallel branches' included (thinking + answer)
+RQ_RESERVED = _r()  # KV blocks reserved at admission for the job's whole life (0: allocated as it goes)
 REQ_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per request: S.req_float (s unless noted)
@@ -190,6 +191,7 @@ PL_RR = _r()  # round-robin counter (mutable)
 PL_KIND = _r()  # POOL_MODEL or POOL_SEARCH
 PL_LINK_RES = _r()  # resource the KV hand-off crosses (-1: fixed latency + bytes / bandwidth, no sharing)
 PL_MEM_RES = _r()  # search pools: resource (a host's memory) the index is read through, shared (-1: none)
+PL_ADMIT = _r()  # ADMIT_*: how admission commits KV
 POOL_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pool configuration: S.pool_float
@@ -206,6 +208,8 @@ PF_S_BYTES_QUERY = _r()
 PF_S_FLOPS = _r()  # achievable FLOP/s
 PF_S_BW = _r()  # achievable B/s
 PF_S_OVERHEAD = _r()  # s per batch
+PF_NEW_TOKEN_RATIO = _r()  # ADMIT_RATIO: share of a running request's remaining output kept free for it
+PF_FRONTEND_S = _r()  # s a job waits in the engine's API front end (HTTP, tokenisation) before it queues
 POOL_FLOAT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pipelines: S.pipe_int (columns: stages, tier
@@ -360,6 +364,11 @@ POOL_MODEL = 0  # pool kinds (PL_KIND)
 POOL_SEARCH = 1
 PREEMPT_RECOMPUTE = 0  # preemption modes (PL_PREEMPT)
 PREEMPT_SWAP = 1
+ADMIT_ON_DEMAND = 0  # admission (PL_ADMIT): blocks allocated as tokens come; preempt when they run out (vLLM)
+ADMIT_RESERVE_ALL = 1  # reserve the job's whole KV (prompt + output) at admission: never preempted (TRT-LLM's
+# guaranteed_no_evict; the static policy too)
+ADMIT_RATIO = 2  # admit while the free KV covers the prompt and PF_NEW_TOKEN_RATIO of every running and new
+# request's remaining output; blocks then allocated on demand (SGLang's new_token_ratio)
 PAIRING_GLOBAL = 0  # disaggregated hand-off pairing (PL_PAIRING)
 PAIRING_LOCAL = 1
 
@@ -380,4 +389,5 @@ TIMER_DELAY = 0  # timer kinds (timer heap payload = subject * TIMER_KINDS + kin
 TIMER_WAKE = 1  # an idle replica's batch wait ends
 TIMER_JOIN = 2  # a transfer joins its resource after the latency
 TIMER_SEND = 3  # a client sends its next request (closed loop, or a slot freed under a concurrency cap)
-TIMER_KINDS = 4
+TIMER_FRONTEND = 4  # a job is through its engine's API front end: it queues
+TIMER_KINDS = 5

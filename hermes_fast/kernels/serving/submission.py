@@ -5,12 +5,15 @@ from __future__ import annotations
 from .._jit import kernel
 from .boundary import iteration_boundary
 from .clients import client_done
+from .events import heap_push, timer_payload
 from .fastforward import truncate_span
 from .kv import blocks_for
 from .queues import enqueue
 from .routing import choose_queue
 from .state import (
     DRAW_ENTRY,
+    HEAP_TIMER,
+    PF_FRONTEND_S,
     PL_BLOCK,
     PL_CAP_BLOCKS,
     PL_COUNT,
@@ -40,9 +43,10 @@ from .state import (
     RQ_TARGET,
     STATUS_DROPPED,
     STATUS_REJECTED,
+    TIMER_FRONTEND,
 )
 
-__all__ = ["queue_job", "arrive", "wake", "wake_replica"]
+__all__ = ["queue_job", "enter_pool", "arrive", "wake", "wake_replica"]
 
 
 @kernel(inline=True)
@@ -91,6 +95,17 @@ def _reject_reason(S, pool, i):
 
 @kernel
 def queue_job(S, i, pool, t):
+    """Request i's job reaches ``pool``: it passes the engine's API front end (a delay, if the pool has one),
+    then :func:`enter_pool`."""
+    front_end = S.pool_float[PF_FRONTEND_S, pool]
+    if front_end > 0.0:
+        heap_push(S, HEAP_TIMER, t + front_end, timer_payload(i, TIMER_FRONTEND))
+        return
+    enter_pool(S, i, pool, t)
+
+
+@kernel
+def enter_pool(S, i, pool, t):
     """Queue request i's job at ``pool`` (and wake a replica), or reject or drop it."""
     ri = S.req_int
     pi = S.pool_int

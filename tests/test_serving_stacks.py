@@ -1,0 +1,132 @@
+"""What serving stacks do around the kernels, in the loop and the step cost: KV admission policies (on demand,
+reserve the whole job, SGLang's new-token ratio), CUDA-graph padding, the API front end.
+
+These tests set the pool arrays and engine parameters directly (the stack catalog fills them)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hermes_fast.kernels import layout as L
+from hermes_fast.kernels.grid import pipelined_time
+from hermes_fast.kernels.iteration import iteration_time
+from hermes_fast.kernels.serving import Status
+from hermes_fast.kernels.serving import state as loop
+from hermes_fast.kernels.step import step_cost
+from hermes_fast.resolve import resolve_scenario
+from hermes_fast.simulate import build_serving, run_serving
+from hermes_fast.workload import draw_workload, rng_for
+
+
+def serving(prompt=100, output=60, rate=1000.0, policy="continuous", n=3, step_s=0.01):
+    """n requests arriving together-ish on one replica with a constant step (so times are easy to reason on)."""
+    engine = {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": step_s}
+    engine["batching"] = {"policy": policy}
+    workload = {"rate_per_s": rate, "arrival": {"process": "deterministic"}}
+    workload["classes"] = [{"prompt_tokens": prompt, "output_tokens": output}]
+    sc = {"engines": [engine], "workload": workload}
+    resolved = resolve_scenario(sc)
+    return build_serving(resolved), draw_workload(resolved.scenario.workload, n, rng_for(1))
+
+
+def with_pool(setup, **fields):
+    """The setup with pool 0's loop fields set (``admit=``, ``cap_blocks=``, ``frontend_s=`` ...)."""
+    pi, pf = setup.pool_int.copy(), setup.pool_float.copy()
+    rows = {"admit": loop.PL_ADMIT, "cap_blocks": loop.PL_CAP_BLOCKS}
+    frows = {"frontend_s": loop.PF_FRONTEND_S, "new_token_ratio": loop.PF_NEW_TOKEN_RATIO}
+    for k, v in fields.items():
+        if k in rows:
+            pi[rows[k], 0] = v
+        else:
+            pf[frows[k], 0] = v
+    return dataclasses.replace(setup, pool_int=pi, pool_float=pf)
+
+
+def in_flight_max(start, end):
+    events = np.concatenate([-np.ones(end.size), np.ones(start.size)])[np.argsort(np.concatenate([end, start]))]
+    return int(np.cumsum(events).max())
+
+
+# ---------------------------------------------------------------- KV admission
+
+
+def test_reserving_the_whole_job_never_preempts_and_never_admits_beyond_its_reservation():
+    """Prompt 100, output 60, 16-token blocks: a job holds at most 159 tokens = 10 blocks. With 25 blocks, whole-job
+    reservation runs two at a time and never preempts; on demand, three prompts (7 blocks each) fit, the decodes
+    outgrow the cache and the newest is preempted."""
+    setup, draws = serving(n=3)
+    reserve = run_serving(with_pool(setup, admit=loop.ADMIT_RESERVE_ALL, cap_blocks=25), draws)
+    assert (reserve.status == Status.DONE).all() and reserve.preemptions.sum() == 0
+    assert in_flight_max(reserve.admit_s, reserve.done_s) == 2
+    # the third waits for the first to finish: admitted at its completion, then 60 steps (prefill + 59 decodes)
+    assert reserve.admit_s[2] == pytest.approx(reserve.done_s[0], rel=1e-12)
+    assert reserve.free_blocks.tolist() == [25]
+    demand = run_serving(with_pool(setup, admit=loop.ADMIT_ON_DEMAND, cap_blocks=25), draws)
+    assert (demand.status == Status.DONE).all() and demand.preemptions.sum() > 0
+    assert in_flight_max(demand.admit_s, demand.done_s) == 3
+
+
+def test_the_new_token_ratio_keeps_room_for_running_outputs():
+    """Ratio 1: admission keeps the running jobs' whole remaining output free, like a reservation, so nothing
+    is preempted; ratio 0.1 admits all three and the decodes run out of blocks."""
+    setup, draws = serving(n=3)
+    full = run_serving(with_pool(setup, admit=loop.ADMIT_RATIO, new_token_ratio=1.0, cap_blocks=25), draws)
+    assert full.preemptions.sum() == 0 and in_flight_max(full.admit_s, full.done_s) == 2
+    low = run_serving(with_pool(setup, admit=loop.ADMIT_RATIO, new_token_ratio=0.1, cap_blocks=25), draws)
+    assert low.preemptions.sum() > 0 and (low.status == Status.DONE).all()
+
+
+# ---------------------------------------------------------------- the API front end
+
+
+def test_the_front_end_adds_once_to_ttft_and_e2e():
+    """One request at a time: a 7 ms front end delays its prefill, so TTFT and E2E grow by exactly 7 ms."""
+    setup, draws = serving(n=5, rate=1.0)
+    base = run_serving(setup, draws)
+    fe = run_serving(with_pool(setup, frontend_s=0.007), draws)
+    np.testing.assert_allclose(fe.first_token_s - fe.sent_s, base.first_token_s - base.sent_s + 0.007, rtol=1e-12)
+    np.testing.assert_allclose(fe.done_s - fe.sent_s, base.done_s - base.sent_s + 0.007, rtol=1e-12)
+    np.testing.assert_allclose(fe.done_s - fe.first_token_s, base.done_s - base.first_token_s, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- CUDA graphs
+
+
+def graphed(params, sizes, eager_s=0.0, mixed=False):
+    p = params.copy()
+    p[L.GRAPH_COUNT] = len(sizes)
+    p[L.GRAPH_SIZES : L.GRAPH_SIZES + len(sizes)] = sizes
+    p[L.GRAPH_EAGER_S] = eager_s
+    p[L.GRAPH_MIXED] = 1.0 if mixed else 0.0
+    return p
+
+
+@pytest.mark.parametrize("f", ["plain", "jit"])
+def test_a_decode_batch_runs_as_the_next_captured_graph(build, f):
+    """Captured sizes [1, 2, 4, 8]: a decode batch of 5 costs the 8-row GEMMs and sampling (its KV is its own),
+    almost exactly what a batch of 8 costs at short context; 9 runs eagerly and pays the launches."""
+    p0 = build("llama-3.1-8b").params
+    p = graphed(p0, [1, 2, 4, 8], eager_s=0.002)
+    it = iteration_time if f == "plain" else iteration_time.jit
+    ctx = 1000.0
+    five = it(p, 0.0, 0.0, 0.0, 5.0, 5 * ctx, 5.0, 5.0, True)
+    assert five == pytest.approx(step_cost(p0, 0.0, 0.0, 0.0, 8.0, 5 * ctx, 8.0)[0], rel=1e-12)
+    assert five > it(p0, 0.0, 0.0, 0.0, 5.0, 5 * ctx, 5.0, 5.0, True)  # the padding costs
+    short = [it(p, 0.0, 0.0, 0.0, b, b * 1.0, b, b, True) for b in (5.0, 8.0)]
+    assert short[0] == pytest.approx(short[1], rel=1e-3)
+    nine = it(p, 0.0, 0.0, 0.0, 9.0, 9 * ctx, 9.0, 9.0, True)
+    assert nine == pytest.approx(it(p0, 0.0, 0.0, 0.0, 9.0, 9 * ctx, 9.0, 9.0, True) + 0.002, rel=1e-12)
+    # a prefill iteration runs eagerly unless mixed batches are captured
+    pre = (512.0, 512.0 * 513 / 2, 512.0, 0.0, 0.0, 1.0, 1.0, False)
+    assert it(p, *pre) == pytest.approx(it(p0, *pre) + 0.002, rel=1e-12)
+    assert it(graphed(p0, [1, 2, 4, 8], 0.002, mixed=True), *pre) == pytest.approx(it(p0, *pre), rel=1e-12)
+
+
+def test_estimate_pads_decode_steps_the_same_way(build):
+    """One formula: estimate's decode step at batch 5 is the loop's iteration at 5 decodes."""
+    p = graphed(build("llama-3.1-8b").params, [1, 2, 4, 8], eager_s=0.002)
+    loop_s = iteration_time(p, 0.0, 0.0, 0.0, 5.0, 5 * 1000.0, 5.0, 5.0, True)
+    assert pipelined_time(p, 5.0, 0.0, 1000.0, True)[0] == pytest.approx(loop_s, rel=1e-12)
