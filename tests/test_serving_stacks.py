@@ -95,8 +95,9 @@ def test_the_front_end_adds_once_to_ttft_and_e2e():
 # ---------------------------------------------------------------- CUDA graphs
 
 
-def graphed(params, sizes, eager_s=0.0, mixed=False):
+def graphed(params, sizes, eager_s=0.0, mixed=False, exact=False):
     p = params.copy()
+    p[L.GRAPH_EXACT] = 1.0 if exact else 0.0
     p[L.GRAPH_COUNT] = len(sizes)
     p[L.GRAPH_SIZES : L.GRAPH_SIZES + len(sizes)] = sizes
     p[L.GRAPH_EAGER_S] = eager_s
@@ -123,6 +124,15 @@ def test_a_decode_batch_runs_as_the_next_captured_graph(build, f):
     pre = (512.0, 512.0 * 513 / 2, 512.0, 0.0, 0.0, 1.0, 1.0, False)
     assert it(p, *pre) == pytest.approx(it(p0, *pre) + 0.002, rel=1e-12)
     assert it(graphed(p0, [1, 2, 4, 8], 0.002, mixed=True), *pre) == pytest.approx(it(p0, *pre), rel=1e-12)
+
+
+def test_without_padding_only_captured_sizes_run_as_graphs(build):
+    """TensorRT-LLM's default: graphs for 1-31, 32, 64, 128 and no padding: 40 runs eagerly, 32 and 64 do not."""
+    p0 = build("llama-3.1-8b").params
+    p = graphed(p0, [*range(1, 32), 32, 64, 128], eager_s=0.003, exact=True)
+    for b, extra in ((31.0, 0.0), (32.0, 0.0), (40.0, 0.003), (64.0, 0.0), (200.0, 0.003)):
+        args = (0.0, 0.0, 0.0, b, b * 500.0, b, b, True)
+        assert iteration_time(p, *args) == pytest.approx(iteration_time(p0, *args) + extra, rel=1e-12), b
 
 
 def test_estimate_pads_decode_steps_the_same_way(build):

@@ -49,8 +49,8 @@ def pipelined(p, mb_total_s, mb_logits, logits, mb_tokens, n_mb, in_flight):
 def graph_batch(p, prefill_tokens, decode_seqs):
     """(sequences a micro-batch's GEMMs and sampling run at, seconds of eager kernel launches it adds) under the
     stack's CUDA graphs (``layout.GRAPH_*``): a decode-only micro-batch is padded to the next captured size
-    (padding rows hold no KV); above the largest, or with prefill unless mixed batches are captured, it runs
-    eagerly. Without graphs: (decode_seqs, 0)."""
+    (padding rows hold no KV; without padding only an exact size runs as a graph); above the largest, or with
+    prefill unless mixed batches are captured, it runs eagerly. Without graphs: (decode_seqs, 0)."""
     n = int(p[L.GRAPH_COUNT])
     if n == 0:
         return decode_seqs, 0.0
@@ -59,7 +59,9 @@ def graph_batch(p, prefill_tokens, decode_seqs):
     for k in range(n):
         size = p[L.GRAPH_SIZES + k]
         if size >= decode_seqs:
-            return size, 0.0
+            if size == decode_seqs or p[L.GRAPH_EXACT] == 0.0:
+                return size, 0.0
+            break
     return decode_seqs, p[L.GRAPH_EAGER_S]
 
 

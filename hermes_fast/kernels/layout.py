@@ -118,6 +118,7 @@ GRAPH_MAX_SIZES = 64
 GRAPH_COUNT = _slot()
 GRAPH_SIZES = _slot(GRAPH_MAX_SIZES)
 GRAPH_MIXED = _slot()  # 1: iterations with prefill run as (piecewise) graphs too
+GRAPH_EXACT = _slot()  # 1: no padding: only a batch of exactly a captured size runs as a graph
 GRAPH_EAGER_S = _slot()  # s of kernel launches an eager iteration adds
 N_PARAMS = _n
 del _n, _slot

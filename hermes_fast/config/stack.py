@@ -1,0 +1,84 @@
+"""Schema of a serving stack: what the serving software (vLLM, SGLang, TensorRT-LLM) does around the kernels.
+
+Kernels give device time; a stack adds its scheduler's semantics (the batching policy and budgets it runs with
+by default, how admission commits KV), the decode batch sizes it captures as CUDA graphs, its host work per
+iteration, per sequence and per tensor-parallel rank, and its API front end. Stacks are catalog data
+(``hermes_fast/catalog/stacks.yaml``, every figure with its source and the version it describes); an engine
+picks one with ``stack:`` and its own fields (``batching.policy``, ``max_batched_tokens``...) override the
+stack's defaults; a scenario may define its own under ``stacks:`` (``base: vllm`` and the fields to change).
+The ``ideal`` stack is the kernels alone: no graphs, no host or front-end costs beyond the device's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .base import ConfigError, fld
+
+__all__ = ["Stack", "ADMISSIONS"]
+
+ADMISSIONS = ("on_demand", "reserve_all", "new_token_ratio")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stack:
+    """A serving stack's defaults and costs (see the module docstring); None: the engine schema's default."""
+
+    name: str = fld(doc="display name")
+    version: str = fld("", doc="the stack version(s) these figures describe")
+    # engine defaults (an engine's own fields win)
+    memory_utilization: float | None = fld(
+        None, unit="1", doc="fraction of device memory for weights + KV (None: the engine schema's 0.9)", gt=0, le=1
+    )
+    max_batched_tokens: int | None = fld(
+        None, unit="token", doc="token budget of one iteration (None: the engine schema's 8192)", ge=1, le=1 << 24
+    )
+    policy: Literal["static", "continuous", "chunked", "mixed"] | None = fld(None, doc="batching policy")
+    max_batch_size: int | None = fld(None, unit="request", doc="most requests in one iteration", ge=1, le=65536)
+    chunk_size: int | None = fld(
+        None, unit="token", doc="most prompt tokens of one request per iteration (None: the budget)", ge=1, le=1 << 24
+    )
+    block_size_tokens: int | None = fld(None, unit="token", doc="paged-KV block size", ge=1, le=1 << 20)
+    preemption: Literal["recompute", "swap"] | None = fld(None, doc="what a preempted request's KV does")
+    # scheduler semantics
+    admission: Literal["on_demand", "reserve_all", "new_token_ratio"] = fld(
+        "on_demand",
+        doc="how admission commits KV: on_demand (allocate as tokens come, preempt when out; vLLM), reserve_all "
+        "(the job's whole KV at admission, never preempted; TensorRT-LLM's guaranteed_no_evict), new_token_ratio "
+        "(keep a share of running and new requests' remaining output free; SGLang)",
+    )
+    new_token_ratio: float = fld(
+        0.0, unit="1", doc="new_token_ratio: share of each request's remaining output kept free", ge=0, le=1
+    )
+    # CUDA graphs
+    cuda_graph_sizes: tuple[int, ...] = fld(
+        (), unit="request", doc="decode batch sizes captured as CUDA graphs, ascending (none: no graphs)"
+    )
+    cuda_graph_padding: bool = fld(True, doc="a decode batch runs padded to the next captured size (else: exact only)")
+    cuda_graph_mixed: bool = fld(False, doc="iterations with prefill also run as (piecewise) graphs")
+    eager_launch_s_per_layer: float = fld(
+        0.0, unit="s", doc="host time of one layer's kernel launches in an iteration that runs eagerly", ge=0, le=1
+    )
+    # host and front-end costs (None: the device's efficiency fields)
+    step_overhead_s: float | None = fld(None, unit="s", doc="host work per iteration", ge=0, le=10)
+    step_overhead_per_tp_rank_s: float | None = fld(
+        None, unit="s", doc="host work per iteration per tensor-parallel rank beyond the first", ge=0, le=10
+    )
+    sequence_overhead_s: float | None = fld(
+        None, unit="s", doc="host work per sequence that emits a token in an iteration", ge=0, le=10
+    )
+    frontend_s: float = fld(
+        0.0, unit="s", doc="API server and tokenisation time of a request before it queues at the engine", ge=0, le=60
+    )
+    sources: dict[str, str] = fld(factory=dict, doc="source of each figure, keyed by field")
+    notes: str = fld("", doc="free text")
+
+    def _validate(self, path: str) -> None:
+        sizes = self.cuda_graph_sizes
+        if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)) or any(s < 1 for s in sizes):
+            raise ConfigError(f"{path}.cuda_graph_sizes", list(sizes), "positive batch sizes in ascending order")
+        if len(sizes) > 64:
+            raise ConfigError(f"{path}.cuda_graph_sizes", len(sizes), "at most 64 captured sizes")
+        if self.admission == "new_token_ratio" and self.new_token_ratio <= 0:
+            raise ConfigError(f"{path}.new_token_ratio", self.new_token_ratio, "> 0 with admission: new_token_ratio")
