@@ -1,10 +1,11 @@
 """The ``hermes-fast`` argument parser (every command's options) and :func:`main`: parse, run the command,
-print a config error as one line on stderr and exit 2 (1 for an OS error)."""
+print a config error as one line on stderr and exit 2 (1 for an OS error); warnings print as one line each."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..config.base import ConfigError
@@ -104,13 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"hermes-fast: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as e:
-        print(f"hermes-fast: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"hermes-fast: error: {e}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():  # warnings as one line each, without the source line
+        warnings.showwarning = _one_line_warning
+        try:
+            return args.func(args)
+        except ConfigError as e:
+            print(f"hermes-fast: error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"hermes-fast: error: {e}", file=sys.stderr)
+            return 1
