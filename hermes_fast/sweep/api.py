@@ -19,7 +19,7 @@ from ..config.scenario import Scenario
 from ..config.sweep import CapacitySearch, SweepSpec
 from ..resolve import load_scenario
 from .dataset import sweep_dataset
-from .executors import Runner, progress_bar
+from .executors import Runner, check_not_spawned_import, progress_bar
 from .lock import StoreLock
 from .plan import SweepPlan, fingerprint_of, parse_grid
 from .points import block_dims, layout_chunk, merge_layouts, run_chunk
@@ -98,7 +98,8 @@ def sweep(
     chunk_size : int or None, default None
         Points per task and per zarr chunk (default: about 8 tasks per worker, at most 256).
     progress : bool or None, default None
-        Progress bar on stderr (None: when stderr is a terminal).
+        Progress bar (tqdm: a widget in Jupyter with ipywidgets, else text on stderr); None: when stderr is a
+        terminal or in a notebook.
     overwrite : bool, default False
         Replace an ``out`` store written by a different sweep instead of refusing.
     fast_forward : bool, default True
@@ -138,6 +139,7 @@ def sweep(
     >>> int(ds.completed_requests.sum())  # 100 requests at each of the 2 points
     200
     """
+    check_not_spawned_import()
     for name, value in (("n_requests", n_requests), ("replicates", replicates), ("seed", seed)):
         convert_field(SweepSpec, name, value, name)
     if chunk_size is not None:
