@@ -272,3 +272,14 @@ def test_capacity_without_a_feasible_rate_says_so(capsys):
     assert "capacity      none: even 0.1 req/s misses the targets" in text
     assert "binding       TTFT p99 <= 1 ms" in text and "# at 0.1 req/s (the bracket's low end):" in text
     assert np.isfinite(float(text.split("TTFT")[-1].split()[0]))
+
+
+@pytest.mark.parametrize("command", [["run"], ["estimate"], ["capacity", "--ttft-p99", "1s"], ["run", "--tp", "2"]])
+def test_a_sweep_file_given_as_a_scenario_says_so(command, capsys):
+    sweep_file = EXAMPLES / "sweeps" / "rate_policy.yaml"
+    assert main([*command, str(sweep_file)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"hermes-fast: error: scenario: got '{sweep_file}'; expected a scenario file; this is a sweep file (grid): "
+        f"`hermes-fast sweep {sweep_file}`"
+    ]

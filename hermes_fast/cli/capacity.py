@@ -165,7 +165,7 @@ def cmd_capacity(args) -> int:
             raise
         raise ConfigError(f"{flag} ({e.path})", e.value, e.expected) from None
     scenario, settings, base = apply_knobs(args.scenario, args, "capacity")
-    with flag_errors(settings, base):
+    with flag_errors(settings, base, args.scenario):
         sc = load_scenario(scenario)
         ds = capacity_search(
             scenario,

@@ -91,7 +91,7 @@ def cmd_estimate(args) -> int:
         clash = next((p for p in _grid_paths(grid or {}) if p == short or p.endswith(ending)), None)
         if clash is not None:
             raise ConfigError(flag, getattr(args, flag[2:].replace("-", "_")), f"a field no --grid key sets ({clash})")
-    with flag_errors(settings, base):
+    with flag_errors(settings, base, args.scenario):
         ds = estimate(scenario, grid=grid, calibration=calibration_arg(args))
     print_estimate(ds)
     if out is not None:

@@ -106,7 +106,8 @@ def knob_settings(args: argparse.Namespace, base: dict, command: str) -> list[tu
                     f"no {flag} for estimate: a zero-load estimate of a static batch does not depend on the arrival "
                     "rate, replicas or batching policy (`hermes-fast run` simulates them)",
                 )
-    sc = load_scenario(base)  # the file itself is valid: later errors are the flags'
+    with flag_errors([], None, getattr(args, "scenario", None)):
+        sc = load_scenario(base)  # the file itself is valid: later errors are the flags'
     if command == "estimate":
         engines = [e.name for e in sc.engines]
     else:
@@ -146,9 +147,18 @@ def _index_path(path: str, base: dict) -> str:
     return text
 
 
+def _is_sweep_file(path: str | Path | None) -> bool:
+    try:
+        raw = load_yaml(Path(path)) if path else None
+    except ConfigError:
+        return False
+    return isinstance(raw, dict) and "grid" in raw and "engines" not in raw
+
+
 @contextmanager
-def flag_errors(settings: list[tuple[str, str, Any]], base: dict) -> Iterator[None]:
-    """A ConfigError at a path a flag set names the flag: ``--tp (engines[0].parallel.tp): got 3; ...``."""
+def flag_errors(settings: list[tuple[str, str, Any]], base: dict | None, scenario: str | None = None) -> Iterator[None]:
+    """A ConfigError at a path a flag set names the flag: ``--tp (engines[0].parallel.tp): got 3; ...``; one
+    from a sweep file given as the ``scenario`` says so."""
     paths = [(flag, _index_path(path, base)) for flag, path, _ in settings]
     try:
         yield
@@ -156,6 +166,10 @@ def flag_errors(settings: list[tuple[str, str, Any]], base: dict) -> Iterator[No
         for flag, path in paths:
             if e.path == path or e.path.startswith((path + ".", path + "[")):
                 raise ConfigError(f"{flag} ({e.path})", e.value, e.expected) from None
+        if _is_sweep_file(scenario):
+            raise ConfigError(
+                "scenario", scenario, f"a scenario file; this is a sweep file (grid): `hermes-fast sweep {scenario}`"
+            ) from None
         raise
 
 
@@ -167,6 +181,7 @@ def apply_knobs(scenario: str | None, args: argparse.Namespace, command: str):
     path = Path(scenario) if scenario else None
     if not any(getattr(args, _dest(f), None) is not None for f in KNOBS):
         return path, [], None
-    base = scenario_mapping(path)
+    with flag_errors([], None, scenario):
+        base = scenario_mapping(path)
     settings = knob_settings(args, base, command)
     return apply_settings(base, [(p, v) for _, p, v in settings]), settings, base

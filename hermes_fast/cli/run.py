@@ -154,7 +154,7 @@ def cmd_run(args) -> int:
 
     out = check_out(args.out) if args.out else None  # before any work
     scenario, settings, base = apply_knobs(args.scenario, args, "run")
-    with flag_errors(settings, base):
+    with flag_errors(settings, base, args.scenario):
         sc = load_scenario(scenario)
         ds = simulate(
             scenario,
