@@ -9,23 +9,36 @@ scale (common random numbers) and "meets the targets" is monotone in the rate up
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
 
 from ._version import __version__
-from .config.base import ConfigError, from_mapping
+from .config.base import ConfigError, from_mapping, to_mapping
 from .config.scenario import Scenario
 from .config.sweep import CapacitySearch
 from .metrics import QUANTILES
 from .resolve import ResolvedScenario, resolve_scenario
 from .simulate import assemble, prepare, simulate_replicate
-from .variables import data_array
+from .variables import CAPACITY_BOUND_NAMES, data_array
 from .workload import rng_for
 
-__all__ = ["CapacitySearch", "capacity_search", "meets_targets", "search_rate", "as_capacity", "check_rate_matters"]
+__all__ = [
+    "CapacitySearch",
+    "RateSearch",
+    "as_capacity",
+    "binding_target",
+    "bound_code",
+    "capacity_search",
+    "check_rate_matters",
+    "describe_target",
+    "meets_targets",
+    "search_rate",
+]
 
 
 def as_capacity(targets: CapacitySearch | Mapping, path: str = "capacity") -> CapacitySearch:
@@ -35,17 +48,19 @@ def as_capacity(targets: CapacitySearch | Mapping, path: str = "capacity") -> Ca
     return from_mapping(CapacitySearch, targets, path)
 
 
+def _statistic(summary: Mapping, name: str, tgt) -> float:
+    if tgt.quantile is None:
+        return float(summary[f"{name}_mean_s"])
+    return float(np.asarray(summary[f"{name}_s"])[QUANTILES.index(tgt.quantile)])
+
+
 def meets_targets(summary: Mapping, targets: CapacitySearch) -> bool:
     """Whether one replicate's summary meets every target (a NaN statistic, e.g. nothing completed, fails)."""
     for name in ("ttft", "tpot", "e2e"):
         tgt = getattr(targets, name)
         if tgt is None:
             continue
-        if tgt.quantile is None:
-            value = float(summary[f"{name}_mean_s"])
-        else:
-            value = float(summary[f"{name}_s"][QUANTILES.index(tgt.quantile)])
-        if not value <= tgt.max_s:
+        if not _statistic(summary, name, tgt) <= tgt.max_s:
             return False
     if targets.min_slo_attainment is not None and not summary["slo_attainment"] >= targets.min_slo_attainment:
         return False
@@ -61,6 +76,62 @@ def check_rate_matters(sc: Scenario) -> None:
         )
 
 
+def binding_target(summary: Mapping, targets: CapacitySearch) -> str | None:
+    """The target a run's summary misses most, as ``value / bound`` (``bound / value`` for the SLO attainment;
+    a NaN statistic misses infinitely): ``ttft``, ``tpot``, ``e2e`` or ``slo_attainment``; ``unstable`` when only
+    the overload flag fails it; None when it meets them all."""
+    worst, name = 1.0, None
+    for key in ("ttft", "tpot", "e2e"):
+        tgt = getattr(targets, key)
+        if tgt is None:
+            continue
+        value = _statistic(summary, key, tgt)
+        if not value <= tgt.max_s:
+            ratio = value / tgt.max_s if math.isfinite(value) else math.inf
+            if name is None or ratio > worst:
+                worst, name = ratio, key
+    least = targets.min_slo_attainment
+    if least is not None and not summary["slo_attainment"] >= least:
+        got = float(summary["slo_attainment"])
+        ratio = least / got if got > 0 else math.inf
+        if name is None or ratio > worst:
+            worst, name = ratio, "slo_attainment"
+    if name is None and not targets.allow_unstable and summary["unstable"]:
+        name = "unstable"
+    return name
+
+
+def bound_code(name: str | None) -> int:
+    """``capacity_bound``'s code of a binding target name (see :data:`~hermes_fast.variables.CAPACITY_BOUND_NAMES`)."""
+    return 0 if name is None else CAPACITY_BOUND_NAMES.index(name) + 1
+
+
+def describe_target(name: str, targets: CapacitySearch) -> str:
+    """A target in words: ``TPOT p99 <= 50 ms``, ``SLO attainment >= 90%``, ``not overloaded``."""
+    if name in ("ttft", "tpot", "e2e"):
+        tgt = getattr(targets, name)
+        stat = "mean" if tgt.quantile is None else f"p{tgt.quantile * 100:g}"
+        return f"{name.upper()} {stat} <= {tgt.max_s * 1e3:g} ms"
+    if name == "slo_attainment":
+        return f"SLO attainment >= {targets.min_slo_attainment * 100:g}% (serving.slo)"
+    if name == "unstable":
+        return "not overloaded (unstable)"
+    return f"none: the search bracket's high end, {targets.rate_max_per_s:g} req/s, meets every target"
+
+
+class RateSearch(NamedTuple):
+    """One (point, replicate)'s search: the capacity (NaN when even the bracket's low end fails), the bracket's
+    failing high end (inf when its top meets the targets), the summary at the capacity (of the low end's run
+    when it fails), the runs simulated, and the target that binds (:func:`binding_target` at the lowest failing
+    rate; ``rate_max`` when none fails)."""
+
+    capacity: float
+    high: float
+    summary: dict
+    runs: int
+    bound: str
+
+
 def search_rate(
     resolved: ResolvedScenario,
     targets: CapacitySearch,
@@ -70,12 +141,13 @@ def search_rate(
     replicate: int = 0,
     fast_forward: bool = True,
     setup=None,
-) -> tuple[float, float, dict, int]:
-    """Bisect one (point, replicate): (capacity, the bracket's failing high end, summary at capacity, runs).
+) -> RateSearch:
+    """Bisect one (point, replicate): a :class:`RateSearch` (capacity, the bracket's failing high end, summary at
+    capacity, runs, binding target).
 
     The capacity is NaN when even ``rate_min_per_s`` fails (the summary is then that run's); it equals
-    ``rate_max_per_s`` (high end inf) when the bracket's top meets the targets; ``setup``: the resolved
-    scenario's (pools, pipeline) from :func:`~hermes_fast.simulate.prepare`, if already built."""
+    ``rate_max_per_s`` (high end inf, bound ``rate_max``) when the bracket's top meets the targets; ``setup``:
+    the resolved scenario's (pools, pipeline) from :func:`~hermes_fast.simulate.prepare`, if already built."""
     sc = resolved.scenario
     check_rate_matters(sc)
     setup, pipe = setup if setup is not None else prepare(resolved)
@@ -91,18 +163,18 @@ def search_rate(
     lo, hi = targets.rate_min_per_s, targets.rate_max_per_s
     s_lo = run(lo)
     if not meets_targets(s_lo, targets):
-        return math.nan, lo, s_lo, runs
+        return RateSearch(math.nan, lo, s_lo, runs, binding_target(s_lo, targets) or "unstable")
     s_hi = run(hi)
     if meets_targets(s_hi, targets):
-        return hi, math.inf, s_hi, runs
+        return RateSearch(hi, math.inf, s_hi, runs, "rate_max")
     while hi / lo > 1.0 + targets.rel_tol:
         mid = math.sqrt(lo * hi)
         s = run(mid)
         if meets_targets(s, targets):
             lo, s_lo = mid, s
         else:
-            hi = mid
-    return lo, hi, s_lo, runs
+            hi, s_hi = mid, s
+    return RateSearch(lo, hi, s_lo, runs, binding_target(s_hi, targets) or "unstable")
 
 
 def capacity_search(
@@ -113,6 +185,7 @@ def capacity_search(
     replicates: int = 1,
     point: int = 0,
     fast_forward: bool = True,
+    calibration=None,
 ) -> xr.Dataset:
     """The largest request rate whose run meets ``targets``, per replicate, with the summary at that rate.
 
@@ -132,12 +205,16 @@ def capacity_search(
         As in :func:`hermes_fast.simulate`: arrivals per run, seed, repetitions, grid point of the seed stream.
     fast_forward : bool, default True
         As in :func:`hermes_fast.simulate` (identical results, much faster).
+    calibration : str, Calibration, pathlib.Path, list or None, default None
+        As in :func:`hermes_fast.simulate` (None: the shipped calibrations).
 
     Returns
     -------
     xarray.Dataset
-        ``capacity_request_per_s`` (requests/s; NaN when even the bracket's low end fails) and the
-        simulation summary of the run at that rate (of the low end's run when it fails), per replicate.
+        ``capacity_request_per_s`` (requests/s; NaN when even the bracket's low end fails), ``capacity_bound``
+        (the binding target's code: ``flag_meanings`` names them, ``describe_target`` words them) and the
+        simulation summary of the run at that rate (of the low end's run when it fails), per replicate; the
+        targets as JSON in the ``capacity`` attr.
 
     Raises
     ------
@@ -154,24 +231,28 @@ def capacity_search(
     True
     >>> bool(ds.ttft_s.sel(quantile=0.9, replicate=0) <= 0.5)  # the run at that rate meets the target
     True
+    >>> from hermes_fast.variables import CAPACITY_BOUND_NAMES
+    >>> CAPACITY_BOUND_NAMES[int(ds.capacity_bound[0]) - 1]  # what stopped it: overload, before the TTFT bound
+    'unstable'
     """
-    resolved = resolve_scenario(scenario)
+    resolved = resolve_scenario(scenario, "default" if calibration is None else calibration)
     sc = resolved.scenario
     cap = as_capacity(targets)
     setup = prepare(resolved)
-    found, summaries = [], []
-    for rep in range(replicates):
-        rate, _, summary, _ = search_rate(resolved, cap, n_requests, seed, point, rep, fast_forward, setup)
-        found.append(rate)
-        summaries.append(summary)
-    ds = assemble(summaries, *setup)
-    ds["capacity_request_per_s"] = data_array("capacity_request_per_s", np.array(found), ("replicate",))
+    found = [search_rate(resolved, cap, n_requests, seed, point, rep, fast_forward, setup) for rep in range(replicates)]
+    ds = assemble([f.summary for f in found], *setup)
+    ds["capacity_request_per_s"] = data_array(
+        "capacity_request_per_s", np.array([f.capacity for f in found]), ("replicate",)
+    )
+    codes = np.array([bound_code(f.bound) for f in found], dtype=np.int8)
+    ds["capacity_bound"] = data_array("capacity_bound", codes, ("replicate",))
     ds.attrs.update(
         {
             "title": f"hermes_fast capacity search: {sc.name}",
             "scenario": sc.name,
             "n_requests": n_requests,
             "seed": seed,
+            "capacity": json.dumps(to_mapping(cap)),
             "hermes_fast_version": __version__,
         }
     )

@@ -29,7 +29,16 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-__all__ = ["Variable", "VARIABLES", "BOUND_NAMES", "RENAMED", "current_name", "rename_to_current", "data_array"]
+__all__ = [
+    "Variable",
+    "VARIABLES",
+    "BOUND_NAMES",
+    "CAPACITY_BOUND_NAMES",
+    "RENAMED",
+    "current_name",
+    "rename_to_current",
+    "data_array",
+]
 
 
 @dataclass(frozen=True)
@@ -227,6 +236,13 @@ _SIM: list[Variable] = [
 ]
 VARIABLES.update({v.name: v for v in _SIM})
 
+# what limits a capacity search, codes 1..6; 0: not computed (a sweep point not yet run)
+CAPACITY_BOUND_NAMES = ("ttft", "tpot", "e2e", "slo_attainment", "unstable", "rate_max")
+_CAPACITY_BOUND_ATTRS = (
+    ("flag_values", np.arange(0, len(CAPACITY_BOUND_NAMES) + 1, dtype=np.int8)),
+    ("flag_meanings", " ".join(("not_computed", *CAPACITY_BOUND_NAMES))),
+)
+
 _SWEEP: list[Variable] = [
     Variable(
         "capacity_request_per_s",
@@ -234,6 +250,15 @@ _SWEEP: list[Variable] = [
         "capacity under SLO",
         "largest arrival rate whose run meets the capacity search's targets (bisection, within rel_tol; NaN: even "
         "the bracket's low end fails; equal to the bracket's high end when that meets them)",
+    ),
+    Variable(
+        "capacity_bound",
+        "1",
+        "binding capacity target",
+        "what limits capacity_request_per_s: the target most exceeded (value / bound) at the lowest rate that fails "
+        "them (at rate_min_per_s when even it fails): ttft, tpot, e2e, slo_attainment, or unstable (overload "
+        "alone); rate_max: the search bracket's high end meets every target",
+        _CAPACITY_BOUND_ATTRS,
     ),
     Variable("output_token_per_usd", "token/USD", "output tokens per dollar", "1e6 / cost_usd_per_mtoken"),
     Variable("output_token_per_j", "token/J", "output tokens per joule", "1 / energy_j_per_token"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -77,7 +79,8 @@ def test_bisection_agrees_with_a_dense_rate_scan():
             "rel_tol": 0.01,
         }
     )
-    cap, high, _, runs = search_rate(resolve_scenario(chat()), targets, 400, seed=5, point=3, replicate=1)
+    cap, high, _, runs, bound = search_rate(resolve_scenario(chat()), targets, 400, seed=5, point=3, replicate=1)
+    assert bound in ("ttft", "slo_attainment")
     assert 1 < cap < high <= cap * 1.01 + 1e-9 and runs <= 2 + 10
 
     def ok(rate):
@@ -145,3 +148,62 @@ def test_rate_axis_and_trace_replay_are_refused(tmp_path):
     with pytest.raises(ConfigError) as e:  # refused before any point runs
         hf.sweep(sc, {"serving.slo.ttft_s": [1.0]}, n_requests=10, capacity={"ttft": {"max_s": 1}})
     assert e.value.path.startswith("grid point 0") and e.value.path.endswith("rescale_to_rate")
+
+
+# --- which target binds ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "targets, bound",
+    [
+        ({"ttft": {"quantile": 0.9, "max_s": 0.1}, "tpot": {"max_s": 1}}, "ttft"),
+        ({"tpot": {"quantile": 0.9, "max_s": 0.012}, "ttft": {"max_s": 10}}, "tpot"),
+        ({"e2e": {"quantile": None, "max_s": 3}}, "e2e"),
+        ({"min_slo_attainment": 0.95}, "slo_attainment"),
+        ({"ttft": {"max_s": 10}, "allow_unstable": False}, "unstable"),
+    ],
+    ids=lambda x: x if isinstance(x, str) else "",
+)
+def test_the_binding_target_is_the_one_missed_just_above_capacity(targets, bound):
+    """At the capacity every target holds; at the bracket's failing high end (the same seed stream) the reported
+    target is missed, by more than any other."""
+    from hermes_fast.capacity import binding_target
+
+    cap = as_capacity({"allow_unstable": True, "rate_max_per_s": 200, **targets})
+    found = search_rate(resolve_scenario(chat()), cap, 400, seed=1, point=0, replicate=0)
+    assert found.bound == bound and 1 < found.capacity < found.high < 200
+
+    def summary(rate):
+        ds = hf.simulate(chat(rate), n_requests=400, seed=1).isel(replicate=0)
+        return {k: ds[k].values for k in ds.data_vars}
+
+    assert meets_targets(summary(found.capacity), cap)
+    above = summary(found.high)
+    assert not meets_targets(above, cap) and binding_target(above, cap) == bound
+    ds = hf.capacity_search(chat(), cap, n_requests=400, seed=1)
+    assert ds.capacity_bound.values.tolist() == [
+        hf.VARIABLES["capacity_bound"].attrs()["flag_meanings"].split().index(bound)
+    ]
+    assert ds.capacity_bound.attrs["flag_meanings"].split()[int(ds.capacity_bound[0])] == bound
+
+
+def test_bracket_ends_say_what_binds():
+    ds = hf.capacity_search(one_server(), {"ttft": {"max_s": 0.5 * STEP_S}, "rate_min_per_s": 1}, n_requests=200)
+    assert ds.capacity_bound.attrs["flag_meanings"].split()[int(ds.capacity_bound[0])] == "ttft"  # even at 1/s
+    ds = hf.capacity_search(one_server(), {"ttft": {"max_s": 2 * STEP_S}, "rate_max_per_s": 50}, n_requests=200)
+    assert ds.capacity_bound.attrs["flag_meanings"].split()[int(ds.capacity_bound[0])] == "rate_max"
+    assert json.loads(ds.attrs["capacity"])["rate_max_per_s"] == 50
+
+
+def test_a_capacity_sweep_says_what_binds_each_point():
+    targets = {"ttft": {"quantile": 0.9, "max_s": 0.1}, "tpot": {"max_s": 1}, "allow_unstable": True}
+    targets["rate_max_per_s"] = 200
+    grid = {"engines.main.batching.max_batch_size": [2, 64]}
+    ds = hf.sweep(chat(), grid, n_requests=300, seed=2, capacity=targets)
+    assert ds.capacity_bound.dims == ("engines.main.batching.max_batch_size", "replicate")
+    for i, mbs in enumerate((2, 64)):
+        sc = chat()
+        sc["engines"][0]["batching"] = {"max_batch_size": mbs}
+        ref = hf.capacity_search(sc, targets, n_requests=300, seed=2, point=i)
+        np.testing.assert_array_equal(ds.capacity_bound.values[i], ref.capacity_bound.values)
+        assert ref.capacity_bound.values.tolist() != [0]

@@ -265,7 +265,8 @@ def test_a_chunk_flag_cut_short_by_a_crash_is_recomputed(tmp_path, monkeypatch):
     chunk_files = [p for p in flags if p.name != "zarr.json"]
     chunk_files[-1].write_bytes(chunk_files[-1].read_bytes()[:1])  # a truncated write
     computed = _counting(monkeypatch)
-    ds = hf.sweep(base(), grid, n_requests=100, seed=2, chunk_size=1, out=out)
+    with pytest.warns(sw.StoreWarning, match="point 2: done flag unreadable"):
+        ds = hf.sweep(base(), grid, n_requests=100, seed=2, chunk_size=1, out=out)
     assert computed == [2]
     xr.testing.assert_identical(ds.drop_attrs(), ref.drop_attrs())
 
@@ -279,8 +280,13 @@ def test_store_of_another_sweep_is_refused_unless_overwritten(tmp_path):
     ds = hf.sweep(base(), {"workload.rate_per_s": [5.0]}, n_requests=50, seed=2, out=out, overwrite=True)
     assert ds.attrs["seed"] == 2 and hf.open_sweep(out).attrs["seed"] == 2
     (tmp_path / "plain").mkdir()
-    with pytest.raises(ConfigError, match="neither"):
-        hf.sweep(base(), None, n_requests=10, out=tmp_path / "plain")
+    (tmp_path / "plain" / "notes.txt").write_text("not a store")
+    for overwrite in (False, True):  # never deleted: it is not a store
+        with pytest.raises(ConfigError, match="neither"):
+            hf.sweep(base(), None, n_requests=10, out=tmp_path / "plain", overwrite=overwrite)
+    assert (tmp_path / "plain" / "notes.txt").read_text() == "not a store"
+    (tmp_path / "empty").mkdir()  # an empty directory is a new store
+    assert hf.sweep(base(), None, n_requests=10, out=tmp_path / "empty").attrs["points_done"] == 1
     with pytest.raises(ConfigError, match="sweep store"):
         hf.open_sweep(tmp_path / "missing.zarr")
 

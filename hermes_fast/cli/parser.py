@@ -1,21 +1,26 @@
 """The ``hermes-fast`` argument parser (every command's options) and :func:`main`: parse, run the command,
-print a config error as one line on stderr and exit 2 (1 for an OS error)."""
+print a config error as one line on stderr and exit 2 (1 for an OS error); warnings print as one line each."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..config.base import ConfigError
 from .calibration import cmd_calibrate, cmd_measure, cmd_validate
+from .capacity import cmd_capacity
 from .estimate import cmd_estimate
+from .knobs import add_knobs
 from .plot import PLOT_KINDS, cmd_plot
 from .presets import PRESET_KINDS, cmd_presets
 from .run import cmd_run
 from .sweep import cmd_sweep
 
 __all__ = ["build_parser", "main"]
+
+_OUT_HELP = "write the Dataset: .nc (netCDF), .zarr, .csv (a flat table, one row per value) or .json (summary)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
     run.add_argument("--replicates", type=int, default=1, metavar="R", help="independent replicates (1)")
     run.add_argument("--per-request", action="store_true", help="also write per-request variables")
-    run.add_argument("--out", metavar="FILE.nc", help="write the Dataset as netCDF")
+    run.add_argument("--out", metavar="FILE.nc|.zarr|.csv|.json", help=_OUT_HELP)
     run.add_argument("--calibration", action="append", metavar="NAME|FILE", help="default, none, or a calibration")
+    add_knobs(run, "run")
     run.set_defaults(func=cmd_run)
     est = sub.add_parser("estimate", help="zero-load analytical estimate (default scenario if none given)")
     est.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: embedded scenario)")
@@ -38,9 +44,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2",
         help="vary a short key (tp, batch_size, ...) or a dotted path (engines.NAME.parallel.tp) (repeatable)",
     )
-    est.add_argument("--out", metavar="FILE.nc", help="write the Dataset as netCDF")
+    est.add_argument("--out", metavar="FILE.nc|.zarr|.csv|.json", help=_OUT_HELP)
     est.add_argument("--calibration", action="append", metavar="NAME|FILE", help="default, none, or a calibration")
+    add_knobs(est, "estimate")
     est.set_defaults(func=cmd_estimate)
+    cap = sub.add_parser(
+        "capacity",
+        help="the largest arrival rate meeting latency targets, the target that binds, the metrics there",
+        description="Bisect the arrival rate (log scale) for the largest one whose run meets every target. "
+        "Durations: 2, 2s, 500ms, 800us (a bare number is seconds).",
+    )
+    cap.add_argument("scenario", nargs="?", default=None, help="scenario YAML (default: embedded scenario)")
+    tg = cap.add_argument_group("targets (at least one; one per metric)")
+    tg.add_argument("--ttft-p99", metavar="DURATION", help="bound on the p99 time to first token")
+    tg.add_argument("--tpot-p99", metavar="DURATION", help="bound on the p99 time per output token")
+    tg.add_argument("--e2e-p99", metavar="DURATION", help="bound on the p99 end-to-end latency")
+    tg.add_argument(
+        "--target",
+        action="append",
+        metavar="METRIC:STAT:MAX",
+        help="any bound: METRIC ttft|tpot|e2e, STAT p50|p90|p95|p99|mean, e.g. ttft:p90:300ms (repeatable)",
+    )
+    tg.add_argument(
+        "--min-slo-attainment", type=float, metavar="F", help="least share of arrivals within serving.slo (0-1]"
+    )
+    tg.add_argument("--allow-unstable", action="store_true", help="accept a run flagged overloaded")
+    cap.add_argument("--rate-min", type=float, metavar="R", help="low end of the search, requests/s (0.1)")
+    cap.add_argument("--rate-max", type=float, metavar="R", help="high end of the search, requests/s (1000)")
+    cap.add_argument("--rel-tol", type=float, metavar="F", help="stop when high / low - 1 is below this (0.01)")
+    cap.add_argument("--requests", type=int, default=10_000, metavar="N", help="arrivals per run (10000)")
+    cap.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
+    cap.add_argument("--replicates", type=int, default=1, metavar="R", help="independent searches (1)")
+    cap.add_argument("--out", metavar="FILE.nc|.zarr|.csv|.json", help=_OUT_HELP)
+    cap.add_argument("--calibration", action="append", metavar="NAME|FILE", help="default, none, or a calibration")
+    cap.add_argument("--rate", type=float, help=argparse.SUPPRESS)  # refused by name, not as ambiguous
+    add_knobs(cap, "capacity")
+    cap.set_defaults(func=cmd_capacity)
     val = sub.add_parser("validate", help="kernel errors vs shipped measurements, uncalibrated and calibrated")
     val.add_argument("--calibration", action="append", metavar="NAME|FILE", help="calibrations to check (all shipped)")
     val.add_argument("--measurements", metavar="FILE.csv", help="measurements to check instead of the shipped ones")
@@ -81,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     plt_.add_argument("--var", help="heatmap: the variable (e.g. 'utilization[pool=main]')")
     plt_.add_argument("--hue", help="dim drawn as separate lines")
     plt_.add_argument("--sel", action="append", metavar="DIM=VALUE", help="select a coordinate first (repeatable)")
-    plt_.add_argument("--out", required=True, metavar="FIG.png", help="image file (png, svg, pdf)")
+    plt_.add_argument("--out", required=True, metavar="FIG.png", help="image file (png, svg, pdf, jpg, ...)")
     plt_.add_argument("--dpi", type=int, default=150)
     plt_.set_defaults(func=cmd_plot)
     mea = sub.add_parser("measure", help="time kernels and whole steps with PyTorch here (needs torch)")
@@ -104,13 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"hermes-fast: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as e:
-        print(f"hermes-fast: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"hermes-fast: error: {e}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():  # warnings as one line each, without the source line
+        warnings.showwarning = _one_line_warning
+        try:
+            return args.func(args)
+        except ConfigError as e:
+            print(f"hermes-fast: error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"hermes-fast: error: {e}", file=sys.stderr)
+            return 1

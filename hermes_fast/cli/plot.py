@@ -1,4 +1,5 @@
-"""``hermes-fast plot``: one figure of a sweep's zarr store, of the kinds :mod:`hermes_fast.plot` draws."""
+"""``hermes-fast plot``: one figure of a sweep's zarr store, of the kinds :mod:`hermes_fast.plot` draws, in any
+format matplotlib writes (by ``--out``'s extension, checked first)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ PLOT_KINDS = ("pareto", "latency", "goodput", "breakdown", "cdf", "heatmap")
 
 
 def cmd_plot(args) -> int:
+    from .outputs import check_figure_out
+
+    check_figure_out(args.out)  # a format matplotlib writes, in a writable place: before the store is read
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,6 +50,9 @@ def cmd_plot(args) -> int:
             raise ConfigError("--var", args.var, "--var, --x and --y (two swept dims) for --kind heatmap")
         plot.heatmap(ds, args.var, args.x, args.y, ax=ax)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=args.dpi)
+    try:
+        fig.savefig(args.out, dpi=args.dpi)
+    except (RuntimeError, ValueError, ImportError) as e:  # a writer this machine lacks
+        raise ConfigError("--out", args.out, f"a format this machine can write ({type(e).__name__}: {e})") from None
     print(f"wrote {args.out}")
     return 0

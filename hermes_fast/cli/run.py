@@ -1,30 +1,111 @@
-"""``hermes-fast run``: simulate serving of a scenario and print its summary."""
+"""``hermes-fast run``: simulate serving of a scenario and print its summary: a header with the workload (rate,
+lengths) and the serving engines (model, device, layout, replicas, batching policy), then aligned tables."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 
 from .args import calibration_arg
+from .knobs import apply_knobs, flag_errors
+from .outputs import check_out, write_dataset
 
-__all__ = ["cmd_run", "print_simulation"]
+__all__ = ["cmd_run", "describe_scenario", "format_table", "print_simulation"]
 
 
-def print_simulation(ds, out=None) -> None:
-    """A readable summary of a simulation Dataset: latency percentiles, throughput, pools, counts."""
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], first_width: int = 14) -> list[str]:
+    """Lines of a table: the first column left-aligned, the others right-aligned, every column as wide as its
+    widest cell (at least 10, two spaces apart), so large values never run together."""
+    widths = [max(first_width, *(len(r[0]) + 1 for r in rows), len(header[0]) + 1)]
+    widths += [max(10, len(h) + 2, *(len(r[j]) + 2 for r in rows)) for j, h in enumerate(header) if j]
+    return [
+        "".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths, strict=True)))
+        for line in (header, *rows)
+    ]
+
+
+def _length(x) -> str:
+    if isinstance(x, int):
+        return f"{x}"
+    d = x.dist
+    if d == "fixed":
+        return f"{x.value}"
+    if d == "uniform":
+        return f"uniform {x.min}-{x.max}"
+    if d == "empirical":
+        text = f"empirical {x.path}:{x.column}"
+    elif d == "zipf":
+        text = f"zipf alpha {x.alpha:g}"
+    elif d == "exponential":
+        text = f"exponential mean {x.mean:g}"
+    else:
+        spread = f"cv {x.cv:g}" if x.cv is not None else f"std {x.std:g}"
+        text = f"{d} mean {x.mean:g} {spread}"
+    return text + (f" in [{x.min}, {x.max}]" if x.max is not None else "")
+
+
+def _engine_text(e) -> str:
+    p = e.parallel
+    layout = f"tp {p.tp}" + (f" pp {p.pp}" if p.pp > 1 else "") + (f" ep {p.ep}" if p.ep > 1 else "")
+    b = e.batching
+    return (
+        f"{e.name}: {e.model} on {p.tp * p.pp} x {e.device} ({layout}), {e.replicas} replica(s), "
+        f"{b.policy} batching (max batch {b.max_batch_size})"
+    )
+
+
+def describe_scenario(sc, rate: bool = True) -> list[str]:
+    """Header lines: the arrival process and rate (``rate``: False for a capacity search, which finds it), the
+    request lengths per class, and the engines serving them."""
+    from .knobs import _serving_engines
+
+    w = sc.workload
+    arr = w.arrival
+    if arr.process == "trace":
+        how = f"trace {arr.trace.path}" + (
+            f" rescaled to {w.rate_per_s:g} req/s" if arr.trace.rescale_to_rate else " (its own times)"
+        )
+    elif rate:
+        how = f"{'Poisson' if arr.process == 'poisson' else arr.process} arrivals at {w.rate_per_s:g} req/s"
+    else:
+        how = f"{'Poisson' if arr.process == 'poisson' else arr.process} arrivals"
+    if not w.classes:
+        lengths = f"prompt {w.prompt_tokens} tokens, output {w.output_tokens} tokens"
+    else:
+        total = sum(c.weight for c in w.classes)
+        lengths = "; ".join(
+            (f"{c.name} {c.weight / total:.0%}: " if len(w.classes) > 1 else "")
+            + f"prompt {_length(c.prompt_tokens)}, output {_length(c.output_tokens)} tokens"
+            + (f" ({' > '.join(st.label for st in c.pipeline)})" if c.pipeline else "")
+            for c in w.classes
+        )
+    engines = {e.name: e for e in sc.engines}
+    lines = [f"# workload: {how}; {lengths}"]
+    lines += [f"# engine {_engine_text(engines[name])}" for name in _serving_engines(sc)]
+    return lines
+
+
+def print_simulation(ds, out=None, scenario=None, header: bool = True) -> None:
+    """A readable summary of a simulation Dataset: latency percentiles, throughput, pools, counts (to ``out``,
+    default stdout); with the :class:`~hermes_fast.config.Scenario`, its workload and engines first (``header``
+    False: no header lines)."""
     out = out or sys.stdout
     rep = ds.sizes["replicate"]
     mean = ds.mean("replicate") if rep > 1 else ds.isel(replicate=0)
-    print(f"# {ds.attrs.get('title', '')}: {ds.attrs.get('serving', '')}", file=out)
-    print(f"# {ds.attrs.get('n_requests')} requests x {rep} replicate(s), seed {ds.attrs.get('seed')}", file=out)
+    if header:
+        print(f"# {ds.attrs.get('title', '')}: {ds.attrs.get('serving', '')}", file=out)
+        for line in describe_scenario(scenario) if scenario is not None else []:
+            print(line, file=out)
+        print(f"# {ds.attrs.get('n_requests')} requests x {rep} replicate(s), seed {ds.attrs.get('seed')}", file=out)
     qs = [f"p{q * 100:g}" for q in ds["quantile"].values]
-    print(f"{'latency (ms)':14s}{'mean':>10s}" + "".join(f"{q:>10s}" for q in qs), file=out)
+    rows = []
     for name, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2e", "E2E"), ("queue", "queueing")):
-        row = f"{label:14s}{float(mean[f'{name}_mean_s']) * 1e3:10.2f}"
-        row += "".join(f"{v * 1e3:10.2f}" for v in mean[f"{name}_s"].values)
-        print(row, file=out)
+        values = [float(mean[f"{name}_mean_s"]), *mean[f"{name}_s"].values]
+        rows.append([label, *(f"{v * 1e3:.2f}" for v in values)])
+    for line in format_table(["latency (ms)", "mean", *qs], rows):
+        print(line, file=out)
     print(
         f"throughput    {float(mean.throughput_request_per_s):.3f} req/s, "
         f"{float(mean.throughput_output_token_per_s):.1f} output tok/s, "
@@ -68,18 +149,23 @@ def print_simulation(ds, out=None) -> None:
 
 
 def cmd_run(args) -> int:
+    from ..resolve import load_scenario
     from ..simulate import simulate
 
-    ds = simulate(
-        Path(args.scenario) if args.scenario else None,
-        n_requests=args.requests,
-        seed=args.seed,
-        replicates=args.replicates,
-        keep_requests=args.per_request,
-        calibration=calibration_arg(args),
-    )
-    print_simulation(ds)
-    if args.out:
-        ds.to_netcdf(args.out)
-        print(f"wrote {args.out}")
+    out = check_out(args.out) if args.out else None  # before any work
+    scenario, settings, base = apply_knobs(args.scenario, args, "run")
+    with flag_errors(settings, base, args.scenario):
+        sc = load_scenario(scenario)
+        ds = simulate(
+            scenario,
+            n_requests=args.requests,
+            seed=args.seed,
+            replicates=args.replicates,
+            keep_requests=args.per_request,
+            calibration=calibration_arg(args),
+        )
+    print_simulation(ds, scenario=sc)
+    if out is not None:
+        write_dataset(ds, out)
+        print(f"wrote {out}")
     return 0

@@ -26,6 +26,14 @@ def cmd_sweep(args) -> int:
     if "capacity_request_per_s" in ds:
         cap = ds.capacity_request_per_s.mean("replicate")
         print(f"capacity under the targets: {float(cap.min()):.3f} to {float(cap.max()):.3f} request/s")
+        if "capacity_bound" in ds:
+            from collections import Counter
+
+            from ..variables import CAPACITY_BOUND_NAMES
+
+            counts = Counter(int(c) for c in ds.capacity_bound.values.ravel() if c > 0)
+            bound = ", ".join(f"{CAPACITY_BOUND_NAMES[c - 1]} {n}" for c, n in sorted(counts.items()))
+            print(f"binding target (point-replicates): {bound}")
     p99 = ds.ttft_s.sel(quantile=0.99).mean("replicate")
     print(f"p99 TTFT: {float(p99.min()) * 1e3:.2f} to {float(p99.max()) * 1e3:.2f} ms over the points")
     print(f"wrote {args.out}" if args.out else "(no --out: results not saved)")

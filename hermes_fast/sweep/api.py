@@ -19,10 +19,11 @@ from ..config.scenario import Scenario
 from ..config.sweep import CapacitySearch, SweepSpec
 from ..resolve import load_scenario
 from .dataset import sweep_dataset
-from .executors import Runner, progress_bar
+from .executors import Runner, check_not_spawned_import, progress_bar
+from .lock import StoreLock
 from .plan import SweepPlan, fingerprint_of, parse_grid
 from .points import block_dims, layout_chunk, merge_layouts, run_chunk
-from .store import STORE_FORMAT, MemorySink, ZarrSink
+from .store import STORE_FORMAT, MemorySink, ZarrSink, check_out_path
 
 __all__ = ["sweep", "sweep_file"]
 
@@ -84,8 +85,9 @@ def sweep(
         rate (requests/s) meeting these targets (adds ``capacity_request_per_s``; the summary is at that
         rate). The grid may then not sweep ``workload.rate_per_s``.
     out : str, pathlib.Path or None, default None
-        Zarr directory written chunk by chunk; rerun with the same arguments to resume what is missing.
-        None: keep the results in memory only.
+        Zarr directory written chunk by chunk; rerun with the same arguments to resume what is missing (chunks
+        found missing or corrupt are recomputed, with a ``StoreWarning``). One sweep writes a store at a time
+        (a lock file ``OUT.lock`` beside it). None: keep the results in memory only.
     workers : int or None, default None
         None/1: serial in this process; N: N dask worker processes (a ``LocalCluster``), or N threads in
         this process with ``processes=False``.
@@ -96,7 +98,8 @@ def sweep(
     chunk_size : int or None, default None
         Points per task and per zarr chunk (default: about 8 tasks per worker, at most 256).
     progress : bool or None, default None
-        Progress bar on stderr (None: when stderr is a terminal).
+        Progress bar (tqdm: a widget in Jupyter with ipywidgets, else text on stderr); None: when stderr is a
+        terminal or in a notebook.
     overwrite : bool, default False
         Replace an ``out`` store written by a different sweep instead of refusing.
     fast_forward : bool, default True
@@ -115,8 +118,16 @@ def sweep(
     ConfigError
         Before anything runs, for an invalid argument, base scenario or grid (an unknown path, a bad value,
         zipped lists of unequal length), any point's invalid scenario, a rate axis with ``capacity``, an
-        unreachable ``scheduler`` address, or an ``out`` store written by a different sweep (without
-        ``overwrite``), naming the path and value.
+        unreachable ``scheduler`` address, an ``out`` it cannot write (a file, an unwritable or read-only
+        place), an ``out`` store written by a different sweep (without ``overwrite``) or by a different version,
+        an ``out`` that is neither a new path nor a sweep store (even with ``overwrite``), or an ``out`` store
+        another sweep is writing (naming the process and host holding its lock), naming the path and value.
+
+    Warns
+    -----
+    StoreWarning
+        When resuming, for chunks marked done whose files are missing or corrupt (they are recomputed), and for
+        a stale lock (its process gone) taken over.
 
     Examples
     --------
@@ -128,6 +139,7 @@ def sweep(
     >>> int(ds.completed_requests.sum())  # 100 requests at each of the 2 points
     200
     """
+    check_not_spawned_import()
     for name, value in (("n_requests", n_requests), ("replicates", replicates), ("seed", seed)):
         convert_field(SweepSpec, name, value, name)
     if chunk_size is not None:
@@ -136,6 +148,7 @@ def sweep(
         raise ConfigError("workers", workers, "a positive integer")
     if workers is not None and scheduler is not None:
         raise ConfigError("workers", workers, "either workers (a local cluster) or scheduler, not both")
+    out_path = check_out_path(out) if out is not None else None  # before any work
     base = _base_mapping(scenario)
     load_scenario(base)  # the base itself is valid
     cap = as_capacity(capacity) if capacity is not None else None
@@ -161,40 +174,48 @@ def sweep(
     }
     meta = json.loads(json.dumps(meta))  # tuples -> lists, as the store gives them back
     sink: MemorySink | ZarrSink | None = None
-    if out is not None and Path(out).exists() and not overwrite:  # resume (refused early if another sweep's)
-        sink = ZarrSink(out, meta, overwrite=False)
-        plan.layout = sink.meta["layout"]
-    with Runner(workers, scheduler, processes, timeout_s) as runner:
-        if sink is None:
-            meta["chunk_points"] = chunk_size or _default_chunk(n, runner.parallelism)
-            c = meta["chunk_points"]
-            parts: dict[int, dict] = {}
-            bar = progress_bar(progress, n, 0, "validating")
+    lock = StoreLock(out_path).acquire() if out_path is not None else None  # one writer, from here on
+    try:
+        if out_path is not None and not overwrite and out_path.exists():  # resume (refused if another sweep's)
+            sink = ZarrSink(out_path, meta, overwrite=False, resume_only=True, lock=lock)
+            if sink.resumed:
+                plan.layout = sink.meta["layout"]
+            else:  # an empty directory: a new store, planned below
+                sink = None
+        with Runner(workers, scheduler, processes, timeout_s) as runner:
+            if sink is None:
+                meta["chunk_points"] = chunk_size or _default_chunk(n, runner.parallelism)
+                c = meta["chunk_points"]
+                parts: dict[int, dict] = {}
+                bar = progress_bar(progress, n, 0, "validating")
 
-            def keep(start: int, stop: int, part: dict) -> None:
-                parts[start] = part
+                def keep(start: int, stop: int, part: dict) -> None:
+                    parts[start] = part
+                    bar.update(stop - start)
+
+                try:  # every point's scenario, before anything is simulated or written
+                    runner.map(layout_chunk, plan, [(s, min(s + c, n)) for s in range(0, n, c)], keep)
+                finally:
+                    bar.close()
+                plan.layout = meta["layout"] = merge_layouts([parts[s] for s in sorted(parts)])
+                sink = ZarrSink(out_path, meta, overwrite, lock=lock) if out_path is not None else MemorySink(meta)
+            chunk = sink.meta["chunk_points"]
+            done = sink.done()
+            chunks = [(s, min(s + chunk, n)) for s in range(0, n, chunk) if not done[s : min(s + chunk, n)].all()]
+            bar = progress_bar(progress, n, n - sum(e - s for s, e in chunks), "sweep")
+
+            def take(start: int, stop: int, block: dict) -> None:
+                sink.write(start, stop, block, block_dims(plan, block))
                 bar.update(stop - start)
 
-            try:  # every point's scenario, before anything is simulated or written
-                runner.map(layout_chunk, plan, [(s, min(s + c, n)) for s in range(0, n, c)], keep)
+            try:
+                runner.map(run_chunk, plan, chunks, take)
             finally:
                 bar.close()
-            plan.layout = meta["layout"] = merge_layouts([parts[s] for s in sorted(parts)])
-            sink = ZarrSink(out, meta, overwrite) if out is not None else MemorySink(meta)
-        chunk = sink.meta["chunk_points"]
-        done = sink.done()
-        chunks = [(s, min(s + chunk, n)) for s in range(0, n, chunk) if not done[s : min(s + chunk, n)].all()]
-        bar = progress_bar(progress, n, n - sum(e - s for s, e in chunks), "sweep")
-
-        def take(start: int, stop: int, block: dict) -> None:
-            sink.write(start, stop, block, block_dims(plan, block))
-            bar.update(stop - start)
-
-        try:
-            runner.map(run_chunk, plan, chunks, take)
-        finally:
-            bar.close()
-    arrays, var_dims, done = sink.read()
+        arrays, var_dims, done = sink.read()
+    finally:
+        if lock is not None:
+            lock.release()
     order = sink.meta.get("variables") if isinstance(sink, ZarrSink) else list(arrays)
     return sweep_dataset(dict(sink.meta, order=order), arrays, var_dims, done)
 

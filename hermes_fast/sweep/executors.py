@@ -1,5 +1,6 @@
 """Running a function over chunks of grid points: serially, in threads, or on a dask cluster (a local one of
-worker processes, or a scheduler given), results handed back in the calling thread; and the progress bar."""
+worker processes, or a scheduler given), results handed back in the calling thread; the progress bar (a
+terminal, or Jupyter); and a clear error for a script whose unguarded sweep each spawned worker runs again."""
 
 from __future__ import annotations
 
@@ -11,7 +12,28 @@ from typing import Any
 from ..config.base import ConfigError
 from .plan import SweepPlan
 
-__all__ = ["Runner", "progress_bar"]
+__all__ = ["Runner", "progress_bar", "check_not_spawned_import", "in_notebook"]
+
+_GUARD = (
+    'in a script, call hf.sweep under `if __name__ == "__main__":` (each dask worker process imports the script '
+    "again), or pass processes=False (threads)"
+)
+
+
+def _spawned_import() -> bool:
+    """Whether this runs at the top level of a script that a spawned worker process imports (as ``__mp_main__``)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def check_not_spawned_import() -> None:
+    """ConfigError when a sweep starts while a worker process imports a script that runs it unguarded."""
+    if _spawned_import():
+        raise ConfigError("hf.sweep", "called while a worker process imports the script", _GUARD)
 
 
 def _dask_client(workers: int | None, scheduler: Any, processes: bool, timeout_s: float):
@@ -27,9 +49,14 @@ def _dask_client(workers: int | None, scheduler: Any, processes: bool, timeout_s
             raise ConfigError(
                 "scheduler", scheduler, f"a reachable dask scheduler address, e.g. tcp://HOST:8786 ({type(e).__name__})"
             ) from None
-    cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=":0", silence_logs=40
-    )
+    try:
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=":0", silence_logs=40
+        )
+    except Exception as e:  # noqa: BLE001 - most often a script's unguarded sweep, run again by each worker
+        raise ConfigError(
+            "workers", workers, f"worker processes that start ({type(e).__name__}: {e}); {_GUARD}"
+        ) from None
     return Client(cluster, set_as_default=False), True
 
 
@@ -102,11 +129,33 @@ class _NoBar:
         pass
 
 
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (notebook, lab, VS Code, Colab), whose stderr is no terminal."""
+    if "ipykernel.zmqshell" not in sys.modules:
+        return False
+    try:
+        shell = sys.modules["IPython"].get_ipython()
+    except Exception:  # noqa: BLE001
+        return False
+    return shell is not None and type(shell).__name__ not in ("TerminalInteractiveShell",)
+
+
 def progress_bar(show: bool | None, total: int, initial: int, desc: str):
+    """A tqdm bar (None: when stderr is a terminal or in a notebook): as ``tqdm.auto`` picks, a widget in Jupyter
+    where ipywidgets is installed, else text on stderr (which notebooks show too)."""
+    notebook = in_notebook()
     if show is None:
-        show = sys.stderr.isatty()
+        show = sys.stderr.isatty() or notebook
     if not show:
         return _NoBar()
-    from tqdm import tqdm
+    if notebook:
+        try:
+            import ipywidgets  # noqa: F401 - tqdm.notebook's widgets
+            from tqdm.notebook import tqdm as notebook_tqdm
+
+            return notebook_tqdm(total=total, initial=initial, desc=desc, unit="point")
+        except ImportError:  # tqdm.auto's fallback, without its warning
+            pass
+    from tqdm.std import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit="point", file=sys.stderr, dynamic_ncols=True)

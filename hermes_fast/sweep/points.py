@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..capacity import check_rate_matters, search_rate
+from ..capacity import bound_code, check_rate_matters, search_rate
 from ..config.base import ConfigError
 from ..simulate import LINK_VARS, STAGE_VARS, prepare, simulate_replicate, summary_dims
 from ..workload import rng_for
@@ -67,7 +67,9 @@ def merge_layouts(parts: list[dict]) -> dict:
     }
 
 
-def _pack(plan: SweepPlan, summaries: list[dict], setup, pipe, capacity: list[float] | None) -> dict[str, np.ndarray]:
+def _pack(
+    plan: SweepPlan, summaries: list[dict], setup, pipe, capacity: list[float] | None, bound: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """One point's replicates as arrays on the sweep's union of pools, stages and links (NaN where absent)."""
     lay = plan.layout
     where = {
@@ -92,6 +94,7 @@ def _pack(plan: SweepPlan, summaries: list[dict], setup, pipe, capacity: list[fl
             out[name] = np.full((len(summaries), size["link"]), np.nan)
     if capacity is not None:
         out["capacity_request_per_s"] = np.array(capacity, dtype=np.float64)
+        out["capacity_bound"] = np.array([bound_code(b) for b in bound], dtype=np.int8)
     return out
 
 
@@ -101,20 +104,17 @@ def run_point(plan: SweepPlan, i: int) -> dict[str, np.ndarray]:
     sc = resolved.scenario
     setup, pipe = prepare(resolved)
     summaries: list[dict] = []
-    capacity = None
     if plan.capacity is None:
         for r in range(plan.replicates):
             rng = rng_for(plan.seed, i, r)
             summaries.append(simulate_replicate(sc, setup, pipe, plan.n_requests, rng, plan.fast_forward)[0])
-    else:
-        capacity = []
-        for r in range(plan.replicates):
-            rate, _, summary, _ = search_rate(
-                resolved, plan.capacity, plan.n_requests, plan.seed, i, r, plan.fast_forward, (setup, pipe)
-            )
-            capacity.append(rate)
-            summaries.append(summary)
-    return _pack(plan, summaries, setup, pipe, capacity)
+        return _pack(plan, summaries, setup, pipe, None)
+    found = [
+        search_rate(resolved, plan.capacity, plan.n_requests, plan.seed, i, r, plan.fast_forward, (setup, pipe))
+        for r in range(plan.replicates)
+    ]
+    summaries = [f.summary for f in found]
+    return _pack(plan, summaries, setup, pipe, [f.capacity for f in found], [f.bound for f in found])
 
 
 def run_chunk(plan: SweepPlan, start: int, stop: int) -> dict[str, np.ndarray]:
@@ -127,6 +127,6 @@ def block_dims(plan: SweepPlan, block: dict[str, np.ndarray]) -> dict[str, list[
     """The dims of each of a chunk's variables after its point axis (``replicate`` first), as sinks record them."""
     dims = {}
     for name, values in block.items():
-        inner = summary_dims(name, values[0, 0]) if name != "capacity_request_per_s" else ()
+        inner = summary_dims(name, values[0, 0]) if not name.startswith("capacity_") else ()
         dims[name] = ["replicate", *inner]
     return dims
