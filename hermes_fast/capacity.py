@@ -19,7 +19,7 @@ from ._version import __version__
 from .config.base import ConfigError, from_mapping
 from .config.scenario import Scenario
 from .config.sweep import CapacitySearch
-from .metrics import QUANTILES
+from .metrics import QUANTILES, validity_warnings
 from .resolve import ResolvedScenario, resolve_scenario
 from .simulate import assemble, prepare, simulate_replicate
 from .variables import data_array
@@ -175,4 +175,5 @@ def capacity_search(
             "hermes_fast_version": __version__,
         }
     )
+    ds.attrs["warnings"] = validity_warnings(ds)
     return ds

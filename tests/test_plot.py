@@ -106,12 +106,12 @@ def test_latency_cdf_from_requests_and_from_quantiles(ds):
 
 
 def test_heatmap_cells_are_the_values(ds):
-    ax = plot.heatmap(ds, "utilization[pool=main]", x="workload.rate_per_s", y="engines.main.batching.policy")
+    ax = plot.heatmap(ds, "busy_fraction[pool=main]", x="workload.rate_per_s", y="engines.main.batching.policy")
     mesh = ax.collections[0]
-    expected = ds.utilization.sel(pool="main").mean("replicate").transpose("engines.main.batching.policy", ...).values
+    expected = ds.busy_fraction.sel(pool="main").mean("replicate").transpose("engines.main.batching.policy", ...).values
     np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(expected.shape), expected)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["4.0", "16.0", "48.0"]
-    assert ax.figure.axes[-1].get_ylabel() == "pool utilisation (pool=main) [1]"
+    assert ax.figure.axes[-1].get_ylabel() == "pool busy fraction (pool=main) [1]"
     assert len(ax.texts) == 6
 
 

@@ -55,7 +55,7 @@ def test_sweep_writes_the_same_dataset_as_the_api(store, capsys):
         ["--kind", "latency", "--hue", "engines.main.batching.policy"],
         ["--kind", "goodput", "--x", "workload.rate_per_s", "--y", "slo_attainment"],
         ["--kind", "cdf", "--y", "e2e", "--sel", "workload.rate_per_s=20", "--sel", f"{POLICY}=chunked"],
-        ["--kind", "heatmap", "--var", "utilization[pool=main]", "--x", "workload.rate_per_s", "--y", POLICY],
+        ["--kind", "heatmap", "--var", "busy_fraction[pool=main]", "--x", "workload.rate_per_s", "--y", POLICY],
     ],
     ids=lambda a: a[1],
 )

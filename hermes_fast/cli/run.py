@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .args import calibration_arg
+from .warnings import print_warnings
 
 __all__ = ["cmd_run", "print_simulation"]
 
@@ -25,10 +26,12 @@ def print_simulation(ds, out=None) -> None:
         row = f"{label:14s}{float(mean[f'{name}_mean_s']) * 1e3:10.2f}"
         row += "".join(f"{v * 1e3:10.2f}" for v in mean[f"{name}_s"].values)
         print(row, file=out)
+    thinking = float(mean.throughput_thinking_token_per_s)  # reasoning: tokens beyond the answer's
     print(
         f"throughput    {float(mean.throughput_request_per_s):.3f} req/s, "
         f"{float(mean.throughput_output_token_per_s):.1f} output tok/s, "
-        f"{float(mean.throughput_input_token_per_s):.1f} input tok/s",
+        + (f"{thinking:.1f} thinking tok/s, " if thinking else "")
+        + f"{float(mean.throughput_input_token_per_s):.1f} input tok/s",
         file=out,
     )
     print(
@@ -40,7 +43,7 @@ def print_simulation(ds, out=None) -> None:
         kv = float(mean.kv_occupancy[k])
         kv_text = f"KV occupancy {kv * 100:.1f}%, " if np.isfinite(kv) else ""
         print(
-            f"pool {pool} ({ds.pool_role.values[k]}): utilisation {float(mean.utilization[k]) * 100:.1f}%, "
+            f"pool {pool} ({ds.pool_role.values[k]}): busy {float(mean.busy_fraction[k]) * 100:.1f}%, "
             f"mean batch {float(mean.mean_batch_size[k]):.1f}, {kv_text}preemptions {float(mean.preemptions[k]):.0f}",
             file=out,
         )
@@ -79,6 +82,7 @@ def cmd_run(args) -> int:
         calibration=calibration_arg(args),
     )
     print_simulation(ds)
+    print_warnings(ds)
     if args.out:
         ds.to_netcdf(args.out)
         print(f"wrote {args.out}")
