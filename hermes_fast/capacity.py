@@ -21,7 +21,7 @@ from ._version import __version__
 from .config.base import ConfigError, from_mapping, to_mapping
 from .config.scenario import Scenario
 from .config.sweep import CapacitySearch
-from .metrics import QUANTILES
+from .metrics import QUANTILES, validity_warnings
 from .resolve import ResolvedScenario, resolve_scenario
 from .simulate import assemble, prepare, simulate_replicate
 from .variables import CAPACITY_BOUND_NAMES, data_array
@@ -256,4 +256,5 @@ def capacity_search(
             "hermes_fast_version": __version__,
         }
     )
+    ds.attrs["warnings"] = validity_warnings(ds)
     return ds

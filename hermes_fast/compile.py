@@ -21,7 +21,7 @@ from .config.scenario import Dtypes, Parallel
 from .kernels import layout as L
 from .kernels.roofline import gemm_coefficients
 from .rates import collective_ramp, decode_attention_ramp, device_rates, group_link
-from .sizes import ffn_matrices, kv_bytes_per_token_layer, layer_gemm_shapes, memory_per_device
+from .sizes import ffn_matrices, kv_bytes_per_token_layer, layer_gemm_shapes, memory_per_device, param_count
 
 __all__ = ["CompiledEngine", "check_layout", "compile_engine", "pack_residual"]
 
@@ -79,6 +79,7 @@ class CompiledEngine:
     usable_bytes: float  # memory x memory_utilization
     generates: bool  # a causal decoder with an LM head (encoders and rerankers only prefill)
     max_context_tokens: int
+    body_flop_per_token: float = math.nan  # 2 x active parameters outside the embedding table and LM head (MFU)
 
     @property
     def kv_capacity_tokens(self) -> float:
@@ -222,6 +223,7 @@ def compile_engine(
     weights, kv_stage = memory_per_device(m, par, wb, kv_tok)
     dense_f_dev = m.ffn_hidden_size / tp if p[L.N_DENSE] > 0 else 0.0
     reserve = max_batched_tokens * (4.0 * h + 3.0 * max(dense_f_dev, moe_f_dev)) * hb
+    counts = param_count(m)
     return CompiledEngine(
         params=p,
         devices=tp * pp,
@@ -231,4 +233,5 @@ def compile_engine(
         usable_bytes=d.memory_bytes * memory_utilization,
         generates=m.causal and m.has_lm_head,
         max_context_tokens=m.max_context_tokens,
+        body_flop_per_token=2.0 * (counts["active"] - counts["embedding"] - counts["lm_head"]),
     )

@@ -1,7 +1,12 @@
-"""Summary statistics of a simulated run: latency quantiles, throughput, goodput, utilisation, energy, cost.
+"""Summary statistics of a simulated run: latency quantiles, throughput (answer, thinking and generated tokens),
+goodput, per-pool busy fraction, MFU and MBU, energy, cost, the overload test and the result's validity.
 
-Latency statistics cover the requests after the warm-up; pool utilisation, energy and cost cover the
-whole run, from the first arrival to the last event.
+Latency statistics cover the requests after the warm-up; pool figures, energy and cost cover the whole run,
+from the first arrival to the last event. A run is overloaded when the number in system grows over the second
+half of its arrivals (:func:`overload_test`, a one-sided t test with a 1% false-alarm rate); it is invalid
+(``valid`` False, ``invalid_reason`` says why: :data:`INVALID_REASONS`) when overloaded, when more than
+:data:`LOST_TOLERANCE` of its arrivals were rejected, dropped or left unfinished, or when nothing completed;
+:func:`validity_warnings` says so in words.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from .kernels import layout as L
 from .kernels.serving.outcome import ITL_LOG_MIN, ITL_PER_DECADE, Outcome, Reason, Status
 from .variables import VARIABLES
 
@@ -26,6 +32,12 @@ __all__ = [
     "slo_goodput",
     "request_tpot_s",
     "meets_slo",
+    "overload_test",
+    "in_system",
+    "validity_warnings",
+    "pool_mfu_mbu",
+    "INVALID_REASONS",
+    "LOST_TOLERANCE",
 ]
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -36,7 +48,6 @@ _REASON_CODES = {  # the rejected_by_reason dim
     "queue_full": Reason.QUEUE_FULL,
 }
 REASONS = tuple(_REASON_CODES)
-_UNSTABLE_RATIO = 0.9  # completions below this share of arrivals over the late arrival window: overloaded
 
 
 def _quantiles(x: np.ndarray) -> np.ndarray:
@@ -66,24 +77,79 @@ def itl_quantiles(hist: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def _unstable(arrival: np.ndarray, done: np.ndarray, status: np.ndarray, end_s: float) -> tuple[bool, int]:
-    """(overloaded?, requests in the system at the last arrival).
+OVERLOAD_ALPHA = 0.01  # false-alarm rate of the overload test (one-sided)
+OVERLOAD_BATCHES = 20  # equal-time batches the second half of the arrival window is cut into
+OVERLOAD_MIN_ARRIVALS = 40  # admitted arrivals that window needs for the test to run
+_T_CRITICAL = float(stats.t.ppf(1.0 - OVERLOAD_ALPHA, OVERLOAD_BATCHES - 1))  # 2.539 for 19 df
+_T_WARN = float(stats.t.ppf(0.95, OVERLOAD_BATCHES - 1))  # 1.729: "possibly overloaded", a warning only
 
-    Over the second half of the arrival window a stable system completes about as many requests as
-    arrive; an overloaded one falls behind at the rate of its excess load.
+
+def in_system(arrival_s: np.ndarray, done_s: np.ndarray, admitted: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Requests in the system at each time ``t``: admitted arrivals up to ``t`` less completions up to ``t``
+    (``arrival_s`` sorted; ``done_s`` NaN for a request that did not complete)."""
+    arrived = np.searchsorted(arrival_s, t, side="right") - np.searchsorted(
+        arrival_s[~admitted], t, side="right"
+    )  # (rejected and dropped requests never enter)
+    finished = np.sort(done_s[np.isfinite(done_s)])
+    return arrived - np.searchsorted(finished, t, side="right")
+
+
+def overload_test(arrival_s: np.ndarray, done_s: np.ndarray, admitted: np.ndarray) -> tuple[float, float]:
+    """(t statistic, growth of the number in system in requests/s) over the second half of the arrivals.
+
+    The window from the middle arrival to the last is cut into ``OVERLOAD_BATCHES`` (k) equal spans; the
+    increments D_j = N(b_j+1) - N(b_j) of the number in system N(t) over them are tested for a positive mean
+    with Student's t, ``t = mean(D) / (sd(D) / sqrt(k))`` on k - 1 degrees of freedom, and the system is called
+    overloaded when ``t`` exceeds the (1 - ``OVERLOAD_ALPHA``) quantile (2.54).
+
+    Why this has false-alarm rate at most ``OVERLOAD_ALPHA`` for a stable system in steady state: the D_j
+    are increments of a stationary process, so their sum telescopes to N(end) - N(start) and E[D_j] = 0. For a
+    reversible queue (birth-death: M/M/1, M/M/c) the autocovariance C(s) of N is a mixture of decaying
+    exponentials; then Var(sum D) = 2 (C(0) - C(kT)) <= k Var(D_j) = 2 k (C(0) - C(T)) (for each
+    exponential 1 - e^(-kx) <= k (1 - e^(-x))), i.e. the increments are negatively correlated, and the sample
+    variance over-estimates Var(D_j) (E[s^2] = Var(D_j) - 2/(k(k-1)) sum_i<j Cov(D_i, D_j)). The statistic's
+    variance is at most 1, and it is exactly a t statistic when the increments are independent, so the t
+    quantile is conservative (the measured rate at 0.9 x capacity is below 1%, tests/test_overload.py).
+    Under overload (arrival rate lambda above the service rate mu) N grows by about (lambda - mu) T per span
+    of length T with variance about (lambda c_a^2 + mu c_s^2) T (arrival and service counts, c: their
+    coefficients of variation), independently from span to span, so with A arrivals in the window
+    ``t ~ (1 - 1/rho) sqrt(A / (c_a^2 + c_s^2 / rho))``: M/M/1 at rho = 1.05 reaches 4.2 (95% detection)
+    from A ~ 15,000 (30,000 requests), at 1.1 from A ~ 4,000 (8,000 requests), at 2 from A ~ 100.
+
+    The first half of the arrivals is left out as a warm-up (the queue fills from empty); a system still
+    relaxing after it (load close to 1) grows and is reported as overloaded for that run length.
+    (NaN, NaN) when the window has fewer than ``OVERLOAD_MIN_ARRIVALS`` admitted arrivals.
     """
-    if arrival.size < 4:
-        return False, 0
-    t_last = arrival[-1]
-    lo = arrival[arrival.size // 2]
+    n = arrival_s.size
+    lo, hi = arrival_s[n // 2] if n else 0.0, arrival_s[-1] if n else 0.0
+    if np.count_nonzero(admitted[n // 2 :]) < OVERLOAD_MIN_ARRIVALS or not hi > lo:
+        return math.nan, math.nan
+    edges = lo + (hi - lo) * np.arange(OVERLOAD_BATCHES + 1) / OVERLOAD_BATCHES
+    edges[-1] = hi
+    d = np.diff(in_system(arrival_s, done_s, admitted, edges)).astype(np.float64)
+    growth = float(d.sum()) / (hi - lo)
+    sd = float(d.std(ddof=1))
+    mean = float(d.mean())
+    if sd == 0.0:
+        return (math.inf if mean > 0 else 0.0), growth
+    return mean / (sd / math.sqrt(OVERLOAD_BATCHES)), growth
+
+
+def _unstable(arrival: np.ndarray, done: np.ndarray, status: np.ndarray, end_s: float) -> dict:
+    """The overload test of a run (:func:`overload_test`), plus the other ways it can fall behind: arrivals
+    dropped by a full queue, or a horizon that cut the arrivals short."""
     admitted = (status != Status.REJECTED) & (status != Status.DROPPED)
-    arrived_window = int(np.count_nonzero(admitted[arrival.size // 2 :]))
-    finished_window = int(np.count_nonzero((done > lo) & (done <= t_last)))
+    t_last = arrival[-1] if arrival.size else 0.0
     backlog = int(np.count_nonzero(admitted & ~(done <= t_last)))
-    if end_s < t_last:  # the horizon cut the arrivals short
-        return True, backlog
-    slow = arrived_window >= 20 and finished_window < _UNSTABLE_RATIO * arrived_window
-    return bool(slow or np.any(status == Status.DROPPED)), backlog
+    cut = end_s < t_last  # the horizon cut the arrivals short (no test: the later ones never arrived)
+    t_stat, growth = overload_test(arrival, done, admitted) if not cut else (math.nan, math.nan)
+    unstable = bool(t_stat > _T_CRITICAL or cut or np.any(status == Status.DROPPED))
+    return {
+        "unstable": unstable,
+        "backlog_requests": backlog,
+        "overload_statistic": t_stat,
+        "backlog_growth_request_per_s": growth,
+    }
 
 
 def request_tpot_s(first_token_s, completion_s, output_tokens):
@@ -97,6 +163,206 @@ def meets_slo(done, ttft_s, tpot_s, output_tokens, ttft_target_s, tpot_target_s)
     """Requests that completed within both targets (a one-token answer has no TPOT to meet): what goodput and
     SLO attainment count, in the summary and in :func:`slo_goodput` (targets broadcast against the requests)."""
     return done & (ttft_s <= ttft_target_s) & ((output_tokens <= 1) | (tpot_s <= tpot_target_s))
+
+
+# why a result is invalid: bit k of invalid_reason is INVALID_REASONS[k]
+INVALID_REASONS = ("overloaded", "rejected", "dropped", "unfinished", "nothing_completed")
+LOST_TOLERANCE = 0.001  # invalid when more than this share of the arrivals was rejected, dropped or unfinished
+
+
+def _validity(out: dict) -> dict:
+    """The shares of arrivals lost, and whether (and why not) the replicate's statistics can be read at face value:
+    ``invalid_reason`` has bit k set for ``INVALID_REASONS[k]``."""
+    arrived = max(out["arrived_requests"], 1)
+    shares = {k: out[f"{k}_requests"] / arrived for k in ("rejected", "dropped", "unfinished")}
+    code = 1 if out["unstable"] else 0
+    for bit, key in enumerate(("rejected", "dropped", "unfinished"), start=1):
+        if shares[key] > LOST_TOLERANCE:
+            code |= 1 << bit
+    if out["completed_requests"] == 0:
+        code |= 1 << 4
+    res: dict = {f"{k}_fraction": v for k, v in shares.items()}
+    res["invalid_reason"] = np.int8(code)
+    res["valid"] = code == 0
+    return res
+
+
+def pool_mfu_mbu(pool, run: Outcome, reps: np.ndarray) -> tuple[float, float]:
+    """(MFU, MBU) of an engine pool's replicas ``reps`` over their busy time (NaN: search pools, no busy time).
+
+    Model FLOPs: ``2 x active parameters`` outside the embedding table and LM head per prefilled or decoded token,
+    ``2 x hidden x vocab`` (the LM head) per decoded token (the prefill's one logit row per sequence left out),
+    and ``2 x (d_qk + d_v) x heads x layers`` per attention query-key pair: ``attention_pairs`` for the
+    prefill (full-context: sliding windows not capped) and ``kv_read_tokens - prefill_tokens`` for the decodes
+    (the KV the loop's attention read less the prefill chunks' own tokens: exact without chunking or cached
+    prefixes; with them it also counts the earlier chunks' and prefix KV a prefill chunk reads, one pair per
+    token per chunk). MFU = FLOPs / (busy_s x devices x the device's dense peak for the activation dtype).
+    Bytes: the weights once per iteration (``weights_bytes`` of the most loaded device x devices: for MoE at
+    small batches an upper bound) + ``kv_read_tokens`` x KV bytes per token (all layers, every TP rank's
+    copy). MBU = bytes / (busy_s x devices x memory bandwidth)."""
+    ce = pool.compiled
+    busy = float(run.busy_s[reps].sum())
+    if ce is None or not busy > 0:
+        return math.nan, math.nan
+    p = ce.params
+    layers, tp = p[L.N_LAYERS], p[L.TP]
+    heads = p[L.HEADS] * tp
+    prefill = float(run.prefill_tokens[reps].sum())
+    decode = float(run.decode_tokens[reps].sum())
+    kv_read = float(run.kv_read_tokens[reps].sum())
+    pairs = float(run.attention_pairs[reps].sum())
+    flops = ce.body_flop_per_token * (prefill + decode)
+    flops += 2.0 * p[L.HIDDEN] * p[L.VOCAB] * decode * p[L.HAS_LM_HEAD]
+    flops += 2.0 * (p[L.ATT_QK_PREFILL] + p[L.ATT_V_PREFILL]) * heads * layers * pairs
+    flops += 2.0 * (p[L.ATT_QK_DECODE] + p[L.ATT_V_DECODE]) * heads * layers * max(kv_read - prefill, 0.0)
+    d = pool.device
+    peak = d.peak_flop_per_s.resolve(pool.engine.dtypes.activation)[0]
+    moved = float(run.iterations[reps].sum()) * ce.weights_bytes * ce.devices
+    moved += kv_read * p[L.KV_TOKEN_BYTES] * tp * layers
+    return flops / (busy * ce.devices * peak), moved / (busy * ce.devices * d.memory_bandwidth_bytes_per_s)
+
+
+_REASON_TEXT = {  # why a request was rejected or dropped, as the warnings say it
+    "context_limit": "prompt + output over the model's context",
+    "kv_capacity": "more KV than a replica holds",
+    "token_budget": "a prompt over max_batched_tokens with a policy that prefills whole prompts",
+    "queue_full": "a full queue (max_queue_requests)",
+}
+
+
+def _percent(x: float) -> str:
+    return f"{x:.2g}%" if x < 1 else f"{x:.1f}%"
+
+
+def _point_issues(p: xr.Dataset) -> tuple[list[str], list[str]]:
+    """(long, short) texts of what is wrong with one point (its replicates along ``replicate``)."""
+    long, short = [], []
+    total = lambda name: float(p[name].sum())  # noqa: E731
+    arrived = max(total("arrived_requests"), 1.0)
+    reps = p.sizes.get("replicate", 1)
+    unstable = int(p.unstable.sum())
+    if unstable:
+        of = f" in {unstable} of {reps} replicates" if reps > 1 else ""
+        t = float(p.overload_statistic.max()) if "overload_statistic" in p else math.nan
+        growth = float(p.backlog_growth_request_per_s.mean()) if "backlog_growth_request_per_s" in p else math.nan
+        if t > _T_CRITICAL:
+            why = (
+                f"the number in system grew by {growth:.3g} requests/s over the second half of the arrivals "
+                f"(overload test t = {t:.3g} > {_T_CRITICAL:.3g})"
+            )
+        elif total("dropped_requests"):
+            why = "a full queue dropped arrivals"
+        else:
+            why = "the horizon stopped the run before the last arrival"
+        backlog = int(p.backlog_requests.max())
+        long.append(
+            f"overloaded{of}: {why}; {backlog:,} requests in the system at the last arrival: the latencies grow "
+            "with the run's length (a lower rate, more replicas, or a capacity search)"
+        )
+        short.append("overloaded")
+    elif "overload_statistic" in p and float(p.overload_statistic.max()) > _T_WARN:
+        t = float(p.overload_statistic.max())
+        growth = float(p.backlog_growth_request_per_s.mean())
+        long.append(
+            f"possibly overloaded: the number in system grew by {growth:.3g} requests/s over the second half of the "
+            f"arrivals (overload test t = {t:.3g}, above the 5% level {_T_WARN:.3g} but not the 1% level "
+            f"{_T_CRITICAL:.3g} that marks a run overloaded); a longer run would tell"
+        )
+        short.append(f"possibly overloaded (t = {t:.3g})")
+    counts = p.rejected_by_reason.sum("replicate") if "replicate" in p.rejected_by_reason.dims else p.rejected_by_reason
+    for key, what in (("rejected", "rejected: they could never run"), ("dropped", "dropped by a full queue")):
+        n = total(f"{key}_requests")
+        if not n:
+            continue
+        share = 100 * n / arrived
+        names = [r for r in REASONS if (r == "queue_full") == (key == "dropped") and float(counts.sel(reason=r)) > 0]
+        why = "; ".join(f"{r}: {_REASON_TEXT[r]}" for r in names)
+        ok = "" if n / arrived > LOST_TOLERANCE else f" (within the {100 * LOST_TOLERANCE:g}% tolerance: still valid)"
+        long.append(
+            f"{_percent(share)} of the requests {what} ({why}); the latencies and throughputs cover only the others{ok}"
+        )
+        short.append(f"{_percent(share)} {key} ({', '.join(names)})")
+    n = total("unfinished_requests")
+    if n:
+        share = 100 * n / arrived
+        long.append(f"{_percent(share)} of the requests unfinished when the horizon (serving.horizon_s) stopped it")
+        short.append(f"{_percent(share)} unfinished")
+    if total("completed_requests") == 0:
+        long.append("no request completed: every latency and throughput is NaN")
+        short.append("nothing completed")
+    if "capacity_request_per_s" in p and bool(p.capacity_request_per_s.isnull().any()):
+        long.append("no rate in the capacity search's bracket meets the targets (capacity NaN): rate_min_per_s fails")
+        short.append("capacity NaN")
+    return long, short
+
+
+def validity_warnings(ds: xr.Dataset, limit: int = 10) -> list[str]:
+    """Human-readable warnings about a simulation, capacity-search or sweep Dataset's results: overloaded runs,
+    requests rejected (with their reason), dropped or unfinished, runs where nothing completed, capacity
+    searches that found no rate; for a sweep, how many points are invalid, then up to ``limit`` points.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A Dataset of :func:`hermes_fast.simulate`, :func:`hermes_fast.capacity_search` or :func:`hermes_fast.sweep`
+        (one without ``valid``, e.g. an estimate, has no warnings).
+    limit : int, default 10
+        Points of a sweep listed one per line at most (the count of the others follows).
+
+    Returns
+    -------
+    list of str
+        One line per warning (empty when there is nothing to say); what Datasets carry as their ``warnings``
+        attr and the CLI prints as ``WARNING: ...`` lines.
+
+    Examples
+    --------
+    >>> over = {"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}], "workload": {"rate_per_s": 1000}}
+    >>> lines = hf.metrics.validity_warnings(hf.simulate(over, n_requests=500, seed=1))
+    >>> lines[0][:40]
+    'overloaded: the number in system grew by'
+    """
+    if "valid" not in ds or "arrived_requests" not in ds:
+        return []
+    grid = [d for d in ds.valid.dims if d != "replicate"]
+    if not grid:
+        return _point_issues(ds)[0]
+
+    def over_reps(name: str, how: str = "sum") -> np.ndarray:
+        da = ds[name]
+        if "replicate" in da.dims:
+            da = getattr(da, how)("replicate")
+        return da.transpose(*grid).values.ravel()
+
+    shape = [ds.sizes[d] for d in grid]
+    done = ds["computed"].transpose(*grid).values.ravel() if "computed" in ds else np.ones(math.prod(shape), bool)
+    valid = over_reps("valid", "all") | ~done
+    issue = (over_reps("unstable", "any") | (over_reps("completed_requests") == 0)) & done
+    if "overload_statistic" in ds:
+        issue |= (over_reps("overload_statistic", "max") > _T_WARN) & done
+    for name in ("rejected_requests", "dropped_requests", "unfinished_requests"):
+        issue |= (over_reps(name) > 0) & done
+    if "capacity_request_per_s" in ds:
+        issue |= np.isnan(over_reps("capacity_request_per_s")) & done
+    lines = []
+    if not valid.all():
+        code = np.bitwise_or.reduce(ds.invalid_reason.transpose(*grid, ...).values.reshape(valid.size, -1), axis=1)
+        code = code[~valid]
+        why = ", ".join(f"{r} {int(np.count_nonzero(code & (1 << k)))}" for k, r in enumerate(INVALID_REASONS)
+                        if np.any(code & (1 << k)))  # fmt: skip
+        lines.append(
+            f"{int((~valid).sum())} of {int(done.sum())} points invalid ({why}): hf.pareto leaves them out "
+            "(include_invalid=True keeps them) and the plots mark them"
+        )
+    flagged = np.flatnonzero(issue)
+    for k in flagged[:limit]:
+        at = dict(zip(grid, np.unravel_index(k, shape), strict=True))
+        point = ds.isel(at)
+        where = ", ".join(f"{d}={point[d].values.item()}" for d in grid)
+        lines.append(f"{'valid' if valid[k] else 'invalid'} at {where}: {'; '.join(_point_issues(point)[1])}")
+    if flagged.size > limit:
+        lines.append(f"... and {flagged.size - limit} more points with warnings (variables valid, invalid_reason)")
+    return lines
 
 
 def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | float]:
@@ -130,6 +396,9 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     out["throughput_request_per_s"] = n_done / window if window > 0 else math.nan
     out["throughput_input_token_per_s"] = float(prompt[done].sum()) / window if window > 0 else math.nan
     out["throughput_output_token_per_s"] = float(output[done].sum()) / window if window > 0 else math.nan
+    emitted = float(run.emitted_tokens[w:][done].sum())  # thinking (parallel branches included) + answer
+    out["throughput_thinking_token_per_s"] = (emitted - float(output[done].sum())) / window if window > 0 else math.nan
+    out["throughput_generated_token_per_s"] = emitted / window if window > 0 else math.nan
     slo = serving.slo
     good = meets_slo(done, ttft, tpot, output, slo.ttft_s, slo.tpot_s)
     out["goodput_request_per_s"] = int(good.sum()) / window if window > 0 else math.nan
@@ -142,13 +411,12 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     out["preempted_requests"] = int(np.count_nonzero(run.preemptions[w:] > 0))
     reasons = run.reason[w:]
     out["rejected_by_reason"] = np.array([np.count_nonzero(reasons == code) for code in _REASON_CODES.values()])
-    unstable, backlog = _unstable(run.arrival_s, run.done_s, run.status, run.end_s)
-    out["unstable"] = unstable
-    out["backlog_requests"] = backlog
+    out.update(_unstable(run.arrival_s, run.done_s, run.status, run.end_s))
+    out.update(_validity(out))
     # pools, energy and cost over the whole run
     run_s = max(run.end_s - run.arrival_s[0], 0.0) if n else 0.0
     pools = setup.pools
-    util, batch, kv, preempt = (np.zeros(len(pools)) for _ in range(4))
+    util, batch, kv, preempt, mfu, mbu = (np.zeros(len(pools)) for _ in range(6))
     energy = 0.0
     dollars = 0.0
     priced = True
@@ -163,6 +431,7 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
         if pool.search is not None:
             kv[k] = math.nan
         preempt[k] = run.replica_preemptions[reps].sum()
+        mfu[k], mbu[k] = pool_mfu_mbu(pool, run, reps)
         d = pool.device
         devices = pool.devices
         energy += devices * (d.power_idle_w * run_s * reps.sum() + (d.power_peak_w - d.power_idle_w) * busy.sum())
@@ -170,7 +439,9 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
             priced = False
         else:
             dollars += devices * reps.sum() * d.price_usd_per_hour * run_s / 3600.0
-    out["utilization"] = util
+    out["busy_fraction"] = util
+    out["mfu"] = mfu
+    out["mbu"] = mbu
     out["mean_batch_size"] = batch
     out["kv_occupancy"] = kv
     out["preemptions"] = preempt
@@ -178,6 +449,9 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     out["energy_j"] = energy
     out["energy_j_per_token"] = energy / tokens if tokens else math.nan
     out["cost_usd_per_mtoken"] = dollars / tokens * 1e6 if tokens and priced else math.nan
+    generated = float(run.emitted_tokens[run.status == Status.DONE].sum())
+    out["energy_j_per_token_generated"] = energy / generated if generated else math.nan
+    out["cost_usd_per_mtoken_generated"] = dollars / generated * 1e6 if generated and priced else math.nan
     out["events"] = run.events
     out["fast_forwarded_iterations"] = run.fast_forwarded_iterations
     return out
@@ -219,8 +493,8 @@ def confidence_interval(ds: xr.Dataset, level: float = 0.95) -> xr.Dataset:
     -------
     xarray.Dataset
         The variables that have the ``replicate`` dim, with it replaced by a ``bound`` dim (``low``, ``mean``,
-        ``high``), in their own units; with one replicate low = high = mean. The ``confidence_level`` attr
-        records ``level``.
+        ``high``), in their own units; with one replicate low = high = mean (flags and codes such as ``valid``
+        and ``invalid_reason`` left out). The ``confidence_level`` attr records ``level``.
 
     Raises
     ------
@@ -244,6 +518,8 @@ def confidence_interval(ds: xr.Dataset, level: float = 0.95) -> xr.Dataset:
     for name, da in ds.data_vars.items():
         if "replicate" not in da.dims or not np.issubdtype(da.dtype, np.number):
             continue
+        if "flag_masks" in da.attrs or "flag_values" in da.attrs:  # codes (invalid_reason, ...): no mean
+            continue
         mean = da.mean("replicate")
         half = half_t * da.std("replicate", ddof=1) / math.sqrt(n) if n > 1 else xr.zeros_like(mean)
         out[name] = xr.concat([mean - half, mean, mean + half], dim="bound").assign_attrs(da.attrs)
@@ -255,6 +531,8 @@ def confidence_interval(ds: xr.Dataset, level: float = 0.95) -> xr.Dataset:
 DERIVED_OBJECTIVES = {  # name -> (source variable, numerator): name = numerator / source
     "output_token_per_usd": ("cost_usd_per_mtoken", 1e6),
     "output_token_per_j": ("energy_j_per_token", 1.0),
+    "generated_token_per_usd": ("cost_usd_per_mtoken_generated", 1e6),
+    "generated_token_per_j": ("energy_j_per_token_generated", 1.0),
 }
 
 

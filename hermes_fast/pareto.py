@@ -1,7 +1,7 @@
 """Pareto fronts over the swept dims of a Dataset, and the objective selection the plots share.
 
 An objective is a variable name, a name with selections (``ttft_s[quantile=0.99]``,
-``utilization[pool=decode]``), a derived objective (``output_token_per_usd``, ``output_token_per_j``), or a
+``busy_fraction[pool=decode]``), a derived objective (``output_token_per_usd``, ``output_token_per_j``), or a
 DataArray; a renamed variable's old name (:data:`hermes_fast.variables.RENAMED`) works with a FutureWarning.
 Objectives are averaged over ``replicate``; what remains must be the swept dims only.
 """
@@ -9,6 +9,7 @@ Objectives are averaged over ``replicate``; what remains must be the swept dims 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ from .config.base import ConfigError, close_match_hint
 from .metrics import DERIVED_OBJECTIVES, add_derived
 from .variables import current_name
 
-__all__ = ["pareto", "objective", "nondominated"]
+__all__ = ["pareto", "objective", "nondominated", "point_valid"]
 
 _INNER = ("quantile", "pool", "reason", "stage", "link", "bound")
 _SPEC = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?:\[(.*)\])?\s*$")
@@ -100,13 +101,33 @@ def nondominated(values: np.ndarray) -> np.ndarray:
     return mask
 
 
+def point_valid(ds: xr.Dataset) -> xr.DataArray | None:
+    """Whether each point of ``ds`` is valid (``valid`` in every replicate; points not computed count as valid:
+    they have no values), over the swept dims; None when ``ds`` has no ``valid`` variable (e.g. an estimate)."""
+    if "valid" not in ds:
+        return None
+    v = ds["valid"].astype(bool)
+    if "replicate" in v.dims:
+        v = v.all("replicate")
+    if "computed" in ds:
+        v = v | ~ds["computed"].astype(bool)
+    return v
+
+
 def pareto(
     ds: xr.Dataset,
     minimize: Sequence[str | xr.DataArray] = (),
     maximize: Sequence[str | xr.DataArray] = (),
+    *,
+    include_invalid: bool = False,
 ) -> xr.DataArray:
     """Boolean mask over the swept dims: True where no other point is at least as good in every objective
     and better in one (objectives averaged over ``replicate``; a point with a NaN objective is off the front).
+
+    Invalid points (``valid`` False in some replicate: overloaded, or more than 0.1% of the requests rejected,
+    dropped or unfinished, see :data:`hermes_fast.metrics.INVALID_REASONS`) are left out unless
+    ``include_invalid``: their statistics cover only the requests that were served, or grow with the run's length.
+    How many were left out is in the result's ``invalid_left_out`` attr and a ``UserWarning``.
 
     Parameters
     ----------
@@ -114,14 +135,17 @@ def pareto(
         A sweep (or estimate) Dataset.
     minimize, maximize : sequence of str or xarray.DataArray, default ()
         Objectives to minimise and to maximise (at least one in all; a single one may be given alone): a
-        variable name, a name with selections (``"ttft_s[quantile=0.99]"``, ``"utilization[pool=decode]"``),
+        variable name, a name with selections (``"ttft_s[quantile=0.99]"``, ``"busy_fraction[pool=decode]"``),
         a derived objective (``"output_token_per_usd"``, ``"output_token_per_j"``: :func:`add_derived`) or a
         DataArray. After the selections and the mean over ``replicate``, each must have only swept dims.
+    include_invalid : bool, default False
+        Rank invalid points too.
 
     Returns
     -------
     xarray.DataArray
-        ``pareto``, boolean, over the objectives' (broadcast) dims.
+        ``pareto``, boolean, over the objectives' (broadcast) dims; attr ``invalid_left_out``: the points left
+        out as invalid.
 
     Raises
     ------
@@ -133,10 +157,19 @@ def pareto(
     --------
     >>> grid = {"workload.rate_per_s": [2, 8, 32], "engines.llama8b-h100.batching.policy": ["continuous", "chunked"]}
     >>> ds = hf.sweep(grid=grid, n_requests=100, seed=1)
-    >>> front = hf.pareto(ds, minimize=["ttft_s[quantile=0.99]"], maximize=["output_token_per_usd"])
+    >>> goals = {"minimize": ["ttft_s[quantile=0.99]"], "maximize": ["output_token_per_usd"]}
+    >>> import warnings
+    >>> with warnings.catch_warnings():  # it warns: "pareto: left out 2 invalid point(s) ..."
+    ...     warnings.simplefilter("ignore")
+    ...     front = hf.pareto(ds, **goals)
     >>> front.dims
     ('workload.rate_per_s', 'engines.llama8b-h100.batching.policy')
-    >>> front.sel({"workload.rate_per_s": 32}).values.tolist()  # continuous batching is off the front at 32/s
+    >>> front.attrs["invalid_left_out"], ds.invalid_reason.sel({"workload.rate_per_s": 32}).values.ravel().tolist()
+    (2, [1, 1])
+    >>> front.sel({"workload.rate_per_s": 32}).values.tolist()  # 32/s overloads the engine: both left out
+    [False, False]
+    >>> ranked = hf.pareto(ds, **goals, include_invalid=True)  # as if they were not overloaded
+    >>> ranked.sel({"workload.rate_per_s": 32}).values.tolist()  # continuous batching is off the front at 32/s
     [False, True]
     """
     if isinstance(minimize, (str, xr.DataArray)):
@@ -157,6 +190,18 @@ def pareto(
                 f"one value per point: select {', '.join(extra)} (e.g. ttft_s[quantile=0.99])",
             )
         objs.append(sign * da.astype(np.float64))
+    valid = point_valid(ds)
+    left_out = 0
+    if valid is not None and not include_invalid:
+        objs = [o.where(valid) for o in objs]  # NaN: off the front
+        left_out = int((~xr.broadcast(valid, *objs)[0]).sum())
+        if left_out:
+            warnings.warn(
+                f"pareto: left out {left_out} invalid point(s) (overloaded, or requests rejected, dropped or "
+                "unfinished: see the valid and invalid_reason variables); include_invalid=True ranks them too",
+                UserWarning,
+                2,
+            )
     objs = xr.broadcast(*objs)
     dims = objs[0].dims
     flat = np.stack([o.transpose(*dims).values.ravel() for o in objs], axis=1)
@@ -166,5 +211,5 @@ def pareto(
         dims=dims,
         coords={d: objs[0][d] for d in dims if d in objs[0].coords},
         name="pareto",
-        attrs={"long_name": "on the Pareto front", "units": "1"},
+        attrs={"long_name": "on the Pareto front", "units": "1", "invalid_left_out": left_out},
     )

@@ -18,7 +18,7 @@ from ._version import __version__
 from .config.base import ConfigError
 from .config.scenario import Scenario
 from .kernels.serving import Outcome, new_state, run_loop
-from .metrics import QUANTILES, REASONS, summarize, summarize_stages
+from .metrics import QUANTILES, REASONS, summarize, summarize_stages, validity_warnings
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
 from .pools import ServingSetup, build_serving
 from .resolve import ResolvedScenario, resolve_scenario
@@ -201,6 +201,7 @@ def simulate(
             "calibration": resolved.describe_calibrations(_devices(sc)),
         }
     )
+    ds.attrs["warnings"] = validity_warnings(ds)
     return ds
 
 

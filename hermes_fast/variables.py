@@ -89,8 +89,9 @@ VARIABLES: dict[str, Variable] = {
             "throughput_output_token_per_s",
             "token/s",
             "output throughput",
-            "output tokens per second; estimate: of one replica over the whole static batch, prefill included "
-            "(NaN: encoders); simulate: output tokens of completed requests / s",
+            "answer tokens per second (thinking not included: see throughput_generated_token_per_s); estimate: of "
+            "one replica over the whole static batch, prefill included (NaN: encoders); simulate: answer tokens of "
+            "completed requests / s",
         ),
         Variable(
             "decode_throughput_token_per_s", "token/s", "decode throughput", "batch_size / tpot_s (NaN: encoders)"
@@ -142,6 +143,19 @@ _SIM: list[Variable] = [
     Variable("throughput_request_per_s", "request/s", "request throughput", "completed requests per second"),
     Variable("throughput_input_token_per_s", "token/s", "input throughput", "prompt tokens of completed requests / s"),
     Variable(
+        "throughput_thinking_token_per_s",
+        "token/s",
+        "thinking throughput",
+        "thinking tokens of completed requests / s: every token their LLM jobs generated (parallel branches "
+        "included) less the answer's (0 without reasoning stages)",
+    ),
+    Variable(
+        "throughput_generated_token_per_s",
+        "token/s",
+        "generated-token throughput",
+        "every token the LLM jobs of completed requests generated / s: thinking (parallel branches included) + answer",
+    ),
+    Variable(
         "goodput_request_per_s",
         "request/s",
         "goodput",
@@ -163,20 +177,101 @@ _SIM: list[Variable] = [
         "unstable",
         "1",
         "overloaded",
-        "the system fell behind its arrivals (completions < 90% of arrivals late in the run, drops, or the horizon)",
+        "the system fell behind its arrivals: the number in system grew over the second half of the arrivals "
+        "(one-sided t test on 20 equal-time increments, false-alarm rate 1%: metrics.overload_test), a full "
+        "queue dropped arrivals, or the horizon cut the arrivals short",
     ),
     Variable("backlog_requests", "request", "backlog at last arrival", "requests in the system at the last arrival"),
-    Variable("utilization", "1", "pool utilisation", "busy time of the pool's replicas / (replicas x run time)"),
+    Variable("rejected_fraction", "1", "rejected share", "rejected_requests / arrived_requests (after the warm-up)"),
+    Variable("dropped_fraction", "1", "dropped share", "dropped_requests / arrived_requests (after the warm-up)"),
+    Variable(
+        "unfinished_fraction", "1", "unfinished share", "unfinished_requests / arrived_requests (after the warm-up)"
+    ),
+    Variable(
+        "valid",
+        "1",
+        "valid result",
+        "the statistics can be read at face value: not overloaded, at most 0.1% of the arrivals rejected, dropped "
+        "or unfinished (metrics.LOST_TOLERANCE), some request completed; invalid_reason says why not",
+    ),
+    Variable(
+        "invalid_reason",
+        "1",
+        "why invalid",
+        "bit field (0: valid): 1 overloaded (unstable), 2 rejected, 4 dropped, 8 unfinished (each: over 0.1% of "
+        "the arrivals), 16 nothing completed",
+        (
+            ("flag_masks", np.array([1, 2, 4, 8, 16], dtype=np.int8)),
+            ("flag_meanings", "overloaded rejected dropped unfinished nothing_completed"),
+        ),
+    ),
+    Variable(
+        "overload_statistic",
+        "1",
+        "overload test statistic",
+        "t statistic of the growth of the number in system over the second half of the arrivals (overloaded "
+        "above 2.54, the 99% quantile of Student's t on 19 df; NaN: under 40 admitted arrivals there, or a horizon "
+        "cut the arrivals short)",
+    ),
+    Variable(
+        "backlog_growth_request_per_s",
+        "request/s",
+        "backlog growth",
+        "change in the number in system from the middle arrival to the last, per second (about arrival rate - "
+        "service rate when overloaded; near 0 when stable)",
+    ),
+    Variable(
+        "busy_fraction",
+        "1",
+        "pool busy fraction",
+        "busy time of the pool's replicas / (replicas x run time): the share of time an iteration was running, "
+        "however small (not how much of the hardware it used: see mfu, mbu); formerly utilization",
+    ),
+    Variable(
+        "mfu",
+        "1",
+        "model FLOPs utilisation",
+        "model FLOPs of the pool's iterations / (busy time x devices x the device's dense peak for the activation "
+        "dtype): 2 x active parameters (embedding and LM head apart) per prefill or decode token, 2 x hidden x "
+        "vocab per decode token, 2 x (d_qk + d_v) x heads x layers per attention query-key pair (prefill: "
+        "attention pairs; decode: KV tokens read less prefill tokens); NaN: search pools (metrics.pool_mfu_mbu)",
+    ),
+    Variable(
+        "mbu",
+        "1",
+        "memory-bandwidth utilisation",
+        "bytes read / (busy time x devices x memory bandwidth): the weights once per iteration (weights_bytes x "
+        "devices) + KV tokens attention read x KV bytes per token (all layers and TP ranks); NaN: search pools",
+    ),
     Variable("mean_batch_size", "request", "mean batch size", "requests per iteration, averaged over iterations"),
     Variable("kv_occupancy", "1", "KV occupancy", "time-averaged resident KV tokens / KV capacity"),
     Variable("preemptions", "1", "preemptions", "preemption events in the pool"),
     Variable("energy_j", "J", "energy", "device energy over the run: idle power + (peak - idle) x busy time"),
-    Variable("energy_j_per_token", "J/token", "energy per output token", "energy_j / output tokens completed"),
+    Variable(
+        "energy_j_per_token",
+        "J/token",
+        "energy per output token",
+        "energy_j / answer tokens of the completed requests (thinking not counted: see energy_j_per_token_generated)",
+    ),
+    Variable(
+        "energy_j_per_token_generated",
+        "J/token",
+        "energy per generated token",
+        "energy_j / every token the completed requests' LLM jobs generated (thinking + answer)",
+    ),
     Variable(
         "cost_usd_per_mtoken",
         "USD/Mtoken",
         "cost per million output tokens",
-        "device-hours x price / output tokens x 1e6 (NaN when a device has no price)",
+        "device-hours x price / answer tokens of the completed requests x 1e6 (thinking not counted: see "
+        "cost_usd_per_mtoken_generated; NaN when a device has no price)",
+    ),
+    Variable(
+        "cost_usd_per_mtoken_generated",
+        "USD/Mtoken",
+        "cost per million generated tokens",
+        "device-hours x price / every token the completed requests' LLM jobs generated (thinking + answer) x 1e6 "
+        "(NaN when a device has no price)",
     ),
     Variable(
         "stage_time_s",
@@ -262,17 +357,23 @@ _SWEEP: list[Variable] = [
     ),
     Variable("output_token_per_usd", "token/USD", "output tokens per dollar", "1e6 / cost_usd_per_mtoken"),
     Variable("output_token_per_j", "token/J", "output tokens per joule", "1 / energy_j_per_token"),
+    Variable(
+        "generated_token_per_usd", "token/USD", "generated tokens per dollar", "1e6 / cost_usd_per_mtoken_generated"
+    ),
+    Variable("generated_token_per_j", "token/J", "generated tokens per joule", "1 / energy_j_per_token_generated"),
 ]
 VARIABLES.update({v.name: v for v in _SWEEP})
 
 
 # old name -> current name. throughput_token_per_s: estimate's name for what simulate calls
 # throughput_output_token_per_s; kv_capacity_token: a count of tokens, named _tokens everywhere else;
-# bound: also the low/mean/high dim of confidence_interval, and the decode step's twin of prefill_bound.
+# bound: also the low/mean/high dim of confidence_interval, and the decode step's twin of prefill_bound;
+# utilization: a busy fraction (99% at a sixth of capacity), not how much of the hardware is used (mfu, mbu).
 RENAMED: dict[str, str] = {
     "throughput_token_per_s": "throughput_output_token_per_s",
     "kv_capacity_token": "kv_capacity_tokens",
     "bound": "decode_bound",
+    "utilization": "busy_fraction",
 }
 
 

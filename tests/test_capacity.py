@@ -64,7 +64,7 @@ def test_deterministic_queue_capacity_is_the_service_rate():
     cap = float(ds.capacity_request_per_s[0])
     assert 100 * (1 - 0.002) <= cap <= 100 * (1 + 0.5 / 1980)
     assert float(ds.ttft_s.sel(quantile=0.99)[0]) <= 1.5 * STEP_S
-    assert float(ds.utilization[0, 0]) == pytest.approx(cap * STEP_S, rel=0.01)  # busy share = rate x service
+    assert float(ds.busy_fraction[0, 0]) == pytest.approx(cap * STEP_S, rel=0.01)  # busy share = rate x service
 
 
 def test_bisection_agrees_with_a_dense_rate_scan():

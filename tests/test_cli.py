@@ -311,7 +311,7 @@ def test_run_default_scenario_prints_percentiles_and_throughput(capsys, tmp_path
     out = tmp_path / "sim.nc"
     assert main(["run", "--requests", "2000", "--seed", "3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    for label in ("TTFT", "TPOT", "ITL", "E2E", "p50", "p99", "throughput", "goodput", "utilisation"):
+    for label in ("TTFT", "TPOT", "ITL", "E2E", "p50", "p99", "throughput", "goodput", "busy"):
         assert label in text
     ds = xr.load_dataset(out)
     ref = hf.simulate(n_requests=2000, seed=3)

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 from numba.core import types
+from numba.core.caching import NullCache
 
 from hermes_fast.kernels import (
     allgather_time,
@@ -467,6 +468,8 @@ def _literal_probe_caller(x):
 
 def test_calls_between_kernels_compile_one_version_per_argument_type():
     """numba would compile the callee once per literal (2 and 3); the twins compile it once per type."""
+    for twin in (_literal_probe_caller.jit, _literal_probe_callee.jit):  # compile here, not load from a cache
+        twin._cache = NullCache()
     assert _literal_probe_caller.jit(1.5) == _literal_probe_caller(1.5) == 7.5
     signatures = list(_literal_probe_callee.jit.overloads)
     assert len(signatures) == 1 and not any(isinstance(a, types.Literal) for a in signatures[0])

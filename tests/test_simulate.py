@@ -357,7 +357,7 @@ def test_energy_and_cost_by_hand():
     assert float(ds.energy_j.item()) == pytest.approx(energy, rel=1e-9)
     assert float(ds.energy_j_per_token.item()) == pytest.approx(energy / 2500, rel=1e-9)
     assert float(ds.cost_usd_per_mtoken.item()) == pytest.approx(dev.price_usd_per_hour * run_s / 3600 / 2500 * 1e6)
-    assert float(ds.utilization.item()) == pytest.approx(busy_s / run_s, rel=1e-9)
+    assert float(ds.busy_fraction.item()) == pytest.approx(busy_s / run_s, rel=1e-9)
 
 
 def test_goodput_counts_requests_within_both_slos():

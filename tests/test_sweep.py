@@ -141,7 +141,7 @@ def test_bad_values_are_caught_by_the_config_loading_before_anything_runs(monkey
 def test_dims_coords_and_zipped_axes(serial):
     ds = serial
     assert ds.ttft_s.dims == ("workload.rate_per_s", "policy", "replicate", "quantile")
-    assert ds.utilization.dims == ("workload.rate_per_s", "policy", "replicate", "pool")
+    assert ds.busy_fraction.dims == ("workload.rate_per_s", "policy", "replicate", "pool")
     assert list(ds["policy"].values) == ["continuous/1", "chunked/2"]
     assert list(ds["engines.main.batching.policy"].values) == ["continuous", "chunked"]
     assert list(ds["engines[0].replicas"].values) == [1, 2]
@@ -187,7 +187,7 @@ def test_union_of_pools_over_colocated_and_disaggregated_points():
     ds = hf.sweep(base(5.0), grid, n_requests=200, seed=1)
     assert list(ds.pool.values) == ["main", "other"]
     assert list(ds.pool_role.values) == ["colocated|prefill", "decode"]
-    util = ds.utilization.isel(replicate=0)
+    util = ds.busy_fraction.isel(replicate=0)
     assert np.isnan(float(util.sel(mode="colocated", pool="other")))
     assert float(util.sel(mode="1P/2D", pool="other")) > 0
     assert int(ds.completed_requests.sel(mode="1P/2D").sum()) == 200

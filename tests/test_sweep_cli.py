@@ -52,12 +52,13 @@ def test_sweep_writes_the_same_dataset_as_the_api(store, capsys):
     "args",
     [
         ["--kind", "pareto"],
+        ["--kind", "pareto", "--hue", "engines.main.batching.policy"],
         ["--kind", "latency", "--hue", "engines.main.batching.policy"],
         ["--kind", "goodput", "--x", "workload.rate_per_s", "--y", "slo_attainment"],
         ["--kind", "cdf", "--y", "e2e", "--sel", "workload.rate_per_s=20", "--sel", f"{POLICY}=chunked"],
-        ["--kind", "heatmap", "--var", "utilization[pool=main]", "--x", "workload.rate_per_s", "--y", POLICY],
+        ["--kind", "heatmap", "--var", "busy_fraction[pool=main]", "--x", "workload.rate_per_s", "--y", POLICY],
     ],
-    ids=lambda a: a[1],
+    ids=lambda a: "-".join(a[1::2]),
 )
 def test_plot_kinds_write_images(store, tmp_path, args):
     _, out = store
@@ -74,6 +75,15 @@ def test_plot_errors_are_one_line(store, tmp_path, capsys):
     assert main(["plot", str(tmp_path / "none.zarr"), "--kind", "cdf", "--out", str(tmp_path / "f.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "sweep store" in err
+    # --hue is honoured where a plot can draw it, refused where it cannot (not silently ignored)
+    heat = ["--kind", "heatmap", "--var", "ttft_s[quantile=0.5]", "--x", "workload.rate_per_s", "--y", POLICY]
+    assert main(["plot", str(out), *heat, "--hue", POLICY, "--out", str(tmp_path / "f.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--hue" in err and "no --hue with --kind heatmap" in err
+    assert main(["plot", str(out), "--kind", "breakdown", "--hue", POLICY, "--out", str(tmp_path / "f.png")]) == 2
+    assert "no --hue with --kind breakdown" in capsys.readouterr().err
+    assert main(["plot", str(out), "--kind", "pareto", "--hue", "pool", "--out", str(tmp_path / "f.png")]) == 2
+    assert "hue: got 'pool'; expected a swept dim" in capsys.readouterr().err
 
 
 def test_sweep_errors_are_one_line(tmp_path, capsys):

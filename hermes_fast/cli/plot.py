@@ -8,6 +8,10 @@ from ..config.base import ConfigError
 __all__ = ["PLOT_KINDS", "cmd_plot"]
 
 PLOT_KINDS = ("pareto", "latency", "goodput", "breakdown", "cdf", "heatmap")
+_NO_HUE = {  # kinds that cannot use --hue, and what to use instead
+    "breakdown": "a bar per value of --x; pick the other dims with --sel",
+    "heatmap": "it draws --var over --x and --y; pick the other dims with --sel",
+}
 
 
 def cmd_plot(args) -> int:
@@ -29,10 +33,13 @@ def cmd_plot(args) -> int:
         if not eq:
             raise ConfigError(f"--sel {item}", item, "DIM=VALUE")
         ds = ds.sel({dim: coord_value(ds, dim, value)})
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     kind = args.kind
+    if args.hue and kind in _NO_HUE:
+        raise ConfigError("--hue", args.hue, f"no --hue with --kind {kind} ({_NO_HUE[kind]})")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     if kind == "pareto":
-        plot.pareto_front(ds, args.x or "ttft_s[quantile=0.99]", args.y or "output_token_per_usd", ax=ax)
+        x, y = args.x or "ttft_s[quantile=0.99]", args.y or "output_token_per_usd"
+        plot.pareto_front(ds, x, y, hue=args.hue, ax=ax)
     elif kind == "latency":
         plot.latency_throughput(
             ds, args.y or "ttft_s[quantile=0.99]", args.x or "throughput_output_token_per_s", hue=args.hue, ax=ax

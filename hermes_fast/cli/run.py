@@ -11,6 +11,7 @@ import numpy as np
 from .args import calibration_arg
 from .knobs import apply_knobs, flag_errors
 from .outputs import check_out, write_dataset
+from .warnings import print_warnings
 
 __all__ = ["cmd_run", "describe_scenario", "format_table", "print_simulation"]
 
@@ -106,10 +107,12 @@ def print_simulation(ds, out=None, scenario=None, header: bool = True) -> None:
         rows.append([label, *(f"{v * 1e3:.2f}" for v in values)])
     for line in format_table(["latency (ms)", "mean", *qs], rows):
         print(line, file=out)
+    thinking = float(mean.throughput_thinking_token_per_s)  # reasoning: tokens beyond the answer's
     print(
         f"throughput    {float(mean.throughput_request_per_s):.3f} req/s, "
         f"{float(mean.throughput_output_token_per_s):.1f} output tok/s, "
-        f"{float(mean.throughput_input_token_per_s):.1f} input tok/s",
+        + (f"{thinking:.1f} thinking tok/s, " if thinking else "")
+        + f"{float(mean.throughput_input_token_per_s):.1f} input tok/s",
         file=out,
     )
     print(
@@ -121,7 +124,7 @@ def print_simulation(ds, out=None, scenario=None, header: bool = True) -> None:
         kv = float(mean.kv_occupancy[k])
         kv_text = f"KV occupancy {kv * 100:.1f}%, " if np.isfinite(kv) else ""
         print(
-            f"pool {pool} ({ds.pool_role.values[k]}): utilisation {float(mean.utilization[k]) * 100:.1f}%, "
+            f"pool {pool} ({ds.pool_role.values[k]}): busy {float(mean.busy_fraction[k]) * 100:.1f}%, "
             f"mean batch {float(mean.mean_batch_size[k]):.1f}, {kv_text}preemptions {float(mean.preemptions[k]):.0f}",
             file=out,
         )
@@ -165,6 +168,7 @@ def cmd_run(args) -> int:
             calibration=calibration_arg(args),
         )
     print_simulation(ds, scenario=sc)
+    print_warnings(ds)
     if out is not None:
         write_dataset(ds, out)
         print(f"wrote {out}")

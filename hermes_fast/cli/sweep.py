@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .warnings import print_warnings
+
 __all__ = ["cmd_sweep"]
 
 
@@ -37,4 +39,5 @@ def cmd_sweep(args) -> int:
     p99 = ds.ttft_s.sel(quantile=0.99).mean("replicate")
     print(f"p99 TTFT: {float(p99.min()) * 1e3:.2f} to {float(p99.max()) * 1e3:.2f} ms over the points")
     print(f"wrote {args.out}" if args.out else "(no --out: results not saved)")
+    print_warnings(ds)
     return 0

@@ -12,7 +12,7 @@ import xarray as xr
 
 from .._version import __version__
 from ..config.grid import is_scalar
-from ..metrics import QUANTILES, REASONS
+from ..metrics import QUANTILES, REASONS, validity_warnings
 from ..variables import data_array
 
 __all__ = ["sweep_dataset"]
@@ -67,4 +67,7 @@ def sweep_dataset(meta: dict, arrays: dict, var_dims: dict, done: np.ndarray) ->
             " them); other devices uncalibrated",
         }
     )
+    if "valid" in ds:  # points computed and invalid in some replicate
+        ds.attrs["points_invalid"] = int((~ds.valid.all("replicate") & ds.get("computed", True)).sum())
+    ds.attrs["warnings"] = validity_warnings(ds)
     return ds
