@@ -51,7 +51,7 @@ def test_csv_is_a_tidy_table_with_one_row_per_value(tmp_path, sim, capsys):
     p99 = table[(table.variable == "ttft_s") & (table.replicate == 1) & (table["quantile"] == 0.99)]
     assert len(p99) == 1 and p99.value.item() == float(sim.ttft_s.sel(replicate=1, quantile=0.99))  # exact
     assert p99.units.item() == "s" and np.isnan(p99.pool.item())  # a dim the variable lacks: empty
-    util = table[table.variable == "utilization"]
+    util = table[table.variable == "busy_fraction"]
     assert util.pool.tolist() == ["llama8b-h100"] * 2 and util.pool_role.tolist() == ["colocated"] * 2
     done = table[table.variable == "completed_requests"].value.tolist()
     assert done == [float(N), float(N)] and (table.variable == "kv_occupancy").sum() == 2
