@@ -15,7 +15,8 @@ class Trace:
     """Replay of a CSV request trace: arrival times and, optionally, prompt and output lengths.
 
     The Azure LLM inference trace columns (``TIMESTAMP, ContextTokens, GeneratedTokens``) are the
-    defaults; timestamps may be numbers (seconds) or date-times.
+    defaults; timestamps may be numbers (seconds, >= 0) or date-times, in ascending order (the replay starts at
+    the first row's time).
     """
 
     path: str = fld(doc="CSV file")
