@@ -18,6 +18,7 @@ import xarray as xr
 from ._version import __version__
 from .config.base import ConfigError, from_mapping
 from .config.scenario import Scenario
+from .config.serving import check_warmup
 from .config.sweep import CapacitySearch
 from .metrics import QUANTILES
 from .resolve import ResolvedScenario, resolve_scenario
@@ -157,6 +158,7 @@ def capacity_search(
     """
     resolved = resolve_scenario(scenario)
     sc = resolved.scenario
+    check_warmup(sc.serving, n_requests)
     cap = as_capacity(targets)
     setup = prepare(resolved)
     found, summaries = [], []

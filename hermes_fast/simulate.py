@@ -16,6 +16,7 @@ import xarray as xr
 from ._version import __version__
 from .config.base import ConfigError
 from .config.scenario import Scenario
+from .config.serving import check_warmup
 from .kernels._jit import compile_with_notice
 from .kernels.serving import Outcome, compiled_serve, new_state, serve
 from .metrics import QUANTILES, REASONS, summarize, summarize_stages
@@ -166,6 +167,7 @@ def simulate(
             raise ConfigError(name, value, f"an integer >= {low}")
     if n_requests > _MAX_REQUESTS:
         raise ConfigError("n_requests", n_requests, f"at most {_MAX_REQUESTS:g} requests per replicate")
+    check_warmup(sc.serving, n_requests)
     setup, pipe = prepare(resolved)
     per_rep = []
     requests = []

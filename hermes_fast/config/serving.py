@@ -97,3 +97,13 @@ class Serving:
             raise ConfigError(f"{path}.engine", self.engine, "null when prefill_engine/decode_engine are set")
         if self.disaggregated and self.prefill_engine == self.decode_engine:
             raise ConfigError(f"{path}.decode_engine", self.decode_engine, "an engine other than prefill_engine")
+
+
+def check_warmup(serving: Serving, n_requests: int, path: str = "serving.warmup_requests") -> None:
+    """ConfigError unless ``serving.warmup_requests`` < ``n_requests``: the statistics need a request left."""
+    w = serving.warmup_requests
+    if w >= n_requests:
+        raise ConfigError(
+            path, w, f"fewer than n_requests ({n_requests}): the first {w} arrivals are left out of the statistics, "
+            "so none would remain",
+        )  # fmt: skip
