@@ -159,7 +159,7 @@ def test_running_a_sweep_file_says_so(tmp_path, capsys):
     path.write_text(yaml.safe_dump(SWEEP, sort_keys=False))
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "this is a sweep file (use hermes-fast sweep" in err and str(path) in err
+    assert err.count("\n") == 1 and "this is a sweep file" in err and "hermes-fast sweep" in err and str(path) in err
     scenario = tmp_path / "scenario.yaml"
     scenario.write_text(yaml.safe_dump(SWEEP["scenario"]))
     assert main(["sweep", str(scenario), "--no-progress"]) == 2
