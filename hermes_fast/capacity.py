@@ -20,6 +20,7 @@ import xarray as xr
 from ._version import __version__
 from .config.base import ConfigError, from_mapping, to_mapping
 from .config.scenario import Scenario
+from .config.serving import check_warmup
 from .config.sweep import CapacitySearch
 from .metrics import QUANTILES, validity_warnings
 from .resolve import ResolvedScenario, resolve_scenario
@@ -237,6 +238,7 @@ def capacity_search(
     """
     resolved = resolve_scenario(scenario, "default" if calibration is None else calibration)
     sc = resolved.scenario
+    check_warmup(sc.serving, n_requests)
     cap = as_capacity(targets)
     setup = prepare(resolved)
     found = [search_rate(resolved, cap, n_requests, seed, point, rep, fast_forward, setup) for rep in range(replicates)]

@@ -26,9 +26,18 @@ from .config.base import ConfigError
 from .config.pipeline import ROUTED, Stage
 from .kernels.serving import state as loop
 from .kernels.stages import INDEX_CODES, search_cost
-from .pools import Pool, ServingSetup, engine_pool, pool_arrays
+from .pools import (
+    Pool,
+    ServingSetup,
+    class_length_mins,
+    engine_pool,
+    job_rejection,
+    never_runs,
+    pool_arrays,
+    why_rejected,
+)
 from .resolve import ResolvedScenario
-from .workload import draw_lengths, length_moments
+from .workload import draw_lengths, length_min, length_moments
 
 __all__ = ["PipelineSetup", "build_pipeline", "draw_stage_values", "TEXT_BYTES_PER_TOKEN"]
 
@@ -66,6 +75,8 @@ class _Builder:
         self.route_int: list[int] = []
         self.route_float: list[float] = []
         self.tiers: list[tuple[int, int, float, float]] = []  # (first resource, instances, hit, lookup)
+        self.at = ""  # path of the config stage being built
+        self.src: list[str] = []  # per stage-table stage: path of the config stage it comes from
 
     # --- tables
     def row(self, label: str) -> int:
@@ -99,6 +110,7 @@ class _Builder:
         if unknown:
             raise KeyError(f"not stage-table fields: {sorted(unknown)}")
         self.stages.append({"kind": kind, "row": row, **fields})
+        self.src.append(self.at)
 
     # --- one class
     def build_class(self, c: int, stages: tuple[Stage, ...]) -> None:
@@ -109,7 +121,7 @@ class _Builder:
         k = 0
         while k < len(stages):
             st = stages[k]
-            p = f"{path}[{k}]"
+            p = self.at = f"{path}[{k}]"
             text_link = {"link": self.link(st.link), "bytes_ctx": TEXT_BYTES_PER_TOKEN if st.link else 0.0}
             if st.kind in ("prefill", "reason", "decode"):
                 self.llm_group([stages[j] for j in llm], [f"{path}[{j}]" for j in llm], route_at)
@@ -385,8 +397,76 @@ def build_pipeline(resolved: ResolvedScenario) -> PipelineSetup:
         "rows": len(b.rows),
         "branch_slots": max(st.get("branches", 1) for st in b.stages) - 1,
     }
+    for c, start in enumerate(first):
+        _check_runs(b, c, start, first[c + 1] if c + 1 < len(first) else len(b.stages))
     serving = pool_arrays(b.pools, sc.serving.pairing, sc.serving.kv_link)
     return PipelineSetup(serving, arrays, tuple(b.rows), tuple(b.resources), tuple(b.draws))
+
+
+def _check_runs(b: _Builder, c: int, first: int, end: int) -> None:
+    """ConfigError when every request of class ``c`` is surely rejected at one of its jobs.
+
+    Walks the class's stage table as the loop does (``kernels.serving.pipeline``), with the least each quantity
+    can be: the prompt and answer (their laws' smallest draws), the context as stages add documents, prefixes,
+    earlier rounds' output and tool results, and the new (uncached) part of an LLM job's prompt (a fetched
+    prefix may be cached). A job fails for every request only if its shortest version fails on every pool it
+    may run on (each target of a route)."""
+    sc = b.sc
+    wl = sc.workload
+    cls = wl.classes[c]
+    base, answer = class_length_mins(wl, c)
+    ctx, fresh = base, base  # least context, and least of it not cached
+    get = {k: default for k, (_, default) in _STAGE_FIELDS.items()}
+    for j in range(first, end):
+        st = {**get, **b.stages[j]}
+        kind = st["kind"]
+        if kind == loop.SK_KV:  # the prefix joins the context; a hit caches it
+            past = length_min(b.draws[st["past_draw"]][1], b.draws[st["past_draw"]][2])
+            ctx += past
+            if not any(b.tiers[t][2] > 0 for t in range(st["tier"], st["tier"] + st["ntier"])):
+                fresh += past  # (no tier ever hits: always recomputed)
+        elif kind in (loop.SK_LLM, loop.SK_MODEL):
+            targets = [st["pool"]] if st["pool"] >= 0 else _route_targets(b, c, first, end, st["route"])
+            if kind == loop.SK_LLM:
+                think = 0 if st["draw"] < 0 else length_min(b.draws[st["draw"]][1], b.draws[st["draw"]][2])
+                prompt, output, seqs = ctx, max(think + (answer if st["final"] == 1 else 0), 1), 1
+                cached = prompt - max(fresh, 1)
+            else:
+                tokens = st["job"] + st["job_prompt"] * base + st["job_ctx"] * ctx + st["job_answer"] * answer
+                prompt, output, seqs, cached = max(int(tokens), 1), 1, st["seqs"], 0
+            found = []
+            for k in targets:
+                ce = b.pools[k].compiled
+                job = min(prompt, seqs * (ce.max_context_tokens - 1)) if kind == loop.SK_MODEL and ce else prompt
+                why = job_rejection(b.pools, k, job, output, cached, seqs)
+                found.append(why and (*why, job))
+            if all(found):
+                k, why, job = found[0]
+                if not cls.pipeline:  # the default prefill and decode: name the class's lengths
+                    raise never_runs(wl, c, b.pools[k], why, prompt, output)
+                more = ""
+                if kind == loop.SK_LLM and prompt != base and not cached:
+                    more = f" (the class's prompt of at least {base} tokens with what earlier stages and rounds add)"
+                raise ConfigError(
+                    b.src[j], job - cached if why == "tokens" else job,
+                    f"{why_rejected(b.pools[k], why, job, output, cached)}{more}; every request of class "
+                    f"'{cls.name}' would be rejected at this stage"
+                    + (" on each of the route's targets" if len(targets) > 1 else ""),
+                )  # fmt: skip
+            if kind == loop.SK_LLM:  # what it wrote joins the context, all of it cached for a later round
+                ctx += output
+                fresh = 0
+        ctx += st["add_ctx"]
+        fresh += st["add_ctx"]
+
+
+def _route_targets(b: _Builder, c: int, first: int, end: int, at: int) -> list[int]:
+    """The pools a routed job of class ``c`` may run on: the target its class maps to (rule ``class``), else
+    every target of the route."""
+    route = next(st for st in b.stages[first:end] if st.get("ntarget") and st.get("route") == at)
+    if route.get("rule") == loop.RULE_CLASS:
+        return [b.route_int[at + b.route_int[route["class_map"] + c]]]
+    return b.route_int[at : at + route["ntarget"]]
 
 
 def draw_stage_values(setup: PipelineSetup, n: int, rng: np.random.Generator) -> np.ndarray:

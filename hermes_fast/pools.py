@@ -19,8 +19,20 @@ from .config.serving import SCHEDULERS
 from .kernels import layout as L
 from .kernels.serving import state as loop
 from .resolve import ResolvedScenario
+from .workload import classes_of, length_min
 
-__all__ = ["Pool", "ServingSetup", "engine_pool", "build_serving", "pool_arrays"]
+__all__ = [
+    "Pool",
+    "ServingSetup",
+    "engine_pool",
+    "build_serving",
+    "pool_arrays",
+    "reject_reason",
+    "job_rejection",
+    "class_length_mins",
+    "why_rejected",
+    "never_runs",
+]
 
 _POLICY_CODES = {"static": loop.POLICY_STATIC, "continuous": loop.POLICY_CONTINUOUS, "chunked": loop.POLICY_CHUNKED}
 _POLICY_CODES["mixed"] = loop.POLICY_MIXED
@@ -76,6 +88,9 @@ def _engine_index(sc: Scenario, name: str | None) -> int:
     return next(i for i, e in enumerate(sc.engines) if e.name == name)
 
 
+_MAX_BLOCKS = 1 << 40  # KV blocks per replica beyond which memory is unlimited (and the loop's int64 safe)
+
+
 def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
     """Compile engine ``idx`` of the scenario as a pool; ConfigError for what cannot serve."""
     own = resolved.engines[idx]
@@ -89,7 +104,7 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
             f"a layout whose weights ({ce.weights_bytes / 1e9:.1f} GB per device) and activations fit in "
             f"{ce.usable_bytes / 1e9:.1f} GB ({device.name} x memory_utilization {e.memory_utilization:g})",
         )
-    cap_blocks = int(ce.kv_capacity_tokens // e.batching.block_size_tokens)
+    cap_blocks = int(min(ce.kv_capacity_tokens // e.batching.block_size_tokens, _MAX_BLOCKS))
     if cap_blocks < 1:
         raise ConfigError(f"{path}.memory_utilization", e.memory_utilization, "room for at least one KV block")
     if role == "decode" and not ce.generates:
@@ -100,7 +115,8 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
 
 
 def build_serving(resolved: ResolvedScenario) -> ServingSetup:
-    """Compile the serving engines of a resolved scenario into pool arrays; ConfigError for what cannot serve."""
+    """Compile the serving engines of a resolved scenario into pool arrays; ConfigError for what cannot serve,
+    including a request class every request of which the pools would reject (:func:`never_runs`)."""
     sc = resolved.scenario
     sv = sc.serving
     if sv.disaggregated:
@@ -108,7 +124,102 @@ def build_serving(resolved: ResolvedScenario) -> ServingSetup:
         pools = [replace(pre, next_pool=1), engine_pool(resolved, _engine_index(sc, sv.decode_engine), "decode")]
     else:
         pools = [engine_pool(resolved, _engine_index(sc, sv.engine), "colocated")]
+    for c in range(len(classes_of(sc.workload))):
+        prompt, output = class_length_mins(sc.workload, c)
+        found = job_rejection(pools, 0, prompt, output)
+        if found is not None:
+            raise never_runs(sc.workload, c, pools[found[0]], found[1], prompt, output)
     return pool_arrays(pools, sv.pairing, sv.kv_link)
+
+
+# --- requests that can never run: the loop's rejection rules (kernels/serving/submission.py::_reject_reason)
+
+
+def reject_reason(pool: Pool, prompt: int, output: int, prefilled: int = 0, seqs: int = 1) -> str | None:
+    """Why a job can never run on ``pool``, by the loop's rules at submission: ``"context"``, ``"tokens"``,
+    ``"kv"``, or None when it can.
+
+    The job prefills ``prompt`` tokens (``prefilled`` of them cached), over ``seqs`` sequences, and writes
+    ``output`` tokens: over the model's context (per sequence), a prompt's new tokens over
+    ``max_batched_tokens`` under a policy other than ``chunked`` (not on a decode pool), or more KV than one
+    replica holds (a prefill pool keeps the prompt's, the others prompt + output - 1 tokens').
+    """
+    ce, e = pool.compiled, pool.engine
+    if ce is None or e is None:  # a search pool: one-token jobs, no limits
+        return None
+    if (prompt + seqs - 1) // seqs + output > ce.max_context_tokens:
+        return "context"
+    if e.batching.policy != "chunked" and pool.role != "decode" and prompt - prefilled > e.max_batched_tokens:
+        return "tokens"
+    most = prompt if pool.role == "prefill" else prompt + output - 1
+    block = e.batching.block_size_tokens
+    if (most + block - 1) // block > pool.kv_blocks:
+        return "kv"
+    return None
+
+
+def job_rejection(
+    pools: list[Pool], k: int, prompt: int, output: int, prefilled: int = 0, seqs: int = 1
+) -> tuple[int, str] | None:
+    """(pool, reason) where a job queued at pool ``k`` is rejected (a prefill pool's job is also checked at the
+    decode pool it hands off to, when it writes more than one token), or None."""
+    why = reject_reason(pools[k], prompt, output, prefilled, seqs)
+    if why is None and pools[k].next_pool >= 0 and output > 1:
+        k = pools[k].next_pool
+        why = reject_reason(pools[k], prompt, output, prefilled, seqs)
+    return None if why is None else (k, why)
+
+
+def class_length_mins(workload, c: int) -> tuple[int, int]:
+    """The shortest prompt and output request class ``c`` can draw (1 where a trace column replaces them)."""
+    rc = classes_of(workload)[c]
+    base = f"workload.classes[{c}]" if workload.classes else "workload"
+    tr = workload.arrival.trace if workload.arrival.process == "trace" else None
+    prompt = (
+        1 if tr is not None and tr.prompt_column is not None else length_min(rc.prompt_tokens, f"{base}.prompt_tokens")
+    )
+    output = (
+        1 if tr is not None and tr.output_column is not None else length_min(rc.output_tokens, f"{base}.output_tokens")
+    )
+    return prompt, output
+
+
+def why_rejected(pool: Pool, why: str, prompt: int, output: int, prefilled: int = 0) -> str:
+    """What ``pool`` needs, in words, for a job that :func:`reject_reason` gave ``why``."""
+    e, ce = pool.engine, pool.compiled
+    name = f"engine '{e.name}'"
+    if why == "context":
+        return (
+            f"a request within the {ce.max_context_tokens}-token context of {e.model} ({name}): prompt + output is "
+            f"at least {prompt} + {output} = {prompt + output} tokens"
+        )
+    if why == "tokens":
+        return (
+            f"a prompt of at most max_batched_tokens ({e.max_batched_tokens}) for {name}: policy '{e.batching.policy}' "
+            f"prefills a prompt in one iteration (only 'chunked' splits it); it has at least {prompt - prefilled} "
+            "new tokens" + (f" (of a {prompt}-token prompt)" if prefilled else "")
+        )
+    most = prompt if pool.role == "prefill" else prompt + output - 1
+    return (
+        f"KV that fits one replica of {name} ({pool.kv_capacity_tokens} tokens): a request holds at least "
+        f"{most} tokens' KV there"
+    )
+
+
+def never_runs(workload, c: int, pool: Pool, why: str, prompt: int, output: int) -> ConfigError:
+    """The ConfigError for request class ``c`` (of plain prefill and decode), every request of which ``pool``
+    rejects for ``why``: it names the class's prompt_tokens or output_tokens, whichever is the longer."""
+    rc = classes_of(workload)[c]
+    base = f"workload.classes[{c}]" if workload.classes else "workload"
+    key, value = ("prompt_tokens", prompt) if why == "tokens" or prompt >= output else ("output_tokens", output)
+    label = f"class '{rc.name}'" if workload.classes else "the workload"
+    shortest = "its shortest draw" if not isinstance(getattr(rc, key), int) else "fixed"
+    return ConfigError(
+        f"{base}.{key}",
+        value,
+        f"{why_rejected(pool, why, prompt, output)}; every request of {label} would be rejected ({key} {value}: "
+        f"{shortest})",
+    )
 
 
 _ROLES = {

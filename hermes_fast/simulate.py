@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ._version import __version__
 from .config.base import ConfigError
 from .config.scenario import Scenario
+from .config.serving import check_warmup
 from .kernels.serving import Outcome, new_state, run_loop
 from .metrics import QUANTILES, REASONS, summarize, summarize_stages, validity_warnings
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
@@ -172,6 +173,7 @@ def simulate(
             raise ConfigError(name, value, f"an integer >= {low}")
     if n_requests > _MAX_REQUESTS:
         raise ConfigError("n_requests", n_requests, f"at most {_MAX_REQUESTS:g} requests per replicate")
+    check_warmup(sc.serving, n_requests)
     setup, pipe = prepare(resolved)
     per_rep = []
     requests = []

@@ -20,12 +20,22 @@ import numpy as np
 from scipy import stats
 
 from .config.base import ConfigError
+from .config.lengths import MAX_ZIPF_SUPPORT
 from .config.workload import Arrival, Length, RequestClass, Trace
 
-__all__ = ["Draws", "draw_workload", "length_moments", "draw_lengths", "draw_arrivals", "rng_for", "classes_of"]
+__all__ = [
+    "Draws",
+    "draw_workload",
+    "length_moments",
+    "length_min",
+    "draw_lengths",
+    "draw_arrivals",
+    "rng_for",
+    "classes_of",
+]
 
 _EXACT_SUPPORT = 2_000_000  # integer support up to which moments are summed exactly over the pmf
-_MAX_ZIPF_SUPPORT = 50_000_000
+_MAX_TOKENS = 1_000_000_000  # the longest length drawn or read (Length.max's bound)
 
 
 def rng_for(seed: int, point: int = 0, replicate: int = 0) -> np.random.Generator:
@@ -74,9 +84,14 @@ def _continuous(lg: Length):
     return stats.lognorm(s=math.sqrt(sigma2), scale=math.exp(math.log(lg.mean) - sigma2 / 2))
 
 
-def _cdf_bounds(law, lg: Length) -> tuple[float, float]:
+def _cdf_bounds(law, lg: Length, field_path: str) -> tuple[float, float]:
+    """The law's cdf at min - 0.5 and max + 0.5; ConfigError unless finite with mass between them."""
     lo = float(law.cdf(lg.min - 0.5))
     hi = 1.0 if lg.max is None else float(law.cdf(lg.max + 0.5))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ConfigError(field_path, lg, "a length law with a finite distribution function (check mean, std or cv)")
+    if hi - lo < 1e-12:
+        raise ConfigError(f"{field_path}.mean", lg.mean, "a law with probability mass inside [min, max]")
     return lo, hi
 
 
@@ -110,8 +125,11 @@ def _int_column(rows: list[dict], column: str, path: str, field_path: str) -> np
             v = float(text)
         except ValueError:
             v = float("nan")
-        if not (math.isfinite(v) and v >= 1 and v.is_integer()):
-            raise ConfigError(f"{field_path} (row {i + 2}, column {column})", text, "a positive integer token count")
+        if not (math.isfinite(v) and 1 <= v <= _MAX_TOKENS and v.is_integer()):
+            raise ConfigError(
+                f"{field_path} ({path} row {i + 2}, column {column})", text,
+                f"a positive integer token count <= {_MAX_TOKENS:g}",
+            )  # fmt: skip
         out[i] = int(v)
     return out
 
@@ -129,15 +147,13 @@ def _support_pmf(lg: Length, field_path: str) -> tuple[np.ndarray, np.ndarray] |
         k = np.arange(lg.min, lg.max + 1)
         return k, np.full(k.size, 1.0 / k.size)
     if lg.dist == "zipf":
-        if lg.max - lg.min + 1 > _MAX_ZIPF_SUPPORT:
-            raise ConfigError(f"{field_path}.max", lg.max, f"a Zipf support (max - min + 1) <= {_MAX_ZIPF_SUPPORT:g}")
+        if lg.max - lg.min + 1 > MAX_ZIPF_SUPPORT:
+            raise ConfigError(f"{field_path}.max", lg.max, f"a Zipf support (max - min + 1) <= {MAX_ZIPF_SUPPORT:g}")
         k = np.arange(lg.min, lg.max + 1)
         w = k.astype(float) ** -lg.alpha
         return k, w / w.sum()
     law = _continuous(lg)
-    lo, hi = _cdf_bounds(law, lg)
-    if hi - lo < 1e-12:
-        raise ConfigError(f"{field_path}.mean", lg.mean, "a law with probability mass inside [min, max]")
+    lo, hi = _cdf_bounds(law, lg, field_path)
     top = lg.max if lg.max is not None else int(math.ceil(law.isf(1e-13))) + 1
     if top - lg.min + 1 > _EXACT_SUPPORT:
         return None
@@ -151,7 +167,8 @@ def length_moments(length: int | Length, field_path: str = "length") -> tuple[fl
     """(mean, variance) in tokens of the integers :func:`draw_lengths` returns.
 
     Exact (summed over the pmf) unless the support exceeds 2e6 integers; then those of the truncated
-    continuous law plus 1/12 for the rounding.
+    continuous law plus 1/12 for the rounding (without a ``max``, draws past 1e9 tokens are 1e9, in the
+    moments too).
 
     Parameters
     ----------
@@ -195,10 +212,30 @@ def length_moments(length: int | Length, field_path: str = "length") -> tuple[fl
         return (lg.min + lg.max) / 2, (n * n - 1) / 12
     law = _continuous(lg)
     lo = lg.min - 0.5
+    if lg.max is None and float(law.cdf(_MAX_TOKENS + 0.5)) < 1.0:  # draws past 1e9 tokens are clipped there
+        top = float(_MAX_TOKENS)
+        mass = float(law.sf(lo))
+        tail = float(law.sf(top + 0.5)) / mass
+        m1 = law.expect(lambda x: x, lb=lo, ub=top + 0.5) / mass + top * tail
+        m2 = law.expect(lambda x: x * x, lb=lo, ub=top + 0.5) / mass + top * top * tail
+        return float(m1), float(m2 - m1 * m1 + 1 / 12)
     hi = np.inf if lg.max is None else lg.max + 0.5
     m1 = law.expect(lambda x: x, lb=lo, ub=hi, conditional=True)
     m2 = law.expect(lambda x: x * x, lb=lo, ub=hi, conditional=True)
     return float(m1), float(m2 - m1 * m1 + 1 / 12)
+
+
+def length_min(length: int | Length, field_path: str = "length") -> int:
+    """The shortest length :func:`draw_lengths` can return (tokens): the fixed value, the smallest value of an
+    empirical column, else the law's ``min``; ConfigError for a law that cannot be drawn."""
+    lg = _as_length(length)
+    if lg.dist == "fixed":
+        return lg.value
+    if lg.dist == "empirical":
+        return int(_empirical_values(lg.path, lg.column, field_path).min())
+    if lg.dist in ("normal", "lognormal", "exponential"):
+        _cdf_bounds(_continuous(lg), lg, field_path)
+    return lg.min
 
 
 def draw_lengths(length: int | Length, n: int, rng: np.random.Generator, field_path: str = "length") -> np.ndarray:
@@ -217,9 +254,11 @@ def draw_lengths(length: int | Length, n: int, rng: np.random.Generator, field_p
         idx = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
         return k[np.minimum(idx, k.size - 1)].astype(np.int64)
     law = _continuous(lg)
-    lo, hi = _cdf_bounds(law, lg)
+    lo, hi = _cdf_bounds(law, lg, field_path)
     x = law.ppf(lo + (hi - lo) * rng.random(n))
-    top = lg.max if lg.max is not None else 1e9
+    if np.isnan(x).any():  # (never a NaN cast to -9.2e18 tokens: the loop would not end)
+        raise ConfigError(field_path, lg, "a length law whose draws are numbers (check mean, std or cv)")
+    top = lg.max if lg.max is not None else _MAX_TOKENS
     return np.clip(np.rint(x), lg.min, top).astype(np.int64)
 
 
@@ -288,9 +327,20 @@ def _trace_times(tr: Trace, rows: list[dict], field_path: str) -> tuple[np.ndarr
             stamps = np.array(text, dtype="datetime64[ns]")
         except ValueError as e:
             raise ConfigError(f"{field_path}.time_column", col, f"numbers or ISO date-times ({e})") from None
-        t = (stamps - stamps.min()).astype(np.float64) * 1e-9
-    if not np.all(np.isfinite(t)):
-        raise ConfigError(f"{field_path}.time_column", col, "finite times")
+        nat = np.isnat(stamps)  # (empty or 'NaT' cells)
+        t = np.full(stamps.size, np.nan) if nat.all() else (stamps - stamps[~nat].min()).astype(np.float64) * 1e-9
+        t[nat] = np.nan
+    where = f"{field_path}.time_column ({tr.path} row {{}}, column {col})"  # (row 1 is the header)
+    bad = np.flatnonzero(~np.isfinite(t))
+    if bad.size:
+        raise ConfigError(where.format(bad[0] + 2), text[bad[0]], "a finite time")
+    bad = np.flatnonzero(t < 0)
+    if bad.size:
+        raise ConfigError(where.format(bad[0] + 2), text[bad[0]], "a time >= 0")
+    bad = np.flatnonzero(np.diff(t) < 0)
+    if bad.size:
+        k = bad[0] + 1
+        raise ConfigError(where.format(k + 2), text[k], f"times in ascending order (row {k + 1} has {text[k - 1]})")
     order = np.argsort(t, kind="stable")
     return t[order] - t[order[0]], order
 

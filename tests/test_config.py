@@ -9,6 +9,7 @@ import pytest
 import hermes_fast as hf
 from hermes_fast import ConfigError, estimate, load_scenario
 from hermes_fast.config import Engine, Parallel, Scenario, Workload, from_mapping, load_yaml, to_mapping
+from hermes_fast.config.base import fld
 from hermes_fast.resolve import Catalog
 
 VALID_TOP_KEYS = "description, devices, engines, links, memory_tiers, models, name, serving, workload"
@@ -281,8 +282,8 @@ def test_yaml_errors_with_paths_from_text():
     assert (err.path, err.value, err.expected) == ("engines[0].parallel.tp", "two", "an integer")
     err = _raises(load_scenario, "engines:\n")
     assert (err.path, err.value, err.expected) == ("engines", None, "a list")
-    err = _raises(load_scenario, "# nothing here\n\n")
-    assert (err.path, err.value) == ("<root>", None)
+    err = _raises(load_scenario, "# nothing here\n\n")  # YAML text without a mapping
+    assert (err.path, err.value) == ("<text>", None) and "a YAML mapping" in err.expected
 
 
 def test_yaml_scientific_notation_is_float():
@@ -372,3 +373,163 @@ def test_unreadable_scenario_files_are_config_errors(tmp_path):
     assert err.path == "<file>" and "UTF-8" in err.expected
     err = _raises(load_scenario, tmp_path)
     assert err.path == "<file>" and "readable YAML file" in err.expected
+
+
+# --- bad input issue 21: YAML limits, integer bounds, nested paths, sweep files passed as scenarios
+
+
+def test_duplicate_yaml_keys_are_rejected_with_both_lines(tmp_path):
+    err = _raises(load_yaml, "a: 1\nb: {x: 1}\na: 2\n")
+    assert (err.path, err.value) == (
+        "<text>:3",
+        "a",
+    ) and err.expected == "a key used once in its mapping (also at line 1)"
+    err = _raises(load_yaml, "b: {x: 1, x: 2}\n")
+    assert (err.path, err.value) == ("<text>:1", "x")
+    f = tmp_path / "dup.yaml"
+    f.write_text("engines:\n  - model: llama-3.1-8b\n    device: h100_sxm\n    model: llama-3.1-70b\n")
+    err = _raises(load_scenario, f)
+    assert (err.path, err.value) == (f"{f}:4", "model") and "also at line 2" in err.expected
+    # a merge key (<<) is not a duplicate: the explicit key overrides the merged one, as YAML says
+    assert load_yaml("base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  x: 3\n")["d"] == {"x": 3, "y": 2}
+
+
+def test_deeply_nested_yaml_is_a_config_error_not_a_recursion_error():
+    from hermes_fast.config.base import MAX_YAML_DEPTH
+
+    deep = "a: " + "[" * 10_000 + "]" * 10_000
+    err = _raises(load_yaml, deep)
+    assert err.path == "<text>:1" and err.expected == f"at most {MAX_YAML_DEPTH} nested levels"
+    assert load_yaml("a: " + "[" * (MAX_YAML_DEPTH - 2) + "]" * (MAX_YAML_DEPTH - 2))  # just within the limit
+    with pytest.raises(ConfigError, match="nested levels"):
+        load_scenario("engines:\n" + "  " * 0 + "- " + "{a: " * 200 + "1" + "}" * 200 + "\n")
+
+
+def test_yaml_size_limits(tmp_path, monkeypatch):
+    from hermes_fast.config import base
+
+    laughs = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"  # 10^10 values once the aliases are expanded
+    laughs += "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(9))
+    err = _raises(load_yaml, laughs)
+    assert err.path == "<text>" and err.value == "12345679021 values" and "aliases expanded" in err.expected
+    err = _raises(load_yaml, "a: &a [1, *a]\n")
+    assert (err.path, err.value) == ("<text>:1", "a recursive alias")
+    monkeypatch.setattr(base, "MAX_YAML_BYTES", 100)
+    big = tmp_path / "big.yaml"
+    big.write_text("name: " + "x" * 200 + "\n")
+    err = _raises(load_scenario, big)
+    assert (err.path, err.value) == (str(big), "207 bytes") and err.expected == "a YAML file of at most 100 bytes"
+    err = _raises(load_yaml, "name: " + "x" * 200 + "\n")
+    assert err.path == "<text>" and err.expected == "YAML of at most 100 characters"
+
+
+def test_empty_or_non_mapping_files_name_the_file(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# only a comment\n")
+    err = _raises(load_scenario, empty)
+    assert (err.path, err.value) == (str(empty), None) and "the file is empty" in err.expected
+    assert str(empty) in str(err)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- model: llama-3.1-8b\n")
+    err = _raises(load_scenario, listed)
+    assert err.path == str(listed) and err.expected == "a scenario: a YAML mapping (key: value lines) at the top level"
+    err = _raises(hf.sweep_file, empty)
+    assert err.path == str(empty) and err.expected.startswith("a sweep file: the file is empty")
+
+
+def test_a_sweep_file_is_not_a_scenario(tmp_path):
+    f = tmp_path / "sweep.yaml"
+    f.write_text("scenario: null\ngrid: {workload.rate_per_s: [1, 2]}\nn_requests: 100\n")
+    for source in (f, str(f)):
+        err = _raises(load_scenario, source)
+        assert err.path == str(f) and err.value == "a sweep file (keys scenario, grid, n_requests)"
+        assert "this is a sweep file (use hermes-fast sweep" in err.expected
+    err = _raises(load_scenario, {"grid": {"workload.rate_per_s": [1]}})
+    assert err.path == "<root>" and "this is a sweep file" in err.expected
+
+
+def _int_fields():
+    """(class, field, metadata) of every int-typed field of every config dataclass."""
+    import importlib
+    import pkgutil
+    import typing
+
+    import hermes_fast.config as package
+    from hermes_fast.config.base import _hints
+
+    def has_int(tp):
+        if tp is int:
+            return True
+        return any(has_int(a) for a in typing.get_args(tp) if a is not Ellipsis)
+
+    out = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"hermes_fast.config.{info.name}")
+        for cls in vars(module).values():
+            if dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__:
+                out += [(cls, f) for f in dataclasses.fields(cls) if has_int(_hints(cls)[f.name])]
+    return out
+
+
+def test_every_integer_config_field_has_bounds():
+    fields = _int_fields()
+    assert len(fields) > 40  # (the walk finds the fields)
+    unbounded = [f"{cls.__name__}.{f.name}" for cls, f in fields if f.metadata.get("le") is None]
+    assert not unbounded
+    assert not [f"{cls.__name__}.{f.name}" for cls, f in fields if f.metadata.get("ge") is None]
+    assert all(f.metadata["le"] <= (1 << 63) - 1 for _, f in fields)
+
+
+@pytest.mark.parametrize(
+    ("source", "path", "value", "expected"),
+    [
+        (one_engine(batching={"chunk_size": 1e308}), "engines[0].batching.chunk_size", 1e308, "an integer <= 1e+09"),
+        (one_engine(max_batched_tokens=1e300), "engines[0].max_batched_tokens", 1e300, "an integer <= 1e+09"),
+        (one_engine(batching={"max_queue_requests": 0}), "engines[0].batching.max_queue_requests", 0,
+         "an integer >= 1"),
+        ({**one_engine(), "serving": {"warmup_requests": 10**12}}, "serving.warmup_requests", 10**12,
+         "an integer <= 1e+08"),
+        (with_workload(classes=[{"pipeline": [{"kind": "reason", "engine": "engine", "thinking_tokens": 0}]}]),
+         "workload.classes[0].pipeline[0].thinking_tokens", 0, "an integer >= 1 or a mapping (Length)"),
+        (with_workload(classes=[{"pipeline": [{"kind": "kv_retrieve", "past_tokens": -5, "tiers": []}]}]),
+         "workload.classes[0].pipeline[0].past_tokens", -5, "an integer >= 1 or a mapping (Length)"),
+    ],
+    ids=["chunk_size-1e308", "max_batched_tokens", "queue-0", "warmup", "thinking-0", "past-negative"],
+)  # fmt: skip
+def test_integer_fields_have_upper_and_lower_bounds(source, path, value, expected):
+    err = _raises(load_scenario, source)
+    assert (err.path, err.value, err.expected) == (path, value, expected)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unbounded:  # (every real field has bounds; this is the safety net for one without)
+    n: int | None = fld(None)
+
+
+def test_integers_beyond_int64_are_config_errors():
+    err = _raises(from_mapping, _Unbounded, {"n": 1e300})
+    assert (err.path, err.value) == ("n", 1e300) and "2^63 - 1" in err.expected
+    assert from_mapping(_Unbounded, {"n": (1 << 63) - 1}).n == (1 << 63) - 1
+
+
+@pytest.mark.parametrize(
+    ("length", "path", "value", "expected"),
+    [
+        ({"dist": "lognormal", "mean": 100, "cv": -1}, "prompt_tokens.cv", -1.0, "a number > 0"),
+        ({"dist": "lognormal", "mean": 100, "cv": 1e-300}, "prompt_tokens.cv", 1e-300,
+         ">= 1e-06; use dist: fixed for a constant length"),
+        ({"dist": "normal", "mean": 100, "std": 1e-300}, "prompt_tokens.std", 1e-300,
+         ">= 0.0001 tokens (1e-06 x mean); use dist: fixed for a constant length"),
+        ({"dist": "normal", "mean": 100, "sd": 3}, "prompt_tokens.sd", 3, "a known key"),
+        ({"dist": "zipf", "alpha": 1.1, "max": 10**9}, "prompt_tokens.max", 10**9,
+         "a Zipf support (max - min + 1) <= 5e+07"),
+        ({"dist": "uniform", "max": 1e300}, "prompt_tokens.max", 1e300, "an integer <= 1e+09"),
+    ],
+    ids=["cv-negative", "cv-1e-300", "std-1e-300", "typo", "zipf-support", "max-huge"],
+)  # fmt: skip
+def test_errors_inside_a_length_name_the_inner_field(length, path, value, expected):
+    err = _raises(load_scenario, with_workload(classes=[{"prompt_tokens": length}]))
+    assert (err.path, err.value) == (f"workload.classes[0].{path}", value)
+    assert err.expected.startswith(expected)
+    err = _raises(load_scenario, with_workload(classes=[{"prompt_tokens": "long"}]))  # not a mapping: both choices
+    assert err.expected == "an integer or a mapping (Length)"

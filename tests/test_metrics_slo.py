@@ -16,7 +16,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 @pytest.mark.parametrize("name", ["serving_chunked", "pipeline_reasoning", "serving_disaggregated"])
 def test_equals_the_summary_at_the_scenarios_targets(name):
     sc = hf.load_scenario(EXAMPLES / f"{name}.yaml")
-    ds = hf.simulate(sc, n_requests=200, seed=2, replicates=2, keep_requests=True)
+    ds = hf.simulate(sc, n_requests=400, seed=2, replicates=2, keep_requests=True)  # (serving_chunked: 200 warm-up)
+    assert np.isfinite(ds.goodput_request_per_s.values).all()
     slo = sc.serving.slo
     g = hf.slo_goodput(ds, [slo.ttft_s], [slo.tpot_s], warmup_requests=sc.serving.warmup_requests)
     assert g.goodput_request_per_s.dims == ("ttft_slo_s", "tpot_slo_s", "replicate")

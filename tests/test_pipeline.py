@@ -22,7 +22,10 @@ STEP_S = 0.01
 LLM = {"name": "llm", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": STEP_S}
 
 
-def scenario(stages, *, engines=(LLM,), links=(), tiers=None, rate=1.0, n_classes=1, prompt=100, output=10, **wl):
+def scenario(stages, *, engines=(LLM,), links=(), tiers=None, rate=1.0, n_classes=1, prompt=100, output=None, **wl):
+    if output is None:  # (a pipeline that prefills without a decode stage writes no answer: 1 output token)
+        kinds = {st.get("kind") for st in stages}
+        output = 1 if "prefill" in kinds and "decode" not in kinds else 10
     classes = [
         {"name": f"c{k}", "prompt_tokens": prompt, "output_tokens": output, "pipeline": stages}
         for k in range(n_classes)
@@ -271,7 +274,7 @@ def test_kv_miss_recomputes_the_prefix():
     miss = one(_kv_scenario((0.0, 0.0)))
     hit = one(_kv_scenario((1.0, 0.0)))
     llm = {k: v for k, v in LLM.items() if k != "fixed_step_time_s"}
-    plain = one(scenario([{"kind": "prefill", "engine": "llm"}], engines=[llm], prompt=2100, output=2))
+    plain = one(scenario([{"kind": "prefill", "engine": "llm"}], engines=[llm], prompt=2100, output=1))
     assert stage(miss, "prefill") == pytest.approx(stage(plain, "prefill"), rel=1e-12)
     assert stage(hit, "prefill") < 0.25 * stage(miss, "prefill")
 
@@ -585,7 +588,7 @@ def test_branches_in_a_disaggregated_pipeline_start_at_the_decode_replica():
     link = {"name": "ib", "bandwidth_bytes_per_s": 131072.0 * 100, "latency_s": 0.0}  # 100 tokens of KV per s
     rsn = {"kind": "reason", "engine": "dec", "thinking_tokens": 6, "branches": 4, "link": "ib"}
     stages = [{"kind": "prefill", "engine": "llm"}, rsn]
-    ds = one(scenario(stages, engines=[LLM, dec], links=[link], prompt=50, output=5))
+    ds = one(scenario(stages, engines=[LLM, dec], links=[link], prompt=50, output=1))
     # prefill 1 step (token 1), hand-off 0.5 s, then 5 thinking steps of 4 branches on the decode pool
     assert float(ds.e2e_mean_s) == pytest.approx(STEP_S + 0.5 + 5 * STEP_S, rel=1e-9)
     assert float(ds.mean_batch_size.sel(pool="dec")) == 4.0
@@ -651,3 +654,131 @@ def test_thinking_edges_by_hand(think, answer):
         assert float(ds.e2e_mean_s) == pytest.approx((think + answer) * STEP_S, rel=1e-9)
         assert stage(ds, "reason") == pytest.approx((think - 1) * STEP_S, rel=1e-9)
         assert stage(ds, "decode") == pytest.approx(answer * STEP_S, rel=1e-9)
+
+
+# ---------------------------------------------------------------- classes that can never run (issue 21)
+
+
+def test_a_pipeline_that_prefills_without_decoding_writes_no_answer():
+    """Its LLM writes one token (the prefill's); an answer of more is a ConfigError, not output tokens/s."""
+    for stages in ([{"kind": "prefill", "engine": "llm"}], [*([{"kind": "prefill", "engine": "llm"}]),
+                   {"kind": "reason", "engine": "llm", "thinking_tokens": 5}]):  # fmt: skip
+        for output, shown in ((50, 50), ({"dist": "uniform", "min": 1, "max": 9}, {"dist": "uniform", "min": 1,
+                              "max": 9})):  # fmt: skip
+            with pytest.raises(ConfigError) as e:
+                hf.simulate(scenario(stages, output=output), n_requests=2)
+            assert (e.value.path, e.value.value) == ("workload.classes[0].output_tokens", shown)
+            assert e.value.expected.startswith("1: the pipeline prefills but has no decode stage")
+        for output in (1, {"dist": "fixed", "value": 1}, {"dist": "uniform", "min": 1, "max": 1}):
+            assert int(one(scenario(stages, output=output), n=2).completed_requests) == 2
+    # a pipeline without an LLM stage: its class's output_tokens size the answer a postprocess stage handles
+    post = [{"kind": "postprocess", "latency_s": 0.0, "per_token_s": 1e-3}]
+    assert float(one(scenario(post, output=50)).e2e_mean_s) == pytest.approx(0.05, rel=1e-12)
+
+
+RAG_INDEX = {"type": "flat", "vectors": 1e5, "dim": 256}
+
+
+def test_documents_over_the_budget_make_every_request_fail():
+    llm = {**LLM, "max_batched_tokens": 4096}
+    retrieve = {"kind": "retrieve", "device": "grace_cpu", "index": RAG_INDEX, "top_k": 8, "doc_tokens": 500}
+    stages = [retrieve, {"kind": "prefill", "engine": "llm"}, {"kind": "decode", "engine": "llm"}]
+    with pytest.raises(ConfigError) as e:
+        hf.simulate(scenario(stages, engines=[llm], prompt=1000), n_requests=2)
+    assert (e.value.path, e.value.value) == ("workload.classes[0].pipeline[1]", 5000)  # new tokens
+    assert "max_batched_tokens (4096) for engine 'llm'" in e.value.expected
+    assert "at least 5000 new tokens" in e.value.expected and "class 'c0' would be rejected" in e.value.expected
+    retrieve["top_k"] = 6  # 1000 + 3000 tokens fit
+    assert int(one(scenario(stages, engines=[llm], prompt=1000), n=2).completed_requests) == 2
+
+
+def test_a_routed_job_fails_only_if_every_target_rejects_it():
+    big = {"name": "big", "model": "llama-3.1-8b", "device": "h200_sxm", "fixed_step_time_s": STEP_S}
+    big["max_batched_tokens"] = 65_536
+    sc = _two_models({}, prompt=20_000)
+    sc["engines"][1] = big
+    ds = one(sc, n=40)  # llm's 8192-token budget rejects the prompt, big runs it: about half complete
+    assert 0 < int(ds.completed_requests) < 40
+    sc = _two_models({}, prompt=200_000)  # over both contexts
+    sc["engines"][1] = big
+    with pytest.raises(ConfigError) as e:
+        hf.simulate(sc, n_requests=2)
+    assert e.value.path == "workload.classes[0].pipeline[1]" and "on each of the route's targets" in e.value.expected
+    sc = _two_models({"rule": "class", "class_targets": {"c0": "llm"}}, prompt=20_000)  # class c0 goes to llm only
+    sc["engines"][1] = big
+    with pytest.raises(ConfigError) as e:
+        hf.simulate(sc, n_requests=2)
+    assert (e.value.path, e.value.value) == ("workload.classes[0].pipeline[1]", 20_000)
+    assert "max_batched_tokens (8192) for engine 'llm'" in e.value.expected
+
+
+def _random_pipeline(rng):
+    """A random pipeline (rerank, retrieve, KV prefix with all-or-nothing hits, rounds, branches, disaggregated
+    generation) with fixed lengths but the prompt's."""
+    mbt = int(rng.choice([2048, 4096, 16_384]))
+    policy = str(rng.choice(["continuous", "chunked", "static"]))
+    llm = {**LLM, "model": "m", "max_batched_tokens": mbt, "batching": {"policy": policy}}
+    engines = [llm]
+    stages = []
+    if rng.random() < 0.3:
+        rr_mbt = int(rng.choice([1024, 8192]))
+        engines.append({"name": "rr", "model": "bge-reranker-large", "device": "h100_sxm",
+                        "fixed_step_time_s": STEP_S, "max_batched_tokens": rr_mbt})  # fmt: skip
+        stages.append({"kind": "rerank", "engine": "rr", "top_k": int(rng.integers(1, 6)), "doc_tokens": 100})
+    if rng.random() < 0.5:
+        stages.append({"kind": "retrieve", "device": "grace_cpu", "index": RAG_INDEX,
+                       "top_k": int(rng.integers(1, 6)), "doc_tokens": int(rng.integers(20, 400))})  # fmt: skip
+    if rng.random() < 0.5:
+        tiers = [{"tier": "host_dram_ddr5", "hit_rate": float(rng.choice([0.0, 1.0]))}]
+        stages.append({"kind": "kv_retrieve", "past_tokens": int(rng.integers(1, 3000)), "tiers": tiers})
+    stages.append({"kind": "prefill", "engine": "llm"})
+    gen = "llm"
+    if rng.random() < 0.3:  # disaggregated: generation on another engine (its own device)
+        gen = "dec"
+        engines.append({**llm, "name": "dec", "device": str(rng.choice(["h100_sxm", "small"]))})
+    if rng.random() < 0.6:
+        stages.append({"kind": "reason", "engine": gen, "thinking_tokens": int(rng.integers(1, 1500)),
+                       "rounds": int(rng.integers(1, 4)), "tool_tokens": int(rng.integers(0, 1500)),
+                       "branches": int(rng.integers(1, 3))})  # fmt: skip
+    decode = rng.random() < 0.7
+    if decode:
+        stages.append({"kind": "decode", "engine": gen})
+    sc = scenario(stages, engines=engines, output=int(rng.integers(1, 3000)) if decode else 1, rate=0.01)
+    sc["models"] = {"m": {"base": "llama-3.1-8b", "max_context_tokens": int(rng.choice([8192, 32_768]))}}
+    sc["devices"] = {"small": {"base": "h100_sxm", "memory_bytes": 22e9}}  # 13.7k-27.6k tokens of KV
+    return sc
+
+
+def test_the_pipeline_check_mirrors_the_loop_exactly(monkeypatch):
+    """Random pipelines: the loop, run without the check on prompts 1..40000 tokens, rejects a request exactly
+    when its prompt is past some edge; the check passes the longest prompt the loop ran and fails the shortest
+    it rejected (the edge found to a few tokens)."""
+    import hermes_fast.pipeline as pipeline
+    from hermes_fast.simulate import prepare
+
+    def check(sc, prompt):
+        sc["workload"]["classes"][0]["prompt_tokens"] = prompt
+        try:
+            prepare(resolve_scenario(sc))
+        except ConfigError:
+            return False
+        return True
+
+    rng = np.random.default_rng(21)
+    edges = 0
+    for case in range(60):
+        sc = _random_pipeline(rng)
+        sc["workload"]["classes"][0]["prompt_tokens"] = {"dist": "uniform", "min": 1, "max": 40_000}
+        with monkeypatch.context() as m:
+            m.setattr(pipeline, "job_rejection", lambda *args, **kwargs: None)
+            ds = hf.simulate(sc, n_requests=3000, seed=case, keep_requests=True)
+        prompt = ds.request_prompt_tokens.values[0]
+        rejected = ds.request_status.values[0] == Status.REJECTED
+        assert rejected.any() or prompt.max() < 40_000  # (the contexts are at most 32768 tokens)
+        longest_ok, shortest_bad = prompt[~rejected].max(initial=0), prompt[rejected].min()
+        assert longest_ok < shortest_bad, case  # rejection is monotone in the prompt
+        assert check(sc, int(shortest_bad)) is False, (case, sc, shortest_bad)
+        if longest_ok:
+            assert check(sc, int(longest_ok)) is True, (case, sc, longest_ok)
+            edges += shortest_bad - longest_ok < 100
+    assert edges >= 30

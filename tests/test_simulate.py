@@ -325,19 +325,28 @@ def test_overload_with_a_horizon_leaves_unfinished_work():
 
 
 def test_impossible_requests_are_rejected_with_their_reason():
+    """Requests whose drawn lengths pass the model's context or max_batched_tokens are rejected at arrival
+    (classes that could only draw such requests are ConfigErrors: test_class_that_can_never_run_...)."""
     s = queue_scenario(1.0, 10)
     s["workload"]["classes"] = [
         {"weight": 1, "prompt_tokens": 100, "output_tokens": 10},
-        {"weight": 1, "prompt_tokens": 130_000, "output_tokens": 2000},  # past the 131072-token context
-        {"weight": 1, "prompt_tokens": 10_000, "output_tokens": 10},  # over max_batched_tokens 8192
+        # past the 131072-token context when the prompt is over 129072
+        {"weight": 1, "prompt_tokens": {"dist": "uniform", "min": 8000, "max": 130_000}, "output_tokens": 2000},
+        # over max_batched_tokens 8192 when the prompt is over 8192
+        {"weight": 1, "prompt_tokens": {"dist": "uniform", "min": 8000, "max": 10_000}, "output_tokens": 10},
     ]
+    s["engines"][0]["batching"]["policy"] = "continuous"
     ds = hf.simulate(s, n_requests=300, seed=1, keep_requests=True)
     cls = ds.request_class.values[0]
     status = ds.request_status.values[0]
-    assert np.all(status[cls == 0] == Status.DONE)
-    assert np.all(status[cls > 0] == Status.REJECTED)
-    assert int(ds.rejected_by_reason.sel(reason="context_limit").item()) == np.count_nonzero(cls == 1)
-    assert int(ds.rejected_by_reason.sel(reason="token_budget").item()) == np.count_nonzero(cls == 2)
+    prompt = ds.request_prompt_tokens.values[0]
+    context = (cls == 1) & (prompt + 2000 > 131072)
+    budget = (cls > 0) & (prompt > 8192) & ~context
+    assert context.any() and budget.any() and ((cls > 0) & ~context & ~budget).any()
+    np.testing.assert_array_equal(status == Status.REJECTED, context | budget)
+    assert np.all(status[~(context | budget)] == Status.DONE)
+    assert int(ds.rejected_by_reason.sel(reason="context_limit").item()) == np.count_nonzero(context)
+    assert int(ds.rejected_by_reason.sel(reason="token_budget").item()) == np.count_nonzero(budget)
 
 
 def test_warmup_requests_are_left_out():
@@ -479,3 +488,155 @@ def test_max_concurrency_holds_arrivals_at_the_client_in_order():
     assert np.cumsum(events).max() == 4
     free = ds.request_sent_s > ds.request_arrival_s  # a held request goes out when one completes
     assert np.isin(sent[free.values], done).all()
+
+
+# --- requests that can never run, and warm-up (issue 21)
+
+
+def test_warmup_must_leave_requests_for_the_statistics():
+    s = queue_scenario(20.0, 5)
+    s["serving"] = {"warmup_requests": 100}
+    for n in (100, 50):
+        with pytest.raises(ConfigError) as e:
+            hf.simulate(s, n_requests=n)
+        assert (e.value.path, e.value.value) == ("serving.warmup_requests", 100)
+        assert e.value.expected.startswith(f"fewer than n_requests ({n})")
+    targets = {"ttft": {"quantile": 0.5, "max_s": 1.0}, "rate_max_per_s": 50}
+    with pytest.raises(ConfigError, match=r"serving.warmup_requests: got 100; expected fewer than n_requests \(80\)"):
+        hf.capacity_search(s, targets, n_requests=80)
+    assert int(hf.simulate(s, n_requests=101).arrived_requests.item()) == 1
+
+
+REASON_WORDS = {"context_limit": "-token context of", "token_budget": "max_batched_tokens", "kv_capacity": "KV that"}
+
+
+@pytest.mark.parametrize(
+    ("workload", "engine", "path", "value", "reason"),
+    [
+        # prompts over the model's context: every request would be rejected, every metric NaN
+        ({"prompt_tokens": 200_000}, {"batching": {"policy": "chunked"}}, "workload.prompt_tokens", 200_000,
+         "context_limit"),
+        # a fitting 100k-token prompt under the default (continuous) policy: over max_batched_tokens 8192
+        ({"prompt_tokens": 100_000}, {}, "workload.prompt_tokens", 100_000, "token_budget"),
+        # a class's law whose every draw is over the budget: its support starts at 9000
+        ({"classes": [{"name": "long", "prompt_tokens": {"dist": "uniform", "min": 9000, "max": 20_000}}]}, {},
+         "workload.classes[0].prompt_tokens", 9000, "token_budget"),
+        # an output that alone passes the context
+        ({"classes": [{"name": "a"}, {"name": "essay", "prompt_tokens": 10, "output_tokens": 131_070}]},
+         {"batching": {"policy": "chunked"}}, "workload.classes[1].output_tokens", 131_070, "context_limit"),
+        # KV that never fits one replica (a device with 20 GB: 7360 tokens of KV)
+        ({"prompt_tokens": 7000, "output_tokens": 2000}, {"device": "small"}, "workload.prompt_tokens", 7000,
+         "kv_capacity"),
+    ],
+    ids=["context", "token-budget", "law-support", "output-context", "kv"],
+)  # fmt: skip
+def test_a_class_that_can_never_run_is_a_config_error(workload, engine, path, value, reason):
+    s = roofline_scenario()
+    s["engines"][0].update(engine)
+    s["devices"] = {"small": {"base": "h100_sxm", "memory_bytes": 20e9}}
+    s["workload"] = workload
+    with pytest.raises(ConfigError) as e:
+        hf.simulate(s, n_requests=10)
+    assert (e.value.path, e.value.value) == (path, value)
+    assert REASON_WORDS[reason] in e.value.expected and "would be rejected" in e.value.expected
+    with pytest.raises(ConfigError) as e2:  # the sweep (every point) and the capacity search check it too
+        hf.sweep(s, {"workload.rate_per_s": [1, 2]}, n_requests=10)
+    assert e2.value.path == f"grid point 0 (workload.rate_per_s=1): {path}"
+    with pytest.raises(ConfigError):
+        hf.capacity_search(s, {"ttft": {"quantile": 0.5, "max_s": 1.0}}, n_requests=10)
+
+
+def test_a_class_rejected_only_in_part_runs():
+    """Only a share of the law's draws is over the budget (the rest runs): no error, the share is rejected."""
+    s = roofline_scenario()
+    s["workload"]["classes"] = [{"prompt_tokens": {"dist": "uniform", "min": 4000, "max": 12_000}}]
+    ds = hf.simulate(s, n_requests=200, seed=1)
+    assert 0 < int(ds.rejected_by_reason.sel(reason="token_budget").item()) < 200
+    assert int(ds.completed_requests.item()) > 0
+
+
+def test_disaggregated_checks_the_decode_engine_only_for_answers_longer_than_one_token():
+    small = {"name": "d", "model": "llama-3.1-8b", "device": "small", "fixed_step_time_s": STEP_S}
+    s = {
+        "devices": {"small": {"base": "h100_sxm", "memory_bytes": 20e9}},  # 7360 tokens of KV
+        "engines": [{"name": "p", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": STEP_S}, small],
+        "serving": {"prefill_engine": "p", "decode_engine": "d"},
+        "workload": {"prompt_tokens": 7500, "output_tokens": 2},
+    }
+    with pytest.raises(ConfigError) as e:
+        hf.simulate(s, n_requests=5)
+    assert e.value.path == "workload.prompt_tokens" and "one replica of engine 'd'" in e.value.expected
+    s["workload"]["output_tokens"] = 1  # the prefill writes the only token: nothing goes to the decode engine
+    assert int(hf.simulate(s, n_requests=5).completed_requests.item()) == 5
+
+
+def test_the_load_time_check_mirrors_the_loop_exactly(monkeypatch):
+    """Random engines and fixed lengths (every request alike), half of them on a limit's edge: the check raises
+    exactly when the loop, run without the check, rejects every request, and for the loop's reason."""
+    import hermes_fast.pools as pools
+
+    rng = np.random.default_rng(21)
+
+    def engine(name):
+        return {
+            "name": name,
+            "model": "m",
+            "device": str(rng.choice(["h100_sxm", "small"])),
+            "fixed_step_time_s": STEP_S,
+            "max_batched_tokens": int(rng.choice([512, 2048, 8192])),
+            "batching": {
+                "policy": str(rng.choice(["static", "continuous", "chunked", "mixed"])),
+                "block_size_tokens": int(rng.choice([1, 16, 256])),
+            },
+        }
+
+    seen = {"ok": 0}
+    for case in range(120):
+        s = {
+            "models": {"m": {"base": "llama-3.1-8b", "max_context_tokens": int(rng.choice([4096, 32_768]))}},
+            "devices": {"small": {"base": "h100_sxm", "memory_bytes": float(rng.choice([19e9, 20e9, 22e9]))}},
+            "engines": [engine("p")],
+        }
+        if rng.random() < 0.5:  # disaggregated: a decode engine with its own device, budget and policy
+            s["engines"].append(engine("d"))
+            s["serving"] = {"prefill_engine": "p", "decode_engine": "d"}
+        output = 1 if rng.random() < 0.2 else int(rng.integers(2, 6000))
+        prompt = int(rng.integers(1, 12_000))
+        if rng.random() < 0.6:  # on the edge (or one past it) of one of the limits
+            with monkeypatch.context() as m:
+                m.setattr(pools, "job_rejection", lambda *args, **kwargs: None)
+                setup = pools.build_serving(
+                    resolve_scenario({**s, "workload": {"prompt_tokens": 1, "output_tokens": 1}})
+                )
+            pool = setup.pools[int(rng.integers(0, len(setup.pools)))]
+            edges = [
+                pool.compiled.max_context_tokens - output,  # context
+                pool.engine.max_batched_tokens,  # token budget
+                pool.kv_capacity_tokens - (0 if pool.role == "prefill" else output - 1),  # KV
+            ]
+            prompt = max(1, int(rng.choice(edges)) + int(rng.integers(0, 2)))
+        s["workload"] = {"prompt_tokens": prompt, "output_tokens": output}
+        try:
+            hf.simulate(s, n_requests=3)
+            error = None
+        except ConfigError as e:
+            error = e
+        with monkeypatch.context() as m:
+            m.setattr(pools, "job_rejection", lambda *args, **kwargs: None)
+            ds = hf.simulate(s, n_requests=3)
+        rejected = {r: int(ds.rejected_by_reason.sel(reason=r).item()) for r in REASON_WORDS}
+        assert (error is not None) == (sum(rejected.values()) == 3), (case, s, error, rejected)
+        if error is None:
+            seen["ok"] += 1
+        else:
+            reason = next(r for r, k in rejected.items() if k == 3)
+            assert REASON_WORDS[reason] in error.expected, (case, error)
+            seen[reason] = seen.get(reason, 0) + 1
+    assert set(seen) == {"ok", *REASON_WORDS} and min(seen.values()) >= 5, seen  # (every reason, often)
+
+
+def test_memory_without_limit_does_not_overflow():
+    s = roofline_scenario()
+    s["devices"] = {"huge": {"base": "h100_sxm", "memory_bytes": 1e308}}
+    s["engines"][0]["device"] = "huge"
+    assert int(hf.simulate(s, n_requests=20).completed_requests.item()) == 20

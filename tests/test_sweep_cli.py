@@ -105,7 +105,7 @@ def test_sweep_errors_are_one_line(tmp_path, capsys):
 def test_example_sweeps_run(path):
     spec = from_mapping(SweepSpec, load_yaml(path))
     assert spec.grid
-    ds = hf.sweep_file(path, n_requests=120)
+    ds = hf.sweep_file(path, n_requests=250)  # (more than serving_chunked.yaml's 200 warm-up requests)
     assert ds.attrs["points"] == int(ds.ttft_s.isel(replicate=0, quantile=0).size)
     if spec.capacity is not None:
         assert (ds.capacity_request_per_s > 0).all()
@@ -151,3 +151,40 @@ def test_a_killed_cli_sweep_resumes(tmp_path, monkeypatch):
     assert len(computed) == 12 - done and len(set(computed)) == len(computed)
     ref = hf.sweep_file(path, progress=False)
     xr.testing.assert_identical(ds.drop_attrs(), ref.drop_attrs())
+
+
+# ---------------------------------------------------------------- sweep files vs scenario files (issue 21)
+
+
+def test_scenario_null_runs_the_default_scenario(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("scenario: null\ngrid: {workload.rate_per_s: [2, 4]}\nn_requests: 50\nseed: 1\n")
+    ds = hf.sweep_file(path)
+    ref = hf.sweep(None, {"workload.rate_per_s": [2, 4]}, n_requests=50, seed=1)
+    xr.testing.assert_identical(ds, ref)
+    assert ds.attrs["scenario"] == "default"
+
+
+def test_running_a_sweep_file_says_so(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(SWEEP, sort_keys=False))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this is a sweep file" in err and "hermes-fast sweep" in err and str(path) in err
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(yaml.safe_dump(SWEEP["scenario"]))
+    assert main(["sweep", str(scenario), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this is a scenario file (use hermes-fast run" in err
+
+
+def test_warmup_must_leave_requests_at_every_point(tmp_path):
+    grid = {"serving.warmup_requests": [10, 60]}
+    with pytest.raises(ConfigError) as e:
+        hf.sweep(SWEEP["scenario"], grid, n_requests=50)
+    assert e.value.path == "grid point 1 (serving.warmup_requests=60): serving.warmup_requests"
+    assert e.value.value == 60 and e.value.expected.startswith("fewer than n_requests (50)")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**SWEEP, "grid": grid, "n_requests": 10}))
+    with pytest.raises(ConfigError, match=r"grid point 0 .*got 10; expected fewer than n_requests \(10\)"):
+        hf.sweep_file(path)

@@ -21,12 +21,13 @@ OVERLOADED, REJECTED, DROPPED, UNFINISHED, NOTHING = (1 << k for k in range(5))
 
 
 def with_long_prompts(share_long):
-    """Batch size 1, 10 ms steps; a class of 10,000-token prompts (over max_batched_tokens 8192 under continuous
-    batching: rejected, token_budget) with weight ``share_long``."""
+    """Batch size 1, 10 ms steps; a class of 8,192 to 10,000-token prompts (over max_batched_tokens 8192 under
+    continuous batching but for the shortest: rejected, token_budget) with weight ``share_long``. (A class whose
+    every prompt is over the budget would be a ConfigError at load time.)"""
     s = queue_scenario(5.0, 10)
     s["workload"]["classes"] = [
         {"weight": 1 - share_long, "prompt_tokens": 100, "output_tokens": 10},
-        {"weight": share_long, "prompt_tokens": 10_000, "output_tokens": 10},
+        {"weight": share_long, "prompt_tokens": {"dist": "uniform", "min": 8192, "max": 10_000}, "output_tokens": 10},
     ]
     return s
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import hermes_fast as hf
 from hermes_fast import load_scenario
-from hermes_fast.config import Arrival, ConfigError, Length, Trace
-from hermes_fast.workload import draw_arrivals, draw_lengths, draw_workload, length_moments, rng_for
+from hermes_fast.config import Arrival, ConfigError, Length, RequestClass, Trace
+from hermes_fast.workload import (
+    draw_arrivals,
+    draw_lengths,
+    draw_workload,
+    length_min,
+    length_moments,
+    rng_for,
+)
 
 N = 400_000
 
@@ -95,8 +104,8 @@ def test_azure_trace_replay_with_rescaling(tmp_path):
     p.write_text(
         "TIMESTAMP,ContextTokens,GeneratedTokens\n"
         "2023-11-16 18:15:46.6805900,374,44\n"
-        "2023-11-16 18:15:50.9951690,396,109\n"
         "2023-11-16 18:15:47.5936540,879,55\n"
+        "2023-11-16 18:15:50.9951690,396,109\n"
         "2023-11-16 18:15:51.1753400,91,16\n"
     )
     trace = Trace(path=str(p))
@@ -108,7 +117,7 @@ def test_azure_trace_replay_with_rescaling(tmp_path):
     ).workload
     d = draw_workload(wl, 4, rng_for(0))
     np.testing.assert_allclose(d.arrival_s, [0.0, 0.913064, 4.314579, 4.494750], atol=1e-6)
-    np.testing.assert_array_equal(d.prompt_tokens, [374, 879, 396, 91])  # sorted by time
+    np.testing.assert_array_equal(d.prompt_tokens, [374, 879, 396, 91])
     np.testing.assert_array_equal(d.output_tokens, [44, 55, 109, 16])
     # more requests than rows: the trace repeats after its span plus one mean gap
     d8 = draw_workload(wl, 8, rng_for(0))
@@ -184,7 +193,7 @@ def test_bad_empirical_files(tmp_path):
     p.write_text("x,y\n5,1\n-3,2\n")
     with pytest.raises(ConfigError) as e:
         draw_lengths(Length(dist="empirical", path=str(p), column="x"), 10, rng_for(0), "workload.prompt")
-    assert "row 3, column x" in e.value.path and e.value.value == "-3"
+    assert e.value.path == f"workload.prompt ({p} row 3, column x)" and e.value.value == "-3"
     with pytest.raises(ConfigError, match="a column of"):
         draw_lengths(Length(dist="empirical", path=str(p), column="z"), 10, rng_for(0))
 
@@ -202,3 +211,98 @@ def test_mmpp_needs_a_positive_calm_rate():
 
 def test_public_api_exports():
     assert hf.length_moments is length_moments and callable(hf.simulate) and callable(hf.confidence_interval)
+
+
+# ---------------------------------------------------------------- laws and traces that cannot be drawn (issue 21)
+
+
+def test_a_law_that_cannot_be_drawn_is_an_error_not_a_hang():
+    """Built without validation (a Python object), cv = 1e-300 squares to 0: the lognormal's sigma is 0 and
+    scipy's law is NaN everywhere; the draw (once cast: -9.2e18 tokens) must fail, naming the field."""
+    bad = Length(dist="lognormal", mean=500, cv=1e-300)
+    with pytest.raises(ConfigError) as e:
+        draw_lengths(bad, 10, rng_for(0), "workload.classes[0].prompt_tokens")
+    assert e.value.path == "workload.classes[0].prompt_tokens" and e.value.value is bad
+    assert "finite distribution function" in e.value.expected
+    sc = load_scenario({"engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}]})
+    workload = dataclasses.replace(sc.workload, classes=(RequestClass(output_tokens=bad),))
+    with pytest.raises(ConfigError) as e:  # at load time in simulate, before any draw
+        hf.simulate(dataclasses.replace(sc, workload=workload), n_requests=10)
+    assert e.value.path == "workload.classes[0].output_tokens"
+    with pytest.raises(ConfigError) as e:  # no mass inside [min, max]
+        length_min(Length(dist="exponential", mean=1, min=200), "x")
+    assert e.value.path == "x.mean" and e.value.expected == "a law with probability mass inside [min, max]"
+
+
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")  # (quad on a cv-100 lognormal)
+def test_draws_stay_within_min_and_max_for_extreme_laws():
+    """Without a max, draws stop at 1e9 tokens, and the stated moments are those of the laws truncated there."""
+    for lg in (
+        Length(dist="lognormal", mean=1e9, cv=100),
+        Length(dist="lognormal", mean=2, cv=1e-6),
+        Length(dist="normal", mean=1, std=1e9),
+        Length(dist="normal", mean=1e9 - 1, std=1e8),
+        Length(dist="exponential", mean=1e9),
+    ):
+        x = draw_lengths(lg, 20_000, rng_for(1))
+        assert x.min() >= max(lg.min, length_min(lg)) and x.max() <= (lg.max or 10**9), lg
+        mean, var = length_moments(lg)
+        assert abs(x.mean() - mean) < 5 * np.sqrt(var / x.size) + 1e-9 * mean, lg
+
+
+def test_length_min_is_the_smallest_draw(tmp_path):
+    p = tmp_path / "lengths.csv"
+    p.write_text("n\n40\n7\n90\n")
+    assert length_min(300) == 300
+    assert length_min(Length(dist="uniform", min=10, max=20)) == 10
+    assert length_min(Length(dist="lognormal", mean=500, cv=1, min=30)) == 30
+    assert length_min(Length(dist="empirical", path=str(p), column="n")) == 7
+    assert draw_lengths(Length(dist="uniform", min=10, max=20), 5000, rng_for(0)).min() == 10
+
+
+def test_token_counts_in_csv_files_are_bounded(tmp_path):
+    p = tmp_path / "huge.csv"
+    p.write_text("x\n5\n1e30\n")
+    with pytest.raises(ConfigError) as e:
+        draw_lengths(Length(dist="empirical", path=str(p), column="x"), 10, rng_for(0), "workload.prompt_tokens")
+    assert e.value.path == f"workload.prompt_tokens ({p} row 3, column x)" and e.value.value == "1e30"
+    assert e.value.expected == "a positive integer token count <= 1e+09"
+
+
+def _trace_workload(tmp_path, times):
+    p = tmp_path / "trace.csv"
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{t},100,10\n" for t in times))
+    sc = load_scenario(
+        {
+            "engines": [{"model": "llama-3.1-8b", "device": "h100_sxm"}],
+            "workload": {"arrival": {"process": "trace", "trace": {"path": str(p)}}},
+        }
+    )
+    return sc.workload, p
+
+
+@pytest.mark.parametrize(
+    ("times", "row", "value", "expected"),
+    [
+        (["0.0", "1.5", "-2.0"], 4, "-2.0", "a time >= 0"),
+        (["0.0", "2.0", "1.0", "3.0"], 4, "1.0", "times in ascending order (row 3 has 2.0)"),
+        (["0.0", "nan"], 3, "nan", "a finite time"),
+        (["0.0", "inf"], 3, "inf", "a finite time"),
+        (["2023-11-16 18:15:47", "2023-11-16 18:15:46"], 3, "2023-11-16 18:15:46",
+         "times in ascending order (row 2 has 2023-11-16 18:15:47)"),
+        (["2023-11-16 18:15:47", ""], 3, "", "a finite time"),
+    ],
+    ids=["negative", "out-of-order", "nan", "inf", "dates-out-of-order", "empty-date"],
+)  # fmt: skip
+def test_trace_times_are_finite_non_negative_and_sorted(tmp_path, times, row, value, expected):
+    wl, p = _trace_workload(tmp_path, times)
+    with pytest.raises(ConfigError) as e:
+        draw_workload(wl, 5, rng_for(0))
+    assert e.value.path == f"workload.arrival.trace.time_column ({p} row {row}, column TIMESTAMP)"
+    assert (e.value.value, e.value.expected) == (value, expected)
+    assert str(p) in str(e.value)
+
+
+def test_a_sorted_trace_with_equal_times_replays_in_file_order(tmp_path):
+    wl, _ = _trace_workload(tmp_path, ["1.0", "1.0", "2.5"])
+    np.testing.assert_array_equal(draw_workload(wl, 3, rng_for(0)).arrival_s, [0.0, 0.0, 1.5])

@@ -25,6 +25,7 @@ __all__ = [
     "from_mapping",
     "to_mapping",
     "load_yaml",
+    "is_yaml_file",
     "field_docs",
     "close_match_hint",
     "convert_field",
@@ -141,6 +142,13 @@ def _check_bounds(path: str, value: float, meta: Mapping) -> None:
             raise ConfigError(path, value, f"{noun} {op} {bound:g}")
 
 
+_INT64_MAX = (1 << 63) - 1
+
+
+def _is_mapping_type(tp) -> bool:
+    return dataclasses.is_dataclass(tp) or get_origin(tp) in (dict, Mapping)
+
+
 def _convert(value: Any, tp, path: str, meta: Mapping) -> Any:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -156,12 +164,14 @@ def _convert(value: Any, tp, path: str, meta: Mapping) -> Any:
             try:
                 return _convert(value, a, path, meta)
             except ConfigError as e:
+                if _is_mapping_type(a) and isinstance(value, Mapping):  # (a distribution...): its inner error
+                    raise
                 errors.append(e.expected)
         raise ConfigError(path, value, " or ".join(errors))
-    if value is None:
-        raise ConfigError(path, value, _type_name(tp))
     if tp is Any:
         return value
+    if value is None:
+        raise ConfigError(path, value, _type_name(tp))
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
@@ -175,11 +185,17 @@ def _convert(value: Any, tp, path: str, meta: Mapping) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, value, "an integer")
+        given = value
         if isinstance(value, float):
             if not math.isfinite(value) or not value.is_integer():
                 raise ConfigError(path, value, "an integer")
             value = int(value)
-        _check_bounds(path, value, meta)
+        try:
+            _check_bounds(path, value, meta)
+        except ConfigError as e:  # (as given: 1e+308, not its 309 digits)
+            raise ConfigError(path, given, e.expected) from None
+        if not -_INT64_MAX <= value <= _INT64_MAX:  # (fields without an upper bound: the loop's int64)
+            raise ConfigError(path, given, f"an integer of magnitude <= {_INT64_MAX} (2^63 - 1)")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -287,8 +303,73 @@ def to_mapping(obj) -> Any:
     return obj
 
 
+MAX_YAML_DEPTH = 64  # nesting levels of mappings and lists
+MAX_YAML_BYTES = 64 << 20  # characters of YAML text
+MAX_YAML_NODES = 10_000_000  # values once aliases are expanded (a "billion laughs" stops here)
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e12`` (no decimal point) as a float, as users expect."""
+    """SafeLoader that also reads ``1e12`` (no decimal point) as a float, as users expect, rejects duplicate keys,
+    and limits nesting depth and (alias-expanded) size; ``label`` names the source in errors."""
+
+    label = "<text>"
+    _depth = 0
+
+    def _where(self, mark) -> str:
+        return f"{self.label}:{mark.line + 1}" if mark is not None else self.label
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(self._where(mark), f"depth {self._depth}", f"at most {MAX_YAML_DEPTH} nested levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node):
+        sizes: dict[int, int] = {}
+        open_: set[int] = set()
+
+        def size(n) -> int:  # values once aliases are expanded (a node shared by aliases counts at each use)
+            if id(n) in sizes:
+                return sizes[id(n)]
+            if id(n) in open_:
+                raise ConfigError(self._where(n.start_mark), "a recursive alias", "aliases to finished values")
+            open_.add(id(n))
+            if isinstance(n, yaml.MappingNode):
+                total = 1 + sum(size(k) + size(v) for k, v in n.value)
+            elif isinstance(n, yaml.SequenceNode):
+                total = 1 + sum(size(v) for v in n.value)
+            else:
+                total = 1
+            open_.discard(id(n))
+            sizes[id(n)] = total
+            return total
+
+        total = size(node)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(self.label, f"{total} values", f"at most {MAX_YAML_NODES:g} values (aliases expanded)")
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # (`<<:` merges; explicit keys override them)
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the constructor reports it
+                    continue
+                if seen is not key_node.start_mark:
+                    raise ConfigError(
+                        self._where(key_node.start_mark), key, f"a key used once in its mapping (also at line "
+                        f"{seen.line + 1})",
+                    )  # fmt: skip
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -305,7 +386,11 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _looks_like_path(source: str) -> bool:
+def is_yaml_file(source: str | Path) -> bool:
+    """Whether :func:`load_yaml` reads ``source`` as a file (a Path, or a one-line string naming a file or
+    ending in .yaml/.yml) rather than as YAML text."""
+    if isinstance(source, Path):
+        return True
     if "\n" in source:
         return False
     try:
@@ -314,14 +399,23 @@ def _looks_like_path(source: str) -> bool:
         return False
 
 
-def load_yaml(source: str | Path) -> Any:
-    """Parse a YAML file (a Path, or a string naming an existing file or ending in .yaml/.yml) or YAML text;
-    errors name the file and line."""
-    if isinstance(source, Path) or _looks_like_path(source):
+def load_yaml(source: str | Path, what: str | None = None) -> Any:
+    """Parse a YAML file (a Path, or a string naming an existing file or ending in .yaml/.yml) or YAML text.
+
+    Errors name the file (or ``<text>``) and line: invalid YAML, a key repeated in one mapping, more than
+    ``MAX_YAML_DEPTH`` nested levels, more than ``MAX_YAML_BYTES`` characters or ``MAX_YAML_NODES`` values
+    (aliases expanded), and an empty file. With ``what`` (e.g. ``"a scenario"``), a top level that is not a
+    mapping is an error naming the source too.
+    """
+    is_file = is_yaml_file(source)
+    if is_file:
         p = Path(source)
         if not p.exists():
             raise ConfigError("<file>", str(source), "an existing YAML file")
         try:
+            size = p.stat().st_size
+            if size > MAX_YAML_BYTES:
+                raise ConfigError(str(p), f"{size} bytes", f"a YAML file of at most {MAX_YAML_BYTES} bytes")
             text, label = p.read_text(encoding="utf-8"), str(p)
         except UnicodeDecodeError:
             raise ConfigError("<file>", str(source), "a UTF-8 text (YAML) file") from None
@@ -329,9 +423,22 @@ def load_yaml(source: str | Path) -> Any:
             raise ConfigError("<file>", str(source), f"a readable YAML file ({e.strerror or e})") from None
     else:
         text, label = str(source), "<text>"
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(label, f"{len(text)} characters", f"YAML of at most {MAX_YAML_BYTES} characters")
+    loader = _Loader(text)
+    loader.label = label
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        data = loader.get_single_data()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
-        raise ConfigError(where, getattr(e, "problem", str(e)), "valid YAML") from None
+        raise ConfigError(where, getattr(e, "problem", None) or str(e), "valid YAML") from None
+    except RecursionError:  # (nesting deeper than MAX_YAML_DEPTH is refused first; this is a safety net)
+        raise ConfigError(label, "deeply nested YAML", f"at most {MAX_YAML_DEPTH} nested levels") from None
+    finally:
+        loader.dispose()
+    if is_file and data is None:
+        raise ConfigError(label, None, f"{what or 'YAML content'}: the file is empty (or holds only comments)")
+    if what is not None and not isinstance(data, Mapping):
+        raise ConfigError(label, data, f"{what}: a YAML mapping (key: value lines) at the top level")
+    return data

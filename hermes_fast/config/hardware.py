@@ -74,7 +74,7 @@ class Device:
     memory_bytes: float = fld(unit="B", doc="device-local memory capacity (HBM, or DRAM for CPUs)", ge=1e6)
     memory_bandwidth_bytes_per_s: float = fld(unit="B/s", doc="device-local memory bandwidth", ge=1e3)
     scale_up: Link = fld(doc="link within the scale-up domain (NVLink, xGMI, ICI, UPI)")
-    scale_up_domain_devices: int = fld(1, unit="device", doc="devices reachable over scale_up", ge=1)
+    scale_up_domain_devices: int = fld(1, unit="device", doc="devices reachable over scale_up", ge=1, le=1 << 20)
     scale_out: Link = fld(doc="link between scale-up domains (InfiniBand, Ethernet, DCN)")
     host_link: Link | None = fld(None, doc="link to host memory (PCIe, NVLink-C2C); None for CPUs")
     power_idle_w: float = fld(unit="W", doc="power when idle", ge=0)

@@ -7,6 +7,9 @@ from typing import Literal
 
 from .base import ConfigError, fld
 
+MIN_CV = 1e-6  # smallest coefficient of variation of a normal or lognormal length
+MAX_ZIPF_SUPPORT = 50_000_000  # most integers a Zipf length ranges over (its pmf is listed)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Length:
@@ -15,7 +18,8 @@ class Length:
     - ``fixed``: always ``value``;
     - ``uniform``: integers min..max, equally likely;
     - ``normal``: mean, std (or cv), truncated to [min, max];
-    - ``lognormal``: mean, std (or cv) of the lognormal itself, truncated to [min, max];
+    - ``lognormal``: mean, std (or cv) of the lognormal itself, truncated to [min, max] (for both, cv = std /
+      mean is at least 1e-6: a constant length is ``fixed``);
     - ``exponential``: mean (rounded up to whole tokens: geometric);
     - ``zipf``: P(k) proportional to k^-alpha on min..max;
     - ``empirical``: the values of a CSV column (``path``, ``column``), resampled uniformly.
@@ -53,3 +57,13 @@ class Length:
             raise ConfigError(f"{path}.max", self.max, f">= min ({self.min})")
         if self.mean is not None and (self.mean < self.min or (self.max is not None and self.mean > self.max)):
             raise ConfigError(f"{path}.mean", self.mean, f"a mean within [min, max] = [{self.min}, {self.max}]")
+        if self.dist in ("normal", "lognormal"):  # a spread the law can represent (cv^2 underflows below ~1e-154)
+            key = "std" if self.std is not None else "cv"
+            cv = self.std / self.mean if self.std is not None else self.cv
+            if cv < MIN_CV:
+                shown = f"{MIN_CV * self.mean:g} tokens ({MIN_CV:g} x mean)" if key == "std" else f"{MIN_CV:g}"
+                raise ConfigError(
+                    f"{path}.{key}", getattr(self, key), f">= {shown}; use dist: fixed for a constant length"
+                )
+        if self.dist == "zipf" and self.max - self.min + 1 > MAX_ZIPF_SUPPORT:
+            raise ConfigError(f"{path}.max", self.max, f"a Zipf support (max - min + 1) <= {MAX_ZIPF_SUPPORT:g}")

@@ -15,11 +15,11 @@ class MoE:
     n_experts: int = fld(unit="expert", doc="routed experts per MoE layer", ge=2, le=1e5)
     top_k: int = fld(unit="expert", doc="routed experts per token", ge=1, le=1e5)
     expert_ffn_hidden_size: int = fld(unit="1", doc="intermediate size of one routed expert", ge=1, le=1e7)
-    n_shared_experts: int = fld(0, unit="expert", doc="always-active shared experts", ge=0)
+    n_shared_experts: int = fld(0, unit="expert", doc="always-active shared experts", ge=0, le=1e5)
     shared_expert_ffn_hidden_size: int | None = fld(
-        None, unit="1", doc="intermediate size of one shared expert (None: expert_ffn_hidden_size)", ge=1
+        None, unit="1", doc="intermediate size of one shared expert (None: expert_ffn_hidden_size)", ge=1, le=1e7
     )
-    first_dense_layers: int = fld(0, unit="layer", doc="leading layers that keep a dense FFN", ge=0)
+    first_dense_layers: int = fld(0, unit="layer", doc="leading layers that keep a dense FFN", ge=0, le=1e4)
 
     def _validate(self, path: str) -> None:
         if self.top_k > self.n_experts:
@@ -57,7 +57,7 @@ class Model:
     sliding_window_tokens: int | None = fld(
         None, unit="token", doc="sliding-window size on windowed layers", ge=1, le=1e9
     )
-    sliding_window_layers: int = fld(0, unit="layer", doc="how many layers use the sliding window", ge=0)
+    sliding_window_layers: int = fld(0, unit="layer", doc="how many layers use the sliding window", ge=0, le=1e4)
     moe: MoE | None = fld(None, doc="mixture-of-experts FFN, if any")
     mla: MLA | None = fld(None, doc="multi-head latent attention, if any")
     params_published: float | None = fld(None, unit="parameter", doc="published total parameter count", gt=0)

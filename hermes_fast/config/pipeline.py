@@ -35,7 +35,7 @@ class VectorIndex:
     pq_bits: int = fld(8, unit="bit", doc="IVF-PQ: bits per code", ge=1, le=16)
     hnsw_m: int = fld(32, unit="link", doc="HNSW: links per node (2M on the base layer)", ge=2, le=4096)
     ef_search: int = fld(64, unit="1", doc="HNSW: candidate list size while searching", ge=1, le=1e6)
-    shards: int = fld(1, unit="device", doc="devices the index is split over; they search in parallel", ge=1)
+    shards: int = fld(1, unit="device", doc="devices the index is split over; they search in parallel", ge=1, le=65536)
 
     @property
     def element_bytes(self) -> float:
@@ -81,7 +81,11 @@ class Stage:
     rule: Literal["probability", "length", "class"] = fld("probability", doc="route: how the target is chosen")
     weights: tuple[float, ...] = fld((), unit="1", doc="route probability: relative share of each target")
     threshold_tokens: tuple[int, ...] = fld(
-        (), unit="token", doc="route length: ascending prompt-length bounds; prompt <= b_k goes to target k"
+        (),
+        unit="token",
+        doc="route length: ascending prompt-length bounds; prompt <= b_k goes to target k",
+        ge=0,
+        le=1e9,
     )
     class_targets: dict[str, str] = fld(factory=dict, doc="route class: request class name -> target engine")
     # retrieve
@@ -98,13 +102,15 @@ class Stage:
     top_k: int = fld(5, unit="document", doc="retrieve/rerank: documents retrieved per query", ge=1, le=1e6)
     doc_tokens: int = fld(256, unit="token", doc="retrieve/rerank: tokens per document", ge=1, le=1e7)
     # kv_retrieve
-    past_tokens: int | Length | None = fld(None, unit="token", doc="kv_retrieve: prefix tokens whose KV is fetched")
+    past_tokens: int | Length | None = fld(
+        None, unit="token", doc="kv_retrieve: prefix tokens whose KV is fetched", ge=1, le=1e9
+    )
     tiers: tuple[KvTier, ...] = fld((), doc="kv_retrieve: tiers looked in, in order; a miss everywhere recomputes")
     distinct_prefixes: float | None = fld(
         None, unit="prefix", doc="kv_retrieve: prefixes in the working set (None: every tier holds it)", ge=1
     )
     # reason
-    thinking_tokens: int | Length | None = fld(None, unit="token", doc="reason: tokens thought per round")
+    thinking_tokens: int | Length | None = fld(None, unit="token", doc="reason: tokens thought per round", ge=1, le=1e9)
     rounds: int = fld(1, unit="round", doc="reason: thinking rounds; a tool call runs between rounds", ge=1, le=1000)
     tool_latency_s: float = fld(0.0, unit="s", doc="reason: mean tool-call latency between rounds", ge=0)
     tool_latency_cv: float = fld(0.0, unit="1", doc="reason: tool latency cv (0: fixed; else lognormal)", ge=0)

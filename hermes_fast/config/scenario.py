@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from .base import ConfigError, fld, from_mapping, load_yaml
+from .base import ConfigError, fld, from_mapping, is_yaml_file, load_yaml
 from .hardware import Dtype, Link
 from .pipeline import ROUTED
 from .serving import Batching, Serving
+from .sweep import SweepSpec
 from .workload import Arrival, RequestClass
 
 
@@ -59,7 +60,7 @@ class Engine:
     dtypes: Dtypes = fld(factory=Dtypes, doc="weight, activation and KV formats")
     memory_utilization: float = fld(0.9, unit="1", doc="fraction of device memory usable for weights+KV", gt=0, le=1)
     max_batched_tokens: int = fld(
-        8192, unit="token", doc="most tokens in one iteration (sizes activation memory)", ge=1
+        8192, unit="token", doc="most tokens in one iteration (sizes activation memory)", ge=1, le=1e9
     )
     replicas: int = fld(1, unit="replica", doc="copies of this engine serving together (simulate)", ge=1, le=65536)
     batching: Batching = fld(factory=Batching, doc="how each replica forms iterations (simulate)")
@@ -195,5 +196,15 @@ def read_scenario(source: Scenario | Mapping | str | Path | None = None) -> Scen
         source = Path(str(files("hermes_fast") / "scenarios" / "default.yaml"))
     if isinstance(source, Scenario):
         return source
-    data = load_yaml(source) if isinstance(source, (str, Path)) else source
+    data = load_yaml(source, "a scenario") if isinstance(source, (str, Path)) else source
+    if isinstance(data, Mapping) and data and not data.keys() & _SCENARIO_KEYS and data.keys() & _SWEEP_KEYS:
+        where = "<root>" if not isinstance(source, (str, Path)) else str(source) if is_yaml_file(source) else "<text>"
+        raise ConfigError(
+            where, f"a sweep file (keys {', '.join(map(str, data))})",
+            "a scenario: this is a sweep file (use hermes-fast sweep, or hermes_fast.sweep_file)",
+        )  # fmt: skip
     return from_mapping(Scenario, data)
+
+
+_SCENARIO_KEYS = frozenset(f.name for f in fields(Scenario))
+_SWEEP_KEYS = frozenset(f.name for f in fields(SweepSpec))

@@ -30,7 +30,11 @@ class Batching:
     policy: Literal["static", "continuous", "chunked", "mixed"] = fld("continuous", doc="batching policy")
     max_batch_size: int = fld(256, unit="request", doc="most requests in one iteration", ge=1, le=65536)
     chunk_size: int | None = fld(
-        None, unit="token", doc="chunked: most prompt tokens of one request per iteration (None: the budget)", ge=1
+        None,
+        unit="token",
+        doc="chunked: most prompt tokens of one request per iteration (None: the budget)",
+        ge=1,
+        le=1e9,
     )
     block_size_tokens: int = fld(16, unit="token", doc="paged-KV block size", ge=1, le=1 << 20)
     preemption: Literal["recompute", "swap"] = fld(
@@ -43,7 +47,11 @@ class Batching:
         ge=0,
     )
     max_queue_requests: int | None = fld(
-        None, unit="request", doc="waiting requests per queue beyond which arrivals are dropped (None: no limit)", ge=0
+        None,
+        unit="request",
+        doc="waiting requests per queue beyond which arrivals are dropped (None: no limit)",
+        ge=1,  # (0 would drop every arrival, an idle replica's too)
+        le=1e9,
     )
 
 
@@ -72,7 +80,7 @@ class Serving:
     pairing: Literal["global", "local"] = fld("global", doc="disaggregated: how a decode replica is chosen")
     kv_link: Link | None = fld(None, doc="disaggregated: link the KV cache crosses (None: scale_out)")
     slo: Slo = fld(factory=Slo, doc="latency targets for goodput and SLO attainment")
-    warmup_requests: int = fld(0, unit="request", doc="first arrivals left out of the statistics", ge=0)
+    warmup_requests: int = fld(0, unit="request", doc="first arrivals left out of the statistics", ge=0, le=100_000_000)
     horizon_s: float | None = fld(
         None, unit="s", doc="simulated time after which the run stops; later work is unfinished (None: none)", gt=0
     )
@@ -89,3 +97,13 @@ class Serving:
             raise ConfigError(f"{path}.engine", self.engine, "null when prefill_engine/decode_engine are set")
         if self.disaggregated and self.prefill_engine == self.decode_engine:
             raise ConfigError(f"{path}.decode_engine", self.decode_engine, "an engine other than prefill_engine")
+
+
+def check_warmup(serving: Serving, n_requests: int, path: str = "serving.warmup_requests") -> None:
+    """ConfigError unless ``serving.warmup_requests`` < ``n_requests``: the statistics need a request left."""
+    w = serving.warmup_requests
+    if w >= n_requests:
+        raise ConfigError(
+            path, w, f"fewer than n_requests ({n_requests}): the first {w} arrivals are left out of the statistics, "
+            "so none would remain",
+        )  # fmt: skip

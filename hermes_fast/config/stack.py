@@ -53,7 +53,11 @@ class Stack:
     )
     # CUDA graphs
     cuda_graph_sizes: tuple[int, ...] = fld(
-        (), unit="request", doc="decode batch sizes captured as CUDA graphs, ascending (none: no graphs)"
+        (),
+        unit="request",
+        doc="decode batch sizes captured as CUDA graphs, ascending (none: no graphs)",
+        ge=1,
+        le=65536,
     )
     cuda_graph_padding: bool = fld(True, doc="a decode batch runs padded to the next captured size (else: exact only)")
     cuda_graph_mixed: bool = fld(False, doc="iterations with prefill also run as (piecewise) graphs")

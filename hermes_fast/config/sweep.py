@@ -67,6 +67,10 @@ class SweepSpec:
     grid: dict[str, Any] = fld(factory=dict, doc="dotted path -> values, or axis name -> {path: values, label: [...]}")
     n_requests: int = fld(10_000, unit="request", doc="arrivals per replicate and point", ge=1, le=100_000_000)
     replicates: int = fld(1, unit="1", doc="independent repetitions per point", ge=1, le=1_000_000)
-    seed: int = fld(0, unit="1", doc="point i, replicate r draws from SeedSequence(seed, (i, r))", ge=0)
+    seed: int = fld(
+        0, unit="1", doc="point i, replicate r draws from SeedSequence(seed, (i, r))", ge=0, le=(1 << 63) - 1
+    )
     capacity: CapacitySearch | None = fld(None, doc="search each point's largest rate meeting these targets")
-    chunk_size: int | None = fld(None, unit="point", doc="points per task and per zarr chunk (None: automatic)", ge=1)
+    chunk_size: int | None = fld(
+        None, unit="point", doc="points per task and per zarr chunk (None: automatic)", ge=1, le=10_000_000
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .base import ConfigError, fld
+from .base import ConfigError, fld, to_mapping
 from .lengths import Length
 from .pipeline import Stage, check_pipeline
 
@@ -15,7 +15,8 @@ class Trace:
     """Replay of a CSV request trace: arrival times and, optionally, prompt and output lengths.
 
     The Azure LLM inference trace columns (``TIMESTAMP, ContextTokens, GeneratedTokens``) are the
-    defaults; timestamps may be numbers (seconds) or date-times.
+    defaults; timestamps may be numbers (seconds, >= 0) or date-times, in ascending order (the replay starts at
+    the first row's time).
     """
 
     path: str = fld(doc="CSV file")
@@ -94,7 +95,8 @@ class Arrival:
 class RequestClass:
     """A kind of request with its share of the traffic, its length distributions and its pipeline.
 
-    ``output_tokens`` is the answer's length; thinking tokens of a ``reason`` stage come on top.
+    ``output_tokens`` is the answer's length; thinking tokens of a ``reason`` stage come on top. A pipeline
+    that prefills without a ``decode`` stage writes no answer, so its class asks for ``output_tokens: 1``.
     """
 
     name: str = fld("default", doc="label")
@@ -111,3 +113,13 @@ class RequestClass:
 
     def _validate(self, path: str) -> None:
         check_pipeline(self.pipeline, f"{path}.pipeline")
+        out = self.output_tokens
+        one = out == 1 or (isinstance(out, Length) and (out.value == 1 or out.max == 1))
+        kinds = {st.kind for st in self.pipeline}
+        if "prefill" in kinds and "decode" not in kinds and not one:  # (its LLM writes no answer)
+            raise ConfigError(
+                f"{path}.output_tokens",
+                out if isinstance(out, int) else {k: v for k, v in to_mapping(out).items() if v is not None},
+                "1: the pipeline prefills but has no decode stage, so it writes no answer (add a decode stage "
+                "to write output_tokens tokens)",
+            )  # fmt: skip

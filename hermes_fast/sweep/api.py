@@ -37,7 +37,7 @@ def _base_mapping(scenario: Any) -> dict:
         scenario = Path(str(files("hermes_fast") / "scenarios" / "default.yaml"))
     if isinstance(scenario, Scenario):
         return to_mapping(scenario)
-    raw = load_yaml(scenario) if isinstance(scenario, (str, Path)) else scenario
+    raw = load_yaml(scenario, "a scenario") if isinstance(scenario, (str, Path)) else scenario
     if not isinstance(raw, Mapping):
         raise ConfigError("scenario", raw, "a scenario mapping, YAML path or text")
     return plain_value(raw)
@@ -252,7 +252,14 @@ def sweep_file(path: str | Path, **kwargs) -> xr.Dataset:
     >>> ds.attrs["n_requests"], ds.sizes["workload.rate_per_s"]
     (100, 2)
     """
-    spec = from_mapping(SweepSpec, load_yaml(Path(path)))
+    data = load_yaml(Path(path), "a sweep file")
+    if "engines" in data and not data.keys() & {"grid", "scenario"}:
+        raise ConfigError(
+            str(path), f"a scenario file (keys {', '.join(map(str, data))})",
+            "a sweep file (scenario, grid, ...): this is a scenario file (use hermes-fast run, or name it in a sweep "
+            "file's scenario:)",
+        )  # fmt: skip
+    spec = from_mapping(SweepSpec, data)
     scenario = spec.scenario
     if isinstance(scenario, str) and "\n" not in scenario:
         here = Path(path).parent / scenario

@@ -15,6 +15,7 @@ import numpy as np
 from .._version import __version__
 from ..config.base import ConfigError, to_mapping
 from ..config.grid import Axis, apply_settings, parse_axis, parse_path
+from ..config.serving import check_warmup
 from ..config.sweep import CapacitySearch
 from ..resolve import ResolvedScenario, resolve_scenario
 from .store import STORE_FORMAT
@@ -84,7 +85,9 @@ class SweepPlan:
     def resolved(self, i: int) -> ResolvedScenario:
         """Grid point ``i``'s scenario, resolved (errors name the point)."""
         try:
-            return resolve_scenario(apply_settings(self.base, self.settings(i)))
+            resolved = resolve_scenario(apply_settings(self.base, self.settings(i)))
+            check_warmup(resolved.scenario.serving, self.n_requests)
+            return resolved
         except ConfigError as e:
             raise ConfigError(f"grid point {i} ({self.coords_of(i)}): {e.path}", e.value, e.expected) from None
 
