@@ -18,6 +18,7 @@ from .config.efficiency import AttentionResidual
 from .config.hardware import DTYPE_BYTES, Device
 from .config.model import Model
 from .config.scenario import Dtypes, Parallel
+from .config.stack import Stack
 from .kernels import layout as L
 from .kernels.roofline import gemm_coefficients
 from .rates import collective_ramp, decode_attention_ramp, device_rates, group_link
@@ -100,8 +101,11 @@ def compile_engine(
     max_batched_tokens: int = 8192,
     path: str = "engine",
     check: bool = True,
+    stack: Stack | None = None,
 ) -> CompiledEngine:
-    """Build the kernel parameter vector and memory figures; raise ConfigError for impossible layouts."""
+    """Build the kernel parameter vector and memory figures; raise ConfigError for impossible layouts. ``stack``:
+    the serving stack whose CUDA graphs the step cost follows (its host costs come with ``device``, see
+    :func:`hermes_fast.resolve.device_with_stack`)."""
     m, d, par = model, device, parallel
     if check:
         check_layout(m, par, path)
@@ -224,6 +228,13 @@ def compile_engine(
     dense_f_dev = m.ffn_hidden_size / tp if p[L.N_DENSE] > 0 else 0.0
     reserve = max_batched_tokens * (4.0 * h + 3.0 * max(dense_f_dev, moe_f_dev)) * hb
     counts = param_count(m)
+    if stack is not None and stack.cuda_graph_sizes:
+        sizes = stack.cuda_graph_sizes
+        p[L.GRAPH_COUNT] = len(sizes)
+        p[L.GRAPH_SIZES : L.GRAPH_SIZES + len(sizes)] = sizes
+        p[L.GRAPH_MIXED] = 1.0 if stack.cuda_graph_mixed else 0.0
+        p[L.GRAPH_EXACT] = 0.0 if stack.cuda_graph_padding else 1.0
+        p[L.GRAPH_EAGER_S] = stack.eager_launch_s_per_layer * m.n_layers  # (a micro-batch passes every layer)
     return CompiledEngine(
         params=p,
         devices=tp * pp,

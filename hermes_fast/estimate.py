@@ -30,7 +30,7 @@ from .estimate_grid import (
 )
 from .kernels._jit import compile_with_notice
 from .kernels.grid import estimate_points
-from .resolve import ResolvedScenario, resolve_scenario
+from .resolve import ResolvedScenario, device_with_stack, resolve_scenario
 from .variables import data_array
 
 __all__ = ["estimate", "GRID_KEYS", "GRID_ALIASES"]
@@ -42,7 +42,8 @@ _MAX_ENGINE_COMBINATIONS = 100_000  # each is compiled in Python (~70 us)
 def _compile(engine: Engine, resolved: ResolvedScenario, path: str, strict: bool) -> tuple[CompiledEngine, bool]:
     """Compile one engine variant; in grids an invalid layout is kept (fits = False) instead of raised."""
     model = resolved.models[engine.model]
-    device = resolved.devices[engine.device]
+    stack = resolved.stacks[engine.stack]
+    device = device_with_stack(resolved.devices[engine.device], stack)  # (the stack's host costs)
     par = engine.parallel
     try:
         check_layout(model, par, path)
@@ -52,9 +53,8 @@ def _compile(engine: Engine, resolved: ResolvedScenario, path: str, strict: bool
             raise
         ok = False
         par = dataclasses.replace(par, ep=1)  # costs still computed, with fractional shards
-    ce = compile_engine(
-        model, device, par, engine.dtypes, engine.memory_utilization, engine.max_batched_tokens, path, check=False
-    )
+    mem, budget = engine.memory_utilization, engine.max_batched_tokens
+    ce = compile_engine(model, device, par, engine.dtypes, mem, budget, path, check=False, stack=stack)
     return ce, ok
 
 
@@ -128,7 +128,8 @@ def estimate(
     devices, models = catalog_names(axes, "device"), catalog_names(axes, "model")
     resolved = resolve_scenario(sc, calibration, devices=devices, models=models)
     index_of = {e.name: i for i, e in enumerate(sc.engines)}
-    engines = [sc.engines[index_of[n]] for n in subset] if subset is not None else list(sc.engines)
+    chosen = [index_of[n] for n in subset] if subset is not None else range(len(sc.engines))
+    engines = [resolved.engines[i].engine for i in chosen]  # (the fields they leave unset from their stacks)
     dims = ["engine", *(a.name for a in axes)]
     shape = [len(engines)] + [len(a.labels) for a in axes]
     n_points = int(np.prod(shape, dtype=np.int64))
@@ -268,7 +269,7 @@ def estimate(
 def _raise_if_unfit(sc: Scenario, engines: list[Engine], compiled: list[CompiledEngine], ds: xr.Dataset) -> None:
     wl = sc.workload
     for e, ce in zip(engines, compiled, strict=True):
-        path = f"engines[{sc.engines.index(e)}]"
+        path = f"engines[{[x.name for x in sc.engines].index(e.name)}]"
         length = wl.prompt_tokens + (wl.output_tokens if ce.generates else 0)
         if length > ce.max_context_tokens:
             raise ConfigError(

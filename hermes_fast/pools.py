@@ -16,6 +16,7 @@ from .config.base import ConfigError
 from .config.hardware import Device, Link
 from .config.scenario import Engine, Scenario
 from .config.serving import SCHEDULERS
+from .config.stack import Stack
 from .kernels import layout as L
 from .kernels.serving import state as loop
 from .resolve import ResolvedScenario
@@ -37,6 +38,11 @@ __all__ = [
 _POLICY_CODES = {"static": loop.POLICY_STATIC, "continuous": loop.POLICY_CONTINUOUS, "chunked": loop.POLICY_CHUNKED}
 _POLICY_CODES["mixed"] = loop.POLICY_MIXED
 _SCHED_CODES = dict(zip(SCHEDULERS, range(len(SCHEDULERS)), strict=True))
+_ADMISSION_CODES = {
+    "on_demand": loop.ADMIT_ON_DEMAND,
+    "reserve_all": loop.ADMIT_RESERVE_ALL,
+    "new_token_ratio": loop.ADMIT_RATIO,
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class Pool:
     next_pool: int = -1  # prefill pools: the decode pool they hand off to
     link_resource: int = -1  # prefill pools: shared resource the hand-off crosses (-1: none)
     memory_resource: int = -1  # search pools: shared resource (host memory) the index is read through
+    stack: Stack | None = None  # engine pools: the serving stack (admission, front end)
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -96,7 +103,8 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
     own = resolved.engines[idx]
     e, model, device = own.engine, own.model, own.device
     path = f"engines[{idx}]"
-    ce = compile_engine(model, device, e.parallel, e.dtypes, e.memory_utilization, e.max_batched_tokens, path)
+    mem, budget = e.memory_utilization, e.max_batched_tokens
+    ce = compile_engine(model, device, e.parallel, e.dtypes, mem, budget, path, stack=own.stack)
     if not ce.weights_fit:
         raise ConfigError(
             f"{path}.parallel",
@@ -111,7 +119,7 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
         raise ConfigError(f"{path}.model", e.model, "a generating (decoder) model for a decode engine")
     if e.batching.preemption == "swap" and device.host_link is None:
         raise ConfigError(f"{path}.batching.preemption", "swap", f"recompute: {device.name} has no host_link")
-    return Pool(e.name, role, device, ce.devices, e.replicas, cap_blocks, engine=e, compiled=ce)
+    return Pool(e.name, role, device, ce.devices, e.replicas, cap_blocks, engine=e, compiled=ce, stack=own.stack)
 
 
 def build_serving(resolved: ResolvedScenario) -> ServingSetup:
@@ -281,6 +289,10 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
             pi[loop.PL_CHUNK, k] = b.chunk_size if b.chunk_size is not None else e.max_batched_tokens
             pi[loop.PL_BLOCK, k] = b.block_size_tokens
             pi[loop.PL_PREEMPT, k] = loop.PREEMPT_SWAP if b.preemption == "swap" else loop.PREEMPT_RECOMPUTE
+            if pool.stack is not None:
+                pi[loop.PL_ADMIT, k] = _ADMISSION_CODES[pool.stack.admission]
+                pf[loop.PF_NEW_TOKEN_RATIO, k] = pool.stack.new_token_ratio
+                pf[loop.PF_FRONTEND_S, k] = pool.stack.frontend_s
             pi[loop.PL_SCHED, k] = _SCHED_CODES[e.scheduler]
             pi[loop.PL_MAX_QUEUE, k] = -1 if b.max_queue_requests is None else b.max_queue_requests
             pi[loop.PL_MAX_CONTEXT, k] = ce.max_context_tokens

@@ -13,7 +13,7 @@ the capacity search and the pool and pipeline builders read; none of them consul
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from .config.base import ConfigError, close_match_hint, deep_merge, from_mapping
 from .config.hardware import Device, MemoryTier
 from .config.model import Model
 from .config.scenario import Engine, Scenario, read_scenario
+from .config.stack import Stack
 
 __all__ = ["Catalog", "ResolvedEngine", "ResolvedScenario", "load_scenario", "resolve_scenario"]
 
@@ -73,10 +74,9 @@ class Catalog:
 
     @classmethod
     def for_scenario(cls, scenario: Scenario, calibration: Any = "default") -> Catalog:
-        return cls(
-            {"devices": scenario.devices, "models": scenario.models, "memory_tiers": scenario.memory_tiers},
-            calibration,
-        )
+        own = {"devices": scenario.devices, "models": scenario.models, "memory_tiers": scenario.memory_tiers}
+        own["stacks"] = scenario.stacks
+        return cls(own, calibration)
 
     def calibration_for(self, name: str) -> str | None:
         """Name of the calibration device ``name`` uses (its own or inherited through ``base``), or None."""
@@ -151,14 +151,55 @@ class Catalog:
     def memory_tier(self, name: str, path: str = "") -> MemoryTier:
         return self.get("memory_tiers", name, path)
 
+    def stack(self, name: str, path: str = "") -> Stack:
+        return self.get("stacks", name, path)
+
 
 @dataclass(frozen=True)
 class ResolvedEngine:
-    """One engine of a scenario with its catalog entries: the model and the device (calibration applied)."""
+    """One engine of a scenario with its catalog entries: the engine with the fields it left unset taken from
+    its serving stack (:func:`engine_with_stack`), the model, the device (calibration applied, then the stack's
+    host costs) and the stack."""
 
     engine: Engine
     model: Model
     device: Device
+    stack: Stack
+
+
+# what an engine field left unset (None) is when its stack does not set it either: the schema's defaults
+ENGINE_DEFAULTS = {"memory_utilization": 0.9, "max_batched_tokens": 8192}
+BATCHING_DEFAULTS = {"policy": "continuous", "max_batch_size": 256, "block_size_tokens": 16, "preemption": "recompute"}
+_HOST_COSTS = ("step_overhead_s", "step_overhead_per_tp_rank_s", "sequence_overhead_s")
+
+
+def engine_with_stack(engine: Engine, stack: Stack) -> Engine:
+    """``engine`` with each field it leaves unset (None) taken from ``stack``, else from the schema's defaults;
+    ``batching.chunk_size`` stays None (the token budget) when neither sets it.
+
+    Examples
+    --------
+    >>> from hermes_fast.config import Engine
+    >>> vllm = hf.Catalog().stack("vllm")
+    >>> e = engine_with_stack(Engine(model="llama-3.1-8b", device="h100_sxm", stack="vllm"), vllm)
+    >>> e.batching.policy, e.batching.max_batch_size, e.max_batched_tokens
+    ('chunked', 1024, 8192)
+    """
+    top = {k: getattr(stack, k) if getattr(engine, k) is None else getattr(engine, k) for k in ENGINE_DEFAULTS}
+    top = {k: ENGINE_DEFAULTS[k] if v is None else v for k, v in top.items()}
+    b = engine.batching
+    fill = {
+        k: getattr(stack, k) if getattr(b, k) is None else getattr(b, k) for k in (*BATCHING_DEFAULTS, "chunk_size")
+    }
+    fill = {k: BATCHING_DEFAULTS.get(k) if v is None else v for k, v in fill.items()}
+    return replace(engine, batching=replace(b, **fill), **top)
+
+
+def device_with_stack(device: Device, stack: Stack) -> Device:
+    """``device`` with the host costs the stack sets (``efficiency.step_overhead_s`` and friends) replacing the
+    device's own: they belong to the serving software."""
+    costs = {k: getattr(stack, k) for k in _HOST_COSTS if getattr(stack, k) is not None}
+    return replace(device, efficiency=replace(device.efficiency, **costs)) if costs else device
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,6 +218,12 @@ class ResolvedScenario:
     models: Mapping[str, Model]
     memory_tiers: Mapping[str, MemoryTier]
     calibrations: Mapping[str, str | None]
+    stacks: Mapping[str, Stack]
+
+    @property
+    def effective_scenario(self) -> Scenario:
+        """The scenario with each engine's unset fields filled from its stack (what runs; for display)."""
+        return replace(self.scenario, engines=tuple(r.engine for r in self.engines))
 
     def describe_calibrations(self, device_names: Iterable[str]) -> str:
         """One line for Dataset attrs: which calibration each of ``device_names`` used."""
@@ -234,13 +281,16 @@ def resolve_scenario(
         found[kind][name] = cat.get(kind, name, path)
         return found[kind][name]
 
-    for kind, entries in (("devices", sc.devices), ("models", sc.models), ("memory_tiers", sc.memory_tiers)):
+    own = (("devices", sc.devices), ("models", sc.models), ("memory_tiers", sc.memory_tiers), ("stacks", sc.stacks))
+    for kind, entries in own:
         for name in entries:  # the scenario's own entries fail here even when nothing uses them
             get(kind, name)
     engines = []
     for i, e in enumerate(sc.engines):
         device = get("devices", e.device, f"engines[{i}].device")
-        engines.append(ResolvedEngine(e, get("models", e.model, f"engines[{i}].model"), device))
+        model = get("models", e.model, f"engines[{i}].model")
+        stack = get("stacks", e.stack, f"engines[{i}].stack")
+        engines.append(ResolvedEngine(engine_with_stack(e, stack), model, device_with_stack(device, stack), stack))
     for c, cls in enumerate(sc.workload.classes):
         for k, st in enumerate(cls.pipeline):
             p = f"workload.classes[{c}].pipeline[{k}]"
@@ -259,6 +309,7 @@ def resolve_scenario(
         models=found["models"],
         memory_tiers=found["memory_tiers"],
         calibrations={name: cat.calibration_for(name) for name in found["devices"]},
+        stacks=found["stacks"],
     )
 
 

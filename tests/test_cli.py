@@ -259,7 +259,7 @@ def test_presets_without_kind_lists_catalog(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     sections = [line for line in out.splitlines() if line.startswith("# ") and len(line.split()) == 2]
-    assert sections == ["# devices", "# models", "# memory_tiers"]
+    assert sections == ["# devices", "# models", "# memory_tiers", "# stacks"]
 
 
 def test_presets_devices_table_shows_price_and_calibration_aligned(capsys):

@@ -12,7 +12,7 @@ from hermes_fast.config import Engine, Parallel, Scenario, Workload, from_mappin
 from hermes_fast.config.base import fld
 from hermes_fast.resolve import Catalog
 
-VALID_TOP_KEYS = "description, devices, engines, links, memory_tiers, models, name, serving, workload"
+VALID_TOP_KEYS = "description, devices, engines, links, memory_tiers, models, name, serving, stacks, workload"
 
 
 def one_engine(**fields) -> dict:

@@ -10,7 +10,7 @@ import pytest
 import hermes_fast as hf
 from hermes_fast import resolve
 from hermes_fast.config import ConfigError
-from hermes_fast.resolve import Catalog, resolve_scenario
+from hermes_fast.resolve import Catalog, device_with_stack, engine_with_stack, resolve_scenario
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -33,9 +33,9 @@ def test_every_name_is_resolved_as_the_catalog_resolves_it():
     rs = resolve_scenario(f"{EXAMPLES}/pipeline_kv_tiers.yaml", "h100_sxm-vllm")
     cat = Catalog.for_scenario(rs.scenario, "h100_sxm-vllm")
     for e, own in zip(rs.scenario.engines, rs.engines, strict=True):
-        assert own.engine is e
-        assert own.device == cat.device(e.device) and own.model == cat.model(e.model)
-        assert rs.devices[e.device] is own.device
+        assert own.engine == engine_with_stack(e, cat.stack(e.stack)) and own.stack == cat.stack(e.stack)
+        assert own.device == device_with_stack(cat.device(e.device), own.stack) and own.model == cat.model(e.model)
+        assert rs.devices[e.device] == cat.device(e.device)
     tiers = {t.tier for c in rs.scenario.workload.classes for st in c.pipeline for t in st.tiers}
     assert tiers and set(rs.memory_tiers) == tiers
     assert all(rs.memory_tiers[t] == cat.memory_tier(t) for t in tiers)

@@ -140,3 +140,85 @@ def test_estimate_pads_decode_steps_the_same_way(build):
     p = graphed(build("llama-3.1-8b").params, [1, 2, 4, 8], eager_s=0.002)
     loop_s = iteration_time(p, 0.0, 0.0, 0.0, 5.0, 5 * 1000.0, 5.0, 5.0, True)
     assert pipelined_time(p, 5.0, 0.0, 1000.0, True)[0] == pytest.approx(loop_s, rel=1e-12)
+
+
+# ---------------------------------------------------------------- stacks in the catalog and the scenario
+
+
+def engine_of(stack=None, **fields):
+    e = {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", **fields}
+    if stack is not None:
+        e["stack"] = stack
+    return {"engines": [e], "workload": {"rate_per_s": 5.0, "prompt_tokens": 512, "output_tokens": 64}}
+
+
+def test_one_key_selects_a_stack_and_the_engine_overrides_any_field():
+    from hermes_fast.resolve import resolve_scenario
+
+    (vllm,) = resolve_scenario(engine_of("vllm")).engines
+    assert (vllm.engine.batching.policy, vllm.engine.batching.max_batch_size, vllm.engine.max_batched_tokens) == (
+        "chunked", 1024, 8192,
+    )  # fmt: skip
+    (own,) = resolve_scenario(engine_of("vllm", batching={"policy": "mixed"}, max_batched_tokens=4096)).engines
+    assert (own.engine.batching.policy, own.engine.max_batched_tokens, own.engine.batching.max_batch_size) == (
+        "mixed", 4096, 1024,
+    )  # fmt: skip
+    (ideal,) = resolve_scenario(engine_of()).engines  # the default: today's engine defaults
+    assert ideal.stack.name == "kernels only" and ideal.engine.batching.policy == "continuous"
+    assert ideal.engine.memory_utilization == 0.9 and ideal.engine.batching.max_batch_size == 256
+
+
+def test_a_stack_reaches_the_pools_and_the_step_cost():
+    setup = build_serving(resolve_scenario(engine_of("trtllm")))
+    assert setup.pool_int[loop.PL_ADMIT, 0] == loop.ADMIT_RESERVE_ALL
+    assert setup.pool_int[loop.PL_POLICY, 0] == loop.POLICY_MIXED
+    p = setup.params[0]
+    assert p[L.GRAPH_COUNT] == 34 and p[L.GRAPH_SIZES + 33] == 128 and p[L.GRAPH_EXACT] == 1.0
+    sglang = build_serving(resolve_scenario(engine_of("sglang")))
+    assert sglang.pool_int[loop.PL_ADMIT, 0] == loop.ADMIT_RATIO
+    assert sglang.pool_float[loop.PF_NEW_TOKEN_RATIO, 0] == pytest.approx(0.098)
+    assert sglang.pool_int[loop.PL_CHUNK, 0] == 8192 and sglang.pool_int[loop.PL_MAX_TOKENS, 0] == 16384
+    assert build_serving(resolve_scenario(engine_of())).params[0][L.GRAPH_COUNT] == 0
+
+
+def test_a_scenario_stack_based_on_a_preset_sets_host_and_front_end_costs():
+    sc = engine_of("my-vllm")
+    sc["stacks"] = {"my-vllm": {"base": "vllm", "frontend_s": 0.008, "step_overhead_s": 0.002}}
+    (own,) = resolve_scenario(sc).engines
+    assert own.stack.policy == "chunked" and own.stack.frontend_s == 0.008
+    assert own.device.efficiency.step_overhead_s == 0.002  # the stack's host cost replaces the device's
+    setup = build_serving(resolve_scenario(sc))
+    assert setup.pool_float[loop.PF_FRONTEND_S, 0] == 0.008 and setup.params[0][L.OH_STEP] >= 0.002
+    # the front end is in simulate's TTFT and E2E, and estimate's step cost has the host cost
+    import hermes_fast as hf
+
+    est = hf.estimate(sc)
+    base = hf.estimate(engine_of("vllm"))
+    assert float(est.tpot_s.sum()) > float(base.tpot_s.sum())
+
+
+def test_an_unknown_stack_is_one_config_error():
+    from hermes_fast.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"engines\[0\]\.stack: got 'vlm'.*did you mean 'vllm'"):
+        resolve_scenario(engine_of("vlm"))
+
+
+def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
+    from hermes_fast.cli import main
+
+    assert main(["presets", "stacks"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert set(rows) == {"ideal", "vllm", "sglang", "trtllm"}
+    assert "0.11 - 0.19" in rows["vllm"] and "reserve_all" in rows["trtllm"] and "sources" in rows["sglang"]
+
+
+def test_sweeping_the_stack_changes_the_scheduler():
+    import hermes_fast as hf
+
+    sc = engine_of()
+    sc["workload"]["rate_per_s"] = 20.0
+    ds = hf.sweep(sc, {"engines.e.stack": ["ideal", "vllm", "trtllm"]}, n_requests=300, seed=1, progress=False)
+    ttft = ds.ttft_mean_s.sel(replicate=0).values
+    assert len(set(np.round(ttft, 9))) == 3  # three schedulers, three answers

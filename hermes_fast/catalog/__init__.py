@@ -19,11 +19,12 @@ from importlib.resources import files
 from ..config.base import from_mapping, load_yaml
 from ..config.hardware import Device, MemoryTier
 from ..config.model import Model
+from ..config.stack import Stack
 
 __all__ = ["KINDS", "preset", "preset_entries", "preset_names", "price_basis", "price_note"]
 
 # kind of catalog entry -> its schema
-KINDS = {"devices": Device, "models": Model, "memory_tiers": MemoryTier}
+KINDS = {"devices": Device, "models": Model, "memory_tiers": MemoryTier, "stacks": Stack}
 
 
 @cache

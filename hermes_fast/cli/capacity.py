@@ -149,7 +149,7 @@ def _set(targets, key: str) -> bool:
 
 def cmd_capacity(args) -> int:
     from ..capacity import as_capacity, capacity_search
-    from ..resolve import load_scenario
+    from ..resolve import resolve_scenario
     from .args import calibration_arg
     from .knobs import apply_knobs, flag_errors
     from .outputs import check_out, write_dataset
@@ -166,7 +166,7 @@ def cmd_capacity(args) -> int:
         raise ConfigError(f"{flag} ({e.path})", e.value, e.expected) from None
     scenario, settings, base = apply_knobs(args.scenario, args, "capacity")
     with flag_errors(settings, base, args.scenario):
-        sc = load_scenario(scenario)
+        sc = resolve_scenario(scenario).effective_scenario  # (the fields left to the stack, filled)
         ds = capacity_search(
             scenario,
             targets,

@@ -8,17 +8,18 @@ from ..config.base import field_docs
 
 __all__ = ["PRESET_KINDS", "cmd_presets"]
 
-PRESET_KINDS = ("devices", "models", "memory_tiers", "variables")
+PRESET_KINDS = ("devices", "models", "memory_tiers", "stacks", "variables")
 
 
 def cmd_presets(args) -> int:
     from ..catalog import preset_names
     from ..config.hardware import Device, MemoryTier
     from ..config.model import Model
+    from ..config.stack import Stack
     from ..resolve import Catalog
     from ..variables import RENAMED, VARIABLES
 
-    kinds = [args.kind] if args.kind else list(PRESET_KINDS[:3])
+    kinds = [args.kind] if args.kind else list(PRESET_KINDS[:4])
     cat = Catalog()
     for kind in kinds:
         if kind == "variables":
@@ -30,16 +31,40 @@ def cmd_presets(args) -> int:
                 print(f"{old:32s} -> {new}")
             continue
         print(f"# {kind}")
-        lines = (
-            _device_table(cat) if kind == "devices" else (_line(kind, n, cat.get(kind, n)) for n in preset_names(kind))
-        )
+        if kind == "devices":
+            lines = _device_table(cat)
+        elif kind == "stacks":
+            lines = _stack_lines(cat, preset_names(kind))
+        else:
+            lines = (_line(kind, n, cat.get(kind, n)) for n in preset_names(kind))
         for line in lines:
             print(line)
         if args.fields:
-            schema = {"devices": Device, "models": Model, "memory_tiers": MemoryTier}[kind]
+            schema = {"devices": Device, "models": Model, "memory_tiers": MemoryTier, "stacks": Stack}[kind]
             for fname, unit, doc in field_docs(schema):
                 print(f"    {fname:32s} [{unit}] {doc}")
     return 0
+
+
+def _stack_lines(cat, names: list[str]):
+    """Each serving stack: version, scheduler and admission, CUDA graphs, costs, and how many figures it sources."""
+    for name in names:
+        s = cat.stack(name)
+        graphs = (
+            f"graphs {len(s.cuda_graph_sizes)} sizes to {s.cuda_graph_sizes[-1]}"
+            + ("" if s.cuda_graph_padding else " exact")
+            if s.cuda_graph_sizes
+            else "no graphs"
+        )
+        costs = ", ".join(
+            f"{k} {getattr(s, k) * 1e3:g} ms"
+            for k in ("frontend_s", "step_overhead_s", "sequence_overhead_s")
+            if getattr(s, k)
+        )
+        yield (
+            f"{name:8s} {s.name:20s} {s.version:40s} policy {s.policy or '-':10s} admission {s.admission:15s} "
+            f"{graphs}; {costs or 'no host or front-end costs beyond the device'}; {len(s.sources)} sources"
+        )
 
 
 def _line(kind: str, name: str, x) -> str:

@@ -152,13 +152,13 @@ def print_simulation(ds, out=None, scenario=None, header: bool = True) -> None:
 
 
 def cmd_run(args) -> int:
-    from ..resolve import load_scenario
+    from ..resolve import resolve_scenario
     from ..simulate import simulate
 
     out = check_out(args.out) if args.out else None  # before any work
     scenario, settings, base = apply_knobs(args.scenario, args, "run")
     with flag_errors(settings, base, args.scenario):
-        sc = load_scenario(scenario)
+        sc = resolve_scenario(scenario).effective_scenario  # (the fields left to the stack, filled)
         ds = simulate(
             scenario,
             n_requests=args.requests,

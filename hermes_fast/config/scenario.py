@@ -58,9 +58,20 @@ class Engine:
     device: str = fld(doc="device name (preset or scenario.devices)")
     parallel: Parallel = fld(factory=Parallel, doc="parallel layout")
     dtypes: Dtypes = fld(factory=Dtypes, doc="weight, activation and KV formats")
-    memory_utilization: float = fld(0.9, unit="1", doc="fraction of device memory usable for weights+KV", gt=0, le=1)
-    max_batched_tokens: int = fld(
-        8192, unit="token", doc="most tokens in one iteration (sizes activation memory)", ge=1, le=1e9
+    stack: str = fld(
+        "ideal",
+        doc="serving stack (catalog stacks or scenario.stacks): its scheduler, CUDA graphs, host and front-end "
+        "costs, and the defaults of this engine's fields left unset",
+    )
+    memory_utilization: float | None = fld(
+        None, unit="1", doc="fraction of device memory usable for weights+KV (None: the stack's, else 0.9)", gt=0, le=1
+    )
+    max_batched_tokens: int | None = fld(
+        None,
+        unit="token",
+        doc="most tokens in one iteration, sizing activation memory (None: the stack's, else 8192)",
+        ge=1,
+        le=1e9,
     )
     replicas: int = fld(1, unit="replica", doc="copies of this engine serving together (simulate)", ge=1, le=65536)
     batching: Batching = fld(factory=Batching, doc="how each replica forms iterations (simulate)")
@@ -136,6 +147,7 @@ class Scenario:
     devices: dict[str, Any] = fld(factory=dict, doc="new devices (with optional `base: PRESET`) or preset overrides")
     models: dict[str, Any] = fld(factory=dict, doc="new models (with optional `base: PRESET`) or preset overrides")
     memory_tiers: dict[str, Any] = fld(factory=dict, doc="new memory tiers or preset overrides")
+    stacks: dict[str, Any] = fld(factory=dict, doc="new serving stacks (with optional `base: PRESET`) or overrides")
     engines: tuple[Engine, ...] = fld(doc="engines to evaluate")
     links: tuple[Link, ...] = fld((), doc="named network links pipeline stages and KV tiers move data over")
     workload: Workload = fld(factory=Workload, doc="request shape and traffic")

@@ -27,18 +27,26 @@ class Batching:
     The first prefill of an iteration is never refused for the token budget (a recompute can exceed it).
     """
 
-    policy: Literal["static", "continuous", "chunked", "mixed"] = fld("continuous", doc="batching policy")
-    max_batch_size: int = fld(256, unit="request", doc="most requests in one iteration", ge=1, le=65536)
+    policy: Literal["static", "continuous", "chunked", "mixed"] | None = fld(
+        None, doc="batching policy (None: the engine's stack's, else continuous)"
+    )
+    max_batch_size: int | None = fld(
+        None, unit="request", doc="most requests in one iteration (None: the stack's, else 256)", ge=1, le=65536
+    )
     chunk_size: int | None = fld(
         None,
         unit="token",
-        doc="chunked: most prompt tokens of one request per iteration (None: the budget)",
+        doc="most prompt tokens of one request per iteration (None: the stack's, else the budget)",
         ge=1,
         le=1e9,
     )
-    block_size_tokens: int = fld(16, unit="token", doc="paged-KV block size", ge=1, le=1 << 20)
-    preemption: Literal["recompute", "swap"] = fld(
-        "recompute", doc="when KV runs out, the newest request is dropped and recomputed, or swapped to host"
+    block_size_tokens: int | None = fld(
+        None, unit="token", doc="paged-KV block size (None: the stack's, else 16)", ge=1, le=1 << 20
+    )
+    preemption: Literal["recompute", "swap"] | None = fld(
+        None,
+        doc="when KV runs out, the newest request is dropped and recomputed, or swapped to host (None: the "
+        "stack's, else recompute)",
     )
     max_wait_s: float = fld(
         0.0,
