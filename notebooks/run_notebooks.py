@@ -1,7 +1,8 @@
 """Run the case-study notebooks' code cells in this process (no Jupyter kernel needed) and save their figures.
 
-    python notebooks/run_notebooks.py            # full sizes, figures into notebooks/figures/
-    python notebooks/run_notebooks.py --small a  # tiny sizes (as the tests do), only notebooks starting with "a"
+    python notebooks/run_notebooks.py                  # full sizes, figures into a temporary folder
+    python notebooks/run_notebooks.py --write-figures  # full sizes, figures into notebooks/figures/ (the README's)
+    python notebooks/run_notebooks.py --small a        # tiny sizes (as the tests do), notebooks starting with "a"
 
 Jupyter runs the same notebooks as they are; this script is what the tests and the README figures use.
 """
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,14 +44,15 @@ def _environment(small: bool, figures: Path):
 
 
 def run(path: Path, small: bool = False, figures: Path | None = None) -> dict:
-    """Execute the notebook's code cells in a fresh namespace; returns the namespace."""
+    """Execute the notebook's code cells in a fresh namespace (figures into ``figures``, default: a temporary
+    folder); returns the namespace."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     namespace: dict = {"__name__": "__main__"}
-    with _environment(small, figures or HERE / "figures"):
+    with _environment(small, figures or Path(tempfile.mkdtemp(prefix="hermes_fast_figures_"))):
         exec(compile(code_of(path), str(path), "exec"), namespace)  # noqa: S102 - our own notebooks
     plt.close("all")
     return namespace
@@ -59,12 +62,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("prefix", nargs="*", help="only notebooks whose names start with these")
     ap.add_argument("--small", action="store_true", help="tiny sizes, as in the tests")
+    ap.add_argument("--write-figures", action="store_true", help="into notebooks/figures/ (tracked: the README's)")
     args = ap.parse_args()
+    figures = HERE / "figures" if args.write_figures else Path(tempfile.mkdtemp(prefix="hermes_fast_figures_"))
+    print(f"figures into {figures}", file=sys.stderr)
     for path in sorted(HERE.glob("*.ipynb")):
         if args.prefix and not any(path.name.startswith(p) for p in args.prefix):
             continue
         t0 = time.perf_counter()
-        run(path, args.small)
+        run(path, args.small, figures)
         print(f"{path.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
