@@ -34,10 +34,13 @@ LENGTHS = {
 }
 
 
+STACK = "ideal"  # --stack: the serving stack the engine runs
+
+
 def scenario(lengths: dict, rate: float):
     return load_scenario(
         {
-            "engines": [{"name": "llama8b", "model": "llama-3.1-8b", "device": "h100_sxm"}],
+            "engines": [{"name": "llama8b", "model": "llama-3.1-8b", "device": "h100_sxm", "stack": STACK}],
             "workload": {"rate_per_s": rate, "classes": [lengths]},
         }
     )
@@ -45,7 +48,7 @@ def scenario(lengths: dict, rate: float):
 
 def capacity_per_s(lengths: dict) -> float:
     """Completed requests per second with the engine flooded (20,000 arrivals at 10,000/s)."""
-    ds = hf.simulate(scenario(lengths, 10_000.0), n_requests=20_000, seed=99)
+    ds = hf.simulate(scenario(lengths, 10_000.0), n_requests=20_000, seed=99, progress=False)
     return float(ds.throughput_request_per_s.item())
 
 
@@ -64,8 +67,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--big", type=int, default=10_000_000, help="requests of the memory run (0: skip)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stack", default="ideal", help="serving stack of the engine (ideal, vllm, sglang, trtllm)")
     args = ap.parse_args()
+    global STACK
+    STACK = args.stack
     print(f"# {platform.processor() or platform.machine()}, numba {numba.__version__}, numpy {np.__version__}")
+    print(f"# stack {STACK}")
     t0 = time.perf_counter()
     hf.simulate(n_requests=200, seed=1)  # compiles (or loads from the cache) the serving loop
     print(f"compile / cache load (first simulate call, 200 requests): {time.perf_counter() - t0:.1f} s")
