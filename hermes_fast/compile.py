@@ -228,6 +228,13 @@ def compile_engine(
     dense_f_dev = m.ffn_hidden_size / tp if p[L.N_DENSE] > 0 else 0.0
     reserve = max_batched_tokens * (4.0 * h + 3.0 * max(dense_f_dev, moe_f_dev)) * hb
     counts = param_count(m)
+    if stack is not None and stack.extra_kernels:
+        # per token and layer: write its K and V; rotate its queries' and keys' RoPE dims (read and write)
+        rope_dim = m.mla.qk_rope_head_dim if m.mla is not None else m.head_dim
+        rope_bytes = 2.0 * (heads + (1.0 if m.mla is not None else p[L.KV_HEADS])) * rope_dim * hb
+        p[L.EXTRA_TOKEN_S] = m.n_layers * (kv_tok + rope_bytes) / bw
+        p[L.EXTRA_SEQ_S] = 2.0 * m.vocab_size * 4.0 / bw if m.has_lm_head else 0.0  # fp32 logits: softmax, sample
+        p[L.EXTRA_KERNELS] = 2.0 * m.n_layers + (2.0 if m.has_lm_head else 0.0)
     if stack is not None and stack.cuda_graph_sizes:
         sizes = stack.cuda_graph_sizes
         p[L.GRAPH_COUNT] = len(sizes)

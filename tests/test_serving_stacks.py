@@ -222,3 +222,26 @@ def test_sweeping_the_stack_changes_the_scheduler():
     ds = hf.sweep(sc, {"engines.e.stack": ["ideal", "vllm", "trtllm"]}, n_requests=300, seed=1, progress=False)
     ttft = ds.ttft_mean_s.sel(replicate=0).values
     assert len(set(np.round(ttft, 9))) == 3  # three schedulers, three answers
+
+
+def test_the_kernels_the_roofline_leaves_out_by_hand():
+    """Llama-3.1-8B bf16 on one H100: a real stack adds, per token and layer (32), a K and V write (8 KV heads x
+    128 dims x 2 x 2 B) and RoPE on 32 query and 8 key heads of 128 dims (read and write, 2 B); per sampling
+    sequence two passes over 128,256 fp32 logits; 2 launches per layer and 2 for sampling."""
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import Dtypes, Parallel
+    from hermes_fast.resolve import Catalog
+
+    cat = Catalog()
+    model, device = cat.model("llama-3.1-8b"), cat.device("h100_sxm")
+    ideal = compile_engine(model, device, Parallel(), Dtypes(), stack=cat.stack("ideal")).params
+    vllm = compile_engine(model, device, Parallel(), Dtypes(), stack=cat.stack("vllm")).params
+    bw = device.memory_bandwidth_bytes_per_s * device.efficiency.memory_efficiency
+    per_token = 32 * (8 * 128 * 2 * 2 + 2 * (32 + 8) * 128 * 2) / bw
+    per_seq = 2 * 128_256 * 4 / bw
+    assert vllm[L.EXTRA_TOKEN_S] == pytest.approx(per_token, rel=1e-12)
+    assert vllm[L.EXTRA_SEQ_S] == pytest.approx(per_seq, rel=1e-12)
+    tokens, seqs = 600.0, 40.0  # a 512-token prefill chunk and 88 decodes: 600 tokens, 40 sampling
+    args = (512.0, 512.0 * 513 / 2, 512.0, 88.0, 88.0 * 900, seqs)
+    extra = step_cost(vllm, *args)[0] - step_cost(ideal, *args)[0]
+    assert extra == pytest.approx(tokens * per_token + seqs * per_seq + 66 * device.efficiency.elementwise_overhead_s)

@@ -51,6 +51,11 @@ class Stack:
     new_token_ratio: float = fld(
         0.0, unit="1", doc="new_token_ratio: share of each request's remaining output kept free", ge=0, le=1
     )
+    extra_kernels: bool = fld(
+        False,
+        doc="the stack runs the kernels the operator roofline leaves out (memory-bound): each layer's KV-cache write "
+        "and rotary embedding, and the sampler over the vocabulary",
+    )
     # CUDA graphs
     cuda_graph_sizes: tuple[int, ...] = fld(
         (),

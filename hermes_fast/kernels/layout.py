@@ -108,6 +108,12 @@ RES_VALUES = RES_Y_NODES + RESIDUAL_AXIS_NODES
 RES_SIZE = RES_VALUES + RESIDUAL_NODES
 RES_PREFILL = _slot(RES_SIZE)
 RES_DECODE = _slot(RES_SIZE)
+# --- kernels a serving stack runs that the operators above leave out (0 under the ideal stack): per token, every
+#     layer's KV-cache write and rotary embedding of queries and keys; per sequence that samples, the softmax and
+#     sampling over the vocabulary; all memory-bound, each a launch of OH_ELEM
+EXTRA_TOKEN_S = _slot()  # s per token (all layers)
+EXTRA_SEQ_S = _slot()  # s per sequence that emits a token
+EXTRA_KERNELS = _slot()  # kernel launches per iteration
 # --- serving
 FIXED_STEP_S = _slot()  # > 0: every iteration takes this long (engine.fixed_step_time_s), replacing the roofline
 # --- the serving stack's CUDA graphs: decode batch sizes captured (ascending; GRAPH_COUNT = 0: no graphs, every

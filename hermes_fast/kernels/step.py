@@ -272,6 +272,9 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
     #     host work once per step (scheduling, launches) and per sequence that emits a token (sampling)
     mem += tokens * p[L.EMBED_S]
     oh += p[L.OH_ELEM] + host_time(p, logit_seqs)
+    # --- what a serving stack adds: KV-cache writes, rotary embeddings, sampling (none under the ideal stack)
+    mem += tokens * p[L.EXTRA_TOKEN_S] + logit_seqs * p[L.EXTRA_SEQ_S]
+    oh += p[L.EXTRA_KERNELS] * p[L.OH_ELEM]
     # --- LM head on the sequences that emit a token, then gather the vocab shards
     if p[L.HAS_LM_HEAD] > 0.0 and logit_seqs > 0.0:
         c, m = _gemm(p, L.G_LM_HEAD, logit_seqs)
