@@ -1,5 +1,6 @@
 """``hermes-fast validate``, ``measure`` and ``calibrate``: kernel predictions against measurements (shipped
-or the user's), PyTorch timings taken here, and the fit of a device's calibration, with their tables."""
+or the user's), measured serving runs against their simulation (``validate --serving``), PyTorch timings taken
+here, and the fit of a device's calibration, with their tables."""
 
 from __future__ import annotations
 
