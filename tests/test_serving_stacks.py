@@ -210,7 +210,7 @@ def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
     assert main(["presets", "stacks"]) == 0
     out = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line for line in out[1:]}
-    assert set(rows) == {"ideal", "vllm", "sglang", "trtllm"}
+    assert set(rows) == {"ideal", "vllm", "vllm-0.8", "sglang", "sglang-0.3", "trtllm", "trtllm-engine"}
     assert "0.11 - 0.19" in rows["vllm"] and "reserve_all" in rows["trtllm"] and "sources" in rows["sglang"]
 
 

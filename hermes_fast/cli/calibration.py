@@ -1,5 +1,6 @@
 """``hermes-fast validate``, ``measure`` and ``calibrate``: kernel predictions against measurements (shipped
-or the user's), PyTorch timings taken here, and the fit of a device's calibration, with their tables."""
+or the user's), measured serving runs against their simulation (``validate --serving``), PyTorch timings taken
+here, and the fit of a device's calibration, with their tables."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ __all__ = [
     "cmd_measure",
     "cmd_validate",
     "print_measured_errors",
+    "print_serving_validation",
     "print_step_comparison",
     "print_validation",
 ]
@@ -67,10 +69,59 @@ def print_step_comparison(rows: list[dict], out=None) -> None:
         )
 
 
+def print_serving_validation(rows: list[dict], out=None) -> None:
+    """Measured serving runs against their simulation: per stack entry and metric, median and p90 |error| and the
+    signed mean, held-back and fitted runs apart; then the runs that were not simulated and why."""
+    from ..calibration.serving import error_summary
+
+    out = out or sys.stdout
+    summary = error_summary(rows)
+    print(
+        "# serving runs simulated as their benchmark ran them vs measured: error = predicted / measured - 1", file=out
+    )
+    print("# per stack entry and metric: median and p90 |error|, signed mean (runs: how many runs have it)", file=out)
+    head = f"{'stack':15s}{'split':9s}{'metric':19s}{'runs':>5s}{'median':>9s}{'p90':>8s}{'signed':>9s}"
+    print(head, file=out)
+    for split in ("holdout", "fit"):
+        for s in summary:
+            if s["split"] == split:
+                print(
+                    f"{s['stack_entry']:15s}{split:9s}{s['metric']:19s}{s['runs']:5d}{s['median_abs_error']:9.1%}"
+                    f"{s['p90_abs_error']:8.1%}{s['signed_mean_error']:+9.1%}",
+                    file=out,
+                )
+    skipped = [r for r in rows if r["skip"]]
+    if skipped:
+        print(f"# {len(skipped)} runs not simulated:", file=out)
+        for r in skipped:
+            print(f"#   run {r['run']} ({r['label']}): {r['skip']}", file=out)
+
+
+def _validate_serving(args) -> int:
+    import csv
+
+    from ..calibration.serving import predict_serving, serving_errors, serving_runs
+
+    path = None if args.serving == "shipped" else args.serving
+    cal = args.calibration[-1] if args.calibration else "default"
+    rows = serving_errors(predict_serving(serving_runs(path), cal, replicates=args.replicates, seed=args.seed))
+    print_serving_validation(rows)
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_validate(args) -> int:
     import csv
 
     from ..calibration.calibration import load_calibration
+
+    if getattr(args, "serving", None):
+        return _validate_serving(args)
     from ..calibration.measurements import read_measurements
     from ..calibration.validate import step_comparison, validation_table
 

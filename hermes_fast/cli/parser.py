@@ -84,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--calibration", action="append", metavar="NAME|FILE", help="calibrations to check (all shipped)")
     val.add_argument("--measurements", metavar="FILE.csv", help="measurements to check instead of the shipped ones")
     val.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
+    val.add_argument(
+        "--serving",
+        nargs="?",
+        const="shipped",
+        metavar="FILE.csv",
+        help="simulate measured serving runs (default: the shipped serving_runs.csv) and compare their metrics",
+    )
+    val.add_argument(
+        "--replicates", type=int, metavar="R", help="--serving: replicates per run (default: ~1000 requests)"
+    )
+    val.add_argument("--seed", type=int, default=0, metavar="S", help="--serving: random seed (0)")
     val.set_defaults(func=cmd_validate)
     cal = sub.add_parser("calibrate", help="fit a device's efficiency parameters to measured latencies")
     cal.add_argument("measurements", help="CSV in the measurement schema (see hermes_fast.calibration.measurements)")

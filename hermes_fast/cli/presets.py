@@ -58,11 +58,17 @@ def _stack_lines(cat, names: list[str]):
         )
         costs = ", ".join(
             f"{k} {getattr(s, k) * 1e3:g} ms"
-            for k in ("frontend_s", "step_overhead_s", "sequence_overhead_s")
+            for k in (
+                "frontend_s",
+                "step_overhead_s",
+                "step_overhead_per_tp_rank_s",
+                "sequence_overhead_s",
+                "eager_launch_s_per_layer",
+            )
             if getattr(s, k)
         )
         yield (
-            f"{name:8s} {s.name:20s} {s.version:40s} policy {s.policy or '-':10s} admission {s.admission:15s} "
+            f"{name:13s} {s.name:20s} {s.version:40s} policy {s.policy or '-':10s} admission {s.admission:15s} "
             f"{graphs}; {costs or 'no host or front-end costs beyond the device'}; {len(s.sources)} sources"
         )
 

@@ -1,0 +1,381 @@
+"""Measured serving runs as scenarios (hermes_fast.calibration.serving): the scenario and requests built from a run
+(checked by hand on a few rows), the harness's metrics, runs that cannot be simulated listed with their reason, the
+`hermes-fast validate --serving` table and CSV, and stack costs recovered from synthetic runs (issue 20)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import least_squares
+
+import hermes_fast as hf
+from hermes_fast.calibration import serving as S
+from hermes_fast.cli import main
+from hermes_fast.kernels.serving import Status
+from hermes_fast.pools import build_serving
+from hermes_fast.resolve import resolve_scenario
+from hermes_fast.simulate import run_serving
+from hermes_fast.workload import rng_for
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def runs() -> list[S.ServingRun]:
+    return S.serving_runs()
+
+
+def find(runs, **want) -> S.ServingRun:
+    """The one run whose settings start with each given value (input_tokens: equal to it)."""
+    same = lambda k, v, r: r.settings[k] == v if k == "input_tokens" else r.settings[k].startswith(v)  # noqa: E731
+    hits = [r for r in runs if all(same(k, v, r) for k, v in want.items())]
+    assert len(hits) == 1, [h.label for h in hits]
+    return hits[0]
+
+
+# ------------------------------------------------------------------------------------------ runs and scenarios
+
+
+def test_rows_group_into_runs(runs):
+    assert len(runs) == 102 and sum(len(r.metrics) for r in runs) == 801
+    assert len({r.key for r in runs}) == len(runs)
+    assert {r.split for r in runs} == {"fit", "holdout"}
+    run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="32000")
+    assert run.metrics["ttft_mean_s"] == pytest.approx(153.889, rel=1e-4)
+    assert len(run.metrics) == 11
+
+
+def test_poisson_run_with_fixed_lengths(runs):
+    """vLLM 0.8.2, QwQ-32B (Qwen2.5-32B architecture) TP2 on H100, 50 requests of 32000/100 tokens at 10 req/s."""
+    run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="32000")
+    sc = S.serving_scenario(run)
+    (e,) = sc["engines"]
+    assert (e["model"], e["device"], e["stack"], e["parallel"]) == (
+        "qwq-32b",
+        "h100_sxm",
+        "vllm-0.8",
+        {"tp": 2, "pp": 1},
+    )
+    assert e["dtypes"] == {"weight": "bf16", "activation": "bf16", "kv": "bf16"}
+    w = sc["workload"]
+    assert (w["arrival"], w["rate_per_s"], w["prompt_tokens"], w["output_tokens"]) == (
+        {"process": "poisson"},
+        10.0,
+        32000,
+        100,
+    )
+    assert sc["serving"]["warmup_requests"] == 0
+    resolved = resolve_scenario(sc)
+    assert resolved.engines[0].engine.batching.policy == "chunked"  # the stack's scheduler
+    assert resolved.engines[0].model.n_heads == 40
+    d = S.harness_draws(run, rng_for(0, run.key, 0))
+    assert d.arrival_s.size == 50 and d.arrival_s[0] == 0.0 and not d.closed
+    assert np.all(d.prompt_tokens == 32000) and np.all(d.output_tokens == 100)
+    gaps = np.diff(S.harness_draws(run, rng_for(0, run.key, 1), n=20000).arrival_s)
+    assert gaps.mean() == pytest.approx(0.1, rel=0.03)  # exponential gaps at 10 req/s
+
+
+def test_offline_and_batch1_tensorrt_runs(runs):
+    """TensorRT-LLM 0.16 tuning guide, Llama-3.3-70B (llama-3.1-70b architecture) FP8 + FP8 KV, fully tuned build:
+    the in-process throughput run sends 1000 requests at once, the latency run one at a time; no API front end;
+    the build's max_batch_size 512 and max_num_tokens 16384."""
+    tuned = dict(stack="trtllm", dtype="fp8", kv_dtype="fp8", server_args="FP8 + FP8 KV + reduce_fusion")
+    offline = find(runs, arrival="offline", **tuned)
+    sc = S.serving_scenario(offline)
+    (e,) = sc["engines"]
+    assert e["stack"] == "run" and sc["stacks"]["run"] == {"base": "trtllm-engine", "frontend_s": 0.0}
+    assert (e["max_batched_tokens"], e["batching"]["max_batch_size"]) == (16384, 512)
+    assert e["dtypes"] == {"weight": "fp8", "activation": "fp8", "kv": "fp8"}
+    assert sc["workload"]["arrival"] == {"process": "closed", "concurrency": 1000}
+    d = S.harness_draws(offline, rng_for(0))
+    assert d.arrival_s.size == 1000 and np.all(d.arrival_s == 0.0) and np.all(d.prompt_tokens == 2048)
+    latency = find(runs, arrival="concurrency", **tuned)
+    assert S.serving_scenario(latency)["workload"]["arrival"] == {"process": "closed", "concurrency": 1}
+    d = S.harness_draws(latency, rng_for(0))
+    assert d.closed and d.concurrency == 1 and d.arrival_s[0] == 0.0 and np.all(np.isinf(d.arrival_s[1:]))
+    assert np.all(d.think_s == 0.0) and d.arrival_s.size == 100
+
+
+def test_kv_of_a_tensorrt_run_is_its_share_of_the_free_memory(runs):
+    """kv_cache_free_gpu_memory_fraction 0.90 (default): KV = 0.9 x (memory - weights - activation reserve)."""
+    run = find(runs, arrival="offline", stack="trtllm", server_args="LLM(model")
+    prep = S.prepare_run(run)
+    pool = prep.setup.pools[0]
+    ce = pool.compiled
+    free = pool.device.memory_bytes - ce.weights_bytes - ce.activation_reserve_bytes
+    assert ce.kv_capacity_tokens * ce.kv_bytes_per_token == pytest.approx(0.9 * free, rel=1e-4)
+    assert pool.engine.batching.policy == "mixed" and pool.stack.admission == "reserve_all"
+
+
+def test_random_range_ratio_and_closed_loop(runs):
+    """vLLM FP8-KV blog: ~20k / ~2k tokens +-15% (vllm bench serve --random-range-ratio 0.15), concurrency 8."""
+    run = find(runs, stack_version="0.19.1", kv_dtype="fp8")
+    sc = S.serving_scenario(run)
+    assert sc["engines"][0]["stack"] == "vllm" and sc["engines"][0]["dtypes"]["kv"] == "fp8"
+    (cls,) = sc["workload"]["classes"]
+    assert cls["prompt_tokens"] == {"dist": "uniform", "min": 17000, "max": 23000}
+    assert cls["output_tokens"] == {"dist": "uniform", "min": 1700, "max": 2300}
+    assert sc["workload"]["arrival"] == {"process": "closed", "concurrency": 8}
+    d = S.harness_draws(run, rng_for(0))
+    assert d.prompt_tokens.min() >= 17000 and d.prompt_tokens.max() <= 23000 and d.concurrency == 8
+    assert d.prompt_tokens.size == 150
+
+
+def test_sharegpt_runs(runs):
+    """The 500-prompt ShareGPT runs send the shipped pairs in order (DeepSeek tokenizer); the Llama-3 runs of
+    SGLang's README scale them to its 194.3 output tokens per request; DeepSeek-R1 is block-scaled FP8 at TP8."""
+    run = find(runs, stack_version="0.8.4", dataset="sharegpt", split="holdout")
+    pairs = np.loadtxt(S.SHAREGPT_LENGTHS, delimiter=",", skiprows=1, dtype=np.int64)
+    d = S.harness_draws(run, rng_for(0))
+    assert np.array_equal(d.prompt_tokens, pairs[:, 0]) and np.array_equal(d.output_tokens, pairs[:, 1])
+    assert d.prompt_tokens.mean() == pytest.approx(205.95, rel=1e-9)  # the mean the CSV gives for its DGX run
+    e = S.serving_scenario(run)["engines"][0]
+    assert e["dtypes"]["gemm_scaling"] == "block" and e["parallel"]["tp"] == 8 and e["model"] == "deepseek-v3"
+    llama = find(runs, stack_version="0.3.0", device="a100", arrival="offline")
+    d = S.harness_draws(llama, rng_for(0))
+    assert d.prompt_tokens.size == 5000
+    assert d.output_tokens.mean() == pytest.approx(194.3, rel=0.03)  # resampled pairs, scaled
+    assert S.stack_entry(llama) == "sglang-0.3"
+
+
+def test_tensorrt_pytorch_backend_flags(runs):
+    run = find(runs, stack="trtllm", input_tokens="1000")
+    sc = S.serving_scenario(run)
+    e, stack = sc["engines"][0], sc["stacks"]["run"]
+    assert e["parallel"] == {"tp": 8, "pp": 1, "ep": 8} and e["max_batched_tokens"] == 11000
+    assert stack["base"] == "trtllm" and stack["cuda_graph_padding"] is True
+    assert stack["cuda_graph_sizes"][:4] == [1, 2, 4, 8] and stack["cuda_graph_sizes"][-2:] == [128, 256]
+    long = find(runs, stack="trtllm", input_tokens="30000")  # no extra options: no CUDA graphs
+    assert S.serving_scenario(long)["stacks"]["run"]["cuda_graph_sizes"] == []
+    assert S.serving_scenario(long)["engines"][0]["batching"] == {"max_batch_size": 50}
+
+
+def test_stack_entries_by_version(runs):
+    entries = {S.stack_entry(r) for r in runs}
+    assert entries == {None, "vllm", "vllm-0.8", "sglang", "sglang-0.3", "trtllm", "trtllm-engine"}
+    for name in entries - {None}:
+        hf.Catalog().stack(name)  # each is a catalog entry
+
+
+# ------------------------------------------------------------------------------------------ what is left out
+
+
+def test_runs_that_cannot_be_simulated_are_listed_with_their_reason(runs):
+    why = {r.index: S.skip_reason(r) for r in runs}
+    v0 = find(runs, stack_version="0.6.0", arrival="offline", device="a100")
+    assert "multi-step" in why[v0.index]
+    dp = [r for r in runs if "--enable-dp-attention" in r.settings["server_args"]]
+    assert len(dp) == 10 and all("data-parallel attention" in why[r.index] for r in dp)
+    disagg = [r for r in runs if "per-node" in (why[r.index] or "")]
+    assert len(disagg) == 9 and all("disaggregated" in why[r.index] for r in disagg)
+    skipped = [r for r in runs if why[r.index]]
+    assert len(skipped) == 25
+    preds = S.predict_serving(skipped[:3])
+    rows = S.serving_errors(preds)
+    assert [r["skip"] for r in rows] == [why[r.index] for r in skipped[:3]]
+    with pytest.raises(hf.ConfigError, match="multi-step"):
+        S.serving_scenario(v0)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def fixed_step_setup(step_s=0.01, frontend_s=0.005):
+    engine = {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": step_s, "stack": "s"}
+    sc = {
+        "engines": [engine],
+        "stacks": {"s": {"base": "vllm", "frontend_s": frontend_s}},
+        "workload": {"prompt_tokens": 100, "output_tokens": 11},
+    }
+    return build_serving(resolve_scenario(sc))
+
+
+def synthetic_run(**settings) -> S.ServingRun:
+    base = {c: "" for c in S._RUN_KEY}
+    base.update(stack="vllm", stack_version="0.19.1", device="h100_sxm", tp="1", pp="1", dataset="random")
+    base.update(input_tokens="100", output_tokens="11", frontend="http", split="fit", model="llama-3.1-8b")
+    base.update(settings)
+    return S.ServingRun(0, base, {})
+
+
+def test_harness_metrics_by_hand():
+    """One client at a time, constant 10 ms steps, a 5 ms front end, 100-token prompts, 11-token answers: each
+    request takes 5 ms + a prefill step (first token) + 10 decode steps; the next is sent when it completes."""
+    setup = fixed_step_setup()
+    run = synthetic_run(arrival="concurrency", concurrency="1", num_prompts="4")
+    out = run_serving(setup, S.harness_draws(run, rng_for(0)))
+    assert np.all(out.status == Status.DONE)
+    m = S.harness_metrics(out)
+    assert m["ttft_mean_s"] == pytest.approx(0.015) and m["ttft_p99_s"] == pytest.approx(0.015)
+    assert m["tpot_mean_s"] == pytest.approx(0.010) and m["itl_mean_s"] == pytest.approx(0.010)
+    assert m["itl_median_s"] == pytest.approx(0.010, rel=0.012)  # the histogram's 1% bins
+    assert m["benchmark_duration_s"] == pytest.approx(4 * 0.115)
+    assert m["output_throughput_token_per_s"] == pytest.approx(44 / 0.46)
+    assert m["request_throughput_per_s"] == pytest.approx(4 / 0.46)
+    assert m["e2e_median_s"] == pytest.approx(0.115)
+
+
+def test_poisson_sends_start_at_zero_and_duration_runs_to_the_last_completion():
+    setup = fixed_step_setup(frontend_s=0.0)
+    run = synthetic_run(arrival="poisson", rate_per_s="1", num_prompts="3")
+    draws = S.harness_draws(run, rng_for(3))
+    out = run_serving(setup, draws)
+    m = S.harness_metrics(out)
+    assert m["benchmark_duration_s"] == pytest.approx(float(out.done_s.max()))
+    assert m["ttft_median_s"] == pytest.approx(0.010)  # alone: one prefill step
+
+
+def test_costs_patched_into_prepared_pools_equal_a_rebuild(runs):
+    run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="1000")
+    costs = {
+        "frontend_s": 0.012,
+        "step_overhead_s": 0.0015,
+        "sequence_overhead_s": 5e-5,
+        "step_overhead_per_tp_rank_s": 0.001,
+        "eager_launch_s_per_layer": 2e-4,
+    }
+    zero = {k: 0.0 for k in S.COST_FIELDS}
+    patched = S.simulate_prepared(S.prepare_run(run, costs=zero), costs, replicates=2)
+    rebuilt = S.simulate_prepared(S.prepare_run(run, costs=costs), None, replicates=2)
+    assert patched == rebuilt
+    assert patched != S.simulate_prepared(S.prepare_run(run, costs=zero), None, replicates=2)
+
+
+def test_error_rows_and_summary(runs):
+    run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="1000")
+    rows = S.serving_errors(S.predict_serving([run], replicates=2))
+    assert {r["metric"] for r in rows} == set(run.metrics)
+    for r in rows:
+        assert r["error"] == pytest.approx(r["predicted"] / r["measured"] - 1)
+        assert r["stack_entry"] == "vllm-0.8" and r["split"] == "holdout"
+    summary = S.error_summary(rows)
+    assert [s["metric"] for s in summary] == list(S.REPORT_METRICS)
+    ttft = next(r for r in rows if r["metric"] == "ttft_mean_s")
+    assert summary[0]["median_abs_error"] == pytest.approx(abs(ttft["error"]))
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+
+def test_cli_validate_serving_prints_the_table_and_writes_the_csv(runs, tmp_path, capsys):
+    """A file of three runs: two simulated (one fit, one holdout), one that cannot be (vLLM V0 multi-step)."""
+    picked = [
+        find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="1000"),
+        find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="5000"),
+        find(runs, stack_version="0.6.0", arrival="offline", device="a100"),
+    ]
+    sources = {r.settings["source"] for r in picked}
+    src = tmp_path / "runs.csv"
+    with open(S.SERVING_RUNS, newline="") as f, open(src, "w", newline="") as g:
+        reader = csv.DictReader(f)
+        w = csv.DictWriter(g, fieldnames=reader.fieldnames)
+        w.writeheader()
+        keep = {tuple(r.settings[c] for c in S._RUN_KEY) for r in picked}
+        w.writerows(row for row in reader if tuple(row[c] for c in S._RUN_KEY) in keep)
+    assert len(sources) == 3
+    out = tmp_path / "errors.csv"
+    assert main(["validate", "--serving", str(src), "--out", str(out), "--replicates", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "vllm-0.8       holdout  mean TTFT" in text and "vllm-0.8       fit      output throughput" in text
+    assert "1 runs not simulated" in text and "multi-step" in text
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["split"] for r in rows} == {"fit", "holdout"}
+    assert sum(1 for r in rows if r["skip"]) == 1
+    measured = [r for r in rows if not r["skip"]]
+    assert len(measured) == 22 and all(math.isfinite(float(r["predicted"])) for r in measured)
+
+
+# ------------------------------------------------------------------------------------------ the fit
+
+
+def _fit_module():
+    spec = importlib.util.spec_from_file_location("fit_stacks", REPO_ROOT / "benchmarks" / "fit_stacks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+TRUE_COSTS = {
+    "frontend_s": 0.012,
+    "step_overhead_s": 0.0015,
+    "sequence_overhead_s": 4e-5,
+    "step_overhead_per_tp_rank_s": 0.001,
+}
+
+
+def _synthetic(picks, costs, reps):
+    """The runs with their metrics replaced by simulated ones at ``costs`` (the fit's own seeds)."""
+    out = []
+    for r in picks:
+        pred = S.simulate_prepared(S.prepare_run(r, costs=costs), None, reps, 0)
+        out.append(S.ServingRun(r.index, r.settings, {m: pred[m] for m in S.FIT_METRICS}, r.notes))
+    return out
+
+
+def test_host_costs_recovered_from_synthetic_runs(runs):
+    """Front end and per-step cost of three measured vLLM 0.8 runs simulated at known costs, fitted back."""
+    picks = [
+        find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="1000"),
+        find(runs, stack_version="0.8.2", model_hf="neuralmagic/Meta", input_tokens="1000"),
+        find(runs, stack_version="0.8.2", model_hf="neuralmagic/Llama-3.2", input_tokens="5000"),
+    ]
+    truth = {k: 0.0 for k in S.COST_FIELDS} | {"frontend_s": 0.012, "step_overhead_s": 0.0015}
+    synth = _synthetic(picks, truth, 2)
+    preps = [S.prepare_run(r, costs={k: 0.0 for k in S.COST_FIELDS}) for r in synth]
+
+    def f(x):
+        costs = {"frontend_s": x[0] * 1e-3, "step_overhead_s": x[1] * 1e-3}
+        res = []
+        for p in preps:
+            pred = S.simulate_prepared(p, costs, 2, 0)
+            res += [np.log(pred[m] / p.run.metrics[m]) for m in S.FIT_METRICS]
+        return np.array(res)
+
+    fit = least_squares(f, [1.0, 0.1], bounds=([0, 0], [100, 20]), diff_step=0.1, xtol=1e-6, max_nfev=80)
+    assert fit.x[0] == pytest.approx(12.0, rel=0.03) and fit.x[1] == pytest.approx(1.5, rel=0.03)
+
+
+def _closed_loop_run(tp: int, clients: int) -> S.ServingRun:
+    """A vLLM 0.8 benchmark of Llama-3.1-8B on H100 at TP ``tp``: ``clients`` closed-loop clients, 500/200 tokens."""
+    st = {c: "" for c in S._RUN_KEY}
+    st.update(stack="vllm", stack_version="0.8.2 (V1 engine)", device="h100_sxm", model="llama-3.1-8b", dtype="bf16")
+    st.update(kv_dtype="bf16", tp=str(tp), pp="1", input_tokens="500", output_tokens="200", dataset="random")
+    st.update(arrival="concurrency", concurrency=str(clients), num_prompts=str(max(2 * clients, 8)), frontend="http")
+    st.update(split="fit", source=f"synthetic tp{tp} c{clients}")
+    return S.ServingRun(tp * 100 + clients, st, {})
+
+
+def test_fit_script_recovers_a_stacks_host_costs_from_synthetic_runs():
+    """benchmarks/fit_stacks.py's fit (multi-start bounded least squares, Cauchy loss, TTFT at low load only) of
+    four costs, from four synthetic runs that identify them (one client and 32, TP1 and TP2), recovers each."""
+    fs = _fit_module()
+    picks = [_closed_loop_run(tp, c) for tp in (1, 2) for c in (1, 32)]
+    synth = _synthetic(picks, TRUE_COSTS | {"eager_launch_s_per_layer": 0.0}, fs.REPLICATES)
+    params = {k: v for k, v in fs.PARAMETERS["vllm-0.8"].items() if k in TRUE_COSTS}
+    fs.PARAMETERS["vllm-0.8"] = params  # (a fresh module: nothing else sees it)
+    costs, info = fs.fit_entry("vllm-0.8", synth, {})
+    assert info["low_load"] == 2  # TTFT counts for the single-client runs only
+    for k, v in TRUE_COSTS.items():
+        assert costs[k] == pytest.approx(v, rel=0.02), k
+
+
+@pytest.mark.slow
+def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch):
+    """`python benchmarks/fit_stacks.py --only vllm-0.8` gives the costs stacks.yaml ships (4 significant figures)."""
+    fs = _fit_module()
+    monkeypatch.setattr("sys.argv", ["fit_stacks.py", "--only", "vllm-0.8"])
+    fs.main()
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("vllm-0.8:"))
+    shipped = hf.Catalog().stack("vllm-0.8")
+    dev = hf.Catalog().device("h100_sxm")  # the stack's host costs replace the device's (0 by default)
+    assert dev.efficiency.step_overhead_s == 0.0
+    for name in fs.PARAMETERS["vllm-0.8"]:
+        fitted = float(re.search(rf"{name} ([0-9.]+) ms", line).group(1)) * 1e-3
+        assert getattr(shipped, name) == pytest.approx(fitted, rel=2e-3, abs=1e-6), name
