@@ -209,9 +209,12 @@ def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
 
     assert main(["presets", "stacks"]) == 0
     out = capsys.readouterr().out.splitlines()
-    rows = {line.split()[0]: line for line in out[1:]}
+    header, *lines = out[1:]
+    assert header.split()[:3] == ["#", "name", "stack"] and "sources" in header
+    rows = {line.split()[0]: line for line in lines}
     assert set(rows) == {"ideal", "vllm", "vllm-0.8", "sglang", "sglang-0.3", "trtllm", "trtllm-engine"}
-    assert "0.11 - 0.19" in rows["vllm"] and "reserve_all" in rows["trtllm"] and "sources" in rows["sglang"]
+    assert "0.11 - 0.19" in rows["vllm"] and "reserve_all" in rows["trtllm"] and "new_token_ratio" in rows["sglang"]
+    assert all(int(line.split()[-1]) >= 1 for line in lines)  # every stack names its sources
 
 
 def test_sweeping_the_stack_changes_the_scheduler():

@@ -47,30 +47,25 @@ def cmd_presets(args) -> int:
 
 
 def _stack_lines(cat, names: list[str]):
-    """Each serving stack: version, scheduler and admission, CUDA graphs, costs, and how many figures it sources."""
-    for name in names:
-        s = cat.stack(name)
+    """Each serving stack, an aligned table: name and version, scheduler and admission, CUDA graphs, costs (ms), and
+    how many of its figures name a source."""
+    stacks = {n: cat.stack(n) for n in names}
+    rows = [
+        ["# name", "stack", "version", "policy", "admission", "cuda graphs", "front end / step / per seq", "sources"]
+    ]
+    for name, s in stacks.items():
         graphs = (
-            f"graphs {len(s.cuda_graph_sizes)} sizes to {s.cuda_graph_sizes[-1]}"
-            + ("" if s.cuda_graph_padding else " exact")
+            f"{len(s.cuda_graph_sizes)} sizes to {s.cuda_graph_sizes[-1]}" + ("" if s.cuda_graph_padding else ", exact")
             if s.cuda_graph_sizes
-            else "no graphs"
+            else "none"
         )
-        costs = ", ".join(
-            f"{k} {getattr(s, k) * 1e3:g} ms"
-            for k in (
-                "frontend_s",
-                "step_overhead_s",
-                "step_overhead_per_tp_rank_s",
-                "sequence_overhead_s",
-                "eager_launch_s_per_layer",
-            )
-            if getattr(s, k)
+        costs = " / ".join(
+            f"{(getattr(s, k) or 0.0) * 1e3:g}" for k in ("frontend_s", "step_overhead_s", "sequence_overhead_s")
         )
-        yield (
-            f"{name:13s} {s.name:20s} {s.version:40s} policy {s.policy or '-':10s} admission {s.admission:15s} "
-            f"{graphs}; {costs or 'no host or front-end costs beyond the device'}; {len(s.sources)} sources"
-        )
+        rows.append([name, s.name, s.version, s.policy or "-", s.admission, graphs, costs, str(len(s.sources))])
+    widths = [min(max(len(r[k]) for r in rows), 60) for k in range(len(rows[0]))]
+    for r in rows:
+        yield "  ".join(cell[:w].ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
 
 
 def _line(kind: str, name: str, x) -> str:
