@@ -144,7 +144,7 @@ def estimate(
         raise ConfigError(
             "grid", f"{n_combos} engine combinations", f"at most {_MAX_ENGINE_COMBINATIONS} per call; split the grid"
         )
-    rows, ok_rows, compiled = [], [], []
+    rows, ok_rows, compiled, frontends = [], [], [], []
     cache: dict[Engine, int] = {}
     combo_index = np.empty([shape[a] for a in eng_axes], dtype=np.int64)
     for combo in itertools.product(*[range(shape[a]) for a in eng_axes]):
@@ -156,6 +156,7 @@ def estimate(
             rows.append(ce.params)
             ok_rows.append(ok)
             compiled.append(ce)
+            frontends.append(resolved.stacks[variant.stack].frontend_s)
         combo_index[combo] = cache[variant]
     params = np.ascontiguousarray(np.stack(rows))
 
@@ -214,7 +215,9 @@ def estimate(
     for x in (decode_s, tpot_s):
         x[~generates] = np.nan
     bound[~generates] = -1
-    e2e = np.where(generates, prefill_s + (output - 1.0) * tpot_s, prefill_s)
+    # a request passes its stack's API front end before it is prefilled: once in TTFT and E2E, as in simulate
+    ttft = prefill_s + np.asarray(frontends)[cfg]
+    e2e = np.where(generates, ttft + (output - 1.0) * tpot_s, ttft)
     full = tuple(dims)
     cdims = tuple(dims[a] for a in eng_axes)
     coords: dict[str, Any] = {"engine": [e.name for e in engines]}
@@ -231,7 +234,7 @@ def estimate(
     ds = xr.Dataset(
         {
             "prefill_time_s": data_array("prefill_time_s", grid_arr(prefill_s), full),
-            "ttft_s": data_array("ttft_s", grid_arr(prefill_s), full),
+            "ttft_s": data_array("ttft_s", grid_arr(ttft), full),
             "decode_step_time_s": data_array("decode_step_time_s", grid_arr(decode_s), full),
             "tpot_s": data_array("tpot_s", grid_arr(tpot_s), full),
             "e2e_s": data_array("e2e_s", grid_arr(e2e), full),

@@ -21,6 +21,7 @@ def one_server(process="deterministic"):
         "engines": [
             {
                 "name": "server",
+                "stack": "ideal",  # (no front end: a request is served in exactly one step)
                 "model": "llama-3.1-8b",
                 "device": "h100_sxm",
                 "fixed_step_time_s": STEP_S,
@@ -37,7 +38,7 @@ def one_server(process="deterministic"):
 
 def chat(rate=10.0):
     return {
-        "engines": [{"name": "main", "model": "llama-3.1-8b", "device": "h100_sxm"}],
+        "engines": [{"name": "main", "model": "llama-3.1-8b", "device": "h100_sxm", "stack": "ideal"}],
         "workload": {
             "rate_per_s": rate,
             "classes": [

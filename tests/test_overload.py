@@ -46,7 +46,7 @@ LLM = {"prompt_tokens": 512, "output_tokens": 128}  # benchmarks/bench_simulate.
 
 def llm(rate):
     return {
-        "engines": [{"name": "llama8b", "model": "llama-3.1-8b", "device": "h100_sxm"}],
+        "engines": [{"name": "llama8b", "model": "llama-3.1-8b", "device": "h100_sxm", "stack": "ideal"}],
         "workload": {"rate_per_s": rate, "classes": [LLM]},
     }
 

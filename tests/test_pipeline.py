@@ -30,8 +30,8 @@ def scenario(stages, *, engines=(LLM,), links=(), tiers=None, rate=1.0, n_classe
         {"name": f"c{k}", "prompt_tokens": prompt, "output_tokens": output, "pipeline": stages}
         for k in range(n_classes)
     ]
-    sc = {
-        "engines": list(engines),
+    sc = {  # (the hand calculations are of the kernels alone: no serving stack around them)
+        "engines": [{"stack": "ideal", **e} for e in engines],
         "links": list(links),
         "workload": {"rate_per_s": rate, "classes": classes, **wl},
     }
@@ -138,8 +138,8 @@ def test_fixed_cost_stages_and_link_transfer_by_hand():
 
 def test_embed_and_rerank_cost_an_encoder_prefill():
     """The embed stage is the encoder's prefill of the query; rerank prefills k (query, document) pairs."""
-    engines = [LLM, {"name": "emb", "model": "e5-base", "device": "h100_sxm"}]
-    engines.append({"name": "rr", "model": "bge-reranker-large", "device": "h100_sxm"})
+    engines = [LLM, {"name": "emb", "model": "e5-base", "device": "h100_sxm", "stack": "ideal"}]
+    engines.append({"name": "rr", "model": "bge-reranker-large", "device": "h100_sxm", "stack": "ideal"})
     stages = [
         {"kind": "embed", "engine": "emb"},
         {"kind": "rerank", "engine": "rr", "top_k": 4, "doc_tokens": 120},

@@ -44,7 +44,15 @@ def engine(policy: str, name: str = "engine", **kw) -> dict:
     batching = {"policy": policy, **kw.pop("batching", {})}
     if policy == "chunked":
         batching.setdefault("chunk_size", 256)
-    return {"name": name, "model": kw.pop("model", MODEL), "device": DEVICE, "batching": batching, **kw}
+    # the reference implements the loop's mechanics, with no serving stack around the kernels
+    return {
+        "name": name,
+        "model": kw.pop("model", MODEL),
+        "device": DEVICE,
+        "batching": batching,
+        "stack": "ideal",
+        **kw,
+    }
 
 
 def colocated(

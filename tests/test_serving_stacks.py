@@ -23,7 +23,7 @@ from hermes_fast.workload import draw_workload, rng_for
 
 def serving(prompt=100, output=60, rate=1000.0, policy="continuous", n=3, step_s=0.01):
     """n requests arriving together-ish on one replica with a constant step (so times are easy to reason on)."""
-    engine = {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": step_s}
+    engine = {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": step_s, "stack": "ideal"}
     engine["batching"] = {"policy": policy}
     workload = {"rate_per_s": rate, "arrival": {"process": "deterministic"}}
     workload["classes"] = [{"prompt_tokens": prompt, "output_tokens": output}]
@@ -163,9 +163,11 @@ def test_one_key_selects_a_stack_and_the_engine_overrides_any_field():
     assert (own.engine.batching.policy, own.engine.max_batched_tokens, own.engine.batching.max_batch_size) == (
         "mixed", 4096, 1024,
     )  # fmt: skip
-    (ideal,) = resolve_scenario(engine_of()).engines  # the default: today's engine defaults
+    (ideal,) = resolve_scenario(engine_of("ideal")).engines  # the kernels alone: the schema's engine defaults
     assert ideal.stack.name == "kernels only" and ideal.engine.batching.policy == "continuous"
     assert ideal.engine.memory_utilization == 0.9 and ideal.engine.batching.max_batch_size == 256
+    (default,) = resolve_scenario(engine_of()).engines  # an engine that names no stack runs vLLM's
+    assert default.stack == vllm.stack and default.engine == vllm.engine
 
 
 def test_a_stack_reaches_the_pools_and_the_step_cost():
@@ -178,7 +180,7 @@ def test_a_stack_reaches_the_pools_and_the_step_cost():
     assert sglang.pool_int[loop.PL_ADMIT, 0] == loop.ADMIT_RATIO
     assert sglang.pool_float[loop.PF_NEW_TOKEN_RATIO, 0] == pytest.approx(0.098)
     assert sglang.pool_int[loop.PL_CHUNK, 0] == 8192 and sglang.pool_int[loop.PL_MAX_TOKENS, 0] == 16384
-    assert build_serving(resolve_scenario(engine_of())).params[0][L.GRAPH_COUNT] == 0
+    assert build_serving(resolve_scenario(engine_of("ideal"))).params[0][L.GRAPH_COUNT] == 0
 
 
 def test_a_scenario_stack_based_on_a_preset_sets_host_and_front_end_costs():

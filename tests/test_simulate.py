@@ -21,8 +21,9 @@ STEP_S = 0.01  # constant iteration time of the queueing scenarios
 def queue_scenario(rate, output, replicas=1, scheduler="round_robin", prompt=1):
     """A single-server (or c-server) queue: batch size 1 and a constant step, so a request with O output
     tokens is served in exactly O x STEP_S (its prefill emits the first token)."""
-    engine = {
+    engine = {  # (the kernels alone: no serving stack around them)
         "name": "server",
+        "stack": "ideal",
         "model": "llama-3.1-8b",
         "device": "h100_sxm",
         "fixed_step_time_s": STEP_S,
@@ -132,6 +133,7 @@ def roofline_scenario(policy="continuous", rate=20.0, **batching):
         "engines": [
             {
                 "name": "e",
+                "stack": "ideal",
                 "model": "llama-3.1-8b",
                 "device": "h100_sxm",
                 "batching": {"policy": policy, **batching},

@@ -53,7 +53,7 @@ def _engine_text(e) -> str:
     b = e.batching
     return (
         f"{e.name}: {e.model} on {p.tp * p.pp} x {e.device} ({layout}), {e.replicas} replica(s), "
-        f"{b.policy} batching (max batch {b.max_batch_size})"
+        f"{b.policy} batching (max batch {b.max_batch_size}), stack {e.stack}"
     )
 
 

@@ -59,7 +59,7 @@ class Engine:
     parallel: Parallel = fld(factory=Parallel, doc="parallel layout")
     dtypes: Dtypes = fld(factory=Dtypes, doc="weight, activation and KV formats")
     stack: str = fld(
-        "ideal",
+        "vllm",
         doc="serving stack (catalog stacks or scenario.stacks): its scheduler, CUDA graphs, host and front-end "
         "costs, and the defaults of this engine's fields left unset",
     )
