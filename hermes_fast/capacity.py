@@ -159,7 +159,13 @@ def search_rate(
         runs += 1
         at_rate = dataclasses.replace(sc, workload=dataclasses.replace(sc.workload, rate_per_s=rate))
         rng = rng_for(seed, point, replicate)  # the same stream at every rate
-        return simulate_replicate(at_rate, setup, pipe, n_requests, rng, fast_forward)[0]
+        try:
+            return simulate_replicate(at_rate, setup, pipe, n_requests, rng, fast_forward)[0]
+        except ConfigError as e:  # (a rate too low for the run's length: the bracket's, not the scenario's)
+            if e.path != "workload.rate_per_s":
+                raise
+            key = "rate_min_per_s" if rate == targets.rate_min_per_s else "rate_max_per_s"
+            raise ConfigError(f"capacity.{key}", rate, e.expected) from None
 
     lo, hi = targets.rate_min_per_s, targets.rate_max_per_s
     s_lo = run(lo)

@@ -20,6 +20,7 @@ from scipy import stats
 from .kernels import layout as L
 from .kernels.serving.outcome import ITL_LOG_MIN, ITL_PER_DECADE, Outcome, Reason, Status
 from .variables import VARIABLES
+from .workload import MAX_SPAN_S
 
 __all__ = [
     "QUANTILES",
@@ -290,10 +291,32 @@ def _point_issues(p: xr.Dataset) -> tuple[list[str], list[str]]:
     if total("completed_requests") == 0:
         long.append("no request completed: every latency and throughput is NaN")
         short.append("nothing completed")
+    span = float(p.duration_s.max()) if "duration_s" in p else math.nan
+    if span > MAX_SPAN_S:  # (the arrivals' own span is refused before the run: this is the work's)
+        long.append(
+            f"the run spans {span:.3g} s of simulated time, where float64 times resolve latencies only to "
+            f"{span * 2.0**-52:.2g} s (a step, tool or think time this long?)"
+        )
+        short.append(f"{span:.3g} s of simulated time")
+    for name, what in (("mfu", "FLOP/s"), ("mbu", "memory bandwidth")):
+        if name not in p or "pool" not in p[name].dims:
+            continue
+        top = p[name].max([d for d in p[name].dims if d != "pool"]) if p[name].ndim > 1 else p[name]
+        for pool in p["pool"].values[np.asarray(top > _UTILIZATION_MAX)]:
+            value = float(top.sel(pool=pool))
+            long.append(
+                f"pool {pool}: {name.upper()} {value:.3g}, above 1: more {what} than the device's peak (a "
+                "fixed_step_time_s shorter than the device allows; for the MBU of a mixture-of-experts model, every "
+                "expert's weights counted in each iteration: an upper bound)"
+            )
+            short.append(f"{name} {value:.3g} > 1 ({pool})")
     if "capacity_request_per_s" in p and bool(p.capacity_request_per_s.isnull().any()):
         long.append("no rate in the capacity search's bracket meets the targets (capacity NaN): rate_min_per_s fails")
         short.append("capacity NaN")
     return long, short
+
+
+_UTILIZATION_MAX = 1.0 + 1e-9  # MFU or MBU above it is more than the hardware can do: a warning says why
 
 
 def validity_warnings(ds: xr.Dataset, limit: int = 10) -> list[str]:
@@ -344,6 +367,12 @@ def validity_warnings(ds: xr.Dataset, limit: int = 10) -> list[str]:
         issue |= (over_reps(name) > 0) & done
     if "capacity_request_per_s" in ds:
         issue |= np.isnan(over_reps("capacity_request_per_s")) & done
+    if "duration_s" in ds:
+        issue |= (over_reps("duration_s", "max") > MAX_SPAN_S) & done
+    for name in ("mfu", "mbu"):
+        if name in ds:
+            top = ds[name].max([d for d in ds[name].dims if d not in grid])
+            issue |= (top.transpose(*grid).values.ravel() > _UTILIZATION_MAX) & done
     lines = []
     if not valid.all():
         code = np.bitwise_or.reduce(ds.invalid_reason.transpose(*grid, ...).values.reshape(valid.size, -1), axis=1)
@@ -422,12 +451,13 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     priced = True
     for k, pool in enumerate(pools):
         reps = setup.replica_pool == k
-        busy = run.busy_s[reps]
+        busy = np.minimum(run.busy_s[reps], run_s)  # (an iteration in flight at the horizon: its time up to it)
         iters = run.iterations[reps].sum()
         util[k] = busy.sum() / (reps.sum() * run_s) if run_s > 0 else 0.0
         batch[k] = run.batch_sum[reps].sum() / iters if iters else 0.0
         cap = pool.kv_capacity_tokens
-        kv[k] = run.kv_token_s[reps].sum() / (cap * reps.sum() * run_s) if run_s > 0 else 0.0
+        kv_s = np.minimum(run.kv_token_s[reps], cap * run_s)  # (likewise)
+        kv[k] = kv_s.sum() / (cap * reps.sum() * run_s) if run_s > 0 else 0.0
         if pool.search is not None:
             kv[k] = math.nan
         preempt[k] = run.replica_preemptions[reps].sum()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from .config.base import ConfigError
+from .config.base import ConfigError, check_path_length
 from .config.lengths import MAX_ZIPF_SUPPORT
 from .config.workload import Arrival, Length, RequestClass, Trace
 
@@ -36,6 +36,8 @@ __all__ = [
 
 _EXACT_SUPPORT = 2_000_000  # integer support up to which moments are summed exactly over the pmf
 _MAX_TOKENS = 1_000_000_000  # the longest length drawn or read (Length.max's bound)
+MAX_SPAN_S = 2.0**32  # simulated seconds the arrivals may span: float64 times there resolve 2^-20 s (about 1 us)
+MAX_MMPP_SWITCHES = 10_000_000  # expected state switches an MMPP draw may take (plus 10 per arrival)
 
 
 def rng_for(seed: int, point: int = 0, replicate: int = 0) -> np.random.Generator:
@@ -102,6 +104,7 @@ def _empirical_values(path: str, column: str, field_path: str) -> np.ndarray:
 
 
 def _read_csv(path: str, field_path: str) -> list[dict]:
+    check_path_length(path, field_path)
     p = Path(path)
     if not p.is_file():
         raise ConfigError(field_path, path, "an existing CSV file")
@@ -161,6 +164,16 @@ def _support_pmf(lg: Length, field_path: str) -> tuple[np.ndarray, np.ndarray] |
     edges = law.cdf(np.append(k - 0.5, k[-1] + 0.5))
     pmf = np.diff(edges)
     return k, pmf / pmf.sum()
+
+
+@lru_cache(maxsize=2)
+def _zipf_cdf(low: int, high: int, alpha: float) -> np.ndarray:
+    """Cumulative probabilities of a Zipf law on low..high (as _support_pmf's pmf sums them), computed once per law:
+    a support of 5e7 integers takes seconds, and a sweep draws it for every point and replicate."""
+    w = np.arange(low, high + 1, dtype=np.float64) ** -alpha
+    cdf = np.cumsum(w / w.sum())
+    cdf.flags.writeable = False
+    return cdf
 
 
 def length_moments(length: int | Length, field_path: str = "length") -> tuple[float, float]:
@@ -249,10 +262,11 @@ def draw_lengths(length: int | Length, n: int, rng: np.random.Generator, field_p
         values = _empirical_values(lg.path, lg.column, field_path)
         return values[rng.integers(0, values.size, size=n)]
     if lg.dist == "zipf":
-        k, pmf = _support_pmf(lg, field_path)
-        cdf = np.cumsum(pmf)
+        if lg.max - lg.min + 1 > MAX_ZIPF_SUPPORT:
+            raise ConfigError(f"{field_path}.max", lg.max, f"a Zipf support (max - min + 1) <= {MAX_ZIPF_SUPPORT:g}")
+        cdf = _zipf_cdf(lg.min, lg.max, lg.alpha)
         idx = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
-        return k[np.minimum(idx, k.size - 1)].astype(np.int64)
+        return lg.min + np.minimum(idx, cdf.size - 1).astype(np.int64)
     law = _continuous(lg)
     lo, hi = _cdf_bounds(law, lg, field_path)
     x = law.ppf(lo + (hi - lo) * rng.random(n))
@@ -301,17 +315,42 @@ def _mmpp(a: Arrival, rate: float, n: int, rng: np.random.Generator) -> np.ndarr
     share = a.burst_mean_s / (a.burst_mean_s + a.calm_mean_s)
     high = rate * a.burst_factor
     low = (rate - high * share) / (1.0 - share)
+    switches = 2.0 * n / (rate * (a.burst_mean_s + a.calm_mean_s))  # a cycle holds rate x its length on average
+    if switches > MAX_MMPP_SWITCHES + 10 * n:  # (one Python step per switch: a run that would not end)
+        raise ConfigError(
+            "workload.arrival.calm_mean_s",
+            a.calm_mean_s,
+            f"sojourns long enough to hold arrivals: at {rate:g} requests/s with burst_mean_s {a.burst_mean_s:g}, "
+            f"drawing {n} arrivals takes about {switches:.3g} state switches "
+            f"(at most {MAX_MMPP_SWITCHES + 10 * n:.3g}); a process that switches this often is Poisson at "
+            "rate_per_s (process: poisson)",
+        )
     out: list[np.ndarray] = []
     t, have, burst = 0.0, 0, False
     while have < n:
         stay = rng.exponential(a.burst_mean_s if burst else a.calm_mean_s)
         k = rng.poisson((high if burst else low) * stay)
-        if k:
+        if k > n - have + _MMPP_SPARE:  # a sojourn holding far more arrivals than the run needs (calm_mean_s 1e12)
+            out.append(t + _first_order_statistics(k, n - have, rng) * stay)
+            have = n
+        elif k:
             out.append(t + np.sort(rng.random(k)) * stay)
             have += k
         t += stay
         burst = not burst
     return np.concatenate(out)[:n]
+
+
+_MMPP_SPARE = 10_000_000  # arrivals of one sojourn drawn beyond the run's needs before only those are drawn
+
+
+def _first_order_statistics(k: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    """The m smallest of k uniforms on [0, 1), sorted, without drawing the k: exponential spacings over their sum
+    (the k + 1 - m spacings after the m-th summed as one gamma draw)."""
+    gaps = rng.exponential(1.0, m)
+    rest = rng.gamma(k + 1 - m)
+    cum = np.cumsum(gaps)
+    return cum / (cum[-1] + rest)
 
 
 def _trace_times(tr: Trace, rows: list[dict], field_path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -448,7 +487,33 @@ def draw_workload(workload, n: int, rng: np.random.Generator) -> Draws:
         think = _think_times(arr, n, rng)
     concurrency = arr.concurrency if closed else (arr.max_concurrency or 0)
     arrival = np.ascontiguousarray(arrival, dtype=np.float64)
+    _check_span(workload, arrival, think, n)
     return Draws(arrival, cls, prompt, output, route_u, think, concurrency, closed)
+
+
+def _check_span(workload, arrival: np.ndarray, think: np.ndarray | None, n: int) -> None:
+    """ConfigError when the arrivals (a closed loop: its clients' think times) span more than :data:`MAX_SPAN_S`:
+    beyond it the loop's float64 times cannot resolve a latency to a microsecond (at 1e300 s every latency is 0)."""
+    arr = workload.arrival
+    finite = arrival[np.isfinite(arrival)]
+    span = float(finite.max()) if finite.size else 0.0
+    if think is not None:  # each client's requests follow one another, a think time apart
+        span = max(span, float(think.sum()) / arr.concurrency)
+    if span <= MAX_SPAN_S:
+        return
+    if arr.process == "closed":
+        where, value = "workload.arrival.think_time_s", arr.think_time_s
+    elif arr.process == "trace":
+        rescaled = arr.trace.rescale_to_rate
+        where = "workload.rate_per_s" if rescaled else "workload.arrival.trace.time_scale"
+        value = workload.rate_per_s if rescaled else arr.trace.time_scale
+    else:
+        where, value = "workload.rate_per_s", workload.rate_per_s
+    raise ConfigError(
+        where, value,
+        f"a value for which the {n} arrivals span at most {MAX_SPAN_S:.3g} s of simulated time (they span "
+        f"{span:.3g} s, where float64 times resolve latencies only to {span * 2.0**-52:.2g} s)",
+    )  # fmt: skip
 
 
 def _think_times(arrival: Arrival, n: int, rng: np.random.Generator) -> np.ndarray:

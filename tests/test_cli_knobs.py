@@ -54,8 +54,8 @@ def test_run_flags_are_the_scenario_with_those_settings(tmp_path, capsys):
     xr.testing.assert_identical(xr.load_dataset(out).drop_attrs(), ref.drop_attrs())
     assert "# workload: Poisson arrivals at 6 req/s; prompt 512 tokens, output 64 tokens" in text
     assert (
-        "# engine llama8b-h100: llama-3.1-8b on 2 x h200_sxm (tp 2), 2 replica(s), chunked batching (max batch 1024), stack vllm"
-        in text
+        "# engine llama8b-h100: llama-3.1-8b on 2 x h200_sxm (tp 2), 2 replica(s), chunked batching "
+        "(max batch 1024), stack vllm" in text
     )
     # the other engine of the default scenario does not serve: left as it is
     assert sc["engines"][1] == DEFAULT["engines"][1]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config.base import ConfigError
+from ..config.base import ConfigError, check_path_length
 
 __all__ = ["OUT_FORMATS", "check_out", "check_figure_out", "write_dataset", "dataset_summary", "dataset_table"]
 
@@ -35,6 +35,7 @@ OUT_FORMATS = {
 
 def _check_place(path: Path, flag: str) -> None:
     """The directory ``path`` goes in exists and this process can write there (tried: root ignores modes)."""
+    check_path_length(path.absolute(), flag)
     parent = path.absolute().parent
     if not parent.exists():
         raise ConfigError(flag, str(path), f"a file in an existing directory ({parent} does not exist)")
@@ -84,6 +85,7 @@ def check_figure_out(out: str | Path, flag: str = "--out") -> Path:
     """``out`` if matplotlib can save a figure there: an extension among its formats, a writable directory."""
     from matplotlib.backend_bases import FigureCanvasBase
 
+    check_path_length(out, flag)
     path = Path(out)
     formats = FigureCanvasBase.get_supported_filetypes()
     fmt = path.suffix.lower().lstrip(".")

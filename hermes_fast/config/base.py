@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "close_match_hint",
     "convert_field",
     "deep_merge",
+    "check_path_length",
 ]
 
 
@@ -72,7 +74,10 @@ class ConfigError(ValueError):
         shown = repr(value)
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        super().__init__(f"{self.path}: got {shown}; expected {expected}")
+        where = self.path if len(self.path) <= 200 else f"{self.path[:120]}...{self.path[-60:]}"  # (a 5000-char key)
+        if len(expected) > 1000:
+            expected = expected[:997] + "..."
+        super().__init__(f"{where}: got {shown}; expected {expected}")
 
 
 def fld(
@@ -200,7 +205,10 @@ def _convert(value: Any, tp, path: str, meta: Mapping) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, value, "a number")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ConfigError(path, value, "a finite number (at most 1.8e308)") from None
         if not math.isfinite(value):
             raise ConfigError(path, value, "a finite number (use null where a field allows 'unlimited')")
         _check_bounds(path, value, meta)
@@ -353,6 +361,18 @@ class _Loader(yaml.SafeLoader):
             raise ConfigError(self.label, f"{total} values", f"at most {MAX_YAML_NODES:g} values (aliases expanded)")
         return super().construct_document(node)
 
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:  # a scalar its tag cannot read:
+            shown = node.value if isinstance(node, yaml.ScalarNode) else node.tag  # 2024-13-45, a 5000-digit int...
+            if isinstance(shown, str) and len(shown) > 60:
+                shown = f"{shown[:40]}... ({len(shown)} characters)"
+            raise ConfigError(self._where(node.start_mark), shown, f"a value YAML can read ({type(e).__name__}: "
+                              f"{str(e)[:80]})") from None  # fmt: skip
+
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
             first: dict = {}
@@ -386,6 +406,23 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_NAME_BYTES = 255  # one file or directory name (NAME_MAX on Linux and macOS)
+MAX_PATH_BYTES = 4095  # a whole path (PATH_MAX - 1)
+
+
+def check_path_length(path: str | Path, what: str) -> None:
+    """ConfigError naming ``what`` when ``path`` cannot name a file: a name over :data:`MAX_NAME_BYTES` or a path
+    over :data:`MAX_PATH_BYTES` bytes (the file system would refuse it with a raw errno, late)."""
+    text = str(path)
+    raw = os.fsencode(text)
+    if len(raw) > MAX_PATH_BYTES:
+        raise ConfigError(what, text, f"a path of at most {MAX_PATH_BYTES} bytes (this one has {len(raw)})")
+    for part in Path(text).parts:
+        n = len(os.fsencode(part))
+        if n > MAX_NAME_BYTES:
+            raise ConfigError(what, text, f"file and directory names of at most {MAX_NAME_BYTES} bytes (one has {n})")
+
+
 def is_yaml_file(source: str | Path) -> bool:
     """Whether :func:`load_yaml` reads ``source`` as a file (a Path, or a one-line string naming a file or
     ending in .yaml/.yml) rather than as YAML text."""
@@ -410,6 +447,7 @@ def load_yaml(source: str | Path, what: str | None = None) -> Any:
     is_file = is_yaml_file(source)
     if is_file:
         p = Path(source)
+        check_path_length(p, "<file>")
         if not p.exists():
             raise ConfigError("<file>", str(source), "an existing YAML file")
         try:
@@ -425,10 +463,14 @@ def load_yaml(source: str | Path, what: str | None = None) -> Any:
         text, label = str(source), "<text>"
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(label, f"{len(text)} characters", f"YAML of at most {MAX_YAML_BYTES} characters")
-    loader = _Loader(text)
-    loader.label = label
+    loader = None
     try:
+        loader = _Loader(text)  # (a NUL or other unprintable character: a ReaderError here)
+        loader.label = label
         data = loader.get_single_data()
+    except yaml.reader.ReaderError as e:  # (no line: the reader refuses the text before parsing it)
+        char = chr(e.character) if isinstance(e.character, int) else e.character
+        raise ConfigError(label, f"character {char!r} at offset {e.position}", "printable YAML text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
@@ -436,7 +478,8 @@ def load_yaml(source: str | Path, what: str | None = None) -> Any:
     except RecursionError:  # (nesting deeper than MAX_YAML_DEPTH is refused first; this is a safety net)
         raise ConfigError(label, "deeply nested YAML", f"at most {MAX_YAML_DEPTH} nested levels") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if is_file and data is None:
         raise ConfigError(label, None, f"{what or 'YAML content'}: the file is empty (or holds only comments)")
     if what is not None and not isinstance(data, Mapping):

@@ -53,7 +53,9 @@ class Model:
     vocab_size: int = fld(unit="token", doc="vocabulary size", ge=1, le=1e8)
     tied_embeddings: bool = fld(False, doc="LM head shares the input embedding matrix")
     has_lm_head: bool = fld(True, doc="decoders project to the vocabulary; encoders pool instead")
-    max_context_tokens: int = fld(unit="token", doc="maximum context length", ge=1, le=1e9)
+    max_context_tokens: int = fld(
+        unit="token", doc="maximum context length (at least 2: a prompt token and an output token)", ge=2, le=1e9
+    )
     sliding_window_tokens: int | None = fld(
         None, unit="token", doc="sliding-window size on windowed layers", ge=1, le=1e9
     )

@@ -113,7 +113,7 @@ class Stage:
     thinking_tokens: int | Length | None = fld(None, unit="token", doc="reason: tokens thought per round", ge=1, le=1e9)
     rounds: int = fld(1, unit="round", doc="reason: thinking rounds; a tool call runs between rounds", ge=1, le=1000)
     tool_latency_s: float = fld(0.0, unit="s", doc="reason: mean tool-call latency between rounds", ge=0)
-    tool_latency_cv: float = fld(0.0, unit="1", doc="reason: tool latency cv (0: fixed; else lognormal)", ge=0)
+    tool_latency_cv: float = fld(0.0, unit="1", doc="reason: tool latency cv (0: fixed; else lognormal)", ge=0, le=100)
     tool_tokens: int = fld(0, unit="token", doc="reason: tokens a tool result adds to the context", ge=0, le=1e9)
     branches: int = fld(
         1, unit="branch", doc="reason: parallel branches per round, sharing the prompt's KV; the best one is kept",

@@ -79,7 +79,11 @@ class Engine:
         "round_robin", doc="which replica gets a request; shared_queue: one queue that idle replicas pull from"
     )
     fixed_step_time_s: float | None = fld(
-        None, unit="s", doc="every iteration takes this long, replacing the roofline (queueing what-ifs)", gt=0
+        None,
+        unit="s",
+        doc="every iteration takes this long, replacing the roofline (queueing what-ifs; 1 us to an hour)",
+        ge=1e-6,
+        le=3600,
     )
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .base import ConfigError, fld, to_mapping
-from .lengths import Length
+from .lengths import MIN_CV, Length
 from .pipeline import Stage, check_pipeline
 
 
@@ -60,7 +60,9 @@ class Arrival:
     max_concurrency: int | None = fld(
         None, unit="request", doc="open processes: most requests in flight; more wait at the client", ge=1, le=10**7
     )
-    cv: float = fld(1.0, unit="1", doc="gamma: coefficient of variation of the gaps", gt=0, le=100)
+    cv: float = fld(
+        1.0, unit="1", doc="gamma: coefficient of variation of the gaps (deterministic: equal gaps)", ge=MIN_CV, le=100
+    )
     burst_factor: float = fld(4.0, unit="1", doc="mmpp: burst rate / mean rate", gt=1, le=1e6)
     burst_mean_s: float = fld(1.0, unit="s", doc="mmpp: mean time in the burst state", gt=0)
     calm_mean_s: float = fld(9.0, unit="s", doc="mmpp: mean time in the calm state", gt=0)
@@ -69,6 +71,8 @@ class Arrival:
     trace: Trace | None = fld(None, doc="trace replay settings (process: trace)")
 
     def _validate(self, path: str) -> None:
+        if 0 < self.think_time_cv < MIN_CV:  # (1 / cv^2 overflows: the gamma's shape)
+            raise ConfigError(f"{path}.think_time_cv", self.think_time_cv, f"0 (fixed) or >= {MIN_CV:g}")
         if self.process == "closed" and self.concurrency is None:
             raise ConfigError(f"{path}.concurrency", None, "the number of clients of the closed loop")
         if self.process != "closed" and self.concurrency is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..config.base import ConfigError
+from ..config.base import ConfigError, check_path_length
 from .dataset import sweep_dataset
 from .lock import StoreLock, StoreWarning
 
@@ -64,6 +64,7 @@ def chunk_digest(values: dict[str, np.ndarray]) -> int:
 def check_out_path(out: str | Path, what: str = "out") -> Path:
     """The store path ``out`` if a sweep can write there: an existing directory, or a new path whose nearest
     existing parent is a writable directory (ConfigError naming ``what`` otherwise, before any work)."""
+    check_path_length(out, what)
     p = Path(out)
     if p.exists() and not p.is_dir():
         raise ConfigError(what, str(out), "a directory for the zarr store (this is a file)")
@@ -156,12 +157,14 @@ class _Reader:
         flags, bad_flags = self._read_all(_DONE, n_chunks)
         if flags is None:  # the flags' metadata is gone: nothing can be trusted as done
             flags = np.zeros(self.n, dtype=bool)
+            bad_flags = {}
             if self.meta["variables"]:
                 bad_flags = {k: "done flags unreadable (their array's metadata is gone)" for k in range(n_chunks)}
+        else:  # a flag that does not decode: not done, and said so
+            bad_flags = {k: f"done flag unreadable ({why.split(': ', 1)[-1]})" for k, why in bad_flags.items()}
         flags = flags.copy()
-        for k, why in bad_flags.items():  # a flag that does not decode: not done, and said so
+        for k in bad_flags:
             flags[k * self.chunk : (k + 1) * self.chunk] = False
-            bad_flags[k] = f"done flag unreadable ({why.split(': ', 1)[1]})"
         digests, _ = self._read_all(_DIGEST, n_chunks) if self.meta.get("format", 1) >= 2 else (None, {})
         values: dict[str, np.ndarray] = {}
         bad: dict[int, str] = {}
@@ -408,6 +411,7 @@ def open_sweep(path: str | Path) -> xr.Dataset:
     """
     import zarr
 
+    check_path_length(path, "path")
     p = Path(path)
     meta = _our_meta(p) if p.is_dir() else None
     if meta is None:
