@@ -100,7 +100,7 @@ def itl_fact_runs() -> list[S.ServingRun]:
     runs = []
     for k, ((device, kv), (a, b)) in enumerate(ITL_FITS.items()):
         for j, tokens in enumerate(ITL_FIT_INPUTS):
-            settings = {c: "" for c in S._RUN_KEY}
+            settings = {c: "" for c in S.RUN_KEY}
             settings.update(
                 stack="vllm",
                 stack_version="0.19.1 (V1)",

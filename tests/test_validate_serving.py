@@ -197,7 +197,7 @@ def fixed_step_setup(step_s=0.01, frontend_s=0.005):
 
 
 def synthetic_run(**settings) -> S.ServingRun:
-    base = {c: "" for c in S._RUN_KEY}
+    base = {c: "" for c in S.RUN_KEY}
     base.update(stack="vllm", stack_version="0.19.1", device="h100_sxm", tp="1", pp="1", dataset="random")
     base.update(input_tokens="100", output_tokens="11", frontend="http", split="fit", model="llama-3.1-8b")
     base.update(settings)
@@ -276,8 +276,8 @@ def test_cli_validate_serving_prints_the_table_and_writes_the_csv(runs, tmp_path
         reader = csv.DictReader(f)
         w = csv.DictWriter(g, fieldnames=reader.fieldnames)
         w.writeheader()
-        keep = {tuple(r.settings[c] for c in S._RUN_KEY) for r in picked}
-        w.writerows(row for row in reader if tuple(row[c] for c in S._RUN_KEY) in keep)
+        keep = {tuple(r.settings[c] for c in S.RUN_KEY) for r in picked}
+        w.writerows(row for row in reader if tuple(row[c] for c in S.RUN_KEY) in keep)
     assert len(sources) == 3
     out = tmp_path / "errors.csv"
     assert main(["validate", "--serving", str(src), "--out", str(out), "--replicates", "2"]) == 0
@@ -345,7 +345,7 @@ def test_host_costs_recovered_from_synthetic_runs(runs):
 
 def _closed_loop_run(tp: int, clients: int) -> S.ServingRun:
     """A vLLM 0.8 benchmark of Llama-3.1-8B on H100 at TP ``tp``: ``clients`` closed-loop clients, 500/200 tokens."""
-    st = {c: "" for c in S._RUN_KEY}
+    st = {c: "" for c in S.RUN_KEY}
     st.update(stack="vllm", stack_version="0.8.2 (V1 engine)", device="h100_sxm", model="llama-3.1-8b", dtype="bf16")
     st.update(kv_dtype="bf16", tp=str(tp), pp="1", input_tokens="500", output_tokens="200", dataset="random")
     st.update(arrival="concurrency", concurrency=str(clients), num_prompts=str(max(2 * clients, 8)), frontend="http")

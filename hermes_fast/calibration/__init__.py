@@ -14,8 +14,10 @@ One concept per module, lowest first (a module imports only those above it in th
 - :mod:`~hermes_fast.calibration.measure_plan`, :mod:`~hermes_fast.calibration.measure_cases`,
   :mod:`~hermes_fast.calibration.measure`: timing kernels and steps with PyTorch on this machine;
 - :mod:`~hermes_fast.calibration.aiconfigurator`: rows from NVIDIA aiconfigurator's databases;
-- :mod:`~hermes_fast.calibration.serving`: measured serving runs (``hermes_fast/data/serving``) as scenarios,
-  simulated as their benchmark harness ran them, against the measured metrics (``hermes-fast validate --serving``).
+- :mod:`~hermes_fast.calibration.serving_runs`: measured serving runs (``hermes_fast/data/serving``), and which
+  the simulation can take; :mod:`~hermes_fast.calibration.serving_scenario`: a run's scenario and its harness's
+  requests; :mod:`~hermes_fast.calibration.serving`: simulated as their benchmark harness ran them, against the
+  measured metrics (``hermes-fast validate --serving``).
 
 This ``__init__`` imports none of them: :mod:`hermes_fast.resolve` needs the Calibration object below the fit,
 and the fit needs :mod:`hermes_fast.resolve`'s catalog, so a package that imported its fit would be a cycle.

@@ -1,0 +1,292 @@
+"""A measured serving run as the simulation takes it: its scenario and the requests its benchmark harness sent.
+
+- :func:`serving_scenario` is the run's scenario (a mapping :func:`hermes_fast.load_scenario` reads): stack entry
+  by version, device, model, formats, layout, and the server's flags (token budget, batch limit, memory share,
+  CUDA-graph options);
+- :func:`harness_draws` the requests of one replicate: arrivals as the harness sends them (Poisson from t = 0;
+  ``--max-concurrency`` / batch-1 latency runs as a closed loop without think time; offline runs all at t = 0)
+  and lengths as its dataset draws them (``random``: fixed lengths, or uniform within ``--random-range-ratio``;
+  ShareGPT: pairs of the shipped per-request lengths, :data:`~hermes_fast.calibration.serving_runs.SHAREGPT_LENGTHS`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..config.base import ConfigError
+from ..workload import Draws
+from .serving_runs import (
+    _SHAREGPT_LLAMA3_OUTPUT_MEAN,
+    SHAREGPT_LENGTHS,
+    ServingRun,
+    catalog_model,
+    skip_reason,
+    stack_entry,
+)
+
+__all__ = ["serving_scenario", "harness_draws"]
+
+
+def _flag(args: str, *names: str) -> float | None:
+    """The number after one of ``names`` in a command line (``--x 5``, ``--x=5`` or ``x 5`` in prose)."""
+    for name in names:
+        m = re.search(rf"{re.escape(name)}[ =](\d+(?:\.\d+)?)", args)
+        if m:
+            return float(m.group(1))
+    return None
+
+
+def _trt_graph_sizes(largest: int) -> list[int]:
+    """TensorRT-LLM PyTorch backend's padded CUDA-graph batch sizes up to ``largest`` (cuda_graph_padding_enabled:
+    [1, 2, 4] + multiples of 8 up to 128, then powers of two)."""
+    sizes = [1, 2, 4] + list(range(8, min(largest, 128) + 1, 8))
+    b = 256
+    while b <= largest:
+        sizes.append(b)
+        b *= 2
+    return [s for s in sizes if s <= largest]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a run's server flags change, beyond its stack's defaults."""
+
+    engine: dict = field(default_factory=dict)  # engine fields
+    batching: dict = field(default_factory=dict)
+    stack: dict = field(default_factory=dict)  # stack fields (a scenario stack based on the entry)
+    kv_free_fraction: float | None = None  # TensorRT-LLM: KV = this share of the memory left after the weights
+
+
+def _layout(run: ServingRun) -> _Layout:
+    """The run's engine and stack fields read from its server flags and the stack version's documented defaults
+    (sources in stacks.yaml and stack_facts.csv)."""
+    s, entry = run.settings, stack_entry(run)
+    args = s["server_args"]
+    tp = int(float(s["tp"]))
+    out = _Layout()
+    if s["frontend"] == "in_process":  # trtllm-bench drives the executor directly: no API server
+        out.stack["frontend_s"] = 0.0
+    if entry in ("sglang", "sglang-0.3"):
+        mem = _flag(args, "--mem-frac", "--mem-fraction-static")
+        # server_args.py mem_fraction_static by TP when not given
+        out.engine["memory_utilization"] = mem or (0.88 if tp < 2 else 0.87 if tp < 4 else 0.85 if tp < 8 else 0.81)
+        # a prompt over max_prefill_tokens is still admitted (the bound is at least the model's context) and
+        # prefilled in chunked_prefill_size chunks, iterations without decodes (prefill first, no mixed chunks):
+        # as one prefill-only iteration of the whole prompt here, the same work with decodes stalled as long
+        if s["dataset"] == "random" and s["input_tokens"]:
+            longest = int(math.ceil(float(s["input_tokens"]) * (1 + _range_ratio(run))))
+            if longest > 16384:
+                out.engine["max_batched_tokens"] = longest
+        if entry == "sglang":  # 0.4.x: cuda_graph_max_bs 160 on 80 GB GPUs, 256 on H200 (stack_facts.csv)
+            top = 256 if s["device"] == "h200_sxm" else 160
+            out.stack["cuda_graph_sizes"] = [1, 2, 4] + list(range(8, top + 1, 8))
+    if entry in ("trtllm", "trtllm-engine"):
+        out = replace(out, kv_free_fraction=_flag(args, "--kv_cache_free_gpu_memory_fraction") or 0.90)
+        tokens = _flag(args, "--max_num_tokens", "max_num_tokens")
+        batch = _flag(args, "--max_batch_size", "max_batch_size")
+        if tokens:
+            out.engine["max_batched_tokens"] = int(tokens)
+        if batch:
+            out.batching["max_batch_size"] = int(batch)
+        if entry == "trtllm":
+            graphs = "use_cuda_graph" in args
+            largest = int(_flag(args, "cuda_graph_max_batch_size") or 128)
+            out.stack["cuda_graph_sizes"] = _trt_graph_sizes(largest) if graphs else []
+            out.stack["cuda_graph_padding"] = "cuda_graph_padding_enabled" in args
+            if "--ep_size" in args:
+                out.engine["ep"] = int(_flag(args, "--ep_size"))
+    return out
+
+
+def _dtypes(run: ServingRun) -> dict:
+    d, kv = run.settings["dtype"], run.settings["kv_dtype"] or "bf16"
+    if d == "fp8_block":
+        return {"weight": "fp8", "activation": "fp8", "kv": kv, "gemm_scaling": "block"}
+    return {"weight": d, "activation": d, "kv": kv}
+
+
+def serving_scenario(run: ServingRun, costs: Mapping[str, float] | None = None) -> dict:
+    """The scenario of a measured run, as a mapping (``hf.load_scenario`` / ``hf.simulate`` read it).
+
+    One engine on the run's device and layout with the run's stack entry (:func:`stack_entry`), as a scenario
+    stack ``run`` based on it when the run's flags change stack fields or ``costs`` replaces its host and
+    front-end costs; the engine fields its flags set; the workload: ``num_prompts`` requests, Poisson at
+    ``rate_per_s``, a closed loop of ``concurrency`` clients without think time, or (offline) a closed loop of
+    ``num_prompts`` clients (every request sent at t = 0); lengths fixed (``random``), uniform within
+    +-15% (the FP8-KV blog's ``--random-range-ratio 0.15``), or ShareGPT's shipped per-request lengths (each
+    column's values; :func:`harness_draws` keeps the pairs, and what validation runs). No warm-up requests.
+
+    Raises
+    ------
+    ConfigError
+        When the run cannot be simulated (:func:`skip_reason`).
+
+    Examples
+    --------
+    >>> from hermes_fast.calibration.serving_runs import serving_runs
+    >>> run = next(r for r in serving_runs() if r.settings["input_tokens"] == "32000"
+    ...            and r.settings["stack_version"].startswith("0.8.2") and r.settings["device"] == "h100_sxm")
+    >>> sc = serving_scenario(run)
+    >>> sc["engines"][0]["stack"], sc["engines"][0]["model"], sc["engines"][0]["parallel"]
+    ('vllm-0.8', 'qwq-32b', {'tp': 2, 'pp': 1})
+    >>> sc["workload"]["arrival"], sc["workload"]["rate_per_s"], sc["workload"]["prompt_tokens"]
+    ({'process': 'poisson'}, 10.0, 32000)
+    """
+    why = skip_reason(run)
+    if why is not None:
+        raise ConfigError(f"serving run {run.index}", run.label, f"a run that can be simulated ({why})")
+    s = run.settings
+    entry = stack_entry(run)
+    lay = _layout(run)
+    parallel = {"tp": int(float(s["tp"])), "pp": int(float(s["pp"] or 1))}
+    if "ep" in lay.engine:
+        parallel["ep"] = lay.engine["ep"]
+    engine: dict = {
+        "name": "engine",
+        "model": catalog_model(run),
+        "device": s["device"],
+        "stack": entry,
+        "parallel": parallel,
+        "dtypes": _dtypes(run),
+    }
+    engine.update({k: v for k, v in lay.engine.items() if k != "ep"})
+    if lay.batching:
+        engine["batching"] = dict(lay.batching)
+    sc: dict = {"name": f"serving run {run.index}: {run.label}", "engines": [engine]}
+    stack = dict(lay.stack)
+    stack.update(costs or {})
+    if stack:
+        sc["stacks"] = {"run": {"base": entry, **stack}}
+        engine["stack"] = "run"
+    n = int(float(s["num_prompts"]))
+    workload: dict = {}
+    if s["arrival"] == "poisson":
+        workload["rate_per_s"] = float(s["rate_per_s"])
+        workload["arrival"] = {"process": "poisson"}
+    elif s["arrival"] == "concurrency":
+        workload["arrival"] = {"process": "closed", "concurrency": int(float(s["concurrency"]))}
+    else:  # offline: every request sent at once
+        workload["arrival"] = {"process": "closed", "concurrency": n}
+    if s["dataset"] == "random":
+        prompt, output = int(float(s["input_tokens"])), int(float(s["output_tokens"]))
+        ratio = _range_ratio(run)
+        if ratio:
+            lengths = {"prompt_tokens": _uniform(prompt, ratio), "output_tokens": _uniform(output, ratio)}
+            workload["classes"] = [{"name": "random", **lengths}]
+        else:
+            workload["prompt_tokens"], workload["output_tokens"] = prompt, output
+    else:
+        path = str(SHAREGPT_LENGTHS)
+        lengths = {
+            "prompt_tokens": {"dist": "empirical", "path": path, "column": "prompt_tokens"},
+            "output_tokens": {"dist": "empirical", "path": path, "column": "output_tokens"},
+        }
+        workload["classes"] = [{"name": "sharegpt", **lengths}]
+    sc["workload"] = workload
+    sc["serving"] = {"engine": "engine", "warmup_requests": 0}
+    return sc
+
+
+def _range_ratio(run: ServingRun) -> float:
+    """``--random-range-ratio`` of a random-dataset run as vLLM >= 0.10 reads it (lengths uniform in
+    [L (1 - r), L (1 + r)]); 0: fixed lengths (vLLM 0.8's benchmark_serving default 1.0 drew
+    randint(L x 1.0, L), SGLang's bench_serving ``--random-range-ratio 1``, trtllm-bench's stdev 0)."""
+    if "+-15%" in run.notes:  # the FP8-KV blog: ~20k / ~2k tokens with +-15% variance
+        return 0.15
+    return 0.0
+
+
+def _uniform(center: int, ratio: float) -> dict:
+    return {
+        "dist": "uniform",
+        "min": int(math.floor(center * (1 - ratio))),
+        "max": int(math.ceil(center * (1 + ratio))),
+    }
+
+
+_SHAREGPT_CACHE: dict[str, np.ndarray] = {}
+
+
+def _sharegpt_pairs() -> np.ndarray:
+    """int64[n, 2]: the shipped ShareGPT (prompt, output) pairs, in the harness's order."""
+    if "pairs" not in _SHAREGPT_CACHE:
+        with open(SHAREGPT_LENGTHS, newline="") as f:
+            rows = [(int(r["prompt_tokens"]), int(r["output_tokens"])) for r in csv.DictReader(f)]
+        _SHAREGPT_CACHE["pairs"] = np.array(rows, dtype=np.int64)
+    return _SHAREGPT_CACHE["pairs"]
+
+
+def _sharegpt_scale(run: ServingRun) -> float:
+    """1 for runs with the shipped sample's DeepSeek tokenizer; for Llama-3-tokenizer runs (SGLang's bench_serving
+    README, whose offline runs give 194.3 output tokens per request) the ratio of means (see module constant)."""
+    if catalog_model(run) == "deepseek-v3":
+        return 1.0
+    return _SHAREGPT_LLAMA3_OUTPUT_MEAN / float(_sharegpt_pairs()[:, 1].mean())
+
+
+def harness_draws(run: ServingRun, rng: np.random.Generator, n: int | None = None) -> Draws:
+    """The requests one replicate of the run sends, as its harness sends them.
+
+    Arrivals: Poisson runs send the first request at t = 0 and each next one an exponential gap later (vLLM's
+    ``benchmark_serving`` and SGLang's ``bench_serving``: yield, then sleep); ``concurrency`` runs are a closed
+    loop of that many clients without think time (``--max-concurrency`` with an infinite rate; trtllm-bench's
+    batch-1 latency run is concurrency 1); offline runs send every request at t = 0. Lengths: a random dataset's
+    fixed lengths (or uniform within the run's range ratio); ShareGPT: the shipped pairs in order when the run
+    has as many prompts as the sample (the very requests of those runs), else pairs resampled with replacement;
+    Llama-3-tokenizer runs scale both lengths (:func:`_sharegpt_scale`).
+
+    Examples
+    --------
+    >>> from hermes_fast.calibration.serving_runs import serving_runs
+    >>> run = next(r for r in serving_runs() if r.settings["arrival"] == "poisson" and r.settings["input_tokens"])
+    >>> from hermes_fast.workload import rng_for
+    >>> d = harness_draws(run, rng_for(0))
+    >>> float(d.arrival_s[0]), d.arrival_s.size, bool((np.diff(d.arrival_s) > 0).all())
+    (0.0, 50, True)
+    """
+    s = run.settings
+    n = int(float(s["num_prompts"])) if n is None else n
+    if s["dataset"] == "random":
+        prompt_len, output_len = int(float(s["input_tokens"])), int(float(s["output_tokens"]))
+        ratio = _range_ratio(run)
+        if ratio:
+            lo, hi = _uniform(prompt_len, ratio)["min"], _uniform(prompt_len, ratio)["max"]
+            prompt = rng.integers(lo, hi + 1, n)
+            lo, hi = _uniform(output_len, ratio)["min"], _uniform(output_len, ratio)["max"]
+            output = rng.integers(lo, hi + 1, n)
+        else:
+            prompt, output = np.full(n, prompt_len), np.full(n, output_len)
+    else:
+        pairs = _sharegpt_pairs()
+        idx = np.arange(n) if n == pairs.shape[0] else rng.integers(0, pairs.shape[0], n)
+        scale = _sharegpt_scale(run)
+        prompt = np.maximum(np.rint(pairs[idx, 0] * scale), 1)
+        output = np.maximum(np.rint(pairs[idx, 1] * scale), 1)
+    closed, concurrency = False, 0
+    think = None
+    if s["arrival"] == "poisson":
+        gaps = rng.exponential(1.0 / float(s["rate_per_s"]), n)
+        arrival = np.concatenate([[0.0], np.cumsum(gaps[:-1])])
+    elif s["arrival"] == "concurrency":
+        concurrency = int(float(s["concurrency"]))
+        arrival = np.where(np.arange(n) < concurrency, 0.0, np.inf)
+        closed, think = True, np.zeros(n)
+    else:
+        arrival = np.zeros(n)
+    route_u = rng.random((2, n))
+    return Draws(
+        np.ascontiguousarray(arrival, dtype=np.float64),
+        np.zeros(n, dtype=np.int64),
+        np.asarray(prompt, dtype=np.int64),
+        np.asarray(output, dtype=np.int64),
+        route_u,
+        think,
+        concurrency,
+        closed,
+    )
