@@ -47,3 +47,18 @@ def test_weights_per_device_shrink_with_tp_and_ep(build):
     ep2 = build("mixtral-8x7b", tp=2, ep=2).weights_bytes
     assert tp2 == pytest.approx(one / 2, rel=0.02)
     assert ep2 == pytest.approx(tp2, rel=1e-9)  # EP re-partitions the same expert weights
+
+
+def test_hybrid_active_parameters_by_hand(catalog):
+    """Qwen3-Next-80B-A3B from its config.json: 12 attention layers (16 q / 2 kv heads of 256), 36 Gated DeltaNet
+    layers (projections hidden -> 2 x 2048 + 2 x 4096 + 2 x 32 and 4096 -> hidden, 4-tap conv over 8192 channels,
+    2 x 32 decay parameters, a 128-wide output norm), 48 MoE layers with 10 routed + 1 shared experts of width 512
+    and a 512-way router; the published '3B activated' is this body (embedding and LM head excluded) rounded."""
+    h = 2048
+    attention = h * (16 + 2 * 2) * 256 + 16 * 256 * h
+    linear = h * (2 * 2048 + 2 * 4096 + 2 * 32) + 4096 * h + 4 * 8192 + 2 * 32 + 128
+    experts = h * 512 + 11 * 3 * h * 512
+    body = 12 * attention + 36 * linear + 48 * (experts + 2 * h) + h
+    counts = param_count(catalog.model("qwen3-next-80b-a3b"))
+    assert counts["active"] - counts["embedding"] - counts["lm_head"] == body
+    assert body == pytest.approx(3e9, rel=0.06)  # 3.15B: the model card's "3B" is rounded

@@ -671,3 +671,7 @@ def test_hybrid_model_reserves_a_state_per_batch_slot_and_serves():
     assert pool.kv_capacity_tokens == (free - 64 * state) // kv_token // 16 * 16
     ds = hf.simulate(scenario, n_requests=200, seed=3, calibration="none")
     assert int(ds.completed_requests.sum()) == 200
+    # 4096 slots x 39.5 MB of states outgrow the H200: the error says why
+    scenario["engines"][0]["batching"]["max_batch_size"] = 4096
+    with pytest.raises(hf.ConfigError, match="beside 4096 linear-attention states"):
+        engine_pool(resolve_scenario(scenario, calibration="none"), 0, "colocated")
