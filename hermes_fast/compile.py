@@ -22,7 +22,17 @@ from .config.stack import Stack
 from .kernels import layout as L
 from .kernels.roofline import gemm_coefficients
 from .rates import collective_ramp, decode_attention_ramp, device_rates, group_link
-from .sizes import ffn_matrices, kv_bytes_per_token_layer, layer_gemm_shapes, memory_per_device, param_count
+from .sizes import (
+    ffn_matrices,
+    kv_bytes_per_token_layer,
+    layer_gemm_shapes,
+    linear_attention_flop_per_token,
+    linear_attention_shapes,
+    linear_layers_per_stage,
+    memory_per_device,
+    param_count,
+    state_bytes_per_seq_layer,
+)
 
 __all__ = ["CompiledEngine", "check_layout", "compile_engine", "pack_residual"]
 
@@ -36,6 +46,13 @@ def check_layout(m: Model, par: Parallel, path: str) -> None:
     if m.mla is None and m.n_kv_heads % par.tp and par.tp % m.n_kv_heads:
         raise ConfigError(
             f"{path}.parallel.tp", par.tp, f"a divisor or multiple of n_kv_heads ({m.n_kv_heads}, {m.name})"
+        )
+    la = m.linear_attention
+    if la is not None and (la.n_key_heads % par.tp or la.n_value_heads % par.tp):
+        raise ConfigError(
+            f"{path}.parallel.tp",
+            par.tp,
+            f"a divisor of the linear-attention heads ({la.n_key_heads} key, {la.n_value_heads} value, {m.name})",
         )
     if m.n_layers < par.pp:
         raise ConfigError(f"{path}.parallel.pp", par.pp, f"<= the model's n_layers ({m.n_layers})")
@@ -75,17 +92,33 @@ class CompiledEngine:
     params: np.ndarray  # float64[N_PARAMS], see kernels.layout
     devices: int  # devices per replica (tp x pp)
     weights_bytes: float  # on the most loaded device
-    kv_bytes_per_token: float  # all layers of one stage, one device
+    kv_bytes_per_token: float  # all attention layers of one stage, one device
     activation_reserve_bytes: float
     usable_bytes: float  # memory x memory_utilization
     generates: bool  # a causal decoder with an LM head (encoders and rerankers only prefill)
     max_context_tokens: int
     body_flop_per_token: float = math.nan  # 2 x active parameters outside the embedding table and LM head (MFU)
+    state_bytes_per_seq: float = 0.0  # linear-attention state of one sequence, its layers of one stage, one device
 
     @property
     def kv_capacity_tokens(self) -> float:
+        """KV tokens the free memory holds (no room set aside for linear-attention states)."""
         free = self.usable_bytes - self.weights_bytes - self.activation_reserve_bytes
         return max(0.0, math.floor(free / self.kv_bytes_per_token))
+
+    @property
+    def state_tokens_per_seq(self) -> float:
+        """A sequence's linear-attention state in KV tokens' worth of memory (0 without linear attention): what
+        a request holds beside its KV."""
+        return self.state_bytes_per_seq / self.kv_bytes_per_token
+
+    def kv_tokens_beside_states(self, sequences: int) -> float:
+        """KV tokens the free memory holds once ``sequences`` linear-attention states are set aside (serving
+        engines reserve one per batch slot, as vLLM sizes its state cache by max_num_seqs)."""
+        if self.state_bytes_per_seq == 0.0:
+            return self.kv_capacity_tokens
+        free = self.usable_bytes - self.weights_bytes - self.activation_reserve_bytes
+        return max(0.0, math.floor((free - sequences * self.state_bytes_per_seq) / self.kv_bytes_per_token))
 
     @property
     def weights_fit(self) -> bool:
@@ -152,6 +185,9 @@ def compile_engine(
     p[L.N_MOE] = n_moe
     p[L.N_SWA] = m.sliding_window_layers
     p[L.SWA_WINDOW] = m.sliding_window_tokens or 0.0
+    la = m.linear_attention
+    n_lin = 0 if la is None else la.n_layers
+    p[L.N_LIN] = n_lin
     p[L.HIDDEN] = h
     p[L.CAUSAL] = 1.0 if m.causal else 0.0
     heads = m.n_heads / tp
@@ -181,6 +217,15 @@ def compile_engine(
         gemm(L.G_O, *out)
         p[L.ATT_QK_PREFILL] = p[L.ATT_QK_DECODE] = m.head_dim
         p[L.ATT_V_PREFILL] = p[L.ATT_V_DECODE] = m.head_dim
+    state_layer = state_bytes_per_seq_layer(m, tp, dtypes.kv)  # the state is kept in the KV cache's format
+    if la is not None:
+        lin_in, lin_out = linear_attention_shapes(m, tp)
+        gemm(L.G_LIN_IN, *lin_in)
+        gemm(L.G_LIN_OUT, *lin_out)
+        p[L.LIN_FLOP_TOKEN] = linear_attention_flop_per_token(m, tp)
+        # the mixer reads queries, keys, values and gate and writes its output, in the activation format
+        p[L.LIN_ACT_BYTES] = (2.0 * la.key_dim + 2.0 * la.value_dim) / tp * ab
+        p[L.LIN_STATE_BYTES] = state_layer
     gemm(L.G_FFN_UP, *up)
     gemm(L.G_FFN_DOWN, *down)
     ffn_tp = tp // ep
@@ -232,7 +277,7 @@ def compile_engine(
         # per token and layer: write its K and V; rotate its queries' and keys' RoPE dims (read and write)
         rope_dim = m.mla.qk_rope_head_dim if m.mla is not None else m.head_dim
         rope_bytes = 2.0 * (heads + (1.0 if m.mla is not None else p[L.KV_HEADS])) * rope_dim * hb
-        p[L.EXTRA_TOKEN_S] = m.n_layers * (kv_tok + rope_bytes) / bw
+        p[L.EXTRA_TOKEN_S] = (m.n_layers - n_lin) * (kv_tok + rope_bytes) / bw  # (no KV or RoPE in linear layers)
         p[L.EXTRA_SEQ_S] = 2.0 * m.vocab_size * 4.0 / bw if m.has_lm_head else 0.0  # fp32 logits: softmax, sample
         p[L.EXTRA_KERNELS] = 2.0 * m.n_layers + (2.0 if m.has_lm_head else 0.0)
     if stack is not None and stack.cuda_graph_sizes:
@@ -252,4 +297,5 @@ def compile_engine(
         generates=m.causal and m.has_lm_head,
         max_context_tokens=m.max_context_tokens,
         body_flop_per_token=2.0 * (counts["active"] - counts["embedding"] - counts["lm_head"]),
+        state_bytes_per_seq=state_layer * linear_layers_per_stage(m, pp),
     )

@@ -203,15 +203,17 @@ def estimate(
     weights = np.array([c.weights_bytes for c in compiled])
     kv_tok = np.array([c.kv_bytes_per_token for c in compiled])
     capacity = np.array([c.kv_capacity_tokens for c in compiled])
+    state_tokens = np.array([c.state_tokens_per_seq for c in compiled])  # linear-attention state per request
     fits_cfg = np.array([ok and c.weights_fit for ok, c in zip(ok_rows, compiled, strict=True)])
     devices = np.array([c.devices for c in compiled], dtype=np.int64)
     generates = np.array([c.generates for c in compiled])[cfg]
     max_context = np.array([c.max_context_tokens for c in compiled], dtype=np.float64)[cfg]
     length = np.where(generates, prompt + output, prompt)
-    need = np.where(generates, batch * length, 0.0)
+    held = length + state_tokens[cfg]  # KV tokens' worth of memory one request holds
+    need = np.where(generates, batch * held, 0.0)
     fits = fits_cfg[cfg] & (capacity[cfg] >= need) & (length <= max_context)
     with np.errstate(divide="ignore", invalid="ignore"):
-        max_batch = np.where(generates, np.floor(capacity[cfg] / length), np.nan)
+        max_batch = np.where(generates, np.floor(capacity[cfg] / held), np.nan)
     for x in (decode_s, tpot_s):
         x[~generates] = np.nan
     bound[~generates] = -1
@@ -292,9 +294,11 @@ def _raise_if_unfit(sc: Scenario, engines: list[Engine], compiled: list[Compiled
         fits = bool(ds.fits.sel(engine=e.name).all())
         if not fits:
             cap = int(ce.kv_capacity_tokens)
+            held = wl.prompt_tokens + wl.output_tokens
+            state = f" + {ce.state_tokens_per_seq:.0f} tokens' worth of state" if ce.state_bytes_per_seq else ""
             raise ConfigError(
                 "workload.batch_size",
                 wl.batch_size,
-                f"a batch whose KV ({wl.batch_size} x {wl.prompt_tokens + wl.output_tokens} tokens) fits the "
-                f"{cap} tokens of KV capacity of {path} (at most {cap // (wl.prompt_tokens + wl.output_tokens)})",
+                f"a batch whose KV ({wl.batch_size} x {held} tokens{state}) fits the "
+                f"{cap} tokens of KV capacity of {path} (at most {int(cap // (held + ce.state_tokens_per_seq))})",
             )

@@ -193,7 +193,8 @@ def pool_mfu_mbu(pool, run: Outcome, reps: np.ndarray) -> tuple[float, float]:
 
     Model FLOPs: ``2 x active parameters`` outside the embedding table and LM head per prefilled or decoded token,
     ``2 x hidden x vocab`` (the LM head) per decoded token (the prefill's one logit row per sequence left out),
-    and ``2 x (d_qk + d_v) x heads x layers`` per attention query-key pair: ``attention_pairs`` for the
+    and ``2 x (d_qk + d_v) x heads x layers`` (the layers with attention; a linear-attention mixer's own FLOPs and
+    state traffic are left out) per attention query-key pair: ``attention_pairs`` for the
     prefill (full-context: sliding windows not capped) and ``kv_read_tokens - prefill_tokens`` for the decodes
     (the KV the loop's attention read less the prefill chunks' own tokens: exact without chunking or cached
     prefixes; with them it also counts the earlier chunks' and prefix KV a prefill chunk reads, one pair per
@@ -206,7 +207,7 @@ def pool_mfu_mbu(pool, run: Outcome, reps: np.ndarray) -> tuple[float, float]:
     if ce is None or not busy > 0:
         return math.nan, math.nan
     p = ce.params
-    layers, tp = p[L.N_LAYERS], p[L.TP]
+    layers, tp = p[L.N_LAYERS] - p[L.N_LIN], p[L.TP]  # layers with attention and a KV cache
     heads = p[L.HEADS] * tp
     prefill = float(run.prefill_tokens[reps].sum())
     decode = float(run.decode_tokens[reps].sum())

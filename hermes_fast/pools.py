@@ -112,9 +112,17 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
             f"a layout whose weights ({ce.weights_bytes / 1e9:.1f} GB per device) and activations fit in "
             f"{ce.usable_bytes / 1e9:.1f} GB ({device.name} x memory_utilization {e.memory_utilization:g})",
         )
-    cap_blocks = int(min(ce.kv_capacity_tokens // e.batching.block_size_tokens, _MAX_BLOCKS))
+    # linear-attention states: one per batch slot, set aside before the KV blocks (0 bytes without)
+    kv_tokens = ce.kv_tokens_beside_states(e.batching.max_batch_size)
+    cap_blocks = int(min(kv_tokens // e.batching.block_size_tokens, _MAX_BLOCKS))
     if cap_blocks < 1:
-        raise ConfigError(f"{path}.memory_utilization", e.memory_utilization, "room for at least one KV block")
+        states = (
+            f" beside {e.batching.max_batch_size} linear-attention states ({ce.state_bytes_per_seq / 1e6:.1f} MB "
+            "each, one per batch slot: lower batching.max_batch_size)"
+            if ce.state_bytes_per_seq
+            else ""
+        )
+        raise ConfigError(f"{path}.memory_utilization", e.memory_utilization, f"room for at least one KV block{states}")
     if role == "decode" and not ce.generates:
         raise ConfigError(f"{path}.model", e.model, "a generating (decoder) model for a decode engine")
     if e.batching.preemption == "swap" and device.host_link is None:

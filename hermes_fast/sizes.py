@@ -10,7 +10,17 @@ from .config.hardware import DTYPE_BYTES
 from .config.model import Model
 from .config.scenario import Parallel
 
-__all__ = ["ffn_matrices", "kv_bytes_per_token_layer", "layer_gemm_shapes", "memory_per_device", "param_count"]
+__all__ = [
+    "ffn_matrices",
+    "kv_bytes_per_token_layer",
+    "layer_gemm_shapes",
+    "linear_attention_flop_per_token",
+    "linear_attention_shapes",
+    "linear_layers_per_stage",
+    "memory_per_device",
+    "param_count",
+    "state_bytes_per_seq_layer",
+]
 
 
 def _attention_params(m: Model) -> float:
@@ -26,6 +36,54 @@ def _attention_params(m: Model) -> float:
         )
         return q + kv + m.n_heads * a.v_head_dim * h
     return h * (m.n_heads + 2 * m.n_kv_heads) * m.head_dim + m.n_heads * m.head_dim * h
+
+
+def linear_attention_shapes(m: Model, tp: float = 1.0) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(k, n) of one linear-attention layer's input projection (hidden -> queries, keys, values, output gate and
+    two scalars per value head) and output projection (values -> hidden) on one TP shard (heads shard)."""
+    la = m.linear_attention
+    assert la is not None
+    h = m.hidden_size
+    return (h, (2 * la.key_dim + 2 * la.value_dim + 2 * la.n_value_heads) / tp), (la.value_dim / tp, h)
+
+
+def _linear_attention_params(m: Model) -> float:
+    """Weights of one linear-attention layer (unsharded): both projections, the convolution's taps over queries,
+    keys and values, and per value head its decay parameters (2) and the output norm's weights (value_head_dim
+    shared by all heads)."""
+    la = m.linear_attention
+    assert la is not None
+    (k_in, n_in), (k_out, n_out) = linear_attention_shapes(m)
+    conv = la.conv_kernel * (2 * la.key_dim + la.value_dim)
+    return k_in * n_in + k_out * n_out + conv + 2 * la.n_value_heads + la.value_head_dim
+
+
+def linear_attention_flop_per_token(m: Model, tp: float = 1.0) -> float:
+    """FLOP of one linear-attention layer's mixer (outside its projections) per token on one TP shard: the causal
+    convolution (2 FLOP per tap and channel) and the state update and read-out, 7 FLOP per state element (decay
+    1, recall of the value stored under the key 2, rank-1 delta update 2, read-out by the query 2), the recurrent
+    form; work O(state) per token, whatever the context."""
+    la = m.linear_attention
+    assert la is not None
+    recurrent = la.n_value_heads * la.key_head_dim * la.value_head_dim
+    conv = 2 * la.key_dim + la.value_dim
+    return (7.0 * recurrent + 2.0 * la.conv_kernel * conv) / tp
+
+
+def state_bytes_per_seq_layer(m: Model, tp: float, state_dtype: str) -> float:
+    """Bytes of one sequence's linear-attention state in one layer on one TP shard (heads and channels shard),
+    stored in ``state_dtype``; 0 without linear attention."""
+    if m.linear_attention is None:
+        return 0.0
+    return m.linear_attention.state_elements / tp * DTYPE_BYTES[state_dtype]
+
+
+def linear_layers_per_stage(m: Model, pp: int) -> int:
+    """Linear-attention layers on the busiest pipeline stage, spread evenly over the stages (the models interleave
+    them with full-attention layers); 0 without linear attention."""
+    if m.linear_attention is None:
+        return 0
+    return min(math.ceil(m.n_layers / pp), math.ceil(m.linear_attention.n_layers / pp))
 
 
 def ffn_matrices(m: Model) -> int:
@@ -53,7 +111,10 @@ def param_count(m: Model) -> dict[str, float]:
     """
     h = m.hidden_size
     nm = ffn_matrices(m)
-    attn = m.n_layers * _attention_params(m)
+    n_lin = 0 if m.linear_attention is None else m.linear_attention.n_layers
+    attn = (m.n_layers - n_lin) * _attention_params(m)
+    if n_lin:
+        attn += n_lin * _linear_attention_params(m)
     norms = m.n_layers * 2 * h + h
     embed = m.vocab_size * h
     head = m.vocab_size * h if (m.has_lm_head and not m.tied_embeddings) else 0.0
@@ -84,7 +145,8 @@ def kv_bytes_per_token_layer(m: Model, tp: int, kv_dtype: str) -> float:
 
 
 def memory_per_device(m: Model, par: Parallel, wb: float, kv_tok: float) -> tuple[float, float]:
-    """Weight bytes on the most loaded device, and KV bytes per token held by one device."""
+    """Weight bytes on the most loaded device, and KV bytes per token held by one device. Linear-attention layers
+    (no KV) are spread evenly over the pipeline stages: a stage holds ceil(their count / pp) of them."""
     tp, pp, ep = par.tp, par.pp, par.ep
     counts = param_count(m)
     h = m.hidden_size
@@ -109,10 +171,17 @@ def memory_per_device(m: Model, par: Parallel, wb: float, kv_tok: float) -> tupl
         ffn_stage = moe_in_stage * moe_layer + (layers_stage - moe_in_stage) * dense_layer
     else:
         ffn_stage = layers_stage * ffn_dev
-    layer_stage = layers_stage * (attn_dev + 2 * h) + ffn_stage
+    if m.linear_attention is None:
+        layer_stage = layers_stage * (attn_dev + 2 * h) + ffn_stage
+        kv_layers_stage = layers_stage
+    else:
+        lin_stage = linear_layers_per_stage(m, pp)
+        kv_layers_stage = layers_stage - lin_stage
+        lin_dev = _linear_attention_params(m) / tp
+        layer_stage = kv_layers_stage * attn_dev + lin_stage * lin_dev + layers_stage * 2 * h + ffn_stage
     embed = counts["embedding"] / tp
     head = counts["lm_head"] / tp
     final_norm = m.hidden_size
     ends = embed + head + final_norm if pp == 1 else max(embed, head + final_norm)  # first vs last stage
     weights = (layer_stage + ends) * wb
-    return weights, kv_tok * layers_stage
+    return weights, kv_tok * kv_layers_stage

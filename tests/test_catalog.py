@@ -4,6 +4,7 @@ basis (or says why not), and scenario overrides behave."""
 from __future__ import annotations
 
 import csv
+import math
 import re
 from importlib.resources import files
 from pathlib import Path
@@ -27,6 +28,8 @@ REQUIRED_MODELS = {
     "deepseek-v3", "qwen3-32b", "qwen3-235b-a22b", "gpt-oss-120b", "e5-base", "e5-large", "e5-mistral-7b",
     "bge-reranker-large", "bge-reranker-base", "router-bert-base", "qwen3-0.6b",
 }  # fmt: skip
+
+SRAM_DEVICES = {"groq_lpu"}  # main memory is on-chip SRAM: weights spread over hundreds of chips
 
 # Model architecture fields may be covered by one `shape` source (the cited config.json); these may not.
 MODEL_OWN_SOURCE = {"params_published"}
@@ -139,7 +142,8 @@ def test_device_figures_are_in_si_units(name):
     for d in DTYPES:
         peak = getattr(dev.peak_flop_per_s, d)
         assert peak is None or 1e11 <= peak <= 1e17, (d, peak)
-    assert 1e9 <= dev.memory_bytes <= 1e13
+    # SRAM-only designs hold hundreds of MB per chip (Groq LPU: 230 MB); HBM/DRAM devices at least 1 GB
+    assert (1e8 if name in SRAM_DEVICES else 1e9) <= dev.memory_bytes <= 1e13
     assert 1e10 <= dev.memory_bandwidth_bytes_per_s <= 1e14
     links = [dev.scale_up, dev.scale_out] + ([dev.host_link] if dev.host_link else [])
     for link in links:
@@ -318,3 +322,94 @@ def test_unknown_field_in_same_name_override_names_its_path():
 def test_unknown_preset_name_hints():
     with pytest.raises(ConfigError, match="did you mean 'mi300x'"):
         Catalog().device("mi300", "engines[0].device")
+
+
+# ------------------------------------------------------------------------------------- today's fleets
+
+
+@pytest.mark.parametrize(
+    "name,bf16,fp8,fp4,memory,bandwidth,watts",
+    [
+        # dense figures from the per-GPU tables the sources cite (sparse / 2 where a vendor quotes sparse)
+        ("b300", 2.25e15, 4.5e15, 14e15, 270e9, 7.7e12, 1100),
+        ("gb300", 2.5e15, 5e15, 15e15, 279e9, 8e12, 1400),  # rack: 1080 PF FP4, 20 TB, 576 TB/s over 72 GPUs
+        ("mi355x", 5033.2e12 / 2, 256 * 8192 * 2.4e9, 2 * 5033.2e12, 288e9, 8e12, 1400),
+        ("tpu7x", 2307e12, 4614e12, None, 192 * 2**30, 7.37e12, 1000),
+    ],
+)
+def test_new_accelerators_peaks_and_memory(name, bf16, fp8, fp4, memory, bandwidth, watts):
+    dev = Catalog().device(name)
+    p = dev.peak_flop_per_s
+    assert p.bf16 == pytest.approx(bf16, rel=1e-4) and p.fp8 == pytest.approx(fp8, rel=1e-4)
+    assert p.fp4 == (None if fp4 is None else pytest.approx(fp4, rel=1e-4))
+    assert dev.memory_bytes == pytest.approx(memory, rel=1e-4)
+    assert dev.memory_bandwidth_bytes_per_s == pytest.approx(bandwidth)
+    assert dev.power_peak_w == watts
+    # sanity: FP8 doubles BF16 on each; more HBM than the generation before (B200 180 GB, MI325X 256, v6e 32 GiB)
+    assert p.fp8 == pytest.approx(2 * p.bf16, rel=1e-3)
+    assert dev.memory_bytes > 250e9 or name == "tpu7x" and dev.memory_bytes > 6 * 32 * 2**30 * 0.99
+
+
+def test_blackwell_ultra_int8_is_cut_and_domains_differ():
+    b300, gb300 = Catalog().device("b300"), Catalog().device("gb300")
+    assert b300.peak_flop_per_s.int8 == 150e12 and gb300.peak_flop_per_s.int8 == 165e12  # 0.15 / 0.165 POPS
+    assert (b300.scale_up_domain_devices, gb300.scale_up_domain_devices) == (8, 72)
+    assert b300.scale_up.bandwidth_bytes_per_s == gb300.scale_up.bandwidth_bytes_per_s == 1.8e12 / 2  # NVLink 5
+
+
+def _groq_70b(tp: int, pp: int):
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import Dtypes, Parallel
+
+    cat = Catalog(calibration="none")
+    return compile_engine(
+        cat.model("llama-3.1-70b"),
+        cat.device("groq_lpu"),
+        Parallel(tp=tp, pp=pp),
+        Dtypes(weight="fp8", activation="fp8", kv="fp8"),
+        max_batched_tokens=64,
+    )
+
+
+def test_sram_device_spreads_a_70b_model_over_hundreds_of_chips():
+    """Llama-3.1-70B in 8-bit weights on 230 MB SRAM chips: by hand, 70.6e9 B / 230e6 B = 307 chips for the weights
+    alone; with the layout rules (TP shards a layer, PP splits the 80 layers, the LM head sits on the last stage)
+    the busiest chip of tp=16 x pp=40 holds 2 layers + 1/16 of the LM head, which fits; fewer chips do not."""
+    h, nh, hd, f, v = 8192, 64, 128, 28672, 128256
+    assert math.ceil(70.6e9 / 230e6) == 307
+    usable = 0.9 * 230e6
+
+    def reserve(tp):  # max_batched_tokens x activations (16-bit hidden states)
+        return 64 * (4 * h + 3 * f / tp) * 2
+
+    def busiest(tp, layers):  # bytes: fp8 weights of the busiest stage (the last: LM head + final norm)
+        layer = 2 * h * nh * hd / tp + 2 * h * max(8 / tp, 1) * hd + 3 * h * f / tp + 2 * h
+        return layers * layer + v * h / tp + h
+
+    fits = _groq_70b(16, 40)
+    assert fits.devices == 640
+    assert fits.weights_bytes == pytest.approx(busiest(16, 2), rel=1e-12)
+    assert busiest(16, 2) + reserve(16) < usable and fits.weights_fit and fits.kv_capacity_tokens > 0
+    for tp, pp, layers in ((8, 1, 80), (8, 40, 2), (16, 20, 4), (16, 32, 3)):  # 8, 320, 320 and 512 chips
+        few = _groq_70b(tp, pp)
+        assert not few.weights_fit, (tp, pp)
+        assert busiest(tp, layers) + reserve(tp) > usable
+    # estimate says so: a grid over the layout marks the small ones as not fitting
+    scenario = {
+        "engines": [
+            {
+                "name": "groq",
+                "model": "llama-3.1-70b",
+                "device": "groq_lpu",
+                "stack": "ideal",
+                "max_batched_tokens": 64,
+                "dtypes": {"weight": "fp8", "activation": "fp8", "kv": "fp8"},
+                "parallel": {"tp": 16, "pp": 40},
+            }
+        ],
+        "workload": {"batch_size": 1, "prompt_tokens": 128, "output_tokens": 128},
+    }
+    ds = hf.estimate(scenario, grid={"engines.groq.parallel.pp": [10, 20, 40, 80]}, calibration="none")
+    fits_pp = ds.fits.sel(engine="groq").values.ravel().tolist()
+    assert fits_pp == [False, False, True, True]
+    assert int(ds.devices.sel({"engine": "groq", "engines.groq.parallel.pp": 40})) == 640

@@ -251,8 +251,11 @@ def test_presets_models_fields(capsys):
     assert fields["vocab_size"] == "[token]"
     assert fields["max_context_tokens"] == "[token]"
     assert fields["params_published"] == "[parameter]"
-    assert "moe" in fields and "mla" in fields
+    assert "moe" in fields and "mla" in fields and "linear_attention" in fields
     assert "deepseek-v3" in out
+    rows = [line for line in out.splitlines() if line and line[0] not in "# "]
+    assert len({row.index(" layers ") for row in rows}) == 1  # aligned, long display names cut
+    assert any(row.endswith("MoE 512x top-10 linear-attention 36") for row in rows)
 
 
 def test_presets_without_kind_lists_catalog(capsys):

@@ -533,3 +533,18 @@ def test_errors_inside_a_length_name_the_inner_field(length, path, value, expect
     assert err.expected.startswith(expected)
     err = _raises(load_scenario, with_workload(classes=[{"prompt_tokens": "long"}]))  # not a mapping: both choices
     assert err.expected == "an integer or a mapping (Length)"
+
+
+@pytest.mark.parametrize(
+    ("linear", "path", "expected"),
+    [
+        ({"n_layers": 48}, "models.x.linear_attention.n_layers", "at least one full-attention layer"),
+        ({"n_value_heads": 24}, "models.x.linear_attention.n_value_heads", "a multiple of n_key_heads (16)"),
+        ({"key_head_dim": 0}, "models.x.linear_attention.key_head_dim", ">= 1"),
+        ({"state_bytes": 1}, "models.x.linear_attention", "n_layers"),  # unknown key: the valid ones are listed
+    ],
+)
+def test_bad_linear_attention_is_one_line_config_error(linear, path, expected):
+    cat = Catalog({"models": {"x": {"base": "qwen3-next-80b-a3b", "linear_attention": linear}}}, calibration="none")
+    err = _raises(cat.model, "x")
+    assert path in str(err) and expected in str(err) and "\n" not in str(err)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 from numba.core import types
 from numba.core.caching import NullCache
 
+import hermes_fast as hf
 from hermes_fast.kernels import (
     allgather_time,
     allreduce_time,
@@ -530,3 +532,184 @@ def test_the_shared_cache_needs_no_home_directory(monkeypatch, tmp_path):
     assert _jit._cache_dir() is None
     monkeypatch.setenv("HERMES_CACHE_DIR", str(tmp_path))
     assert _jit._cache_dir() == tmp_path
+
+
+# ---------------------------------------------------------------- today's models: decode FLOP and KV by hand
+
+# config.json figures typed here (not read from the catalog): layers, hidden, q heads, kv heads, head dim, vocab,
+# experts per token (routed, shared) and their width, dense FFN layers and width, windowed layers and window
+HAND_CONFIGS = {
+    "llama-4-scout": dict(L=48, h=5120, nh=40, nkv=8, hd=128, V=202048, k=1, s=1, fe=8192, dense=0, fd=16384,
+                          swa=36, win=8192, E=16),
+    "llama-4-maverick": dict(L=48, h=5120, nh=40, nkv=8, hd=128, V=202048, k=1, s=1, fe=8192, dense=24, fd=16384,
+                             swa=36, win=8192, E=128),
+    "gpt-oss-20b": dict(L=24, h=2880, nh=64, nkv=8, hd=64, V=201088, k=4, s=0, fe=2880, dense=0, fd=2880,
+                        swa=12, win=128, E=32),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(HAND_CONFIGS))
+@pytest.mark.parametrize("context", [100.0, 20_000.0])
+def test_decode_flop_and_kv_bytes_of_new_models_by_hand(build, name, context):
+    """One decode token: 2 FLOP per weight of every GEMM it passes (attention projections, router, the top-k and
+    shared experts, dense FFN, LM head) + 2 (d_qk + d_v) per head and attended key (windowed layers see at most
+    their window); KV per token: 2 x kv heads x head dim x 2 B per layer."""
+    c = HAND_CONFIGS[name]
+    h, nh, nkv, hd = c["h"], c["nh"], c["nkv"], c["hd"]
+    attn_w = h * (nh + 2 * nkv) * hd + nh * hd * h
+    moe_w = h * c["E"] + (c["k"] + c["s"]) * 3 * h * c["fe"]
+    gemm = c["L"] * attn_w + c["dense"] * 3 * h * c["fd"] + (c["L"] - c["dense"]) * moe_w + h * c["V"]
+    keys = (c["L"] - c["swa"]) * context + c["swa"] * min(context, c["win"])
+    flop = 2 * gemm + 2 * nh * 2 * hd * keys
+    p = build(name, device="ideal_compute").params
+    comp = step_cost(p, 0.0, 0.0, 0.0, 1.0, context, 1.0)[1]
+    assert comp * PEAK_BF16 == pytest.approx(flop, rel=1e-9)
+    assert build(name).kv_bytes_per_token == 2 * nkv * hd * 2 * c["L"]
+
+
+def test_deepseek_v32_sparse_attention_caps_keys_at_top_k(build):
+    """DSA as a 2048-token window: beyond 2048 cached tokens a decode reads 2048 latents per layer (576 x 2 B) and
+    its FLOP stop growing; below, it is DeepSeek-V3."""
+    v3, v32 = build("deepseek-v3", device="ideal").params, build("deepseek-v3.2", device="ideal").params
+    assert step_cost(v32, 0.0, 0.0, 0.0, 1.0, 1000.0, 1.0)[0] == step_cost(v3, 0.0, 0.0, 0.0, 1.0, 1000.0, 1.0)[0]
+    far = [step_cost(v32, 0.0, 0.0, 0.0, 8.0, 8.0 * c, 8.0)[0] for c in (4096.0, 65536.0)]
+    assert far[0] == far[1]
+    read = (
+        step_cost(v3, 0.0, 0.0, 0.0, 8.0, 8.0 * 65536.0, 8.0)[0]
+        - step_cost(v32, 0.0, 0.0, 0.0, 8.0, 8.0 * 65536.0, 8.0)[0]
+    )
+    assert read == pytest.approx(61 * 8 * (65536 - 2048) * 576 * 2 / BW, rel=1e-6)
+
+
+# ------------------------------------------------------- the hybrid: linear-attention layers, a state per sequence
+
+# Qwen3-Next-80B-A3B config.json, typed here: 48 layers, every 4th full attention (16 q / 2 kv heads of 256),
+# 36 Gated DeltaNet layers (16 key heads, 32 value heads, 128 x 128 each, conv 4), hidden 2048, 512 experts top-10
+# of width 512 plus one shared, vocab 151936
+QN = dict(L=48, full=12, lin=36, h=2048, nh=16, nkv=2, hd=256, nk=16, nv=32, dk=128, dv=128, conv=4, E=512,
+          k=10, fe=512, V=151936)  # fmt: skip
+QN_STATE = QN["nv"] * QN["dk"] * QN["dv"] + (QN["conv"] - 1) * (2 * QN["nk"] * QN["dk"] + QN["nv"] * QN["dv"])
+
+
+@pytest.fixture(scope="module")
+def flat(catalog):
+    """The ideal H100 with no decode-attention saturation or bandwidth ramp: every operator a plain roofline."""
+    ideal = catalog.device("ideal")
+    no_ramp = {"decode_attention_saturation_units": 0.0, "decode_attention_saturation_bytes": 0.0}
+    return dataclasses.replace(ideal, efficiency=dataclasses.replace(ideal.efficiency, **no_ramp))
+
+
+def _compile(model, device, tp=1, **dt):
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import Dtypes, Parallel
+
+    return compile_engine(model, device, Parallel(tp=tp), Dtypes(**dt))
+
+
+def test_hybrid_kv_state_and_capacity_by_hand(catalog):
+    """KV only in the 12 attention layers; per sequence a fixed state in the 36 linear layers; the KV capacity and
+    what estimate's fits and max batch use, from the config figures (tp=2, fp8 weights, bf16 KV and state)."""
+    m = catalog.model("qwen3-next-80b-a3b")
+    ce = _compile(m, catalog.device("h100_sxm"), tp=2, weight="fp8")
+    c = QN
+    h, tp = c["h"], 2
+    kv_tok = c["full"] * 2 * max(c["nkv"] / tp, 1) * c["hd"] * 2  # 12 layers x K and V x 1 head x 256 x 2 B
+    state = c["lin"] * QN_STATE / tp * 2  # 36 layers x 548,864 elements / 2 ranks x 2 B
+    assert QN_STATE == 548_864 and kv_tok == 12_288 and state == pytest.approx(19_759_104)
+    assert ce.kv_bytes_per_token == kv_tok and ce.state_bytes_per_seq == state
+    assert ce.state_tokens_per_seq == 1608.0  # a sequence's state weighs as much as 1608 tokens of its KV
+    # weights per device, fp8 (1 B): attention Q/O shard, K/V one head per rank; linear layers shard by head
+    attn = 2 * h * c["nh"] * c["hd"] / tp + 2 * h * 1 * c["hd"]
+    kd, vd = c["nk"] * c["dk"], c["nv"] * c["dv"]
+    lin = (h * (2 * kd + 2 * vd + 2 * c["nv"]) + vd * h + c["conv"] * (2 * kd + vd) + 2 * c["nv"] + c["dv"]) / tp
+    moe = c["E"] * 3 * h * c["fe"] / tp + 3 * h * c["fe"] / tp + h * c["E"]
+    weights = c["full"] * attn + c["lin"] * lin + c["L"] * (moe + 2 * h) + 2 * c["V"] * h / tp + h
+    assert ce.weights_bytes == pytest.approx(weights, rel=1e-12)
+    free = 80e9 * 0.9 - weights - 8192 * (4 * h + 3 * 11 * c["fe"] / tp) * 2
+    assert ce.kv_capacity_tokens == math.floor(free / kv_tok)
+    assert ce.kv_tokens_beside_states(256) == math.floor((free - 256 * state) / kv_tok)  # one state per slot
+    # estimate: a request holds its prompt + output of KV and its state
+    sc = {
+        "engines": [
+            {
+                "name": "q",
+                "model": "qwen3-next-80b-a3b",
+                "device": "h100_sxm",
+                "stack": "ideal",
+                "parallel": {"tp": 2},
+                "dtypes": {"weight": "fp8"},
+            }
+        ],
+        "workload": {"batch_size": 1, "prompt_tokens": 1000, "output_tokens": 392},
+    }
+    ds = hf.estimate(sc, calibration="none")
+    assert int(ds.max_batch_size.item()) == math.floor(math.floor(free / kv_tok) / (1392 + 1608))
+
+
+def test_hybrid_decode_step_against_all_attention_by_hand(catalog, flat):
+    """A decode step of the hybrid less the same model with 48 attention layers: 36 x (linear layer - attention
+    layer), each operator a roofline max(FLOP / peak, bytes / bandwidth), bf16 on the flat ideal H100."""
+    m = catalog.model("qwen3-next-80b-a3b")
+    full = dataclasses.replace(m, linear_attention=None)
+    hyb, att = _compile(m, flat), _compile(full, flat)
+    c = QN
+    h, kd, vd = c["h"], c["nk"] * c["dk"], c["nv"] * c["dv"]
+
+    def gemm(b, k, n):
+        return max(2 * b * k * n / PEAK_BF16, (k * n * 2 + b * (k + n) * 2) / BW)
+
+    for b, ctx in ((1.0, 1000.0), (64.0, 4096.0), (256.0, 32768.0)):
+        kv_read = b * ctx * 2 * c["nkv"] * c["hd"] * 2 + b * c["nh"] * 2 * c["hd"] * 2  # KV in, queries and out
+        attention = (
+            gemm(b, h, (c["nh"] + 2 * c["nkv"]) * c["hd"])
+            + gemm(b, c["nh"] * c["hd"], h)
+            + max(2 * c["nh"] * 2 * c["hd"] * b * ctx / PEAK_BF16, kv_read / BW)
+        )
+        mixer_flop = 7 * c["nv"] * c["dk"] * c["dv"] + 2 * c["conv"] * (2 * kd + vd)  # per token: O(state)
+        mixer_bytes = (2 * kd + 2 * vd) * 2 + 2 * QN_STATE * 2  # activations in and out, state read and written
+        linear = (
+            gemm(b, h, 2 * kd + 2 * vd + 2 * c["nv"])
+            + gemm(b, vd, h)
+            + max(b * mixer_flop / PEAK_BF16, b * mixer_bytes / BW)
+        )
+        got = (
+            step_cost(hyb.params, 0.0, 0.0, 0.0, b, b * ctx, b)[0]
+            - step_cost(att.params, 0.0, 0.0, 0.0, b, b * ctx, b)[0]
+        )
+        assert got == pytest.approx(c["lin"] * (linear - attention), rel=1e-9, abs=1e-15)
+        # the hybrid's step grows with context through its 12 attention layers only
+        more = (
+            step_cost(hyb.params, 0.0, 0.0, 0.0, b, b * (ctx + 1000.0), b)[2]
+            - step_cost(hyb.params, 0.0, 0.0, 0.0, b, b * ctx, b)[2]
+        )
+        if b * ctx * 2048 / BW > 2 * c["nh"] * 2 * c["hd"] * b * ctx / PEAK_BF16:  # memory-bound attention
+            assert more == pytest.approx(c["full"] * b * 1000.0 * 2 * c["nkv"] * c["hd"] * 2 / BW, rel=1e-9)
+
+
+def test_hybrid_prefill_mixer_is_linear_in_tokens(catalog, flat):
+    """Prefill: the linear layers' mixer costs the same per token at any prompt length (no pairs), so doubling
+    the prompt doubles it while the 12 attention layers grow quadratically."""
+    m = catalog.model("qwen3-next-80b-a3b")
+    p = _compile(m, catalog.device("ideal_compute")).params
+    full = _compile(dataclasses.replace(m, linear_attention=None), catalog.device("ideal_compute")).params
+    c = QN
+    kd, vd = c["nk"] * c["dk"], c["nv"] * c["dv"]
+    for t in (1024.0, 8192.0):
+        pairs = causal_pairs(t, 0.0)
+        diff = step_cost(p, t, pairs, t, 0.0, 0.0, 1.0)[1] - step_cost(full, t, pairs, t, 0.0, 0.0, 1.0)[1]
+        linear = 2 * t * (c["h"] * (2 * kd + 2 * vd + 2 * c["nv"]) + vd * c["h"])
+        linear += t * (7 * c["nv"] * c["dk"] * c["dv"] + 2 * c["conv"] * (2 * kd + vd))
+        attention = 2 * t * (c["h"] * (c["nh"] + 2 * c["nkv"]) * c["hd"] + c["nh"] * c["hd"] * c["h"])
+        attention += 2 * c["nh"] * 2 * c["hd"] * pairs
+        assert diff * PEAK_BF16 == pytest.approx(c["lin"] * (linear - attention), rel=1e-9)
+
+
+def test_hybrid_rejects_a_layout_that_splits_its_heads_unevenly(catalog):
+    from hermes_fast.compile import check_layout
+    from hermes_fast.config import ConfigError, Parallel
+
+    m = catalog.model("qwen3-next-80b-a3b")
+    check_layout(m, Parallel(tp=8), "engines[0]")
+    few = dataclasses.replace(m, linear_attention=dataclasses.replace(m.linear_attention, n_key_heads=4))
+    with pytest.raises(ConfigError, match="linear-attention heads"):
+        check_layout(few, Parallel(tp=8), "engines[0]")

@@ -642,3 +642,36 @@ def test_memory_without_limit_does_not_overflow():
     s["devices"] = {"huge": {"base": "h100_sxm", "memory_bytes": 1e308}}
     s["engines"][0]["device"] = "huge"
     assert int(hf.simulate(s, n_requests=20).completed_requests.item()) == 20
+
+
+def test_hybrid_model_reserves_a_state_per_batch_slot_and_serves():
+    """Qwen3-Next (36 linear-attention layers): a serving replica sets one 39.5 MB state (36 layers x 548,864
+    elements x 2 B, by hand from the config) aside per batch slot before cutting KV blocks, and serves requests."""
+    from hermes_fast.pools import engine_pool
+    from hermes_fast.resolve import resolve_scenario
+
+    scenario = {
+        "engines": [
+            {
+                "name": "q",
+                "model": "qwen3-next-80b-a3b",
+                "device": "h200_sxm",
+                "stack": "ideal",
+                "dtypes": {"weight": "fp8"},
+                "batching": {"max_batch_size": 64},
+            }
+        ],
+        "workload": {"rate_per_s": 20.0, "classes": [{"prompt_tokens": 256, "output_tokens": 32}]},
+    }
+    pool = engine_pool(resolve_scenario(scenario, calibration="none"), 0, "colocated")
+    ce = pool.compiled
+    state, kv_token = 36 * 548_864 * 2, 12 * 2 * 2 * 256 * 2
+    assert ce.state_bytes_per_seq == state and ce.kv_bytes_per_token == kv_token
+    free = ce.usable_bytes - ce.weights_bytes - ce.activation_reserve_bytes
+    assert pool.kv_capacity_tokens == (free - 64 * state) // kv_token // 16 * 16
+    ds = hf.simulate(scenario, n_requests=200, seed=3, calibration="none")
+    assert int(ds.completed_requests.sum()) == 200
+    # 4096 slots x 39.5 MB of states outgrow the H200: the error says why
+    scenario["engines"][0]["batching"]["max_batch_size"] = 4096
+    with pytest.raises(hf.ConfigError, match="beside 4096 linear-attention states"):
+        engine_pool(resolve_scenario(scenario, calibration="none"), 0, "colocated")

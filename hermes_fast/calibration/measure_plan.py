@@ -52,11 +52,12 @@ class Plan:
 def check_measurable(model: Model, name: str) -> None:
     """Reject a model the plan cannot time: only dense decoders with a gated MLP and full attention."""
     dense = model.kind == "decoder" and model.moe is None and model.mla is None and model.ffn_gated
-    if not dense or model.sliding_window_tokens is not None:
+    if not dense or model.sliding_window_tokens is not None or model.linear_attention is not None:
         raise ConfigError(
             "measure.model",
             name,
-            "a dense decoder with gated MLP and full attention (no MoE, MLA or sliding window), e.g. llama-3.1-8b",
+            "a dense decoder with gated MLP and full attention (no MoE, MLA, sliding window or linear attention), "
+            "e.g. llama-3.1-8b",
         )
 
 

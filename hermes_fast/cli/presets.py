@@ -73,9 +73,11 @@ def _line(kind: str, name: str, x) -> str:
     if kind == "models":
         moe = f" MoE {x.moe.n_experts}x top-{x.moe.top_k}" if x.moe else ""
         mla = " MLA" if x.mla else ""
+        linear = f" linear-attention {x.linear_attention.n_layers}" if x.linear_attention else ""
+        title = x.name if len(x.name) <= _MODEL_NAME_WIDTH else x.name[: _MODEL_NAME_WIDTH - 3] + "..."
         return (
-            f"{name:18s} {x.name:24s} {x.kind:13s} layers {x.n_layers:3d} hidden {x.hidden_size:6d}"
-            f" heads {x.n_heads:3d}/{x.n_kv_heads:<3d}{moe}{mla}"
+            f"{name:18s} {title:{_MODEL_NAME_WIDTH}s} {x.kind:13s} layers {x.n_layers:3d} hidden {x.hidden_size:6d}"
+            f" heads {x.n_heads:3d}/{x.n_kv_heads:<3d}{moe}{mla}{linear}"
         )
     return (
         f"{name:20s} {x.name:48s} {x.capacity_bytes / 1e9:9.0f} GB"
@@ -83,8 +85,9 @@ def _line(kind: str, name: str, x) -> str:
     )
 
 
-# display names longer than this are cut (the full name: `hf.Catalog().device(NAME).name`)
+# display names longer than this are cut (the full name: `hf.Catalog().device(NAME).name`, `.model(NAME).name`)
 _NAME_WIDTH = 48
+_MODEL_NAME_WIDTH = 28
 
 
 def _device_table(cat) -> list[str]:

@@ -3,7 +3,7 @@
 from .base import ConfigError, deep_merge, field_docs, from_mapping, load_yaml, to_mapping
 from .efficiency import AttentionResidual, Efficiency
 from .hardware import DTYPE_BYTES, DTYPES, Device, Link, MemoryTier, PeakFlops
-from .model import MLA, Model, MoE
+from .model import MLA, LinearAttention, Model, MoE
 from .pipeline import KvTier, Stage, VectorIndex
 from .scenario import Dtypes, Engine, Parallel, Scenario, Workload, read_scenario
 from .serving import Batching, Serving, Slo
@@ -25,6 +25,7 @@ __all__ = [
     "Link",
     "MemoryTier",
     "PeakFlops",
+    "LinearAttention",
     "MLA",
     "Model",
     "MoE",

@@ -38,6 +38,54 @@ class MLA:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LinearAttention:
+    """Linear-attention / state-space token mixer on some layers (Gated DeltaNet; Mamba-2 maps onto it): each
+    sequence carries a fixed-size recurrent state (a key x value matrix per value head, plus the short
+    convolution's last inputs) instead of a KV cache that grows with its length.
+
+    Per layer the mixer projects hidden -> queries and keys (``n_key_heads x key_head_dim`` each), values and an
+    output gate (``n_value_heads x value_head_dim`` each) and two scalars per value head (decay and write
+    strength), runs a causal convolution of ``conv_kernel`` taps over queries, keys and values, updates the state
+    ``S`` (``key_head_dim x value_head_dim`` per value head) once per token and reads the output from it, then
+    projects values -> hidden. Mamba-2 in these terms: groups = key heads, d_state = key_head_dim, heads = value
+    heads, head dim = value_head_dim (one gate scalar per head instead of two: a negligible difference)."""
+
+    n_layers: int = fld(
+        unit="layer", doc="layers whose token mixer is linear attention (the rest: full attention)", ge=1, le=1e4
+    )
+    n_key_heads: int = fld(unit="head", doc="query/key heads of the mixer", ge=1, le=1e5)
+    n_value_heads: int = fld(unit="head", doc="value heads of the mixer (one state matrix each)", ge=1, le=1e5)
+    key_head_dim: int = fld(unit="1", doc="per-head query/key dim (rows of each state matrix)", ge=1, le=1e5)
+    value_head_dim: int = fld(unit="1", doc="per-head value dim (columns of each state matrix)", ge=1, le=1e5)
+    conv_kernel: int = fld(
+        4, unit="1", doc="taps of the causal convolution over queries, keys and values", ge=1, le=1e3
+    )
+
+    def _validate(self, path: str) -> None:
+        if self.n_value_heads % self.n_key_heads:
+            raise ConfigError(
+                f"{path}.n_value_heads", self.n_value_heads, f"a multiple of n_key_heads ({self.n_key_heads})"
+            )
+
+    @property
+    def key_dim(self) -> int:
+        """Width of the queries (and of the keys): n_key_heads x key_head_dim."""
+        return self.n_key_heads * self.key_head_dim
+
+    @property
+    def value_dim(self) -> int:
+        """Width of the values (and of the output gate): n_value_heads x value_head_dim."""
+        return self.n_value_heads * self.value_head_dim
+
+    @property
+    def state_elements(self) -> int:
+        """Elements of one sequence's state in one layer: the recurrent matrices plus the convolution's last
+        ``conv_kernel - 1`` inputs of queries, keys and values."""
+        recurrent = self.n_value_heads * self.key_head_dim * self.value_head_dim
+        return recurrent + (self.conv_kernel - 1) * (2 * self.key_dim + self.value_dim)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Model:
     """A transformer: decoder LLM, bidirectional encoder (embedding model) or cross-encoder (reranker)."""
 
@@ -62,6 +110,9 @@ class Model:
     sliding_window_layers: int = fld(0, unit="layer", doc="how many layers use the sliding window", ge=0, le=1e4)
     moe: MoE | None = fld(None, doc="mixture-of-experts FFN, if any")
     mla: MLA | None = fld(None, doc="multi-head latent attention, if any")
+    linear_attention: LinearAttention | None = fld(
+        None, doc="linear-attention / state-space layers (a fixed-size state per sequence instead of KV), if any"
+    )
     params_published: float | None = fld(None, unit="parameter", doc="published total parameter count", gt=0)
     sources: dict[str, str] = fld(factory=dict, doc="source of each figure")
     notes: str = fld("", doc="free text")
@@ -75,6 +126,17 @@ class Model:
             )
         if self.sliding_window_layers and self.sliding_window_tokens is None:
             raise ConfigError(f"{path}.sliding_window_tokens", None, "a window size when sliding_window_layers > 0")
+        la = self.linear_attention
+        if la is not None:
+            if la.n_layers + self.sliding_window_layers >= self.n_layers:
+                raise ConfigError(
+                    f"{path}.linear_attention.n_layers",
+                    la.n_layers,
+                    f"< n_layers - sliding_window_layers ({self.n_layers - self.sliding_window_layers}): "
+                    "at least one full-attention layer",
+                )
+            if self.mla is not None:
+                raise ConfigError(f"{path}.linear_attention", "linear_attention with mla", "one of the two")
         if self.moe is not None and self.moe.first_dense_layers > self.n_layers:
             raise ConfigError(
                 f"{path}.moe.first_dense_layers", self.moe.first_dense_layers, f"<= n_layers ({self.n_layers})"

@@ -47,6 +47,7 @@ N_DENSE = _slot()  # layers with a dense FFN
 N_MOE = _slot()  # layers with an MoE FFN
 N_SWA = _slot()  # sliding-window attention layers
 SWA_WINDOW = _slot()  # token
+N_LIN = _slot()  # linear-attention layers (a fixed-size state per sequence, no KV); the rest attend
 HIDDEN = _slot()  # model width (unsharded)
 CAUSAL = _slot()  # 1.0 causal decoder, 0.0 bidirectional encoder
 HAS_LM_HEAD = _slot()
@@ -57,6 +58,12 @@ ATT_QK_PREFILL = _slot()  # per-head query.key dim in prefill
 ATT_V_PREFILL = _slot()  # per-head value dim in prefill
 ATT_QK_DECODE = _slot()  # per-head score dim in decode (MLA absorbed: kv_lora + rope)
 ATT_V_DECODE = _slot()  # per-head value dim in decode (MLA absorbed: kv_lora)
+# --- linear-attention mixer per layer on one device (0 without): FLOP per token of the convolution and state
+#     update, bytes per token of its activations in and out, bytes of one sequence's state (read and written
+#     once per decode step)
+LIN_FLOP_TOKEN = _slot()
+LIN_ACT_BYTES = _slot()
+LIN_STATE_BYTES = _slot()
 # --- MoE
 N_EXPERTS = _slot()
 TOP_K = _slot()
@@ -97,6 +104,8 @@ G_EXP_DOWN = _slot(4)
 G_SHARED_UP = _slot(4)  # all shared experts together
 G_SHARED_DOWN = _slot(4)
 G_LM_HEAD = _slot(4)  # hidden -> vocab / tp, m = sequences emitting a token
+G_LIN_IN = _slot(4)  # linear attention: hidden -> queries, keys, values, gate, scalars, m = all tokens
+G_LIN_OUT = _slot(4)  # linear attention: values -> hidden, m = all tokens
 # --- attention residual surfaces (config.efficiency.AttentionResidual), one per kernel: node counts, the nodes'
 # x and y, then the measured / analytical ratio at each node, x-major; RES_NX = 0 means none. Limits as
 # config.efficiency.ATTENTION_RESIDUAL_NODES and _AXIS_NODES (the kernels import no configs)

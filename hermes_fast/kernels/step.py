@@ -11,7 +11,10 @@ The batch is described by totals, so the cost is O(1) whatever its size:
 
 Layers are identical within a kind, so each kind is costed once and multiplied by its count.
 Sliding-window layers cap context at the window using the totals (exact for decode, an estimate for
-mixed prefill batches).
+mixed prefill batches). Linear-attention layers replace the attention block by their projections and a
+recurrent mixer whose work is O(state) per token, whatever the context, and whose decode step reads and
+writes each sequence's fixed-size state (a prefill chunk's one state read and write is left out: it is per
+sequence, not per token, and small beside the chunk's GEMMs).
 """
 
 from __future__ import annotations
@@ -130,6 +133,25 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
 
 
 @kernel
+def _linear_attention_layer(p, prefill_tokens, decode_seqs):
+    """(compute_s, memory_s, overhead_s) of one linear-attention layer: input and output projections, then the
+    mixer (convolution, state update and read-out): ``LIN_FLOP_TOKEN`` per token at the attention rate, its
+    activations in and out per token, and per decoding sequence its state read and written once."""
+    tokens = prefill_tokens + decode_seqs
+    c, m = _gemm(p, L.G_LIN_IN, tokens)
+    c2, m2 = _gemm(p, L.G_LIN_OUT, tokens)
+    mix_c = tokens * p[L.LIN_FLOP_TOKEN] / p[L.ATTN_FLOPS]
+    mix_m = (tokens * p[L.LIN_ACT_BYTES] + 2.0 * decode_seqs * p[L.LIN_STATE_BYTES]) / p[L.MEM_BW]
+    mix_c, mix_m = _split(mix_c, mix_m)
+    oh = 2.0 * p[L.OH_GEMM]
+    if prefill_tokens > 0.0:
+        oh += p[L.OH_ATTN]
+    if decode_seqs > 0.0:
+        oh += p[L.OH_ATTN_DECODE]
+    return c + c2 + mix_c, m + m2 + mix_m, oh
+
+
+@kernel
 def _floored(p, compute_s, memory_s, rows):
     """A GEMM kernel's least time (block-scaled FP8: a fixed-cost path, not a roofline effect): the shortfall
     below ``GEMM_FLOOR_S`` (``GEMM_SMALL_FLOOR_S`` for a launch of at most ``GEMM_SMALL_TOKENS`` rows), fixed
@@ -181,7 +203,8 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
     oh_gemm = p[L.OH_GEMM]
     act_bytes = tokens * hidden * p[L.H_BYTES]  # one hidden-state tensor for all tokens
 
-    # --- attention block: projections (every layer) + attention kernels (full or windowed)
+    # --- attention block: projections (every attention layer) + attention kernels (full or windowed), and the
+    #     linear-attention layers' own block
     a_c, a_m = _gemm(p, L.G_QKV, tokens)
     c, m = _gemm(p, L.G_O, tokens)
     a_c += c
@@ -197,13 +220,14 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         a_c += c
         a_m += m
         a_oh += oh_gemm
-    n_full = p[L.N_LAYERS] - p[L.N_SWA]
+    n_attn = p[L.N_LAYERS] - p[L.N_LIN]  # layers with attention (all but the linear-attention ones)
+    n_full = n_attn - p[L.N_SWA]
     f_c, f_m, f_oh = _attention_layer(
         p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, 0.0
     )
-    comp = p[L.N_LAYERS] * a_c + n_full * f_c
-    mem = p[L.N_LAYERS] * a_m + n_full * f_m
-    oh = p[L.N_LAYERS] * a_oh + n_full * f_oh
+    comp = n_attn * a_c + n_full * f_c
+    mem = n_attn * a_m + n_full * f_m
+    oh = n_attn * a_oh + n_full * f_oh
     if p[L.N_SWA] > 0.0:
         s_c, s_m, s_oh = _attention_layer(
             p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, p[L.SWA_WINDOW]
@@ -211,6 +235,11 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         comp += p[L.N_SWA] * s_c
         mem += p[L.N_SWA] * s_m
         oh += p[L.N_SWA] * s_oh
+    if p[L.N_LIN] > 0.0:
+        l_c, l_m, l_oh = _linear_attention_layer(p, prefill_tokens, decode_seqs)
+        comp += p[L.N_LIN] * l_c
+        mem += p[L.N_LIN] * l_m
+        oh += p[L.N_LIN] * l_oh
     tp = p[L.TP]
     ramp = p[L.COLL_RAMP_BYTES]
     low = p[L.COLL_RAMP_LOW]
