@@ -385,7 +385,10 @@ _PLAN: list[Variable] = [
     ),
     Variable("plan_score", "1", "planner score", "what the planner ranks by: the bound, per device or per USD/h"),
     Variable(
-        "plan_zero_load_ttft_s", "s", "zero-load TTFT", "one request's prefill and front end (+ KV hand-off if disaggregated)"
+        "plan_zero_load_ttft_s",
+        "s",
+        "zero-load TTFT",
+        "one request's prefill and front end (+ KV hand-off if disaggregated)",
     ),
     Variable("plan_zero_load_tpot_s", "s", "zero-load TPOT", "one request's decode step at the mean context"),
     Variable("plan_decode_batch", "request", "decode batch of the bound", "per decode replica"),

@@ -110,7 +110,7 @@ def print_plan(ds, seconds: float | None = None, out=None) -> None:
 
 
 def cmd_plan(args) -> int:
-    from ..plan import EXPORT_STACKS, launch_commands, plan, plan_front, plan_spec, verified_layouts
+    from ..plan import EXPORT_STACKS, launch_commands, plan, plan_spec, plot_plan, verified_layouts
     from .outputs import check_figure_out, check_out, write_dataset
 
     out = check_out(args.out) if args.out else None  # before any work
@@ -138,11 +138,7 @@ def cmd_plan(args) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        from .. import plot
-
-        v = verified_layouts(ds)
-        x = "plan_cost_usd_per_hour" if (v.plan_cost_usd_per_hour > 0).all() else "plan_devices"
-        ax = plot.pareto_front(v, x, "capacity_request_per_s", mask=plan_front(ds))
+        ax = plot_plan(ds)
         ax.figure.savefig(fig, dpi=150, bbox_inches="tight")
         print(f"wrote {fig}")
     if out is not None:

@@ -48,7 +48,9 @@ class PlanSpec:
     quantile: float = fld(0.99, unit="1", doc="quantile the targets bound: 0.5, 0.9, 0.95 or 0.99", gt=0, lt=1)
     tp: tuple[int, ...] = fld((1, 2, 4, 8), unit="device", doc="tensor-parallel degrees to try", ge=1, le=1024)
     pp: tuple[int, ...] = fld((1, 2, 4), unit="device", doc="pipeline-parallel degrees to try", ge=1, le=1024)
-    ep: tuple[int, ...] = fld((1,), unit="device", doc="expert-parallel degrees to try (MoE models; divide tp)", ge=1, le=1024)
+    ep: tuple[int, ...] = fld(
+        (1,), unit="device", doc="expert-parallel degrees to try (MoE models; divide tp)", ge=1, le=1024
+    )
     dtypes: tuple[Dtype, ...] = fld(
         ("bf16", "fp8", "fp4"), doc="weight and activation formats to try where the device has a native path"
     )
@@ -77,4 +79,6 @@ class PlanSpec:
             if not values:
                 raise ConfigError(f"{p}{key}", list(values), "at least one value")
         if self.quantile not in (0.5, 0.9, 0.95, 0.99):
-            raise ConfigError(f"{p}quantile", self.quantile, "one of 0.5, 0.9, 0.95, 0.99 (the quantiles a run reports)")
+            raise ConfigError(
+                f"{p}quantile", self.quantile, "one of 0.5, 0.9, 0.95, 0.99 (the quantiles a run reports)"
+            )

@@ -7,7 +7,7 @@ the best by simulation; :mod:`~hermes_fast.plan.api` assembles the Dataset, the 
 :mod:`~hermes_fast.plan.export` writes the launch commands from the stored flag lists.
 """
 
-from .api import plan, plan_front, plan_spec, plan_table, verified_layouts
+from .api import plan, plan_front, plan_spec, plan_table, plot_plan, verified_layouts
 from .export import EXPORT_STACKS, check_flags, emitted_flags, launch_commands, launch_flags
 from .search import PRUNE_REASONS
 
@@ -22,5 +22,6 @@ __all__ = [
     "plan_front",
     "plan_spec",
     "plan_table",
+    "plot_plan",
     "verified_layouts",
 ]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .. import plot
 from .._version import __version__
 from ..config.base import ConfigError, from_mapping, load_yaml, to_mapping
 from ..config.plan import PlanSpec
@@ -21,7 +22,7 @@ from ..variables import CAPACITY_BOUND_NAMES, data_array
 from .search import PRUNE_REASONS, candidates, engine_table, rank, score
 from .verify import verify
 
-__all__ = ["plan", "plan_spec", "plan_table", "plan_front", "verified_layouts"]
+__all__ = ["plan", "plan_spec", "plan_table", "plan_front", "plot_plan", "verified_layouts"]
 
 _KEPT = (
     "capacity_request_per_s",
@@ -124,12 +125,12 @@ def plan(
     Examples
     --------
     >>> ds = hf.plan(model="llama-3.1-8b", devices={"h100_sxm": 2}, workload={"prompt_tokens": 512,
-    ...              "output_tokens": 64}, tp=[1, 2], pp=[1], max_batch_size=[64], max_batched_tokens=[4096],
-    ...              top_k=2, n_requests=200)
+    ...              "output_tokens": 64}, tp=[1, 2], pp=[1], dtypes=["bf16"], max_batch_size=[64],
+    ...              max_batched_tokens=[4096], top_k=2, n_requests=200)
     >>> int(ds.attrs["candidates"]), int(ds.plan_verified.sum())  # 1x, 2x TP1, 1x TP2 colocated; 1P+1D
     (4, 2)
     >>> str(ds.label.values[ds.attrs["best_candidate"]])
-    '2x h100_sxm TP1 bf16 mb64 tok4096'
+    'P 1x h100_sxm TP1 + D 1x h100_sxm TP1 bf16 mb64 tok4096'
     """
     spec = plan_spec(spec, **fields)
     catalog = Catalog(calibration=calibration)
@@ -254,8 +255,8 @@ def verified_layouts(ds: xr.Dataset) -> xr.Dataset:
     --------
     >>> import hermes_fast as hf
     >>> from hermes_fast.plan import verified_layouts
-    >>> ds = hf.plan(model="llama-3.1-8b", devices={"h100_sxm": 1}, tp=[1], pp=[1], max_batch_size=[64],
-    ...              max_batched_tokens=[4096], top_k=1, n_requests=200)
+    >>> ds = hf.plan(model="llama-3.1-8b", devices={"h100_sxm": 1}, tp=[1], pp=[1], dtypes=["bf16"],
+    ...              max_batch_size=[64], max_batched_tokens=[4096], top_k=1, n_requests=200)
     >>> verified_layouts(ds).sizes["candidate"]
     1
     """
@@ -283,8 +284,8 @@ def plan_table(ds: xr.Dataset) -> pd.DataFrame:
     Examples
     --------
     >>> import hermes_fast as hf
-    >>> ds = hf.plan(model="llama-3.1-8b", devices={"h100_sxm": 1}, tp=[1], pp=[1], max_batch_size=[64],
-    ...              max_batched_tokens=[4096], top_k=1, n_requests=200)
+    >>> ds = hf.plan(model="llama-3.1-8b", devices={"h100_sxm": 1}, tp=[1], pp=[1], dtypes=["bf16"],
+    ...              max_batch_size=[64], max_batched_tokens=[4096], top_k=1, n_requests=200)
     >>> table = hf.plan_table(ds)
     >>> table.loc[1, "layout"], bool(table.loc[1, "capacity_req_s"] > 0)
     ('1x h100_sxm TP1 bf16 mb64 tok4096', True)
@@ -324,11 +325,38 @@ def plan_front(ds: xr.Dataset) -> xr.DataArray:
     --------
     >>> import hermes_fast as hf
     >>> from hermes_fast.plan import plan_front
-    >>> ds = hf.plan(model="llama-3.1-8b", devices={"h100_sxm": 1}, tp=[1], pp=[1], max_batch_size=[64],
-    ...              max_batched_tokens=[4096], top_k=1, n_requests=200)
+    >>> ds = hf.plan(model="llama-3.1-8b", devices={"h100_sxm": 1}, tp=[1], pp=[1], dtypes=["bf16"],
+    ...              max_batch_size=[64], max_batched_tokens=[4096], top_k=1, n_requests=200)
     >>> plan_front(ds).values.tolist()
     [True]
     """
     v = verified_layouts(ds)
-    cost = "plan_cost_usd_per_hour" if np.isfinite(v.plan_cost_usd_per_hour.values).all() else "plan_devices"
-    return pareto(v, minimize=[cost], maximize=["capacity_request_per_s"])
+    return pareto(v, minimize=[_cost_axis(v)], maximize=["capacity_request_per_s"])
+
+
+def _cost_axis(v: xr.Dataset) -> str:
+    return "plan_cost_usd_per_hour" if np.isfinite(v.plan_cost_usd_per_hour.values).all() else "plan_devices"
+
+
+def plot_plan(ds: xr.Dataset, ax=None):
+    """The verified layouts' simulated capacity against their cost (devices where a price is missing), the
+    Pareto front joined and labelled with the layouts; invalid runs hollow and grey.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import hermes_fast as hf
+    >>> from hermes_fast.plan import plot_plan
+    >>> ds = hf.plan(model="llama-3.1-8b", devices={"h100_sxm": 1}, tp=[1], pp=[1], dtypes=["bf16"],
+    ...              max_batch_size=[64], max_batched_tokens=[4096], top_k=1, n_requests=200)
+    >>> plot_plan(ds).get_xlabel()
+    'layout cost [USD/h]'
+    """
+    v = verified_layouts(ds)
+    mask = pareto(v, minimize=[_cost_axis(v)], maximize=["capacity_request_per_s"])
+    named = v.assign_coords(candidate=v.label.values)
+    mask = mask.assign_coords(candidate=v.label.values)
+    return plot.pareto_front(named, _cost_axis(v), "capacity_request_per_s", mask=mask, ax=ax)

@@ -147,7 +147,9 @@ def _trtllm(pools: list[dict], model: str) -> str:
     for p in pools:
         for r in range(p["replicas"]):
             note = "" if p["dtype"] == "bf16" else f"; use an {p['dtype'].upper()}-quantized checkpoint"
-            lines.append(f"# replica {r + 1} of {p['replicas']}, {p['tp'] * p['pp']} x {p['device']}, {p['role']}{note}")
+            lines.append(
+                f"# replica {r + 1} of {p['replicas']}, {p['tp'] * p['pp']} x {p['device']}, {p['role']}{note}"
+            )
             args = [
                 "trtllm-serve",
                 model,
@@ -224,12 +226,15 @@ def launch_commands(ds: xr.Dataset, candidate: int | None = None, model: str | N
 
     Examples
     --------
-    >>> ds = hf.plan(model="llama-3.1-8b", devices={"h100_sxm": 2}, workload={"prompt_tokens": 512,
-    ...              "output_tokens": 64}, tp=[1], pp=[1], max_batch_size=[64], max_batched_tokens=[4096],
-    ...              disaggregated=False, top_k=1, n_requests=200)
-    >>> cmds = launch_commands(ds)
-    >>> print(cmds["vllm"].splitlines()[1])
-    vllm serve meta-llama/Llama-3.1-8B --tensor-parallel-size 1 --pipeline-parallel-size 1 --max-num-seqs 64 --max-num-batched-tokens 4096 --gpu-memory-utilization 0.9 --port 8000
+    >>> ds = hf.plan(model="llama-3.1-8b", devices={"h100_sxm": 1}, workload={"prompt_tokens": 512,
+    ...              "output_tokens": 64}, tp=[1], pp=[1], dtypes=["bf16"], max_batch_size=[64],
+    ...              max_batched_tokens=[4096], top_k=1, n_requests=200)
+    >>> cmds = hf.launch_commands(ds)
+    >>> sorted(cmds)
+    ['dynamo', 'sglang', 'trtllm', 'vllm']
+    >>> print(cmds["vllm"].splitlines()[2])
+    vllm serve meta-llama/Llama-3.1-8B --tensor-parallel-size 1 --pipeline-parallel-size 1 --max-num-seqs 64
+    --max-num-batched-tokens 4096 --gpu-memory-utilization 0.9 --port 8000
     """
     if candidate is None:
         best = ds.attrs.get("best_candidate", -1)

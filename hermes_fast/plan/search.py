@@ -105,7 +105,9 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
             rows.append((name, dtype, tp, pp, ep, budget, dev))
     if not rows:
         raise ConfigError(
-            "plan.devices", dict(spec.devices), "devices with a format in plan.dtypes and room for a tp x pp in plan.tp, plan.pp"
+            "plan.devices",
+            dict(spec.devices),
+            "devices with a format in plan.dtypes and room for a tp x pp in plan.tp, plan.pp",
         )
     n = len(rows)
     ladder = sorted({b for b in _LADDER if b <= max(spec.max_batch_size)} | set(spec.max_batch_size))

@@ -48,7 +48,10 @@ def candidate_scenario(spec: PlanSpec, t: EngineTable, cands: Candidates, i: int
         serving = {"engine": "main", "slo": slo}
     else:
         p = int(cands.prefill_config[i])
-        engines = [_engine(t, p, "prefill", spec, cands.prefill_replicas[i], m), _engine(t, c, "decode", spec, cands.replicas[i], m)]
+        engines = [
+            _engine(t, p, "prefill", spec, cands.prefill_replicas[i], m),
+            _engine(t, c, "decode", spec, cands.replicas[i], m),
+        ]
         serving = {"prefill_engine": "prefill", "decode_engine": "decode", "slo": slo}
     return {"name": f"plan candidate {i}", "engines": engines, "workload": spec.workload, "serving": serving}
 
