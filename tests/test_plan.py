@@ -243,3 +243,28 @@ def test_70b_over_three_device_kinds_searches_10000_layouts_within_a_minute():
     assert ds.attrs["candidates"] >= 10_000 and ds.attrs["verified"] == 20
     assert seconds <= 60
     assert (ds.plan_devices <= 16).all()
+
+
+def test_verification_on_dask_equals_serial():
+    from distributed import Client, LocalCluster
+
+    kw = dict(devices={"h100_sxm": 2}, top_k=3, n_requests=200)
+    serial = hf.plan(SMALL, **kw)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            on_dask = hf.plan(SMALL, scheduler=client, **kw)
+    xr.testing.assert_identical(serial, on_dask)
+
+
+def test_mean_lengths_weight_the_classes_by_their_mix():
+    from hermes_fast.config import Length
+    from hermes_fast.plan.search import mean_lengths
+
+    classes = [
+        {"weight": 3, "prompt_tokens": {"dist": "uniform", "min": 100, "max": 300}, "output_tokens": 50},
+        {"weight": 1, "prompt_tokens": 1000, "output_tokens": {"dist": "uniform", "min": 10, "max": 30}},
+    ]
+    spec = plan_spec(SMALL, devices={"h100_sxm": 1}, workload={"classes": classes})
+    prompt = 0.75 * hf.length_moments(Length(dist="uniform", min=100, max=300))[0] + 0.25 * 1000
+    output = 0.75 * 50 + 0.25 * 20
+    assert mean_lengths(spec) == (round(prompt), round(output)) == (400, 42)
