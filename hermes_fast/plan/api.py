@@ -202,6 +202,11 @@ def _dataset(spec, catalog, t, cands, s, order, chosen, results) -> xr.Dataset:
         for name in _KEPT:
             full[name][i] = r[name].values
         warnings += [f"{coords['label'][1][i]}: {w}" for w in r.attrs.get("warnings", [])]
+        if (r.capacity_bound.values == CAPACITY_BOUND_NAMES.index("rate_max") + 1).any():
+            warnings.append(
+                f"{coords['label'][1][i]}: meets the targets at the top of its capacity search, twice its analytic "
+                f"bound ({cands.bound[i]:.4g} req/s): its capacity is at least that, and the bound is not one here"
+            )
     for name in _KEPT:
         rdims = ("candidate", "replicate", "quantile")[: full[name].ndim]
         ds[name] = data_array(name, full[name], rdims)
