@@ -91,6 +91,19 @@ def test_bound_is_estimates_decode_and_prefill_rates_by_hand():
         assert c.decode_batch[i] == 64
 
 
+def test_a_tpot_bound_batch_meets_the_target_and_prices_the_bound():
+    """With a tight TPOT target the decode batch is the one where TPOT reaches it (refined between ladder points):
+    estimate at that batch meets the target, at twice that batch it does not, and the bound uses its TPOT."""
+    spec = plan_spec(SMALL, devices={"h100_sxm": 1}, tpot_s=0.012, max_batch_size=[1024], disaggregated=False)
+    t = engine_table(spec)
+    c = candidates(spec, t)
+    b = int(c.decode_batch[0])
+    d, d2, p = _est("h100_sxm", b, 1024, 128), _est("h100_sxm", 2 * b, 1024, 128), _est("h100_sxm", 4, 1024, 128)
+    assert 1 < b < 1024 and float(d.tpot_s) <= 0.012 < float(d2.tpot_s)
+    r_p, r_d = 4 / float(p.prefill_time_s), b / (float(d.tpot_s) * 128)
+    assert c.bound[0] == pytest.approx(1 / (1 / r_p + 1 / r_d), rel=1e-9)
+
+
 def test_pruning_reasons_and_counts():
     # 70B in bf16 on one H100: weights do not fit (memory); tp=3 does not split 64 heads (layout)
     spec = plan_spec(SMALL, model="llama-3.1-70b", devices={"h100_sxm": 3}, tp=[1, 3], colocated=True,

@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     pln.add_argument("--objective", choices=("capacity", "per_device", "per_usd"), help="rank by (capacity)")
     pln.add_argument("--stack", help="serving stack simulated (vllm)")
     pln.add_argument("--top-k", type=int, metavar="K", help="layouts verified by simulation (10)")
+    pln.add_argument("--per-group", type=int, metavar="N", help="verify at most N of each mode x devices x format")
     pln.add_argument("--requests", type=int, metavar="N", help="arrivals per simulated run (2000)")
     pln.add_argument("--replicates", type=int, metavar="R", help="capacity searches per layout (1)")
     pln.add_argument("--seed", type=int, metavar="S", help="random seed (0)")

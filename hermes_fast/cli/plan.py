@@ -62,7 +62,7 @@ def spec_fields(args, base_workload=None) -> dict:
             fields[flag] = _ints(value, f"--{flag.replace('_', '-')}")
     if args.dtypes:
         fields["dtypes"] = [v.strip() for v in args.dtypes.split(",") if v.strip()]
-    for key in ("quantile", "objective", "stack", "seed", "top_k", "replicates"):
+    for key in ("quantile", "objective", "stack", "seed", "top_k", "per_group", "replicates"):
         if getattr(args, key) is not None:
             fields[key] = getattr(args, key)
     if args.requests is not None:

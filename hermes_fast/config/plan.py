@@ -63,6 +63,13 @@ class PlanSpec:
         "capacity", doc="rank by capacity (requests/s), by capacity per device, or by capacity per USD/h"
     )
     top_k: int = fld(10, unit="layout", doc="best layouts by the analytic bound verified by simulation", ge=1, le=1000)
+    per_group: int | None = fld(
+        None,
+        unit="layout",
+        doc="verify at most this many layouts per kind (mode, devices, format), for a diverse front (None: no limit)",
+        ge=1,
+        le=1000,
+    )
     n_requests: int = fld(2000, unit="request", doc="arrivals per simulated run", ge=10, le=10_000_000)
     replicates: int = fld(1, unit="1", doc="capacity searches per verified layout", ge=1, le=100)
     seed: int = fld(0, unit="1", doc="seed of every simulated run (common random numbers)", ge=0, le=(1 << 63) - 1)

@@ -19,7 +19,7 @@ from ..metrics import QUANTILES, add_derived
 from ..pareto import pareto
 from ..resolve import Catalog
 from ..variables import CAPACITY_BOUND_NAMES, data_array
-from .search import PRUNE_REASONS, candidates, engine_table, rank, score
+from .search import PRUNE_REASONS, candidates, engine_table, pick, rank, score
 from .verify import verify
 
 __all__ = ["plan", "plan_spec", "plan_table", "plan_front", "plot_plan", "verified_layouts"]
@@ -138,7 +138,7 @@ def plan(
     cands = candidates(spec, t)
     s = score(spec, cands.bound, cands.devices, cands.cost)
     order = rank(spec, s, cands.devices, cands.cost)
-    chosen = order[: spec.top_k]
+    chosen = pick(spec, t, cands, order)
     results = verify(spec, t, cands, chosen, scheduler=scheduler, workers=workers, calibration=calibration)
     return _dataset(spec, catalog, t, cands, s, order, chosen, results)
 

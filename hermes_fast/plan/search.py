@@ -37,7 +37,17 @@ from ..resolve import Catalog
 from ..variables import PLAN_PRUNE_NAMES
 from ..workload import length_moments
 
-__all__ = ["PRUNE_REASONS", "Candidates", "EngineTable", "candidates", "engine_table", "mean_lengths"]
+__all__ = [
+    "PRUNE_REASONS",
+    "Candidates",
+    "EngineTable",
+    "candidates",
+    "engine_table",
+    "mean_lengths",
+    "pick",
+    "rank",
+    "score",
+]
 
 PRUNE_REASONS = PLAN_PRUNE_NAMES  # codes 1..5; 0: kept
 _LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
@@ -131,7 +141,6 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
     ds = ds.isel(engine=0)
     b = np.asarray(ladder, dtype=np.float64)
     tpot = ds.tpot_s.values  # [c, b]
-    prefill = ds.prefill_time_s.values
     kv_batch = ds.max_batch_size.values[:, 0]
     fits1 = ds.fits.values[:, 0]
     ttft1, tpot1 = ds.ttft_s.values[:, 0], tpot[:, 0]
@@ -146,23 +155,38 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
     reason[~layout_ok] = 1
     reason[(reason == 0) & ~fits1] = 2
 
-    # prefill: the largest ladder batch of whole prompts within the token budget and the KV
-    budget = np.array([r[5] for r in rows], dtype=np.float64)
-    b_prefill = np.maximum(1.0, np.minimum(np.floor(budget / prompt), kv_batch))
-    ok_p = b[None, :] <= b_prefill[:, None]
-    ip = np.where(ok_p, np.arange(len(b))[None, :], 0).max(axis=1)
-    prefill_rate = b[ip] / prefill[np.arange(n), ip]
-
-    # decode: per max batch size, the largest ladder batch within it and the KV whose TPOT meets the target
+    # decode, per max batch size: the largest ladder batch within it and the KV whose TPOT meets the target, then
+    # (TPOT is close to linear in the batch between ladder points) the batch where the line reaches the target
     limits = np.asarray(spec.max_batch_size, dtype=np.float64)
-    eligible = (b[None, None, :] <= np.minimum(limits[None, :, None], kv_batch[:, None, None])) & (
-        tpot[:, None, :] <= spec.tpot_s
-    )
+    cap = np.minimum(limits[None, :], kv_batch[:, None])  # [c, m]
+    eligible = (b[None, None, :] <= cap[:, :, None]) & (tpot[:, None, :] <= spec.tpot_s)
     any_ok = eligible.any(axis=2)
     idx = np.where(eligible, np.arange(len(b))[None, None, :], 0).max(axis=2)
-    batch = np.where(any_ok, b[idx], 0.0)
+    nxt = np.minimum(idx + 1, len(b) - 1)
+    t_i, t_j = np.take_along_axis(tpot, idx, axis=1), np.take_along_axis(tpot, nxt, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        decode_rate = np.where(any_ok, batch / (np.take_along_axis(tpot, idx, axis=1) * output), 0.0)
+        b_line = np.where(t_j > t_i, b[idx] + (spec.tpot_s - t_i) * (b[nxt] - b[idx]) / (t_j - t_i), b[nxt])
+    refined = np.floor(np.maximum(b[idx], np.minimum(np.minimum(cap, b[nxt]), b_line)))
+    # prefill: as many whole prompts as the token budget (and the KV) hold
+    budget = np.array([r[5] for r in rows], dtype=np.float64)
+    b_prefill = np.floor(np.maximum(1.0, np.minimum(np.floor(budget / prompt), kv_batch)))
+
+    # one more estimate call at exactly those batches: the prefill's, and each max batch size's decode
+    n_m = len(limits)
+    per = 1 + n_m
+    exact = {key: [v for v in values for _ in range(per)] for key, values in axis.items() if key != "label"}
+    exact["label"] = [str(i) for i in range(n * per)]
+    exact["workload.batch_size"] = np.column_stack([b_prefill, np.where(any_ok, refined, 1.0)]).ravel().astype(int)
+    exact["workload.batch_size"] = [int(x) for x in exact["workload.batch_size"]]
+    ex = estimate(base, grid={"point": exact}, calibration=calibration).isel(engine=0)
+    ex_prefill = ex.prefill_time_s.values.reshape(n, per)
+    ex_tpot = ex.tpot_s.values.reshape(n, per)[:, 1:]
+    prefill_rate = b_prefill / ex_prefill[:, 0]
+    use_exact = any_ok & (ex_tpot <= spec.tpot_s)
+    batch = np.where(use_exact, refined, np.where(any_ok, b[idx], 0.0))
+    step = np.where(use_exact, ex_tpot, t_i)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        decode_rate = np.where(any_ok, batch / (step * output), 0.0)
 
     devices = [r[6] for r in rows]
     kvb = ds.kv_bytes_per_token.values * np.array([r[2] * r[3] for r in rows])  # one token's KV, all devices
@@ -302,6 +326,26 @@ def score(spec: PlanSpec, bound: np.ndarray, devices: np.ndarray, cost: np.ndarr
         if spec.objective == "per_usd":
             return bound / cost
     return np.asarray(bound, dtype=np.float64)
+
+
+def pick(spec: PlanSpec, t: EngineTable, c: Candidates, order: np.ndarray) -> np.ndarray:
+    """The ``top_k`` first of ``order``, at most ``per_group`` of each kind (mode, decode and prefill devices,
+    format) when set."""
+    if spec.per_group is None:
+        return order[: spec.top_k]
+    pcs = np.where(c.disaggregated, c.prefill_config, c.config)
+    key = np.char.add(np.char.add(t.device[c.config], "|" + np.where(c.disaggregated, "", "co|")),
+                      np.char.add(t.device[pcs], "|" + t.dtype[c.config]))  # fmt: skip
+    taken: dict[str, int] = {}
+    out = []
+    for i in order.tolist():
+        k = key[i]
+        if taken.get(k, 0) < spec.per_group:
+            taken[k] = taken.get(k, 0) + 1
+            out.append(i)
+            if len(out) == spec.top_k:
+                break
+    return np.array(out, dtype=np.int64)
 
 
 def rank(spec: PlanSpec, s: np.ndarray, devices: np.ndarray, cost: np.ndarray) -> np.ndarray:
