@@ -228,6 +228,25 @@ def test_config_errors_name_the_field():
     with pytest.raises(hf.ConfigError) as e:
         hf.plan(SMALL, devices={"h100_sxm": 1}, colocated=False, disaggregated=False)
     assert e.value.path == "plan.colocated"
+    with pytest.raises(hf.ConfigError) as e:
+        hf.plan(SMALL, model="e5-base", devices={"h100_sxm": 1})
+    assert e.value.path == "plan.model" and "a decoder" in e.value.expected
+    with pytest.raises(hf.ConfigError) as e:
+        hf.plan(SMALL, devices={"h100_sxm": 1}, workload={"arrival": {"process": "closed", "concurrency": 4}})
+    assert e.value.path == "plan.workload.arrival.process"
+
+
+def test_expert_parallel_layouts_of_a_moe_model():
+    ds = hf.plan(SMALL, model="mixtral-8x7b", devices={"h100_sxm": 4}, tp=[2, 4], ep=[1, 2], dtypes=["fp8"],
+                 disaggregated=False, top_k=1, n_requests=200)  # fmt: skip
+    pairs = set(zip(ds.tp.values.tolist(), ds.ep.values.tolist(), strict=True))
+    assert pairs == {(2, 1), (2, 2), (4, 1), (4, 2)}  # EP divides TP; a dense model gets ep 1 only
+    i = int(np.flatnonzero(ds.ep.values == 2)[0])
+    assert "EP2" in str(ds.label.values[i])
+    text = launch_commands(ds, i)["vllm"]
+    assert "expert parallelism 2" in text.splitlines()[1]  # said, not guessed: no EP flag is in the stored lists
+    spec = plan_spec(SMALL, devices={"h100_sxm": 2}, tp=[2], ep=[1, 2])
+    assert set(engine_table(spec).ep.tolist()) == {1}
 
 
 def test_cli_plan_prints_the_table_and_exports(tmp_path, capsys):

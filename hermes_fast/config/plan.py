@@ -85,6 +85,10 @@ class PlanSpec:
             values = getattr(self, key)
             if not values:
                 raise ConfigError(f"{p}{key}", list(values), "at least one value")
+        if self.workload.arrival.process == "closed":
+            raise ConfigError(
+                f"{p}workload.arrival.process", "closed", "an open arrival process: the capacity search sets the rate"
+            )
         if self.quantile not in (0.5, 0.9, 0.95, 0.99):
             raise ConfigError(
                 f"{p}quantile", self.quantile, "one of 0.5, 0.9, 0.95, 0.99 (the quantiles a run reports)"

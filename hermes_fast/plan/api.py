@@ -53,10 +53,10 @@ def plan_spec(spec: PlanSpec | Mapping | str | Path | None = None, **fields) -> 
 
 def _labels(spec: PlanSpec, t, cands) -> np.ndarray:
     m = np.asarray(spec.max_batch_size)[cands.max_batch]
-    dev, dt, tp, pp = t.device, t.dtype, t.tp, t.pp
+    dev, dt, tp, pp, ep = t.device, t.dtype, t.tp, t.pp, t.ep
 
     def pool(c, r):
-        return f"{r}x {dev[c]} TP{tp[c]}" + (f"PP{pp[c]}" if pp[c] > 1 else "")
+        return f"{r}x {dev[c]} TP{tp[c]}" + (f"PP{pp[c]}" if pp[c] > 1 else "") + (f"EP{ep[c]}" if ep[c] > 1 else "")
 
     out = []
     for c, r, pc, pr, mb in zip(
@@ -161,6 +161,7 @@ def _dataset(spec, catalog, t, cands, s, order, chosen, results) -> xr.Dataset:
         "prefill_device": (dims, np.where(disagg, t.device[pc], "")),
         "prefill_tp": (dims, np.where(disagg, t.tp[pc], 0)),
         "prefill_pp": (dims, np.where(disagg, t.pp[pc], 0)),
+        "prefill_ep": (dims, np.where(disagg, t.ep[pc], 0)),
         "prefill_replicas": (dims, cands.prefill_replicas),
         "max_batch_size": (dims, np.asarray(spec.max_batch_size)[cands.max_batch]),
         "max_batched_tokens": (dims, t.budget[cands.config]),

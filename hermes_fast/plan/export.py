@@ -72,6 +72,7 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
                 "device": str(c.prefill_device.values),
                 "tp": int(c.prefill_tp.values),
                 "pp": int(c.prefill_pp.values),
+                "ep": int(c.prefill_ep.values),
                 "replicas": int(c.prefill_replicas.values),
             }
         )
@@ -81,6 +82,7 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
             "device": str(c.device.values),
             "tp": int(c.tp.values),
             "pp": int(c.pp.values),
+            "ep": int(c.ep.values),
             "replicas": int(c.replicas.values),
         }
     )
@@ -253,9 +255,12 @@ def launch_commands(ds: xr.Dataset, candidate: int | None = None, model: str | N
         "trtllm": _trtllm(pools, model),
         "dynamo": _dynamo(pools, model, f"plan-{ds.attrs['model'].replace('.', '-')}-{i}"),
     }
+    ep = [p["ep"] for p in pools if p["ep"] > 1]
     out = {}
     for stack, text in texts.items():
         check_flags(stack, text)
+        if ep:  # (no expert-parallel flag in the stored lists yet: said, not guessed)
+            text = f"# the simulation assumed expert parallelism {ep[0]} within the TP group: set it by hand\n{text}"
         head = (
             f"# {flags[stack]['command']} {flags[stack]['version']} (flags: {flags[stack]['source']}); layout "
             f"{str(ds.label.values[i])}, simulated with stack {ds.attrs['stack']}"

@@ -98,6 +98,10 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
     """Estimate every engine configuration the spec allows over a ladder of batch sizes in one call."""
     catalog = catalog or Catalog(calibration=calibration)
     model = catalog.model(spec.model, "plan.model")
+    if model.kind != "decoder":
+        raise ConfigError(
+            "plan.model", spec.model, f"a decoder (a model that generates; {spec.model} is an {model.kind})"
+        )
     catalog.stack(spec.stack, "plan.stack")
     prompt, output = mean_lengths(spec)
     max_dev = spec.max_devices or sum(spec.devices.values())
