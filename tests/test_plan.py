@@ -215,6 +215,14 @@ def test_launch_commands_name_only_stored_flags_and_carry_the_layout():
     assert emitted_flags('- --model\n- "x"\n# --not-a-flag\nrun --a=1 --b 2') == ["--model", "--a", "--b"]
 
 
+def test_the_example_plan_file_is_the_benchmark_question():
+    from pathlib import Path
+
+    spec = plan_spec(Path(__file__).resolve().parents[1] / "examples" / "plans" / "llama70b_16gpu.yaml")
+    assert spec.model == "llama-3.1-70b" and spec.devices == {"h100_sxm": 16, "h200_sxm": 16, "b200": 16}
+    assert (spec.max_devices, spec.top_k, spec.per_group, spec.workload.prompt_tokens) == (16, 20, 2, 2000)
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(hf.ConfigError) as e:
         hf.plan(SMALL, devices={"h100_sx": 2})
