@@ -274,6 +274,31 @@ def test_cli_plan_prints_the_table_and_exports(tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 1 and "--devices" in err
 
 
+def test_published_tp_versus_pp_for_405b_on_h200():
+    """NVIDIA's tuned TensorRT-LLM deployments of Llama-3.1-405B on 8 H200 (hermes_fast was not fitted to them):
+    TP8 serves one user 5.6x faster than PP8, PP8 serves 1.5x the throughput of TP8. The planner, with the trtllm
+    stack, picks TP8 under a tight TPOT target and PP8 under a loose one, with both ratios within 25%."""
+    import csv
+    from importlib.resources import files
+
+    rows = {r["id"]: r for r in csv.DictReader((files("hermes_fast") / "data" / "reference" /
+                                                "published_deployments.csv").open())}  # fmt: skip
+    q = dict(model="llama-3.1-405b", devices={"h200_sxm": 8}, tp=[1, 8], pp=[1, 8], dtypes=["fp8"], stack="trtllm",
+             disaggregated=False, max_batch_size=[512], max_batched_tokens=[8192], ttft_s=60.0, quantile=0.5,
+             workload={"prompt_tokens": 2048, "output_tokens": 128}, n_requests=1000)  # fmt: skip
+    loose = hf.plan(q, tpot_s=1.0, top_k=2)
+    label = loose.label.values
+    tp8, pp8 = (int(np.flatnonzero([x.startswith(f"1x h200_sxm {k} ") for x in label])[0]) for k in ("TP8", "TP1PP8"))
+    min_latency = float(loose.plan_zero_load_tpot_s[pp8] / loose.plan_zero_load_tpot_s[tp8])
+    assert min_latency == pytest.approx(float(rows["nvidia-405b-h200-min-latency"]["published_ratio"]), rel=0.25)
+    cap = loose.capacity_request_per_s.isel(replicate=0)
+    max_throughput = float(cap[pp8] / cap[tp8])
+    assert max_throughput == pytest.approx(float(rows["nvidia-405b-h200-max-throughput"]["published_ratio"]), rel=0.25)
+    assert loose.attrs["best_candidate"] == pp8 and bool(loose.valid.isel(candidate=pp8).all())
+    tight = hf.plan(q, tpot_s=0.05, top_k=1)
+    assert str(tight.label.values[tight.attrs["best_candidate"]]).startswith("1x h200_sxm TP8 ")
+
+
 @pytest.mark.slow
 def test_70b_over_three_device_kinds_searches_10000_layouts_within_a_minute():
     start = time.perf_counter()

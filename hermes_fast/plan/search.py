@@ -6,10 +6,13 @@ layout is a colocated pool, or a prefill pool and a decode pool (disaggregated),
 
 The throughput bound of a candidate (requests/s) uses estimate's fields only:
 
-- decode, per replica: the largest batch ``b`` on the ladder within the max batch size and the KV capacity
-  (estimate's ``max_batch_size``) whose TPOT meets the target, at ``b / (tpot_s(b) x output_tokens)``;
+- decode, per replica: the largest batch ``b`` within the max batch size and the KV capacity (estimate's
+  ``max_batch_size``) whose TPOT meets the target (on a ladder of batch sizes, refined where TPOT's line between
+  two ladder points reaches the target, then estimated at exactly that batch), at ``b / (tpot_s(b) x output_tokens)``
+  (estimate's decode step of a PP engine is already the pipelined one);
 - prefill, per replica: the largest batch of whole prompts within the token budget (and the KV), at
-  ``b / prefill_time_s(b)``;
+  ``b / prefill_time_s(b)``; with PP, ``pp x`` that of the same engine with one stage (under load the
+  micro-batches keep every stage busy; estimate's zero-load prefill is a pipeline fill);
 - colocated: replicas / (1 / prefill rate + 1 / decode rate) (a replica's time is shared by both phases);
 - disaggregated: min(prefill replicas x prefill rate, decode replicas x decode rate).
 
@@ -182,10 +185,16 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
     exact["label"] = [str(i) for i in range(n * per)]
     exact["workload.batch_size"] = np.column_stack([b_prefill, np.where(any_ok, refined, 1.0)]).ravel().astype(int)
     exact["workload.batch_size"] = [int(x) for x in exact["workload.batch_size"]]
+    # a PP engine under load keeps its micro-batches in flight: a prefill iteration's stages overlap, so its rate is
+    # pp x that of the engine with one stage of the layers (estimate's zero-load prefill is a pipeline fill);
+    # the stage hand-offs, a few microseconds, are left out
+    pp_col = exact["engines.e.parallel.pp"]
+    exact["engines.e.parallel.pp"] = [1 if k % per == 0 else v for k, v in enumerate(pp_col)]
     ex = estimate(base, grid={"point": exact}, calibration=calibration).isel(engine=0)
     ex_prefill = ex.prefill_time_s.values.reshape(n, per)
     ex_tpot = ex.tpot_s.values.reshape(n, per)[:, 1:]
-    prefill_rate = b_prefill / ex_prefill[:, 0]
+    pp = np.array([r[3] for r in rows], dtype=np.float64)
+    prefill_rate = pp * b_prefill / ex_prefill[:, 0]
     use_exact = any_ok & (ex_tpot <= spec.tpot_s)
     batch = np.where(use_exact, refined, np.where(any_ok, b[idx], 0.0))
     step = np.where(use_exact, ex_tpot, t_i)
