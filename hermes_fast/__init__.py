@@ -21,6 +21,7 @@ from .config import ConfigError, Scenario
 from .estimate import estimate
 from .metrics import add_derived, confidence_interval, slo_goodput
 from .pareto import pareto
+from .plan import launch_commands, plan, plan_table
 from .resolve import Catalog, load_scenario
 from .simulate import simulate
 from .sweep import open_sweep, sweep, sweep_file
@@ -40,11 +41,14 @@ __all__ = [
     "draw_workload",
     "estimate",
     "import_aiconfigurator",
+    "launch_commands",
     "length_moments",
     "load_calibration",
     "load_scenario",
     "open_sweep",
     "pareto",
+    "plan",
+    "plan_table",
     "preset_names",
     "read_measurements",
     "rng_for",

@@ -34,6 +34,7 @@ __all__ = [
     "VARIABLES",
     "BOUND_NAMES",
     "CAPACITY_BOUND_NAMES",
+    "PLAN_PRUNE_NAMES",
     "RENAMED",
     "current_name",
     "rename_to_current",
@@ -363,6 +364,46 @@ _SWEEP: list[Variable] = [
     Variable("generated_token_per_j", "token/J", "generated tokens per joule", "1 / energy_j_per_token_generated"),
 ]
 VARIABLES.update({v.name: v for v in _SWEEP})
+
+# why the planner left a candidate layout out, codes 1..5; 0: kept (hermes_fast.plan.search.PRUNE_REASONS)
+PLAN_PRUNE_NAMES = ("layout", "memory", "ttft", "tpot", "budget")
+_PLAN_PRUNE_ATTRS = (
+    ("flag_values", np.arange(0, len(PLAN_PRUNE_NAMES) + 1, dtype=np.int8)),
+    ("flag_meanings", " ".join(("kept", *PLAN_PRUNE_NAMES))),
+)
+
+_PLAN: list[Variable] = [
+    Variable("plan_devices", "device", "devices used", "devices the layout uses, every pool and replica"),
+    Variable("plan_cost_usd_per_hour", "USD/h", "layout cost", "devices x their price per device-hour (NaN: no price)"),
+    Variable(
+        "plan_bound_request_per_s",
+        "request/s",
+        "throughput bound",
+        "analytic bound from estimate: decode batch within the limits, KV and TPOT target / (TPOT x output tokens), "
+        "prefill batch within the token budget / prefill time; colocated replicas / (1/prefill + 1/decode), "
+        "disaggregated min(prefill pool, decode pool) (NaN: pruned)",
+    ),
+    Variable("plan_score", "1", "planner score", "what the planner ranks by: the bound, per device or per USD/h"),
+    Variable(
+        "plan_zero_load_ttft_s",
+        "s",
+        "zero-load TTFT",
+        "one request's prefill and front end (+ KV hand-off if disaggregated)",
+    ),
+    Variable("plan_zero_load_tpot_s", "s", "zero-load TPOT", "one request's decode step at the mean context"),
+    Variable("plan_decode_batch", "request", "decode batch of the bound", "per decode replica"),
+    Variable("plan_pruned_by", "1", "prune reason", "why the layout was left out before simulation", _PLAN_PRUNE_ATTRS),
+    Variable("plan_rank", "1", "rank by bound", "1: best score among the layouts kept; 0: pruned"),
+    Variable("plan_verified", "1", "verified", "capacity-searched by simulation"),
+    Variable("plan_verified_rank", "1", "rank by simulation", "1: best simulated capacity objective; 0: not verified"),
+    Variable(
+        "output_token_per_s_per_device",
+        "token/s/device",
+        "output tokens per second per device",
+        "throughput_output_token_per_s at capacity / plan_devices",
+    ),
+]
+VARIABLES.update({v.name: v for v in _PLAN})
 
 
 # old name -> current name. throughput_token_per_s: estimate's name for what simulate calls

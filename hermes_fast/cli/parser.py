@@ -13,6 +13,7 @@ from .calibration import cmd_calibrate, cmd_measure, cmd_validate
 from .capacity import cmd_capacity
 from .estimate import cmd_estimate
 from .knobs import add_knobs
+from .plan import cmd_plan
 from .plot import PLOT_KINDS, cmd_plot
 from .presets import PRESET_KINDS, cmd_presets
 from .run import cmd_run
@@ -80,6 +81,46 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--rate", type=float, help=argparse.SUPPRESS)  # refused by name, not as ambiguous
     add_knobs(cap, "capacity")
     cap.set_defaults(func=cmd_capacity)
+    pln = sub.add_parser(
+        "plan",
+        help="which layout and how many replicas serve a model's traffic best within TTFT/TPOT targets",
+        description="Enumerate TP x PP x EP x replicas, colocated and disaggregated, formats and batching limits; "
+        "prune with the analytical estimate; rank by a throughput bound; verify the best by simulated capacity "
+        "search. Durations: 2, 2s, 500ms (a bare number is seconds). Flags win over the plan file's fields.",
+    )
+    pln.add_argument("plan", nargs="?", default=None, help="plan YAML (the PlanSpec fields); optional with flags")
+    pln.add_argument("--model", help="catalog model, e.g. llama-3.1-70b")
+    pln.add_argument("--devices", metavar="NAME:N,...", help="devices available, e.g. h100_sxm:16,h200_sxm:8")
+    pln.add_argument("--budget", type=float, metavar="USD_PER_H", help="most a layout may cost per hour")
+    pln.add_argument("--max-devices", type=int, metavar="N", help="most devices one layout uses (default: all)")
+    pln.add_argument("--ttft", metavar="DURATION", help="TTFT target at the quantile (2s)")
+    pln.add_argument("--tpot", metavar="DURATION", help="TPOT target at the quantile (50ms)")
+    pln.add_argument("--quantile", type=float, metavar="Q", help="quantile the targets bound (0.99)")
+    pln.add_argument("--prompt-tokens", type=int, metavar="N", help="prompt length (tokens)")
+    pln.add_argument("--output-tokens", type=int, metavar="N", help="output length (tokens)")
+    pln.add_argument("--tp", metavar="A,B", help="tensor-parallel degrees (1,2,4,8)")
+    pln.add_argument("--pp", metavar="A,B", help="pipeline-parallel degrees (1,2,4)")
+    pln.add_argument("--ep", metavar="A,B", help="expert-parallel degrees, MoE models (1)")
+    pln.add_argument("--dtypes", metavar="A,B", help="weight/activation formats (bf16,fp8,fp4)")
+    pln.add_argument("--max-batch-size", metavar="A,B", help="max batch sizes (128,512)")
+    pln.add_argument("--max-batched-tokens", metavar="A,B", help="token budgets (2048,8192)")
+    pln.add_argument("--no-colocated", action="store_true", help="disaggregated layouts only")
+    pln.add_argument("--no-disaggregated", action="store_true", help="colocated layouts only")
+    pln.add_argument("--objective", choices=("capacity", "per_device", "per_usd"), help="rank by (capacity)")
+    pln.add_argument("--stack", help="serving stack simulated (vllm)")
+    pln.add_argument("--top-k", type=int, metavar="K", help="layouts verified by simulation (10)")
+    pln.add_argument("--per-group", type=int, metavar="N", help="verify at most N of each mode x devices x format")
+    pln.add_argument("--requests", type=int, metavar="N", help="arrivals per simulated run (2000)")
+    pln.add_argument("--replicates", type=int, metavar="R", help="capacity searches per layout (1)")
+    pln.add_argument("--seed", type=int, metavar="S", help="random seed (0)")
+    where_p = pln.add_mutually_exclusive_group()
+    where_p.add_argument("--workers", type=int, metavar="N", help="N local dask worker processes (default: serial)")
+    where_p.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler, e.g. tcp://HOST:8786")
+    pln.add_argument("--export", metavar="DIR", help="write launch commands (vLLM, SGLang, trtllm-serve, Dynamo)")
+    pln.add_argument("--export-top", type=int, default=1, metavar="N", help="layouts to export, best first (1)")
+    pln.add_argument("--plot", metavar="FIG.png", help="Pareto front of the verified layouts: capacity vs cost")
+    pln.add_argument("--out", metavar="FILE.nc|.zarr|.csv|.json", help=_OUT_HELP)
+    pln.set_defaults(func=cmd_plan)
     val = sub.add_parser("validate", help="kernel errors vs shipped measurements, uncalibrated and calibrated")
     val.add_argument("--calibration", action="append", metavar="NAME|FILE", help="calibrations to check (all shipped)")
     val.add_argument("--measurements", metavar="FILE.csv", help="measurements to check instead of the shipped ones")
