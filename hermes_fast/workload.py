@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from .config.base import ConfigError, check_path_length
+from .config.base import ConfigError
+from .config.files import check_path_length
 from .config.lengths import MAX_ZIPF_SUPPORT
 from .config.workload import Arrival, Length, RequestClass, Trace
 

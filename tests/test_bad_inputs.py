@@ -12,7 +12,7 @@ import pytest
 import hermes_fast as hf
 from hermes_fast.cli import main
 from hermes_fast.config import ConfigError
-from hermes_fast.config.base import MAX_NAME_BYTES, load_yaml
+from hermes_fast.config.files import MAX_NAME_BYTES, load_yaml
 from hermes_fast.workload import MAX_SPAN_S, _first_order_statistics, draw_workload, rng_for
 
 ENGINE = {"name": "main", "model": "llama-3.1-8b", "device": "h100_sxm", "stack": "ideal"}

@@ -13,7 +13,8 @@ import pytest
 
 import hermes_fast as hf
 from hermes_fast.catalog import preset_names, price_basis, price_note
-from hermes_fast.config.base import ConfigError, load_yaml
+from hermes_fast.config.base import ConfigError
+from hermes_fast.config.files import load_yaml
 from hermes_fast.config.hardware import DTYPES
 from hermes_fast.resolve import Catalog
 

@@ -395,7 +395,7 @@ def test_duplicate_yaml_keys_are_rejected_with_both_lines(tmp_path):
 
 
 def test_deeply_nested_yaml_is_a_config_error_not_a_recursion_error():
-    from hermes_fast.config.base import MAX_YAML_DEPTH
+    from hermes_fast.config.files import MAX_YAML_DEPTH
 
     deep = "a: " + "[" * 10_000 + "]" * 10_000
     err = _raises(load_yaml, deep)
@@ -406,7 +406,7 @@ def test_deeply_nested_yaml_is_a_config_error_not_a_recursion_error():
 
 
 def test_yaml_size_limits(tmp_path, monkeypatch):
-    from hermes_fast.config import base
+    from hermes_fast.config import files
 
     laughs = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"  # 10^10 values once the aliases are expanded
     laughs += "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(9))
@@ -414,7 +414,7 @@ def test_yaml_size_limits(tmp_path, monkeypatch):
     assert err.path == "<text>" and err.value == "12345679021 values" and "aliases expanded" in err.expected
     err = _raises(load_yaml, "a: &a [1, *a]\n")
     assert (err.path, err.value) == ("<text>:1", "a recursive alias")
-    monkeypatch.setattr(base, "MAX_YAML_BYTES", 100)
+    monkeypatch.setattr(files, "MAX_YAML_BYTES", 100)
     big = tmp_path / "big.yaml"
     big.write_text("name: " + "x" * 200 + "\n")
     err = _raises(load_scenario, big)

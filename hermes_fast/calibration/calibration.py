@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from ..catalog import preset
-from ..config.base import ConfigError, deep_merge, from_mapping, load_yaml, to_mapping
+from ..config.base import ConfigError, deep_merge, from_mapping, to_mapping
 from ..config.efficiency import AttentionResidual
+from ..config.files import load_yaml
 from ..config.hardware import Device
 
 __all__ = [

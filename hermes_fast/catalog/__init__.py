@@ -16,7 +16,8 @@ from __future__ import annotations
 from functools import cache
 from importlib.resources import files
 
-from ..config.base import from_mapping, load_yaml
+from ..config.base import from_mapping
+from ..config.files import load_yaml
 from ..config.hardware import Device, MemoryTier
 from ..config.model import Model
 from ..config.stack import Stack

@@ -23,7 +23,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from ..config.base import ConfigError, load_yaml
+from ..config.base import ConfigError
+from ..config.files import load_yaml
 from ..config.grid import parse_path, plain_value
 
 __all__ = ["KNOBS", "add_knobs", "knob_settings", "apply_knobs", "flag_errors"]

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config.base import ConfigError, check_path_length
+from ..config.base import ConfigError
+from ..config.files import check_path_length
 
 __all__ = ["OUT_FORMATS", "check_out", "check_figure_out", "write_dataset", "dataset_summary", "dataset_table"]
 

@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..config.base import ConfigError, load_yaml
+from ..config.base import ConfigError
+from ..config.files import load_yaml
 from .capacity import parse_duration
 from .warnings import print_warnings
 

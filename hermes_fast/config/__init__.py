@@ -1,7 +1,8 @@
 """Scenario configuration: frozen dataclasses per concern, loaded from YAML or dicts with dotted-path errors."""
 
-from .base import ConfigError, deep_merge, field_docs, from_mapping, load_yaml, to_mapping
+from .base import ConfigError, deep_merge, field_docs, from_mapping, to_mapping
 from .efficiency import AttentionResidual, Efficiency
+from .files import load_yaml
 from .hardware import DTYPE_BYTES, DTYPES, Device, Link, MemoryTier, PeakFlops
 from .model import MLA, LinearAttention, Model, MoE
 from .pipeline import KvTier, Stage, VectorIndex

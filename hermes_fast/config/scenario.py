@@ -8,7 +8,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from .base import ConfigError, fld, from_mapping, is_yaml_file, load_yaml
+from .base import ConfigError, fld, from_mapping
+from .files import is_yaml_file, load_yaml
 from .hardware import Dtype, Link
 from .pipeline import ROUTED
 from .serving import Batching, Serving

@@ -13,7 +13,8 @@ import xarray as xr
 
 from .. import plot
 from .._version import __version__
-from ..config.base import ConfigError, from_mapping, load_yaml, to_mapping
+from ..config.base import ConfigError, from_mapping, to_mapping
+from ..config.files import load_yaml
 from ..config.plan import PlanSpec
 from ..metrics import QUANTILES, add_derived
 from ..pareto import pareto

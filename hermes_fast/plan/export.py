@@ -14,7 +14,8 @@ from importlib.resources import files
 
 import xarray as xr
 
-from ..config.base import ConfigError, load_yaml
+from ..config.base import ConfigError
+from ..config.files import load_yaml
 from ..resolve import Catalog
 
 __all__ = ["EXPORT_STACKS", "check_flags", "emitted_flags", "launch_commands", "launch_flags"]

@@ -13,7 +13,8 @@ from typing import Any
 import xarray as xr
 
 from ..capacity import as_capacity
-from ..config.base import ConfigError, convert_field, from_mapping, load_yaml, to_mapping
+from ..config.base import ConfigError, convert_field, from_mapping, to_mapping
+from ..config.files import load_yaml
 from ..config.grid import parse_path, plain_value
 from ..config.scenario import Scenario
 from ..config.sweep import CapacitySearch, SweepSpec

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..config.base import ConfigError, check_path_length
+from ..config.base import ConfigError
+from ..config.files import check_path_length
 from .dataset import sweep_dataset
 from .lock import StoreLock, StoreWarning
 
