@@ -454,6 +454,29 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     out["cost_usd_per_mtoken_generated"] = dollars / generated * 1e6 if generated and priced else math.nan
     out["events"] = run.events
     out["fast_forwarded_iterations"] = run.fast_forwarded_iterations
+    if getattr(draws, "cached", False):
+        out.update(_prefix_metrics(setup, run, w, done))
+    return out
+
+
+def _prefix_metrics(setup, run: Outcome, w: int, done: np.ndarray) -> dict[str, np.ndarray | float]:
+    """Prefix caching: hit rates of the measured completed requests' first admissions, and per pool the prefill
+    tokens it skipped over the run, its evictions and its entries at the end over its KV blocks."""
+    hit = run.prefix_hit_tokens[w:][done]
+    prompt = run.prompt_tokens[w:][done]
+    out: dict[str, np.ndarray | float] = {
+        "prefix_hit_rate_token": float(hit.sum() / prompt.sum()) if prompt.sum() else math.nan,
+        "prefix_hit_rate_request": float(np.count_nonzero(hit) / hit.size) if hit.size else math.nan,
+    }
+    saved, evicted, occupancy = (np.zeros(len(setup.pools)) for _ in range(3))
+    for k, pool in enumerate(setup.pools):
+        reps = setup.replica_pool == k
+        saved[k] = run.prefix_saved_tokens[reps].sum()
+        evicted[k] = run.prefix_evictions[reps].sum()
+        occupancy[k] = run.prefix_entries[reps].sum() / (pool.kv_blocks * reps.sum())
+    out["prefix_saved_tokens"] = saved
+    out["prefix_evictions"] = evicted
+    out["prefix_cache_occupancy"] = occupancy
     return out
 
 

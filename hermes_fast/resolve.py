@@ -168,7 +168,7 @@ class ResolvedEngine:
 
 
 # what an engine field left unset (None) is when its stack does not set it either: the schema's defaults
-ENGINE_DEFAULTS = {"memory_utilization": 0.9, "max_batched_tokens": 8192}
+ENGINE_DEFAULTS = {"memory_utilization": 0.9, "max_batched_tokens": 8192, "prefix_cache": False}
 BATCHING_DEFAULTS = {"policy": "continuous", "max_batch_size": 256, "block_size_tokens": 16, "preemption": "recompute"}
 _HOST_COSTS = ("step_overhead_s", "step_overhead_per_tp_rank_s", "sequence_overhead_s")
 

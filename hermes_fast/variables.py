@@ -246,6 +246,23 @@ _SIM: list[Variable] = [
     Variable("mean_batch_size", "request", "mean batch size", "requests per iteration, averaged over iterations"),
     Variable("kv_occupancy", "1", "KV occupancy", "time-averaged resident KV tokens / KV capacity"),
     Variable("preemptions", "1", "preemptions", "preemption events in the pool"),
+    Variable(
+        "prefix_hit_rate_token",
+        "1",
+        "prefix hit rate (tokens)",
+        "prompt tokens found in the prefix cache at first admission / prompt tokens, measured completed requests",
+    ),
+    Variable(
+        "prefix_hit_rate_request",
+        "1",
+        "prefix hit rate (requests)",
+        "share of the measured completed requests whose first admission found a cached prefix",
+    ),
+    Variable("prefix_saved_tokens", "token", "prefill tokens saved", "prompt tokens the prefix cache spared prefill"),
+    Variable("prefix_evictions", "1", "prefix-cache evictions", "cached KV blocks evicted (LRU) for KV in the pool"),
+    Variable(
+        "prefix_cache_occupancy", "1", "prefix-cache occupancy", "cached KV blocks at the end / the pool's KV blocks"
+    ),
     Variable("energy_j", "J", "energy", "device energy over the run: idle power + (peak - idle) x busy time"),
     Variable(
         "energy_j_per_token",
@@ -316,6 +333,8 @@ _SIM: list[Variable] = [
     Variable("request_completion_s", "s", "completion time", "last token"),
     Variable("request_transfer_s", "s", "KV transfer time", "disaggregated KV hand-off duration (0: none)"),
     Variable("request_preemptions", "1", "preemptions", "times the request was preempted"),
+    Variable("request_prefix_hit_tokens", "token", "prefix hit", "prompt tokens its first admission found cached"),
+    Variable("request_turn", "1", "turn", "its turn in its session (0: the first, or no session)"),
     Variable(
         "request_status",
         "1",

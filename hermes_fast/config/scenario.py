@@ -75,8 +75,16 @@ class Engine:
     )
     replicas: int = fld(1, unit="replica", doc="copies of this engine serving together (simulate)", ge=1, le=65536)
     batching: Batching = fld(factory=Batching, doc="how each replica forms iterations (simulate)")
-    scheduler: Literal["round_robin", "random", "least_outstanding", "least_kv", "shared_queue"] = fld(
-        "round_robin", doc="which replica gets a request; shared_queue: one queue that idle replicas pull from"
+    scheduler: Literal[
+        "round_robin", "random", "least_outstanding", "least_kv", "shared_queue", "prefix_affinity", "session_sticky"
+    ] = fld(
+        "round_robin",
+        doc="which replica gets a request; shared_queue: one queue that idle replicas pull from; prefix_affinity: "
+        "the one caching the longest prefix of its prompt; session_sticky: the one that served the session's "
+        "previous turn (ties and the rest: least_outstanding)",
+    )
+    prefix_cache: bool | None = fld(
+        None, doc="keep a prefix cache of KV blocks on each replica (None: the stack's; vllm and sglang: on)"
     )
     fixed_step_time_s: float | None = fld(
         None, unit="s", doc="every iteration takes this long, replacing the roofline (queueing what-ifs)", gt=0

@@ -38,6 +38,8 @@ State = namedtuple(
         "pipe_float",  # float64[PIPE_FLOAT_ROWS, m]: stage table (SGF_*), tiers (TF_*), resources (XF_*),
         # stage accumulators (SA_*) and the route-table row (ROUTE_TABLE)
         "span",  # float64[2, R, SPAN_CAP]: each replica's planned fast-forward span (SPAN_COST, SPAN_END)
+        "pc_hash",  # int64[total]: each request's KV-block hash chain (RQ_PC_OFF, RQ_PC_LEN), 0 never a hash
+        "pc",  # int64[PC_ROWS, R, T]: each replica's prefix cache, an open-addressing table of T slots (PC_*)
     ],
 )
 
@@ -103,6 +105,12 @@ RQ_BRANCHED = _r()  # 1 once its job's branches have started
 RQ_HOLDERS = _r()  # branches holding the shared prompt blocks (they are freed when none does)
 RQ_EMITTED = _r()  # tokens its finished LLM jobs emitted, its parallel branches' included (thinking + answer)
 RQ_RESERVED = _r()  # KV blocks reserved at admission for the job's whole life (0: allocated as it goes)
+RQ_PC_OFF = _r()  # prefix cache: offset of its block-hash chain in S.pc_hash
+RQ_PC_LEN = _r()  # prefix cache: blocks in its chain (its full KV blocks, prompt and output; 0: never cached)
+RQ_PC_REF = _r()  # prefix cache: leading chain blocks it references as cache entries (counted in RQ_BLOCKS)
+RQ_PC_HIT = _r()  # prefix cache: prompt tokens its first admission found cached (prefill skipped)
+RQ_NEXT_TURN = _r()  # sessions: the request of the session's next turn (-1: none)
+RQ_PREV_TURN = _r()  # sessions: the request of the session's previous turn (-1: none)
 REQ_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per request: S.req_float (s unless noted)
@@ -133,6 +141,10 @@ RP_FREE_BLOCKS = _r()
 RP_SPAN = _r()  # iterations in the pending span (> 1 when fast-forwarded)
 RP_KV_TOKENS = _r()  # KV tokens of resident requests (occupancy)
 RP_HEAP_POS = _r()  # position of its pending iteration end in the iteration heap
+RP_PC_HEAD = _r()  # prefix cache: least recently used unreferenced entry (a slot of S.pc; -1: none)
+RP_PC_TAIL = _r()  # prefix cache: most recently used unreferenced entry (-1: none)
+RP_PC_UNREF = _r()  # prefix cache: unreferenced entries (evictable; counted in RP_FREE_BLOCKS)
+RP_PC_ENTRIES = _r()  # prefix cache: entries (referenced or not)
 REP_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per replica: S.rep_float
@@ -147,6 +159,10 @@ RA_SWAP_S = _r()
 RA_PREEMPTIONS = _r()
 RA_PAIRS = _r()  # causal attention query-key pairs of the prefill chunks (per sequence, summed)
 RA_KV_READ = _r()  # KV tokens attention read: prefill chunks' context and decodes' caches, summed over iterations
+RA_PC_LOOKUP_TOKENS = _r()  # prefix cache: prefill targets looked up at admission (tokens)
+RA_PC_HIT_TOKENS = _r()  # prefix cache: tokens of those found cached (prefill skipped)
+RA_PC_EVICTIONS = _r()  # prefix cache: entries evicted (LRU) for KV
+RA_PC_INSERTS = _r()  # prefix cache: entries created
 # totals of the iteration being formed (reset by form_iteration, added to by mark): what the step cost takes
 IT_PREFILL_TOKENS = _r()
 IT_PAIRS = _r()  # causal attention pairs of the prefill chunks
@@ -192,6 +208,7 @@ PL_KIND = _r()  # POOL_MODEL or POOL_SEARCH
 PL_LINK_RES = _r()  # resource the KV hand-off crosses (-1: fixed latency + bytes / bandwidth, no sharing)
 PL_MEM_RES = _r()  # search pools: resource (a host's memory) the index is read through, shared (-1: none)
 PL_ADMIT = _r()  # ADMIT_*: how admission commits KV
+PL_PREFIX = _r()  # 1: the replicas keep a prefix cache of their KV blocks (requests with a hash chain)
 POOL_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pool configuration: S.pool_float
@@ -360,6 +377,8 @@ SCHED_RANDOM = 1
 SCHED_LEAST_OUTSTANDING = 2
 SCHED_LEAST_KV = 3
 SCHED_SHARED_QUEUE = 4
+SCHED_PREFIX_AFFINITY = 5  # the replica caching the longest prefix of the request's chain (ties: least outstanding)
+SCHED_SESSION_STICKY = 6  # the replica that served the session's previous turn (else: least outstanding)
 POOL_MODEL = 0  # pool kinds (PL_KIND)
 POOL_SEARCH = 1
 PREEMPT_RECOMPUTE = 0  # preemption modes (PL_PREEMPT)
@@ -390,4 +409,13 @@ TIMER_WAKE = 1  # an idle replica's batch wait ends
 TIMER_JOIN = 2  # a transfer joins its resource after the latency
 TIMER_SEND = 3  # a client sends its next request (closed loop, or a slot freed under a concurrency cap)
 TIMER_FRONTEND = 4  # a job is through its engine's API front end: it queues
-TIMER_KINDS = 5
+TIMER_TURN = 5  # a session's next turn is sent (its user thought after the previous answer)
+TIMER_KINDS = 6
+
+# ---------------------------------------------------------------- prefix cache: S.pc rows (one table per replica)
+PC_KEY = 0  # the block hash held in the slot (PC_EMPTY: none)
+PC_REF = 1  # running requests referencing the entry (0: unreferenced, on the LRU list)
+PC_PREV = 2  # LRU list: the entry used before (a slot; -1: none)
+PC_NEXT = 3  # LRU list: the entry used after (-1: none)
+PC_ROWS = 4
+PC_EMPTY = 0

@@ -1,0 +1,224 @@
+"""Each replica's prefix cache: KV blocks named by the hash chain of their tokens, shared by reference counts.
+
+A request carries the hash chain of its full KV blocks (``S.pc_hash[RQ_PC_OFF : RQ_PC_OFF + RQ_PC_LEN]``,
+prompt and output; built in Python before the loop). A replica's cache is an open-addressing table (linear
+probing, backward-shift deletion) of ``T`` slots, a power of two at least twice its KV blocks; each entry is
+one physical KV block with a reference count. Referenced entries belong to running requests; unreferenced
+ones stay cached on a doubly linked LRU list and are evicted, least recently used first, when KV is needed.
+
+Accounting: ``RP_FREE_BLOCKS`` counts the truly free blocks *and* the unreferenced entries (reclaimable), so
+the rest of the loop allocates as before; the entries that allocations took are evicted lazily, before the
+table is next read (:func:`pc_trim`: while ``RP_PC_UNREF > RP_FREE_BLOCKS``), which evicts exactly the blocks
+an eager eviction would. A request's ``RQ_BLOCKS`` counts every block it uses; its first ``RQ_PC_REF`` chain
+blocks are entries (charged to the free count once, by the entry, whatever the number of holders), the rest
+its own. Admission reuses the longest cached prefix (:func:`pc_lookup`, :func:`pc_acquire`); prefilled blocks
+become entries at each iteration end and the rest of its KV when it lets go (:func:`pc_commit`); letting go
+drops its references (:func:`pc_release`).
+"""
+
+from __future__ import annotations
+
+from .._jit import kernel
+from .state import (
+    PC_EMPTY,
+    PC_KEY,
+    PC_NEXT,
+    PC_PREV,
+    PC_REF,
+    RA_PC_EVICTIONS,
+    RA_PC_INSERTS,
+    RP_FREE_BLOCKS,
+    RP_PC_ENTRIES,
+    RP_PC_HEAD,
+    RP_PC_TAIL,
+    RP_PC_UNREF,
+    RQ_PC_LEN,
+    RQ_PC_OFF,
+    RQ_PC_REF,
+)
+
+__all__ = ["pc_lookup", "pc_acquire", "pc_commit", "pc_release", "pc_trim", "pc_find"]
+
+
+@kernel(inline=True)
+def _home(h, mask):
+    """The home slot of hash h (its low bits after a multiplicative mix)."""
+    return ((int(h) * -7046029254386353131) >> 17) & mask
+
+
+@kernel
+def pc_find(S, r, h):
+    """Slot of replica r's table holding hash h, or -1."""
+    pc = S.pc
+    mask = pc.shape[2] - 1
+    s = _home(h, mask)
+    while True:
+        k = pc[PC_KEY, r, s]
+        if k == h:
+            return s
+        if k == PC_EMPTY:
+            return -1
+        s = (s + 1) & mask
+
+
+@kernel(inline=True)
+def _unlink(S, r, s):
+    """Take entry s off replica r's LRU list."""
+    pc = S.pc
+    rs = S.rep_int
+    p = pc[PC_PREV, r, s]
+    n = pc[PC_NEXT, r, s]
+    if p >= 0:
+        pc[PC_NEXT, r, p] = n
+    else:
+        rs[RP_PC_HEAD, r] = n
+    if n >= 0:
+        pc[PC_PREV, r, n] = p
+    else:
+        rs[RP_PC_TAIL, r] = p
+    rs[RP_PC_UNREF, r] -= 1
+
+
+@kernel(inline=True)
+def _append(S, r, s):
+    """Put entry s at the most recently used end of replica r's LRU list."""
+    pc = S.pc
+    rs = S.rep_int
+    tail = rs[RP_PC_TAIL, r]
+    pc[PC_PREV, r, s] = tail
+    pc[PC_NEXT, r, s] = -1
+    if tail >= 0:
+        pc[PC_NEXT, r, tail] = s
+    else:
+        rs[RP_PC_HEAD, r] = s
+    rs[RP_PC_TAIL, r] = s
+    rs[RP_PC_UNREF, r] += 1
+
+
+@kernel
+def _delete(S, r, s):
+    """Empty slot s of replica r's table (backward-shift deletion: later probes move up; list links follow)."""
+    pc = S.pc
+    rs = S.rep_int
+    mask = pc.shape[2] - 1
+    hole = s
+    j = s
+    while True:
+        j = (j + 1) & mask
+        k = pc[PC_KEY, r, j]
+        if k == PC_EMPTY:
+            break
+        home = _home(k, mask)
+        if ((j - home) & mask) < ((j - hole) & mask):  # its home is not in (hole, j]: it may move to the hole
+            continue
+        for row in range(4):
+            pc[row, r, hole] = pc[row, r, j]
+        if pc[PC_REF, r, hole] == 0:  # an unreferenced entry: its list neighbours point at its new slot
+            p = pc[PC_PREV, r, hole]
+            n = pc[PC_NEXT, r, hole]
+            if p >= 0:
+                pc[PC_NEXT, r, p] = hole
+            else:
+                rs[RP_PC_HEAD, r] = hole
+            if n >= 0:
+                pc[PC_PREV, r, n] = hole
+            else:
+                rs[RP_PC_TAIL, r] = hole
+        hole = j
+    pc[PC_KEY, r, hole] = PC_EMPTY
+    pc[PC_REF, r, hole] = 0
+    rs[RP_PC_ENTRIES, r] -= 1
+
+
+@kernel
+def pc_trim(S, r):
+    """Evict replica r's least recently used unreferenced entries until they fit in its free count."""
+    rs = S.rep_int
+    while rs[RP_PC_UNREF, r] > rs[RP_FREE_BLOCKS, r]:
+        s = rs[RP_PC_HEAD, r]
+        _unlink(S, r, s)
+        _delete(S, r, s)
+        S.rep_float[RA_PC_EVICTIONS, r] += 1.0
+
+
+@kernel
+def pc_lookup(S, r, i, most):
+    """(blocks, unreferenced): the leading blocks of request i's chain (at most ``most``) cached on replica r,
+    and how many of those no running request references."""
+    pc_trim(S, r)
+    ri = S.req_int
+    off = ri[RQ_PC_OFF, i]
+    n = min(ri[RQ_PC_LEN, i], most)
+    unref = 0
+    for j in range(n):
+        s = pc_find(S, r, S.pc_hash[off + j])
+        if s < 0:
+            return j, unref
+        if S.pc[PC_REF, r, s] == 0:
+            unref += 1
+    return n, unref
+
+
+@kernel
+def pc_acquire(S, r, i, k):
+    """Request i references the first k blocks of its chain, all cached on replica r (:func:`pc_lookup` said
+    so just before). The caller charges the free count (those unreferenced until now leave it)."""
+    ri = S.req_int
+    off = ri[RQ_PC_OFF, i]
+    pc = S.pc
+    for j in range(k):
+        s = pc_find(S, r, S.pc_hash[off + j])
+        if pc[PC_REF, r, s] == 0:
+            _unlink(S, r, s)
+        pc[PC_REF, r, s] += 1
+    ri[RQ_PC_REF, i] = k
+
+
+@kernel
+def pc_commit(S, r, i, blocks):
+    """Request i's first ``blocks`` full KV blocks are computed on replica r: those of its chain become cache
+    entries it references. A block some other request cached meanwhile is shared
+    instead and its own copy freed."""
+    ri = S.req_int
+    block_count = min(blocks, ri[RQ_PC_LEN, i])
+    k = ri[RQ_PC_REF, i]
+    if k >= block_count:
+        return
+    pc_trim(S, r)
+    pc = S.pc
+    rs = S.rep_int
+    mask = pc.shape[2] - 1
+    off = ri[RQ_PC_OFF, i]
+    for j in range(k, block_count):
+        h = S.pc_hash[off + j]
+        s = _home(h, mask)
+        while pc[PC_KEY, r, s] != h and pc[PC_KEY, r, s] != PC_EMPTY:
+            s = (s + 1) & mask
+        if pc[PC_KEY, r, s] == h:  # cached meanwhile: share it, free its own copy
+            if pc[PC_REF, r, s] == 0:
+                _unlink(S, r, s)
+            else:
+                rs[RP_FREE_BLOCKS, r] += 1
+        else:  # its block becomes the entry
+            pc[PC_KEY, r, s] = h
+            rs[RP_PC_ENTRIES, r] += 1
+            S.rep_float[RA_PC_INSERTS, r] += 1.0
+        pc[PC_REF, r, s] += 1
+    ri[RQ_PC_REF, i] = block_count
+
+
+@kernel
+def pc_release(S, r, i):
+    """Request i drops its references on replica r: entries nobody references go to the LRU list's most
+    recently used end and count as free again. Its own blocks are the caller's (``RQ_BLOCKS - RQ_PC_REF``)."""
+    ri = S.req_int
+    pc = S.pc
+    off = ri[RQ_PC_OFF, i]
+    pc_trim(S, r)
+    for j in range(ri[RQ_PC_REF, i]):
+        s = pc_find(S, r, S.pc_hash[off + j])
+        pc[PC_REF, r, s] -= 1
+        if pc[PC_REF, r, s] == 0:
+            _append(S, r, s)
+            S.rep_int[RP_FREE_BLOCKS, r] += 1
+    ri[RQ_PC_REF, i] = 0
