@@ -325,7 +325,11 @@ def simulate_replicate(
 def _request_vars(draws: Draws, run: Outcome) -> dict[str, np.ndarray]:
     extra = {}
     if draws.cached:
-        extra = {"request_prefix_hit_tokens": run.prefix_hit_tokens.copy(), "request_turn": draws.turn}
+        extra = {
+            "request_prefix_hit_tokens": run.prefix_hit_tokens.copy(),
+            "request_session": draws.stream,
+            "request_turn": draws.turn,
+        }
     return extra | {
         "request_arrival_s": run.arrival_s.copy(),
         "request_sent_s": run.sent_s.copy(),

@@ -334,6 +334,7 @@ _SIM: list[Variable] = [
     Variable("request_transfer_s", "s", "KV transfer time", "disaggregated KV hand-off duration (0: none)"),
     Variable("request_preemptions", "1", "preemptions", "times the request was preempted"),
     Variable("request_prefix_hit_tokens", "token", "prefix hit", "prompt tokens its first admission found cached"),
+    Variable("request_session", "1", "session", "its session (token stream): the request itself without sessions"),
     Variable("request_turn", "1", "turn", "its turn in its session (0: the first, or no session)"),
     Variable(
         "request_status",

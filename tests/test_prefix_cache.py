@@ -1,0 +1,367 @@
+"""Prefix caching and sessions (issue 22): the per-replica cache against a plain-Python reference and Che's
+approximation, shared prefixes, multi-turn histories, trace hash ids and cache-aware routing, checked by hand."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+import hermes_fast as hf
+from hermes_fast.config import ConfigError
+from hermes_fast.kernels.layout import N_PARAMS
+from hermes_fast.kernels.serving import new_state
+from hermes_fast.kernels.serving import state as st
+from hermes_fast.kernels.serving.kv import release_kv
+from hermes_fast.kernels.serving.prefix_cache import pc_acquire, pc_commit, pc_lookup, pc_trim
+from hermes_fast.sessions import hash_mix
+from hermes_fast.workload import draw_workload
+
+DATA = Path(__file__).parent / "data"
+
+
+# ---------------------------------------------------------------- the cache kernels on a one-replica state
+
+
+def _state(cap: int, block: int, chains: list[np.ndarray]):
+    """A one-replica loop state whose requests carry ``chains`` (a cache of ``cap`` blocks of ``block`` tokens)."""
+    n = len(chains)
+    pi = np.zeros((st.POOL_INT_ROWS, 1), dtype=np.int64)
+    pi[st.PL_CAP_BLOCKS], pi[st.PL_BLOCK], pi[st.PL_MAX_BATCH] = cap, block, 1
+    lengths = np.array([c.size for c in chains], dtype=np.int64)
+    cache = {
+        "offsets": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+        "lengths": lengths,
+        "hashes": np.concatenate(chains).astype(np.int64),
+        "slots": 1 << (2 * cap + 1).bit_length(),
+        "pools": np.array([1]),
+        "next_turn": None,
+        "prev_turn": None,
+    }
+    prompt = np.maximum(lengths * block, 1)
+    return new_state(
+        np.zeros((1, N_PARAMS)), pi, np.ones((st.POOL_FLOAT_ROWS, 1)), np.array([0]), np.zeros(n), prompt,
+        np.ones(n, dtype=np.int64), np.zeros((2, n)), cache=cache,
+    )  # fmt: skip
+
+
+def _admit(S, i, need, k_fns=(pc_lookup, pc_acquire)):
+    """What admission does: reuse the cached prefix, take ``need`` blocks in all (False: they do not fit)."""
+    lookup, acquire = k_fns
+    ri, rs = S.req_int, S.rep_int
+    k, unref = lookup(S, 0, i, ri[st.RQ_PC_LEN, i])
+    need = max(need, k)
+    if need - (k - unref) > rs[st.RP_FREE_BLOCKS, 0]:
+        return False, k
+    rs[st.RP_FREE_BLOCKS, 0] -= need - (k - unref)
+    ri[st.RQ_BLOCKS, i] = need
+    acquire(S, 0, i, k)
+    ri[st.RQ_KV, i] = k * S.pool_int[st.PL_BLOCK, 0]
+    return True, k
+
+
+class _Reference:
+    """A plain-Python prefix cache: dict of reference counts, an OrderedDict as the LRU list, eager eviction."""
+
+    def __init__(self, cap: int):
+        self.ref: dict[int, int] = {}
+        self.lru: OrderedDict[int, None] = OrderedDict()
+        self.free = cap  # blocks neither cached nor held
+        self.private: dict[int, int] = {}
+        self.held: dict[int, list[int]] = {}
+
+    def admit(self, i, chain, need):
+        k = 0
+        while k < len(chain) and chain[k] in self.ref:
+            k += 1
+        need = max(need, k)
+        unref = sum(self.ref[h] == 0 for h in chain[:k])
+        if need - k > self.free + len(self.lru) - unref:
+            return False
+        for h in chain[:k]:
+            if self.ref[h] == 0:
+                del self.lru[h]
+            self.ref[h] += 1
+        while self.free < need - k:
+            h, _ = self.lru.popitem(last=False)
+            del self.ref[h]
+            self.free += 1
+        self.free -= need - k
+        self.private[i], self.held[i] = need - k, list(chain[:k])
+        return True
+
+    def compute(self, i, chain, blocks):
+        for j in range(len(self.held[i]), min(blocks, len(chain))):
+            h = chain[j]
+            if h in self.ref:  # another request cached it meanwhile: share it, free the own copy
+                if self.ref[h] == 0:
+                    del self.lru[h]
+                self.ref[h] += 1
+                self.free += 1
+            else:
+                self.ref[h] = 1
+            self.private[i] -= 1
+            self.held[i].append(h)
+
+    def release(self, i, chain, blocks):
+        self.compute(i, chain, blocks)
+        self.free += self.private.pop(i)
+        for h in self.held.pop(i):
+            self.ref[h] -= 1
+            if self.ref[h] == 0:
+                self.lru[h] = None
+
+
+def _table(S) -> tuple[dict[int, int], list[int]]:
+    """The kernel's entries (hash -> references) and its LRU list, least recently used first."""
+    keys, refs = S.pc[st.PC_KEY, 0], S.pc[st.PC_REF, 0]
+    entries = {int(k): int(c) for k, c in zip(keys, refs, strict=True) if k != st.PC_EMPTY}
+    order, s = [], S.rep_int[st.RP_PC_HEAD, 0]
+    while s >= 0:
+        order.append(int(keys[s]))
+        s = S.pc[st.PC_NEXT, 0, s]
+    return entries, order
+
+
+def test_reference_counts_match_a_plain_python_cache_on_random_sequences():
+    """Random admissions, prefills and releases of requests over shared prefixes in a small cache (evictions,
+    probe collisions, blocks cached twice at once): the kernels' reference counts, LRU order and free count equal
+    the reference's after every step, a block in use is never evicted, and no block leaks."""
+    rng = np.random.default_rng(7)
+    cap, block = 12, 4
+    trunks = [hash_mix(np.full(6, p), np.arange(6)) for p in range(3)]
+    chains = []
+    for _ in range(400):
+        trunk = trunks[rng.integers(3)][: rng.integers(0, 6)]
+        tail = hash_mix(np.full(3, 100 + rng.integers(6)), np.arange(3))[: rng.integers(0, 3)]  # tails repeat too
+        chains.append(np.concatenate([trunk, tail]).astype(np.int64))
+    S = _state(cap, block, chains)
+    ref = _Reference(cap)
+    ri, rs = S.req_int, S.rep_int
+    live: list[int] = []
+    nxt = 0
+    for _ in range(3000):
+        op = rng.integers(3)
+        if op == 0 and nxt < len(chains):
+            need = chains[nxt].size + int(rng.integers(0, 3))
+            ok, _k = _admit(S, nxt, need)
+            assert ok == ref.admit(nxt, list(chains[nxt]), need)
+            if ok:
+                live.append(nxt)
+            nxt += 1
+        elif op == 1 and live:
+            i = live[rng.integers(len(live))]
+            blocks = int(rng.integers(0, ri[st.RQ_BLOCKS, i] + 1))
+            if blocks * block > ri[st.RQ_KV, i]:
+                ri[st.RQ_KV, i] = blocks * block
+                pc_commit(S, 0, i, blocks)
+                ref.compute(i, list(chains[i]), blocks)
+        elif op == 2 and live:
+            i = live.pop(rng.integers(len(live)))
+            ref.release(i, list(chains[i]), ri[st.RQ_KV, i] // block)
+            release_kv(S, 0, i)
+        pc_trim(S, 0)
+        entries, order = _table(S)
+        assert entries == ref.ref
+        assert order == list(ref.lru)
+        assert rs[st.RP_FREE_BLOCKS, 0] - rs[st.RP_PC_UNREF, 0] == ref.free
+        assert rs[st.RP_PC_ENTRIES, 0] == len(entries)
+        for i in live:  # a block in use stays cached, counted once per holder
+            for h in chains[i][: ri[st.RQ_PC_REF, i]]:
+                assert entries[int(h)] >= 1
+        own = sum(int(ri[st.RQ_BLOCKS, i] - ri[st.RQ_PC_REF, i]) for i in live)
+        assert rs[st.RP_FREE_BLOCKS, 0] - rs[st.RP_PC_UNREF, 0] + own + len(entries) == cap  # no block leaks
+    for i in live:
+        release_kv(S, 0, i)
+    assert rs[st.RP_FREE_BLOCKS, 0] == cap
+    assert all(c == 0 for c in _table(S)[0].values())
+    assert rs[st.RP_PC_UNREF, 0] == rs[st.RP_PC_ENTRIES, 0]
+
+
+def _che_hit_rate(p: np.ndarray, c: int) -> float:
+    """Che's approximation of an LRU cache of c items under independent requests with popularities p."""
+    t = brentq(lambda x: np.sum(1.0 - np.exp(-p * x)) - c, 1e-9, 1e12)
+    return float(np.sum(p * (1.0 - np.exp(-p * t))))
+
+
+@pytest.mark.parametrize(("alpha", "c"), [(0.8, 100), (1.0, 50)])
+def test_lru_hit_rate_over_zipf_prefixes_matches_che(alpha, c):
+    """Independent requests for 1000 one-block prefixes of Zipf popularity through a cache of C blocks: the hit
+    rate is Che's approximation within 2%."""
+    n_prefix, n_req, warm = 1000, 120_000, 20_000
+    rng = np.random.default_rng(3)
+    w = np.arange(1, n_prefix + 1, dtype=np.float64) ** -alpha
+    p = w / w.sum()
+    keys = hash_mix(np.arange(n_prefix))
+    pick = rng.choice(n_prefix, size=n_req, p=p)
+    S = _state(c, 16, [keys[k : k + 1] for k in pick])
+    fns = (pc_lookup.jit, pc_acquire.jit)
+    commit, release = pc_commit.jit, release_kv.jit
+    hits = 0
+    for i in range(n_req):
+        ok, k = _admit(S, i, 1, fns)
+        assert ok
+        S.req_int[st.RQ_KV, i] = 16
+        commit(S, 0, i, 1)
+        release(S, 0, i)
+        hits += k > 0 and i >= warm
+    sim = hits / (n_req - warm)
+    che = _che_hit_rate(p, c)
+    print(f"Che alpha={alpha} C={c}: simulated {sim:.4f}, Che {che:.4f}")
+    assert abs(sim - che) / che < 0.02, (sim, che)
+
+
+# ---------------------------------------------------------------- workloads through the loop
+
+
+def _scenario(classes, rate=2.0, **engine):
+    e = {"model": "llama-3.1-8b", "device": "h100_sxm", **engine}
+    return {"engines": [e], "workload": {"rate_per_s": rate, "classes": classes}}
+
+
+def test_one_shared_system_prompt_every_request_after_the_first_hits():
+    """A 1024-token system prompt (64 blocks of 16) before 64 user tokens, requests one at a time: the first
+    prefills it all, every later one finds the 1024 prefix tokens cached; caching off finds none, and takes longer
+    to the first token."""
+    cls = [{"prompt_tokens": 64, "output_tokens": 32, "prefix": {"tokens": 1024}}]
+    ds = hf.simulate(_scenario(cls), n_requests=40, seed=1, keep_requests=True, progress=False)
+    hit = ds.request_prefix_hit_tokens.values[0]
+    assert hit[0] == 0 and (hit[1:] == 1024).all()
+    assert float(ds.prefix_hit_rate_request[0]) == pytest.approx(39 / 40)
+    assert float(ds.prefix_hit_rate_token[0]) == pytest.approx(39 * 1024 / (40 * 1088))
+    assert float(ds.prefix_saved_tokens.sum()) == 39 * 1024
+    off = hf.simulate(_scenario(cls, prefix_cache=False), n_requests=40, seed=1, keep_requests=True, progress=False)
+    assert (off.request_prefix_hit_tokens.values == 0).all()
+    assert float(off.ttft_mean_s[0]) > float(ds.ttft_mean_s[0])
+
+
+def test_turn_k_prompt_is_the_history():
+    """Sessions of 3 turns, a 100-token prefix, 50 user tokens and 20-token answers: by hand, turn 1's prompt is
+    100 + 50 = 150, turn 2's 150 + 20 + 50 = 220, turn 3's 220 + 20 + 50 = 290; later turns are linked to the
+    previous one and wait for it (arrival inf); the chain of turn 2 starts with turn 1's."""
+    cls = [{"prompt_tokens": 50, "output_tokens": 20, "prefix": {"tokens": 100}, "session": {"turns": 3}}]
+    sc = hf.load_scenario(_scenario(cls))
+    d = draw_workload(sc.workload, 9, hf.rng_for(1))
+    for s in range(3):
+        i = s  # first turns come first, in arrival order
+        seen = []
+        while i >= 0:
+            seen.append(int(d.prompt_tokens[i]))
+            assert d.stream[i] == s
+            nxt = d.next_turn[i]
+            if nxt >= 0:
+                assert d.prev_turn[nxt] == i and math.isinf(d.arrival_s[nxt])
+            i = nxt
+        assert seen == [150, 220, 290]
+    from hermes_fast.sessions import block_chains
+
+    off, n, keys = block_chains(d.prompt_tokens, d.output_tokens, 16, d.stream, d.prefix_key, d.prefix_tokens)
+    t2 = d.next_turn[0]
+    assert n[0] == (150 + 20 - 1) // 16
+    assert (keys[off[t2] : off[t2] + n[0]] == keys[off[0] : off[0] + n[0]]).all()
+
+
+def test_multi_turn_session_reuses_its_history():
+    """Each later turn finds the previous turn's KV (prompt and answer, full blocks) cached: by hand, turn 2 of
+    a 150-token first prompt with a 20-token answer finds (150 + 20 - 1) // 16 = 10 blocks = 160 tokens; turn 3
+    finds (220 + 20 - 1) // 16 * 16 = 224. Its turns are sent a think time after the previous answer."""
+    cls = [
+        {
+            "prompt_tokens": 50,
+            "output_tokens": 20,
+            "prefix": {"tokens": 100},
+            "session": {"turns": 3, "think_time_s": 2.0},
+        }
+    ]
+    ds = hf.simulate(_scenario(cls, rate=0.5), n_requests=30, seed=2, keep_requests=True, progress=False)
+    turn = ds.request_turn.values[0]
+    hit = ds.request_prefix_hit_tokens.values[0]
+    prompt = ds.request_prompt_tokens.values[0]
+    assert set(prompt[turn == 1]) == {220} and set(prompt[turn == 2]) == {290}
+    assert set(hit[turn == 1]) == {160} and set(hit[turn == 2]) == {224}
+    assert (hit[turn == 0][1:] == 96).all()  # later sessions share the prefix: 100 // 16 = 6 blocks
+    sent = ds.request_sent_s.values[0]
+    assert (np.diff(sent) >= 0).all()  # reported in the order the requests were sent
+    again = hf.simulate(_scenario(cls, rate=0.5), n_requests=30, seed=2, keep_requests=True, progress=False)
+    assert (again.request_completion_s.values == ds.request_completion_s.values).all()  # reproducible
+
+
+def test_mooncake_trace_hash_ids_give_the_hits_by_hand(tmp_path):
+    """The Mooncake format as it is (timestamp ms, input_length, output_length, hash_ids of 512-token blocks),
+    four requests a second apart: request 2 shares ids 1, 2 with request 1 (1024 tokens), request 3 shares
+    1, 2, 3 (1536), request 4 nothing."""
+    trace = {
+        "process": "trace",
+        "trace": {
+            "path": str(DATA / "mooncake_sample.jsonl"),
+            "time_column": "timestamp",
+            "prompt_column": "input_length",
+            "output_column": "output_length",
+            "time_scale": 0.001,
+            "hash_ids_column": "hash_ids",
+        },
+    }
+    sc = _scenario([])
+    sc["workload"] = {"arrival": trace}
+    ds = hf.simulate(sc, n_requests=4, seed=1, keep_requests=True, progress=False)
+    assert ds.request_prefix_hit_tokens.values[0].tolist() == [0, 1024, 1536, 0]
+
+
+def test_prefix_affinity_sends_a_repeated_prefix_to_the_replica_holding_it():
+    """Two replicas, two prefixes: with prefix_affinity every request after a prefix's first goes to the replica
+    that served its first (and finds it cached); round robin alternates and misses half the time."""
+    cls = [{"prompt_tokens": 32, "output_tokens": 16, "prefix": {"tokens": 512, "distinct": 2}}]
+    for sched in ("prefix_affinity", "round_robin"):
+        sc = _scenario(cls, replicas=2, scheduler=sched)
+        ds = hf.simulate(sc, n_requests=40, seed=3, keep_requests=True, progress=False)
+        rep = ds.request_replica.values[0]
+        hit = ds.request_prefix_hit_tokens.values[0]
+        d = draw_workload(hf.load_scenario(sc).workload, 40, hf.rng_for(3, 0, 0))
+        for key in (0, 1):
+            idx = np.flatnonzero(d.prefix_key == key)
+            if sched == "prefix_affinity":
+                assert (rep[idx] == rep[idx[0]]).all()
+                assert (hit[idx[1:]] == 512).all()
+        if sched == "round_robin":
+            assert (hit == 0).sum() > 2
+
+
+def test_session_sticky_keeps_a_session_on_its_replica():
+    """Three replicas, sessions of 4 turns: session_sticky serves every turn of a session on one replica (the
+    first turn's, least outstanding); round robin spreads them."""
+    cls = [{"prompt_tokens": 32, "output_tokens": 16, "session": {"turns": 4, "think_time_s": 1.0}}]
+    spread = 0
+    for sched in ("session_sticky", "round_robin"):
+        sc = _scenario(cls, rate=1.0, replicas=3, scheduler=sched)
+        ds = hf.simulate(sc, n_requests=40, seed=4, keep_requests=True, progress=False)
+        rep, session = ds.request_replica.values[0], ds.request_session.values[0]
+        for s in np.unique(session):
+            used = set(rep[session == s].tolist())
+            if sched == "session_sticky":
+                assert len(used) == 1
+            spread += len(used) > 1
+    assert spread > 0
+
+
+def test_no_prefix_spec_leaves_the_run_unchanged():
+    """Without prefixes or sessions the prefix cache has nothing to do: caching on or off give identical runs."""
+    on = hf.simulate(_scenario([{"prompt_tokens": 300, "output_tokens": 30}], rate=20), n_requests=200, seed=5)
+    off = hf.simulate(
+        _scenario([{"prompt_tokens": 300, "output_tokens": 30}], rate=20, prefix_cache=False), n_requests=200, seed=5
+    )
+    assert float(on.ttft_mean_s[0]) == float(off.ttft_mean_s[0]) and float(on.e2e_mean_s[0]) == float(off.e2e_mean_s[0])
+    assert "prefix_hit_rate_token" not in on
+
+
+def test_prefix_and_session_config_errors():
+    stage = [{"kind": "prefill", "engine": "engine"}, {"kind": "decode", "engine": "engine"}]
+    with pytest.raises(ConfigError, match="prefix"):
+        hf.load_scenario(_scenario([{"prefix": {"tokens": 10}, "pipeline": stage}]))
+    sc = _scenario([{"session": {"turns": 2}}])
+    sc["workload"]["arrival"] = {"process": "closed", "concurrency": 4}
+    with pytest.raises(ConfigError, match="arrival.process"):
+        hf.simulate(sc, n_requests=10)
