@@ -456,7 +456,14 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     out["fast_forwarded_iterations"] = run.fast_forwarded_iterations
     if getattr(draws, "cached", False):
         out.update(_prefix_metrics(setup, run, w, done))
+        turn = np.minimum(draws.turn[w:], TURN_BINS - 1)
+        out["ttft_turn_mean_s"] = np.array(
+            [_mean(np.where(done & (turn == k), ttft, np.nan)) for k in range(TURN_BINS)]
+        )
     return out
+
+
+TURN_BINS = 8  # ttft_turn_mean_s: turns 1 .. 7 of a session, then 8 and later together
 
 
 def _prefix_metrics(setup, run: Outcome, w: int, done: np.ndarray) -> dict[str, np.ndarray | float]:

@@ -294,6 +294,7 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
                 pf[loop.PF_NEW_TOKEN_RATIO, k] = pool.stack.new_token_ratio
                 pf[loop.PF_FRONTEND_S, k] = pool.stack.frontend_s
             pi[loop.PL_SCHED, k] = _SCHED_CODES[e.scheduler]
+            pf[loop.PF_OVERLAP_WEIGHT, k] = e.overlap_weight
             pi[loop.PL_MAX_QUEUE, k] = -1 if b.max_queue_requests is None else b.max_queue_requests
             pi[loop.PL_MAX_CONTEXT, k] = ce.max_context_tokens
             pf[loop.PF_KV_BYTES, k] = ce.kv_bytes_per_token

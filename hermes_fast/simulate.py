@@ -20,7 +20,7 @@ from .config.base import ConfigError
 from .config.scenario import Scenario
 from .config.serving import check_warmup
 from .kernels.serving import Outcome, new_state, run_loop
-from .metrics import QUANTILES, REASONS, summarize, summarize_stages, validity_warnings
+from .metrics import QUANTILES, REASONS, TURN_BINS, summarize, summarize_stages, validity_warnings
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
 from .pools import ServingSetup, build_serving
 from .resolve import ResolvedScenario, resolve_scenario
@@ -366,6 +366,8 @@ def summary_dims(name: str, value) -> tuple[str, ...]:
         return ("stage",)
     if name in LINK_VARS:
         return ("link",)
+    if name == "ttft_turn_mean_s":
+        return ("turn",)
     return ("pool",)
 
 
@@ -377,6 +379,8 @@ def assemble(per_rep: list[dict], setup: ServingSetup, pipe: PipelineSetup | Non
         "pool": [p.name for p in setup.pools],
         "reason": list(REASONS),
     }
+    if "ttft_turn_mean_s" in per_rep[0]:
+        coords["turn"] = np.arange(1, TURN_BINS + 1)
     if pipe is not None:
         coords["stage"] = list(pipe.rows)
         coords["link"] = list(pipe.resources)

@@ -258,6 +258,12 @@ _SIM: list[Variable] = [
         "prefix hit rate (requests)",
         "share of the measured completed requests whose first admission found a cached prefix",
     ),
+    Variable(
+        "ttft_turn_mean_s",
+        "s",
+        "mean TTFT per turn",
+        "mean time to first token of the measured completed requests by session turn (turn 8: 8 and later)",
+    ),
     Variable("prefix_saved_tokens", "token", "prefill tokens saved", "prompt tokens the prefix cache spared prefill"),
     Variable("prefix_evictions", "1", "prefix-cache evictions", "cached KV blocks evicted (LRU) for KV in the pool"),
     Variable(

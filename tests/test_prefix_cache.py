@@ -288,6 +288,12 @@ def test_multi_turn_session_reuses_its_history():
     assert (np.diff(sent) >= 0).all()  # reported in the order the requests were sent
     again = hf.simulate(_scenario(cls, rate=0.5), n_requests=30, seed=2, keep_requests=True, progress=False)
     assert (again.request_completion_s.values == ds.request_completion_s.values).all()  # reproducible
+    ttft = ds.request_first_token_s.values[0] - sent
+    by_turn = ds.ttft_turn_mean_s.values[0]
+    assert by_turn[:3] == pytest.approx([ttft[turn == k].mean() for k in range(3)])
+    assert np.isnan(by_turn[3:]).all()
+    off = hf.simulate(_scenario(cls, rate=0.5, prefix_cache=False), n_requests=30, seed=2, progress=False)
+    assert (off.ttft_turn_mean_s.values[0][1:3] > by_turn[1:3]).all()  # later turns prefill their history
 
 
 def test_mooncake_trace_hash_ids_give_the_hits_by_hand(tmp_path):
@@ -312,18 +318,20 @@ def test_mooncake_trace_hash_ids_give_the_hits_by_hand(tmp_path):
 
 
 def test_prefix_affinity_sends_a_repeated_prefix_to_the_replica_holding_it():
-    """Two replicas, two prefixes: with prefix_affinity every request after a prefix's first goes to the replica
-    that served its first (and finds it cached); round robin alternates and misses half the time."""
+    """Two replicas, two prefixes, one request at a time: with prefix_affinity (and kv_aware, whose load term is
+    then 0) every request after a prefix's first goes to the replica that served its first (and finds it
+    cached); round robin alternates and misses."""
     cls = [{"prompt_tokens": 32, "output_tokens": 16, "prefix": {"tokens": 512, "distinct": 2}}]
-    for sched in ("prefix_affinity", "round_robin"):
-        sc = _scenario(cls, replicas=2, scheduler=sched)
+    for sched in ("prefix_affinity", "kv_aware", "round_robin"):
+        sc = _scenario(cls, rate=1.0, replicas=2, scheduler=sched)
+        sc["workload"]["arrival"] = {"process": "deterministic"}  # a second apart: each done before the next
         ds = hf.simulate(sc, n_requests=40, seed=3, keep_requests=True, progress=False)
         rep = ds.request_replica.values[0]
         hit = ds.request_prefix_hit_tokens.values[0]
         d = draw_workload(hf.load_scenario(sc).workload, 40, hf.rng_for(3, 0, 0))
         for key in (0, 1):
             idx = np.flatnonzero(d.prefix_key == key)
-            if sched == "prefix_affinity":
+            if sched != "round_robin":  # (kv_aware: an idle system holds no blocks in use, so overlap decides)
                 assert (rep[idx] == rep[idx[0]]).all()
                 assert (hit[idx[1:]] == 512).all()
         if sched == "round_robin":

@@ -76,12 +76,23 @@ class Engine:
     replicas: int = fld(1, unit="replica", doc="copies of this engine serving together (simulate)", ge=1, le=65536)
     batching: Batching = fld(factory=Batching, doc="how each replica forms iterations (simulate)")
     scheduler: Literal[
-        "round_robin", "random", "least_outstanding", "least_kv", "shared_queue", "prefix_affinity", "session_sticky"
+        "round_robin",
+        "random",
+        "least_outstanding",
+        "least_kv",
+        "shared_queue",
+        "prefix_affinity",
+        "session_sticky",
+        "kv_aware",
     ] = fld(
         "round_robin",
         doc="which replica gets a request; shared_queue: one queue that idle replicas pull from; prefix_affinity: "
         "the one caching the longest prefix of its prompt; session_sticky: the one that served the session's "
-        "previous turn (ties and the rest: least_outstanding)",
+        "previous turn; kv_aware: the least overlap_weight x blocks it would prefill + KV blocks in use and queued "
+        "(Dynamo's KV router; ties and the rest: least_outstanding)",
+    )
+    overlap_weight: float = fld(
+        1.0, unit="1", doc="kv_aware: weight of the prompt blocks to prefill against the blocks in use", ge=0, le=1e6
     )
     prefix_cache: bool | None = fld(
         None, doc="keep a prefix cache of KV blocks on each replica (None: the stack's; vllm and sglang: on)"

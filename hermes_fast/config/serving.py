@@ -17,6 +17,7 @@ SCHEDULERS = (
     "shared_queue",
     "prefix_affinity",
     "session_sticky",
+    "kv_aware",
 )
 
 

@@ -6,6 +6,8 @@ from .._jit import kernel
 from .fastforward import truncate_span
 from .prefix_cache import pc_lookup
 from .state import (
+    INF,
+    PF_OVERLAP_WEIGHT,
     PL_BLOCK,
     PL_CAP_BLOCKS,
     PL_COUNT,
@@ -31,6 +33,7 @@ from .state import (
     RQ_TARGET,
     RULE_CLASS,
     RULE_LENGTH,
+    SCHED_KV_AWARE,
     SCHED_LEAST_KV,
     SCHED_LEAST_OUTSTANDING,
     SCHED_PREFIX_AFFINITY,
@@ -66,7 +69,9 @@ def _replica_load(S, r, sched):
 @kernel
 def _affinity(S, pool, i, sched):
     """prefix_affinity: the replica of ``pool`` caching the longest prefix of request i's block chain;
-    session_sticky: the replica that served its session's previous turn here. Ties, or nothing to go by: the
+    session_sticky: the replica that served its session's previous turn here; kv_aware: the least cost
+    ``PF_OVERLAP_WEIGHT x blocks of its prompt not cached there + KV blocks in use there (reclaimable cache
+    entries not counted) + blocks its queue will take`` (Dynamo's KV router). Ties, or nothing to go by: the
     fewest requests held (least_outstanding), then the lowest index."""
     pi = S.pool_int
     ri = S.req_int
@@ -77,17 +82,23 @@ def _affinity(S, pool, i, sched):
         r = ri[RQ_DECODE_REPLICA, prev] if pi[PL_ROLE, pool] == ROLE_DECODE else ri[RQ_ENTRY_REPLICA, prev]
         if first <= r < first + count:
             return r
-    cached = sched == SCHED_PREFIX_AFFINITY and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0
-    most = (ri[RQ_TARGET, i] - 1) // pi[PL_BLOCK, pool]
+    cached = sched != SCHED_SESSION_STICKY and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0
+    block = pi[PL_BLOCK, pool]
+    most = (ri[RQ_TARGET, i] - 1) // block
     best = first
-    best_hit = -1
+    best_score = INF
     best_load = 0.0
     for r in range(first, first + count):
         hit = pc_lookup(S, r, i, most)[0] if cached else 0
         load = _replica_load(S, r, SCHED_LEAST_OUTSTANDING)
-        if hit > best_hit or (hit == best_hit and load < best_load):
+        score = -float(hit)  # prefix_affinity: the longest cached prefix
+        if sched == SCHED_KV_AWARE:
+            prefill = (ri[RQ_TARGET, i] + block - 1) // block - hit
+            used = pi[PL_CAP_BLOCKS, pool] - S.rep_int[RP_FREE_BLOCKS, r] + S.queue[Q_TOKENS, r] // block
+            score = S.pool_float[PF_OVERLAP_WEIGHT, pool] * prefill + used
+        if score < best_score or (score == best_score and load < best_load):
             best = r
-            best_hit = hit
+            best_score = score
             best_load = load
     return best
 
@@ -109,7 +120,7 @@ def choose_queue(S, pool, i, u_row, t):
         return first + k
     if sched == SCHED_RANDOM:
         return first + min(int(S.draws[u_row, i] * count), count - 1)
-    if sched == SCHED_PREFIX_AFFINITY or sched == SCHED_SESSION_STICKY:
+    if sched == SCHED_PREFIX_AFFINITY or sched == SCHED_SESSION_STICKY or sched == SCHED_KV_AWARE:
         return _affinity(S, pool, i, sched)
     if sched == SCHED_LEAST_KV:  # the KV a replica holds now: only what its iteration in flight took
         for r in range(first, first + count):

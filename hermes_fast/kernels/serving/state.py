@@ -227,6 +227,7 @@ PF_S_BW = _r()  # achievable B/s
 PF_S_OVERHEAD = _r()  # s per batch
 PF_NEW_TOKEN_RATIO = _r()  # ADMIT_RATIO: share of a running request's remaining output kept free for it
 PF_FRONTEND_S = _r()  # s a job waits in the engine's API front end (HTTP, tokenisation) before it queues
+PF_OVERLAP_WEIGHT = _r()  # kv_aware routing: weight of the blocks a replica would prefill against its blocks in use
 POOL_FLOAT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pipelines: S.pipe_int (columns: stages, tier
@@ -379,6 +380,7 @@ SCHED_LEAST_KV = 3
 SCHED_SHARED_QUEUE = 4
 SCHED_PREFIX_AFFINITY = 5  # the replica caching the longest prefix of the request's chain (ties: least outstanding)
 SCHED_SESSION_STICKY = 6  # the replica that served the session's previous turn (else: least outstanding)
+SCHED_KV_AWARE = 7  # least PF_OVERLAP_WEIGHT x blocks to prefill + blocks in use and queued (Dynamo's KV router)
 POOL_MODEL = 0  # pool kinds (PL_KIND)
 POOL_SEARCH = 1
 PREEMPT_RECOMPUTE = 0  # preemption modes (PL_PREEMPT)
