@@ -6,19 +6,21 @@ A KV block of ``block`` tokens is named by a 64-bit key of what determines all i
 (a hash chain, as vLLM's block hashes): a block wholly inside prefix p at position e is ``(prefix p, e)``; any
 other block of a session's stream s is ``(stream s, e)``; with a trace's hash ids (Mooncake: one per 512 prompt
 tokens, equal ids meaning equal prompts up to there), a block wholly inside the hashed prompt is named by the ids
-it overlaps. Plain numpy, called before the loop; the loop reads the chains (``S.pc_hash``).
+it overlaps. Called before the loop (the keys by a compiled kernel,
+:func:`~hermes_fast.kernels.serving.prefix_cache.chain_keys`); the loop reads the chains (``S.pc_hash``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .kernels.serving.prefix_cache import chain_keys
+
 __all__ = ["zipf_choice", "session_layout", "block_chains", "hash_mix"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
-_PREFIX, _STREAM, _TRACE = 1, 2, 3  # salts of the three kinds of block
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
@@ -115,20 +117,11 @@ def block_chains(
     ([2, 2], True, True)
     """
     n = prompt.size
-    lengths = np.maximum(prompt + output - 1, 0) // block
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    req = np.repeat(np.arange(n), lengths)
-    e = np.arange(req.size, dtype=np.int64) - offsets[req]
-    end = (e + 1) * block  # one past the block's last token
-    keys = hash_mix(_STREAM, stream[req], e)
-    in_prefix = (prefix_key[req] >= 0) & (end <= prefix_tokens[req])
-    keys[in_prefix] = hash_mix(_PREFIX, prefix_key[req][in_prefix], e[in_prefix])
-    if hash_ids is not None:
-        h_off, ids = hash_ids
-        count = np.diff(h_off)[req]
-        last = (end - 1) // hash_block_tokens  # the hash blocks the block overlaps: first .. last
-        hashed = (end <= prompt[req]) & (last < count)
-        first_id = ids[np.minimum(h_off[req] + (e * block) // hash_block_tokens, ids.size - 1)]
-        last_id = ids[np.minimum(h_off[req] + last, ids.size - 1)]
-        keys[hashed] = hash_mix(_TRACE, first_id[hashed], last_id[hashed], e[hashed])
-    return offsets, lengths.astype(np.int64), keys
+    lengths = (np.maximum(prompt + output - 1, 0) // block).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
+    keys = np.empty(int(lengths.sum()), dtype=np.uint64)
+    h_off, ids = hash_ids if hash_ids is not None else (np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+    i64 = [np.ascontiguousarray(x, dtype=np.int64) for x in (prompt, output, stream, prefix_key, prefix_tokens)]
+    h_off, ids = np.ascontiguousarray(h_off, dtype=np.int64), np.ascontiguousarray(ids, dtype=np.int64)
+    chain_keys.jit(*i64[:2], block, *i64[2:], h_off, ids, hash_block_tokens, offsets, keys)
+    return offsets, lengths, keys.view(np.int64)

@@ -124,14 +124,13 @@ def _in_send_order(draws: Draws, run: Outcome) -> tuple[Draws, Outcome]:
     inv = np.empty_like(order)
     inv[order] = np.arange(order.size)
     moved = {f: getattr(run, f)[order] for f in Outcome.REQUEST_FIELDS}
+    moved["arrival_s"] = np.where(np.isinf(run.arrival_s), run.sent_s, run.arrival_s)[order]  # (a turn's: sent)
 
     def link(x):
         return np.where(x >= 0, inv[np.maximum(x, 0)], -1)[order]
 
-    d = {
-        f: getattr(draws, f)[order]
-        for f in ("arrival_s", "request_class", "prompt_tokens", "output_tokens", "stream", "prefix_key")
-    }
+    d = {f: getattr(draws, f)[order] for f in ("request_class", "prompt_tokens", "output_tokens", "stream")}
+    d["prefix_key"], d["arrival_s"] = draws.prefix_key[order], moved["arrival_s"]
     d.update(prefix_tokens=draws.prefix_tokens[order], turn=draws.turn[order], route_u=draws.route_u[:, order])
     d.update(think_s=draws.think_s[order], next_turn=link(draws.next_turn), prev_turn=link(draws.prev_turn))
     return replace(draws, **d), replace(run, **moved)

@@ -373,3 +373,48 @@ def test_prefix_and_session_config_errors():
     sc["workload"]["arrival"] = {"process": "closed", "concurrency": 4}
     with pytest.raises(ConfigError, match="arrival.process"):
         hf.simulate(sc, n_requests=10)
+
+
+def test_sessions_give_every_block_back():
+    """Sessions with think times, shared prefixes and queueing: every turn is served once and completes, and at the
+    end every KV block is free again (cached ones included), none resident, every cache entry unreferenced."""
+    from hermes_fast.resolve import resolve_scenario
+    from hermes_fast.simulate import build_serving, simulate_replicate
+
+    cls = {
+        "prompt_tokens": {"dist": "lognormal", "mean": 100, "cv": 1.0, "max": 1000},
+        "output_tokens": {"dist": "lognormal", "mean": 60, "cv": 1.0, "max": 600},
+        "prefix": {"distinct": 4, "tokens": 300},
+        "session": {"turns": {"dist": "uniform", "min": 1, "max": 6}, "think_time_s": 0.5, "think_time_cv": 1.0},
+    }
+    sc = hf.load_scenario(_scenario([cls], rate=20.0, replicas=2, scheduler="kv_aware"))
+    setup = build_serving(resolve_scenario(sc))
+    _summary, draws, run = simulate_replicate(sc, setup, None, 600, hf.rng_for(9))
+    assert (run.status == st.STATUS_DONE).all()
+    assert (run.generated_tokens == run.output_tokens).all()
+    assert (run.free_blocks == setup.pools[0].kv_blocks).all()
+    assert (run.kv_tokens == 0).all()
+    assert run.prefix_entries.sum() > 0
+    assert (np.diff(run.arrival_s) >= 0).all() and (run.arrival_s == run.sent_s).all()
+
+
+def test_chain_keys_plain_and_compiled_agree():
+    """The block-key kernel's plain-Python twin and compiled one give the same keys; equal prefixes, streams and
+    trace ids give equal keys, different ones different keys."""
+    from hermes_fast.kernels.serving.prefix_cache import chain_keys
+
+    prompt, output = np.array([64, 64, 64, 40]), np.array([1, 1, 1, 1])
+    stream, pkey, ptok = np.array([0, 1, 2, 3]), np.array([7, 7, -1, -1]), np.array([48, 48, 0, 0])
+    h_off, ids = np.array([0, 0, 0, 0, 1]), np.array([11])  # request 3: one trace id
+    offsets = np.array([0, 3, 6, 9])
+    outs = []
+    for fn in (chain_keys, chain_keys.jit):
+        out = np.zeros(11, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            fn(prompt, output, 16, stream, pkey, ptok, h_off, ids, 64, offsets, out)
+        outs.append(out)
+    assert (outs[0] == outs[1]).all()
+    k = outs[1]
+    assert (k[0:3] == k[3:6]).all()  # the same 48-token prefix: 3 blocks
+    assert len(set(k[6:9].tolist()) | set(k[0:3].tolist())) == 6  # request 2: its own stream
+    assert k[9] != k[6] and (k != 0).all()  # request 3: its trace id (and only 2 full blocks in 40 tokens)

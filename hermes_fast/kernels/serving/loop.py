@@ -151,9 +151,8 @@ def _timer(S, payload, t):
                 _send(S, t)
         elif g[G_SENT] < g[G_NEXT_ARRIVAL] and g[G_IN_FLIGHT] < g[G_CONCURRENCY]:
             _send(S, t)
-    elif kind == TIMER_TURN:  # a session's user sends the next turn (plain serving)
-        S.glob[G_IN_FLIGHT] += 1
-        S.req_float[RF_ARRIVAL, x] = t
+    elif kind == TIMER_TURN:  # a session's user sends the next turn (plain serving; its RF_ARRIVAL stays inf,
+        S.glob[G_IN_FLIGHT] += 1  # past the arrival pointer's end: the outcome's arrival is when it was sent)
         S.req_float[RF_SENT, x] = t
         arrive(S, x, t)
     elif kind == TIMER_FRONTEND:  # a job is through its engine's front end (plain serving: the entry pool)

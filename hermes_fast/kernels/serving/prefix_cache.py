@@ -13,10 +13,12 @@ an eager eviction would. A request's ``RQ_BLOCKS`` counts every block it uses; i
 blocks are entries (charged to the free count once, by the entry, whatever the number of holders), the rest
 its own. Admission reuses the longest cached prefix (:func:`pc_lookup`, :func:`pc_acquire`); prefilled blocks
 become entries at each iteration end and the rest of its KV when it lets go (:func:`pc_commit`); letting go
-drops its references (:func:`pc_release`).
+drops its references (:func:`pc_release`). :func:`chain_keys` names the blocks, before the loop.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from .._jit import kernel
 from .state import (
@@ -25,6 +27,7 @@ from .state import (
     PC_NEXT,
     PC_PREV,
     PC_REF,
+    PC_ROWS,
     RA_PC_EVICTIONS,
     RA_PC_INSERTS,
     RP_FREE_BLOCKS,
@@ -37,7 +40,7 @@ from .state import (
     RQ_PC_REF,
 )
 
-__all__ = ["pc_lookup", "pc_acquire", "pc_commit", "pc_release", "pc_trim", "pc_find"]
+__all__ = ["pc_lookup", "pc_acquire", "pc_commit", "pc_release", "pc_trim", "pc_find", "chain_keys"]
 
 
 @kernel(inline=True)
@@ -46,14 +49,12 @@ def _home(h, mask):
     return ((int(h) * -7046029254386353131) >> 17) & mask
 
 
-@kernel
-def pc_find(S, r, h):
-    """Slot of replica r's table holding hash h, or -1."""
-    pc = S.pc
-    mask = pc.shape[2] - 1
+@kernel(inline=True)
+def _find(keys, mask, h):
+    """Slot of a table's ``keys`` holding hash h, or -1 (the hot loops take the arrays, not the state)."""
     s = _home(h, mask)
     while True:
-        k = pc[PC_KEY, r, s]
+        k = keys[s]
         if k == h:
             return s
         if k == PC_EMPTY:
@@ -61,11 +62,15 @@ def pc_find(S, r, h):
         s = (s + 1) & mask
 
 
+@kernel
+def pc_find(S, r, h):
+    """Slot of replica r's table holding hash h, or -1."""
+    return _find(S.pc[PC_KEY, r], S.pc.shape[2] - 1, h)
+
+
 @kernel(inline=True)
-def _unlink(S, r, s):
+def _unlink(pc, rs, r, s):
     """Take entry s off replica r's LRU list."""
-    pc = S.pc
-    rs = S.rep_int
     p = pc[PC_PREV, r, s]
     n = pc[PC_NEXT, r, s]
     if p >= 0:
@@ -80,10 +85,8 @@ def _unlink(S, r, s):
 
 
 @kernel(inline=True)
-def _append(S, r, s):
+def _append(pc, rs, r, s):
     """Put entry s at the most recently used end of replica r's LRU list."""
-    pc = S.pc
-    rs = S.rep_int
     tail = rs[RP_PC_TAIL, r]
     pc[PC_PREV, r, s] = tail
     pc[PC_NEXT, r, s] = -1
@@ -96,10 +99,8 @@ def _append(S, r, s):
 
 
 @kernel
-def _delete(S, r, s):
+def _delete(pc, rs, r, s):
     """Empty slot s of replica r's table (backward-shift deletion: later probes move up; list links follow)."""
-    pc = S.pc
-    rs = S.rep_int
     mask = pc.shape[2] - 1
     hole = s
     j = s
@@ -111,7 +112,7 @@ def _delete(S, r, s):
         home = _home(k, mask)
         if ((j - home) & mask) < ((j - hole) & mask):  # its home is not in (hole, j]: it may move to the hole
             continue
-        for row in range(4):
+        for row in range(PC_ROWS):
             pc[row, r, hole] = pc[row, r, j]
         if pc[PC_REF, r, hole] == 0:  # an unreferenced entry: its list neighbours point at its new slot
             p = pc[PC_PREV, r, hole]
@@ -134,10 +135,11 @@ def _delete(S, r, s):
 def pc_trim(S, r):
     """Evict replica r's least recently used unreferenced entries until they fit in its free count."""
     rs = S.rep_int
+    pc = S.pc
     while rs[RP_PC_UNREF, r] > rs[RP_FREE_BLOCKS, r]:
         s = rs[RP_PC_HEAD, r]
-        _unlink(S, r, s)
-        _delete(S, r, s)
+        _unlink(pc, rs, r, s)
+        _delete(pc, rs, r, s)
         S.rep_float[RA_PC_EVICTIONS, r] += 1.0
 
 
@@ -147,14 +149,18 @@ def pc_lookup(S, r, i, most):
     and how many of those no running request references."""
     pc_trim(S, r)
     ri = S.req_int
+    keys = S.pc[PC_KEY, r]
+    refs = S.pc[PC_REF, r]
+    mask = S.pc.shape[2] - 1
+    hashes = S.pc_hash
     off = ri[RQ_PC_OFF, i]
     n = min(ri[RQ_PC_LEN, i], most)
     unref = 0
     for j in range(n):
-        s = pc_find(S, r, S.pc_hash[off + j])
+        s = _find(keys, mask, hashes[off + j])
         if s < 0:
             return j, unref
-        if S.pc[PC_REF, r, s] == 0:
+        if refs[s] == 0:
             unref += 1
     return n, unref
 
@@ -164,12 +170,16 @@ def pc_acquire(S, r, i, k):
     """Request i references the first k blocks of its chain, all cached on replica r (:func:`pc_lookup` said
     so just before). The caller charges the free count (those unreferenced until now leave it)."""
     ri = S.req_int
-    off = ri[RQ_PC_OFF, i]
+    rs = S.rep_int
     pc = S.pc
+    keys = pc[PC_KEY, r]
+    mask = pc.shape[2] - 1
+    hashes = S.pc_hash
+    off = ri[RQ_PC_OFF, i]
     for j in range(k):
-        s = pc_find(S, r, S.pc_hash[off + j])
+        s = _find(keys, mask, hashes[off + j])
         if pc[PC_REF, r, s] == 0:
-            _unlink(S, r, s)
+            _unlink(pc, rs, r, s)
         pc[PC_REF, r, s] += 1
     ri[RQ_PC_REF, i] = k
 
@@ -177,8 +187,8 @@ def pc_acquire(S, r, i, k):
 @kernel
 def pc_commit(S, r, i, blocks):
     """Request i's first ``blocks`` full KV blocks are computed on replica r: those of its chain become cache
-    entries it references. A block some other request cached meanwhile is shared
-    instead and its own copy freed."""
+    entries it references. A block some other request cached meanwhile is shared instead and its own copy
+    freed."""
     ri = S.req_int
     block_count = min(blocks, ri[RQ_PC_LEN, i])
     k = ri[RQ_PC_REF, i]
@@ -187,23 +197,27 @@ def pc_commit(S, r, i, blocks):
     pc_trim(S, r)
     pc = S.pc
     rs = S.rep_int
+    keys = pc[PC_KEY, r]
     mask = pc.shape[2] - 1
+    hashes = S.pc_hash
     off = ri[RQ_PC_OFF, i]
+    inserted = 0
     for j in range(k, block_count):
-        h = S.pc_hash[off + j]
+        h = hashes[off + j]
         s = _home(h, mask)
-        while pc[PC_KEY, r, s] != h and pc[PC_KEY, r, s] != PC_EMPTY:
+        while keys[s] != h and keys[s] != PC_EMPTY:
             s = (s + 1) & mask
-        if pc[PC_KEY, r, s] == h:  # cached meanwhile: share it, free its own copy
+        if keys[s] == h:  # cached meanwhile: share it, free its own copy
             if pc[PC_REF, r, s] == 0:
-                _unlink(S, r, s)
+                _unlink(pc, rs, r, s)
             else:
                 rs[RP_FREE_BLOCKS, r] += 1
         else:  # its block becomes the entry
-            pc[PC_KEY, r, s] = h
-            rs[RP_PC_ENTRIES, r] += 1
-            S.rep_float[RA_PC_INSERTS, r] += 1.0
+            keys[s] = h
+            inserted += 1
         pc[PC_REF, r, s] += 1
+    rs[RP_PC_ENTRIES, r] += inserted
+    S.rep_float[RA_PC_INSERTS, r] += inserted
     ri[RQ_PC_REF, i] = block_count
 
 
@@ -212,13 +226,59 @@ def pc_release(S, r, i):
     """Request i drops its references on replica r: entries nobody references go to the LRU list's most
     recently used end and count as free again. Its own blocks are the caller's (``RQ_BLOCKS - RQ_PC_REF``)."""
     ri = S.req_int
+    rs = S.rep_int
     pc = S.pc
+    keys = pc[PC_KEY, r]
+    mask = pc.shape[2] - 1
+    hashes = S.pc_hash
     off = ri[RQ_PC_OFF, i]
     pc_trim(S, r)
+    freed = 0
     for j in range(ri[RQ_PC_REF, i]):
-        s = pc_find(S, r, S.pc_hash[off + j])
+        s = _find(keys, mask, hashes[off + j])
         pc[PC_REF, r, s] -= 1
         if pc[PC_REF, r, s] == 0:
-            _append(S, r, s)
-            S.rep_int[RP_FREE_BLOCKS, r] += 1
+            _append(pc, rs, r, s)
+            freed += 1
+    rs[RP_FREE_BLOCKS, r] += freed
     ri[RQ_PC_REF, i] = 0
+
+
+# ---------------------------------------------------------------- naming blocks (before the loop)
+
+
+@kernel(inline=True)
+def _mix(x):
+    """splitmix64's finaliser of a uint64 (wrapping arithmetic)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@kernel(inline=True)
+def _key(kind, a, b, e):
+    """A block's 64-bit key (never 0: an empty slot) from its kind, what names its tokens and its position."""
+    h = _mix(_mix(_mix(_mix(np.uint64(kind)) ^ np.uint64(a)) ^ np.uint64(b)) ^ np.uint64(e))
+    return h if h != np.uint64(0) else np.uint64(1)
+
+
+@kernel
+def chain_keys(prompt, output, block, stream, prefix_key, prefix_tokens, h_off, ids, hash_block, offsets, out):
+    """Write each request's chain of block keys (uint64) into ``out`` from ``offsets``: its full KV blocks
+    (``prompt + output - 1`` tokens), a block wholly inside its prefix keyed by (prefix, position), one wholly
+    inside a trace's hashed prompt by the hash ids it overlaps (``h_off``: offsets into ``ids``, one per
+    ``hash_block`` tokens; a single 0 offset: none), any other by (its stream, position)."""
+    traced = h_off.size > 1
+    for i in range(prompt.size):
+        m = max(prompt[i] + output[i] - 1, 0) // block
+        o = offsets[i]
+        for e in range(m):
+            end = (e + 1) * block
+            if prefix_key[i] >= 0 and end <= prefix_tokens[i]:
+                out[o + e] = _key(1, prefix_key[i], 0, e)
+            elif traced and end <= prompt[i] and (end - 1) // hash_block < h_off[i + 1] - h_off[i]:
+                first = ids[h_off[i] + (e * block) // hash_block]
+                out[o + e] = _key(3, first, ids[h_off[i] + (end - 1) // hash_block], e)
+            else:
+                out[o + e] = _key(2, stream[i], 0, e)
