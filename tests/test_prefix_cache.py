@@ -418,3 +418,20 @@ def test_chain_keys_plain_and_compiled_agree():
     assert (k[0:3] == k[3:6]).all()  # the same 48-token prefix: 3 blocks
     assert len(set(k[6:9].tolist()) | set(k[0:3].tolist())) == 6  # request 2: its own stream
     assert k[9] != k[6] and (k != 0).all()  # request 3: its trace id (and only 2 full blocks in 40 tokens)
+
+
+def test_estimate_prefix_hit_is_the_loops_ttft_with_that_prefix_cached():
+    """One formula per quantity: estimate's TTFT at prefix_hit = 1024 / 1088 equals the simulated TTFT of a
+    1088-token prompt whose 1024-token prefix another request left cached (kernels alone, an idle engine); at
+    prefix_hit 0 it is the full prefill, longer."""
+    cls = [{"prompt_tokens": 64, "output_tokens": 32, "prefix": {"tokens": 1024}}]
+    sc = _scenario(cls, rate=1.0, stack="ideal", prefix_cache=True)
+    sc["workload"]["arrival"] = {"process": "deterministic"}
+    ds = hf.simulate(sc, n_requests=2, seed=1, keep_requests=True, progress=False)
+    assert ds.request_prefix_hit_tokens.values[0].tolist() == [0, 1024]
+    ttft = float(ds.request_first_token_s[0, 1] - ds.request_sent_s[0, 1])
+    est = {"engines": sc["engines"], "workload": {"prompt_tokens": 1088, "output_tokens": 32}}
+    grid = {"prefix_hit": [0.0, 1024 / 1088]}
+    e = hf.estimate(est, grid=grid).ttft_s.values[0]
+    assert e[1] == pytest.approx(ttft, rel=1e-9)
+    assert e[0] > 1.5 * e[1]

@@ -117,6 +117,13 @@ class Workload:
     context_tokens: int | None = fld(
         None, unit="token", doc="KV length for decode_step_time_s (None: prompt + output/2, the mean)", ge=1, le=1e9
     )
+    prefix_hit: float = fld(
+        0.0,
+        unit="1",
+        doc="estimate: share of each prompt found in the prefix cache (not prefilled; the rest attends to it)",
+        ge=0,
+        lt=1,
+    )
     rate_per_s: float = fld(10.0, unit="request/s", doc="mean arrival rate (simulate)", gt=0, le=1e9)
     arrival: Arrival = fld(factory=Arrival, doc="arrival process (simulate)")
     classes: tuple[RequestClass, ...] = fld((), doc="request classes with their mix and length distributions")

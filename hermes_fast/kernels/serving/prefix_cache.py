@@ -258,8 +258,12 @@ def _mix(x):
 
 @kernel(inline=True)
 def _key(kind, a, b, e):
-    """A block's 64-bit key (never 0: an empty slot) from its kind, what names its tokens and its position."""
-    h = _mix(_mix(_mix(_mix(np.uint64(kind)) ^ np.uint64(a)) ^ np.uint64(b)) ^ np.uint64(e))
+    """A block's 64-bit key (never 0: an empty slot) from its kind (< 8), what names its tokens (a, and b when not
+    0) and its position e: ``_mix`` is a bijection, so distinct (kind, a) start distinct."""
+    h = _mix(np.uint64(a) * np.uint64(8) + np.uint64(kind))
+    if b != 0:
+        h = _mix(h ^ np.uint64(b))
+    h = _mix(h ^ np.uint64(e))
     return h if h != np.uint64(0) else np.uint64(1)
 
 
