@@ -110,7 +110,7 @@ class _Reference:
     def release(self, i, chain, blocks):
         self.compute(i, chain, blocks)
         self.free += self.private.pop(i)
-        for h in self.held.pop(i):
+        for h in reversed(self.held.pop(i)):  # the tail first: evicted before the prefix
             self.ref[h] -= 1
             if self.ref[h] == 0:
                 self.lru[h] = None

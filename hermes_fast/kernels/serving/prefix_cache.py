@@ -224,7 +224,9 @@ def pc_commit(S, r, i, blocks):
 @kernel
 def pc_release(S, r, i):
     """Request i drops its references on replica r: entries nobody references go to the LRU list's most
-    recently used end and count as free again. Its own blocks are the caller's (``RQ_BLOCKS - RQ_PC_REF``)."""
+    recently used end, its chain's last block first (so a chain is evicted from its tail, as vLLM frees a
+    request's blocks in reverse order), and count as free again. Its own blocks are the caller's
+    (``RQ_BLOCKS - RQ_PC_REF``)."""
     ri = S.req_int
     rs = S.rep_int
     pc = S.pc
@@ -234,7 +236,7 @@ def pc_release(S, r, i):
     off = ri[RQ_PC_OFF, i]
     pc_trim(S, r)
     freed = 0
-    for j in range(ri[RQ_PC_REF, i]):
+    for j in range(ri[RQ_PC_REF, i] - 1, -1, -1):  # the chain's tail first: evicted before its prefix (vLLM)
         s = _find(keys, mask, hashes[off + j])
         pc[PC_REF, r, s] -= 1
         if pc[PC_REF, r, s] == 0:
