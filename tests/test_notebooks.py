@@ -21,10 +21,11 @@ FIGURES = {
     "c_kv_storage": ["c_ttft_cdf.png"],
     "d_tokens_per_dollar": ["d_pareto_tokens_per_dollar.png"],
     "e_batching_recommendation": ["e_capacity_by_policy.png"],
+    "f_prefix_caching": ["f_ttft_per_turn.png", "f_routing.png"],
 }
 
 
-def test_five_notebooks_use_only_the_public_api():
+def test_the_notebooks_use_only_the_public_api():
     paths = sorted(NOTEBOOKS.glob("*.ipynb"))
     assert [p.stem for p in paths] == sorted(FIGURES)
     for p in paths:
@@ -55,6 +56,8 @@ def test_notebook_runs_and_saves_its_figures(name, tmp_path):
         assert grace_7b > 5 * grace_base
     if name == "d_tokens_per_dollar":
         assert ns["front"].any() and ns["front"].dims == ("engines.prefill.device", "engines.decode.device", "split")
+    if name == "f_prefix_caching":
+        assert float(ns["runs"][True].prefix_hit_rate_token) > 0.5 > float(ns["runs"][False].prefix_hit_rate_token)
     if name == "e_batching_recommendation":
         cap = ns["capacity"]
         assert (
