@@ -184,7 +184,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
             ri[RQ_RESERVED, i] = need if reserve_all else 0
             if not ready and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0 and ri[RQ_KV, i] == 0:
                 _take_prefix(S, r, i, hit, block, math.isnan(rf[RF_ADMIT, i]))
-            rs[RP_KV_TOKENS, r] += ri[RQ_KV, i] - ri[RQ_SHARED_BLOCKS, i] * block
+            rs[RP_KV_TOKENS, r] += ri[RQ_KV, i] - (ri[RQ_SHARED_BLOCKS, i] + hit_free) * block  # (shared: resident)
             if math.isnan(rf[RF_ADMIT, i]):
                 rf[RF_ADMIT, i] = t
                 ri[RQ_ENTRY_REPLICA, i] = r

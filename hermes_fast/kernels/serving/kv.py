@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._jit import kernel
 from .jobs import job_owner
-from .prefix_cache import pc_commit, pc_release
+from .prefix_cache import pc_commit, pc_release, pc_trim
 from .queues import enqueue
 from .state import (
     G_BRANCH_SLOTS,
@@ -66,14 +66,17 @@ def release_kv(S, r, i):
     pool = rs[RP_POOL, r]
     block = S.pool_int[PL_BLOCK, pool]
     shared = ri[RQ_SHARED_BLOCKS, i]
-    refs = 0  # prefix cache: its computed full blocks stay cached; the entries it references are not its own
-    if S.pool_int[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0:
-        pc_commit(S, r, i, ri[RQ_KV, i] // block)
-        refs = ri[RQ_PC_REF, i]
+    refs = 0  # prefix cache: its computed full blocks stay cached; the entries it references are not its own,
+    still = 0  # and those other requests still reference stay resident
+    if S.pool_int[PL_PREFIX, pool] != 0:
+        pc_trim(S, r)  # (the evictions its allocations made, before any block comes back: eager LRU exactly)
+        if ri[RQ_PC_LEN, i] > 0:
+            pc_commit(S, r, i, ri[RQ_KV, i] // block)
+            refs = ri[RQ_PC_REF, i]
+            if refs > 0:
+                still = pc_release(S, r, i)
     rs[RP_FREE_BLOCKS, r] += ri[RQ_BLOCKS, i] - shared - refs
-    rs[RP_KV_TOKENS, r] -= ri[RQ_KV, i] - shared * block
-    if refs > 0:
-        pc_release(S, r, i)
+    rs[RP_KV_TOKENS, r] -= ri[RQ_KV, i] - (shared + still) * block
     ri[RQ_BLOCKS, i] = 0
     ri[RQ_RESERVED, i] = 0
     ri[RQ_SHARED_BLOCKS, i] = 0

@@ -6,14 +6,15 @@ probing, backward-shift deletion) of ``T`` slots, a power of two at least twice 
 one physical KV block with a reference count. Referenced entries belong to running requests; unreferenced
 ones stay cached on a doubly linked LRU list and are evicted, least recently used first, when KV is needed.
 
-Accounting: ``RP_FREE_BLOCKS`` counts the truly free blocks *and* the unreferenced entries (reclaimable), so
-the rest of the loop allocates as before; the entries that allocations took are evicted lazily, before the
-table is next read (:func:`pc_trim`: while ``RP_PC_UNREF > RP_FREE_BLOCKS``), which evicts exactly the blocks
-an eager eviction would. A request's ``RQ_BLOCKS`` counts every block it uses; its first ``RQ_PC_REF`` chain
-blocks are entries (charged to the free count once, by the entry, whatever the number of holders), the rest
-its own. Admission reuses the longest cached prefix (:func:`pc_lookup`, :func:`pc_acquire`); prefilled blocks
-become entries at each iteration end and the rest of its KV when it lets go (:func:`pc_commit`); letting go
-drops its references (:func:`pc_release`). :func:`chain_keys` names the blocks, before the loop.
+Accounting: ``RP_FREE_BLOCKS`` counts the truly free blocks *and* the unreferenced entries (reclaimable), so the
+rest of the loop allocates as before; the entries that allocations took are evicted lazily, before the table is
+next read and before any block comes back (:func:`pc_trim`: while ``RP_PC_UNREF > RP_FREE_BLOCKS``), which evicts
+exactly the blocks an eager eviction would. ``RP_KV_TOKENS`` counts a shared entry once. A request's
+``RQ_BLOCKS`` counts every block it uses; its first ``RQ_PC_REF`` chain blocks are entries (charged to the free
+count once, by the entry, whatever the number of holders), the rest its own. Admission reuses the longest cached
+prefix (:func:`pc_lookup`, :func:`pc_acquire`); prefilled blocks become entries at each iteration end and the
+rest of its KV when it lets go (:func:`pc_commit`); letting go drops its references (:func:`pc_release`).
+:func:`chain_keys` names the blocks, before the loop.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from .state import (
     PC_PREV,
     PC_REF,
     PC_ROWS,
+    PL_BLOCK,
     RA_PC_EVICTIONS,
     RA_PC_INSERTS,
     RP_FREE_BLOCKS,
+    RP_KV_TOKENS,
     RP_PC_ENTRIES,
     RP_PC_HEAD,
     RP_PC_TAIL,
     RP_PC_UNREF,
+    RP_POOL,
     RQ_PC_LEN,
     RQ_PC_OFF,
     RQ_PC_REF,
@@ -210,8 +214,9 @@ def pc_commit(S, r, i, blocks):
         if keys[s] == h:  # cached meanwhile: share it, free its own copy
             if pc[PC_REF, r, s] == 0:
                 _unlink(pc, rs, r, s)
-            else:
+            else:  # (the entry is resident already: its own copy is not)
                 rs[RP_FREE_BLOCKS, r] += 1
+                rs[RP_KV_TOKENS, r] -= S.pool_int[PL_BLOCK, rs[RP_POOL, r]]
         else:  # its block becomes the entry
             keys[s] = h
             inserted += 1
@@ -226,7 +231,7 @@ def pc_release(S, r, i):
     """Request i drops its references on replica r: entries nobody references go to the LRU list's most
     recently used end, its chain's last block first (so a chain is evicted from its tail, as vLLM frees a
     request's blocks in reverse order), and count as free again. Its own blocks are the caller's
-    (``RQ_BLOCKS - RQ_PC_REF``)."""
+    (``RQ_BLOCKS - RQ_PC_REF``). Returns the entries other requests still reference (still resident)."""
     ri = S.req_int
     rs = S.rep_int
     pc = S.pc
@@ -243,7 +248,9 @@ def pc_release(S, r, i):
             _append(pc, rs, r, s)
             freed += 1
     rs[RP_FREE_BLOCKS, r] += freed
+    still = ri[RQ_PC_REF, i] - freed
     ri[RQ_PC_REF, i] = 0
+    return still
 
 
 # ---------------------------------------------------------------- naming blocks (before the loop)
