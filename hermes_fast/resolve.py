@@ -291,6 +291,8 @@ def resolve_scenario(
         model = get("models", e.model, f"engines[{i}].model")
         stack = get("stacks", e.stack, f"engines[{i}].stack")
         engines.append(ResolvedEngine(engine_with_stack(e, stack), model, device_with_stack(device, stack), stack))
+        if e.prefix_cache_tier is not None:
+            get("memory_tiers", e.prefix_cache_tier, f"engines[{i}].prefix_cache_tier")
     for c, cls in enumerate(sc.workload.classes):
         for k, st in enumerate(cls.pipeline):
             p = f"workload.classes[{c}].pipeline[{k}]"

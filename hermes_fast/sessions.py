@@ -7,14 +7,14 @@ A KV block of ``block`` tokens is named by a 64-bit key of what determines all i
 other block of a session's stream s is ``(stream s, e)``; with a trace's hash ids (Mooncake: one per 512 prompt
 tokens, equal ids meaning equal prompts up to there), a block wholly inside the hashed prompt is named by the ids
 it overlaps. Called before the loop (the keys by a compiled kernel,
-:func:`~hermes_fast.kernels.serving.prefix_cache.chain_keys`); the loop reads the chains (``S.pc_hash``).
+:func:`~hermes_fast.kernels.serving.block_keys.chain_keys`); the loop reads the chains (``S.pc_hash``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .kernels.serving.prefix_cache import chain_keys
+from .kernels.serving.block_keys import chain_keys
 
 __all__ = ["zipf_choice", "session_layout", "block_chains", "hash_mix"]
 

@@ -98,6 +98,7 @@ def _cache_arrays(setup: ServingSetup, draws: Draws, output: np.ndarray) -> dict
     )
     n = draws.arrival_s.size
     offsets, lengths, keys, slots = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(0), 1
+    tier_slots = 1
     if pools.any():
         block = int(setup.pools[0].engine.batching.block_size_tokens)
         offsets, lengths, keys = block_chains(
@@ -106,11 +107,14 @@ def _cache_arrays(setup: ServingSetup, draws: Draws, output: np.ndarray) -> dict
         )  # fmt: skip
         entries = min(max(p.kv_blocks for p, on in zip(setup.pools, pools, strict=True) if on), keys.size)
         slots = 1 << int(2 * entries + 1).bit_length()
+        tier = min(max(p.tier_blocks for p in setup.pools), keys.size)  # (a second-level tier's table)
+        tier_slots = 1 << int(2 * tier + 1).bit_length() if tier > 0 else 1
     return {
         "offsets": offsets,
         "lengths": lengths,
         "hashes": keys,
         "slots": slots,
+        "tier_slots": tier_slots,
         "pools": pools,
         "next_turn": draws.next_turn,
         "prev_turn": draws.prev_turn,

@@ -250,7 +250,8 @@ _SIM: list[Variable] = [
         "prefix_hit_rate_token",
         "1",
         "prefix hit rate (tokens)",
-        "prompt tokens found in the prefix cache at first admission / prompt tokens, measured completed requests",
+        "prompt tokens found in the prefix cache (device or tier) at first admission / prompt tokens, measured "
+        "completed requests",
     ),
     Variable(
         "prefix_hit_rate_request",
@@ -266,6 +267,13 @@ _SIM: list[Variable] = [
     ),
     Variable("prefix_saved_tokens", "token", "prefill tokens saved", "prompt tokens the prefix cache spared prefill"),
     Variable("prefix_evictions", "1", "prefix-cache evictions", "cached KV blocks evicted (LRU) for KV in the pool"),
+    Variable(
+        "prefix_tier_tokens",
+        "token",
+        "prefix tokens loaded from the tier",
+        "prompt tokens loaded back from the prefix cache's second-level tier instead of prefilled",
+    ),
+    Variable("prefix_tier_spills", "1", "prefix-cache spills", "evicted KV blocks copied to the second-level tier"),
     Variable(
         "prefix_cache_occupancy", "1", "prefix-cache occupancy", "cached KV blocks at the end / the pool's KV blocks"
     ),

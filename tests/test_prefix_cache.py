@@ -404,7 +404,7 @@ def test_sessions_give_every_block_back():
 def test_chain_keys_plain_and_compiled_agree():
     """The block-key kernel's plain-Python twin and compiled one give the same keys; equal prefixes, streams and
     trace ids give equal keys, different ones different keys."""
-    from hermes_fast.kernels.serving.prefix_cache import chain_keys
+    from hermes_fast.kernels.serving.block_keys import chain_keys
 
     prompt, output = np.array([64, 64, 64, 40]), np.array([1, 1, 1, 1])
     stream, pkey, ptok = np.array([0, 1, 2, 3]), np.array([7, 7, -1, -1]), np.array([48, 48, 0, 0])
@@ -545,3 +545,35 @@ def test_every_block_comes_back_under_pressure(engine):
     assert (run.status == st.STATUS_DONE).all()
     assert (run.free_blocks == setup.pools[0].kv_blocks).all() and (run.kv_tokens == 0).all()
     assert summary["prefix_hit_rate_token"] > 0.5 and 0 < summary["kv_occupancy"][0] <= 1.0
+
+
+def test_spill_and_load_back_over_the_tier_timed_exactly(tmp_path):
+    """A 4096-token prompt (8 Mooncake hash ids) is cached, then five 4096-token prompts of their own push it out of
+    a 16,500-token KV into host DRAM; the same 4096 tokens plus 512 new ones then find it there: their TTFT is the
+    load over the slower of DRAM and the host link (latencies added) of the tokens the tier held, plus the prefill of
+    512 tokens attending to 4096 (estimate's TTFT at that hit share). Alone on the replica, by hand."""
+    import json
+
+    rows = [{"t": 0, "n": 4096, "ids": list(range(1, 9))}]
+    rows += [{"t": 2000 * k, "n": 4096, "ids": list(range(100 * k, 100 * k + 8))} for k in range(1, 6)]
+    rows += [{"t": 12000, "n": 4608, "ids": [*range(1, 9), 999]}]
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(json.dumps({**r, "out": 2}) + "\n" for r in rows))
+    columns = {"time_column": "t", "prompt_column": "n", "output_column": "out", "hash_ids_column": "ids"}
+    engine = {"stack": "ideal", "prefix_cache": True, "memory_utilization": 0.24}
+    sc = _scenario([], **engine, prefix_cache_tier="host_dram_ddr5")
+    sc["workload"] = {"arrival": {"process": "trace", "trace": {"path": str(path), "time_scale": 0.001, **columns}}}
+    ds = hf.simulate(sc, n_requests=7, seed=1, keep_requests=True, progress=False).isel(replicate=0)
+    assert int(ds.request_prefix_hit_tokens[6]) == 4096
+    loaded = float(ds.prefix_tier_tokens[0])
+    assert 0 < loaded <= 4096 and float(ds.prefix_tier_spills[0]) >= 256
+    ttft = float(ds.request_first_token_s[6] - ds.request_sent_s[6])
+    cat = hf.Catalog()
+    tier, host = cat.memory_tier("host_dram_ddr5"), cat.device("h100_sxm").host_link
+    est_sc = {"engines": _scenario([], **engine)["engines"], "workload": {"prompt_tokens": 4608, "output_tokens": 2}}
+    est = hf.estimate(est_sc, grid={"prefix_hit": [4096 / 4608]}).isel(engine=0, prefix_hit=0)
+    bw = min(tier.bandwidth_bytes_per_s, host.bandwidth_bytes_per_s)
+    load = tier.latency_s + host.latency_s + loaded * float(est.kv_bytes_per_token) / bw
+    assert ttft == pytest.approx(load + float(est.ttft_s), rel=1e-9)
+    off = hf.simulate({**sc, "engines": _scenario([], **engine)["engines"]}, n_requests=7, seed=1, keep_requests=True)
+    assert float(off.request_first_token_s[0, 6] - off.request_sent_s[0, 6]) > ttft  # no tier: a longer prefill

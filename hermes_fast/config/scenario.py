@@ -97,6 +97,14 @@ class Engine:
     prefix_cache: bool | None = fld(
         None, doc="keep a prefix cache of KV blocks on each replica (None: the stack's; vllm and sglang: on)"
     )
+    prefix_cache_tier: str | None = fld(
+        None,
+        doc="memory tier (catalog or scenario.memory_tiers) blocks evicted from the prefix cache spill to; a prompt "
+        "loads a run of them back over it (None: none)",
+    )
+    prefix_cache_tier_bytes: float | None = fld(
+        None, unit="B", doc="KV bytes of that tier per replica (None: the tier's capacity)", gt=0, le=1e18
+    )
     fixed_step_time_s: float | None = fld(
         None, unit="s", doc="every iteration takes this long, replacing the roofline (queueing what-ifs)", gt=0
     )

@@ -40,6 +40,8 @@ from .state import (
     RF_TRANSFER,
     ROUTE_TABLE,
     RP_FREE_BLOCKS,
+    RP_PC2_HEAD,
+    RP_PC2_TAIL,
     RP_PC_HEAD,
     RP_PC_TAIL,
     RP_POOL,
@@ -133,10 +135,11 @@ def new_state(
     request ``think_s[i]`` seconds after request i completes (``arrival_s``: 0 for the first requests, inf after).
 
     ``cache`` (prefix caching and sessions): ``offsets``, ``lengths`` (int64[n_arrivals]) and ``hashes``
-    (int64[total], no zeros) of each request's block-hash chain, ``slots`` (the table size per replica: a power
-    of two; 1: no cache), ``pools`` (int64[n_pools]: 1 where the replicas cache), and ``next_turn`` /
-    ``prev_turn`` (int64[n_arrivals], -1: none) linking a session's turns, with ``think_s[i]`` the think time
-    after turn i (a later turn's ``arrival_s`` is inf: it is sent when its user has read the previous answer)."""
+    (int64[total], no zeros) of each request's block-hash chain, ``slots`` (the table size per replica: a power of
+    two; 1: no cache), ``tier_slots`` (the same for the second-level tier; default 1: none), ``pools``
+    (int64[n_pools]: 1 where the replicas cache), and ``next_turn`` / ``prev_turn`` (int64[n_arrivals], -1: none)
+    linking a session's turns, with ``think_s[i]`` the think time after turn i (a later turn's ``arrival_s`` is inf:
+    it is sent when its user has read the previous answer)."""
     pl = pipeline if pipeline is not None else empty_pipeline()
     piped = pl["stages"].shape[1] > 0
     n_arr = arrival_s.size
@@ -240,8 +243,9 @@ def new_state(
             ri[RQ_NEXT_TURN, :n_arr] = cache["next_turn"]
             ri[RQ_PREV_TURN, :n_arr] = cache["prev_turn"]
     pc = np.zeros((PC_ROWS, n_rep, slots), dtype=np.int64)
-    rs[RP_PC_HEAD] = -1
-    rs[RP_PC_TAIL] = -1
+    pc2 = np.zeros((PC_ROWS, n_rep, int(cache.get("tier_slots", 1)) if cache is not None else 1), dtype=np.int64)
+    for row in (RP_PC_HEAD, RP_PC_TAIL, RP_PC2_HEAD, RP_PC2_TAIL):
+        rs[row] = -1
     return State(
         req_int=ri,
         req_float=rf,
@@ -262,4 +266,5 @@ def new_state(
         span=np.zeros((2, n_rep, SPAN_CAP)),
         pc_hash=pc_hash,
         pc=pc,
+        pc2=pc2,
     )

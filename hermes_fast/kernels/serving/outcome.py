@@ -87,6 +87,9 @@ class Outcome:
     prefix_saved_tokens: np.ndarray  # tokens of those found cached: prefill skipped
     prefix_evictions: np.ndarray  # prefix-cache entries evicted for KV
     prefix_entries: np.ndarray  # prefix-cache entries at the end
+    prefix_tier_tokens: np.ndarray  # prompt tokens loaded back from the cache's second-level tier
+    prefix_tier_load_s: np.ndarray  # seconds of those loads
+    prefix_tier_spills: np.ndarray  # blocks evicted from the device that the tier took
     kv_tokens: np.ndarray  # KV tokens resident at the end
     # the run
     end_s: float  # time of the last event
@@ -154,6 +157,9 @@ class Outcome:
             prefix_saved_tokens=rsf[st.RA_PC_HIT_TOKENS],
             prefix_evictions=rsf[st.RA_PC_EVICTIONS],
             prefix_entries=rs[st.RP_PC_ENTRIES],
+            prefix_tier_tokens=rsf[st.RA_PC2_TOKENS],
+            prefix_tier_load_s=rsf[st.RA_PC2_LOAD_S],
+            prefix_tier_spills=rsf[st.RA_PC2_SPILLS],
             kv_tokens=rs[st.RP_KV_TOKENS],
             end_s=float(run[st.RUN_END]),
             events=int(g[st.G_EVENTS]),

@@ -40,6 +40,7 @@ State = namedtuple(
         "span",  # float64[2, R, SPAN_CAP]: each replica's planned fast-forward span (SPAN_COST, SPAN_END)
         "pc_hash",  # int64[total]: each request's KV-block hash chain (RQ_PC_OFF, RQ_PC_LEN), 0 never a hash
         "pc",  # int64[PC_ROWS, R, T]: each replica's prefix cache, an open-addressing table of T slots (PC_*)
+        "pc2",  # int64[PC_ROWS, R, T2]: each replica's second-level tier of it (PC_*; PC_REF unused, 0)
     ],
 )
 
@@ -145,6 +146,11 @@ RP_PC_HEAD = _r()  # prefix cache: least recently used unreferenced entry (a slo
 RP_PC_TAIL = _r()  # prefix cache: most recently used unreferenced entry (-1: none)
 RP_PC_UNREF = _r()  # prefix cache: unreferenced entries (evictable; counted in RP_FREE_BLOCKS)
 RP_PC_ENTRIES = _r()  # prefix cache: entries (referenced or not)
+# second-level tier of the prefix cache (S.pc2), the same four rows in the same order (PC_TIER_LEVEL apart)
+RP_PC2_HEAD = _r()  # tier: least recently used block (a slot of S.pc2; -1: none)
+RP_PC2_TAIL = _r()  # tier: most recently used block (-1: none)
+RP_PC2_UNREF = _r()  # tier: blocks on its LRU list (all of them: nothing references the tier's copies)
+RP_PC2_ENTRIES = _r()  # tier: blocks held
 REP_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per replica: S.rep_float
@@ -163,6 +169,9 @@ RA_PC_LOOKUP_TOKENS = _r()  # prefix cache: prefill targets looked up at admissi
 RA_PC_HIT_TOKENS = _r()  # prefix cache: tokens of those found cached (prefill skipped)
 RA_PC_EVICTIONS = _r()  # prefix cache: entries evicted (LRU) for KV
 RA_PC_INSERTS = _r()  # prefix cache: entries created
+RA_PC2_SPILLS = _r()  # tier: blocks evicted from the device that the tier took
+RA_PC2_TOKENS = _r()  # tier: tokens admissions loaded back from the tier (not prefilled)
+RA_PC2_LOAD_S = _r()  # tier: seconds of those loads (in the iterations they delayed)
 # totals of the iteration being formed (reset by form_iteration, added to by mark): what the step cost takes
 IT_PREFILL_TOKENS = _r()
 IT_PAIRS = _r()  # causal attention pairs of the prefill chunks
@@ -209,6 +218,7 @@ PL_LINK_RES = _r()  # resource the KV hand-off crosses (-1: fixed latency + byte
 PL_MEM_RES = _r()  # search pools: resource (a host's memory) the index is read through, shared (-1: none)
 PL_ADMIT = _r()  # ADMIT_*: how admission commits KV
 PL_PREFIX = _r()  # 1: the replicas keep a prefix cache of their KV blocks (requests with a hash chain)
+PL_PC2_CAP = _r()  # blocks each replica's second-level tier holds (0: none)
 POOL_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pool configuration: S.pool_float
@@ -228,6 +238,8 @@ PF_S_OVERHEAD = _r()  # s per batch
 PF_NEW_TOKEN_RATIO = _r()  # ADMIT_RATIO: share of a running request's remaining output kept free for it
 PF_FRONTEND_S = _r()  # s a job waits in the engine's API front end (HTTP, tokenisation) before it queues
 PF_OVERLAP_WEIGHT = _r()  # kv_aware routing: weight of the blocks a replica would prefill against its blocks in use
+PF_PC2_LAT = _r()  # s before a load from the prefix cache's tier starts (tier and link latency)
+PF_PC2_BW = _r()  # B/s of a load from the tier (one device's KV share; the slower of the tier and the link)
 POOL_FLOAT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pipelines: S.pipe_int (columns: stages, tier
@@ -421,3 +433,5 @@ PC_PREV = 2  # LRU list: the entry used before (a slot; -1: none)
 PC_NEXT = 3  # LRU list: the entry used after (-1: none)
 PC_ROWS = 4
 PC_EMPTY = 0
+PC_DEVICE_LEVEL = 0  # the level offset of the device table's RP_PC_* rows
+PC_TIER_LEVEL = RP_PC2_HEAD - RP_PC_HEAD  # ... and of the tier's RP_PC2_* rows
