@@ -76,14 +76,15 @@ def estimate(
         ``.ep``, ``.dtypes.weight``, ``.activation``, ``.kv``, ``.gemm_scaling`` (``block`` needs fp8 weights
         and activations at every point), ``.memory_utilization``, ``.max_batched_tokens`` (engines by name or
         index, ``engines[0]``), and ``workload.batch_size``, ``.prompt_tokens``, ``.output_tokens``,
-        ``.context_tokens``. Each path becomes a dim named by the path as written (as in a sweep); a path that
+        ``.context_tokens``, ``.prefix_hit`` (the share of each prompt found in the prefix cache: TTFT and prefill
+        throughput at that hit share). Each path becomes a dim named by the path as written (as in a sweep); a path that
         names one engine leaves the others as they are along its dim. An axis name mapped to
         ``{path: values, ..., "label": [...]}`` is zipped: the paths change together along one dim named by
         the axis, each path a coordinate on it. Short keys stand for paths and keep their short dim name
         (:data:`GRID_ALIASES`): ``device``, ``model``, ``tp``, ``pp``, ``ep``, ``weight_dtype``,
         ``activation_dtype``, ``kv_dtype``, ``gemm_scaling``, ``memory_utilization`` set that field of every
         engine, ``dtype`` weights and activations together; ``batch_size``, ``prompt_tokens``,
-        ``output_tokens``, ``context_tokens`` the workload's. ``engine`` picks a subset and order of the
+        ``output_tokens``, ``context_tokens``, ``prefix_hit`` the workload's. ``engine`` picks a subset and order of the
         scenario's engines (``engine`` is always the first dim). Axes multiply; two axes may not set the same
         field, and a path estimate cannot vary (``workload.rate_per_s``, batching, ...: simulate's) is a
         :class:`ConfigError`.
@@ -187,6 +188,7 @@ def estimate(
         context = point("context_tokens", wl.context_tokens or 0)
     else:
         context = prompt + 0.5 * output
+    cached = np.ascontiguousarray(point("prefix_hit", wl.prefix_hit) * prompt)  # (prompt tokens: no prefill)
     cfg = np.ascontiguousarray(cfg)
 
     prefill_s = np.empty(n_points)
@@ -194,7 +196,7 @@ def estimate(
     tpot_s = np.empty(n_points)
     bound = np.empty(n_points, dtype=np.int8)
     prefill_bound = np.empty(n_points, dtype=np.int8)
-    args = (params, cfg, batch, prompt, output, context, prefill_s, decode_s, tpot_s, bound, prefill_bound)
+    args = (params, cfg, batch, prompt, output, context, cached, prefill_s, decode_s, tpot_s, bound, prefill_bound)
     compile_with_notice(estimate_points.jit, args, "the step-cost kernels")
     estimate_points.jit(*args)
 

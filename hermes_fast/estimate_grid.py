@@ -42,7 +42,7 @@ _ENGINE_FIELDS: dict[tuple[str, ...], tuple[type, str] | str] = {
     ("memory_utilization",): (Engine, "memory_utilization"),
     ("max_batched_tokens",): (Engine, "max_batched_tokens"),
 }
-WORKLOAD_FIELDS = ("batch_size", "prompt_tokens", "output_tokens", "context_tokens")
+WORKLOAD_FIELDS = ("batch_size", "prompt_tokens", "output_tokens", "context_tokens", "prefix_hit")
 _VARIED = (
     "engines.<name>.device, .model, .parallel.tp|pp|ep, .dtypes.weight|activation|kv|gemm_scaling, "
     ".memory_utilization, .max_batched_tokens, or workload." + "|".join(WORKLOAD_FIELDS)

@@ -485,6 +485,41 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     out["cost_usd_per_mtoken_generated"] = dollars / generated * 1e6 if generated and priced else math.nan
     out["events"] = run.events
     out["fast_forwarded_iterations"] = run.fast_forwarded_iterations
+    if getattr(draws, "cached", False):
+        out.update(_prefix_metrics(setup, run, w, done))
+        turn = np.minimum(draws.turn[w:], TURN_BINS - 1)
+        out["ttft_turn_mean_s"] = np.array(
+            [_mean(np.where(done & (turn == k), ttft, np.nan)) for k in range(TURN_BINS)]
+        )
+    return out
+
+
+TURN_BINS = 8  # ttft_turn_mean_s: turns 1 .. 7 of a session, then 8 and later together
+
+
+def _prefix_metrics(setup, run: Outcome, w: int, done: np.ndarray) -> dict[str, np.ndarray | float]:
+    """Prefix caching: hit rates of the measured completed requests' first admissions (device and tier), and per
+    pool the prefill tokens the device cache spared over the run, its evictions, its entries at the end over its
+    KV blocks, and the tokens loaded back from its second-level tier and the blocks spilled there."""
+    hit = run.prefix_hit_tokens[w:][done]
+    prompt = run.prompt_tokens[w:][done]
+    out: dict[str, np.ndarray | float] = {
+        "prefix_hit_rate_token": float(hit.sum() / prompt.sum()) if prompt.sum() else math.nan,
+        "prefix_hit_rate_request": float(np.count_nonzero(hit) / hit.size) if hit.size else math.nan,
+    }
+    saved, evicted, occupancy, tier, spills = (np.zeros(len(setup.pools)) for _ in range(5))
+    for k, pool in enumerate(setup.pools):
+        reps = setup.replica_pool == k
+        saved[k] = run.prefix_saved_tokens[reps].sum()
+        evicted[k] = run.prefix_evictions[reps].sum()
+        occupancy[k] = run.prefix_entries[reps].sum() / (pool.kv_blocks * reps.sum())
+        tier[k] = run.prefix_tier_tokens[reps].sum()
+        spills[k] = run.prefix_tier_spills[reps].sum()
+    out["prefix_saved_tokens"] = saved
+    out["prefix_evictions"] = evicted
+    out["prefix_cache_occupancy"] = occupancy
+    out["prefix_tier_tokens"] = tier
+    out["prefix_tier_spills"] = spills
     return out
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .compile import CompiledEngine, compile_engine
 from .config.base import ConfigError
-from .config.hardware import Device, Link
+from .config.hardware import Device, Link, MemoryTier
 from .config.scenario import Engine, Scenario
 from .config.serving import SCHEDULERS
 from .config.stack import Stack
@@ -67,6 +67,8 @@ class Pool:
     link_resource: int = -1  # prefill pools: shared resource the hand-off crosses (-1: none)
     memory_resource: int = -1  # search pools: shared resource (host memory) the index is read through
     stack: Stack | None = None  # engine pools: the serving stack (admission, front end)
+    tier: MemoryTier | None = None  # engine pools: the prefix cache's second-level tier (None: none)
+    tier_blocks: int = 0  # KV blocks that tier holds per replica
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -127,7 +129,16 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
         raise ConfigError(f"{path}.model", e.model, "a generating (decoder) model for a decode engine")
     if e.batching.preemption == "swap" and device.host_link is None:
         raise ConfigError(f"{path}.batching.preemption", "swap", f"recompute: {device.name} has no host_link")
-    return Pool(e.name, role, device, ce.devices, e.replicas, cap_blocks, engine=e, compiled=ce, stack=own.stack)
+    tier, tier_blocks = None, 0
+    if e.prefix_cache_tier is not None and e.prefix_cache and role != "decode":
+        tier = resolved.memory_tiers[e.prefix_cache_tier]
+        size = tier.capacity_bytes if e.prefix_cache_tier_bytes is None else e.prefix_cache_tier_bytes
+        per_block = ce.kv_bytes_per_token * ce.devices * e.batching.block_size_tokens
+        tier_blocks = int(min(size // per_block, _MAX_BLOCKS)) if per_block > 0 else 0
+    return Pool(
+        e.name, role, device, ce.devices, e.replicas, cap_blocks, engine=e, compiled=ce, stack=own.stack, tier=tier,
+        tier_blocks=tier_blocks,
+    )  # fmt: skip
 
 
 def build_serving(resolved: ResolvedScenario) -> ServingSetup:
@@ -302,6 +313,12 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
                 pf[loop.PF_NEW_TOKEN_RATIO, k] = pool.stack.new_token_ratio
                 pf[loop.PF_FRONTEND_S, k] = pool.stack.frontend_s
             pi[loop.PL_SCHED, k] = _SCHED_CODES[e.scheduler]
+            pf[loop.PF_OVERLAP_WEIGHT, k] = e.overlap_weight
+            if pool.tier is not None:  # loads from the prefix cache's tier: over the tier and the host link
+                pi[loop.PL_PC2_CAP, k] = pool.tier_blocks
+                pf[loop.PF_PC2_LAT, k] = pool.tier.latency_s + (host.latency_s if host else 0.0)
+                bw = pool.tier.bandwidth_bytes_per_s
+                pf[loop.PF_PC2_BW, k] = min(bw, host.bandwidth_bytes_per_s) if host else bw
             pi[loop.PL_MAX_QUEUE, k] = -1 if b.max_queue_requests is None else b.max_queue_requests
             pi[loop.PL_MAX_CONTEXT, k] = ce.max_context_tokens
             pf[loop.PF_KV_BYTES, k] = ce.kv_bytes_per_token

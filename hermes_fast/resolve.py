@@ -168,7 +168,7 @@ class ResolvedEngine:
 
 
 # what an engine field left unset (None) is when its stack does not set it either: the schema's defaults
-ENGINE_DEFAULTS = {"memory_utilization": 0.9, "max_batched_tokens": 8192}
+ENGINE_DEFAULTS = {"memory_utilization": 0.9, "max_batched_tokens": 8192, "prefix_cache": False}
 BATCHING_DEFAULTS = {"policy": "continuous", "max_batch_size": 256, "block_size_tokens": 16, "preemption": "recompute"}
 _HOST_COSTS = ("step_overhead_s", "step_overhead_per_tp_rank_s", "sequence_overhead_s")
 
@@ -291,6 +291,8 @@ def resolve_scenario(
         model = get("models", e.model, f"engines[{i}].model")
         stack = get("stacks", e.stack, f"engines[{i}].stack")
         engines.append(ResolvedEngine(engine_with_stack(e, stack), model, device_with_stack(device, stack), stack))
+        if e.prefix_cache_tier is not None:
+            get("memory_tiers", e.prefix_cache_tier, f"engines[{i}].prefix_cache_tier")
     for c, cls in enumerate(sc.workload.classes):
         for k, st in enumerate(cls.pipeline):
             p = f"workload.classes[{c}].pipeline[{k}]"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import numpy as np
 import xarray as xr
@@ -19,10 +20,11 @@ from .config.base import ConfigError
 from .config.scenario import Scenario
 from .config.serving import check_warmup
 from .kernels.serving import Outcome, new_state, run_loop
-from .metrics import QUANTILES, REASONS, summarize, summarize_stages, validity_warnings
+from .metrics import QUANTILES, REASONS, TURN_BINS, summarize, summarize_stages, validity_warnings
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
 from .pools import ServingSetup, build_serving
 from .resolve import ResolvedScenario, resolve_scenario
+from .sessions import block_chains
 from .variables import data_array
 from .workload import Draws, draw_workload, rng_for
 
@@ -60,6 +62,11 @@ def run_serving(
     output = draws.output_tokens
     if pipeline is None and not setup.generates:  # encoders and rerankers only prefill: a request ends there
         output = np.ones_like(output)
+    cache = None
+    if draws.cached:
+        if pipeline is not None:
+            raise ConfigError("workload.classes", "prefix or session", "plain serving (no pipeline) for now")
+        cache = _cache_arrays(setup, draws, output)
     state = new_state(
         setup.params,
         setup.pool_int,
@@ -75,10 +82,62 @@ def run_serving(
         draws.concurrency,
         draws.closed,
         draws.think_s,
+        cache,
     )
     run_loop(state, jit, progress)
     rows, resources = (0, 0) if pipeline is None else (pipeline["rows"], pipeline["resources"].shape[1])
     return Outcome.of(state, draws.arrival_s.size, rows, resources)
+
+
+def _cache_arrays(setup: ServingSetup, draws: Draws, output: np.ndarray) -> dict:
+    """The loop's prefix-cache and session arrays (:func:`~hermes_fast.kernels.serving.new_state`'s ``cache``):
+    block chains at the entry pool's block size, when a pool that is not a decode pool caches; a table of twice
+    the most entries a replica can hold (its KV blocks, or every block of the run if fewer)."""
+    pools = np.array(
+        [int(p.engine is not None and bool(p.engine.prefix_cache) and p.role != "decode") for p in setup.pools]
+    )
+    n = draws.arrival_s.size
+    offsets, lengths, keys, slots = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(0), 1
+    tier_slots = 1
+    if pools.any():
+        block = int(setup.pools[0].engine.batching.block_size_tokens)
+        offsets, lengths, keys = block_chains(
+            draws.prompt_tokens, output, block, draws.stream, draws.prefix_key, draws.prefix_tokens,
+            draws.hash_ids, draws.hash_block_tokens,
+        )  # fmt: skip
+        entries = min(max(p.kv_blocks for p, on in zip(setup.pools, pools, strict=True) if on), keys.size)
+        slots = 1 << int(2 * entries + 1).bit_length()
+        tier = min(max(p.tier_blocks for p in setup.pools), keys.size)  # (a second-level tier's table)
+        tier_slots = 1 << int(2 * tier + 1).bit_length() if tier > 0 else 1
+    return {
+        "offsets": offsets,
+        "lengths": lengths,
+        "hashes": keys,
+        "slots": slots,
+        "tier_slots": tier_slots,
+        "pools": pools,
+        "next_turn": draws.next_turn,
+        "prev_turn": draws.prev_turn,
+    }
+
+
+def _in_send_order(draws: Draws, run: Outcome) -> tuple[Draws, Outcome]:
+    """Sessions' later turns are sent as earlier answers are read: the requests reordered by the time they were
+    sent (never sent: last), as the metrics read them."""
+    order = np.argsort(np.where(np.isnan(run.sent_s), np.inf, run.sent_s), kind="stable")
+    inv = np.empty_like(order)
+    inv[order] = np.arange(order.size)
+    moved = {f: getattr(run, f)[order] for f in Outcome.REQUEST_FIELDS}
+    moved["arrival_s"] = np.where(np.isinf(run.arrival_s), run.sent_s, run.arrival_s)[order]  # (a turn's: sent)
+
+    def link(x):
+        return np.where(x >= 0, inv[np.maximum(x, 0)], -1)[order]
+
+    d = {f: getattr(draws, f)[order] for f in ("request_class", "prompt_tokens", "output_tokens", "stream")}
+    d["prefix_key"], d["arrival_s"] = draws.prefix_key[order], moved["arrival_s"]
+    d.update(prefix_tokens=draws.prefix_tokens[order], turn=draws.turn[order], route_u=draws.route_u[:, order])
+    d.update(think_s=draws.think_s[order], next_turn=link(draws.next_turn), prev_turn=link(draws.prev_turn))
+    return replace(draws, **d), replace(run, **moved)
 
 
 def run_pipeline(
@@ -258,6 +317,8 @@ def simulate_replicate(
         run = run_pipeline(pipe, draws, rng, sc.serving.horizon_s, fast_forward, warm, progress=progress)
     else:
         run = run_serving(setup, draws, sc.serving.horizon_s, fast_forward, progress=progress)
+        if draws.sessions:
+            draws, run = _in_send_order(draws, run)
     summary = summarize(setup, draws, run, sc.serving)
     if pipe is not None:
         summary.update(summarize_stages(pipe, run, summary))
@@ -265,7 +326,14 @@ def simulate_replicate(
 
 
 def _request_vars(draws: Draws, run: Outcome) -> dict[str, np.ndarray]:
-    return {
+    extra = {}
+    if draws.cached:
+        extra = {
+            "request_prefix_hit_tokens": run.prefix_hit_tokens.copy(),
+            "request_session": draws.stream,
+            "request_turn": draws.turn,
+        }
+    return extra | {
         "request_arrival_s": run.arrival_s.copy(),
         "request_sent_s": run.sent_s.copy(),
         "request_class": draws.request_class,
@@ -301,6 +369,8 @@ def summary_dims(name: str, value) -> tuple[str, ...]:
         return ("stage",)
     if name in LINK_VARS:
         return ("link",)
+    if name == "ttft_turn_mean_s":
+        return ("turn",)
     return ("pool",)
 
 
@@ -312,6 +382,8 @@ def assemble(per_rep: list[dict], setup: ServingSetup, pipe: PipelineSetup | Non
         "pool": [p.name for p in setup.pools],
         "reason": list(REASONS),
     }
+    if "ttft_turn_mean_s" in per_rep[0]:
+        coords["turn"] = np.arange(1, TURN_BINS + 1)
     if pipe is not None:
         coords["stage"] = list(pipe.rows)
         coords["link"] = list(pipe.resources)

@@ -247,6 +247,37 @@ _SIM: list[Variable] = [
     Variable("mean_batch_size", "request", "mean batch size", "requests per iteration, averaged over iterations"),
     Variable("kv_occupancy", "1", "KV occupancy", "time-averaged resident KV tokens / KV capacity"),
     Variable("preemptions", "1", "preemptions", "preemption events in the pool"),
+    Variable(
+        "prefix_hit_rate_token",
+        "1",
+        "prefix hit rate (tokens)",
+        "prompt tokens found in the prefix cache (device or tier) at first admission / prompt tokens, measured "
+        "completed requests",
+    ),
+    Variable(
+        "prefix_hit_rate_request",
+        "1",
+        "prefix hit rate (requests)",
+        "share of the measured completed requests whose first admission found a cached prefix",
+    ),
+    Variable(
+        "ttft_turn_mean_s",
+        "s",
+        "mean TTFT per turn",
+        "mean time to first token of the measured completed requests by session turn (turn 8: 8 and later)",
+    ),
+    Variable("prefix_saved_tokens", "token", "prefill tokens saved", "prompt tokens the prefix cache spared prefill"),
+    Variable("prefix_evictions", "1", "prefix-cache evictions", "cached KV blocks evicted (LRU) for KV in the pool"),
+    Variable(
+        "prefix_tier_tokens",
+        "token",
+        "prefix tokens loaded from the tier",
+        "prompt tokens loaded back from the prefix cache's second-level tier instead of prefilled",
+    ),
+    Variable("prefix_tier_spills", "1", "prefix-cache spills", "evicted KV blocks copied to the second-level tier"),
+    Variable(
+        "prefix_cache_occupancy", "1", "prefix-cache occupancy", "cached KV blocks at the end / the pool's KV blocks"
+    ),
     Variable("energy_j", "J", "energy", "device energy over the run: idle power + (peak - idle) x busy time"),
     Variable(
         "energy_j_per_token",
@@ -317,6 +348,9 @@ _SIM: list[Variable] = [
     Variable("request_completion_s", "s", "completion time", "last token"),
     Variable("request_transfer_s", "s", "KV transfer time", "disaggregated KV hand-off duration (0: none)"),
     Variable("request_preemptions", "1", "preemptions", "times the request was preempted"),
+    Variable("request_prefix_hit_tokens", "token", "prefix hit", "prompt tokens its first admission found cached"),
+    Variable("request_session", "1", "session", "its session (token stream): the request itself without sessions"),
+    Variable("request_turn", "1", "turn", "its turn in its session (0: the first, or no session)"),
     Variable(
         "request_status",
         "1",

@@ -11,6 +11,7 @@ reported by :func:`length_moments` are those of the integers actually drawn.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,6 +24,7 @@ from .config.base import ConfigError
 from .config.files import check_path_length
 from .config.lengths import MAX_ZIPF_SUPPORT
 from .config.workload import Arrival, Length, RequestClass, Trace
+from .sessions import session_layout, zipf_choice
 
 __all__ = [
     "Draws",
@@ -105,13 +107,23 @@ def _empirical_values(path: str, column: str, field_path: str) -> np.ndarray:
 
 
 def _read_csv(path: str, field_path: str) -> list[dict]:
+    """The rows of a CSV file, or of JSON lines (``.jsonl``: scalars as text, lists kept) by column name."""
     check_path_length(path, field_path)
     p = Path(path)
     if not p.is_file():
         raise ConfigError(field_path, path, "an existing CSV file")
     try:
         with p.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+            if p.suffix == ".jsonl":
+                rows = [
+                    {k: v if isinstance(v, list) else str(v) for k, v in json.loads(line).items()}
+                    for line in f
+                    if line.strip()
+                ]
+            else:
+                rows = list(csv.DictReader(f))
+    except (ValueError, AttributeError) as e:
+        raise ConfigError(field_path, path, f"JSON lines, one object per request ({e})") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ConfigError(field_path, path, f"a readable UTF-8 CSV file ({e})") from None
     if not rows:
@@ -397,6 +409,25 @@ class Draws:
     think_s: np.ndarray | None = None  # float64[n]: a closed loop's think time after each request completes
     concurrency: int = 0  # most requests in flight (0: no cap); a closed loop's clients
     closed: bool = False  # the clients send their next request when the previous completes (and they thought)
+    # prefixes, sessions and trace block hashes (None: none; :mod:`hermes_fast.sessions` makes the block chains)
+    stream: np.ndarray | None = None  # int64[n]: the token stream (session) each request belongs to
+    prefix_key: np.ndarray | None = None  # int64[n]: its shared prefix (-1: none)
+    prefix_tokens: np.ndarray | None = None  # int64[n]: tokens of that prefix at the start of its prompt
+    turn: np.ndarray | None = None  # int64[n]: its turn in its session (0: the first)
+    next_turn: np.ndarray | None = None  # int64[n]: the request of its session's next turn (-1: none)
+    prev_turn: np.ndarray | None = None  # int64[n]: ... of the previous turn (-1: none)
+    hash_ids: tuple[np.ndarray, np.ndarray] | None = None  # a trace's prompt block hashes: (offsets[n + 1], ids)
+    hash_block_tokens: int = 512  # prompt tokens per hash id
+
+    @property
+    def cached(self) -> bool:
+        """The requests share prompt blocks (prefixes, sessions or trace hashes): the prefix cache has work."""
+        return self.stream is not None
+
+    @property
+    def sessions(self) -> bool:
+        """Some requests are later turns of sessions (sent when the previous turn's answer is read)."""
+        return self.next_turn is not None and bool((self.next_turn >= 0).any())
 
 
 def classes_of(workload) -> tuple[RequestClass, ...]:
@@ -446,7 +477,10 @@ def draw_workload(workload, n: int, rng: np.random.Generator) -> Draws:
     """
     classes = classes_of(workload)
     arr = workload.arrival
+    if any(c.prefix is not None or c.session is not None for c in classes):
+        return _draw_sessions(workload, classes, n, rng)
     trace_prompt = trace_output = None
+    trace_hashes = None
     if arr.process == "trace":
         fp = "workload.arrival.trace"
         rows = _read_csv(arr.trace.path, f"{fp}.path")
@@ -461,6 +495,8 @@ def draw_workload(workload, n: int, rng: np.random.Generator) -> Draws:
             trace_prompt = _int_column(rows, arr.trace.prompt_column, arr.trace.path, f"{fp}.prompt_column")
         if arr.trace.output_column is not None:
             trace_output = _int_column(rows, arr.trace.output_column, arr.trace.path, f"{fp}.output_column")
+        if arr.trace.hash_ids_column is not None:
+            trace_hashes = _hash_column(rows, arr.trace.hash_ids_column, arr.trace.path, f"{fp}.hash_ids_column")
     elif arr.process == "closed":  # the clients send their first requests at once, the rest as they complete
         arrival = np.where(np.arange(n) < arr.concurrency, 0.0, np.inf)
     else:
@@ -489,7 +525,19 @@ def draw_workload(workload, n: int, rng: np.random.Generator) -> Draws:
     concurrency = arr.concurrency if closed else (arr.max_concurrency or 0)
     arrival = np.ascontiguousarray(arrival, dtype=np.float64)
     _check_span(workload, arrival, think, n)
+    if trace_hashes is not None:  # the trace's rows repeat: so do their hashes (a replay's requests are new ones)
+        rows_of = np.arange(n) % len(trace_hashes)
+        counts = np.array([trace_hashes[k].size for k in rows_of], dtype=np.int64)
+        ids = np.concatenate([trace_hashes[k] for k in rows_of]) if n else np.zeros(0, dtype=np.int64)
+        h_off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        none = np.full(n, -1, dtype=np.int64)
+        return Draws(
+            arrival, cls, prompt, output, route_u, think, concurrency, closed, stream=np.arange(n, dtype=np.int64),
+            prefix_key=none, prefix_tokens=np.zeros(n, dtype=np.int64), turn=np.zeros(n, dtype=np.int64),
+            hash_ids=(h_off, ids), hash_block_tokens=arr.trace.hash_block_tokens,
+        )  # fmt: skip
     return Draws(arrival, cls, prompt, output, route_u, think, concurrency, closed)
+
 
 
 def _check_span(workload, arrival: np.ndarray, think: np.ndarray | None, n: int) -> None:
@@ -515,6 +563,103 @@ def _check_span(workload, arrival: np.ndarray, think: np.ndarray | None, n: int)
         f"a value for which the {n} arrivals span at most {MAX_SPAN_S:.3g} s of simulated time (they span "
         f"{span:.3g} s, where float64 times resolve latencies only to {span * 2.0**-52:.2g} s)",
     )  # fmt: skip
+
+
+
+def _draw_sessions(workload, classes, n: int, rng: np.random.Generator) -> Draws:
+    """Draws of a workload with shared prefixes or multi-turn sessions: arrivals are sessions (a class without
+    ``session`` has one turn); turn k's prompt is its prefix, the earlier turns' prompts and answers, and its
+    own user tokens; later turns are sent a think time after the previous answer (arrival inf until then)."""
+    arr = workload.arrival
+    fp = "workload.arrival"
+    if arr.process in ("trace", "closed") or arr.max_concurrency is not None:
+        key = "process" if arr.max_concurrency is None else "max_concurrency"
+        raise ConfigError(
+            f"{fp}.{key}",
+            getattr(arr, key),
+            "an open arrival process without max_concurrency with prefixes or sessions",
+        )
+    units = draw_arrivals(arr, workload.rate_per_s, n, rng)  # (at most n sessions)
+    weights = np.array([c.weight for c in classes])
+    ucls = (
+        np.zeros(n, dtype=np.int64)
+        if len(classes) == 1
+        else rng.choice(len(classes), size=n, p=weights / weights.sum()).astype(np.int64)
+    )
+    turns = np.ones(n, dtype=np.int64)
+    for c, rc in enumerate(classes):
+        if rc.session is not None:
+            idx = np.flatnonzero(ucls == c)
+            turns[idx] = draw_lengths(rc.session.turns, idx.size, rng, f"workload.classes[{c}].session.turns")
+    sess, turn, index = session_layout(turns, n)
+    n_sess = int(sess.max()) + 1 if n else 0
+    cls = ucls[sess]
+    user = np.empty(n, dtype=np.int64)
+    output = np.empty(n, dtype=np.int64)
+    think = np.zeros(n)
+    prefix_of = np.full(n_sess, -1, dtype=np.int64)  # each session's prefix (a global key) and its length
+    prefix_len = np.zeros(n_sess, dtype=np.int64)
+    key0 = 0
+    for c, rc in enumerate(classes):
+        base = f"workload.classes[{c}]" if workload.classes else "workload"
+        idx = np.flatnonzero(cls == c)
+        user[idx] = draw_lengths(rc.prompt_tokens, idx.size, rng, f"{base}.prompt_tokens")
+        output[idx] = draw_lengths(rc.output_tokens, idx.size, rng, f"{base}.output_tokens")
+        if rc.session is not None:
+            think[idx] = _gamma(rc.session.think_time_s, rc.session.think_time_cv, idx.size, rng)
+        if rc.prefix is not None:
+            px = rc.prefix
+            lengths = draw_lengths(px.tokens, px.distinct, rng, f"{base}.prefix.tokens")
+            s_idx = np.flatnonzero(ucls[:n_sess] == c)
+            k = zipf_choice(px.distinct, px.zipf_alpha, s_idx.size, rng)
+            prefix_of[s_idx] = key0 + k
+            prefix_len[s_idx] = lengths[k]
+            key0 += px.distinct
+    # prompts: in session-major order, turn k's = prefix + sum of earlier (user + output) + its user tokens
+    sm = index  # the request at each session-major position
+    u_sm, o_sm, s_sm = user[sm], output[sm], sess[sm]
+    before = np.cumsum(u_sm + o_sm) - (u_sm + o_sm)  # tokens of earlier requests, all sessions
+    start = np.zeros(n_sess, dtype=np.int64)
+    first = np.flatnonzero(turn[sm] == 0)
+    start[s_sm[first]] = before[first]
+    prompt_sm = prefix_len[s_sm] + before - start[s_sm] + u_sm
+    prompt = np.empty(n, dtype=np.int64)
+    prompt[sm] = prompt_sm
+    nxt_sm = np.where(np.append(s_sm[1:] == s_sm[:-1], False), np.append(sm[1:], -1), -1)
+    next_turn = np.empty(n, dtype=np.int64)
+    next_turn[sm] = nxt_sm
+    prev_turn = np.full(n, -1, dtype=np.int64)
+    has = next_turn >= 0
+    prev_turn[next_turn[has]] = np.flatnonzero(has)
+    arrival = np.where(turn == 0, units[np.minimum(sess, n - 1)], np.inf)
+    return Draws(
+        np.ascontiguousarray(arrival, dtype=np.float64), cls, prompt, output, rng.random((2, n)), think,
+        stream=sess.astype(np.int64), prefix_key=prefix_of[sess], prefix_tokens=prefix_len[sess],
+        turn=turn.astype(np.int64), next_turn=next_turn, prev_turn=prev_turn,
+    )  # fmt: skip
+
+
+def _gamma(mean: float, cv: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n think times (s): fixed, or gamma with the given mean and cv (1: exponential)."""
+    if mean == 0.0 or cv == 0.0:
+        return np.full(n, mean)
+    shape = 1.0 / cv**2
+    return rng.gamma(shape, mean / shape, n)
+
+
+def _hash_column(rows: list[dict], column: str, path: str, field_path: str) -> list[np.ndarray]:
+    """Each row's prompt block hash ids: a JSON list (JSON lines) or integers separated by spaces or commas."""
+    if column not in rows[0]:
+        raise ConfigError(field_path, column, f"a column of {path}: one of {', '.join(rows[0])}")
+    out = []
+    for i, row in enumerate(rows):
+        v = row[column]
+        try:
+            vals = v if isinstance(v, list) else str(v or "").strip("[] ").replace(",", " ").split()
+            out.append(np.array([int(x) for x in vals], dtype=np.int64))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{field_path} ({path} row {i + 2}, column {column})", v, "a list of integers") from None
+    return out
 
 
 def _think_times(arrival: Arrival, n: int, rng: np.random.Generator) -> np.ndarray:

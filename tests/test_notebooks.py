@@ -22,6 +22,7 @@ FIGURES = {
     "d_tokens_per_dollar": ["d_pareto_tokens_per_dollar.png"],
     "e_batching_recommendation": ["e_capacity_by_policy.png"],
     "f_plan_70b": ["f_plan_pareto.png", "f_plan_bound_vs_capacity.png"],
+    "g_prefix_caching": ["g_ttft_per_turn.png", "g_routing.png"],
 }
 
 
@@ -58,6 +59,8 @@ def test_notebook_runs_and_saves_its_figures(name, tmp_path):
         assert grace_7b > 5 * grace_base
     if name == "d_tokens_per_dollar":
         assert ns["front"].any() and ns["front"].dims == ("engines.prefill.device", "engines.decode.device", "split")
+    if name == "g_prefix_caching":
+        assert float(ns["runs"][True].prefix_hit_rate_token) > 0.5 > float(ns["runs"][False].prefix_hit_rate_token)
     if name == "e_batching_recommendation":
         cap = ns["capacity"]
         assert (

@@ -69,7 +69,8 @@ def describe_scenario(sc, rate: bool = True) -> list[str]:
             f" rescaled to {w.rate_per_s:g} req/s" if arr.trace.rescale_to_rate else " (its own times)"
         )
     elif rate:
-        how = f"{'Poisson' if arr.process == 'poisson' else arr.process} arrivals at {w.rate_per_s:g} req/s"
+        unit = "sessions/s" if any(c.session is not None for c in w.classes) else "req/s"
+        how = f"{'Poisson' if arr.process == 'poisson' else arr.process} arrivals at {w.rate_per_s:g} {unit}"
     else:
         how = f"{'Poisson' if arr.process == 'poisson' else arr.process} arrivals"
     if not w.classes:
@@ -80,6 +81,8 @@ def describe_scenario(sc, rate: bool = True) -> list[str]:
             (f"{c.name} {c.weight / total:.0%}: " if len(w.classes) > 1 else "")
             + f"prompt {_length(c.prompt_tokens)}, output {_length(c.output_tokens)} tokens"
             + (f" ({' > '.join(st.label for st in c.pipeline)})" if c.pipeline else "")
+            + (f", {c.prefix.distinct} prefix(es) of {_length(c.prefix.tokens)} tokens" if c.prefix else "")
+            + (f", sessions of {_length(c.session.turns)} turns" if c.session else "")
             for c in w.classes
         )
     engines = {e.name: e for e in sc.engines}

@@ -9,7 +9,7 @@ from .pipeline import KvTier, Stage, VectorIndex
 from .scenario import Dtypes, Engine, Parallel, Scenario, Workload, read_scenario
 from .serving import Batching, Serving, Slo
 from .sweep import CapacitySearch, LatencyTarget, SweepSpec
-from .workload import Arrival, Length, RequestClass, Trace
+from .workload import Arrival, Length, Prefix, RequestClass, Session, Trace
 
 __all__ = [
     "ConfigError",
@@ -44,7 +44,9 @@ __all__ = [
     "Slo",
     "Arrival",
     "Length",
+    "Prefix",
     "RequestClass",
+    "Session",
     "Trace",
     "CapacitySearch",
     "LatencyTarget",

@@ -76,8 +76,35 @@ class Engine:
     )
     replicas: int = fld(1, unit="replica", doc="copies of this engine serving together (simulate)", ge=1, le=65536)
     batching: Batching = fld(factory=Batching, doc="how each replica forms iterations (simulate)")
-    scheduler: Literal["round_robin", "random", "least_outstanding", "least_kv", "shared_queue"] = fld(
-        "round_robin", doc="which replica gets a request; shared_queue: one queue that idle replicas pull from"
+    scheduler: Literal[
+        "round_robin",
+        "random",
+        "least_outstanding",
+        "least_kv",
+        "shared_queue",
+        "prefix_affinity",
+        "session_sticky",
+        "kv_aware",
+    ] = fld(
+        "round_robin",
+        doc="which replica gets a request; shared_queue: one queue that idle replicas pull from; prefix_affinity: "
+        "the one caching the longest prefix of its prompt; session_sticky: the one that served the session's "
+        "previous turn; kv_aware: the least overlap_weight x blocks it would prefill + KV blocks in use and queued "
+        "(Dynamo's KV router; ties and the rest: least_outstanding)",
+    )
+    overlap_weight: float = fld(
+        1.0, unit="1", doc="kv_aware: weight of the prompt blocks to prefill against the blocks in use", ge=0, le=1e6
+    )
+    prefix_cache: bool | None = fld(
+        None, doc="keep a prefix cache of KV blocks on each replica (None: the stack's; vllm and sglang: on)"
+    )
+    prefix_cache_tier: str | None = fld(
+        None,
+        doc="memory tier (catalog or scenario.memory_tiers) blocks evicted from the prefix cache spill to; a prompt "
+        "loads a run of them back over it (None: none)",
+    )
+    prefix_cache_tier_bytes: float | None = fld(
+        None, unit="B", doc="KV bytes of that tier per replica (None: the tier's capacity)", gt=0, le=1e18
     )
     fixed_step_time_s: float | None = fld(
         None,
@@ -102,6 +129,13 @@ class Workload:
     output_tokens: int = fld(256, unit="token", doc="tokens generated per request (decoders)", ge=1, le=1e9)
     context_tokens: int | None = fld(
         None, unit="token", doc="KV length for decode_step_time_s (None: prompt + output/2, the mean)", ge=1, le=1e9
+    )
+    prefix_hit: float = fld(
+        0.0,
+        unit="1",
+        doc="estimate: share of each prompt found in the prefix cache (not prefilled; the rest attends to it)",
+        ge=0,
+        lt=1,
     )
     rate_per_s: float = fld(10.0, unit="request/s", doc="mean arrival rate (simulate)", gt=0, le=1e9)
     arrival: Arrival = fld(factory=Arrival, doc="arrival process (simulate)")

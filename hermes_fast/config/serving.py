@@ -9,7 +9,16 @@ from .base import ConfigError, fld
 from .hardware import Link
 
 POLICIES = ("static", "continuous", "chunked", "mixed")
-SCHEDULERS = ("round_robin", "random", "least_outstanding", "least_kv", "shared_queue")
+SCHEDULERS = (
+    "round_robin",
+    "random",
+    "least_outstanding",
+    "least_kv",
+    "shared_queue",
+    "prefix_affinity",
+    "session_sticky",
+    "kv_aware",
+)
 
 
 @dataclass(frozen=True, kw_only=True)

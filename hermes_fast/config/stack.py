@@ -51,6 +51,11 @@ class Stack:
     new_token_ratio: float = fld(
         0.0, unit="1", doc="new_token_ratio: share of each request's remaining output kept free", ge=0, le=1
     )
+    prefix_cache: bool = fld(
+        False,
+        doc="automatic prefix caching: full KV blocks stay cached (LRU) after their request and a prompt reuses "
+        "the longest cached prefix (vLLM V1, SGLang's radix cache, TensorRT-LLM's block reuse)",
+    )
     extra_kernels: bool = fld(
         False,
         doc="the stack runs the kernels the operator roofline leaves out (memory-bound): each layer's KV-cache write "

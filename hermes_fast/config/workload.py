@@ -12,11 +12,13 @@ from .pipeline import Stage, check_pipeline
 
 @dataclass(frozen=True, kw_only=True)
 class Trace:
-    """Replay of a CSV request trace: arrival times and, optionally, prompt and output lengths.
+    """Replay of a request trace: arrival times and, optionally, prompt and output lengths and block hashes.
 
-    The Azure LLM inference trace columns (``TIMESTAMP, ContextTokens, GeneratedTokens``) are the
-    defaults; timestamps may be numbers (seconds, >= 0) or date-times, in ascending order (the replay starts at
-    the first row's time).
+    A CSV file, or JSON lines (``.jsonl``: one object per request). The Azure LLM inference trace columns
+    (``TIMESTAMP, ContextTokens, GeneratedTokens``) are the defaults; timestamps may be numbers (seconds, >= 0)
+    or date-times, in ascending order (the replay starts at the first row's time). The Mooncake trace format
+    (``timestamp`` in ms, ``input_length``, ``output_length``, ``hash_ids``) reads as it is with those columns,
+    ``time_scale: 0.001`` and ``hash_ids_column: hash_ids``.
     """
 
     path: str = fld(doc="CSV file")
@@ -27,6 +29,42 @@ class Trace:
     rescale_to_rate: bool = fld(
         False, doc="compress or stretch the trace's times so its mean rate equals workload.rate_per_s"
     )
+    hash_ids_column: str | None = fld(
+        None,
+        doc="column of each request's prompt block hashes (Mooncake's hash_ids: a JSON list, or numbers separated "
+        "by spaces or commas); equal ids are equal prompt blocks, reused by the prefix cache (None: no reuse)",
+    )
+    hash_block_tokens: int = fld(512, unit="token", doc="prompt tokens per hash id (Mooncake: 512)", ge=1, le=1 << 20)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prefix:
+    """Shared prompt prefixes of a request class (system prompts, tool definitions, shared documents).
+
+    Each session (or single request) of the class starts its prompt with one of ``distinct`` prefixes, prefix k
+    (k = 1 .. distinct) drawn with probability proportional to k^-zipf_alpha (0: all equally likely); prefix k's
+    length is drawn once from ``tokens``. The class's ``prompt_tokens`` are the user's own tokens after it.
+    """
+
+    distinct: int = fld(1, unit="prefix", doc="distinct prefixes of the class", ge=1, le=10_000_000)
+    zipf_alpha: float = fld(0.0, unit="1", doc="popularity: prefix k drawn with weight k^-zipf_alpha", ge=0, le=10)
+    tokens: int | Length = fld(
+        1024, unit="token", doc="each prefix's length: an integer or a law (drawn once per prefix)", ge=1, le=1e9
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Session:
+    """Multi-turn sessions: a class's arrivals are sessions of several turns (a chat, an agent's steps).
+
+    Turn k's prompt is the whole history (the prefix, earlier prompts and answers) plus the class's
+    ``prompt_tokens`` new user tokens; it is sent ``think_time_s`` (gamma with ``think_time_cv``; 0: fixed) after
+    turn k - 1's answer completes (or it is rejected or dropped).
+    """
+
+    turns: int | Length = fld(4, unit="turn", doc="turns per session: an integer or a law", ge=1, le=1e6)
+    think_time_s: float = fld(5.0, unit="s", doc="mean time between an answer and the next turn", ge=0, le=1e6)
+    think_time_cv: float = fld(0.0, unit="1", doc="think time coefficient of variation (0: fixed)", ge=0, le=100)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,9 +152,14 @@ class RequestClass:
     pipeline: tuple[Stage, ...] = fld(
         (), doc="stages this class passes through, in order (none: prefill and decode on serving.engine)"
     )
+    prefix: Prefix | None = fld(None, doc="shared prompt prefixes before the user's tokens (None: none)")
+    session: Session | None = fld(None, doc="multi-turn sessions: arrivals are sessions of turns (None: one turn)")
 
     def _validate(self, path: str) -> None:
         check_pipeline(self.pipeline, f"{path}.pipeline")
+        for key in ("prefix", "session"):
+            if self.pipeline and getattr(self, key) is not None:
+                raise ConfigError(f"{path}.{key}", key, "none in a class with a pipeline (plain serving only, for now)")
         out = self.output_tokens
         one = out == 1 or (isinstance(out, Length) and (out.value == 1 or out.max == 1))
         kinds = {st.kind for st in self.pipeline}

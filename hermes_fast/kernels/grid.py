@@ -53,16 +53,19 @@ def pipelined_time(p, batch, prompt_tokens, past_tokens, decode):
 
 
 @grid_kernel
-def estimate_points(params, cfg, batch, prompt, output, context, prefill_s, decode_s, tpot_s, bound, prefill_bound):
+def estimate_points(
+    params, cfg, batch, prompt, output, context, cached, prefill_s, decode_s, tpot_s, bound, prefill_bound
+):
     """Fill per-point outputs: prefill time, decode step at ``context``, TPOT at the mean context, bounds.
 
     ``params`` is float64[n_cfg, N_PARAMS]; ``cfg`` int64[n] indexes it; the rest are float64[n]
-    inputs or preallocated outputs (bounds int8[n]).
+    inputs or preallocated outputs (bounds int8[n]). ``cached``: leading prompt tokens found in the prefix cache
+    (not prefilled; the rest attends to them).
     """
     for i in prange(cfg.shape[0]):
         p = params[cfg[i]]
         b = batch[i]
-        t, k = pipelined_time(p, b, prompt[i], 0.0, False)
+        t, k = pipelined_time(p, b, prompt[i] - cached[i], cached[i], False)
         prefill_s[i] = t
         prefill_bound[i] = k
         t, k = pipelined_time(p, b, 0.0, context[i], True)

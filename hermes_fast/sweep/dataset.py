@@ -46,6 +46,8 @@ def sweep_dataset(meta: dict, arrays: dict, var_dims: dict, done: np.ndarray) ->
     for name in meta.get("order") or list(arrays):
         values = arrays[name].reshape(shape + arrays[name].shape[1:])
         ds[name] = data_array(name, values, grid_dims + tuple(var_dims[name]))
+    if "turn" in ds.dims:  # (ttft_turn_mean_s: session turns 1, 2, ...)
+        ds = ds.assign_coords(turn=np.arange(1, ds.sizes["turn"] + 1))
     if not done.all():
         ds["computed"] = xr.DataArray(
             done.reshape(shape), dims=grid_dims, attrs={"long_name": "point computed", "units": "1"}

@@ -11,9 +11,12 @@ Where each concern lives (lowest first; a module imports only modules above it i
 ``accounting``        the inter-token-gap histogram, per-replica iteration accumulators
 ``links``             processor sharing on shared links and tier instances; starting a transfer
 ``jobs``              a request's current job; parallel reasoning branches sharing the prompt's KV
+``block_keys``        naming KV blocks before the loop: each request's chain of block keys
+``cache_table``       the prefix cache's tables at two levels (device, second-level tier): probing, LRU lists
+``prefix_cache``      each replica's prefix cache: lookup, references, commits, LRU eviction (spilling to the tier)
 ``kv``                paged-KV blocks, giving them back, preemption by recompute or swap
 ``fastforward``       decode fast-forward: planning, committing and truncating spans
-``routing``           replica (queue) choice by scheduler; route stages' targets
+``routing``           replica (queue) choice by scheduler (cache-aware ones too); route stages' targets
 ``batch``             marking requests into the iteration being formed, its totals
 ``admission``         queue heads into the batch, FCFS, within slots, budget and KV
 ``policies``          static, continuous, chunked and mixed batching

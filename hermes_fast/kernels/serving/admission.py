@@ -6,14 +6,19 @@ import math
 
 from .._jit import kernel
 from .batch import push_running
+from .cache_table import tier_run
 from .fastforward import truncate_span
 from .jobs import job_owner, spawn_branches
 from .kv import blocks_for, swap_time
+from .prefix_cache import pc_acquire, pc_lookup
 from .queues import dequeue
 from .state import (
     ADMIT_RATIO,
     ADMIT_RESERVE_ALL,
+    PF_KV_BYTES,
     PF_NEW_TOKEN_RATIO,
+    PF_PC2_BW,
+    PF_PC2_LAT,
     PIPELINES,
     PL_ADMIT,
     PL_BLOCK,
@@ -21,12 +26,18 @@ from .state import (
     PL_COUNT,
     PL_FIRST,
     PL_MAX_BATCH,
+    PL_PC2_CAP,
     PL_POLICY,
+    PL_PREFIX,
     PL_ROLE,
     PL_SCHED,
     POLICY_CHUNKED,
     Q_COUNT,
     Q_HEAD,
+    RA_PC2_LOAD_S,
+    RA_PC2_TOKENS,
+    RA_PC_HIT_TOKENS,
+    RA_PC_LOOKUP_TOKENS,
     RF_ADMIT,
     ROLE_DECODE,
     RP_FREE_BLOCKS,
@@ -42,6 +53,8 @@ from .state import (
     RQ_HOLDERS,
     RQ_KV,
     RQ_OUTPUT,
+    RQ_PC_HIT,
+    RQ_PC_LEN,
     RQ_PREFILLED,
     RQ_PROMPT,
     RQ_RESERVED,
@@ -66,6 +79,32 @@ def _kept_for_running(S, r, ratio):
         ahead = ratio * (ri[RQ_OUTPUT, i] - ri[RQ_GEN, i]) - (ri[RQ_BLOCKS, i] * block - ri[RQ_KV, i])
         kept += max(ahead, 0.0)
     return kept
+
+
+@kernel(inline=True)
+def _take_prefix(S, r, i, hit, loaded, block, first):
+    """Request i, admitted on r, reuses the ``hit`` cached blocks its lookup found and loads the next ``loaded``
+    from the cache's second-level tier: their tokens count as prefilled (no prefill for them), and the replica's
+    counters (and the request's, at its first admission) record it. Returns the load's seconds (the iteration
+    waits for it, as for a swap-in)."""
+    ri = S.req_int
+    ra = S.rep_float
+    ra[RA_PC_LOOKUP_TOKENS, r] += ri[RQ_TARGET, i]
+    if first:
+        ri[RQ_PC_HIT, i] = (hit + loaded) * block
+    if hit > 0:
+        pc_acquire(S, r, i, hit)
+        ra[RA_PC_HIT_TOKENS, r] += hit * block
+    ri[RQ_PREFILLED, i] = (hit + loaded) * block
+    ri[RQ_KV, i] = (hit + loaded) * block
+    if loaded == 0:
+        return 0.0
+    pf = S.pool_float
+    pool = S.rep_int[RP_POOL, r]
+    load_s = pf[PF_PC2_LAT, pool] + loaded * block * pf[PF_KV_BYTES, pool] / pf[PF_PC2_BW, pool]
+    ra[RA_PC2_TOKENS, r] += loaded * block
+    ra[RA_PC2_LOAD_S, r] += load_s
+    return load_s
 
 
 @kernel
@@ -117,24 +156,33 @@ def _admit_heads(S, r, t, budget, static_reserve):
         while S.queue[Q_COUNT, q] > 0 and rs[RP_NRUN, r] < max_batch:
             i = S.queue[Q_HEAD, q]
             ready = ri[RQ_PREFILLED, i] == ri[RQ_TARGET, i] and ri[RQ_GEN, i] > 0
+            hit = 0  # prefix cache: leading chain blocks cached here, and those others reference (free to it)
+            hit_free = 0
+            loaded = 0  # ... and the blocks after them its second-level tier holds (loaded back)
             if ready:
                 most = ri[RQ_KV, i] + 1
                 chunk = 0
                 spend = 1  # its decode takes one token of the budget
             else:
-                chunk = ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i]
+                if pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0 and ri[RQ_KV, i] == 0:
+                    hit, unref = pc_lookup(S, r, i, (ri[RQ_TARGET, i] - 1) // block)  # (one token left to compute)
+                    hit_free = hit - unref
+                    if pi[PL_PC2_CAP, pool] > 0:
+                        loaded = tier_run(S, r, i, hit, (ri[RQ_TARGET, i] - 1) // block)
+                chunk = ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i] - (hit + loaded) * block
                 if chunked:
                     chunk = min(chunk, chunk_cap, budget)
                     if chunk <= 0:
                         return admitted_tokens, swap_s, admitted, ready_n
                 elif chunk > budget and admitted_tokens > 0:  # the first prompt is never refused for the budget
                     return admitted_tokens, swap_s, admitted, ready_n
-                most = max(ri[RQ_PREFILLED, i] + chunk, ri[RQ_KV, i])  # (a swapped partial prompt brings its KV)
+                most = max(ri[RQ_PREFILLED, i] + (hit + loaded) * block + chunk, ri[RQ_KV, i])  # (swapped: its KV)
                 spend = chunk
             if reserve_all:
                 most = max(most, ri[RQ_PROMPT, i] + ri[RQ_OUTPUT, i] - 1)
             need = blocks_for(most, block)
             held = ri[RQ_SHARED_BLOCKS, i]  # queued requests hold no blocks, but a new branch shares its prompt's
+            held += hit_free
             keep = 0
             if ratio > 0.0:  # its own remaining output counts too
                 kept_after = kept + ratio * (ri[RQ_OUTPUT, i] - ri[RQ_GEN, i])
@@ -152,7 +200,9 @@ def _admit_heads(S, r, t, budget, static_reserve):
             rs[RP_FREE_BLOCKS, r] -= need - held
             ri[RQ_BLOCKS, i] = need
             ri[RQ_RESERVED, i] = need if reserve_all else 0
-            rs[RP_KV_TOKENS, r] += ri[RQ_KV, i] - ri[RQ_SHARED_BLOCKS, i] * block
+            if not ready and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0 and ri[RQ_KV, i] == 0:
+                swap_s += _take_prefix(S, r, i, hit, loaded, block, math.isnan(rf[RF_ADMIT, i]))
+            rs[RP_KV_TOKENS, r] += ri[RQ_KV, i] - (ri[RQ_SHARED_BLOCKS, i] + hit_free) * block  # (shared: resident)
             if math.isnan(rf[RF_ADMIT, i]):
                 rf[RF_ADMIT, i] = t
                 ri[RQ_ENTRY_REPLICA, i] = r

@@ -20,11 +20,13 @@ from .state import (
     INF,
     IT_WAKE_DUE,
     ITL_BINS,
+    PC_ROWS,
     PF_MAX_WAIT,
     PIPE_FLOAT_ROWS,
     PIPE_INT_ROWS,
     PL_CAP_BLOCKS,
     PL_MAX_BATCH,
+    PL_PREFIX,
     Q_HEAD,
     Q_TAIL,
     QUEUE_ROWS,
@@ -38,6 +40,10 @@ from .state import (
     RF_TRANSFER,
     ROUTE_TABLE,
     RP_FREE_BLOCKS,
+    RP_PC2_HEAD,
+    RP_PC2_TAIL,
+    RP_PC_HEAD,
+    RP_PC_TAIL,
     RP_POOL,
     RQ_ANSWER,
     RQ_BASE_PROMPT,
@@ -47,7 +53,11 @@ from .state import (
     RQ_ENTRY_REPLICA,
     RQ_FIRST_AT,
     RQ_NEXT,
+    RQ_NEXT_TURN,
     RQ_OUTPUT,
+    RQ_PC_LEN,
+    RQ_PC_OFF,
+    RQ_PREV_TURN,
     RQ_PROMPT,
     RQ_REPLICA,
     RQ_RES,
@@ -116,12 +126,20 @@ def new_state(
     concurrency: int = 0,
     closed: bool = False,
     think_s: np.ndarray | None = None,
+    cache: dict | None = None,
 ) -> State:
     """Allocate and initialise the loop's :class:`~.state.State` for one run of ``serve``.
 
     ``pipeline`` (see :func:`empty_pipeline` for the keys) switches requests to stage tables. ``concurrency``
     (0: none) caps the requests in flight; ``closed``: that many clients in a closed loop, each sending its next
-    request ``think_s[i]`` seconds after request i completes (``arrival_s``: 0 for the first requests, inf after)."""
+    request ``think_s[i]`` seconds after request i completes (``arrival_s``: 0 for the first requests, inf after).
+
+    ``cache`` (prefix caching and sessions): ``offsets``, ``lengths`` (int64[n_arrivals]) and ``hashes``
+    (int64[total], no zeros) of each request's block-hash chain, ``slots`` (the table size per replica: a power of
+    two; 1: no cache), ``tier_slots`` (the same for the second-level tier; default 1: none), ``pools``
+    (int64[n_pools]: 1 where the replicas cache), and ``next_turn`` / ``prev_turn`` (int64[n_arrivals], -1: none)
+    linking a session's turns, with ``think_s[i]`` the think time after turn i (a later turn's ``arrival_s`` is inf:
+    it is sent when its user has read the previous answer)."""
     pl = pipeline if pipeline is not None else empty_pipeline()
     piped = pl["stages"].shape[1] > 0
     n_arr = arrival_s.size
@@ -145,7 +163,17 @@ def new_state(
     ri[RQ_STOP] = ri[RQ_OUTPUT]
     ri[RQ_SEQS] = 1
     ri[RQ_BRANCHES_LEFT] = 1
-    for row in (RQ_NEXT, RQ_REPLICA, RQ_ENTRY_REPLICA, RQ_DECODE_REPLICA, RQ_STAGE, RQ_RES, RQ_RES_NEXT):
+    for row in (
+        RQ_NEXT_TURN,
+        RQ_PREV_TURN,
+        RQ_NEXT,
+        RQ_REPLICA,
+        RQ_ENTRY_REPLICA,
+        RQ_DECODE_REPLICA,
+        RQ_STAGE,
+        RQ_RES,
+        RQ_RES_NEXT,
+    ):
         ri[row] = -1
     rf = np.full((REQ_FLOAT_ROWS, n), np.nan)
     rf[RF_TRANSFER] = 0.0
@@ -202,6 +230,22 @@ def new_state(
     for row in (SG_DRAW, SG_PAST_DRAW):  # stage draws follow the rows of replica-choice uniforms
         pt[row, :n_st] = np.where(stages[row] >= 0, stages[row] + DRAW_STAGE0, -1)
     draws = np.concatenate([np.asarray(route_u, dtype=np.float64).reshape(2, n_arr), pl["draws"].reshape(-1, n_arr)])
+    pc_hash = np.zeros(1, dtype=np.int64)
+    slots = 1
+    if cache is not None:
+        ri[RQ_PC_OFF, :n_arr] = cache["offsets"]
+        ri[RQ_PC_LEN, :n_arr] = cache["lengths"]
+        pc_hash = np.ascontiguousarray(cache["hashes"], dtype=np.int64) if cache["hashes"].size else pc_hash
+        slots = int(cache["slots"])
+        pool_int = np.array(pool_int, dtype=np.int64)
+        pool_int[PL_PREFIX] = cache["pools"]
+        if cache.get("next_turn") is not None:
+            ri[RQ_NEXT_TURN, :n_arr] = cache["next_turn"]
+            ri[RQ_PREV_TURN, :n_arr] = cache["prev_turn"]
+    pc = np.zeros((PC_ROWS, n_rep, slots), dtype=np.int64)
+    pc2 = np.zeros((PC_ROWS, n_rep, int(cache.get("tier_slots", 1)) if cache is not None else 1), dtype=np.int64)
+    for row in (RP_PC_HEAD, RP_PC_TAIL, RP_PC2_HEAD, RP_PC2_TAIL):
+        rs[row] = -1
     return State(
         req_int=ri,
         req_float=rf,
@@ -220,4 +264,7 @@ def new_state(
         pipe_int=pt,
         pipe_float=ptf,
         span=np.zeros((2, n_rep, SPAN_CAP)),
+        pc_hash=pc_hash,
+        pc=pc,
+        pc2=pc2,
     )

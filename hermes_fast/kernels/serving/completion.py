@@ -17,6 +17,7 @@ from .jobs import job_owner, spawn_branches
 from .kv import release_kv
 from .links import ps_flow, start_transfer
 from .pipeline import stage_done
+from .prefix_cache import pc_commit
 from .queues import enqueue
 from .routing import choose_queue
 from .state import (
@@ -30,6 +31,7 @@ from .state import (
     PF_LINK_BW,
     PF_LINK_LAT,
     PIPELINES,
+    PL_BLOCK,
     PL_COUNT,
     PL_FIRST,
     PL_KIND,
@@ -37,6 +39,7 @@ from .state import (
     PL_MEM_RES,
     PL_NEXT,
     PL_PAIRING,
+    PL_PREFIX,
     PL_ROLE,
     POOL_SEARCH,
     RF_DONE,
@@ -59,6 +62,7 @@ from .state import (
     RQ_GEN,
     RQ_KV,
     RQ_OUTPUT,
+    RQ_PC_LEN,
     RQ_PREFILLED,
     RQ_REPLICA,
     RQ_STAGE,
@@ -124,6 +128,8 @@ def finish_iteration(S, r, t):
                 ri[RQ_PREFILLED, i] += c
                 ri[RQ_KV, i] += c
                 rs[RP_KV_TOKENS, r] += c
+                if pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0:  # its prefilled blocks join the cache
+                    pc_commit(S, r, i, ri[RQ_KV, i] // pi[PL_BLOCK, pool])
                 if ri[RQ_PREFILLED, i] == ri[RQ_TARGET, i]:  # prompt done: it emits a token
                     ri[RQ_GEN, i] += 1
                     if ri[RQ_GEN, i] == 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .._jit import kernel
 from .jobs import job_owner
+from .prefix_cache import pc_commit, pc_release, pc_trim
 from .queues import enqueue
 from .state import (
     G_BRANCH_SLOTS,
@@ -14,6 +15,7 @@ from .state import (
     PF_SWAP_LAT,
     PL_BLOCK,
     PL_PREEMPT,
+    PL_PREFIX,
     PREEMPT_SWAP,
     RA_PREEMPTIONS,
     RP_FREE_BLOCKS,
@@ -25,6 +27,8 @@ from .state import (
     RQ_GEN,
     RQ_HOLDERS,
     RQ_KV,
+    RQ_PC_LEN,
+    RQ_PC_REF,
     RQ_PREEMPTIONS,
     RQ_PREFILLED,
     RQ_PROMPT,
@@ -54,14 +58,25 @@ def swap_time(S, pool, tokens):
 
 @kernel
 def release_kv(S, r, i):
-    """Request i gives up its KV blocks on replica r. Prompt blocks shared with sibling branches go back
-    when no branch holds them any more; branches still queued then lose them and recompute their prompt."""
+    """Request i gives up its KV blocks on replica r (its full blocks stay in r's prefix cache, if any). Prompt
+    blocks shared with sibling branches go back when no branch holds them any more; branches still queued then
+    lose them and recompute their prompt."""
     ri = S.req_int
     rs = S.rep_int
-    block = S.pool_int[PL_BLOCK, rs[RP_POOL, r]]
+    pool = rs[RP_POOL, r]
+    block = S.pool_int[PL_BLOCK, pool]
     shared = ri[RQ_SHARED_BLOCKS, i]
-    rs[RP_FREE_BLOCKS, r] += ri[RQ_BLOCKS, i] - shared
-    rs[RP_KV_TOKENS, r] -= ri[RQ_KV, i] - shared * block
+    refs = 0  # prefix cache: its computed full blocks stay cached; the entries it references are not its own,
+    still = 0  # and those other requests still reference stay resident
+    if S.pool_int[PL_PREFIX, pool] != 0:
+        pc_trim(S, r)  # (the evictions its allocations made, before any block comes back: eager LRU exactly)
+        if ri[RQ_PC_LEN, i] > 0:
+            pc_commit(S, r, i, ri[RQ_KV, i] // block)
+            refs = ri[RQ_PC_REF, i]
+            if refs > 0:
+                still = pc_release(S, r, i)
+    rs[RP_FREE_BLOCKS, r] += ri[RQ_BLOCKS, i] - shared - refs
+    rs[RP_KV_TOKENS, r] -= ri[RQ_KV, i] - (shared + still) * block
     ri[RQ_BLOCKS, i] = 0
     ri[RQ_RESERVED, i] = 0
     ri[RQ_SHARED_BLOCKS, i] = 0

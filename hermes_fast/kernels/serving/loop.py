@@ -59,6 +59,7 @@ from .state import (
     TIMER_DELAY,
     TIMER_FRONTEND,
     TIMER_SEND,
+    TIMER_TURN,
     TIMER_WAKE,
     XF_NEXT_T,
     XF_WAIT_S,
@@ -150,6 +151,10 @@ def _timer(S, payload, t):
                 _send(S, t)
         elif g[G_SENT] < g[G_NEXT_ARRIVAL] and g[G_IN_FLIGHT] < g[G_CONCURRENCY]:
             _send(S, t)
+    elif kind == TIMER_TURN:  # a session's user sends the next turn (plain serving; its RF_ARRIVAL stays inf,
+        S.glob[G_IN_FLIGHT] += 1  # past the arrival pointer's end: the outcome's arrival is when it was sent)
+        S.req_float[RF_SENT, x] = t
+        arrive(S, x, t)
     elif kind == TIMER_FRONTEND:  # a job is through its engine's front end (plain serving: the entry pool)
         s = S.req_int[RQ_STAGE, x]
         enter_pool(S, x, 0 if s < 0 else stage_pool(S, x, s), t)

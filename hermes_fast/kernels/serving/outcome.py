@@ -68,6 +68,7 @@ class Outcome:
     first_token_s: np.ndarray  # first answer token delivered
     done_s: np.ndarray
     transfer_s: np.ndarray  # KV hand-off duration (0: none)
+    prefix_hit_tokens: np.ndarray  # prompt tokens its first admission found in the prefix cache
     queue_sum_s: np.ndarray  # pipelines: waiting for batch slots over all stages
     # per replica
     replica_pool: np.ndarray
@@ -81,7 +82,14 @@ class Outcome:
     replica_preemptions: np.ndarray
     attention_pairs: np.ndarray  # causal query-key pairs of prefill chunks (per sequence, summed)
     kv_read_tokens: np.ndarray  # KV tokens attention read, summed over iterations (prefill context and decodes)
-    free_blocks: np.ndarray  # KV blocks free at the end
+    free_blocks: np.ndarray  # KV blocks free at the end (unreferenced prefix-cache entries included)
+    prefix_lookup_tokens: np.ndarray  # prefill targets looked up in the prefix cache at admission
+    prefix_saved_tokens: np.ndarray  # tokens of those found cached: prefill skipped
+    prefix_evictions: np.ndarray  # prefix-cache entries evicted for KV
+    prefix_entries: np.ndarray  # prefix-cache entries at the end
+    prefix_tier_tokens: np.ndarray  # prompt tokens loaded back from the cache's second-level tier
+    prefix_tier_load_s: np.ndarray  # seconds of those loads
+    prefix_tier_spills: np.ndarray  # blocks evicted from the device that the tier took
     kv_tokens: np.ndarray  # KV tokens resident at the end
     # the run
     end_s: float  # time of the last event
@@ -131,6 +139,7 @@ class Outcome:
             first_token_s=rf[st.RF_FIRST_TOKEN],
             done_s=rf[st.RF_DONE],
             transfer_s=rf[st.RF_TRANSFER],
+            prefix_hit_tokens=ri[st.RQ_PC_HIT],
             queue_sum_s=rf[st.RF_QUEUE_SUM],
             replica_pool=rs[st.RP_POOL],
             busy_s=rsf[st.RA_BUSY_S],
@@ -144,6 +153,13 @@ class Outcome:
             attention_pairs=rsf[st.RA_PAIRS],
             kv_read_tokens=rsf[st.RA_KV_READ],
             free_blocks=rs[st.RP_FREE_BLOCKS],
+            prefix_lookup_tokens=rsf[st.RA_PC_LOOKUP_TOKENS],
+            prefix_saved_tokens=rsf[st.RA_PC_HIT_TOKENS],
+            prefix_evictions=rsf[st.RA_PC_EVICTIONS],
+            prefix_entries=rs[st.RP_PC_ENTRIES],
+            prefix_tier_tokens=rsf[st.RA_PC2_TOKENS],
+            prefix_tier_load_s=rsf[st.RA_PC2_LOAD_S],
+            prefix_tier_spills=rsf[st.RA_PC2_SPILLS],
             kv_tokens=rs[st.RP_KV_TOKENS],
             end_s=float(run[st.RUN_END]),
             events=int(g[st.G_EVENTS]),

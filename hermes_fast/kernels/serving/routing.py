@@ -4,28 +4,42 @@ from __future__ import annotations
 
 from .._jit import kernel
 from .fastforward import truncate_span
+from .prefix_cache import pc_lookup
 from .state import (
+    INF,
+    PF_OVERLAP_WEIGHT,
     PL_BLOCK,
     PL_CAP_BLOCKS,
     PL_COUNT,
     PL_FIRST,
+    PL_PREFIX,
+    PL_ROLE,
     PL_RR,
     PL_SCHED,
     Q_COUNT,
     Q_TOKENS,
+    ROLE_DECODE,
     ROUTE_TABLE,
     RP_FREE_BLOCKS,
     RP_NRUN,
     RP_POOL,
     RQ_BASE_PROMPT,
     RQ_CLASS,
+    RQ_DECODE_REPLICA,
+    RQ_ENTRY_REPLICA,
+    RQ_PC_LEN,
+    RQ_PREV_TURN,
     RQ_ROUTE,
+    RQ_TARGET,
     RULE_CLASS,
     RULE_LENGTH,
+    SCHED_KV_AWARE,
     SCHED_LEAST_KV,
     SCHED_LEAST_OUTSTANDING,
+    SCHED_PREFIX_AFFINITY,
     SCHED_RANDOM,
     SCHED_ROUND_ROBIN,
+    SCHED_SESSION_STICKY,
     SCHED_SHARED_QUEUE,
     SG_CLASS_MAP,
     SG_DRAW,
@@ -52,6 +66,43 @@ def _replica_load(S, r, sched):
     return float(used + qs[Q_TOKENS, r])
 
 
+@kernel
+def _affinity(S, pool, i, sched):
+    """prefix_affinity: the replica of ``pool`` caching the longest prefix of request i's block chain;
+    session_sticky: the replica that served its session's previous turn here; kv_aware: the least cost
+    ``PF_OVERLAP_WEIGHT x blocks of its prompt not cached there + KV blocks in use there (reclaimable cache
+    entries not counted) + blocks its queue will take`` (Dynamo's KV router). Ties, or nothing to go by: the
+    fewest requests held (least_outstanding), then the lowest index."""
+    pi = S.pool_int
+    ri = S.req_int
+    first = pi[PL_FIRST, pool]
+    count = pi[PL_COUNT, pool]
+    if sched == SCHED_SESSION_STICKY and ri[RQ_PREV_TURN, i] >= 0:
+        prev = ri[RQ_PREV_TURN, i]
+        r = ri[RQ_DECODE_REPLICA, prev] if pi[PL_ROLE, pool] == ROLE_DECODE else ri[RQ_ENTRY_REPLICA, prev]
+        if first <= r < first + count:
+            return r
+    cached = sched != SCHED_SESSION_STICKY and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0
+    block = pi[PL_BLOCK, pool]
+    most = (ri[RQ_TARGET, i] - 1) // block
+    best = first
+    best_score = INF
+    best_load = 0.0
+    for r in range(first, first + count):
+        hit = pc_lookup(S, r, i, most)[0] if cached else 0
+        load = _replica_load(S, r, SCHED_LEAST_OUTSTANDING)
+        score = -float(hit)  # prefix_affinity: the longest cached prefix
+        if sched == SCHED_KV_AWARE:
+            prefill = (ri[RQ_TARGET, i] + block - 1) // block - hit
+            used = pi[PL_CAP_BLOCKS, pool] - S.rep_int[RP_FREE_BLOCKS, r] + S.queue[Q_TOKENS, r] // block
+            score = S.pool_float[PF_OVERLAP_WEIGHT, pool] * prefill + used
+        if score < best_score or (score == best_score and load < best_load):
+            best = r
+            best_score = score
+            best_load = load
+    return best
+
+
 @kernel(inline=True)
 def choose_queue(S, pool, i, u_row, t):
     """The queue request i joins in ``pool`` at time t: the pool's shared queue, or a replica's own
@@ -69,6 +120,8 @@ def choose_queue(S, pool, i, u_row, t):
         return first + k
     if sched == SCHED_RANDOM:
         return first + min(int(S.draws[u_row, i] * count), count - 1)
+    if sched == SCHED_PREFIX_AFFINITY or sched == SCHED_SESSION_STICKY or sched == SCHED_KV_AWARE:
+        return _affinity(S, pool, i, sched)
     if sched == SCHED_LEAST_KV:  # the KV a replica holds now: only what its iteration in flight took
         for r in range(first, first + count):
             truncate_span(S, r, t)

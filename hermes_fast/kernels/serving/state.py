@@ -38,6 +38,9 @@ State = namedtuple(
         "pipe_float",  # float64[PIPE_FLOAT_ROWS, m]: stage table (SGF_*), tiers (TF_*), resources (XF_*),
         # stage accumulators (SA_*) and the route-table row (ROUTE_TABLE)
         "span",  # float64[2, R, SPAN_CAP]: each replica's planned fast-forward span (SPAN_COST, SPAN_END)
+        "pc_hash",  # int64[total]: each request's KV-block hash chain (RQ_PC_OFF, RQ_PC_LEN), 0 never a hash
+        "pc",  # int64[PC_ROWS, R, T]: each replica's prefix cache, an open-addressing table of T slots (PC_*)
+        "pc2",  # int64[PC_ROWS, R, T2]: each replica's second-level tier of it (PC_*; PC_REF unused, 0)
     ],
 )
 
@@ -103,6 +106,12 @@ RQ_BRANCHED = _r()  # 1 once its job's branches have started
 RQ_HOLDERS = _r()  # branches holding the shared prompt blocks (they are freed when none does)
 RQ_EMITTED = _r()  # tokens its finished LLM jobs emitted, its parallel branches' included (thinking + answer)
 RQ_RESERVED = _r()  # KV blocks reserved at admission for the job's whole life (0: allocated as it goes)
+RQ_PC_OFF = _r()  # prefix cache: offset of its block-hash chain in S.pc_hash
+RQ_PC_LEN = _r()  # prefix cache: blocks in its chain (its full KV blocks, prompt and output; 0: never cached)
+RQ_PC_REF = _r()  # prefix cache: leading chain blocks it references as cache entries (counted in RQ_BLOCKS)
+RQ_PC_HIT = _r()  # prefix cache: prompt tokens its first admission found cached (prefill skipped)
+RQ_NEXT_TURN = _r()  # sessions: the request of the session's next turn (-1: none)
+RQ_PREV_TURN = _r()  # sessions: the request of the session's previous turn (-1: none)
 REQ_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per request: S.req_float (s unless noted)
@@ -133,6 +142,15 @@ RP_FREE_BLOCKS = _r()
 RP_SPAN = _r()  # iterations in the pending span (> 1 when fast-forwarded)
 RP_KV_TOKENS = _r()  # KV tokens of resident requests (occupancy)
 RP_HEAP_POS = _r()  # position of its pending iteration end in the iteration heap
+RP_PC_HEAD = _r()  # prefix cache: least recently used unreferenced entry (a slot of S.pc; -1: none)
+RP_PC_TAIL = _r()  # prefix cache: most recently used unreferenced entry (-1: none)
+RP_PC_UNREF = _r()  # prefix cache: unreferenced entries (evictable; counted in RP_FREE_BLOCKS)
+RP_PC_ENTRIES = _r()  # prefix cache: entries (referenced or not)
+# second-level tier of the prefix cache (S.pc2), the same four rows in the same order (PC_TIER_LEVEL apart)
+RP_PC2_HEAD = _r()  # tier: least recently used block (a slot of S.pc2; -1: none)
+RP_PC2_TAIL = _r()  # tier: most recently used block (-1: none)
+RP_PC2_UNREF = _r()  # tier: blocks on its LRU list (all of them: nothing references the tier's copies)
+RP_PC2_ENTRIES = _r()  # tier: blocks held
 REP_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per replica: S.rep_float
@@ -147,6 +165,13 @@ RA_SWAP_S = _r()
 RA_PREEMPTIONS = _r()
 RA_PAIRS = _r()  # causal attention query-key pairs of the prefill chunks (per sequence, summed)
 RA_KV_READ = _r()  # KV tokens attention read: prefill chunks' context and decodes' caches, summed over iterations
+RA_PC_LOOKUP_TOKENS = _r()  # prefix cache: prefill targets looked up at admission (tokens)
+RA_PC_HIT_TOKENS = _r()  # prefix cache: tokens of those found cached (prefill skipped)
+RA_PC_EVICTIONS = _r()  # prefix cache: entries evicted (LRU) for KV
+RA_PC_INSERTS = _r()  # prefix cache: entries created
+RA_PC2_SPILLS = _r()  # tier: blocks evicted from the device that the tier took
+RA_PC2_TOKENS = _r()  # tier: tokens admissions loaded back from the tier (not prefilled)
+RA_PC2_LOAD_S = _r()  # tier: seconds of those loads (in the iterations they delayed)
 # totals of the iteration being formed (reset by form_iteration, added to by mark): what the step cost takes
 IT_PREFILL_TOKENS = _r()
 IT_PAIRS = _r()  # causal attention pairs of the prefill chunks
@@ -192,6 +217,8 @@ PL_KIND = _r()  # POOL_MODEL or POOL_SEARCH
 PL_LINK_RES = _r()  # resource the KV hand-off crosses (-1: fixed latency + bytes / bandwidth, no sharing)
 PL_MEM_RES = _r()  # search pools: resource (a host's memory) the index is read through, shared (-1: none)
 PL_ADMIT = _r()  # ADMIT_*: how admission commits KV
+PL_PREFIX = _r()  # 1: the replicas keep a prefix cache of their KV blocks (requests with a hash chain)
+PL_PC2_CAP = _r()  # blocks each replica's second-level tier holds (0: none)
 POOL_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pool configuration: S.pool_float
@@ -210,6 +237,9 @@ PF_S_BW = _r()  # achievable B/s
 PF_S_OVERHEAD = _r()  # s per batch
 PF_NEW_TOKEN_RATIO = _r()  # ADMIT_RATIO: share of a running request's remaining output kept free for it
 PF_FRONTEND_S = _r()  # s a job waits in the engine's API front end (HTTP, tokenisation) before it queues
+PF_OVERLAP_WEIGHT = _r()  # kv_aware routing: weight of the blocks a replica would prefill against its blocks in use
+PF_PC2_LAT = _r()  # s before a load from the prefix cache's tier starts (tier and link latency)
+PF_PC2_BW = _r()  # B/s of a load from the tier (one device's KV share; the slower of the tier and the link)
 POOL_FLOAT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pipelines: S.pipe_int (columns: stages, tier
@@ -360,6 +390,9 @@ SCHED_RANDOM = 1
 SCHED_LEAST_OUTSTANDING = 2
 SCHED_LEAST_KV = 3
 SCHED_SHARED_QUEUE = 4
+SCHED_PREFIX_AFFINITY = 5  # the replica caching the longest prefix of the request's chain (ties: least outstanding)
+SCHED_SESSION_STICKY = 6  # the replica that served the session's previous turn (else: least outstanding)
+SCHED_KV_AWARE = 7  # least PF_OVERLAP_WEIGHT x blocks to prefill + blocks in use and queued (Dynamo's KV router)
 POOL_MODEL = 0  # pool kinds (PL_KIND)
 POOL_SEARCH = 1
 PREEMPT_RECOMPUTE = 0  # preemption modes (PL_PREEMPT)
@@ -390,4 +423,15 @@ TIMER_WAKE = 1  # an idle replica's batch wait ends
 TIMER_JOIN = 2  # a transfer joins its resource after the latency
 TIMER_SEND = 3  # a client sends its next request (closed loop, or a slot freed under a concurrency cap)
 TIMER_FRONTEND = 4  # a job is through its engine's API front end: it queues
-TIMER_KINDS = 5
+TIMER_TURN = 5  # a session's next turn is sent (its user thought after the previous answer)
+TIMER_KINDS = 6
+
+# ---------------------------------------------------------------- prefix cache: S.pc rows (one table per replica)
+PC_KEY = 0  # the block hash held in the slot (PC_EMPTY: none)
+PC_REF = 1  # running requests referencing the entry (0: unreferenced, on the LRU list)
+PC_PREV = 2  # LRU list: the entry used before (a slot; -1: none)
+PC_NEXT = 3  # LRU list: the entry used after (-1: none)
+PC_ROWS = 4
+PC_EMPTY = 0
+PC_DEVICE_LEVEL = 0  # the level offset of the device table's RP_PC_* rows
+PC_TIER_LEVEL = RP_PC2_HEAD - RP_PC_HEAD  # ... and of the tier's RP_PC2_* rows

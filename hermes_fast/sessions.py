@@ -1,0 +1,127 @@
+"""Shared prefixes, multi-turn sessions, and the KV-block hash chains the prefix cache names blocks by.
+
+Requests are token streams: a request's prompt is its prefix's tokens (shared by every request with that prefix),
+then its session's own tokens (earlier turns' prompts and answers, then its new user tokens); its answer follows.
+A KV block of ``block`` tokens is named by a 64-bit key of what determines all its tokens *and those before it*
+(a hash chain, as vLLM's block hashes): a block wholly inside prefix p at position e is ``(prefix p, e)``; any
+other block of a session's stream s is ``(stream s, e)``; with a trace's hash ids (Mooncake: one per 512 prompt
+tokens, equal ids meaning equal prompts up to there), a block wholly inside the hashed prompt is named by the ids
+it overlaps. Called before the loop (the keys by a compiled kernel,
+:func:`~hermes_fast.kernels.serving.block_keys.chain_keys`); the loop reads the chains (``S.pc_hash``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .kernels.serving.block_keys import chain_keys
+
+__all__ = ["zipf_choice", "session_layout", "block_chains", "hash_mix"]
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = (x + _GOLD).astype(np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def hash_mix(*parts) -> np.ndarray:
+    """A 64-bit key (int64, never 0) of the integer arrays ``parts``, element-wise (splitmix64 chained).
+
+    Examples
+    --------
+    >>> from hermes_fast.sessions import hash_mix
+    >>> a = hash_mix(np.array([1, 2]), np.array([7, 7]))
+    >>> bool(a[0] != a[1]), bool((hash_mix(np.array([1]), np.array([7])) == a[0]).all())
+    (True, True)
+    """
+    with np.errstate(over="ignore"):
+        h = np.zeros(np.broadcast(*parts).shape, dtype=np.uint64)
+        for p in parts:
+            h = _splitmix(h ^ np.asarray(p).astype(np.int64).astype(np.uint64))
+    out = h.view(np.int64)
+    out[out == 0] = 1  # (0 marks an empty slot of the loop's table)
+    return out
+
+
+def zipf_choice(distinct: int, alpha: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` draws of k in 0 .. distinct - 1 with probability proportional to (k + 1)^-alpha.
+
+    Examples
+    --------
+    >>> from hermes_fast.sessions import zipf_choice
+    >>> k = zipf_choice(3, 0.0, 30_000, np.random.default_rng(1))
+    >>> np.bincount(k).round(-3).tolist()  # uniform when alpha = 0
+    [10000, 10000, 10000]
+    """
+    w = np.arange(1, distinct + 1, dtype=np.float64) ** -alpha
+    cdf = np.cumsum(w)
+    return np.minimum(np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right"), distinct - 1).astype(np.int64)
+
+
+def session_layout(turns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the turns of sessions with ``turns[s]`` turns go among ``n`` requests (the last session cut short).
+
+    First turns come first, in session order (they arrive by the arrival process); later turns follow, session
+    by session (they are sent when the previous answer is read). Returns (session of each request, its turn
+    (0-based), its index in that order: request index of (session s, turn k) is ``index[start[s] + k]``).
+
+    Examples
+    --------
+    >>> from hermes_fast.sessions import session_layout
+    >>> sess, turn, index = session_layout(np.array([2, 1, 3]), 5)
+    >>> sess.tolist(), turn.tolist()
+    ([0, 1, 2, 0, 2], [0, 0, 0, 1, 1])
+    """
+    cum = np.cumsum(turns)
+    n_sess = int(np.searchsorted(cum, n) + 1)
+    t = turns[:n_sess].copy()
+    t[-1] -= int(cum[n_sess - 1] - n)
+    sess_major = np.repeat(np.arange(n_sess), t)
+    start = np.concatenate([[0], np.cumsum(t)[:-1]])
+    turn_major = np.arange(n) - start[sess_major]
+    first = turn_major == 0
+    order = np.concatenate([np.flatnonzero(first), np.flatnonzero(~first)])  # request i is session-major order[i]
+    index = np.empty(n, dtype=np.int64)
+    index[order] = np.arange(n)
+    return sess_major[order], turn_major[order], index
+
+
+def block_chains(
+    prompt: np.ndarray,
+    output: np.ndarray,
+    block: int,
+    stream: np.ndarray,
+    prefix_key: np.ndarray,
+    prefix_tokens: np.ndarray,
+    hash_ids: tuple[np.ndarray, np.ndarray] | None = None,
+    hash_block_tokens: int = 512,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each request's chain of block keys over its full KV blocks (prompt, then answer: ``prompt + output - 1``
+    tokens have KV when it ends). Returns (offsets, lengths, keys) in the loop's CSR layout.
+
+    ``stream``: each request's token stream (its session); ``prefix_key`` (-1: none) and ``prefix_tokens``: its
+    prefix; ``hash_ids``: (offsets[n + 1], ids) of a trace's prompt block hashes of ``hash_block_tokens`` tokens.
+
+    Examples
+    --------
+    >>> from hermes_fast.sessions import block_chains
+    >>> one = np.ones(2, dtype=np.int64)
+    >>> off, n, keys = block_chains(np.array([40, 40]), one, 16, np.array([0, 1]), np.array([5, 5]), 32 * one)
+    >>> n.tolist(), bool(keys[0] == keys[2]), bool(keys[1] == keys[3])  # two blocks each, both in the prefix
+    ([2, 2], True, True)
+    """
+    n = prompt.size
+    lengths = (np.maximum(prompt + output - 1, 0) // block).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
+    keys = np.empty(int(lengths.sum()), dtype=np.uint64)
+    h_off, ids = hash_ids if hash_ids is not None else (np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+    i64 = [np.ascontiguousarray(x, dtype=np.int64) for x in (prompt, output, stream, prefix_key, prefix_tokens)]
+    h_off, ids = np.ascontiguousarray(h_off, dtype=np.int64), np.ascontiguousarray(ids, dtype=np.int64)
+    chain_keys.jit(*i64[:2], block, *i64[2:], h_off, ids, hash_block_tokens, offsets, keys)
+    return offsets, lengths, keys.view(np.int64)

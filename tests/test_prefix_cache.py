@@ -1,0 +1,579 @@
+"""Prefix caching and sessions (issue 22): the per-replica cache against a plain-Python reference and Che's
+approximation, shared prefixes, multi-turn histories, trace hash ids and cache-aware routing, checked by hand."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+import hermes_fast as hf
+from hermes_fast.config import ConfigError
+from hermes_fast.kernels.layout import N_PARAMS
+from hermes_fast.kernels.serving import new_state
+from hermes_fast.kernels.serving import state as st
+from hermes_fast.kernels.serving.kv import release_kv
+from hermes_fast.kernels.serving.prefix_cache import pc_acquire, pc_commit, pc_lookup, pc_trim
+from hermes_fast.sessions import hash_mix
+from hermes_fast.workload import draw_workload
+
+DATA = Path(__file__).parent / "data"
+
+
+# ---------------------------------------------------------------- the cache kernels on a one-replica state
+
+
+def _state(cap: int, block: int, chains: list[np.ndarray]):
+    """A one-replica loop state whose requests carry ``chains`` (a cache of ``cap`` blocks of ``block`` tokens)."""
+    n = len(chains)
+    pi = np.zeros((st.POOL_INT_ROWS, 1), dtype=np.int64)
+    pi[st.PL_CAP_BLOCKS], pi[st.PL_BLOCK], pi[st.PL_MAX_BATCH] = cap, block, 1
+    lengths = np.array([c.size for c in chains], dtype=np.int64)
+    cache = {
+        "offsets": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+        "lengths": lengths,
+        "hashes": np.concatenate(chains).astype(np.int64),
+        "slots": 1 << (2 * cap + 1).bit_length(),
+        "pools": np.array([1]),
+        "next_turn": None,
+        "prev_turn": None,
+    }
+    prompt = np.maximum(lengths * block, 1)
+    return new_state(
+        np.zeros((1, N_PARAMS)), pi, np.ones((st.POOL_FLOAT_ROWS, 1)), np.array([0]), np.zeros(n), prompt,
+        np.ones(n, dtype=np.int64), np.zeros((2, n)), cache=cache,
+    )  # fmt: skip
+
+
+def _admit(S, i, need, k_fns=(pc_lookup, pc_acquire)):
+    """What admission does: reuse the cached prefix, take ``need`` blocks in all (False: they do not fit)."""
+    lookup, acquire = k_fns
+    ri, rs = S.req_int, S.rep_int
+    k, unref = lookup(S, 0, i, ri[st.RQ_PC_LEN, i])
+    need = max(need, k)
+    if need - (k - unref) > rs[st.RP_FREE_BLOCKS, 0]:
+        return False, k
+    rs[st.RP_FREE_BLOCKS, 0] -= need - (k - unref)
+    ri[st.RQ_BLOCKS, i] = need
+    acquire(S, 0, i, k)
+    ri[st.RQ_KV, i] = k * S.pool_int[st.PL_BLOCK, 0]
+    return True, k
+
+
+class _Reference:
+    """A plain-Python prefix cache: dict of reference counts, an OrderedDict as the LRU list, eager eviction."""
+
+    def __init__(self, cap: int):
+        self.ref: dict[int, int] = {}
+        self.lru: OrderedDict[int, None] = OrderedDict()
+        self.free = cap  # blocks neither cached nor held
+        self.private: dict[int, int] = {}
+        self.held: dict[int, list[int]] = {}
+
+    def admit(self, i, chain, need):
+        k = 0
+        while k < len(chain) and chain[k] in self.ref:
+            k += 1
+        need = max(need, k)
+        unref = sum(self.ref[h] == 0 for h in chain[:k])
+        if need - k > self.free + len(self.lru) - unref:
+            return False
+        for h in chain[:k]:
+            if self.ref[h] == 0:
+                del self.lru[h]
+            self.ref[h] += 1
+        while self.free < need - k:
+            h, _ = self.lru.popitem(last=False)
+            del self.ref[h]
+            self.free += 1
+        self.free -= need - k
+        self.private[i], self.held[i] = need - k, list(chain[:k])
+        return True
+
+    def compute(self, i, chain, blocks):
+        for j in range(len(self.held[i]), min(blocks, len(chain))):
+            h = chain[j]
+            if h in self.ref:  # another request cached it meanwhile: share it, free the own copy
+                if self.ref[h] == 0:
+                    del self.lru[h]
+                self.ref[h] += 1
+                self.free += 1
+            else:
+                self.ref[h] = 1
+            self.private[i] -= 1
+            self.held[i].append(h)
+
+    def release(self, i, chain, blocks):
+        self.compute(i, chain, blocks)
+        self.free += self.private.pop(i)
+        for h in reversed(self.held.pop(i)):  # the tail first: evicted before the prefix
+            self.ref[h] -= 1
+            if self.ref[h] == 0:
+                self.lru[h] = None
+
+
+def _table(S) -> tuple[dict[int, int], list[int]]:
+    """The kernel's entries (hash -> references) and its LRU list, least recently used first."""
+    keys, refs = S.pc[st.PC_KEY, 0], S.pc[st.PC_REF, 0]
+    entries = {int(k): int(c) for k, c in zip(keys, refs, strict=True) if k != st.PC_EMPTY}
+    order, s = [], S.rep_int[st.RP_PC_HEAD, 0]
+    while s >= 0:
+        order.append(int(keys[s]))
+        s = S.pc[st.PC_NEXT, 0, s]
+    return entries, order
+
+
+def test_reference_counts_match_a_plain_python_cache_on_random_sequences():
+    """Random admissions, prefills and releases of requests over shared prefixes in a small cache (evictions,
+    probe collisions, blocks cached twice at once): the kernels' reference counts, LRU order and free count equal
+    the eager reference's whenever looked at (the kernels evict lazily), a block in use is never evicted, and no
+    block leaks."""
+    rng = np.random.default_rng(7)
+    cap, block = 12, 4
+    trunks = [hash_mix(np.full(6, p), np.arange(6)) for p in range(3)]
+    chains = []
+    for _ in range(400):
+        trunk = trunks[rng.integers(3)][: rng.integers(0, 6)]
+        tail = hash_mix(np.full(3, 100 + rng.integers(6)), np.arange(3))[: rng.integers(0, 3)]  # tails repeat too
+        chains.append(np.concatenate([trunk, tail]).astype(np.int64))
+    S = _state(cap, block, chains)
+    ref = _Reference(cap)
+    ri, rs = S.req_int, S.rep_int
+    live: list[int] = []
+    nxt = 0
+    for _ in range(3000):
+        op = rng.integers(3)
+        if op == 0 and nxt < len(chains):
+            need = chains[nxt].size + int(rng.integers(0, 3))
+            ok, _k = _admit(S, nxt, need)
+            assert ok == ref.admit(nxt, list(chains[nxt]), need)
+            if ok:
+                live.append(nxt)
+            nxt += 1
+        elif op == 1 and live:
+            i = live[rng.integers(len(live))]
+            blocks = int(rng.integers(0, ri[st.RQ_BLOCKS, i] + 1))
+            if blocks * block > ri[st.RQ_KV, i]:
+                ri[st.RQ_KV, i] = blocks * block
+                pc_commit(S, 0, i, blocks)
+                ref.compute(i, list(chains[i]), blocks)
+        elif op == 2 and live:
+            i = live.pop(rng.integers(len(live)))
+            ref.release(i, list(chains[i]), ri[st.RQ_KV, i] // block)
+            release_kv(S, 0, i)
+        if rng.random() > 0.3:  # (the kernels evict lazily: look now and then, as the loop does)
+            continue
+        pc_trim(S, 0)
+        entries, order = _table(S)
+        assert entries == ref.ref
+        assert order == list(ref.lru)
+        assert rs[st.RP_FREE_BLOCKS, 0] - rs[st.RP_PC_UNREF, 0] == ref.free
+        assert rs[st.RP_PC_ENTRIES, 0] == len(entries)
+        for i in live:  # a block in use stays cached, counted once per holder
+            for h in chains[i][: ri[st.RQ_PC_REF, i]]:
+                assert entries[int(h)] >= 1
+        own = sum(int(ri[st.RQ_BLOCKS, i] - ri[st.RQ_PC_REF, i]) for i in live)
+        assert rs[st.RP_FREE_BLOCKS, 0] - rs[st.RP_PC_UNREF, 0] + own + len(entries) == cap  # no block leaks
+    for i in live:
+        release_kv(S, 0, i)
+    assert rs[st.RP_FREE_BLOCKS, 0] == cap
+    assert all(c == 0 for c in _table(S)[0].values())
+    assert rs[st.RP_PC_UNREF, 0] == rs[st.RP_PC_ENTRIES, 0]
+
+
+def _che_hit_rate(p: np.ndarray, c: int) -> float:
+    """Che's approximation of an LRU cache of c items under independent requests with popularities p."""
+    t = brentq(lambda x: np.sum(1.0 - np.exp(-p * x)) - c, 1e-9, 1e12)
+    return float(np.sum(p * (1.0 - np.exp(-p * t))))
+
+
+@pytest.mark.parametrize(("alpha", "c"), [(0.8, 100), (1.0, 50)])
+def test_lru_hit_rate_over_zipf_prefixes_matches_che(alpha, c):
+    """Independent requests for 1000 one-block prefixes of Zipf popularity through a cache of C blocks: the hit
+    rate is Che's approximation within 2%."""
+    n_prefix, n_req, warm = 1000, 120_000, 20_000
+    rng = np.random.default_rng(3)
+    w = np.arange(1, n_prefix + 1, dtype=np.float64) ** -alpha
+    p = w / w.sum()
+    keys = hash_mix(np.arange(n_prefix))
+    pick = rng.choice(n_prefix, size=n_req, p=p)
+    S = _state(c, 16, [keys[k : k + 1] for k in pick])
+    fns = (pc_lookup.jit, pc_acquire.jit)
+    commit, release = pc_commit.jit, release_kv.jit
+    hits = 0
+    for i in range(n_req):
+        ok, k = _admit(S, i, 1, fns)
+        assert ok
+        S.req_int[st.RQ_KV, i] = 16
+        commit(S, 0, i, 1)
+        release(S, 0, i)
+        hits += k > 0 and i >= warm
+    sim = hits / (n_req - warm)
+    che = _che_hit_rate(p, c)
+    print(f"Che alpha={alpha} C={c}: simulated {sim:.4f}, Che {che:.4f}")
+    assert abs(sim - che) / che < 0.02, (sim, che)
+
+
+# ---------------------------------------------------------------- workloads through the loop
+
+
+def _scenario(classes, rate=2.0, **engine):
+    e = {"model": "llama-3.1-8b", "device": "h100_sxm", **engine}
+    return {"engines": [e], "workload": {"rate_per_s": rate, "classes": classes}}
+
+
+def test_one_shared_system_prompt_every_request_after_the_first_hits():
+    """A 1024-token system prompt (64 blocks of 16) before 64 user tokens, requests one at a time: the first
+    prefills it all, every later one finds the 1024 prefix tokens cached; caching off finds none, and takes longer
+    to the first token."""
+    cls = [{"prompt_tokens": 64, "output_tokens": 32, "prefix": {"tokens": 1024}}]
+    ds = hf.simulate(_scenario(cls), n_requests=40, seed=1, keep_requests=True, progress=False)
+    hit = ds.request_prefix_hit_tokens.values[0]
+    assert hit[0] == 0 and (hit[1:] == 1024).all()
+    assert float(ds.prefix_hit_rate_request[0]) == pytest.approx(39 / 40)
+    assert float(ds.prefix_hit_rate_token[0]) == pytest.approx(39 * 1024 / (40 * 1088))
+    assert float(ds.prefix_saved_tokens.sum()) == 39 * 1024
+    off = hf.simulate(_scenario(cls, prefix_cache=False), n_requests=40, seed=1, keep_requests=True, progress=False)
+    assert (off.request_prefix_hit_tokens.values == 0).all()
+    assert float(off.ttft_mean_s[0]) > float(ds.ttft_mean_s[0])
+
+
+def test_turn_k_prompt_is_the_history():
+    """Sessions of 3 turns, a 100-token prefix, 50 user tokens and 20-token answers: by hand, turn 1's prompt is
+    100 + 50 = 150, turn 2's 150 + 20 + 50 = 220, turn 3's 220 + 20 + 50 = 290; later turns are linked to the
+    previous one and wait for it (arrival inf); the chain of turn 2 starts with turn 1's."""
+    cls = [{"prompt_tokens": 50, "output_tokens": 20, "prefix": {"tokens": 100}, "session": {"turns": 3}}]
+    sc = hf.load_scenario(_scenario(cls))
+    d = draw_workload(sc.workload, 9, hf.rng_for(1))
+    for s in range(3):
+        i = s  # first turns come first, in arrival order
+        seen = []
+        while i >= 0:
+            seen.append(int(d.prompt_tokens[i]))
+            assert d.stream[i] == s
+            nxt = d.next_turn[i]
+            if nxt >= 0:
+                assert d.prev_turn[nxt] == i and math.isinf(d.arrival_s[nxt])
+            i = nxt
+        assert seen == [150, 220, 290]
+    from hermes_fast.sessions import block_chains
+
+    off, n, keys = block_chains(d.prompt_tokens, d.output_tokens, 16, d.stream, d.prefix_key, d.prefix_tokens)
+    t2 = d.next_turn[0]
+    assert n[0] == (150 + 20 - 1) // 16
+    assert (keys[off[t2] : off[t2] + n[0]] == keys[off[0] : off[0] + n[0]]).all()
+
+
+def test_multi_turn_session_reuses_its_history():
+    """Each later turn finds the previous turn's KV (prompt and answer, full blocks) cached: by hand, turn 2 of
+    a 150-token first prompt with a 20-token answer finds (150 + 20 - 1) // 16 = 10 blocks = 160 tokens; turn 3
+    finds (220 + 20 - 1) // 16 * 16 = 224. Its turns are sent a think time after the previous answer."""
+    cls = [
+        {
+            "prompt_tokens": 50,
+            "output_tokens": 20,
+            "prefix": {"tokens": 100},
+            "session": {"turns": 3, "think_time_s": 2.0},
+        }
+    ]
+    ds = hf.simulate(_scenario(cls, rate=0.5), n_requests=30, seed=2, keep_requests=True, progress=False)
+    turn = ds.request_turn.values[0]
+    hit = ds.request_prefix_hit_tokens.values[0]
+    prompt = ds.request_prompt_tokens.values[0]
+    assert set(prompt[turn == 1]) == {220} and set(prompt[turn == 2]) == {290}
+    assert set(hit[turn == 1]) == {160} and set(hit[turn == 2]) == {224}
+    assert (hit[turn == 0][1:] == 96).all()  # later sessions share the prefix: 100 // 16 = 6 blocks
+    sent = ds.request_sent_s.values[0]
+    assert (np.diff(sent) >= 0).all()  # reported in the order the requests were sent
+    again = hf.simulate(_scenario(cls, rate=0.5), n_requests=30, seed=2, keep_requests=True, progress=False)
+    assert (again.request_completion_s.values == ds.request_completion_s.values).all()  # reproducible
+    ttft = ds.request_first_token_s.values[0] - sent
+    by_turn = ds.ttft_turn_mean_s.values[0]
+    assert by_turn[:3] == pytest.approx([ttft[turn == k].mean() for k in range(3)])
+    assert np.isnan(by_turn[3:]).all()
+    off = hf.simulate(_scenario(cls, rate=0.5, prefix_cache=False), n_requests=30, seed=2, progress=False)
+    assert (off.ttft_turn_mean_s.values[0][1:3] > by_turn[1:3]).all()  # later turns prefill their history
+
+
+def test_mooncake_trace_hash_ids_give_the_hits_by_hand(tmp_path):
+    """The Mooncake format as it is (timestamp ms, input_length, output_length, hash_ids of 512-token blocks),
+    four requests a second apart: request 2 shares ids 1, 2 with request 1 (1024 tokens), request 3 shares
+    1, 2, 3 (1536), request 4 nothing."""
+    trace = {
+        "process": "trace",
+        "trace": {
+            "path": str(DATA / "mooncake_sample.jsonl"),
+            "time_column": "timestamp",
+            "prompt_column": "input_length",
+            "output_column": "output_length",
+            "time_scale": 0.001,
+            "hash_ids_column": "hash_ids",
+        },
+    }
+    sc = _scenario([])
+    sc["workload"] = {"arrival": trace}
+    ds = hf.simulate(sc, n_requests=4, seed=1, keep_requests=True, progress=False)
+    assert ds.request_prefix_hit_tokens.values[0].tolist() == [0, 1024, 1536, 0]
+
+
+def test_prefix_affinity_sends_a_repeated_prefix_to_the_replica_holding_it():
+    """Two replicas, two prefixes, one request at a time: with prefix_affinity (and kv_aware, whose load term is
+    then 0) every request after a prefix's first goes to the replica that served its first (and finds it
+    cached); round robin alternates and misses."""
+    cls = [{"prompt_tokens": 32, "output_tokens": 16, "prefix": {"tokens": 512, "distinct": 2}}]
+    for sched in ("prefix_affinity", "kv_aware", "round_robin"):
+        sc = _scenario(cls, rate=1.0, replicas=2, scheduler=sched)
+        sc["workload"]["arrival"] = {"process": "deterministic"}  # a second apart: each done before the next
+        ds = hf.simulate(sc, n_requests=40, seed=3, keep_requests=True, progress=False)
+        rep = ds.request_replica.values[0]
+        hit = ds.request_prefix_hit_tokens.values[0]
+        d = draw_workload(hf.load_scenario(sc).workload, 40, hf.rng_for(3, 0, 0))
+        for key in (0, 1):
+            idx = np.flatnonzero(d.prefix_key == key)
+            if sched != "round_robin":  # (kv_aware: an idle system holds no blocks in use, so overlap decides)
+                assert (rep[idx] == rep[idx[0]]).all()
+                assert (hit[idx[1:]] == 512).all()
+        if sched == "round_robin":
+            assert (hit == 0).sum() > 2
+
+
+def test_session_sticky_keeps_a_session_on_its_replica():
+    """Three replicas, sessions of 4 turns: session_sticky serves every turn of a session on one replica (the
+    first turn's, least outstanding); round robin spreads them."""
+    cls = [{"prompt_tokens": 32, "output_tokens": 16, "session": {"turns": 4, "think_time_s": 1.0}}]
+    spread = 0
+    for sched in ("session_sticky", "round_robin"):
+        sc = _scenario(cls, rate=1.0, replicas=3, scheduler=sched)
+        ds = hf.simulate(sc, n_requests=40, seed=4, keep_requests=True, progress=False)
+        rep, session = ds.request_replica.values[0], ds.request_session.values[0]
+        for s in np.unique(session):
+            used = set(rep[session == s].tolist())
+            if sched == "session_sticky":
+                assert len(used) == 1
+            spread += len(used) > 1
+    assert spread > 0
+
+
+def test_no_prefix_spec_leaves_the_run_unchanged():
+    """Without prefixes or sessions the prefix cache has nothing to do: caching on or off give identical runs."""
+    on = hf.simulate(_scenario([{"prompt_tokens": 300, "output_tokens": 30}], rate=20), n_requests=200, seed=5)
+    off = hf.simulate(
+        _scenario([{"prompt_tokens": 300, "output_tokens": 30}], rate=20, prefix_cache=False), n_requests=200, seed=5
+    )
+    assert float(on.ttft_mean_s[0]) == float(off.ttft_mean_s[0]) and float(on.e2e_mean_s[0]) == float(off.e2e_mean_s[0])
+    assert "prefix_hit_rate_token" not in on
+
+
+def test_prefix_and_session_config_errors():
+    stage = [{"kind": "prefill", "engine": "engine"}, {"kind": "decode", "engine": "engine"}]
+    with pytest.raises(ConfigError, match="prefix"):
+        hf.load_scenario(_scenario([{"prefix": {"tokens": 10}, "pipeline": stage}]))
+    sc = _scenario([{"session": {"turns": 2}}])
+    sc["workload"]["arrival"] = {"process": "closed", "concurrency": 4}
+    with pytest.raises(ConfigError, match="arrival.process"):
+        hf.simulate(sc, n_requests=10)
+
+
+def test_sessions_give_every_block_back():
+    """Sessions with think times, shared prefixes and queueing: every turn is served once and completes, and at the
+    end every KV block is free again (cached ones included), none resident, every cache entry unreferenced."""
+    from hermes_fast.resolve import resolve_scenario
+    from hermes_fast.simulate import build_serving, simulate_replicate
+
+    cls = {
+        "prompt_tokens": {"dist": "lognormal", "mean": 100, "cv": 1.0, "max": 1000},
+        "output_tokens": {"dist": "lognormal", "mean": 60, "cv": 1.0, "max": 600},
+        "prefix": {"distinct": 4, "tokens": 300},
+        "session": {"turns": {"dist": "uniform", "min": 1, "max": 6}, "think_time_s": 0.5, "think_time_cv": 1.0},
+    }
+    sc = hf.load_scenario(_scenario([cls], rate=20.0, replicas=2, scheduler="kv_aware"))
+    setup = build_serving(resolve_scenario(sc))
+    _summary, draws, run = simulate_replicate(sc, setup, None, 600, hf.rng_for(9))
+    assert (run.status == st.STATUS_DONE).all()
+    assert (run.generated_tokens == run.output_tokens).all()
+    assert (run.free_blocks == setup.pools[0].kv_blocks).all()
+    assert (run.kv_tokens == 0).all()
+    assert run.prefix_entries.sum() > 0
+    assert (np.diff(run.arrival_s) >= 0).all() and (run.arrival_s == run.sent_s).all()
+
+
+def test_chain_keys_plain_and_compiled_agree():
+    """The block-key kernel's plain-Python twin and compiled one give the same keys; equal prefixes, streams and
+    trace ids give equal keys, different ones different keys."""
+    from hermes_fast.kernels.serving.block_keys import chain_keys
+
+    prompt, output = np.array([64, 64, 64, 40]), np.array([1, 1, 1, 1])
+    stream, pkey, ptok = np.array([0, 1, 2, 3]), np.array([7, 7, -1, -1]), np.array([48, 48, 0, 0])
+    h_off, ids = np.array([0, 0, 0, 0, 1]), np.array([11])  # request 3: one trace id
+    offsets = np.array([0, 3, 6, 9])
+    outs = []
+    for fn in (chain_keys, chain_keys.jit):
+        out = np.zeros(11, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            fn(prompt, output, 16, stream, pkey, ptok, h_off, ids, 64, offsets, out)
+        outs.append(out)
+    assert (outs[0] == outs[1]).all()
+    k = outs[1]
+    assert (k[0:3] == k[3:6]).all()  # the same 48-token prefix: 3 blocks
+    assert len(set(k[6:9].tolist()) | set(k[0:3].tolist())) == 6  # request 2: its own stream
+    assert k[9] != k[6] and (k != 0).all()  # request 3: its trace id (and only 2 full blocks in 40 tokens)
+
+
+def test_estimate_prefix_hit_is_the_loops_ttft_with_that_prefix_cached():
+    """One formula per quantity: estimate's TTFT at prefix_hit = 1024 / 1088 equals the simulated TTFT of a
+    1088-token prompt whose 1024-token prefix another request left cached (kernels alone, an idle engine); at
+    prefix_hit 0 it is the full prefill, longer."""
+    cls = [{"prompt_tokens": 64, "output_tokens": 32, "prefix": {"tokens": 1024}}]
+    sc = _scenario(cls, rate=1.0, stack="ideal", prefix_cache=True)
+    sc["workload"]["arrival"] = {"process": "deterministic"}
+    ds = hf.simulate(sc, n_requests=2, seed=1, keep_requests=True, progress=False)
+    assert ds.request_prefix_hit_tokens.values[0].tolist() == [0, 1024]
+    ttft = float(ds.request_first_token_s[0, 1] - ds.request_sent_s[0, 1])
+    est = {"engines": sc["engines"], "workload": {"prompt_tokens": 1088, "output_tokens": 32}}
+    grid = {"prefix_hit": [0.0, 1024 / 1088]}
+    e = hf.estimate(est, grid=grid).ttft_s.values[0]
+    assert e[1] == pytest.approx(ttft, rel=1e-9)
+    assert e[0] > 1.5 * e[1]
+
+
+def _session_setup(extra: dict | None = None, **engine):
+    from hermes_fast.resolve import resolve_scenario
+    from hermes_fast.simulate import build_serving
+
+    cls = {
+        "prompt_tokens": {"dist": "lognormal", "mean": 80, "cv": 1.0, "max": 600},
+        "output_tokens": {"dist": "lognormal", "mean": 40, "cv": 1.0, "max": 300},
+        "prefix": {"distinct": 3, "tokens": 200},
+        "session": {"turns": 3, "think_time_s": 0.2},
+    }
+    sc = _scenario([cls], rate=10.0, **engine)
+    sc.update(extra or {})
+    sc = hf.load_scenario(sc)
+    return sc, build_serving(resolve_scenario(sc))
+
+
+def test_plain_and_compiled_loops_agree_with_prefix_caching():
+    """The loop's plain-Python twin and the compiled one give the same times and hits with prefixes, sessions and
+    prefix_affinity over two replicas."""
+    from hermes_fast.simulate import run_serving
+
+    sc, setup = _session_setup(replicas=2, scheduler="prefix_affinity")
+    draws = draw_workload(sc.workload, 60, hf.rng_for(4))
+    fast, slow = run_serving(setup, draws), run_serving(setup, draws, jit=False)
+    assert (fast.prefix_hit_tokens == slow.prefix_hit_tokens).all() and fast.prefix_hit_tokens.sum() > 0
+    np.testing.assert_array_equal(fast.done_s, slow.done_s)
+    np.testing.assert_array_equal(fast.first_token_s, slow.first_token_s)
+
+
+def test_disaggregated_prefill_pool_caches_and_decode_keeps_sessions():
+    """Disaggregated serving: the prefill pool caches (hits), the decode pool (session_sticky) keeps each session
+    on one decode replica; every turn completes and every block comes back on both pools."""
+    from hermes_fast.simulate import simulate_replicate
+
+    base = {"model": "llama-3.1-8b", "device": "h100_sxm"}
+    extra = {
+        "engines": [
+            {**base, "name": "pre", "replicas": 2, "scheduler": "prefix_affinity"},
+            {**base, "name": "dec", "replicas": 2, "scheduler": "session_sticky"},
+        ],
+        "serving": {"prefill_engine": "pre", "decode_engine": "dec"},
+    }
+    sc, setup = _session_setup(extra)
+    _s, draws, run = simulate_replicate(sc, setup, None, 120, hf.rng_for(5))
+    assert (run.status == st.STATUS_DONE).all()
+    assert run.prefix_hit_tokens.sum() > 0
+    for k, pool in enumerate(setup.pools):
+        reps = setup.replica_pool == k
+        assert (run.free_blocks[reps] == pool.kv_blocks).all()
+    assert run.prefix_entries[setup.replica_pool == 1].sum() == 0  # the decode pool caches nothing
+    for s in np.unique(draws.stream):
+        assert len(set(run.decode_replica[draws.stream == s].tolist())) == 1
+
+
+def test_shared_prefix_kv_counts_once():
+    """A 6000-token prefix shared by requests arriving together, on an engine whose KV holds about 16,000
+    tokens: counted per request the resident KV would exceed the capacity several times over; counted once per
+    physical block, the KV occupancy stays within 1 and every block comes back at the end."""
+    from hermes_fast.resolve import resolve_scenario
+    from hermes_fast.simulate import build_serving, simulate_replicate
+
+    cls = [{"prompt_tokens": 32, "output_tokens": 200, "prefix": {"tokens": 6000}}]
+    sc = _scenario(cls, rate=200.0, memory_utilization=0.24)
+    sc = hf.load_scenario(sc)
+    setup = build_serving(resolve_scenario(sc))
+    cap = setup.pools[0].kv_capacity_tokens
+    assert 12_000 < cap < 20_000
+    summary, _d, run = simulate_replicate(sc, setup, None, 40, hf.rng_for(6))
+    assert (run.status == st.STATUS_DONE).all()
+    assert float(summary["prefix_hit_rate_request"]) > 0.5
+    assert 0 < float(summary["kv_occupancy"][0]) <= 1.0
+    assert run.kv_tokens[0] == 0 and run.free_blocks[0] == setup.pools[0].kv_blocks
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        {"stack": "sglang"},
+        {"stack": "trtllm"},
+        {"batching": {"preemption": "swap"}},
+        {"stack": "ideal", "prefix_cache": True, "batching": {"policy": "static", "max_batch_size": 16}},
+        {"stack": "ideal", "prefix_cache": True, "batching": {"policy": "mixed"}},
+        {"replicas": 2, "scheduler": "least_kv"},
+        {"replicas": 2, "scheduler": "shared_queue"},
+    ],
+    ids=["sglang", "trtllm", "swap", "static", "mixed", "least_kv", "shared_queue"],
+)
+def test_every_block_comes_back_under_pressure(engine):
+    """Sessions over shared prefixes on a small KV (preemptions by recompute or swap, every admission policy and
+    batching policy, shared queues): every turn completes, and at the end every block is free and none resident."""
+    from hermes_fast.resolve import resolve_scenario
+    from hermes_fast.simulate import build_serving, simulate_replicate
+
+    cls = {
+        "prompt_tokens": {"dist": "lognormal", "mean": 300, "cv": 1.0, "max": 3000},
+        "output_tokens": {"dist": "lognormal", "mean": 200, "cv": 1.0, "max": 2000},
+        "prefix": {"distinct": 5, "tokens": 2000},
+        "session": {"turns": 3, "think_time_s": 0.5},
+    }
+    sc = hf.load_scenario(_scenario([cls], rate=40.0, memory_utilization=0.3, **engine))
+    setup = build_serving(resolve_scenario(sc))
+    summary, _d, run = simulate_replicate(sc, setup, None, 600, hf.rng_for(1))
+    assert (run.status == st.STATUS_DONE).all()
+    assert (run.free_blocks == setup.pools[0].kv_blocks).all() and (run.kv_tokens == 0).all()
+    assert summary["prefix_hit_rate_token"] > 0.5 and 0 < summary["kv_occupancy"][0] <= 1.0
+
+
+def test_spill_and_load_back_over_the_tier_timed_exactly(tmp_path):
+    """A 4096-token prompt (8 Mooncake hash ids) is cached, then five 4096-token prompts of their own push it out of
+    a 16,500-token KV into host DRAM; the same 4096 tokens plus 512 new ones then find it there: their TTFT is the
+    load over the slower of DRAM and the host link (latencies added) of the tokens the tier held, plus the prefill of
+    512 tokens attending to 4096 (estimate's TTFT at that hit share). Alone on the replica, by hand."""
+    import json
+
+    rows = [{"t": 0, "n": 4096, "ids": list(range(1, 9))}]
+    rows += [{"t": 2000 * k, "n": 4096, "ids": list(range(100 * k, 100 * k + 8))} for k in range(1, 6)]
+    rows += [{"t": 12000, "n": 4608, "ids": [*range(1, 9), 999]}]
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(json.dumps({**r, "out": 2}) + "\n" for r in rows))
+    columns = {"time_column": "t", "prompt_column": "n", "output_column": "out", "hash_ids_column": "ids"}
+    engine = {"stack": "ideal", "prefix_cache": True, "memory_utilization": 0.24}
+    sc = _scenario([], **engine, prefix_cache_tier="host_dram_ddr5")
+    sc["workload"] = {"arrival": {"process": "trace", "trace": {"path": str(path), "time_scale": 0.001, **columns}}}
+    ds = hf.simulate(sc, n_requests=7, seed=1, keep_requests=True, progress=False).isel(replicate=0)
+    assert int(ds.request_prefix_hit_tokens[6]) == 4096
+    loaded = float(ds.prefix_tier_tokens[0])
+    assert 0 < loaded <= 4096 and float(ds.prefix_tier_spills[0]) >= 256
+    ttft = float(ds.request_first_token_s[6] - ds.request_sent_s[6])
+    cat = hf.Catalog()
+    tier, host = cat.memory_tier("host_dram_ddr5"), cat.device("h100_sxm").host_link
+    est_sc = {"engines": _scenario([], **engine)["engines"], "workload": {"prompt_tokens": 4608, "output_tokens": 2}}
+    est = hf.estimate(est_sc, grid={"prefix_hit": [4096 / 4608]}).isel(engine=0, prefix_hit=0)
+    bw = min(tier.bandwidth_bytes_per_s, host.bandwidth_bytes_per_s)
+    load = tier.latency_s + host.latency_s + loaded * float(est.kv_bytes_per_token) / bw
+    assert ttft == pytest.approx(load + float(est.ttft_s), rel=1e-9)
+    off = hf.simulate({**sc, "engines": _scenario([], **engine)["engines"]}, n_requests=7, seed=1, keep_requests=True)
+    assert float(off.request_first_token_s[0, 6] - off.request_sent_s[0, 6]) > ttft  # no tier: a longer prefill
