@@ -539,7 +539,6 @@ def draw_workload(workload, n: int, rng: np.random.Generator) -> Draws:
     return Draws(arrival, cls, prompt, output, route_u, think, concurrency, closed)
 
 
-
 def _check_span(workload, arrival: np.ndarray, think: np.ndarray | None, n: int) -> None:
     """ConfigError when the arrivals (a closed loop: its clients' think times) span more than :data:`MAX_SPAN_S`:
     beyond it the loop's float64 times cannot resolve a latency to a microsecond (at 1e300 s every latency is 0)."""
@@ -563,7 +562,6 @@ def _check_span(workload, arrival: np.ndarray, think: np.ndarray | None, n: int)
         f"a value for which the {n} arrivals span at most {MAX_SPAN_S:.3g} s of simulated time (they span "
         f"{span:.3g} s, where float64 times resolve latencies only to {span * 2.0**-52:.2g} s)",
     )  # fmt: skip
-
 
 
 def _draw_sessions(workload, classes, n: int, rng: np.random.Generator) -> Draws:
