@@ -19,6 +19,7 @@ from .capacity import capacity_search
 from .catalog import preset_names
 from .config import ConfigError, Scenario
 from .estimate import estimate
+from .length_draws import length_moments
 from .metrics import add_derived, confidence_interval, slo_goodput
 from .pareto import pareto
 from .plan import launch_commands, plan, plan_table
@@ -26,7 +27,7 @@ from .resolve import Catalog, load_scenario
 from .simulate import simulate
 from .sweep import open_sweep, sweep, sweep_file
 from .variables import VARIABLES
-from .workload import draw_workload, length_moments, rng_for
+from .workload import draw_workload, rng_for
 
 __all__ = [
     "Calibration",

@@ -22,9 +22,10 @@ from .config.base import ConfigError, from_mapping, to_mapping
 from .config.scenario import Scenario
 from .config.serving import check_warmup
 from .config.sweep import CapacitySearch
-from .metrics import QUANTILES, validity_warnings
+from .metrics import QUANTILES
 from .resolve import ResolvedScenario, resolve_scenario
 from .simulate import assemble, prepare, simulate_replicate
+from .validity import validity_warnings
 from .variables import CAPACITY_BOUND_NAMES, data_array
 from .workload import rng_for
 

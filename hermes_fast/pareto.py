@@ -125,7 +125,7 @@ def pareto(
     and better in one (objectives averaged over ``replicate``; a point with a NaN objective is off the front).
 
     Invalid points (``valid`` False in some replicate: overloaded, or more than 0.1% of the requests rejected,
-    dropped or unfinished, see :data:`hermes_fast.metrics.INVALID_REASONS`) are left out unless
+    dropped or unfinished, see :data:`hermes_fast.validity.INVALID_REASONS`) are left out unless
     ``include_invalid``: their statistics cover only the requests that were served, or grow with the run's length.
     How many were left out is in the result's ``invalid_left_out`` attr and a ``UserWarning``.
 

@@ -26,6 +26,7 @@ from .config.base import ConfigError
 from .config.pipeline import ROUTED, Stage
 from .kernels.serving import state as loop
 from .kernels.stages import INDEX_CODES, search_cost
+from .length_draws import draw_lengths, length_min, length_moments
 from .pools import (
     Pool,
     ServingSetup,
@@ -37,7 +38,6 @@ from .pools import (
     why_rejected,
 )
 from .resolve import ResolvedScenario
-from .workload import draw_lengths, length_min, length_moments
 
 __all__ = ["PipelineSetup", "build_pipeline", "draw_stage_values", "TEXT_BYTES_PER_TOKEN"]
 

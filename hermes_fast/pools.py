@@ -19,8 +19,9 @@ from .config.serving import SCHEDULERS
 from .config.stack import Stack
 from .kernels import layout as L
 from .kernels.serving import state as loop
+from .length_draws import length_min
 from .resolve import ResolvedScenario
-from .workload import classes_of, length_min
+from .workload import classes_of
 
 __all__ = [
     "Pool",

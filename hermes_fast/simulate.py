@@ -20,11 +20,12 @@ from .config.base import ConfigError
 from .config.scenario import Scenario
 from .config.serving import check_warmup
 from .kernels.serving import Outcome, new_state, run_loop
-from .metrics import QUANTILES, REASONS, TURN_BINS, summarize, summarize_stages, validity_warnings
+from .metrics import QUANTILES, TURN_BINS, summarize, summarize_stages
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
 from .pools import ServingSetup, build_serving
 from .resolve import ResolvedScenario, resolve_scenario
 from .sessions import block_chains
+from .validity import REASONS, validity_warnings
 from .variables import data_array
 from .workload import Draws, draw_workload, rng_for
 

@@ -179,7 +179,7 @@ _SIM: list[Variable] = [
         "1",
         "overloaded",
         "the system fell behind its arrivals: the number in system grew over the second half of the arrivals "
-        "(one-sided t test on 20 equal-time increments, false-alarm rate 1%: metrics.overload_test), a full "
+        "(one-sided t test on 20 equal-time increments, false-alarm rate 1%: validity.overload_test), a full "
         "queue dropped arrivals, or the horizon cut the arrivals short",
     ),
     Variable("backlog_requests", "request", "backlog at last arrival", "requests in the system at the last arrival"),
@@ -193,7 +193,7 @@ _SIM: list[Variable] = [
         "1",
         "valid result",
         "the statistics can be read at face value: not overloaded, at most 0.1% of the arrivals rejected, dropped "
-        "or unfinished (metrics.LOST_TOLERANCE), some request completed; invalid_reason says why not",
+        "or unfinished (validity.LOST_TOLERANCE), some request completed; invalid_reason says why not",
     ),
     Variable(
         "invalid_reason",

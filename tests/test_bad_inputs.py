@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import hermes_fast as hf
+from hermes_fast.arrivals import _first_order_statistics
 from hermes_fast.cli import main
 from hermes_fast.config import ConfigError
 from hermes_fast.config.files import MAX_NAME_BYTES, load_yaml
-from hermes_fast.workload import MAX_SPAN_S, _first_order_statistics, draw_workload, rng_for
+from hermes_fast.workload import MAX_SPAN_S, draw_workload, rng_for
 
 ENGINE = {"name": "main", "model": "llama-3.1-8b", "device": "h100_sxm", "stack": "ideal"}
 

@@ -1,4 +1,4 @@
-"""The overload test (metrics.overload_test): the t statistic against a brute-force count, its false-alarm rate
+"""The overload test (validity.overload_test): the t statistic against a brute-force count, its false-alarm rate
 at 0.9 x capacity and its detection at 1.05, 1.1 and 2 x capacity, on an M/M/1 queue (exact capacity) and on
 the LLM serving loop (capacity from a flooded run), and its growth against the queue's drift lambda - mu.
 
@@ -18,8 +18,8 @@ import pytest
 from test_simulate import STEP_S, queue_scenario
 
 import hermes_fast as hf
-from hermes_fast.metrics import OVERLOAD_BATCHES, in_system, overload_test
-from hermes_fast.workload import length_moments
+from hermes_fast.length_draws import length_moments
+from hermes_fast.validity import OVERLOAD_BATCHES, in_system, overload_test
 
 T_CRITICAL = 2.539483190622288  # Student t, 19 df, 99%: scipy.stats.t.ppf(0.99, 19)
 MEAN_TOKENS = 20  # M/M/1: exponential service of about 20 constant 10 ms steps
@@ -88,9 +88,9 @@ def test_the_statistic_by_brute_force():
 def test_the_critical_value_is_student_t():
     from scipy import stats
 
-    from hermes_fast import metrics
+    from hermes_fast import validity
 
-    assert metrics._T_CRITICAL == pytest.approx(stats.t.ppf(0.99, OVERLOAD_BATCHES - 1)) == pytest.approx(T_CRITICAL)
+    assert validity._T_CRITICAL == pytest.approx(stats.t.ppf(0.99, OVERLOAD_BATCHES - 1)) == pytest.approx(T_CRITICAL)
 
 
 def test_mm1_and_llm_at_four_loads(llm_capacity):

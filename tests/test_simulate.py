@@ -11,9 +11,10 @@ from outcomes import assert_same_outcome
 import hermes_fast as hf
 from hermes_fast.config import ConfigError
 from hermes_fast.kernels.serving import Outcome, Status, new_state, run_loop
+from hermes_fast.length_draws import length_moments
 from hermes_fast.resolve import resolve_scenario
 from hermes_fast.simulate import build_serving, run_serving
-from hermes_fast.workload import draw_workload, length_moments, rng_for
+from hermes_fast.workload import draw_workload, rng_for
 
 STEP_S = 0.01  # constant iteration time of the queueing scenarios
 

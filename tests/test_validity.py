@@ -14,7 +14,7 @@ from test_simulate import queue_scenario
 
 import hermes_fast as hf
 from hermes_fast.cli import main
-from hermes_fast.metrics import INVALID_REASONS, LOST_TOLERANCE, validity_warnings
+from hermes_fast.validity import INVALID_REASONS, LOST_TOLERANCE, validity_warnings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 OVERLOADED, REJECTED, DROPPED, UNFINISHED, NOTHING = (1 << k for k in range(5))

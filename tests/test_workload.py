@@ -9,15 +9,10 @@ import pytest
 
 import hermes_fast as hf
 from hermes_fast import load_scenario
+from hermes_fast.arrivals import draw_arrivals
 from hermes_fast.config import Arrival, ConfigError, Length, RequestClass, Trace
-from hermes_fast.workload import (
-    draw_arrivals,
-    draw_lengths,
-    draw_workload,
-    length_min,
-    length_moments,
-    rng_for,
-)
+from hermes_fast.length_draws import draw_lengths, length_min, length_moments
+from hermes_fast.workload import draw_workload, rng_for
 
 N = 400_000
 

@@ -36,9 +36,9 @@ from ..config.base import ConfigError
 from ..config.plan import PlanSpec
 from ..config.scenario import Parallel
 from ..estimate import estimate
+from ..length_draws import length_moments
 from ..resolve import Catalog
 from ..variables import PLAN_PRUNE_NAMES
-from ..workload import length_moments
 
 __all__ = [
     "PRUNE_REASONS",

@@ -12,7 +12,8 @@ import xarray as xr
 
 from .._version import __version__
 from ..config.grid import is_scalar
-from ..metrics import QUANTILES, REASONS, validity_warnings
+from ..metrics import QUANTILES
+from ..validity import REASONS, validity_warnings
 from ..variables import data_array
 
 __all__ = ["sweep_dataset"]
