@@ -1,7 +1,7 @@
 """Registry of every output variable: units, long_name and description, declared once.
 
 Datasets built by hermes_fast take their attrs from here, so plots label themselves and units travel
-with netCDF/zarr files. Look a variable up with ``VARIABLES[name]``; list them with ``hermes-fast
+with netCDF/zarr files. (The module is long because it declares every variable, one entry each.) Look a variable up with ``VARIABLES[name]``; list them with ``hermes-fast
 presets variables``.
 
 One quantity has one name whichever path produced it (``estimate``, ``simulate``, ``sweep``,
