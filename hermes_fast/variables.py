@@ -1,8 +1,8 @@
 """Registry of every output variable: units, long_name and description, declared once.
 
 Datasets built by hermes_fast take their attrs from here, so plots label themselves and units travel
-with netCDF/zarr files. (The module is long because it declares every variable, one entry each.) Look a variable up with ``VARIABLES[name]``; list them with ``hermes-fast
-presets variables``.
+with netCDF/zarr files. Look a variable up with ``VARIABLES[name]``; list them with ``hermes-fast
+presets variables``. (The module is long because it declares every variable, one entry each.)
 
 One quantity has one name whichever path produced it (``estimate``, ``simulate``, ``sweep``,
 ``capacity_search``), ending in its unit (``_s``, ``_bytes``, ``_tokens``, ``_per_s``, ...). Names changed to

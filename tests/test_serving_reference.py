@@ -314,18 +314,20 @@ def test_kernel_matches_reference(name, fast_forward):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_plain_serving_loop_equals_the_whole_loop(name):
-    """The loop compiled without pipeline code (what plain serving runs) gives the whole loop's outcome."""
+    """The loop compiled without pipeline or prefix-cache code (what plain serving runs) gives the outcome of the
+    loops compiled with either."""
     setup, draws, horizon, _ = prepared(name)
     outcomes = []
-    for pipelines in (False, True):
+    for pipelines, cached in ((False, False), (True, False), (False, True)):
         state = new_state(
             setup.params, setup.pool_int, setup.pool_float, setup.replica_pool, draws.arrival_s,
             draws.prompt_tokens, draws.output_tokens, draws.route_u, horizon,
         )  # fmt: skip
-        compiled_serve(pipelines)(state)
+        compiled_serve(pipelines, cached)(state)
         outcomes.append(Outcome.of(state, draws.arrival_s.size))
-    assert_same_outcome(*outcomes)
-    assert outcomes[0].events == outcomes[1].events
+    for other in outcomes[1:]:
+        assert_same_outcome(outcomes[0], other)
+        assert outcomes[0].events == other.events
 
 
 @pytest.mark.parametrize("name", list(CASES))

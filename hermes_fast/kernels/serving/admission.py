@@ -32,6 +32,7 @@ from .state import (
     PL_ROLE,
     PL_SCHED,
     POLICY_CHUNKED,
+    PREFIX_CACHE,
     Q_COUNT,
     Q_HEAD,
     RA_PC2_LOAD_S,
@@ -164,7 +165,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
                 chunk = 0
                 spend = 1  # its decode takes one token of the budget
             else:
-                if pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0 and ri[RQ_KV, i] == 0:
+                if PREFIX_CACHE and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0 and ri[RQ_KV, i] == 0:
                     hit, unref = pc_lookup(S, r, i, (ri[RQ_TARGET, i] - 1) // block)  # (one token left to compute)
                     hit_free = hit - unref
                     if pi[PL_PC2_CAP, pool] > 0:
@@ -200,7 +201,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
             rs[RP_FREE_BLOCKS, r] -= need - held
             ri[RQ_BLOCKS, i] = need
             ri[RQ_RESERVED, i] = need if reserve_all else 0
-            if not ready and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0 and ri[RQ_KV, i] == 0:
+            if PREFIX_CACHE and not ready and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0 and ri[RQ_KV, i] == 0:
                 swap_s += _take_prefix(S, r, i, hit, loaded, block, math.isnan(rf[RF_ADMIT, i]))
             rs[RP_KV_TOKENS, r] += ri[RQ_KV, i] - (ri[RQ_SHARED_BLOCKS, i] + hit_free) * block  # (shared: resident)
             if math.isnan(rf[RF_ADMIT, i]):

@@ -42,6 +42,7 @@ from .state import (
     PL_PREFIX,
     PL_ROLE,
     POOL_SEARCH,
+    PREFIX_CACHE,
     RF_DONE,
     RF_FIRST_TOKEN,
     RF_LAST_TOKEN,
@@ -128,7 +129,8 @@ def finish_iteration(S, r, t):
                 ri[RQ_PREFILLED, i] += c
                 ri[RQ_KV, i] += c
                 rs[RP_KV_TOKENS, r] += c
-                if pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0:  # its prefilled blocks join the cache
+                # its prefilled blocks join the cache
+                if PREFIX_CACHE and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0:
                     pc_commit(S, r, i, ri[RQ_KV, i] // pi[PL_BLOCK, pool])
                 if ri[RQ_PREFILLED, i] == ri[RQ_TARGET, i]:  # prompt done: it emits a token
                     ri[RQ_GEN, i] += 1

@@ -20,11 +20,12 @@ from .state import (
     PL_KIND,
     PL_LINK_RES,
     PL_MEM_RES,
+    PL_PREFIX,
     POOL_SEARCH,
     State,
 )
 
-__all__ = ["run_loop", "needs_pipeline_code"]
+__all__ = ["run_loop", "needs_pipeline_code", "needs_prefix_cache_code"]
 
 
 def run_loop(state: State, jit: bool = True, progress: Callable[[int], None] | None = None, every: int = 0) -> None:
@@ -36,8 +37,10 @@ def run_loop(state: State, jit: bool = True, progress: Callable[[int], None] | N
         serve(state)
         return
     pipelines = needs_pipeline_code(state)
-    loop = compiled_serve(pipelines)
-    compile_with_notice(loop, (state,), "the serving loop" + (" with pipelines" if pipelines else ""))
+    cached = needs_prefix_cache_code(state)
+    loop = compiled_serve(pipelines, cached)
+    what = " and ".join(w for w, on in (("pipelines", pipelines), ("prefix caches", cached)) if on)
+    compile_with_notice(loop, (state,), "the serving loop" + (f" with {what}" if what else ""))
     if progress is None:
         loop(state)
         return
@@ -54,6 +57,11 @@ def run_loop(state: State, jit: bool = True, progress: Callable[[int], None] | N
         loop(state)
     state.glob[G_STOP_ARRIVAL] = no_pause
     progress(arrivals)
+
+
+def needs_prefix_cache_code(state: State) -> bool:
+    """Whether a pool of ``state`` keeps a prefix cache (see ``state.PREFIX_CACHE``)."""
+    return bool((state.pool_int[PL_PREFIX] != 0).any())
 
 
 def needs_pipeline_code(state: State) -> bool:

@@ -17,6 +17,7 @@ from .state import (
     PL_PREEMPT,
     PL_PREFIX,
     PREEMPT_SWAP,
+    PREFIX_CACHE,
     RA_PREEMPTIONS,
     RP_FREE_BLOCKS,
     RP_KV_TOKENS,
@@ -68,7 +69,7 @@ def release_kv(S, r, i):
     shared = ri[RQ_SHARED_BLOCKS, i]
     refs = 0  # prefix cache: its computed full blocks stay cached; the entries it references are not its own,
     still = 0  # and those other requests still reference stay resident
-    if S.pool_int[PL_PREFIX, pool] != 0:
+    if PREFIX_CACHE and S.pool_int[PL_PREFIX, pool] != 0:
         pc_trim(S, r)  # (the evictions its allocations made, before any block comes back: eager LRU exactly)
         if ri[RQ_PC_LEN, i] > 0:
             pc_commit(S, r, i, ri[RQ_KV, i] // block)

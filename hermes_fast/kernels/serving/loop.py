@@ -213,11 +213,16 @@ def _settle(S, r, horizon):
     rs[RP_SPAN, r] = 1
 
 
-_SERVE_PLAIN = specialized(serve, PIPELINES=False)
+_SERVE_PLAIN = specialized(serve, PIPELINES=False, PREFIX_CACHE=False)
+_SERVE_PLAIN_CACHED = specialized(serve, PIPELINES=False)
+_SERVE_PIPELINES = specialized(serve, PREFIX_CACHE=False)
 
 
-def compiled_serve(pipelines: bool):
-    """The compiled loop: the whole one for pipeline scenarios, or one without the code only stage tables reach
-    (stages, shared links and tiers, search pools, parallel branches) for plain serving, which compiles in half
-    the time and gives identical results."""
-    return serve.jit if pipelines else _SERVE_PLAIN
+def compiled_serve(pipelines: bool, prefix_cache: bool = False):
+    """The compiled loop for what a scenario reaches: without the code only stage tables reach (stages, shared
+    links and tiers, search pools, parallel branches) unless ``pipelines``, and without the prefix cache's unless
+    ``prefix_cache`` (pipelines never cache prefixes). Each specialisation compiles in a fraction of the whole
+    loop's time and gives identical results."""
+    if pipelines:
+        return serve.jit if prefix_cache else _SERVE_PIPELINES
+    return _SERVE_PLAIN_CACHED if prefix_cache else _SERVE_PLAIN

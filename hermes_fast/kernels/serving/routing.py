@@ -16,6 +16,7 @@ from .state import (
     PL_ROLE,
     PL_RR,
     PL_SCHED,
+    PREFIX_CACHE,
     Q_COUNT,
     Q_TOKENS,
     ROLE_DECODE,
@@ -82,14 +83,18 @@ def _affinity(S, pool, i, sched):
         r = ri[RQ_DECODE_REPLICA, prev] if pi[PL_ROLE, pool] == ROLE_DECODE else ri[RQ_ENTRY_REPLICA, prev]
         if first <= r < first + count:
             return r
-    cached = sched != SCHED_SESSION_STICKY and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0
+    cached = False
+    if PREFIX_CACHE:  # (a compile-time constant: the loop without prefix caches leaves the lookups out)
+        cached = sched != SCHED_SESSION_STICKY and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0
     block = pi[PL_BLOCK, pool]
     most = (ri[RQ_TARGET, i] - 1) // block
     best = first
     best_score = INF
     best_load = 0.0
     for r in range(first, first + count):
-        hit = pc_lookup(S, r, i, most)[0] if cached else 0
+        hit = 0
+        if PREFIX_CACHE and cached:
+            hit = pc_lookup(S, r, i, most)[0]
         load = _replica_load(S, r, SCHED_LEAST_OUTSTANDING)
         score = -float(hit)  # prefix_affinity: the longest cached prefix
         if sched == SCHED_KV_AWARE:

@@ -67,6 +67,9 @@ SPAN_CAP = 128  # most iterations one fast-forwarded span plans
 # (``hermes_fast.kernels._jit.specialized``), so numba prunes, before typing, every branch only pipelines
 # reach (stages, shared links and tiers, search pools, parallel branches) and never compiles that code.
 PIPELINES = True
+# Likewise for the prefix cache: a loop specialised with PREFIX_CACHE = False leaves out every branch only a pool
+# with a prefix cache reaches (lookups, references, commits, evictions, the tier, cache-aware routing).
+PREFIX_CACHE = True
 
 # ---------------------------------------------------------------- per request: S.req_int
 _r = _Rows()
