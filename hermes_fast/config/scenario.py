@@ -12,7 +12,7 @@ from .base import ConfigError, fld, from_mapping
 from .files import is_yaml_file, load_yaml
 from .hardware import Dtype, Link
 from .pipeline import ROUTED
-from .serving import Batching, Serving
+from .serving import SCHEDULERS, Batching, Serving
 from .sweep import SweepSpec
 from .workload import Arrival, RequestClass
 
@@ -76,16 +76,7 @@ class Engine:
     )
     replicas: int = fld(1, unit="replica", doc="copies of this engine serving together (simulate)", ge=1, le=65536)
     batching: Batching = fld(factory=Batching, doc="how each replica forms iterations (simulate)")
-    scheduler: Literal[
-        "round_robin",
-        "random",
-        "least_outstanding",
-        "least_kv",
-        "shared_queue",
-        "prefix_affinity",
-        "session_sticky",
-        "kv_aware",
-    ] = fld(
+    scheduler: Literal[SCHEDULERS] = fld(
         "round_robin",
         doc="which replica gets a request; shared_queue: one queue that idle replicas pull from; prefix_affinity: "
         "the one caching the longest prefix of its prompt; session_sticky: the one that served the session's "
