@@ -352,3 +352,17 @@ def test_run_pipeline_prints_the_stage_breakdown(capsys, tmp_path):
         assert f"stage {stage}: {ms:.2f} ms per request" in text
     assert "link pcie4_x4: utilisation" in text
     assert ds.stage_time_s.attrs["units"] == "s"
+
+
+def test_run_counts_say_they_follow_the_warm_up(capsys, tmp_path):
+    """200 requests with 50 warm-up: the counts line covers 150 arrivals and says so."""
+    path = tmp_path / "warm.yaml"
+    path.write_text(
+        "engines: [{name: e, model: llama-3.1-8b, device: h100_sxm, stack: ideal}]\n"
+        "workload: {rate_per_s: 2, prompt_tokens: 64, output_tokens: 8}\n"
+        "serving: {warmup_requests: 50}\n"
+    )
+    assert main(["run", str(path), "--requests", "200"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("requests "))
+    expected = "150 arrived, 150 completed, 0 rejected, 0 dropped, 0 unfinished (after the 50 warm-up requests)"
+    assert line.endswith(expected)

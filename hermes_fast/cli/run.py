@@ -145,7 +145,9 @@ def print_simulation(ds, out=None, scenario=None, header: bool = True) -> None:
     cost_text = f"${cost:.3f} per million output tokens" if np.isfinite(cost) else "cost n/a (a device has no price)"
     print(f"energy        {energy:.3f} J per output token; {cost_text}", file=out)
     counts = {k: int(ds[f"{k}_requests"].sum()) for k in ("arrived", "completed", "rejected", "dropped", "unfinished")}
-    print("requests      " + ", ".join(f"{v} {k}" for k, v in counts.items()), file=out)
+    warmup = scenario.serving.warmup_requests if scenario is not None else 0
+    after = f" (after the {warmup} warm-up requests)" if warmup else ""
+    print("requests      " + ", ".join(f"{v} {k}" for k, v in counts.items()) + after, file=out)
     if bool(ds.unstable.any()):
         print(
             f"UNSTABLE: arrivals exceed capacity (backlog of {int(ds.backlog_requests.max())} requests at the last "
