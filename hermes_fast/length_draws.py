@@ -18,7 +18,7 @@ from .config.files import check_path_length
 from .config.lengths import MAX_ZIPF_SUPPORT
 from .config.workload import Length
 
-__all__ = ["length_moments", "length_min", "draw_lengths", "read_rows", "int_column", "hash_column"]
+__all__ = ["length_moments", "length_min", "draw_lengths", "zipf_draws", "read_rows", "int_column", "hash_column"]
 
 
 _EXACT_SUPPORT = 2_000_000  # integer support up to which moments are summed exactly over the pmf
@@ -142,6 +142,22 @@ def _zipf_cdf(low: int, high: int, alpha: float) -> np.ndarray:
     return cdf
 
 
+def zipf_draws(low: int, high: int, alpha: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` integers in ``low`` .. ``high`` with probability proportional to k^-alpha: Zipf lengths, and the
+    popularity of shared prefixes (k - 1 is the prefix drawn from 1 .. distinct).
+
+    Examples
+    --------
+    >>> from hermes_fast.length_draws import zipf_draws
+    >>> k = zipf_draws(1, 3, 0.0, 30_000, np.random.default_rng(1))
+    >>> np.bincount(k)[1:].round(-3).tolist()  # uniform when alpha = 0
+    [10000, 10000, 10000]
+    """
+    cdf = _zipf_cdf(low, high, alpha)
+    idx = np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right")
+    return low + np.minimum(idx, cdf.size - 1).astype(np.int64)
+
+
 def length_moments(length: int | Length, field_path: str = "length") -> tuple[float, float]:
     """(mean, variance) in tokens of the integers :func:`draw_lengths` returns.
 
@@ -230,9 +246,7 @@ def draw_lengths(length: int | Length, n: int, rng: np.random.Generator, field_p
     if lg.dist == "zipf":
         if lg.max - lg.min + 1 > MAX_ZIPF_SUPPORT:
             raise ConfigError(f"{field_path}.max", lg.max, f"a Zipf support (max - min + 1) <= {MAX_ZIPF_SUPPORT:g}")
-        cdf = _zipf_cdf(lg.min, lg.max, lg.alpha)
-        idx = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
-        return lg.min + np.minimum(idx, cdf.size - 1).astype(np.int64)
+        return zipf_draws(lg.min, lg.max, lg.alpha, n, rng)
     law = _continuous(lg)
     lo, hi = _cdf_bounds(law, lg, field_path)
     x = law.ppf(lo + (hi - lo) * rng.random(n))

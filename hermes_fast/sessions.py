@@ -16,7 +16,7 @@ import numpy as np
 
 from .kernels.serving.block_keys import chain_keys
 
-__all__ = ["zipf_choice", "session_layout", "block_chains", "hash_mix"]
+__all__ = ["session_layout", "block_chains", "hash_mix"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -47,21 +47,6 @@ def hash_mix(*parts) -> np.ndarray:
     out = h.view(np.int64)
     out[out == 0] = 1  # (0 marks an empty slot of the loop's table)
     return out
-
-
-def zipf_choice(distinct: int, alpha: float, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``size`` draws of k in 0 .. distinct - 1 with probability proportional to (k + 1)^-alpha.
-
-    Examples
-    --------
-    >>> from hermes_fast.sessions import zipf_choice
-    >>> k = zipf_choice(3, 0.0, 30_000, np.random.default_rng(1))
-    >>> np.bincount(k).round(-3).tolist()  # uniform when alpha = 0
-    [10000, 10000, 10000]
-    """
-    w = np.arange(1, distinct + 1, dtype=np.float64) ** -alpha
-    cdf = np.cumsum(w)
-    return np.minimum(np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right"), distinct - 1).astype(np.int64)
 
 
 def session_layout(turns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,8 +17,8 @@ import numpy as np
 from .arrivals import draw_arrivals, draw_gamma, think_times, trace_times
 from .config.base import ConfigError
 from .config.workload import RequestClass
-from .length_draws import draw_lengths, hash_column, int_column, read_rows
-from .sessions import session_layout, zipf_choice
+from .length_draws import draw_lengths, hash_column, int_column, read_rows, zipf_draws
+from .sessions import session_layout
 
 __all__ = [
     "Draws",
@@ -273,7 +273,7 @@ def _draw_sessions(workload, classes, n: int, rng: np.random.Generator) -> Draws
             px = rc.prefix
             lengths = draw_lengths(px.tokens, px.distinct, rng, f"{base}.prefix.tokens")
             s_idx = np.flatnonzero(ucls[:n_sess] == c)
-            k = zipf_choice(px.distinct, px.zipf_alpha, s_idx.size, rng)
+            k = zipf_draws(1, px.distinct, px.zipf_alpha, s_idx.size, rng) - 1  # (prefix 0 the most popular)
             prefix_of[s_idx] = key0 + k
             prefix_len[s_idx] = lengths[k]
             key0 += px.distinct
