@@ -54,10 +54,8 @@ def tb_find(keys, mask, h):
 
 
 @kernel(inline=True)
-def tb_unlink(pc, rs, r, s, lv):
-    """Take entry s off replica r's LRU list of level ``lv``."""
-    p = pc[PC_PREV, r, s]
-    n = pc[PC_NEXT, r, s]
+def _tb_link(pc, rs, r, lv, p, n):
+    """Make entry n follow entry p on replica r's LRU list of level ``lv`` (-1: the list's end on that side)."""
     if p >= 0:
         pc[PC_NEXT, r, p] = n
     else:
@@ -66,20 +64,20 @@ def tb_unlink(pc, rs, r, s, lv):
         pc[PC_PREV, r, n] = p
     else:
         rs[RP_PC_TAIL + lv, r] = p
+
+
+@kernel(inline=True)
+def tb_unlink(pc, rs, r, s, lv):
+    """Take entry s off replica r's LRU list of level ``lv``."""
+    _tb_link(pc, rs, r, lv, pc[PC_PREV, r, s], pc[PC_NEXT, r, s])
     rs[RP_PC_UNREF + lv, r] -= 1
 
 
 @kernel(inline=True)
 def tb_append(pc, rs, r, s, lv):
     """Put entry s at the most recently used end of replica r's LRU list of level ``lv``."""
-    tail = rs[RP_PC_TAIL + lv, r]
-    pc[PC_PREV, r, s] = tail
-    pc[PC_NEXT, r, s] = -1
-    if tail >= 0:
-        pc[PC_NEXT, r, tail] = s
-    else:
-        rs[RP_PC_HEAD + lv, r] = s
-    rs[RP_PC_TAIL + lv, r] = s
+    _tb_link(pc, rs, r, lv, rs[RP_PC_TAIL + lv, r], s)
+    _tb_link(pc, rs, r, lv, s, -1)
     rs[RP_PC_UNREF + lv, r] += 1
 
 
@@ -100,16 +98,8 @@ def tb_delete(pc, rs, r, s, lv):
         for row in range(PC_ROWS):
             pc[row, r, hole] = pc[row, r, j]
         if pc[PC_REF, r, hole] == 0:  # an unreferenced entry: its list neighbours point at its new slot
-            p = pc[PC_PREV, r, hole]
-            n = pc[PC_NEXT, r, hole]
-            if p >= 0:
-                pc[PC_NEXT, r, p] = hole
-            else:
-                rs[RP_PC_HEAD + lv, r] = hole
-            if n >= 0:
-                pc[PC_PREV, r, n] = hole
-            else:
-                rs[RP_PC_TAIL + lv, r] = hole
+            _tb_link(pc, rs, r, lv, pc[PC_PREV, r, hole], hole)
+            _tb_link(pc, rs, r, lv, hole, pc[PC_NEXT, r, hole])
         hole = j
     pc[PC_KEY, r, hole] = PC_EMPTY
     pc[PC_REF, r, hole] = 0
