@@ -41,6 +41,7 @@ small callees anyway: IR-inlining them cost 22 s of the loop's 53 s for the same
 from __future__ import annotations
 
 import dis
+import functools
 import hashlib
 import os
 import sys
@@ -51,6 +52,7 @@ from pathlib import Path
 
 import numba
 from numba.core import caching
+from numba.core.registry import cpu_target
 from numba.core.types import unliteral
 
 __all__ = ["kernel", "grid_kernel", "specialized", "compile_with_notice", "OPTIONS", "PARALLEL"]
@@ -121,6 +123,13 @@ class _SharedCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheL
 if CACHE and CACHE_DIR is not None and _SharedCacheLocator not in caching.CacheImpl._locator_classes:
     caching.CacheImpl._locator_classes.insert(0, _SharedCacheLocator)
 
+# Load numba's typing and lowering registries now, typing first, as an uncached compile does. A cached dispatcher's
+# first compile loads the lowering side first (its cache lookup refreshes it), which puts the @overload templates of
+# ``getitem``/``setitem`` (strings, typed dicts and lists, literal tuples) ahead of the array ones: every array
+# index in a kernel then tries seven templates that fail first (4 s of the serving loop's 29 s cold compile).
+cpu_target.typing_context.refresh()
+cpu_target.target_context.refresh()
+
 _kernels: dict[str, types.FunctionType] = {}  # name -> the plain kernel
 _how: dict[str, tuple[bool, str]] = {}  # name -> (parallel, inline) it was registered with
 _twins: dict[str, object] = {}  # name -> compiled twin
@@ -190,13 +199,14 @@ def grid_kernel(fn):
     return _register(fn, parallel=PARALLEL, inline="never")
 
 
-def _global_names(code: types.CodeType) -> set[str]:
+@functools.cache  # (disassembling is slow: the loop's specialisations ask about each kernel many times)
+def _global_names(code: types.CodeType) -> frozenset[str]:
     """The global names ``code`` (and the functions nested in it) loads: not attribute names."""
     names = {ins.argval for ins in dis.get_instructions(code) if ins.opname == "LOAD_GLOBAL"}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _global_names(const)
-    return names
+    return frozenset(names)
 
 
 def _reads(name: str, constants: frozenset, seen: dict[str, bool]) -> bool:
@@ -215,6 +225,9 @@ def specialized(fn, **constants):
     where they read a replaced constant (directly or through their callees) and shared with ``fn.jit``'s
     otherwise. The twin is compiled (or loaded from the cache) at its first call, like ``fn.jit``.
     """
+    for const in constants:  # a constant the module imported under another name would not be replaced
+        if not any(const in _global_names(k.__code__) for k in _kernels.values()):
+            raise ValueError(f"specialized: no kernel reads a global named {const!r}")
     key = tuple(sorted(constants.items()))
     return _specialize(fn.__name__, key, {})
 
@@ -224,9 +237,6 @@ def _specialize(name: str, key: tuple, seen: dict[str, bool]):
     if name in done:
         return done[name]
     constants = dict(key)
-    for const in constants:  # a constant the module imported under another name would not be replaced
-        if not any(const in _global_names(k.__code__) for k in _kernels.values()):
-            raise ValueError(f"specialized: no kernel reads a global named {const!r}")
     if not _reads(name, frozenset(constants), seen):
         return _twins[name]
     fn = _kernels[name]
