@@ -81,7 +81,7 @@ class _Reference:
         need = max(need, k)
         unref = sum(self.ref[h] == 0 for h in chain[:k])
         if need - k > self.free + len(self.lru) - unref:
-            return False
+            return False, k
         for h in chain[:k]:
             if self.ref[h] == 0:
                 del self.lru[h]
@@ -92,7 +92,7 @@ class _Reference:
             self.free += 1
         self.free -= need - k
         self.private[i], self.held[i] = need - k, list(chain[:k])
-        return True
+        return True, k
 
     def compute(self, i, chain, blocks):
         for j in range(len(self.held[i]), min(blocks, len(chain))):
@@ -137,9 +137,11 @@ def test_reference_counts_match_a_plain_python_cache_on_random_sequences():
     trunks = [hash_mix(np.full(6, p), np.arange(6)) for p in range(3)]
     chains = []
     for _ in range(400):
-        trunk = trunks[rng.integers(3)][: rng.integers(0, 6)]
-        tail = hash_mix(np.full(3, 100 + rng.integers(6)), np.arange(3))[: rng.integers(0, 3)]  # tails repeat too
-        chains.append(np.concatenate([trunk, tail]).astype(np.int64))
+        t, length = rng.integers(3), rng.integers(0, 6)
+        # tails repeat too; a key stands for every block before it (a hash chain), as the loop's keys do
+        tail_id = 100 + rng.integers(6) + 1000 * (6 * t + length)
+        tail = hash_mix(np.full(3, tail_id), np.arange(3))[: rng.integers(0, 3)]
+        chains.append(np.concatenate([trunks[t][:length], tail]).astype(np.int64))
     S = _state(cap, block, chains)
     ref = _Reference(cap)
     ri, rs = S.req_int, S.rep_int
@@ -149,8 +151,8 @@ def test_reference_counts_match_a_plain_python_cache_on_random_sequences():
         op = rng.integers(3)
         if op == 0 and nxt < len(chains):
             need = chains[nxt].size + int(rng.integers(0, 3))
-            ok, _k = _admit(S, nxt, need)
-            assert ok == ref.admit(nxt, list(chains[nxt]), need)
+            ok, k = _admit(S, nxt, need)
+            assert (ok, k) == ref.admit(nxt, list(chains[nxt]), need)  # (the kernel bisects, the reference walks)
             if ok:
                 live.append(nxt)
             nxt += 1

@@ -32,7 +32,8 @@ class Trace:
     hash_ids_column: str | None = fld(
         None,
         doc="column of each request's prompt block hashes (Mooncake's hash_ids: a JSON list, or numbers separated "
-        "by spaces or commas); equal ids are equal prompt blocks, reused by the prefix cache (None: no reuse)",
+        "by spaces or commas); equal ids are equal prompt blocks and everything before them (Mooncake's ids are "
+        "chained), reused by the prefix cache (None: no reuse)",
     )
     hash_block_tokens: int = fld(512, unit="token", doc="prompt tokens per hash id (Mooncake: 512)", ge=1, le=1 << 20)
 

@@ -70,23 +70,36 @@ def pc_trim(S, r):
 @kernel
 def pc_lookup(S, r, i, most):
     """(blocks, unreferenced): the leading blocks of request i's chain (at most ``most``) cached on replica r,
-    and how many of those no running request references."""
+    and how many of those no running request references.
+
+    Both are found by bisection: a chain's cached blocks are always a prefix of it, and so are its referenced
+    ones. A block's key stands for every token before it, so whoever holds block j + 1 holds block j too (and
+    lets go of j after j + 1), and the LRU list evicts a chain from its tail. (A walk would probe every block:
+    150 per admission in a long chat, and once per replica when routing by cache.)"""
     pc_trim(S, r)
-    ri = S.req_int
     keys = S.pc[PC_KEY, r]
     refs = S.pc[PC_REF, r]
     mask = S.pc.shape[2] - 1
     hashes = S.pc_hash
-    off = ri[RQ_PC_OFF, i]
-    n = min(ri[RQ_PC_LEN, i], most)
-    unref = 0
-    for j in range(n):
-        s = tb_find(keys, mask, hashes[off + j])
-        if s < 0:
-            return j, unref
-        if refs[s] == 0:
-            unref += 1
-    return n, unref
+    off = S.req_int[RQ_PC_OFF, i]
+    lo = 0  # blocks [0, lo) cached, [hi, n) not
+    hi = min(S.req_int[RQ_PC_LEN, i], most)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tb_find(keys, mask, hashes[off + mid]) >= 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    cached = lo
+    lo = 0  # blocks [0, lo) referenced, [hi, cached) not
+    hi = cached
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if refs[tb_find(keys, mask, hashes[off + mid])] > 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return cached, cached - lo
 
 
 @kernel
