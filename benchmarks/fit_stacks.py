@@ -40,7 +40,7 @@ from hermes_fast.calibration import serving as S
 EAGER_MAX = 0.5
 REPLICATES = 4  # per run in the fit (the validation afterwards uses default_replicates: ~1000 requests a run)
 SEED = 0
-# per stack entry: the costs fitted, in ms (bounds); others stay at 0
+# per stack entry: the costs fitted, in ms (bounds; prefill_attention_extra, a fraction, as it is); others stay at 0
 PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
     "vllm-0.8": {
         "frontend_s": (0.0, 200.0),
@@ -48,6 +48,7 @@ PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
         "sequence_overhead_s": (0.0, 0.5),
         "step_overhead_per_tp_rank_s": (0.0, 10.0),
         "eager_launch_s_per_layer": (0.0, EAGER_MAX),
+        "prefill_attention_extra": (0.0, 3.0),
     },
     "vllm": {"step_overhead_s": (0.0, 20.0)},
     "sglang": {
@@ -56,6 +57,7 @@ PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
         "sequence_overhead_s": (0.0, 0.5),
         "step_overhead_per_tp_rank_s": (0.0, 10.0),
         "eager_launch_s_per_layer": (0.0, EAGER_MAX),
+        "prefill_attention_extra": (0.0, 3.0),
     },
     "sglang-0.3": {
         "frontend_s": (0.0, 200.0),
@@ -93,6 +95,11 @@ ITL_FITS = {
     ("b200", "fp8"): (3.96e-3, 9.72e-9),
 }
 ITL_FIT_INPUTS = (1024, 32768)
+
+
+def unit(name: str) -> float:
+    """A cost's unit in PARAMETERS' bounds: ms for the seconds fields, the value itself for the fractions."""
+    return 1e-3 if name.endswith("_s") or name.endswith("_s_per_layer") else 1.0
 
 
 def itl_fact_runs() -> list[S.ServingRun]:
@@ -156,7 +163,7 @@ def fit_entry(
     metrics = [fit_metrics(p) for p in preps]
 
     def costs_of(x: np.ndarray) -> dict[str, float]:
-        return base | {n: float(v) * 1e-3 for n, v in zip(names, x, strict=True)}
+        return base | {n: float(v) * unit(n) for n, v in zip(names, x, strict=True)}
 
     def f(x: np.ndarray) -> np.ndarray:
         return residuals(preps, metrics, costs_of(x))
@@ -204,7 +211,9 @@ def main() -> None:
         fixed = {k: v for k, (v, _) in FIXED.get(entry, {}).items()}
         fitted[entry], infos[entry] = fit_entry(entry, fit_runs, fixed, args.calibration)
         shown = ", ".join(
-            f"{k} {v * 1e3:.3f} ms" for k, v in fitted[entry].items() if k in PARAMETERS[entry] or k in fixed
+            f"{k} {v / unit(k):.3f}{' ms' if unit(k) < 1.0 else ''}"
+            for k, v in fitted[entry].items()
+            if k in PARAMETERS[entry] or k in fixed
         )
         print(f"{entry}: {shown}  ({infos[entry]['runs']} runs, TTFT from {infos[entry]['low_load']}, "
               f"{infos[entry]['nfev']} evaluations, "

@@ -280,6 +280,8 @@ def compile_engine(
         p[L.EXTRA_TOKEN_S] = (m.n_layers - n_lin) * (kv_tok + rope_bytes) / bw  # (no KV or RoPE in linear layers)
         p[L.EXTRA_SEQ_S] = 2.0 * m.vocab_size * 4.0 / bw if m.has_lm_head else 0.0  # fp32 logits: softmax, sample
         p[L.EXTRA_KERNELS] = 2.0 * m.n_layers + (2.0 if m.has_lm_head else 0.0)
+    if stack is not None:
+        p[L.PREFILL_ATTN_EXTRA] = stack.prefill_attention_extra
     if stack is not None and stack.cuda_graph_sizes:
         sizes = stack.cuda_graph_sizes
         p[L.GRAPH_COUNT] = len(sizes)

@@ -250,3 +250,30 @@ def test_the_kernels_the_roofline_leaves_out_by_hand():
     args = (512.0, 512.0 * 513 / 2, 512.0, 88.0, 88.0 * 900, seqs)
     extra = step_cost(vllm, *args)[0] - step_cost(ideal, *args)[0]
     assert extra == pytest.approx(tokens * per_token + seqs * per_seq + 66 * device.efficiency.elementwise_overhead_s)
+
+
+def test_a_stacks_prefill_attention_extra_scales_only_the_prefill_attention_kernels():
+    """Llama-3.1-8B on one H100: ``prefill_attention_extra: 0.5`` makes each layer's prefill attention kernels
+    (compute and memory terms, not their launch) 1.5x as long; decode attention and everything else stay."""
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import Dtypes, Parallel
+    from hermes_fast.kernels.step import _attention_layer
+    from hermes_fast.resolve import Catalog
+
+    cat = Catalog()
+    model, device = cat.model("llama-3.1-8b"), cat.device("h100_sxm")
+    base = cat.stack("vllm")
+    plain = compile_engine(model, device, Parallel(), Dtypes(), stack=base).params
+    slow = compile_engine(
+        model, device, Parallel(), Dtypes(), stack=dataclasses.replace(base, prefill_attention_extra=0.5)
+    ).params
+    assert slow[L.PREFILL_ATTN_EXTRA] == 0.5 and plain[L.PREFILL_ATTN_EXTRA] == base.prefill_attention_extra
+    prefill = (4096.0, 4096.0 * 4097 / 2, 4096.0)
+    c0, m0, o0 = _attention_layer(plain, *prefill, 0.0, 0.0, 0.0)
+    c1, m1, o1 = _attention_layer(slow, *prefill, 0.0, 0.0, 0.0)
+    assert (c1, m1, o1) == pytest.approx((1.5 * c0, 1.5 * m0, o0), rel=1e-12)
+    decode = (0.0, 0.0, 0.0, 64.0, 64.0 * 2000)
+    assert _attention_layer(slow, *decode, 0.0) == _attention_layer(plain, *decode, 0.0)
+    # the whole step: 32 layers' prefill attention kernels longer by half
+    extra = step_cost(slow, *prefill, 0.0, 0.0, 1.0)[0] - step_cost(plain, *prefill, 0.0, 0.0, 1.0)[0]
+    assert extra == pytest.approx(32 * 0.5 * (c0 + m0), rel=1e-9)

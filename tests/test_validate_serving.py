@@ -239,6 +239,7 @@ def test_costs_patched_into_prepared_pools_equal_a_rebuild(runs):
         "sequence_overhead_s": 5e-5,
         "step_overhead_per_tp_rank_s": 0.001,
         "eager_launch_s_per_layer": 2e-4,
+        "prefill_attention_extra": 0.3,
     }
     zero = {k: 0.0 for k in S.COST_FIELDS}
     patched = S.simulate_prepared(S.prepare_run(run, costs=zero), costs, replicates=2)

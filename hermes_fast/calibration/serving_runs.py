@@ -78,6 +78,7 @@ COST_FIELDS = (
     "sequence_overhead_s",
     "step_overhead_per_tp_rank_s",
     "eager_launch_s_per_layer",
+    "prefill_attention_extra",  # (a fraction, not seconds)
 )
 
 # columns that identify a run (every other column but metric, value and notes)

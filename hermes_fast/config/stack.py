@@ -61,6 +61,14 @@ class Stack:
         doc="the stack runs the kernels the operator roofline leaves out (memory-bound): each layer's KV-cache write "
         "and rotary embedding, and the sampler over the vocabulary",
     )
+    prefill_attention_extra: float = fld(
+        0.0,
+        unit="1",
+        doc="prefill attention kernel time the stack's attention backend adds over the calibrated kernels, a fraction "
+        "(0.5: 1.5x): the kernel tables measure TensorRT-LLM's kernels (fitted per stack entry)",
+        ge=0,
+        le=10,
+    )
     # CUDA graphs
     cuda_graph_sizes: tuple[int, ...] = fld(
         (),

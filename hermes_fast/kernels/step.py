@@ -110,8 +110,9 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
         c *= 1.0 + p[L.PREFILL_SAT] / (prefill_tokens * heads)
         c, m = _split(c, m)
         f = prefill_residual(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, window)
-        comp += f * c
-        mem += f * m
+        slower = 1.0 + p[L.PREFILL_ATTN_EXTRA]  # (the stack's attention backend against the calibrated kernels)
+        comp += f * c * slower
+        mem += f * m * slower
         oh += f * p[L.OH_ATTN]
     if decode_seqs > 0.0:
         kv = decode_kv_tokens
