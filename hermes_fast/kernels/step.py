@@ -216,7 +216,8 @@ def rank_work(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
     Tensor parallelism: the whole batch (each device holds a share of every head). Attention data parallelism
     (``ATT_DP`` ranks): whole sequences dealt out, the busiest rank holding ceil(n / ranks) of the prefill chunks
     (n recovered from the totals, :func:`prefill_chunk_tokens`; one when none fits) and of the decodes, at their
-    mean size; the LM head stays vocab-parallel over every rank. Context parallelism (``CP`` groups): 1/CP of every
+    mean size (in a mixed batch the two shares are added: an upper bound where they fall on different ranks); the LM
+    head stays vocab-parallel over every rank. Context parallelism (``CP`` groups): 1/CP of every
     prompt's tokens and pairs (load-balanced chunks of the sequence), every key passing the ring; a decoding
     sequence's GEMMs and LM head on its home group (ceil(n / CP) of them), its query against 1/CP of its KV on every
     group."""
