@@ -23,6 +23,7 @@ from .kernels import layout as L
 from .kernels.roofline import gemm_coefficients
 from .rates import collective_ramp, decode_attention_ramp, device_rates, group_link
 from .sizes import (
+    attention_tp,
     ffn_matrices,
     kv_bytes_per_token_layer,
     layer_gemm_shapes,
@@ -39,16 +40,28 @@ __all__ = ["CompiledEngine", "check_layout", "compile_engine", "pack_residual"]
 
 def check_layout(m: Model, par: Parallel, path: str) -> None:
     """Reject parallel layouts the model cannot be split into, naming the offending field."""
-    if par.tp % par.ep:
-        raise ConfigError(f"{path}.parallel.ep", par.ep, f"a divisor of tp ({par.tp})")
-    if m.n_heads % par.tp:
+    par._validate(f"{path}.parallel")  # the layout's own rules (a grid point is not validated when it is built)
+    attn_tp = attention_tp(par)  # (heads are not split under attention data parallelism)
+    if m.n_heads % attn_tp:
         raise ConfigError(f"{path}.parallel.tp", par.tp, f"a divisor of the model's n_heads ({m.n_heads}, {m.name})")
-    if m.mla is None and m.n_kv_heads % par.tp and par.tp % m.n_kv_heads:
+    if m.mla is None and m.n_kv_heads % attn_tp and attn_tp % m.n_kv_heads:
         raise ConfigError(
             f"{path}.parallel.tp", par.tp, f"a divisor or multiple of n_kv_heads ({m.n_kv_heads}, {m.name})"
         )
     la = m.linear_attention
-    if la is not None and (la.n_key_heads % par.tp or la.n_value_heads % par.tp):
+    if par.attention_dp and m.moe is None:
+        raise ConfigError(
+            f"{path}.parallel.attention_dp", True, f"false: {m.name} has no experts (attention data parallelism is "
+            "modelled with its MoE layers expert-parallel over the same devices)",
+        )  # fmt: skip
+    if par.cp > 1 and not m.causal:
+        raise ConfigError(f"{path}.parallel.cp", par.cp, f"1: {m.name} is an encoder (no context to split over a ring)")
+    if par.cp > 1 and la is not None:
+        raise ConfigError(
+            f"{path}.parallel.cp", par.cp, f"1: {m.name}'s linear-attention layers carry a recurrent state from "
+            "token to token, which a split of the sequence over devices cannot share",
+        )  # fmt: skip
+    if la is not None and (la.n_key_heads % attn_tp or la.n_value_heads % attn_tp):
         raise ConfigError(
             f"{path}.parallel.tp",
             par.tp,
@@ -90,7 +103,7 @@ class CompiledEngine:
     """Kernel parameters and memory figures of one (model, device, layout, dtypes) combination."""
 
     params: np.ndarray  # float64[N_PARAMS], see kernels.layout
-    devices: int  # devices per replica (tp x pp)
+    devices: int  # devices per replica (tp x pp x cp)
     weights_bytes: float  # on the most loaded device
     kv_bytes_per_token: float  # all attention layers of one stage, one device
     activation_reserve_bytes: float
@@ -99,12 +112,25 @@ class CompiledEngine:
     max_context_tokens: int
     body_flop_per_token: float = math.nan  # 2 x active parameters outside the embedding table and LM head (MFU)
     state_bytes_per_seq: float = 0.0  # linear-attention state of one sequence, its layers of one stage, one device
+    attention_dp: int = 1  # devices the sequences are dealt to, each keeping its own sequences' KV (1: none)
+    cp: int = 1  # context-parallel groups, each keeping 1/cp of every sequence's KV
 
     @property
     def kv_capacity_tokens(self) -> float:
-        """KV tokens the free memory holds (no room set aside for linear-attention states)."""
+        """KV tokens one replica's free memory holds (no room set aside for linear-attention states): a device's
+        count times the groups the tokens are spread over (attention-DP ranks, context-parallel groups)."""
         free = self.usable_bytes - self.weights_bytes - self.activation_reserve_bytes
-        return max(0.0, math.floor(free / self.kv_bytes_per_token))
+        return max(0.0, math.floor(free / self.kv_bytes_per_token)) * (self.attention_dp * self.cp)
+
+    @property
+    def replica_kv_bytes_per_token(self) -> float:
+        """KV bytes one token occupies over a whole replica (every device's share of it)."""
+        return self.kv_bytes_per_token * self.devices / (self.attention_dp * self.cp)
+
+    @property
+    def kv_bytes_per_token_moved(self) -> float:
+        """KV bytes of one token of a sequence that one device sends, swaps or loads (its 1/cp share)."""
+        return self.kv_bytes_per_token / self.cp
 
     @property
     def state_tokens_per_seq(self) -> float:
@@ -118,6 +144,11 @@ class CompiledEngine:
         if self.state_bytes_per_seq == 0.0:
             return self.kv_capacity_tokens
         free = self.usable_bytes - self.weights_bytes - self.activation_reserve_bytes
+        if self.attention_dp > 1:  # a rank sets aside the states of its share of the slots
+            per_rank = math.ceil(sequences / self.attention_dp)
+            return max(0.0, math.floor((free - per_rank * self.state_bytes_per_seq) / self.kv_bytes_per_token)) * (
+                self.attention_dp
+            )
         return max(0.0, math.floor((free - sequences * self.state_bytes_per_seq) / self.kv_bytes_per_token))
 
     @property
@@ -142,7 +173,8 @@ def compile_engine(
     m, d, par = model, device, parallel
     if check:
         check_layout(m, par, path)
-    tp, pp, ep = par.tp, par.pp, par.ep
+    tp, pp, ep, cp = par.tp, par.pp, par.ep, par.cp
+    attn_tp = attention_tp(par)  # tp, or 1 under attention data parallelism
     eff = d.efficiency
     rates = device_rates(d, dtypes.activation, dtypes.kv, dtypes.gemm_scaling == "block")
     wb = DTYPE_BYTES[dtypes.weight]
@@ -158,7 +190,7 @@ def compile_engine(
     p[L.PREFILL_SAT] = eff.prefill_attention_saturation_units
     p[L.DECODE_SAT] = eff.decode_attention_saturation_units
     p[L.DECODE_RAMP_BYTES], p[L.DECODE_RAMP_LOW] = decode_attention_ramp(d)
-    p[L.KV_HEADS] = 1.0 if m.mla is not None else max(m.n_kv_heads / tp, 1.0)
+    p[L.KV_HEADS] = 1.0 if m.mla is not None else max(m.n_kv_heads / attn_tp, 1.0)
     p[L.MEM_BW] = rates.memory_bw
     p[L.OH_GEMM] = rates.gemm_overhead_s
     p[L.GEMM_FLOOR_S] = rates.gemm_floor_s
@@ -173,11 +205,11 @@ def compile_engine(
         pack_residual(r if m.mla is None and m.causal else None, p, base)
     p[L.OH_ELEM] = eff.elementwise_overhead_s
     p[L.OH_COLL] = eff.collective_overhead_s
-    p[L.OH_STEP] = eff.step_overhead_s + (tp - 1) * eff.step_overhead_per_tp_rank_s
+    p[L.OH_STEP] = eff.step_overhead_s + (tp * cp - 1) * eff.step_overhead_per_tp_rank_s
     p[L.OH_SEQ] = eff.sequence_overhead_s
     p[L.A_BYTES] = ab
     p[L.H_BYTES] = hb
-    kv_tok = kv_bytes_per_token_layer(m, tp, dtypes.kv)
+    kv_tok = kv_bytes_per_token_layer(m, attn_tp, dtypes.kv)
     p[L.KV_TOKEN_BYTES] = kv_tok
     n_moe = 0 if m.moe is None else m.n_layers - m.moe.first_dense_layers
     p[L.N_LAYERS] = m.n_layers
@@ -190,14 +222,15 @@ def compile_engine(
     p[L.N_LIN] = n_lin
     p[L.HIDDEN] = h
     p[L.CAUSAL] = 1.0 if m.causal else 0.0
-    heads = m.n_heads / tp
+    heads = m.n_heads / attn_tp
     p[L.HEADS] = heads
     sat, gemm_bw, bw = rates.gemm_saturation_tokens, rates.gemm_memory_bw, rates.elementwise_bw
 
     def gemm(block: int, k: float, n: float) -> None:
         p[block : block + 4] = gemm_coefficients(k, n, rates.gemm_flops_for(k, n), sat, gemm_bw, wb, ab)
 
-    qkv, out, up, down = layer_gemm_shapes(m, tp)
+    qkv, out = layer_gemm_shapes(m, attn_tp)[:2]
+    up, down = layer_gemm_shapes(m, tp)[2:]
     if m.mla is not None:
         a = m.mla
         qk = a.qk_nope_head_dim + a.qk_rope_head_dim
@@ -217,14 +250,14 @@ def compile_engine(
         gemm(L.G_O, *out)
         p[L.ATT_QK_PREFILL] = p[L.ATT_QK_DECODE] = m.head_dim
         p[L.ATT_V_PREFILL] = p[L.ATT_V_DECODE] = m.head_dim
-    state_layer = state_bytes_per_seq_layer(m, tp, dtypes.kv)  # the state is kept in the KV cache's format
+    state_layer = state_bytes_per_seq_layer(m, attn_tp, dtypes.kv)  # the state is kept in the KV cache's format
     if la is not None:
-        lin_in, lin_out = linear_attention_shapes(m, tp)
+        lin_in, lin_out = linear_attention_shapes(m, attn_tp)
         gemm(L.G_LIN_IN, *lin_in)
         gemm(L.G_LIN_OUT, *lin_out)
-        p[L.LIN_FLOP_TOKEN] = linear_attention_flop_per_token(m, tp)
+        p[L.LIN_FLOP_TOKEN] = linear_attention_flop_per_token(m, attn_tp)
         # the mixer reads queries, keys, values and gate and writes its output, in the activation format
-        p[L.LIN_ACT_BYTES] = (2.0 * la.key_dim + 2.0 * la.value_dim) / tp * ab
+        p[L.LIN_ACT_BYTES] = (2.0 * la.key_dim + 2.0 * la.value_dim) / attn_tp * ab
         p[L.LIN_STATE_BYTES] = state_layer
     gemm(L.G_FFN_UP, *up)
     gemm(L.G_FFN_DOWN, *down)
@@ -240,10 +273,12 @@ def compile_engine(
         gemm(L.G_EXP_UP, h, (nm - 1) * e.expert_ffn_hidden_size / ffn_tp)
         gemm(L.G_EXP_DOWN, e.expert_ffn_hidden_size / ffn_tp, h)
         shared_f = e.n_shared_experts * (e.shared_expert_ffn_hidden_size or e.expert_ffn_hidden_size)
+        # shared experts run beside the attention: whole on each attention-DP rank, for its own tokens
         if shared_f:
-            gemm(L.G_SHARED_UP, h, (nm - 1) * shared_f / tp)
-            gemm(L.G_SHARED_DOWN, shared_f / tp, h)
-        moe_f_dev = e.top_k * e.expert_ffn_hidden_size / tp + shared_f / tp
+            gemm(L.G_SHARED_UP, h, (nm - 1) * shared_f / attn_tp)
+            gemm(L.G_SHARED_DOWN, shared_f / attn_tp, h)
+        # activation width per token (attention DP: per token of the rank, which receives ~top_k expert rows each)
+        moe_f_dev = e.top_k * e.expert_ffn_hidden_size / attn_tp + shared_f / attn_tp
     p[L.EP] = ep
     # two fused add+RMSNorm per layer (read residual and input, write both: 3h each) and the
     # activation (gated: read gate and up, write their product, 3f; plain: read and write, 2f)
@@ -264,6 +299,11 @@ def compile_engine(
     p[L.PP] = pp
     # stages sit in different scale-up domains only when the replica outgrows one
     p[L.PP_ALPHA], p[L.PP_BW] = group_link(d, 2, "p2p", span=tp * pp)
+    p[L.ATT_DP] = tp / attn_tp
+    p[L.CP] = cp
+    # a CP group's peers are the same TP rank of the other groups: the replica's span sets the link level
+    p[L.CP_ALPHA], p[L.CP_BW] = group_link(d, 2, "p2p", span=tp * cp)
+    p[L.CP_AG_BW] = group_link(d, cp, "all_gather", span=tp * cp)[1]
     p[L.COLL_RAMP_BYTES], p[L.COLL_RAMP_LOW] = collective_ramp(d)
     p[L.EP_RAMP_BYTES] = collective_ramp(d, "all_to_all")[0]
     p[L.EP_PROTO_S] = eff.all_to_all_protocol_latency_s
@@ -291,7 +331,7 @@ def compile_engine(
         p[L.GRAPH_EAGER_S] = stack.eager_launch_s_per_layer * m.n_layers  # (a micro-batch passes every layer)
     return CompiledEngine(
         params=p,
-        devices=tp * pp,
+        devices=tp * pp * cp,
         weights_bytes=weights,
         kv_bytes_per_token=kv_stage,
         activation_reserve_bytes=reserve,
@@ -300,4 +340,6 @@ def compile_engine(
         max_context_tokens=m.max_context_tokens,
         body_flop_per_token=2.0 * (counts["active"] - counts["embedding"] - counts["lm_head"]),
         state_bytes_per_seq=state_layer * linear_layers_per_stage(m, pp),
+        attention_dp=tp // attn_tp,
+        cp=cp,
     )

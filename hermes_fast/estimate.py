@@ -40,7 +40,8 @@ _MAX_ENGINE_COMBINATIONS = 100_000  # each is compiled in Python (~70 us)
 
 
 def _compile(engine: Engine, resolved: ResolvedScenario, path: str, strict: bool) -> tuple[CompiledEngine, bool]:
-    """Compile one engine variant; in grids an invalid layout is kept (fits = False) instead of raised."""
+    """Compile one engine variant; in grids an invalid layout is kept (fits = False) instead of raised, costed
+    without expert, attention-data or context parallelism."""
     model = resolved.models[engine.model]
     stack = resolved.stacks[engine.stack]
     device = device_with_stack(resolved.devices[engine.device], stack)  # (the stack's host costs)
@@ -52,7 +53,7 @@ def _compile(engine: Engine, resolved: ResolvedScenario, path: str, strict: bool
         if strict:
             raise
         ok = False
-        par = dataclasses.replace(par, ep=1)  # costs still computed, with fractional shards
+        par = dataclasses.replace(par, ep=1, attention_dp=False, cp=1)  # costs still computed, fractional shards
     mem, budget = engine.memory_utilization, engine.max_batched_tokens
     ce = compile_engine(model, device, par, engine.dtypes, mem, budget, path, check=False, stack=stack)
     return ce, ok
@@ -210,12 +211,15 @@ def estimate(
     devices = np.array([c.devices for c in compiled], dtype=np.int64)
     generates = np.array([c.generates for c in compiled])[cfg]
     max_context = np.array([c.max_context_tokens for c in compiled], dtype=np.float64)[cfg]
+    # attention DP deals whole requests to ranks: the busiest holds ceil(batch / ranks) in its share of the capacity
+    ranks = np.array([c.attention_dp for c in compiled], dtype=np.float64)[cfg]
+    rank_capacity = capacity[cfg] / ranks
     length = np.where(generates, prompt + output, prompt)
     held = length + state_tokens[cfg]  # KV tokens' worth of memory one request holds
-    need = np.where(generates, batch * held, 0.0)
-    fits = fits_cfg[cfg] & (capacity[cfg] >= need) & (length <= max_context)
+    need = np.where(generates, np.ceil(batch / ranks) * held, 0.0)
+    fits = fits_cfg[cfg] & (rank_capacity >= need) & (length <= max_context)
     with np.errstate(divide="ignore", invalid="ignore"):
-        max_batch = np.where(generates, np.floor(capacity[cfg] / held), np.nan)
+        max_batch = np.where(generates, np.floor(rank_capacity / held) * ranks, np.nan)
     for x in (decode_s, tpot_s):
         x[~generates] = np.nan
     bound[~generates] = -1
@@ -297,10 +301,12 @@ def _raise_if_unfit(sc: Scenario, engines: list[Engine], compiled: list[Compiled
         if not fits:
             cap = int(ce.kv_capacity_tokens)
             held = wl.prompt_tokens + wl.output_tokens
+            ranks = ce.attention_dp  # (each rank holds whole requests in its share)
+            most = int((cap // ranks) // (held + ce.state_tokens_per_seq)) * ranks
             state = f" + {ce.state_tokens_per_seq:.0f} tokens' worth of state" if ce.state_bytes_per_seq else ""
             raise ConfigError(
                 "workload.batch_size",
                 wl.batch_size,
                 f"a batch whose KV ({wl.batch_size} x {held} tokens{state}) fits the "
-                f"{cap} tokens of KV capacity of {path} (at most {int(cap // (held + ce.state_tokens_per_seq))})",
+                f"{cap} tokens of KV capacity of {path} (at most {most})",
             )

@@ -35,6 +35,8 @@ _ENGINE_FIELDS: dict[tuple[str, ...], tuple[type, str] | str] = {
     ("parallel", "tp"): (Parallel, "tp"),
     ("parallel", "pp"): (Parallel, "pp"),
     ("parallel", "ep"): (Parallel, "ep"),
+    ("parallel", "attention_dp"): (Parallel, "attention_dp"),
+    ("parallel", "cp"): (Parallel, "cp"),
     ("dtypes", "weight"): (Dtypes, "weight"),
     ("dtypes", "activation"): (Dtypes, "activation"),
     ("dtypes", "kv"): (Dtypes, "kv"),
@@ -44,7 +46,7 @@ _ENGINE_FIELDS: dict[tuple[str, ...], tuple[type, str] | str] = {
 }
 WORKLOAD_FIELDS = ("batch_size", "prompt_tokens", "output_tokens", "context_tokens", "prefix_hit")
 _VARIED = (
-    "engines.<name>.device, .model, .parallel.tp|pp|ep, .dtypes.weight|activation|kv|gemm_scaling, "
+    "engines.<name>.device, .model, .parallel.tp|pp|ep|attention_dp|cp, .dtypes.weight|activation|kv|gemm_scaling, "
     ".memory_utilization, .max_batched_tokens, or workload." + "|".join(WORKLOAD_FIELDS)
 )
 
@@ -55,6 +57,8 @@ GRID_ALIASES: dict[str, tuple[str, ...]] = {
     "tp": ("engines.<each>.parallel.tp",),
     "pp": ("engines.<each>.parallel.pp",),
     "ep": ("engines.<each>.parallel.ep",),
+    "attention_dp": ("engines.<each>.parallel.attention_dp",),
+    "cp": ("engines.<each>.parallel.cp",),
     "dtype": ("engines.<each>.dtypes.weight", "engines.<each>.dtypes.activation"),
     "weight_dtype": ("engines.<each>.dtypes.weight",),
     "activation_dtype": ("engines.<each>.dtypes.activation",),

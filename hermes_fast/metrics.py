@@ -93,14 +93,15 @@ def pool_mfu_mbu(pool, run: Outcome, reps: np.ndarray) -> tuple[float, float]:
     token per chunk). MFU = FLOPs / (busy_s x devices x the device's dense peak for the activation dtype).
     Bytes: the weights once per iteration (``weights_bytes`` of the most loaded device x devices: for MoE at
     small batches an upper bound) + ``kv_read_tokens`` x KV bytes per token (all layers, every TP rank's
-    copy). MBU = bytes / (busy_s x devices x memory bandwidth)."""
+    copy; one copy under attention DP). MBU = bytes / (busy_s x devices x memory bandwidth)."""
     ce = pool.compiled
     busy = float(run.busy_s[reps].sum())
     if ce is None or not busy > 0:
         return math.nan, math.nan
     p = ce.params
     layers, tp = p[L.N_LAYERS] - p[L.N_LIN], p[L.TP]  # layers with attention and a KV cache
-    heads = p[L.HEADS] * tp
+    kv_copies = tp / p[L.ATT_DP]  # devices holding a share of one token's KV (1 under attention DP)
+    heads = p[L.HEADS] * kv_copies
     prefill = float(run.prefill_tokens[reps].sum())
     decode = float(run.decode_tokens[reps].sum())
     kv_read = float(run.kv_read_tokens[reps].sum())
@@ -112,7 +113,7 @@ def pool_mfu_mbu(pool, run: Outcome, reps: np.ndarray) -> tuple[float, float]:
     d = pool.device
     peak = d.peak_flop_per_s.resolve(pool.engine.dtypes.activation)[0]
     moved = float(run.iterations[reps].sum()) * ce.weights_bytes * ce.devices
-    moved += kv_read * p[L.KV_TOKEN_BYTES] * tp * layers
+    moved += kv_read * p[L.KV_TOKEN_BYTES] * kv_copies * layers
     return flops / (busy * ce.devices * peak), moved / (busy * ce.devices * d.memory_bandwidth_bytes_per_s)
 
 

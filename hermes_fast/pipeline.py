@@ -258,7 +258,7 @@ class _Builder:
         else:
             role = self.llm_roles(stages, llm)[0]
             pools = [self.pools[self.pool(pre.engine, role, f"{class_path}[{llm[0]}].engine")]]
-        sizes = {p.compiled.kv_bytes_per_token * p.devices for p in pools}  # a whole replica's KV per token
+        sizes = {p.compiled.replica_kv_bytes_per_token for p in pools}  # a whole replica's KV per token
         if len(sizes) > 1:
             raise ConfigError(
                 f"{path}.kind", "kv_retrieve", "routed targets that agree on the KV bytes per token (the same model)"

@@ -134,7 +134,7 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
     if e.prefix_cache_tier is not None and e.prefix_cache and role != "decode":
         tier = resolved.memory_tiers[e.prefix_cache_tier]
         size = tier.capacity_bytes if e.prefix_cache_tier_bytes is None else e.prefix_cache_tier_bytes
-        per_block = ce.kv_bytes_per_token * ce.devices * e.batching.block_size_tokens
+        per_block = ce.replica_kv_bytes_per_token * e.batching.block_size_tokens
         tier_blocks = int(min(size // per_block, _MAX_BLOCKS)) if per_block > 0 else 0
     return Pool(
         e.name, role, device, ce.devices, e.replicas, cap_blocks, engine=e, compiled=ce, stack=own.stack, tier=tier,
@@ -322,7 +322,7 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
                 pf[loop.PF_PC2_BW, k] = min(bw, host.bandwidth_bytes_per_s) if host else bw
             pi[loop.PL_MAX_QUEUE, k] = -1 if b.max_queue_requests is None else b.max_queue_requests
             pi[loop.PL_MAX_CONTEXT, k] = ce.max_context_tokens
-            pf[loop.PF_KV_BYTES, k] = ce.kv_bytes_per_token
+            pf[loop.PF_KV_BYTES, k] = ce.kv_bytes_per_token_moved
             pf[loop.PF_MAX_WAIT, k] = b.max_wait_s
         replica_pool += [k] * pool.replicas
         first += pool.replicas

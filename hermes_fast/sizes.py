@@ -11,6 +11,7 @@ from .config.model import Model
 from .config.scenario import Parallel
 
 __all__ = [
+    "attention_tp",
     "ffn_matrices",
     "kv_bytes_per_token_layer",
     "layer_gemm_shapes",
@@ -86,6 +87,12 @@ def linear_layers_per_stage(m: Model, pp: int) -> int:
     return min(math.ceil(m.n_layers / pp), math.ceil(m.linear_attention.n_layers / pp))
 
 
+def attention_tp(par: Parallel) -> int:
+    """Devices one sequence's attention is sharded over: 1 under attention data parallelism (each device holds whole
+    attention weights, and with them the shared experts and the embedding table, for its own sequences), else tp."""
+    return 1 if par.attention_dp else par.tp
+
+
 def ffn_matrices(m: Model) -> int:
     return 3 if m.ffn_gated else 2
 
@@ -146,23 +153,25 @@ def kv_bytes_per_token_layer(m: Model, tp: int, kv_dtype: str) -> float:
 
 def memory_per_device(m: Model, par: Parallel, wb: float, kv_tok: float) -> tuple[float, float]:
     """Weight bytes on the most loaded device, and KV bytes per token held by one device. Linear-attention layers
-    (no KV) are spread evenly over the pipeline stages: a stage holds ceil(their count / pp) of them."""
+    (no KV) are spread evenly over the pipeline stages: a stage holds ceil(their count / pp) of them. Context-parallel
+    groups hold the same weights (replicas); attention data parallelism keeps the attention whole on every device."""
     tp, pp, ep = par.tp, par.pp, par.ep
+    attn_tp = attention_tp(par)
     counts = param_count(m)
     h = m.hidden_size
     layers_stage = math.ceil(m.n_layers / pp)
     if m.mla is not None:  # down-projections are replicated, not sharded
         a = m.mla
         repl = h * ((a.q_lora_rank or 0) + a.kv_lora_rank + a.qk_rope_head_dim)
-        attn_dev = repl + (_attention_params(m) - repl) / tp
+        attn_dev = repl + (_attention_params(m) - repl) / attn_tp
     else:  # Q and O shard by head; K and V shard until each rank holds one KV head, then replicate
-        attn_dev = 2 * h * m.n_heads * m.head_dim / tp + 2 * h * max(m.n_kv_heads / tp, 1.0) * m.head_dim
+        attn_dev = 2 * h * m.n_heads * m.head_dim / attn_tp + 2 * h * max(m.n_kv_heads / attn_tp, 1.0) * m.head_dim
     ffn_dev = counts["ffn"] / m.n_layers / tp
     if m.moe is not None:
         e = m.moe
         nm = ffn_matrices(m)
         shared_f = e.n_shared_experts * (e.shared_expert_ffn_hidden_size or e.expert_ffn_hidden_size)
-        moe_layer = e.n_experts / ep * nm * h * e.expert_ffn_hidden_size / (tp // ep) + nm * h * shared_f / tp
+        moe_layer = e.n_experts / ep * nm * h * e.expert_ffn_hidden_size / (tp // ep) + nm * h * shared_f / attn_tp
         moe_layer += h * e.n_experts
         dense_layer = nm * h * m.ffn_hidden_size / tp
         n_moe = m.n_layers - e.first_dense_layers
@@ -177,10 +186,10 @@ def memory_per_device(m: Model, par: Parallel, wb: float, kv_tok: float) -> tupl
     else:
         lin_stage = linear_layers_per_stage(m, pp)
         kv_layers_stage = layers_stage - lin_stage
-        lin_dev = _linear_attention_params(m) / tp
+        lin_dev = _linear_attention_params(m) / attn_tp
         layer_stage = kv_layers_stage * attn_dev + lin_stage * lin_dev + layers_stage * 2 * h + ffn_stage
-    embed = counts["embedding"] / tp
-    head = counts["lm_head"] / tp
+    embed = counts["embedding"] / attn_tp  # (each attention-DP rank embeds its own tokens)
+    head = counts["lm_head"] / tp  # vocab-parallel over the tp devices whatever the attention
     final_norm = m.hidden_size
     ends = embed + head + final_norm if pp == 1 else max(embed, head + final_norm)  # first vs last stage
     weights = (layer_stage + ends) * wb

@@ -112,7 +112,7 @@ VARIABLES: dict[str, Variable] = {
             "largest batch that fits",
             "kv_capacity_tokens / (prompt + output) (NaN: encoders)",
         ),
-        Variable("devices", "device", "devices per replica", "tp x pp"),
+        Variable("devices", "device", "devices per replica", "tp x pp x cp"),
         Variable(
             "fits",
             "1",

@@ -36,13 +36,25 @@ def catalog() -> Catalog:
 
 @pytest.fixture(scope="session")
 def build(catalog):
-    """build(model, device='h100_sxm', tp=1, pp=1, ep=1, weight='bf16', activation='bf16', kv='bf16')."""
+    """build(model, device='h100_sxm', tp=1, pp=1, ep=1, weight='bf16', activation='bf16', kv='bf16',
+    attention_dp=False, cp=1)."""
 
-    def _build(model, device="h100_sxm", tp=1, pp=1, ep=1, weight="bf16", activation="bf16", kv="bf16"):
+    def _build(
+        model,
+        device="h100_sxm",
+        tp=1,
+        pp=1,
+        ep=1,
+        weight="bf16",
+        activation="bf16",
+        kv="bf16",
+        attention_dp=False,
+        cp=1,
+    ):
         return compile_engine(
             catalog.model(model),
             catalog.device(device),
-            Parallel(tp=tp, pp=pp, ep=ep),
+            Parallel(tp=tp, pp=pp, ep=ep, attention_dp=attention_dp, cp=cp),
             Dtypes(weight=weight, activation=activation, kv=kv),
         )
 

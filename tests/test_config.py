@@ -41,7 +41,7 @@ LOAD_CASES = [
      f"did you mean 'engines'?); valid keys: {VALID_TOP_KEYS}"),
     # 2. unknown nested key
     ("nested-typo", one_engine(parallel={"tpp": 2}), "engines[0].parallel.tpp", 2,
-     "did you mean 'tp'?); valid keys: ep, pp, tp"),
+     "did you mean 'tp'?); valid keys: attention_dp, cp, ep, pp, tp"),
     ("workload-typo", with_workload(batchsize=4), "workload.batchsize", 4, "did you mean 'batch_size'?"),
     # 3. misspelt device, 4. misspelt model
     ("device-typo", one_engine(device="h100-sxm"), "engines[0].device", "h100-sxm",

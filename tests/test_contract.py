@@ -2,7 +2,8 @@
 
 B requests arriving together and decoding side by side in the serving loop give ``estimate``'s TPOT and TTFT
 at batch B, for dense, MoE with expert parallelism, MLA, tensor- and pipeline-parallel layouts (pp = 2 and 4:
-a prefill from an idle engine fills the pipeline, decode iterations keep the micro-batches in flight).
+a prefill from an idle engine fills the pipeline, decode iterations keep the micro-batches in flight), attention
+data parallelism (the busiest rank's share of the sequences) and context parallelism.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ LAYOUTS = {
     "moe-tp2-ep2": ("mixtral-8x7b", "h100_sxm", {"tp": 2, "ep": 2}, {}),
     "moe-tp4-ep4-pp2": ("qwen3-235b-a22b", "h200_sxm", {"tp": 4, "ep": 4, "pp": 2}, {}),
     "mla-moe-tp8-ep8": ("deepseek-v3", "h200_sxm", {"tp": 8, "ep": 8}, {"weight": "fp8", "activation": "fp8"}),
-}
+    "mla-moe-tp8-dp-attention": (
+        "deepseek-v3", "h200_sxm", {"tp": 8, "ep": 8, "attention_dp": True}, {"weight": "fp8", "activation": "fp8"}),
+    "moe-tp2-dp-attention": ("mixtral-8x7b", "h100_sxm", {"tp": 2, "ep": 2, "attention_dp": True}, {}),
+    "dense-tp4-cp2": ("llama-3.1-70b", "h200_sxm", {"tp": 4, "cp": 2}, {}),
+}  # fmt: skip
 
 
 def scenario(model, device, parallel, dtypes, batch):

@@ -316,6 +316,8 @@ TWIN_ENGINES = [
     ("gpt-oss-120b", {"tp": 2, "weight": "fp4"}),
     ("e5-base", {}),
     ("qwen3-235b-a22b", {"tp": 4, "pp": 2}),
+    ("deepseek-v3", {"tp": 8, "ep": 8, "attention_dp": True, "weight": "fp8", "activation": "fp8"}),
+    ("llama-3.1-70b", {"tp": 4, "cp": 2}),
 ]
 
 

@@ -247,8 +247,10 @@ def test_config_errors_name_the_field():
 def test_expert_parallel_layouts_of_a_moe_model():
     ds = hf.plan(SMALL, model="mixtral-8x7b", devices={"h100_sxm": 4}, tp=[2, 4], ep=[1, 2], dtypes=["fp8"],
                  disaggregated=False, top_k=1, n_requests=200)  # fmt: skip
-    pairs = set(zip(ds.tp.values.tolist(), ds.ep.values.tolist(), strict=True))
+    dp = ds.attention_dp.values
+    pairs = set(zip(ds.tp.values[~dp].tolist(), ds.ep.values[~dp].tolist(), strict=True))
     assert pairs == {(2, 1), (2, 2), (4, 1), (4, 2)}  # EP divides TP; a dense model gets ep 1 only
+    assert set(zip(ds.tp.values[dp].tolist(), ds.ep.values[dp].tolist(), strict=True)) == {(2, 2), (4, 4)}  # ep = tp
     i = int(np.flatnonzero(ds.ep.values == 2)[0])
     assert "EP2" in str(ds.label.values[i])
     text = launch_commands(ds, i)["vllm"]

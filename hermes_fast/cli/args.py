@@ -10,7 +10,9 @@ __all__ = ["calibration_arg", "parse_grid"]
 
 
 def _grid_value(text: str):
-    """A --grid value: an integer, a number, or else a name (no YAML: '1:2' must not become 62)."""
+    """A --grid value: an integer, a number, true or false, or else a name (no YAML: '1:2' must not become 62)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for kind in (int, float):
         try:
             return kind(text)

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     pln = sub.add_parser(
         "plan",
         help="which layout and how many replicas serve a model's traffic best within TTFT/TPOT targets",
-        description="Enumerate TP x PP x EP x replicas, colocated and disaggregated, formats and batching limits; "
+        description="Enumerate TP x PP x EP (attention DP, CP) x replicas, colocated and disaggregated, formats and "
+        "batching limits; "
         "prune with the analytical estimate; rank by a throughput bound; verify the best by simulated capacity "
         "search. Durations: 2, 2s, 500ms (a bare number is seconds). Flags win over the plan file's fields.",
     )
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     pln.add_argument("--tp", metavar="A,B", help="tensor-parallel degrees (1,2,4,8)")
     pln.add_argument("--pp", metavar="A,B", help="pipeline-parallel degrees (1,2,4)")
     pln.add_argument("--ep", metavar="A,B", help="expert-parallel degrees, MoE models (1)")
+    pln.add_argument("--cp", metavar="A,B", help="context-parallel degrees, for long prompts (1,2,4)")
+    pln.add_argument("--no-attention-dp", action="store_true", help="no attention data parallelism (MoE models)")
     pln.add_argument("--dtypes", metavar="A,B", help="weight/activation formats (bf16,fp8,fp4)")
     pln.add_argument("--max-batch-size", metavar="A,B", help="max batch sizes (128,512)")
     pln.add_argument("--max-batched-tokens", metavar="A,B", help="token budgets (2048,8192)")

@@ -57,7 +57,7 @@ def spec_fields(args, base_workload=None) -> dict:
         fields["ttft_s"] = parse_duration(args.ttft, "--ttft")
     if args.tpot is not None:
         fields["tpot_s"] = parse_duration(args.tpot, "--tpot")
-    for flag in ("tp", "pp", "ep", "max_batch_size", "max_batched_tokens"):
+    for flag in ("tp", "pp", "ep", "cp", "max_batch_size", "max_batched_tokens"):
         value = getattr(args, flag)
         if value is not None:
             fields[flag] = _ints(value, f"--{flag.replace('_', '-')}")
@@ -74,6 +74,8 @@ def spec_fields(args, base_workload=None) -> dict:
             if getattr(args, key) is not None:
                 wl[key] = getattr(args, key)
         fields["workload"] = wl
+    if args.no_attention_dp:
+        fields["attention_dp"] = [False]
     if args.no_colocated:
         fields["colocated"] = False
     if args.no_disaggregated:

@@ -19,7 +19,10 @@ class PlanSpec:
     traffic within the latency targets, and with how many replicas.
 
     Layouts searched: every tensor-parallel degree in ``tp`` (at most the device's scale-up domain), pipeline degree
-    in ``pp``, expert-parallel degree in ``ep`` (MoE models; EP ranks inside the TP group), weight/activation format
+    in ``pp``, expert-parallel degree in ``ep`` (MoE models; EP ranks inside the TP group), attention data parallelism
+    in ``attention_dp`` (MoE models, tp > 1, one stage; its experts expert-parallel over the tp devices), context
+    parallelism in ``cp`` (one stage, no attention DP; only for prompts of at least ``cp_min_prompt_tokens`` on
+    average), weight/activation format
     in ``dtypes`` the device has a native tensor path for, replicas up to the devices available, colocated
     (``colocated``) and disaggregated (``disaggregated``: every prefill:decode split, prefill and decode on the same
     or different device types, one format for both), and every batching limit in ``max_batch_size`` x
@@ -51,6 +54,21 @@ class PlanSpec:
     ep: tuple[int, ...] = fld(
         (1,), unit="device", doc="expert-parallel degrees to try (MoE models; divide tp)", ge=1, le=1024
     )
+    attention_dp: tuple[bool, ...] = fld(
+        (False, True),
+        doc="attention data parallelism off and/or on (MoE models with tp > 1 and pp = 1; on: ep = tp whatever `ep` "
+        "lists)",
+    )
+    cp: tuple[int, ...] = fld(
+        (1, 2, 4),
+        unit="device",
+        doc="context-parallel degrees to try (pp = 1, no attention DP; > 1 only from cp_min_prompt_tokens on)",
+        ge=1,
+        le=1024,
+    )
+    cp_min_prompt_tokens: int = fld(
+        16384, unit="token", doc="mean prompt length from which context parallelism (cp > 1) is tried", ge=1, le=1e9
+    )
     dtypes: tuple[Dtype, ...] = fld(
         ("bf16", "fp8", "fp4"), doc="weight and activation formats to try where the device has a native path"
     )
@@ -81,7 +99,7 @@ class PlanSpec:
             raise ConfigError(f"{p}devices", {}, "at least one device with a count, e.g. {h100_sxm: 8}")
         if not (self.colocated or self.disaggregated):
             raise ConfigError(f"{p}colocated", False, "true, or disaggregated true: something to search")
-        for key in ("tp", "pp", "ep", "dtypes", "max_batch_size", "max_batched_tokens"):
+        for key in ("tp", "pp", "ep", "attention_dp", "cp", "dtypes", "max_batch_size", "max_batched_tokens"):
             values = getattr(self, key)
             if not values:
                 raise ConfigError(f"{p}{key}", list(values), "at least one value")

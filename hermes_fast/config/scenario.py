@@ -19,15 +19,54 @@ from .workload import Arrival, RequestClass
 
 @dataclass(frozen=True, kw_only=True)
 class Parallel:
-    """Parallel layout of one engine replica: tp x pp devices; EP reuses the TP group."""
+    """Parallel layout of one engine replica: tp x pp x cp devices; EP reuses the TP group.
+
+    ``attention_dp`` deals the batch's sequences to the tp devices for attention (each runs whole attention
+    weights on its own sequences and holds only their KV: DeepSeek on SGLang and TensorRT-LLM), with the MoE
+    experts expert-parallel over the same devices (``ep = tp``). ``cp`` replicates the tp devices cp times and
+    splits every sequence's tokens over the copies (ring attention in prefill, KV split in decode)."""
 
     tp: int = fld(1, unit="device", le=65536, doc="tensor-parallel degree (shards heads, FFN and experts)", ge=1)
     pp: int = fld(1, unit="device", le=65536, doc="pipeline-parallel degree (splits layers into stages)", ge=1)
     ep: int = fld(1, unit="device", le=65536, doc="expert-parallel degree within the TP group (divides tp)", ge=1)
+    attention_dp: bool = fld(
+        False,
+        doc="attention data parallelism: each of the tp devices runs attention, with whole attention weights, on its "
+        "own share of the sequences and keeps only their KV (KV capacity grows up to tp-fold for MLA); MoE experts "
+        "expert-parallel over the same devices (needs ep = tp, an MoE model, pp = 1), dense FFN layers "
+        "tensor-parallel",
+    )
+    cp: int = fld(
+        1,
+        unit="device",
+        le=65536,
+        doc="context-parallel degree: cp copies of the tp devices (weights replicated), every sequence's tokens and "
+        "KV split over them: a prompt's prefill as ring attention, a decode step reading 1/cp of the KV on each "
+        "(a causal decoder without linear attention; pp = 1)",
+        ge=1,
+    )
 
     def _validate(self, path: str) -> None:
         if self.tp % self.ep:
             raise ConfigError(f"{path}.ep", self.ep, f"a divisor of tp ({self.tp})")
+        if self.attention_dp:
+            if self.tp == 1:
+                raise ConfigError(
+                    f"{path}.attention_dp", True, "false with tp = 1 (one device has no ranks to deal to)"
+                )
+            if self.ep != self.tp:
+                raise ConfigError(
+                    f"{path}.ep", self.ep, f"tp ({self.tp}) with attention_dp: the experts are expert-parallel over "
+                    "the devices the sequences are dealt to",
+                )  # fmt: skip
+            if self.pp > 1:
+                raise ConfigError(
+                    f"{path}.pp", self.pp, "1 with attention_dp (pipeline stages are not modelled with it)"
+                )
+            if self.cp > 1:
+                raise ConfigError(f"{path}.cp", self.cp, "1 with attention_dp (the two are not modelled together)")
+        if self.cp > 1 and self.pp > 1:
+            raise ConfigError(f"{path}.cp", self.cp, "1 with pp > 1 (pipeline stages are not modelled with it)")
 
 
 @dataclass(frozen=True, kw_only=True)

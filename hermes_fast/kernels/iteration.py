@@ -16,7 +16,7 @@ from __future__ import annotations
 from . import layout as L
 from ._jit import kernel
 from .collectives import p2p_time
-from .step import host_time, step_cost
+from .step import busiest_rank_items, host_time, step_cost
 
 __all__ = ["micro_batches", "pipelined", "graph_batch", "iteration_time"]
 
@@ -50,17 +50,21 @@ def graph_batch(p, prefill_tokens, decode_seqs):
     """(sequences a micro-batch's GEMMs and sampling run at, seconds of eager kernel launches it adds) under the
     stack's CUDA graphs (``layout.GRAPH_*``): a decode-only micro-batch is padded to the next captured size
     (padding rows hold no KV; without padding only an exact size runs as a graph); above the largest, or with
-    prefill unless mixed batches are captured, it runs eagerly. Without graphs: (decode_seqs, 0)."""
+    prefill unless mixed batches are captured, it runs eagerly. Without graphs: (decode_seqs, 0). Under attention
+    data parallelism each rank's batch runs its own graph: every rank is padded to the size the busiest rank's
+    ceil(decode_seqs / ranks) sequences need."""
     n = int(p[L.GRAPH_COUNT])
     if n == 0:
         return decode_seqs, 0.0
     if prefill_tokens > 0.0:
         return decode_seqs, 0.0 if p[L.GRAPH_MIXED] > 0.0 else p[L.GRAPH_EAGER_S]
+    ranks = p[L.ATT_DP]
+    batch = decode_seqs if ranks <= 1.0 else busiest_rank_items(decode_seqs, ranks)
     for k in range(n):
         size = p[L.GRAPH_SIZES + k]
-        if size >= decode_seqs:
-            if size == decode_seqs or p[L.GRAPH_EXACT] == 0.0:
-                return size, 0.0
+        if size >= batch:
+            if size == batch or p[L.GRAPH_EXACT] == 0.0:
+                return size if ranks <= 1.0 else size * ranks, 0.0
             break
     return decode_seqs, p[L.GRAPH_EAGER_S]
 

@@ -86,6 +86,12 @@ FFN_TP = _slot()  # TP degree inside one expert (tp / ep) for the post-MoE all-r
 PP = _slot()
 PP_ALPHA = _slot()
 PP_BW = _slot()
+# --- attention data parallelism and context parallelism (1: off)
+ATT_DP = _slot()  # ranks the batch's sequences are dealt to for attention (tp under attention DP, else 1)
+CP = _slot()  # context-parallel groups of tp devices, each holding 1/CP of every sequence's tokens and KV
+CP_ALPHA = _slot()
+CP_BW = _slot()  # send/recv bandwidth between neighbouring CP groups (the prefill ring's KV blocks)
+CP_AG_BW = _slot()  # all-gather / reduce-scatter bandwidth of the CP group (decode: queries out, partials back)
 COLL_RAMP_BYTES = _slot()  # message size halfway up the collectives' bandwidth ramp (0: no ramp)
 COLL_RAMP_LOW = _slot()  # small-message / large-message bandwidth ratio
 EP_RAMP_BYTES = _slot()  # COLL_RAMP_BYTES of the EP all-to-all

@@ -15,9 +15,19 @@ mixed prefill batches). Linear-attention layers replace the attention block by t
 recurrent mixer whose work is O(state) per token, whatever the context, and whose decode step reads and
 writes each sequence's fixed-size state (a prefill chunk's one state read and write is left out: it is per
 sequence, not per token, and small beside the chunk's GEMMs).
+
+The step waits for its busiest device (:func:`rank_work`). Under attention data parallelism each device attends
+for its own sequences with whole attention weights (no all-reduce after attention; dense FFN layers gather every
+rank's tokens and scatter them back; MoE layers dispatch each rank's tokens to the expert-parallel experts and
+combine them). Under context parallelism every sequence is split over CP groups: a prefill computes 1/CP of the
+pairs while the keys pass round a ring (per layer max(attention, ring transfers): the transfers overlap the
+attention they feed), and a decode sends each query to every group, reads 1/CP of its KV there and gathers the
+partial outputs back.
 """
 
 from __future__ import annotations
+
+import math
 
 from . import layout as L
 from ._jit import kernel
@@ -68,18 +78,28 @@ def residual_factor(p, base, x, y):
 
 
 @kernel
+def prefill_chunk_tokens(tokens, pairs, kv_tokens):
+    """Tokens per causal prefill chunk, recovered from the batch's totals: n chunks of q tokens after p cached ones
+    give kv / tokens = (p + q) / q and pairs / tokens = p + (q + 1) / 2, so q = (pairs / tokens - 1/2) /
+    (kv / tokens - 1/2) (exact for chunks of equal size and prefix); 0 where no such shape fits the totals."""
+    a = kv_tokens / tokens  # (prefix + chunk) / chunk
+    c = pairs / tokens  # keys per query: prefix + (chunk + 1) / 2
+    if a <= 0.5 or c <= 0.5:  # fewer keys or pairs than causal chunks have
+        return 0.0
+    return (c - 0.5) / (a - 0.5)
+
+
+@kernel
 def prefill_residual(p, tokens, pairs, kv_tokens, window):
     """Residual factor of a (causal) prefill attention kernel: its surface at (sequences x query heads, KV tokens
     per sequence, at most ``window`` when > 0), both recovered from the batch's uncapped totals (exact for chunks
     of equal size and prefix)."""
     if p[L.RES_PREFILL + L.RES_NX] == 0.0 or pairs <= 0.0 or tokens <= 0.0:
         return 1.0
-    a = kv_tokens / tokens  # (prefix + chunk) / chunk
-    c = pairs / tokens  # keys per query: prefix + (chunk + 1) / 2
-    if a <= 0.5 or c <= 0.5:  # fewer keys or pairs than causal chunks have: no batch shape to look up
+    chunk = prefill_chunk_tokens(tokens, pairs, kv_tokens)
+    if chunk <= 0.0:  # no batch shape to look up
         return 1.0
-    chunk = (c - 0.5) / (a - 0.5)
-    kv_per_seq = a * chunk
+    kv_per_seq = kv_tokens / tokens * chunk
     if window > 0.0:
         kv_per_seq = min(kv_per_seq, window)
     return residual_factor(p, L.RES_PREFILL, tokens / chunk * p[L.HEADS], kv_per_seq)
@@ -183,6 +203,57 @@ def _grouped_gemm(p, g, tokens, active_sets):
 
 
 @kernel
+def busiest_rank_items(n, ranks):
+    """Whole items (sequences, chunks) the busiest of ``ranks`` ranks holds when n are dealt out: ceil(n / ranks)."""
+    return float(math.ceil(n / ranks))
+
+
+@kernel
+def rank_work(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, logit_seqs):
+    """The busiest device's share of an iteration with these totals: (prefill tokens whose GEMMs it runs, prefill
+    pairs it attends, prefill keys it reads, decoding sequences whose GEMMs it runs, decode queries it attends,
+    decode KV tokens it reads, sequences whose LM-head rows it computes).
+
+    Tensor parallelism: the whole batch (each device holds a share of every head). Attention data parallelism
+    (``ATT_DP`` ranks): whole sequences dealt out, the busiest rank holding ceil(n / ranks) of the prefill chunks
+    (n recovered from the totals, :func:`prefill_chunk_tokens`; one when none fits) and of the decodes, at their
+    mean size (in a mixed batch the two shares are added: an upper bound where they fall on different ranks); the LM
+    head stays vocab-parallel over every rank. Context parallelism (``CP`` groups): 1/CP of every
+    prompt's tokens and pairs (load-balanced chunks of the sequence), every key passing the ring; a decoding
+    sequence's GEMMs and LM head on its home group (ceil(n / CP) of them), its query against 1/CP of its KV on every
+    group."""
+    dp = p[L.ATT_DP]
+    cp = p[L.CP]
+    if dp > 1.0:
+        own_pre = 0.0
+        pairs = 0.0
+        keys = 0.0
+        if prefill_tokens > 0.0:
+            chunk = prefill_chunk_tokens(prefill_tokens, prefill_pairs, prefill_kv_tokens)
+            n = max(1.0, math.floor(prefill_tokens / chunk + 0.5)) if chunk > 0.0 else 1.0
+            share = busiest_rank_items(n, dp) / n
+            own_pre = prefill_tokens * share
+            pairs = prefill_pairs * share
+            keys = prefill_kv_tokens * share
+        own_dec = busiest_rank_items(decode_seqs, dp)
+        dec_kv = decode_kv_tokens * own_dec / decode_seqs if decode_seqs > 0.0 else 0.0
+        return own_pre, pairs, keys, own_dec, own_dec, dec_kv, logit_seqs
+    if cp > 1.0:
+        own_dec = busiest_rank_items(decode_seqs, cp)
+        lm_rows = busiest_rank_items(logit_seqs, cp)
+        return (
+            prefill_tokens / cp,
+            prefill_pairs / cp,
+            prefill_kv_tokens,
+            own_dec,
+            decode_seqs,
+            decode_kv_tokens / cp,
+            lm_rows,
+        )
+    return prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_seqs, decode_kv_tokens, logit_seqs
+
+
+@kernel
 def host_time(p, logit_seqs):
     """The engine's host work in one iteration: once per step (all TP ranks) and per sequence that emits a
     token. Not pipelined: with PP micro-batches it is paid once for the whole batch."""
@@ -202,42 +273,66 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         return 0.0, 0.0, 0.0, 0.0, 0.0
     hidden = p[L.HIDDEN]
     oh_gemm = p[L.OH_GEMM]
-    act_bytes = tokens * hidden * p[L.H_BYTES]  # one hidden-state tensor for all tokens
+    dp = p[L.ATT_DP]
+    cp = p[L.CP]
+    # the busiest device's share (the whole batch under plain tensor parallelism)
+    own_pre, pairs, keys, own_dec, queries, dec_kv, lm_rows = rank_work(
+        p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, logit_seqs
+    )
+    own = own_pre + own_dec  # tokens whose attention block runs on it
+    ffn_tokens = tokens if dp > 1.0 else own  # attention DP: the FFN layers see every rank's tokens
+    act_bytes = ffn_tokens * hidden * p[L.H_BYTES]  # one hidden-state tensor for the FFN's tokens
 
     # --- attention block: projections (every attention layer) + attention kernels (full or windowed), and the
     #     linear-attention layers' own block
-    a_c, a_m = _gemm(p, L.G_QKV, tokens)
-    c, m = _gemm(p, L.G_O, tokens)
+    a_c, a_m = _gemm(p, L.G_QKV, own)
+    c, m = _gemm(p, L.G_O, own)
     a_c += c
     a_m += m
     a_oh = 2.0 * oh_gemm
     if p[L.G_QB + 1] > 0.0:
-        c, m = _gemm(p, L.G_QB, tokens)
+        c, m = _gemm(p, L.G_QB, own)
         a_c += c
         a_m += m
         a_oh += oh_gemm
     if p[L.G_KVB + 1] > 0.0:
-        c, m = _gemm(p, L.G_KVB, prefill_kv_tokens + decode_seqs)
+        c, m = _gemm(p, L.G_KVB, keys + own_dec)
         a_c += c
         a_m += m
         a_oh += oh_gemm
     n_attn = p[L.N_LAYERS] - p[L.N_LIN]  # layers with attention (all but the linear-attention ones)
     n_full = n_attn - p[L.N_SWA]
-    f_c, f_m, f_oh = _attention_layer(
-        p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, 0.0
-    )
+    comm = 0.0
+    if cp > 1.0:
+        # prefill: each group's chunk attends to every key as the KV blocks pass round the ring (cp - 1 transfers of
+        # a group's share), overlapping the attention they feed: the layer takes the longer of the two
+        f_c, f_m, f_oh = _attention_layer(p, own_pre, pairs, keys, 0.0, 0.0, 0.0)
+        ring = (cp - 1.0) * p2p_time(keys / cp * p[L.KV_TOKEN_BYTES], p[L.CP_ALPHA], p[L.CP_BW], p[L.OH_COLL])
+        comm += n_full * max(0.0, ring - (f_c + f_m + f_oh))
+        c, m, o = _attention_layer(p, 0.0, 0.0, 0.0, queries, dec_kv, 0.0)
+        f_c += c
+        f_m += m
+        f_oh += o
+        if queries > 0.0:  # decode: queries out to every group, partial outputs (and log-sum-exps) back
+            heads = p[L.HEADS] * queries
+            q_bytes = heads * p[L.ATT_QK_DECODE] * p[L.H_BYTES]
+            o_bytes = heads * (p[L.ATT_V_DECODE] * p[L.H_BYTES] + 4.0)
+            alpha, bw, oh_coll = p[L.CP_ALPHA], p[L.CP_AG_BW], p[L.OH_COLL]
+            comm += n_attn * (
+                allgather_time(q_bytes, cp, alpha, bw, oh_coll) + allgather_time(o_bytes, cp, alpha, bw, oh_coll)
+            )
+    else:
+        f_c, f_m, f_oh = _attention_layer(p, own_pre, pairs, keys, queries, dec_kv, 0.0)
     comp = n_attn * a_c + n_full * f_c
     mem = n_attn * a_m + n_full * f_m
     oh = n_attn * a_oh + n_full * f_oh
     if p[L.N_SWA] > 0.0:
-        s_c, s_m, s_oh = _attention_layer(
-            p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, p[L.SWA_WINDOW]
-        )
+        s_c, s_m, s_oh = _attention_layer(p, own_pre, pairs, keys, queries, dec_kv, p[L.SWA_WINDOW])
         comp += p[L.N_SWA] * s_c
         mem += p[L.N_SWA] * s_m
         oh += p[L.N_SWA] * s_oh
     if p[L.N_LIN] > 0.0:
-        l_c, l_m, l_oh = _linear_attention_layer(p, prefill_tokens, decode_seqs)
+        l_c, l_m, l_oh = _linear_attention_layer(p, own_pre, own_dec)
         comp += p[L.N_LIN] * l_c
         mem += p[L.N_LIN] * l_m
         oh += p[L.N_LIN] * l_oh
@@ -246,27 +341,34 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
     low = p[L.COLL_RAMP_LOW]
     ar_bw = message_bandwidth(act_bytes, p[L.TP_AR_BW], ramp, low)
     allreduce = allreduce_time(act_bytes, tp, p[L.TP_ALPHA], ar_bw, p[L.OH_COLL])
-    comm = p[L.N_LAYERS] * allreduce
+    if dp > 1.0:
+        # each rank's attention output is whole: no all-reduce after attention; a dense FFN layer all-gathers every
+        # rank's tokens and reduce-scatters its output back to them (ring costs, the all-gather's bandwidth)
+        ag_bw = message_bandwidth(act_bytes, p[L.TP_BW], ramp, low)
+        dense_comm = 2.0 * allgather_time(act_bytes, tp, p[L.TP_ALPHA], ag_bw, p[L.OH_COLL])
+    else:
+        dense_comm = allreduce
+        comm += p[L.N_LAYERS] * allreduce
 
     # --- dense FFN layers: gate+up, down, elementwise, all-reduce
     if p[L.N_DENSE] > 0.0:
-        d_c, d_m = _gemm(p, L.G_FFN_UP, tokens)
-        c, m = _gemm(p, L.G_FFN_DOWN, tokens)
+        d_c, d_m = _gemm(p, L.G_FFN_UP, ffn_tokens)
+        c, m = _gemm(p, L.G_FFN_DOWN, ffn_tokens)
         d_c += c
-        d_m += m + tokens * p[L.ELEM_DENSE_S]
+        d_m += m + ffn_tokens * p[L.ELEM_DENSE_S]
         comp += p[L.N_DENSE] * d_c
         mem += p[L.N_DENSE] * d_m
         oh += p[L.N_DENSE] * (2.0 * oh_gemm + 3.0 * p[L.OH_ELEM])
-        comm += p[L.N_DENSE] * allreduce
+        comm += p[L.N_DENSE] * dense_comm
 
     # --- MoE layers: router, routed experts (distinct active ones read), shared experts, exchange
     if p[L.N_MOE] > 0.0:
         ep = p[L.EP]
-        e_c, e_m = _gemm(p, L.G_ROUTER, tokens)
+        e_c, e_m = _gemm(p, L.G_ROUTER, own)
         e_oh = 3.0 * oh_gemm + 3.0 * p[L.OH_ELEM]
         # the step waits for the busiest EP rank: an even share, but at least one expert (and its rows)
-        routed_all = tokens * p[L.TOP_K]
-        active_all = active_experts_from_log(tokens, p[L.N_EXPERTS], p[L.EXPERT_LOG_MISS])
+        routed_all = ffn_tokens * p[L.TOP_K]
+        active_all = active_experts_from_log(ffn_tokens, p[L.N_EXPERTS], p[L.EXPERT_LOG_MISS])
         routed = max(routed_all / ep, min(routed_all, p[L.TOP_K]))
         active = max(active_all / ep, min(active_all, 1.0))
         c, m = _grouped_gemm(p, L.G_EXP_UP, routed, active)
@@ -276,19 +378,22 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         e_c += c
         e_m += m
         if p[L.G_SHARED_UP + 1] > 0.0:
-            c, m = _gemm(p, L.G_SHARED_UP, tokens)
+            c, m = _gemm(p, L.G_SHARED_UP, own)
             e_c += c
             e_m += m
-            c, m = _gemm(p, L.G_SHARED_DOWN, tokens)
+            c, m = _gemm(p, L.G_SHARED_DOWN, own)
             e_c += c
             e_m += m
             e_oh += 2.0 * oh_gemm
-        e_m += tokens * p[L.ELEM_MOE_S]
+        e_m += own * p[L.ELEM_MOE_S]
         # same message as the TP all-reduce, so the same point on the size ramp: rescale to the smaller group
         ffn_bw = ar_bw * (p[L.FFN_AR_BW] / p[L.TP_AR_BW])
         e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], ffn_bw, p[L.OH_COLL])
-        if ep > 1.0:  # dispatch and combine: each rank exchanges its 1/ep share of token-expert vectors
-            a2a = act_bytes * p[L.TOP_K] / ep
+        if ep > 1.0:  # dispatch and combine: each rank exchanges its share of token-expert vectors
+            if dp > 1.0:  # (its own tokens' vectors)
+                a2a = own * hidden * p[L.H_BYTES] * p[L.TOP_K]
+            else:  # (1/ep of the group's)
+                a2a = act_bytes * p[L.TOP_K] / ep
             ep_bw = message_bandwidth(a2a, p[L.EP_BW], p[L.EP_RAMP_BYTES], low)
             e_comm += 2.0 * alltoall_time(
                 a2a, ep, p[L.EP_ALPHA], ep_bw, p[L.OH_COLL], p[L.EP_PROTO_S], p[L.EP_PROTO_BYTES]
@@ -298,22 +403,27 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         oh += p[L.N_MOE] * e_oh
         comm += p[L.N_MOE] * e_comm
 
-    # --- input embedding: a gather of `tokens` rows (memory only), on the first stage; the engine's own
+    # --- input embedding: a gather of the device's tokens' rows (memory only), on the first stage; the engine's own
     #     host work once per step (scheduling, launches) and per sequence that emits a token (sampling)
-    mem += tokens * p[L.EMBED_S]
+    mem += own * p[L.EMBED_S]
     oh += p[L.OH_ELEM] + host_time(p, logit_seqs)
     # --- what a serving stack adds: KV-cache writes, rotary embeddings, sampling (none under the ideal stack)
-    mem += tokens * p[L.EXTRA_TOKEN_S] + logit_seqs * p[L.EXTRA_SEQ_S]
+    mem += own * p[L.EXTRA_TOKEN_S] + lm_rows * p[L.EXTRA_SEQ_S]
     oh += p[L.EXTRA_KERNELS] * p[L.OH_ELEM]
-    # --- LM head on the sequences that emit a token, then gather the vocab shards
+    # --- LM head on the sequences that emit a token, then gather the vocab shards (attention DP: the ranks' hidden
+    #     states of those sequences are gathered first)
     if p[L.HAS_LM_HEAD] > 0.0 and logit_seqs > 0.0:
-        c, m = _gemm(p, L.G_LM_HEAD, logit_seqs)
+        c, m = _gemm(p, L.G_LM_HEAD, lm_rows)
         comp += c
         mem += m
         oh += oh_gemm
-        logits_bytes = logit_seqs * p[L.VOCAB] * p[L.H_BYTES]
+        logits_bytes = lm_rows * p[L.VOCAB] * p[L.H_BYTES]
         lg_bw = message_bandwidth(logits_bytes, p[L.TP_BW], ramp, low)
         comm += allgather_time(logits_bytes, tp, p[L.TP_ALPHA], lg_bw, p[L.OH_COLL])
+        if dp > 1.0:
+            rows_bytes = lm_rows * hidden * p[L.H_BYTES]
+            rows_bw = message_bandwidth(rows_bytes, p[L.TP_BW], ramp, low)
+            comm += allgather_time(rows_bytes, tp, p[L.TP_ALPHA], rows_bw, p[L.OH_COLL])
     # --- pipeline stages hand the hidden states on
     comm += (p[L.PP] - 1.0) * p2p_time(act_bytes, p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
     return comp + mem + comm + oh, comp, mem, comm, oh

@@ -54,10 +54,11 @@ def plan_spec(spec: PlanSpec | Mapping | str | Path | None = None, **fields) -> 
 
 def _labels(spec: PlanSpec, t, cands) -> np.ndarray:
     m = np.asarray(spec.max_batch_size)[cands.max_batch]
-    dev, dt, tp, pp, ep = t.device, t.dtype, t.tp, t.pp, t.ep
+    dev, dt, tp, pp, ep, adp, cp = t.device, t.dtype, t.tp, t.pp, t.ep, t.attention_dp, t.cp
 
     def pool(c, r):
-        return f"{r}x {dev[c]} TP{tp[c]}" + (f"PP{pp[c]}" if pp[c] > 1 else "") + (f"EP{ep[c]}" if ep[c] > 1 else "")
+        name = f"{r}x {dev[c]} TP{tp[c]}" + (f"PP{pp[c]}" if pp[c] > 1 else "") + (f"EP{ep[c]}" if ep[c] > 1 else "")
+        return name + (f"CP{cp[c]}" if cp[c] > 1 else "") + (" DP-attn" if adp[c] else "")
 
     out = []
     for c, r, pc, pr, mb in zip(
@@ -79,7 +80,8 @@ def plan(
 ) -> xr.Dataset:
     """Which layout, and how many replicas, serve a model's traffic best within TTFT and TPOT targets.
 
-    Enumerates TP x PP x EP x replicas of every device with a count (and formats each supports), colocated and
+    Enumerates TP x PP x EP x replicas of every device with a count (and formats each supports; attention data
+    parallelism for MoE models, context parallelism for long prompts), colocated and
     disaggregated (every prefill:decode split, prefill and decode on the same or different device types), with
     every batching limit; prunes with one vectorised :func:`hermes_fast.estimate` call (fits, zero-load TTFT and
     TPOT against the targets, budget); ranks the survivors by an analytic throughput bound (estimate's decode
@@ -91,7 +93,8 @@ def plan(
     spec : PlanSpec, mapping, str, pathlib.Path or None, default None
         The question (:class:`~hermes_fast.config.plan.PlanSpec`): ``model``, ``devices`` (name -> count),
         ``budget_usd_per_hour``, ``workload``, ``ttft_s`` and ``tpot_s`` (seconds, at ``quantile``), the space
-        (``tp``, ``pp``, ``ep``, ``dtypes``, ``max_batch_size``, ``max_batched_tokens``, ``colocated``,
+        (``tp``, ``pp``, ``ep``, ``attention_dp``, ``cp``, ``dtypes``, ``max_batch_size``, ``max_batched_tokens``,
+        ``colocated``,
         ``disaggregated``), ``objective``, ``top_k``, ``n_requests``, ``seed``; a mapping, YAML file or text.
     scheduler : str, distributed.Client or None, default None
         A dask scheduler (address or client) to run the capacity searches on.
@@ -106,8 +109,9 @@ def plan(
     -------
     xarray.Dataset
         Dim ``candidate`` (every layout enumerated) with coordinates ``label``, ``mode`` (colocated /
-        disaggregated), ``device``, ``dtype``, ``tp``, ``pp``, ``ep``, ``replicas`` (the colocated or decode pool),
-        ``prefill_device``, ``prefill_tp``, ``prefill_pp``, ``prefill_replicas`` ("" and 0 when colocated),
+        disaggregated), ``device``, ``dtype``, ``tp``, ``pp``, ``ep``, ``attention_dp``, ``cp``, ``replicas`` (the
+        colocated or decode pool), ``prefill_device``, ``prefill_tp``, ``prefill_pp``, ``prefill_ep``,
+        ``prefill_attention_dp``, ``prefill_cp``, ``prefill_replicas`` ("", 0 or false when colocated),
         ``max_batch_size``, ``max_batched_tokens``; variables ``plan_devices``, ``plan_cost_usd_per_hour``,
         ``plan_zero_load_ttft_s``, ``plan_zero_load_tpot_s``, ``plan_bound_request_per_s``, ``plan_score``,
         ``plan_pruned_by`` (why a layout was left out), ``plan_rank``, ``plan_verified``,
@@ -158,11 +162,15 @@ def _dataset(spec, catalog, t, cands, s, order, chosen, results) -> xr.Dataset:
         "tp": (dims, t.tp[cands.config]),
         "pp": (dims, t.pp[cands.config]),
         "ep": (dims, t.ep[cands.config]),
+        "attention_dp": (dims, t.attention_dp[cands.config]),
+        "cp": (dims, t.cp[cands.config]),
         "replicas": (dims, cands.replicas),
         "prefill_device": (dims, np.where(disagg, t.device[pc], "")),
         "prefill_tp": (dims, np.where(disagg, t.tp[pc], 0)),
         "prefill_pp": (dims, np.where(disagg, t.pp[pc], 0)),
         "prefill_ep": (dims, np.where(disagg, t.ep[pc], 0)),
+        "prefill_attention_dp": (dims, disagg & t.attention_dp[pc]),
+        "prefill_cp": (dims, np.where(disagg, t.cp[pc], 0)),
         "prefill_replicas": (dims, cands.prefill_replicas),
         "max_batch_size": (dims, np.asarray(spec.max_batch_size)[cands.max_batch]),
         "max_batched_tokens": (dims, t.budget[cands.config]),

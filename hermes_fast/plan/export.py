@@ -3,11 +3,16 @@ Dynamo ``DynamoGraphDeployment`` for disaggregated (or aggregated) serving, carr
 assumed (TP, PP, replicas, max batch size, token budget, memory share, formats).
 
 Flag names are data (``hermes_fast/catalog/launch_flags.yaml``: per stack the command, the version, the source and
-each flag with its source); a command is built only from flags listed there (:func:`check_flags`).
+each flag with its source); a command is built only from flags listed there (:func:`check_flags`). Attention data
+parallelism becomes vLLM's ``--data-parallel-size N --enable-expert-parallel`` (tensor parallelism 1), SGLang's
+``--dp-size N --enable-dp-attention --ep-size N`` and trtllm-serve's ``--ep_size N`` with ``enable_attention_dp:
+true`` in its ``--extra_llm_api_options`` YAML; a layout a stack has no flag for (context parallelism: the stored
+``not_launchable`` reasons) is said to be not launchable there instead of given a command.
 """
 
 from __future__ import annotations
 
+import math
 import shlex
 from functools import cache
 from importlib.resources import files
@@ -56,6 +61,11 @@ def check_flags(stack: str, text: str) -> None:
             raise ConfigError(f"launch_flags.{stack}.flags", flag, f"a flag of {stack} {known['version']}")
 
 
+def _coord(c: xr.Dataset, name: str, default):
+    """Coordinate ``name`` of one candidate, ``default`` for a plan saved before it existed."""
+    return c[name].values.item() if name in c.coords else default
+
+
 def _hf_id(model: str) -> str:
     shape = Catalog().model(model).sources.get("shape", "")
     first = shape.split(" ")[0] if shape else ""
@@ -63,7 +73,8 @@ def _hf_id(model: str) -> str:
 
 
 def _engines(ds: xr.Dataset, i: int) -> list[dict]:
-    """The pools of candidate ``i``: role, device, dtype, tp, pp, replicas (colocated: one, role ``both``)."""
+    """The pools of candidate ``i``: role, device, dtype, tp, pp, ep, attention_dp, cp, devices per replica,
+    replicas (colocated: one, role ``both``)."""
     c = ds.isel(candidate=i)
     pools = []
     if str(c.mode.values) == "disaggregated":
@@ -74,6 +85,8 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
                 "tp": int(c.prefill_tp.values),
                 "pp": int(c.prefill_pp.values),
                 "ep": int(c.prefill_ep.values),
+                "attention_dp": bool(_coord(c, "prefill_attention_dp", False)),
+                "cp": int(_coord(c, "prefill_cp", 1)),
                 "replicas": int(c.prefill_replicas.values),
             }
         )
@@ -84,9 +97,13 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
             "tp": int(c.tp.values),
             "pp": int(c.pp.values),
             "ep": int(c.ep.values),
+            "attention_dp": bool(_coord(c, "attention_dp", False)),
+            "cp": int(_coord(c, "cp", 1)),
             "replicas": int(c.replicas.values),
         }
     )
+    for p in pools:
+        p["devices"] = p["tp"] * p["pp"] * p["cp"]
     shared = {
         "dtype": str(c.dtype.values),
         "max_batch_size": int(c.max_batch_size.values),
@@ -97,10 +114,16 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
 
 
 def _vllm_args(p: dict) -> list[str]:
+    if p["attention_dp"]:  # each of the tp ranks a data-parallel engine with its own scheduler and batch slots
+        n = p["tp"]
+        parallel = ["--tensor-parallel-size 1", f"--data-parallel-size {n}", "--enable-expert-parallel"]
+        seqs = math.ceil(p["max_batch_size"] / n)
+    else:
+        parallel, seqs = [f"--tensor-parallel-size {p['tp']}"], p["max_batch_size"]
     args = [
-        f"--tensor-parallel-size {p['tp']}",
+        *parallel,
         f"--pipeline-parallel-size {p['pp']}",
-        f"--max-num-seqs {p['max_batch_size']}",
+        f"--max-num-seqs {seqs}",
         f"--max-num-batched-tokens {p['max_batched_tokens']}",
         f"--gpu-memory-utilization {p['memory_utilization']:g}",
     ]
@@ -111,12 +134,21 @@ def _vllm_args(p: dict) -> list[str]:
     return args
 
 
+_VLLM_DP_NOTE = (
+    "# attention DP as vLLM data parallelism: --max-num-seqs is per rank (the simulated max batch / ranks), the token "
+    "budget too (the simulation's is the replica's); vLLM's dense FFN layers run data-parallel (simulated: "
+    "tensor-parallel)"
+)
+
+
 def _vllm(pools: list[dict], model: str) -> str:
     lines, port = [], 8000
+    if any(p["attention_dp"] for p in pools):
+        lines.append(_VLLM_DP_NOTE)
     for p in pools:
         for r in range(p["replicas"]):
             role = "" if p["role"] == "both" else f" ({p['role']}; run disaggregated under Dynamo, below)"
-            lines.append(f"# replica {r + 1} of {p['replicas']}, {p['tp'] * p['pp']} x {p['device']}{role}")
+            lines.append(f"# replica {r + 1} of {p['replicas']}, {p['devices']} x {p['device']}{role}")
             lines.append(" ".join(["vllm serve", model, *_vllm_args(p), f"--port {port}"]))
             port += 1
     return "\n".join(lines)
@@ -130,6 +162,7 @@ def _sglang(pools: list[dict], model: str) -> str:
                 "python -m sglang.launch_server",
                 f"--model-path {model}",
                 f"--tp-size {p['tp']}",
+                *([f"--dp-size {p['tp']} --enable-dp-attention --ep-size {p['tp']}"] if p["attention_dp"] else []),
                 f"--pp-size {p['pp']}",
                 f"--max-running-requests {p['max_batch_size']}",
                 f"--chunked-prefill-size {p['max_batched_tokens']}",
@@ -139,25 +172,30 @@ def _sglang(pools: list[dict], model: str) -> str:
                 args += ["--kv-cache-dtype fp8_e4m3"] + (["--quantization fp8"] if p["dtype"] == "fp8" else [])
             if p["role"] != "both":
                 args.append(f"--disaggregation-mode {p['role']}")
-            lines.append(f"# replica {r + 1} of {p['replicas']}, {p['tp'] * p['pp']} x {p['device']}, {p['role']}")
+            lines.append(f"# replica {r + 1} of {p['replicas']}, {p['devices']} x {p['device']}, {p['role']}")
             lines.append(" ".join([*args, f"--port {port}"]))
             port += 1
     return "\n".join(lines)
 
 
+_TRTLLM_DP_OPTIONS = "attention-dp.yml"
+
+
 def _trtllm(pools: list[dict], model: str) -> str:
     lines, port = [], 8000
+    if any(p["attention_dp"] for p in pools):  # the LLM API option trtllm-serve takes from a YAML file
+        lines += [f"cat > {_TRTLLM_DP_OPTIONS} <<EOF", "enable_attention_dp: true", "EOF"]
     for p in pools:
+        dp = [f"--ep_size {p['tp']}", f"--extra_llm_api_options {_TRTLLM_DP_OPTIONS}"] if p["attention_dp"] else []
         for r in range(p["replicas"]):
             note = "" if p["dtype"] == "bf16" else f"; use an {p['dtype'].upper()}-quantized checkpoint"
-            lines.append(
-                f"# replica {r + 1} of {p['replicas']}, {p['tp'] * p['pp']} x {p['device']}, {p['role']}{note}"
-            )
+            lines.append(f"# replica {r + 1} of {p['replicas']}, {p['devices']} x {p['device']}, {p['role']}{note}")
             args = [
                 "trtllm-serve",
                 model,
                 "--backend pytorch",
                 f"--tp_size {p['tp']}",
+                *dp,
                 f"--pp_size {p['pp']}",
                 f"--max_batch_size {p['max_batch_size']}",
                 f"--max_num_tokens {p['max_batched_tokens']}",
@@ -191,18 +229,18 @@ def _dynamo(pools: list[dict], model: str, name: str) -> str:
             f"    {service}:",
             "      componentType: worker",
             f"      replicas: {p['replicas']}",
-            f"      # {p['tp'] * p['pp']} x {p['device']} per replica",
+            f"      # {p['devices']} x {p['device']} per replica",
             "      resources:",
             "        limits:",
-            f'          gpu: "{p["tp"] * p["pp"]}"',
+            f'          gpu: "{p["devices"]}"',
             "      extraPodSpec:",
             "        mainContainer:",
             "          command: [python3, -m, dynamo.vllm]",
             "          args:",
         ]
         for a in args:
-            flag, value = a.split(" ", 1)
-            lines += [f"            - {flag}", f'            - "{value}"']
+            flag, _, value = a.partition(" ")
+            lines += [f"            - {flag}"] + ([f'            - "{value}"'] if value else [])
     return "\n".join(lines)
 
 
@@ -256,11 +294,15 @@ def launch_commands(ds: xr.Dataset, candidate: int | None = None, model: str | N
         "trtllm": _trtllm(pools, model),
         "dynamo": _dynamo(pools, model, f"plan-{ds.attrs['model'].replace('.', '-')}-{i}"),
     }
-    ep = [p["ep"] for p in pools if p["ep"] > 1]
+    ep = [p["ep"] for p in pools if p["ep"] > 1 and not p["attention_dp"]]
+    cp = [p["cp"] for p in pools if p["cp"] > 1]
     out = {}
     for stack, text in texts.items():
+        if cp:  # (said, not guessed: the stack's stored reason)
+            why = flags[stack]["not_launchable"]["context_parallel"]
+            text = f"# not launchable on {stack}: the layout runs context parallelism {cp[0]}; {why}"
         check_flags(stack, text)
-        if ep:  # (no expert-parallel flag in the stored lists yet: said, not guessed)
+        if ep:  # (flags for EP inside a TP group are not in the stored lists: said, not guessed)
             text = f"# the simulation assumed expert parallelism {ep[0]} within the TP group: set it by hand\n{text}"
         head = (
             f"# {flags[stack]['command']} {flags[stack]['version']} (flags: {flags[stack]['source']}); layout "

@@ -1,8 +1,10 @@
 """Enumerate layouts, prune them with one vectorised :func:`~hermes_fast.estimate` call, bound their throughput.
 
-An *engine configuration* is (device, format, TP, PP, EP, token budget); :func:`engine_table` estimates every one
-of them over a ladder of batch sizes in one call. A *pool* is a configuration with a replica count. A candidate
-layout is a colocated pool, or a prefill pool and a decode pool (disaggregated), with a max batch size.
+An *engine configuration* is (device, format, TP, PP, EP, attention DP, CP, token budget); :func:`engine_table`
+estimates every one of them over a ladder of batch sizes in one call. Attention data parallelism is tried for MoE
+models (tp > 1, one stage, experts expert-parallel over the tp devices), context parallelism for long prompts (a
+mean prompt of at least ``cp_min_prompt_tokens``; one stage). A *pool* is a configuration with a replica count. A
+candidate layout is a colocated pool, or a prefill pool and a decode pool (disaggregated), with a max batch size.
 
 The throughput bound of a candidate (requests/s) uses estimate's fields only:
 
@@ -80,6 +82,8 @@ class EngineTable(NamedTuple):
     tp: np.ndarray
     pp: np.ndarray
     ep: np.ndarray
+    attention_dp: np.ndarray  # bool
+    cp: np.ndarray
     budget: np.ndarray  # max_batched_tokens
     n_devices: np.ndarray
     price: np.ndarray  # USD/h per device (NaN: none)
@@ -108,18 +112,26 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
     catalog.stack(spec.stack, "plan.stack")
     prompt, output = mean_lengths(spec)
     max_dev = spec.max_devices or sum(spec.devices.values())
-    rows = []
+    long_prompts = prompt >= spec.cp_min_prompt_tokens
+    rows = []  # (device, dtype, tp, pp, ep, budget, Device, attention_dp, cp)
     for name, count in spec.devices.items():
         dev = catalog.device(name, f"plan.devices.{name}")
         cap = min(count, max_dev)
-        for dtype, tp, pp, ep, budget in itertools.product(
-            spec.dtypes, spec.tp, spec.pp, spec.ep, spec.max_batched_tokens
-        ):
-            if not _supported(dev, dtype) or tp > dev.scale_up_domain_devices or tp * pp > cap:
-                continue
-            if tp % ep or (ep > 1 and model.moe is None):
-                continue
-            rows.append((name, dtype, tp, pp, ep, budget, dev))
+        if False in spec.attention_dp or model.moe is None:
+            for dtype, tp, pp, ep, budget, cp in itertools.product(
+                spec.dtypes, spec.tp, spec.pp, spec.ep, spec.max_batched_tokens, spec.cp
+            ):
+                if not _supported(dev, dtype) or tp > dev.scale_up_domain_devices or tp * pp * cp > cap:
+                    continue
+                if tp % ep or (ep > 1 and model.moe is None):
+                    continue
+                if cp > 1 and (not long_prompts or pp > 1):
+                    continue
+                rows.append((name, dtype, tp, pp, ep, budget, dev, False, cp))
+        if True in spec.attention_dp and model.moe is not None:  # the experts expert-parallel over the tp devices
+            for dtype, tp, budget in itertools.product(spec.dtypes, spec.tp, spec.max_batched_tokens):
+                if _supported(dev, dtype) and 1 < tp <= min(dev.scale_up_domain_devices, cap):
+                    rows.append((name, dtype, tp, 1, tp, budget, dev, True, 1))
     if not rows:
         raise ConfigError(
             "plan.devices",
@@ -138,6 +150,8 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
         "engines.e.parallel.tp": [r[2] for r in rows],
         "engines.e.parallel.pp": [r[3] for r in rows],
         "engines.e.parallel.ep": [r[4] for r in rows],
+        "engines.e.parallel.attention_dp": [r[7] for r in rows],
+        "engines.e.parallel.cp": [r[8] for r in rows],
         "engines.e.max_batched_tokens": [r[5] for r in rows],
     }
     base = {
@@ -155,7 +169,7 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
     layout_ok = np.ones(n, dtype=bool)
     for i, r in enumerate(rows):
         try:
-            check_layout(model, Parallel(tp=r[2], pp=r[3], ep=r[4]), "plan")
+            check_layout(model, Parallel(tp=r[2], pp=r[3], ep=r[4], attention_dp=r[7], cp=r[8]), "plan")
         except ConfigError:
             layout_ok[i] = False
     reason = np.zeros(n, dtype=np.int8)
@@ -202,7 +216,8 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
         decode_rate = np.where(any_ok, batch / (step * output), 0.0)
 
     devices = [r[6] for r in rows]
-    kvb = ds.kv_bytes_per_token.values * np.array([r[2] * r[3] for r in rows])  # one token's KV, all devices
+    # one token's KV over a replica: every device's share (an attention-DP rank holds it whole; CP groups split it)
+    kvb = ds.kv_bytes_per_token.values * np.array([r[2] * r[3] // (r[2] if r[7] else 1) for r in rows])
     bw = np.array([d.scale_out.bandwidth_bytes_per_s for d in devices])
     lat = np.array([d.scale_out.latency_s for d in devices])
     price = np.array([np.nan if d.price_usd_per_hour is None else d.price_usd_per_hour for d in devices])
@@ -212,8 +227,10 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
         tp=np.array([r[2] for r in rows], dtype=np.int64),
         pp=np.array([r[3] for r in rows], dtype=np.int64),
         ep=np.array([r[4] for r in rows], dtype=np.int64),
+        attention_dp=np.array([r[7] for r in rows], dtype=bool),
+        cp=np.array([r[8] for r in rows], dtype=np.int64),
         budget=np.array([r[5] for r in rows], dtype=np.int64),
-        n_devices=np.array([r[2] * r[3] for r in rows], dtype=np.int64),
+        n_devices=np.array([r[2] * r[3] * r[8] for r in rows], dtype=np.int64),
         price=price,
         reason=reason,
         ttft_s=ttft1,
