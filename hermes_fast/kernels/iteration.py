@@ -16,7 +16,8 @@ from __future__ import annotations
 from . import layout as L
 from ._jit import kernel
 from .collectives import p2p_time
-from .step import busiest_rank_items, host_time, step_cost
+from .ranks import busiest_rank_items
+from .step import host_time, step_cost
 
 __all__ = ["micro_batches", "pipelined", "graph_batch", "iteration_time"]
 

@@ -16,7 +16,7 @@ recurrent mixer whose work is O(state) per token, whatever the context, and whos
 writes each sequence's fixed-size state (a prefill chunk's one state read and write is left out: it is per
 sequence, not per token, and small beside the chunk's GEMMs).
 
-The step waits for its busiest device (:func:`rank_work`). Under attention data parallelism each device attends
+The step waits for its busiest device (:func:`.ranks.rank_work`). Under attention data parallelism each device attends
 for its own sequences with whole attention weights (no all-reduce after attention; dense FFN layers gather every
 rank's tokens and scatter them back; MoE layers dispatch each rank's tokens to the expert-parallel experts and
 combine them). Under context parallelism every sequence is split over CP groups: a prefill computes 1/CP of the
@@ -27,11 +27,10 @@ partial outputs back.
 
 from __future__ import annotations
 
-import math
-
 from . import layout as L
 from ._jit import kernel
 from .collectives import allgather_time, allreduce_time, alltoall_time, message_bandwidth, p2p_time
+from .ranks import prefill_chunk_tokens, rank_work
 from .roofline import active_experts_from_log, attention_cost
 
 
@@ -75,18 +74,6 @@ def residual_factor(p, base, x, y):
     low = (1.0 - ty) * p[v] + ty * p[v + dy]
     high = (1.0 - ty) * p[v + dx] + ty * p[v + dx + dy]
     return (1.0 - tx) * low + tx * high
-
-
-@kernel
-def prefill_chunk_tokens(tokens, pairs, kv_tokens):
-    """Tokens per causal prefill chunk, recovered from the batch's totals: n chunks of q tokens after p cached ones
-    give kv / tokens = (p + q) / q and pairs / tokens = p + (q + 1) / 2, so q = (pairs / tokens - 1/2) /
-    (kv / tokens - 1/2) (exact for chunks of equal size and prefix); 0 where no such shape fits the totals."""
-    a = kv_tokens / tokens  # (prefix + chunk) / chunk
-    c = pairs / tokens  # keys per query: prefix + (chunk + 1) / 2
-    if a <= 0.5 or c <= 0.5:  # fewer keys or pairs than causal chunks have
-        return 0.0
-    return (c - 0.5) / (a - 0.5)
 
 
 @kernel
@@ -200,57 +187,6 @@ def _grouped_gemm(p, g, tokens, active_sets):
     block-scaled GEMMs)."""
     c, m = _split(active_sets * p[g] + p[g + 1] * tokens, active_sets * p[g + 2] + p[g + 3] * tokens)
     return _floored(p, c, m, tokens)
-
-
-@kernel
-def busiest_rank_items(n, ranks):
-    """Whole items (sequences, chunks) the busiest of ``ranks`` ranks holds when n are dealt out: ceil(n / ranks)."""
-    return float(math.ceil(n / ranks))
-
-
-@kernel
-def rank_work(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens, logit_seqs):
-    """The busiest device's share of an iteration with these totals: (prefill tokens whose GEMMs it runs, prefill
-    pairs it attends, prefill keys it reads, decoding sequences whose GEMMs it runs, decode queries it attends,
-    decode KV tokens it reads, sequences whose LM-head rows it computes).
-
-    Tensor parallelism: the whole batch (each device holds a share of every head). Attention data parallelism
-    (``ATT_DP`` ranks): whole sequences dealt out, the busiest rank holding ceil(n / ranks) of the prefill chunks
-    (n recovered from the totals, :func:`prefill_chunk_tokens`; one when none fits) and of the decodes, at their
-    mean size (in a mixed batch the two shares are added: an upper bound where they fall on different ranks); the LM
-    head stays vocab-parallel over every rank. Context parallelism (``CP`` groups): 1/CP of every
-    prompt's tokens and pairs (load-balanced chunks of the sequence), every key passing the ring; a decoding
-    sequence's GEMMs and LM head on its home group (ceil(n / CP) of them), its query against 1/CP of its KV on every
-    group."""
-    dp = p[L.ATT_DP]
-    cp = p[L.CP]
-    if dp > 1.0:
-        own_pre = 0.0
-        pairs = 0.0
-        keys = 0.0
-        if prefill_tokens > 0.0:
-            chunk = prefill_chunk_tokens(prefill_tokens, prefill_pairs, prefill_kv_tokens)
-            n = max(1.0, math.floor(prefill_tokens / chunk + 0.5)) if chunk > 0.0 else 1.0
-            share = busiest_rank_items(n, dp) / n
-            own_pre = prefill_tokens * share
-            pairs = prefill_pairs * share
-            keys = prefill_kv_tokens * share
-        own_dec = busiest_rank_items(decode_seqs, dp)
-        dec_kv = decode_kv_tokens * own_dec / decode_seqs if decode_seqs > 0.0 else 0.0
-        return own_pre, pairs, keys, own_dec, own_dec, dec_kv, logit_seqs
-    if cp > 1.0:
-        own_dec = busiest_rank_items(decode_seqs, cp)
-        lm_rows = busiest_rank_items(logit_seqs, cp)
-        return (
-            prefill_tokens / cp,
-            prefill_pairs / cp,
-            prefill_kv_tokens,
-            own_dec,
-            decode_seqs,
-            decode_kv_tokens / cp,
-            lm_rows,
-        )
-    return prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_seqs, decode_kv_tokens, logit_seqs
 
 
 @kernel
