@@ -252,6 +252,30 @@ def test_cp_multiplies_devices_and_kv_capacity_and_cuts_ttft():
 # --- config errors -------------------------------------------------------------------------------------------
 
 
+def test_dp_attention_with_tensor_parallel_experts_gathers_them_as_a_dense_layer(catalog, build):
+    """SGLang 0.4's layout (attention DP, MoE TP8: ep = 1): each MoE layer gathers every rank's tokens and scatters
+    them back, as a dense FFN layer does, and every device runs 1/8 of each routed expert for all 20 tokens."""
+    m = catalog.model("deepseek-v3")
+    dev = catalog.device("ideal")
+    h = m.hidden_size
+    ep8 = build("deepseek-v3", device="ideal", tp=8, ep=8, attention_dp=True).params
+    ep1 = build("deepseek-v3", device="ideal", tp=8, ep=1, attention_dp=True).params
+    b = 20.0
+
+    def decode(p):
+        return step_cost(p, 0.0, 0.0, 0.0, b, b * 2000.0, b)
+
+    alpha, bw = link(dev)
+    act = b * h * 2
+    gather = 2 * ring(act, 8, alpha, bw)
+    logits = ring(b * m.vocab_size * 2, 8, alpha, bw)
+    assert decode(ep1)[3] == pytest.approx(m.n_layers * gather + logits + ring(act, 8, alpha, bw), rel=1e-9)
+    # routed-expert FLOPs on a device: all 20 tokens' top-k rows through 1/8 of each expert, as many as EP8's busiest
+    # device runs through whole experts (20 x top-k / 8 rows): the compute terms agree (memory and overheads differ)
+    assert decode(ep1)[1] == pytest.approx(decode(ep8)[1], rel=1e-9)
+    assert decode(ep1)[2] != pytest.approx(decode(ep8)[2], rel=1e-3)
+
+
 def _engine(model="deepseek-v3", **parallel):
     return {"engines": [{"name": "e", "model": model, "device": "h200_sxm", "parallel": parallel}]}
 
@@ -260,11 +284,11 @@ def _engine(model="deepseek-v3", **parallel):
     "model,parallel,path,expected",
     [
         ("deepseek-v3", {"tp": 1, "attention_dp": True}, "attention_dp", "false with tp = 1"),
-        ("deepseek-v3", {"tp": 8, "ep": 1, "attention_dp": True}, "ep", "tp (8) with attention_dp"),
+        ("deepseek-v3", {"tp": 8, "ep": 2, "attention_dp": True}, "ep", "tp (8) or 1 with attention_dp"),
         ("deepseek-v3", {"tp": 8, "ep": 8, "pp": 2, "attention_dp": True}, "pp", "1 with attention_dp"),
         ("deepseek-v3", {"tp": 8, "ep": 8, "cp": 2, "attention_dp": True}, "cp", "1 with attention_dp"),
         ("llama-3.1-70b", {"tp": 4, "pp": 2, "cp": 2}, "cp", "1 with pp > 1"),
-        ("llama-3.1-70b", {"tp": 4, "attention_dp": True}, "ep", "tp (4) with attention_dp"),
+        ("llama-3.1-70b", {"tp": 4, "ep": 2, "attention_dp": True}, "ep", "tp (4) or 1 with attention_dp"),
         ("llama-3.1-70b", {"tp": 4, "ep": 4, "attention_dp": True}, "attention_dp", "no experts"),
         ("e5-base", {"cp": 2}, "cp", "is an encoder"),
         ("qwen3-next-80b-a3b", {"tp": 2, "cp": 2}, "cp", "linear-attention layers"),

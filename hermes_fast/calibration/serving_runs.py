@@ -28,6 +28,7 @@ __all__ = [
     "FIT_METRICS",
     "REPORT_METRICS",
     "COST_FIELDS",
+    "command_flag",
     "RUN_KEY",
     "ServingRun",
     "serving_runs",
@@ -242,6 +243,15 @@ def stack_entry(run: ServingRun) -> str | None:
     return None
 
 
+def command_flag(args: str, *names: str) -> float | None:
+    """The number after one of ``names`` in a command line (``--x 5``, ``--x=5`` or ``x 5`` in prose)."""
+    for name in names:
+        m = re.search(rf"{re.escape(name)}[ =](\d+(?:\.\d+)?)", args)
+        if m:
+            return float(m.group(1))
+    return None
+
+
 def skip_reason(run: ServingRun) -> str | None:
     """Why a run cannot be simulated, or None when it can."""
     s = run.settings
@@ -259,8 +269,9 @@ def skip_reason(run: ServingRun) -> str | None:
         )
     if "--enable-dp-attention" in s["server_args"]:
         return (
-            "SGLang data-parallel attention (--enable-dp-attention --dp-size 8: 8 attention replicas, MoE TP8): "
-            "a layout the catalog cannot express"
+            "SGLang data-parallel attention (--enable-dp-attention --dp-size 8, MoE TP8): the layout is expressible "
+            "(parallel.attention_dp with ep 1), but each DP rank runs a scheduler and prefill budget of its own, "
+            "which one replica's budget does not represent (a 30k-token prompt then stalls the other 7 ranks)"
         )
     if catalog_model(run) is None:
         return f"model {s['model_hf']} not in the catalog"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -26,20 +25,12 @@ from .serving_runs import (
     SHAREGPT_LENGTHS,
     ServingRun,
     catalog_model,
+    command_flag,
     skip_reason,
     stack_entry,
 )
 
 __all__ = ["serving_scenario", "harness_draws"]
-
-
-def _flag(args: str, *names: str) -> float | None:
-    """The number after one of ``names`` in a command line (``--x 5``, ``--x=5`` or ``x 5`` in prose)."""
-    for name in names:
-        m = re.search(rf"{re.escape(name)}[ =](\d+(?:\.\d+)?)", args)
-        if m:
-            return float(m.group(1))
-    return None
 
 
 def _trt_graph_sizes(largest: int) -> list[int]:
@@ -73,7 +64,7 @@ def _layout(run: ServingRun) -> _Layout:
     if s["frontend"] == "in_process":  # trtllm-bench drives the executor directly: no API server
         out.stack["frontend_s"] = 0.0
     if entry in ("sglang", "sglang-0.3"):
-        mem = _flag(args, "--mem-frac", "--mem-fraction-static")
+        mem = command_flag(args, "--mem-frac", "--mem-fraction-static")
         # server_args.py mem_fraction_static by TP when not given
         out.engine["memory_utilization"] = mem or (0.88 if tp < 2 else 0.87 if tp < 4 else 0.85 if tp < 8 else 0.81)
         # a prompt over max_prefill_tokens is still admitted (the bound is at least the model's context) and
@@ -83,24 +74,28 @@ def _layout(run: ServingRun) -> _Layout:
             longest = int(math.ceil(float(s["input_tokens"]) * (1 + _range_ratio(run))))
             if longest > 16384:
                 out.engine["max_batched_tokens"] = longest
+        if "--enable-dp-attention" in args:  # (not simulated yet: skip_reason) attention DP, the MoE tensor-parallel
+            out.engine["attention_dp"] = True
+            if "--ep-size" in args:
+                out.engine["ep"] = int(command_flag(args, "--ep-size"))
         if entry == "sglang":  # 0.4.x: cuda_graph_max_bs 160 on 80 GB GPUs, 256 on H200 (stack_facts.csv)
             top = 256 if s["device"] == "h200_sxm" else 160
             out.stack["cuda_graph_sizes"] = [1, 2, 4] + list(range(8, top + 1, 8))
     if entry in ("trtllm", "trtllm-engine"):
-        out = replace(out, kv_free_fraction=_flag(args, "--kv_cache_free_gpu_memory_fraction") or 0.90)
-        tokens = _flag(args, "--max_num_tokens", "max_num_tokens")
-        batch = _flag(args, "--max_batch_size", "max_batch_size")
+        out = replace(out, kv_free_fraction=command_flag(args, "--kv_cache_free_gpu_memory_fraction") or 0.90)
+        tokens = command_flag(args, "--max_num_tokens", "max_num_tokens")
+        batch = command_flag(args, "--max_batch_size", "max_batch_size")
         if tokens:
             out.engine["max_batched_tokens"] = int(tokens)
         if batch:
             out.batching["max_batch_size"] = int(batch)
         if entry == "trtllm":
             graphs = "use_cuda_graph" in args
-            largest = int(_flag(args, "cuda_graph_max_batch_size") or 128)
+            largest = int(command_flag(args, "cuda_graph_max_batch_size") or 128)
             out.stack["cuda_graph_sizes"] = _trt_graph_sizes(largest) if graphs else []
             out.stack["cuda_graph_padding"] = "cuda_graph_padding_enabled" in args
             if "--ep_size" in args:
-                out.engine["ep"] = int(_flag(args, "--ep_size"))
+                out.engine["ep"] = int(command_flag(args, "--ep_size"))
     return out
 
 
@@ -145,8 +140,9 @@ def serving_scenario(run: ServingRun, costs: Mapping[str, float] | None = None) 
     entry = stack_entry(run)
     lay = _layout(run)
     parallel = {"tp": int(float(s["tp"])), "pp": int(float(s["pp"] or 1))}
-    if "ep" in lay.engine:
-        parallel["ep"] = lay.engine["ep"]
+    for key in ("ep", "attention_dp"):
+        if key in lay.engine:
+            parallel[key] = lay.engine[key]
     engine: dict = {
         "name": "engine",
         "model": catalog_model(run),
@@ -155,7 +151,7 @@ def serving_scenario(run: ServingRun, costs: Mapping[str, float] | None = None) 
         "parallel": parallel,
         "dtypes": _dtypes(run),
     }
-    engine.update({k: v for k, v in lay.engine.items() if k != "ep"})
+    engine.update({k: v for k, v in lay.engine.items() if k not in ("ep", "attention_dp")})
     if lay.batching:
         engine["batching"] = dict(lay.batching)
     sc: dict = {"name": f"serving run {run.index}: {run.label}", "engines": [engine]}

@@ -23,8 +23,9 @@ class Parallel:
 
     ``attention_dp`` deals the batch's sequences to the tp devices for attention (each runs whole attention
     weights on its own sequences and holds only their KV: DeepSeek on SGLang and TensorRT-LLM), with the MoE
-    experts expert-parallel over the same devices (``ep = tp``). ``cp`` replicates the tp devices cp times and
-    splits every sequence's tokens over the copies (ring attention in prefill, KV split in decode)."""
+    experts expert-parallel over the same devices (``ep = tp``) or tensor-parallel over them (``ep = 1``, SGLang
+    0.4's layout: every rank's tokens gathered, as for the dense FFN layers). ``cp`` replicates the tp devices cp
+    times and splits every sequence's tokens over the copies (ring attention in prefill, KV split in decode)."""
 
     tp: int = fld(1, unit="device", le=65536, doc="tensor-parallel degree (shards heads, FFN and experts)", ge=1)
     pp: int = fld(1, unit="device", le=65536, doc="pipeline-parallel degree (splits layers into stages)", ge=1)
@@ -33,8 +34,8 @@ class Parallel:
         False,
         doc="attention data parallelism: each of the tp devices runs attention, with whole attention weights, on its "
         "own share of the sequences and keeps only their KV (KV capacity grows up to tp-fold for MLA); MoE experts "
-        "expert-parallel over the same devices (needs ep = tp, an MoE model, pp = 1), dense FFN layers "
-        "tensor-parallel",
+        "expert-parallel over the same devices (ep = tp) or tensor-parallel over them (ep = 1); dense FFN layers "
+        "tensor-parallel (needs an MoE model, pp = 1)",
     )
     cp: int = fld(
         1,
@@ -54,10 +55,10 @@ class Parallel:
                 raise ConfigError(
                     f"{path}.attention_dp", True, "false with tp = 1 (one device has no ranks to deal to)"
                 )
-            if self.ep != self.tp:
+            if self.ep not in (1, self.tp):
                 raise ConfigError(
-                    f"{path}.ep", self.ep, f"tp ({self.tp}) with attention_dp: the experts are expert-parallel over "
-                    "the devices the sequences are dealt to",
+                    f"{path}.ep", self.ep, f"tp ({self.tp}) or 1 with attention_dp: the experts are expert-parallel "
+                    "or tensor-parallel over the devices the sequences are dealt to",
                 )  # fmt: skip
             if self.pp > 1:
                 raise ConfigError(

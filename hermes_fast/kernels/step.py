@@ -324,7 +324,10 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         e_m += own * p[L.ELEM_MOE_S]
         # same message as the TP all-reduce, so the same point on the size ramp: rescale to the smaller group
         ffn_bw = ar_bw * (p[L.FFN_AR_BW] / p[L.TP_AR_BW])
-        e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], ffn_bw, p[L.OH_COLL])
+        if dp > 1.0 and ep == 1.0:  # tensor-parallel experts under attention DP: gathered as a dense FFN layer is
+            e_comm = dense_comm
+        else:
+            e_comm = allreduce_time(act_bytes, p[L.FFN_TP], p[L.TP_ALPHA], ffn_bw, p[L.OH_COLL])
         if ep > 1.0:  # dispatch and combine: each rank exchanges its share of token-expert vectors
             if dp > 1.0:  # (its own tokens' vectors)
                 a2a = own * hidden * p[L.H_BYTES] * p[L.TOP_K]

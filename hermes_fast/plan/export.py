@@ -6,7 +6,8 @@ Flag names are data (``hermes_fast/catalog/launch_flags.yaml``: per stack the co
 each flag with its source); a command is built only from flags listed there (:func:`check_flags`). Attention data
 parallelism becomes vLLM's ``--data-parallel-size N --enable-expert-parallel`` (tensor parallelism 1), SGLang's
 ``--dp-size N --enable-dp-attention --ep-size N`` and trtllm-serve's ``--ep_size N`` with ``enable_attention_dp:
-true`` in its ``--extra_llm_api_options`` YAML; a layout a stack has no flag for (context parallelism: the stored
+true`` in its ``--extra_llm_api_options`` YAML (without the expert-parallel flags when the experts stay
+tensor-parallel, ep = 1); a layout a stack has no flag for (context parallelism: the stored
 ``not_launchable`` reasons) is said to be not launchable there instead of given a command.
 """
 
@@ -116,7 +117,8 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
 def _vllm_args(p: dict) -> list[str]:
     if p["attention_dp"]:  # each of the tp ranks a data-parallel engine with its own scheduler and batch slots
         n = p["tp"]
-        parallel = ["--tensor-parallel-size 1", f"--data-parallel-size {n}", "--enable-expert-parallel"]
+        parallel = ["--tensor-parallel-size 1", f"--data-parallel-size {n}"]
+        parallel += ["--enable-expert-parallel"] if p["ep"] > 1 else []
         seqs = math.ceil(p["max_batch_size"] / n)
     else:
         parallel, seqs = [f"--tensor-parallel-size {p['tp']}"], p["max_batch_size"]
@@ -162,7 +164,8 @@ def _sglang(pools: list[dict], model: str) -> str:
                 "python -m sglang.launch_server",
                 f"--model-path {model}",
                 f"--tp-size {p['tp']}",
-                *([f"--dp-size {p['tp']} --enable-dp-attention --ep-size {p['tp']}"] if p["attention_dp"] else []),
+                *([f"--dp-size {p['tp']} --enable-dp-attention"] if p["attention_dp"] else []),
+                *([f"--ep-size {p['ep']}"] if p["attention_dp"] and p["ep"] > 1 else []),
                 f"--pp-size {p['pp']}",
                 f"--max-running-requests {p['max_batch_size']}",
                 f"--chunked-prefill-size {p['max_batched_tokens']}",
@@ -186,7 +189,8 @@ def _trtllm(pools: list[dict], model: str) -> str:
     if any(p["attention_dp"] for p in pools):  # the LLM API option trtllm-serve takes from a YAML file
         lines += [f"cat > {_TRTLLM_DP_OPTIONS} <<EOF", "enable_attention_dp: true", "EOF"]
     for p in pools:
-        dp = [f"--ep_size {p['tp']}", f"--extra_llm_api_options {_TRTLLM_DP_OPTIONS}"] if p["attention_dp"] else []
+        dp = [f"--ep_size {p['ep']}"] if p["attention_dp"] and p["ep"] > 1 else []
+        dp += [f"--extra_llm_api_options {_TRTLLM_DP_OPTIONS}"] if p["attention_dp"] else []
         for r in range(p["replicas"]):
             note = "" if p["dtype"] == "bf16" else f"; use an {p['dtype'].upper()}-quantized checkpoint"
             lines.append(f"# replica {r + 1} of {p['replicas']}, {p['devices']} x {p['device']}, {p['role']}{note}")
