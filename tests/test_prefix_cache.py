@@ -579,3 +579,32 @@ def test_spill_and_load_back_over_the_tier_timed_exactly(tmp_path):
     assert ttft == pytest.approx(load + float(est.ttft_s), rel=1e-9)
     off = hf.simulate({**sc, "engines": _scenario([], **engine)["engines"]}, n_requests=7, seed=1, keep_requests=True)
     assert float(off.request_first_token_s[0, 6] - off.request_sent_s[0, 6]) > ttft  # no tier: a longer prefill
+
+
+def test_prefix_affinity_counts_the_blocks_a_replicas_tier_holds(tmp_path):
+    """Two replicas with a host-DRAM tier: a 4096-token prompt and five fillers of their own go to replica 0 (ties
+    go to the lowest index), pushing the prompt's blocks out of its device KV into its tier; a long answer then
+    keeps replica 0 busy. The same prompt again: no device holds it, replica 0's tier does, so affinity sends it
+    there (and it loads them back), where the least loaded replica would be 1; without a tier it goes to 1."""
+    import json
+
+    rows = [{"t": 0, "n": 4096, "ids": list(range(1, 9)), "out": 2}]
+    rows += [{"t": 2000 * k, "n": 4096, "ids": list(range(100 * k, 100 * k + 8)), "out": 2} for k in range(1, 6)]
+    rows += [{"t": 11900, "n": 64, "ids": [777], "out": 3000}]  # (replica 0 busy from here on)
+    rows += [{"t": 12000, "n": 4608, "ids": [*range(1, 9), 999], "out": 2}]
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    columns = {"time_column": "t", "prompt_column": "n", "output_column": "out", "hash_ids_column": "ids"}
+    engine = {"stack": "ideal", "prefix_cache": True, "memory_utilization": 0.24, "replicas": 2}
+    engine["scheduler"] = "prefix_affinity"
+    arrival = {"arrival": {"process": "trace", "trace": {"path": str(path), "time_scale": 0.001, **columns}}}
+    replica = {}
+    for tier in ("host_dram_ddr5", None):
+        sc = _scenario([], **engine, prefix_cache_tier=tier)
+        sc["workload"] = arrival
+        ds = hf.simulate(sc, n_requests=len(rows), seed=1, keep_requests=True, progress=False).isel(replicate=0)
+        assert (ds.request_replica.values[:7] == 0).all()
+        replica[tier] = int(ds.request_replica.values[7])
+        hit = int(ds.request_prefix_hit_tokens[7])
+        assert hit == (4096 if tier else 0)  # (loaded back from the tier, or prefilled on replica 1)
+    assert replica == {"host_dram_ddr5": 0, None: 1}

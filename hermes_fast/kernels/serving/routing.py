@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._jit import kernel
+from .cache_table import tier_run
 from .fastforward import truncate_span
 from .prefix_cache import pc_lookup
 from .state import (
@@ -12,6 +13,7 @@ from .state import (
     PL_CAP_BLOCKS,
     PL_COUNT,
     PL_FIRST,
+    PL_PC2_CAP,
     PL_PREFIX,
     PL_ROLE,
     PL_RR,
@@ -69,11 +71,12 @@ def _replica_load(S, r, sched):
 
 @kernel
 def _affinity(S, pool, i, sched):
-    """prefix_affinity: the replica of ``pool`` caching the longest prefix of request i's block chain;
-    session_sticky: the replica that served its session's previous turn here; kv_aware: the least cost
-    ``PF_OVERLAP_WEIGHT x blocks of its prompt not cached there + KV blocks in use there (reclaimable cache
-    entries not counted) + blocks its queue will take`` (Dynamo's KV router). Ties, or nothing to go by: the
-    fewest requests held (least_outstanding), then the lowest index."""
+    """prefix_affinity: the replica of ``pool`` caching the longest prefix of request i's block chain (on the device,
+    then in its second-level tier: those blocks load back instead of being prefilled); session_sticky: the replica
+    that served its session's previous turn here; kv_aware: the least cost ``PF_OVERLAP_WEIGHT x blocks of its
+    prompt not cached there + KV blocks in use there (reclaimable cache entries not counted) + blocks its queue will
+    take`` (Dynamo's KV router). Ties, or nothing to go by: the fewest requests held (least_outstanding), then the
+    lowest index."""
     pi = S.pool_int
     ri = S.req_int
     first = pi[PL_FIRST, pool]
@@ -95,6 +98,8 @@ def _affinity(S, pool, i, sched):
         hit = 0
         if PREFIX_CACHE and cached:
             hit = pc_lookup(S, r, i, most)[0]
+            if pi[PL_PC2_CAP, pool] > 0:
+                hit += tier_run(S, r, i, hit, most)
         load = _replica_load(S, r, SCHED_LEAST_OUTSTANDING)
         score = -float(hit)  # prefix_affinity: the longest cached prefix
         if sched == SCHED_KV_AWARE:
