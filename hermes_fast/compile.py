@@ -311,7 +311,11 @@ def compile_engine(
 
     weights, kv_stage = memory_per_device(m, par, wb, kv_tok)
     dense_f_dev = m.ffn_hidden_size / tp if p[L.N_DENSE] > 0 else 0.0
-    reserve = max_batched_tokens * (4.0 * h + 3.0 * max(dense_f_dev, moe_f_dev)) * hb
+    tokens_dev = max_batched_tokens  # tokens whose hidden states a device holds in one iteration
+    if par.attention_dp:  # its own share of them, and as many rows of FFN activations (1/tp of every token's)
+        tokens_dev = max_batched_tokens / tp
+        dense_f_dev *= tp
+    reserve = tokens_dev * (4.0 * h + 3.0 * max(dense_f_dev, moe_f_dev)) * hb
     counts = param_count(m)
     if stack is not None and stack.extra_kernels:
         # per token and layer: write its K and V; rotate its queries' and keys' RoPE dims (read and write)
