@@ -350,7 +350,9 @@ def test_launch_commands_of_dp_attention_and_cp_layouts():
     for stack, text in cmds.items():
         assert set(emitted_flags(text)) <= set(flags[stack]["flags"]), stack
     assert "--tensor-parallel-size 1 --data-parallel-size 2 --enable-expert-parallel" in cmds["vllm"]
-    assert "--max-num-seqs 32 " in cmds["vllm"]  # per data-parallel rank
+    assert "--max-num-seqs 32 --max-num-batched-tokens 2048 " in cmds["vllm"]  # per data-parallel engine
+    assert "--max_batch_size 32 --max_num_tokens 2048 " in cmds["trtllm"]  # per attention-DP rank
+    assert "--chunked-prefill-size 4096 " in cmds["sglang"]  # the replica's: SGLang divides it by the DP size
     assert "--tp-size 2 --dp-size 2 --enable-dp-attention --ep-size 2" in cmds["sglang"]
     assert "enable_attention_dp: true" in cmds["trtllm"] and "--ep_size 2 --extra_llm_api_options" in cmds["trtllm"]
     assert "--data-parallel-size" in cmds["dynamo"] and "expert parallelism 2 within" not in cmds["vllm"]

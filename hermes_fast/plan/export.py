@@ -119,14 +119,14 @@ def _vllm_args(p: dict) -> list[str]:
         n = p["tp"]
         parallel = ["--tensor-parallel-size 1", f"--data-parallel-size {n}"]
         parallel += ["--enable-expert-parallel"] if p["ep"] > 1 else []
-        seqs = math.ceil(p["max_batch_size"] / n)
+        seqs, tokens = math.ceil(p["max_batch_size"] / n), math.ceil(p["max_batched_tokens"] / n)
     else:
-        parallel, seqs = [f"--tensor-parallel-size {p['tp']}"], p["max_batch_size"]
+        parallel, seqs, tokens = [f"--tensor-parallel-size {p['tp']}"], p["max_batch_size"], p["max_batched_tokens"]
     args = [
         *parallel,
         f"--pipeline-parallel-size {p['pp']}",
         f"--max-num-seqs {seqs}",
-        f"--max-num-batched-tokens {p['max_batched_tokens']}",
+        f"--max-num-batched-tokens {tokens}",
         f"--gpu-memory-utilization {p['memory_utilization']:g}",
     ]
     if p["dtype"] == "fp8":
@@ -184,6 +184,13 @@ def _sglang(pools: list[dict], model: str) -> str:
 _TRTLLM_DP_OPTIONS = "attention-dp.yml"
 
 
+def _per_rank(p: dict, limit: str) -> int:
+    """A replica's batch limit as trtllm-serve takes it: per rank under attention DP (each rank schedules its own
+    batch), else the replica's. (SGLang takes the replica's: under DP attention its server_args.py divides
+    --chunked-prefill-size by the DP size, and --max-running-requests is split over the DP workers.)"""
+    return math.ceil(p[limit] / p["tp"]) if p["attention_dp"] else p[limit]
+
+
 def _trtllm(pools: list[dict], model: str) -> str:
     lines, port = [], 8000
     if any(p["attention_dp"] for p in pools):  # the LLM API option trtllm-serve takes from a YAML file
@@ -201,8 +208,8 @@ def _trtllm(pools: list[dict], model: str) -> str:
                 f"--tp_size {p['tp']}",
                 *dp,
                 f"--pp_size {p['pp']}",
-                f"--max_batch_size {p['max_batch_size']}",
-                f"--max_num_tokens {p['max_batched_tokens']}",
+                f"--max_batch_size {_per_rank(p, 'max_batch_size')}",
+                f"--max_num_tokens {_per_rank(p, 'max_batched_tokens')}",
                 f"--kv_cache_free_gpu_memory_fraction {p['memory_utilization']:g}",
                 f"--port {port}",
             ]
