@@ -37,7 +37,6 @@ import json
 import math
 import os
 import random
-import re
 import select
 import shlex
 import shutil
@@ -54,6 +53,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from hermes_fast.config.files import load_yaml  # noqa: E402  (the example files parse as the project parses them)
+
 CODE = ROOT  # the hermes_fast checkout the cases run against (--code): another one compares before and after
 CLASSES = ("OK", "CLEAN_ERROR", "UNCLEAR_ERROR", "TRACEBACK", "HANG", "SILENT_WRONG", "LOST_DATA")
 FAILURES = ("UNCLEAR_ERROR", "TRACEBACK", "HANG", "SILENT_WRONG", "LOST_DATA")
@@ -87,28 +89,6 @@ def dump(data) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1 << 20)
 
 
-class _Loader(yaml.SafeLoader):
-    """Reads ``32.0e9`` and ``1e12`` as floats, as hermes_fast's loader does (YAML 1.1 reads them as strings)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def load(text: str):
-    return yaml.load(text, Loader=_Loader)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # bases
 
@@ -120,11 +100,11 @@ def load_bases() -> dict[str, dict]:
     for path in [default, *sorted((ROOT / "examples").glob("*.yaml"))]:
         bases[path.stem if path != default else "default"] = {
             "kind": "scenario",
-            "data": load(path.read_text()),
+            "data": load_yaml(path),
             "path": path,
         }
     for path in sorted((ROOT / "examples" / "sweeps").glob("*.yaml")):
-        data = load(path.read_text())
+        data = load_yaml(path)
         if isinstance(data.get("scenario"), str):
             data["scenario"] = str((path.parent / data["scenario"]).resolve())
         bases["sweeps/" + path.stem] = {"kind": "sweep", "data": data, "path": path}
@@ -132,7 +112,7 @@ def load_bases() -> dict[str, dict]:
 
 
 def catalog_contexts() -> dict[str, int]:
-    models = load((ROOT / "hermes_fast" / "catalog" / "models.yaml").read_text())
+    models = load_yaml(ROOT / "hermes_fast" / "catalog" / "models.yaml")
     return {k: v["max_context_tokens"] for k, v in models.items() if isinstance(v, dict) and "max_context_tokens" in v}
 
 
@@ -1070,7 +1050,7 @@ def make_case(seed: int, index: int, bases: dict, contexts: dict) -> dict:
     data = copy.deepcopy(base["data"])
     kind = base["kind"]
     if kind == "sweep" and rng.random() < 0.5 and isinstance(data.get("scenario"), str):
-        data["scenario"] = load(Path(data["scenario"]).read_text())  # inline: mutations reach inside
+        data["scenario"] = load_yaml(Path(data["scenario"]))  # inline: mutations reach inside
     n = rng.choice([1, 2, 3, 41, 64, 64, 100, 200])
     sc = scenario_of(data, kind)
     serving = sc.get("serving") if isinstance(sc, dict) else None
