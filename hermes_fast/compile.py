@@ -52,7 +52,7 @@ def check_layout(m: Model, par: Parallel, path: str) -> None:
     if par.attention_dp and m.moe is None:
         raise ConfigError(
             f"{path}.parallel.attention_dp", True, f"false: {m.name} has no experts (attention data parallelism is "
-            "modelled with its MoE layers expert-parallel over the same devices)",
+            "modelled for MoE models, their experts expert- or tensor-parallel over the same devices)",
         )  # fmt: skip
     if par.cp > 1 and not m.causal:
         raise ConfigError(f"{path}.parallel.cp", par.cp, f"1: {m.name} is an encoder (no context to split over a ring)")

@@ -16,13 +16,13 @@ recurrent mixer whose work is O(state) per token, whatever the context, and whos
 writes each sequence's fixed-size state (a prefill chunk's one state read and write is left out: it is per
 sequence, not per token, and small beside the chunk's GEMMs).
 
-The step waits for its busiest device (:func:`.ranks.rank_work`). Under attention data parallelism each device attends
-for its own sequences with whole attention weights (no all-reduce after attention; dense FFN layers gather every
-rank's tokens and scatter them back; MoE layers dispatch each rank's tokens to the expert-parallel experts and
-combine them). Under context parallelism every sequence is split over CP groups: a prefill computes 1/CP of the
-pairs while the keys pass round a ring (per layer max(attention, ring transfers): the transfers overlap the
-attention they feed), and a decode sends each query to every group, reads 1/CP of its KV there and gathers the
-partial outputs back.
+The step waits for its busiest device (:func:`.ranks.rank_work`). Under attention data parallelism each device
+attends for its own sequences with whole attention weights (no all-reduce after attention; dense FFN layers gather
+every rank's tokens and scatter them back; MoE layers dispatch each rank's tokens to the expert-parallel experts and
+combine them, or, with the experts tensor-parallel (ep = 1), gather and scatter as the dense layers do). Under
+context parallelism every sequence is split over CP groups: a prefill computes 1/CP of the pairs while the keys
+pass round a ring (per layer max(attention, ring transfers): the transfers overlap the attention they feed), and a
+decode sends each query to every group, reads 1/CP of its KV there and gathers the partial outputs back.
 """
 
 from __future__ import annotations
