@@ -169,15 +169,15 @@ def reject_reason(pool: Pool, prompt: int, output: int, prefilled: int = 0, seqs
 
     The job prefills ``prompt`` tokens (``prefilled`` of them cached), over ``seqs`` sequences, and writes
     ``output`` tokens: over the model's context (per sequence), a prompt's new tokens over
-    ``max_batched_tokens`` under a policy other than ``chunked`` (not on a decode pool), or more KV than one
-    replica holds (a prefill pool keeps the prompt's, the others prompt + output - 1 tokens').
+    ``max_batched_tokens`` where prompts are not split (``Batching.splits_prompts``; not on a decode pool), or
+    more KV than one replica holds (a prefill pool keeps the prompt's, the others prompt + output - 1 tokens').
     """
     ce, e = pool.compiled, pool.engine
     if ce is None or e is None:  # a search pool: one-token jobs, no limits
         return None
     if (prompt + seqs - 1) // seqs + output > ce.max_context_tokens:
         return "context"
-    if e.batching.policy != "chunked" and pool.role != "decode" and prompt - prefilled > e.max_batched_tokens:
+    if not e.batching.splits_prompts and pool.role != "decode" and prompt - prefilled > e.max_batched_tokens:
         return "tokens"
     most = prompt if pool.role == "prefill" else prompt + output - 1
     block = e.batching.block_size_tokens
@@ -224,7 +224,8 @@ def why_rejected(pool: Pool, why: str, prompt: int, output: int, prefilled: int 
     if why == "tokens":
         return (
             f"a prompt of at most max_batched_tokens ({e.max_batched_tokens}) for {name}: policy '{e.batching.policy}' "
-            f"prefills a prompt in one iteration (only 'chunked' splits it); it has at least {prompt - prefilled} "
+            f"prefills a prompt in one iteration (only 'chunked', or 'continuous' with a chunk_size, splits it); it "
+            f"has at least {prompt - prefilled} "
             "new tokens" + (f" (of a {prompt}-token prompt)" if prefilled else "")
         )
     most = prompt if pool.role == "prefill" else prompt + output - 1
@@ -307,6 +308,7 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
             pi[loop.PL_MAX_BATCH, k] = b.max_batch_size
             pi[loop.PL_MAX_TOKENS, k] = e.max_batched_tokens
             pi[loop.PL_CHUNK, k] = b.chunk_size if b.chunk_size is not None else e.max_batched_tokens
+            pi[loop.PL_SPLIT, k] = b.splits_prompts
             pi[loop.PL_BLOCK, k] = b.block_size_tokens
             pi[loop.PL_PREEMPT, k] = loop.PREEMPT_SWAP if b.preemption == "swap" else loop.PREEMPT_RECOMPUTE
             if pool.stack is not None:

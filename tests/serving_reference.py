@@ -91,7 +91,8 @@ class Pool:
     scheduler: str
     max_batch: int
     max_tokens: int
-    chunk_size: int
+    chunk_size: int  # chunked: per request and iteration; continuous (when split): per iteration
+    split: bool  # prompts may be cut over iterations
     block: int
     swap: bool
     max_queue: int
@@ -154,6 +155,7 @@ class Loop:
                     max_batch=int(pi[loop.PL_MAX_BATCH, k]),
                     max_tokens=int(pi[loop.PL_MAX_TOKENS, k]),
                     chunk_size=int(pi[loop.PL_CHUNK, k]),
+                    split=bool(pi[loop.PL_SPLIT, k]),
                     block=int(pi[loop.PL_BLOCK, k]),
                     swap=bool(pi[loop.PL_PREEMPT, k]),
                     max_queue=int(pi[loop.PL_MAX_QUEUE, k]),
@@ -239,7 +241,7 @@ class Loop:
     def rejection(self, pool: Pool, req: Request) -> int:
         if req.prompt + req.output > pool.max_context:
             return Reason.CONTEXT
-        if pool.policy != "chunked" and pool.role != "decode" and req.prompt > pool.max_tokens:
+        if not pool.split and pool.role != "decode" and req.prompt > pool.max_tokens:
             return Reason.TOKENS
         # the most KV it ever holds in this pool
         most = req.prompt if pool.role == "prefill" else req.prompt + req.output - 1
@@ -332,7 +334,7 @@ class Loop:
                     budget -= 1
                 else:
                     chunk = req.target - req.prefilled
-                    if pool.policy == "chunked":
+                    if pool.split:
                         chunk = min(chunk, pool.chunk_size, budget)
                         if chunk <= 0:
                             return swap_s, admitted
@@ -404,7 +406,7 @@ class Loop:
         return n
 
     def continue_prompts(self, rep: Replica, budget: int) -> int:
-        """Chunked: running partial prompts get chunks, oldest first, within the budget and free KV."""
+        """Running partial prompts get chunks, oldest first, within the budget and free KV."""
         pool = rep.pool
         used = 0
         for req in rep.running:
@@ -434,7 +436,11 @@ class Loop:
             if not self.has_prefill(rep):
                 self.mark_decodes(rep)
         elif pool.policy == "continuous":
-            swap_s, admitted = self.admit(rep, t, pool.max_tokens, reserve_whole=False)
+            budget = pool.max_tokens
+            if pool.split:  # at most chunk_size prompt tokens an iteration; a cut prompt goes on first
+                budget = min(budget, pool.chunk_size)
+                budget -= self.continue_prompts(rep, budget)
+            swap_s, admitted = self.admit(rep, t, budget, reserve_whole=False)
             if not self.has_prefill(rep):
                 swap_s += self.make_room_for_decodes(rep)
                 self.mark_decodes(rep)

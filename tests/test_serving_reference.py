@@ -167,6 +167,18 @@ CASES["chunked-kv_tight-long_prompts"] = case(
     "preempt",
     "chunk",
 )
+# SGLang's prefill-first chunking: at most chunk_size prompt tokens an iteration, prompts over the token budget cut
+CASES["continuous-chunked-long_prompts"] = case(
+    colocated("continuous", rate=6.0, lengths=LONG_PROMPTS, max_batched_tokens=4096, batching={"chunk_size": 1024}),
+    "chunk",
+)
+CASES["continuous-chunked-2rep-kv_tight"] = case(
+    colocated(
+        "continuous", rate=20.0, replicas=2, scheduler="least_outstanding", memory_utilization=KV_TIGHT,
+        batching={"chunk_size": 512},
+    ),
+    "preempt", "replicas", "chunk",
+)  # fmt: skip
 CASES["continuous-horizon"] = case(colocated("continuous", rate=30.0, serving={"horizon_s": 4.0}), "unfinished")
 CASES["encoder-continuous"] = case(
     colocated("continuous", rate=300.0, lengths=ENCODER_LENGTHS, model="e5-base", batching={"max_batch_size": 64})

@@ -67,13 +67,6 @@ def _layout(run: ServingRun) -> _Layout:
         mem = command_flag(args, "--mem-frac", "--mem-fraction-static")
         # server_args.py mem_fraction_static by TP when not given
         out.engine["memory_utilization"] = mem or (0.88 if tp < 2 else 0.87 if tp < 4 else 0.85 if tp < 8 else 0.81)
-        # a prompt over max_prefill_tokens is still admitted (the bound is at least the model's context) and
-        # prefilled in chunked_prefill_size chunks, iterations without decodes (prefill first, no mixed chunks):
-        # as one prefill-only iteration of the whole prompt here, the same work with decodes stalled as long
-        if s["dataset"] == "random" and s["input_tokens"]:
-            longest = int(math.ceil(float(s["input_tokens"]) * (1 + _range_ratio(run))))
-            if longest > 16384:
-                out.engine["max_batched_tokens"] = longest
         if "--enable-dp-attention" in args:  # (not simulated yet: skip_reason) attention DP, the MoE tensor-parallel
             out.engine["attention_dp"] = True
             if "--ep-size" in args:

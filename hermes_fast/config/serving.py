@@ -27,8 +27,10 @@ class Batching:
 
     - ``static``: request-level batches (FasterTransformer): the queue's head requests are prefilled
       together and decoded until the last finishes; KV for the whole request is reserved at admission;
-    - ``continuous``: iteration-level, prefill-priority (vLLM): waiting prompts are admitted whenever they
-      fit and run as a prefill-only iteration, pausing decodes;
+    - ``continuous``: iteration-level, prefill-priority (vLLM V0, SGLang): waiting prompts are admitted whenever
+      they fit and run as a prefill-only iteration, pausing decodes; with a ``chunk_size`` (SGLang's
+      chunked_prefill_size) an iteration prefills at most that many tokens, and a prompt cut to fit goes on
+      first in the next one;
     - ``chunked``: decode-first (Sarathi-Serve): every running decode is in each iteration and prompt chunks
       fill the rest of the ``max_batched_tokens`` budget;
     - ``mixed``: whole prompts are batched together with the running decodes.
@@ -45,7 +47,9 @@ class Batching:
     chunk_size: int | None = fld(
         None,
         unit="token",
-        doc="most prompt tokens of one request per iteration (None: the stack's, else the budget)",
+        doc="chunked: most prompt tokens of one request per iteration (None: the stack's, else the budget); "
+        "continuous: most prompt tokens of one iteration, a longer prompt cut over several (None: the stack's, "
+        "else whole prompts)",
         ge=1,
         le=1e9,
     )
@@ -70,6 +74,11 @@ class Batching:
         ge=1,  # (0 would drop every arrival, an idle replica's too)
         le=1e9,
     )
+
+    @property
+    def splits_prompts(self) -> bool:
+        """Whether a prompt may be prefilled over several iterations (chunked, or continuous with a chunk size)."""
+        return self.policy == "chunked" or (self.policy == "continuous" and self.chunk_size is not None)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,7 +37,12 @@ class Stack:
     policy: Literal["static", "continuous", "chunked", "mixed"] | None = fld(None, doc="batching policy")
     max_batch_size: int | None = fld(None, unit="request", doc="most requests in one iteration", ge=1, le=65536)
     chunk_size: int | None = fld(
-        None, unit="token", doc="most prompt tokens of one request per iteration (None: the budget)", ge=1, le=1 << 24
+        None,
+        unit="token",
+        doc="chunked: most prompt tokens of one request per iteration (None: the budget); continuous: of one "
+        "iteration, a longer prompt cut over several (None: whole prompts)",
+        ge=1,
+        le=1 << 24,
     )
     block_size_tokens: int | None = fld(None, unit="token", doc="paged-KV block size", ge=1, le=1 << 20)
     preemption: Literal["recompute", "swap"] | None = fld(None, doc="what a preempted request's KV does")

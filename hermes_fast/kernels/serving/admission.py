@@ -27,11 +27,10 @@ from .state import (
     PL_FIRST,
     PL_MAX_BATCH,
     PL_PC2_CAP,
-    PL_POLICY,
     PL_PREFIX,
     PL_ROLE,
     PL_SCHED,
-    POLICY_CHUNKED,
+    PL_SPLIT,
     PREFIX_CACHE,
     Q_COUNT,
     Q_HEAD,
@@ -70,14 +69,16 @@ __all__ = ["admit"]
 
 @kernel
 def _kept_for_running(S, r, ratio):
-    """Tokens of KV an ADMIT_RATIO replica keeps free for its running requests: ``ratio`` of their remaining
-    output, less what their blocks already hold beyond their KV."""
+    """Tokens of KV an ADMIT_RATIO replica keeps free for its running requests: the rest of a prompt being
+    prefilled in chunks and ``ratio`` of their remaining output, less what their blocks already hold beyond
+    their KV."""
     ri = S.req_int
     block = S.pool_int[PL_BLOCK, S.rep_int[RP_POOL, r]]
     kept = 0.0
     for k in range(S.rep_int[RP_NRUN, r]):
         i = S.running[r, k]
-        ahead = ratio * (ri[RQ_OUTPUT, i] - ri[RQ_GEN, i]) - (ri[RQ_BLOCKS, i] * block - ri[RQ_KV, i])
+        ahead = ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i] + ratio * (ri[RQ_OUTPUT, i] - ri[RQ_GEN, i])
+        ahead -= ri[RQ_BLOCKS, i] * block - ri[RQ_KV, i]
         kept += max(ahead, 0.0)
     return kept
 
@@ -130,7 +131,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
 
     A request with its prompt prefilled (hand-off or swapped out) needs blocks for one more token; a
     prompt needs blocks for the tokens it prefills now (static: for its whole life) and ``budget`` tokens
-    (whole prompts unless the policy is chunked). Returns (prefill tokens admitted, swap seconds, requests,
+    (whole prompts unless the pool splits them: ``PL_SPLIT``). Returns (prefill tokens admitted, swap seconds, requests,
     requests admitted with their prompt done: they decode in this iteration).
     """
     ri = S.req_int
@@ -140,7 +141,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
     pool = rs[RP_POOL, r]
     block = pi[PL_BLOCK, pool]
     max_batch = pi[PL_MAX_BATCH, pool]
-    chunked = pi[PL_POLICY, pool] == POLICY_CHUNKED
+    chunked = pi[PL_SPLIT, pool] != 0
     chunk_cap = pi[PL_CHUNK, pool]
     reserve_all = static_reserve or pi[PL_ADMIT, pool] == ADMIT_RESERVE_ALL
     ratio = S.pool_float[PF_NEW_TOKEN_RATIO, pool] if pi[PL_ADMIT, pool] == ADMIT_RATIO else 0.0
@@ -185,8 +186,10 @@ def _admit_heads(S, r, t, budget, static_reserve):
             held = ri[RQ_SHARED_BLOCKS, i]  # queued requests hold no blocks, but a new branch shares its prompt's
             held += hit_free
             keep = 0
-            if ratio > 0.0:  # its own remaining output counts too
+            if ratio > 0.0:  # its own remaining output counts too, and the prompt after a chunk (all must fit)
                 kept_after = kept + ratio * (ri[RQ_OUTPUT, i] - ri[RQ_GEN, i])
+                if not ready:
+                    kept_after += ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i] - (hit + loaded) * block - chunk
                 keep = blocks_for(int(math.ceil(kept_after)), block)
             if need - held + keep > rs[RP_FREE_BLOCKS, r] or (ready and budget < 1):
                 return admitted_tokens, swap_s, admitted, ready_n

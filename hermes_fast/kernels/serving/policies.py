@@ -1,8 +1,10 @@
 """Batching policies: which requests and tokens a replica's next iteration holds.
 
 - static: a batch of requests admitted together (KV reserved for their whole life), run to its end;
-- continuous (vLLM's prefill-first): admit whole prompts while the token budget lasts; without new
-  prompts, decode every running request (preempting the newest ones if KV runs out);
+- continuous (prefill-first: vLLM V0, SGLang): admit whole prompts while the token budget lasts; without new
+  prompts, decode every running request (preempting the newest ones if KV runs out). With a chunk size
+  (``PL_SPLIT``; SGLang's chunked_prefill_size) an iteration holds at most that many prompt tokens: a prompt
+  cut to fit goes on first in the next iteration, and decodes wait until no prompt is left to prefill;
 - chunked (Sarathi, decode-first): every running decode, then running partial prompts get chunks of at
   most ``PL_CHUNK`` tokens from the rest of the budget, then new prompts;
 - mixed: every running decode, then whole new prompts within the rest of the budget.
@@ -26,6 +28,7 @@ from .state import (
     PL_CHUNK,
     PL_MAX_TOKENS,
     PL_POLICY,
+    PL_SPLIT,
     POLICY_CHUNKED,
     POLICY_CONTINUOUS,
     POLICY_STATIC,
@@ -81,7 +84,7 @@ def schedule_decodes(S, r):
 
 @kernel(inline=True)
 def _continue_chunks(S, r, budget):
-    """Chunked policy: running partial prompts get chunks from the budget, oldest first (KV permitting)."""
+    """Running partial prompts get chunks from the budget, oldest first (KV permitting)."""
     ri = S.req_int
     rs = S.rep_int
     run = S.running
@@ -128,7 +131,12 @@ def form_iteration(S, r, t):
         if tokens == 0:
             tokens = schedule_decodes(S, r)
     elif policy == POLICY_CONTINUOUS:
-        tokens, swap_s, admitted, _ = admit(S, r, t, max_tokens, False)
+        budget = max_tokens
+        if pi[PL_SPLIT, pool] != 0:  # a cut prompt goes on before new ones, within the chunk size
+            budget = min(max_tokens, pi[PL_CHUNK, pool])
+            tokens = _continue_chunks(S, r, budget)
+        a, swap_s, admitted, _ = admit(S, r, t, budget - tokens, False)
+        tokens += a
         if tokens == 0:
             swap_s += ensure_decode_blocks(S, r)
             tokens = schedule_decodes(S, r)

@@ -22,9 +22,8 @@ from .state import (
     PL_MAX_QUEUE,
     PL_MAX_TOKENS,
     PL_NEXT,
-    PL_POLICY,
     PL_ROLE,
-    POLICY_CHUNKED,
+    PL_SPLIT,
     Q_COUNT,
     REASON_CONTEXT,
     REASON_KV,
@@ -84,7 +83,7 @@ def _reject_reason(S, pool, i):
     if (prompt + ri[RQ_SEQS, i] - 1) // ri[RQ_SEQS, i] + out > pi[PL_MAX_CONTEXT, pool]:  # (each sequence)
         return REASON_CONTEXT
     new = prompt - ri[RQ_PREFILLED, i]  # (a cached prefix is not prefilled)
-    if pi[PL_POLICY, pool] != POLICY_CHUNKED and pi[PL_ROLE, pool] != ROLE_DECODE and new > pi[PL_MAX_TOKENS, pool]:
+    if pi[PL_SPLIT, pool] == 0 and pi[PL_ROLE, pool] != ROLE_DECODE and new > pi[PL_MAX_TOKENS, pool]:
         return REASON_TOKENS
     # the most KV it ever holds here: the whole prompt (prefill-only) or prompt + output - 1
     most = prompt if pi[PL_ROLE, pool] == ROLE_PREFILL else prompt + out - 1
