@@ -43,7 +43,7 @@ def find(runs, **want) -> S.ServingRun:
 
 
 def test_rows_group_into_runs(runs):
-    assert len(runs) == 102 and sum(len(r.metrics) for r in runs) == 801
+    assert len(runs) == 104 and sum(len(r.metrics) for r in runs) == 809
     assert len({r.key for r in runs}) == len(runs)
     assert {r.split for r in runs} == {"fit", "holdout"}
     run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="32000")
@@ -115,7 +115,7 @@ def test_kv_of_a_tensorrt_run_is_its_share_of_the_free_memory(runs):
 
 def test_random_range_ratio_and_closed_loop(runs):
     """vLLM FP8-KV blog: ~20k / ~2k tokens +-15% (vllm bench serve --random-range-ratio 0.15), concurrency 8."""
-    run = find(runs, stack_version="0.19.1", kv_dtype="fp8")
+    run = find(runs, stack_version="0.19.1", model="llama-3.1-8b", kv_dtype="fp8")
     sc = S.serving_scenario(run)
     assert sc["engines"][0]["stack"] == "vllm" and sc["engines"][0]["dtypes"]["kv"] == "fp8"
     (cls,) = sc["workload"]["classes"]
@@ -125,6 +125,20 @@ def test_random_range_ratio_and_closed_loop(runs):
     d = S.harness_draws(run, rng_for(0))
     assert d.prompt_tokens.min() >= 17000 and d.prompt_tokens.max() <= 23000 and d.concurrency == 8
     assert d.prompt_tokens.size == 150
+
+
+def test_mxfp4_weights_with_bf16_gemms(runs):
+    """vLLM FP8-KV blog, Table 5: gpt-oss-20b on one H100 (dtype w4a16: its MXFP4 experts run as 4-bit weights
+    dequantised into BF16 GEMMs, Hopper having no FP4 tensor path), the same closed loop as the Llama runs."""
+    run = find(runs, stack_version="0.19.1", model="gpt-oss-20b", kv_dtype="fp8")
+    assert run.split == "holdout" and S.stack_entry(run) == "vllm" and S.skip_reason(run) is None
+    e = S.serving_scenario(run)["engines"][0]
+    assert e["model"] == "gpt-oss-20b" and e["device"] == "h100_sxm" and e["stack"] == "vllm"
+    assert e["dtypes"] == {"weight": "fp4", "activation": "bf16", "kv": "fp8"}
+    sc = hf.load_scenario(S.serving_scenario(run))  # a valid scenario: fp4 weights, GEMMs at the bf16 peak
+    assert sc.engines[0].dtypes.weight == "fp4" and sc.engines[0].dtypes.activation == "bf16"
+    bf16 = find(runs, stack_version="0.19.1", model="gpt-oss-20b", kv_dtype="bf16")
+    assert S.serving_scenario(bf16)["engines"][0]["dtypes"]["kv"] == "bf16"
 
 
 def test_sharegpt_runs(runs):
