@@ -335,3 +335,37 @@ def test_mean_lengths_weight_the_classes_by_their_mix():
     prompt = 0.75 * hf.length_moments(Length(dist="uniform", min=100, max=300))[0] + 0.25 * 1000
     output = 0.75 * 50 + 0.25 * 20
     assert mean_lengths(spec) == (round(prompt), round(output)) == (400, 42)
+
+
+def test_published_throughput_rows_name_a_source_and_a_question_the_planner_can_ask():
+    """Every row of data/reference/published_throughput.csv (benchmarks/published_deployments.py) names its source
+    and a catalog device, model and stack, lengths as InferenceMAX's random-range-ratio 0.8 draws them, and a
+    question the planner accepts; rows left out say why."""
+    import csv
+    import importlib.util
+    from importlib.resources import files
+    from pathlib import Path
+
+    from hermes_fast.resolve import Catalog
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "published_deployments.py"
+    module_spec = importlib.util.spec_from_file_location("published_deployments", bench)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+
+    catalog = Catalog()
+    path = files("hermes_fast") / "data" / "reference" / "published_throughput.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) >= 10 and len({r["id"] for r in rows}) == len(rows)
+    for r in rows:
+        assert r["source"].startswith("https://github.com/InferenceMAX/InferenceMAX/actions/runs/"), r["id"]
+        assert r["compared"] in ("yes", "no") and (r["compared"] == "no") == bool(r["why_not"]), r["id"]
+        assert float(r["value"]) > float(r["output_tput_per_gpu"]) > 0, r["id"]
+        for k, full in (("input_tokens", "isl"), ("output_tokens", "osl")):
+            assert int(r[f"{k}_max"]) == int(r[full]) and int(r[f"{k}_min"]) == int(0.8 * int(r[full])), r["id"]
+        assert int(r["devices_in_node"]) % int(r["devices_per_replica"]) == 0
+        catalog.device(r["device"]), catalog.model(r["model"])
+        if r["compared"] == "yes":
+            catalog.stack(r["stack"])
+            spec = plan_spec(module.question(r, 100, 1), devices={r["device"]: int(r["devices_in_node"])})
+            assert spec.workload.classes[0].prompt_tokens.max == int(r["isl"])
