@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 _POLICY_CODES = {"static": loop.POLICY_STATIC, "continuous": loop.POLICY_CONTINUOUS, "chunked": loop.POLICY_CHUNKED}
-_POLICY_CODES["mixed"] = loop.POLICY_MIXED
+_POLICY_CODES |= {"mixed": loop.POLICY_MIXED, "continuous_chunked": loop.POLICY_CONTINUOUS_CHUNKED}
 _SCHED_CODES = dict(zip(SCHEDULERS, range(len(SCHEDULERS)), strict=True))
 _ADMISSION_CODES = {
     "on_demand": loop.ADMIT_ON_DEMAND,
@@ -224,7 +224,7 @@ def why_rejected(pool: Pool, why: str, prompt: int, output: int, prefilled: int 
     if why == "tokens":
         return (
             f"a prompt of at most max_batched_tokens ({e.max_batched_tokens}) for {name}: policy '{e.batching.policy}' "
-            f"prefills a prompt in one iteration (only 'chunked', or 'continuous' with a chunk_size, splits it); it "
+            f"prefills a prompt in one iteration (only 'chunked' and 'continuous_chunked' split it); it "
             f"has at least {prompt - prefilled} "
             "new tokens" + (f" (of a {prompt}-token prompt)" if prefilled else "")
         )

@@ -175,7 +175,7 @@ _HOST_COSTS = ("step_overhead_s", "step_overhead_per_tp_rank_s", "sequence_overh
 
 def engine_with_stack(engine: Engine, stack: Stack) -> Engine:
     """``engine`` with each field it leaves unset (None) taken from ``stack``, else from the schema's defaults;
-    ``batching.chunk_size`` stays None when neither sets it (chunked: the token budget; continuous: whole prompts).
+    ``batching.chunk_size`` stays None (the token budget) when neither sets it.
 
     Examples
     --------

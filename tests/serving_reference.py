@@ -11,7 +11,7 @@ is re-implemented here from the specification:
 - an iteration processes a prefill chunk or one decode token per request in it; when ``prefilled`` reaches
   ``target`` the request emits a token; it is done when ``gen == output``;
 - at each iteration boundary a replica retires what finished, then forms its next batch by its policy
-  (static, continuous, chunked, mixed); decodes that cannot get a new KV block preempt the newest
+  (static, continuous, continuous_chunked, chunked, mixed); decodes that cannot get a new KV block preempt the newest
   running request (recompute, or swap to host), which goes back to the front of its replica's queue;
 - events at one time run in the order: iteration ends (ties: by replica index), KV hand-offs, arrivals
   (ties: first scheduled).
@@ -35,7 +35,7 @@ from hermes_fast.kernels.step import prefill_pairs
 __all__ = ["run_reference", "Reference"]
 
 POLICIES = {loop.POLICY_STATIC: "static", loop.POLICY_CONTINUOUS: "continuous", loop.POLICY_CHUNKED: "chunked"}
-POLICIES[loop.POLICY_MIXED] = "mixed"
+POLICIES |= {loop.POLICY_MIXED: "mixed", loop.POLICY_CONTINUOUS_CHUNKED: "continuous_chunked"}
 SCHEDULERS = {
     loop.SCHED_ROUND_ROBIN: "round_robin",
     loop.SCHED_RANDOM: "random",
@@ -91,7 +91,7 @@ class Pool:
     scheduler: str
     max_batch: int
     max_tokens: int
-    chunk_size: int  # chunked: per request and iteration; continuous (when split): per iteration
+    chunk_size: int  # chunked: per request and iteration; continuous_chunked: per iteration
     split: bool  # prompts may be cut over iterations
     block: int
     swap: bool
@@ -435,9 +435,9 @@ class Loop:
                 swap_s, admitted = self.admit(rep, t, pool.max_tokens, reserve_whole=True)
             if not self.has_prefill(rep):
                 self.mark_decodes(rep)
-        elif pool.policy == "continuous":
+        elif pool.policy in ("continuous", "continuous_chunked"):
             budget = pool.max_tokens
-            if pool.split:  # at most chunk_size prompt tokens an iteration; a cut prompt goes on first
+            if pool.policy == "continuous_chunked":  # at most chunk_size prompt tokens; a cut prompt goes on first
                 budget = min(budget, pool.chunk_size)
                 budget -= self.continue_prompts(rep, budget)
             swap_s, admitted = self.admit(rep, t, budget, reserve_whole=False)

@@ -169,12 +169,14 @@ CASES["chunked-kv_tight-long_prompts"] = case(
 )
 # SGLang's prefill-first chunking: at most chunk_size prompt tokens an iteration, prompts over the token budget cut
 CASES["continuous-chunked-long_prompts"] = case(
-    colocated("continuous", rate=6.0, lengths=LONG_PROMPTS, max_batched_tokens=4096, batching={"chunk_size": 1024}),
+    colocated(
+        "continuous_chunked", rate=6.0, lengths=LONG_PROMPTS, max_batched_tokens=4096, batching={"chunk_size": 1024}
+    ),
     "chunk",
 )
 CASES["continuous-chunked-2rep-kv_tight"] = case(
     colocated(
-        "continuous", rate=20.0, replicas=2, scheduler="least_outstanding", memory_utilization=KV_TIGHT,
+        "continuous_chunked", rate=20.0, replicas=2, scheduler="least_outstanding", memory_utilization=KV_TIGHT,
         batching={"chunk_size": 512},
     ),
     "preempt", "replicas", "chunk",

@@ -82,19 +82,20 @@ def test_the_new_token_ratio_keeps_room_for_running_outputs():
 # ---------------------------------------------------------------- prefill-first chunking (SGLang)
 
 
-def test_continuous_with_a_chunk_size_cuts_prompts_and_prefills_before_decoding():
+def test_continuous_chunked_cuts_prompts_and_prefills_before_decoding():
     """Two 2,500-token prompts 1 ms apart, chunk size 1,000, 10 ms steps. Iterations: [A 1000], [A 1000],
     [A 500 + B 500] (B is cut to what is left), [B 1000], [B 1000], then decodes: A's first token after 3 steps,
     B's after 5 (A's second token waits for B's prompt), both done after 7. Without a chunk size each prompt is
-    one iteration: first tokens after 1 and 2 steps."""
-    setup, draws = serving(prompt=2500, output=3, n=2)
+    one iteration (continuous): first tokens after 1 and 2 steps."""
+    setup, draws = serving(prompt=2500, output=3, n=2, policy="continuous_chunked")
+    assert setup.pool_int[loop.PL_SPLIT, 0] == 1
     pi = setup.pool_int.copy()
-    pi[loop.PL_MAX_TOKENS, 0], pi[loop.PL_CHUNK, 0], pi[loop.PL_SPLIT, 0] = 4096, 1000, 1
+    pi[loop.PL_MAX_TOKENS, 0], pi[loop.PL_CHUNK, 0] = 4096, 1000
     cut = run_serving(dataclasses.replace(setup, pool_int=pi), draws)
     start = cut.admit_s[0]
     np.testing.assert_allclose(cut.first_token_s - start, [0.03, 0.05], rtol=1e-12)
     np.testing.assert_allclose(cut.done_s - start, [0.07, 0.07], rtol=1e-12)
-    pi[loop.PL_SPLIT, 0] = 0
+    pi[loop.PL_POLICY, 0], pi[loop.PL_SPLIT, 0] = loop.POLICY_CONTINUOUS, 0
     whole = run_serving(dataclasses.replace(setup, pool_int=pi), draws)
     np.testing.assert_allclose(whole.first_token_s - start, [0.01, 0.02], rtol=1e-12)
 

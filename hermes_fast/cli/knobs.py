@@ -38,7 +38,11 @@ KNOBS: dict[str, tuple[type, str, str]] = {
     "--rate": (float, "R", "mean arrival rate, requests/s (workload.rate_per_s)"),
     "--prompt-tokens": (int, "N", "fixed prompt length of every request, tokens"),
     "--output-tokens": (int, "N", "fixed output length of every request, tokens"),
-    "--policy": (str, "NAME", "batching policy of the serving engine(s): static, continuous, chunked, mixed"),
+    "--policy": (
+        str,
+        "NAME",
+        "batching policy of the serving engine(s): static, continuous, continuous_chunked, chunked, mixed",
+    ),
 }
 _ENGINE_FIELD = {
     "--model": "model",

@@ -8,7 +8,7 @@ from typing import Literal
 from .base import ConfigError, fld
 from .hardware import Link
 
-POLICIES = ("static", "continuous", "chunked", "mixed")
+POLICIES = ("static", "continuous", "continuous_chunked", "chunked", "mixed")
 SCHEDULERS = (
     "round_robin",
     "random",
@@ -27,10 +27,10 @@ class Batching:
 
     - ``static``: request-level batches (FasterTransformer): the queue's head requests are prefilled
       together and decoded until the last finishes; KV for the whole request is reserved at admission;
-    - ``continuous``: iteration-level, prefill-priority (vLLM V0, SGLang): waiting prompts are admitted whenever
-      they fit and run as a prefill-only iteration, pausing decodes; with a ``chunk_size`` (SGLang's
-      chunked_prefill_size) an iteration prefills at most that many tokens, and a prompt cut to fit goes on
-      first in the next one;
+    - ``continuous``: iteration-level, prefill-priority (vLLM V0): waiting prompts are admitted whenever they
+      fit and run as a prefill-only iteration, pausing decodes;
+    - ``continuous_chunked``: the same with chunked prefill (SGLang): a prefill iteration holds at most
+      ``chunk_size`` prompt tokens, and the prompt cut to fit goes on first in the next one;
     - ``chunked``: decode-first (Sarathi-Serve): every running decode is in each iteration and prompt chunks
       fill the rest of the ``max_batched_tokens`` budget;
     - ``mixed``: whole prompts are batched together with the running decodes.
@@ -38,7 +38,7 @@ class Batching:
     The first prefill of an iteration is never refused for the token budget (a recompute can exceed it).
     """
 
-    policy: Literal["static", "continuous", "chunked", "mixed"] | None = fld(
+    policy: Literal["static", "continuous", "continuous_chunked", "chunked", "mixed"] | None = fld(
         None, doc="batching policy (None: the engine's stack's, else continuous)"
     )
     max_batch_size: int | None = fld(
@@ -47,9 +47,8 @@ class Batching:
     chunk_size: int | None = fld(
         None,
         unit="token",
-        doc="chunked: most prompt tokens of one request per iteration (None: the stack's, else the budget); "
-        "continuous: most prompt tokens of one iteration, a longer prompt cut over several (None: the stack's, "
-        "else whole prompts)",
+        doc="most prompt tokens of one request per iteration (chunked) or of one prefill iteration "
+        "(continuous_chunked) (None: the stack's, else the budget)",
         ge=1,
         le=1e9,
     )
@@ -77,8 +76,8 @@ class Batching:
 
     @property
     def splits_prompts(self) -> bool:
-        """Whether a prompt may be prefilled over several iterations (chunked, or continuous with a chunk size)."""
-        return self.policy == "chunked" or (self.policy == "continuous" and self.chunk_size is not None)
+        """Whether a prompt may be prefilled over several iterations (chunked, continuous_chunked)."""
+        return self.policy in ("chunked", "continuous_chunked")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,13 +34,15 @@ class Stack:
     max_batched_tokens: int | None = fld(
         None, unit="token", doc="token budget of one iteration (None: the engine schema's 8192)", ge=1, le=1 << 24
     )
-    policy: Literal["static", "continuous", "chunked", "mixed"] | None = fld(None, doc="batching policy")
+    policy: Literal["static", "continuous", "continuous_chunked", "chunked", "mixed"] | None = fld(
+        None, doc="batching policy"
+    )
     max_batch_size: int | None = fld(None, unit="request", doc="most requests in one iteration", ge=1, le=65536)
     chunk_size: int | None = fld(
         None,
         unit="token",
-        doc="chunked: most prompt tokens of one request per iteration (None: the budget); continuous: of one "
-        "iteration, a longer prompt cut over several (None: whole prompts)",
+        doc="most prompt tokens of one request per iteration (chunked) or of one prefill iteration "
+        "(continuous_chunked) (None: the budget)",
         ge=1,
         le=1 << 24,
     )

@@ -19,7 +19,7 @@ Where each concern lives (lowest first; a module imports only modules above it i
 ``routing``           replica (queue) choice by scheduler (cache-aware ones too); route stages' targets
 ``batch``             marking requests into the iteration being formed, its totals
 ``admission``         queue heads into the batch, FCFS, within slots, budget and KV
-``policies``          static, continuous, chunked and mixed batching
+``policies``          static, continuous (whole or chunked prompts), chunked and mixed batching
 ``boundary``          a replica's iteration boundary: batch wait, forming, costing, launching
 ``submission``        a job reaching a pool: rejection, queue choice, drops, waking replicas
 ``pipeline``          stages: entering, service (delay, KV lookup, job), leaving

@@ -1,10 +1,10 @@
 """Batching policies: which requests and tokens a replica's next iteration holds.
 
 - static: a batch of requests admitted together (KV reserved for their whole life), run to its end;
-- continuous (prefill-first: vLLM V0, SGLang): admit whole prompts while the token budget lasts; without new
-  prompts, decode every running request (preempting the newest ones if KV runs out). With a chunk size
-  (``PL_SPLIT``; SGLang's chunked_prefill_size) an iteration holds at most that many prompt tokens: a prompt
-  cut to fit goes on first in the next iteration, and decodes wait until no prompt is left to prefill;
+- continuous (vLLM V0's prefill-first): admit whole prompts while the token budget lasts; without new
+  prompts, decode every running request (preempting the newest ones if KV runs out);
+- continuous_chunked (SGLang's chunked prefill): the same, but an iteration holds at most ``PL_CHUNK`` prompt
+  tokens: the prompt cut to fit goes on first in the next iteration, and decodes wait until no prompt is left;
 - chunked (Sarathi, decode-first): every running decode, then running partial prompts get chunks of at
   most ``PL_CHUNK`` tokens from the rest of the budget, then new prompts;
 - mixed: every running decode, then whole new prompts within the rest of the budget.
@@ -28,9 +28,9 @@ from .state import (
     PL_CHUNK,
     PL_MAX_TOKENS,
     PL_POLICY,
-    PL_SPLIT,
     POLICY_CHUNKED,
     POLICY_CONTINUOUS,
+    POLICY_CONTINUOUS_CHUNKED,
     POLICY_STATIC,
     RP_FREE_BLOCKS,
     RP_NRUN,
@@ -130,9 +130,9 @@ def form_iteration(S, r, t):
             tokens, swap_s, admitted, _ = admit(S, r, t, max_tokens, True)
         if tokens == 0:
             tokens = schedule_decodes(S, r)
-    elif policy == POLICY_CONTINUOUS:
+    elif policy == POLICY_CONTINUOUS or policy == POLICY_CONTINUOUS_CHUNKED:
         budget = max_tokens
-        if pi[PL_SPLIT, pool] != 0:  # a cut prompt goes on before new ones, within the chunk size
+        if policy == POLICY_CONTINUOUS_CHUNKED:  # a cut prompt goes on before new ones, within the chunk size
             budget = min(max_tokens, pi[PL_CHUNK, pool])
             tokens = _continue_chunks(S, r, budget)
         a, swap_s, admitted, _ = admit(S, r, t, budget - tokens, False)
