@@ -2,7 +2,7 @@
 
 A request carries the hash chain of its full KV blocks (``S.pc_hash[RQ_PC_OFF : RQ_PC_OFF + RQ_PC_LEN]``,
 prompt and output; built in Python before the loop). A replica's cache is an open-addressing table (linear
-probing, backward-shift deletion) of ``T`` slots, a power of two at least twice its KV blocks; each entry is
+probing, backward-shift deletion) of ``T`` slots, a power of two at least four times its KV blocks; each entry is
 one physical KV block. Held entries belong to running requests; the others stay cached on a doubly linked LRU
 list and are evicted, least recently used first, when KV is needed.
 
@@ -69,8 +69,9 @@ def pc_trim(S, r):
     spill = S.pool_int[PL_PC2_CAP, rs[RP_POOL, r]] > 0
     while rs[RP_PC_UNREF, r] > rs[RP_FREE_BLOCKS, r]:
         s = rs[RP_PC_HEAD, r]
-        if ent[s, PC_NEXT] >= 0:  # (the next to go)
-            prefetch(ent, ent[s, PC_NEXT])
+        n = ent[s, PC_NEXT]
+        if n >= 0 and ent[n, PC_NEXT] >= 0:  # (the one after the next to go: the next's was asked for last time)
+            prefetch(ent, ent[n, PC_NEXT])
         if spill:  # the second-level tier keeps a copy
             tier_put(S, r, ent[s, PC_KEY])
         tb_unlink(ent, rs, r, s, PC_DEVICE_LEVEL)
