@@ -16,6 +16,7 @@ from hermes_fast.config import ConfigError
 from hermes_fast.kernels.layout import N_PARAMS
 from hermes_fast.kernels.serving import new_state
 from hermes_fast.kernels.serving import state as st
+from hermes_fast.kernels.serving.cache_table import tb_next
 from hermes_fast.kernels.serving.kv import release_kv
 from hermes_fast.kernels.serving.prefix_cache import pc_acquire, pc_commit, pc_lookup, pc_trim
 from hermes_fast.sessions import hash_mix
@@ -136,7 +137,7 @@ def _table(S) -> tuple[dict[int, int], list[int]]:
     order, s = [], S.rep_int[st.RP_PC_HEAD, 0]
     while s >= 0:
         order.append(int(keys[s]))
-        s = S.pc[0, s, st.PC_NEXT]
+        s = tb_next(S.pc[0], s)
     return entries, order
 
 

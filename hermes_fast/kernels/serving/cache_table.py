@@ -18,8 +18,7 @@ from .state import (
     PC_EMPTY,
     PC_HELD,
     PC_KEY,
-    PC_NEXT,
-    PC_PREV,
+    PC_LINKS,
     PC_ROWS,
     PC_TIER_LEVEL,
     PL_PC2_CAP,
@@ -38,12 +37,17 @@ __all__ = [
     "tb_find",
     "tb_prefetch",
     "tb_slot",
+    "tb_prev",
+    "tb_next",
     "tb_unlink",
     "tb_append",
     "tb_delete",
     "tier_put",
     "tier_run",
 ]
+
+_LOW = 0xFFFFFFFF  # PC_LINKS: the previous entry's slot + 1 (slots < 2**31)
+_HIGH = -(1 << 32)  # ... and the next's, above
 
 
 @kernel(inline=True)
@@ -84,14 +88,26 @@ def tb_slot(ent, h):
 
 
 @kernel(inline=True)
+def tb_prev(ent, s):
+    """The entry listed before entry s (-1: none); its two links share a field so an entry fits half a cache line."""
+    return (ent[s, PC_LINKS] & _LOW) - 1
+
+
+@kernel(inline=True)
+def tb_next(ent, s):
+    """The entry listed after entry s (-1: none)."""
+    return (ent[s, PC_LINKS] >> 32) - 1
+
+
+@kernel(inline=True)
 def _tb_link(ent, rs, r, lv, p, n):
     """Make entry n follow entry p on replica r's LRU list of level ``lv`` (-1: the list's end on that side)."""
     if p >= 0:
-        ent[p, PC_NEXT] = n
+        ent[p, PC_LINKS] = (ent[p, PC_LINKS] & _LOW) | ((n + 1) << 32)
     else:
         rs[RP_PC_HEAD + lv, r] = n
     if n >= 0:
-        ent[n, PC_PREV] = p
+        ent[n, PC_LINKS] = (ent[n, PC_LINKS] & _HIGH) | (p + 1)
     else:
         rs[RP_PC_TAIL + lv, r] = p
 
@@ -99,7 +115,7 @@ def _tb_link(ent, rs, r, lv, p, n):
 @kernel(inline=True)
 def tb_unlink(ent, rs, r, s, lv):
     """Take entry s off replica r's LRU list of level ``lv``."""
-    _tb_link(ent, rs, r, lv, ent[s, PC_PREV], ent[s, PC_NEXT])
+    _tb_link(ent, rs, r, lv, tb_prev(ent, s), tb_next(ent, s))
     rs[RP_PC_UNREF + lv, r] -= 1
 
 
@@ -128,8 +144,8 @@ def tb_delete(ent, rs, r, s, lv):
         for row in range(PC_ROWS):
             ent[hole, row] = ent[j, row]
         if ent[hole, PC_HELD] == 0:  # an unheld entry: its list neighbours point at its new slot
-            _tb_link(ent, rs, r, lv, ent[hole, PC_PREV], hole)
-            _tb_link(ent, rs, r, lv, hole, ent[hole, PC_NEXT])
+            _tb_link(ent, rs, r, lv, tb_prev(ent, hole), hole)
+            _tb_link(ent, rs, r, lv, hole, tb_next(ent, hole))
         hole = j
     ent[hole, PC_KEY] = PC_EMPTY
     ent[hole, PC_HELD] = 0

@@ -28,12 +28,12 @@ second-level tier evicted blocks spill to.
 from __future__ import annotations
 
 from .._jit import kernel, prefetch
-from .cache_table import tb_append, tb_delete, tb_find, tb_prefetch, tb_slot, tb_unlink, tier_put
+from .cache_table import tb_append, tb_delete, tb_find, tb_home, tb_prefetch, tb_slot, tb_unlink, tier_put
 from .state import (
     PC_DEVICE_LEVEL,
     PC_HELD,
     PC_KEY,
-    PC_NEXT,
+    PC_POS,
     PL_BLOCK,
     PL_PC2_CAP,
     RA_PC_EVICTIONS,
@@ -66,12 +66,16 @@ def pc_trim(S, r):
     to the second-level tier, if the pool has one)."""
     rs = S.rep_int
     ent = S.pc[r]
+    mask = ent.shape[0] - 1
     spill = S.pool_int[PL_PC2_CAP, rs[RP_POOL, r]] > 0
     while rs[RP_PC_UNREF, r] > rs[RP_FREE_BLOCKS, r]:
         s = rs[RP_PC_HEAD, r]
-        n = ent[s, PC_NEXT]
-        if n >= 0 and ent[n, PC_NEXT] >= 0:  # (the one after the next to go: the next's was asked for last time)
-            prefetch(ent, ent[n, PC_NEXT])
+        p = ent[s, PC_POS]  # (the next to go are likely its chain's earlier blocks: a release lists a run tail first)
+        if p >= AHEAD:  # (and the slot after it, where its deletion looks next)
+            tb_prefetch(ent, S.pc_hash[p - 1])
+            q = tb_home(S.pc_hash[p - AHEAD], mask)
+            prefetch(ent, q)
+            prefetch(ent, (q + 1) & mask)
         if spill:  # the second-level tier keeps a copy
             tier_put(S, r, ent[s, PC_KEY])
         tb_unlink(ent, rs, r, s, PC_DEVICE_LEVEL)
@@ -234,6 +238,7 @@ def pc_release(S, r, i):
     freed = 0
     while ent[s, PC_HELD] == 0:  # nobody holds it now: listed, and no longer a held child of its parent
         tb_append(ent, rs, r, s, PC_DEVICE_LEVEL)
+        ent[s, PC_POS] = off + j
         freed += 1
         if j == 0:
             break

@@ -433,8 +433,8 @@ TIMER_KINDS = 6
 PC_KEY = 0  # the block hash held in the slot (PC_EMPTY: none)
 PC_HELD = 1  # running requests whose held prefix of their chain ends at the entry, plus its children (entries one
 # block further along a chain) that are held: > 0 iff a running request references it (0: on the LRU list)
-PC_PREV = 2  # LRU list: the entry used before (a slot; -1: none)
-PC_NEXT = 3  # LRU list: the entry used after (-1: none)
+PC_LINKS = 2  # LRU list: the entries used before and after (slots + 1, 0: none), low and high 32 bits (cache_table)
+PC_POS = 3  # device level: where its key sits in S.pc_hash, in the chain that listed it last (the walks' prefetches)
 PC_ROWS = 4
 PC_EMPTY = 0
 PC_DEVICE_LEVEL = 0  # the level offset of the device table's RP_PC_* rows
