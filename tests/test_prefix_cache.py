@@ -143,9 +143,9 @@ def _table(S) -> tuple[dict[int, int], list[int]]:
 
 def test_reference_counts_match_a_plain_python_cache_on_random_sequences():
     """Random admissions, prefills and releases of requests over shared prefixes in a small cache (evictions,
-    probe collisions, blocks cached twice at once): the kernels' reference counts, LRU order and free count equal
-    the eager reference's whenever looked at (the kernels evict lazily), a block in use is never evicted, and no
-    block leaks."""
+    probe collisions, blocks cached twice at once): the kernels' held counts (what the reference's holders imply,
+    held exactly where its reference counts are > 0), LRU order and free count equal the eager reference's whenever
+    looked at (the kernels evict lazily), a block in use is never evicted, and no block leaks."""
     rng = np.random.default_rng(7)
     cap, block = 12, 4
     trunks = [hash_mix(np.full(6, p), np.arange(6)) for p in range(3)]
