@@ -92,8 +92,9 @@ def run_serving(
 
 def _cache_arrays(setup: ServingSetup, draws: Draws, output: np.ndarray) -> dict:
     """The loop's prefix-cache and session arrays (:func:`~hermes_fast.kernels.serving.new_state`'s ``cache``):
-    block chains at the entry pool's block size, when a pool that is not a decode pool caches; a table of twice
-    the most entries a replica can hold (its KV blocks, or every block of the run if fewer)."""
+    block chains at the entry pool's block size, when a pool that is not a decode pool caches; a table of four
+    times the most entries a replica can hold (its KV blocks, or every block of the run if fewer: a quarter full at
+    most, a probe seldom goes past the home slot, whose branch then predicts well)."""
     pools = np.array(
         [int(p.engine is not None and bool(p.engine.prefix_cache) and p.role != "decode") for p in setup.pools]
     )
@@ -107,7 +108,7 @@ def _cache_arrays(setup: ServingSetup, draws: Draws, output: np.ndarray) -> dict
             draws.hash_ids, draws.hash_block_tokens,
         )  # fmt: skip
         entries = min(max(p.kv_blocks for p, on in zip(setup.pools, pools, strict=True) if on), keys.size)
-        slots = 1 << int(2 * entries + 1).bit_length()
+        slots = 1 << int(4 * entries + 1).bit_length()
         tier = min(max(p.tier_blocks for p in setup.pools), keys.size)  # (a second-level tier's table)
         tier_slots = 1 << int(2 * tier + 1).bit_length() if tier > 0 else 1
     return {

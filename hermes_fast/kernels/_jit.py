@@ -30,6 +30,9 @@ arrays their caller owns, and every kernel call that takes the serving loop's st
 pay an atomic increment and decrement per array it touches (over a third of the loop's time). The
 price: a kernel may not allocate an array (``np.empty`` and friends fail to compile); allocate in Python.
 
+:func:`prefetch` asks the CPU for an array row's cache line ahead of its use (a no-op in plain Python): for the
+prefix cache's walks over cold table entries, whose loads would otherwise wait one after another.
+
 Compile time is what a first run waits for, so two numba defaults are changed. Calls between kernels
 compile one version per argument *type*, not one per literal value (:func:`_typed_by_value`). And numba-IR
 inlining (``inline=True``, which types a callee again in every caller) is kept for the serving loop's kernels
@@ -51,11 +54,14 @@ import types
 from pathlib import Path
 
 import numba
-from numba.core import caching
+from llvmlite import ir
+from numba.core import caching, cgutils
+from numba.core import types as nbtypes
 from numba.core.registry import cpu_target
 from numba.core.types import unliteral
+from numba.extending import intrinsic, overload
 
-__all__ = ["kernel", "grid_kernel", "specialized", "compile_with_notice", "OPTIONS", "PARALLEL"]
+__all__ = ["kernel", "grid_kernel", "specialized", "prefetch", "compile_with_notice", "OPTIONS", "PARALLEL"]
 
 
 def _flag(name: str, default: str) -> bool:
@@ -197,6 +203,33 @@ def kernel(fn=None, *, inline: bool = False):
 def grid_kernel(fn):
     """Like :func:`kernel` for loops over grid points; compiled with ``parallel`` if HERMES_PARALLEL=1."""
     return _register(fn, parallel=PARALLEL, inline="never")
+
+
+def prefetch(a, i) -> None:
+    """Hint: row ``i`` of array ``a`` (its first element) will be read soon. Plain Python ignores it; compiled, it
+    is LLVM's ``prefetch`` (read, keep in all cache levels), which never faults, whatever ``i``."""
+
+
+@intrinsic
+def _prefetch(typingctx, a, i):
+    def codegen(context, builder, sig, args):
+        aty = sig.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        index = [args[1]] + [context.get_constant(nbtypes.intp, 0)] * (aty.ndim - 1)
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, index, wraparound=False)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]), "llvm.prefetch.p0"
+        )
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return nbtypes.void(a, nbtypes.intp), codegen
+
+
+@overload(prefetch)
+def _prefetch_compiled(a, i):
+    return lambda a, i: _prefetch(a, i)
 
 
 @functools.cache  # (disassembling is slow: the loop's specialisations ask about each kernel many times)

@@ -242,8 +242,8 @@ def new_state(
         if cache.get("next_turn") is not None:
             ri[RQ_NEXT_TURN, :n_arr] = cache["next_turn"]
             ri[RQ_PREV_TURN, :n_arr] = cache["prev_turn"]
-    pc = np.zeros((PC_ROWS, n_rep, slots), dtype=np.int64)
-    pc2 = np.zeros((PC_ROWS, n_rep, int(cache.get("tier_slots", 1)) if cache is not None else 1), dtype=np.int64)
+    pc = np.zeros((n_rep, slots, PC_ROWS), dtype=np.int64)  # (entry-major: see cache_table)
+    pc2 = np.zeros((n_rep, int(cache.get("tier_slots", 1)) if cache is not None else 1, PC_ROWS), dtype=np.int64)
     for row in (RP_PC_HEAD, RP_PC_TAIL, RP_PC2_HEAD, RP_PC2_TAIL):
         rs[row] = -1
     return State(

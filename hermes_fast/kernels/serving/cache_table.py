@@ -1,23 +1,24 @@
 """The prefix cache's tables: open addressing over 64-bit block keys, with an LRU list, at two levels.
 
 A level is a table (``S.pc`` on the device, ``S.pc2`` in the second-level tier) of ``T`` slots per replica, a
-power of two; keys are found by linear probing from their home slot and deleted by backward shift (later probes
-move up, and their LRU links follow them). Entries no running request references sit on a doubly linked LRU list;
-a level's head, tail, listed count and entry count are four rows of ``S.rep_int`` (``RP_PC_*``, ``RP_PC2_*``: the
-level offsets ``PC_DEVICE_LEVEL``, ``PC_TIER_LEVEL``). The tier holds copies of blocks evicted from the device
-(:func:`tier_put`, LRU within its ``PL_PC2_CAP`` blocks); an admission loads a run of them back
+power of two, stored entry-major (``[replica, slot, PC_*]``: a slot's key, count and links share a cache line, so
+touching a cold entry misses once, not once a field); keys are found by linear probing from their home slot and
+deleted by backward shift (later probes move up, and their LRU links follow them). The hot kernels take one
+replica's table (``ent = S.pc[r]``), not the state. Entries no running request holds sit on a doubly linked LRU
+list; a level's head, tail, listed count and entry count are four rows of ``S.rep_int`` (``RP_PC_*``,
+``RP_PC2_*``: the level offsets ``PC_DEVICE_LEVEL``, ``PC_TIER_LEVEL``). The tier holds copies of blocks evicted
+from the device (:func:`tier_put`, LRU within its ``PL_PC2_CAP`` blocks); an admission loads a run of them back
 (:func:`tier_run`) over the tier's link.
 """
 
 from __future__ import annotations
 
-from .._jit import kernel
+from .._jit import kernel, prefetch
 from .state import (
     PC_EMPTY,
+    PC_HELD,
     PC_KEY,
-    PC_NEXT,
-    PC_PREV,
-    PC_REF,
+    PC_LINKS,
     PC_ROWS,
     PC_TIER_LEVEL,
     PL_PC2_CAP,
@@ -31,7 +32,22 @@ from .state import (
     RQ_PC_OFF,
 )
 
-__all__ = ["tb_home", "tb_find", "tb_unlink", "tb_append", "tb_delete", "tier_put", "tier_run"]
+__all__ = [
+    "tb_home",
+    "tb_find",
+    "tb_prefetch",
+    "tb_slot",
+    "tb_prev",
+    "tb_next",
+    "tb_unlink",
+    "tb_append",
+    "tb_delete",
+    "tier_put",
+    "tier_run",
+]
+
+_LOW = 0xFFFFFFFF  # PC_LINKS: the previous entry's slot + 1 (slots < 2**31)
+_HIGH = -(1 << 32)  # ... and the next's, above
 
 
 @kernel(inline=True)
@@ -41,11 +57,12 @@ def tb_home(h, mask):
 
 
 @kernel(inline=True)
-def tb_find(keys, mask, h):
-    """Slot of a table's ``keys`` holding h, or -1 (the hot loops take the arrays, not the state)."""
+def tb_find(ent, h):
+    """Slot of one replica's table ``ent`` holding key h, or -1."""
+    mask = ent.shape[0] - 1
     s = tb_home(h, mask)
     while True:
-        k = keys[s]
+        k = ent[s, PC_KEY]
         if k == h:
             return s
         if k == PC_EMPTY:
@@ -54,55 +71,84 @@ def tb_find(keys, mask, h):
 
 
 @kernel(inline=True)
-def _tb_link(pc, rs, r, lv, p, n):
+def tb_prefetch(ent, h):
+    """Ask for the cache line of key h's home slot in ``ent`` ahead of a probe (the table is far larger than the
+    CPU's caches: a probe of a cold entry waits for memory, and a mispredicted probe loop waits again)."""
+    prefetch(ent, tb_home(h, ent.shape[0] - 1))
+
+
+@kernel(inline=True)
+def tb_slot(ent, h):
+    """Slot of ``ent`` holding key h, or the empty slot where it goes."""
+    mask = ent.shape[0] - 1
+    s = tb_home(h, mask)
+    while ent[s, PC_KEY] != h and ent[s, PC_KEY] != PC_EMPTY:
+        s = (s + 1) & mask
+    return s
+
+
+@kernel(inline=True)
+def tb_prev(ent, s):
+    """The entry listed before entry s (-1: none); its two links share a field so an entry fits half a cache line."""
+    return (ent[s, PC_LINKS] & _LOW) - 1
+
+
+@kernel(inline=True)
+def tb_next(ent, s):
+    """The entry listed after entry s (-1: none)."""
+    return (ent[s, PC_LINKS] >> 32) - 1
+
+
+@kernel(inline=True)
+def _tb_link(ent, rs, r, lv, p, n):
     """Make entry n follow entry p on replica r's LRU list of level ``lv`` (-1: the list's end on that side)."""
     if p >= 0:
-        pc[PC_NEXT, r, p] = n
+        ent[p, PC_LINKS] = (ent[p, PC_LINKS] & _LOW) | ((n + 1) << 32)
     else:
         rs[RP_PC_HEAD + lv, r] = n
     if n >= 0:
-        pc[PC_PREV, r, n] = p
+        ent[n, PC_LINKS] = (ent[n, PC_LINKS] & _HIGH) | (p + 1)
     else:
         rs[RP_PC_TAIL + lv, r] = p
 
 
 @kernel(inline=True)
-def tb_unlink(pc, rs, r, s, lv):
+def tb_unlink(ent, rs, r, s, lv):
     """Take entry s off replica r's LRU list of level ``lv``."""
-    _tb_link(pc, rs, r, lv, pc[PC_PREV, r, s], pc[PC_NEXT, r, s])
+    _tb_link(ent, rs, r, lv, tb_prev(ent, s), tb_next(ent, s))
     rs[RP_PC_UNREF + lv, r] -= 1
 
 
 @kernel(inline=True)
-def tb_append(pc, rs, r, s, lv):
+def tb_append(ent, rs, r, s, lv):
     """Put entry s at the most recently used end of replica r's LRU list of level ``lv``."""
-    _tb_link(pc, rs, r, lv, rs[RP_PC_TAIL + lv, r], s)
-    _tb_link(pc, rs, r, lv, s, -1)
+    _tb_link(ent, rs, r, lv, rs[RP_PC_TAIL + lv, r], s)
+    _tb_link(ent, rs, r, lv, s, -1)
     rs[RP_PC_UNREF + lv, r] += 1
 
 
 @kernel
-def tb_delete(pc, rs, r, s, lv):
+def tb_delete(ent, rs, r, s, lv):
     """Empty slot s of replica r's table of level ``lv`` (backward-shift deletion; list links follow)."""
-    mask = pc.shape[2] - 1
+    mask = ent.shape[0] - 1
     hole = s
     j = s
     while True:
         j = (j + 1) & mask
-        k = pc[PC_KEY, r, j]
+        k = ent[j, PC_KEY]
         if k == PC_EMPTY:
             break
         home = tb_home(k, mask)
         if ((j - home) & mask) < ((j - hole) & mask):  # its home is not in (hole, j]: it may move to the hole
             continue
         for row in range(PC_ROWS):
-            pc[row, r, hole] = pc[row, r, j]
-        if pc[PC_REF, r, hole] == 0:  # an unreferenced entry: its list neighbours point at its new slot
-            _tb_link(pc, rs, r, lv, pc[PC_PREV, r, hole], hole)
-            _tb_link(pc, rs, r, lv, hole, pc[PC_NEXT, r, hole])
+            ent[hole, row] = ent[j, row]
+        if ent[hole, PC_HELD] == 0:  # an unheld entry: its list neighbours point at its new slot
+            _tb_link(ent, rs, r, lv, tb_prev(ent, hole), hole)
+            _tb_link(ent, rs, r, lv, hole, tb_next(ent, hole))
         hole = j
-    pc[PC_KEY, r, hole] = PC_EMPTY
-    pc[PC_REF, r, hole] = 0
+    ent[hole, PC_KEY] = PC_EMPTY
+    ent[hole, PC_HELD] = 0
     rs[RP_PC_ENTRIES + lv, r] -= 1
 
 
@@ -110,38 +156,32 @@ def tb_delete(pc, rs, r, s, lv):
 def tier_put(S, r, h):
     """Block h, evicted from replica r's device cache, is copied to its tier (the most recently used there; the
     tier's least recently used block makes room when it is full)."""
-    pc2 = S.pc2
+    ent = S.pc2[r]
     rs = S.rep_int
     cap = S.pool_int[PL_PC2_CAP, rs[RP_POOL, r]]
-    keys = pc2[PC_KEY, r]
-    mask = pc2.shape[2] - 1
-    s = tb_find(keys, mask, h)
+    s = tb_find(ent, h)
     if s >= 0:
-        tb_unlink(pc2, rs, r, s, PC_TIER_LEVEL)
-        tb_append(pc2, rs, r, s, PC_TIER_LEVEL)
+        tb_unlink(ent, rs, r, s, PC_TIER_LEVEL)
+        tb_append(ent, rs, r, s, PC_TIER_LEVEL)
         return
     if rs[RP_PC_ENTRIES + PC_TIER_LEVEL, r] >= cap:
         old = rs[RP_PC_HEAD + PC_TIER_LEVEL, r]
-        tb_unlink(pc2, rs, r, old, PC_TIER_LEVEL)
-        tb_delete(pc2, rs, r, old, PC_TIER_LEVEL)
-    s = tb_home(h, mask)
-    while keys[s] != PC_EMPTY:
-        s = (s + 1) & mask
-    keys[s] = h
+        tb_unlink(ent, rs, r, old, PC_TIER_LEVEL)
+        tb_delete(ent, rs, r, old, PC_TIER_LEVEL)
+    s = tb_slot(ent, h)
+    ent[s, PC_KEY] = h
     rs[RP_PC_ENTRIES + PC_TIER_LEVEL, r] += 1
-    tb_append(pc2, rs, r, s, PC_TIER_LEVEL)
+    tb_append(ent, rs, r, s, PC_TIER_LEVEL)
     S.rep_float[RA_PC2_SPILLS, r] += 1.0
 
 
 @kernel
 def tier_run(S, r, i, start, most):
     """How many chain blocks of request i from ``start`` (up to ``most``) replica r's tier holds in a row."""
-    pc2 = S.pc2
-    keys = pc2[PC_KEY, r]
-    mask = pc2.shape[2] - 1
+    ent = S.pc2[r]
     off = S.req_int[RQ_PC_OFF, i]
     n = min(S.req_int[RQ_PC_LEN, i], most)
     for j in range(start, n):
-        if tb_find(keys, mask, S.pc_hash[off + j]) < 0:
+        if tb_find(ent, S.pc_hash[off + j]) < 0:
             return j - start
     return max(n - start, 0)

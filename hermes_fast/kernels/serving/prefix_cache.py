@@ -1,32 +1,39 @@
-"""Each replica's prefix cache: KV blocks named by the hash chain of their tokens, shared by reference counts.
+"""Each replica's prefix cache: KV blocks named by the hash chain of their tokens, shared by running requests.
 
 A request carries the hash chain of its full KV blocks (``S.pc_hash[RQ_PC_OFF : RQ_PC_OFF + RQ_PC_LEN]``,
 prompt and output; built in Python before the loop). A replica's cache is an open-addressing table (linear
-probing, backward-shift deletion) of ``T`` slots, a power of two at least twice its KV blocks; each entry is
-one physical KV block with a reference count. Referenced entries belong to running requests; unreferenced
-ones stay cached on a doubly linked LRU list and are evicted, least recently used first, when KV is needed.
+probing, backward-shift deletion) of ``T`` slots, a power of two at least four times its KV blocks; each entry is
+one physical KV block. Held entries belong to running requests; the others stay cached on a doubly linked LRU
+list and are evicted, least recently used first, when KV is needed.
 
-Accounting: ``RP_FREE_BLOCKS`` counts the truly free blocks *and* the unreferenced entries (reclaimable), so the
+What a request holds is a prefix of its chain (its first ``RQ_PC_REF`` blocks), and a block's key stands for
+every token before it, so whoever holds block j + 1 holds block j: the held entries form a tree of chain
+prefixes. An entry does not count its holders but ``PC_HELD``: the requests whose held prefix ends there plus
+its held children (the entries one block further along a chain), > 0 exactly when someone holds it. Taking or
+dropping a prefix then touches only its last block and the blocks whose held state changes, walking back from
+the end until one was (or stays) held: a shared system prompt others hold costs one probe, not one a block.
+
+Accounting: ``RP_FREE_BLOCKS`` counts the truly free blocks *and* the unheld entries (reclaimable), so the
 rest of the loop allocates as before; the entries that allocations took are evicted lazily, before the table is
 next read and before any block comes back (:func:`pc_trim`: while ``RP_PC_UNREF > RP_FREE_BLOCKS``), which evicts
 exactly the blocks an eager eviction would. ``RP_KV_TOKENS`` counts a shared entry once. A request's
 ``RQ_BLOCKS`` counts every block it uses; its first ``RQ_PC_REF`` chain blocks are entries (charged to the free
 count once, by the entry, whatever the number of holders), the rest its own. Admission reuses the longest cached
 prefix (:func:`pc_lookup`, :func:`pc_acquire`); prefilled blocks become entries at each iteration end and the
-rest of its KV when it lets go (:func:`pc_commit`); letting go drops its references (:func:`pc_release`).
+rest of its KV when it lets go (:func:`pc_commit`); letting go drops its hold (:func:`pc_release`).
 :mod:`.block_keys` names the blocks, before the loop; :mod:`.cache_table` holds the tables' mechanics and the
 second-level tier evicted blocks spill to.
 """
 
 from __future__ import annotations
 
-from .._jit import kernel
-from .cache_table import tb_append, tb_delete, tb_find, tb_home, tb_unlink, tier_put
+from .._jit import kernel, prefetch
+from .cache_table import tb_append, tb_delete, tb_find, tb_home, tb_prefetch, tb_slot, tb_unlink, tier_put
 from .state import (
     PC_DEVICE_LEVEL,
-    PC_EMPTY,
+    PC_HELD,
     PC_KEY,
-    PC_REF,
+    PC_POS,
     PL_BLOCK,
     PL_PC2_CAP,
     RA_PC_EVICTIONS,
@@ -44,58 +51,83 @@ from .state import (
 
 __all__ = ["pc_lookup", "pc_acquire", "pc_commit", "pc_release", "pc_trim", "pc_find"]
 
+AHEAD = 8  # the walks ask for the table entry this many blocks ahead (cold entries: their loads then overlap)
+
 
 @kernel
 def pc_find(S, r, h):
     """Slot of replica r's table holding hash h, or -1."""
-    return tb_find(S.pc[PC_KEY, r], S.pc.shape[2] - 1, h)
+    return tb_find(S.pc[r], h)
 
 
 @kernel
 def pc_trim(S, r):
-    """Evict replica r's least recently used unreferenced entries until they fit in its free count (copying them
+    """Evict replica r's least recently used unheld entries until they fit in its free count (copying them
     to the second-level tier, if the pool has one)."""
     rs = S.rep_int
-    pc = S.pc
+    ent = S.pc[r]
+    mask = ent.shape[0] - 1
     spill = S.pool_int[PL_PC2_CAP, rs[RP_POOL, r]] > 0
     while rs[RP_PC_UNREF, r] > rs[RP_FREE_BLOCKS, r]:
         s = rs[RP_PC_HEAD, r]
+        p = ent[s, PC_POS]  # (the next to go are likely its chain's earlier blocks: a release lists a run tail first)
+        if p >= AHEAD:  # (and the slot after it, where its deletion looks next)
+            tb_prefetch(ent, S.pc_hash[p - 1])
+            q = tb_home(S.pc_hash[p - AHEAD], mask)
+            prefetch(ent, q)
+            prefetch(ent, (q + 1) & mask)
         if spill:  # the second-level tier keeps a copy
-            tier_put(S, r, pc[PC_KEY, r, s])
-        tb_unlink(pc, rs, r, s, PC_DEVICE_LEVEL)
-        tb_delete(pc, rs, r, s, PC_DEVICE_LEVEL)
+            tier_put(S, r, ent[s, PC_KEY])
+        tb_unlink(ent, rs, r, s, PC_DEVICE_LEVEL)
+        tb_delete(ent, rs, r, s, PC_DEVICE_LEVEL)
         S.rep_float[RA_PC_EVICTIONS, r] += 1.0
+
+
+@kernel(inline=True)
+def _prefetch_next(ent, hashes, off, lo, mid, hi):
+    """Ask for the entries a bisection of [lo, hi) probes in its next two steps, whichever way mid's goes (one
+    wait for memory every two steps instead of every step)."""
+    for a, b in ((lo, mid), (mid + 1, hi)):
+        if a < b:
+            m = (a + b) // 2
+            tb_prefetch(ent, hashes[off + m])
+            if a < m:
+                tb_prefetch(ent, hashes[off + (a + m) // 2])
+            if m + 1 < b:
+                tb_prefetch(ent, hashes[off + (m + 1 + b) // 2])
 
 
 @kernel
 def pc_lookup(S, r, i, most):
-    """(blocks, unreferenced): the leading blocks of request i's chain (at most ``most``) cached on replica r,
-    and how many of those no running request references.
+    """(blocks, unheld): the leading blocks of request i's chain (at most ``most``) cached on replica r,
+    and how many of those no running request holds.
 
-    Both are found by bisection: a chain's cached blocks are always a prefix of it, and so are its referenced
-    ones. A block's key stands for every token before it, so whoever holds block j + 1 holds block j too (and
+    Both are found by bisection: a chain's cached blocks are always a prefix of it, and so are its held ones.
+    A block's key stands for every token before it, so whoever holds block j + 1 holds block j too (and
     lets go of j after j + 1), and the LRU list evicts a chain from its tail. (A walk would probe every block:
     150 per admission in a long chat, and once per replica when routing by cache.)"""
     pc_trim(S, r)
-    keys = S.pc[PC_KEY, r]
-    refs = S.pc[PC_REF, r]
-    mask = S.pc.shape[2] - 1
+    ent = S.pc[r]
     hashes = S.pc_hash
     off = S.req_int[RQ_PC_OFF, i]
     lo = 0  # blocks [0, lo) cached, [hi, n) not
     hi = min(S.req_int[RQ_PC_LEN, i], most)
+    for b in range(0, hi, 8):  # (its chain's keys, 8 a cache line: the bisections read them out of order)
+        prefetch(hashes, off + b)
     while lo < hi:
         mid = (lo + hi) // 2
-        if tb_find(keys, mask, hashes[off + mid]) >= 0:
+        _prefetch_next(ent, hashes, off, lo, mid, hi)
+        if tb_find(ent, hashes[off + mid]) >= 0:
             lo = mid + 1
         else:
             hi = mid
     cached = lo
-    lo = 0  # blocks [0, lo) referenced, [hi, cached) not
+    lo = 0  # blocks [0, lo) held, [hi, cached) not
     hi = cached
     while lo < hi:
         mid = (lo + hi) // 2
-        if refs[tb_find(keys, mask, hashes[off + mid])] > 0:
+        _prefetch_next(ent, hashes, off, lo, mid, hi)
+        if ent[tb_find(ent, hashes[off + mid]), PC_HELD] > 0:
             lo = mid + 1
         else:
             hi = mid
@@ -104,56 +136,77 @@ def pc_lookup(S, r, i, most):
 
 @kernel
 def pc_acquire(S, r, i, k):
-    """Request i references the first k blocks of its chain, all cached on replica r (:func:`pc_lookup` said
-    so just before). The caller charges the free count (those unreferenced until now leave it)."""
-    ri = S.req_int
+    """Request i holds the first k blocks of its chain, all cached on replica r (:func:`pc_lookup` said so
+    just before). Its held prefix ends at block k - 1; walking back from there, the blocks nobody held leave the
+    LRU list, up to the first one held already (it and its prefix gain no holder of their own: see the module
+    docstring). The caller charges the free count (those unheld until now leave it)."""
     rs = S.rep_int
-    pc = S.pc
-    keys = pc[PC_KEY, r]
-    mask = pc.shape[2] - 1
+    ent = S.pc[r]
     hashes = S.pc_hash
-    off = ri[RQ_PC_OFF, i]
-    for j in range(k):
-        s = tb_find(keys, mask, hashes[off + j])
-        if pc[PC_REF, r, s] == 0:
-            tb_unlink(pc, rs, r, s, PC_DEVICE_LEVEL)
-        pc[PC_REF, r, s] += 1
-    ri[RQ_PC_REF, i] = k
+    off = S.req_int[RQ_PC_OFF, i]
+    S.req_int[RQ_PC_REF, i] = k
+    if k == 0:
+        return
+    for q in range(max(k - AHEAD, 0), k):
+        tb_prefetch(ent, hashes[off + q])
+    j = k - 1
+    s = tb_find(ent, hashes[off + j])
+    was = ent[s, PC_HELD]
+    ent[s, PC_HELD] = was + 1  # its held prefix ends here
+    while was == 0 and j > 0:  # s was unheld: off the list, and a held child of its parent now
+        tb_unlink(ent, rs, r, s, PC_DEVICE_LEVEL)
+        j -= 1
+        if j >= AHEAD:
+            tb_prefetch(ent, hashes[off + j - AHEAD])
+        s = tb_find(ent, hashes[off + j])
+        was = ent[s, PC_HELD]
+        ent[s, PC_HELD] = was + 1
+    if was == 0:  # (block 0)
+        tb_unlink(ent, rs, r, s, PC_DEVICE_LEVEL)
 
 
 @kernel
 def pc_commit(S, r, i, blocks):
     """Request i's first ``blocks`` full KV blocks are computed on replica r: those of its chain become cache
-    entries it references. A block some other request cached meanwhile is shared instead and its own copy
-    freed."""
+    entries it holds (its held prefix now ends at the last). A block some other request cached meanwhile is
+    shared instead and its own copy freed."""
     ri = S.req_int
     block_count = min(blocks, ri[RQ_PC_LEN, i])
     k = ri[RQ_PC_REF, i]
     if k >= block_count:
         return
     pc_trim(S, r)
-    pc = S.pc
     rs = S.rep_int
-    keys = pc[PC_KEY, r]
-    mask = pc.shape[2] - 1
+    ent = S.pc[r]
     hashes = S.pc_hash
     off = ri[RQ_PC_OFF, i]
+    parent = -1  # the slot of the block before j
+    if k > 0:
+        parent = tb_find(ent, hashes[off + k - 1])
+        ent[parent, PC_HELD] -= 1  # its held prefix no longer ends there (block k keeps it held)
     inserted = 0
+    for q in range(k, min(k + AHEAD, block_count)):
+        tb_prefetch(ent, hashes[off + q])
     for j in range(k, block_count):
+        if j + AHEAD < block_count:
+            tb_prefetch(ent, hashes[off + j + AHEAD])
         h = hashes[off + j]
-        s = tb_home(h, mask)
-        while keys[s] != h and keys[s] != PC_EMPTY:
-            s = (s + 1) & mask
-        if keys[s] == h:  # cached meanwhile: share it, free its own copy
-            if pc[PC_REF, r, s] == 0:
-                tb_unlink(pc, rs, r, s, PC_DEVICE_LEVEL)
+        s = tb_slot(ent, h)
+        newly = True  # held from now on, not before: a held child of its parent
+        if ent[s, PC_KEY] == h:  # cached meanwhile: share it, free its own copy
+            if ent[s, PC_HELD] == 0:
+                tb_unlink(ent, rs, r, s, PC_DEVICE_LEVEL)
             else:  # (the entry is resident already: its own copy is not)
+                newly = False
                 rs[RP_FREE_BLOCKS, r] += 1
                 rs[RP_KV_TOKENS, r] -= S.pool_int[PL_BLOCK, rs[RP_POOL, r]]
         else:  # its block becomes the entry
-            keys[s] = h
+            ent[s, PC_KEY] = h
             inserted += 1
-        pc[PC_REF, r, s] += 1
+        if newly and parent >= 0:
+            ent[parent, PC_HELD] += 1
+        parent = s
+    ent[parent, PC_HELD] += 1  # its held prefix ends at the last
     rs[RP_PC_ENTRIES, r] += inserted
     S.rep_float[RA_PC_INSERTS, r] += inserted
     ri[RQ_PC_REF, i] = block_count
@@ -161,26 +214,38 @@ def pc_commit(S, r, i, blocks):
 
 @kernel
 def pc_release(S, r, i):
-    """Request i drops its references on replica r: entries nobody references go to the LRU list's most
-    recently used end, its chain's last block first (so a chain is evicted from its tail, as vLLM frees a
-    request's blocks in reverse order), and count as free again. Its own blocks are the caller's
-    (``RQ_BLOCKS - RQ_PC_REF``). Returns the entries other requests still reference (still resident)."""
+    """Request i lets go of its held prefix on replica r: walking back from its last block, the entries nobody
+    holds any more go to the LRU list's most recently used end, its chain's last block first (so a chain is
+    evicted from its tail, as vLLM frees a request's blocks in reverse order), and count as free again; the walk
+    stops at the first entry still held (by another request, or as the parent of a held child). Its own blocks
+    are the caller's (``RQ_BLOCKS - RQ_PC_REF``). Returns the entries other requests still hold (still
+    resident)."""
     ri = S.req_int
     rs = S.rep_int
-    pc = S.pc
-    keys = pc[PC_KEY, r]
-    mask = pc.shape[2] - 1
+    pc_trim(S, r)
+    ent = S.pc[r]
     hashes = S.pc_hash
     off = ri[RQ_PC_OFF, i]
-    pc_trim(S, r)
-    freed = 0
-    for j in range(ri[RQ_PC_REF, i] - 1, -1, -1):  # the chain's tail first: evicted before its prefix (vLLM)
-        s = tb_find(keys, mask, hashes[off + j])
-        pc[PC_REF, r, s] -= 1
-        if pc[PC_REF, r, s] == 0:
-            tb_append(pc, rs, r, s, PC_DEVICE_LEVEL)
-            freed += 1
-    rs[RP_FREE_BLOCKS, r] += freed
-    still = ri[RQ_PC_REF, i] - freed
+    k = ri[RQ_PC_REF, i]
     ri[RQ_PC_REF, i] = 0
-    return still
+    if k == 0:
+        return 0
+    for q in range(max(k - AHEAD, 0), k):
+        tb_prefetch(ent, hashes[off + q])
+    j = k - 1
+    s = tb_find(ent, hashes[off + j])
+    ent[s, PC_HELD] -= 1  # its held prefix ended here
+    freed = 0
+    while ent[s, PC_HELD] == 0:  # nobody holds it now: listed, and no longer a held child of its parent
+        tb_append(ent, rs, r, s, PC_DEVICE_LEVEL)
+        ent[s, PC_POS] = off + j
+        freed += 1
+        if j == 0:
+            break
+        j -= 1
+        if j >= AHEAD:
+            tb_prefetch(ent, hashes[off + j - AHEAD])
+        s = tb_find(ent, hashes[off + j])
+        ent[s, PC_HELD] -= 1
+    rs[RP_FREE_BLOCKS, r] += freed
+    return k - freed

@@ -39,8 +39,8 @@ State = namedtuple(
         # stage accumulators (SA_*) and the route-table row (ROUTE_TABLE)
         "span",  # float64[2, R, SPAN_CAP]: each replica's planned fast-forward span (SPAN_COST, SPAN_END)
         "pc_hash",  # int64[total]: each request's KV-block hash chain (RQ_PC_OFF, RQ_PC_LEN), 0 never a hash
-        "pc",  # int64[PC_ROWS, R, T]: each replica's prefix cache, an open-addressing table of T slots (PC_*)
-        "pc2",  # int64[PC_ROWS, R, T2]: each replica's second-level tier of it (PC_*; PC_REF unused, 0)
+        "pc",  # int64[R, T, PC_ROWS]: each replica's prefix cache, an open-addressing table of T slots (PC_*)
+        "pc2",  # int64[R, T2, PC_ROWS]: each replica's second-level tier of it (PC_*; PC_HELD unused, 0)
     ],
 )
 
@@ -431,11 +431,12 @@ TIMER_FRONTEND = 4  # a job is through its engine's API front end: it queues
 TIMER_TURN = 5  # a session's next turn is sent (its user thought after the previous answer)
 TIMER_KINDS = 6
 
-# ---------------------------------------------------------------- prefix cache: S.pc rows (one table per replica)
+# ---------------------------------------------------------------- prefix cache: S.pc columns (a slot's fields)
 PC_KEY = 0  # the block hash held in the slot (PC_EMPTY: none)
-PC_REF = 1  # running requests referencing the entry (0: unreferenced, on the LRU list)
-PC_PREV = 2  # LRU list: the entry used before (a slot; -1: none)
-PC_NEXT = 3  # LRU list: the entry used after (-1: none)
+PC_HELD = 1  # running requests whose held prefix of their chain ends at the entry, plus its children (entries one
+# block further along a chain) that are held: > 0 iff a running request references it (0: on the LRU list)
+PC_LINKS = 2  # LRU list: the entries used before and after (slots + 1, 0: none), low and high 32 bits (cache_table)
+PC_POS = 3  # device level: where its key sits in S.pc_hash, in the chain that listed it last (the walks' prefetches)
 PC_ROWS = 4
 PC_EMPTY = 0
 PC_DEVICE_LEVEL = 0  # the level offset of the device table's RP_PC_* rows
