@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 import hermes_fast as hf
-from hermes_fast.config.base import load_yaml
+from hermes_fast.config.files import load_yaml
 
 
 def _with(path: str, **engine) -> dict:
