@@ -178,6 +178,9 @@ def compile_engine(
     eff = d.efficiency
     rates = device_rates(d, dtypes.activation, dtypes.kv, dtypes.gemm_scaling == "block")
     wb = DTYPE_BYTES[dtypes.weight]
+    if dtypes.expert_weight is not None and m.moe is None:
+        raise ConfigError(f"{path}.dtypes.expert_weight", dtypes.expert_weight, f"null: {m.name} has no experts")
+    ewb = wb if dtypes.expert_weight is None else DTYPE_BYTES[dtypes.expert_weight]
     # GEMM operands move in the activation format, at least a byte (fp4 GEMMs keep 8/16-bit outputs);
     # hidden states between kernels (norms, residuals, collectives, hand-offs) stay 16-bit (fp32 if asked)
     ab = max(DTYPE_BYTES[dtypes.activation], 1.0)
@@ -226,8 +229,8 @@ def compile_engine(
     p[L.HEADS] = heads
     sat, gemm_bw, bw = rates.gemm_saturation_tokens, rates.gemm_memory_bw, rates.elementwise_bw
 
-    def gemm(block: int, k: float, n: float) -> None:
-        p[block : block + 4] = gemm_coefficients(k, n, rates.gemm_flops_for(k, n), sat, gemm_bw, wb, ab)
+    def gemm(block: int, k: float, n: float, w_bytes: float = wb) -> None:
+        p[block : block + 4] = gemm_coefficients(k, n, rates.gemm_flops_for(k, n), sat, gemm_bw, w_bytes, ab)
 
     qkv, out = layer_gemm_shapes(m, attn_tp)[:2]
     up, down = layer_gemm_shapes(m, tp)[2:]
@@ -270,8 +273,8 @@ def compile_engine(
         # every expert is hit once top_k == n_experts: log(0) = -inf gives exactly that in the kernel
         p[L.EXPERT_LOG_MISS] = math.log1p(-e.top_k / e.n_experts) if e.top_k < e.n_experts else -math.inf
         gemm(L.G_ROUTER, h, e.n_experts)
-        gemm(L.G_EXP_UP, h, (nm - 1) * e.expert_ffn_hidden_size / ffn_tp)
-        gemm(L.G_EXP_DOWN, e.expert_ffn_hidden_size / ffn_tp, h)
+        gemm(L.G_EXP_UP, h, (nm - 1) * e.expert_ffn_hidden_size / ffn_tp, ewb)
+        gemm(L.G_EXP_DOWN, e.expert_ffn_hidden_size / ffn_tp, h, ewb)
         shared_f = e.n_shared_experts * (e.shared_expert_ffn_hidden_size or e.expert_ffn_hidden_size)
         # shared experts run beside the attention: whole on each attention-DP rank, for its own tokens
         if shared_f:
@@ -309,7 +312,7 @@ def compile_engine(
     p[L.EP_PROTO_S] = eff.all_to_all_protocol_latency_s
     p[L.EP_PROTO_BYTES] = eff.all_to_all_protocol_bytes
 
-    weights, kv_stage = memory_per_device(m, par, wb, kv_tok)
+    weights, kv_stage = memory_per_device(m, par, wb, kv_tok, ewb)
     dense_f_dev = m.ffn_hidden_size / tp if p[L.N_DENSE] > 0 else 0.0
     tokens_dev = max_batched_tokens  # tokens whose hidden states a device holds in one iteration
     if par.attention_dp:  # its own share of them, and as many rows of FFN activations (1/tp of every token's)

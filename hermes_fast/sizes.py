@@ -151,8 +151,11 @@ def kv_bytes_per_token_layer(m: Model, tp: int, kv_dtype: str) -> float:
     return 2.0 * kv_heads * m.head_dim * b
 
 
-def memory_per_device(m: Model, par: Parallel, wb: float, kv_tok: float) -> tuple[float, float]:
-    """Weight bytes on the most loaded device, and KV bytes per token held by one device. Linear-attention layers
+def memory_per_device(
+    m: Model, par: Parallel, wb: float, kv_tok: float, expert_wb: float | None = None
+) -> tuple[float, float]:
+    """Weight bytes on the most loaded device (``wb`` bytes a weight, ``expert_wb`` for the routed experts' when
+    they are stored apart), and KV bytes per token held by one device. Linear-attention layers
     (no KV) are spread evenly over the pipeline stages: a stage holds ceil(their count / pp) of them. Context-parallel
     groups hold the same weights (replicas); attention data parallelism keeps the attention whole on every device."""
     tp, pp, ep = par.tp, par.pp, par.ep
@@ -171,14 +174,16 @@ def memory_per_device(m: Model, par: Parallel, wb: float, kv_tok: float) -> tupl
         e = m.moe
         nm = ffn_matrices(m)
         shared_f = e.n_shared_experts * (e.shared_expert_ffn_hidden_size or e.expert_ffn_hidden_size)
-        moe_layer = e.n_experts / ep * nm * h * e.expert_ffn_hidden_size / (tp // ep) + nm * h * shared_f / attn_tp
-        moe_layer += h * e.n_experts
+        experts_layer = e.n_experts / ep * nm * h * e.expert_ffn_hidden_size / (tp // ep)
+        moe_layer = experts_layer + nm * h * shared_f / attn_tp + h * e.n_experts
         dense_layer = nm * h * m.ffn_hidden_size / tp
         n_moe = m.n_layers - e.first_dense_layers
         # the most loaded stage holds the most MoE layers
         moe_in_stage = min(layers_stage, n_moe)
         ffn_stage = moe_in_stage * moe_layer + (layers_stage - moe_in_stage) * dense_layer
+        experts_stage = moe_in_stage * experts_layer
     else:
+        experts_stage = 0.0
         ffn_stage = layers_stage * ffn_dev
     if m.linear_attention is None:
         layer_stage = layers_stage * (attn_dev + 2 * h) + ffn_stage
@@ -193,4 +198,6 @@ def memory_per_device(m: Model, par: Parallel, wb: float, kv_tok: float) -> tupl
     final_norm = m.hidden_size
     ends = embed + head + final_norm if pp == 1 else max(embed, head + final_norm)  # first vs last stage
     weights = (layer_stage + ends) * wb
+    if expert_wb is not None:  # (the experts counted at wb above)
+        weights += experts_stage * (expert_wb - wb)
     return weights, kv_tok * kv_layers_stage

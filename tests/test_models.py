@@ -62,3 +62,28 @@ def test_hybrid_active_parameters_by_hand(catalog):
     counts = param_count(catalog.model("qwen3-next-80b-a3b"))
     assert counts["active"] - counts["embedding"] - counts["lm_head"] == body
     assert body == pytest.approx(3e9, rel=0.06)  # 3.15B: the model card's "3B" is rounded
+
+
+def test_expert_weights_stored_apart_by_hand(catalog):
+    """gpt-oss-20b with MXFP4 experts and the rest in BF16 (its release): the 24 layers' 32 gated experts hold
+    24 x 32 x 3 x 2880 x 2880 = 19.11e9 parameters, so one device holds 19.11e9 x (2 - 0.5) bytes less than all-BF16
+    and 1.79e9 parameters' x (2 - 0.5) more than all-FP4; an expert GEMM moves a quarter of its BF16 weight bytes,
+    the attention's the same; a dense model has no experts to store apart."""
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import ConfigError
+    from hermes_fast.config.scenario import Dtypes, Parallel
+    from hermes_fast.kernels import layout as L
+
+    m, d = catalog.model("gpt-oss-20b"), catalog.device("h100_sxm")
+    experts = 24 * 32 * 3 * 2880 * 2880
+    assert experts == pytest.approx(19.11e9, rel=1e-3)
+    bf16, fp4 = (compile_engine(m, d, Parallel(), Dtypes(weight=w)) for w in ("bf16", "fp4"))
+    mxfp4 = compile_engine(m, d, Parallel(), Dtypes(weight="bf16", expert_weight="fp4"))
+    assert bf16.weights_bytes - mxfp4.weights_bytes == pytest.approx(experts * 1.5, rel=1e-12)
+    rest = bf16.weights_bytes / 2 - experts  # parameters outside the experts (attention, router, embeddings, head)
+    assert mxfp4.weights_bytes - fp4.weights_bytes == pytest.approx(rest * 1.5, rel=1e-12)
+    assert rest == pytest.approx(20.91e9 - experts, rel=0.02)  # the model card's total
+    for g, ratio in ((L.G_EXP_UP, 0.25), (L.G_EXP_DOWN, 0.25), (L.G_QKV, 1.0), (L.G_ROUTER, 1.0)):
+        assert mxfp4.params[g + 2] == pytest.approx(ratio * bf16.params[g + 2], rel=1e-12)  # weight bytes term
+    with pytest.raises(ConfigError, match="expert_weight"):
+        compile_engine(catalog.model("llama-3.1-8b"), d, Parallel(), Dtypes(expert_weight="fp4"))

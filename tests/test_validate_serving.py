@@ -134,9 +134,9 @@ def test_mxfp4_weights_with_bf16_gemms(runs):
     assert run.split == "holdout" and S.stack_entry(run) == "vllm" and S.skip_reason(run) is None
     e = S.serving_scenario(run)["engines"][0]
     assert e["model"] == "gpt-oss-20b" and e["device"] == "h100_sxm" and e["stack"] == "vllm"
-    assert e["dtypes"] == {"weight": "fp4", "activation": "bf16", "kv": "fp8"}
-    sc = hf.load_scenario(S.serving_scenario(run))  # a valid scenario: fp4 weights, GEMMs at the bf16 peak
-    assert sc.engines[0].dtypes.weight == "fp4" and sc.engines[0].dtypes.activation == "bf16"
+    assert e["dtypes"] == {"weight": "bf16", "expert_weight": "fp4", "activation": "bf16", "kv": "fp8"}
+    sc = hf.load_scenario(S.serving_scenario(run))  # a valid scenario: fp4 experts, GEMMs at the bf16 peak
+    assert sc.engines[0].dtypes.expert_weight == "fp4" and sc.engines[0].dtypes.activation == "bf16"
     bf16 = find(runs, stack_version="0.19.1", model="gpt-oss-20b", kv_dtype="bf16")
     assert S.serving_scenario(bf16)["engines"][0]["dtypes"]["kv"] == "bf16"
 

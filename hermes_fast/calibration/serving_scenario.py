@@ -96,8 +96,8 @@ def _dtypes(run: ServingRun) -> dict:
     d, kv = run.settings["dtype"], run.settings["kv_dtype"] or "bf16"
     if d == "fp8_block":
         return {"weight": "fp8", "activation": "fp8", "kv": kv, "gemm_scaling": "block"}
-    if d == "w4a16":  # 4-bit (MXFP4) weights dequantised into BF16 GEMMs: gpt-oss's experts on Hopper
-        return {"weight": "fp4", "activation": "bf16", "kv": kv}
+    if d == "w4a16":  # 4-bit (MXFP4) experts dequantised into BF16 GEMMs, the rest BF16: gpt-oss on Hopper
+        return {"weight": "bf16", "expert_weight": "fp4", "activation": "bf16", "kv": kv}
     return {"weight": d, "activation": d, "kv": kv}
 
 

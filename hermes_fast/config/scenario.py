@@ -75,6 +75,12 @@ class Dtypes:
     """Storage/compute formats. GEMMs run at the activation dtype's peak (or the device's fallback)."""
 
     weight: Dtype = fld("bf16", doc="weight storage format")
+    expert_weight: Dtype | None = fld(
+        None,
+        doc="MoE models: the routed experts' weight format where a checkpoint quantises only them (gpt-oss's MXFP4, "
+        "DeepSeek-R1's NVFP4, Kimi-K2's INT4); attention, router, shared experts and embeddings stay in weight "
+        "(None: weight)",
+    )
     activation: Dtype = fld("bf16", doc="activation / GEMM compute format")
     kv: Dtype = fld("bf16", doc="KV-cache storage format")
     gemm_scaling: Literal["tensor", "block"] = fld(
