@@ -43,7 +43,7 @@ from hermes_fast.calibration import serving as S
 EAGER_MAX = 0.5
 REPLICATES = 4  # per run in the fit (the validation afterwards uses default_replicates: ~1000 requests a run)
 SEED = 0
-# per stack entry: the costs fitted, in ms (bounds; prefill_attention_extra, a fraction, as it is); others stay at 0
+# per stack entry: the costs fitted, in ms (bounds; the *_extra fractions as they are); others stay at 0
 PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
     "vllm-0.8": {
         "frontend_s": (0.0, 200.0),
@@ -52,6 +52,7 @@ PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
         "step_overhead_per_tp_rank_s": (0.0, 10.0),
         "eager_launch_s_per_layer": (0.0, EAGER_MAX),
         "prefill_attention_extra": (0.0, 3.0),
+        "moe_compute_extra": (0.0, 3.0),
     },
     "vllm": {"step_overhead_s": (0.0, 20.0)},
     "sglang": {

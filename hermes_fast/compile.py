@@ -329,6 +329,7 @@ def compile_engine(
         p[L.EXTRA_KERNELS] = 2.0 * m.n_layers + (2.0 if m.has_lm_head else 0.0)
     if stack is not None:
         p[L.PREFILL_ATTN_EXTRA] = stack.prefill_attention_extra
+        p[L.MOE_COMPUTE_EXTRA] = stack.moe_compute_extra
     if stack is not None and stack.cuda_graph_sizes:
         sizes = stack.cuda_graph_sizes
         p[L.GRAPH_COUNT] = len(sizes)

@@ -309,3 +309,31 @@ def test_a_stacks_prefill_attention_extra_scales_only_the_prefill_attention_kern
     # the whole step: 32 layers' prefill attention kernels longer by half
     extra = step_cost(slow, *prefill, 0.0, 0.0, 1.0)[0] - step_cost(plain, *prefill, 0.0, 0.0, 1.0)[0]
     assert extra == pytest.approx(32 * 0.5 * (c0 + m0), rel=1e-9)
+
+
+def test_a_stacks_moe_compute_extra_scales_only_the_expert_gemms_compute():
+    """Mixtral-8x7B on one H100: ``moe_compute_extra: 0.5`` makes the routed experts' grouped GEMMs 1.5x as long
+    where they are compute-bound (a 4,096-token prefill: each of the 32 layers' two grouped GEMMs); a batch-8
+    decode, whose expert GEMMs are memory-bound, costs the same."""
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import Dtypes, Parallel
+    from hermes_fast.kernels.step import _grouped_gemm
+    from hermes_fast.resolve import Catalog
+
+    cat = Catalog()
+    model, device = cat.model("mixtral-8x7b"), cat.device("h100_sxm")
+    base = cat.stack("ideal")
+    plain = compile_engine(model, device, Parallel(), Dtypes(), stack=base).params
+    slow = compile_engine(
+        model, device, Parallel(), Dtypes(), stack=dataclasses.replace(base, moe_compute_extra=0.5)
+    ).params
+    assert slow[L.MOE_COMPUTE_EXTRA] == 0.5 and plain[L.MOE_COMPUTE_EXTRA] == 0.0
+    rows, experts = 4096.0 * 2, 8.0  # top-2 of 8: every expert active
+    grouped = [_grouped_gemm(p, g, rows, experts) for p in (plain, slow) for g in (L.G_EXP_UP, L.G_EXP_DOWN)]
+    (c_up, m_up), (c_down, m_down), (s_up, _), (s_down, _) = grouped
+    assert m_up == m_down == 0.0 and (s_up, s_down) == pytest.approx((1.5 * c_up, 1.5 * c_down), rel=1e-12)
+    prefill = (4096.0, 4096.0 * 4097 / 2, 4096.0, 0.0, 0.0, 1.0)
+    extra = step_cost(slow, *prefill)[0] - step_cost(plain, *prefill)[0]
+    assert extra == pytest.approx(32 * 0.5 * (c_up + c_down), rel=1e-9)
+    decode = (0.0, 0.0, 0.0, 8.0, 8.0 * 2000, 8.0)
+    assert step_cost(slow, *decode) == step_cost(plain, *decode)

@@ -254,6 +254,7 @@ def test_costs_patched_into_prepared_pools_equal_a_rebuild(runs):
         "step_overhead_per_tp_rank_s": 0.001,
         "eager_launch_s_per_layer": 2e-4,
         "prefill_attention_extra": 0.3,
+        "moe_compute_extra": 0.4,
     }
     zero = {k: 0.0 for k in S.COST_FIELDS}
     patched = S.simulate_prepared(S.prepare_run(run, costs=zero), costs, replicates=2)

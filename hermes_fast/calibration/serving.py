@@ -150,6 +150,7 @@ def _stack_costs(resolved) -> dict[str, float]:
         "step_overhead_per_tp_rank_s": eff.step_overhead_per_tp_rank_s,
         "eager_launch_s_per_layer": st.eager_launch_s_per_layer,
         "prefill_attention_extra": st.prefill_attention_extra,
+        "moe_compute_extra": st.moe_compute_extra,
     }
 
 
@@ -194,6 +195,7 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     if params[0, L.GRAPH_COUNT] > 0:
         params[0, L.GRAPH_EAGER_S] = c["eager_launch_s_per_layer"] * prep.n_layers
     params[0, L.PREFILL_ATTN_EXTRA] = c["prefill_attention_extra"]
+    params[0, L.MOE_COMPUTE_EXTRA] = c["moe_compute_extra"]
     pf[loop.PF_FRONTEND_S, 0] = c["frontend_s"]
     return replace(prep.setup, params=params, pool_float=pf)
 

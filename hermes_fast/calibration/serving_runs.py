@@ -80,6 +80,7 @@ COST_FIELDS = (
     "step_overhead_per_tp_rank_s",
     "eager_launch_s_per_layer",
     "prefill_attention_extra",  # (a fraction, not seconds)
+    "moe_compute_extra",  # (likewise)
 )
 
 # columns that identify a run (every other column but metric, value and notes)

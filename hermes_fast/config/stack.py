@@ -76,6 +76,14 @@ class Stack:
         ge=0,
         le=10,
     )
+    moe_compute_extra: float = fld(
+        0.0,
+        unit="1",
+        doc="routed-expert GEMM compute time the stack's MoE kernels add over the calibrated ones, a fraction (0.5: "
+        "1.5x; prefill-bound MoE steps; fitted per stack entry)",
+        ge=0,
+        le=10,
+    )
     # CUDA graphs
     cuda_graph_sizes: tuple[int, ...] = fld(
         (),

@@ -184,8 +184,9 @@ def _gemm(p, g, m):
 def _grouped_gemm(p, g, tokens, active_sets):
     """MoE experts: ``tokens`` token-expert rows over ``active_sets`` experts sharing coefficient block g. One
     grouped launch: its floor is chosen by all its rows (a guess; the shipped measurements have no grouped
-    block-scaled GEMMs)."""
-    c, m = _split(active_sets * p[g] + p[g + 1] * tokens, active_sets * p[g + 2] + p[g + 3] * tokens)
+    block-scaled GEMMs). Its compute side takes the stack's MoE kernels' extra (``MOE_COMPUTE_EXTRA``)."""
+    compute = (active_sets * p[g] + p[g + 1] * tokens) * (1.0 + p[L.MOE_COMPUTE_EXTRA])
+    c, m = _split(compute, active_sets * p[g + 2] + p[g + 3] * tokens)
     return _floored(p, c, m, tokens)
 
 
