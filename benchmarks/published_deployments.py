@@ -63,6 +63,15 @@ def rows(path: Path = DATA) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def formats(row: dict) -> dict:
+    """The plan's formats for a published point: gpt-oss's release stores only its experts in MXFP4 (attention,
+    router and embeddings BF16, the GEMMs at BF16 here), so BF16 with ``expert_weight: fp4``; the others their
+    precision throughout."""
+    if row["model"].startswith("gpt-oss") and row["precision"] == "fp4":
+        return {"dtypes": ["bf16"], "expert_weight": "fp4"}
+    return {"dtypes": [row["precision"]]}
+
+
 def question(row: dict, n_requests: int, top_k: int) -> dict:
     """The plan question one published point answers."""
     lengths = {
@@ -80,7 +89,7 @@ def question(row: dict, n_requests: int, top_k: int) -> dict:
         "ttft_s": float(row["median_ttft_s"]),
         "tpot_s": float(row["median_tpot_s"]),
         "stack": row["stack"],
-        "dtypes": [row["precision"]],
+        **formats(row),
         "top_k": top_k,
         "n_requests": n_requests,
     }

@@ -369,3 +369,23 @@ def test_published_throughput_rows_name_a_source_and_a_question_the_planner_can_
             catalog.stack(r["stack"])
             spec = plan_spec(module.question(r, 100, 1), devices={r["device"]: int(r["devices_in_node"])})
             assert spec.workload.classes[0].prompt_tokens.max == int(r["isl"])
+
+
+def test_a_plan_can_store_only_the_experts_in_a_format_of_their_own():
+    """gpt-oss-20b on one H100, BF16 with its experts in FP4 (the MXFP4 release): the layout fits more KV and
+    decodes faster than all-BF16, the scenario a candidate is verified with carries the format, and a dense model
+    has no experts to store apart."""
+    from hermes_fast.config import ConfigError
+    from hermes_fast.plan.search import candidates, engine_table
+    from hermes_fast.plan.verify import candidate_scenario
+
+    ask = {"model": "gpt-oss-20b", "devices": {"h100_sxm": 1}, "tp": [1], "pp": [1], "max_batch_size": [64],
+           "max_batched_tokens": [8192], "workload": {"prompt_tokens": 1024, "output_tokens": 128}}  # fmt: skip
+    bf16 = engine_table(plan_spec(ask, dtypes=["bf16"]))
+    mx = engine_table(plan_spec(ask, dtypes=["bf16"], expert_weight="fp4"))
+    assert mx.kv_batch[0] > bf16.kv_batch[0] and mx.tpot_s[0] < bf16.tpot_s[0]
+    spec = plan_spec(ask, dtypes=["bf16"], expert_weight="fp4")
+    sc = hf.load_scenario(candidate_scenario(spec, mx, candidates(spec, mx), 0))
+    assert sc.engines[0].dtypes.expert_weight == "fp4" and sc.engines[0].dtypes.weight == "bf16"
+    with pytest.raises(ConfigError, match="plan.expert_weight"):
+        engine_table(plan_spec({**ask, "model": "llama-3.1-8b"}, expert_weight="fp4"))

@@ -72,6 +72,11 @@ class PlanSpec:
     dtypes: tuple[Dtype, ...] = fld(
         ("bf16", "fp8", "fp4"), doc="weight and activation formats to try where the device has a native path"
     )
+    expert_weight: Dtype | None = fld(
+        None,
+        doc="MoE models: the routed experts' weight format in every layout, the rest in the tried format (a checkpoint "
+        "that quantises only its experts, as gpt-oss's MXFP4; engines' dtypes.expert_weight; None: the tried format)",
+    )
     max_batch_size: tuple[int, ...] = fld((128, 512), unit="request", doc="max batch sizes to try", ge=1, le=65536)
     max_batched_tokens: tuple[int, ...] = fld((2048, 8192), unit="token", doc="token budgets to try", ge=1, le=1e9)
     colocated: bool = fld(True, doc="search colocated layouts (one engine does prefill and decode)")

@@ -110,6 +110,8 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
             "plan.model", spec.model, f"a decoder (a model that generates; {spec.model} is an {model.kind})"
         )
     catalog.stack(spec.stack, "plan.stack")
+    if spec.expert_weight is not None and model.moe is None:
+        raise ConfigError("plan.expert_weight", spec.expert_weight, f"null: {model.name} has no experts")
     prompt, output = mean_lengths(spec)
     max_dev = spec.max_devices or sum(spec.devices.values())
     long_prompts = prompt >= spec.cp_min_prompt_tokens
@@ -154,8 +156,11 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
         "engines.e.parallel.cp": [r[8] for r in rows],
         "engines.e.max_batched_tokens": [r[5] for r in rows],
     }
+    engine = {"name": "e", "model": spec.model, "device": rows[0][0], "stack": spec.stack}
+    if spec.expert_weight is not None:
+        engine["dtypes"] = {"expert_weight": spec.expert_weight}
     base = {
-        "engines": [{"name": "e", "model": spec.model, "device": rows[0][0], "stack": spec.stack}],
+        "engines": [engine],
         "workload": {"prompt_tokens": prompt, "output_tokens": output},
     }
     ds = estimate(base, grid={"config": axis, "batch_size": ladder}, calibration=calibration)

@@ -36,7 +36,8 @@ def _engine(t: EngineTable, c: int, name: str, spec: PlanSpec, replicas: int, ma
             "attention_dp": bool(t.attention_dp[c]),
             "cp": int(t.cp[c]),
         },
-        "dtypes": {"weight": dtype, "activation": dtype, "kv": kv},
+        "dtypes": {"weight": dtype, "activation": dtype, "kv": kv}
+        | ({} if spec.expert_weight is None else {"expert_weight": spec.expert_weight}),
         "max_batched_tokens": int(t.budget[c]),
         "replicas": int(replicas),
         "batching": {"max_batch_size": int(max_batch)},
