@@ -389,3 +389,23 @@ def test_a_plan_can_store_only_the_experts_in_a_format_of_their_own():
     assert sc.engines[0].dtypes.expert_weight == "fp4" and sc.engines[0].dtypes.weight == "bf16"
     with pytest.raises(ConfigError, match="plan.expert_weight"):
         engine_table(plan_spec({**ask, "model": "llama-3.1-8b"}, expert_weight="fp4"))
+
+
+def test_a_plan_can_run_a_stack_of_its_own():
+    """``stacks`` as in a scenario: a trtllm-based stack with padded CUDA graphs (as a tuned deployment launches
+    it) reaches the estimate (a decode batch of 40 runs as the 64 graph, not eagerly: faster than the preset) and
+    the scenario each candidate is verified with."""
+    from hermes_fast.config import ConfigError
+    from hermes_fast.plan.search import candidates, engine_table
+    from hermes_fast.plan.verify import candidate_scenario
+
+    ask = {**SMALL, "devices": {"h100_sxm": 1}, "stack": "trtllm", "max_batch_size": [40]}
+    own = {**ask, "stack": "padded", "stacks": {"padded": {"base": "trtllm", "cuda_graph_padding": True}}}
+    preset, padded = engine_table(plan_spec(ask)), engine_table(plan_spec(own))
+    i = list(padded.dtype).index("bf16")
+    assert padded.decode_rate[i, 0] > preset.decode_rate[i, 0]
+    spec = plan_spec(own)
+    sc = hf.load_scenario(candidate_scenario(spec, padded, candidates(spec, padded), 0))
+    assert sc.engines[0].stack == "padded" and sc.stacks["padded"]["cuda_graph_padding"] is True
+    with pytest.raises(ConfigError, match="plan.stack"):
+        engine_table(plan_spec({**ask, "stack": "nonesuch"}))

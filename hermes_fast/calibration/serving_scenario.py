@@ -30,10 +30,10 @@ from .serving_runs import (
     stack_entry,
 )
 
-__all__ = ["serving_scenario", "harness_draws"]
+__all__ = ["serving_scenario", "harness_draws", "trt_graph_sizes"]
 
 
-def _trt_graph_sizes(largest: int) -> list[int]:
+def trt_graph_sizes(largest: int) -> list[int]:
     """TensorRT-LLM PyTorch backend's padded CUDA-graph batch sizes up to ``largest`` (cuda_graph_padding_enabled:
     [1, 2, 4] + multiples of 8 up to 128, then powers of two)."""
     sizes = [1, 2, 4] + list(range(8, min(largest, 128) + 1, 8))
@@ -85,7 +85,7 @@ def _layout(run: ServingRun) -> _Layout:
         if entry == "trtllm":
             graphs = "use_cuda_graph" in args
             largest = int(command_flag(args, "cuda_graph_max_batch_size") or 128)
-            out.stack["cuda_graph_sizes"] = _trt_graph_sizes(largest) if graphs else []
+            out.stack["cuda_graph_sizes"] = trt_graph_sizes(largest) if graphs else []
             out.stack["cuda_graph_padding"] = "cuda_graph_padding_enabled" in args
             if "--ep_size" in args:
                 out.engine["ep"] = int(command_flag(args, "--ep_size"))

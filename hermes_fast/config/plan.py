@@ -4,7 +4,7 @@ counts) or a budget, the traffic, the latency targets, and the space of layouts 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .base import ConfigError, fld
 from .hardware import Dtype
@@ -81,7 +81,11 @@ class PlanSpec:
     max_batched_tokens: tuple[int, ...] = fld((2048, 8192), unit="token", doc="token budgets to try", ge=1, le=1e9)
     colocated: bool = fld(True, doc="search colocated layouts (one engine does prefill and decode)")
     disaggregated: bool = fld(True, doc="search disaggregated layouts (prefill and decode pools)")
-    stack: str = fld("vllm", doc="serving stack the engines run (catalog stacks)")
+    stack: str = fld("vllm", doc="serving stack the engines run (catalog stacks or the plan's own stacks)")
+    stacks: dict[str, Any] = fld(
+        factory=dict,
+        doc="the plan's own serving stacks, as a scenario's (a preset's fields overridden: `base: PRESET` and fields)",
+    )
     objective: Literal["capacity", "per_device", "per_usd"] = fld(
         "capacity", doc="rank by capacity (requests/s), by capacity per device, or by capacity per USD/h"
     )

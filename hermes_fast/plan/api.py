@@ -138,7 +138,7 @@ def plan(
     'P 1x h100_sxm TP1 + D 1x h100_sxm TP1 bf16 mb64 tok4096'
     """
     spec = plan_spec(spec, **fields)
-    catalog = Catalog(calibration=calibration)
+    catalog = Catalog({"stacks": spec.stacks}, calibration=calibration)
     t = engine_table(spec, catalog, calibration)
     cands = candidates(spec, t)
     s = score(spec, cands.bound, cands.devices, cands.cost)

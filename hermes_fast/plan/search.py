@@ -103,7 +103,7 @@ def _supported(device, dtype: str) -> bool:
 
 def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="default") -> EngineTable:
     """Estimate every engine configuration the spec allows over a ladder of batch sizes in one call."""
-    catalog = catalog or Catalog(calibration=calibration)
+    catalog = catalog or Catalog({"stacks": spec.stacks}, calibration=calibration)
     model = catalog.model(spec.model, "plan.model")
     if model.kind != "decoder":
         raise ConfigError(
@@ -160,6 +160,7 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
     if spec.expert_weight is not None:
         engine["dtypes"] = {"expert_weight": spec.expert_weight}
     base = {
+        "stacks": spec.stacks,
         "engines": [engine],
         "workload": {"prompt_tokens": prompt, "output_tokens": output},
     }

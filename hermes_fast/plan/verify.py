@@ -60,7 +60,8 @@ def candidate_scenario(spec: PlanSpec, t: EngineTable, cands: Candidates, i: int
             _engine(t, c, "decode", spec, cands.replicas[i], m),
         ]
         serving = {"prefill_engine": "prefill", "decode_engine": "decode", "slo": slo}
-    return {"name": f"plan candidate {i}", "engines": engines, "workload": spec.workload, "serving": serving}
+    scenario = {"name": f"plan candidate {i}", "engines": engines, "workload": spec.workload, "serving": serving}
+    return scenario | ({"stacks": spec.stacks} if spec.stacks else {})
 
 
 def capacity_targets(spec: PlanSpec, bound: float) -> dict:
