@@ -284,22 +284,25 @@ def test_the_kernels_the_roofline_leaves_out_by_hand():
     assert extra == pytest.approx(tokens * per_token + seqs * per_seq + 66 * device.efficiency.elementwise_overhead_s)
 
 
-def test_a_stacks_prefill_attention_extra_scales_only_the_prefill_attention_kernels():
-    """Llama-3.1-8B on one H100: ``prefill_attention_extra: 0.5`` makes each layer's prefill attention kernels
-    (compute and memory terms, not their launch) 1.5x as long; decode attention and everything else stay."""
+def params_with_stack_field(model: str, stack: str, **field):
+    """Step-cost parameters of ``model`` on one H100 under ``stack``, and under it with ``field`` set."""
     from hermes_fast.compile import compile_engine
     from hermes_fast.config import Dtypes, Parallel
-    from hermes_fast.kernels.step import _attention_layer
     from hermes_fast.resolve import Catalog
 
     cat = Catalog()
-    model, device = cat.model("llama-3.1-8b"), cat.device("h100_sxm")
-    base = cat.stack("vllm")
-    plain = compile_engine(model, device, Parallel(), Dtypes(), stack=base).params
-    slow = compile_engine(
-        model, device, Parallel(), Dtypes(), stack=dataclasses.replace(base, prefill_attention_extra=0.5)
-    ).params
-    assert slow[L.PREFILL_ATTN_EXTRA] == 0.5 and plain[L.PREFILL_ATTN_EXTRA] == base.prefill_attention_extra
+    m, d, base = cat.model(model), cat.device("h100_sxm"), cat.stack(stack)
+    return tuple(compile_engine(m, d, Parallel(), Dtypes(), stack=st).params
+                 for st in (base, dataclasses.replace(base, **field)))  # fmt: skip
+
+
+def test_a_stacks_prefill_attention_extra_scales_only_the_prefill_attention_kernels():
+    """Llama-3.1-8B on one H100: ``prefill_attention_extra: 0.5`` makes each layer's prefill attention kernels
+    (compute and memory terms, not their launch) 1.5x as long; decode attention and everything else stay."""
+    from hermes_fast.kernels.step import _attention_layer
+
+    plain, slow = params_with_stack_field("llama-3.1-8b", "vllm", prefill_attention_extra=0.5)
+    assert slow[L.PREFILL_ATTN_EXTRA] == 0.5 and plain[L.PREFILL_ATTN_EXTRA] == 0.0
     prefill = (4096.0, 4096.0 * 4097 / 2, 4096.0)
     c0, m0, o0 = _attention_layer(plain, *prefill, 0.0, 0.0, 0.0)
     c1, m1, o1 = _attention_layer(slow, *prefill, 0.0, 0.0, 0.0)
@@ -315,18 +318,9 @@ def test_a_stacks_moe_compute_extra_scales_only_the_expert_gemms_compute():
     """Mixtral-8x7B on one H100: ``moe_compute_extra: 0.5`` makes the routed experts' grouped GEMMs 1.5x as long
     where they are compute-bound (a 4,096-token prefill: each of the 32 layers' two grouped GEMMs); a batch-8
     decode, whose expert GEMMs are memory-bound, costs the same."""
-    from hermes_fast.compile import compile_engine
-    from hermes_fast.config import Dtypes, Parallel
     from hermes_fast.kernels.step import _grouped_gemm
-    from hermes_fast.resolve import Catalog
 
-    cat = Catalog()
-    model, device = cat.model("mixtral-8x7b"), cat.device("h100_sxm")
-    base = cat.stack("ideal")
-    plain = compile_engine(model, device, Parallel(), Dtypes(), stack=base).params
-    slow = compile_engine(
-        model, device, Parallel(), Dtypes(), stack=dataclasses.replace(base, moe_compute_extra=0.5)
-    ).params
+    plain, slow = params_with_stack_field("mixtral-8x7b", "ideal", moe_compute_extra=0.5)
     assert slow[L.MOE_COMPUTE_EXTRA] == 0.5 and plain[L.MOE_COMPUTE_EXTRA] == 0.0
     rows, experts = 4096.0 * 2, 8.0  # top-2 of 8: every expert active
     grouped = [_grouped_gemm(p, g, rows, experts) for p in (plain, slow) for g in (L.G_EXP_UP, L.G_EXP_DOWN)]
