@@ -409,3 +409,12 @@ def test_a_plan_can_run_a_stack_of_its_own():
     assert sc.engines[0].stack == "padded" and sc.stacks["padded"]["cuda_graph_padding"] is True
     with pytest.raises(ConfigError, match="plan.stack"):
         engine_table(plan_spec({**ask, "stack": "nonesuch"}))
+
+
+def test_sglang_export_carries_the_prefill_batch_the_simulation_ran():
+    """Planned under the sglang stack (continuous_chunked, chunk 8,192) with a 16,384-token budget, a prefill
+    iteration held at most 8,192 tokens: SGLang's command says so; planned under vllm, the budget itself."""
+    ask = {**SMALL, "devices": {"h100_sxm": 1}, "max_batched_tokens": [16384], "top_k": 1, "n_requests": 200}
+    for stack, tokens in (("sglang", 8192), ("vllm", 16384)):
+        cmds = launch_commands(hf.plan(plan_spec(ask, stack=stack)))
+        assert f"--chunked-prefill-size {tokens} " in cmds["sglang"], stack

@@ -13,6 +13,7 @@ tensor-parallel, ep = 1); a layout a stack has no flag for (context parallelism:
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from functools import cache
@@ -105,13 +106,28 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
     )
     for p in pools:
         p["devices"] = p["tp"] * p["pp"] * p["cp"]
+    budget = int(c.max_batched_tokens.values)
     shared = {
         "dtype": str(c.dtype.values),
         "max_batch_size": int(c.max_batch_size.values),
-        "max_batched_tokens": int(c.max_batched_tokens.values),
+        "max_batched_tokens": budget,
+        "prefill_tokens": _prefill_tokens(ds, budget),
         "memory_utilization": float(ds.attrs["memory_utilization"]),
     }
     return [{**p, **shared} for p in pools]
+
+
+def _prefill_tokens(ds: xr.Dataset, budget: int) -> int:
+    """Most prompt tokens one prefill iteration held in the simulation: the token budget, or under a stack that
+    batches with ``continuous_chunked`` (SGLang's) the smaller of it and the stack's chunk size."""
+    plan = json.loads(ds.attrs.get("plan", "{}"))
+    try:
+        stack = Catalog({"stacks": plan.get("stacks") or {}}).stack(str(ds.attrs.get("stack", "vllm")))
+    except ConfigError:  # (a plan saved with a stack of its own that no longer resolves)
+        return budget
+    if stack.policy == "continuous_chunked" and stack.chunk_size is not None:
+        return min(budget, stack.chunk_size)
+    return budget
 
 
 def _vllm_args(p: dict) -> list[str]:
@@ -168,7 +184,7 @@ def _sglang(pools: list[dict], model: str) -> str:
                 *([f"--ep-size {p['ep']}"] if p["attention_dp"] and p["ep"] > 1 else []),
                 f"--pp-size {p['pp']}",
                 f"--max-running-requests {p['max_batch_size']}",
-                f"--chunked-prefill-size {p['max_batched_tokens']}",
+                f"--chunked-prefill-size {p['prefill_tokens']}",
                 f"--mem-fraction-static {p['memory_utilization']:g}",
             ]
             if p["dtype"] in ("fp8", "fp4"):
