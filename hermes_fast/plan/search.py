@@ -157,8 +157,7 @@ def engine_table(spec: PlanSpec, catalog: Catalog | None = None, calibration="de
         "engines.e.max_batched_tokens": [r[5] for r in rows],
     }
     engine = {"name": "e", "model": spec.model, "device": rows[0][0], "stack": spec.stack}
-    if spec.expert_weight is not None:
-        engine["dtypes"] = {"expert_weight": spec.expert_weight}
+    engine["dtypes"] = {"expert_weight": spec.expert_weight}  # (the grid sets the other formats)
     base = {
         "stacks": spec.stacks,
         "engines": [engine],

@@ -36,8 +36,7 @@ def _engine(t: EngineTable, c: int, name: str, spec: PlanSpec, replicas: int, ma
             "attention_dp": bool(t.attention_dp[c]),
             "cp": int(t.cp[c]),
         },
-        "dtypes": {"weight": dtype, "activation": dtype, "kv": kv}
-        | ({} if spec.expert_weight is None else {"expert_weight": spec.expert_weight}),
+        "dtypes": {"weight": dtype, "activation": dtype, "kv": kv, "expert_weight": spec.expert_weight},
         "max_batched_tokens": int(t.budget[c]),
         "replicas": int(replicas),
         "batching": {"max_batch_size": int(max_batch)},
@@ -60,8 +59,13 @@ def candidate_scenario(spec: PlanSpec, t: EngineTable, cands: Candidates, i: int
             _engine(t, c, "decode", spec, cands.replicas[i], m),
         ]
         serving = {"prefill_engine": "prefill", "decode_engine": "decode", "slo": slo}
-    scenario = {"name": f"plan candidate {i}", "engines": engines, "workload": spec.workload, "serving": serving}
-    return scenario | ({"stacks": spec.stacks} if spec.stacks else {})
+    return {
+        "name": f"plan candidate {i}",
+        "stacks": spec.stacks,
+        "engines": engines,
+        "workload": spec.workload,
+        "serving": serving,
+    }
 
 
 def capacity_targets(spec: PlanSpec, bound: float) -> dict:

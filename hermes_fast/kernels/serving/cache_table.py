@@ -59,15 +59,8 @@ def tb_home(h, mask):
 @kernel(inline=True)
 def tb_find(ent, h):
     """Slot of one replica's table ``ent`` holding key h, or -1."""
-    mask = ent.shape[0] - 1
-    s = tb_home(h, mask)
-    while True:
-        k = ent[s, PC_KEY]
-        if k == h:
-            return s
-        if k == PC_EMPTY:
-            return -1
-        s = (s + 1) & mask
+    s = tb_slot(ent, h)
+    return s if ent[s, PC_KEY] == h else -1
 
 
 @kernel(inline=True)
