@@ -6,17 +6,19 @@ A KV block of ``block`` tokens is named by a 64-bit key of what determines all i
 (a hash chain, as vLLM's block hashes): a block wholly inside prefix p at position e is ``(prefix p, e)``; any
 other block of a session's stream s is ``(stream s, e)``; with a trace's hash ids (Mooncake: one per 512 prompt
 tokens, equal ids meaning equal prompts up to there), a block wholly inside the hashed prompt is named by the ids
-it overlaps. Called before the loop (the keys by a compiled kernel,
-:func:`~hermes_fast.kernels.serving.block_keys.chain_keys`); the loop reads the chains (``S.pc_hash``).
+it overlaps. :func:`block_chains`, called before the loop, describes each request's chain in a few numbers (its
+prefix, stream and trace ids); the loop computes a block's key from them where it needs it
+(:mod:`hermes_fast.kernels.serving.block_keys`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .kernels.serving.block_keys import chain_keys
+from .kernels.serving.block_keys import chain_rows, write_chain_keys
+from .kernels.serving.state import CHAIN_ROWS
 
-__all__ = ["session_layout", "block_chains", "hash_mix"]
+__all__ = ["session_layout", "block_chains", "chain_keys", "hash_mix"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -87,26 +89,33 @@ def block_chains(
     hash_ids: tuple[np.ndarray, np.ndarray] | None = None,
     hash_block_tokens: int = 512,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each request's chain of block keys over its full KV blocks (prompt, then answer: ``prompt + output - 1``
-    tokens have KV when it ends). Returns (offsets, lengths, keys) in the loop's CSR layout.
+    """What names each request's KV blocks: its chain over its full blocks (prompt, then answer: ``prompt + output
+    - 1`` tokens have KV when it ends). Returns (chains: int64[n, CHAIN_ROWS], the rows block keys are computed
+    from; lengths: blocks per chain; ids: the trace's hash ids the rows point into).
 
     ``stream``: each request's token stream (its session); ``prefix_key`` (-1: none) and ``prefix_tokens``: its
     prefix; ``hash_ids``: (offsets[n + 1], ids) of a trace's prompt block hashes of ``hash_block_tokens`` tokens.
 
     Examples
     --------
-    >>> from hermes_fast.sessions import block_chains
+    >>> from hermes_fast.sessions import block_chains, chain_keys
     >>> one = np.ones(2, dtype=np.int64)
-    >>> off, n, keys = block_chains(np.array([40, 40]), one, 16, np.array([0, 1]), np.array([5, 5]), 32 * one)
-    >>> n.tolist(), bool(keys[0] == keys[2]), bool(keys[1] == keys[3])  # two blocks each, both in the prefix
-    ([2, 2], True, True)
+    >>> chains, n, ids = block_chains(np.array([40, 40]), one, 16, np.array([0, 1]), np.array([5, 5]), 32 * one)
+    >>> a, b = (chain_keys(chains, ids, 16, 512, i, 2) for i in (0, 1))
+    >>> n.tolist(), a.tolist() == b.tolist()  # two blocks each, both in the prefix
+    ([2, 2], True)
     """
     n = prompt.size
-    lengths = (np.maximum(prompt + output - 1, 0) // block).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
-    keys = np.empty(int(lengths.sum()), dtype=np.uint64)
-    h_off, ids = hash_ids if hash_ids is not None else (np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+    chains, lengths = np.zeros((n, CHAIN_ROWS), dtype=np.int64), np.zeros(n, dtype=np.int64)
+    h_off, ids = hash_ids if hash_ids is not None else (np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64))
     i64 = [np.ascontiguousarray(x, dtype=np.int64) for x in (prompt, output, stream, prefix_key, prefix_tokens)]
     h_off, ids = np.ascontiguousarray(h_off, dtype=np.int64), np.ascontiguousarray(ids, dtype=np.int64)
-    chain_keys.jit(*i64[:2], block, *i64[2:], h_off, ids, hash_block_tokens, offsets, keys)
-    return offsets, lengths, keys.view(np.int64)
+    chain_rows.jit(*i64[:2], block, *i64[2:], h_off, hash_block_tokens, chains, lengths)
+    return chains, lengths, ids
+
+
+def chain_keys(chains: np.ndarray, ids: np.ndarray, block: int, hash_block_tokens: int, i: int, n: int) -> np.ndarray:
+    """The first ``n`` block keys (int64) of request i's chain (:func:`block_chains`), as the loop computes them."""
+    out = np.zeros(n, dtype=np.int64)
+    write_chain_keys.jit(chains, ids if ids.size else np.zeros(1, np.int64), block, hash_block_tokens, i, out)
+    return out

@@ -20,6 +20,7 @@ from .config.base import ConfigError
 from .config.scenario import Scenario
 from .config.serving import check_warmup
 from .kernels.serving import Outcome, new_state, run_loop
+from .kernels.serving.state import CHAIN_ROWS
 from .metrics import QUANTILES, TURN_BINS, summarize, summarize_stages
 from .pipeline import PipelineSetup, build_pipeline, draw_stage_values
 from .pools import ServingSetup, build_serving
@@ -92,29 +93,32 @@ def run_serving(
 
 def _cache_arrays(setup: ServingSetup, draws: Draws, output: np.ndarray) -> dict:
     """The loop's prefix-cache and session arrays (:func:`~hermes_fast.kernels.serving.new_state`'s ``cache``):
-    block chains at the entry pool's block size, when a pool that is not a decode pool caches; a table of four
-    times the most entries a replica can hold (its KV blocks, or every block of the run if fewer: a quarter full at
-    most, a probe seldom goes past the home slot, whose branch then predicts well)."""
+    what names each request's blocks, at the entry pool's block size, when a pool that is not a decode pool caches;
+    a table of four times the most entries a replica can hold (its KV blocks, or every block of the run if fewer: a
+    quarter full at most, a probe seldom goes past the home slot, whose branch then predicts well)."""
     pools = np.array(
         [int(p.engine is not None and bool(p.engine.prefix_cache) and p.role != "decode") for p in setup.pools]
     )
     n = draws.arrival_s.size
-    offsets, lengths, keys, slots = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(0), 1
-    tier_slots = 1
+    chains, lengths, ids = np.zeros((1, CHAIN_ROWS), dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(0)
+    block, slots, tier_slots = 1, 1, 1
     if pools.any():
         block = int(setup.pools[0].engine.batching.block_size_tokens)
-        offsets, lengths, keys = block_chains(
+        chains, lengths, ids = block_chains(
             draws.prompt_tokens, output, block, draws.stream, draws.prefix_key, draws.prefix_tokens,
             draws.hash_ids, draws.hash_block_tokens,
         )  # fmt: skip
-        entries = min(max(p.kv_blocks for p, on in zip(setup.pools, pools, strict=True) if on), keys.size)
+        total = int(lengths.sum())
+        entries = min(max(p.kv_blocks for p, on in zip(setup.pools, pools, strict=True) if on), total)
         slots = 1 << int(4 * entries + 1).bit_length()
-        tier = min(max(p.tier_blocks for p in setup.pools), keys.size)  # (a second-level tier's table)
+        tier = min(max(p.tier_blocks for p in setup.pools), total)  # (a second-level tier's table)
         tier_slots = 1 << int(2 * tier + 1).bit_length() if tier > 0 else 1
     return {
-        "offsets": offsets,
+        "chains": chains,
         "lengths": lengths,
-        "hashes": keys,
+        "ids": ids,
+        "block": block,
+        "hash_block": draws.hash_block_tokens,
         "slots": slots,
         "tier_slots": tier_slots,
         "pools": pools,

@@ -19,7 +19,7 @@ from hermes_fast.kernels.serving import state as st
 from hermes_fast.kernels.serving.cache_table import tb_next
 from hermes_fast.kernels.serving.kv import release_kv
 from hermes_fast.kernels.serving.prefix_cache import pc_acquire, pc_commit, pc_lookup, pc_trim
-from hermes_fast.sessions import hash_mix
+from hermes_fast.sessions import block_chains, chain_keys
 from hermes_fast.workload import draw_workload
 
 DATA = Path(__file__).parent / "data"
@@ -28,26 +28,32 @@ DATA = Path(__file__).parent / "data"
 # ---------------------------------------------------------------- the cache kernels on a one-replica state
 
 
-def _state(cap: int, block: int, chains: list[np.ndarray]):
-    """A one-replica loop state whose requests carry ``chains`` (a cache of ``cap`` blocks of ``block`` tokens)."""
-    n = len(chains)
+def _state(cap: int, block: int, requests: list[tuple[int, int, int, int]]):
+    """A one-replica loop state whose requests' chains are ``requests`` (prefix key or -1, blocks wholly inside
+    the prefix, stream, chain blocks), in a cache of ``cap`` blocks of ``block`` tokens; and each chain's keys."""
+    n = len(requests)
     pi = np.zeros((st.POOL_INT_ROWS, 1), dtype=np.int64)
     pi[st.PL_CAP_BLOCKS], pi[st.PL_BLOCK], pi[st.PL_MAX_BATCH] = cap, block, 1
-    lengths = np.array([c.size for c in chains], dtype=np.int64)
+    pkey, pblocks, stream, lengths = (np.array(c, dtype=np.int64) for c in zip(*requests, strict=True))
+    prompt, one = np.maximum(lengths * block, 1), np.ones(n, dtype=np.int64)
+    chains, n_blocks, ids = block_chains(prompt, one, block, stream, pkey, pblocks * block)
+    assert (n_blocks == lengths).all()
     cache = {
-        "offsets": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+        "chains": chains,
         "lengths": lengths,
-        "hashes": np.concatenate(chains).astype(np.int64),
+        "ids": ids,
+        "block": block,
+        "hash_block": 512,
         "slots": 1 << (2 * cap + 1).bit_length(),
         "pools": np.array([1]),
         "next_turn": None,
         "prev_turn": None,
     }
-    prompt = np.maximum(lengths * block, 1)
-    return new_state(
+    S = new_state(
         np.zeros((1, N_PARAMS)), pi, np.ones((st.POOL_FLOAT_ROWS, 1)), np.array([0]), np.zeros(n), prompt,
-        np.ones(n, dtype=np.int64), np.zeros((2, n)), cache=cache,
+        one, np.zeros((2, n)), cache=cache,
     )  # fmt: skip
+    return S, [chain_keys(chains, ids, block, 512, i, int(m)) for i, m in enumerate(lengths)]
 
 
 def _admit(S, i, need, k_fns=(pc_lookup, pc_acquire)):
@@ -148,15 +154,18 @@ def test_reference_counts_match_a_plain_python_cache_on_random_sequences():
     looked at (the kernels evict lazily), a block in use is never evicted, and no block leaks."""
     rng = np.random.default_rng(7)
     cap, block = 12, 4
-    trunks = [hash_mix(np.full(6, p), np.arange(6)) for p in range(3)]
-    chains = []
+    requests = []  # the first blocks of one of 3 prefixes, then up to 2 of a stream's
     for _ in range(400):
-        t, length = rng.integers(3), rng.integers(0, 6)
-        # tails repeat too; a key stands for every block before it (a hash chain), as the loop's keys do
-        tail_id = 100 + rng.integers(6) + 1000 * (6 * t + length)
-        tail = hash_mix(np.full(3, tail_id), np.arange(3))[: rng.integers(0, 3)]
-        chains.append(np.concatenate([trunks[t][:length], tail]).astype(np.int64))
-    S = _state(cap, block, chains)
+        t, length = int(rng.integers(3)), int(rng.integers(0, 6))
+        # streams repeat too; a key stands for every block before it (a hash chain), as the loop's keys do
+        stream = 100 + int(rng.integers(6)) + 1000 * (6 * t + length)
+        requests.append((t, length, stream, length + int(rng.integers(0, 3))))
+    S, chains = _state(cap, block, requests)
+    with np.errstate(over="ignore"):  # (the plain kernels' block keys wrap, as compiled)
+        _random_sequence(S, chains, rng, cap, block)
+
+
+def _random_sequence(S, chains, rng, cap, block):
     ref = _Reference(cap)
     ri, rs = S.req_int, S.rep_int
     live: list[int] = []
@@ -216,9 +225,8 @@ def test_lru_hit_rate_over_zipf_prefixes_matches_che(alpha, c):
     rng = np.random.default_rng(3)
     w = np.arange(1, n_prefix + 1, dtype=np.float64) ** -alpha
     p = w / w.sum()
-    keys = hash_mix(np.arange(n_prefix))
     pick = rng.choice(n_prefix, size=n_req, p=p)
-    S = _state(c, 16, [keys[k : k + 1] for k in pick])
+    S, _ = _state(c, 16, [(int(k), 1, 0, 1) for k in pick])
     fns = (pc_lookup.jit, pc_acquire.jit)
     commit, release = pc_commit.jit, release_kv.jit
     hits = 0
@@ -277,12 +285,11 @@ def test_turn_k_prompt_is_the_history():
                 assert d.prev_turn[nxt] == i and math.isinf(d.arrival_s[nxt])
             i = nxt
         assert seen == [150, 220, 290]
-    from hermes_fast.sessions import block_chains
-
-    off, n, keys = block_chains(d.prompt_tokens, d.output_tokens, 16, d.stream, d.prefix_key, d.prefix_tokens)
+    chains, n, ids = block_chains(d.prompt_tokens, d.output_tokens, 16, d.stream, d.prefix_key, d.prefix_tokens)
     t2 = d.next_turn[0]
     assert n[0] == (150 + 20 - 1) // 16
-    assert (keys[off[t2] : off[t2] + n[0]] == keys[off[0] : off[0] + n[0]]).all()
+    first, second = chain_keys(chains, ids, 16, 512, 0, n[0]), chain_keys(chains, ids, 16, 512, t2, n[t2])
+    assert (second[: n[0]] == first).all() and first[n[0] - 1] != second[n[0]]
 
 
 def test_multi_turn_session_reuses_its_history():
@@ -419,25 +426,32 @@ def test_sessions_give_every_block_back():
 
 
 def test_chain_keys_plain_and_compiled_agree():
-    """The block-key kernel's plain-Python twin and compiled one give the same keys; equal prefixes, streams and
-    trace ids give equal keys, different ones different keys."""
-    from hermes_fast.kernels.serving.block_keys import chain_keys
+    """The block-key kernels' plain-Python twins and compiled ones give the same keys; equal prefixes, streams and
+    trace ids give equal keys, different ones different keys; a stream's key is splitmix64 chained, by numpy."""
+    from hermes_fast.kernels.serving.block_keys import chain_rows, write_chain_keys
+    from hermes_fast.sessions import _splitmix
 
     prompt, output = np.array([64, 64, 64, 40]), np.array([1, 1, 1, 1])
     stream, pkey, ptok = np.array([0, 1, 2, 3]), np.array([7, 7, -1, -1]), np.array([48, 48, 0, 0])
     h_off, ids = np.array([0, 0, 0, 0, 1]), np.array([11])  # request 3: one trace id
-    offsets = np.array([0, 3, 6, 9])
     outs = []
-    for fn in (chain_keys, chain_keys.jit):
-        out = np.zeros(11, dtype=np.uint64)
+    for rows, keys in ((chain_rows, write_chain_keys), (chain_rows.jit, write_chain_keys.jit)):
+        chains, lengths = np.zeros((4, st.CHAIN_ROWS), dtype=np.int64), np.zeros(4, dtype=np.int64)
+        out = np.zeros((4, 4), dtype=np.int64)
         with np.errstate(over="ignore"):
-            fn(prompt, output, 16, stream, pkey, ptok, h_off, ids, 64, offsets, out)
+            rows(prompt, output, 16, stream, pkey, ptok, h_off, 64, chains, lengths)
+            for i in range(4):
+                keys(chains, ids, 16, 64, i, out[i])
+        assert lengths.tolist() == [4, 4, 4, 2]
         outs.append(out)
     assert (outs[0] == outs[1]).all()
     k = outs[1]
-    assert (k[0:3] == k[3:6]).all()  # the same 48-token prefix: 3 blocks
-    assert len(set(k[6:9].tolist()) | set(k[0:3].tolist())) == 6  # request 2: its own stream
-    assert k[9] != k[6] and (k != 0).all()  # request 3: its trace id (and only 2 full blocks in 40 tokens)
+    assert (k[0, :3] == k[1, :3]).all() and k[0, 3] != k[1, 3]  # the same 48-token prefix: 3 blocks; own streams
+    assert len(set(k[2].tolist()) | set(k[0].tolist())) == 8  # request 2: its own stream
+    assert k[3, 0] != k[2, 0] and (k != 0).all()  # request 3: its trace id
+    with np.errstate(over="ignore"):  # stream 2's block 1, from the module's numpy splitmix
+        by_hand = _splitmix(_splitmix(np.uint64(2 * 8 + 2)) ^ np.uint64(1))
+    assert k[2, 1] == np.array(by_hand).view(np.int64)
 
 
 def test_estimate_prefix_hit_is_the_loops_ttft_with_that_prefix_cached():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .state import (
+    CHAIN_ROWS,
     DRAW_STAGE0,
     G_BRANCH_SLOTS,
     G_CHILD0,
@@ -13,6 +14,8 @@ from .state import (
     G_CONCURRENCY,
     G_FAST_FORWARD,
     G_NRES,
+    G_PC_BLOCK,
+    G_PC_HASH_BLOCK,
     G_PIPELINE,
     G_STOP_ARRIVAL,
     G_WARMUP,
@@ -56,7 +59,6 @@ from .state import (
     RQ_NEXT_TURN,
     RQ_OUTPUT,
     RQ_PC_LEN,
-    RQ_PC_OFF,
     RQ_PREV_TURN,
     RQ_PROMPT,
     RQ_REPLICA,
@@ -134,12 +136,13 @@ def new_state(
     (0: none) caps the requests in flight; ``closed``: that many clients in a closed loop, each sending its next
     request ``think_s[i]`` seconds after request i completes (``arrival_s``: 0 for the first requests, inf after).
 
-    ``cache`` (prefix caching and sessions): ``offsets``, ``lengths`` (int64[n_arrivals]) and ``hashes``
-    (int64[total], no zeros) of each request's block-hash chain, ``slots`` (the table size per replica: a power of
-    two; 1: no cache), ``tier_slots`` (the same for the second-level tier; default 1: none), ``pools``
-    (int64[n_pools]: 1 where the replicas cache), and ``next_turn`` / ``prev_turn`` (int64[n_arrivals], -1: none)
-    linking a session's turns, with ``think_s[i]`` the think time after turn i (a later turn's ``arrival_s`` is inf:
-    it is sent when its user has read the previous answer)."""
+    ``cache`` (prefix caching and sessions): ``chains`` (int64[n_arrivals, CHAIN_ROWS]: what names each request's
+    KV blocks, :func:`~.block_keys.chain_rows`), ``lengths`` (int64[n_arrivals]: its full blocks), ``ids`` (trace
+    hash ids; may be empty), ``block`` and ``hash_block`` (tokens per KV block and per hash id), ``slots`` (the
+    table size per replica: a power of two; 1: no cache), ``tier_slots`` (the same for the second-level tier;
+    default 1: none), ``pools`` (int64[n_pools]: 1 where the replicas cache), and ``next_turn`` / ``prev_turn``
+    (int64[n_arrivals], -1: none) linking a session's turns, with ``think_s[i]`` the think time after turn i (a later
+    turn's ``arrival_s`` is inf: it is sent when its user has read the previous answer)."""
     pl = pipeline if pipeline is not None else empty_pipeline()
     piped = pl["stages"].shape[1] > 0
     n_arr = arrival_s.size
@@ -230,12 +233,14 @@ def new_state(
     for row in (SG_DRAW, SG_PAST_DRAW):  # stage draws follow the rows of replica-choice uniforms
         pt[row, :n_st] = np.where(stages[row] >= 0, stages[row] + DRAW_STAGE0, -1)
     draws = np.concatenate([np.asarray(route_u, dtype=np.float64).reshape(2, n_arr), pl["draws"].reshape(-1, n_arr)])
-    pc_hash = np.zeros(1, dtype=np.int64)
+    pc_chain, pc_ids = np.zeros((1, CHAIN_ROWS), dtype=np.int64), np.zeros(1, dtype=np.int64)
     slots = 1
     if cache is not None:
-        ri[RQ_PC_OFF, :n_arr] = cache["offsets"]
         ri[RQ_PC_LEN, :n_arr] = cache["lengths"]
-        pc_hash = np.ascontiguousarray(cache["hashes"], dtype=np.int64) if cache["hashes"].size else pc_hash
+        pc_chain = np.ascontiguousarray(cache["chains"], dtype=np.int64)
+        if cache["ids"].size:
+            pc_ids = np.ascontiguousarray(cache["ids"], dtype=np.int64)
+        glob[G_PC_BLOCK], glob[G_PC_HASH_BLOCK] = cache["block"], cache["hash_block"]
         slots = int(cache["slots"])
         pool_int = np.array(pool_int, dtype=np.int64)
         pool_int[PL_PREFIX] = cache["pools"]
@@ -264,7 +269,8 @@ def new_state(
         pipe_int=pt,
         pipe_float=ptf,
         span=np.zeros((2, n_rep, SPAN_CAP)),
-        pc_hash=pc_hash,
+        pc_chain=pc_chain,
+        pc_ids=pc_ids,
         pc=pc,
         pc2=pc2,
     )

@@ -14,6 +14,7 @@ from the device (:func:`tier_put`, LRU within its ``PL_PC2_CAP`` blocks); an adm
 from __future__ import annotations
 
 from .._jit import kernel, prefetch
+from .block_keys import pc_key
 from .state import (
     PC_EMPTY,
     PC_HELD,
@@ -29,7 +30,6 @@ from .state import (
     RP_PC_UNREF,
     RP_POOL,
     RQ_PC_LEN,
-    RQ_PC_OFF,
 )
 
 __all__ = [
@@ -172,9 +172,8 @@ def tier_put(S, r, h):
 def tier_run(S, r, i, start, most):
     """How many chain blocks of request i from ``start`` (up to ``most``) replica r's tier holds in a row."""
     ent = S.pc2[r]
-    off = S.req_int[RQ_PC_OFF, i]
     n = min(S.req_int[RQ_PC_LEN, i], most)
     for j in range(start, n):
-        if tb_find(ent, S.pc_hash[off + j]) < 0:
+        if tb_find(ent, pc_key(S, i, j)) < 0:
             return j - start
     return max(n - start, 0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from .._jit import compile_with_notice
 from .loop import compiled_serve, serve
 from .state import (
@@ -34,7 +36,8 @@ def run_loop(state: State, jit: bool = True, progress: Callable[[int], None] | N
     shared links, parallel branches). With ``progress``, call it with the arrivals reached after each slice of
     ``every`` arrivals (default: a hundredth of them, at least 10,000), and with all of them at the end."""
     if not jit:
-        serve(state)
+        with np.errstate(over="ignore"):  # (block keys' arithmetic wraps, as it does compiled)
+            serve(state)
         return
     pipelines = needs_pipeline_code(state)
     cached = needs_prefix_cache_code(state)

@@ -1,10 +1,10 @@
 """Each replica's prefix cache: KV blocks named by the hash chain of their tokens, shared by running requests.
 
-A request carries the hash chain of its full KV blocks (``S.pc_hash[RQ_PC_OFF : RQ_PC_OFF + RQ_PC_LEN]``,
-prompt and output; built in Python before the loop). A replica's cache is an open-addressing table (linear
-probing, backward-shift deletion) of ``T`` slots, a power of two at least four times its KV blocks; each entry is
-one physical KV block. Held entries belong to running requests; the others stay cached on a doubly linked LRU
-list and are evicted, least recently used first, when KV is needed.
+A request's chain is the keys of its full KV blocks, prompt and output (``RQ_PC_LEN`` of them; block j's key is
+``pc_key(S, i, j)``, computed from its ``S.pc_chain`` row by :mod:`.block_keys`). A replica's cache is an
+open-addressing table (linear probing, backward-shift deletion) of ``T`` slots, a power of two at least four times
+its KV blocks; each entry is one physical KV block. Held entries belong to running requests; the others stay
+cached on a doubly linked LRU list and are evicted, least recently used first, when KV is needed.
 
 What a request holds is a prefix of its chain (its first ``RQ_PC_REF`` blocks), and a block's key stands for
 every token before it, so whoever holds block j + 1 holds block j: the held entries form a tree of chain
@@ -21,13 +21,14 @@ exactly the blocks an eager eviction would. ``RP_KV_TOKENS`` counts a shared ent
 count once, by the entry, whatever the number of holders), the rest its own. Admission reuses the longest cached
 prefix (:func:`pc_lookup`, :func:`pc_acquire`); prefilled blocks become entries at each iteration end and the
 rest of its KV when it lets go (:func:`pc_commit`); letting go drops its hold (:func:`pc_release`).
-:mod:`.block_keys` names the blocks, before the loop; :mod:`.cache_table` holds the tables' mechanics and the
+:mod:`.block_keys` names the blocks; :mod:`.cache_table` holds the tables' mechanics and the
 second-level tier evicted blocks spill to.
 """
 
 from __future__ import annotations
 
 from .._jit import kernel, prefetch
+from .block_keys import pc_key
 from .cache_table import tb_append, tb_delete, tb_find, tb_home, tb_prefetch, tb_slot, tb_unlink, tier_put
 from .state import (
     PC_DEVICE_LEVEL,
@@ -45,13 +46,13 @@ from .state import (
     RP_PC_UNREF,
     RP_POOL,
     RQ_PC_LEN,
-    RQ_PC_OFF,
     RQ_PC_REF,
 )
 
 __all__ = ["pc_lookup", "pc_acquire", "pc_commit", "pc_release", "pc_trim", "pc_find"]
 
 AHEAD = 8  # the walks ask for the table entry this many blocks ahead (cold entries: their loads then overlap)
+_POS = 32  # PC_POS: request << _POS | block
 
 
 @kernel
@@ -71,9 +72,10 @@ def pc_trim(S, r):
     while rs[RP_PC_UNREF, r] > rs[RP_FREE_BLOCKS, r]:
         s = rs[RP_PC_HEAD, r]
         p = ent[s, PC_POS]  # (the next to go are likely its chain's earlier blocks: a release lists a run tail first)
-        if p >= AHEAD:  # (and the slot after it, where its deletion looks next)
-            tb_prefetch(ent, S.pc_hash[p - 1])
-            q = tb_home(S.pc_hash[p - AHEAD], mask)
+        i, j = p >> _POS, p & ((1 << _POS) - 1)
+        if j >= AHEAD:  # (and the slot after it, where its deletion looks next)
+            tb_prefetch(ent, pc_key(S, i, j - 1))
+            q = tb_home(pc_key(S, i, j - AHEAD), mask)
             prefetch(ent, q)
             prefetch(ent, (q + 1) & mask)
         if spill:  # the second-level tier keeps a copy
@@ -84,17 +86,17 @@ def pc_trim(S, r):
 
 
 @kernel(inline=True)
-def _prefetch_next(ent, hashes, off, lo, mid, hi):
-    """Ask for the entries a bisection of [lo, hi) probes in its next two steps, whichever way mid's goes (one
-    wait for memory every two steps instead of every step)."""
+def _prefetch_next(S, ent, i, lo, mid, hi):
+    """Ask for the entries a bisection of request i's chain over [lo, hi) probes in its next two steps, whichever
+    way mid's goes (one wait for memory every two steps instead of every step)."""
     for a, b in ((lo, mid), (mid + 1, hi)):
         if a < b:
             m = (a + b) // 2
-            tb_prefetch(ent, hashes[off + m])
+            tb_prefetch(ent, pc_key(S, i, m))
             if a < m:
-                tb_prefetch(ent, hashes[off + (a + m) // 2])
+                tb_prefetch(ent, pc_key(S, i, (a + m) // 2))
             if m + 1 < b:
-                tb_prefetch(ent, hashes[off + (m + 1 + b) // 2])
+                tb_prefetch(ent, pc_key(S, i, (m + 1 + b) // 2))
 
 
 @kernel
@@ -108,16 +110,12 @@ def pc_lookup(S, r, i, most):
     150 per admission in a long chat, and once per replica when routing by cache.)"""
     pc_trim(S, r)
     ent = S.pc[r]
-    hashes = S.pc_hash
-    off = S.req_int[RQ_PC_OFF, i]
     lo = 0  # blocks [0, lo) cached, [hi, n) not
     hi = min(S.req_int[RQ_PC_LEN, i], most)
-    for b in range(0, hi, 8):  # (its chain's keys, 8 a cache line: the bisections read them out of order)
-        prefetch(hashes, off + b)
     while lo < hi:
         mid = (lo + hi) // 2
-        _prefetch_next(ent, hashes, off, lo, mid, hi)
-        if tb_find(ent, hashes[off + mid]) >= 0:
+        _prefetch_next(S, ent, i, lo, mid, hi)
+        if tb_find(ent, pc_key(S, i, mid)) >= 0:
             lo = mid + 1
         else:
             hi = mid
@@ -126,8 +124,8 @@ def pc_lookup(S, r, i, most):
     hi = cached
     while lo < hi:
         mid = (lo + hi) // 2
-        _prefetch_next(ent, hashes, off, lo, mid, hi)
-        if ent[tb_find(ent, hashes[off + mid]), PC_HELD] > 0:
+        _prefetch_next(S, ent, i, lo, mid, hi)
+        if ent[tb_find(ent, pc_key(S, i, mid)), PC_HELD] > 0:
             lo = mid + 1
         else:
             hi = mid
@@ -142,23 +140,21 @@ def pc_acquire(S, r, i, k):
     docstring). The caller charges the free count (those unheld until now leave it)."""
     rs = S.rep_int
     ent = S.pc[r]
-    hashes = S.pc_hash
-    off = S.req_int[RQ_PC_OFF, i]
     S.req_int[RQ_PC_REF, i] = k
     if k == 0:
         return
     for q in range(max(k - AHEAD, 0), k):
-        tb_prefetch(ent, hashes[off + q])
+        tb_prefetch(ent, pc_key(S, i, q))
     j = k - 1
-    s = tb_find(ent, hashes[off + j])
+    s = tb_find(ent, pc_key(S, i, j))
     was = ent[s, PC_HELD]
     ent[s, PC_HELD] = was + 1  # its held prefix ends here
     while was == 0 and j > 0:  # s was unheld: off the list, and a held child of its parent now
         tb_unlink(ent, rs, r, s, PC_DEVICE_LEVEL)
         j -= 1
         if j >= AHEAD:
-            tb_prefetch(ent, hashes[off + j - AHEAD])
-        s = tb_find(ent, hashes[off + j])
+            tb_prefetch(ent, pc_key(S, i, j - AHEAD))
+        s = tb_find(ent, pc_key(S, i, j))
         was = ent[s, PC_HELD]
         ent[s, PC_HELD] = was + 1
     if was == 0:  # (block 0)
@@ -178,19 +174,17 @@ def pc_commit(S, r, i, blocks):
     pc_trim(S, r)
     rs = S.rep_int
     ent = S.pc[r]
-    hashes = S.pc_hash
-    off = ri[RQ_PC_OFF, i]
     parent = -1  # the slot of the block before j
     if k > 0:
-        parent = tb_find(ent, hashes[off + k - 1])
+        parent = tb_find(ent, pc_key(S, i, k - 1))
         ent[parent, PC_HELD] -= 1  # its held prefix no longer ends there (block k keeps it held)
     inserted = 0
     for q in range(k, min(k + AHEAD, block_count)):
-        tb_prefetch(ent, hashes[off + q])
+        tb_prefetch(ent, pc_key(S, i, q))
     for j in range(k, block_count):
         if j + AHEAD < block_count:
-            tb_prefetch(ent, hashes[off + j + AHEAD])
-        h = hashes[off + j]
+            tb_prefetch(ent, pc_key(S, i, j + AHEAD))
+        h = pc_key(S, i, j)
         s = tb_slot(ent, h)
         newly = True  # held from now on, not before: a held child of its parent
         if ent[s, PC_KEY] == h:  # cached meanwhile: share it, free its own copy
@@ -224,28 +218,26 @@ def pc_release(S, r, i):
     rs = S.rep_int
     pc_trim(S, r)
     ent = S.pc[r]
-    hashes = S.pc_hash
-    off = ri[RQ_PC_OFF, i]
     k = ri[RQ_PC_REF, i]
     ri[RQ_PC_REF, i] = 0
     if k == 0:
         return 0
     for q in range(max(k - AHEAD, 0), k):
-        tb_prefetch(ent, hashes[off + q])
+        tb_prefetch(ent, pc_key(S, i, q))
     j = k - 1
-    s = tb_find(ent, hashes[off + j])
+    s = tb_find(ent, pc_key(S, i, j))
     ent[s, PC_HELD] -= 1  # its held prefix ended here
     freed = 0
     while ent[s, PC_HELD] == 0:  # nobody holds it now: listed, and no longer a held child of its parent
         tb_append(ent, rs, r, s, PC_DEVICE_LEVEL)
-        ent[s, PC_POS] = off + j
+        ent[s, PC_POS] = (i << _POS) | j
         freed += 1
         if j == 0:
             break
         j -= 1
         if j >= AHEAD:
-            tb_prefetch(ent, hashes[off + j - AHEAD])
-        s = tb_find(ent, hashes[off + j])
+            tb_prefetch(ent, pc_key(S, i, j - AHEAD))
+        s = tb_find(ent, pc_key(S, i, j))
         ent[s, PC_HELD] -= 1
     rs[RP_FREE_BLOCKS, r] += freed
     return k - freed

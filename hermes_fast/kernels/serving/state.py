@@ -38,7 +38,8 @@ State = namedtuple(
         "pipe_float",  # float64[PIPE_FLOAT_ROWS, m]: stage table (SGF_*), tiers (TF_*), resources (XF_*),
         # stage accumulators (SA_*) and the route-table row (ROUTE_TABLE)
         "span",  # float64[2, R, SPAN_CAP]: each replica's planned fast-forward span (SPAN_COST, SPAN_END)
-        "pc_hash",  # int64[total]: each request's KV-block hash chain (RQ_PC_OFF, RQ_PC_LEN), 0 never a hash
+        "pc_chain",  # int64[n_arrivals, CHAIN_ROWS]: what names each request's KV blocks (CH_*: see block_keys)
+        "pc_ids",  # int64[total]: trace requests' prompt hash ids (CH_TRACE_OFF), one per G_PC_HASH_BLOCK tokens
         "pc",  # int64[R, T, PC_ROWS]: each replica's prefix cache, an open-addressing table of T slots (PC_*)
         "pc2",  # int64[R, T2, PC_ROWS]: each replica's second-level tier of it (PC_*; PC_HELD unused, 0)
     ],
@@ -109,7 +110,6 @@ RQ_BRANCHED = _r()  # 1 once its job's branches have started
 RQ_HOLDERS = _r()  # branches holding the shared prompt blocks (they are freed when none does)
 RQ_EMITTED = _r()  # tokens its finished LLM jobs emitted, its parallel branches' included (thinking + answer)
 RQ_RESERVED = _r()  # KV blocks reserved at admission for the job's whole life (0: allocated as it goes)
-RQ_PC_OFF = _r()  # prefix cache: offset of its block-hash chain in S.pc_hash
 RQ_PC_LEN = _r()  # prefix cache: blocks in its chain (its full KV blocks, prompt and output; 0: never cached)
 RQ_PC_REF = _r()  # prefix cache: leading chain blocks it references as cache entries (counted in RQ_BLOCKS)
 RQ_PC_HIT = _r()  # prefix cache: prompt tokens its first admission found cached (prefill skipped)
@@ -340,6 +340,8 @@ G_SENT = _r()  # requests the clients have sent (they send in arrival order)
 G_IN_FLIGHT = _r()  # requests sent and not yet completed, rejected or dropped
 G_CONCURRENCY = _r()  # most requests in flight (the clients' cap; the arrivals' count: none)
 G_CLOSED = _r()  # 1: a closed loop: each completion makes its client send the next request after a think time
+G_PC_BLOCK = _r()  # prefix cache: tokens per KV block of the chains (the entry pool's block)
+G_PC_HASH_BLOCK = _r()  # prefix cache: prompt tokens per trace hash id
 G_DONE_LIST = _r.n  # first entry of the ended-jobs list (max_batch entries)
 GLOB_ROWS = _r.n
 
@@ -436,8 +438,17 @@ PC_KEY = 0  # the block hash held in the slot (PC_EMPTY: none)
 PC_HELD = 1  # running requests whose held prefix of their chain ends at the entry, plus its children (entries one
 # block further along a chain) that are held: > 0 iff a running request references it (0: on the LRU list)
 PC_LINKS = 2  # LRU list: the entries used before and after (slots + 1, 0: none), low and high 32 bits (cache_table)
-PC_POS = 3  # device level: where its key sits in S.pc_hash, in the chain that listed it last (the walks' prefetches)
+PC_POS = 3  # device level: request << 32 | block, where its key sits in the chain that listed it last (prefetches)
 PC_ROWS = 4
 PC_EMPTY = 0
 PC_DEVICE_LEVEL = 0  # the level offset of the device table's RP_PC_* rows
 PC_TIER_LEVEL = RP_PC2_HEAD - RP_PC_HEAD  # ... and of the tier's RP_PC2_* rows
+
+# ---------------------------------------------------------------- prefix cache: S.pc_chain columns (a request's)
+# (request-major: the few fields a key needs share a cache line; block_keys computes block e's key from them)
+CH_PREFIX = 0  # the mixed key of its shared prefix, for the blocks wholly inside it
+CH_PREFIX_BLOCKS = 1  # blocks wholly inside its prefix (0: none)
+CH_TRACE_OFF = 2  # offset of its trace hash ids in S.pc_ids
+CH_TRACE_BLOCKS = 3  # blocks wholly inside its hashed prompt (0: none), those of its prefix excepted
+CH_STREAM = 4  # the mixed key of its token stream (its session), for every other block
+CHAIN_ROWS = 5
