@@ -43,7 +43,7 @@ def find(runs, **want) -> S.ServingRun:
 
 
 def test_rows_group_into_runs(runs):
-    assert len(runs) == 104 and sum(len(r.metrics) for r in runs) == 809
+    assert len(runs) == 203 and sum(len(r.metrics) for r in runs) == 1991
     assert len({r.key for r in runs}) == len(runs)
     assert {r.split for r in runs} == {"fit", "holdout"}
     run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="32000")
@@ -396,3 +396,54 @@ def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch):
     for name in fs.PARAMETERS["vllm-0.8"]:
         fitted = float(re.search(rf"{name} ([0-9.]+) ms", line).group(1)) * 1e-3
         assert getattr(shipped, name) == pytest.approx(fitted, rel=2e-3, abs=1e-6), name
+
+
+# ---------------------------------------------------------------------------- vLLM >= 0.10 and SGLang 0.4.6+ runs
+
+
+def test_vllm_server_flags_and_a100_batch_defaults(runs):
+    """kvcached's vLLM 0.19 runs pass --gpu-memory-utilization 0.5; GPUStack's A100 runs keep vLLM >= 0.9's API-server
+    defaults there (2048 batched tokens, 256 sequences), their --max-num-batched-tokens and -tp / -pp flags are read."""
+    run = find(runs, stack_version="0.19.0", arrival="offline")
+    assert S.stack_entry(run) == "vllm" and S.skip_reason(run) is None
+    assert S.serving_scenario(run)["engines"][0]["memory_utilization"] == 0.5
+    a100 = find(runs, stack="vllm", device="a100", model="qwen3-32b", dataset="sharegpt")
+    e = S.serving_scenario(a100)["engines"][0]
+    assert (e["max_batched_tokens"], e["batching"]) == (2048, {"max_batch_size": 256})
+    flags = "vllm serve openai/gpt-oss-20b --async-scheduling --max-num-batched-tokens 8192"
+    tuned = find(runs, stack="vllm", device="a100", model="gpt-oss-20b", dataset="sharegpt", server_args=flags)
+    assert S.serving_scenario(tuned)["engines"][0]["max_batched_tokens"] == 8192
+    h100 = find(runs, stack_version="0.11.0", device="h100", model="qwen3-32b", dataset="sharegpt")
+    assert "max_batched_tokens" not in S.serving_scenario(h100)["engines"][0]  # the stack's 8192
+    pp = find(
+        runs,
+        stack_version="0.10.2",
+        dataset="sharegpt",
+        server_args="vllm serve openai/gpt-oss-120b --max-model-len 32768 --async-scheduling -pp 2",
+    )  # noqa: E501
+    assert S.stack_entry(pp) == "vllm-0.8" and S.serving_scenario(pp)["engines"][0]["parallel"] == {"tp": 1, "pp": 2}
+
+
+def test_sglang_default_range_ratio_and_sharegpt_means(runs):
+    """SGLang's bench_serving (0.4.6) with --random-range-ratio 0.0 draws lengths uniform in [1, L]; a ShareGPT run
+    that states its mean lengths gets the shipped pairs scaled to them (Qwen3 tokenizer, 1000 prompts)."""
+    run = find(runs, stack_version="0.4.6", rate_per_s="16")
+    (cls,) = S.serving_scenario(run)["workload"]["classes"]
+    assert cls["prompt_tokens"] == {"dist": "uniform", "min": 1, "max": 1913}
+    d = S.harness_draws(run, rng_for(0))
+    assert d.prompt_tokens.min() >= 1 and d.prompt_tokens.max() <= 1913 and d.prompt_tokens.size == 960
+    assert d.prompt_tokens.mean() == pytest.approx(957, rel=0.05)  # 931890 / 960 = 970.7 measured
+    share = find(runs, stack_version="0.11.0", device="h100", model="qwen3-32b", dataset="sharegpt")
+    d = S.harness_draws(share, rng_for(0))
+    assert d.prompt_tokens.size == 1000
+    assert d.prompt_tokens.mean() == pytest.approx(217.39, rel=0.05) and d.output_tokens.mean() == pytest.approx(
+        201.42, rel=0.05
+    )
+
+
+def test_a_run_the_modelled_memory_cannot_hold_is_listed_not_fatal(runs):
+    """Qwen3-32B with 32,000-token prompts on one 80 GB GPU: vLLM served it (its KV held >= 40,960 tokens), the
+    model's 80e9-byte memory leaves KV for fewer tokens than one request needs: listed with the reason."""
+    run = find(runs, stack_version="0.11.0", device="h100", model="qwen3-32b", input_tokens="32000")
+    (p,) = S.predict_serving([run], replicates=1)
+    assert p["skip"].startswith("the scenario cannot be built") and "KV" in p["skip"]

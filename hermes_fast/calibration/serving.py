@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..config.base import ConfigError
 from ..kernels import layout as L
 from ..kernels.serving import Outcome, Status
 from ..kernels.serving import state as loop
@@ -254,7 +255,12 @@ def predict_serving(
             out.append({"run": run, "skip": why, "predicted": {}, "calibration": "", "replicates": 0})
             continue
         entry_costs = (costs or {}).get(stack_entry(run))
-        prep = prepare_run(run, calibration, entry_costs)
+        try:
+            prep = prepare_run(run, calibration, entry_costs)
+        except ConfigError as e:  # e.g. the modelled memory holds less KV than one of the run's requests needs
+            out.append({"run": run, "skip": f"the scenario cannot be built: {e}", "predicted": {}, "calibration": "",
+                        "replicates": 0})  # fmt: skip
+            continue
         reps = default_replicates(run) if replicates is None else replicates
         pred = simulate_prepared(prep, None, reps, seed)
         out.append({"run": run, "skip": None, "predicted": pred, "calibration": prep.calibration, "replicates": reps})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -74,6 +75,10 @@ def _layout(run: ServingRun) -> _Layout:
         if entry == "sglang":  # 0.4.x: cuda_graph_max_bs 160 on 80 GB GPUs, 256 on H200 (stack_facts.csv)
             top = 256 if s["device"] == "h200_sxm" else 160
             out.stack["cuda_graph_sizes"] = [1, 2, 4] + list(range(8, top + 1, 8))
+    if entry in ("vllm", "vllm-0.8"):
+        out.engine.update(_vllm_flags(run))
+        if "--enable-expert-parallel" in args:  # the MoE layers' experts over the TP (x DP) ranks
+            out.engine["ep"] = tp
     if entry in ("trtllm", "trtllm-engine"):
         out = replace(out, kv_free_fraction=command_flag(args, "--kv_cache_free_gpu_memory_fraction") or 0.90)
         tokens = command_flag(args, "--max_num_tokens", "max_num_tokens")
@@ -89,6 +94,31 @@ def _layout(run: ServingRun) -> _Layout:
             out.stack["cuda_graph_padding"] = "cuda_graph_padding_enabled" in args
             if "--ep_size" in args:
                 out.engine["ep"] = int(command_flag(args, "--ep_size"))
+    return out
+
+
+def _vllm_flags(run: ServingRun) -> dict:
+    """Engine fields a vLLM run's server flags set, and the version's batch defaults on A100 (stacks.yaml sources):
+    vLLM >= 0.9 (EngineArgs.get_batch_defaults, PR #17885) gives the API server max_num_batched_tokens 2048 and
+    max_num_seqs 256 on A100 (8192 / 1024 on other GPUs >= 70 GiB, the stack's values); 0.8 (PR #12369) 2048
+    tokens on GPUs other than H100/H200."""
+    s, args = run.settings, run.settings["server_args"]
+    out: dict = {}
+    m = re.match(r"0\.(\d+)", s["stack_version"])
+    minor = int(m.group(1)) if m else 99
+    if s["device"].startswith("a100"):
+        out["max_batched_tokens"] = 2048
+        if minor >= 9:
+            out["batching"] = {"max_batch_size": 256}
+    tokens = command_flag(args, "--max-num-batched-tokens")
+    seqs = command_flag(args, "--max-num-seqs")
+    mem = command_flag(args, "--gpu-memory-utilization")
+    if tokens:
+        out["max_batched_tokens"] = int(tokens)
+    if seqs:
+        out["batching"] = {"max_batch_size": int(seqs)}
+    if mem:
+        out["memory_utilization"] = mem
     return out
 
 
@@ -109,8 +139,9 @@ def serving_scenario(run: ServingRun, costs: Mapping[str, float] | None = None) 
     front-end costs; the engine fields its flags set; the workload: ``num_prompts`` requests, Poisson at
     ``rate_per_s``, a closed loop of ``concurrency`` clients without think time, or (offline) a closed loop of
     ``num_prompts`` clients (every request sent at t = 0); lengths fixed (``random``), uniform within
-    +-15% (the FP8-KV blog's ``--random-range-ratio 0.15``), or ShareGPT's shipped per-request lengths (each
-    column's values; :func:`harness_draws` keeps the pairs, and what validation runs). No warm-up requests.
+    +-15% (the FP8-KV blog's ``--random-range-ratio 0.15``) or in [1, L] (SGLang bench_serving's default ratio
+    0), or ShareGPT's shipped per-request lengths (each column's values; :func:`harness_draws` keeps the pairs,
+    and what validation runs). No warm-up requests.
 
     Raises
     ------
@@ -146,9 +177,10 @@ def serving_scenario(run: ServingRun, costs: Mapping[str, float] | None = None) 
         "parallel": parallel,
         "dtypes": _dtypes(run),
     }
-    engine.update({k: v for k, v in lay.engine.items() if k not in ("ep", "attention_dp")})
-    if lay.batching:
-        engine["batching"] = dict(lay.batching)
+    engine.update({k: v for k, v in lay.engine.items() if k not in ("ep", "attention_dp", "batching")})
+    batching = {**lay.engine.get("batching", {}), **lay.batching}
+    if batching:
+        engine["batching"] = batching
     sc: dict = {"name": f"serving run {run.index}: {run.label}", "engines": [engine]}
     stack = dict(lay.stack)
     stack.update(costs or {})
@@ -166,9 +198,8 @@ def serving_scenario(run: ServingRun, costs: Mapping[str, float] | None = None) 
         workload["arrival"] = {"process": "closed", "concurrency": n}
     if s["dataset"] == "random":
         prompt, output = int(float(s["input_tokens"])), int(float(s["output_tokens"]))
-        ratio = _range_ratio(run)
-        if ratio:
-            lengths = {"prompt_tokens": _uniform(prompt, ratio), "output_tokens": _uniform(output, ratio)}
+        if _length_range(run, prompt) is not None:
+            lengths = {"prompt_tokens": _uniform(run, prompt), "output_tokens": _uniform(run, output)}
             workload["classes"] = [{"name": "random", **lengths}]
         else:
             workload["prompt_tokens"], workload["output_tokens"] = prompt, output
@@ -184,21 +215,25 @@ def serving_scenario(run: ServingRun, costs: Mapping[str, float] | None = None) 
     return sc
 
 
-def _range_ratio(run: ServingRun) -> float:
-    """``--random-range-ratio`` of a random-dataset run as vLLM >= 0.10 reads it (lengths uniform in
-    [L (1 - r), L (1 + r)]); 0: fixed lengths (vLLM 0.8's benchmark_serving default 1.0 drew
-    randint(L x 1.0, L), SGLang's bench_serving ``--random-range-ratio 1``, trtllm-bench's stdev 0)."""
-    if "+-15%" in run.notes:  # the FP8-KV blog: ~20k / ~2k tokens with +-15% variance
-        return 0.15
-    return 0.0
+def _length_range(run: ServingRun, center: int) -> tuple[int, int] | None:
+    """The bounds of a random-dataset run's uniform lengths around ``center`` (None: every request exactly
+    ``center``). vLLM >= 0.10 reads ``--random-range-ratio r`` as uniform in [L (1 - r), L (1 + r)] (the FP8-KV
+    blog: ~20k / ~2k tokens with +-15%); SGLang's bench_serving (0.4.x) as uniform in [max(L r, 1), L], so its
+    default 0.0 draws from [1, L] (the harness column says so). Fixed lengths otherwise: vLLM 0.8's
+    benchmark_serving default 1.0 drew randint(L x 1.0, L), vLLM >= 0.10 defaults to 0.0, SGLang's
+    ``--random-range-ratio 1``, trtllm-bench's stdev 0."""
+    if "+-15%" in run.notes:
+        r = 0.15
+        return int(math.floor(center * (1 - r))), int(math.ceil(center * (1 + r)))
+    h = run.settings["harness"]
+    if "sglang.bench_serving" in h and "--random-range-ratio 0.0" in h:
+        return 1, center
+    return None
 
 
-def _uniform(center: int, ratio: float) -> dict:
-    return {
-        "dist": "uniform",
-        "min": int(math.floor(center * (1 - ratio))),
-        "max": int(math.ceil(center * (1 + ratio))),
-    }
+def _uniform(run: ServingRun, center: int) -> dict:
+    lo, hi = _length_range(run, center)
+    return {"dist": "uniform", "min": lo, "max": hi}
 
 
 _SHAREGPT_CACHE: dict[str, np.ndarray] = {}
@@ -213,12 +248,21 @@ def _sharegpt_pairs() -> np.ndarray:
     return _SHAREGPT_CACHE["pairs"]
 
 
-def _sharegpt_scale(run: ServingRun) -> float:
-    """1 for runs with the shipped sample's DeepSeek tokenizer; for Llama-3-tokenizer runs (SGLang's bench_serving
-    README, whose offline runs give 194.3 output tokens per request) the ratio of means (see module constant)."""
+def _sharegpt_scale(run: ServingRun) -> tuple[float, float]:
+    """(prompt, output) length scales of the shipped ShareGPT sample for a run: for a run that states its own mean
+    lengths (``input_tokens`` / ``output_tokens``: the harness's totals over its requests) the ratio of each mean to
+    the sample's (exactly 1 for the DeepSeek-R1 runs the sample comes from); 1 for the other runs with its
+    DeepSeek-R1 tokenizer; otherwise (the Llama-3-tokenizer runs of SGLang's bench_serving README, 194.3 output
+    tokens per request) the ratio of output means for both."""
+    pairs = _sharegpt_pairs()
+    s = run.settings
+    if s["input_tokens"] not in ("", None) and s["output_tokens"] not in ("", None):
+        prompt_mean, output_mean = float(pairs[:, 0].mean()), float(pairs[:, 1].mean())
+        return float(s["input_tokens"]) / prompt_mean, float(s["output_tokens"]) / output_mean
     if catalog_model(run) == "deepseek-v3":
-        return 1.0
-    return _SHAREGPT_LLAMA3_OUTPUT_MEAN / float(_sharegpt_pairs()[:, 1].mean())
+        return 1.0, 1.0
+    r = _SHAREGPT_LLAMA3_OUTPUT_MEAN / float(pairs[:, 1].mean())
+    return r, r
 
 
 def harness_draws(run: ServingRun, rng: np.random.Generator, n: int | None = None) -> Draws:
@@ -230,7 +274,8 @@ def harness_draws(run: ServingRun, rng: np.random.Generator, n: int | None = Non
     batch-1 latency run is concurrency 1); offline runs send every request at t = 0. Lengths: a random dataset's
     fixed lengths (or uniform within the run's range ratio); ShareGPT: the shipped pairs in order when the run
     has as many prompts as the sample (the very requests of those runs), else pairs resampled with replacement;
-    Llama-3-tokenizer runs scale both lengths (:func:`_sharegpt_scale`).
+    lengths scaled to the run's stated means, or for the Llama-3 README's runs to its output mean
+    (:func:`_sharegpt_scale`).
 
     Examples
     --------
@@ -245,20 +290,19 @@ def harness_draws(run: ServingRun, rng: np.random.Generator, n: int | None = Non
     n = int(float(s["num_prompts"])) if n is None else n
     if s["dataset"] == "random":
         prompt_len, output_len = int(float(s["input_tokens"])), int(float(s["output_tokens"]))
-        ratio = _range_ratio(run)
-        if ratio:
-            lo, hi = _uniform(prompt_len, ratio)["min"], _uniform(prompt_len, ratio)["max"]
+        if _length_range(run, prompt_len) is not None:
+            lo, hi = _length_range(run, prompt_len)
             prompt = rng.integers(lo, hi + 1, n)
-            lo, hi = _uniform(output_len, ratio)["min"], _uniform(output_len, ratio)["max"]
+            lo, hi = _length_range(run, output_len)
             output = rng.integers(lo, hi + 1, n)
         else:
             prompt, output = np.full(n, prompt_len), np.full(n, output_len)
     else:
         pairs = _sharegpt_pairs()
         idx = np.arange(n) if n == pairs.shape[0] else rng.integers(0, pairs.shape[0], n)
-        scale = _sharegpt_scale(run)
-        prompt = np.maximum(np.rint(pairs[idx, 0] * scale), 1)
-        output = np.maximum(np.rint(pairs[idx, 1] * scale), 1)
+        prompt_scale, output_scale = _sharegpt_scale(run)
+        prompt = np.maximum(np.rint(pairs[idx, 0] * prompt_scale), 1)
+        output = np.maximum(np.rint(pairs[idx, 1] * output_scale), 1)
     closed, concurrency = False, 0
     think = None
     if s["arrival"] == "poisson":
