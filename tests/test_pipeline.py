@@ -11,6 +11,7 @@ from outcomes import assert_same_outcome
 from scipy import stats
 
 import hermes_fast as hf
+from hermes_fast.catalog import preset
 from hermes_fast.config.base import ConfigError
 from hermes_fast.kernels.serving import Status
 from hermes_fast.kernels.serving import state as loop
@@ -20,6 +21,9 @@ from hermes_fast.resolve import resolve_scenario
 
 STEP_S = 0.01
 LLM = {"name": "llm", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": STEP_S}
+
+# memory_utilization that leaves Llama-3.1-8B about 4,000 tokens of KV on one H100 (17.56 GB of its memory)
+KV_TIGHT = 17.56e9 / preset("devices", "h100_sxm").memory_bytes
 
 
 def scenario(stages, *, engines=(LLM,), links=(), tiers=None, rate=1.0, n_classes=1, prompt=100, output=None, **wl):
@@ -370,7 +374,7 @@ def test_fast_forward_spans_cut_by_arrivals_equal_stepping(fixed):
         "replicas": 3,
         **step,
         "scheduler": "shared_queue",
-        "memory_utilization": 0.2195,  # about 4,000 tokens of KV
+        "memory_utilization": KV_TIGHT,
         "batching": {"policy": "chunked", "chunk_size": 256},
     }
     pre = {
@@ -569,7 +573,7 @@ def test_branches_under_kv_pressure_conserve_requests_and_blocks(mode):
     """Eight 600-token branches on 1,000-token prompts with room for about 4,000 tokens: preemptions,
     every request completes, every block comes back, and fast-forward changes nothing."""
     llm = {k: v for k, v in LLM.items() if k != "fixed_step_time_s"}
-    llm.update(memory_utilization=0.2195, batching={"policy": "continuous", "preemption": mode})
+    llm.update(memory_utilization=KV_TIGHT, batching={"policy": "continuous", "preemption": mode})
     sc = _branched({"dist": "uniform", "min": 300, "max": 900}, branches=8, reward=False, prompt=1000, rate=2.0)
     sc["engines"][0] = llm
     pipe, a = _run_low_level(sc, 60)

@@ -12,6 +12,7 @@ import pytest
 from scipy.optimize import brentq
 
 import hermes_fast as hf
+from hermes_fast.catalog import preset
 from hermes_fast.config import ConfigError
 from hermes_fast.kernels.layout import N_PARAMS
 from hermes_fast.kernels.serving import new_state
@@ -23,6 +24,8 @@ from hermes_fast.sessions import block_chains, chain_keys
 from hermes_fast.workload import draw_workload
 
 DATA = Path(__file__).parent / "data"
+# the tight-KV cases below were sized on 80 GB of H100 memory: the same bytes of the catalog's (what CUDA reports)
+_H100_SHARE = 80e9 / preset("devices", "h100_sxm").memory_bytes
 
 
 # ---------------------------------------------------------------- the cache kernels on a one-replica state
@@ -533,7 +536,7 @@ def test_shared_prefix_kv_counts_once():
     from hermes_fast.simulate import build_serving, simulate_replicate
 
     cls = [{"prompt_tokens": 32, "output_tokens": 200, "prefix": {"tokens": 6000}}]
-    sc = _scenario(cls, rate=200.0, memory_utilization=0.24)
+    sc = _scenario(cls, rate=200.0, memory_utilization=_H100_SHARE * 0.24)
     sc = hf.load_scenario(sc)
     setup = build_serving(resolve_scenario(sc))
     cap = setup.pools[0].kv_capacity_tokens
@@ -570,7 +573,7 @@ def test_every_block_comes_back_under_pressure(engine):
         "prefix": {"distinct": 5, "tokens": 2000},
         "session": {"turns": 3, "think_time_s": 0.5},
     }
-    sc = hf.load_scenario(_scenario([cls], rate=40.0, memory_utilization=0.3, **engine))
+    sc = hf.load_scenario(_scenario([cls], rate=40.0, memory_utilization=_H100_SHARE * 0.3, **engine))
     setup = build_serving(resolve_scenario(sc))
     summary, _d, run = simulate_replicate(sc, setup, None, 600, hf.rng_for(1))
     assert (run.status == st.STATUS_DONE).all()
@@ -591,7 +594,7 @@ def test_spill_and_load_back_over_the_tier_timed_exactly(tmp_path):
     path = tmp_path / "trace.jsonl"
     path.write_text("".join(json.dumps({**r, "out": 2}) + "\n" for r in rows))
     columns = {"time_column": "t", "prompt_column": "n", "output_column": "out", "hash_ids_column": "ids"}
-    engine = {"stack": "ideal", "prefix_cache": True, "memory_utilization": 0.24}
+    engine = {"stack": "ideal", "prefix_cache": True, "memory_utilization": _H100_SHARE * 0.24}
     sc = _scenario([], **engine, prefix_cache_tier="host_dram_ddr5")
     sc["workload"] = {"arrival": {"process": "trace", "trace": {"path": str(path), "time_scale": 0.001, **columns}}}
     ds = hf.simulate(sc, n_requests=7, seed=1, keep_requests=True, progress=False).isel(replicate=0)
@@ -624,7 +627,7 @@ def test_prefix_affinity_counts_the_blocks_a_replicas_tier_holds(tmp_path):
     path = tmp_path / "trace.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     columns = {"time_column": "t", "prompt_column": "n", "output_column": "out", "hash_ids_column": "ids"}
-    engine = {"stack": "ideal", "prefix_cache": True, "memory_utilization": 0.24, "replicas": 2}
+    engine = {"stack": "ideal", "prefix_cache": True, "memory_utilization": _H100_SHARE * 0.24, "replicas": 2}
     engine["scheduler"] = "prefix_affinity"
     arrival = {"arrival": {"process": "trace", "trace": {"path": str(path), "time_scale": 0.001, **columns}}}
     replica = {}

@@ -19,6 +19,7 @@ import pytest
 from outcomes import assert_same_outcome
 from serving_reference import run_reference
 
+from hermes_fast.catalog import preset
 from hermes_fast.kernels.serving import Outcome, Reason, Status, compiled_serve, new_state
 from hermes_fast.kernels.serving import state as loop
 from hermes_fast.resolve import resolve_scenario
@@ -27,8 +28,9 @@ from hermes_fast.workload import Draws, draw_workload, rng_for
 
 MODEL = "llama-3.1-8b"
 DEVICE = "h100_sxm"
-# memory_utilization that leaves Llama-3.1-8B about 4,000 tokens of KV on one H100: preemption territory
-KV_TIGHT = 0.2195
+# memory_utilization that leaves Llama-3.1-8B about 4,000 tokens of KV on one H100 (17.56 GB of its memory):
+# preemption territory
+KV_TIGHT = 17.56e9 / preset("devices", DEVICE).memory_bytes
 LENGTHS = {
     "prompt_tokens": {"dist": "uniform", "min": 32, "max": 2048},
     "output_tokens": {"dist": "uniform", "min": 4, "max": 200},

@@ -9,6 +9,7 @@ import pytest
 from outcomes import assert_same_outcome
 
 import hermes_fast as hf
+from hermes_fast.catalog import preset
 from hermes_fast.config import ConfigError
 from hermes_fast.kernels.serving import Outcome, Status, new_state, run_loop
 from hermes_fast.length_draws import length_moments
@@ -254,7 +255,7 @@ def test_throughput_never_exceeds_capacity_and_latency_grows_with_load():
 
 def kv_pressure(preemption):
     s = roofline_scenario("continuous", rate=30.0)
-    s["engines"][0]["memory_utilization"] = 0.224  # ~0.6 GB of KV: ~6,000 tokens
+    s["engines"][0]["memory_utilization"] = 17.92e9 / preset("devices", "h100_sxm").memory_bytes  # ~6,000 tokens of KV
     s["engines"][0]["batching"]["preemption"] = preemption
     s["workload"]["classes"] = [{"prompt_tokens": 300, "output_tokens": {"dist": "uniform", "min": 200, "max": 600}}]
     return s
