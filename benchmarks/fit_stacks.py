@@ -13,11 +13,12 @@ explain does not drag the others). Parameters a stack's runs cannot identify sta
 an entry with few runs sits in a flat valley of its loss (costs trading against each other), so a refit it does not
 need moves its costs without fitting better.
 
-The ``vllm`` entry (>= 0.11, async scheduling) has only two ``fit`` runs (20k-token prompts at concurrency 8,
-where the front end is ~1% of TTFT): its per-step and per-sequence costs are fitted to those and to the vLLM
+The ``vllm`` entry (>= 0.11, async scheduling): its per-step and per-sequence costs are fitted to its ``fit`` runs
+(the FP8-KV blog's 20k-token prompts at concurrency 8, GPUStack's and kvcached's vLLM 0.11-0.19 runs: ShareGPT and
+fixed lengths, mostly all sent at once, where batches of hundreds identify the per-sequence cost) and to the vLLM
 FP8-KV blog's single-request ITL fits (``stack_facts.csv``: ITL = intercept + slope x input length on H100 and
-B200, BF16 and FP8 KV, each read at 1k and 32k input tokens), and its front end is the ``vllm-0.8`` fit (the
-BLIS / inference-sim fitted per-request queueing time of vLLM's API server (stack_facts.csv), not fitted here.
+B200, BF16 and FP8 KV, each read at 1k and 32k input tokens); its front end is the BLIS / inference-sim fitted
+per-request queueing time of vLLM's API server (stack_facts.csv), not fitted here (most of its runs queue).
 
 ``--write`` puts the fitted values into hermes_fast/catalog/stacks.yaml (each with a ``sources`` entry); the
 printed tables (fit and holdout rows apart, per stack and metric) are what benchmarks/RESULTS.md reports.
@@ -36,6 +37,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from hermes_fast.calibration import serving as S
+from hermes_fast.config import ConfigError
 
 # host time of one layer in an iteration run without CUDA graphs, at most: Python-driven eager execution (~15-20
 # kernels a layer, each a Python call and a launch of 10-25 us); a fit that pushes against it is absorbing
@@ -54,7 +56,7 @@ PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
         "prefill_attention_extra": (0.0, 3.0),
         "moe_compute_extra": (0.0, 3.0),
     },
-    "vllm": {"step_overhead_s": (0.0, 20.0)},
+    "vllm": {"step_overhead_s": (0.0, 20.0), "sequence_overhead_s": (0.0, 0.5)},
     "sglang": {
         "frontend_s": (0.0, 200.0),
         "step_overhead_s": (0.0, 20.0),
@@ -163,7 +165,12 @@ def fit_entry(
     lo = np.array([PARAMETERS[entry][n][0] for n in names])
     hi = np.array([PARAMETERS[entry][n][1] for n in names])
     base = {f: 0.0 for f in S.COST_FIELDS} | fixed
-    preps = [S.prepare_run(r, calibration, base) for r in runs]
+    preps = []
+    for r in runs:
+        try:
+            preps.append(S.prepare_run(r, calibration, base))
+        except ConfigError:  # (the scenario cannot be built: validation lists such a run as not simulated)
+            continue
     metrics = [fit_metrics(p) for p in preps]
 
     def costs_of(x: np.ndarray) -> dict[str, float]:
@@ -186,7 +193,7 @@ def fit_entry(
             best = res
     res = best
     low = sum(any(m.startswith("ttft") for m in ms) for ms in metrics)
-    info = {"runs": len(runs), "low_load": low, "residuals": res.fun.size, "nfev": res.nfev}
+    info = {"runs": len(preps), "low_load": low, "residuals": res.fun.size, "nfev": res.nfev}
     info["seconds"] = time.perf_counter() - t
     return costs_of(res.x), info
 

@@ -59,7 +59,7 @@ class Catalog:
     --------
     >>> cat = hf.Catalog()
     >>> cat.device("h100_sxm").memory_bytes  # bytes
-    84900000000.0
+    80000000000.0
     >>> cat.calibration_for("h100_sxm").split(" ")[0], hf.Catalog(calibration="none").calibration_for("h100_sxm")
     ('h100_sxm', None)
     >>> capped = hf.Catalog({"devices": {"h100_capped": {"base": "h100_sxm", "power_peak_w": 500.0}}})

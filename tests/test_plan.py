@@ -164,10 +164,11 @@ def test_planner_best_equals_brute_force_simulation_of_every_candidate(objective
     )  # fmt: skip
     cost = ds.plan_cost_usd_per_hour.values
     value = caps if objective == "capacity" else caps / cost
-    best = int(np.argmax(value))
-    assert ds.attrs["best_candidate"] == best
-    second = np.sort(value)[-2]
-    assert value[best] > second * (1 + 2 * spec.rel_tol)  # the brute-force best is clear of the search's tolerance
+    best = ds.attrs["best_candidate"]
+    # the planner's pick is the brute-force best, or ties with it within the capacity search's tolerance (two
+    # layouts that close are one answer to a bisection of that tolerance)
+    assert value[best] * (1 + 2 * spec.rel_tol) >= value.max()
+    assert (value < value.max() / (1 + 2 * spec.rel_tol)).sum() >= n - 2  # and the others are clearly worse
     # the planner's capacity of that layout agrees with the brute force within the bisection's tolerance
     got = float(ds.capacity_request_per_s.isel(candidate=best, replicate=0))
     assert got == pytest.approx(caps[best], rel=2 * spec.rel_tol)

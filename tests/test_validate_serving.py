@@ -8,7 +8,6 @@ import csv
 import importlib.util
 import math
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -395,8 +394,9 @@ def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch):
     dev = hf.Catalog().device("h100_sxm")  # the stack's host costs replace the device's (0 by default)
     assert dev.efficiency.step_overhead_s == 0.0
     for name in fs.PARAMETERS["vllm-0.8"]:
-        fitted = float(re.search(rf"{name} ([0-9.]+) ms", line).group(1)) * 1e-3
-        assert getattr(shipped, name) == pytest.approx(fitted, rel=2e-3, abs=1e-6), name
+        fitted = float(re.search(rf"{name} ([0-9.]+)", line).group(1)) * fs.unit(name)  # (ms, or a fraction)
+        printed = 1e-6 if fs.unit(name) < 1 else 5e-4  # (the line prints 3 decimals)
+        assert getattr(shipped, name) == pytest.approx(fitted, rel=2e-3, abs=printed), name
 
 
 # ---------------------------------------------------------------------------- vLLM >= 0.10 and SGLang 0.4.6+ runs
@@ -443,13 +443,8 @@ def test_sglang_default_range_ratio_and_sharegpt_means(runs):
 
 
 def test_a_run_the_modelled_memory_cannot_hold_is_listed_not_fatal(runs):
-    """Qwen3-32B with 32,000-token prompts on one 80 GB H100 (vLLM held >= 40,960 tokens of KV, and so does the
-    model: 84.9e9 bytes x 0.9 less 65.5 GB of weights); at --gpu-memory-utilization 0.8 the KV left holds fewer
-    tokens than one request needs: that run is listed with the reason, not fatal."""
+    """Qwen3-32B with 32,000-token prompts on one 80 GB GPU: vLLM served it (its KV held >= 40,960 tokens), the
+    model's 80e9-byte memory leaves KV for fewer tokens than one request needs: listed with the reason."""
     run = find(runs, stack_version="0.11.0", device="h100", model="qwen3-32b", input_tokens="32000")
-    assert S.skip_reason(run) is None
-    tight = replace(
-        run, settings={**run.settings, "server_args": run.settings["server_args"] + " --gpu-memory-utilization 0.8"}
-    )
-    (p,) = S.predict_serving([tight], replicates=1)
+    (p,) = S.predict_serving([run], replicates=1)
     assert p["skip"].startswith("the scenario cannot be built") and "KV" in p["skip"]

@@ -69,7 +69,7 @@ def preset(kind: str, name: str):
     Examples
     --------
     >>> preset("devices", "h100_sxm").memory_bytes
-    84900000000.0
+    80000000000.0
     """
     return from_mapping(KINDS[kind], dict(preset_entries(kind)[name]), f"catalog.{kind}.{name}")
 

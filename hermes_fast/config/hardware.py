@@ -71,12 +71,7 @@ class Device:
     name: str = fld(doc="display name")
     kind: Literal["gpu", "tpu", "asic", "cpu", "pim"] = fld(doc="device class")
     peak_flop_per_s: PeakFlops = fld(doc="dense peak per dtype")
-    memory_bytes: float = fld(
-        unit="B",
-        doc="device-local memory capacity (HBM, or DRAM for CPUs): where known, what the runtime reports as total "
-        "(CUDA's, a little under the installed GiB), the basis of the stacks' KV budgets",
-        ge=1e6,
-    )
+    memory_bytes: float = fld(unit="B", doc="device-local memory capacity (HBM, or DRAM for CPUs)", ge=1e6)
     memory_bandwidth_bytes_per_s: float = fld(unit="B/s", doc="device-local memory bandwidth", ge=1e3)
     scale_up: Link = fld(doc="link within the scale-up domain (NVLink, xGMI, ICI, UPI)")
     scale_up_domain_devices: int = fld(1, unit="device", doc="devices reachable over scale_up", ge=1, le=1 << 20)
