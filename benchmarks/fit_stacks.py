@@ -13,10 +13,9 @@ explain does not drag the others). Parameters a stack's runs cannot identify sta
 an entry with few runs sits in a flat valley of its loss (costs trading against each other), so a refit it does not
 need moves its costs without fitting better.
 
-The ``vllm`` entry (>= 0.11, async scheduling): its per-step and per-sequence costs are fitted to its ``fit`` runs
-(the FP8-KV blog's 20k-token prompts at concurrency 8, GPUStack's and kvcached's vLLM 0.11-0.19 runs: ShareGPT and
-fixed lengths, mostly all sent at once, where batches of hundreds identify the per-sequence cost) and to the vLLM
-FP8-KV blog's single-request ITL fits (``stack_facts.csv``: ITL = intercept + slope x input length on H100 and
+The ``vllm`` entry (>= 0.11, async scheduling): its per-step cost is fitted to its dense-model ``fit`` runs (the
+FP8-KV blog's 20k-token prompts at concurrency 8, GPUStack's and kvcached's Qwen3 runs; see ``DENSE_ONLY``) and to
+the vLLM FP8-KV blog's single-request ITL fits (``stack_facts.csv``: ITL = intercept + slope x input length on H100 and
 B200, BF16 and FP8 KV, each read at 1k and 32k input tokens); its front end is the BLIS / inference-sim fitted
 per-request queueing time of vLLM's API server (stack_facts.csv), not fitted here (most of its runs queue).
 

@@ -24,7 +24,7 @@ from hermes_fast.sessions import block_chains, chain_keys
 from hermes_fast.workload import draw_workload
 
 DATA = Path(__file__).parent / "data"
-# the tight-KV cases below were sized on 80 GB of H100 memory: the same bytes of the catalog's (what CUDA reports)
+# the tight-KV cases below were sized on 80e9 bytes of H100 memory: the same bytes, whatever the catalog's figure
 _H100_SHARE = 80e9 / preset("devices", "h100_sxm").memory_bytes
 
 
