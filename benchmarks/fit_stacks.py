@@ -1,6 +1,6 @@
 """Fit the serving stacks' host and front-end costs to the public serving runs, and report the held-back error.
 
-Run:  python benchmarks/fit_stacks.py [--write] [--out errors.csv]     (about a minute on one core)
+Run:  python benchmarks/fit_stacks.py [--write] [--out errors.csv]     (about 5 minutes on one core)
 
 For each catalog stack entry, the runs of ``hermes_fast/data/serving/serving_runs.csv`` marked ``split: fit`` that
 can be simulated (:func:`hermes_fast.calibration.serving.skip_reason`) are simulated with the entry's costs as
@@ -94,6 +94,13 @@ FIXED = {
 # error of the experts' kernels (MXFP4 experts on Hopper and A100, which no shipped calibration measures) lands in
 # the host costs (a refit of vllm's step cost on all 50 of its fit runs put it at 9.6 ms, against 0.45 ms)
 DENSE_ONLY = {"vllm"}
+# entries whose shipped costs a plain `--write` keeps: their refit fails an independent check the project holds them
+# to (tests/test_attention_dp.py: SGLang v0.4's published DP-attention decode gain, 1.9x, reads 1.22x after a refit
+# on the 23 fit runs of 2026-12-07, 2.94x after one on 2026-12-06; 1.76x as shipped)
+KEPT = {
+    "sglang": "its refit puts the independent SGLang v0.4 DP-attention check outside its tolerance",
+    "sglang-0.3": "the other side of that check",
+}
 LOSS = "cauchy"  # a run no cost can explain (a server warm-up stall, a kernel far off) loses its pull
 LOSS_SCALE = 0.2  # in log units: residuals beyond ~20% count less and less
 LOW_LOAD = 0.25  # TTFT counts where the simulated wait for a batch is under this share of TTFT (at zero costs)
@@ -231,6 +238,9 @@ def main() -> None:
     fitted: dict[str, dict[str, float]] = {}
     infos = {}
     for entry in args.only or PARAMETERS:
+        if entry in KEPT and not args.only:  # (named with --only, it is refitted: to see what the check says)
+            print(f"{entry}: kept as shipped ({KEPT[entry]})", flush=True)
+            continue
         fit_runs = [r for r in usable if S.stack_entry(r) == entry and r.split == "fit"]
         if entry in DENSE_ONLY:
             fit_runs = [r for r in fit_runs if not _moe(r)]
@@ -247,7 +257,7 @@ def main() -> None:
               f"{infos[entry]['nfev']} evaluations, "
               f"{infos[entry]['seconds']:.0f} s)", flush=True)  # fmt: skip
     chosen = [r for r in runs if args.only is None or S.stack_entry(r) in args.only]
-    preds = S.predict_serving(chosen, calibration=args.calibration, costs=fitted)
+    preds = S.predict_serving(chosen, calibration=args.calibration, costs=fitted)  # (kept entries: shipped costs)
     rows = S.serving_errors(preds)
     print_tables(rows)
     if args.out:
