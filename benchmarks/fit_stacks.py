@@ -288,7 +288,8 @@ def write_rows(rows: list[dict], path: str) -> None:
 
 def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
     """Set each fitted field of each entry in stacks.yaml (replacing its line, or adding one before ``sources:``)
-    and its ``sources`` line; remove the entry's other cost fields (the fit held them at 0)."""
+    and its ``sources`` line; remove the entry's other cost fields (the fit held them at 0) and the sources this
+    script wrote for them (a source saying why a cost is 0 stays)."""
     path = Path(S.__file__).resolve().parent.parent / "catalog" / "stacks.yaml"
     text = path.read_text()
     today = datetime.date.today().isoformat()
@@ -297,9 +298,10 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
         m = block_re.search(text)
         block = m.group(0)
         names = list(PARAMETERS[entry]) + list(FIXED.get(entry, {}))
-        for name in S.COST_FIELDS:  # a cost the fit held at 0 leaves the entry, with its source (none is stale)
+        for name in S.COST_FIELDS:  # a cost the fit held at 0 leaves the entry, with a source this script wrote
             if name not in names:
-                block = re.sub(rf"^ {{2,4}}{name}: .*\n", "", block, flags=re.M)
+                block = re.sub(rf"^  {name}: .*\n", "", block, flags=re.M)
+                block = re.sub(rf'^    {name}: "fitted to .*\n', "", block, flags=re.M)
         for name in names:  # the values, in order before `sources:`
             line = f"  {name}: {round(costs[name], 7):.4g}\n"
             if re.search(rf"^  {name}: .*\n", block, re.M):
