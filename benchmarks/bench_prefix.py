@@ -2,8 +2,9 @@
 
 Llama-3.1-8B on one H100 under the vllm stack (prefix caching on), sessions of 1-8 turns (uniform), 5 s think
 time (cv 1), 20 system prompts of 500-2000 tokens (Zipf 1), lognormal user turns (mean 200, cv 1) and answers
-(mean 200, cv 1), at a session rate giving the busy fraction printed. Times the loop alone (``run_serving``) and,
-apart, drawing the workload and building the block-hash chains. Caching off is timed on the same draws.
+(mean 200, cv 1), at a session rate giving the busy fraction printed. Times ``run_serving`` (the loop, with the
+few numbers per request its block keys are computed from) and, apart, drawing the workload. Caching off is timed
+on the same draws.
 
 Run:  python benchmarks/bench_prefix.py [--requests N] [--rate SESSIONS_PER_S]
 JIT compile (or cache load) time is measured on a small warm-up run and reported separately.
