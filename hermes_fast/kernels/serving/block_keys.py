@@ -4,8 +4,8 @@ A block's key stands for its tokens and every token before them: a block wholly 
 by (prefix, position), one wholly inside a trace's hashed prompt by the hash ids it overlaps (Mooncake's ids are
 chained: equal ids, equal prompts up to there), any other by (its session's token stream, position). A request's
 chain is described by one row of ``S.pc_chain`` (``CH_*``, filled before the loop by :func:`chain_rows`), and
-:func:`chain_key` computes block e's key from it: three multiplies, where stored chains cost 8 bytes a block
-(1.3 GB for a million chat requests) and a cold read.
+:func:`chain_key` computes block e's key from it: one splitmix round (two multiplies), where stored chains cost 8
+bytes a block (1.3 GB for a million chat requests) and a cold read.
 """
 
 from __future__ import annotations
