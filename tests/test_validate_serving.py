@@ -384,16 +384,18 @@ def test_fit_script_recovers_a_stacks_host_costs_from_synthetic_runs():
 
 
 @pytest.mark.slow
-def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch):
-    """`python benchmarks/fit_stacks.py --only vllm-0.8` gives the costs stacks.yaml ships (4 significant figures)."""
+@pytest.mark.parametrize("entry", ["vllm-0.8", "vllm"])
+def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch, entry):
+    """`python benchmarks/fit_stacks.py --only ENTRY` gives the costs stacks.yaml ships (4 significant figures);
+    for ``vllm`` from its dense-model runs and the single-request ITL points (``DENSE_ONLY``)."""
     fs = _fit_module()
-    monkeypatch.setattr("sys.argv", ["fit_stacks.py", "--only", "vllm-0.8"])
+    monkeypatch.setattr("sys.argv", ["fit_stacks.py", "--only", entry])
     fs.main()
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("vllm-0.8:"))
-    shipped = hf.Catalog().stack("vllm-0.8")
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"{entry}:"))
+    shipped = hf.Catalog().stack(entry)
     dev = hf.Catalog().device("h100_sxm")  # the stack's host costs replace the device's (0 by default)
     assert dev.efficiency.step_overhead_s == 0.0
-    for name in fs.PARAMETERS["vllm-0.8"]:
+    for name in fs.PARAMETERS[entry]:
         fitted = float(re.search(rf"{name} ([0-9.]+)", line).group(1)) * fs.unit(name)  # (ms, or a fraction)
         printed = 1e-6 if fs.unit(name) < 1 else 5e-4  # (the line prints 3 decimals)
         assert getattr(shipped, name) == pytest.approx(fitted, rel=2e-3, abs=printed), name
