@@ -21,7 +21,7 @@ from .kernels import layout as L
 from .kernels.serving import state as loop
 from .length_draws import length_min
 from .resolve import ResolvedScenario
-from .workload import classes_of
+from .workload import classes_of, shares_blocks
 
 __all__ = [
     "Pool",
@@ -152,9 +152,10 @@ def build_serving(resolved: ResolvedScenario) -> ServingSetup:
         pools = [replace(pre, next_pool=1), engine_pool(resolved, _engine_index(sc, sv.decode_engine), "decode")]
     else:
         pools = [engine_pool(resolved, _engine_index(sc, sv.engine), "colocated")]
+    shared = shares_blocks(sc.workload)
     for c in range(len(classes_of(sc.workload))):
         prompt, output = class_length_mins(sc.workload, c)
-        found = job_rejection(pools, 0, prompt, output)
+        found = job_rejection(pools, 0, prompt, output, shared=shared)
         if found is not None:
             raise never_runs(sc.workload, c, pools[found[0]], found[1], prompt, output)
     return pool_arrays(pools, sv.pairing, sv.kv_link)
@@ -163,21 +164,26 @@ def build_serving(resolved: ResolvedScenario) -> ServingSetup:
 # --- requests that can never run: the loop's rejection rules (kernels/serving/submission.py::_reject_reason)
 
 
-def reject_reason(pool: Pool, prompt: int, output: int, prefilled: int = 0, seqs: int = 1) -> str | None:
+def reject_reason(
+    pool: Pool, prompt: int, output: int, prefilled: int = 0, seqs: int = 1, shared: bool = False
+) -> str | None:
     """Why a job can never run on ``pool``, by the loop's rules at submission: ``"context"``, ``"tokens"``,
     ``"kv"``, or None when it can.
 
     The job prefills ``prompt`` tokens (``prefilled`` of them cached), over ``seqs`` sequences, and writes
     ``output`` tokens: over the model's context (per sequence), a prompt's new tokens over
-    ``max_batched_tokens`` where prompts are not split (``Batching.splits_prompts``; not on a decode pool), or
-    more KV than one replica holds (a prefill pool keeps the prompt's, the others prompt + output - 1 tokens').
+    ``max_batched_tokens`` where prompts are not split (``Batching.splits_prompts``; not on a decode pool, nor
+    where the pool keeps a prefix cache and the requests share blocks (``shared``): the cache, looked up at
+    admission, may hold most of the prompt, and admission checks the rest), or more KV than one replica holds (a
+    prefill pool keeps the prompt's, the others prompt + output - 1 tokens').
     """
     ce, e = pool.compiled, pool.engine
     if ce is None or e is None:  # a search pool: one-token jobs, no limits
         return None
     if (prompt + seqs - 1) // seqs + output > ce.max_context_tokens:
         return "context"
-    if not e.batching.splits_prompts and pool.role != "decode" and prompt - prefilled > e.max_batched_tokens:
+    over_budget = prompt - prefilled > e.max_batched_tokens and not (shared and e.prefix_cache)
+    if not e.batching.splits_prompts and pool.role != "decode" and over_budget:
         return "tokens"
     most = prompt if pool.role == "prefill" else prompt + output - 1
     block = e.batching.block_size_tokens
@@ -187,25 +193,28 @@ def reject_reason(pool: Pool, prompt: int, output: int, prefilled: int = 0, seqs
 
 
 def job_rejection(
-    pools: list[Pool], k: int, prompt: int, output: int, prefilled: int = 0, seqs: int = 1
+    pools: list[Pool], k: int, prompt: int, output: int, prefilled: int = 0, seqs: int = 1, shared: bool = False
 ) -> tuple[int, str] | None:
     """(pool, reason) where a job queued at pool ``k`` is rejected (a prefill pool's job is also checked at the
     decode pool it hands off to, when it writes more than one token), or None."""
-    why = reject_reason(pools[k], prompt, output, prefilled, seqs)
+    why = reject_reason(pools[k], prompt, output, prefilled, seqs, shared)
     if why is None and pools[k].next_pool >= 0 and output > 1:
         k = pools[k].next_pool
-        why = reject_reason(pools[k], prompt, output, prefilled, seqs)
+        why = reject_reason(pools[k], prompt, output, prefilled, seqs, shared)
     return None if why is None else (k, why)
 
 
 def class_length_mins(workload, c: int) -> tuple[int, int]:
-    """The shortest prompt and output request class ``c`` can draw (1 where a trace column replaces them)."""
+    """The shortest prompt (its prefix's tokens included) and output request class ``c`` can draw (1 where a trace
+    column replaces them)."""
     rc = classes_of(workload)[c]
     base = f"workload.classes[{c}]" if workload.classes else "workload"
     tr = workload.arrival.trace if workload.arrival.process == "trace" else None
     prompt = (
         1 if tr is not None and tr.prompt_column is not None else length_min(rc.prompt_tokens, f"{base}.prompt_tokens")
     )
+    if rc.prefix is not None:  # (a prompt starts with its prefix's tokens)
+        prompt += length_min(rc.prefix.tokens, f"{base}.prefix.tokens")
     output = (
         1 if tr is not None and tr.output_column is not None else length_min(rc.output_tokens, f"{base}.output_tokens")
     )
@@ -243,6 +252,9 @@ def never_runs(workload, c: int, pool: Pool, why: str, prompt: int, output: int)
     key, value = ("prompt_tokens", prompt) if why == "tokens" or prompt >= output else ("output_tokens", output)
     label = f"class '{rc.name}'" if workload.classes else "the workload"
     shortest = "its shortest draw" if not isinstance(getattr(rc, key), int) else "fixed"
+    if key == "prompt_tokens" and rc.prefix is not None:  # (the field is the user's part, after the prefix)
+        value -= length_min(rc.prefix.tokens)
+        shortest += f", after a prefix of at least {prompt - value} tokens"
     return ConfigError(
         f"{base}.{key}",
         value,

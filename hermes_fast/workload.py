@@ -94,6 +94,14 @@ class Draws:
         return self.next_turn is not None and bool((self.next_turn >= 0).any())
 
 
+def shares_blocks(workload) -> bool:
+    """Whether the workload's requests share prompt blocks (prefixes, sessions, or a trace's hash ids): what a
+    prefix cache can reuse, as :attr:`Draws.cached` says of its draws."""
+    arr = workload.arrival
+    traced = arr.process == "trace" and arr.trace.hash_ids_column is not None
+    return traced or any(c.prefix is not None or c.session is not None for c in classes_of(workload))
+
+
 def classes_of(workload) -> tuple[RequestClass, ...]:
     """The workload's request classes (one from the fixed prompt/output lengths when none are given)."""
     if workload.classes:

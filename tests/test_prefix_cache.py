@@ -347,6 +347,46 @@ def test_mooncake_trace_hash_ids_give_the_hits_by_hand(tmp_path):
     assert ds.request_prefix_hit_tokens.values[0].tolist() == [0, 1024, 1536, 0]
 
 
+def test_unsplit_prompts_over_the_budget_run_when_the_cache_holds_the_rest(tmp_path):
+    """Prompts not split, a 2048-token budget, a Mooncake-format trace a second apart: a 1636-token prompt runs and
+    leaves its first three 512-token id blocks cached; a 2536-token prompt sharing those three finds 1536 tokens
+    cached and runs (1000 left to prefill, within the budget), as TensorRT-LLM's LLM API lets such a request through
+    with block reuse on and chunked prefill off (its scheduler subtracts the reusable prefix); a 2536-token prompt
+    sharing nothing is rejected for the token budget, at admission. Caching off: both 2536-token prompts are
+    rejected when they arrive, as before."""
+    rows = [
+        (0, 1636, [1, 2, 3, 4]),
+        (1000, 2536, [1, 2, 3, 5, 6]),
+        (2000, 2536, [7, 8, 9, 10, 11]),
+        (3000, 1000, [12, 13]),
+    ]
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(f'{{"timestamp": {t}, "input_length": {n}, "output_length": 10, "hash_ids": {h}}}\n'
+                            for t, n, h in rows))  # fmt: skip
+    trace = {"path": str(path), "time_column": "timestamp", "prompt_column": "input_length", "time_scale": 0.001,
+             "output_column": "output_length", "hash_ids_column": "hash_ids"}  # fmt: skip
+    tokens = list(hf.simulate(_scenario([]), n_requests=1, progress=False).reason.values).index("token_budget")
+    outcome = {}
+    unsplit = {"stack": "ideal", "max_batched_tokens": 2048, "batching": {"policy": "continuous"}}
+    for cache in (True, False):
+        sc = _scenario([], prefix_cache=cache, **unsplit)
+        sc["workload"] = {"arrival": {"process": "trace", "trace": trace}}
+        ds = hf.simulate(sc, n_requests=4, seed=1, keep_requests=True, progress=False)
+        done = ds.request_status.values[0] == int(st.STATUS_DONE)
+        outcome[cache] = (done.tolist(), ds.request_prefix_hit_tokens.values[0].tolist())
+        assert int(ds.rejected_by_reason.values.ravel()[tokens]) == (~done).sum()
+    assert outcome[True] == ([True, True, False, True], [0, 1536, 0, 0])
+    assert outcome[False] == ([True, False, False, True], [0, 0, 0, 0])
+    # a class of 2536-token prompts (a shared 1536-token prefix): caching off, no request can ever run (one clear
+    # error before the loop); on, one could if its prefix were cached, and none is (nothing shorter computes it):
+    # every one is rejected, at admission
+    cls = [{"prompt_tokens": 1000, "output_tokens": 10, "prefix": {"tokens": 1536}}]
+    with pytest.raises(ConfigError, match="prompt_tokens"):
+        hf.simulate(_scenario(cls, prefix_cache=False, **unsplit), n_requests=4, progress=False)
+    ds = hf.simulate(_scenario(cls, prefix_cache=True, **unsplit), n_requests=4, seed=1, progress=False)
+    assert float(ds.rejected_fraction[0]) == 1.0 and int(ds.rejected_by_reason.values.ravel()[tokens]) == 4
+
+
 def test_prefix_affinity_sends_a_repeated_prefix_to_the_replica_holding_it():
     """Two replicas, two prefixes, one request at a time: with prefix_affinity (and kv_aware, whose load term is
     then 0) every request after a prefix's first goes to the replica that served its first (and finds it

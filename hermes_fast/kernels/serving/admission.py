@@ -7,6 +7,7 @@ import math
 from .._jit import kernel
 from .batch import push_running
 from .cache_table import tier_run
+from .clients import client_done
 from .fastforward import truncate_span
 from .jobs import job_owner, spawn_branches
 from .kv import blocks_for, swap_time
@@ -26,6 +27,7 @@ from .state import (
     PL_COUNT,
     PL_FIRST,
     PL_MAX_BATCH,
+    PL_MAX_TOKENS,
     PL_PC2_CAP,
     PL_PREFIX,
     PL_ROLE,
@@ -38,6 +40,7 @@ from .state import (
     RA_PC2_TOKENS,
     RA_PC_HIT_TOKENS,
     RA_PC_LOOKUP_TOKENS,
+    REASON_TOKENS,
     RF_ADMIT,
     ROLE_DECODE,
     RP_FREE_BLOCKS,
@@ -57,11 +60,14 @@ from .state import (
     RQ_PC_LEN,
     RQ_PREFILLED,
     RQ_PROMPT,
+    RQ_REASON,
     RQ_RESERVED,
     RQ_SHARED_BLOCKS,
+    RQ_STATUS,
     RQ_SWAPPED,
     RQ_TARGET,
     SCHED_SHARED_QUEUE,
+    STATUS_REJECTED,
 )
 
 __all__ = ["admit"]
@@ -176,6 +182,18 @@ def _admit_heads(S, r, t, budget, static_reserve):
                     chunk = min(chunk, chunk_cap, budget)
                     if chunk <= 0:
                         return admitted_tokens, swap_s, admitted, ready_n
+                elif (
+                    PREFIX_CACHE
+                    and pi[PL_PREFIX, pool] != 0
+                    and ri[RQ_PC_LEN, i] > 0
+                    and ri[RQ_GEN, i] == 0
+                    and chunk > pi[PL_MAX_TOKENS, pool]
+                ):  # what the cache leaves to prefill is over the budget, and prompts are not split: never runs
+                    dequeue(S, q)  # (submission left this check to here: see submission._reject_reason)
+                    ri[RQ_STATUS, i] = STATUS_REJECTED
+                    ri[RQ_REASON, i] = REASON_TOKENS
+                    client_done(S, i, t)
+                    continue
                 elif chunk > budget and admitted_tokens > 0:  # the first prompt is never refused for the budget
                     return admitted_tokens, swap_s, admitted, ready_n
                 most = max(ri[RQ_PREFILLED, i] + (hit + loaded) * block + chunk, ri[RQ_KV, i])  # (swapped: its KV)

@@ -22,8 +22,10 @@ from .state import (
     PL_MAX_QUEUE,
     PL_MAX_TOKENS,
     PL_NEXT,
+    PL_PREFIX,
     PL_ROLE,
     PL_SPLIT,
+    PREFIX_CACHE,
     Q_COUNT,
     REASON_CONTEXT,
     REASON_KV,
@@ -34,6 +36,7 @@ from .state import (
     ROLE_PREFILL,
     RP_BUSY,
     RQ_OUTPUT,
+    RQ_PC_LEN,
     RQ_PREFILLED,
     RQ_PROMPT,
     RQ_REASON,
@@ -83,8 +86,11 @@ def _reject_reason(S, pool, i):
     if (prompt + ri[RQ_SEQS, i] - 1) // ri[RQ_SEQS, i] + out > pi[PL_MAX_CONTEXT, pool]:  # (each sequence)
         return REASON_CONTEXT
     new = prompt - ri[RQ_PREFILLED, i]  # (a cached prefix is not prefilled)
+    # (a replica's prefix cache, looked up at admission, may hold most of it: the budget is checked there then)
+    cached_later = PREFIX_CACHE and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0
     if pi[PL_SPLIT, pool] == 0 and pi[PL_ROLE, pool] != ROLE_DECODE and new > pi[PL_MAX_TOKENS, pool]:
-        return REASON_TOKENS
+        if not cached_later:
+            return REASON_TOKENS
     # the most KV it ever holds here: the whole prompt (prefill-only) or prompt + output - 1
     most = prompt if pi[PL_ROLE, pool] == ROLE_PREFILL else prompt + out - 1
     if blocks_for(most, pi[PL_BLOCK, pool]) > pi[PL_CAP_BLOCKS, pool]:
