@@ -233,9 +233,8 @@ def why_rejected(pool: Pool, why: str, prompt: int, output: int, prefilled: int 
     if why == "tokens":
         return (
             f"a prompt of at most max_batched_tokens ({e.max_batched_tokens}) for {name}: policy '{e.batching.policy}' "
-            f"prefills a prompt in one iteration (only 'chunked' and 'continuous_chunked' split it); it "
-            f"has at least {prompt - prefilled} "
-            "new tokens" + (f" (of a {prompt}-token prompt)" if prefilled else "")
+            f"prefills a prompt in one iteration (only 'chunked' and 'continuous_chunked' split it); it has at least "
+            f"{prompt - prefilled} new tokens" + (f" (of a {prompt}-token prompt)" if prefilled else "")
         )
     most = prompt if pool.role == "prefill" else prompt + output - 1
     return (

@@ -11,7 +11,7 @@ from .clients import client_done
 from .fastforward import truncate_span
 from .jobs import job_owner, spawn_branches
 from .kv import blocks_for, swap_time
-from .prefix_cache import pc_acquire, pc_lookup
+from .prefix_cache import pc_acquire, pc_applies, pc_lookup
 from .queues import dequeue
 from .state import (
     ADMIT_RATIO,
@@ -29,7 +29,6 @@ from .state import (
     PL_MAX_BATCH,
     PL_MAX_TOKENS,
     PL_PC2_CAP,
-    PL_PREFIX,
     PL_ROLE,
     PL_SCHED,
     PL_SPLIT,
@@ -57,7 +56,6 @@ from .state import (
     RQ_KV,
     RQ_OUTPUT,
     RQ_PC_HIT,
-    RQ_PC_LEN,
     RQ_PREFILLED,
     RQ_PROMPT,
     RQ_REASON,
@@ -172,7 +170,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
                 chunk = 0
                 spend = 1  # its decode takes one token of the budget
             else:
-                if PREFIX_CACHE and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0 and ri[RQ_KV, i] == 0:
+                if PREFIX_CACHE and pc_applies(S, pool, i) and ri[RQ_KV, i] == 0:
                     hit, unref = pc_lookup(S, r, i, (ri[RQ_TARGET, i] - 1) // block)  # (one token left to compute)
                     hit_free = hit - unref
                     if pi[PL_PC2_CAP, pool] > 0:
@@ -182,13 +180,8 @@ def _admit_heads(S, r, t, budget, static_reserve):
                     chunk = min(chunk, chunk_cap, budget)
                     if chunk <= 0:
                         return admitted_tokens, swap_s, admitted, ready_n
-                elif (
-                    PREFIX_CACHE
-                    and pi[PL_PREFIX, pool] != 0
-                    and ri[RQ_PC_LEN, i] > 0
-                    and ri[RQ_GEN, i] == 0
-                    and chunk > pi[PL_MAX_TOKENS, pool]
-                ):  # what the cache leaves to prefill is over the budget, and prompts are not split: never runs
+                elif PREFIX_CACHE and pc_applies(S, pool, i) and ri[RQ_GEN, i] == 0 and chunk > pi[PL_MAX_TOKENS, pool]:
+                    # what the cache leaves to prefill is over the budget, and prompts are not split: never runs
                     dequeue(S, q)  # (submission left this check to here: see submission._reject_reason)
                     ri[RQ_STATUS, i] = STATUS_REJECTED
                     ri[RQ_REASON, i] = REASON_TOKENS
@@ -222,7 +215,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
             rs[RP_FREE_BLOCKS, r] -= need - held
             ri[RQ_BLOCKS, i] = need
             ri[RQ_RESERVED, i] = need if reserve_all else 0
-            if PREFIX_CACHE and not ready and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0 and ri[RQ_KV, i] == 0:
+            if PREFIX_CACHE and not ready and pc_applies(S, pool, i) and ri[RQ_KV, i] == 0:
                 swap_s += _take_prefix(S, r, i, hit, loaded, block, math.isnan(rf[RF_ADMIT, i]))
             rs[RP_KV_TOKENS, r] += ri[RQ_KV, i] - (ri[RQ_SHARED_BLOCKS, i] + hit_free) * block  # (shared: resident)
             if math.isnan(rf[RF_ADMIT, i]):

@@ -152,8 +152,8 @@ def tier_put(S, r, h):
     ent = S.pc2[r]
     rs = S.rep_int
     cap = S.pool_int[PL_PC2_CAP, rs[RP_POOL, r]]
-    s = tb_find(ent, h)
-    if s >= 0:
+    s = tb_slot(ent, h)
+    if ent[s, PC_KEY] == h:
         tb_unlink(ent, rs, r, s, PC_TIER_LEVEL)
         tb_append(ent, rs, r, s, PC_TIER_LEVEL)
         return
@@ -161,7 +161,7 @@ def tier_put(S, r, h):
         old = rs[RP_PC_HEAD + PC_TIER_LEVEL, r]
         tb_unlink(ent, rs, r, old, PC_TIER_LEVEL)
         tb_delete(ent, rs, r, old, PC_TIER_LEVEL)
-    s = tb_slot(ent, h)
+        s = tb_slot(ent, h)  # (the deletion may have shifted the probe sequence h would take)
     ent[s, PC_KEY] = h
     rs[RP_PC_ENTRIES + PC_TIER_LEVEL, r] += 1
     tb_append(ent, rs, r, s, PC_TIER_LEVEL)

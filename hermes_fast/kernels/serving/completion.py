@@ -17,7 +17,7 @@ from .jobs import job_owner, spawn_branches
 from .kv import release_kv
 from .links import ps_flow, start_transfer
 from .pipeline import stage_done
-from .prefix_cache import pc_commit
+from .prefix_cache import pc_applies, pc_commit
 from .queues import enqueue
 from .routing import choose_queue
 from .state import (
@@ -39,7 +39,6 @@ from .state import (
     PL_MEM_RES,
     PL_NEXT,
     PL_PAIRING,
-    PL_PREFIX,
     PL_ROLE,
     POOL_SEARCH,
     PREFIX_CACHE,
@@ -63,7 +62,6 @@ from .state import (
     RQ_GEN,
     RQ_KV,
     RQ_OUTPUT,
-    RQ_PC_LEN,
     RQ_PREFILLED,
     RQ_REPLICA,
     RQ_STAGE,
@@ -130,7 +128,7 @@ def finish_iteration(S, r, t):
                 ri[RQ_KV, i] += c
                 rs[RP_KV_TOKENS, r] += c
                 # its prefilled blocks join the cache
-                if PREFIX_CACHE and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0:
+                if PREFIX_CACHE and pc_applies(S, pool, i):
                     pc_commit(S, r, i, ri[RQ_KV, i] // pi[PL_BLOCK, pool])
                 if ri[RQ_PREFILLED, i] == ri[RQ_TARGET, i]:  # prompt done: it emits a token
                     ri[RQ_GEN, i] += 1

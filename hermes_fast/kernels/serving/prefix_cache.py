@@ -37,6 +37,7 @@ from .state import (
     PC_POS,
     PL_BLOCK,
     PL_PC2_CAP,
+    PL_PREFIX,
     RA_PC_EVICTIONS,
     RA_PC_INSERTS,
     RP_FREE_BLOCKS,
@@ -49,16 +50,18 @@ from .state import (
     RQ_PC_REF,
 )
 
-__all__ = ["pc_lookup", "pc_acquire", "pc_commit", "pc_release", "pc_trim", "pc_find"]
+__all__ = ["pc_applies", "pc_lookup", "pc_acquire", "pc_commit", "pc_release", "pc_trim"]
 
 AHEAD = 8  # the walks ask for the table entry this many blocks ahead (cold entries: their loads then overlap)
 _POS = 32  # PC_POS: request << _POS | block
 
 
-@kernel
-def pc_find(S, r, h):
-    """Slot of replica r's table holding hash h, or -1."""
-    return tb_find(S.pc[r], h)
+@kernel(inline=True)
+def pc_applies(S, pool, i):
+    """Whether ``pool``'s replicas keep a prefix cache and request i has a chain of blocks for it. (Callers write
+    ``PREFIX_CACHE and pc_applies(...)``: the compile-time constant must stay in their branch for the loop without
+    prefix caches to leave the branch out.)"""
+    return S.pool_int[PL_PREFIX, pool] != 0 and S.req_int[RQ_PC_LEN, i] > 0
 
 
 @kernel

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .._jit import kernel
 from .cache_table import tier_run
 from .fastforward import truncate_span
-from .prefix_cache import pc_lookup
+from .prefix_cache import pc_applies, pc_lookup
 from .state import (
     INF,
     PF_OVERLAP_WEIGHT,
@@ -14,7 +14,6 @@ from .state import (
     PL_COUNT,
     PL_FIRST,
     PL_PC2_CAP,
-    PL_PREFIX,
     PL_ROLE,
     PL_RR,
     PL_SCHED,
@@ -30,7 +29,6 @@ from .state import (
     RQ_CLASS,
     RQ_DECODE_REPLICA,
     RQ_ENTRY_REPLICA,
-    RQ_PC_LEN,
     RQ_PREV_TURN,
     RQ_ROUTE,
     RQ_TARGET,
@@ -88,7 +86,7 @@ def _affinity(S, pool, i, sched):
             return r
     cached = False
     if PREFIX_CACHE:  # (a compile-time constant: the loop without prefix caches leaves the lookups out)
-        cached = sched != SCHED_SESSION_STICKY and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0
+        cached = sched != SCHED_SESSION_STICKY and pc_applies(S, pool, i)
     block = pi[PL_BLOCK, pool]
     most = (ri[RQ_TARGET, i] - 1) // block
     best = first

@@ -8,6 +8,7 @@ from .clients import client_done
 from .events import heap_push, timer_payload
 from .fastforward import truncate_span
 from .kv import blocks_for
+from .prefix_cache import pc_applies
 from .queues import enqueue
 from .routing import choose_queue
 from .state import (
@@ -22,7 +23,6 @@ from .state import (
     PL_MAX_QUEUE,
     PL_MAX_TOKENS,
     PL_NEXT,
-    PL_PREFIX,
     PL_ROLE,
     PL_SPLIT,
     PREFIX_CACHE,
@@ -36,7 +36,6 @@ from .state import (
     ROLE_PREFILL,
     RP_BUSY,
     RQ_OUTPUT,
-    RQ_PC_LEN,
     RQ_PREFILLED,
     RQ_PROMPT,
     RQ_REASON,
@@ -86,11 +85,10 @@ def _reject_reason(S, pool, i):
     if (prompt + ri[RQ_SEQS, i] - 1) // ri[RQ_SEQS, i] + out > pi[PL_MAX_CONTEXT, pool]:  # (each sequence)
         return REASON_CONTEXT
     new = prompt - ri[RQ_PREFILLED, i]  # (a cached prefix is not prefilled)
-    # (a replica's prefix cache, looked up at admission, may hold most of it: the budget is checked there then)
-    cached_later = PREFIX_CACHE and pi[PL_PREFIX, pool] != 0 and ri[RQ_PC_LEN, i] > 0
-    if pi[PL_SPLIT, pool] == 0 and pi[PL_ROLE, pool] != ROLE_DECODE and new > pi[PL_MAX_TOKENS, pool]:
-        if not cached_later:
-            return REASON_TOKENS
+    unsplit = pi[PL_SPLIT, pool] == 0 and pi[PL_ROLE, pool] != ROLE_DECODE
+    # (a replica's prefix cache may hold most of it: then admission, after its lookup, checks the budget)
+    if unsplit and new > pi[PL_MAX_TOKENS, pool] and not (PREFIX_CACHE and pc_applies(S, pool, i)):
+        return REASON_TOKENS
     # the most KV it ever holds here: the whole prompt (prefill-only) or prompt + output - 1
     most = prompt if pi[PL_ROLE, pool] == ROLE_PREFILL else prompt + out - 1
     if blocks_for(most, pi[PL_BLOCK, pool]) > pi[PL_CAP_BLOCKS, pool]:
