@@ -118,7 +118,7 @@ class _Reference:
             self.held[i].append(h)
 
     def held_counts(self) -> dict[int, int]:
-        """What the kernels keep per entry instead of reference counts (``PC_HELD``): the holders whose held prefix
+        """What a cache that lists blocks keeps per entry instead of reference counts: the holders whose held prefix
         ends there, plus its children (a block further along some chain) that are referenced."""
         held = dict.fromkeys(self.ref, 0)
         kids = set()
@@ -139,14 +139,26 @@ class _Reference:
                 self.lru[h] = None
 
 
-def _table(S) -> tuple[dict[int, int], list[int]]:
-    """The kernel's entries (hash -> ``PC_HELD``) and its LRU list, least recently used first."""
-    keys, refs = S.pc[0, :, st.PC_KEY], S.pc[0, :, st.PC_HELD]
-    entries = {int(k): int(c) for k, c in zip(keys, refs, strict=True) if k != st.PC_EMPTY}
-    order, s = [], S.rep_int[st.RP_PC_HEAD, 0]
-    while s >= 0:
-        order.append(int(keys[s]))
-        s = tb_next(S.pc[0], s)
+def _table(S, chains) -> tuple[dict[int, int], list[int]]:
+    """The kernel's entries as a cache that lists blocks would keep them: hash -> held count (``PN_HELD`` at a
+    node's last block; inside a held node 1, its held next block), and the LRU list, least recently used first
+    (each listed node's blocks from its end). Checks that every entry lies in its node, and every node's blocks
+    in the table."""
+    keys, nodes, nd = S.pc[0, :, st.PC_KEY], S.pc[0, :, st.PC_NODE], S.pcn[0]
+    entries = {}
+    for n in {int(m) for k, m in zip(keys, nodes, strict=True) if k != st.PC_EMPTY}:
+        owner, start, end = nd[n, st.PN_OWNER], nd[n, st.PN_START], nd[n, st.PN_END]
+        run = [int(h) for h in chains[owner][start:end]]
+        assert all(nodes[np.flatnonzero(keys == h)[0]] == n for h in run)
+        held = nd[n, st.PN_HELD]
+        entries.update(dict.fromkeys(run[:-1], 1 if held > 0 else 0))
+        entries[run[-1]] = int(held)
+    assert len(entries) == int(np.sum(keys != st.PC_EMPTY))
+    order, n = [], S.rep_int[st.RP_PC_HEAD, 0]
+    while n >= 0:
+        owner, start, end = nd[n, st.PN_OWNER], nd[n, st.PN_START], nd[n, st.PN_END]
+        order.extend(int(h) for h in reversed(chains[owner][start:end]))
+        n = tb_next(nd, n)
     return entries, order
 
 
@@ -196,7 +208,7 @@ def _random_sequence(S, chains, rng, cap, block):
         if rng.random() > 0.3:  # (the kernels evict lazily: look now and then, as the loop does)
             continue
         pc_trim(S, 0)
-        entries, order = _table(S)
+        entries, order = _table(S, chains)
         assert entries == ref.held_counts()
         assert {h: c > 0 for h, c in entries.items()} == {h: c > 0 for h, c in ref.ref.items()}
         assert order == list(ref.lru)
@@ -210,7 +222,7 @@ def _random_sequence(S, chains, rng, cap, block):
     for i in live:
         release_kv(S, 0, i)
     assert rs[st.RP_FREE_BLOCKS, 0] == cap
-    assert all(c == 0 for c in _table(S)[0].values())
+    assert all(c == 0 for c in _table(S, chains)[0].values())
     assert rs[st.RP_PC_UNREF, 0] == rs[st.RP_PC_ENTRIES, 0]
 
 

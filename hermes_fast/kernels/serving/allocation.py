@@ -23,7 +23,9 @@ from .state import (
     INF,
     IT_WAKE_DUE,
     ITL_BINS,
+    PC2_ROWS,
     PC_ROWS,
+    PN_ROWS,
     PF_MAX_WAIT,
     PIPE_FLOAT_ROWS,
     PIPE_INT_ROWS,
@@ -47,6 +49,7 @@ from .state import (
     RP_PC2_TAIL,
     RP_PC_HEAD,
     RP_PC_TAIL,
+    RP_PN_FREE,
     RP_POOL,
     RQ_ANSWER,
     RQ_BASE_PROMPT,
@@ -59,6 +62,7 @@ from .state import (
     RQ_NEXT_TURN,
     RQ_OUTPUT,
     RQ_PC_LEN,
+    RQ_PC_NODE,
     RQ_PREV_TURN,
     RQ_PROMPT,
     RQ_REPLICA,
@@ -248,9 +252,12 @@ def new_state(
             ri[RQ_NEXT_TURN, :n_arr] = cache["next_turn"]
             ri[RQ_PREV_TURN, :n_arr] = cache["prev_turn"]
     pc = np.zeros((n_rep, slots, PC_ROWS), dtype=np.int64)  # (entry-major: see cache_table)
-    pc2 = np.zeros((n_rep, int(cache.get("tier_slots", 1)) if cache is not None else 1, PC_ROWS), dtype=np.int64)
-    for row in (RP_PC_HEAD, RP_PC_TAIL, RP_PC2_HEAD, RP_PC2_TAIL):
+    nodes = int(pool_int[PL_CAP_BLOCKS].max(initial=0)) + 1 if slots > 1 else 1  # (a node holds a block at least)
+    pcn = np.zeros((n_rep, nodes, PN_ROWS), dtype=np.int64)
+    pc2 = np.zeros((n_rep, int(cache.get("tier_slots", 1)) if cache is not None else 1, PC2_ROWS), dtype=np.int64)
+    for row in (RP_PC_HEAD, RP_PC_TAIL, RP_PC2_HEAD, RP_PC2_TAIL, RP_PN_FREE):
         rs[row] = -1
+    ri[RQ_PC_NODE] = -1
     return State(
         req_int=ri,
         req_float=rf,
@@ -272,5 +279,6 @@ def new_state(
         pc_chain=pc_chain,
         pc_ids=pc_ids,
         pc=pc,
+        pcn=pcn,
         pc2=pc2,
     )

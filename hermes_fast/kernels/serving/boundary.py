@@ -58,6 +58,7 @@ from .state import (
     RP_NRUN,
     RP_POOL,
     RP_SPAN,
+    RP_SPAN_PLANNED,
     SCHED_SHARED_QUEUE,
     SPAN_COST,
     SPAN_END,
@@ -150,6 +151,7 @@ def _launch(S, r, t, swap_s, nothing_admitted, in_flight):
     if n_seq == 0.0:
         rs[RP_BUSY, r] = 0
         rs[RP_SPAN, r] = 0
+        rs[RP_SPAN_PLANNED, r] = 0
         return
     if PIPELINES and S.pool_int[PL_KIND, pool] == POOL_SEARCH:
         cost = _search_batch_cost(S, pool, n_seq, t)
@@ -167,11 +169,12 @@ def _launch(S, r, t, swap_s, nothing_admitted, in_flight):
     rsf[IT_SPAN_KV, r] = kv_tokens
     S.span[SPAN_COST, r, 0] = cost
     S.span[SPAN_END, r, 0] = end
-    span = 1
+    planned = span = 1
     decode_only = pre_tok == 0.0 and swap_s == 0.0 and nothing_admitted
     if decode_only and S.glob[G_FAST_FORWARD] != 0 and min_left > 1:
-        span, end = plan_span(S, r, p, n_dec, dec_kv, logits, n_seq, end, min_left)
-    rs[RP_SPAN, r] = span
+        planned, span, end = plan_span(S, r, end, min_left)
+    rs[RP_SPAN, r] = planned
+    rs[RP_SPAN_PLANNED, r] = span
     rs[RP_BUSY, r] = 1
     rsf[IT_END, r] = end
     heap_push(S, HEAP_ITERATION, end, r)

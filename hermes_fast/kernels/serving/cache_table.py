@@ -1,14 +1,14 @@
-"""The prefix cache's tables: open addressing over 64-bit block keys, with an LRU list, at two levels.
+"""The prefix cache's tables: open addressing over 64-bit block keys, LRU lists, and the second-level tier.
 
-A level is a table (``S.pc`` on the device, ``S.pc2`` in the second-level tier) of ``T`` slots per replica, a
-power of two, stored entry-major (``[replica, slot, PC_*]``: a slot's key, count and links share a cache line, so
-touching a cold entry misses once, not once a field); keys are found by linear probing from their home slot and
-deleted by backward shift (later probes move up, and their LRU links follow them). The hot kernels take one
-replica's table (``ent = S.pc[r]``), not the state. Entries no running request holds sit on a doubly linked LRU
-list; a level's head, tail, listed count and entry count are four rows of ``S.rep_int`` (``RP_PC_*``,
-``RP_PC2_*``: the level offsets ``PC_DEVICE_LEVEL``, ``PC_TIER_LEVEL``). The tier holds copies of blocks evicted
-from the device (:func:`tier_put`, LRU within its ``PL_PC2_CAP`` blocks); an admission loads a run of them back
-(:func:`tier_run`) over the tier's link.
+A table (``S.pc`` on the device, ``S.pc2`` in the second-level tier) has ``T`` slots per replica, a power of two,
+stored entry-major (``[replica, slot, field]``: a slot's fields share a cache line, so touching a cold entry misses
+once, not once a field); keys are found by linear probing from their home slot and deleted by backward shift (later
+probes move up; in a listed table their LRU links follow them). The hot kernels take one replica's table
+(``ent = S.pc[r]``), not the state. An LRU list is doubly linked through a ``PC_LINKS`` field: the device cache
+lists its unheld nodes (``S.pcn``), the tier its blocks; a level's head, tail, listed-block count and entry count
+are four rows of ``S.rep_int`` (``RP_PC_*``, ``RP_PC2_*``: the level offsets ``PC_DEVICE_LEVEL``,
+``PC_TIER_LEVEL``). The tier holds copies of blocks evicted from the device (:func:`tier_put`, LRU within its
+``PL_PC2_CAP`` blocks); an admission loads a run of them back (:func:`tier_run`) over the tier's link.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from .._jit import kernel, prefetch
 from .block_keys import pc_key
 from .state import (
     PC_EMPTY,
-    PC_HELD,
     PC_KEY,
     PC_LINKS,
-    PC_ROWS,
     PC_TIER_LEVEL,
     PL_PC2_CAP,
     RA_PC2_SPILLS,
@@ -39,8 +37,9 @@ __all__ = [
     "tb_slot",
     "tb_prev",
     "tb_next",
-    "tb_unlink",
-    "tb_append",
+    "lru_remove",
+    "lru_append",
+    "lru_insert_after",
     "tb_delete",
     "tier_put",
     "tier_run",
@@ -106,23 +105,30 @@ def _tb_link(ent, rs, r, lv, p, n):
 
 
 @kernel(inline=True)
-def tb_unlink(ent, rs, r, s, lv):
-    """Take entry s off replica r's LRU list of level ``lv``."""
+def lru_remove(ent, rs, r, s, lv):
+    """Take item s (an entry of a listed table, or a node) off replica r's LRU list of level ``lv``."""
     _tb_link(ent, rs, r, lv, tb_prev(ent, s), tb_next(ent, s))
-    rs[RP_PC_UNREF + lv, r] -= 1
 
 
 @kernel(inline=True)
-def tb_append(ent, rs, r, s, lv):
-    """Put entry s at the most recently used end of replica r's LRU list of level ``lv``."""
+def lru_append(ent, rs, r, s, lv):
+    """Put item s at the most recently used end of replica r's LRU list of level ``lv``."""
     _tb_link(ent, rs, r, lv, rs[RP_PC_TAIL + lv, r], s)
     _tb_link(ent, rs, r, lv, s, -1)
-    rs[RP_PC_UNREF + lv, r] += 1
+
+
+@kernel(inline=True)
+def lru_insert_after(ent, rs, r, s, p, lv):
+    """Put item s right after listed item p on replica r's LRU list of level ``lv``."""
+    n = tb_next(ent, p)
+    _tb_link(ent, rs, r, lv, p, s)
+    _tb_link(ent, rs, r, lv, s, n)
 
 
 @kernel
-def tb_delete(ent, rs, r, s, lv):
-    """Empty slot s of replica r's table of level ``lv`` (backward-shift deletion; list links follow)."""
+def tb_delete(ent, rs, r, s, lv, listed):
+    """Empty slot s of replica r's table of level ``lv`` (backward-shift deletion; in a ``listed`` table, whose
+    entries are all on its LRU list, the links follow the entries that move)."""
     mask = ent.shape[0] - 1
     hole = s
     j = s
@@ -134,14 +140,13 @@ def tb_delete(ent, rs, r, s, lv):
         home = tb_home(k, mask)
         if ((j - home) & mask) < ((j - hole) & mask):  # its home is not in (hole, j]: it may move to the hole
             continue
-        for row in range(PC_ROWS):
+        for row in range(ent.shape[1]):
             ent[hole, row] = ent[j, row]
-        if ent[hole, PC_HELD] == 0:  # an unheld entry: its list neighbours point at its new slot
+        if listed:  # its list neighbours point at its new slot
             _tb_link(ent, rs, r, lv, tb_prev(ent, hole), hole)
             _tb_link(ent, rs, r, lv, hole, tb_next(ent, hole))
         hole = j
     ent[hole, PC_KEY] = PC_EMPTY
-    ent[hole, PC_HELD] = 0
     rs[RP_PC_ENTRIES + lv, r] -= 1
 
 
@@ -154,17 +159,19 @@ def tier_put(S, r, h):
     cap = S.pool_int[PL_PC2_CAP, rs[RP_POOL, r]]
     s = tb_slot(ent, h)
     if ent[s, PC_KEY] == h:
-        tb_unlink(ent, rs, r, s, PC_TIER_LEVEL)
-        tb_append(ent, rs, r, s, PC_TIER_LEVEL)
+        lru_remove(ent, rs, r, s, PC_TIER_LEVEL)
+        lru_append(ent, rs, r, s, PC_TIER_LEVEL)
         return
     if rs[RP_PC_ENTRIES + PC_TIER_LEVEL, r] >= cap:
         old = rs[RP_PC_HEAD + PC_TIER_LEVEL, r]
-        tb_unlink(ent, rs, r, old, PC_TIER_LEVEL)
-        tb_delete(ent, rs, r, old, PC_TIER_LEVEL)
+        lru_remove(ent, rs, r, old, PC_TIER_LEVEL)
+        rs[RP_PC_UNREF + PC_TIER_LEVEL, r] -= 1
+        tb_delete(ent, rs, r, old, PC_TIER_LEVEL, True)
         s = tb_slot(ent, h)  # (the deletion may have shifted the probe sequence h would take)
     ent[s, PC_KEY] = h
     rs[RP_PC_ENTRIES + PC_TIER_LEVEL, r] += 1
-    tb_append(ent, rs, r, s, PC_TIER_LEVEL)
+    lru_append(ent, rs, r, s, PC_TIER_LEVEL)
+    rs[RP_PC_UNREF + PC_TIER_LEVEL, r] += 1
     S.rep_float[RA_PC2_SPILLS, r] += 1.0
 
 

@@ -54,6 +54,7 @@ from .state import (
     RP_NRUN,
     RP_POOL,
     RP_SPAN,
+    RP_SPAN_PLANNED,
     RQ_BRANCHED,
     RQ_BRANCHES_LEFT,
     RQ_CHUNK,
@@ -169,6 +170,7 @@ def finish_iteration(S, r, t):
     rs[RP_KV_TOKENS, r] += kv_added
     rs[RP_NRUN, r] = keep
     rs[RP_SPAN, r] = 0
+    rs[RP_SPAN_PLANNED, r] = 0
     g = S.glob
     if PIPELINES:
         for k in range(g[G_DONE_COUNT]):  # (r stays busy meanwhile: no stage it feeds may start its next iteration)

@@ -8,7 +8,10 @@ or KV it gets back: those events *truncate* the span to the iteration in flight 
 so the replica forms its next batch at the same boundary as one-iteration-per-event stepping would.
 Iterations are accounted when they are applied, thinking milestones inside a span take their iteration's
 end time, and a run stopped by the horizon settles spans in flight (``loop._settle``), so both modes give
-identical per-request times.
+identical per-request times. A span's step costs are planned SPAN_CHUNK iterations at a time: its heap event sits
+at the end of those planned so far and plans on (:func:`plan_more`) unless the span was cut before (under steady
+arrivals most spans are, and a whole span's costs would mostly be computed for nothing); the span's iterations,
+KV and ends are those of a span planned whole.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from __future__ import annotations
 from .._jit import kernel
 from ..iteration import iteration_time
 from .accounting import account_iteration, itl_add
-from .events import heap_move_earlier
+from .events import heap_move_earlier, heap_push
 from .kv import blocks_for
 from .state import (
     G_CUR,
     G_SPANS,
+    HEAP_ITERATION,
     IT_DECODE_KV,
     IT_DECODES,
     IT_END,
+    IT_LOGITS,
     IT_SEQS,
     IT_SPAN_KV,
     PL_BLOCK,
@@ -34,6 +39,7 @@ from .state import (
     RP_NRUN,
     RP_POOL,
     RP_SPAN,
+    RP_SPAN_PLANNED,
     RQ_BLOCKS,
     RQ_CHUNK,
     RQ_KV,
@@ -43,7 +49,9 @@ from .state import (
     SPAN_END,
 )
 
-__all__ = ["plan_span", "span_blocks", "truncate_span", "commit_span"]
+__all__ = ["plan_span", "plan_more", "span_blocks", "truncate_span", "commit_span"]
+
+SPAN_CHUNK = 8  # a span's step costs planned at a time
 
 
 @kernel(inline=True)
@@ -77,19 +85,48 @@ def _span_limit(S, r, min_left):
 
 
 @kernel(inline=True)
-def plan_span(S, r, p, n_dec, dec_kv, logits, n_seq, end, min_left):
-    """Plan replica r's decode-only span after its first iteration (ending at ``end``): step costs and ends
-    of iterations 2.. in S.span, their KV blocks taken. Returns (iterations in the span, its end time)."""
-    span = min(_span_limit(S, r, min_left), SPAN_CAP)
+def _plan_costs(S, r, first, last, end):
+    """Step costs and ends of iterations ``first..last`` of replica r's span, the one before ending at ``end``:
+    its first iteration's decodes, KV grown by one token per request and iteration. Returns the last end."""
+    rsf = S.rep_float
+    p = S.params[S.rep_int[RP_POOL, r]]
+    n_dec = rsf[IT_DECODES, r]
+    dec_kv = rsf[IT_DECODE_KV, r]
+    logits = rsf[IT_LOGITS, r]
+    n_seq = rsf[IT_SEQS, r]
     sp = S.span
-    for j in range(2, span + 1):  # KV grows by one token per request and iteration
-        cost = iteration_time(p, 0.0, 0.0, 0.0, float(n_dec), dec_kv + (j - 1.0) * n_dec, logits, n_seq, True)
+    for j in range(first, last + 1):
+        cost = iteration_time(p, 0.0, 0.0, 0.0, n_dec, dec_kv + (j - 1.0) * n_dec, logits, n_seq, True)
         end += cost
         sp[SPAN_COST, r, j - 1] = cost
         sp[SPAN_END, r, j - 1] = end
+    return end
+
+
+@kernel(inline=True)
+def plan_span(S, r, end, min_left):
+    """Plan replica r's decode-only span after its first iteration (ending at ``end``): its length, its KV blocks
+    taken, and the step costs and ends of its first chunk of iterations 2.. in S.span. Returns (iterations planned
+    so far, in the span, the last planned end)."""
+    span = min(_span_limit(S, r, min_left), SPAN_CAP)
+    planned = min(span, SPAN_CHUNK)
+    end = _plan_costs(S, r, 2, planned, end)
     if span > 1:
         span_blocks(S, r, span)
-    return span, end
+    return planned, span, end
+
+
+@kernel
+def plan_more(S, r):
+    """Replica r's span goes on past the last iteration planned so far (its heap event, popped): plan the next
+    chunk and push its end."""
+    rs = S.rep_int
+    n = rs[RP_SPAN, r]
+    last = min(rs[RP_SPAN_PLANNED, r], n + SPAN_CHUNK)
+    end = _plan_costs(S, r, n + 1, last, S.span[SPAN_END, r, n - 1])
+    rs[RP_SPAN, r] = last
+    S.rep_float[IT_END, r] = end
+    heap_push(S, HEAP_ITERATION, end, r)
 
 
 @kernel
@@ -119,8 +156,8 @@ def truncate_span(S, r, t):
     unless the current event is another replica's iteration end at t with a lower index (the iteration
     heap's tie order); r forms its next batch at the end of the next iteration."""
     rs = S.rep_int
-    n = rs[RP_SPAN, r]
-    if rs[RP_BUSY, r] == 0 or n <= 1:
+    n = rs[RP_SPAN, r]  # (an end past those planned so far has not come: its event at ends[n - 1] has not fired)
+    if rs[RP_BUSY, r] == 0 or rs[RP_SPAN_PLANNED, r] <= 1:
         return
     ends = S.span[SPAN_END, r]
     cur = S.glob[G_CUR]
@@ -133,9 +170,10 @@ def truncate_span(S, r, t):
         else:
             hi = mid
     k = lo + 1
-    if k >= n:
+    if k >= rs[RP_SPAN_PLANNED, r]:
         return
     rs[RP_SPAN, r] = k
+    rs[RP_SPAN_PLANNED, r] = k
     S.rep_float[IT_END, r] = ends[k - 1]
     span_blocks(S, r, k)  # (gives back the blocks of the iterations cut)
     heap_move_earlier(S, r, ends[k - 1])

@@ -15,7 +15,7 @@ from .accounting import account_iteration
 from .boundary import iteration_boundary
 from .completion import finish_iteration, handoff_done
 from .events import heap_pop, heap_top, timer_kind, timer_subject
-from .fastforward import truncate_span
+from .fastforward import plan_more, truncate_span
 from .links import next_transfer_end, ps_complete, ps_join
 from .pipeline import arrive_pipeline, stage_done, start_service
 from .routing import stage_pool
@@ -34,6 +34,7 @@ from .state import (
     G_STOP_ARRIVAL,
     HEAP_HANDOFF,
     HEAP_ITERATION,
+    HEAP_PAYLOAD,
     HEAP_TIMER,
     INF,
     IT_DECODE_KV,
@@ -48,6 +49,7 @@ from .state import (
     RP_BUSY,
     RP_NRUN,
     RP_SPAN,
+    RP_SPAN_PLANNED,
     RQ_CHUNK,
     RQ_RES,
     RQ_STAGE,
@@ -92,6 +94,12 @@ def serve(S):
         t = min(min(t_step, t_hand), min(t_timer, t_xfer), t_arr)
         if t == INF or t > horizon:
             break
+        if t_step == t:  # a span's last iteration planned so far ended: if it goes on (not an event), plan on
+            r = S.heap_int[HEAP_ITERATION, HEAP_PAYLOAD, 0]
+            if S.rep_int[RP_SPAN, r] < S.rep_int[RP_SPAN_PLANNED, r]:
+                heap_pop(S, HEAP_ITERATION)
+                plan_more(S, r)
+                continue
         if t_arr == t and k >= g[G_STOP_ARRIVAL] and t_step > t and t_hand > t and t_timer > t and t_xfer > t:
             return 1
         acc[RUN_END] = t
@@ -196,6 +204,7 @@ def _settle(S, r, horizon):
         return
     rs = S.rep_int
     rs[RP_SPAN, r] = m
+    rs[RP_SPAN_PLANNED, r] = m
     ri = S.req_int
     run = S.running
     g = S.glob
@@ -211,6 +220,7 @@ def _settle(S, r, horizon):
     account_iteration(rsf, r, S.span[SPAN_COST, r, m], rsf[IT_SEQS, r], 0.0, n_dec, kv_end, kv_read, 0.0)
     rs[RP_BUSY, r] = 1
     rs[RP_SPAN, r] = 1
+    rs[RP_SPAN_PLANNED, r] = 1
 
 
 _SERVE_PLAIN = specialized(serve, PIPELINES=False, PREFIX_CACHE=False)

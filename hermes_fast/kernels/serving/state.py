@@ -41,7 +41,8 @@ State = namedtuple(
         "pc_chain",  # int64[n_arrivals, CHAIN_ROWS]: what names each request's KV blocks (CH_*: see block_keys)
         "pc_ids",  # int64[total]: trace requests' prompt hash ids (CH_TRACE_OFF), one per G_PC_HASH_BLOCK tokens
         "pc",  # int64[R, T, PC_ROWS]: each replica's prefix cache, an open-addressing table of T slots (PC_*)
-        "pc2",  # int64[R, T2, PC_ROWS]: each replica's second-level tier of it (PC_*; PC_HELD unused, 0)
+        "pcn",  # int64[R, N, PN_ROWS]: each replica's cache nodes, runs of blocks that share a state (PN_*)
+        "pc2",  # int64[R, T2, PC2_ROWS]: each replica's second-level tier of the cache (PC_KEY, PC_LINKS)
     ],
 )
 
@@ -112,6 +113,7 @@ RQ_EMITTED = _r()  # tokens its finished LLM jobs emitted, its parallel branches
 RQ_RESERVED = _r()  # KV blocks reserved at admission for the job's whole life (0: allocated as it goes)
 RQ_PC_LEN = _r()  # prefix cache: blocks in its chain (its full KV blocks, prompt and output; 0: never cached)
 RQ_PC_REF = _r()  # prefix cache: leading chain blocks it references as cache entries (counted in RQ_BLOCKS)
+RQ_PC_NODE = _r()  # prefix cache: the node its referenced blocks end in (S.pcn; -1: none)
 RQ_PC_HIT = _r()  # prefix cache: prompt tokens its first admission found cached (prefill skipped)
 RQ_NEXT_TURN = _r()  # sessions: the request of the session's next turn (-1: none)
 RQ_PREV_TURN = _r()  # sessions: the request of the session's previous turn (-1: none)
@@ -142,18 +144,23 @@ RP_POOL = _r()
 RP_BUSY = _r()  # 1 while an iteration is in flight
 RP_NRUN = _r()  # requests in S.running[r]
 RP_FREE_BLOCKS = _r()
-RP_SPAN = _r()  # iterations in the pending span (> 1 when fast-forwarded)
+RP_SPAN = _r()  # iterations in the pending span (> 1 when fast-forwarded) whose step costs are planned
+RP_SPAN_PLANNED = _r()  # iterations the span runs unless cut (its KV taken): more than RP_SPAN while its step
+# costs are planned a chunk at a time (fastforward.plan_more)
 RP_KV_TOKENS = _r()  # KV tokens of resident requests (occupancy)
 RP_HEAP_POS = _r()  # position of its pending iteration end in the iteration heap
-RP_PC_HEAD = _r()  # prefix cache: least recently used unreferenced entry (a slot of S.pc; -1: none)
-RP_PC_TAIL = _r()  # prefix cache: most recently used unreferenced entry (-1: none)
-RP_PC_UNREF = _r()  # prefix cache: unreferenced entries (evictable; counted in RP_FREE_BLOCKS)
+RP_PC_HEAD = _r()  # prefix cache: least recently used unreferenced node (of S.pcn; -1: none)
+RP_PC_TAIL = _r()  # prefix cache: most recently used unreferenced node (-1: none)
+RP_PC_UNREF = _r()  # prefix cache: unreferenced entries, the blocks of the listed nodes (evictable; counted in
+# RP_FREE_BLOCKS)
 RP_PC_ENTRIES = _r()  # prefix cache: entries (referenced or not)
 # second-level tier of the prefix cache (S.pc2), the same four rows in the same order (PC_TIER_LEVEL apart)
 RP_PC2_HEAD = _r()  # tier: least recently used block (a slot of S.pc2; -1: none)
 RP_PC2_TAIL = _r()  # tier: most recently used block (-1: none)
 RP_PC2_UNREF = _r()  # tier: blocks on its LRU list (all of them: nothing references the tier's copies)
 RP_PC2_ENTRIES = _r()  # tier: blocks held
+RP_PN_FREE = _r()  # prefix cache: first node on the free list (-1: none; the list runs through PN_PARENT)
+RP_PN_FRESH = _r()  # prefix cache: nodes ever used (the next fresh one)
 REP_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per replica: S.rep_float
@@ -433,16 +440,23 @@ TIMER_FRONTEND = 4  # a job is through its engine's API front end: it queues
 TIMER_TURN = 5  # a session's next turn is sent (its user thought after the previous answer)
 TIMER_KINDS = 6
 
-# ---------------------------------------------------------------- prefix cache: S.pc columns (a slot's fields)
-PC_KEY = 0  # the block hash held in the slot (PC_EMPTY: none)
-PC_HELD = 1  # running requests whose held prefix of their chain ends at the entry, plus its children (entries one
-# block further along a chain) that are held: > 0 iff a running request references it (0: on the LRU list)
-PC_LINKS = 2  # LRU list: the entries used before and after (slots + 1, 0: none), low and high 32 bits (cache_table)
-PC_POS = 3  # device level: request << 32 | block, where its key sits in the chain that listed it last (prefetches)
-PC_ROWS = 4
+# ---------------------------------------------------------------- prefix cache: S.pc, S.pc2 and S.pcn columns
+PC_KEY = 0  # S.pc, S.pc2: the block hash held in the slot (PC_EMPTY: none)
+PC_NODE = 1  # S.pc: the node the block belongs to
+PC_ROWS = 2
+PC_LINKS = 1  # S.pc2, S.pcn: LRU list, the entries used before and after (+ 1, 0: none), low and high 32 bits
+PC2_ROWS = 2
 PC_EMPTY = 0
-PC_DEVICE_LEVEL = 0  # the level offset of the device table's RP_PC_* rows
-PC_TIER_LEVEL = RP_PC2_HEAD - RP_PC_HEAD  # ... and of the tier's RP_PC2_* rows
+PC_DEVICE_LEVEL = 0  # the level offset of the device cache's RP_PC_* rows (its list is of nodes)
+PC_TIER_LEVEL = RP_PC2_HEAD - RP_PC_HEAD  # ... and of the tier's RP_PC2_* rows (its list is of blocks)
+# S.pcn, a node: blocks [PN_START, PN_END) of every chain through it, held by the same requests (see prefix_cache)
+PN_OWNER = 0  # a request whose chain holds its blocks: block j's key is pc_key(S, owner, j)
+PN_START = 2
+PN_END = 3
+PN_PARENT = 4  # the node holding block PN_START - 1 (-1: none, the node starts a chain; free nodes: the next free)
+PN_HELD = 5  # running requests whose held prefix ends at its last block, plus its held children: > 0 iff held
+PN_KIDS = 6  # cached child nodes, held or not
+PN_ROWS = 8  # (a node fills one cache line)
 
 # ---------------------------------------------------------------- prefix cache: S.pc_chain columns (a request's)
 # (request-major: the few fields a key needs share a cache line; block_keys computes block e's key from them)
