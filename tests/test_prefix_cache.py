@@ -420,6 +420,32 @@ def test_prefix_affinity_sends_a_repeated_prefix_to_the_replica_holding_it():
             assert (hit == 0).sum() > 2
 
 
+@pytest.mark.parametrize("sched", ["kv_aware", "prefix_affinity"])
+def test_cache_aware_routing_fast_forward_equals_per_iteration(sched):
+    """Routing by cache contents on 3 busy replicas (shared prefixes, sessions, evictions): fast-forwarded spans
+    give the per-iteration loop's outcome. (A span holds its future iterations' KV: read as in use, it made
+    kv_aware's load, and a lookup's evictions, depend on how far spans were planned.)"""
+    from outcomes import assert_same_outcome
+
+    from hermes_fast.resolve import resolve_scenario
+    from hermes_fast.simulate import build_serving, run_serving
+
+    cls = {
+        "prompt_tokens": {"dist": "lognormal", "mean": 100, "cv": 1.0, "max": 1000},
+        "output_tokens": {"dist": "lognormal", "mean": 150, "cv": 1.0, "max": 1000},
+        "prefix": {"distinct": 40, "zipf_alpha": 0.8, "tokens": {"dist": "uniform", "min": 1000, "max": 3000}},
+        "session": {"turns": {"dist": "uniform", "min": 1, "max": 4}, "think_time_s": 1.0},
+    }
+    engine = {"replicas": 3, "scheduler": sched, "memory_utilization": _H100_SHARE * 0.24}
+    resolved = resolve_scenario(hf.load_scenario(_scenario([cls], rate=12.0, **engine)))
+    setup = build_serving(resolved)
+    draws = draw_workload(resolved.scenario.workload, 1500, hf.rng_for(2))
+    a = run_serving(setup, draws, fast_forward=True)
+    b = run_serving(setup, draws, fast_forward=False)
+    assert_same_outcome(a, b)
+    assert a.prefix_evictions.sum() > 0 and a.events < b.events
+
+
 def test_session_sticky_keeps_a_session_on_its_replica():
     """Three replicas, sessions of 4 turns: session_sticky serves every turn of a session on one replica (the
     first turn's, least outstanding); round robin spreads them."""

@@ -68,13 +68,14 @@ def _replica_load(S, r, sched):
 
 
 @kernel
-def _affinity(S, pool, i, sched):
+def _affinity(S, pool, i, sched, t):
     """prefix_affinity: the replica of ``pool`` caching the longest prefix of request i's block chain (on the device,
     then in its second-level tier: those blocks load back instead of being prefilled); session_sticky: the replica
     that served its session's previous turn here; kv_aware: the least cost ``PF_OVERLAP_WEIGHT x blocks of its
     prompt not cached there + KV blocks in use there (reclaimable cache entries not counted) + blocks its queue will
     take`` (Dynamo's KV router). Ties, or nothing to go by: the fewest requests held (least_outstanding), then the
-    lowest index."""
+    lowest index. The replicas' spans are cut first, as for least_kv: a fast-forwarded span holds the KV of its
+    future iterations, which would count as in use and make a lookup evict early."""
     pi = S.pool_int
     ri = S.req_int
     first = pi[PL_FIRST, pool]
@@ -87,6 +88,9 @@ def _affinity(S, pool, i, sched):
     cached = False
     if PREFIX_CACHE:  # (a compile-time constant: the loop without prefix caches leaves the lookups out)
         cached = sched != SCHED_SESSION_STICKY and pc_applies(S, pool, i)
+    if cached or sched == SCHED_KV_AWARE:
+        for r in range(first, first + count):
+            truncate_span(S, r, t)
     block = pi[PL_BLOCK, pool]
     most = (ri[RQ_TARGET, i] - 1) // block
     best = first
@@ -129,7 +133,7 @@ def choose_queue(S, pool, i, u_row, t):
     if sched == SCHED_RANDOM:
         return first + min(int(S.draws[u_row, i] * count), count - 1)
     if sched == SCHED_PREFIX_AFFINITY or sched == SCHED_SESSION_STICKY or sched == SCHED_KV_AWARE:
-        return _affinity(S, pool, i, sched)
+        return _affinity(S, pool, i, sched, t)
     if sched == SCHED_LEAST_KV:  # the KV a replica holds now: only what its iteration in flight took
         for r in range(first, first + count):
             truncate_span(S, r, t)
