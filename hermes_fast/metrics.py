@@ -222,25 +222,28 @@ TURN_BINS = 8  # ttft_turn_mean_s: turns 1 .. 7 of a session, then 8 and later t
 def _prefix_metrics(setup, run: Outcome, w: int, done: np.ndarray) -> dict[str, np.ndarray | float]:
     """Prefix caching: hit rates of the measured completed requests' first admissions (device and tier), and per
     pool the prefill tokens the device cache spared over the run, its evictions, its entries at the end over its
-    KV blocks, and the tokens loaded back from its second-level tier and the blocks spilled there."""
+    KV blocks, and the tokens loaded back from its second-level tier, the seconds those loads waited for a tier
+    instance other replicas share, and the blocks spilled there."""
     hit = run.prefix_hit_tokens[w:][done]
     prompt = run.prompt_tokens[w:][done]
     out: dict[str, np.ndarray | float] = {
         "prefix_hit_rate_token": float(hit.sum() / prompt.sum()) if prompt.sum() else math.nan,
         "prefix_hit_rate_request": float(np.count_nonzero(hit) / hit.size) if hit.size else math.nan,
     }
-    saved, evicted, occupancy, tier, spills = (np.zeros(len(setup.pools)) for _ in range(5))
+    saved, evicted, occupancy, tier, wait, spills = (np.zeros(len(setup.pools)) for _ in range(6))
     for k, pool in enumerate(setup.pools):
         reps = setup.replica_pool == k
         saved[k] = run.prefix_saved_tokens[reps].sum()
         evicted[k] = run.prefix_evictions[reps].sum()
         occupancy[k] = run.prefix_entries[reps].sum() / (pool.kv_blocks * reps.sum())
         tier[k] = run.prefix_tier_tokens[reps].sum()
+        wait[k] = run.prefix_tier_wait_s[reps].sum()
         spills[k] = run.prefix_tier_spills[reps].sum()
     out["prefix_saved_tokens"] = saved
     out["prefix_evictions"] = evicted
     out["prefix_cache_occupancy"] = occupancy
     out["prefix_tier_tokens"] = tier
+    out["prefix_tier_wait_s"] = wait
     out["prefix_tier_spills"] = spills
     return out
 

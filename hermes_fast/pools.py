@@ -133,7 +133,13 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
     tier, tier_blocks = None, 0
     if e.prefix_cache_tier is not None and e.prefix_cache and role != "decode":
         tier = resolved.memory_tiers[e.prefix_cache_tier]
-        size = tier.capacity_bytes if e.prefix_cache_tier_bytes is None else e.prefix_cache_tier_bytes
+        if e.prefix_cache_tier_shared_by > e.replicas:
+            raise ConfigError(
+                f"{path}.prefix_cache_tier_shared_by", e.prefix_cache_tier_shared_by, f"at most replicas ({e.replicas})"
+            )
+        size = e.prefix_cache_tier_bytes
+        if size is None:
+            size = tier.capacity_bytes / e.prefix_cache_tier_shared_by
         per_block = ce.replica_kv_bytes_per_token * e.batching.block_size_tokens
         tier_blocks = int(min(size // per_block, _MAX_BLOCKS)) if per_block > 0 else 0
     return Pool(
@@ -330,9 +336,11 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
             pf[loop.PF_OVERLAP_WEIGHT, k] = e.overlap_weight
             if pool.tier is not None:  # loads from the prefix cache's tier: over the tier and the host link
                 pi[loop.PL_PC2_CAP, k] = pool.tier_blocks
+                pi[loop.PL_PC2_GROUP, k] = e.prefix_cache_tier_shared_by
                 pf[loop.PF_PC2_LAT, k] = pool.tier.latency_s + (host.latency_s if host else 0.0)
-                bw = pool.tier.bandwidth_bytes_per_s
+                bw = pool.tier.bandwidth_bytes_per_s / pool.devices  # (each device loads its share at once)
                 pf[loop.PF_PC2_BW, k] = min(bw, host.bandwidth_bytes_per_s) if host else bw
+                pf[loop.PF_PC2_SHARED_BW, k] = bw
             pi[loop.PL_MAX_QUEUE, k] = -1 if b.max_queue_requests is None else b.max_queue_requests
             pi[loop.PL_MAX_CONTEXT, k] = ce.max_context_tokens
             pf[loop.PF_KV_BYTES, k] = ce.kv_bytes_per_token_moved

@@ -274,6 +274,12 @@ _SIM: list[Variable] = [
         "prefix tokens loaded from the tier",
         "prompt tokens loaded back from the prefix cache's second-level tier instead of prefilled",
     ),
+    Variable(
+        "prefix_tier_wait_s",
+        "s",
+        "tier loads' wait for a shared instance",
+        "seconds loads from the prefix cache's tier waited for an instance other replicas share (summed over them)",
+    ),
     Variable("prefix_tier_spills", "1", "prefix-cache spills", "evicted KV blocks copied to the second-level tier"),
     Variable(
         "prefix_cache_occupancy", "1", "prefix-cache occupancy", "cached KV blocks at the end / the pool's KV blocks"

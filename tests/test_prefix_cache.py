@@ -481,6 +481,9 @@ def test_prefix_and_session_config_errors():
     sc["workload"]["arrival"] = {"process": "closed", "concurrency": 4}
     with pytest.raises(ConfigError, match="arrival.process"):
         hf.simulate(sc, n_requests=10)
+    tier = {"prefix_cache_tier": "host_dram_ddr5", "prefix_cache_tier_shared_by": 3, "replicas": 2}
+    with pytest.raises(ConfigError, match=r"engines\[0\]\.prefix_cache_tier_shared_by.*at most replicas \(2\)"):
+        hf.simulate(_scenario([{"prefix": {"tokens": 10}}], **tier), n_requests=10)
 
 
 def test_sessions_give_every_block_back():
@@ -689,6 +692,39 @@ def test_spill_and_load_back_over_the_tier_timed_exactly(tmp_path):
     assert ttft == pytest.approx(load + float(est.ttft_s), rel=1e-9)
     off = hf.simulate({**sc, "engines": _scenario([], **engine)["engines"]}, n_requests=7, seed=1, keep_requests=True)
     assert float(off.request_first_token_s[0, 6] - off.request_sent_s[0, 6]) > ttft  # no tier: a longer prefill
+
+
+@pytest.mark.parametrize("shared_by", [1, 2])
+def test_replicas_sharing_a_tier_instance_load_first_come_first_served(tmp_path, shared_by):
+    """Two replicas (round robin) each push a 4096-token prompt of their own into an NVMe tier, then both send it
+    again with 512 new tokens at the same instant. Each replica's own tier: the two loads take the same time. One
+    drive for both (``prefix_cache_tier_shared_by: 2``): the second waits while the drive serves the first, exactly
+    the first's bytes at the drive's bandwidth, and the pool reports that wait. By hand."""
+    import json
+
+    rows = [{"t": 0, "n": 4096, "ids": list(range(1, 9))}, {"t": 0, "n": 4096, "ids": list(range(11, 19))}]
+    for k in range(1, 6):  # fillers, one to each replica
+        rows += [{"t": 2000 * k, "n": 4096, "ids": list(range(100 * k + j, 100 * k + j + 8))} for j in (0, 50)]
+    rows += [{"t": 12000, "n": 4608, "ids": [*range(1, 9), 999]}, {"t": 12000, "n": 4608, "ids": [*range(11, 19), 998]}]
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(json.dumps({**r, "out": 2}) + "\n" for r in rows))
+    columns = {"time_column": "t", "prompt_column": "n", "output_column": "out", "hash_ids_column": "ids"}
+    engine = {"stack": "ideal", "prefix_cache": True, "memory_utilization": _H100_SHARE * 0.24, "replicas": 2}
+    sc = _scenario([], **engine, prefix_cache_tier="nvme_ssd_gen5", prefix_cache_tier_shared_by=shared_by)
+    sc["workload"] = {"arrival": {"process": "trace", "trace": {"path": str(path), "time_scale": 0.001, **columns}}}
+    ds = hf.simulate(sc, n_requests=len(rows), seed=1, keep_requests=True, progress=False).isel(replicate=0)
+    a, b = len(rows) - 2, len(rows) - 1
+    assert ds.request_replica.values[a] == 0 and ds.request_replica.values[b] == 1
+    assert int(ds.request_prefix_hit_tokens[a]) == int(ds.request_prefix_hit_tokens[b]) == 4096
+    ttft = (ds.request_first_token_s - ds.request_sent_s).values
+    loaded = float(ds.prefix_tier_tokens[0]) / 2  # (the same run on each replica)
+    est = hf.estimate({"engines": sc["engines"], "workload": {"prompt_tokens": 4096, "output_tokens": 2}})
+    drive = hf.Catalog().memory_tier("nvme_ssd_gen5").bandwidth_bytes_per_s  # (slower than the host link)
+    wait = loaded * float(est.kv_bytes_per_token.isel(engine=0)) / drive if shared_by == 2 else 0.0
+    assert ttft[b] - ttft[a] == pytest.approx(wait, rel=1e-9, abs=1e-12)
+    assert float(ds.prefix_tier_wait_s[0]) == pytest.approx(wait, rel=1e-9, abs=1e-12)
+    if shared_by == 2:
+        assert wait > 0.01  # (a 4096-token prefix of Llama-3.1-8B: ~0.5 GB at 13 GB/s)
 
 
 def test_prefix_affinity_counts_the_blocks_a_replicas_tier_holds(tmp_path):

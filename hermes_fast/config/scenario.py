@@ -141,7 +141,20 @@ class Engine:
         "loads a run of them back over it (None: none)",
     )
     prefix_cache_tier_bytes: float | None = fld(
-        None, unit="B", doc="KV bytes of that tier per replica (None: the tier's capacity)", gt=0, le=1e18
+        None,
+        unit="B",
+        doc="KV bytes of that tier per replica (None: the tier's capacity over prefix_cache_tier_shared_by)",
+        gt=0,
+        le=1e18,
+    )
+    prefix_cache_tier_shared_by: int = fld(
+        1,
+        unit="1",
+        doc="replicas that share one instance of that tier, consecutive ones (at most replicas): its bandwidth, "
+        "first come first served, and its capacity (e.g. 4 one-GPU replicas behind one socket's DRAM, 8 behind a "
+        "node's SSD)",
+        ge=1,
+        le=1_000_000,
     )
     fixed_step_time_s: float | None = fld(
         None,

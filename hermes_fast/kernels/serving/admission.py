@@ -20,6 +20,7 @@ from .state import (
     PF_NEW_TOKEN_RATIO,
     PF_PC2_BW,
     PF_PC2_LAT,
+    PF_PC2_SHARED_BW,
     PIPELINES,
     PL_ADMIT,
     PL_BLOCK,
@@ -29,14 +30,17 @@ from .state import (
     PL_MAX_BATCH,
     PL_MAX_TOKENS,
     PL_PC2_CAP,
+    PL_PC2_GROUP,
     PL_ROLE,
     PL_SCHED,
     PL_SPLIT,
     PREFIX_CACHE,
     Q_COUNT,
     Q_HEAD,
+    RA_PC2_BUSY_UNTIL,
     RA_PC2_LOAD_S,
     RA_PC2_TOKENS,
+    RA_PC2_WAIT_S,
     RA_PC_HIT_TOKENS,
     RA_PC_LOOKUP_TOKENS,
     REASON_TOKENS,
@@ -88,11 +92,13 @@ def _kept_for_running(S, r, ratio):
 
 
 @kernel(inline=True)
-def _take_prefix(S, r, i, hit, loaded, block, first):
+def _take_prefix(S, r, i, hit, loaded, block, first, start):
     """Request i, admitted on r, reuses the ``hit`` cached blocks its lookup found and loads the next ``loaded``
     from the cache's second-level tier: their tokens count as prefilled (no prefill for them), and the replica's
     counters (and the request's, at its first admission) record it. Returns the load's seconds (the iteration
-    waits for it, as for a swap-in)."""
+    waits for it, as for a swap-in): it starts at ``start``, after the replica's earlier transfers, and where
+    replicas share the tier instance, once the loads queued on it before are through (first come, first served;
+    the instance is busy for a load's bytes at its own bandwidth, each replica's link for them at the slower)."""
     ri = S.req_int
     ra = S.rep_float
     ra[RA_PC_LOOKUP_TOKENS, r] += ri[RQ_TARGET, i]
@@ -106,8 +112,17 @@ def _take_prefix(S, r, i, hit, loaded, block, first):
     if loaded == 0:
         return 0.0
     pf = S.pool_float
+    pi = S.pool_int
     pool = S.rep_int[RP_POOL, r]
-    load_s = pf[PF_PC2_LAT, pool] + loaded * block * pf[PF_KV_BYTES, pool] / pf[PF_PC2_BW, pool]
+    nbytes = loaded * block * pf[PF_KV_BYTES, pool]
+    load_s = pf[PF_PC2_LAT, pool] + nbytes / pf[PF_PC2_BW, pool]
+    group = pi[PL_PC2_GROUP, pool]
+    if group > 1:
+        head = pi[PL_FIRST, pool] + (r - pi[PL_FIRST, pool]) // group * group
+        on = max(start, ra[RA_PC2_BUSY_UNTIL, head])
+        ra[RA_PC2_BUSY_UNTIL, head] = on + nbytes / pf[PF_PC2_SHARED_BW, pool]
+        load_s += on - start
+        ra[RA_PC2_WAIT_S, r] += on - start
     ra[RA_PC2_TOKENS, r] += loaded * block
     ra[RA_PC2_LOAD_S, r] += load_s
     return load_s
@@ -216,7 +231,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
             ri[RQ_BLOCKS, i] = need
             ri[RQ_RESERVED, i] = need if reserve_all else 0
             if PREFIX_CACHE and not ready and pc_applies(S, pool, i) and ri[RQ_KV, i] == 0:
-                swap_s += _take_prefix(S, r, i, hit, loaded, block, math.isnan(rf[RF_ADMIT, i]))
+                swap_s += _take_prefix(S, r, i, hit, loaded, block, math.isnan(rf[RF_ADMIT, i]), t + swap_s)
             rs[RP_KV_TOKENS, r] += ri[RQ_KV, i] - (ri[RQ_SHARED_BLOCKS, i] + hit_free) * block  # (shared: resident)
             if math.isnan(rf[RF_ADMIT, i]):
                 rf[RF_ADMIT, i] = t

@@ -89,6 +89,7 @@ class Outcome:
     prefix_entries: np.ndarray  # prefix-cache entries at the end
     prefix_tier_tokens: np.ndarray  # prompt tokens loaded back from the cache's second-level tier
     prefix_tier_load_s: np.ndarray  # seconds of those loads
+    prefix_tier_wait_s: np.ndarray  # seconds of them spent waiting for a shared tier instance
     prefix_tier_spills: np.ndarray  # blocks evicted from the device that the tier took
     kv_tokens: np.ndarray  # KV tokens resident at the end
     # the run
@@ -159,6 +160,7 @@ class Outcome:
             prefix_entries=rs[st.RP_PC_ENTRIES],
             prefix_tier_tokens=rsf[st.RA_PC2_TOKENS],
             prefix_tier_load_s=rsf[st.RA_PC2_LOAD_S],
+            prefix_tier_wait_s=rsf[st.RA_PC2_WAIT_S],
             prefix_tier_spills=rsf[st.RA_PC2_SPILLS],
             kv_tokens=rs[st.RP_KV_TOKENS],
             end_s=float(run[st.RUN_END]),

@@ -182,6 +182,8 @@ RA_PC_INSERTS = _r()  # prefix cache: entries created
 RA_PC2_SPILLS = _r()  # tier: blocks evicted from the device that the tier took
 RA_PC2_TOKENS = _r()  # tier: tokens admissions loaded back from the tier (not prefilled)
 RA_PC2_LOAD_S = _r()  # tier: seconds of those loads (in the iterations they delayed)
+RA_PC2_WAIT_S = _r()  # tier: seconds of them spent waiting for a tier instance other replicas share
+RA_PC2_BUSY_UNTIL = _r()  # tier, at the first replica of those sharing an instance: when the loads queued on it end
 # totals of the iteration being formed (reset by form_iteration, added to by mark): what the step cost takes
 IT_PREFILL_TOKENS = _r()
 IT_PAIRS = _r()  # causal attention pairs of the prefill chunks
@@ -230,6 +232,7 @@ PL_MEM_RES = _r()  # search pools: resource (a host's memory) the index is read 
 PL_ADMIT = _r()  # ADMIT_*: how admission commits KV
 PL_PREFIX = _r()  # 1: the replicas keep a prefix cache of their KV blocks (requests with a hash chain)
 PL_PC2_CAP = _r()  # blocks each replica's second-level tier holds (0: none)
+PL_PC2_GROUP = _r()  # replicas (consecutive, from the pool's first) that share one instance of that tier
 POOL_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pool configuration: S.pool_float
@@ -251,6 +254,7 @@ PF_FRONTEND_S = _r()  # s a job waits in the engine's API front end (HTTP, token
 PF_OVERLAP_WEIGHT = _r()  # kv_aware routing: weight of the blocks a replica would prefill against its blocks in use
 PF_PC2_LAT = _r()  # s before a load from the prefix cache's tier starts (tier and link latency)
 PF_PC2_BW = _r()  # B/s of a load from the tier (one device's KV share; the slower of the tier and the link)
+PF_PC2_SHARED_BW = _r()  # B/s of one device's KV share from a tier instance its replica's devices all load from
 POOL_FLOAT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pipelines: S.pipe_int (columns: stages, tier
