@@ -319,6 +319,8 @@ def compile_engine(
         tokens_dev = max_batched_tokens / tp
         dense_f_dev *= tp
     reserve = tokens_dev * (4.0 * h + 3.0 * max(dense_f_dev, moe_f_dev)) * hb
+    if stack is not None and not stack.activation_reserve:  # (activations live outside the stack's budget)
+        reserve = 0.0
     counts = param_count(m)
     if stack is not None and stack.extra_kernels:
         # per token and layer: write its K and V; rotate its queries' and keys' RoPE dims (read and write)

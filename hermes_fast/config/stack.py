@@ -31,6 +31,12 @@ class Stack:
     memory_utilization: float | None = fld(
         None, unit="1", doc="fraction of device memory for weights + KV (None: the engine schema's 0.9)", gt=0, le=1
     )
+    activation_reserve: bool = fld(
+        True,
+        doc="the activations of one token budget come out of that fraction (vLLM sizes KV after a profile run "
+        "inside gpu_memory_utilization); false: weights and KV fill it and activations use the rest (SGLang's "
+        "mem_fraction_static)",
+    )
     max_batched_tokens: int | None = fld(
         None, unit="token", doc="token budget of one iteration (None: the engine schema's 8192)", ge=1, le=1 << 24
     )
