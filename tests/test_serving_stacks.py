@@ -215,6 +215,26 @@ def test_a_stack_reaches_the_pools_and_the_step_cost():
     assert build_serving(resolve_scenario(engine_of("ideal"))).params[0][L.GRAPH_COUNT] == 0
 
 
+def test_each_stack_budgets_kv_on_its_own_basis_by_hand():
+    """Llama-3.1-8B on one H100 at memory fraction f = 0.8, by hand from the compiled weights (W) and one token
+    budget's activations (A): vLLM's gpu_memory_utilization covers weights + activations + KV, KV = f M - W - A;
+    SGLang's mem_fraction_static covers weights + KV only, KV = f M - W (activations use the rest); TensorRT-LLM's
+    free_gpu_memory_fraction is of what weights and activations leave, KV = f (M - W - A)."""
+    from hermes_fast.catalog import preset
+
+    mem = preset("devices", "h100_sxm").memory_bytes
+    kv = {}
+    for stack in ("vllm", "sglang", "trtllm"):
+        ce = build_serving(resolve_scenario(engine_of(stack, memory_utilization=0.8))).pools[0].compiled
+        kv[stack] = (ce.kv_capacity_tokens, ce.weights_bytes, ce.activation_reserve_bytes, ce.kv_bytes_per_token)
+    w, act, per_token = kv["vllm"][1], kv["vllm"][2], kv["vllm"][3]
+    assert act > 0.5e9 and kv["sglang"][2] == 0.0 and kv["trtllm"][2] == act  # (8192 tokens at vLLM and TRT-LLM)
+    assert kv["vllm"][0] == int((0.8 * mem - w - act) // per_token)
+    assert kv["sglang"][0] == int((0.8 * mem - w) // per_token)
+    assert kv["trtllm"][0] == pytest.approx((0.8 * (mem - w - act)) / per_token, abs=1)
+    assert kv["trtllm"][0] > kv["vllm"][0]  # (TRT-LLM's 10% is of the free memory only)
+
+
 def test_a_scenario_stack_based_on_a_preset_sets_host_and_front_end_costs():
     sc = engine_of("my-vllm")
     sc["stacks"] = {"my-vllm": {"base": "vllm", "frontend_s": 0.008, "step_overhead_s": 0.002}}

@@ -43,7 +43,7 @@ from .serving_runs import (
     skip_reason,
     stack_entry,
 )
-from .serving_scenario import _layout, harness_draws, serving_scenario
+from .serving_scenario import harness_draws, serving_scenario
 
 __all__ = [
     "SERVING_RUNS",
@@ -156,23 +156,10 @@ def _stack_costs(resolved) -> dict[str, float]:
 
 
 def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, float] | None = None) -> PreparedRun:
-    """Resolve and compile a run's scenario (:func:`serving_scenario`) once.
-
-    TensorRT-LLM runs size KV as ``kv_cache_free_gpu_memory_fraction`` of the memory left after the weights and
-    the activation reserve: the engine's ``memory_utilization`` is set to give that KV."""
+    """Resolve and compile a run's scenario (:func:`serving_scenario`) once."""
     cal = _calibration(run, calibration)
-    sc = serving_scenario(run, costs)
-    resolved = resolve_scenario(sc, cal)
+    resolved = resolve_scenario(serving_scenario(run, costs), cal)
     setup = build_serving(resolved)
-    frac = _layout(run).kv_free_fraction
-    if frac is not None:
-        pool = setup.pools[0]
-        ce, mem = pool.compiled, pool.device.memory_bytes
-        fixed = ce.weights_bytes + ce.activation_reserve_bytes
-        util = min(1.0, (fixed + frac * max(mem - fixed, 0.0)) / mem)
-        sc["engines"][0]["memory_utilization"] = util
-        resolved = resolve_scenario(sc, cal)
-        setup = build_serving(resolved)
     eng = resolved.engines[0]
     return PreparedRun(
         run,

@@ -15,7 +15,7 @@ import csv
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,7 +52,6 @@ class _Layout:
     engine: dict = field(default_factory=dict)  # engine fields
     batching: dict = field(default_factory=dict)
     stack: dict = field(default_factory=dict)  # stack fields (a scenario stack based on the entry)
-    kv_free_fraction: float | None = None  # TensorRT-LLM: KV = this share of the memory left after the weights
 
 
 def _layout(run: ServingRun) -> _Layout:
@@ -80,7 +79,8 @@ def _layout(run: ServingRun) -> _Layout:
         if "--enable-expert-parallel" in args:  # the MoE layers' experts over the TP (x DP) ranks
             out.engine["ep"] = tp
     if entry in ("trtllm", "trtllm-engine"):
-        out = replace(out, kv_free_fraction=command_flag(args, "--kv_cache_free_gpu_memory_fraction") or 0.90)
+        # (a share of the memory the weights and activations leave: the entries' memory_basis)
+        out.engine["memory_utilization"] = command_flag(args, "--kv_cache_free_gpu_memory_fraction") or 0.90
         tokens = command_flag(args, "--max_num_tokens", "max_num_tokens")
         batch = command_flag(args, "--max_batch_size", "max_batch_size")
         if tokens:

@@ -111,7 +111,12 @@ class Engine:
         "costs, and the defaults of this engine's fields left unset",
     )
     memory_utilization: float | None = fld(
-        None, unit="1", doc="fraction of device memory usable for weights+KV (None: the stack's, else 0.9)", gt=0, le=1
+        None,
+        unit="1",
+        doc="fraction of device memory usable for weights+KV, or under a stack whose memory_basis is free "
+        "(TensorRT-LLM) the fraction of what weights and activations leave that KV takes (None: the stack's, else 0.9)",
+        gt=0,
+        le=1,
     )
     max_batched_tokens: int | None = fld(
         None,

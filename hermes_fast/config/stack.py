@@ -31,6 +31,12 @@ class Stack:
     memory_utilization: float | None = fld(
         None, unit="1", doc="fraction of device memory for weights + KV (None: the engine schema's 0.9)", gt=0, le=1
     )
+    memory_basis: Literal["device", "free"] = fld(
+        "device",
+        doc="what the engine's memory_utilization is a share of: device (the device's memory, for weights + KV: "
+        "vLLM's gpu_memory_utilization, SGLang's mem_fraction_static) or free (the memory the weights and activations "
+        "leave, for KV alone: TensorRT-LLM's kv_cache_free_gpu_mem_fraction)",
+    )
     activation_reserve: bool = fld(
         True,
         doc="the activations of one token budget come out of that fraction (vLLM sizes KV after a profile run "
