@@ -200,18 +200,21 @@ def pc_lookup(S, r, i, most):
     ent = S.pc[r]
     lo = 0  # blocks [0, lo) cached, [hi, n) not
     hi = min(S.req_int[RQ_PC_LEN, i], most)
+    last = -1  # the slot of block lo - 1 (lo grows only where a probe found its block)
     while lo < hi:
         mid = (lo + hi) // 2
         _prefetch_next(S, ent, i, lo, mid, hi)
-        if tb_find(ent, pc_key(S, i, mid)) >= 0:
+        s = tb_find(ent, pc_key(S, i, mid))
+        if s >= 0:
             lo = mid + 1
+            last = s
         else:
             hi = mid
     cached = lo
     if cached == 0:
         return 0, 0
     nd = S.pcn[r]
-    n = ent[tb_find(ent, pc_key(S, i, cached - 1)), PC_NODE]
+    n = ent[last, PC_NODE]
     while n >= 0 and nd[n, PN_HELD] == 0:
         n = nd[n, PN_PARENT]
     held = min(nd[n, PN_END], cached) if n >= 0 else 0

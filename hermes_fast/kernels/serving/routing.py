@@ -67,6 +67,14 @@ def _replica_load(S, r, sched):
     return float(used + qs[Q_TOKENS, r])
 
 
+@kernel(inline=True)
+def _cut_spans(S, first, count, t):
+    """Cut the fast-forwarded spans of replicas ``first .. first + count - 1`` at t: a span holds the KV of its
+    future iterations, which routing must not read as in use (nor a lookup evict for)."""
+    for r in range(first, first + count):
+        truncate_span(S, r, t)
+
+
 @kernel
 def _affinity(S, pool, i, sched, t):
     """prefix_affinity: the replica of ``pool`` caching the longest prefix of request i's block chain (on the device,
@@ -74,8 +82,8 @@ def _affinity(S, pool, i, sched, t):
     that served its session's previous turn here; kv_aware: the least cost ``PF_OVERLAP_WEIGHT x blocks of its
     prompt not cached there + KV blocks in use there (reclaimable cache entries not counted) + blocks its queue will
     take`` (Dynamo's KV router). Ties, or nothing to go by: the fewest requests held (least_outstanding), then the
-    lowest index. The replicas' spans are cut first, as for least_kv: a fast-forwarded span holds the KV of its
-    future iterations, which would count as in use and make a lookup evict early."""
+    lowest index. Routing that reads the caches or the KV in use cuts the replicas' spans first (:func:`_cut_spans`),
+    as least_kv does."""
     pi = S.pool_int
     ri = S.req_int
     first = pi[PL_FIRST, pool]
@@ -89,8 +97,7 @@ def _affinity(S, pool, i, sched, t):
     if PREFIX_CACHE:  # (a compile-time constant: the loop without prefix caches leaves the lookups out)
         cached = sched != SCHED_SESSION_STICKY and pc_applies(S, pool, i)
     if cached or sched == SCHED_KV_AWARE:
-        for r in range(first, first + count):
-            truncate_span(S, r, t)
+        _cut_spans(S, first, count, t)
     block = pi[PL_BLOCK, pool]
     most = (ri[RQ_TARGET, i] - 1) // block
     best = first
@@ -135,8 +142,7 @@ def choose_queue(S, pool, i, u_row, t):
     if sched == SCHED_PREFIX_AFFINITY or sched == SCHED_SESSION_STICKY or sched == SCHED_KV_AWARE:
         return _affinity(S, pool, i, sched, t)
     if sched == SCHED_LEAST_KV:  # the KV a replica holds now: only what its iteration in flight took
-        for r in range(first, first + count):
-            truncate_span(S, r, t)
+        _cut_spans(S, first, count, t)
     best = first
     best_load = _replica_load(S, first, sched)
     for r in range(first + 1, first + count):
