@@ -168,7 +168,7 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     # pools, energy and cost over the whole run
     run_s = max(run.end_s - run.arrival_s[0], 0.0) if n else 0.0
     pools = setup.pools
-    util, batch, kv, preempt, mfu, mbu = (np.zeros(len(pools)) for _ in range(6))
+    util, batch, kv, preempt, mfu, mbu, frontend_wait = (np.zeros(len(pools)) for _ in range(7))
     energy = 0.0
     dollars = 0.0
     priced = True
@@ -184,6 +184,7 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
         if pool.search is not None:
             kv[k] = math.nan
         preempt[k] = run.replica_preemptions[reps].sum()
+        frontend_wait[k] = run.frontend_wait_s[reps].sum()
         mfu[k], mbu[k] = pool_mfu_mbu(pool, run, reps)
         d = pool.device
         devices = pool.devices
@@ -198,6 +199,7 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     out["mean_batch_size"] = batch
     out["kv_occupancy"] = kv
     out["preemptions"] = preempt
+    out["frontend_wait_s"] = frontend_wait
     tokens = float(run.answer_tokens[run.status == Status.DONE].sum())
     out["energy_j"] = energy
     out["energy_j_per_token"] = energy / tokens if tokens else math.nan

@@ -248,6 +248,12 @@ _SIM: list[Variable] = [
     Variable("kv_occupancy", "1", "KV occupancy", "time-averaged resident KV tokens / KV capacity"),
     Variable("preemptions", "1", "preemptions", "preemption events in the pool"),
     Variable(
+        "frontend_wait_s",
+        "s",
+        "front-end thread wait",
+        "seconds requests waited for the pool's API server thread (stack frontend_serial_s), summed over the run",
+    ),
+    Variable(
         "prefix_hit_rate_token",
         "1",
         "prefix hit rate (tokens)",

@@ -89,7 +89,11 @@ def test_offline_and_batch1_tensorrt_runs(runs):
     offline = find(runs, arrival="offline", **tuned)
     sc = S.serving_scenario(offline)
     (e,) = sc["engines"]
-    assert e["stack"] == "run" and sc["stacks"]["run"] == {"base": "trtllm-engine", "frontend_s": 0.0}
+    assert e["stack"] == "run" and sc["stacks"]["run"] == {
+        "base": "trtllm-engine",
+        "frontend_s": 0.0,
+        "frontend_serial_s": 0.0,
+    }
     assert (e["max_batched_tokens"], e["batching"]["max_batch_size"]) == (16384, 512)
     assert e["dtypes"] == {"weight": "fp8", "activation": "fp8", "kv": "fp8"}
     assert sc["workload"]["arrival"] == {"process": "closed", "concurrency": 1000}

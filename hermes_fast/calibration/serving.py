@@ -146,6 +146,7 @@ def _stack_costs(resolved) -> dict[str, float]:
     eff, st = eng.device.efficiency, eng.stack
     return {
         "frontend_s": st.frontend_s,
+        "frontend_serial_s": st.frontend_serial_s,
         "step_overhead_s": eff.step_overhead_s,
         "sequence_overhead_s": eff.sequence_overhead_s,
         "step_overhead_per_tp_rank_s": eff.step_overhead_per_tp_rank_s,
@@ -185,6 +186,7 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     params[0, L.PREFILL_ATTN_EXTRA] = c["prefill_attention_extra"]
     params[0, L.MOE_COMPUTE_EXTRA] = c["moe_compute_extra"]
     pf[loop.PF_FRONTEND_S, 0] = c["frontend_s"]
+    pf[loop.PF_FRONTEND_SERIAL_S, 0] = c["frontend_serial_s"]
     return replace(prep.setup, params=params, pool_float=pf)
 
 

@@ -120,6 +120,14 @@ class Stack:
     frontend_s: float = fld(
         0.0, unit="s", doc="API server and tokenisation time of a request before it queues at the engine", ge=0, le=60
     )
+    frontend_serial_s: float = fld(
+        0.0,
+        unit="s",
+        doc="the part of frontend_s that holds the API server's one thread (parsing, tokenisation, input "
+        "processing): requests pass it one at a time, first come first served, so a burst queues there",
+        ge=0,
+        le=60,
+    )
     sources: dict[str, str] = fld(factory=dict, doc="source of each figure, keyed by field")
     notes: str = fld("", doc="free text")
 
@@ -129,5 +137,12 @@ class Stack:
             raise ConfigError(f"{path}.cuda_graph_sizes", list(sizes), "positive batch sizes in ascending order")
         if len(sizes) > 64:
             raise ConfigError(f"{path}.cuda_graph_sizes", len(sizes), "at most 64 captured sizes")
+        if self.frontend_serial_s > self.frontend_s:
+            raise ConfigError(
+                f"{path}.frontend_serial_s",
+                self.frontend_serial_s,
+                f"at most frontend_s ({self.frontend_s:g} s): the part of a request's front-end time that holds the "
+                "API server's thread",
+            )
         if self.admission == "new_token_ratio" and self.new_token_ratio <= 0:
             raise ConfigError(f"{path}.new_token_ratio", self.new_token_ratio, "> 0 with admission: new_token_ratio")

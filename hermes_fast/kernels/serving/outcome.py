@@ -91,6 +91,7 @@ class Outcome:
     prefix_tier_load_s: np.ndarray  # seconds of those loads
     prefix_tier_wait_s: np.ndarray  # seconds of them spent waiting for a shared tier instance
     prefix_tier_spills: np.ndarray  # blocks evicted from the device that the tier took
+    frontend_wait_s: np.ndarray  # at a pool's first replica: seconds jobs waited for its front end's thread
     kv_tokens: np.ndarray  # KV tokens resident at the end
     # the run
     end_s: float  # time of the last event
@@ -162,6 +163,7 @@ class Outcome:
             prefix_tier_load_s=rsf[st.RA_PC2_LOAD_S],
             prefix_tier_wait_s=rsf[st.RA_PC2_WAIT_S],
             prefix_tier_spills=rsf[st.RA_PC2_SPILLS],
+            frontend_wait_s=rsf[st.RA_FRONTEND_WAIT_S],
             kv_tokens=rs[st.RP_KV_TOKENS],
             end_s=float(run[st.RUN_END]),
             events=int(g[st.G_EVENTS]),

@@ -184,6 +184,8 @@ RA_PC2_TOKENS = _r()  # tier: tokens admissions loaded back from the tier (not p
 RA_PC2_LOAD_S = _r()  # tier: seconds of those loads (in the iterations they delayed)
 RA_PC2_WAIT_S = _r()  # tier: seconds of them spent waiting for a tier instance other replicas share
 RA_PC2_BUSY_UNTIL = _r()  # tier, at the first replica of those sharing an instance: when the loads queued on it end
+RA_FRONTEND_BUSY_UNTIL = _r()  # at a pool's first replica: when the jobs queued on its front end's thread are through
+RA_FRONTEND_WAIT_S = _r()  # at a pool's first replica: seconds jobs waited for its front end's thread, summed
 # totals of the iteration being formed (reset by form_iteration, added to by mark): what the step cost takes
 IT_PREFILL_TOKENS = _r()
 IT_PAIRS = _r()  # causal attention pairs of the prefill chunks
@@ -251,6 +253,7 @@ PF_S_BW = _r()  # achievable B/s
 PF_S_OVERHEAD = _r()  # s per batch
 PF_NEW_TOKEN_RATIO = _r()  # ADMIT_RATIO: share of a running request's remaining output kept free for it
 PF_FRONTEND_S = _r()  # s a job waits in the engine's API front end (HTTP, tokenisation) before it queues
+PF_FRONTEND_SERIAL_S = _r()  # s of the front end's one thread a job holds, one job at a time in arrival order
 PF_OVERLAP_WEIGHT = _r()  # kv_aware routing: weight of the blocks a replica would prefill against its blocks in use
 PF_PC2_LAT = _r()  # s before a load from the prefix cache's tier starts (tier and link latency)
 PF_PC2_BW = _r()  # B/s of a load from the tier (one device's KV share; the slower of the tier and the link)

@@ -15,6 +15,7 @@ from .state import (
     DRAW_ENTRY,
     HEAP_TIMER,
     PF_FRONTEND_S,
+    PF_FRONTEND_SERIAL_S,
     PL_BLOCK,
     PL_CAP_BLOCKS,
     PL_COUNT,
@@ -34,6 +35,8 @@ from .state import (
     REASON_TOKENS,
     ROLE_DECODE,
     ROLE_PREFILL,
+    RA_FRONTEND_BUSY_UNTIL,
+    RA_FRONTEND_WAIT_S,
     RP_BUSY,
     RQ_OUTPUT,
     RQ_PREFILLED,
@@ -100,9 +103,18 @@ def _reject_reason(S, pool, i):
 def queue_job(S, i, pool, t):
     """Request i's job reaches ``pool``: it passes the engine's API front end (a delay, if the pool has one),
     then :func:`enter_pool`."""
-    front_end = S.pool_float[PF_FRONTEND_S, pool]
-    if front_end > 0.0:
-        heap_push(S, HEAP_TIMER, t + front_end, timer_payload(i, TIMER_FRONTEND))
+    pf = S.pool_float
+    through = t + pf[PF_FRONTEND_S, pool]
+    serial = pf[PF_FRONTEND_SERIAL_S, pool]
+    if serial > 0.0:  # (calls come in time order: the thread serves jobs first come, first served)
+        ra = S.rep_float
+        head = S.pool_int[PL_FIRST, pool]
+        start = max(t, ra[RA_FRONTEND_BUSY_UNTIL, head])
+        ra[RA_FRONTEND_BUSY_UNTIL, head] = start + serial
+        ra[RA_FRONTEND_WAIT_S, head] += start - t
+        through += start - t
+    if through > t:
+        heap_push(S, HEAP_TIMER, through, timer_payload(i, TIMER_FRONTEND))
         return
     enter_pool(S, i, pool, t)
 
