@@ -308,6 +308,7 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
             pi[loop.PL_MAX_BATCH, k] = pool.max_batch_size
             pi[loop.PL_MAX_TOKENS, k] = pool.max_batch_size
             pi[loop.PL_CHUNK, k] = pool.max_batch_size
+            pi[loop.PL_RANK_CHUNK, k] = pool.max_batch_size
             pi[loop.PL_BLOCK, k] = 1
             pi[loop.PL_SCHED, k] = _SCHED_CODES["least_outstanding"]
             pi[loop.PL_MAX_QUEUE, k] = -1
@@ -325,6 +326,10 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
             pi[loop.PL_MAX_BATCH, k] = b.max_batch_size
             pi[loop.PL_MAX_TOKENS, k] = e.max_batched_tokens
             pi[loop.PL_CHUNK, k] = b.chunk_size if b.chunk_size is not None else e.max_batched_tokens
+            # attention DP: each rank schedules its own sequences with its share of the budgets (SGLang divides
+            # chunked_prefill_size by the DP size), so one request's chunk is at most a rank's share
+            ranks = ce.attention_dp
+            pi[loop.PL_RANK_CHUNK, k] = max(1, pi[loop.PL_CHUNK, k] // ranks) if ranks > 1 else pi[loop.PL_CHUNK, k]
             pi[loop.PL_SPLIT, k] = b.splits_prompts
             pi[loop.PL_BLOCK, k] = b.block_size_tokens
             pi[loop.PL_PREEMPT, k] = loop.PREEMPT_SWAP if b.preemption == "swap" else loop.PREEMPT_RECOMPUTE

@@ -18,6 +18,8 @@ from hermes_fast.kernels.iteration import graph_batch
 from hermes_fast.kernels.ranks import rank_work
 from hermes_fast.plan import emitted_flags, launch_commands, launch_flags, plan_spec
 from hermes_fast.plan.search import engine_table
+from hermes_fast.resolve import resolve_scenario
+from hermes_fast.simulate import build_serving, run_serving
 
 PEAK_BF16 = 989.0e12  # H100 SXM dense BF16, the ideal device's peak
 
@@ -399,3 +401,28 @@ def test_published_dp_attention_decode_gain_of_sglang_v04():
         best.append(float(ds.decode_throughput_token_per_s.where(ds.fits).max()))
     assert best[1] / best[0] == pytest.approx(float(row["published_ratio"]), rel=0.35)
     assert math.isfinite(best[0])
+
+
+def _dp_run(prompt, n, attention_dp):
+    """n requests of ``prompt`` tokens (2 output tokens) sent together to DeepSeek-V3 on 8 H200 under the ``sglang``
+    stack (8192-token prefill chunks), 10 ms a step; an idle replica waits 0.1 ms for the others."""
+    sc = {
+        "engines": [{"name": "e", "model": "deepseek-v3", "device": "h200_sxm", "stack": "sglang",
+                     "fixed_step_time_s": 0.01, "parallel": {"tp": 8, "ep": 8, "attention_dp": attention_dp},
+                     "batching": {"max_wait_s": 1e-4},
+                     "dtypes": {"weight": "fp8", "activation": "fp8", "kv": "bf16"}}],
+        "workload": {"prompt_tokens": prompt, "output_tokens": 2, "rate_per_s": 1e6,
+                     "arrival": {"process": "deterministic"}},
+    }  # fmt: skip
+    resolved = resolve_scenario(sc)
+    return run_serving(build_serving(resolved), hf.draw_workload(resolved.scenario.workload, n, hf.rng_for(1)))
+
+
+def test_each_attention_dp_rank_prefills_its_share_of_the_chunk():
+    """Under attention DP each rank schedules its own sequences with 1/8 of the 8192-token chunk (SGLang divides
+    chunked_prefill_size by the DP size): one 20,000-token prompt takes ceil(20000 / 1024) = 20 prefill iterations,
+    then one decode (ceil(20000 / 8192) = 3 + 1 without DP); eight 1000-token prompts, one to a rank, prefill together
+    in one iteration, then decode in one more."""
+    assert _dp_run(20000, 1, True).iterations.sum() == 20 + 1
+    assert _dp_run(20000, 1, False).iterations.sum() == 3 + 1
+    assert _dp_run(1000, 8, True).iterations.sum() == 1 + 1

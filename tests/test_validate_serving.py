@@ -189,11 +189,14 @@ def test_runs_that_cannot_be_simulated_are_listed_with_their_reason(runs):
     v0 = find(runs, stack_version="0.6.0", arrival="offline", device="a100")
     assert "multi-step" in why[v0.index]
     dp = [r for r in runs if "--enable-dp-attention" in r.settings["server_args"]]
-    assert len(dp) == 10 and all("data-parallel attention" in why[r.index] for r in dp)
+    assert len(dp) == 10 and all(why[r.index] is None for r in dp)  # (each rank's chunk: pools.PL_RANK_CHUNK)
+    sc = S.serving_scenario(dp[0])
+    assert sc["engines"][0]["parallel"]["attention_dp"] is True
+    assert sc["stacks"]["run"]["new_token_ratio"] == pytest.approx(0.3 * hf.Catalog().stack("sglang").new_token_ratio)
     disagg = [r for r in runs if "per-node" in (why[r.index] or "")]
     assert len(disagg) == 9 and all("disaggregated" in why[r.index] for r in disagg)
     skipped = [r for r in runs if why[r.index]]
-    assert len(skipped) == 25
+    assert len(skipped) == 15
     preds = S.predict_serving(skipped[:3])
     rows = S.serving_errors(preds)
     assert [r["skip"] for r in rows] == [why[r.index] for r in skipped[:3]]

@@ -269,12 +269,6 @@ def skip_reason(run: ServingRun) -> str | None:
             "vLLM V0 engine with --num-scheduler-steps 10 (multi-step scheduling: new requests join every 10 "
             "steps and tokens stream in 10-token bursts): a scheduler the serving loop has no model of"
         )
-    if "--enable-dp-attention" in s["server_args"]:
-        return (
-            "SGLang data-parallel attention (--enable-dp-attention --dp-size 8, MoE TP8): the layout is expressible "
-            "(parallel.attention_dp with ep 1), but each DP rank runs a scheduler and prefill budget of its own, "
-            "which one replica's budget does not represent (a 30k-token prompt then stalls the other 7 ranks)"
-        )
     if catalog_model(run) is None:
         return f"model {s['model_hf']} not in the catalog"
     if s["dataset"] not in ("random", "sharegpt"):

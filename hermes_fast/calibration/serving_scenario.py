@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..resolve import Catalog
 from ..config.base import ConfigError
 from ..workload import Draws
 from .serving_runs import (
@@ -68,10 +69,13 @@ def _layout(run: ServingRun) -> _Layout:
         mem = command_flag(args, "--mem-frac", "--mem-fraction-static")
         # server_args.py mem_fraction_static by TP when not given
         out.engine["memory_utilization"] = mem or (0.88 if tp < 2 else 0.87 if tp < 4 else 0.85 if tp < 8 else 0.81)
-        if "--enable-dp-attention" in args:  # (not simulated yet: skip_reason) attention DP, the MoE tensor-parallel
+        if "--enable-dp-attention" in args:  # attention DP, the MoE tensor-parallel (expert-parallel with --ep-size)
             out.engine["attention_dp"] = True
             if "--ep-size" in args:
                 out.engine["ep"] = int(command_flag(args, "--ep-size"))
+            # server_args.py: schedule_conservativeness x 0.3 (the new-token ratio with it) and chunked_prefill_size //
+            # dp_size per rank (the pool's chunk stays the replica's total; each request takes a rank's share)
+            out.stack["new_token_ratio"] = 0.3 * Catalog().stack(entry).new_token_ratio
         if entry == "sglang":  # 0.4.x: cuda_graph_max_bs 160 on 80 GB GPUs, 256 on H200 (stack_facts.csv)
             top = 256 if s["device"] == "h200_sxm" else 160
             out.stack["cuda_graph_sizes"] = [1, 2, 4] + list(range(8, top + 1, 8))

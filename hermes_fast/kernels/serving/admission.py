@@ -25,6 +25,7 @@ from .state import (
     PL_ADMIT,
     PL_BLOCK,
     PL_CHUNK,
+    PL_RANK_CHUNK,
     PL_COUNT,
     PL_FIRST,
     PL_MAX_BATCH,
@@ -192,7 +193,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
                         loaded = tier_run(S, r, i, hit, (ri[RQ_TARGET, i] - 1) // block)
                 chunk = ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i] - (hit + loaded) * block
                 if chunked:
-                    chunk = min(chunk, chunk_cap, budget)
+                    chunk = min(chunk, chunk_cap, pi[PL_RANK_CHUNK, pool], budget)
                     if chunk <= 0:
                         return admitted_tokens, swap_s, admitted, ready_n
                 elif PREFIX_CACHE and pc_applies(S, pool, i) and ri[RQ_GEN, i] == 0 and chunk > pi[PL_MAX_TOKENS, pool]:

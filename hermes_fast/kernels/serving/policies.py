@@ -26,6 +26,7 @@ from .state import (
     IT_SEQS,
     PL_BLOCK,
     PL_CHUNK,
+    PL_RANK_CHUNK,
     PL_MAX_TOKENS,
     PL_POLICY,
     POLICY_CHUNKED,
@@ -97,7 +98,7 @@ def _continue_chunks(S, r, budget):
         remaining = ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i]
         if remaining <= 0 or budget - used <= 0:
             continue
-        chunk = min(remaining, pi[PL_CHUNK, pool], budget - used)
+        chunk = min(remaining, pi[PL_CHUNK, pool], pi[PL_RANK_CHUNK, pool], budget - used)
         room = (ri[RQ_BLOCKS, i] + rs[RP_FREE_BLOCKS, r]) * block - ri[RQ_PREFILLED, i]
         chunk = min(chunk, room)
         if chunk <= 0:

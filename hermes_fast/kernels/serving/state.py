@@ -216,6 +216,7 @@ PL_POLICY = _r()  # POLICY_*
 PL_MAX_BATCH = _r()
 PL_MAX_TOKENS = _r()  # token budget of one iteration
 PL_CHUNK = _r()  # chunked: most prompt tokens of one request per iteration; continuous_chunked: of one iteration
+PL_RANK_CHUNK = _r()  # most prompt tokens of one request per iteration on its rank (attention DP: a rank's share)
 PL_SPLIT = _r()  # 1: a prompt may be cut over iterations (chunked, continuous_chunked)
 PL_BLOCK = _r()  # tokens per KV block
 PL_PREEMPT = _r()  # PREEMPT_*
