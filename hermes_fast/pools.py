@@ -326,10 +326,10 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
             pi[loop.PL_MAX_BATCH, k] = b.max_batch_size
             pi[loop.PL_MAX_TOKENS, k] = e.max_batched_tokens
             pi[loop.PL_CHUNK, k] = b.chunk_size if b.chunk_size is not None else e.max_batched_tokens
-            # attention DP: each rank schedules its own sequences with its share of the budgets (SGLang divides
-            # chunked_prefill_size by the DP size), so one request's chunk is at most a rank's share
-            ranks = ce.attention_dp
-            pi[loop.PL_RANK_CHUNK, k] = max(1, pi[loop.PL_CHUNK, k] // ranks) if ranks > 1 else pi[loop.PL_CHUNK, k]
+            # attention DP: each rank schedules its own sequences with its share of the replica's prefill budget
+            # (SGLang divides chunked_prefill_size by the DP size), so one request's chunk is at most that share
+            rank_budget = pi[loop.PL_CHUNK, k] if b.policy == "continuous_chunked" else e.max_batched_tokens
+            pi[loop.PL_RANK_CHUNK, k] = max(1, rank_budget // ce.attention_dp) if ce.attention_dp > 1 else _NO_LIMIT
             pi[loop.PL_SPLIT, k] = b.splits_prompts
             pi[loop.PL_BLOCK, k] = b.block_size_tokens
             pi[loop.PL_PREEMPT, k] = loop.PREEMPT_SWAP if b.preemption == "swap" else loop.PREEMPT_RECOMPUTE

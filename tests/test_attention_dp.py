@@ -403,11 +403,11 @@ def test_published_dp_attention_decode_gain_of_sglang_v04():
     assert math.isfinite(best[0])
 
 
-def _dp_run(prompt, n, attention_dp):
-    """n requests of ``prompt`` tokens (2 output tokens) sent together to DeepSeek-V3 on 8 H200 under the ``sglang``
-    stack (8192-token prefill chunks), 10 ms a step; an idle replica waits 0.1 ms for the others."""
+def _dp_run(prompt, n, attention_dp, stack="sglang"):
+    """n requests of ``prompt`` tokens (2 output tokens) sent together to DeepSeek-V3 on 8 H200 under ``stack`` (8192
+    prefill tokens an iteration), 10 ms a step; an idle replica waits 0.1 ms for the others."""
     sc = {
-        "engines": [{"name": "e", "model": "deepseek-v3", "device": "h200_sxm", "stack": "sglang",
+        "engines": [{"name": "e", "model": "deepseek-v3", "device": "h200_sxm", "stack": stack,
                      "fixed_step_time_s": 0.01, "parallel": {"tp": 8, "ep": 8, "attention_dp": attention_dp},
                      "batching": {"max_wait_s": 1e-4},
                      "dtypes": {"weight": "fp8", "activation": "fp8", "kv": "bf16"}}],
@@ -426,3 +426,6 @@ def test_each_attention_dp_rank_prefills_its_share_of_the_chunk():
     assert _dp_run(20000, 1, True).iterations.sum() == 20 + 1
     assert _dp_run(20000, 1, False).iterations.sum() == 3 + 1
     assert _dp_run(1000, 8, True).iterations.sum() == 1 + 1
+    # vLLM's decode-first chunking: a rank's share of the 8192-token budget, the same count
+    assert _dp_run(20000, 1, True, "vllm").iterations.sum() == 20 + 1
+    assert _dp_run(20000, 1, False, "vllm").iterations.sum() == 3 + 1

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import hermes_fast as hf
-
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.grid import pipelined_time
 from hermes_fast.kernels.iteration import iteration_time

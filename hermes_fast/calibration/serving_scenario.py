@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..resolve import Catalog
 from ..config.base import ConfigError
+from ..resolve import Catalog
 from ..workload import Draws
 from .serving_runs import (
     _SHAREGPT_LLAMA3_OUTPUT_MEAN,

@@ -35,7 +35,8 @@ class Parallel:
         doc="attention data parallelism: each of the tp devices runs attention, with whole attention weights, on its "
         "own share of the sequences and keeps only their KV (KV capacity grows up to tp-fold for MLA); MoE experts "
         "expert-parallel over the same devices (ep = tp) or tensor-parallel over them (ep = 1); dense FFN layers "
-        "tensor-parallel (needs an MoE model, pp = 1)",
+        "tensor-parallel (needs an MoE model, pp = 1); each rank prefills at most 1/tp of the engine's prefill budget "
+        "of a request an iteration",
     )
     cp: int = fld(
         1,
