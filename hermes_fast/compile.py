@@ -336,6 +336,7 @@ def compile_engine(
     if stack is not None:
         p[L.PREFILL_ATTN_EXTRA] = stack.prefill_attention_extra
         p[L.MOE_COMPUTE_EXTRA] = stack.moe_compute_extra
+        p[L.MOE_MEMORY_EXTRA] = stack.moe_memory_extra
     if stack is not None and stack.cuda_graph_sizes:
         sizes = stack.cuda_graph_sizes
         p[L.GRAPH_COUNT] = len(sizes)

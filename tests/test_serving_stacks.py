@@ -403,3 +403,20 @@ def test_a_stacks_moe_compute_extra_scales_only_the_expert_gemms_compute():
     assert extra == pytest.approx(32 * 0.5 * (c_up + c_down), rel=1e-9)
     decode = (0.0, 0.0, 0.0, 8.0, 8.0 * 2000, 8.0)
     assert step_cost(slow, *decode) == step_cost(plain, *decode)
+
+
+def test_a_stacks_moe_memory_extra_scales_only_the_expert_gemms_weight_reads():
+    """The other side: ``moe_memory_extra: 1.0`` makes the routed experts' grouped GEMMs twice as long where they are
+    memory-bound (a batch-8 decode of Mixtral-8x7B on one H100: reading the active experts' weights), and a
+    4,096-token prefill, whose expert GEMMs are compute-bound, costs the same."""
+    from hermes_fast.kernels.step import _grouped_gemm
+
+    plain, slow = params_with_stack_field("mixtral-8x7b", "ideal", moe_memory_extra=1.0)
+    assert slow[L.MOE_MEMORY_EXTRA] == 1.0 and plain[L.MOE_MEMORY_EXTRA] == 0.0
+    rows, experts = 8.0 * 2, 8.0  # top-2 of 8 for 8 sequences: (at most) every expert active
+    grouped = [_grouped_gemm(p, g, rows, experts) for p in (plain, slow) for g in (L.G_EXP_UP, L.G_EXP_DOWN)]
+    (c_up, m_up), (c_down, m_down), (s_c_up, s_up), (s_c_down, s_down) = grouped
+    assert c_up == c_down == s_c_up == s_c_down == 0.0
+    assert (s_up, s_down) == pytest.approx((2.0 * m_up, 2.0 * m_down), rel=1e-12)
+    prefill = (4096.0, 4096.0 * 4097 / 2, 4096.0, 0.0, 0.0, 1.0)
+    assert step_cost(slow, *prefill) == step_cost(plain, *prefill)

@@ -16,6 +16,7 @@ from scipy.optimize import least_squares
 
 import hermes_fast as hf
 from hermes_fast.calibration import serving as S
+from hermes_fast.calibration.serving_scenario import VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA
 from hermes_fast.cli import main
 from hermes_fast.kernels.serving import Status
 from hermes_fast.pools import build_serving
@@ -432,6 +433,23 @@ def test_vllm_server_flags_and_a100_batch_defaults(runs):
         server_args="vllm serve openai/gpt-oss-120b --max-model-len 32768 --async-scheduling -pp 2",
     )  # noqa: E501
     assert S.stack_entry(pp) == "vllm-0.8" and S.serving_scenario(pp)["engines"][0]["parallel"] == {"tp": 1, "pp": 2}
+
+
+def test_vllm_011_runs_mxfp4_experts_on_hopper_through_triton(runs):
+    """vLLM 0.11 ran MXFP4 experts on SM90 through Triton's matmul_ogs (vLLM PR 27523): its runs of gpt-oss on H100
+    and H200 read the experts' weights slower (``moe_memory_extra``); on A100 (Marlin) and in other versions, not."""
+
+    def gpt_oss(version, device):
+        return [r for r in runs if r.settings["model"].startswith("gpt-oss") and r.settings["device"] == device
+                and r.settings["stack_version"].startswith(version)]  # fmt: skip
+
+    hopper = gpt_oss("0.11.0", "h100_sxm")
+    assert len(hopper) == 10  # (GPUStack: gpt-oss-20b, ShareGPT and fixed lengths)
+    for run in hopper:
+        extra = S.serving_scenario(run)["stacks"]["run"]["moe_memory_extra"]
+        assert extra == VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA > 0
+    for run in gpt_oss("0.11.0", "a100_sxm_80gb") + gpt_oss("0.19.1", "h100_sxm") + gpt_oss("0.10.2", "h100_sxm"):
+        assert "moe_memory_extra" not in S.serving_scenario(run).get("stacks", {}).get("run", {})
 
 
 def test_sglang_default_range_ratio_and_sharegpt_means(runs):

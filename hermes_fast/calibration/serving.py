@@ -153,6 +153,7 @@ def _stack_costs(resolved) -> dict[str, float]:
         "eager_launch_s_per_layer": st.eager_launch_s_per_layer,
         "prefill_attention_extra": st.prefill_attention_extra,
         "moe_compute_extra": st.moe_compute_extra,
+        "moe_memory_extra": st.moe_memory_extra,
     }
 
 
@@ -185,6 +186,7 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
         params[0, L.GRAPH_EAGER_S] = c["eager_launch_s_per_layer"] * prep.n_layers
     params[0, L.PREFILL_ATTN_EXTRA] = c["prefill_attention_extra"]
     params[0, L.MOE_COMPUTE_EXTRA] = c["moe_compute_extra"]
+    params[0, L.MOE_MEMORY_EXTRA] = c["moe_memory_extra"]
     pf[loop.PF_FRONTEND_S, 0] = c["frontend_s"]
     pf[loop.PF_FRONTEND_SERIAL_S, 0] = c["frontend_serial_s"]
     return replace(prep.setup, params=params, pool_float=pf)

@@ -82,6 +82,7 @@ COST_FIELDS = (
     "eager_launch_s_per_layer",
     "prefill_attention_extra",  # (a fraction, not seconds)
     "moe_compute_extra",  # (likewise)
+    "moe_memory_extra",  # (likewise)
 )
 
 # columns that identify a run (every other column but metric, value and notes)

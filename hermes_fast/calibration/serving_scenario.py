@@ -55,6 +55,14 @@ class _Layout:
     stack: dict = field(default_factory=dict)  # stack fields (a scenario stack based on the entry)
 
 
+HOPPER = ("h100_sxm", "h200_sxm")
+# vLLM 0.11 ran MXFP4 experts on SM90 through Triton's matmul_ogs, not Marlin (vLLM PR 27523, stack_facts.csv): its
+# `vllm bench latency` of gpt-oss-120b (batch 8, 32 tokens in, 128 out, one GPU) took 1.58 s, which the `vllm` entry
+# reproduces on an H100 with the experts' weights read this much slower than the calibrated kernels read them
+# (benchmarks/RESULTS.md, serving stacks, tenth step; Marlin's 1.17 s would be 0.25)
+VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA = 0.91
+
+
 def _layout(run: ServingRun) -> _Layout:
     """The run's engine and stack fields read from its server flags and the stack version's documented defaults
     (sources in stacks.yaml and stack_facts.csv)."""
@@ -81,6 +89,8 @@ def _layout(run: ServingRun) -> _Layout:
             out.stack["cuda_graph_sizes"] = [1, 2, 4] + list(range(8, top + 1, 8))
     if entry in ("vllm", "vllm-0.8"):
         out.engine.update(_vllm_flags(run))
+        if s["stack_version"].startswith("0.11") and s["dtype"] == "w4a16" and s["device"] in HOPPER:
+            out.stack["moe_memory_extra"] = VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA
         if "--enable-expert-parallel" in args:  # the MoE layers' experts over the TP (x DP) ranks
             out.engine["ep"] = tp
     if entry in ("trtllm", "trtllm-engine"):

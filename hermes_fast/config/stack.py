@@ -96,6 +96,14 @@ class Stack:
         ge=0,
         le=10,
     )
+    moe_memory_extra: float = fld(
+        0.0,
+        unit="1",
+        doc="routed-expert GEMM weight-reading time the stack's MoE kernels add over the calibrated ones, a fraction "
+        "(decode-bound MoE steps, where the experts' weights are read at a fraction of the bandwidth)",
+        ge=0,
+        le=10,
+    )
     # CUDA graphs
     cuda_graph_sizes: tuple[int, ...] = fld(
         (),

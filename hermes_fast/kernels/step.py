@@ -186,7 +186,8 @@ def _grouped_gemm(p, g, tokens, active_sets):
     grouped launch: its floor is chosen by all its rows (a guess; the shipped measurements have no grouped
     block-scaled GEMMs). Its compute side takes the stack's MoE kernels' extra (``MOE_COMPUTE_EXTRA``)."""
     compute = (active_sets * p[g] + p[g + 1] * tokens) * (1.0 + p[L.MOE_COMPUTE_EXTRA])
-    c, m = _split(compute, active_sets * p[g + 2] + p[g + 3] * tokens)
+    memory = (active_sets * p[g + 2] + p[g + 3] * tokens) * (1.0 + p[L.MOE_MEMORY_EXTRA])
+    c, m = _split(compute, memory)
     return _floored(p, c, m, tokens)
 
 
