@@ -44,7 +44,7 @@ def find(runs, **want) -> S.ServingRun:
 
 
 def test_rows_group_into_runs(runs):
-    assert len(runs) == 203 and sum(len(r.metrics) for r in runs) == 1991
+    assert len(runs) == 211 and sum(len(r.metrics) for r in runs) == 1991 + 8 * 12
     assert len({r.key for r in runs}) == len(runs)
     assert {r.split for r in runs} == {"fit", "holdout"}
     run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="32000")
@@ -450,6 +450,20 @@ def test_vllm_011_runs_mxfp4_experts_on_hopper_through_triton(runs):
         assert extra == VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA > 0
     for run in gpt_oss("0.11.0", "a100_sxm_80gb") + gpt_oss("0.19.1", "h100_sxm") + gpt_oss("0.10.2", "h100_sxm"):
         assert "moe_memory_extra" not in S.serving_scenario(run).get("stacks", {}).get("run", {})
+
+
+def test_the_three_stacks_on_one_h100_at_low_load(runs):
+    """GPUStack's Qwen3-8B latency page: TensorRT-LLM 1.2 (trtllm-serve), SGLang 0.5.3 and vLLM 0.11 at
+    --max-concurrency 4 (closed loops of 4 clients, 100 ShareGPT prompts scaled to the page's totals)."""
+    by = {S.stack_entry(r): r for r in runs if r.settings["model"] == "qwen3-8b" and r.settings["concurrency"] == "4"
+          and r.settings["dtype"] == "bf16" and "--cuda-graph" not in r.settings["server_args"]}  # fmt: skip
+    assert set(by) == {"trtllm", "sglang", "vllm"}
+    for entry, run in by.items():
+        sc = S.serving_scenario(run)
+        assert sc["engines"][0]["model"] == "qwen3-8b" and S.skip_reason(run) is None, entry
+        assert sc["workload"]["arrival"] == {"process": "closed", "concurrency": 4}, entry
+        d = S.harness_draws(run, rng_for(0))
+        assert d.prompt_tokens.mean() == pytest.approx(232.6, rel=0.05) and d.prompt_tokens.size == 100
 
 
 def test_sglang_default_range_ratio_and_sharegpt_means(runs):
