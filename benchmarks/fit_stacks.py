@@ -81,6 +81,14 @@ PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
 }
 # costs set from a published figure instead of fitted: (value s, source)
 FIXED = {
+    "trtllm": {
+        "frontend_s": (
+            15.563e-3,
+            "not identifiable from its fit runs; taken as vLLM's API server latency (the vllm entry's, BLIS's fit), "
+            "trtllm-serve being the same kind of front end (a Python OpenAI-compatible server that tokenises and "
+            "streams); checked on the held-back dense low-load run over HTTP (benchmarks/RESULTS.md)",
+        )
+    },
     "vllm": {
         "frontend_s": (
             15.563e-3,
