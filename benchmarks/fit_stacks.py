@@ -96,7 +96,7 @@ FIXED = {
             "trained_physics alpha0 'QueueingTime (HTTP parsing, request validation, queue insertion)' for vLLM on "
             "H100 (stack_facts.csv blis.trained_physics.alpha0_queueing, defaults.yaml @f90a1e3)",
         )
-    }
+    },
 }
 # entries whose host costs are fitted on their dense-model runs only: without a MoE-kernel term of their own, the
 # error of the experts' kernels (MXFP4 experts on Hopper and A100, which no shipped calibration measures) lands in
@@ -104,8 +104,8 @@ FIXED = {
 DENSE_ONLY = {"vllm"}
 # entries whose shipped costs a plain `--write` keeps: their refit fails an independent check the project holds them
 # to (tests/test_attention_dp.py: SGLang v0.4's published DP-attention decode gain, 1.9x, reads 1.22x after a refit
-# on the 23 fit runs of 2026-12-07, 2.94x after one on 2026-12-06; 1.76x as shipped, 1.74x since its activations
-# sit outside its memory fraction)
+# on the 23 fit runs of 2026-12-07, 2.94x after one on 2026-12-06; 1.74x as shipped, 1.76x with the overlap
+# scheduler's decode iterations)
 KEPT = {
     "sglang": "its refit puts the independent SGLang v0.4 DP-attention check outside its tolerance",
     "sglang-0.3": "the other side of that check",

@@ -377,8 +377,8 @@ def test_published_dp_attention_decode_gain_of_sglang_v04():
     model (DeepSeek-V2's shape, paper section 3.1.2) is not in the catalog; hermes_fast was not fitted to the figure.
     Modelled as the blog compared: v0.4 with DP (stack ``sglang``) against v0.3 with TP8 (stack ``sglang-0.3``: its
     host costs, without the overlap scheduler), the best decode throughput over a ladder of batches the KV holds:
-    1.74x (1.76x before SGLang's memory fraction left activations out), within 35% of the published ratio (2.7x
-    with v0.4's costs on both sides)."""
+    1.76x (1.74x before v0.4's overlap scheduler hid a decode iteration's per-step host work), within 35% of the
+    published ratio (2.7x with v0.4's costs on both sides)."""
     rows = {r["id"]: r for r in csv.DictReader((files("hermes_fast") / "data" / "reference" /
                                                 "published_deployments.csv").open())}  # fmt: skip
     row = rows["sglang-v04-deepseek-coder-v2-dp-attention"]

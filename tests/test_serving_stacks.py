@@ -420,3 +420,21 @@ def test_a_stacks_moe_memory_extra_scales_only_the_expert_gemms_weight_reads():
     assert (s_up, s_down) == pytest.approx((2.0 * m_up, 2.0 * m_down), rel=1e-12)
     prefill = (4096.0, 4096.0 * 4097 / 2, 4096.0, 0.0, 0.0, 1.0)
     assert step_cost(slow, *prefill) == step_cost(plain, *prefill)
+
+
+def test_an_overlap_scheduler_hides_a_decode_iterations_per_step_host_work():
+    """``decode_host_overlap``: a decode-only iteration of Llama-3.1-8B on one H100 (batch 8, 2 ms of host work a
+    step, 10 us a sequence) costs its kernels plus the per-sequence work (the per-step work runs beside the kernels,
+    which take longer); an iteration with prefill pays both in full, as without the overlap."""
+    fields = {"step_overhead_s": 0.002, "sequence_overhead_s": 1e-5}
+    base = params_with_stack_field("llama-3.1-8b", "ideal", **fields)[1]
+    p = base.copy()
+    p[L.OH_STEP], p[L.OH_SEQ] = 0.002, 1e-5
+    overlapped = p.copy()
+    overlapped[L.DECODE_HOST_OVERLAP] = 1.0
+    decode = (0.0, 0.0, 0.0, 8.0, 8.0 * 1000, 8.0)
+    kernels = step_cost(p, *decode)[0] - 0.002 - 8 * 1e-5
+    assert kernels > 0.002
+    assert step_cost(overlapped, *decode)[0] == pytest.approx(kernels + 8 * 1e-5, rel=1e-12)
+    mixed = (512.0, 512.0 * 513 / 2, 512.0, 8.0, 8.0 * 1000, 9.0)
+    assert step_cost(overlapped, *mixed) == step_cost(p, *mixed)

@@ -104,6 +104,11 @@ class Stack:
         ge=0,
         le=10,
     )
+    decode_host_overlap: bool = fld(
+        False,
+        doc="an overlap scheduler prepares the next batch while a decode-only iteration runs, so that iteration lasts "
+        "the longer of its kernels and its host work (iterations with prefill, and pipeline-parallel ones, add them)",
+    )
     # CUDA graphs
     cuda_graph_sizes: tuple[int, ...] = fld(
         (),
