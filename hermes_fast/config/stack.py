@@ -106,8 +106,9 @@ class Stack:
     )
     decode_host_overlap: bool = fld(
         False,
-        doc="an overlap scheduler prepares the next batch while a decode-only iteration runs, so that iteration lasts "
-        "the longer of its kernels and its host work (iterations with prefill, and pipeline-parallel ones, add them)",
+        doc="an overlap scheduler prepares the next batch while a decode-only iteration runs: that iteration's "
+        "per-step host work hides behind its kernels (the per-sequence work stays); iterations with prefill, and "
+        "pipeline-parallel ones, pay all of it",
     )
     # CUDA graphs
     cuda_graph_sizes: tuple[int, ...] = fld(
