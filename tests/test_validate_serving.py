@@ -44,7 +44,7 @@ def find(runs, **want) -> S.ServingRun:
 
 
 def test_rows_group_into_runs(runs):
-    assert len(runs) == 211 and sum(len(r.metrics) for r in runs) == 1991 + 8 * 12
+    assert len(runs) == 219 and sum(len(r.metrics) for r in runs) == 1991 + 8 * 12 + 84
     assert len({r.key for r in runs}) == len(runs)
     assert {r.split for r in runs} == {"fit", "holdout"}
     run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="32000")

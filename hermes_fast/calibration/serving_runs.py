@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 _DATA = Path(__file__).resolve().parent.parent / "data" / "serving"
-SERVING_RUNS = _DATA / "serving_runs.csv"  # 2087 rows: 211 runs x their metrics (see SOURCES.md there)
+SERVING_RUNS = _DATA / "serving_runs.csv"  # 2171 rows: 219 runs x their metrics (see SOURCES.md there)
 # 500 (prompt, output) token counts of vLLM benchmark_serving's ShareGPT sample (seed 0, --num-prompts 500,
 # DeepSeek-R1 tokenizer), from simon-mo/vLLM-Benchmark's saved result JSON (see SOURCES.md)
 SHAREGPT_LENGTHS = _DATA / "sharegpt_lengths.csv"
@@ -197,7 +197,7 @@ def serving_runs(path: str | Path | None = None) -> list[ServingRun]:
     --------
     >>> runs = serving_runs()
     >>> len(runs), sum(len(r.metrics) for r in runs)
-    (211, 2087)
+    (219, 2171)
     """
     p = Path(path) if path is not None else SERVING_RUNS
     if not p.is_file():
