@@ -11,6 +11,7 @@ from .clients import client_done
 from .fastforward import truncate_span
 from .jobs import job_owner, spawn_branches
 from .kv import blocks_for, swap_time
+from .links import fifo_wait
 from .prefix_cache import pc_acquire, pc_applies, pc_lookup
 from .queues import dequeue
 from .state import (
@@ -120,10 +121,9 @@ def _take_prefix(S, r, i, hit, loaded, block, first, start):
     group = pi[PL_PC2_GROUP, pool]
     if group > 1:
         head = pi[PL_FIRST, pool] + (r - pi[PL_FIRST, pool]) // group * group
-        on = max(start, ra[RA_PC2_BUSY_UNTIL, head])
-        ra[RA_PC2_BUSY_UNTIL, head] = on + nbytes / pf[PF_PC2_SHARED_BW, pool]
-        load_s += on - start
-        ra[RA_PC2_WAIT_S, r] += on - start
+        wait = fifo_wait(ra, RA_PC2_BUSY_UNTIL, head, start, nbytes / pf[PF_PC2_SHARED_BW, pool])
+        load_s += wait
+        ra[RA_PC2_WAIT_S, r] += wait
     ra[RA_PC2_TOKENS, r] += loaded * block
     ra[RA_PC2_LOAD_S, r] += load_s
     return load_s

@@ -1,4 +1,6 @@
-"""Shared links and tier instances: processor sharing of bandwidth among the transfers in flight.
+"""Shared links and tier instances: processor sharing of bandwidth among the transfers in flight; and servers that
+take one job at a time, first come, first served (:func:`fifo_wait`: a shared prefix-cache tier, an API server's
+thread).
 
 A resource serves its n active transfers at ``XF_BW / n`` each. It keeps a virtual time ``XF_V`` (bytes
 served to each active transfer so far); a transfer joining at virtual time v with b bytes finishes when
@@ -33,7 +35,7 @@ from .state import (
     XI_MIN,
 )
 
-__all__ = ["next_transfer_end", "ps_flow", "ps_join", "ps_complete", "start_transfer"]
+__all__ = ["next_transfer_end", "ps_flow", "ps_join", "ps_complete", "start_transfer", "fifo_wait"]
 
 
 @kernel
@@ -141,3 +143,13 @@ def start_transfer(S, i, k, nbytes, kind, t, lat):
         heap_push(S, HEAP_TIMER, t + lat, timer_payload(i, TIMER_JOIN))
     else:
         ps_join(S, k, i, t)
+
+
+@kernel(inline=True)
+def fifo_wait(ra, busy_row, head, t, service):
+    """A server that takes one job at a time, first come, first served, its busy-until clock in ``S.rep_float``
+    row ``busy_row`` of replica ``head``: a job reaching it at t (calls in time order) waits for the jobs before,
+    then holds it ``service`` seconds. Returns the wait."""
+    start = max(t, ra[busy_row, head])
+    ra[busy_row, head] = start + service
+    return start - t

@@ -8,6 +8,7 @@ from .clients import client_done
 from .events import heap_push, timer_payload
 from .fastforward import truncate_span
 from .kv import blocks_for
+from .links import fifo_wait
 from .prefix_cache import pc_applies
 from .queues import enqueue
 from .routing import choose_queue
@@ -106,13 +107,11 @@ def queue_job(S, i, pool, t):
     pf = S.pool_float
     through = t + pf[PF_FRONTEND_S, pool]
     serial = pf[PF_FRONTEND_SERIAL_S, pool]
-    if serial > 0.0:  # (calls come in time order: the thread serves jobs first come, first served)
-        ra = S.rep_float
+    if serial > 0.0:  # (the pool's first replica keeps the thread's clock)
         head = S.pool_int[PL_FIRST, pool]
-        start = max(t, ra[RA_FRONTEND_BUSY_UNTIL, head])
-        ra[RA_FRONTEND_BUSY_UNTIL, head] = start + serial
-        ra[RA_FRONTEND_WAIT_S, head] += start - t
-        through += start - t
+        wait = fifo_wait(S.rep_float, RA_FRONTEND_BUSY_UNTIL, head, t, serial)
+        S.rep_float[RA_FRONTEND_WAIT_S, head] += wait
+        through += wait
     if through > t:
         heap_push(S, HEAP_TIMER, through, timer_payload(i, TIMER_FRONTEND))
         return
