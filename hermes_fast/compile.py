@@ -107,8 +107,8 @@ class CompiledEngine:
     weights_bytes: float  # on the most loaded device
     kv_bytes_per_token: float  # all attention layers of one stage, one device
     activation_reserve_bytes: float
-    usable_bytes: float  # memory x memory_utilization (under a stack whose basis is free memory: weights +
-    # activations + memory_utilization x the rest)
+    usable_bytes: float  # memory (the runtime's total under a stack that budgets from it) x memory_utilization
+    # (under a stack whose basis is free memory: weights + activations + memory_utilization x the rest)
     generates: bool  # a causal decoder with an LM head (encoders and rerankers only prefill)
     max_context_tokens: int
     body_flop_per_token: float = math.nan  # 2 x active parameters outside the embedding table and LM head (MFU)
@@ -322,9 +322,12 @@ def compile_engine(
     reserve = tokens_dev * (4.0 * h + 3.0 * max(dense_f_dev, moe_f_dev)) * hb
     if stack is not None and not stack.activation_reserve:  # (activations live outside the stack's budget)
         reserve = 0.0
-    usable = d.memory_bytes * memory_utilization
+    capacity = d.memory_bytes
+    if stack is not None and stack.device_memory == "runtime" and d.runtime_memory_bytes is not None:
+        capacity = d.runtime_memory_bytes
+    usable = capacity * memory_utilization
     if stack is not None and stack.memory_basis == "free":  # KV takes that share of what weights and activations leave
-        usable = weights + reserve + memory_utilization * max(d.memory_bytes - weights - reserve, 0.0)
+        usable = weights + reserve + memory_utilization * max(capacity - weights - reserve, 0.0)
     counts = param_count(m)
     if stack is not None and stack.extra_kernels:
         # per token and layer: write its K and V; rotate its queries' and keys' RoPE dims (read and write)

@@ -333,8 +333,12 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
             pi[loop.PL_SPLIT, k] = b.splits_prompts
             pi[loop.PL_BLOCK, k] = b.block_size_tokens
             pi[loop.PL_PREEMPT, k] = loop.PREEMPT_SWAP if b.preemption == "swap" else loop.PREEMPT_RECOMPUTE
+            # with a prefix cache, a request preempted by recompute leaves its computed blocks cached (vLLM V1 frees
+            # them to its free block queue with their hashes) and takes back what survives when re-admitted
+            pi[loop.PL_KEEP_PREEMPTED, k] = 1 if e.prefix_cache and b.preemption != "swap" else 0
             if pool.stack is not None:
                 pi[loop.PL_ADMIT, k] = _ADMISSION_CODES[pool.stack.admission]
+                pi[loop.PL_HOLD_AFTER_PREEMPT, k] = 0 if pool.stack.admit_after_preemption else 1
                 pf[loop.PF_NEW_TOKEN_RATIO, k] = pool.stack.new_token_ratio
                 pf[loop.PF_FRONTEND_S, k] = pool.stack.frontend_s
                 pf[loop.PF_FRONTEND_SERIAL_S, k] = pool.stack.frontend_serial_s

@@ -117,6 +117,8 @@ class Catalog:
         base_name = user.pop("base", None)
         if base_name is None and name in presets:
             base_name = name  # same name as a preset: field-by-field override of that preset
+        if kind == "devices" and "memory_bytes" in user and "runtime_memory_bytes" not in user:
+            user["runtime_memory_bytes"] = None  # (the base's runtime total belongs to the base's memory)
         if base_name is None:
             return deep_merge(self._calibrated(kind, name, {}), user), where
         if not isinstance(base_name, str):

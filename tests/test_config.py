@@ -187,7 +187,7 @@ ESTIMATE_CASES = [
      "llama-3.1-405b on h100_sxm tp=1 pp=1", "GB/device"),
     # 12. a batch whose KV does not fit
     ("kv-too-large", with_workload(batch_size=10000), None, "workload.batch_size", 10000,
-     "fits the 419360 tokens of KV capacity of engines[0] (at most 327)"),
+     "fits the 453967 tokens of KV capacity of engines[0] (at most 354)"),
     # 13. grid errors
     ("grid-empty", one_engine(), {"batch_size": []}, "grid.batch_size", [], "a non-empty list of values"),
     ("grid-unknown-key", one_engine(), {"batch_sise": [1]}, "grid.batch_sise", [1],
@@ -316,7 +316,9 @@ def test_preset_override_by_same_name_keeps_other_fields():
     assert d.memory_bandwidth_bytes_per_s == preset.memory_bandwidth_bytes_per_s
     assert d.peak_flop_per_s == preset.peak_flop_per_s
     assert d.name == preset.name
-    assert dataclasses.replace(d, memory_bytes=preset.memory_bytes,
+    # the preset's runtime total belongs to its own memory: a new memory without one is what stacks budget from
+    assert d.runtime_memory_bytes is None and preset.runtime_memory_bytes is not None
+    assert dataclasses.replace(d, memory_bytes=preset.memory_bytes, runtime_memory_bytes=preset.runtime_memory_bytes,
                                efficiency=preset.efficiency) == preset  # fmt: skip
 
 

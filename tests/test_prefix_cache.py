@@ -24,8 +24,9 @@ from hermes_fast.sessions import block_chains, chain_keys
 from hermes_fast.workload import draw_workload
 
 DATA = Path(__file__).parent / "data"
-# the tight-KV cases below were sized on 80e9 bytes of H100 memory: the same bytes, whatever the catalog's figure
-_H100_SHARE = 80e9 / preset("devices", "h100_sxm").memory_bytes
+# the tight-KV cases below were sized on 80e9 bytes of H100 memory: the same bytes, whatever the figure the engine's
+# stack (vllm, by default) budgets from
+_H100_SHARE = 80e9 / preset("devices", "h100_sxm").runtime_memory_bytes
 
 
 # ---------------------------------------------------------------- the cache kernels on a one-replica state

@@ -36,7 +36,12 @@ def serving(prompt=100, output=60, rate=1000.0, policy="continuous", n=3, step_s
 def with_pool(setup, **fields):
     """The setup with pool 0's loop fields set (``admit=``, ``cap_blocks=``, ``frontend_s=`` ...)."""
     pi, pf = setup.pool_int.copy(), setup.pool_float.copy()
-    rows = {"admit": loop.PL_ADMIT, "cap_blocks": loop.PL_CAP_BLOCKS}
+    rows = {
+        "admit": loop.PL_ADMIT,
+        "cap_blocks": loop.PL_CAP_BLOCKS,
+        "keep_preempted": loop.PL_KEEP_PREEMPTED,
+        "hold_after_preempt": loop.PL_HOLD_AFTER_PREEMPT,
+    }
     frows = {
         "frontend_s": loop.PF_FRONTEND_S,
         "frontend_serial_s": loop.PF_FRONTEND_SERIAL_S,
@@ -82,6 +87,47 @@ def test_the_new_token_ratio_keeps_room_for_running_outputs():
     assert full.preemptions.sum() == 0 and in_flight_max(full.admit_s, full.done_s) == 2
     low = run_serving(with_pool(setup, admit=loop.ADMIT_RATIO, new_token_ratio=0.1, cap_blocks=25), draws)
     assert low.preemptions.sum() > 0 and (low.status == Status.DONE).all()
+
+
+def three_over_a_full_cache(policy, budget=None, **fields):
+    """Three 96-token prompts (6 blocks each), 20 tokens out, 1 ms apart, 10 ms steps, 20 KV blocks: once all three
+    are prefilled their first decodes need 3 more blocks and 2 are free, so the newest (C) is preempted."""
+    setup, draws = serving(prompt=96, output=20, n=3, policy=policy)
+    setup = with_pool(setup, cap_blocks=20, **fields)
+    if budget is not None:
+        pi = setup.pool_int.copy()
+        pi[loop.PL_MAX_TOKENS, 0] = pi[loop.PL_CHUNK, 0] = budget
+        setup = dataclasses.replace(setup, pool_int=pi)
+    return run_serving(setup, draws)
+
+
+def test_a_preempted_request_recomputes_only_what_was_taken_from_its_cached_blocks():
+    """Continuous batching: C is preempted in the third iteration (A, B and C need block 7 each, 2 free). Its 6
+    blocks go back behind the 2 free ones; A and B take those 2 now and 2 of C's when they reach block 8 (token 113),
+    then finish together after iteration 21 and give back 16. When C is admitted again (22nd), the blocks returned
+    since its own went back are 6 + 16 = 22, 20 are free: allocations took 2 of its 6, so 4 blocks (64 tokens) are
+    still cached and it prefills 96 + 1 - 64 = 33 tokens instead of all 97 (its prompt and first token). Every time
+    is the same: the steps are fixed."""
+    kept = three_over_a_full_cache("continuous", keep_preempted=1)
+    lost = three_over_a_full_cache("continuous", keep_preempted=0)
+    assert kept.preemptions.tolist() == lost.preemptions.tolist() == [0, 0, 1]
+    assert lost.prefill_tokens.tolist() == [3 * 96 + 97]
+    assert kept.prefill_tokens.tolist() == [3 * 96 + 33]
+    np.testing.assert_array_equal(kept.done_s, lost.done_s)
+    np.testing.assert_allclose(kept.done_s - kept.sent_s[0], [0.21, 0.21, 0.40], atol=1e-12)
+
+
+def test_vllm_admits_no_request_in_an_iteration_whose_decodes_preempted():
+    """Chunked prefill with a 16-token budget and no prefix cache: C, preempted by the decodes, would take its first
+    chunk again from the budget they leave in that same iteration; vLLM V1 schedules waiting requests only when the
+    running ones preempted nothing, so C starts one iteration (10 ms) later. A and B, and the tokens prefilled, are
+    the same."""
+    now = three_over_a_full_cache("chunked", budget=16)
+    held = three_over_a_full_cache("chunked", budget=16, hold_after_preempt=1)
+    assert now.preemptions.tolist() == held.preemptions.tolist() == [0, 0, 1]
+    assert now.prefill_tokens.tolist() == held.prefill_tokens.tolist() == [3 * 96 + 97]
+    np.testing.assert_array_equal(held.done_s[:2], now.done_s[:2])
+    assert held.done_s[2] == pytest.approx(now.done_s[2] + 0.01, abs=1e-12)
 
 
 # ---------------------------------------------------------------- prefill-first chunking (SGLang)
@@ -271,10 +317,11 @@ def test_each_stack_budgets_kv_on_its_own_basis_by_hand():
     """Llama-3.1-8B on one H100 at memory fraction f = 0.8, by hand from the compiled weights (W) and one token
     budget's activations (A): vLLM's gpu_memory_utilization covers weights + activations + KV, KV = f M - W - A;
     SGLang's mem_fraction_static covers weights + KV only, KV = f M - W (activations use the rest); TensorRT-LLM's
-    free_gpu_memory_fraction is of what weights and activations leave, KV = f (M - W - A)."""
+    free_gpu_memory_fraction is of what weights and activations leave, KV = f (M - W - A). M is the memory CUDA
+    reports, which all three budget from."""
     from hermes_fast.catalog import preset
 
-    mem = preset("devices", "h100_sxm").memory_bytes
+    mem = preset("devices", "h100_sxm").runtime_memory_bytes
     kv = {}
     for stack in ("vllm", "sglang", "trtllm"):
         ce = build_serving(resolve_scenario(engine_of(stack, memory_utilization=0.8))).pools[0].compiled
@@ -438,3 +485,15 @@ def test_an_overlap_scheduler_hides_a_decode_iterations_per_step_host_work():
     assert step_cost(overlapped, *decode)[0] == pytest.approx(kernels + 8 * 1e-5, rel=1e-12)
     mixed = (512.0, 512.0 * 513 / 2, 512.0, 8.0, 8.0 * 1000, 9.0)
     assert step_cost(overlapped, *mixed) == step_cost(p, *mixed)
+
+
+def test_stacks_budget_from_the_memory_cuda_reports():
+    """vLLM sizes its share of an 80 GB H100 from CUDA's total: 'total_gpu_memory 79.22GiB, gpu_memory_utilization
+    0.90, the current vLLM instance can use 71.29GiB' (vLLM PR #10511). The `vllm` stack's budget is that within
+    0.1%; `ideal` keeps the datasheet's 80e9 bytes (67.06 GiB at 0.9)."""
+    budgets = {}
+    for stack in ("vllm", "ideal"):
+        (pool,) = build_serving(resolve_scenario(engine_of(stack))).pools
+        budgets[stack] = pool.compiled.usable_bytes / 2**30
+    assert budgets["vllm"] == pytest.approx(71.29, rel=1e-3)
+    assert budgets["ideal"] == pytest.approx(0.9 * 80e9 / 2**30, rel=1e-12)

@@ -73,6 +73,8 @@ def _layout(run: ServingRun) -> _Layout:
     if s["frontend"] == "in_process":  # trtllm-bench drives the executor directly: no API server
         out.stack["frontend_s"] = 0.0
         out.stack["frontend_serial_s"] = 0.0
+    if "--no-enable-prefix-caching" in args or "--disable-radix-cache" in args:
+        out.engine["prefix_cache"] = False
     if entry in ("sglang", "sglang-0.3"):
         mem = command_flag(args, "--mem-frac", "--mem-fraction-static")
         # server_args.py mem_fraction_static by TP when not given

@@ -72,6 +72,13 @@ class Device:
     kind: Literal["gpu", "tpu", "asic", "cpu", "pim"] = fld(doc="device class")
     peak_flop_per_s: PeakFlops = fld(doc="dense peak per dtype")
     memory_bytes: float = fld(unit="B", doc="device-local memory capacity (HBM, or DRAM for CPUs)", ge=1e6)
+    runtime_memory_bytes: float | None = fld(
+        None,
+        unit="B",
+        doc="the total the vendor runtime reports (CUDA's cudaMemGetInfo), which serving stacks size their memory "
+        "fractions from: the marketed '80 GB' is 80 GiB of HBM less the driver's share (None: memory_bytes)",
+        ge=1e6,
+    )
     memory_bandwidth_bytes_per_s: float = fld(unit="B/s", doc="device-local memory bandwidth", ge=1e3)
     scale_up: Link = fld(doc="link within the scale-up domain (NVLink, xGMI, ICI, UPI)")
     scale_up_domain_devices: int = fld(1, unit="device", doc="devices reachable over scale_up", ge=1, le=1 << 20)

@@ -139,7 +139,9 @@ class Engine:
         1.0, unit="1", doc="kv_aware: weight of the prompt blocks to prefill against the blocks in use", ge=0, le=1e6
     )
     prefix_cache: bool | None = fld(
-        None, doc="keep a prefix cache of KV blocks on each replica (None: the stack's; vllm and sglang: on)"
+        None,
+        doc="keep a prefix cache of KV blocks on each replica (None: the stack's; vllm and sglang: on); a request "
+        "preempted by recompute then finds what is left of its own blocks cached when re-admitted",
     )
     prefix_cache_tier: str | None = fld(
         None,

@@ -37,6 +37,12 @@ class Stack:
         "vLLM's gpu_memory_utilization, SGLang's mem_fraction_static) or free (the memory the weights and activations "
         "leave, for KV alone: TensorRT-LLM's kv_cache_free_gpu_mem_fraction)",
     )
+    device_memory: Literal["datasheet", "runtime"] = fld(
+        "datasheet",
+        doc="the device capacity memory_utilization applies to: datasheet (the device's memory_bytes) or runtime "
+        "(its runtime_memory_bytes, what CUDA reports and vLLM, SGLang and TensorRT-LLM budget from; a device "
+        "without one falls back to memory_bytes)",
+    )
     activation_reserve: bool = fld(
         True,
         doc="the activations of one token budget come out of that fraction (vLLM sizes KV after a profile run "
@@ -66,6 +72,11 @@ class Stack:
         doc="how admission commits KV: on_demand (allocate as tokens come, preempt when out; vLLM), reserve_all "
         "(the job's whole KV at admission, never preempted; TensorRT-LLM's guaranteed_no_evict), new_token_ratio "
         "(keep a share of running and new requests' remaining output free; SGLang)",
+    )
+    admit_after_preemption: bool = fld(
+        True,
+        doc="an iteration whose decodes had to preempt running requests still admits new ones into the room left "
+        "(false: vLLM V1's scheduler admits none in such a step, so it does not refill the KV it just freed)",
     )
     new_token_ratio: float = fld(
         0.0, unit="1", doc="new_token_ratio: share of each request's remaining output kept free", ge=0, le=1

@@ -10,7 +10,7 @@ from .cache_table import tier_run
 from .clients import client_done
 from .fastforward import truncate_span
 from .jobs import job_owner, spawn_branches
-from .kv import blocks_for, swap_time
+from .kv import blocks_for, kept_blocks, swap_time
 from .links import fifo_wait
 from .prefix_cache import pc_acquire, pc_applies, pc_lookup
 from .queues import dequeue
@@ -59,6 +59,7 @@ from .state import (
     RQ_ENTRY_REPLICA,
     RQ_GEN,
     RQ_HOLDERS,
+    RQ_KEPT_BLOCKS,
     RQ_KV,
     RQ_OUTPUT,
     RQ_PC_HIT,
@@ -165,7 +166,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
     chunk_cap = pi[PL_CHUNK, pool]
     reserve_all = static_reserve or pi[PL_ADMIT, pool] == ADMIT_RESERVE_ALL
     ratio = S.pool_float[PF_NEW_TOKEN_RATIO, pool] if pi[PL_ADMIT, pool] == ADMIT_RATIO else 0.0
-    kept = _kept_for_running(S, r, ratio) if ratio > 0.0 else 0.0  # tokens kept free for running outputs
+    kept_free = _kept_for_running(S, r, ratio) if ratio > 0.0 else 0.0  # tokens kept free for running outputs
     n_rep = rs.shape[1]
     admitted_tokens = 0
     admitted = 0
@@ -181,6 +182,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
             hit = 0  # prefix cache: leading chain blocks cached here, and those others reference (free to it)
             hit_free = 0
             loaded = 0  # ... and the blocks after them its second-level tier holds (loaded back)
+            own = 0  # preempted: its own blocks still cached on r (taken from the free ones again)
             if ready:
                 most = ri[RQ_KV, i] + 1
                 chunk = 0
@@ -191,7 +193,9 @@ def _admit_heads(S, r, t, budget, static_reserve):
                     hit_free = hit - unref
                     if pi[PL_PC2_CAP, pool] > 0:
                         loaded = tier_run(S, r, i, hit, (ri[RQ_TARGET, i] - 1) // block)
-                chunk = ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i] - (hit + loaded) * block
+                if ri[RQ_KEPT_BLOCKS, i] > 0:  # preempted: what the cache kept of its KV is not computed again
+                    own = min(kept_blocks(S, r, i), (ri[RQ_TARGET, i] - 1) // block)  # (one token left to compute)
+                chunk = ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i] - (hit + loaded + own) * block
                 if chunked:
                     chunk = min(chunk, chunk_cap, pi[PL_RANK_CHUNK, pool], budget)
                     if chunk <= 0:
@@ -205,7 +209,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
                     continue
                 elif chunk > budget and admitted_tokens > 0:  # the first prompt is never refused for the budget
                     return admitted_tokens, swap_s, admitted, ready_n
-                most = max(ri[RQ_PREFILLED, i] + (hit + loaded) * block + chunk, ri[RQ_KV, i])  # (swapped: its KV)
+                most = max(ri[RQ_PREFILLED, i] + (hit + loaded + own) * block + chunk, ri[RQ_KV, i])  # (swapped: its KV)
                 spend = chunk
             if reserve_all:
                 most = max(most, ri[RQ_PROMPT, i] + ri[RQ_OUTPUT, i] - 1)
@@ -214,15 +218,19 @@ def _admit_heads(S, r, t, budget, static_reserve):
             held += hit_free
             keep = 0
             if ratio > 0.0:  # its own remaining output counts too, and the prompt after a chunk (all must fit)
-                kept_after = kept + ratio * (ri[RQ_OUTPUT, i] - ri[RQ_GEN, i])
+                kept_after = kept_free + ratio * (ri[RQ_OUTPUT, i] - ri[RQ_GEN, i])
                 if not ready:
-                    kept_after += ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i] - (hit + loaded) * block - chunk
+                    kept_after += ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i] - (hit + loaded + own) * block - chunk
                 keep = blocks_for(int(math.ceil(kept_after)), block)
             if need - held + keep > rs[RP_FREE_BLOCKS, r] or (ready and budget < 1):
                 return admitted_tokens, swap_s, admitted, ready_n
             if ratio > 0.0:
-                kept = kept_after
+                kept_free = kept_after
             dequeue(S, q)
+            if own > 0:  # its cached blocks back in use: computed, held
+                ri[RQ_PREFILLED, i] += own * block
+                ri[RQ_KV, i] = ri[RQ_PREFILLED, i]
+            ri[RQ_KEPT_BLOCKS, i] = 0
             if ri[RQ_SWAPPED, i] == 1:
                 swap_s += swap_time(S, pool, ri[RQ_KV, i])
                 ri[RQ_SWAPPED, i] = 0

@@ -14,6 +14,7 @@ from .state import (
     PF_SWAP_BW,
     PF_SWAP_LAT,
     PL_BLOCK,
+    PL_KEEP_PREEMPTED,
     PL_PREEMPT,
     PL_PREFIX,
     PREEMPT_SWAP,
@@ -23,10 +24,14 @@ from .state import (
     RP_KV_TOKENS,
     RP_NRUN,
     RP_POOL,
+    RP_RELEASED,
     RQ_BLOCKS,
     RQ_CHUNK,
     RQ_GEN,
     RQ_HOLDERS,
+    RQ_KEPT_BLOCKS,
+    RQ_KEPT_MARK,
+    RQ_KEPT_REPLICA,
     RQ_KV,
     RQ_PC_LEN,
     RQ_PC_REF,
@@ -41,7 +46,7 @@ from .state import (
     SG_BRANCHES,
 )
 
-__all__ = ["blocks_for", "swap_time", "release_kv", "preempt_newest", "ensure_decode_blocks"]
+__all__ = ["blocks_for", "swap_time", "release_kv", "preempt_newest", "ensure_decode_blocks", "kept_blocks"]
 
 
 @kernel
@@ -77,6 +82,7 @@ def release_kv(S, r, i):
             if refs > 0:
                 still = pc_release(S, r, i)
     rs[RP_FREE_BLOCKS, r] += ri[RQ_BLOCKS, i] - shared - refs
+    rs[RP_RELEASED, r] += ri[RQ_BLOCKS, i] - shared - refs
     rs[RP_KV_TOKENS, r] -= ri[RQ_KV, i] - (shared + still) * block
     ri[RQ_BLOCKS, i] = 0
     ri[RQ_RESERVED, i] = 0
@@ -88,6 +94,7 @@ def release_kv(S, r, i):
     if ri[RQ_HOLDERS, p] > 0:
         return
     rs[RP_FREE_BLOCKS, r] += shared
+    rs[RP_RELEASED, r] += shared
     rs[RP_KV_TOKENS, r] -= shared * block
     first = S.glob[G_CHILD0] + p * S.glob[G_BRANCH_SLOTS] - 1
     for b in range(1, S.pipe_int[SG_BRANCHES, ri[RQ_STAGE, p]]):
@@ -107,6 +114,11 @@ def preempt_newest(S, r):
     pool = rs[RP_POOL, r]
     rs[RP_NRUN, r] -= 1
     i = S.running[r, rs[RP_NRUN, r]]
+    keep = S.pool_int[PL_KEEP_PREEMPTED, pool] != 0 and ri[RQ_PC_LEN, i] == 0 and ri[RQ_SHARED_BLOCKS, i] == 0
+    if keep:  # (a chain's blocks stay in the prefix cache itself; shared prompt blocks are its job's)
+        ri[RQ_KEPT_BLOCKS, i] = ri[RQ_KV, i] // S.pool_int[PL_BLOCK, pool]
+        ri[RQ_KEPT_MARK, i] = rs[RP_RELEASED, r]
+        ri[RQ_KEPT_REPLICA, i] = r
     release_kv(S, r, i)
     ri[RQ_CHUNK, i] = 0
     ri[RQ_PREEMPTIONS, i] += 1
@@ -145,3 +157,20 @@ def ensure_decode_blocks(S, r):
             break
         swap_s += preempt_newest(S, r)
     return swap_s
+
+
+@kernel
+def kept_blocks(S, r, i):
+    """Leading blocks of preempted request i's computed KV still cached on replica r (0 elsewhere).
+
+    Its blocks went back to the free pool cached, behind those already free, and allocations take free blocks
+    oldest-returned first (vLLM's free block queue: a freed request's blocks join its tail, last block first).
+    Of the blocks returned since (its own first), the newest ``free`` are still free, so allocations have taken
+    every one of its blocks beyond those."""
+    ri = S.req_int
+    kept = ri[RQ_KEPT_BLOCKS, i]
+    if kept == 0 or ri[RQ_KEPT_REPLICA, i] != r:
+        return 0
+    rs = S.rep_int
+    taken = rs[RP_RELEASED, r] - ri[RQ_KEPT_MARK, i] - rs[RP_FREE_BLOCKS, r]
+    return kept - min(max(taken, 0), kept)

@@ -26,6 +26,7 @@ from .state import (
     IT_SEQS,
     PL_BLOCK,
     PL_CHUNK,
+    PL_HOLD_AFTER_PREEMPT,
     PL_MAX_TOKENS,
     PL_POLICY,
     PL_RANK_CHUNK,
@@ -33,6 +34,7 @@ from .state import (
     POLICY_CONTINUOUS,
     POLICY_CONTINUOUS_CHUNKED,
     POLICY_STATIC,
+    RA_PREEMPTIONS,
     RP_FREE_BLOCKS,
     RP_NRUN,
     RP_POOL,
@@ -142,15 +144,18 @@ def form_iteration(S, r, t):
             swap_s += ensure_decode_blocks(S, r)
             tokens = schedule_decodes(S, r)
     else:  # chunked and mixed: decodes first, prompts fill the rest of the budget
+        preempted_before = rsf[RA_PREEMPTIONS, r]
         swap_s += ensure_decode_blocks(S, r)
         n_dec = schedule_decodes(S, r)
         budget = max_tokens - n_dec
         if policy == POLICY_CHUNKED:
             tokens = _continue_chunks(S, r, budget)
             budget -= tokens
-        a, s, admitted, ready_n = admit(S, r, t, budget, False)
-        swap_s += s
-        tokens += n_dec + a
-        if ready_n > 0:  # requests admitted with their prompt done decode now too
-            tokens += schedule_decodes(S, r)
+        tokens += n_dec
+        if pi[PL_HOLD_AFTER_PREEMPT, pool] == 0 or rsf[RA_PREEMPTIONS, r] == preempted_before:
+            a, s, admitted, ready_n = admit(S, r, t, budget, False)
+            swap_s += s
+            tokens += a
+            if ready_n > 0:  # requests admitted with their prompt done decode now too
+                tokens += schedule_decodes(S, r)
     return swap_s, admitted, tokens

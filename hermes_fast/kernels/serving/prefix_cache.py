@@ -66,6 +66,7 @@ from .state import (
     RA_PC_EVICTIONS,
     RA_PC_INSERTS,
     RP_FREE_BLOCKS,
+    RP_RELEASED,
     RP_KV_TOKENS,
     RP_PC_ENTRIES,
     RP_PC_HEAD,
@@ -291,6 +292,7 @@ def pc_commit(S, r, i, blocks):
                 nd[cur, PN_HELD] += 1
         else:  # resident already: its own copies are freed
             rs[RP_FREE_BLOCKS, r] += e - j
+            rs[RP_RELEASED, r] += e - j
             rs[RP_KV_TOKENS, r] -= (e - j) * S.pool_int[PL_BLOCK, rs[RP_POOL, r]]
         cur = m
         j = e
@@ -349,4 +351,5 @@ def pc_release(S, r, i):
         nd[n, PN_HELD] -= 1
     rs[RP_PC_UNREF, r] += freed
     rs[RP_FREE_BLOCKS, r] += freed
+    rs[RP_RELEASED, r] += freed
     return k - freed

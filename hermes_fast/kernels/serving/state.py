@@ -117,6 +117,9 @@ RQ_PC_NODE = _r()  # prefix cache: the node its referenced blocks end in (S.pcn;
 RQ_PC_HIT = _r()  # prefix cache: prompt tokens its first admission found cached (prefill skipped)
 RQ_NEXT_TURN = _r()  # sessions: the request of the session's next turn (-1: none)
 RQ_PREV_TURN = _r()  # sessions: the request of the session's previous turn (-1: none)
+RQ_KEPT_BLOCKS = _r()  # preempted under a prefix cache without a chain: its computed full blocks, left cached
+RQ_KEPT_MARK = _r()  # ... RP_RELEASED of its replica just before they went back (what came back since is behind them)
+RQ_KEPT_REPLICA = _r()  # ... the replica caching them
 REQ_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per request: S.req_float (s unless noted)
@@ -161,6 +164,7 @@ RP_PC2_UNREF = _r()  # tier: blocks on its LRU list (all of them: nothing refere
 RP_PC2_ENTRIES = _r()  # tier: blocks held
 RP_PN_FREE = _r()  # prefix cache: first node on the free list (-1: none; the list runs through PN_PARENT)
 RP_PN_FRESH = _r()  # prefix cache: nodes ever used (the next fresh one)
+RP_RELEASED = _r()  # KV blocks ever given back to the free pool (its free queue's order: see kv.kept_blocks)
 REP_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per replica: S.rep_float
@@ -236,6 +240,8 @@ PL_ADMIT = _r()  # ADMIT_*: how admission commits KV
 PL_PREFIX = _r()  # 1: the replicas keep a prefix cache of their KV blocks (requests with a hash chain)
 PL_PC2_CAP = _r()  # blocks each replica's second-level tier holds (0: none)
 PL_PC2_GROUP = _r()  # replicas (consecutive, from the pool's first) that share one instance of that tier
+PL_HOLD_AFTER_PREEMPT = _r()  # 1: an iteration whose decodes preempted admits no new request (vLLM V1)
+PL_KEEP_PREEMPTED = _r()  # 1: a preempted request's computed blocks stay cached for its re-admission (prefix cache)
 POOL_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- pool configuration: S.pool_float
