@@ -102,7 +102,7 @@ def _device_table(cat) -> list[str]:
     for cal in shipped_calibrations().values():
         if cal.name != cal.device:
             extra.setdefault(cal.device, []).append(cal.name)
-    head = ("name", "device", "bf16 TFLOP/s", "mem GB", "TB/s", "peak W", "calibration", "USD/h")
+    head = ("name", "device", "bf16 TFLOP/s", "mem GB", "runtime GiB", "TB/s", "peak W", "calibration", "USD/h")
     rows = []
     for name in preset_names("devices"):
         x = cat.device(name)
@@ -117,6 +117,7 @@ def _device_table(cat) -> list[str]:
                 title,
                 f"{x.peak_flop_per_s.resolve('bf16')[0] / 1e12:.1f}",
                 f"{x.memory_bytes / 1e9:.1f}",
+                "-" if x.runtime_memory_bytes is None else f"{x.runtime_memory_bytes / 2**30:.1f}",
                 f"{x.memory_bandwidth_bytes_per_s / 1e12:.2f}",
                 f"{x.power_peak_w:.0f}",
                 calibration,
@@ -124,8 +125,8 @@ def _device_table(cat) -> list[str]:
             )
         )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    numeric = {2, 3, 4, 5}  # right-aligned; the price's numbers line up on the right of their column
-    price_w = max([len(head[7])] + [len(r[7]) for r in rows if not r[7].startswith("n/a")])
+    numeric = {2, 3, 4, 5, 6}  # right-aligned; the price's numbers line up on the right of their column
+    price_w = max([len(head[8])] + [len(r[8]) for r in rows if not r[8].startswith("n/a")])
 
     def line(cells, header=False):
         out = []
@@ -134,11 +135,15 @@ def _device_table(cat) -> list[str]:
                 out.append("# " + cell.ljust(widths[0] - 2))
             elif i in numeric:
                 out.append(cell.rjust(widths[i]))
-            elif i == 7:
+            elif i == 8:
                 out.append(cell if cell.startswith("n/a") else cell.rjust(price_w))
             else:
                 out.append(cell.ljust(widths[i]))
         return "  ".join(out).rstrip()
 
-    basis = textwrap.wrap(f"USD/h: {price_basis()} Sources and reasons: hermes_fast/catalog/devices.yaml.", 108)
+    basis = textwrap.wrap(
+        "runtime GiB: the total CUDA reports, which the serving stacks (all but ideal) budget KV from; -: the "
+        f"datasheet's mem GB. USD/h: {price_basis()} Sources and reasons: hermes_fast/catalog/devices.yaml.",
+        108,
+    )
     return [line(head, header=True), *(line(r) for r in rows), *("# " + b for b in basis)]
