@@ -12,7 +12,10 @@ is re-implemented here from the specification:
   ``target`` the request emits a token; it is done when ``gen == output``;
 - at each iteration boundary a replica retires what finished, then forms its next batch by its policy
   (static, continuous, continuous_chunked, chunked, mixed); decodes that cannot get a new KV block preempt the newest
-  running request (recompute, or swap to host), which goes back to the front of its replica's queue;
+  running request (recompute, or swap to host), which goes back to the front of its replica's queue; with the
+  pool's ``keep_preempted`` (a prefix cache) a recomputed request's full blocks go back to the free ones in order,
+  allocations take the oldest returned first, and re-admitted on that replica it keeps those not taken since; with
+  ``hold_after_preempt`` (vLLM V1) a chunked or mixed iteration whose decodes preempted admits no one;
 - events at one time run in the order: iteration ends (ties: by replica index), KV hand-offs, arrivals
   (ties: first scheduled).
 """
@@ -76,6 +79,9 @@ class Request:
     transfer: float = 0.0
     entry_replica: int = -1
     decode_replica: int = -1
+    kept_blocks: int = 0  # preempted with keep_preempted: full blocks of its KV that went back cached
+    kept_mark: int = 0  # its replica's ``released`` before they went back
+    kept_replica: int = -1
 
     @property
     def prompt_done(self) -> bool:
@@ -105,6 +111,8 @@ class Pool:
     link_bw: float
     link_lat: float
     params: np.ndarray
+    keep_preempted: bool = False
+    hold_after_preempt: bool = False
     next: Pool | None = None
     replicas: list[Replica] = field(default_factory=list)
     shared: deque = field(default_factory=deque)
@@ -119,6 +127,8 @@ class Replica:
     queue: deque = field(default_factory=deque)
     running: list[Request] = field(default_factory=list)
     busy: bool = False
+    released: int = 0  # blocks ever given back to ``free`` (their order in the free queue)
+    preempted: int = 0
 
 
 @dataclass
@@ -139,6 +149,8 @@ class Reference:
     iterations: int
     partial_chunks: int  # prefill chunks that left their prompt unfinished
     over_budget: int  # prompts admitted beyond the token budget (the first prompt of an iteration)
+    kept_tokens: int  # tokens re-admitted preempted requests found still cached
+    held: int  # iterations that admitted no one because their decodes preempted
 
 
 class Loop:
@@ -168,6 +180,8 @@ class Loop:
                     link_bw=float(pf[loop.PF_LINK_BW, k]),
                     link_lat=float(pf[loop.PF_LINK_LAT, k]),
                     params=np.asarray(setup.params[k], dtype=np.float64),
+                    keep_preempted=bool(pi[loop.PL_KEEP_PREEMPTED, k]),
+                    hold_after_preempt=bool(pi[loop.PL_HOLD_AFTER_PREEMPT, k]),
                 )
             )
         for k, pool in enumerate(self.pools):
@@ -192,6 +206,8 @@ class Loop:
         self.iterations = 0
         self.partial_chunks = 0
         self.over_budget = 0
+        self.kept_tokens = 0  # tokens re-admitted requests found still cached (not prefilled again)
+        self.held = 0  # iterations that admitted no one because their decodes preempted
 
     # ------------------------------------------------------------------ events
 
@@ -234,6 +250,8 @@ class Loop:
             iterations=self.iterations,
             partial_chunks=self.partial_chunks,
             over_budget=self.over_budget,
+            kept_tokens=self.kept_tokens,
+            held=self.held,
         )
 
     # ------------------------------------------------------------------ arrival and routing
@@ -299,6 +317,19 @@ class Loop:
 
     # ------------------------------------------------------------------ KV blocks
 
+    def give_back(self, rep: Replica, req: Request) -> None:
+        rep.free += req.blocks
+        rep.released += req.blocks
+        req.blocks = 0
+
+    def still_cached(self, rep: Replica, req: Request) -> int:
+        """Blocks of a preempted request's KV still free on rep: of the blocks returned since its own went back
+        (its own first), the last ``free`` are still free."""
+        if req.kept_blocks == 0 or req.kept_replica != rep.index:
+            return 0
+        taken = max(rep.released - req.kept_mark - rep.free, 0)
+        return req.kept_blocks - min(taken, req.kept_blocks)
+
     def set_blocks(self, rep: Replica, req: Request, blocks: int) -> None:
         rep.free -= blocks - req.blocks
         req.blocks = blocks
@@ -333,7 +364,8 @@ class Loop:
                     chunk = 0
                     budget -= 1
                 else:
-                    chunk = req.target - req.prefilled
+                    own = min(self.still_cached(rep, req), (req.target - 1) // pool.block)  # (one token to compute)
+                    chunk = req.target - req.prefilled - own * pool.block
                     if pool.split:
                         chunk = min(chunk, pool.chunk_size, budget)
                         if chunk <= 0:
@@ -342,7 +374,7 @@ class Loop:
                         return swap_s, admitted
                     if chunk > budget:
                         self.over_budget += 1
-                    tokens = req.prefilled + chunk
+                    tokens = req.prefilled + own * pool.block + chunk
                     if reserve_whole:
                         tokens = max(tokens, req.prompt + req.output - 1)
                     if req.swapped:
@@ -351,7 +383,12 @@ class Loop:
                         return swap_s, admitted
                     budget -= chunk
                     prompt_tokens += chunk
+                    if own:  # its cached blocks in use again: computed, held
+                        self.kept_tokens += own * pool.block
+                        req.prefilled += own * pool.block
+                        req.kv = req.prefilled
                 queue.popleft()
+                req.kept_blocks = 0
                 if req.swapped:
                     swap_s += self.swap_seconds(pool, req.kv)
                     req.swapped = False
@@ -371,10 +408,12 @@ class Loop:
     def preempt_newest(self, rep: Replica) -> float:
         """Evict the most recently admitted running request to the front of rep's queue; swap-out seconds."""
         req = rep.running.pop()
-        rep.free += req.blocks
-        req.blocks = 0
+        if rep.pool.keep_preempted and not rep.pool.swap:
+            req.kept_blocks, req.kept_mark, req.kept_replica = req.kv // rep.pool.block, rep.released, rep.index
+        self.give_back(rep, req)
         req.chunk = 0
         req.preemptions += 1
+        rep.preempted += 1
         swap_s = 0.0
         if rep.pool.swap:
             req.swapped = True
@@ -445,12 +484,16 @@ class Loop:
                 swap_s += self.make_room_for_decodes(rep)
                 self.mark_decodes(rep)
         else:  # chunked, mixed: decodes first; prompts fill the rest of the token budget
+            preempted = rep.preempted
             swap_s += self.make_room_for_decodes(rep)
             budget = pool.max_tokens - self.mark_decodes(rep)
             if pool.policy == "chunked":
                 budget -= self.continue_prompts(rep, budget)
-            s, admitted = self.admit(rep, t, budget, reserve_whole=False)
-            swap_s += s
+            if pool.hold_after_preempt and rep.preempted > preempted:
+                self.held += 1
+            else:
+                s, admitted = self.admit(rep, t, budget, reserve_whole=False)
+                swap_s += s
             self.mark_decodes(rep)  # admitted requests whose prompt is already done decode now
         return swap_s, admitted
 
@@ -520,8 +563,7 @@ class Loop:
             if req.gen >= req.output:
                 req.status = Status.DONE
                 req.done = t
-                rep.free += req.blocks
-                req.blocks = 0
+                self.give_back(rep, req)
                 req.replica = None
                 continue
             still.append(req)
@@ -530,8 +572,7 @@ class Loop:
 
     def handoff_done(self, req: Request, t: float) -> None:
         src = req.replica
-        src.free += req.blocks
-        req.blocks = 0
+        self.give_back(src, req)
         req.first_token = t
         pool = src.pool
         dst = pool.next

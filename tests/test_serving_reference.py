@@ -141,6 +141,30 @@ for _policy in ("continuous", "chunked", "mixed"):
         CASES[f"{_policy}-kv_tight-{_mode}"] = case(
             colocated(_policy, memory_utilization=KV_TIGHT, batching={"preemption": _mode}), "preempt"
         )
+# a prefix cache keeps a preempted request's blocks (re-admitted, it recomputes only those taken since); vLLM V1
+# admits no one in an iteration whose decodes preempted
+for _policy in ("continuous", "chunked", "mixed"):
+    CASES[f"{_policy}-kv_tight-keep"] = case(
+        colocated(_policy, memory_utilization=KV_TIGHT, prefix_cache=True), "preempt", "kept"
+    )
+CASES["chunked-kv_tight-long_prompts-keep"] = case(
+    colocated(
+        "chunked", rate=4.0, lengths=LONG_PROMPTS, memory_utilization=KV_TIGHT, prefix_cache=True,
+        batching={"chunk_size": 512},
+    ),
+    "reject_kv", "preempt", "chunk", "kept",
+)  # fmt: skip
+# (without a prefix cache: a preempted request would take a first chunk back from the budget its preemption left)
+CASES["chunked-kv_tight-long_prompts-hold"] = case(
+    {
+        **colocated(
+            "chunked", rate=4.0, lengths=LONG_PROMPTS, memory_utilization=KV_TIGHT, stack="held",
+            batching={"chunk_size": 512},
+        ),
+        "stacks": {"held": {"base": "ideal", "admit_after_preemption": False}},
+    },
+    "reject_kv", "preempt", "chunk", "held",
+)  # fmt: skip
 # decodes eat into a budget barely above the longest prompt: the first prompt is admitted all the same
 CASES["mixed-tight_budget-kv_tight-recompute"] = case(
     colocated(
@@ -358,6 +382,8 @@ def test_case_exercises_its_features(name):
         "preempt": ref.preemptions.sum() > 0,
         "chunk": ref.partial_chunks > 0,
         "over_budget": ref.over_budget > 0,
+        "kept": ref.kept_tokens > 0,
+        "held": ref.held > 0,
         "replicas": np.unique(ref.entry_replica[ref.entry_replica >= 0]).size == setup.replica_pool.size,
         "reject_context": (reason == Reason.CONTEXT).any(),
         "reject_tokens": (reason == Reason.TOKENS).any(),
