@@ -497,3 +497,13 @@ def test_stacks_budget_from_the_memory_cuda_reports():
         budgets[stack] = pool.compiled.usable_bytes / 2**30
     assert budgets["vllm"] == pytest.approx(71.29, rel=1e-3)
     assert budgets["ideal"] == pytest.approx(0.9 * 80e9 / 2**30, rel=1e-12)
+
+
+def test_qwen3_32b_on_one_a100_holds_32768_tokens_of_kv_but_not_40960():
+    """GPUStack's A100 page served Qwen3-32B with vLLM 0.11 only with --max-model-len 32768: vLLM starts when its
+    KV holds one request of max_model_len tokens, so it held 32,768-40,959 tokens (A100 API-server defaults: 2048
+    batched tokens, 256 sequences). The memory CUDA reports gives that; the datasheet's 80e9 bytes gave ~23k."""
+    sc = engine_of("vllm", model="qwen3-32b", device="a100_sxm_80gb", max_batched_tokens=2048)
+    sc["engines"][0]["batching"] = {"max_batch_size": 256}
+    (pool,) = build_serving(resolve_scenario(sc)).pools
+    assert 32768 <= pool.compiled.kv_capacity_tokens < 40960
