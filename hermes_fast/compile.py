@@ -167,10 +167,12 @@ def compile_engine(
     path: str = "engine",
     check: bool = True,
     stack: Stack | None = None,
+    max_batch_size: int = 0,
 ) -> CompiledEngine:
     """Build the kernel parameter vector and memory figures; raise ConfigError for impossible layouts. ``stack``:
     the serving stack whose CUDA graphs the step cost follows (its host costs come with ``device``, see
-    :func:`hermes_fast.resolve.device_with_stack`)."""
+    :func:`hermes_fast.resolve.device_with_stack`); ``max_batch_size``: the sequences a stack whose memory profile
+    samples them (``sampler_profile``) holds logits for (0: none)."""
     m, d, par = model, device, parallel
     if check:
         check_layout(m, par, path)
@@ -320,6 +322,10 @@ def compile_engine(
         tokens_dev = max_batched_tokens / tp
         dense_f_dev *= tp
     reserve = tokens_dev * (4.0 * h + 3.0 * max(dense_f_dev, moe_f_dev)) * hb
+    if stack is not None and stack.sampler_profile and m.has_lm_head and max_batch_size > 0:
+        # the profile then samples a batch: each sequence's logits in the activation format and their fp32 copy
+        rows = math.ceil(max_batch_size / (tp // attn_tp))  # (each attention-DP rank samples its own sequences)
+        reserve = max(reserve, rows * m.vocab_size * (hb + 4.0))
     if stack is not None and not stack.activation_reserve:  # (activations live outside the stack's budget)
         reserve = 0.0
     capacity = d.memory_bytes

@@ -107,7 +107,8 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
     e, model, device = own.engine, own.model, own.device
     path = f"engines[{idx}]"
     mem, budget = e.memory_utilization, e.max_batched_tokens
-    ce = compile_engine(model, device, e.parallel, e.dtypes, mem, budget, path, stack=own.stack)
+    batch = e.batching.max_batch_size
+    ce = compile_engine(model, device, e.parallel, e.dtypes, mem, budget, path, stack=own.stack, max_batch_size=batch)
     if not ce.weights_fit:
         raise ConfigError(
             f"{path}.parallel",

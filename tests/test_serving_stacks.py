@@ -507,3 +507,18 @@ def test_qwen3_32b_on_one_a100_holds_32768_tokens_of_kv_but_not_40960():
     sc["engines"][0]["batching"] = {"max_batch_size": 256}
     (pool,) = build_serving(resolve_scenario(sc)).pools
     assert 32768 <= pool.compiled.kv_capacity_tokens < 40960
+
+
+def test_vllm_reserves_the_logits_its_memory_profile_samples():
+    """vLLM's profile run samples max_num_seqs sequences after the dummy forward: their logits in bf16 and cast to
+    fp32 (vLLM issue #27508: 786 MiB for the cast of gpt-oss-120b's 201,088-token vocabulary at 1024 sequences).
+    gpt-oss-20b (the same vocabulary) under `vllm` on an H100 reserves 1024 x 201,088 x 6 bytes, more than the
+    0.75 GB of its 8192-token activations, which `ideal` reserves; Llama-3.1-8B's activations stay the larger."""
+    reserve = {}
+    for model, stack in (("gpt-oss-20b", "vllm"), ("gpt-oss-20b", "ideal"), ("llama-3.1-8b", "vllm")):
+        sc = engine_of(stack, model=model)
+        (pool,) = build_serving(resolve_scenario(sc)).pools
+        reserve[model, stack] = pool.compiled.activation_reserve_bytes
+    assert reserve["gpt-oss-20b", "vllm"] == 1024 * 201_088 * 6
+    assert 0.7e9 < reserve["gpt-oss-20b", "ideal"] < 0.8e9
+    assert reserve["llama-3.1-8b", "vllm"] == pytest.approx(8192 * (4 * 4096 + 3 * 14336) * 2, rel=1e-12)

@@ -49,6 +49,12 @@ class Stack:
         "inside gpu_memory_utilization); false: weights and KV fill it and activations use the rest (SGLang's "
         "mem_fraction_static)",
     )
+    sampler_profile: bool = fld(
+        False,
+        doc="the memory profile behind activation_reserve also samples one batch of max_batch_size sequences (vLLM "
+        "V1's _dummy_sampler_run): their logits, in the activation format and cast to fp32, are reserved when larger "
+        "than one token budget's activations",
+    )
     max_batched_tokens: int | None = fld(
         None, unit="token", doc="token budget of one iteration (None: the engine schema's 8192)", ge=1, le=1 << 24
     )
