@@ -55,7 +55,7 @@ def _compile(engine: Engine, resolved: ResolvedScenario, path: str, strict: bool
         ok = False
         par = dataclasses.replace(par, ep=1, attention_dp=False, cp=1)  # costs still computed, fractional shards
     mem, budget = engine.memory_utilization, engine.max_batched_tokens
-    batch = engine.batching.max_batch_size or 0  # (its logits, where the stack's memory profile samples a batch)
+    batch = engine.batching.max_batch_size  # (its logits, where the stack's memory profile samples a batch)
     ce = compile_engine(
         model, device, par, engine.dtypes, mem, budget, path, check=False, stack=stack, max_batch_size=batch
     )

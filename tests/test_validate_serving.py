@@ -4,9 +4,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import csv
+import dataclasses
 import importlib.util
 import math
 import re
@@ -493,7 +492,8 @@ def test_a_run_the_modelled_memory_cannot_hold_is_listed_not_fatal(runs):
     run = find(runs, stack_version="0.11.0", device="h100", model="qwen3-32b", input_tokens="32000")
     (p,) = S.predict_serving([run], replicates=1)
     assert p["skip"] is None and p["predicted"]["ttft_mean_s"] > 0
-    datasheet = dataclasses.replace(run, settings={**run.settings, "server_args": "vllm serve Qwen/Qwen3-32B "
-                                                   "--gpu-memory-utilization 0.846"})  # (0.9 x 80e9 of 85.04e9)
+    datasheet = dataclasses.replace(
+        run, settings={**run.settings, "server_args": "vllm serve Qwen/Qwen3-32B --gpu-memory-utilization 0.846"}
+    )  # (0.9 x 80e9 of 85.04e9)
     (p,) = S.predict_serving([datasheet], replicates=1)
     assert p["skip"].startswith("the scenario cannot be built") and "KV" in p["skip"]

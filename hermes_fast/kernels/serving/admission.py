@@ -209,7 +209,8 @@ def _admit_heads(S, r, t, budget, static_reserve):
                     continue
                 elif chunk > budget and admitted_tokens > 0:  # the first prompt is never refused for the budget
                     return admitted_tokens, swap_s, admitted, ready_n
-                most = max(ri[RQ_PREFILLED, i] + (hit + loaded + own) * block + chunk, ri[RQ_KV, i])  # (swapped: its KV)
+                done = ri[RQ_PREFILLED, i] + (hit + loaded + own) * block
+                most = max(done + chunk, ri[RQ_KV, i])  # (swapped: its KV)
                 spend = chunk
             if reserve_all:
                 most = max(most, ri[RQ_PROMPT, i] + ri[RQ_OUTPUT, i] - 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._jit import kernel
 from .jobs import job_owner
-from .prefix_cache import pc_commit, pc_release, pc_trim
+from .prefix_cache import pc_commit, pc_release, pc_trim, return_blocks
 from .queues import enqueue
 from .state import (
     G_BRANCH_SLOTS,
@@ -81,8 +81,7 @@ def release_kv(S, r, i):
             refs = ri[RQ_PC_REF, i]
             if refs > 0:
                 still = pc_release(S, r, i)
-    rs[RP_FREE_BLOCKS, r] += ri[RQ_BLOCKS, i] - shared - refs
-    rs[RP_RELEASED, r] += ri[RQ_BLOCKS, i] - shared - refs
+    return_blocks(rs, r, ri[RQ_BLOCKS, i] - shared - refs)
     rs[RP_KV_TOKENS, r] -= ri[RQ_KV, i] - (shared + still) * block
     ri[RQ_BLOCKS, i] = 0
     ri[RQ_RESERVED, i] = 0
@@ -93,8 +92,7 @@ def release_kv(S, r, i):
     ri[RQ_HOLDERS, p] -= 1
     if ri[RQ_HOLDERS, p] > 0:
         return
-    rs[RP_FREE_BLOCKS, r] += shared
-    rs[RP_RELEASED, r] += shared
+    return_blocks(rs, r, shared)
     rs[RP_KV_TOKENS, r] -= shared * block
     first = S.glob[G_CHILD0] + p * S.glob[G_BRANCH_SLOTS] - 1
     for b in range(1, S.pipe_int[SG_BRANCHES, ri[RQ_STAGE, p]]):

@@ -66,7 +66,6 @@ from .state import (
     RA_PC_EVICTIONS,
     RA_PC_INSERTS,
     RP_FREE_BLOCKS,
-    RP_RELEASED,
     RP_KV_TOKENS,
     RP_PC_ENTRIES,
     RP_PC_HEAD,
@@ -74,14 +73,23 @@ from .state import (
     RP_PN_FREE,
     RP_PN_FRESH,
     RP_POOL,
+    RP_RELEASED,
     RQ_PC_LEN,
     RQ_PC_NODE,
     RQ_PC_REF,
 )
 
-__all__ = ["pc_applies", "pc_lookup", "pc_acquire", "pc_commit", "pc_release", "pc_trim"]
+__all__ = ["pc_applies", "pc_lookup", "pc_acquire", "pc_commit", "pc_release", "pc_trim", "return_blocks"]
 
 AHEAD = 8  # the walks ask for the table entry this many blocks ahead (cold entries: their loads then overlap)
+
+
+@kernel(inline=True)
+def return_blocks(rs, r, n):
+    """``n`` KV blocks go back to replica r's free pool, at the back of its order (``RP_RELEASED`` counts them:
+    allocations take the oldest returned first, see :func:`hermes_fast.kernels.serving.kv.kept_blocks`)."""
+    rs[RP_FREE_BLOCKS, r] += n
+    rs[RP_RELEASED, r] += n
 
 
 @kernel(inline=True)
@@ -291,8 +299,7 @@ def pc_commit(S, r, i, blocks):
             if cur >= 0:
                 nd[cur, PN_HELD] += 1
         else:  # resident already: its own copies are freed
-            rs[RP_FREE_BLOCKS, r] += e - j
-            rs[RP_RELEASED, r] += e - j
+            return_blocks(rs, r, e - j)
             rs[RP_KV_TOKENS, r] -= (e - j) * S.pool_int[PL_BLOCK, rs[RP_POOL, r]]
         cur = m
         j = e
@@ -350,6 +357,5 @@ def pc_release(S, r, i):
             break
         nd[n, PN_HELD] -= 1
     rs[RP_PC_UNREF, r] += freed
-    rs[RP_FREE_BLOCKS, r] += freed
-    rs[RP_RELEASED, r] += freed
+    return_blocks(rs, r, freed)
     return k - freed
