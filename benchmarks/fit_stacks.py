@@ -13,11 +13,13 @@ explain does not drag the others). Parameters a stack's runs cannot identify sta
 an entry with few runs sits in a flat valley of its loss (costs trading against each other), so a refit it does not
 need moves its costs without fitting better.
 
-The ``vllm`` entry (>= 0.11, async scheduling): its per-step cost is fitted to its dense-model ``fit`` runs (the
-FP8-KV blog's 20k-token prompts at concurrency 8, GPUStack's and kvcached's Qwen3 runs; see ``DENSE_ONLY``) and to
-the vLLM FP8-KV blog's single-request ITL fits (``stack_facts.csv``: ITL = intercept + slope x input length on H100 and
-B200, BF16 and FP8 KV, each read at 1k and 32k input tokens); its front end is the BLIS / inference-sim fitted
-per-request queueing time of vLLM's API server (stack_facts.csv), not fitted here (most of its runs queue).
+The ``vllm`` entry (>= 0.11; async scheduling, off in the 0.11 runs without --async-scheduling): its per-step and
+per-sequence costs are fitted to its dense-model ``fit`` runs (the FP8-KV blog's 20k-token prompts at concurrency 8,
+GPUStack's and kvcached's Qwen3 runs; see ``DENSE_ONLY``), to the vLLM FP8-KV blog's single-request ITL fits
+(``stack_facts.csv``: ITL = intercept + slope x input length on H100 and B200, BF16 and FP8 KV, each read at 1k and
+32k input tokens) and to the ratios of its sync / async run pairs (:func:`async_pairs`, MoE ones included: the
+kernels cancel in a ratio); its front end is the BLIS / inference-sim fitted per-request queueing time of vLLM's API
+server (stack_facts.csv), not fitted here (most of its runs queue). No fit takes in ``SLOW_DEVICE_PAGES``.
 
 ``--write`` puts the fitted values into hermes_fast/catalog/stacks.yaml (each with a ``sources`` entry); the
 printed tables (fit and holdout rows apart, per stack and metric) are what benchmarks/RESULTS.md reports.
@@ -57,7 +59,7 @@ PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
         "prefill_attention_extra": (0.0, 3.0),
         "moe_compute_extra": (0.0, 3.0),
     },
-    "vllm": {"step_overhead_s": (0.0, 20.0)},
+    "vllm": {"step_overhead_s": (0.0, 20.0), "sequence_overhead_s": (0.0, 0.5)},
     "sglang": {
         "frontend_s": (0.0, 200.0),
         "step_overhead_s": (0.0, 20.0),
@@ -84,9 +86,12 @@ FIXED = {
     "trtllm": {
         "frontend_s": (
             15.563e-3,
-            "not identifiable from its fit runs; taken as vLLM's API server latency (the vllm entry's, BLIS's fit), "
-            "trtllm-serve being the same kind of front end (a Python OpenAI-compatible server that tokenises and "
-            "streams); checked on the held-back dense low-load run over HTTP (benchmarks/RESULTS.md)",
+            "not identifiable from its fit runs (the TTFT of the 4 trtllm-serve runs built from main, 2025-04, grows "
+            "1.5-2.8 ms per prompt token, a queue in front of that build's context phase that no per-request constant "
+            "represents); taken as vLLM's API server latency (the vllm entry's, BLIS's fit), trtllm-serve being the "
+            "same kind of front end (a Python OpenAI-compatible server that tokenises and streams); not fitted, "
+            "checked on the one held-back dense low-load run over HTTP (serving_runs.csv, GPUStack's Qwen3-8B page): "
+            "TTFT -66% at 0, -37% at this value (benchmarks/RESULTS.md, serving stacks, twelfth step)",
         )
     },
     "vllm": {
@@ -102,16 +107,27 @@ FIXED = {
 # error of the experts' kernels (MXFP4 experts on Hopper and A100, which no shipped calibration measures) lands in
 # the host costs (a refit of vllm's step cost on all 50 of its fit runs put it at 9.6 ms, against 0.45 ms)
 DENSE_ONLY = {"vllm"}
+# runs no fit takes in (validation still reports them): GPUStack's single-GPU H100 throughput pages run
+# compute-bound work ~1.7x slower than an H100 SXM, under every engine they test (32k-token prompts: vLLM 0.11
+# gpt-oss-20b +105%, Qwen3-32B +69% throughput predicted; Qwen3-14B ShareGPT: vLLM +145%, TensorRT-LLM +94%),
+# where the same lab's A100 pages and its 2- and 8-GPU H100 nodes read -6% to +17% on the same work
+# (benchmarks/RESULTS.md, serving stacks, sixteenth step): fitted host costs would absorb a slow device
+SLOW_DEVICE_PAGES = ("performance-lab/gpt-oss-20b/h100.md", "performance-lab/qwen3-14b/h100.md",
+                     "performance-lab/qwen3-32b/h100.md")  # fmt: skip
+# sync / async pairs: vLLM runs alike but for --async-scheduling; their ratio (sync over async) of output
+# throughput and mean TPOT is fitted as such, so the kernels' error (MoE ones included) cancels and the pair
+# identifies the host work async scheduling hides
+PAIR_METRICS = ("output_throughput_token_per_s", "tpot_mean_s")
+# a pair's ratio carries no kernel error, only run-to-run noise (GPUStack's 32k-token pairs, where the host work is
+# ~0.1% of a step, read sync / async 0.995 and 1.000): its residuals count on this scale, not LOSS_SCALE's
+PAIR_LOSS_SCALE = 0.05
 # entries whose shipped costs a plain `--write` keeps: their refit fails an independent check the project holds them
 # to (tests/test_attention_dp.py: SGLang v0.4's published DP-attention decode gain, 1.9x, reads 1.22x after a refit
 # on the 23 fit runs of 2026-12-07, 2.94x after one on 2026-12-06; 1.74x as shipped, 1.76x with the overlap
-# scheduler's decode iterations); trtllm's fit runs now hold GPUStack's dense single-H100 runs, whose device is slow
-# for an H100 SXM (benchmarks/RESULTS.md, serving stacks, fifteenth step): a refit on them (2026-12-07: 0.025 ms a
-# sequence) puts the planner's InferenceMAX TensorRT-LLM check (B200 gpt-oss-120b) from -18% to -53%
+# scheduler's decode iterations)
 KEPT = {
     "sglang": "its refit puts the independent SGLang v0.4 DP-attention check outside its tolerance",
     "sglang-0.3": "the other side of that check",
-    "trtllm": "its refit takes GPUStack's slow single-H100 runs in and breaks the InferenceMAX TensorRT-LLM check",
 }
 LOSS = "cauchy"  # a run no cost can explain (a server warm-up stall, a kernel far off) loses its pull
 LOSS_SCALE = 0.2  # in log units: residuals beyond ~20% count less and less
@@ -125,6 +141,23 @@ ITL_FITS = {
     ("b200", "fp8"): (3.96e-3, 9.72e-9),
 }
 ITL_FIT_INPUTS = (1024, 32768)
+
+
+def _slow_device(run: S.ServingRun) -> bool:
+    """Whether the run comes from one of SLOW_DEVICE_PAGES."""
+    return any(page in run.settings["source"] for page in SLOW_DEVICE_PAGES)
+
+
+def async_pairs(runs: list[S.ServingRun]) -> list[tuple[S.ServingRun, S.ServingRun]]:
+    """(sync run, async run) pairs among ``runs``: the same version, model, device, layout and benchmark command,
+    server flags alike but for --async-scheduling."""
+    groups: dict[tuple, dict[bool, S.ServingRun]] = {}
+    for r in runs:
+        s = r.settings
+        flags = s["server_args"].replace(" --async-scheduling", "")
+        key = (s["stack_version"], s["model_hf"], s["device"], s["tp"], s["pp"], s["dtype"], s["harness"], flags)
+        groups.setdefault(key, {})["--async-scheduling" in s["server_args"]] = r
+    return [(g[False], g[True]) for g in groups.values() if len(g) == 2]
 
 
 def _moe(run: S.ServingRun) -> bool:
@@ -177,20 +210,38 @@ def fit_metrics(prep: S.PreparedRun) -> list[str]:
     return [m for m in S.FIT_METRICS if m in prep.run.metrics and (low or not m.startswith("ttft"))]
 
 
-def residuals(preps: list[S.PreparedRun], metrics: list[list[str]], costs: dict[str, float]) -> np.ndarray:
+def residuals(
+    preps: list[S.PreparedRun],
+    metrics: list[list[str]],
+    costs: dict[str, float],
+    pairs: list[tuple[S.PreparedRun, S.PreparedRun]] = (),
+) -> np.ndarray:
+    """log(predicted / measured) per run and metric, then per sync / async pair and PAIR_METRICS the log of the
+    predicted sync-over-async ratio over the measured one."""
     out = []
     for prep, names in zip(preps, metrics, strict=True):
         pred = S.simulate_prepared(prep, costs, REPLICATES, SEED)
         for m in names:
             ok = np.isfinite(pred[m]) and pred[m] > 0
             out.append(np.log(pred[m] / prep.run.metrics[m]) if ok else 5.0)
+    for sync, async_ in pairs:
+        ps, pa = (S.simulate_prepared(p, costs, REPLICATES, SEED) for p in (sync, async_))
+        for m in PAIR_METRICS:
+            if m in sync.run.metrics and m in async_.run.metrics:
+                z = np.log(ps[m] / pa[m]) - np.log(sync.run.metrics[m] / async_.run.metrics[m])
+                out.append(z * LOSS_SCALE / PAIR_LOSS_SCALE)
     return np.asarray(out)
 
 
 def fit_entry(
-    entry: str, runs: list[S.ServingRun], fixed: dict[str, float], calibration: str = "default"
+    entry: str,
+    runs: list[S.ServingRun],
+    fixed: dict[str, float],
+    calibration: str = "default",
+    pairs: list[tuple[S.ServingRun, S.ServingRun]] = (),
 ) -> tuple[dict[str, float], dict]:
-    """Least-squares fit of one entry's costs on its fit runs (costs start from 0 on top of ``fixed``)."""
+    """Least-squares fit of one entry's costs on its fit runs and sync / async pairs (costs start from 0 on top of
+    ``fixed``)."""
     names = list(PARAMETERS[entry])
     lo = np.array([PARAMETERS[entry][n][0] for n in names])
     hi = np.array([PARAMETERS[entry][n][1] for n in names])
@@ -202,12 +253,13 @@ def fit_entry(
         except ConfigError:  # (the scenario cannot be built: validation lists such a run as not simulated)
             continue
     metrics = [fit_metrics(p) for p in preps]
+    pair_preps = [tuple(S.prepare_run(r, calibration, base) for r in pair) for pair in pairs]
 
     def costs_of(x: np.ndarray) -> dict[str, float]:
         return base | {n: float(v) * unit(n) for n, v in zip(names, x, strict=True)}
 
     def f(x: np.ndarray) -> np.ndarray:
-        return residuals(preps, metrics, costs_of(x))
+        return residuals(preps, metrics, costs_of(x), pair_preps)
 
     t = time.perf_counter()
     # the simulated metrics are piecewise smooth in the costs (events reorder): start from a few corners of the
@@ -223,7 +275,7 @@ def fit_entry(
             best = res
     res = best
     low = sum(any(m.startswith("ttft") for m in ms) for ms in metrics)
-    info = {"runs": len(preps), "low_load": low, "residuals": res.fun.size, "nfev": res.nfev}
+    info = {"runs": len(preps), "pairs": len(pairs), "low_load": low, "residuals": res.fun.size, "nfev": res.nfev}
     info["seconds"] = time.perf_counter() - t
     return costs_of(res.x), info
 
@@ -253,19 +305,21 @@ def main() -> None:
         if entry in KEPT and not args.only:  # (named with --only, it is refitted: to see what the check says)
             print(f"{entry}: kept as shipped ({KEPT[entry]})", flush=True)
             continue
-        fit_runs = [r for r in usable if S.stack_entry(r) == entry and r.split == "fit"]
+        fit_runs = [r for r in usable if S.stack_entry(r) == entry and r.split == "fit" and not _slow_device(r)]
+        pairs = async_pairs(fit_runs)
         if entry in DENSE_ONLY:
             fit_runs = [r for r in fit_runs if not _moe(r)]
         if entry == "vllm":
             fit_runs += itl_fact_runs()
         fixed = {k: v for k, (v, _) in FIXED.get(entry, {}).items()}
-        fitted[entry], infos[entry] = fit_entry(entry, fit_runs, fixed, args.calibration)
+        fitted[entry], infos[entry] = fit_entry(entry, fit_runs, fixed, args.calibration, pairs)
         shown = ", ".join(
             f"{k} {v / unit(k):.3f}{' ms' if unit(k) < 1.0 else ''}"
             for k, v in fitted[entry].items()
             if k in PARAMETERS[entry] or k in fixed
         )
-        print(f"{entry}: {shown}  ({infos[entry]['runs']} runs, TTFT from {infos[entry]['low_load']}, "
+        print(f"{entry}: {shown}  ({infos[entry]['runs']} runs, {infos[entry]['pairs']} sync / async pairs, "
+              f"TTFT from {infos[entry]['low_load']}, "
               f"{infos[entry]['nfev']} evaluations, "
               f"{infos[entry]['seconds']:.0f} s)", flush=True)  # fmt: skip
     chosen = [r for r in runs if args.only is None or S.stack_entry(r) in args.only]
@@ -325,6 +379,8 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
                 src = FIXED[entry][name][1]
             else:
                 extra = " + 8 single-request ITL points (stack_facts.csv)" if entry == "vllm" else ""
+                if infos[entry]["pairs"]:
+                    extra += f" + {infos[entry]['pairs']} sync / async run pairs (their ratios)"
                 n = infos[entry]["runs"] - (8 if entry == "vllm" else 0)
                 src = f"fitted to {n} runs of serving_runs.csv (split: fit){extra}, benchmarks/fit_stacks.py, {today}"
             sline = f'    {name}: "{src}"\n'

@@ -347,6 +347,7 @@ def compile_engine(
         p[L.MOE_COMPUTE_EXTRA] = stack.moe_compute_extra
         p[L.MOE_MEMORY_EXTRA] = stack.moe_memory_extra
         p[L.DECODE_HOST_OVERLAP] = 1.0 if stack.decode_host_overlap else 0.0
+        p[L.ASYNC_SCHEDULING] = 1.0 if stack.async_scheduling else 0.0
     if stack is not None and stack.cuda_graph_sizes:
         sizes = stack.cuda_graph_sizes
         p[L.GRAPH_COUNT] = len(sizes)

@@ -336,7 +336,9 @@ def test_each_stack_budgets_kv_on_its_own_basis_by_hand():
 
 def test_a_scenario_stack_based_on_a_preset_sets_host_and_front_end_costs():
     sc = engine_of("my-vllm")
-    sc["stacks"] = {"my-vllm": {"base": "vllm", "frontend_s": 0.008, "step_overhead_s": 0.002}}
+    # (synchronous: under async scheduling 2 ms of host work would hide behind the ~6.5 ms decode step)
+    own_stack = {"base": "vllm", "frontend_s": 0.008, "step_overhead_s": 0.002, "async_scheduling": False}
+    sc["stacks"] = {"my-vllm": own_stack}
     (own,) = resolve_scenario(sc).engines
     assert own.stack.policy == "chunked" and own.stack.frontend_s == 0.008
     assert own.device.efficiency.step_overhead_s == 0.002  # the stack's host cost replaces the device's
@@ -485,6 +487,49 @@ def test_an_overlap_scheduler_hides_a_decode_iterations_per_step_host_work():
     assert step_cost(overlapped, *decode)[0] == pytest.approx(kernels + 8 * 1e-5, rel=1e-12)
     mixed = (512.0, 512.0 * 513 / 2, 512.0, 8.0, 8.0 * 1000, 9.0)
     assert step_cost(overlapped, *mixed) == step_cost(p, *mixed)
+
+
+def test_async_scheduling_runs_the_host_work_beside_the_kernels():
+    """``async_scheduling`` (vLLM's async scheduler): Llama-3.1-8B on one H100 with 2 ms of host work a step and
+    10 us a sequence. A decode iteration of batch 8 takes its kernels alone (more than the 2.08 ms of host work),
+    a prefill iteration too; with 1 ms a sequence (10 ms of host work for 8 sequences, more than the decode
+    kernels) the decode iteration takes the host time alone. Without it each pays kernels + host work; with
+    pipeline parallelism the host work is paid in full, async or not."""
+    p = params_with_stack_field("llama-3.1-8b", "ideal")[1]
+    p[L.OH_STEP], p[L.OH_SEQ] = 0.002, 1e-5
+    async_ = p.copy()
+    async_[L.ASYNC_SCHEDULING] = 1.0
+    decode = (0.0, 0.0, 0.0, 8.0, 8.0 * 1000, 8.0)
+    mixed = (512.0, 512.0 * 513 / 2, 512.0, 8.0, 8.0 * 1000, 9.0)
+    for batch, host in ((decode, 0.002 + 8 * 1e-5), (mixed, 0.002 + 9 * 1e-5)):
+        kernels = step_cost(p, *batch)[0] - host
+        assert kernels > host
+        assert step_cost(async_, *batch)[0] == pytest.approx(kernels, rel=1e-12)
+    p[L.OH_SEQ] = async_[L.OH_SEQ] = 1e-3
+    kernels = step_cost(p, *decode)[0] - (0.002 + 8e-3)
+    assert kernels < 0.002 + 8e-3
+    assert step_cost(async_, *decode)[0] == pytest.approx(0.002 + 8e-3, rel=1e-12)
+    p[L.PP] = async_[L.PP] = 2.0
+    assert step_cost(async_, *decode) == step_cost(p, *decode)
+
+
+def test_validation_reads_vllm_async_scheduling_from_the_run():
+    """vLLM ran async scheduling only with --async-scheduling before 0.14 and by default since: the validation's
+    stack follows the run's version and flags (GPUStack's vLLM 0.11 runs with and without the flag; the FP8-KV
+    blog's 0.19.1 runs, without it)."""
+    from hermes_fast.calibration.serving_runs import serving_runs, skip_reason, stack_entry
+    from hermes_fast.calibration.serving_scenario import serving_scenario
+
+    seen = {}
+    for run in serving_runs():
+        s = run.settings
+        if stack_entry(run) == "vllm" and skip_reason(run) is None:
+            key = (s["stack_version"].split()[0], "--async-scheduling" in s["server_args"])
+            (engine,) = resolve_scenario(serving_scenario(run)).engines
+            seen.setdefault(key, set()).add(engine.stack.async_scheduling)
+    assert seen[("0.11.0", False)] == {False}
+    assert seen[("0.11.0", True)] == {True}
+    assert seen[("0.19.1", False)] == {True}
 
 
 def test_stacks_budget_from_the_memory_cuda_reports():

@@ -91,6 +91,10 @@ def _layout(run: ServingRun) -> _Layout:
             out.stack["cuda_graph_sizes"] = [1, 2, 4] + list(range(8, top + 1, 8))
     if entry in ("vllm", "vllm-0.8"):
         out.engine.update(_vllm_flags(run))
+        # async scheduling: opt-in before 0.14, the default since (stacks.yaml sources)
+        async_ = "--async-scheduling" in args or ("--no-async-scheduling" not in args and _vllm_minor(run) >= 14)
+        if async_ != Catalog().stack(entry).async_scheduling:
+            out.stack["async_scheduling"] = async_
         if s["stack_version"].startswith("0.11") and s["dtype"] == "w4a16" and s["device"] in HOPPER:
             out.stack["moe_memory_extra"] = VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA
         if "--enable-expert-parallel" in args:  # the MoE layers' experts over the TP (x DP) ranks
@@ -114,6 +118,12 @@ def _layout(run: ServingRun) -> _Layout:
     return out
 
 
+def _vllm_minor(run: ServingRun) -> int:
+    """The minor version of a vLLM 0.x run (99 when its version is not a release number)."""
+    m = re.match(r"0\.(\d+)", run.settings["stack_version"])
+    return int(m.group(1)) if m else 99
+
+
 def _vllm_flags(run: ServingRun) -> dict:
     """Engine fields a vLLM run's server flags set, and the version's batch defaults on A100 (stacks.yaml sources):
     vLLM >= 0.9 (EngineArgs.get_batch_defaults, PR #17885) gives the API server max_num_batched_tokens 2048 and
@@ -121,11 +131,9 @@ def _vllm_flags(run: ServingRun) -> dict:
     tokens on GPUs other than H100/H200."""
     s, args = run.settings, run.settings["server_args"]
     out: dict = {}
-    m = re.match(r"0\.(\d+)", s["stack_version"])
-    minor = int(m.group(1)) if m else 99
     if s["device"].startswith("a100"):
         out["max_batched_tokens"] = 2048
-        if minor >= 9:
+        if _vllm_minor(run) >= 9:
             out["batching"] = {"max_batch_size": 256}
     tokens = command_flag(args, "--max-num-batched-tokens")
     seqs = command_flag(args, "--max-num-seqs")

@@ -127,6 +127,12 @@ class Stack:
         "per-step host work hides behind its kernels (the per-sequence work stays); iterations with prefill, and "
         "pipeline-parallel ones, pay all of it",
     )
+    async_scheduling: bool = fld(
+        False,
+        doc="an asynchronous scheduler (vLLM's --async-scheduling, on by default from 0.14) prepares each iteration "
+        "while the previous one's kernels run: all its host work, per step and per sequence, overlaps them, so an "
+        "iteration takes the longer of its kernels and its host work; pipeline-parallel iterations pay all of it",
+    )
     # CUDA graphs
     cuda_graph_sizes: tuple[int, ...] = fld(
         (),

@@ -133,6 +133,7 @@ PREFILL_ATTN_EXTRA = _slot()  # prefill attention kernels' time added by the sta
 MOE_COMPUTE_EXTRA = _slot()  # routed-expert GEMMs' compute time added by the stack's MoE kernels, a fraction (0: none)
 MOE_MEMORY_EXTRA = _slot()  # routed-expert GEMMs' weight-reading time added by the stack's MoE kernels, a fraction
 DECODE_HOST_OVERLAP = _slot()  # 1: a decode-only iteration's per-step host work runs beside its kernels (pp = 1)
+ASYNC_SCHEDULING = _slot()  # 1: every iteration's host work runs beside the kernels: it takes the longer (pp = 1)
 # --- serving
 FIXED_STEP_S = _slot()  # > 0: every iteration takes this long (engine.fixed_step_time_s), replacing the roofline
 # --- the serving stack's CUDA graphs: decode batch sizes captured (ascending; GRAPH_COUNT = 0: no graphs, every

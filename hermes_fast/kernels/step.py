@@ -347,7 +347,7 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
     # --- input embedding: a gather of the device's tokens' rows (memory only), on the first stage; the engine's own
     #     host work once per step (scheduling, launches) and per sequence that emits a token (sampling)
     mem += own * p[L.EMBED_S]
-    host = host_time(p, logit_seqs)  # (added last: under DECODE_HOST_OVERLAP part of it hides behind the kernels)
+    host = host_time(p, logit_seqs)  # (added last: an overlapping scheduler hides some or all of it behind the kernels)
     oh += p[L.OH_ELEM]
     # --- what a serving stack adds: KV-cache writes, rotary embeddings, sampling (none under the ideal stack)
     mem += own * p[L.EXTRA_TOKEN_S] + lm_rows * p[L.EXTRA_SEQ_S]
@@ -368,10 +368,15 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
             comm += allgather_time(rows_bytes, tp, p[L.TP_ALPHA], rows_bw, p[L.OH_COLL])
     # --- pipeline stages hand the hidden states on
     comm += (p[L.PP] - 1.0) * p2p_time(act_bytes, p[L.PP_ALPHA], p[L.PP_BW], p[L.OH_COLL])
-    if p[L.DECODE_HOST_OVERLAP] > 0.0 and prefill_tokens == 0.0 and p[L.PP] <= 1.0:
-        # an overlap scheduler prepares the next decode batch while this one runs: its per-step work hides behind
-        # the kernels, the per-sequence work stays
-        host -= min(p[L.OH_STEP], comp + mem + comm + oh)
+    if p[L.PP] <= 1.0:
+        kernels = comp + mem + comm + oh
+        if p[L.ASYNC_SCHEDULING] > 0.0:
+            # the host prepares this iteration while the previous one's kernels run: the longer of the two sets the pace
+            host = max(0.0, host - kernels)
+        elif p[L.DECODE_HOST_OVERLAP] > 0.0 and prefill_tokens == 0.0:
+            # an overlap scheduler prepares the next decode batch while this one runs: its per-step work hides behind
+            # the kernels, the per-sequence work stays
+            host -= min(p[L.OH_STEP], kernels)
     oh += host
     return comp + mem + comm + oh, comp, mem, comm, oh
 
