@@ -19,7 +19,8 @@ GPUStack's and kvcached's Qwen3 runs; see ``DENSE_ONLY``), to the vLLM FP8-KV bl
 (``stack_facts.csv``: ITL = intercept + slope x input length on H100 and B200, BF16 and FP8 KV, each read at 1k and
 32k input tokens) and to the ratios of its sync / async run pairs (:func:`async_pairs`, MoE ones included: the
 kernels cancel in a ratio); its front end is the BLIS / inference-sim fitted per-request queueing time of vLLM's API
-server (stack_facts.csv), not fitted here (most of its runs queue). No fit takes in ``SLOW_DEVICE_PAGES``.
+server (stack_facts.csv), not fitted here (most of its runs queue). No fit takes in a run with a ``device_note``
+(a device known to be off its catalog entry: ``serving_runs.SLOW_DEVICE_SOURCES``).
 
 ``--write`` puts the fitted values into hermes_fast/catalog/stacks.yaml (each with a ``sources`` entry); the
 printed tables (fit and holdout rows apart, per stack and metric) are what benchmarks/RESULTS.md reports.
@@ -107,13 +108,6 @@ FIXED = {
 # error of the experts' kernels (MXFP4 experts on Hopper and A100, which no shipped calibration measures) lands in
 # the host costs (a refit of vllm's step cost on all 50 of its fit runs put it at 9.6 ms, against 0.45 ms)
 DENSE_ONLY = {"vllm"}
-# runs no fit takes in (validation still reports them): GPUStack's single-GPU H100 throughput pages run
-# compute-bound work ~1.7x slower than an H100 SXM, under every engine they test (32k-token prompts: vLLM 0.11
-# gpt-oss-20b +105%, Qwen3-32B +69% throughput predicted; Qwen3-14B ShareGPT: vLLM +145%, TensorRT-LLM +94%),
-# where the same lab's A100 pages and its 2- and 8-GPU H100 nodes read -6% to +17% on the same work
-# (benchmarks/RESULTS.md, serving stacks, sixteenth step): fitted host costs would absorb a slow device
-SLOW_DEVICE_PAGES = ("performance-lab/gpt-oss-20b/h100.md", "performance-lab/qwen3-14b/h100.md",
-                     "performance-lab/qwen3-32b/h100.md")  # fmt: skip
 # sync / async pairs: vLLM runs alike but for --async-scheduling; their ratio (sync over async) of output
 # throughput and mean TPOT is fitted as such, so the kernels' error (MoE ones included) cancels and the pair
 # identifies the host work async scheduling hides
@@ -143,11 +137,6 @@ ITL_FITS = {
 ITL_FIT_INPUTS = (1024, 32768)
 
 
-def _slow_device(run: S.ServingRun) -> bool:
-    """Whether the run comes from one of SLOW_DEVICE_PAGES."""
-    return any(page in run.settings["source"] for page in SLOW_DEVICE_PAGES)
-
-
 def async_pairs(runs: list[S.ServingRun]) -> list[tuple[S.ServingRun, S.ServingRun]]:
     """(sync run, async run) pairs among ``runs``: the same version, model, device, layout and benchmark command,
     server flags alike but for --async-scheduling."""
@@ -158,6 +147,21 @@ def async_pairs(runs: list[S.ServingRun]) -> list[tuple[S.ServingRun, S.ServingR
         key = (s["stack_version"], s["model_hf"], s["device"], s["tp"], s["pp"], s["dtype"], s["harness"], flags)
         groups.setdefault(key, {})["--async-scheduling" in s["server_args"]] = r
     return [(g[False], g[True]) for g in groups.values() if len(g) == 2]
+
+
+def fit_inputs(
+    entry: str, runs: list[S.ServingRun]
+) -> tuple[list[S.ServingRun], list[tuple[S.ServingRun, S.ServingRun]]]:
+    """An entry's fit runs and sync / async pairs among ``runs`` (those that can be simulated): its ``split: fit``
+    runs but those with a ``device_note``; under DENSE_ONLY the dense-model ones (the pairs keep MoE runs); for
+    ``vllm`` the single-request ITL points too."""
+    fit_runs = [r for r in runs if S.stack_entry(r) == entry and r.split == "fit" and not S.device_note(r)]
+    pairs = async_pairs(fit_runs)
+    if entry in DENSE_ONLY:
+        fit_runs = [r for r in fit_runs if not _moe(r)]
+    if entry == "vllm":
+        fit_runs += itl_fact_runs()
+    return fit_runs, pairs
 
 
 def _moe(run: S.ServingRun) -> bool:
@@ -305,12 +309,7 @@ def main() -> None:
         if entry in KEPT and not args.only:  # (named with --only, it is refitted: to see what the check says)
             print(f"{entry}: kept as shipped ({KEPT[entry]})", flush=True)
             continue
-        fit_runs = [r for r in usable if S.stack_entry(r) == entry and r.split == "fit" and not _slow_device(r)]
-        pairs = async_pairs(fit_runs)
-        if entry in DENSE_ONLY:
-            fit_runs = [r for r in fit_runs if not _moe(r)]
-        if entry == "vllm":
-            fit_runs += itl_fact_runs()
+        fit_runs, pairs = fit_inputs(entry, usable)
         fixed = {k: v for k, (v, _) in FIXED.get(entry, {}).items()}
         fitted[entry], infos[entry] = fit_entry(entry, fit_runs, fixed, args.calibration, pairs)
         shown = ", ".join(

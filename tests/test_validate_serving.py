@@ -411,6 +411,50 @@ def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch, entry):
         assert getattr(shipped, name) == pytest.approx(fitted, rel=2e-3, abs=printed), name
 
 
+def test_a_slow_device_is_noted_and_left_out_of_every_fit(runs):
+    """GPUStack's single-GPU H100 pages (gpt-oss-20b, Qwen3-14B, Qwen3-32B) carry a ``device_note`` under every
+    engine; its 2- and 8-GPU H100 pages and its A100 pages do not. No entry's fit runs or pairs hold a noted run,
+    and vLLM's fit pairs are the three GPUStack A100 ones (sync / async alike but for --async-scheduling)."""
+    noted = [r for r in runs if S.device_note(r)]
+    pages = {r.settings["source"].split("performance-lab/")[1].split("#")[0] for r in noted}
+    assert pages == {"gpt-oss-20b/h100.md", "qwen3-14b/h100.md", "qwen3-32b/h100.md"}
+    assert {r.stack for r in noted} == {"vllm", "sglang", "trtllm"}
+    assert {(r.settings["device"], r.settings["tp"]) for r in noted} == {("h100_sxm", "1")}
+    assert not any(S.device_note(r) for r in runs if "gpt-oss-120b/h100.md" in r.settings["source"])
+    fs = _fit_module()
+    usable = [r for r in runs if S.skip_reason(r) is None]
+    for entry in fs.PARAMETERS:
+        fit_runs, pairs = fs.fit_inputs(entry, usable)
+        assert not any(S.device_note(r) for r in fit_runs + [r for p in pairs for r in p]), entry
+    pairs = fs.fit_inputs("vllm", usable)[1]
+    assert len(pairs) == 3
+    for sync, async_ in pairs:
+        assert "gpustack" in sync.settings["source"] and sync.settings["device"] == "a100_sxm_80gb"
+        assert "--async-scheduling" in async_.settings["server_args"]
+        assert sync.settings["server_args"] == async_.settings["server_args"].replace(" --async-scheduling", "")
+
+
+def test_validation_prints_the_held_back_medians_without_a_slow_device(runs, capsys):
+    """Two held-back vLLM 0.11 runs of Qwen3-32B, offline: 32k-token prompts on the A100, 4000/200 on the noted H100.
+    Both are in the table; a second block gives the held-back medians of the A100 one alone."""
+    from hermes_fast.cli.calibration import print_serving_validation
+
+    picked = [
+        find(runs, stack="vllm", model="qwen3-32b", device="a100_sxm_80gb", input_tokens="32000"),
+        find(runs, stack="vllm", model="qwen3-32b", device="h100_sxm", input_tokens="4000"),
+    ]
+    assert [r.split for r in picked] == ["holdout", "holdout"]
+    assert sorted(bool(S.device_note(r)) for r in picked) == [False, True]
+    rows = S.serving_errors(S.predict_serving(picked, replicates=1))
+    print_serving_validation(rows)
+    text = capsys.readouterr().out
+    block = text.split("on a device known to be off its catalog entry")[1]
+    assert "1 of them held back" in block
+    alone = next(r for r in rows if r["metric"] == "output_throughput_token_per_s" and not r["device_note"])
+    line = next(x for x in block.splitlines() if "output throughput" in x)
+    assert line.split()[-4:-2] == ["1", f"{abs(alone['error']):.1%}"]
+
+
 # ---------------------------------------------------------------------------- vLLM >= 0.10 and SGLang 0.4.6+ runs
 
 

@@ -90,6 +90,20 @@ def print_serving_validation(rows: list[dict], out=None) -> None:
                     f"{s['p90_abs_error']:8.1%}{s['signed_mean_error']:+9.1%}",
                     file=out,
                 )
+    noted = {r["run"]: r for r in rows if r["device_note"] and not r["skip"]}
+    if noted:  # (their rows stay in the table above; here the held-back medians without them)
+        held = sorted(n for n, r in noted.items() if r["split"] == "holdout")
+        notes = "; ".join(sorted({r["device_note"] for r in noted.values()}))
+        print(f"# {len(noted)} runs on a device known to be off its catalog entry ({notes}), {len(held)} of them held "
+              f"back (runs {', '.join(map(str, held))}); held back without them:", file=out)  # fmt: skip
+        entries = {r["stack_entry"] for r in noted.values()}
+        for s in error_summary([r for r in rows if not r["device_note"]]):
+            if s["split"] == "holdout" and s["stack_entry"] in entries:
+                print(
+                    f"{s['stack_entry']:15s}{'holdout':9s}{s['metric']:19s}{s['runs']:5d}{s['median_abs_error']:9.1%}"
+                    f"{s['p90_abs_error']:8.1%}{s['signed_mean_error']:+9.1%}",
+                    file=out,
+                )
     skipped = [r for r in rows if r["skip"]]
     if skipped:
         print(f"# {len(skipped)} runs not simulated:", file=out)
