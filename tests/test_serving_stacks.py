@@ -369,6 +369,8 @@ def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
     rows = {line.split()[0]: line for line in lines}
     assert set(rows) == {"ideal", "vllm", "vllm-0.8", "sglang", "sglang-0.3", "trtllm", "trtllm-engine"}
     assert "0.11 - 0.19" in rows["vllm"] and "reserve_all" in rows["trtllm"] and "new_token_ratio" in rows["sglang"]
+    overlap = {name: line.split()[-2] for name, line in rows.items()}  # (the column before the sources)
+    assert (overlap["vllm"], overlap["sglang"], overlap["vllm-0.8"]) == ("async", "decode-only", "none")
     assert all(int(line.split()[-1]) >= 1 for line in lines)  # every stack names its sources
 
 
