@@ -69,6 +69,14 @@ def print_step_comparison(rows: list[dict], out=None) -> None:
         )
 
 
+def _summary_line(s: dict) -> str:
+    """One row of the serving validation table: entry, split, metric, runs, median and p90 |error|, signed mean."""
+    return (
+        f"{s['stack_entry']:15s}{s['split']:9s}{s['metric']:19s}{s['runs']:5d}{s['median_abs_error']:9.1%}"
+        f"{s['p90_abs_error']:8.1%}{s['signed_mean_error']:+9.1%}"
+    )
+
+
 def print_serving_validation(rows: list[dict], out=None) -> None:
     """Measured serving runs against their simulation: per stack entry and metric, median and p90 |error| and the
     signed mean, held-back and fitted runs apart; then the runs that were not simulated and why."""
@@ -85,11 +93,7 @@ def print_serving_validation(rows: list[dict], out=None) -> None:
     for split in ("holdout", "fit"):
         for s in summary:
             if s["split"] == split:
-                print(
-                    f"{s['stack_entry']:15s}{split:9s}{s['metric']:19s}{s['runs']:5d}{s['median_abs_error']:9.1%}"
-                    f"{s['p90_abs_error']:8.1%}{s['signed_mean_error']:+9.1%}",
-                    file=out,
-                )
+                print(_summary_line(s), file=out)
     noted = {r["run"]: r for r in rows if r["device_note"] and not r["skip"]}
     if noted:  # (their rows stay in the table above; here the held-back medians without them)
         held = sorted(n for n, r in noted.items() if r["split"] == "holdout")
@@ -99,11 +103,7 @@ def print_serving_validation(rows: list[dict], out=None) -> None:
         entries = {r["stack_entry"] for r in noted.values()}
         for s in error_summary([r for r in rows if not r["device_note"]]):
             if s["split"] == "holdout" and s["stack_entry"] in entries:
-                print(
-                    f"{s['stack_entry']:15s}{'holdout':9s}{s['metric']:19s}{s['runs']:5d}{s['median_abs_error']:9.1%}"
-                    f"{s['p90_abs_error']:8.1%}{s['signed_mean_error']:+9.1%}",
-                    file=out,
-                )
+                print(_summary_line(s), file=out)
     skipped = [r for r in rows if r["skip"]]
     if skipped:
         print(f"# {len(skipped)} runs not simulated:", file=out)

@@ -131,7 +131,8 @@ class Stack:
         False,
         doc="an asynchronous scheduler (vLLM's --async-scheduling, on by default from 0.14) prepares each iteration "
         "while the previous one's kernels run: all its host work, per step and per sequence, overlaps them, so an "
-        "iteration takes the longer of its kernels and its host work; pipeline-parallel iterations pay all of it",
+        "iteration takes the longer of its kernels and its host work; pipeline-parallel iterations pay all of it "
+        "(with it, decode_host_overlap changes nothing)",
     )
     # CUDA graphs
     cuda_graph_sizes: tuple[int, ...] = fld(
