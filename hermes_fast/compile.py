@@ -223,6 +223,12 @@ def compile_engine(
     p[L.N_MOE] = n_moe
     p[L.N_SWA] = m.sliding_window_layers
     p[L.SWA_WINDOW] = m.sliding_window_tokens or 0.0
+    idx_key = 0.0
+    if m.indexer is not None:  # replicated on every TP rank; scores in FP8 where the device has it
+        p[L.IDX_HEADS] = m.indexer.heads
+        p[L.IDX_DIM] = m.indexer.head_dim
+        idx_key = p[L.IDX_KEY_BYTES] = m.indexer.key_bytes
+        p[L.IDX_FLOPS] = device_rates(d, "fp8", "fp8").attention_flops
     la = m.linear_attention
     n_lin = 0 if la is None else la.n_layers
     p[L.N_LIN] = n_lin
@@ -315,7 +321,7 @@ def compile_engine(
     p[L.EP_PROTO_S] = eff.all_to_all_protocol_latency_s
     p[L.EP_PROTO_BYTES] = eff.all_to_all_protocol_bytes
 
-    weights, kv_stage = memory_per_device(m, par, wb, kv_tok, ewb)
+    weights, kv_stage = memory_per_device(m, par, wb, kv_tok + idx_key, ewb)  # (the indexer's keys beside the KV)
     dense_f_dev = m.ffn_hidden_size / tp if p[L.N_DENSE] > 0 else 0.0
     tokens_dev = max_batched_tokens  # tokens whose hidden states a device holds in one iteration
     if par.attention_dp:  # its own share of them, and as many rows of FFN activations (1/tp of every token's)
@@ -339,7 +345,7 @@ def compile_engine(
         # per token and layer: write its K and V; rotate its queries' and keys' RoPE dims (read and write)
         rope_dim = m.mla.qk_rope_head_dim if m.mla is not None else m.head_dim
         rope_bytes = 2.0 * (heads + (1.0 if m.mla is not None else p[L.KV_HEADS])) * rope_dim * hb
-        p[L.EXTRA_TOKEN_S] = (m.n_layers - n_lin) * (kv_tok + rope_bytes) / bw  # (no KV or RoPE in linear layers)
+        p[L.EXTRA_TOKEN_S] = (m.n_layers - n_lin) * (kv_tok + idx_key + rope_bytes) / bw  # (none in linear layers)
         p[L.EXTRA_SEQ_S] = 2.0 * m.vocab_size * 4.0 / bw if m.has_lm_head else 0.0  # fp32 logits: softmax, sample
         p[L.EXTRA_KERNELS] = 2.0 * m.n_layers + (2.0 if m.has_lm_head else 0.0)
     if stack is not None:

@@ -570,17 +570,22 @@ def test_decode_flop_and_kv_bytes_of_new_models_by_hand(build, name, context):
 
 
 def test_deepseek_v32_sparse_attention_caps_keys_at_top_k(build):
-    """DSA as a 2048-token window: beyond 2048 cached tokens a decode reads 2048 latents per layer (576 x 2 B) and
-    its FLOP stop growing; below, it is DeepSeek-V3."""
+    """DSA: the attention reads the 2048 keys the indexer selects, as a 2048-token window. With the indexer's own
+    pass left out, beyond 2048 cached tokens a decode reads 2048 latents per layer (576 x 2 B) and its FLOP stop
+    growing, and below it is DeepSeek-V3; the indexer's pass grows with the whole context (tests/test_indexer.py)."""
     v3, v32 = build("deepseek-v3", device="ideal").params, build("deepseek-v3.2", device="ideal").params
-    assert step_cost(v32, 0.0, 0.0, 0.0, 1.0, 1000.0, 1.0)[0] == step_cost(v3, 0.0, 0.0, 0.0, 1.0, 1000.0, 1.0)[0]
-    far = [step_cost(v32, 0.0, 0.0, 0.0, 8.0, 8.0 * c, 8.0)[0] for c in (4096.0, 65536.0)]
+    attention = v32.copy()
+    attention[L.IDX_HEADS] = 0.0
+    assert step_cost(attention, 0.0, 0.0, 0.0, 1.0, 1000.0, 1.0)[0] == step_cost(v3, 0.0, 0.0, 0.0, 1.0, 1000.0, 1.0)[0]
+    far = [step_cost(attention, 0.0, 0.0, 0.0, 8.0, 8.0 * c, 8.0)[0] for c in (4096.0, 65536.0)]
     assert far[0] == far[1]
     read = (
         step_cost(v3, 0.0, 0.0, 0.0, 8.0, 8.0 * 65536.0, 8.0)[0]
-        - step_cost(v32, 0.0, 0.0, 0.0, 8.0, 8.0 * 65536.0, 8.0)[0]
+        - step_cost(attention, 0.0, 0.0, 0.0, 8.0, 8.0 * 65536.0, 8.0)[0]
     )
     assert read == pytest.approx(61 * 8 * (65536 - 2048) * 576 * 2 / BW, rel=1e-6)
+    whole = [step_cost(v32, 0.0, 0.0, 0.0, 8.0, 8.0 * c, 8.0)[0] for c in (4096.0, 65536.0)]
+    assert whole[1] > whole[0]
 
 
 # ------------------------------------------------------- the hybrid: linear-attention layers, a state per sequence

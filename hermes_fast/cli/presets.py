@@ -76,10 +76,11 @@ def _line(kind: str, name: str, x) -> str:
         moe = f" MoE {x.moe.n_experts}x top-{x.moe.top_k}" if x.moe else ""
         mla = " MLA" if x.mla else ""
         linear = f" linear-attention {x.linear_attention.n_layers}" if x.linear_attention else ""
+        indexer = f" indexer {x.indexer.heads}x{x.indexer.head_dim}" if x.indexer else ""
         title = x.name if len(x.name) <= _MODEL_NAME_WIDTH else x.name[: _MODEL_NAME_WIDTH - 3] + "..."
         return (
             f"{name:18s} {title:{_MODEL_NAME_WIDTH}s} {x.kind:13s} layers {x.n_layers:3d} hidden {x.hidden_size:6d}"
-            f" heads {x.n_heads:3d}/{x.n_kv_heads:<3d}{moe}{mla}{linear}"
+            f" heads {x.n_heads:3d}/{x.n_kv_heads:<3d}{moe}{mla}{indexer}{linear}"
         )
     return (
         f"{name:20s} {x.name:48s} {x.capacity_bytes / 1e9:9.0f} GB"

@@ -4,7 +4,7 @@ from .base import ConfigError, deep_merge, field_docs, from_mapping, to_mapping
 from .efficiency import AttentionResidual, Efficiency
 from .files import load_yaml
 from .hardware import DTYPE_BYTES, DTYPES, Device, Link, MemoryTier, PeakFlops
-from .model import MLA, LinearAttention, Model, MoE
+from .model import MLA, Indexer, LinearAttention, Model, MoE
 from .pipeline import KvTier, Stage, VectorIndex
 from .scenario import Dtypes, Engine, Parallel, Scenario, Workload, read_scenario
 from .serving import Batching, Serving, Slo
@@ -26,6 +26,7 @@ __all__ = [
     "Link",
     "MemoryTier",
     "PeakFlops",
+    "Indexer",
     "LinearAttention",
     "MLA",
     "Model",

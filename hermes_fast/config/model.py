@@ -38,6 +38,21 @@ class MLA:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Indexer:
+    """DeepSeek Sparse Attention's lightning indexer: on every attention layer each query token scores every cached
+    token (``heads`` query heads of ``head_dim`` against one shared key, in FP8) and its attention reads only the
+    best-scored keys (those top-k: the model's sliding window). The keys it scores against are cached beside the
+    KV. Serving stacks run it whole on every tensor-parallel rank (replicated projections in vLLM and SGLang)."""
+
+    heads: int = fld(unit="head", doc="indexer query heads (not split by tensor parallelism)", ge=1, le=1e5)
+    head_dim: int = fld(unit="1", doc="indexer query/key dim", ge=1, le=1e5)
+    key_bytes: float = fld(
+        unit="B", doc="indexer key cache per token and layer (an FP8 key and its fp32 scale: head_dim + 4)", gt=0,
+        le=1e6,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
 class LinearAttention:
     """Linear-attention / state-space token mixer on some layers (Gated DeltaNet; Mamba-2 maps onto it): each
     sequence carries a fixed-size recurrent state (a key x value matrix per value head, plus the short
@@ -112,6 +127,9 @@ class Model:
     mla: MLA | None = fld(None, doc="multi-head latent attention, if any")
     linear_attention: LinearAttention | None = fld(
         None, doc="linear-attention / state-space layers (a fixed-size state per sequence instead of KV), if any"
+    )
+    indexer: Indexer | None = fld(
+        None, doc="a sparse-attention indexer scoring every cached token on each attention layer (DeepSeek DSA), if any"
     )
     params_published: float | None = fld(None, unit="parameter", doc="published total parameter count", gt=0)
     sources: dict[str, str] = fld(factory=dict, doc="source of each figure")

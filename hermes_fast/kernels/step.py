@@ -141,6 +141,32 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
 
 
 @kernel
+def _indexer_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens):
+    """(compute_s, memory_s, overhead_s) of one layer's sparse-attention indexer: every query scores every cached
+    key (all of them: the top-k it picks bounds the attention, not this pass), ``IDX_HEADS`` heads of ``IDX_DIM``
+    against one key, at the FP8 attention rate; it reads its key cache (``IDX_KEY_BYTES`` a token). One kernel for
+    prefill, one for decode; the top-k selection and the indexer's projections (~0.1% of the weights) are left out."""
+    heads, dim, kb = p[L.IDX_HEADS], p[L.IDX_DIM], p[L.IDX_KEY_BYTES]
+    fe, sat, bw, ab = p[L.IDX_FLOPS], p[L.ATTN_SAT], p[L.MEM_BW], p[L.A_BYTES]
+    comp = 0.0
+    mem = 0.0
+    oh = 0.0
+    if prefill_tokens > 0.0:
+        c, m = attention_cost(prefill_pairs, heads, dim, 0.0, prefill_kv_tokens, kb, prefill_tokens, ab, fe, sat, bw)
+        c, m = _split(c, m)
+        comp += c
+        mem += m
+        oh += p[L.OH_ATTN]
+    if decode_seqs > 0.0:
+        c, m = attention_cost(decode_kv_tokens, heads, dim, 0.0, decode_kv_tokens, kb, decode_seqs, ab, fe, sat, bw)
+        c, m = _split(c, m)
+        comp += c
+        mem += m
+        oh += p[L.OH_ATTN_DECODE]
+    return comp, mem, oh
+
+
+@kernel
 def _linear_attention_layer(p, prefill_tokens, decode_seqs):
     """(compute_s, memory_s, overhead_s) of one linear-attention layer: input and output projections, then the
     mixer (convolution, state update and read-out): ``LIN_FLOP_TOKEN`` per token at the attention rate, its
@@ -269,6 +295,11 @@ def step_cost(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, 
         comp += p[L.N_SWA] * s_c
         mem += p[L.N_SWA] * s_m
         oh += p[L.N_SWA] * s_oh
+    if p[L.IDX_HEADS] > 0.0:
+        i_c, i_m, i_oh = _indexer_layer(p, own_pre, pairs, keys, queries, dec_kv)
+        comp += n_attn * i_c
+        mem += n_attn * i_m
+        oh += n_attn * i_oh
     if p[L.N_LIN] > 0.0:
         l_c, l_m, l_oh = _linear_attention_layer(p, own_pre, own_dec)
         comp += p[L.N_LIN] * l_c
