@@ -141,25 +141,30 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
 
 
 @kernel
+def _indexer_pass(p, queries, pairs, keys):
+    """(compute_s, memory_s) of one indexer kernel: ``queries`` scoring ``pairs`` (query, cached key) pairs on
+    ``IDX_HEADS`` heads of ``IDX_DIM`` against one key, at the FP8 attention rate, reading ``keys`` cached keys."""
+    c, m = attention_cost(
+        pairs, p[L.IDX_HEADS], p[L.IDX_DIM], 0.0, keys, p[L.IDX_KEY_BYTES], queries, p[L.A_BYTES], p[L.IDX_FLOPS],
+        p[L.ATTN_SAT], p[L.MEM_BW],
+    )  # fmt: skip
+    return _split(c, m)
+
+
+@kernel
 def _indexer_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_kv_tokens):
     """(compute_s, memory_s, overhead_s) of one layer's sparse-attention indexer: every query scores every cached
-    key (all of them: the top-k it picks bounds the attention, not this pass), ``IDX_HEADS`` heads of ``IDX_DIM``
-    against one key, at the FP8 attention rate; it reads its key cache (``IDX_KEY_BYTES`` a token). One kernel for
-    prefill, one for decode; the top-k selection and the indexer's projections (~0.1% of the weights) are left out."""
-    heads, dim, kb = p[L.IDX_HEADS], p[L.IDX_DIM], p[L.IDX_KEY_BYTES]
-    fe, sat, bw, ab = p[L.IDX_FLOPS], p[L.ATTN_SAT], p[L.MEM_BW], p[L.A_BYTES]
+    key (all of them: the top-k it picks bounds the attention, not this pass) and it reads its key cache
+    (``IDX_KEY_BYTES`` a token). One kernel for prefill, one for decode; the top-k selection and the indexer's
+    projections (~0.1% of the weights) are left out."""
     comp = 0.0
     mem = 0.0
     oh = 0.0
     if prefill_tokens > 0.0:
-        c, m = attention_cost(prefill_pairs, heads, dim, 0.0, prefill_kv_tokens, kb, prefill_tokens, ab, fe, sat, bw)
-        c, m = _split(c, m)
-        comp += c
-        mem += m
+        comp, mem = _indexer_pass(p, prefill_tokens, prefill_pairs, prefill_kv_tokens)
         oh += p[L.OH_ATTN]
     if decode_seqs > 0.0:
-        c, m = attention_cost(decode_kv_tokens, heads, dim, 0.0, decode_kv_tokens, kb, decode_seqs, ab, fe, sat, bw)
-        c, m = _split(c, m)
+        c, m = _indexer_pass(p, decode_seqs, decode_kv_tokens, decode_kv_tokens)
         comp += c
         mem += m
         oh += p[L.OH_ATTN_DECODE]
