@@ -419,3 +419,15 @@ def test_sglang_export_carries_the_prefill_batch_the_simulation_ran():
     for stack, tokens in (("sglang", 8192), ("vllm", 16384)):
         cmds = launch_commands(hf.plan(plan_spec(ask, stack=stack)))
         assert f"--chunked-prefill-size {tokens} " in cmds["sglang"], stack
+
+
+def test_vllm_export_asks_for_the_async_scheduling_the_plan_simulated():
+    """Planned under `vllm` (async scheduling, opt-in before vLLM 0.14), the vLLM and Dynamo commands pass
+    --async-scheduling; under `vllm-0.8` (synchronous), they do not; with pipeline parallelism, which vLLM's async
+    scheduler does not run, neither."""
+    ask = {**SMALL, "devices": {"h100_sxm": 2}, "tp": [1], "top_k": 1, "n_requests": 200, "disaggregated": False}
+    for stack, pp, wanted in (("vllm", 1, True), ("vllm-0.8", 1, False), ("vllm", 2, False)):
+        cmds = launch_commands(hf.plan(plan_spec({**ask, "pp": [pp]}, stack=stack)))
+        for name in ("vllm", "dynamo"):
+            assert ("--async-scheduling" in cmds[name]) is wanted, (stack, pp, name)
+        assert "--async-scheduling" not in cmds["sglang"] + cmds["trtllm"]

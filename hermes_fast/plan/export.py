@@ -113,19 +113,25 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
         "max_batched_tokens": budget,
         "prefill_tokens": _prefill_tokens(ds, budget),
         "memory_utilization": float(ds.attrs["memory_utilization"]),
+        "async_scheduling": bool(getattr(_plan_stack(ds), "async_scheduling", False)),
     }
     return [{**p, **shared} for p in pools]
+
+
+def _plan_stack(ds: xr.Dataset):
+    """The stack the plan simulated (None: a stack of the plan's own that no longer resolves)."""
+    plan = json.loads(ds.attrs.get("plan", "{}"))
+    try:
+        return Catalog({"stacks": plan.get("stacks") or {}}).stack(str(ds.attrs.get("stack", "vllm")))
+    except ConfigError:
+        return None
 
 
 def _prefill_tokens(ds: xr.Dataset, budget: int) -> int:
     """Most prompt tokens one prefill iteration held in the simulation: the token budget, or under a stack that
     batches with ``continuous_chunked`` (SGLang's) the smaller of it and the stack's chunk size."""
-    plan = json.loads(ds.attrs.get("plan", "{}"))
-    try:
-        stack = Catalog({"stacks": plan.get("stacks") or {}}).stack(str(ds.attrs.get("stack", "vllm")))
-    except ConfigError:  # (a plan saved with a stack of its own that no longer resolves)
-        return budget
-    if stack.policy == "continuous_chunked" and stack.chunk_size is not None:
+    stack = _plan_stack(ds)
+    if stack is not None and stack.policy == "continuous_chunked" and stack.chunk_size is not None:
         return min(budget, stack.chunk_size)
     return budget
 
@@ -149,6 +155,8 @@ def _vllm_args(p: dict) -> list[str]:
         args += ["--quantization fp8", "--kv-cache-dtype fp8"]
     elif p["dtype"] == "fp4":
         args += ["--kv-cache-dtype fp8"]  # NVFP4 weights come with the checkpoint
+    if p["async_scheduling"] and p["pp"] == 1:  # as simulated; vLLM 0.11-0.13 run it only when asked
+        args += ["--async-scheduling"]
     return args
 
 
@@ -302,7 +310,7 @@ def launch_commands(ds: xr.Dataset, candidate: int | None = None, model: str | N
     ['dynamo', 'sglang', 'trtllm', 'vllm']
     >>> print(cmds["vllm"].splitlines()[2])
     vllm serve meta-llama/Llama-3.1-8B --tensor-parallel-size 1 --pipeline-parallel-size 1 --max-num-seqs 64
-    --max-num-batched-tokens 4096 --gpu-memory-utilization 0.9 --port 8000
+    --max-num-batched-tokens 4096 --gpu-memory-utilization 0.9 --async-scheduling --port 8000
     """
     if candidate is None:
         best = ds.attrs.get("best_candidate", -1)
