@@ -37,6 +37,13 @@ from .sizes import (
 
 __all__ = ["CompiledEngine", "check_layout", "compile_engine", "pack_residual"]
 
+# vLLM V1's memory profile peaks in its dummy sampler run, max_num_seqs rows of the vocabulary put through top-k and
+# top-p (the fp32 logits, their probabilities, sort values and int64 indices side by side): llm-d's vLLM logs of six
+# models on one or two H100s at max_num_seqs 1024 read a peak of 38.4-39.6 bytes a (row, vocabulary entry)
+# (gpt-oss-20b / -120b 7.38 GiB, Llama-3.1-8B 4.76, Llama-3.3-70B FP8 TP 2 4.84, Qwen3-0.6B 5.56, Qwen3-32B 5.64;
+# llm-d/llm-d-benchmark config_explorer/empirical-vllm-memory-results.md @2593348, stack_facts.csv); their mean
+SAMPLER_PROFILE_BYTES = 38.8
+
 
 def check_layout(m: Model, par: Parallel, path: str) -> None:
     """Reject parallel layouts the model cannot be split into, naming the offending field."""
@@ -329,9 +336,9 @@ def compile_engine(
         dense_f_dev *= tp
     reserve = tokens_dev * (4.0 * h + 3.0 * max(dense_f_dev, moe_f_dev)) * hb
     if stack is not None and stack.sampler_profile and m.has_lm_head and max_batch_size > 0:
-        # the profile then samples a batch: each sequence's logits in the activation format and their fp32 copy
+        # the profile then samples a batch: each sequence's logits, top-k / top-p'd over the whole vocabulary
         rows = math.ceil(max_batch_size / (tp // attn_tp))  # (each attention-DP rank samples its own sequences)
-        reserve = max(reserve, rows * m.vocab_size * (hb + 4.0))
+        reserve = max(reserve, rows * m.vocab_size * SAMPLER_PROFILE_BYTES)
     if stack is not None and not stack.activation_reserve:  # (activations live outside the stack's budget)
         reserve = 0.0
     capacity = d.memory_bytes

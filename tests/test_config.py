@@ -187,7 +187,7 @@ ESTIMATE_CASES = [
      "llama-3.1-405b on h100_sxm tp=1 pp=1", "GB/device"),
     # 12. a batch whose KV does not fit
     ("kv-too-large", with_workload(batch_size=10000), None, "workload.batch_size", 10000,
-     "fits the 453967 tokens of KV capacity of engines[0] (at most 354)"),
+     "fits the 422513 tokens of KV capacity of engines[0] (at most 330)"),
     # 13. grid errors
     ("grid-empty", one_engine(), {"batch_size": []}, "grid.batch_size", [], "a non-empty list of values"),
     ("grid-unknown-key", one_engine(), {"batch_sise": [1]}, "grid.batch_sise", [1],

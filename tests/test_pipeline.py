@@ -573,7 +573,7 @@ def test_branches_under_kv_pressure_conserve_requests_and_blocks(mode):
     """Eight 600-token branches on 1,000-token prompts with room for about 4,000 tokens: preemptions,
     every request completes, every block comes back, and fast-forward changes nothing."""
     llm = {k: v for k, v in LLM.items() if k != "fixed_step_time_s"}
-    llm.update(memory_utilization=KV_TIGHT, batching={"policy": "continuous", "preemption": mode})
+    llm.update(stack="ideal", memory_utilization=KV_TIGHT, batching={"policy": "continuous", "preemption": mode})
     sc = _branched({"dist": "uniform", "min": 300, "max": 900}, branches=8, reward=False, prompt=1000, rate=2.0)
     sc["engines"][0] = llm
     pipe, a = _run_low_level(sc, 60)

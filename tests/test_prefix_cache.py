@@ -27,6 +27,11 @@ DATA = Path(__file__).parent / "data"
 # the tight-KV cases below were sized on 80e9 bytes of H100 memory: the same bytes, whatever the figure the engine's
 # stack (vllm, by default) budgets from
 _H100_SHARE = 80e9 / preset("devices", "h100_sxm").runtime_memory_bytes
+# the share that leaves Llama-3.1-8B the same KV under the vllm stack, whose memory profile reserves the peak of its
+# sampler run (1024 x 128,256 x 38.8 bytes) where the others reserve 8192 tokens' activations
+_VLLM_EXTRA = (1024 * 128_256 * 38.8 - 8192 * (4 * 4096 + 3 * 14336) * 2) / preset(
+    "devices", "h100_sxm"
+).runtime_memory_bytes
 
 
 # ---------------------------------------------------------------- the cache kernels on a one-replica state
@@ -437,7 +442,7 @@ def test_cache_aware_routing_fast_forward_equals_per_iteration(sched):
         "prefix": {"distinct": 40, "zipf_alpha": 0.8, "tokens": {"dist": "uniform", "min": 1000, "max": 3000}},
         "session": {"turns": {"dist": "uniform", "min": 1, "max": 4}, "think_time_s": 1.0},
     }
-    engine = {"replicas": 3, "scheduler": sched, "memory_utilization": _H100_SHARE * 0.24}
+    engine = {"replicas": 3, "scheduler": sched, "memory_utilization": _H100_SHARE * 0.24 + _VLLM_EXTRA}
     resolved = resolve_scenario(hf.load_scenario(_scenario([cls], rate=12.0, **engine)))
     setup = build_serving(resolved)
     draws = draw_workload(resolved.scenario.workload, 1500, hf.rng_for(2))
@@ -618,7 +623,7 @@ def test_shared_prefix_kv_counts_once():
     from hermes_fast.simulate import build_serving, simulate_replicate
 
     cls = [{"prompt_tokens": 32, "output_tokens": 200, "prefix": {"tokens": 6000}}]
-    sc = _scenario(cls, rate=200.0, memory_utilization=_H100_SHARE * 0.24)
+    sc = _scenario(cls, rate=200.0, memory_utilization=_H100_SHARE * 0.24 + _VLLM_EXTRA)
     sc = hf.load_scenario(sc)
     setup = build_serving(resolve_scenario(sc))
     cap = setup.pools[0].kv_capacity_tokens

@@ -562,7 +562,7 @@ def test_a_class_rejected_only_in_part_runs():
 def test_disaggregated_checks_the_decode_engine_only_for_answers_longer_than_one_token():
     small = {"name": "d", "model": "llama-3.1-8b", "device": "small", "fixed_step_time_s": STEP_S}
     s = {
-        "devices": {"small": {"base": "h100_sxm", "memory_bytes": 20e9}},  # 7360 tokens of KV
+        "devices": {"small": {"base": "h100_sxm", "memory_bytes": 24.5e9}},  # 6816 tokens of KV
         "engines": [{"name": "p", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": STEP_S}, small],
         "serving": {"prefill_engine": "p", "decode_engine": "d"},
         "workload": {"prompt_tokens": 7500, "output_tokens": 2},
@@ -598,7 +598,7 @@ def test_the_load_time_check_mirrors_the_loop_exactly(monkeypatch):
     for case in range(120):
         s = {
             "models": {"m": {"base": "llama-3.1-8b", "max_context_tokens": int(rng.choice([4096, 32_768]))}},
-            "devices": {"small": {"base": "h100_sxm", "memory_bytes": float(rng.choice([19e9, 20e9, 22e9]))}},
+            "devices": {"small": {"base": "h100_sxm", "memory_bytes": float(rng.choice([23.6e9, 24.6e9, 26.6e9]))}},
             "engines": [engine("p")],
         }
         if rng.random() < 0.5:  # disaggregated: a decode engine with its own device, budget and policy

@@ -48,8 +48,11 @@ SHAREGPT_LENGTHS = _DATA / "sharegpt_lengths.csv"
 # pages whose device measured slower than the catalog's: GPUStack's single-GPU H100 throughput pages run compute-bound
 # work ~1.7x slower than an H100 SXM under every engine they test (32k-token prompts: vLLM 0.11 gpt-oss-20b +105%,
 # Qwen3-32B +69% throughput predicted; Qwen3-14B ShareGPT: vLLM +145%, TensorRT-LLM +94%), where the same lab's A100
-# pages and its 2- and 8-GPU H100 nodes read -6% to +17% on the same work (benchmarks/RESULTS.md, serving stacks,
-# fifteenth and sixteenth steps). No fit takes their runs in; validation reports them, and its medians without them.
+# pages and its 2- and 8-GPU H100 nodes read -6% to +17% on the same work; and it holds more than 80 GB: vLLM 0.11
+# served Qwen3-32B there at its default 40,960-token length, which an 80 GB H100's KV cannot hold after vLLM's
+# profile (llm-d's log of the model on one: 4.45 GiB of KV, max-model-len 32000 failed) (benchmarks/RESULTS.md,
+# serving stacks, fifteenth and sixteenth steps). No fit takes their runs in; validation reports them, and its
+# medians without them.
 SLOW_DEVICE_SOURCES = (
     "performance-lab/gpt-oss-20b/h100.md",
     "performance-lab/qwen3-14b/h100.md",

@@ -52,8 +52,8 @@ class Stack:
     sampler_profile: bool = fld(
         False,
         doc="the memory profile behind activation_reserve also samples one batch of max_batch_size sequences (vLLM "
-        "V1's _dummy_sampler_run): their logits, in the activation format and cast to fp32, are reserved when larger "
-        "than one token budget's activations",
+        "V1's _dummy_sampler_run, top-k and top-p over the whole vocabulary): its peak, 38.8 bytes a (sequence, "
+        "vocabulary entry) as vLLM's logs read it, is reserved when larger than one token budget's activations",
     )
     max_batched_tokens: int | None = fld(
         None, unit="token", doc="token budget of one iteration (None: the engine schema's 8192)", ge=1, le=1 << 24
