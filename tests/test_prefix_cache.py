@@ -13,6 +13,7 @@ from scipy.optimize import brentq
 
 import hermes_fast as hf
 from hermes_fast.catalog import preset
+from hermes_fast.compile import SAMPLER_PROFILE_BYTES
 from hermes_fast.config import ConfigError
 from hermes_fast.kernels.layout import N_PARAMS
 from hermes_fast.kernels.serving import new_state
@@ -29,7 +30,7 @@ DATA = Path(__file__).parent / "data"
 _H100_SHARE = 80e9 / preset("devices", "h100_sxm").runtime_memory_bytes
 # the share that leaves Llama-3.1-8B the same KV under the vllm stack, whose memory profile reserves the peak of its
 # sampler run (1024 x 128,256 x 38.8 bytes) where the others reserve 8192 tokens' activations
-_VLLM_EXTRA = (1024 * 128_256 * 38.8 - 8192 * (4 * 4096 + 3 * 14336) * 2) / preset(
+_VLLM_EXTRA = (1024 * 128_256 * SAMPLER_PROFILE_BYTES - 8192 * (4 * 4096 + 3 * 14336) * 2) / preset(
     "devices", "h100_sxm"
 ).runtime_memory_bytes
 

@@ -107,13 +107,14 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
     for p in pools:
         p["devices"] = p["tp"] * p["pp"] * p["cp"]
     budget = int(c.max_batched_tokens.values)
+    stack = _plan_stack(ds)
     shared = {
         "dtype": str(c.dtype.values),
         "max_batch_size": int(c.max_batch_size.values),
         "max_batched_tokens": budget,
-        "prefill_tokens": _prefill_tokens(ds, budget),
+        "prefill_tokens": _prefill_tokens(stack, budget),
         "memory_utilization": float(ds.attrs["memory_utilization"]),
-        "async_scheduling": bool(getattr(_plan_stack(ds), "async_scheduling", False)),
+        "async_scheduling": stack is not None and stack.async_scheduling,
     }
     return [{**p, **shared} for p in pools]
 
@@ -127,10 +128,10 @@ def _plan_stack(ds: xr.Dataset):
         return None
 
 
-def _prefill_tokens(ds: xr.Dataset, budget: int) -> int:
-    """Most prompt tokens one prefill iteration held in the simulation: the token budget, or under a stack that
-    batches with ``continuous_chunked`` (SGLang's) the smaller of it and the stack's chunk size."""
-    stack = _plan_stack(ds)
+def _prefill_tokens(stack, budget: int) -> int:
+    """Most prompt tokens one prefill iteration held in the simulation under the plan's ``stack`` (None: unknown):
+    the token budget, or under a stack that batches with ``continuous_chunked`` (SGLang's) the smaller of it and
+    the stack's chunk size."""
     if stack is not None and stack.policy == "continuous_chunked" and stack.chunk_size is not None:
         return min(budget, stack.chunk_size)
     return budget

@@ -183,6 +183,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
             hit_free = 0
             loaded = 0  # ... and the blocks after them its second-level tier holds (loaded back)
             own = 0  # preempted: its own blocks still cached on r (taken from the free ones again)
+            done = 0  # prompt tokens it has without computing them now: prefilled, cached, loaded or kept
             if ready:
                 most = ri[RQ_KV, i] + 1
                 chunk = 0
@@ -195,7 +196,8 @@ def _admit_heads(S, r, t, budget, static_reserve):
                         loaded = tier_run(S, r, i, hit, (ri[RQ_TARGET, i] - 1) // block)
                 if ri[RQ_KEPT_BLOCKS, i] > 0:  # preempted: what the cache kept of its KV is not computed again
                     own = min(kept_blocks(S, r, i), (ri[RQ_TARGET, i] - 1) // block)  # (one token left to compute)
-                chunk = ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i] - (hit + loaded + own) * block
+                done = ri[RQ_PREFILLED, i] + (hit + loaded + own) * block
+                chunk = ri[RQ_TARGET, i] - done
                 if chunked:
                     chunk = min(chunk, chunk_cap, pi[PL_RANK_CHUNK, pool], budget)
                     if chunk <= 0:
@@ -209,7 +211,6 @@ def _admit_heads(S, r, t, budget, static_reserve):
                     continue
                 elif chunk > budget and admitted_tokens > 0:  # the first prompt is never refused for the budget
                     return admitted_tokens, swap_s, admitted, ready_n
-                done = ri[RQ_PREFILLED, i] + (hit + loaded + own) * block
                 most = max(done + chunk, ri[RQ_KV, i])  # (swapped: its KV)
                 spend = chunk
             if reserve_all:
@@ -221,7 +222,7 @@ def _admit_heads(S, r, t, budget, static_reserve):
             if ratio > 0.0:  # its own remaining output counts too, and the prompt after a chunk (all must fit)
                 kept_after = kept_free + ratio * (ri[RQ_OUTPUT, i] - ri[RQ_GEN, i])
                 if not ready:
-                    kept_after += ri[RQ_TARGET, i] - ri[RQ_PREFILLED, i] - (hit + loaded + own) * block - chunk
+                    kept_after += ri[RQ_TARGET, i] - done - chunk
                 keep = blocks_for(int(math.ceil(kept_after)), block)
             if need - held + keep > rs[RP_FREE_BLOCKS, r] or (ready and budget < 1):
                 return admitted_tokens, swap_s, admitted, ready_n
