@@ -101,7 +101,25 @@ FIXED = {
             "not identifiable from its serving_runs.csv rows (20k-token prompts: ~1% of TTFT); BLIS / inference-sim "
             "trained_physics alpha0 'QueueingTime (HTTP parsing, request validation, queue insertion)' for vLLM on "
             "H100 (stack_facts.csv blis.trained_physics.alpha0_queueing, defaults.yaml @f90a1e3)",
-        )
+        ),
+        # the API server thread's capacity where it limits a fit run, from the run's measured request throughput
+        # (a least-squares fit cannot see it: those runs' TTFT queues, and their ITL is the thread's delivery,
+        # which the loop does not add); benchmarks/RESULTS.md, serving stacks, seventeenth step
+        "frontend_serial_s": (
+            5.3e-3,
+            "the thread's time a request in the fit runs it limits, from their measured request throughput: "
+            "GPUStack's 1000-request bursts of 128 / 4 tokens, gpt-oss-20b on one A100 (vLLM 0.11, serving_runs.csv, "
+            "fit: 183.85 and 191.06 requests a second, 5.3 ms a request of 4 tokens, the tokens' 0.2 ms left in); "
+            "vLLM's OpenAI server parses, tokenises and streams on one asyncio process per server (vllm-project/vllm "
+            "PR 17546, --api-server-count), and vllm bench serve's client, one process too, is in every figure",
+        ),
+        "frontend_token_s": (
+            4.2e-5,
+            "the same, with kvcached's 500-request burst of 512 / 128 tokens of Qwen3-0.6B on an H100 (vLLM 0.19, "
+            "serving_runs.csv, fit: 95.2 requests a second, 10.5 ms a request): (10.5 - 5.3) ms / 124 tokens. Check: "
+            "vllm-project/vllm PR 17546's one API server before its scale-out passed 10,000 ShareGPT requests in "
+            "130.74 s (76.5 a second), where 5.3 ms + ~200 tokens x 42 us reads 73 a second",
+        ),
     },
 }
 # entries whose host costs are fitted on their dense-model runs only: without a MoE-kernel term of their own, the

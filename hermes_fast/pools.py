@@ -343,6 +343,7 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
                 pf[loop.PF_NEW_TOKEN_RATIO, k] = pool.stack.new_token_ratio
                 pf[loop.PF_FRONTEND_S, k] = pool.stack.frontend_s
                 pf[loop.PF_FRONTEND_SERIAL_S, k] = pool.stack.frontend_serial_s
+                pf[loop.PF_FRONTEND_TOKEN_S, k] = pool.stack.frontend_token_s
             pi[loop.PL_SCHED, k] = _SCHED_CODES[e.scheduler]
             pf[loop.PF_OVERLAP_WEIGHT, k] = e.overlap_weight
             if pool.tier is not None:  # loads from the prefix cache's tier: over the tier and the host link

@@ -251,7 +251,7 @@ _SIM: list[Variable] = [
         "frontend_wait_s",
         "s",
         "front-end thread wait",
-        "seconds requests waited for the pool's API server thread (stack frontend_serial_s), summed over the run",
+        "seconds requests waited for the pool's API server threads (stack frontend_serial_s), summed over the run",
     ),
     Variable(
         "prefix_hit_rate_token",

@@ -45,6 +45,7 @@ def with_pool(setup, **fields):
     frows = {
         "frontend_s": loop.PF_FRONTEND_S,
         "frontend_serial_s": loop.PF_FRONTEND_SERIAL_S,
+        "frontend_token_s": loop.PF_FRONTEND_TOKEN_S,
         "new_token_ratio": loop.PF_NEW_TOKEN_RATIO,
     }
     for k, v in fields.items():
@@ -192,6 +193,59 @@ def test_a_burst_queues_for_the_front_ends_thread_first_come_first_served():
     np.testing.assert_array_equal(same.first_token_s, one.first_token_s)
     np.testing.assert_array_equal(same.done_s, one.done_s)
     assert same.frontend_wait_s[0] == 0.0
+
+
+def test_an_iteration_streams_its_tokens_no_faster_than_the_api_thread():
+    """One request of 3 tokens on a 10 ms step with 25 ms of thread a streamed token: each iteration emits one
+    token and takes 25 ms (prefill, then a fast-forwarded decode span), so the first token comes 25 ms after it
+    reaches the engine and the last 75 ms; at 5 ms a token the thread keeps up and nothing changes."""
+    setup, draws = serving(n=1, rate=1.0, output=3)
+    base = run_serving(setup, draws)
+    slow = run_serving(with_pool(setup, frontend_token_s=0.025), draws)
+    np.testing.assert_allclose(slow.first_token_s - slow.admit_s, 0.025, atol=1e-12)
+    np.testing.assert_allclose(slow.done_s - slow.admit_s, 0.075, atol=1e-12)
+    fast = run_serving(with_pool(setup, frontend_token_s=0.005), draws)
+    np.testing.assert_array_equal(fast.done_s, base.done_s)
+
+
+def test_an_intake_shares_the_thread_with_the_tokens_it_streams():
+    """Request A (sent at 0.105 s) passes 53 ms of intake and decodes 100 tokens on a 10 ms step (its iterations
+    end at 0.168, 0.178, ... s); each token takes 4 ms of the thread, 40% of it. Request B, sent at 0.21 s, then
+    takes 53 / (1 - 0.4) = 88.3 ms to pass: it reaches the engine at 0.2983 s and joins at the end of the
+    iteration in flight, 0.308 s; without the streaming it reaches it at 0.263 s and joins at 0.268 s."""
+    setup, draws = serving(n=2, rate=1.0 / 0.105, output=100)
+    both = with_pool(setup, frontend_s=0.053, frontend_serial_s=0.053, frontend_token_s=0.004)
+    res = run_serving(both, draws)
+    np.testing.assert_allclose(res.sent_s, [0.105, 0.21], atol=1e-12)
+    np.testing.assert_allclose(res.admit_s, [0.158, 0.308], atol=1e-9)
+    assert res.frontend_wait_s[0] == 0.0
+    plain = run_serving(with_pool(setup, frontend_s=0.053, frontend_serial_s=0.053), draws)
+    np.testing.assert_allclose(plain.admit_s, [0.158, 0.268], atol=1e-9)
+
+
+def test_a_burst_reaches_the_engine_at_the_threads_capacity():
+    """2,000 requests sent at once, each with 2 ms of intake and 50 tokens streamed at 60 us: intakes take what
+    streaming leaves of the thread, so once streaming is steady it passes one request per 2 + 50 x 0.06 = 5 ms
+    (200 a second; the engine, 1 ms a step, streams 10 requests' tokens, 60% of the thread). The requests of
+    the second half reach the engine at that pace, within 0.1%."""
+    engine = {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": 1e-3, "stack": "api"}
+    engine["batching"] = {"policy": "chunked"}  # (prefills ride with the decodes: streaming's share holds steady)
+    sc = {
+        "engines": [engine],
+        "stacks": {"api": {"base": "ideal", "frontend_s": 0.002, "frontend_serial_s": 0.002, "frontend_token_s": 6e-5}},
+        "workload": {
+            "rate_per_s": 1e9,
+            "arrival": {"process": "deterministic"},
+            "prompt_tokens": 10,
+            "output_tokens": 50,
+        },
+    }
+    resolved = resolve_scenario(sc)
+    n = 2000
+    res = run_serving(build_serving(resolved), draw_workload(resolved.scenario.workload, n, rng_for(3)))
+    admitted = np.sort(res.admit_s)
+    pace = (admitted[-1] - admitted[n // 2]) / (n - 1 - n // 2)
+    assert pace == pytest.approx(0.005, rel=1e-3)
 
 
 def test_the_front_ends_thread_waits_as_an_md1_queue():

@@ -94,6 +94,7 @@ def test_offline_and_batch1_tensorrt_runs(runs):
         "base": "trtllm-engine",
         "frontend_s": 0.0,
         "frontend_serial_s": 0.0,
+        "frontend_token_s": 0.0,
     }
     assert (e["max_batched_tokens"], e["batching"]["max_batch_size"]) == (16384, 512)
     assert e["dtypes"] == {"weight": "fp8", "activation": "fp8", "kv": "fp8"}
@@ -213,7 +214,8 @@ def fixed_step_setup(step_s=0.01, frontend_s=0.005):
     engine = {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": step_s, "stack": "s"}
     sc = {
         "engines": [engine],
-        "stacks": {"s": {"base": "vllm", "frontend_s": frontend_s}},
+        # (a fixed front end: none of it on the API server's thread)
+        "stacks": {"s": {"base": "vllm", "frontend_s": frontend_s, "frontend_serial_s": 0.0, "frontend_token_s": 0.0}},
         "workload": {"prompt_tokens": 100, "output_tokens": 11},
     }
     return build_serving(resolve_scenario(sc))

@@ -149,6 +149,7 @@ def _stack_costs(resolved) -> dict[str, float]:
     return {
         "frontend_s": st.frontend_s,
         "frontend_serial_s": st.frontend_serial_s,
+        "frontend_token_s": st.frontend_token_s,
         "step_overhead_s": eff.step_overhead_s,
         "sequence_overhead_s": eff.sequence_overhead_s,
         "step_overhead_per_tp_rank_s": eff.step_overhead_per_tp_rank_s,
@@ -191,6 +192,7 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     params[0, L.MOE_MEMORY_EXTRA] = c["moe_memory_extra"]
     pf[loop.PF_FRONTEND_S, 0] = c["frontend_s"]
     pf[loop.PF_FRONTEND_SERIAL_S, 0] = c["frontend_serial_s"]
+    pf[loop.PF_FRONTEND_TOKEN_S, 0] = c["frontend_token_s"]
     return replace(prep.setup, params=params, pool_float=pf)
 
 

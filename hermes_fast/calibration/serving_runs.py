@@ -92,6 +92,7 @@ REPORT_METRICS = {  # the issue's target metrics: name in reports -> the run met
 COST_FIELDS = (
     "frontend_s",
     "frontend_serial_s",
+    "frontend_token_s",
     "step_overhead_s",
     "sequence_overhead_s",
     "step_overhead_per_tp_rank_s",

@@ -73,6 +73,7 @@ def _layout(run: ServingRun) -> _Layout:
     if s["frontend"] == "in_process":  # trtllm-bench drives the executor directly: no API server
         out.stack["frontend_s"] = 0.0
         out.stack["frontend_serial_s"] = 0.0
+        out.stack["frontend_token_s"] = 0.0
     if "--no-enable-prefix-caching" in args or "--disable-radix-cache" in args:
         out.engine["prefix_cache"] = False
     if entry in ("sglang", "sglang-0.3"):

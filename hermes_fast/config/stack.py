@@ -161,10 +161,18 @@ class Stack:
     frontend_serial_s: float = fld(
         0.0,
         unit="s",
-        doc="the part of frontend_s that holds the API server's one thread (parsing, tokenisation, input "
+        doc="the part of frontend_s that holds the replica's API server thread (parsing, tokenisation, input "
         "processing): requests pass it one at a time, first come first served, so a burst queues there",
         ge=0,
         le=60,
+    )
+    frontend_token_s: float = fld(
+        0.0,
+        unit="s",
+        doc="time of the replica's API server thread per token it streams (detokenising, the response chunk): "
+        "an iteration takes at least its tokens' time, and intakes share the thread with the streaming",
+        ge=0,
+        le=1,
     )
     sources: dict[str, str] = fld(factory=dict, doc="source of each figure, keyed by field")
     notes: str = fld("", doc="free text")
@@ -180,7 +188,7 @@ class Stack:
                 f"{path}.frontend_serial_s",
                 self.frontend_serial_s,
                 f"at most frontend_s ({self.frontend_s:g} s): the part of a request's front-end time that holds the "
-                "API server's thread",
+                "API server's thread (a stack lowering frontend_s below its base's sets frontend_serial_s too)",
             )
         if self.admission == "new_token_ratio" and self.new_token_ratio <= 0:
             raise ConfigError(f"{path}.new_token_ratio", self.new_token_ratio, "> 0 with admission: new_token_ratio")

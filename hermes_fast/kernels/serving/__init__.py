@@ -9,6 +9,7 @@ Where each concern lives (lowest first; a module imports only modules above it i
 ``events``            the event heaps (iteration ends, hand-offs, timers) and timer payloads
 ``queues``            FIFO waiting queues per replica and per pool
 ``accounting``        the inter-token-gap histogram, per-replica iteration accumulators
+``frontend``          each replica's API server thread: intakes first come first served, slowed by streaming
 ``links``             processor sharing on shared links and tier instances; starting a transfer
 ``jobs``              a request's current job; parallel reasoning branches sharing the prompt's KV
 ``block_keys``        naming KV blocks before the loop: each request's chain of block keys

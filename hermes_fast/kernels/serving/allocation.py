@@ -44,6 +44,9 @@ from .state import (
     RF_THINK,
     RF_TRANSFER,
     ROUTE_TABLE,
+    RP_FE_CURRENT,
+    RP_FE_HEAD,
+    RP_FE_TAIL,
     RP_FREE_BLOCKS,
     RP_PC2_HEAD,
     RP_PC2_TAIL,
@@ -191,6 +194,7 @@ def new_state(
     rs = np.zeros((REP_INT_ROWS, n_rep), dtype=np.int64)
     rs[RP_POOL] = replica_pool
     rs[RP_FREE_BLOCKS] = pool_int[PL_CAP_BLOCKS, replica_pool]
+    rs[RP_FE_CURRENT] = rs[RP_FE_HEAD] = rs[RP_FE_TAIL] = -1
     rsf = np.zeros((REP_FLOAT_ROWS, n_rep))
     rsf[IT_WAKE_DUE] = -1.0
     qs = np.zeros((QUEUE_ROWS, n_rep + n_pools), dtype=np.int64)

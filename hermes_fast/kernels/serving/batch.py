@@ -12,6 +12,7 @@ from ..step import prefill_pairs
 from .state import (
     IT_DECODE_KV,
     IT_DECODES,
+    IT_INTAKE_SHARES,
     IT_LOGITS,
     IT_MIN_LEFT,
     IT_PAIRS,
@@ -46,6 +47,7 @@ def mark(S, r, i, chunk):
         rsf[IT_DECODES, r] += 1.0
         rsf[IT_DECODE_KV, r] += ri[RQ_KV, i] + 1.0
         rsf[IT_LOGITS, r] += 1.0
+        rsf[IT_INTAKE_SHARES, r] += 1.0 / max(ri[RQ_OUTPUT, i], 1)
         rsf[IT_MIN_LEFT, r] = min(rsf[IT_MIN_LEFT, r], float(ri[RQ_OUTPUT, i] - ri[RQ_GEN, i]))
     else:
         past = float(ri[RQ_PREFILLED, i])
@@ -56,6 +58,7 @@ def mark(S, r, i, chunk):
         rsf[IT_PREFILL_KV, r] += past + chunk
         if ri[RQ_PREFILLED, i] + chunk == ri[RQ_TARGET, i]:
             rsf[IT_LOGITS, r] += 1.0
+            rsf[IT_INTAKE_SHARES, r] += 1.0 / max(ri[RQ_OUTPUT, i], 1)
 
 
 @kernel(inline=True)

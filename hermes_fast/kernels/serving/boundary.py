@@ -16,6 +16,7 @@ from ..stages import search_batch_time
 from .accounting import account_iteration
 from .events import heap_push, timer_payload
 from .fastforward import plan_span
+from .frontend import stream_floor
 from .kv import preempt_newest
 from .links import ps_flow
 from .policies import form_iteration
@@ -157,7 +158,9 @@ def _launch(S, r, t, swap_s, nothing_admitted, in_flight):
         cost = _search_batch_cost(S, pool, n_seq, t)
     else:
         pairs, pre_kv = rsf[IT_PAIRS, r], rsf[IT_PREFILL_KV, r]
-        cost = iteration_time(p, pre_tok, pairs, pre_kv, float(n_dec), dec_kv, logits, n_seq, in_flight)
+        cost = stream_floor(
+            S, r, iteration_time(p, pre_tok, pairs, pre_kv, float(n_dec), dec_kv, logits, n_seq, in_flight)
+        )
     cost += swap_s
     rsf[RA_SWAP_S, r] += swap_s
     kv_tokens = float(rs[RP_KV_TOKENS, r]) + pre_tok

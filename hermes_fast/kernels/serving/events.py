@@ -8,9 +8,18 @@ heaps break ties by push order. Timer payloads pack a subject (request or replic
 from __future__ import annotations
 
 from .._jit import kernel
-from .state import G_HEAP_SIZE, G_SEQ, HEAP_ITERATION, HEAP_PAYLOAD, HEAP_SEQ, INF, RP_HEAP_POS, TIMER_KINDS
+from .state import G_CUR, G_HEAP_SIZE, G_SEQ, HEAP_ITERATION, HEAP_PAYLOAD, HEAP_SEQ, INF, RP_HEAP_POS, TIMER_KINDS
 
-__all__ = ["heap_push", "heap_pop", "heap_top", "heap_move_earlier", "timer_payload", "timer_kind", "timer_subject"]
+__all__ = [
+    "heap_push",
+    "heap_pop",
+    "heap_top",
+    "heap_move_earlier",
+    "ends_passed",
+    "timer_payload",
+    "timer_kind",
+    "timer_subject",
+]
 
 
 @kernel(inline=True)
@@ -116,3 +125,20 @@ def timer_kind(payload):
 @kernel(inline=True)
 def timer_subject(payload):
     return payload // TIMER_KINDS
+
+
+@kernel(inline=True)
+def ends_passed(S, ends, n, r, t):
+    """How many of replica r's ascending iteration ends ``ends[0 : n]`` one-iteration-per-event stepping has
+    processed by the current event at t: those before t, and one at t unless the current event is another
+    replica's iteration end at t with a lower index (the iteration heap's tie order)."""
+    cur = S.glob[G_CUR]
+    lo = 0
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ends[mid] < t or (ends[mid] == t and r < cur):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

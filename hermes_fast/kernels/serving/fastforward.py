@@ -19,10 +19,10 @@ from __future__ import annotations
 from .._jit import kernel
 from ..iteration import iteration_time
 from .accounting import account_iteration, itl_add
-from .events import heap_move_earlier, heap_push
+from .events import ends_passed, heap_move_earlier, heap_push
+from .frontend import stream_floor
 from .kv import blocks_for
 from .state import (
-    G_CUR,
     G_SPANS,
     HEAP_ITERATION,
     IT_DECODE_KV,
@@ -96,7 +96,9 @@ def _plan_costs(S, r, first, last, end):
     n_seq = rsf[IT_SEQS, r]
     sp = S.span
     for j in range(first, last + 1):
-        cost = iteration_time(p, 0.0, 0.0, 0.0, n_dec, dec_kv + (j - 1.0) * n_dec, logits, n_seq, True)
+        cost = stream_floor(
+            S, r, iteration_time(p, 0.0, 0.0, 0.0, n_dec, dec_kv + (j - 1.0) * n_dec, logits, n_seq, True)
+        )
         end += cost
         sp[SPAN_COST, r, j - 1] = cost
         sp[SPAN_END, r, j - 1] = end
@@ -160,16 +162,7 @@ def truncate_span(S, r, t):
     if rs[RP_BUSY, r] == 0 or rs[RP_SPAN_PLANNED, r] <= 1:
         return
     ends = S.span[SPAN_END, r]
-    cur = S.glob[G_CUR]
-    lo = 0  # ends processed before the current event: a prefix of ends[0 : n - 1]
-    hi = n - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ends[mid] < t or (ends[mid] == t and r < cur):
-            lo = mid + 1
-        else:
-            hi = mid
-    k = lo + 1
+    k = ends_passed(S, ends, n - 1, r, t) + 1  # (of ends[0 : n - 1]; the one in flight is the k-th)
     if k >= rs[RP_SPAN_PLANNED, r]:
         return
     rs[RP_SPAN, r] = k

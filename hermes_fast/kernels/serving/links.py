@@ -1,6 +1,5 @@
 """Shared links and tier instances: processor sharing of bandwidth among the transfers in flight; and servers that
-take one job at a time, first come, first served (:func:`fifo_wait`: a shared prefix-cache tier, an API server's
-thread).
+take one job at a time, first come, first served (:func:`fifo_wait`: a shared prefix-cache tier).
 
 A resource serves its n active transfers at ``XF_BW / n`` each. It keeps a virtual time ``XF_V`` (bytes
 served to each active transfer so far); a transfer joining at virtual time v with b bytes finishes when

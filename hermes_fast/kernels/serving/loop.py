@@ -14,8 +14,9 @@ from .._jit import kernel, specialized
 from .accounting import account_iteration
 from .boundary import iteration_boundary
 from .completion import finish_iteration, handoff_done
-from .events import heap_pop, heap_top, timer_kind, timer_subject
+from .events import heap_pop, heap_push, heap_top, timer_kind, timer_payload, timer_subject
 from .fastforward import plan_more, truncate_span
+from .frontend import intake_done
 from .links import next_transfer_end, ps_complete, ps_join
 from .pipeline import arrive_pipeline, stage_done, start_service
 from .routing import stage_pool
@@ -42,12 +43,16 @@ from .state import (
     IT_SEQS,
     IT_SPAN_KV,
     IT_WAKE_DUE,
+    PF_FRONTEND_S,
+    PF_FRONTEND_SERIAL_S,
     PIPELINES,
     RF_ARRIVAL,
     RF_SENT,
     RF_TRANSFER,
     RP_BUSY,
+    RP_FE_QUEUED,
     RP_NRUN,
+    RP_POOL,
     RP_SPAN,
     RP_SPAN_PLANNED,
     RQ_CHUNK,
@@ -60,6 +65,7 @@ from .state import (
     SPAN_END,
     TIMER_DELAY,
     TIMER_FRONTEND,
+    TIMER_INTAKE,
     TIMER_SEND,
     TIMER_TURN,
     TIMER_WAKE,
@@ -166,6 +172,17 @@ def _timer(S, payload, t):
     elif kind == TIMER_FRONTEND:  # a job is through its engine's front end (plain serving: the entry pool)
         s = S.req_int[RQ_STAGE, x]
         enter_pool(S, x, 0 if s < 0 else stage_pool(S, x, s), t)
+    elif kind == TIMER_INTAKE:  # replica x's API server thread passed a job: the rest of the front end, or its pool
+        last = S.rep_int[RP_FE_QUEUED, x] == 1
+        i = intake_done(S, x, t)
+        if last:
+            truncate_span(S, x, t)
+        pool = S.rep_int[RP_POOL, x]
+        through = t + (S.pool_float[PF_FRONTEND_S, pool] - S.pool_float[PF_FRONTEND_SERIAL_S, pool])
+        if through > t:
+            heap_push(S, HEAP_TIMER, through, timer_payload(i, TIMER_FRONTEND))
+        else:
+            enter_pool(S, i, pool, t)
     elif kind == TIMER_WAKE:
         if S.rep_float[IT_WAKE_DUE, x] == t:
             S.rep_float[IT_WAKE_DUE, x] = -1.0

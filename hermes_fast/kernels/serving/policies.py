@@ -20,6 +20,7 @@ from .state import (
     INF,
     IT_DECODE_KV,
     IT_DECODES,
+    IT_INTAKE_SHARES,
     IT_LOGITS,
     IT_MIN_LEFT,
     IT_PREFILL_TOKENS,
@@ -63,6 +64,7 @@ def schedule_decodes(S, r):
     block = S.pool_int[PL_BLOCK, rs[RP_POOL, r]]
     n = 0
     kv = 0.0
+    shares = 0.0
     min_left = rsf[IT_MIN_LEFT, r]
     free = rs[RP_FREE_BLOCKS, r]
     for k in range(rs[RP_NRUN, r]):
@@ -71,6 +73,7 @@ def schedule_decodes(S, r):
             ri[RQ_CHUNK, i] = 1
             n += 1
             kv += ri[RQ_KV, i] + 1.0
+            shares += 1.0 / max(ri[RQ_OUTPUT, i], 1)
             min_left = min(min_left, float(ri[RQ_OUTPUT, i] - ri[RQ_GEN, i]))
             b = blocks_for(ri[RQ_KV, i] + 1, block)
             if b > ri[RQ_BLOCKS, i]:  # (static batches reserved theirs at admission)
@@ -81,6 +84,7 @@ def schedule_decodes(S, r):
     rsf[IT_DECODES, r] += n
     rsf[IT_DECODE_KV, r] += kv
     rsf[IT_LOGITS, r] += n
+    rsf[IT_INTAKE_SHARES, r] += shares
     rsf[IT_MIN_LEFT, r] = min_left
     return n
 

@@ -84,7 +84,7 @@ RQ_PREFILLED = _r()  # tokens of the current prefill target done
 RQ_TARGET = _r()  # prefill target: the prompt, or prompt + emitted tokens after a recompute
 RQ_KV = _r()  # tokens whose KV the request holds (on the device, or on the host when swapped)
 RQ_BLOCKS = _r()  # KV blocks held on its replica
-RQ_NEXT = _r()  # next request in its queue
+RQ_NEXT = _r()  # next request in its queue (a waiting queue, or an API server thread's)
 RQ_REPLICA = _r()  # replica it is queued on / running on / holding KV on (-1: none)
 RQ_ENTRY_REPLICA = _r()  # replica that first admitted it
 RQ_DECODE_REPLICA = _r()  # disaggregated: replica that decoded it
@@ -165,6 +165,10 @@ RP_PC2_ENTRIES = _r()  # tier: blocks held
 RP_PN_FREE = _r()  # prefix cache: first node on the free list (-1: none; the list runs through PN_PARENT)
 RP_PN_FRESH = _r()  # prefix cache: nodes ever used (the next fresh one)
 RP_RELEASED = _r()  # KV blocks ever given back to the free pool (its free queue's order: see kv.kept_blocks)
+RP_FE_CURRENT = _r()  # API server thread: the request whose intake it is taking (-1: none)
+RP_FE_HEAD = _r()  # API server thread: first request waiting for it (-1: none; the FIFO runs through RQ_NEXT)
+RP_FE_TAIL = _r()  # API server thread: last request waiting for it (-1: none)
+RP_FE_QUEUED = _r()  # API server thread: requests waiting for it
 REP_INT_ROWS = _r.n
 
 # ---------------------------------------------------------------- per replica: S.rep_float
@@ -188,8 +192,7 @@ RA_PC2_TOKENS = _r()  # tier: tokens admissions loaded back from the tier (not p
 RA_PC2_LOAD_S = _r()  # tier: seconds of those loads (in the iterations they delayed)
 RA_PC2_WAIT_S = _r()  # tier: seconds of them spent waiting for a tier instance other replicas share
 RA_PC2_BUSY_UNTIL = _r()  # tier, at the first replica of those sharing an instance: when the loads queued on it end
-RA_FRONTEND_BUSY_UNTIL = _r()  # at a pool's first replica: when the jobs queued on its front end's thread are through
-RA_FRONTEND_WAIT_S = _r()  # at a pool's first replica: seconds jobs waited for its front end's thread, summed
+RA_FRONTEND_WAIT_S = _r()  # at a pool's first replica: seconds jobs waited for its API server threads, summed
 # totals of the iteration being formed (reset by form_iteration, added to by mark): what the step cost takes
 IT_PREFILL_TOKENS = _r()
 IT_PAIRS = _r()  # causal attention pairs of the prefill chunks
@@ -198,6 +201,7 @@ IT_DECODES = _r()
 IT_DECODE_KV = _r()
 IT_LOGITS = _r()  # sequences that emit a token
 IT_SEQS = _r()
+IT_INTAKE_SHARES = _r()  # sum of 1 / output tokens over the sequences that emit a token (frontend.stream_floor)
 IT_MIN_LEFT = _r()  # fewest tokens any marked decode still has to emit before its job ends (last total)
 IT_FIRST_END = _r()  # end time of the first iteration of the pending span
 IT_END = _r()  # end time of the pending iteration or span (while busy)
@@ -260,7 +264,8 @@ PF_S_BW = _r()  # achievable B/s
 PF_S_OVERHEAD = _r()  # s per batch
 PF_NEW_TOKEN_RATIO = _r()  # ADMIT_RATIO: share of a running request's remaining output kept free for it
 PF_FRONTEND_S = _r()  # s a job waits in the engine's API front end (HTTP, tokenisation) before it queues
-PF_FRONTEND_SERIAL_S = _r()  # s of the front end's one thread a job holds, one job at a time in arrival order
+PF_FRONTEND_SERIAL_S = _r()  # s of a replica's API server thread a job's intake holds, first come first served
+PF_FRONTEND_TOKEN_S = _r()  # s of a replica's API server thread each token it streams takes
 PF_OVERLAP_WEIGHT = _r()  # kv_aware routing: weight of the blocks a replica would prefill against its blocks in use
 PF_PC2_LAT = _r()  # s before a load from the prefix cache's tier starts (tier and link latency)
 PF_PC2_BW = _r()  # B/s of a load from the tier (one device's KV share; the slower of the tier and the link)
@@ -452,7 +457,8 @@ TIMER_JOIN = 2  # a transfer joins its resource after the latency
 TIMER_SEND = 3  # a client sends its next request (closed loop, or a slot freed under a concurrency cap)
 TIMER_FRONTEND = 4  # a job is through its engine's API front end: it queues
 TIMER_TURN = 5  # a session's next turn is sent (its user thought after the previous answer)
-TIMER_KINDS = 6
+TIMER_INTAKE = 6  # a replica's API server thread ends an intake (subject: the replica)
+TIMER_KINDS = 7
 
 # ---------------------------------------------------------------- prefix cache: S.pc, S.pc2 and S.pcn columns
 PC_KEY = 0  # S.pc, S.pc2: the block hash held in the slot (PC_EMPTY: none)

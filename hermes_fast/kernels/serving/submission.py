@@ -7,8 +7,8 @@ from .boundary import iteration_boundary
 from .clients import client_done
 from .events import heap_push, timer_payload
 from .fastforward import truncate_span
+from .frontend import join_intake
 from .kv import blocks_for
-from .links import fifo_wait
 from .prefix_cache import pc_applies
 from .queues import enqueue
 from .routing import choose_queue
@@ -29,8 +29,6 @@ from .state import (
     PL_SPLIT,
     PREFIX_CACHE,
     Q_COUNT,
-    RA_FRONTEND_BUSY_UNTIL,
-    RA_FRONTEND_WAIT_S,
     REASON_CONTEXT,
     REASON_KV,
     REASON_NONE,
@@ -102,16 +100,16 @@ def _reject_reason(S, pool, i):
 
 @kernel
 def queue_job(S, i, pool, t):
-    """Request i's job reaches ``pool``: it passes the engine's API front end (a delay, if the pool has one),
-    then :func:`enter_pool`."""
+    """Request i's job reaches ``pool``: it passes the engine's API front end (a delay, if the pool has one; the
+    part of it on an API server thread waits for the thread: :mod:`~hermes_fast.kernels.serving.frontend`), then
+    :func:`enter_pool`."""
     pf = S.pool_float
+    if pf[PF_FRONTEND_SERIAL_S, pool] > 0.0:
+        r = join_intake(S, i, pool, t)
+        if r >= 0:
+            truncate_span(S, r, t)
+        return
     through = t + pf[PF_FRONTEND_S, pool]
-    serial = pf[PF_FRONTEND_SERIAL_S, pool]
-    if serial > 0.0:  # (the pool's first replica keeps the thread's clock)
-        head = S.pool_int[PL_FIRST, pool]
-        wait = fifo_wait(S.rep_float, RA_FRONTEND_BUSY_UNTIL, head, t, serial)
-        S.rep_float[RA_FRONTEND_WAIT_S, head] += wait
-        through += wait
     if through > t:
         heap_push(S, HEAP_TIMER, through, timer_payload(i, TIMER_FRONTEND))
         return
