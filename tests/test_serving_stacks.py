@@ -195,6 +195,25 @@ def test_a_burst_queues_for_the_front_ends_thread_first_come_first_served():
     assert same.frontend_wait_s[0] == 0.0
 
 
+def test_each_replica_has_its_own_api_thread():
+    """Two replicas, three requests sent 1 ms apart, 0.5 s of intake each: the first two take the two idle threads
+    at once, the third joins the first replica's thread (both have one in hand: the lower wins) and waits for it
+    until 0.501 s. First tokens one 10 ms step after each reaches the engine: 0.511, 0.512, 1.011 s."""
+    engine = {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": 0.01, "stack": "api"}
+    engine["replicas"] = 2
+    sc = {
+        "engines": [engine],
+        "stacks": {"api": {"base": "ideal", "frontend_s": 0.5, "frontend_serial_s": 0.5}},
+        "workload": {"rate_per_s": 1000.0, "arrival": {"process": "deterministic"}, "prompt_tokens": 100,
+                     "output_tokens": 2},
+    }  # fmt: skip
+    resolved = resolve_scenario(sc)
+    res = run_serving(build_serving(resolved), draw_workload(resolved.scenario.workload, 3, rng_for(1)))
+    np.testing.assert_allclose(res.sent_s, [0.001, 0.002, 0.003], atol=1e-12)
+    np.testing.assert_allclose(res.first_token_s, [0.511, 0.512, 1.011], atol=1e-12)
+    assert res.frontend_wait_s[0] == pytest.approx(0.498, rel=1e-12)
+
+
 def test_an_iteration_streams_its_tokens_no_faster_than_the_api_thread():
     """One request of 3 tokens on a 10 ms step with 25 ms of thread a streamed token: each iteration emits one
     token and takes 25 ms (prefill, then a fast-forwarded decode span), so the first token comes 25 ms after it

@@ -48,10 +48,11 @@ def cmd_presets(args) -> int:
 
 def _stack_lines(cat, names: list[str]):
     """Each serving stack, an aligned table: name and version, scheduler, admission and prefix caching, CUDA graphs,
-    costs (ms) and what of its host work overlaps the kernels, and how many of its figures name a source."""
+    costs (ms), its API server thread's time a request and a streamed token, what of its host work overlaps the
+    kernels, and how many of its figures name a source."""
     stacks = {n: cat.stack(n) for n in names}
     head = ["# name", "stack", "version", "policy", "admission", "prefix cache", "cuda graphs"]
-    rows = [[*head, "front end / step / per seq", "host overlap", "sources"]]
+    rows = [[*head, "front end / step / per seq", "API thread / token", "host overlap", "sources"]]
     for name, s in stacks.items():
         graphs = (
             f"{len(s.cuda_graph_sizes)} sizes to {s.cuda_graph_sizes[-1]}" + ("" if s.cuda_graph_padding else ", exact")
@@ -61,9 +62,14 @@ def _stack_lines(cat, names: list[str]):
         costs = " / ".join(
             f"{(getattr(s, k) or 0.0) * 1e3:g}" for k in ("frontend_s", "step_overhead_s", "sequence_overhead_s")
         )
+        thread = (
+            f"{s.frontend_serial_s * 1e3:g} ms / {s.frontend_token_s * 1e6:g} us"
+            if s.frontend_serial_s or s.frontend_token_s
+            else "-"
+        )
         cache = "on" if s.prefix_cache else "off"
         overlap = "async" if s.async_scheduling else "decode-only" if s.decode_host_overlap else "none"
-        row = [name, s.name, s.version, s.policy or "-", s.admission, cache, graphs, costs, overlap]
+        row = [name, s.name, s.version, s.policy or "-", s.admission, cache, graphs, costs, thread, overlap]
         rows.append([*row, str(len(s.sources))])
     widths = [min(max(len(r[k]) for r in rows), 60) for k in range(len(rows[0]))]
     for r in rows:
