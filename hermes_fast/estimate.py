@@ -31,7 +31,7 @@ from .estimate_grid import (
 from .kernels._jit import compile_with_notice
 from .kernels.grid import estimate_points
 from .resolve import ResolvedScenario, device_with_stack, resolve_scenario
-from .variables import data_array
+from .variables import BOUND_NAMES, data_array
 
 __all__ = ["estimate", "GRID_KEYS", "GRID_ALIASES"]
 
@@ -149,7 +149,7 @@ def estimate(
         raise ConfigError(
             "grid", f"{n_combos} engine combinations", f"at most {_MAX_ENGINE_COMBINATIONS} per call; split the grid"
         )
-    rows, ok_rows, compiled, frontends = [], [], [], []
+    rows, ok_rows, compiled, frontends, streams = [], [], [], [], []
     cache: dict[Engine, int] = {}
     combo_index = np.empty([shape[a] for a in eng_axes], dtype=np.int64)
     for combo in itertools.product(*[range(shape[a]) for a in eng_axes]):
@@ -162,6 +162,7 @@ def estimate(
             ok_rows.append(ok)
             compiled.append(ce)
             frontends.append(resolved.stacks[variant.stack].frontend_s)
+            streams.append(resolved.stacks[variant.stack].frontend_token_s)
         combo_index[combo] = cache[variant]
     params = np.ascontiguousarray(np.stack(rows))
 
@@ -203,6 +204,16 @@ def estimate(
     args = (params, cfg, batch, prompt, output, context, cached, prefill_s, decode_s, tpot_s, bound, prefill_bound)
     compile_with_notice(estimate_points.jit, args, "the step-cost kernels")
     estimate_points.jit(*args)
+    # the replica's API server thread streams every token: an iteration of B sequences takes at least B tokens'
+    # streaming, as in simulate (kernels.serving.frontend.stream_floor; a queue of intakes adds to it there): host
+    # work, so it binds as "overhead"
+    generates = np.array([c.generates for c in compiled])[cfg]
+    streaming = np.where(generates, batch * np.asarray(streams)[cfg], 0.0)
+    for step, binds in ((prefill_s, prefill_bound), (tpot_s, bound)):
+        thread = streaming > step
+        step[thread] = streaming[thread]
+        binds[thread] = BOUND_NAMES.index("overhead")
+    decode_s[:] = np.maximum(decode_s, streaming)
 
     # --- memory: per engine-level combination, then per point. Encoders (embedding models, rerankers)
     # generate nothing: their decode variables are NaN (not applicable) and they keep no KV cache.
@@ -212,7 +223,6 @@ def estimate(
     state_tokens = np.array([c.state_tokens_per_seq for c in compiled])  # linear-attention state per request
     fits_cfg = np.array([ok and c.weights_fit for ok, c in zip(ok_rows, compiled, strict=True)])
     devices = np.array([c.devices for c in compiled], dtype=np.int64)
-    generates = np.array([c.generates for c in compiled])[cfg]
     max_context = np.array([c.max_context_tokens for c in compiled], dtype=np.float64)[cfg]
     # attention DP deals whole requests to ranks: the busiest holds ceil(batch / ranks) in its share of the capacity
     ranks = np.array([c.attention_dp for c in compiled], dtype=np.float64)[cfg]

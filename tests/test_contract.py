@@ -12,6 +12,7 @@ import pytest
 
 import hermes_fast as hf
 from hermes_fast.resolve import resolve_scenario
+from hermes_fast.variables import BOUND_NAMES
 
 PROMPT, OUTPUT = 512, 65
 LAYOUTS = {
@@ -56,3 +57,24 @@ def test_simulated_tpot_and_ttft_equal_the_estimate(layout, batch):
     # the API server's thread, B - 1 intakes after the first (the batch waits for it)
     intakes = (batch - 1) * resolve_scenario(sc).engines[0].stack.frontend_serial_s
     assert float(sim.ttft_mean_s.item()) == pytest.approx(float(est.ttft_s.item()) + intakes, rel=0.01)
+
+
+def test_the_api_threads_streaming_bounds_the_estimate_as_it_bounds_the_loop():
+    """256 sequences of a small model on a thread taking 0.2 ms a streamed token: every iteration (the one prefill
+    of the 256 16-token prompts too) takes 51.2 ms, above its kernels' time, in estimate (bound: overhead) and in
+    simulate alike."""
+    batch, prompt = 256, 16
+    sc = scenario("qwen3-0.6b", "h100_sxm", {"tp": 1}, {}, batch)
+    sc["workload"]["classes"] = [{"prompt_tokens": prompt, "output_tokens": OUTPUT}]
+    sc["engines"][0]["stack"] = "thread"
+    sc["stacks"] = {"thread": {"base": "ideal", "frontend_token_s": 2e-4}}
+    est = hf.estimate(sc, grid={"batch_size": [batch], "prompt_tokens": [prompt], "output_tokens": [OUTPUT]})
+    assert float(est.tpot_s.item()) == pytest.approx(batch * 2e-4, rel=1e-12)
+    assert int(est.decode_bound.item()) == int(est.prefill_bound.item()) == BOUND_NAMES.index("overhead")
+    assert float(est.prefill_time_s.item()) == pytest.approx(batch * 2e-4, rel=1e-12)
+    plain = hf.estimate({**sc, "stacks": {"thread": {"base": "ideal"}}}, grid={"batch_size": [batch]})
+    assert float(plain.tpot_s.item()) < 0.5 * batch * 2e-4  # (the kernels alone: well under the thread's time)
+    sim = hf.simulate(sc, n_requests=batch, seed=0)
+    assert int(sim.completed_requests.item()) == batch
+    assert float(sim.tpot_mean_s.item()) == pytest.approx(float(est.tpot_s.item()), rel=0.01)
+    assert float(sim.ttft_mean_s.item()) == pytest.approx(float(est.ttft_s.item()), rel=0.01)
