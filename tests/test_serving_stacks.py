@@ -197,7 +197,7 @@ def test_a_burst_queues_for_the_front_ends_thread_first_come_first_served():
 
 def test_each_replica_has_its_own_api_thread():
     """Two replicas, three requests sent 1 ms apart, 0.5 s of intake each: the first two take the two idle threads
-    at once, the third joins the first replica's thread (both have one in hand: the lower wins) and waits for it
+    at once, the third joins the first replica's thread (the threads take requests in turn) and waits for it
     until 0.501 s. First tokens one 10 ms step after each reaches the engine: 0.511, 0.512, 1.011 s."""
     engine = {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": 0.01, "stack": "api"}
     engine["replicas"] = 2

@@ -2,8 +2,9 @@
 processing: the stack's ``frontend_serial_s``) and streams every token the replica emits (``frontend_token_s``
 each), as vLLM's OpenAI server does on one asyncio process per server.
 
-- **Intake.** A request joins the replica thread with the fewest intakes in hand (the lowest replica on a tie);
-  each thread takes them one at a time, first come, first served (a FIFO through ``RQ_NEXT`` per replica).
+- **Intake.** Requests go to the replicas' threads in turn (round robin, as a load balancer in front of the
+  servers deals them; O(1) at any replica count); each thread takes them one at a time, first come, first served
+  (a FIFO through ``RQ_NEXT`` per replica).
 - **Streaming shares the thread.** While replica r's iterations emit n tokens each c seconds apart, streaming
   holds a share u = n x token_s / c of r's thread, so an intake started there takes serial / (1 - u) (the
   thread interleaves the two); with u near 1, serial x (n + 1): a thread whose callbacks take turns gives an
@@ -30,6 +31,7 @@ from .state import (
     PF_FRONTEND_SERIAL_S,
     PF_FRONTEND_TOKEN_S,
     PL_COUNT,
+    PL_FE_RR,
     PL_FIRST,
     RA_FRONTEND_WAIT_S,
     RF_QUEUED,
@@ -101,11 +103,9 @@ def join_intake(S, i, pool, t):
     thread is free. Returns the replica whose thread now has intakes waiting where it had none (its iterations'
     floor rises: the caller cuts its span), else -1."""
     rs = S.rep_int
-    first = S.pool_int[PL_FIRST, pool]
-    r = first
-    for k in range(first + 1, first + S.pool_int[PL_COUNT, pool]):
-        if rs[RP_FE_QUEUED, k] + (rs[RP_FE_CURRENT, k] >= 0) < rs[RP_FE_QUEUED, r] + (rs[RP_FE_CURRENT, r] >= 0):
-            r = k
+    pi = S.pool_int
+    r = pi[PL_FIRST, pool] + pi[PL_FE_RR, pool] % pi[PL_COUNT, pool]
+    pi[PL_FE_RR, pool] += 1
     S.req_float[RF_QUEUED, i] = t
     if rs[RP_FE_CURRENT, r] < 0:
         _start_intake(S, r, i, t)

@@ -237,6 +237,7 @@ PL_PAIRING = _r()  # PAIRING_*
 PL_MAX_CONTEXT = _r()
 PL_CAP_BLOCKS = _r()  # KV blocks per replica
 PL_RR = _r()  # round-robin counter (mutable)
+PL_FE_RR = _r()  # the API server threads' round-robin counter (mutable)
 PL_KIND = _r()  # POOL_MODEL or POOL_SEARCH
 PL_LINK_RES = _r()  # resource the KV hand-off crosses (-1: fixed latency + bytes / bandwidth, no sharing)
 PL_MEM_RES = _r()  # search pools: resource (a host's memory) the index is read through, shared (-1: none)
