@@ -12,7 +12,8 @@ each), as vLLM's OpenAI server does on one asyncio process per server.
 - **The thread bounds the iteration.** An iteration's tokens reach the client no faster than the thread streams
   them: it takes at least n x token_s (:func:`stream_floor`), so u <= 1; while intakes wait for the thread,
   at least the sum over its n tokens of token_s + serial / (that request's output tokens): a saturated thread's
-  round, each streaming request's intake spread over its tokens (the round vLLM's bursts measure between tokens).
+  round, each streaming request's intake spread over its tokens (kvcached's Qwen3-0.6B burst: 5.7 ms by this
+  rule, 5.6 ms measured between tokens).
 
 Below the floor, a thread that always has an intake waiting passes one request per serial + output x token_s
 (intakes take 1 - u of it, streaming u = rate x output x token_s): a burst reaches the engine at that pace, as
