@@ -431,3 +431,13 @@ def test_vllm_export_asks_for_the_async_scheduling_the_plan_simulated():
         for name in ("vllm", "dynamo"):
             assert ("--async-scheduling" in cmds[name]) is wanted, (stack, pp, name)
         assert "--async-scheduling" not in cmds["sglang"] + cmds["trtllm"]
+
+
+def test_vllm_export_asks_for_the_api_servers_the_plan_simulated():
+    """A stack with two API server processes a replica: `vllm serve` is launched with --api-server-count 2 (Dynamo's
+    workers have no OpenAI server of their own: not there); the default stack's one server needs no flag."""
+    ask = {**SMALL, "devices": {"h100_sxm": 1}, "top_k": 1, "n_requests": 200, "disaggregated": False}
+    two = {**ask, "stack": "two", "stacks": {"two": {"base": "vllm", "api_servers": 2}}}
+    cmds = launch_commands(hf.plan(plan_spec(two)))
+    assert "--api-server-count 2 " in cmds["vllm"] and "--api-server-count" not in cmds["dynamo"]
+    assert "--api-server-count" not in launch_commands(hf.plan(plan_spec(ask)))["vllm"]

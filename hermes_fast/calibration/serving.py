@@ -141,6 +141,7 @@ class PreparedRun:
     n_layers: int
     tp: int
     calibration: str
+    api_servers: int = 1  # the stack's API server processes a replica (its thread costs split over them)
 
 
 def _stack_costs(resolved) -> dict[str, float]:
@@ -173,6 +174,7 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
         eng.model.n_layers,
         eng.engine.parallel.tp,
         resolved.describe_calibrations([eng.engine.device]),
+        eng.stack.api_servers,
     )
 
 
@@ -191,8 +193,8 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     params[0, L.MOE_COMPUTE_EXTRA] = c["moe_compute_extra"]
     params[0, L.MOE_MEMORY_EXTRA] = c["moe_memory_extra"]
     pf[loop.PF_FRONTEND_S, 0] = c["frontend_s"]
-    pf[loop.PF_FRONTEND_SERIAL_S, 0] = c["frontend_serial_s"]
-    pf[loop.PF_FRONTEND_TOKEN_S, 0] = c["frontend_token_s"]
+    pf[loop.PF_FRONTEND_SERIAL_S, 0] = c["frontend_serial_s"] / prep.api_servers  # (as pools.pool_arrays does)
+    pf[loop.PF_FRONTEND_TOKEN_S, 0] = c["frontend_token_s"] / prep.api_servers
     return replace(prep.setup, params=params, pool_float=pf)
 
 

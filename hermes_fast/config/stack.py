@@ -174,6 +174,14 @@ class Stack:
         ge=0,
         le=1,
     )
+    api_servers: int = fld(
+        1,
+        unit="process",
+        doc="API server processes per replica (vLLM's --api-server-count), each a thread of its own that takes its "
+        "share of the requests' intakes and streaming: a replica passes api_servers times the requests a second",
+        ge=1,
+        le=64,
+    )
     sources: dict[str, str] = fld(factory=dict, doc="source of each figure, keyed by field")
     notes: str = fld("", doc="free text")
 

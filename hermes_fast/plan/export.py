@@ -115,6 +115,7 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
         "prefill_tokens": _prefill_tokens(stack, budget),
         "memory_utilization": float(ds.attrs["memory_utilization"]),
         "async_scheduling": stack is not None and stack.async_scheduling,
+        "api_servers": stack.api_servers if stack is not None else 1,
     }
     return [{**p, **shared} for p in pools]
 
@@ -176,7 +177,9 @@ def _vllm(pools: list[dict], model: str) -> str:
         for r in range(p["replicas"]):
             role = "" if p["role"] == "both" else f" ({p['role']}; run disaggregated under Dynamo, below)"
             lines.append(f"# replica {r + 1} of {p['replicas']}, {p['devices']} x {p['device']}{role}")
-            lines.append(" ".join(["vllm serve", model, *_vllm_args(p), f"--port {port}"]))
+            # (an OpenAI server of vLLM's own: a Dynamo worker has none, its frontend is Dynamo's)
+            api = [f"--api-server-count {p['api_servers']}"] if p["api_servers"] > 1 else []
+            lines.append(" ".join(["vllm serve", model, *_vllm_args(p), *api, f"--port {port}"]))
             port += 1
     return "\n".join(lines)
 
