@@ -162,7 +162,7 @@ def estimate(
             ok_rows.append(ok)
             compiled.append(ce)
             frontends.append(resolved.stacks[variant.stack].frontend_s)
-            streams.append(resolved.stacks[variant.stack].frontend_token_s)
+            streams.append(resolved.stacks[variant.stack].thread_token_s)
         combo_index[combo] = cache[variant]
     params = np.ascontiguousarray(np.stack(rows))
 

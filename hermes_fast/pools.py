@@ -342,10 +342,10 @@ def pool_arrays(pools: list[Pool], pairing: str = "global", kv_link: Link | None
                 pi[loop.PL_HOLD_AFTER_PREEMPT, k] = 0 if pool.stack.admit_after_preemption else 1
                 pf[loop.PF_NEW_TOKEN_RATIO, k] = pool.stack.new_token_ratio
                 pf[loop.PF_FRONTEND_S, k] = pool.stack.frontend_s
-                # a replica's API server processes as one thread that many times faster: their capacity (waits
-                # are one fast server's, not several slow ones'; a request's front end stays frontend_s)
-                pf[loop.PF_FRONTEND_SERIAL_S, k] = pool.stack.frontend_serial_s / pool.stack.api_servers
-                pf[loop.PF_FRONTEND_TOKEN_S, k] = pool.stack.frontend_token_s / pool.stack.api_servers
+                # (its API server processes as one faster thread: waits are one fast server's, not several slow
+                # ones'; a request's front end stays frontend_s)
+                pf[loop.PF_FRONTEND_SERIAL_S, k] = pool.stack.thread_serial_s
+                pf[loop.PF_FRONTEND_TOKEN_S, k] = pool.stack.thread_token_s
             pi[loop.PL_SCHED, k] = _SCHED_CODES[e.scheduler]
             pf[loop.PF_OVERLAP_WEIGHT, k] = e.overlap_weight
             if pool.tier is not None:  # loads from the prefix cache's tier: over the tier and the host link

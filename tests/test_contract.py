@@ -78,3 +78,9 @@ def test_the_api_threads_streaming_bounds_the_estimate_as_it_bounds_the_loop():
     assert int(sim.completed_requests.item()) == batch
     assert float(sim.tpot_mean_s.item()) == pytest.approx(float(est.tpot_s.item()), rel=0.01)
     assert float(sim.ttft_mean_s.item()) == pytest.approx(float(est.ttft_s.item()), rel=0.01)
+    # two API server processes stream half the tokens each: 25.6 ms, in both
+    sc["stacks"]["thread"]["api_servers"] = 2
+    est = hf.estimate(sc, grid={"batch_size": [batch], "prompt_tokens": [prompt], "output_tokens": [OUTPUT]})
+    assert float(est.tpot_s.item()) == pytest.approx(batch * 1e-4, rel=1e-12)
+    sim = hf.simulate(sc, n_requests=batch, seed=0)
+    assert float(sim.tpot_mean_s.item()) == pytest.approx(float(est.tpot_s.item()), rel=0.01)

@@ -193,7 +193,8 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     params[0, L.MOE_COMPUTE_EXTRA] = c["moe_compute_extra"]
     params[0, L.MOE_MEMORY_EXTRA] = c["moe_memory_extra"]
     pf[loop.PF_FRONTEND_S, 0] = c["frontend_s"]
-    pf[loop.PF_FRONTEND_SERIAL_S, 0] = c["frontend_serial_s"] / prep.api_servers  # (as pools.pool_arrays does)
+    # (the thread's costs over the stack's API server processes: Stack.thread_serial_s and thread_token_s)
+    pf[loop.PF_FRONTEND_SERIAL_S, 0] = c["frontend_serial_s"] / prep.api_servers
     pf[loop.PF_FRONTEND_TOKEN_S, 0] = c["frontend_token_s"] / prep.api_servers
     return replace(prep.setup, params=params, pool_float=pf)
 

@@ -185,6 +185,17 @@ class Stack:
     sources: dict[str, str] = fld(factory=dict, doc="source of each figure, keyed by field")
     notes: str = fld("", doc="free text")
 
+    @property
+    def thread_serial_s(self) -> float:
+        """Seconds of one replica's API server thread a request's intake takes: its processes as one thread that
+        many times faster (their capacity)."""
+        return self.frontend_serial_s / self.api_servers
+
+    @property
+    def thread_token_s(self) -> float:
+        """Seconds of that thread a streamed token takes."""
+        return self.frontend_token_s / self.api_servers
+
     def _validate(self, path: str) -> None:
         sizes = self.cuda_graph_sizes
         if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)) or any(s < 1 for s in sizes):
