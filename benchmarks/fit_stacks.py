@@ -18,8 +18,11 @@ per-sequence costs are fitted to its dense-model ``fit`` runs (the FP8-KV blog's
 GPUStack's and kvcached's Qwen3 runs; see ``DENSE_ONLY``), to the vLLM FP8-KV blog's single-request ITL fits
 (``stack_facts.csv``: ITL = intercept + slope x input length on H100 and B200, BF16 and FP8 KV, each read at 1k and
 32k input tokens) and to the ratios of its sync / async run pairs (:func:`async_pairs`, MoE ones included: the
-kernels cancel in a ratio); its front end is the BLIS / inference-sim fitted per-request queueing time of vLLM's API
-server (stack_facts.csv), not fitted here (most of its runs queue). No fit takes in a run with a ``device_note``
+kernels cancel in a ratio); then its MoE kernels' extras (``MOE_STAGE``: ``moe_compute_extra``,
+``moe_memory_extra``) on its MoE fit runs whose experts' format they describe (``moe_extra_weights``: vLLM's
+fused-MoE kernels for BF16 and FP8 experts), those host costs held. Its front end is not fitted here (most of its
+runs queue): ``FIXED`` gives its sources (BLIS / inference-sim's fitted queueing time of vLLM's API server, and the
+API server thread's capacity read off the fit runs it limits). No fit takes in a run with a ``device_note``
 (a device known to be off its catalog entry: ``serving_runs.SLOW_DEVICE_SOURCES``).
 
 ``--write`` puts the fitted values into hermes_fast/catalog/stacks.yaml (each with a ``sources`` entry); the
@@ -122,10 +125,16 @@ FIXED = {
         ),
     },
 }
-# entries whose host costs are fitted on their dense-model runs only: without a MoE-kernel term of their own, the
-# error of the experts' kernels (MXFP4 experts on Hopper and A100, which no shipped calibration measures) lands in
-# the host costs (a refit of vllm's step cost on all 50 of its fit runs put it at 9.6 ms, against 0.45 ms)
+# entries whose host costs are fitted on their dense-model runs only: fitted on all, the error of the experts' kernels
+# (MXFP4 experts on Hopper and A100, which no shipped calibration measures, and which MOE_STAGE's extras leave alone)
+# lands in the host costs (a refit of vllm's step cost on all 50 of its fit runs put it at 9.6 ms, against 0.45 ms)
 DENSE_ONLY = {"vllm"}
+# entries whose MoE kernels' extras are fitted in a second stage: on their MoE fit runs whose experts' format the
+# extras describe (the entry's moe_extra_weights), the first stage's host costs held (those runs cannot separate
+# host work from the experts' kernels; the dense runs and the sync / async pairs can)
+MOE_STAGE: dict[str, dict[str, tuple[float, float]]] = {
+    "vllm": {"moe_compute_extra": (0.0, 3.0), "moe_memory_extra": (0.0, 3.0)},
+}
 # sync / async pairs: vLLM runs alike but for --async-scheduling; their ratio (sync over async) of output
 # throughput and mean TPOT is fitted as such, so the kernels' error (MoE ones included) cancels and the pair
 # identifies the host work async scheduling hides
@@ -180,6 +189,12 @@ def fit_inputs(
     if entry == "vllm":
         fit_runs += itl_fact_runs()
     return fit_runs, pairs
+
+
+def moe_stage_runs(entry: str, runs: list[S.ServingRun]) -> list[S.ServingRun]:
+    """The entry's MoE fit runs (no ``device_note``) for its MOE_STAGE (:func:`fit_entry` keeps those whose
+    experts' kernels the extras describe)."""
+    return [r for r in runs if S.stack_entry(r) == entry and r.split == "fit" and not S.device_note(r) and _moe(r)]
 
 
 def _moe(run: S.ServingRun) -> bool:
@@ -261,19 +276,25 @@ def fit_entry(
     fixed: dict[str, float],
     calibration: str = "default",
     pairs: list[tuple[S.ServingRun, S.ServingRun]] = (),
+    parameters: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[dict[str, float], dict]:
-    """Least-squares fit of one entry's costs on its fit runs and sync / async pairs (costs start from 0 on top of
-    ``fixed``)."""
-    names = list(PARAMETERS[entry])
-    lo = np.array([PARAMETERS[entry][n][0] for n in names])
-    hi = np.array([PARAMETERS[entry][n][1] for n in names])
+    """Least-squares fit of one entry's costs (``parameters``, default PARAMETERS[entry]) on its fit runs and
+    sync / async pairs (costs start from 0 on top of ``fixed``). Fitting MoE extras, only the runs whose experts'
+    kernels they describe count."""
+    parameters = PARAMETERS[entry] if parameters is None else parameters
+    names = list(parameters)
+    lo = np.array([parameters[n][0] for n in names])
+    hi = np.array([parameters[n][1] for n in names])
     base = {f: 0.0 for f in S.COST_FIELDS} | fixed
+    moe_extras = any(n.startswith("moe_") for n in names)
     preps = []
     for r in runs:
         try:
-            preps.append(S.prepare_run(r, calibration, base))
+            prep = S.prepare_run(r, calibration, base)
         except ConfigError:  # (the scenario cannot be built: validation lists such a run as not simulated)
             continue
+        if prep.moe_extras_apply or not moe_extras:
+            preps.append(prep)
     metrics = [fit_metrics(p) for p in preps]
     pair_preps = [tuple(S.prepare_run(r, calibration, base) for r in pair) for pair in pairs]
 
@@ -330,13 +351,20 @@ def main() -> None:
         fit_runs, pairs = fit_inputs(entry, usable)
         fixed = {k: v for k, (v, _) in FIXED.get(entry, {}).items()}
         fitted[entry], infos[entry] = fit_entry(entry, fit_runs, fixed, args.calibration, pairs)
+        if entry in MOE_STAGE:  # (second stage: the MoE kernels' extras, on the host costs just fitted)
+            stage = MOE_STAGE[entry]
+            fitted[entry], moe = fit_entry(entry, moe_stage_runs(entry, usable), fitted[entry], args.calibration,
+                                           parameters=stage)  # fmt: skip
+            infos[entry]["moe_runs"] = moe["runs"]
+            infos[entry]["seconds"] += moe["seconds"]
         shown = ", ".join(
             f"{k} {v / unit(k):.3f}{' ms' if unit(k) < 1.0 else ''}"
             for k, v in fitted[entry].items()
-            if k in PARAMETERS[entry] or k in fixed
+            if k in PARAMETERS[entry] or k in MOE_STAGE.get(entry, {}) or k in fixed
         )
-        print(f"{entry}: {shown}  ({infos[entry]['runs']} runs, {infos[entry]['pairs']} sync / async pairs, "
-              f"TTFT from {infos[entry]['low_load']}, "
+        moe_runs = f", {infos[entry]['moe_runs']} MoE runs" if "moe_runs" in infos[entry] else ""
+        print(f"{entry}: {shown}  ({infos[entry]['runs']} runs{moe_runs}, {infos[entry]['pairs']} sync / async "
+              f"pairs, TTFT from {infos[entry]['low_load']}, "
               f"{infos[entry]['nfev']} evaluations, "
               f"{infos[entry]['seconds']:.0f} s)", flush=True)  # fmt: skip
     chosen = [r for r in runs if args.only is None or S.stack_entry(r) in args.only]
@@ -380,7 +408,7 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
         block_re = re.compile(rf"^{re.escape(entry)}:\n(?:^[ #].*\n|^\n)*", re.M)
         m = block_re.search(text)
         block = m.group(0)
-        names = list(PARAMETERS[entry]) + list(FIXED.get(entry, {}))
+        names = list(PARAMETERS[entry]) + list(MOE_STAGE.get(entry, {})) + list(FIXED.get(entry, {}))
         for name in S.COST_FIELDS:  # a cost the fit held at 0 leaves the entry, with a source this script wrote
             if name not in names:
                 block = re.sub(rf"^  {name}: .*\n", "", block, flags=re.M)
@@ -394,6 +422,13 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
         for name in reversed(names):  # their sources, each first under `sources:` (reversed: they end in order)
             if name in FIXED.get(entry, {}):
                 src = FIXED[entry][name][1]
+            elif name in MOE_STAGE.get(entry, {}):
+                formats = ", ".join(hf.Catalog().stack(entry).moe_extra_weights or ("every format",))
+                src = (
+                    f"fitted to {infos[entry]['moe_runs']} MoE runs of serving_runs.csv (split: fit; experts in "
+                    f"{formats}), the host costs held at those fitted on the dense runs, benchmarks/fit_stacks.py, "
+                    f"{today}"
+                )
             else:
                 extra = " + 8 single-request ITL points (stack_facts.csv)" if entry == "vllm" else ""
                 if infos[entry]["pairs"]:

@@ -553,6 +553,32 @@ def test_a_stacks_moe_memory_extra_scales_only_the_expert_gemms_weight_reads():
     assert step_cost(slow, *prefill) == step_cost(plain, *prefill)
 
 
+def test_a_stacks_moe_extras_apply_only_to_the_expert_formats_it_names():
+    """``moe_extra_weights: [bf16, fp8]``: Mixtral-8x7B's BF16 or FP8 experts take the stack's MoE extras; its experts
+    in 4-bit (``dtypes.expert_weight: int4``, other kernels) take neither, whatever the extras; without the list,
+    every format takes them (vLLM's fused-MoE kernels serve BF16 / FP8 experts, Marlin the 4-bit ones)."""
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import Dtypes, Parallel
+    from hermes_fast.resolve import Catalog
+
+    cat = Catalog()
+    m, d = cat.model("mixtral-8x7b"), cat.device("h100_sxm")
+    extras = dict(moe_compute_extra=0.5, moe_memory_extra=0.25)
+    gated = dataclasses.replace(cat.stack("ideal"), moe_extra_weights=("bf16", "fp8"), **extras)
+    every = dataclasses.replace(cat.stack("ideal"), **extras)
+    fp8 = Dtypes(weight="fp8", activation="fp8")
+    int4 = Dtypes(expert_weight="int4")
+    for stack, dtypes, expected in [
+        (gated, Dtypes(), (0.5, 0.25)),
+        (gated, fp8, (0.5, 0.25)),
+        (gated, int4, (0.0, 0.0)),
+        (every, int4, (0.5, 0.25)),
+    ]:
+        p = compile_engine(m, d, Parallel(), dtypes, stack=stack).params
+        assert (p[L.MOE_COMPUTE_EXTRA], p[L.MOE_MEMORY_EXTRA]) == expected
+    assert gated.moe_extras("int4") == (0.0, 0.0) and not gated.moe_extras_apply("fp4")
+
+
 def test_an_overlap_scheduler_hides_a_decode_iterations_per_step_host_work():
     """``decode_host_overlap``: a decode-only iteration of Llama-3.1-8B on one H100 (batch 8, 2 ms of host work a
     step, 10 us a sequence) costs its kernels plus the per-sequence work (the per-step work runs beside the kernels,

@@ -18,6 +18,7 @@ import hermes_fast as hf
 from hermes_fast.calibration import serving as S
 from hermes_fast.calibration.serving_scenario import VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA
 from hermes_fast.cli import main
+from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.serving import Status
 from hermes_fast.pools import build_serving
 from hermes_fast.resolve import resolve_scenario
@@ -274,6 +275,29 @@ def test_costs_patched_into_prepared_pools_equal_a_rebuild(runs):
     assert patched != S.simulate_prepared(S.prepare_run(run, costs=zero), None, replicates=2)
 
 
+def test_a_runs_own_flags_win_over_the_costs_tried(runs):
+    """Costs tried in a fit replace the entry's, not what the run's own flags set: trtllm-bench drives the executor
+    in process (no front end, whatever ``frontend_s`` is tried), and vLLM 0.11's gpt-oss on an H100 keeps its
+    matmul_ogs experts (their weight-reading extra, and no fused-MoE compute extra); patched pools equal a rebuild."""
+    bench = next(r for r in runs if r.settings["frontend"] == "in_process" and S.skip_reason(r) is None)
+    hopper = next(r for r in runs if r.settings["stack_version"].startswith("0.11") and r.settings["dtype"] == "w4a16"
+                  and r.settings["device"] == "h100_sxm")  # fmt: skip
+    zero = {k: 0.0 for k in S.COST_FIELDS}
+    costs = zero | {"frontend_s": 0.02, "moe_compute_extra": 1.5, "moe_memory_extra": 0.3}
+    for run in (bench, hopper):
+        stack = S.serving_scenario(run, costs)["stacks"]["run"]
+        own = S.run_stack_fields(run)
+        assert own and all(stack[k] == v for k, v in own.items())
+        patched = S.simulate_prepared(S.prepare_run(run, costs=zero), costs, replicates=1)
+        assert patched == S.simulate_prepared(S.prepare_run(run, costs=costs), None, replicates=1)
+    assert S.serving_scenario(bench, costs)["stacks"]["run"]["frontend_s"] == 0.0
+    params = S.with_costs(S.prepare_run(hopper), costs).params
+    assert (params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA]) == (
+        0.0,
+        VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA,
+    )
+
+
 def test_error_rows_and_summary(runs):
     run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="1000")
     rows = S.serving_errors(S.predict_serving([run], replicates=2))
@@ -493,8 +517,10 @@ def test_vllm_011_runs_mxfp4_experts_on_hopper_through_triton(runs):
     hopper = gpt_oss("0.11.0", "h100_sxm")
     assert len(hopper) == 10  # (GPUStack: gpt-oss-20b, ShareGPT and fixed lengths)
     for run in hopper:
-        extra = S.serving_scenario(run)["stacks"]["run"]["moe_memory_extra"]
-        assert extra == VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA > 0
+        stack = S.serving_scenario(run)["stacks"]["run"]
+        assert stack["moe_memory_extra"] == VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA > 0
+        # (matmul_ogs alone: the entry's fused-MoE extras, for BF16 / FP8 experts, are not its)
+        assert stack["moe_extra_weights"] == ["fp4"] and stack["moe_compute_extra"] == 0.0
     for run in gpt_oss("0.11.0", "a100_sxm_80gb") + gpt_oss("0.19.1", "h100_sxm") + gpt_oss("0.10.2", "h100_sxm"):
         assert "moe_memory_extra" not in S.serving_scenario(run).get("stacks", {}).get("run", {})
 

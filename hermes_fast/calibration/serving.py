@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,7 +44,7 @@ from .serving_runs import (
     skip_reason,
     stack_entry,
 )
-from .serving_scenario import harness_draws, serving_scenario
+from .serving_scenario import harness_draws, run_stack_fields, serving_scenario
 
 __all__ = [
     "SERVING_RUNS",
@@ -61,6 +61,7 @@ __all__ = [
     "skip_reason",
     "device_note",
     "serving_scenario",
+    "run_stack_fields",
     "harness_draws",
     "harness_metrics",
     "prepare_run",
@@ -142,6 +143,8 @@ class PreparedRun:
     tp: int
     calibration: str
     api_servers: int = 1  # the stack's API server processes a replica (its thread costs split over them)
+    moe_extras_apply: bool = True  # the stack's MoE extras describe the kernels of the run's experts' format
+    run_fields: Mapping = field(default_factory=dict)  # the stack fields the run's flags set (run_stack_fields)
 
 
 def _stack_costs(resolved) -> dict[str, float]:
@@ -167,6 +170,7 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
     resolved = resolve_scenario(serving_scenario(run, costs), cal)
     setup = build_serving(resolved)
     eng = resolved.engines[0]
+    dtypes = eng.engine.dtypes
     return PreparedRun(
         run,
         setup,
@@ -175,6 +179,8 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
         eng.engine.parallel.tp,
         resolved.describe_calibrations([eng.engine.device]),
         eng.stack.api_servers,
+        eng.stack.moe_extras_apply(dtypes.expert_weight or dtypes.weight),
+        run_stack_fields(run),
     )
 
 
@@ -184,14 +190,16 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     if not costs:
         return prep.setup
     c = {**prep.costs, **costs}
+    c.update((k, v) for k, v in prep.run_fields.items() if k in c)  # (the run's own flags win, as in its scenario)
     params, pf = prep.setup.params.copy(), prep.setup.pool_float.copy()
     params[0, L.OH_STEP] = c["step_overhead_s"] + (prep.tp - 1) * c["step_overhead_per_tp_rank_s"]
     params[0, L.OH_SEQ] = c["sequence_overhead_s"]
     if params[0, L.GRAPH_COUNT] > 0:
         params[0, L.GRAPH_EAGER_S] = c["eager_launch_s_per_layer"] * prep.n_layers
     params[0, L.PREFILL_ATTN_EXTRA] = c["prefill_attention_extra"]
-    params[0, L.MOE_COMPUTE_EXTRA] = c["moe_compute_extra"]
-    params[0, L.MOE_MEMORY_EXTRA] = c["moe_memory_extra"]
+    # (Stack.moe_extras: the extras where they describe the run's expert kernels)
+    params[0, L.MOE_COMPUTE_EXTRA] = c["moe_compute_extra"] if prep.moe_extras_apply else 0.0
+    params[0, L.MOE_MEMORY_EXTRA] = c["moe_memory_extra"] if prep.moe_extras_apply else 0.0
     pf[loop.PF_FRONTEND_S, 0] = c["frontend_s"]
     # (the thread's costs over the stack's API server processes: Stack.thread_serial_s and thread_token_s)
     pf[loop.PF_FRONTEND_SERIAL_S, 0] = c["frontend_serial_s"] / prep.api_servers

@@ -63,6 +63,12 @@ HOPPER = ("h100_sxm", "h200_sxm")
 VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA = 0.91
 
 
+def run_stack_fields(run: ServingRun) -> dict:
+    """The stack fields the run's own flags set (its front end, async scheduling, its MoE kernels...): they win
+    over the entry's fields and over any costs tried in their place."""
+    return dict(_layout(run).stack)
+
+
 def _layout(run: ServingRun) -> _Layout:
     """The run's engine and stack fields read from its server flags and the stack version's documented defaults
     (sources in stacks.yaml and stack_facts.csv)."""
@@ -97,6 +103,8 @@ def _layout(run: ServingRun) -> _Layout:
         if async_ != Catalog().stack(entry).async_scheduling:
             out.stack["async_scheduling"] = async_
         if s["stack_version"].startswith("0.11") and s["dtype"] == "w4a16" and s["device"] in HOPPER:
+            out.stack["moe_extra_weights"] = ["fp4"]  # (matmul_ogs: the entry's fused-MoE extras do not apply)
+            out.stack["moe_compute_extra"] = 0.0
             out.stack["moe_memory_extra"] = VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA
         if "--enable-expert-parallel" in args:  # the MoE layers' experts over the TP (x DP) ranks
             out.engine["ep"] = tp
@@ -208,8 +216,7 @@ def serving_scenario(run: ServingRun, costs: Mapping[str, float] | None = None) 
     if batching:
         engine["batching"] = batching
     sc: dict = {"name": f"serving run {run.index}: {run.label}", "engines": [engine]}
-    stack = dict(lay.stack)
-    stack.update(costs or {})
+    stack = {**(costs or {}), **lay.stack}  # (the run's own flags win over the costs tried)
     if stack:
         sc["stacks"] = {"run": {"base": entry, **stack}}
         engine["stack"] = "run"

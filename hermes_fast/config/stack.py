@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .base import ConfigError, fld
+from .hardware import Dtype
 
 __all__ = ["Stack", "ADMISSIONS"]
 
@@ -121,6 +122,11 @@ class Stack:
         ge=0,
         le=10,
     )
+    moe_extra_weights: tuple[Dtype, ...] | None = fld(
+        None,
+        doc="the experts' weight formats (dtypes.expert_weight, else weight) whose MoE kernels moe_compute_extra and "
+        "moe_memory_extra describe; experts in another format run other kernels and take neither (None: every format)",
+    )
     decode_host_overlap: bool = fld(
         False,
         doc="an overlap scheduler prepares the next batch while a decode-only iteration runs: that iteration's "
@@ -195,6 +201,18 @@ class Stack:
     def thread_token_s(self) -> float:
         """Seconds of that thread a streamed token takes."""
         return self.frontend_token_s / self.api_servers
+
+    def moe_extras_apply(self, expert_weight: str) -> bool:
+        """Whether moe_compute_extra and moe_memory_extra describe the kernels of experts stored in
+        ``expert_weight``: its moe_extra_weights name that format, or name none."""
+        return self.moe_extra_weights is None or expert_weight in self.moe_extra_weights
+
+    def moe_extras(self, expert_weight: str) -> tuple[float, float]:
+        """(compute, memory) extra fractions of this stack's MoE kernels for experts stored in ``expert_weight``
+        (0, 0 where they do not apply)."""
+        if self.moe_extras_apply(expert_weight):
+            return self.moe_compute_extra, self.moe_memory_extra
+        return 0.0, 0.0
 
     def _validate(self, path: str) -> None:
         sizes = self.cuda_graph_sizes
