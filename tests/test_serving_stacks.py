@@ -452,6 +452,8 @@ def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
     overlap = {name: line.split()[-2] for name, line in rows.items()}  # (the column before the sources)
     assert (overlap["vllm"], overlap["sglang"], overlap["vllm-0.8"]) == ("async", "decode-only", "none")
     assert all(int(line.split()[-1]) >= 1 for line in lines)  # every stack names its sources
+    # the MoE kernels: vLLM's fused-MoE extras for the formats they describe, vLLM 0.8's for every format
+    assert "x2.79 / x1.24 (bf16, fp16, fp8)" in rows["vllm"] and "x3.41 / x1 " in rows["vllm-0.8"]
 
 
 def test_sweeping_the_stack_changes_the_scheduler():

@@ -48,11 +48,12 @@ def cmd_presets(args) -> int:
 
 def _stack_lines(cat, names: list[str]):
     """Each serving stack, an aligned table: name and version, scheduler, admission and prefix caching, CUDA graphs,
-    costs (ms), its API server thread's time a request and a streamed token, what of its host work overlaps the
-    kernels, and how many of its figures name a source."""
+    costs (ms), its API server thread's time a request and a streamed token, its MoE kernels' time over the
+    calibrated expert GEMMs (compute / weight reads, and the experts' formats that holds for), what of its host work
+    overlaps the kernels, and how many of its figures name a source."""
     stacks = {n: cat.stack(n) for n in names}
     head = ["# name", "stack", "version", "policy", "admission", "prefix cache", "cuda graphs"]
-    rows = [[*head, "front end / step / per seq", "API thread / token", "host overlap", "sources"]]
+    rows = [[*head, "front end / step / per seq", "API thread / token", "MoE kernels", "host overlap", "sources"]]
     for name, s in stacks.items():
         graphs = (
             f"{len(s.cuda_graph_sizes)} sizes to {s.cuda_graph_sizes[-1]}" + ("" if s.cuda_graph_padding else ", exact")
@@ -67,9 +68,15 @@ def _stack_lines(cat, names: list[str]):
             if s.frontend_serial_s or s.frontend_token_s
             else "-"
         )
+        moe = (
+            f"x{1.0 + s.moe_compute_extra:.3g} / x{1.0 + s.moe_memory_extra:.3g}"
+            + (f" ({', '.join(s.moe_extra_weights)})" if s.moe_extra_weights is not None else "")
+            if s.moe_compute_extra or s.moe_memory_extra
+            else "-"
+        )
         cache = "on" if s.prefix_cache else "off"
         overlap = "async" if s.async_scheduling else "decode-only" if s.decode_host_overlap else "none"
-        row = [name, s.name, s.version, s.policy or "-", s.admission, cache, graphs, costs, thread, overlap]
+        row = [name, s.name, s.version, s.policy or "-", s.admission, cache, graphs, costs, thread, moe, overlap]
         rows.append([*row, str(len(s.sources))])
     widths = [min(max(len(r[k]) for r in rows), 60) for k in range(len(rows[0]))]
     for r in rows:
