@@ -279,8 +279,8 @@ def fit_entry(
     parameters: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Least-squares fit of one entry's costs (``parameters``, default PARAMETERS[entry]) on its fit runs and
-    sync / async pairs (costs start from 0 on top of ``fixed``). Fitting MoE extras, only the runs whose experts'
-    kernels they describe count."""
+    sync / async pairs (costs start from 0 on top of ``fixed``). Fitting MoE extras, a MoE run counts only where
+    they describe its experts' kernels."""
     parameters = PARAMETERS[entry] if parameters is None else parameters
     names = list(parameters)
     lo = np.array([parameters[n][0] for n in names])
@@ -293,8 +293,9 @@ def fit_entry(
             prep = S.prepare_run(r, calibration, base)
         except ConfigError:  # (the scenario cannot be built: validation lists such a run as not simulated)
             continue
-        if prep.moe_extras_apply or not moe_extras:
-            preps.append(prep)
+        if moe_extras and _moe(r) and not prep.moe_extras_apply:  # (its experts run kernels the extras leave alone)
+            continue
+        preps.append(prep)
     metrics = [fit_metrics(p) for p in preps]
     pair_preps = [tuple(S.prepare_run(r, calibration, base) for r in pair) for pair in pairs]
 
