@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from .._jit import kernel
 from .events import ends_passed, heap_push, timer_payload
+from .queues import fifo_append, fifo_pop
 from .state import (
     HEAP_TIMER,
     IT_INTAKE_SHARES,
@@ -44,7 +45,6 @@ from .state import (
     RP_POOL,
     RP_SPAN,
     RP_SPAN_PLANNED,
-    RQ_NEXT,
     SPAN_COST,
     SPAN_END,
     TIMER_INTAKE,
@@ -111,12 +111,7 @@ def join_intake(S, i, pool, t):
     if rs[RP_FE_CURRENT, r] < 0:
         _start_intake(S, r, i, t)
         return -1
-    S.req_int[RQ_NEXT, i] = -1
-    if rs[RP_FE_TAIL, r] < 0:
-        rs[RP_FE_HEAD, r] = i
-    else:
-        S.req_int[RQ_NEXT, rs[RP_FE_TAIL, r]] = i
-    rs[RP_FE_TAIL, r] = i
+    fifo_append(S, rs, RP_FE_HEAD, RP_FE_TAIL, r, i)
     rs[RP_FE_QUEUED, r] += 1
     return r if rs[RP_FE_QUEUED, r] == 1 else -1
 
@@ -129,10 +124,7 @@ def intake_done(S, r, t):
     i = rs[RP_FE_CURRENT, r]
     rs[RP_FE_CURRENT, r] = -1
     if rs[RP_FE_QUEUED, r] > 0:
-        j = rs[RP_FE_HEAD, r]
-        rs[RP_FE_HEAD, r] = S.req_int[RQ_NEXT, j]
-        if rs[RP_FE_HEAD, r] < 0:
-            rs[RP_FE_TAIL, r] = -1
+        j = fifo_pop(S, rs, RP_FE_HEAD, RP_FE_TAIL, r)
         rs[RP_FE_QUEUED, r] -= 1
         _start_intake(S, r, j, t)
     return i

@@ -1,4 +1,6 @@
-"""Waiting queues: FIFO linked lists through ``RQ_NEXT``, one per replica and one shared per pool."""
+"""Waiting queues: FIFO linked lists through ``RQ_NEXT``, one per replica and one shared per pool. The list links
+themselves (:func:`fifo_append`, :func:`fifo_pop`) serve any head / tail pair of rows: an API server thread's
+intakes too (:mod:`~hermes_fast.kernels.serving.frontend`)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,30 @@ from .state import (
     STATUS_WAITING,
 )
 
-__all__ = ["enqueue", "dequeue"]
+__all__ = ["enqueue", "dequeue", "fifo_append", "fifo_pop"]
+
+
+@kernel(inline=True)
+def fifo_append(S, rows, head, tail, col, i):
+    """Request i joins the back of the list whose first and last requests are ``rows[head, col]`` and
+    ``rows[tail, col]`` (-1: empty), linked through RQ_NEXT."""
+    ri = S.req_int
+    ri[RQ_NEXT, i] = -1
+    if rows[tail, col] < 0:
+        rows[head, col] = i
+    else:
+        ri[RQ_NEXT, rows[tail, col]] = i
+    rows[tail, col] = i
+
+
+@kernel(inline=True)
+def fifo_pop(S, rows, head, tail, col):
+    """Remove and return the first request of that list (not empty)."""
+    i = rows[head, col]
+    rows[head, col] = S.req_int[RQ_NEXT, i]
+    if rows[head, col] < 0:
+        rows[tail, col] = -1
+    return i
 
 
 @kernel(inline=True)
@@ -31,12 +56,7 @@ def enqueue(S, q, i, front, t):
         if qs[Q_TAIL, q] < 0:
             qs[Q_TAIL, q] = i
     else:
-        ri[RQ_NEXT, i] = -1
-        if qs[Q_TAIL, q] < 0:
-            qs[Q_HEAD, q] = i
-        else:
-            ri[RQ_NEXT, qs[Q_TAIL, q]] = i
-        qs[Q_TAIL, q] = i
+        fifo_append(S, qs, Q_HEAD, Q_TAIL, q, i)
     qs[Q_COUNT, q] += 1
     qs[Q_TOKENS, q] += ri[RQ_PROMPT, i] + ri[RQ_GEN, i]
     ri[RQ_STATUS, i] = STATUS_WAITING
@@ -47,10 +67,7 @@ def dequeue(S, q):
     """Remove and return the head of queue q."""
     ri = S.req_int
     qs = S.queue
-    i = qs[Q_HEAD, q]
-    qs[Q_HEAD, q] = ri[RQ_NEXT, i]
-    if qs[Q_HEAD, q] < 0:
-        qs[Q_TAIL, q] = -1
+    i = fifo_pop(S, qs, Q_HEAD, Q_TAIL, q)
     qs[Q_COUNT, q] -= 1
     qs[Q_TOKENS, q] -= ri[RQ_PROMPT, i] + ri[RQ_GEN, i]
     return i
