@@ -18,9 +18,11 @@ per-sequence costs are fitted to its dense-model ``fit`` runs (the FP8-KV blog's
 GPUStack's and kvcached's Qwen3 runs; see ``DENSE_ONLY``), to the vLLM FP8-KV blog's single-request ITL fits
 (``stack_facts.csv``: ITL = intercept + slope x input length on H100 and B200, BF16 and FP8 KV, each read at 1k and
 32k input tokens) and to the ratios of its sync / async run pairs (:func:`async_pairs`, MoE ones included: the
-kernels cancel in a ratio); then its MoE kernels' extras (``MOE_STAGE``: ``moe_compute_extra``,
-``moe_memory_extra``) on its MoE fit runs whose experts' format they describe (``moe_extra_weights``: vLLM's
-fused-MoE kernels for BF16 and FP8 experts), those host costs held. Its front end is not fitted here (most of its
+kernels cancel in a ratio); then, those host costs held (``STAGES``), its MoE kernels' extras
+(``moe_compute_extra``, ``moe_memory_extra``) on its MoE fit runs whose experts' format they describe
+(``moe_extra_weights``: vLLM's fused-MoE kernels for BF16 and FP8 experts), and its sink-capable attention backend's
+prefill extra (``sink_attention_extra``: TRITON_ATTN) on its runs of models with attention sinks on devices before
+Hopper. Its front end is not fitted here (most of its
 runs queue): ``FIXED`` gives its sources (BLIS / inference-sim's fitted queueing time of vLLM's API server, and the
 API server thread's capacity read off the fit runs it limits). No fit takes in a run with a ``device_note``
 (a device known to be off its catalog entry: ``serving_runs.SLOW_DEVICE_SOURCES``).
@@ -126,14 +128,20 @@ FIXED = {
     },
 }
 # entries whose host costs are fitted on their dense-model runs only: fitted on all, the error of the experts' kernels
-# (MXFP4 experts on Hopper and A100, which no shipped calibration measures, and which MOE_STAGE's extras leave alone)
+# (MXFP4 experts on Hopper and A100, which no shipped calibration measures, and the MoE stage's extras leave alone)
 # lands in the host costs (a refit of vllm's step cost on all 50 of its fit runs put it at 9.6 ms, against 0.45 ms)
 DENSE_ONLY = {"vllm"}
-# entries whose MoE kernels' extras are fitted in a second stage: on their MoE fit runs whose experts' format the
-# extras describe (the entry's moe_extra_weights), the first stage's host costs held (those runs cannot separate
-# host work from the experts' kernels; the dense runs and the sync / async pairs can)
-MOE_STAGE: dict[str, dict[str, tuple[float, float]]] = {
-    "vllm": {"moe_compute_extra": (0.0, 3.0), "moe_memory_extra": (0.0, 3.0)},
+# entries' later fit stages, in order: (stage, costs fitted and their bounds), each on the entry's fit runs that
+# stage_runs picks, the costs fitted before held (those runs cannot separate host work from the kernels the stage
+# describes; the dense runs and the sync / async pairs can):
+# - "moe": the MoE kernels' extras, on the MoE runs whose experts' format they describe (moe_extra_weights);
+# - "sink": the sink-capable attention backend's prefill extra, on the runs of models with attention sinks on
+#   devices before Hopper (Stack.sink_backend: vLLM runs gpt-oss there on TRITON_ATTN)
+STAGES: dict[str, list[tuple[str, dict[str, tuple[float, float]]]]] = {
+    "vllm": [
+        ("moe", {"moe_compute_extra": (0.0, 3.0), "moe_memory_extra": (0.0, 3.0)}),
+        ("sink", {"sink_attention_extra": (0.0, 10.0)}),
+    ],
 }
 # sync / async pairs: vLLM runs alike but for --async-scheduling; their ratio (sync over async) of output
 # throughput and mean TPOT is fitted as such, so the kernels' error (MoE ones included) cancels and the pair
@@ -191,10 +199,17 @@ def fit_inputs(
     return fit_runs, pairs
 
 
-def moe_stage_runs(entry: str, runs: list[S.ServingRun]) -> list[S.ServingRun]:
-    """The entry's MoE fit runs (no ``device_note``) for its MOE_STAGE (:func:`fit_entry` keeps those whose
-    experts' kernels the extras describe)."""
-    return [r for r in runs if S.stack_entry(r) == entry and r.split == "fit" and not S.device_note(r) and _moe(r)]
+def stage_runs(entry: str, stage: str, runs: list[S.ServingRun]) -> list[S.ServingRun]:
+    """The entry's fit runs (no ``device_note``) a later stage fits: its MoE runs ("moe"), its runs of models with
+    attention sinks ("sink"); :func:`fit_entry` keeps those whose kernels the stage's costs describe."""
+    pick = _moe if stage == "moe" else _sinks
+    return [r for r in runs if S.stack_entry(r) == entry and r.split == "fit" and not S.device_note(r) and pick(r)]
+
+
+def _sinks(run: S.ServingRun) -> bool:
+    """Whether the run's model has attention sinks."""
+    name = catalog_model(run)
+    return name is not None and hf.Catalog().model(name).attention_sinks
 
 
 def _moe(run: S.ServingRun) -> bool:
@@ -279,14 +294,18 @@ def fit_entry(
     parameters: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Least-squares fit of one entry's costs (``parameters``, default PARAMETERS[entry]) on its fit runs and
-    sync / async pairs (costs start from 0 on top of ``fixed``). Fitting MoE extras, a MoE run counts only where
-    they describe its experts' kernels."""
+    sync / async pairs (costs start from 0 on top of ``fixed``; the sink backend's extra from None, no such
+    backend). Fitting MoE extras, a MoE run counts only where they describe its experts' kernels; fitting the sink
+    backend's extra, a run counts only where the stack runs that backend."""
     parameters = PARAMETERS[entry] if parameters is None else parameters
     names = list(parameters)
     lo = np.array([parameters[n][0] for n in names])
     hi = np.array([parameters[n][1] for n in names])
-    base = {f: 0.0 for f in S.COST_FIELDS} | fixed
+    base = {f: 0.0 for f in S.COST_FIELDS} | {"sink_attention_extra": None} | fixed
     moe_extras = any(n.startswith("moe_") for n in names)
+    sink_extra = "sink_attention_extra" in names
+    if sink_extra:  # (a value, so the runs that take it build that backend)
+        base["sink_attention_extra"] = 0.0
     preps = []
     for r in runs:
         try:
@@ -294,6 +313,8 @@ def fit_entry(
         except ConfigError:  # (the scenario cannot be built: validation lists such a run as not simulated)
             continue
         if moe_extras and _moe(r) and not prep.moe_extras_apply:  # (its experts run kernels the extras leave alone)
+            continue
+        if sink_extra and not prep.sink_backend:  # (the stack runs its usual attention backend for it)
             continue
         preps.append(prep)
     metrics = [fit_metrics(p) for p in preps]
@@ -352,19 +373,20 @@ def main() -> None:
         fit_runs, pairs = fit_inputs(entry, usable)
         fixed = {k: v for k, (v, _) in FIXED.get(entry, {}).items()}
         fitted[entry], infos[entry] = fit_entry(entry, fit_runs, fixed, args.calibration, pairs)
-        if entry in MOE_STAGE:  # (second stage: the MoE kernels' extras, on the host costs just fitted)
-            stage = MOE_STAGE[entry]
-            fitted[entry], moe = fit_entry(entry, moe_stage_runs(entry, usable), fitted[entry], args.calibration,
-                                           parameters=stage)  # fmt: skip
-            infos[entry]["moe_runs"] = moe["runs"]
-            infos[entry]["seconds"] += moe["seconds"]
+        infos[entry]["stage_runs"] = {}
+        for stage, parameters in STAGES.get(entry, ()):  # (later stages: their costs on those fitted before)
+            fitted[entry], info = fit_entry(entry, stage_runs(entry, stage, usable), fitted[entry], args.calibration,
+                                            parameters=parameters)  # fmt: skip
+            infos[entry]["stage_runs"][stage] = info["runs"]
+            infos[entry]["seconds"] += info["seconds"]
+        staged = {n for _, parameters in STAGES.get(entry, ()) for n in parameters}
         shown = ", ".join(
             f"{k} {v / unit(k):.3f}{' ms' if unit(k) < 1.0 else ''}"
             for k, v in fitted[entry].items()
-            if k in PARAMETERS[entry] or k in MOE_STAGE.get(entry, {}) or k in fixed
+            if k in PARAMETERS[entry] or k in staged or k in fixed
         )
-        moe_runs = f", {infos[entry]['moe_runs']} MoE runs" if "moe_runs" in infos[entry] else ""
-        print(f"{entry}: {shown}  ({infos[entry]['runs']} runs{moe_runs}, {infos[entry]['pairs']} sync / async "
+        later = "".join(f", {n} {stage} runs" for stage, n in infos[entry]["stage_runs"].items())
+        print(f"{entry}: {shown}  ({infos[entry]['runs']} runs{later}, {infos[entry]['pairs']} sync / async "
               f"pairs, TTFT from {infos[entry]['low_load']}, "
               f"{infos[entry]['nfev']} evaluations, "
               f"{infos[entry]['seconds']:.0f} s)", flush=True)  # fmt: skip
@@ -409,7 +431,8 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
         block_re = re.compile(rf"^{re.escape(entry)}:\n(?:^[ #].*\n|^\n)*", re.M)
         m = block_re.search(text)
         block = m.group(0)
-        names = list(PARAMETERS[entry]) + list(MOE_STAGE.get(entry, {})) + list(FIXED.get(entry, {}))
+        stage_of = {n: stage for stage, parameters in STAGES.get(entry, ()) for n in parameters}
+        names = list(PARAMETERS[entry]) + list(stage_of) + list(FIXED.get(entry, {}))
         for name in S.COST_FIELDS:  # a cost the fit held at 0 leaves the entry, with a source this script wrote
             if name not in names:
                 block = re.sub(rf"^  {name}: .*\n", "", block, flags=re.M)
@@ -423,12 +446,19 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
         for name in reversed(names):  # their sources, each first under `sources:` (reversed: they end in order)
             if name in FIXED.get(entry, {}):
                 src = FIXED[entry][name][1]
-            elif name in MOE_STAGE.get(entry, {}):
+            elif stage_of.get(name) == "moe":
                 formats = ", ".join(hf.Catalog().stack(entry).moe_extra_weights or ("every format",))
                 src = (
-                    f"fitted to {infos[entry]['moe_runs']} MoE runs of serving_runs.csv (split: fit; experts in "
-                    f"{formats}), the host costs held at those fitted on the dense runs, benchmarks/fit_stacks.py, "
+                    f"fitted to {infos[entry]['stage_runs']['moe']} MoE runs of serving_runs.csv (split: fit; experts "
+                    f"in {formats}), the host costs held at those fitted on the dense runs, benchmarks/fit_stacks.py, "
                     f"{today}"
+                )
+            elif stage_of.get(name) == "sink":
+                src = (
+                    f"fitted to {infos[entry]['stage_runs']['sink']} runs of serving_runs.csv (split: fit) of models "
+                    f"with attention sinks on devices before Hopper, whose FlashAttention 2 has no sinks (vLLM runs "
+                    f"gpt-oss on TRITON_ATTN there: vllm-project/recipes GPT-OSS.md), the host costs held at those "
+                    f"fitted on the dense runs, benchmarks/fit_stacks.py, {today}"
                 )
             else:
                 extra = " + 8 single-request ITL points (stack_facts.csv)" if entry == "vllm" else ""

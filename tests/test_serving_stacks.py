@@ -454,6 +454,9 @@ def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
     assert all(int(line.split()[-1]) >= 1 for line in lines)  # every stack names its sources
     # the MoE kernels: vLLM's fused-MoE extras for the formats they describe, vLLM 0.8's for every format
     assert "x2.79 / x1.24 (bf16, fp16, fp8)" in rows["vllm"] and "x3.41 / x1 " in rows["vllm-0.8"]
+    # the prefill attention kernels: SGLang's backend for every model; vLLM's TRITON_ATTN for sink models on Ampere
+    assert "x2.27 " in rows["sglang"] and "x1.09 " in rows["vllm-0.8"] and "sinks" not in rows["sglang"]
+    assert " x1, sinks before Hopper x6.07 " in rows["vllm"]
 
 
 def test_sweeping_the_stack_changes_the_scheduler():
@@ -579,6 +582,35 @@ def test_a_stacks_moe_extras_apply_only_to_the_expert_formats_it_names():
         p = compile_engine(m, d, Parallel(), dtypes, stack=stack).params
         assert (p[L.MOE_COMPUTE_EXTRA], p[L.MOE_MEMORY_EXTRA]) == expected
     assert gated.moe_extras("int4") == (0.0, 0.0) and not gated.moe_extras_apply("fp4")
+
+
+def test_a_model_with_attention_sinks_takes_the_sink_backends_prefill_extra_before_hopper():
+    """``sink_attention_extra``: gpt-oss-20b (attention sinks) takes it on an A100 (8.0) or an L40S (8.9), where
+    FlashAttention 2 has no sinks, and the stack's ``prefill_attention_extra`` on an H100 (9.0, FlashAttention 3) or
+    a device that is not CUDA's (MI300X); a model without sinks always takes ``prefill_attention_extra``, and so
+    does every model under a stack that names no sink backend (None)."""
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import Dtypes, Parallel
+    from hermes_fast.resolve import Catalog
+
+    cat = Catalog()
+    sinks = dataclasses.replace(cat.stack("ideal"), prefill_attention_extra=0.2, sink_attention_extra=3.0)
+    plain = dataclasses.replace(sinks, sink_attention_extra=None)
+    for stack, model, device, expected in [
+        (sinks, "gpt-oss-20b", "a100_sxm_80gb", 3.0),
+        (sinks, "gpt-oss-20b", "l40s", 3.0),
+        (sinks, "gpt-oss-20b", "h100_sxm", 0.2),
+        (sinks, "gpt-oss-20b", "mi300x", 0.2),
+        (sinks, "llama-3.1-8b", "a100_sxm_80gb", 0.2),
+        (plain, "gpt-oss-20b", "a100_sxm_80gb", 0.2),
+    ]:
+        m, d = cat.model(model), cat.device(device)
+        p = compile_engine(m, d, Parallel(), Dtypes(), stack=stack).params
+        assert p[L.PREFILL_ATTN_EXTRA] == expected, (model, device)
+        assert stack.sink_backend(m.attention_sinks, d.compute_capability) == (expected == 3.0)
+    shipped = cat.stack("vllm")  # (vLLM: TRITON_ATTN for gpt-oss on Ampere, its usual backends otherwise)
+    assert shipped.prefill_attention_extra_for(True, 8.0) == shipped.sink_attention_extra > 0.0
+    assert shipped.prefill_attention_extra_for(True, 9.0) == shipped.prefill_attention_extra
 
 
 def test_an_overlap_scheduler_hides_a_decode_iterations_per_step_host_work():

@@ -275,6 +275,24 @@ def test_costs_patched_into_prepared_pools_equal_a_rebuild(runs):
     assert patched != S.simulate_prepared(S.prepare_run(run, costs=zero), None, replicates=2)
 
 
+def test_the_sink_backends_extra_reaches_only_the_runs_that_run_it(runs):
+    """vLLM 0.11's gpt-oss-20b on an A100 (attention sinks before Hopper: TRITON_ATTN) takes the tried
+    ``sink_attention_extra`` for its prefill attention; its gpt-oss-120b on an H100 (FlashAttention 3) and its
+    Qwen3-32B on an A100 (no sinks) take ``prefill_attention_extra``. Patched pools equal a rebuild."""
+    ampere = find(runs, model="gpt-oss-20b", device="a100_sxm_80gb", input_tokens="32000", output_tokens="95")
+    hopper = next(r for r in runs if r.settings["model"] == "gpt-oss-120b" and r.settings["device"] == "h100_sxm"
+                  and S.skip_reason(r) is None)  # fmt: skip
+    dense = find(runs, stack_version="0.11", model="qwen3-32b", device="a100_sxm_80gb", input_tokens="32000")
+    zero = {k: 0.0 for k in S.COST_FIELDS}
+    costs = zero | {"prefill_attention_extra": 0.5, "sink_attention_extra": 2.0}
+    for run, expected in ((ampere, 2.0), (hopper, 0.5), (dense, 0.5)):
+        prep = S.prepare_run(run, costs=zero)
+        assert prep.sink_backend == (expected == 2.0)
+        assert S.with_costs(prep, costs).params[0, L.PREFILL_ATTN_EXTRA] == expected
+    patched = S.simulate_prepared(S.prepare_run(ampere, costs=zero), costs, replicates=1)
+    assert patched == S.simulate_prepared(S.prepare_run(ampere, costs=costs), None, replicates=1)
+
+
 def test_a_runs_own_flags_win_over_the_costs_tried(runs):
     """Costs tried in a fit replace the entry's, not what the run's own flags set: trtllm-bench drives the executor
     in process (no front end, whatever ``frontend_s`` is tried), and vLLM 0.11's gpt-oss on an H100 keeps its
@@ -422,7 +440,8 @@ def test_fit_script_recovers_a_stacks_host_costs_from_synthetic_runs():
 @pytest.mark.parametrize("entry", ["vllm-0.8", "vllm"])
 def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch, entry):
     """`python benchmarks/fit_stacks.py --only ENTRY` gives the costs stacks.yaml ships (4 significant figures);
-    for ``vllm`` from its dense-model runs and the single-request ITL points (``DENSE_ONLY``)."""
+    for ``vllm`` from its dense-model runs and the single-request ITL points (``DENSE_ONLY``), then its later
+    stages' (``STAGES``: MoE kernels, the sink-capable attention backend)."""
     fs = _fit_module()
     monkeypatch.setattr("sys.argv", ["fit_stacks.py", "--only", entry])
     fs.main()
@@ -430,7 +449,7 @@ def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch, entry):
     shipped = hf.Catalog().stack(entry)
     dev = hf.Catalog().device("h100_sxm")  # the stack's host costs replace the device's (0 by default)
     assert dev.efficiency.step_overhead_s == 0.0
-    for name in fs.PARAMETERS[entry]:
+    for name in list(fs.PARAMETERS[entry]) + [n for _, stage in fs.STAGES.get(entry, ()) for n in stage]:
         fitted = float(re.search(rf"{name} ([0-9.]+)", line).group(1)) * fs.unit(name)  # (ms, or a fraction)
         printed = 1e-6 if fs.unit(name) < 1 else 5e-4  # (the line prints 3 decimals)
         assert getattr(shipped, name) == pytest.approx(fitted, rel=2e-3, abs=printed), name

@@ -144,6 +144,7 @@ class PreparedRun:
     calibration: str
     api_servers: int = 1  # the stack's API server processes a replica (its thread costs split over them)
     moe_extras_apply: bool = True  # the stack's MoE extras describe the kernels of the run's experts' format
+    sink_backend: bool = False  # the stack runs its sink-capable attention backend for the run (Stack.sink_backend)
     run_fields: Mapping = field(default_factory=dict)  # the stack fields the run's flags set (run_stack_fields)
 
 
@@ -159,6 +160,7 @@ def _stack_costs(resolved) -> dict[str, float]:
         "step_overhead_per_tp_rank_s": eff.step_overhead_per_tp_rank_s,
         "eager_launch_s_per_layer": st.eager_launch_s_per_layer,
         "prefill_attention_extra": st.prefill_attention_extra,
+        "sink_attention_extra": st.sink_attention_extra,
         "moe_compute_extra": st.moe_compute_extra,
         "moe_memory_extra": st.moe_memory_extra,
     }
@@ -180,6 +182,7 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
         resolved.describe_calibrations([eng.engine.device]),
         eng.stack.api_servers,
         eng.stack.moe_extras_apply(dtypes.expert_weight or dtypes.weight),
+        eng.stack.sink_backend(eng.model.attention_sinks, eng.device.compute_capability),
         run_stack_fields(run),
     )
 
@@ -196,7 +199,8 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     params[0, L.OH_SEQ] = c["sequence_overhead_s"]
     if params[0, L.GRAPH_COUNT] > 0:
         params[0, L.GRAPH_EAGER_S] = c["eager_launch_s_per_layer"] * prep.n_layers
-    params[0, L.PREFILL_ATTN_EXTRA] = c["prefill_attention_extra"]
+    # (Stack.prefill_attention_extra_for: the extra of the backend the stack runs for the run's model and device)
+    params[0, L.PREFILL_ATTN_EXTRA] = c["sink_attention_extra" if prep.sink_backend else "prefill_attention_extra"]
     # (Stack.moe_extras: the extras where they describe the run's expert kernels)
     params[0, L.MOE_COMPUTE_EXTRA] = c["moe_compute_extra"] if prep.moe_extras_apply else 0.0
     params[0, L.MOE_MEMORY_EXTRA] = c["moe_memory_extra"] if prep.moe_extras_apply else 0.0

@@ -98,6 +98,7 @@ COST_FIELDS = (
     "step_overhead_per_tp_rank_s",
     "eager_launch_s_per_layer",
     "prefill_attention_extra",  # (a fraction, not seconds)
+    "sink_attention_extra",  # (likewise: None in an entry without that backend)
     "moe_compute_extra",  # (likewise)
     "moe_memory_extra",  # (likewise)
 )

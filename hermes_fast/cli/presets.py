@@ -48,12 +48,14 @@ def cmd_presets(args) -> int:
 
 def _stack_lines(cat, names: list[str]):
     """Each serving stack, an aligned table: name and version, scheduler, admission and prefix caching, CUDA graphs,
-    costs (ms), its API server thread's time a request and a streamed token, its MoE kernels' time over the
+    costs (ms), its API server thread's time a request and a streamed token, its prefill attention kernels' time
+    over the calibrated ones (and its sink-capable backend's, before Hopper), its MoE kernels' time over the
     calibrated expert GEMMs (compute / weight reads, and the experts' formats that holds for), what of its host work
     overlaps the kernels, and how many of its figures name a source."""
     stacks = {n: cat.stack(n) for n in names}
     head = ["# name", "stack", "version", "policy", "admission", "prefix cache", "cuda graphs"]
-    rows = [[*head, "front end / step / per seq", "API thread / token", "MoE kernels", "host overlap", "sources"]]
+    tail = ["front end / step / per seq", "API thread / token", "prefill attention", "MoE kernels", "host overlap"]
+    rows = [[*head, *tail, "sources"]]
     for name, s in stacks.items():
         graphs = (
             f"{len(s.cuda_graph_sizes)} sizes to {s.cuda_graph_sizes[-1]}" + ("" if s.cuda_graph_padding else ", exact")
@@ -74,10 +76,15 @@ def _stack_lines(cat, names: list[str]):
             if s.moe_compute_extra or s.moe_memory_extra
             else "-"
         )
+        attention = "-"  # (the calibrated kernels' time)
+        if s.prefill_attention_extra or s.sink_attention_extra is not None:
+            attention = f"x{1.0 + s.prefill_attention_extra:.3g}"
+        if s.sink_attention_extra is not None:
+            attention += f", sinks before Hopper x{1.0 + s.sink_attention_extra:.3g}"
         cache = "on" if s.prefix_cache else "off"
         overlap = "async" if s.async_scheduling else "decode-only" if s.decode_host_overlap else "none"
-        row = [name, s.name, s.version, s.policy or "-", s.admission, cache, graphs, costs, thread, moe, overlap]
-        rows.append([*row, str(len(s.sources))])
+        row = [name, s.name, s.version, s.policy or "-", s.admission, cache, graphs]
+        rows.append([*row, costs, thread, attention, moe, overlap, str(len(s.sources))])
     widths = [min(max(len(r[k]) for r in rows), 60) for k in range(len(rows[0]))]
     for r in rows:
         yield "  ".join(cell[:w].ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()

@@ -80,6 +80,14 @@ class Device:
         ge=1e6,
     )
     memory_bandwidth_bytes_per_s: float = fld(unit="B/s", doc="device-local memory bandwidth", ge=1e3)
+    compute_capability: float | None = fld(
+        None,
+        unit="1",
+        doc="CUDA compute capability (8.0 A100, 9.0 H100): the kernels a serving stack can run on it (None: not a "
+        "CUDA device)",
+        ge=1,
+        le=100,
+    )
     scale_up: Link = fld(doc="link within the scale-up domain (NVLink, xGMI, ICI, UPI)")
     scale_up_domain_devices: int = fld(1, unit="device", doc="devices reachable over scale_up", ge=1, le=1 << 20)
     scale_out: Link = fld(doc="link between scale-up domains (InfiniBand, Ethernet, DCN)")

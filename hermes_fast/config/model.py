@@ -123,6 +123,12 @@ class Model:
         None, unit="token", doc="sliding-window size on windowed layers", ge=1, le=1e9
     )
     sliding_window_layers: int = fld(0, unit="layer", doc="how many layers use the sliding window", ge=0, le=1e4)
+    attention_sinks: bool = fld(
+        False,
+        doc="learned per-head sink logits in the attention softmax (gpt-oss): an attention kernel must support them "
+        "(FlashAttention 3, Triton; not FlashAttention 2), which picks a stack's backend (Stack.sink_attention_extra); "
+        "their own cost, one logit per head, is left out",
+    )
     moe: MoE | None = fld(None, doc="mixture-of-experts FFN, if any")
     mla: MLA | None = fld(None, doc="multi-head latent attention, if any")
     linear_attention: LinearAttention | None = fld(

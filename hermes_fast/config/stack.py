@@ -20,6 +20,10 @@ from .hardware import Dtype
 __all__ = ["Stack", "ADMISSIONS"]
 
 ADMISSIONS = ("on_demand", "reserve_all", "new_token_ratio")
+# the least compute capability whose FlashAttention runs attention sinks: FlashAttention 3 (Hopper) has them,
+# FlashAttention 2 not (vLLM asserts "Sinks are only supported in FlashAttention 3", vllm-project/vllm issue #22331;
+# on Ampere gpt-oss runs the TRITON_ATTN backend, vllm-project/recipes GPT-OSS.md)
+FLASH_ATTENTION_SINKS_MIN_CC = 9.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +107,15 @@ class Stack:
         unit="1",
         doc="prefill attention kernel time the stack's attention backend adds over the calibrated kernels, a fraction "
         "(0.5: 1.5x): the kernel tables measure TensorRT-LLM's kernels (fitted per stack entry)",
+        ge=0,
+        le=10,
+    )
+    sink_attention_extra: float | None = fld(
+        None,
+        unit="1",
+        doc="prefill_attention_extra for a model with attention sinks on a CUDA device before Hopper (compute "
+        "capability < 9): FlashAttention 2 has no sinks, so the stack runs another backend there (vLLM: TRITON_ATTN); "
+        "None: prefill_attention_extra as for any model",
         ge=0,
         le=10,
     )
@@ -201,6 +214,23 @@ class Stack:
     def thread_token_s(self) -> float:
         """Seconds of that thread a streamed token takes."""
         return self.frontend_token_s / self.api_servers
+
+    def sink_backend(self, attention_sinks: bool, compute_capability: float | None) -> bool:
+        """Whether the stack runs its sink-capable attention backend (sink_attention_extra) for a model with or
+        without ``attention_sinks`` on a device of ``compute_capability``: sinks on a CUDA device before Hopper, and
+        the stack names that backend's extra."""
+        return (
+            self.sink_attention_extra is not None
+            and attention_sinks
+            and compute_capability is not None
+            and compute_capability < FLASH_ATTENTION_SINKS_MIN_CC
+        )
+
+    def prefill_attention_extra_for(self, attention_sinks: bool, compute_capability: float | None) -> float:
+        """The prefill attention extra of the backend the stack runs for such a model on such a device."""
+        if self.sink_backend(attention_sinks, compute_capability):
+            return self.sink_attention_extra
+        return self.prefill_attention_extra
 
     def moe_extras_apply(self, expert_weight: str) -> bool:
         """Whether moe_compute_extra and moe_memory_extra describe the kernels of experts stored in
