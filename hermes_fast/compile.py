@@ -357,7 +357,8 @@ def compile_engine(
         p[L.EXTRA_KERNELS] = 2.0 * m.n_layers + (2.0 if m.has_lm_head else 0.0)
     if stack is not None:
         p[L.PREFILL_ATTN_EXTRA] = stack.prefill_attention_extra_for(m.attention_sinks, d.compute_capability)
-        p[L.MOE_COMPUTE_EXTRA], p[L.MOE_MEMORY_EXTRA] = stack.moe_extras(dtypes.expert_weight or dtypes.weight)
+        experts = dtypes.expert_weight or dtypes.weight
+        p[L.MOE_COMPUTE_EXTRA], p[L.MOE_MEMORY_EXTRA] = stack.moe_extras(experts, d.compute_capability)
         p[L.DECODE_HOST_OVERLAP] = 1.0 if stack.decode_host_overlap else 0.0
         p[L.ASYNC_SCHEDULING] = 1.0 if stack.async_scheduling else 0.0
     if stack is not None and stack.cuda_graph_sizes:

@@ -453,7 +453,8 @@ def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
     assert (overlap["vllm"], overlap["sglang"], overlap["vllm-0.8"]) == ("async", "decode-only", "none")
     assert all(int(line.split()[-1]) >= 1 for line in lines)  # every stack names its sources
     # the MoE kernels: vLLM's fused-MoE extras for the formats they describe, vLLM 0.8's for every format
-    assert "x2.79 / x1.24 (bf16, fp16, fp8)" in rows["vllm"] and "x3.41 / x1 " in rows["vllm-0.8"]
+    assert "x2.79 / x1.24 (bf16, fp16, fp8); fp4 on cc 9-9: x1 / x1.91" in rows["vllm"]
+    assert "x3.41 / x1 " in rows["vllm-0.8"]
     # the prefill attention kernels: SGLang's backend for every model; vLLM's TRITON_ATTN for sink models on Ampere
     assert "x2.27 " in rows["sglang"] and "x1.09 " in rows["vllm-0.8"] and "sinks" not in rows["sglang"]
     assert " x1, sinks before Hopper x6.07 " in rows["vllm"]
@@ -581,7 +582,38 @@ def test_a_stacks_moe_extras_apply_only_to_the_expert_formats_it_names():
     ]:
         p = compile_engine(m, d, Parallel(), dtypes, stack=stack).params
         assert (p[L.MOE_COMPUTE_EXTRA], p[L.MOE_MEMORY_EXTRA]) == expected
-    assert gated.moe_extras("int4") == (0.0, 0.0) and not gated.moe_extras_apply("fp4")
+    assert gated.moe_extras("int4", 9.0) == (0.0, 0.0) and not gated.moe_extras_apply("fp4", 9.0)
+
+
+def test_a_stacks_moe_kernels_replace_its_moe_extras_for_their_formats_and_devices():
+    """``moe_kernels``: vLLM runs gpt-oss-20b's MXFP4 experts on Hopper (9.0) through Triton's matmul_ogs, whose
+    weight reads take 1.91x the calibrated time and which its fused-MoE extras do not describe; on an A100 (Marlin)
+    or a B200 (FlashInfer) neither applies; Mixtral's BF16 experts on an H100 keep the fused-MoE extras. A kernel
+    with a compute-capability range needs a CUDA device; one without runs on any."""
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import ConfigError, Dtypes, Parallel
+    from hermes_fast.config.stack import MoeKernel
+    from hermes_fast.resolve import Catalog
+
+    cat = Catalog()
+    vllm = cat.stack("vllm")
+    mxfp4 = Dtypes(expert_weight="fp4")
+    for model, device, dtypes, expected in [
+        ("gpt-oss-20b", "h100_sxm", mxfp4, (0.0, 0.91)),
+        ("gpt-oss-20b", "h200_sxm", mxfp4, (0.0, 0.91)),
+        ("gpt-oss-20b", "a100_sxm_80gb", mxfp4, (0.0, 0.0)),
+        ("gpt-oss-20b", "b200", mxfp4, (0.0, 0.0)),
+        ("mixtral-8x7b", "h100_sxm", Dtypes(), (vllm.moe_compute_extra, vllm.moe_memory_extra)),
+    ]:
+        p = compile_engine(cat.model(model), cat.device(device), Parallel(), dtypes, stack=vllm).params
+        assert (p[L.MOE_COMPUTE_EXTRA], p[L.MOE_MEMORY_EXTRA]) == expected, (model, device)
+    assert not vllm.moe_extras_apply("fp4", 9.0) and vllm.moe_extras_apply("bf16", 9.0)
+    anywhere = MoeKernel(name="k", weights=("int4",), compute_extra=0.5)
+    assert anywhere.runs("int4", None) and not anywhere.runs("fp4", None)
+    hopper = vllm.moe_kernels[0]
+    assert hopper.runs("fp4", 9.0) and not hopper.runs("fp4", None) and not hopper.runs("fp4", 10.0)
+    with pytest.raises(ConfigError, match="max_compute_capability"):
+        MoeKernel(name="k", weights=("fp4",), min_compute_capability=9.0, max_compute_capability=8.0)._validate("k")
 
 
 def test_a_model_with_attention_sinks_takes_the_sink_backends_prefill_extra_before_hopper():

@@ -16,7 +16,6 @@ from scipy.optimize import least_squares
 
 import hermes_fast as hf
 from hermes_fast.calibration import serving as S
-from hermes_fast.calibration.serving_scenario import VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA
 from hermes_fast.cli import main
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.serving import Status
@@ -295,8 +294,9 @@ def test_the_sink_backends_extra_reaches_only_the_runs_that_run_it(runs):
 
 def test_a_runs_own_flags_win_over_the_costs_tried(runs):
     """Costs tried in a fit replace the entry's, not what the run's own flags set: trtllm-bench drives the executor
-    in process (no front end, whatever ``frontend_s`` is tried), and vLLM 0.11's gpt-oss on an H100 keeps its
-    matmul_ogs experts (their weight-reading extra, and no fused-MoE compute extra); patched pools equal a rebuild."""
+    in process (no front end, whatever ``frontend_s`` is tried), and vLLM 0.11's gpt-oss on an H100 keeps its sync
+    scheduling and its matmul_ogs experts (the entry's moe_kernels: their weight-reading extra, no fused-MoE compute
+    extra); patched pools equal a rebuild."""
     bench = next(r for r in runs if r.settings["frontend"] == "in_process" and S.skip_reason(r) is None)
     hopper = next(r for r in runs if r.settings["stack_version"].startswith("0.11") and r.settings["dtype"] == "w4a16"
                   and r.settings["device"] == "h100_sxm")  # fmt: skip
@@ -310,10 +310,9 @@ def test_a_runs_own_flags_win_over_the_costs_tried(runs):
         assert patched == S.simulate_prepared(S.prepare_run(run, costs=costs), None, replicates=1)
     assert S.serving_scenario(bench, costs)["stacks"]["run"]["frontend_s"] == 0.0
     params = S.with_costs(S.prepare_run(hopper), costs).params
-    assert (params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA]) == (
-        0.0,
-        VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA,
-    )
+    kernel = hf.Catalog().stack("vllm").moe_kernels[0]
+    assert (params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA]) == (0.0, kernel.memory_extra)
+    assert S.run_stack_fields(hopper) == {"async_scheduling": False}
 
 
 def test_error_rows_and_summary(runs):
@@ -525,23 +524,28 @@ def test_vllm_server_flags_and_a100_batch_defaults(runs):
     assert S.stack_entry(pp) == "vllm-0.8" and S.serving_scenario(pp)["engines"][0]["parallel"] == {"tp": 1, "pp": 2}
 
 
-def test_vllm_011_runs_mxfp4_experts_on_hopper_through_triton(runs):
-    """vLLM 0.11 ran MXFP4 experts on SM90 through Triton's matmul_ogs (vLLM PR 27523): its runs of gpt-oss on H100
-    and H200 read the experts' weights slower (``moe_memory_extra``); on A100 (Marlin) and in other versions, not."""
+def test_vllm_runs_mxfp4_experts_on_hopper_through_triton(runs):
+    """vLLM >= 0.11 runs MXFP4 experts on SM90 through Triton's matmul_ogs (the `vllm` entry's moe_kernels): its
+    runs of gpt-oss on H100 read the experts' weights 1.91x as long, whatever MoE extras a fit tries; on A100 (Marlin)
+    they take no extra, and under vLLM 0.10 (`vllm-0.8`, Marlin) its entry's MoE extras, for every format."""
 
     def gpt_oss(version, device):
         return [r for r in runs if r.settings["model"].startswith("gpt-oss") and r.settings["device"] == device
-                and r.settings["stack_version"].startswith(version)]  # fmt: skip
+                and r.settings["stack_version"].startswith(version) and S.skip_reason(r) is None]  # fmt: skip
 
-    hopper = gpt_oss("0.11.0", "h100_sxm")
-    assert len(hopper) == 10  # (GPUStack: gpt-oss-20b, ShareGPT and fixed lengths)
-    for run in hopper:
-        stack = S.serving_scenario(run)["stacks"]["run"]
-        assert stack["moe_memory_extra"] == VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA > 0
-        # (matmul_ogs alone: the entry's fused-MoE extras, for BF16 / FP8 experts, are not its)
-        assert stack["moe_extra_weights"] == ["fp4"] and stack["moe_compute_extra"] == 0.0
-    for run in gpt_oss("0.11.0", "a100_sxm_80gb") + gpt_oss("0.19.1", "h100_sxm") + gpt_oss("0.10.2", "h100_sxm"):
-        assert "moe_memory_extra" not in S.serving_scenario(run).get("stacks", {}).get("run", {})
+    tried = {k: 0.0 for k in S.COST_FIELDS} | {"moe_compute_extra": 1.5, "moe_memory_extra": 0.3}
+    hopper = gpt_oss("0.11.0", "h100_sxm") + gpt_oss("0.19.1", "h100_sxm")
+    assert len(hopper) == 12  # (GPUStack: gpt-oss-20b, ShareGPT and fixed lengths; the FP8-KV blog's pair)
+    for run, expected in [(hopper[0], (0.0, 0.91)), (hopper[-1], (0.0, 0.91)),
+                          (gpt_oss("0.11.0", "a100_sxm_80gb")[0], (0.0, 0.0))]:  # fmt: skip
+        prep = S.prepare_run(run)
+        assert not prep.moe_extras_apply and prep.moe_kernel_extras == expected
+        params = S.with_costs(prep, tried).params
+        assert (params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA]) == expected
+    marlin = S.prepare_run(gpt_oss("0.10.2", "h100_sxm")[0])
+    assert S.stack_entry(marlin.run) == "vllm-0.8" and marlin.moe_extras_apply
+    params = S.with_costs(marlin, tried).params
+    assert (params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA]) == (1.5, 0.3)
 
 
 def test_the_three_stacks_on_one_h100_at_low_load(runs):

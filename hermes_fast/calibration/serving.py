@@ -144,6 +144,7 @@ class PreparedRun:
     calibration: str
     api_servers: int = 1  # the stack's API server processes a replica (its thread costs split over them)
     moe_extras_apply: bool = True  # the stack's MoE extras describe the kernels of the run's experts' format
+    moe_kernel_extras: tuple[float, float] = (0.0, 0.0)  # (compute, memory) of the experts' kernels: Stack.moe_extras
     sink_backend: bool = False  # the stack runs its sink-capable attention backend for the run (Stack.sink_backend)
     run_fields: Mapping = field(default_factory=dict)  # the stack fields the run's flags set (run_stack_fields)
 
@@ -172,7 +173,7 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
     resolved = resolve_scenario(serving_scenario(run, costs), cal)
     setup = build_serving(resolved)
     eng = resolved.engines[0]
-    dtypes = eng.engine.dtypes
+    experts, cc = eng.engine.dtypes.expert_weight or eng.engine.dtypes.weight, eng.device.compute_capability
     return PreparedRun(
         run,
         setup,
@@ -181,8 +182,9 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
         eng.engine.parallel.tp,
         resolved.describe_calibrations([eng.engine.device]),
         eng.stack.api_servers,
-        eng.stack.moe_extras_apply(dtypes.expert_weight or dtypes.weight),
-        eng.stack.sink_backend(eng.model.attention_sinks, eng.device.compute_capability),
+        eng.stack.moe_extras_apply(experts, cc),
+        eng.stack.moe_extras(experts, cc),
+        eng.stack.sink_backend(eng.model.attention_sinks, cc),
         run_stack_fields(run),
     )
 
@@ -201,9 +203,9 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
         params[0, L.GRAPH_EAGER_S] = c["eager_launch_s_per_layer"] * prep.n_layers
     # (Stack.prefill_attention_extra_for: the extra of the backend the stack runs for the run's model and device)
     params[0, L.PREFILL_ATTN_EXTRA] = c["sink_attention_extra" if prep.sink_backend else "prefill_attention_extra"]
-    # (Stack.moe_extras: the extras where they describe the run's expert kernels)
-    params[0, L.MOE_COMPUTE_EXTRA] = c["moe_compute_extra"] if prep.moe_extras_apply else 0.0
-    params[0, L.MOE_MEMORY_EXTRA] = c["moe_memory_extra"] if prep.moe_extras_apply else 0.0
+    # (Stack.moe_extras: the extras where they describe the run's expert kernels, else those kernels' own)
+    moe = (c["moe_compute_extra"], c["moe_memory_extra"]) if prep.moe_extras_apply else prep.moe_kernel_extras
+    params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA] = moe
     pf[loop.PF_FRONTEND_S, 0] = c["frontend_s"]
     # (the thread's costs over the stack's API server processes: Stack.thread_serial_s and thread_token_s)
     pf[loop.PF_FRONTEND_SERIAL_S, 0] = c["frontend_serial_s"] / prep.api_servers

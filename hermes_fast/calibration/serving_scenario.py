@@ -55,14 +55,6 @@ class _Layout:
     stack: dict = field(default_factory=dict)  # stack fields (a scenario stack based on the entry)
 
 
-HOPPER = ("h100_sxm", "h200_sxm")
-# vLLM 0.11 ran MXFP4 experts on SM90 through Triton's matmul_ogs, not Marlin (vLLM PR 27523, stack_facts.csv): its
-# `vllm bench latency` of gpt-oss-120b (batch 8, 32 tokens in, 128 out, one GPU) took 1.58 s, which the `vllm` entry
-# reproduces on an H100 with the experts' weights read this much slower than the calibrated kernels read them
-# (benchmarks/RESULTS.md, serving stacks, tenth step; Marlin's 1.17 s would be 0.25)
-VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA = 0.91
-
-
 def run_stack_fields(run: ServingRun) -> dict:
     """The stack fields the run's own flags set (its front end, async scheduling, its MoE kernels...): they win
     over the entry's fields and over any costs tried in their place."""
@@ -102,10 +94,6 @@ def _layout(run: ServingRun) -> _Layout:
         async_ = "--async-scheduling" in args or ("--no-async-scheduling" not in args and _vllm_minor(run) >= 14)
         if async_ != Catalog().stack(entry).async_scheduling:
             out.stack["async_scheduling"] = async_
-        if s["stack_version"].startswith("0.11") and s["dtype"] == "w4a16" and s["device"] in HOPPER:
-            out.stack["moe_extra_weights"] = ["fp4"]  # (matmul_ogs: the entry's fused-MoE extras do not apply)
-            out.stack["moe_compute_extra"] = 0.0
-            out.stack["moe_memory_extra"] = VLLM_011_HOPPER_MXFP4_MOE_MEMORY_EXTRA
         if "--enable-expert-parallel" in args:  # the MoE layers' experts over the TP (x DP) ranks
             out.engine["ep"] = tp
     if entry in ("trtllm", "trtllm-engine"):

@@ -50,8 +50,9 @@ def _stack_lines(cat, names: list[str]):
     """Each serving stack, an aligned table: name and version, scheduler, admission and prefix caching, CUDA graphs,
     costs (ms), its API server thread's time a request and a streamed token, its prefill attention kernels' time
     over the calibrated ones (and its sink-capable backend's, before Hopper), its MoE kernels' time over the
-    calibrated expert GEMMs (compute / weight reads, and the experts' formats that holds for), what of its host work
-    overlaps the kernels, and how many of its figures name a source."""
+    calibrated expert GEMMs (compute / weight reads, the experts' formats that holds for, then its kernels for
+    particular formats and devices), what of its host work overlaps the kernels, and how many of its figures name a
+    source."""
     stacks = {n: cat.stack(n) for n in names}
     head = ["# name", "stack", "version", "policy", "admission", "prefix cache", "cuda graphs"]
     tail = ["front end / step / per seq", "API thread / token", "prefill attention", "MoE kernels", "host overlap"]
@@ -81,6 +82,11 @@ def _stack_lines(cat, names: list[str]):
             attention = f"x{1.0 + s.prefill_attention_extra:.3g}"
         if s.sink_attention_extra is not None:
             attention += f", sinks before Hopper x{1.0 + s.sink_attention_extra:.3g}"
+        for k in s.moe_kernels:  # (kernels for particular formats and devices, in place of those)
+            lo, hi = (f"{c:g}" if c is not None else "" for c in (k.min_compute_capability, k.max_compute_capability))
+            cc = f"cc {lo}-{hi}"
+            kernel = f"{', '.join(k.weights)} on {cc}: x{1.0 + k.compute_extra:.3g} / x{1.0 + k.memory_extra:.3g}"
+            moe = kernel if moe == "-" else f"{moe}; {kernel}"
         cache = "on" if s.prefix_cache else "off"
         overlap = "async" if s.async_scheduling else "decode-only" if s.decode_host_overlap else "none"
         row = [name, s.name, s.version, s.policy or "-", s.admission, cache, graphs]

@@ -11,19 +11,57 @@ The ``ideal`` stack is the kernels alone: no graphs, no host or front-end costs 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 from .base import ConfigError, fld
 from .hardware import Dtype
 
-__all__ = ["Stack", "ADMISSIONS"]
+__all__ = ["Stack", "MoeKernel", "ADMISSIONS"]
 
 ADMISSIONS = ("on_demand", "reserve_all", "new_token_ratio")
 # the least compute capability whose FlashAttention runs attention sinks: FlashAttention 3 (Hopper) has them,
 # FlashAttention 2 not (vLLM asserts "Sinks are only supported in FlashAttention 3", vllm-project/vllm issue #22331;
 # on Ampere gpt-oss runs the TRITON_ATTN backend, vllm-project/recipes GPT-OSS.md)
 FLASH_ATTENTION_SINKS_MIN_CC = 9.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoeKernel:
+    """Experts' kernels a stack runs for some weight formats on some devices instead of those its
+    moe_compute_extra / moe_memory_extra describe (vLLM 0.11 on: Triton's matmul_ogs for MXFP4 experts on Hopper)."""
+
+    name: str = fld(doc="the kernels, in words")
+    weights: tuple[Dtype, ...] = fld(doc="the experts' weight formats (dtypes.expert_weight, else weight) it serves")
+    min_compute_capability: float | None = fld(
+        None, unit="1", doc="the lowest CUDA compute capability it runs on (None: no lower bound)", ge=1, le=100
+    )
+    max_compute_capability: float | None = fld(
+        None, unit="1", doc="the highest CUDA compute capability it runs on (None: no upper bound)", ge=1, le=100
+    )
+    compute_extra: float = fld(
+        0.0, unit="1", doc="routed-expert GEMM compute time over the calibrated GEMMs, a fraction", ge=0, le=10
+    )
+    memory_extra: float = fld(
+        0.0, unit="1", doc="routed-expert GEMM weight-reading time over the calibrated GEMMs, a fraction", ge=0, le=10
+    )
+    sources: dict[str, str] = fld(factory=dict, doc="source of each figure, keyed by field")
+
+    def runs(self, expert_weight: str, compute_capability: float | None) -> bool:
+        """Whether the stack runs these kernels for experts stored in ``expert_weight`` on a device of
+        ``compute_capability`` (a bounded range needs a CUDA device)."""
+        if expert_weight not in self.weights:
+            return False
+        lo, hi = self.min_compute_capability, self.max_compute_capability
+        if lo is None and hi is None:
+            return True
+        return compute_capability is not None and (lo or 0.0) <= compute_capability <= (hi or math.inf)
+
+    def _validate(self, path: str) -> None:
+        lo, hi = self.min_compute_capability, self.max_compute_capability
+        if lo is not None and hi is not None and hi < lo:
+            raise ConfigError(f"{path}.max_compute_capability", hi, f">= min_compute_capability ({lo:g})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,6 +178,11 @@ class Stack:
         doc="the experts' weight formats (dtypes.expert_weight, else weight) whose MoE kernels moe_compute_extra and "
         "moe_memory_extra describe; experts in another format run other kernels and take neither (None: every format)",
     )
+    moe_kernels: tuple[MoeKernel, ...] = fld(
+        (),
+        doc="experts' kernels the stack runs for particular weight formats and devices, in place of those "
+        "moe_compute_extra / moe_memory_extra describe (the first that runs them wins)",
+    )
     decode_host_overlap: bool = fld(
         False,
         doc="an overlap scheduler prepares the next batch while a decode-only iteration runs: that iteration's "
@@ -232,15 +275,27 @@ class Stack:
             return self.sink_attention_extra
         return self.prefill_attention_extra
 
-    def moe_extras_apply(self, expert_weight: str) -> bool:
+    def moe_kernel(self, expert_weight: str, compute_capability: float | None) -> MoeKernel | None:
+        """The first of moe_kernels the stack runs for experts stored in ``expert_weight`` on a device of
+        ``compute_capability``, if any."""
+        return next((k for k in self.moe_kernels if k.runs(expert_weight, compute_capability)), None)
+
+    def moe_extras_apply(self, expert_weight: str, compute_capability: float | None) -> bool:
         """Whether moe_compute_extra and moe_memory_extra describe the kernels of experts stored in
-        ``expert_weight``: its moe_extra_weights name that format, or name none."""
+        ``expert_weight`` on such a device: no moe_kernels entry runs them, and moe_extra_weights name that format
+        or name none."""
+        if self.moe_kernel(expert_weight, compute_capability) is not None:
+            return False
         return self.moe_extra_weights is None or expert_weight in self.moe_extra_weights
 
-    def moe_extras(self, expert_weight: str) -> tuple[float, float]:
-        """(compute, memory) extra fractions of this stack's MoE kernels for experts stored in ``expert_weight``
-        (0, 0 where they do not apply)."""
-        if self.moe_extras_apply(expert_weight):
+    def moe_extras(self, expert_weight: str, compute_capability: float | None) -> tuple[float, float]:
+        """(compute, memory) extra fractions of the kernels this stack runs for experts stored in
+        ``expert_weight`` on a device of ``compute_capability``: a moe_kernels entry's, else moe_compute_extra /
+        moe_memory_extra where they apply, else (0, 0)."""
+        kernel = self.moe_kernel(expert_weight, compute_capability)
+        if kernel is not None:
+            return kernel.compute_extra, kernel.memory_extra
+        if self.moe_extras_apply(expert_weight, compute_capability):
             return self.moe_compute_extra, self.moe_memory_extra
         return 0.0, 0.0
 
