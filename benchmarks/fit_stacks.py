@@ -22,10 +22,10 @@ kernels cancel in a ratio); then, those host costs held (``STAGES``), its MoE ke
 (``moe_compute_extra``, ``moe_memory_extra``) on its MoE fit runs whose experts' format they describe
 (``moe_extra_weights``: vLLM's fused-MoE kernels for BF16 and FP8 experts), and its sink-capable attention backend's
 prefill extra (``sink_attention_extra``: TRITON_ATTN) on its runs of models with attention sinks on devices before
-Hopper. Its front end is not fitted here (most of its
-runs queue): ``FIXED`` gives its sources (BLIS / inference-sim's fitted queueing time of vLLM's API server, and the
-API server thread's capacity read off the fit runs it limits). No fit takes in a run with a ``device_note``
-(a device known to be off its catalog entry: ``serving_runs.SLOW_DEVICE_SOURCES``).
+Hopper. Its front end is not fitted here (most of its runs queue): ``FIXED`` gives its sources (BLIS /
+inference-sim's fitted queueing time of vLLM's API server, and the API server thread's capacity read off the fit runs
+it limits). No fit takes in a run with a ``device_note`` (a device known to be off its catalog entry:
+``serving_runs.SLOW_DEVICE_SOURCES``).
 
 ``--write`` puts the fitted values into hermes_fast/catalog/stacks.yaml (each with a ``sources`` entry); the
 printed tables (fit and holdout rows apart, per stack and metric) are what benchmarks/RESULTS.md reports.

@@ -56,7 +56,7 @@ class _Layout:
 
 
 def run_stack_fields(run: ServingRun) -> dict:
-    """The stack fields the run's own flags set (its front end, async scheduling, its MoE kernels...): they win
+    """The stack fields the run's own flags set (its front end, async scheduling...): they win
     over the entry's fields and over any costs tried in their place."""
     return dict(_layout(run).stack)
 
