@@ -1,6 +1,6 @@
 """Fit the serving stacks' host and front-end costs to the public serving runs, and report the held-back error.
 
-Run:  python benchmarks/fit_stacks.py [--write] [--out errors.csv]     (about 5 minutes on one core)
+Run:  python benchmarks/fit_stacks.py [--write] [--out errors.csv]     (about 8 minutes on one core)
 
 For each catalog stack entry, the runs of ``hermes_fast/data/serving/serving_runs.csv`` marked ``split: fit`` that
 can be simulated (:func:`hermes_fast.calibration.serving.skip_reason`) are simulated with the entry's costs as
@@ -136,13 +136,17 @@ DENSE_ONLY = {"vllm"}
 # describes; the dense runs and the sync / async pairs can):
 # - "moe": the MoE kernels' extras, on the MoE runs whose experts' format they describe (moe_extra_weights);
 # - "sink": the sink-capable attention backend's prefill extra, on the runs of models with attention sinks on
-#   devices before Hopper (Stack.sink_backend: vLLM runs gpt-oss there on TRITON_ATTN)
+#   devices before Hopper (config.stack.needs_sink_kernels: vLLM runs gpt-oss there on TRITON_ATTN)
 STAGES: dict[str, list[tuple[str, dict[str, tuple[float, float]]]]] = {
     "vllm": [
         ("moe", {"moe_compute_extra": (0.0, 3.0), "moe_memory_extra": (0.0, 3.0)}),
         ("sink", {"sink_attention_extra": (0.0, 10.0)}),
     ],
 }
+# entries with later stages fit in sweeps: the first stage, then the later ones, each on the costs the others fitted
+# last (block coordinate descent: the first stage's sync / async pairs include runs the later stages' costs touch,
+# gpt-oss on A100 with the sink backend, so neither can be fitted once and held)
+SWEEPS = 3
 # sync / async pairs: vLLM runs alike but for --async-scheduling; their ratio (sync over async) of output
 # throughput and mean TPOT is fitted as such, so the kernels' error (MoE ones included) cancels and the pair
 # identifies the host work async scheduling hides
@@ -202,7 +206,7 @@ def fit_inputs(
 def stage_runs(entry: str, stage: str, runs: list[S.ServingRun]) -> list[S.ServingRun]:
     """The entry's fit runs (no ``device_note``) a later stage fits: its MoE runs ("moe"), its runs of models with
     attention sinks ("sink"); :func:`fit_entry` keeps those whose kernels the stage's costs describe."""
-    pick = _moe if stage == "moe" else _sinks
+    pick = STAGE_RUNS[stage]
     return [r for r in runs if S.stack_entry(r) == entry and r.split == "fit" and not S.device_note(r) and pick(r)]
 
 
@@ -216,6 +220,9 @@ def _moe(run: S.ServingRun) -> bool:
     """Whether the run's model routes to experts."""
     name = catalog_model(run)
     return name is not None and hf.Catalog().model(name).moe is not None
+
+
+STAGE_RUNS = {"moe": _moe, "sink": _sinks}  # (a stage's name -> which runs it fits: a name not here is an error)
 
 
 def unit(name: str) -> float:
@@ -314,7 +321,7 @@ def fit_entry(
             continue
         if moe_extras and _moe(r) and not prep.moe_extras_apply:  # (its experts run kernels the extras leave alone)
             continue
-        if sink_extra and not prep.sink_backend:  # (the stack runs its usual attention backend for it)
+        if sink_extra and not prep.sink_kernels:  # (the stack runs its usual attention backend for it)
             continue
         preps.append(prep)
     metrics = [fit_metrics(p) for p in preps]
@@ -374,12 +381,20 @@ def main() -> None:
         fixed = {k: v for k, (v, _) in FIXED.get(entry, {}).items()}
         fitted[entry], infos[entry] = fit_entry(entry, fit_runs, fixed, args.calibration, pairs)
         infos[entry]["stage_runs"] = {}
-        for stage, parameters in STAGES.get(entry, ()):  # (later stages: their costs on those fitted before)
-            fitted[entry], info = fit_entry(entry, stage_runs(entry, stage, usable), fitted[entry], args.calibration,
-                                            parameters=parameters)  # fmt: skip
-            infos[entry]["stage_runs"][stage] = info["runs"]
-            infos[entry]["seconds"] += info["seconds"]
         staged = {n for _, parameters in STAGES.get(entry, ()) for n in parameters}
+        for sweep in range(SWEEPS if staged else 1):
+            if sweep:  # (the first stage again, on the later stages' costs: its pairs' runs take them too)
+                held = fixed | {n: fitted[entry][n] for n in staged}
+                fitted[entry], first = fit_entry(entry, fit_runs, held, args.calibration, pairs)
+                infos[entry]["seconds"] += first["seconds"]
+            for stage, parameters in STAGES.get(entry, ()):  # (later stages: their costs on those fitted before)
+                fitted[entry], info = fit_entry(entry, stage_runs(entry, stage, usable), fitted[entry],
+                                                args.calibration, parameters=parameters)  # fmt: skip
+                infos[entry]["stage_runs"][stage] = info["runs"]
+                infos[entry]["seconds"] += info["seconds"]
+            if staged:
+                print(f"{entry} sweep {sweep + 1}: " + ", ".join(f"{k} {fitted[entry][k] / unit(k):.4g}"
+                      for k in list(PARAMETERS[entry]) + sorted(staged)), flush=True)  # fmt: skip
         shown = ", ".join(
             f"{k} {v / unit(k):.3f}{' ms' if unit(k) < 1.0 else ''}"
             for k, v in fitted[entry].items()
@@ -442,7 +457,10 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
             if re.search(rf"^  {name}: .*\n", block, re.M):
                 block = re.sub(rf"^  {name}: .*\n", line, block, flags=re.M)
             else:
-                block = block.replace("  sources:\n", line + "  sources:\n", 1)
+                block = re.sub(
+                    r"^  sources:\n", lambda _m, line=line: line + "  sources:\n", block, count=1, flags=re.M
+                )
+        swept = f" ({SWEEPS} sweeps of the stages in turn)" if stage_of else ""
         for name in reversed(names):  # their sources, each first under `sources:` (reversed: they end in order)
             if name in FIXED.get(entry, {}):
                 src = FIXED[entry][name][1]
@@ -450,27 +468,30 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
                 formats = ", ".join(hf.Catalog().stack(entry).moe_extra_weights or ("every format",))
                 src = (
                     f"fitted to {infos[entry]['stage_runs']['moe']} MoE runs of serving_runs.csv (split: fit; experts "
-                    f"in {formats}), the host costs held at those fitted on the dense runs, benchmarks/fit_stacks.py, "
-                    f"{today}"
+                    f"in {formats}), the host costs held at those fitted on the dense runs{swept}, "
+                    f"benchmarks/fit_stacks.py, {today}"
                 )
             elif stage_of.get(name) == "sink":
                 src = (
                     f"fitted to {infos[entry]['stage_runs']['sink']} runs of serving_runs.csv (split: fit) of models "
                     f"with attention sinks on devices before Hopper, whose FlashAttention 2 has no sinks (vLLM runs "
                     f"gpt-oss on TRITON_ATTN there: vllm-project/recipes GPT-OSS.md), the host costs held at those "
-                    f"fitted on the dense runs, benchmarks/fit_stacks.py, {today}"
+                    f"fitted on the dense runs{swept}, benchmarks/fit_stacks.py, {today}"
                 )
             else:
                 extra = " + 8 single-request ITL points (stack_facts.csv)" if entry == "vllm" else ""
                 if infos[entry]["pairs"]:
                     extra += f" + {infos[entry]['pairs']} sync / async run pairs (their ratios)"
                 n = infos[entry]["runs"] - (8 if entry == "vllm" else 0)
-                src = f"fitted to {n} runs of serving_runs.csv (split: fit){extra}, benchmarks/fit_stacks.py, {today}"
+                src = f"fitted to {n} runs of serving_runs.csv (split: fit){extra}{swept}, benchmarks/fit_stacks.py, "
+                src += today
             sline = f'    {name}: "{src}"\n'
             if re.search(rf"^    {name}: .*\n", block, re.M):
                 block = re.sub(rf"^    {name}: .*\n", lambda _m, line=sline: line, block, flags=re.M)
             else:
-                block = block.replace("  sources:\n", "  sources:\n" + sline, 1)
+                block = re.sub(
+                    r"^  sources:\n", lambda _m, sline=sline: "  sources:\n" + sline, block, count=1, flags=re.M
+                )
         text = text[: m.start()] + block + text[m.end() :]
     path.write_text(text)
     print(f"wrote {path}")

@@ -276,20 +276,24 @@ def test_costs_patched_into_prepared_pools_equal_a_rebuild(runs):
 
 def test_the_sink_backends_extra_reaches_only_the_runs_that_run_it(runs):
     """vLLM 0.11's gpt-oss-20b on an A100 (attention sinks before Hopper: TRITON_ATTN) takes the tried
-    ``sink_attention_extra`` for its prefill attention; its gpt-oss-120b on an H100 (FlashAttention 3) and its
-    Qwen3-32B on an A100 (no sinks) take ``prefill_attention_extra``. Patched pools equal a rebuild."""
+    ``sink_attention_extra`` for its prefill attention; its gpt-oss-20b on an H100 (FlashAttention 3) and its
+    Qwen3-32B on an A100 (no sinks) take ``prefill_attention_extra``; with no sink extra (None) the A100 run takes
+    ``prefill_attention_extra`` too. Patched pools equal a rebuild, whatever the prepared run's own sink extra was."""
     ampere = find(runs, model="gpt-oss-20b", device="a100_sxm_80gb", input_tokens="32000", output_tokens="95")
-    hopper = next(r for r in runs if r.settings["model"] == "gpt-oss-120b" and r.settings["device"] == "h100_sxm"
-                  and S.skip_reason(r) is None)  # fmt: skip
+    hopper = next(r for r in runs if r.settings["model"] == "gpt-oss-20b" and r.settings["device"] == "h100_sxm"
+                  and S.stack_entry(r) == "vllm" and S.skip_reason(r) is None)  # fmt: skip
     dense = find(runs, stack_version="0.11", model="qwen3-32b", device="a100_sxm_80gb", input_tokens="32000")
     zero = {k: 0.0 for k in S.COST_FIELDS}
     costs = zero | {"prefill_attention_extra": 0.5, "sink_attention_extra": 2.0}
     for run, expected in ((ampere, 2.0), (hopper, 0.5), (dense, 0.5)):
         prep = S.prepare_run(run, costs=zero)
-        assert prep.sink_backend == (expected == 2.0)
+        assert prep.sink_kernels == (expected == 2.0)
         assert S.with_costs(prep, costs).params[0, L.PREFILL_ATTN_EXTRA] == expected
-    patched = S.simulate_prepared(S.prepare_run(ampere, costs=zero), costs, replicates=1)
-    assert patched == S.simulate_prepared(S.prepare_run(ampere, costs=costs), None, replicates=1)
+    no_sink = costs | {"sink_attention_extra": None}
+    assert S.with_costs(S.prepare_run(ampere), no_sink).params[0, L.PREFILL_ATTN_EXTRA] == 0.5
+    for before, after in ((no_sink, costs), (costs, no_sink), (zero, costs)):
+        patched = S.simulate_prepared(S.prepare_run(ampere, costs=before), after, replicates=1)
+        assert patched == S.simulate_prepared(S.prepare_run(ampere, costs=after), None, replicates=1)
 
 
 def test_a_runs_own_flags_win_over_the_costs_tried(runs):

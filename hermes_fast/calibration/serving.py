@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..config.base import ConfigError
+from ..config.stack import backend_prefill_extra, needs_sink_kernels
 from ..kernels import layout as L
 from ..kernels.serving import Outcome, Status
 from ..kernels.serving import state as loop
@@ -145,7 +146,9 @@ class PreparedRun:
     api_servers: int = 1  # the stack's API server processes a replica (its thread costs split over them)
     moe_extras_apply: bool = True  # the stack's MoE extras describe the kernels of the run's experts' format
     moe_kernel_extras: tuple[float, float] = (0.0, 0.0)  # (compute, memory) of the experts' kernels: Stack.moe_extras
-    sink_backend: bool = False  # the stack runs its sink-capable attention backend for the run (Stack.sink_backend)
+    sink_kernels: bool = (
+        False  # the run's model needs sink-capable attention kernels on its device (whatever the costs)
+    )
     run_fields: Mapping = field(default_factory=dict)  # the stack fields the run's flags set (run_stack_fields)
 
 
@@ -184,7 +187,7 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
         eng.stack.api_servers,
         eng.stack.moe_extras_apply(experts, cc),
         eng.stack.moe_extras(experts, cc),
-        eng.stack.sink_backend(eng.model.attention_sinks, cc),
+        needs_sink_kernels(eng.model.attention_sinks, cc),
         run_stack_fields(run),
     )
 
@@ -202,7 +205,8 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     if params[0, L.GRAPH_COUNT] > 0:
         params[0, L.GRAPH_EAGER_S] = c["eager_launch_s_per_layer"] * prep.n_layers
     # (Stack.prefill_attention_extra_for: the extra of the backend the stack runs for the run's model and device)
-    params[0, L.PREFILL_ATTN_EXTRA] = c["sink_attention_extra" if prep.sink_backend else "prefill_attention_extra"]
+    sink = c["sink_attention_extra"]
+    params[0, L.PREFILL_ATTN_EXTRA] = backend_prefill_extra(c["prefill_attention_extra"], sink, prep.sink_kernels)
     # (Stack.moe_extras: the extras where they describe the run's expert kernels, else those kernels' own)
     moe = (c["moe_compute_extra"], c["moe_memory_extra"]) if prep.moe_extras_apply else prep.moe_kernel_extras
     params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA] = moe

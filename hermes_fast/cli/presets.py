@@ -83,8 +83,14 @@ def _stack_lines(cat, names: list[str]):
         if s.sink_attention_extra is not None:
             attention += f", sinks before Hopper x{1.0 + s.sink_attention_extra:.3g}"
         for k in s.moe_kernels:  # (kernels for particular formats and devices, in place of those)
-            lo, hi = (f"{c:g}" if c is not None else "" for c in (k.min_compute_capability, k.max_compute_capability))
-            cc = f"cc {lo}-{hi}"
+            lo, hi = k.min_compute_capability, k.max_compute_capability
+            cc = (
+                "any device" if lo is None and hi is None
+                else f"cc {lo:g}" if lo == hi
+                else f"cc {lo:g}+" if hi is None
+                else f"cc <= {hi:g}" if lo is None
+                else f"cc {lo:g}-{hi:g}"
+            )  # fmt: skip
             kernel = f"{', '.join(k.weights)} on {cc}: x{1.0 + k.compute_extra:.3g} / x{1.0 + k.memory_extra:.3g}"
             moe = kernel if moe == "-" else f"{moe}; {kernel}"
         cache = "on" if s.prefix_cache else "off"

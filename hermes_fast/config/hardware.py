@@ -84,7 +84,8 @@ class Device:
         None,
         unit="1",
         doc="CUDA compute capability (8.0 A100, 9.0 H100): the kernels a serving stack can run on it (None: not a "
-        "CUDA device)",
+        "CUDA device; a device written from scratch without it takes no stack kernel tied to a capability, one "
+        "defined with base: inherits it)",
         ge=1,
         le=100,
     )

@@ -18,13 +18,26 @@ from typing import Literal
 from .base import ConfigError, fld
 from .hardware import Dtype
 
-__all__ = ["Stack", "MoeKernel", "ADMISSIONS"]
+__all__ = ["Stack", "MoeKernel", "ADMISSIONS", "needs_sink_kernels", "backend_prefill_extra"]
 
 ADMISSIONS = ("on_demand", "reserve_all", "new_token_ratio")
-# the least compute capability whose FlashAttention runs attention sinks: FlashAttention 3 (Hopper) has them,
-# FlashAttention 2 not (vLLM asserts "Sinks are only supported in FlashAttention 3", vllm-project/vllm issue #22331;
-# on Ampere gpt-oss runs the TRITON_ATTN backend, vllm-project/recipes GPT-OSS.md)
+# below this compute capability the stacks' FlashAttention is FlashAttention 2, which has no attention sinks (vLLM
+# asserts "Sinks are only supported in FlashAttention 3", vllm-project/vllm issue #22331): a sink model runs another
+# backend there (vLLM: TRITON_ATTN on Ampere, vllm-project/recipes GPT-OSS.md); from Hopper on, the stacks' usual
+# backends (FlashAttention 3, FlashInfer, TRT-LLM's) run sinks
 FLASH_ATTENTION_SINKS_MIN_CC = 9.0
+
+
+def needs_sink_kernels(attention_sinks: bool, compute_capability: float | None) -> bool:
+    """Whether a model with (or without) ``attention_sinks`` on a device of ``compute_capability`` needs an attention
+    backend other than the stack's usual one: sinks on a CUDA device below FLASH_ATTENTION_SINKS_MIN_CC."""
+    return attention_sinks and compute_capability is not None and compute_capability < FLASH_ATTENTION_SINKS_MIN_CC
+
+
+def backend_prefill_extra(prefill_extra: float, sink_extra: float | None, sink_kernels: bool) -> float:
+    """The prefill attention extra of the backend a stack runs: its sink backend's (``sink_extra``) where the model
+    needs sink kernels (:func:`needs_sink_kernels`) and the stack names that backend, else ``prefill_extra``."""
+    return sink_extra if sink_kernels and sink_extra is not None else prefill_extra
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +46,10 @@ class MoeKernel:
     moe_compute_extra / moe_memory_extra describe (vLLM 0.11 on: Triton's matmul_ogs for MXFP4 experts on Hopper)."""
 
     name: str = fld(doc="the kernels, in words")
-    weights: tuple[Dtype, ...] = fld(doc="the experts' weight formats (dtypes.expert_weight, else weight) it serves")
+    weights: tuple[Dtype, ...] = fld(
+        doc="the experts' weight formats (dtypes.expert_weight, else weight) it serves (fp4 stands for every 4-bit "
+        "float format: the dtypes do not tell MXFP4 from NVFP4)"
+    )
     min_compute_capability: float | None = fld(
         None, unit="1", doc="the lowest CUDA compute capability it runs on (None: no lower bound)", ge=1, le=100
     )
@@ -262,18 +278,12 @@ class Stack:
         """Whether the stack runs its sink-capable attention backend (sink_attention_extra) for a model with or
         without ``attention_sinks`` on a device of ``compute_capability``: sinks on a CUDA device before Hopper, and
         the stack names that backend's extra."""
-        return (
-            self.sink_attention_extra is not None
-            and attention_sinks
-            and compute_capability is not None
-            and compute_capability < FLASH_ATTENTION_SINKS_MIN_CC
-        )
+        return self.sink_attention_extra is not None and needs_sink_kernels(attention_sinks, compute_capability)
 
     def prefill_attention_extra_for(self, attention_sinks: bool, compute_capability: float | None) -> float:
         """The prefill attention extra of the backend the stack runs for such a model on such a device."""
-        if self.sink_backend(attention_sinks, compute_capability):
-            return self.sink_attention_extra
-        return self.prefill_attention_extra
+        sink_kernels = needs_sink_kernels(attention_sinks, compute_capability)
+        return backend_prefill_extra(self.prefill_attention_extra, self.sink_attention_extra, sink_kernels)
 
     def moe_kernel(self, expert_weight: str, compute_capability: float | None) -> MoeKernel | None:
         """The first of moe_kernels the stack runs for experts stored in ``expert_weight`` on a device of
