@@ -15,7 +15,7 @@ import numpy as np
 
 from .config.base import ConfigError
 from .config.efficiency import AttentionResidual
-from .config.hardware import DTYPE_BYTES, Device
+from .config.hardware import DTYPE_BYTES, Device, weight_bytes
 from .config.model import Model
 from .config.scenario import Dtypes, Parallel
 from .config.stack import Stack
@@ -187,10 +187,10 @@ def compile_engine(
     attn_tp = attention_tp(par)  # tp, or 1 under attention data parallelism
     eff = d.efficiency
     rates = device_rates(d, dtypes.activation, dtypes.kv, dtypes.gemm_scaling == "block")
-    wb = DTYPE_BYTES[dtypes.weight]
+    wb = weight_bytes(dtypes.weight)  # (with its block scales)
     if dtypes.expert_weight is not None and m.moe is None:
         raise ConfigError(f"{path}.dtypes.expert_weight", dtypes.expert_weight, f"null: {m.name} has no experts")
-    ewb = wb if dtypes.expert_weight is None else DTYPE_BYTES[dtypes.expert_weight]
+    ewb = wb if dtypes.expert_weight is None else weight_bytes(dtypes.expert_weight)
     # GEMM operands move in the activation format, at least a byte (fp4 GEMMs keep 8/16-bit outputs);
     # hidden states between kernels (norms, residuals, collectives, hand-offs) stay 16-bit (fp32 if asked)
     ab = max(DTYPE_BYTES[dtypes.activation], 1.0)

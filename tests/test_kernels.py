@@ -182,8 +182,12 @@ def test_fp8_halves_weight_bytes_and_kv(build):
     assert fp8.kv_bytes_per_token / bf16.kv_bytes_per_token == pytest.approx(0.5, rel=1e-12)
     # fp8 GEMMs use the fp8 peak: the compute side of the roofline (per token) is cheaper
     assert fp8.params[L.G_FFN_UP + 1] < bf16.params[L.G_FFN_UP + 1]
+    # fp4 keeps a scale byte per 32 elements beside them (MXFP4): (0.5 + 1/32) / 2 B a weight; int4 (GPTQ / AWQ,
+    # group 128) an FP16 scale and a 4-bit zero per 128: (0.5 + 2.5/128) / 2
     fp4 = build("llama-3.1-70b", tp=4, weight="fp4")
-    assert fp4.weights_bytes / bf16.weights_bytes == pytest.approx(0.25, rel=1e-12)
+    assert fp4.weights_bytes / bf16.weights_bytes == pytest.approx((0.5 + 1 / 32) / 2, rel=1e-12)
+    int4 = build("llama-3.1-70b", tp=4, weight="int4")
+    assert int4.weights_bytes / bf16.weights_bytes == pytest.approx((0.5 + 2.5 / 128) / 2, rel=1e-12)
 
 
 def test_gqa_and_mla_kv_bytes(build):

@@ -66,9 +66,10 @@ def test_hybrid_active_parameters_by_hand(catalog):
 
 def test_expert_weights_stored_apart_by_hand(catalog):
     """gpt-oss-20b with MXFP4 experts and the rest in BF16 (its release): the 24 layers' 32 gated experts hold
-    24 x 32 x 3 x 2880 x 2880 = 19.11e9 parameters, so one device holds 19.11e9 x (2 - 0.5) bytes less than all-BF16
-    and 1.79e9 parameters' x (2 - 0.5) more than all-FP4; an expert GEMM moves a quarter of its BF16 weight bytes,
-    the attention's the same; a dense model has no experts to store apart."""
+    24 x 32 x 3 x 2880 x 2880 = 19.11e9 parameters, so one device holds 19.11e9 x (2 - 0.53125) bytes less than
+    all-BF16 and 1.79e9 parameters' x (2 - 0.53125) more than all-FP4 (an FP4 weight: half a byte and a 32nd of
+    its block's scale byte); an expert GEMM moves 0.53125 / 2 of its BF16 weight bytes, the attention's the same; a
+    dense model has no experts to store apart."""
     from hermes_fast.compile import compile_engine
     from hermes_fast.config import ConfigError
     from hermes_fast.config.scenario import Dtypes, Parallel
@@ -79,11 +80,12 @@ def test_expert_weights_stored_apart_by_hand(catalog):
     assert experts == pytest.approx(19.11e9, rel=1e-3)
     bf16, fp4 = (compile_engine(m, d, Parallel(), Dtypes(weight=w)) for w in ("bf16", "fp4"))
     mxfp4 = compile_engine(m, d, Parallel(), Dtypes(weight="bf16", expert_weight="fp4"))
-    assert bf16.weights_bytes - mxfp4.weights_bytes == pytest.approx(experts * 1.5, rel=1e-12)
+    fp4_bytes = 0.5 + 1 / 32
+    assert bf16.weights_bytes - mxfp4.weights_bytes == pytest.approx(experts * (2 - fp4_bytes), rel=1e-12)
     rest = bf16.weights_bytes / 2 - experts  # parameters outside the experts (attention, router, embeddings, head)
-    assert mxfp4.weights_bytes - fp4.weights_bytes == pytest.approx(rest * 1.5, rel=1e-12)
+    assert mxfp4.weights_bytes - fp4.weights_bytes == pytest.approx(rest * (2 - fp4_bytes), rel=1e-12)
     assert rest == pytest.approx(20.91e9 - experts, rel=0.02)  # the model card's total
-    for g, ratio in ((L.G_EXP_UP, 0.25), (L.G_EXP_DOWN, 0.25), (L.G_QKV, 1.0), (L.G_ROUTER, 1.0)):
+    for g, ratio in ((L.G_EXP_UP, fp4_bytes / 2), (L.G_EXP_DOWN, fp4_bytes / 2), (L.G_QKV, 1.0), (L.G_ROUTER, 1.0)):
         assert mxfp4.params[g + 2] == pytest.approx(ratio * bf16.params[g + 2], rel=1e-12)  # weight bytes term
     with pytest.raises(ConfigError, match="expert_weight"):
         compile_engine(catalog.model("llama-3.1-8b"), d, Parallel(), Dtypes(expert_weight="fp4"))

@@ -453,10 +453,10 @@ def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
     assert (overlap["vllm"], overlap["sglang"], overlap["vllm-0.8"]) == ("async", "decode-only", "none")
     assert all(int(line.split()[-1]) >= 1 for line in lines)  # every stack names its sources
     # the MoE kernels: vLLM's fused-MoE extras for the formats they describe, vLLM 0.8's for every format
-    assert "x2.65 / x1.01 (bf16, fp16, fp8); fp4 on cc 9: x1 / x1.91" in rows["vllm"]
-    assert "x3.41 / x1 " in rows["vllm-0.8"]
+    assert "x2.69 / x1 (bf16, fp16, fp8); fp4 on cc 9: x1 / x1.51" in rows["vllm"]
+    assert "x3.48 / x1 " in rows["vllm-0.8"]
     # the prefill attention kernels: SGLang's backend for every model; vLLM's TRITON_ATTN for sink models on Ampere
-    assert "x2.27 " in rows["sglang"] and "x1.09 " in rows["vllm-0.8"] and "sinks" not in rows["sglang"]
+    assert "x2.27 " in rows["sglang"] and "x1.06 " in rows["vllm-0.8"] and "sinks" not in rows["sglang"]
     assert " x1, sinks before Hopper x5.85 " in rows["vllm"]
 
 
@@ -587,9 +587,9 @@ def test_a_stacks_moe_extras_apply_only_to_the_expert_formats_it_names():
 
 def test_a_stacks_moe_kernels_replace_its_moe_extras_for_their_formats_and_devices():
     """``moe_kernels``: vLLM runs gpt-oss-20b's MXFP4 experts on Hopper (9.0) through Triton's matmul_ogs, whose
-    weight reads take 1.91x the calibrated time and which its fused-MoE extras do not describe; on an A100 (Marlin)
-    or a B200 (FlashInfer) neither applies; Mixtral's BF16 experts on an H100 keep the fused-MoE extras. A kernel
-    with a compute-capability range needs a CUDA device; one without runs on any."""
+    weight reads take longer than the calibrated kernels' and which its fused-MoE extras do not describe; on an A100
+    (Marlin) or a B200 (FlashInfer) neither applies; Mixtral's BF16 experts on an H100 keep the fused-MoE extras. A
+    kernel with a compute-capability range needs a CUDA device; one without runs on any."""
     from hermes_fast.compile import compile_engine
     from hermes_fast.config import ConfigError, Dtypes, Parallel
     from hermes_fast.config.stack import MoeKernel
@@ -598,9 +598,11 @@ def test_a_stacks_moe_kernels_replace_its_moe_extras_for_their_formats_and_devic
     cat = Catalog()
     vllm = cat.stack("vllm")
     mxfp4 = Dtypes(expert_weight="fp4")
+    triton = (0.0, vllm.moe_kernels[0].memory_extra)
+    assert triton[1] > 0.0
     for model, device, dtypes, expected in [
-        ("gpt-oss-20b", "h100_sxm", mxfp4, (0.0, 0.91)),
-        ("gpt-oss-20b", "h200_sxm", mxfp4, (0.0, 0.91)),
+        ("gpt-oss-20b", "h100_sxm", mxfp4, triton),
+        ("gpt-oss-20b", "h200_sxm", mxfp4, triton),
         ("gpt-oss-20b", "a100_sxm_80gb", mxfp4, (0.0, 0.0)),
         ("gpt-oss-20b", "b200", mxfp4, (0.0, 0.0)),
         ("mixtral-8x7b", "h100_sxm", Dtypes(), (vllm.moe_compute_extra, vllm.moe_memory_extra)),
@@ -643,6 +645,36 @@ def test_a_model_with_attention_sinks_takes_the_sink_backends_prefill_extra_befo
     shipped = cat.stack("vllm")  # (vLLM: TRITON_ATTN for gpt-oss on Ampere, its usual backends otherwise)
     assert shipped.prefill_attention_extra_for(True, 8.0) == shipped.sink_attention_extra > 0.0
     assert shipped.prefill_attention_extra_for(True, 9.0) == shipped.prefill_attention_extra
+
+
+def test_vllms_hopper_mxfp4_kernel_reproduces_the_latency_it_is_derived_from():
+    """vLLM PR 27523: `vllm bench latency` of gpt-oss-120b (batch 8, 32 tokens in, 128 out, one SM90 GPU, in process,
+    0.11's sync scheduling) took 1.58155 s on Triton's matmul_ogs, 1.17 s on Marlin. The `vllm` entry's Hopper MXFP4
+    kernel reproduces the Triton figure on an H100 within 1% with its shipped host costs (its memory_extra is derived
+    from it, so a refit of those costs must derive it again); with the calibrated experts (no kernel) the run takes
+    less time than on Triton."""
+    import hermes_fast as hf
+
+    def batch_latency(kernels=None):
+        stack = {
+            "base": "vllm",
+            "async_scheduling": False,
+            "frontend_s": 0.0,
+            "frontend_serial_s": 0.0,
+            "frontend_token_s": 0.0,
+        }
+        if kernels is not None:
+            stack["moe_kernels"] = kernels
+        sc = {
+            "stacks": {"s": stack},
+            "engines": [{"name": "e", "model": "gpt-oss-120b", "device": "h100_sxm", "stack": "s",
+                         "dtypes": {"weight": "bf16", "expert_weight": "fp4"}}],
+            "workload": {"arrival": {"process": "closed", "concurrency": 8}, "prompt_tokens": 32, "output_tokens": 128},
+        }  # fmt: skip
+        return float(hf.simulate(sc, n_requests=8, seed=0)["e2e_s"].max())
+
+    assert batch_latency() == pytest.approx(1.58155, rel=0.01)
+    assert batch_latency(kernels=[]) < 1.58155 * 0.85
 
 
 def test_an_overlap_scheduler_hides_a_decode_iterations_per_step_host_work():

@@ -12,6 +12,11 @@ from .efficiency import Efficiency
 Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "fp4", "int4"]
 DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8", "int8", "fp4", "int4")
 DTYPE_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5, "int4": 0.5}
+# the block scales a 4-bit weight format keeps beside its elements, in bytes a weight: MXFP4 one E8M0 byte per 32
+# elements (OCP Microscaling Formats v1.0), NVFP4 one FP8 byte per 16 (fp4 does not tell them apart: the smaller is
+# taken); int4 (GPTQ / AWQ, group size 128) an FP16 scale and a packed 4-bit zero point per 128. FP8's block scales
+# (one FP32 per 128 x 128) are left out: 0.02%
+WEIGHT_SCALE_BYTES = {"fp4": 1.0 / 32.0, "int4": 2.5 / 128.0}
 # When a device has no native peak for a dtype, its GEMMs run in the next wider format it has
 # (weight-only quantisation: narrow weights are dequantised on the fly), so that format's peak applies.
 DTYPE_FALLBACK = {
@@ -23,6 +28,12 @@ DTYPE_FALLBACK = {
     "fp16": "bf16",
     "fp32": "bf16",  # no native FP32 matrix path (TPUs, some ASICs): FP32 matmuls run as bf16 passes
 }
+
+
+def weight_bytes(dtype: str) -> float:
+    """Bytes a weight stored in ``dtype`` takes in memory and is read as: its element and its share of the block
+    scales (:data:`WEIGHT_SCALE_BYTES`)."""
+    return DTYPE_BYTES[dtype] + WEIGHT_SCALE_BYTES.get(dtype, 0.0)
 
 
 @dataclass(frozen=True, kw_only=True)

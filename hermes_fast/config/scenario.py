@@ -75,7 +75,9 @@ class Parallel:
 class Dtypes:
     """Storage/compute formats. GEMMs run at the activation dtype's peak (or the device's fallback)."""
 
-    weight: Dtype = fld("bf16", doc="weight storage format")
+    weight: Dtype = fld(
+        "bf16", doc="weight storage format (4-bit formats with their block scales: config.hardware.weight_bytes)"
+    )
     expert_weight: Dtype | None = fld(
         None,
         doc="MoE models: the routed experts' weight format where a checkpoint quantises only them (gpt-oss's MXFP4, "
