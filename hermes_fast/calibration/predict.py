@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..compile import compile_engine
-from ..config.hardware import DTYPE_BYTES, Device
+from ..config.hardware import DTYPE_BYTES, Device, weight_bytes
 from ..config.scenario import Dtypes, Parallel
 from ..kernels.grid import pipelined_time
 from ..rates import collective_ramp, decode_attention_ramp, device_rates, group_link
@@ -30,10 +30,11 @@ def _gemm_s(d: Device, m, k, n, dtype: str, block: bool = False) -> np.ndarray:
     at least the floor of a block-scaled FP8 GEMM of m rows, ``block``)."""
     r = device_rates(d, dtype, dtype, block)
     b = DTYPE_BYTES[dtype]
+    wb = weight_bytes(dtype)  # (the weights with their block scales, as compile stores them)
     flops = r.gemm_flops / (1.0 + r.gemm_saturation_n / n) / (1.0 + r.gemm_saturation_k / k)
     c1 = 2.0 * k * n / flops
     compute = c1 * (m + r.gemm_saturation_tokens)
-    memory = (k * n * b + m * (k + n) * max(b, 1.0)) / r.gemm_memory_bw
+    memory = (k * n * wb + m * (k + n) * max(b, 1.0)) / r.gemm_memory_bw
     floor = np.where(m <= r.gemm_small_tokens, r.gemm_small_floor_s, r.gemm_floor_s)
     return np.maximum(np.maximum(compute, memory) + r.gemm_overhead_s, floor)
 
