@@ -190,7 +190,7 @@ def compile_engine(
     wb = weight_bytes(dtypes.weight)  # (with its block scales)
     if dtypes.expert_weight is not None and m.moe is None:
         raise ConfigError(f"{path}.dtypes.expert_weight", dtypes.expert_weight, f"null: {m.name} has no experts")
-    ewb = wb if dtypes.expert_weight is None else weight_bytes(dtypes.expert_weight)
+    ewb = weight_bytes(dtypes.experts)
     # GEMM operands move in the activation format, at least a byte (fp4 GEMMs keep 8/16-bit outputs);
     # hidden states between kernels (norms, residuals, collectives, hand-offs) stay 16-bit (fp32 if asked)
     ab = max(DTYPE_BYTES[dtypes.activation], 1.0)
@@ -357,8 +357,7 @@ def compile_engine(
         p[L.EXTRA_KERNELS] = 2.0 * m.n_layers + (2.0 if m.has_lm_head else 0.0)
     if stack is not None:
         p[L.PREFILL_ATTN_EXTRA] = stack.prefill_attention_extra_for(m.attention_sinks, d.compute_capability)
-        experts = dtypes.expert_weight or dtypes.weight
-        p[L.MOE_COMPUTE_EXTRA], p[L.MOE_MEMORY_EXTRA] = stack.moe_extras(experts, d.compute_capability)
+        p[L.MOE_COMPUTE_EXTRA], p[L.MOE_MEMORY_EXTRA] = stack.moe_extras(dtypes.experts, d.compute_capability)
         p[L.DECODE_HOST_OVERLAP] = 1.0 if stack.decode_host_overlap else 0.0
         p[L.ASYNC_SCHEDULING] = 1.0 if stack.async_scheduling else 0.0
     if stack is not None and stack.cuda_graph_sizes:

@@ -176,7 +176,7 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
     resolved = resolve_scenario(serving_scenario(run, costs), cal)
     setup = build_serving(resolved)
     eng = resolved.engines[0]
-    experts, cc = eng.engine.dtypes.expert_weight or eng.engine.dtypes.weight, eng.device.compute_capability
+    experts, cc = eng.engine.dtypes.experts, eng.device.compute_capability
     return PreparedRun(
         run,
         setup,

@@ -92,6 +92,11 @@ class Dtypes:
         "the device's block_scaled_* efficiencies)",
     )
 
+    @property
+    def experts(self) -> Dtype:
+        """The routed experts' storage format: expert_weight, else weight."""
+        return self.expert_weight or self.weight
+
     def _validate(self, path: str) -> None:
         if self.gemm_scaling == "block" and (self.weight, self.activation) != ("fp8", "fp8"):
             raise ConfigError(

@@ -274,12 +274,6 @@ class Stack:
         """Seconds of that thread a streamed token takes."""
         return self.frontend_token_s / self.api_servers
 
-    def sink_backend(self, attention_sinks: bool, compute_capability: float | None) -> bool:
-        """Whether the stack runs its sink-capable attention backend (sink_attention_extra) for a model with or
-        without ``attention_sinks`` on a device of ``compute_capability``: sinks on a CUDA device before Hopper, and
-        the stack names that backend's extra."""
-        return self.sink_attention_extra is not None and needs_sink_kernels(attention_sinks, compute_capability)
-
     def prefill_attention_extra_for(self, attention_sinks: bool, compute_capability: float | None) -> float:
         """The prefill attention extra of the backend the stack runs for such a model on such a device."""
         sink_kernels = needs_sink_kernels(attention_sinks, compute_capability)
@@ -294,9 +288,7 @@ class Stack:
         """Whether moe_compute_extra and moe_memory_extra describe the kernels of experts stored in
         ``expert_weight`` on such a device: no moe_kernels entry runs them, and moe_extra_weights name that format
         or name none."""
-        if self.moe_kernel(expert_weight, compute_capability) is not None:
-            return False
-        return self.moe_extra_weights is None or expert_weight in self.moe_extra_weights
+        return self.moe_kernel(expert_weight, compute_capability) is None and self._fused_moe_serves(expert_weight)
 
     def moe_extras(self, expert_weight: str, compute_capability: float | None) -> tuple[float, float]:
         """(compute, memory) extra fractions of the kernels this stack runs for experts stored in
@@ -305,9 +297,13 @@ class Stack:
         kernel = self.moe_kernel(expert_weight, compute_capability)
         if kernel is not None:
             return kernel.compute_extra, kernel.memory_extra
-        if self.moe_extras_apply(expert_weight, compute_capability):
+        if self._fused_moe_serves(expert_weight):
             return self.moe_compute_extra, self.moe_memory_extra
         return 0.0, 0.0
+
+    def _fused_moe_serves(self, expert_weight: str) -> bool:
+        """Whether moe_extra_weights name ``expert_weight``, or name none (every format)."""
+        return self.moe_extra_weights is None or expert_weight in self.moe_extra_weights
 
     def _validate(self, path: str) -> None:
         sizes = self.cuda_graph_sizes
