@@ -24,8 +24,8 @@ kernels cancel in a ratio); then, those host costs held (``STAGES``), its MoE ke
 prefill extra (``sink_attention_extra``: TRITON_ATTN) on its runs of models with attention sinks on devices before
 Hopper. Its front end is not fitted here (most of its runs queue): ``FIXED`` gives its sources (BLIS /
 inference-sim's fitted queueing time of vLLM's API server, and the API server thread's capacity read off the fit runs
-it limits). No fit takes in a run with a ``device_note`` (a device known to be off its catalog entry:
-``serving_runs.SLOW_DEVICE_SOURCES``).
+it limits). No fit takes in a run with a ``run_note`` (a device known to be off its catalog entry,
+``serving_runs.SLOW_DEVICE_SOURCES``; a sweep's first scenario on a cold server, ``serving_runs.COLD_SERVER_SWEEPS``).
 
 ``--write`` puts the fitted values into hermes_fast/catalog/stacks.yaml (each with a ``sources`` entry); the
 printed tables (fit and holdout rows apart, per stack and metric) are what benchmarks/RESULTS.md reports.
@@ -157,10 +157,13 @@ PAIR_LOSS_SCALE = 0.05
 # entries whose shipped costs a plain `--write` keeps: their refit fails an independent check the project holds them
 # to (tests/test_attention_dp.py: SGLang v0.4's published DP-attention decode gain, 1.9x, reads 1.22x after a refit
 # on the 23 fit runs of 2026-12-07, 2.94x after one on 2026-12-06; 1.74x as shipped, 1.76x with the overlap
-# scheduler's decode iterations)
+# scheduler's decode iterations), or their fit runs do not identify the costs (trtllm: with the 2025-04 DeepSeek
+# 1000/2000 run noted as a cold server, its 5 fit runs put the step cost at 3.5 ms where the 6 put it at 0.1 ms, and
+# at 19 ms, the bound, with the overlap scheduler's iterations; the held-back Qwen3-8B run's ITL goes -9% -> +36%)
 KEPT = {
     "sglang": "its refit puts the independent SGLang v0.4 DP-attention check outside its tolerance",
     "sglang-0.3": "the other side of that check",
+    "trtllm": "its 5 fit runs without the cold-server one do not identify its step cost (0.1 -> 3.5 ms on one run)",
 }
 LOSS = "cauchy"  # a run no cost can explain (a server warm-up stall, a kernel far off) loses its pull
 LOSS_SCALE = 0.2  # in log units: residuals beyond ~20% count less and less
@@ -192,9 +195,9 @@ def fit_inputs(
     entry: str, runs: list[S.ServingRun]
 ) -> tuple[list[S.ServingRun], list[tuple[S.ServingRun, S.ServingRun]]]:
     """An entry's fit runs and sync / async pairs among ``runs`` (those that can be simulated): its ``split: fit``
-    runs but those with a ``device_note``; under DENSE_ONLY the dense-model ones (the pairs keep MoE runs); for
+    runs but those with a ``run_note``; under DENSE_ONLY the dense-model ones (the pairs keep MoE runs); for
     ``vllm`` the single-request ITL points too."""
-    fit_runs = [r for r in runs if S.stack_entry(r) == entry and r.split == "fit" and not S.device_note(r)]
+    fit_runs = [r for r in runs if S.stack_entry(r) == entry and r.split == "fit" and not S.run_note(r)]
     pairs = async_pairs(fit_runs)
     if entry in DENSE_ONLY:
         fit_runs = [r for r in fit_runs if not _moe(r)]
@@ -204,10 +207,10 @@ def fit_inputs(
 
 
 def stage_runs(entry: str, stage: str, runs: list[S.ServingRun]) -> list[S.ServingRun]:
-    """The entry's fit runs (no ``device_note``) a later stage fits: its MoE runs ("moe"), its runs of models with
+    """The entry's fit runs (no ``run_note``) a later stage fits: its MoE runs ("moe"), its runs of models with
     attention sinks ("sink"); :func:`fit_entry` keeps those whose kernels the stage's costs describe."""
     pick = STAGE_RUNS[stage]
-    return [r for r in runs if S.stack_entry(r) == entry and r.split == "fit" and not S.device_note(r) and pick(r)]
+    return [r for r in runs if S.stack_entry(r) == entry and r.split == "fit" and not S.run_note(r) and pick(r)]
 
 
 def _sinks(run: S.ServingRun) -> bool:

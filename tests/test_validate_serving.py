@@ -459,26 +459,57 @@ def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch, entry):
 
 
 def test_a_slow_device_is_noted_and_left_out_of_every_fit(runs):
-    """GPUStack's single-GPU H100 pages (gpt-oss-20b, Qwen3-14B, Qwen3-32B) carry a ``device_note`` under every
+    """GPUStack's single-GPU H100 pages (gpt-oss-20b, Qwen3-14B, Qwen3-32B) carry a ``run_note`` under every
     engine; its 2- and 8-GPU H100 pages and its A100 pages do not. No entry's fit runs or pairs hold a noted run,
     and vLLM's fit pairs are the three GPUStack A100 ones (sync / async alike but for --async-scheduling)."""
-    noted = [r for r in runs if S.device_note(r)]
+    noted = [r for r in runs if S.run_note(r).startswith("slow device")]
     pages = {r.settings["source"].split("performance-lab/")[1].split("#")[0] for r in noted}
     assert pages == {"gpt-oss-20b/h100.md", "qwen3-14b/h100.md", "qwen3-32b/h100.md"}
     assert {r.stack for r in noted} == {"vllm", "sglang", "trtllm"}
     assert {(r.settings["device"], r.settings["tp"]) for r in noted} == {("h100_sxm", "1")}
-    assert not any(S.device_note(r) for r in runs if "gpt-oss-120b/h100.md" in r.settings["source"])
+    assert not any(S.run_note(r) for r in runs if "gpt-oss-120b/h100.md" in r.settings["source"])
+    assert not any(S.run_note(r) for r in runs if "gpustack" in r.settings["source"] and r not in noted)
     fs = _fit_module()
     usable = [r for r in runs if S.skip_reason(r) is None]
     for entry in fs.PARAMETERS:
         fit_runs, pairs = fs.fit_inputs(entry, usable)
-        assert not any(S.device_note(r) for r in fit_runs + [r for p in pairs for r in p]), entry
+        assert not any(S.run_note(r) for r in fit_runs + [r for p in pairs for r in p]), entry
     pairs = fs.fit_inputs("vllm", usable)[1]
     assert len(pairs) == 3
     for sync, async_ in pairs:
         assert "gpustack" in sync.settings["source"] and sync.settings["device"] == "a100_sxm_80gb"
         assert "--async-scheduling" in async_.settings["server_args"]
         assert sync.settings["server_args"] == async_.settings["server_args"].replace(" --async-scheduling", "")
+
+
+def test_a_sweeps_first_scenario_on_a_cold_server_is_noted_and_left_out_of_every_fit(runs):
+    """simon-mo/vLLM-Benchmark's sweeps run 1000/2000 first on a server just started (COLD_SERVER_SWEEPS): those runs,
+    under every engine, carry a ``run_note`` and no fit takes them in; the sweeps' other scenarios carry none. The
+    measurements the rule rests on: vLLM 0.8.4 DeepSeek-R1 on two H200 machines reads mean TTFT 1.52 s against
+    0.31 s at 1000/2000 (ITL within 25% of each other), while its other four scenarios' mean TTFTs agree within 20%."""
+    sweeps = [r for r in runs if "simon-mo/vLLM-Benchmark" in r.settings["source"]]
+    cold = [r for r in sweeps if S.run_note(r)]
+    assert cold and all(S.run_note(r).startswith("cold server") for r in cold)
+    assert {(r.settings["input_tokens"], r.settings["output_tokens"]) for r in cold} == {("1000", "2000")}
+    assert {r.stack for r in cold} == {"vllm", "sglang", "trtllm"}
+    assert all(r in cold for r in sweeps if r.label.split()[-3] == "1000/2000")
+    fs = _fit_module()
+    usable = [r for r in runs if S.skip_reason(r) is None]
+    for entry in fs.PARAMETERS:
+        fit_runs, pairs = fs.fit_inputs(entry, usable)
+        assert not set(map(id, cold)) & set(map(id, fit_runs)), entry
+    dsr1 = {}
+    for r in sweeps:
+        if (
+            r.stack == "vllm"
+            and r.settings["model"] == "deepseek-v3"
+            and "--enable-expert-parallel" not in r.settings["server_args"]
+        ):
+            machine = "nebius" if "nebius" in r.settings["source"] else "berkeley"
+            dsr1[(machine, r.label.split()[-3])] = r.metrics
+    ratio = {k: dsr1[("nebius", k)]["ttft_mean_s"] / dsr1[("berkeley", k)]["ttft_mean_s"] for _, k in dsr1}
+    assert ratio.pop("1000/2000") == pytest.approx(4.93, abs=0.01)
+    assert len(ratio) == 4 and all(abs(v - 1) < 0.21 for v in ratio.values())
 
 
 def test_validation_prints_the_held_back_medians_without_a_slow_device(runs, capsys):
@@ -491,13 +522,13 @@ def test_validation_prints_the_held_back_medians_without_a_slow_device(runs, cap
         find(runs, stack="vllm", model="qwen3-32b", device="h100_sxm", input_tokens="4000"),
     ]
     assert [r.split for r in picked] == ["holdout", "holdout"]
-    assert sorted(bool(S.device_note(r)) for r in picked) == [False, True]
+    assert sorted(bool(S.run_note(r)) for r in picked) == [False, True]
     rows = S.serving_errors(S.predict_serving(picked, replicates=1))
     print_serving_validation(rows)
     text = capsys.readouterr().out
-    block = text.split("on a device known to be off its catalog entry")[1]
-    assert "1 of them held back" in block
-    alone = next(r for r in rows if r["metric"] == "output_throughput_token_per_s" and not r["device_note"])
+    block = text.split("known to measure something the simulator does not model")[1]
+    assert "1 of them held back" in block and "#   1 slow device" in block
+    alone = next(r for r in rows if r["metric"] == "output_throughput_token_per_s" and not r["run_note"])
     line = next(x for x in block.splitlines() if "output throughput" in x)
     assert line.split()[-4:-2] == ["1", f"{abs(alone['error']):.1%}"]
 

@@ -40,7 +40,7 @@ from .serving_runs import (
     SERVING_RUNS,
     SHAREGPT_LENGTHS,
     ServingRun,
-    device_note,
+    run_note,
     serving_runs,
     skip_reason,
     stack_entry,
@@ -60,7 +60,7 @@ __all__ = [
     "serving_runs",
     "stack_entry",
     "skip_reason",
-    "device_note",
+    "run_note",
     "serving_scenario",
     "run_stack_fields",
     "harness_draws",
@@ -288,8 +288,8 @@ def predict_serving(
 
 def serving_errors(predictions: Sequence[Mapping]) -> list[dict]:
     """One row per run and measured metric: predicted beside measured, ``error`` = predicted / measured - 1,
-    ``device_note`` what is known against the run's device (:func:`device_note`); skipped runs give one row each
-    with their ``skip`` reason."""
+    ``run_note`` what is known against the run measuring what is simulated (:func:`run_note`); skipped runs give
+    one row each with their ``skip`` reason."""
     rows = []
     for p in predictions:
         run = p["run"]
@@ -300,7 +300,7 @@ def serving_errors(predictions: Sequence[Mapping]) -> list[dict]:
             "stack_version": run.settings["stack_version"],
             "split": run.split,
             "label": run.label,
-            "device_note": device_note(run),
+            "run_note": run_note(run),
         }
         if p["skip"]:
             rows.append({**base, "metric": "", "measured": math.nan, "predicted": math.nan, "error": math.nan,

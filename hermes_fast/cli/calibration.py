@@ -94,14 +94,17 @@ def print_serving_validation(rows: list[dict], out=None) -> None:
         for s in summary:
             if s["split"] == split:
                 print(_summary_line(s), file=out)
-    noted = {r["run"]: r for r in rows if r["device_note"] and not r["skip"]}
+    noted = {r["run"]: r for r in rows if r["run_note"] and not r["skip"]}
     if noted:  # (their rows stay in the table above; here the held-back medians without them)
         held = sorted(n for n, r in noted.items() if r["split"] == "holdout")
-        notes = "; ".join(sorted({r["device_note"] for r in noted.values()}))
-        print(f"# {len(noted)} runs on a device known to be off its catalog entry ({notes}), {len(held)} of them held "
-              f"back (runs {', '.join(map(str, held))}); held back without them:", file=out)  # fmt: skip
+        print(f"# {len(noted)} runs known to measure something the simulator does not model, {len(held)} of them held "
+              f"back (runs {', '.join(map(str, held))}):", file=out)  # fmt: skip
+        for note in sorted({r["run_note"] for r in noted.values()}):
+            count = sum(r["run_note"] == note for r in noted.values())
+            print(f"#   {count} {note}", file=out)
+        print("# held back without them:", file=out)
         entries = {r["stack_entry"] for r in noted.values()}
-        for s in error_summary([r for r in rows if not r["device_note"]]):
+        for s in error_summary([r for r in rows if not r["run_note"]]):
             if s["split"] == "holdout" and s["stack_entry"] in entries:
                 print(_summary_line(s), file=out)
     skipped = [r for r in rows if r["skip"]]
