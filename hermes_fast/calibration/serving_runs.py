@@ -301,6 +301,7 @@ def run_note(run: ServingRun) -> str:
 
 
 def _lengths(settings: Mapping[str, str]) -> tuple[float, float] | None:
+    """A run's (input, output) tokens per request (None where either is not given)."""
     if settings["input_tokens"] == "" or settings["output_tokens"] == "":
         return None
     return float(settings["input_tokens"]), float(settings["output_tokens"])
