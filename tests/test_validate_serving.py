@@ -473,7 +473,8 @@ def test_a_slow_device_is_noted_and_left_out_of_every_fit(runs):
     usable = [r for r in runs if S.skip_reason(r) is None]
     for entry in fs.PARAMETERS:
         fit_runs, pairs = fs.fit_inputs(entry, usable)
-        assert not any(S.run_note(r) for r in fit_runs + [r for p in pairs for r in p]), entry
+        staged = [r for stage, _ in fs.STAGES.get(entry, ()) for r in fs.stage_runs(entry, stage, usable)]
+        assert not any(S.run_note(r) for r in fit_runs + staged + [r for p in pairs for r in p]), entry
     pairs = fs.fit_inputs("vllm", usable)[1]
     assert len(pairs) == 3
     for sync, async_ in pairs:
@@ -486,7 +487,7 @@ def test_a_sweeps_first_scenario_on_a_cold_server_is_noted_and_left_out_of_every
     """simon-mo/vLLM-Benchmark's sweeps run 1000/2000 first on a server just started (COLD_SERVER_SWEEPS): those runs,
     under every engine, carry a ``run_note`` and no fit takes them in; the sweeps' other scenarios carry none. The
     measurements the rule rests on: vLLM 0.8.4 DeepSeek-R1 on two H200 machines reads mean TTFT 1.52 s against
-    0.31 s at 1000/2000 (ITL within 25% of each other), while its other four scenarios' mean TTFTs agree within 20%."""
+    0.31 s at 1000/2000, while its other four scenarios' mean TTFTs agree within 20%."""
     sweeps = [r for r in runs if "simon-mo/vLLM-Benchmark" in r.settings["source"]]
     cold = [r for r in sweeps if S.run_note(r)]
     assert cold and all(S.run_note(r).startswith("cold server") for r in cold)
@@ -497,14 +498,11 @@ def test_a_sweeps_first_scenario_on_a_cold_server_is_noted_and_left_out_of_every
     usable = [r for r in runs if S.skip_reason(r) is None]
     for entry in fs.PARAMETERS:
         fit_runs, pairs = fs.fit_inputs(entry, usable)
-        assert not set(map(id, cold)) & set(map(id, fit_runs)), entry
+        staged = [r for stage, _ in fs.STAGES.get(entry, ()) for r in fs.stage_runs(entry, stage, usable)]
+        assert not set(map(id, cold)) & set(map(id, fit_runs + staged)), entry
     dsr1 = {}
     for r in sweeps:
-        if (
-            r.stack == "vllm"
-            and r.settings["model"] == "deepseek-v3"
-            and "--enable-expert-parallel" not in r.settings["server_args"]
-        ):
+        if r.stack == "vllm" and r.settings["model"] == "deepseek-v3":
             machine = "nebius" if "nebius" in r.settings["source"] else "berkeley"
             dsr1[(machine, r.label.split()[-3])] = r.metrics
     ratio = {k: dsr1[("nebius", k)]["ttft_mean_s"] / dsr1[("berkeley", k)]["ttft_mean_s"] for _, k in dsr1}

@@ -63,11 +63,14 @@ SLOW_DEVICE_SOURCES = (
 # sweeps whose first scenario runs on a server just started: (prompt, output) tokens of that scenario. simon-mo /
 # vLLM-Benchmark's `just run-sweeps` runs 1000/2000 first (Justfile), and its README warns that "the very first run
 # will be slow" (SGLang's DeepGEMM JIT; LOG.md 2025-04-18: "DeepGEMM JIT code generation ... as requests arrive",
-# output throughput halved until the kernels are cached on disk; TensorRT-LLM's server restarted before every
-# scenario). The runs show it where a compile cache was cold: vLLM 0.8.4 DeepSeek-R1 on Nebius's H200 reads a mean
-# TTFT of 1.52 s at 1000/2000 against 0.31 s on Berkeley's, its other four scenarios' within 2-20% of Berkeley's;
-# SGLang 0.4.4 QwQ-32B on two H200s, 3.78 s against 0.30 s, their 10000/500 and 30000/100 within 2%. No fit takes
-# them in; validation reports them, and its medians without them.
+# output throughput halved until the kernels are cached on disk). Kernels compiled on first use are cached on disk, so
+# the sweep's first scenario pays for them and the later ones find them. The runs show it where a cache was cold:
+# vLLM 0.8.4 DeepSeek-R1 on Nebius's H200 reads a mean TTFT of 1.52 s at 1000/2000 against 0.31 s on Berkeley's,
+# its other four scenarios' within 2-20% of Berkeley's; SGLang 0.4.4 QwQ-32B on two H200s, 3.78 s against 0.30 s,
+# their 10000/500 and 32000/100 within 2.3%. Their 5000/1000 differ too (19.0 s against 6.9 s: LOG.md found SGLang's
+# figures unreproducible across host CPUs), which no note covers; TensorRT-LLM's server was restarted before every
+# scenario (LOG.md), so its later scenarios may carry start-up work as well. Only what the README documents is
+# noted. No fit takes the noted runs in; validation reports them, and its medians without them.
 COLD_SERVER_SWEEPS = {"simon-mo/vLLM-Benchmark": (1000.0, 2000.0)}
 
 # the harness metrics a run may report (SI units) and what a prediction gives for each
