@@ -179,6 +179,12 @@ class ServingRun:
         return float(v) if v not in ("", None) else None
 
     @property
+    def lengths(self) -> tuple[float, float] | None:
+        """(input, output) tokens per request as the run states them (None where either is not given)."""
+        prompt, output = self.number("input_tokens"), self.number("output_tokens")
+        return None if prompt is None or output is None else (prompt, output)
+
+    @property
     def label(self) -> str:
         s = self.settings
         model = catalog_model(self) or s.get("model_hf", "")
@@ -295,19 +301,12 @@ def run_note(run: ServingRun) -> str:
     if any(page in s["source"] for page in SLOW_DEVICE_SOURCES):
         return "slow device: GPUStack's single-GPU H100 pages run compute-bound work ~1.7x slower than an H100 SXM"
     for repository, (prompt, output) in COLD_SERVER_SWEEPS.items():
-        if repository in s["source"] and s["dataset"] == "random" and _lengths(s) == (prompt, output):
+        if repository in s["source"] and s["dataset"] == "random" and run.lengths == (prompt, output):
             return (
                 "cold server: the first scenario of a sweep after the server started, where kernels compiled on "
                 "first use (DeepGEMM / Triton JIT) may stall its first requests"
             )
     return ""
-
-
-def _lengths(settings: Mapping[str, str]) -> tuple[float, float] | None:
-    """A run's (input, output) tokens per request (None where either is not given)."""
-    if settings["input_tokens"] == "" or settings["output_tokens"] == "":
-        return None
-    return float(settings["input_tokens"]), float(settings["output_tokens"])
 
 
 def skip_reason(run: ServingRun) -> str | None:

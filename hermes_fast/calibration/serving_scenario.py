@@ -218,7 +218,7 @@ def serving_scenario(run: ServingRun, costs: Mapping[str, float] | None = None) 
     else:  # offline: every request sent at once
         workload["arrival"] = {"process": "closed", "concurrency": n}
     if s["dataset"] == "random":
-        prompt, output = int(float(s["input_tokens"])), int(float(s["output_tokens"]))
+        prompt, output = map(int, run.lengths)
         if _length_range(run, prompt) is not None:
             lengths = {"prompt_tokens": _uniform(run, prompt), "output_tokens": _uniform(run, output)}
             workload["classes"] = [{"name": "random", **lengths}]
@@ -276,10 +276,9 @@ def _sharegpt_scale(run: ServingRun) -> tuple[float, float]:
     DeepSeek-R1 tokenizer; otherwise (the Llama-3-tokenizer runs of SGLang's bench_serving README, 194.3 output
     tokens per request) the ratio of output means for both."""
     pairs = _sharegpt_pairs()
-    s = run.settings
-    if s["input_tokens"] not in ("", None) and s["output_tokens"] not in ("", None):
+    if run.lengths is not None:
         prompt_mean, output_mean = float(pairs[:, 0].mean()), float(pairs[:, 1].mean())
-        return float(s["input_tokens"]) / prompt_mean, float(s["output_tokens"]) / output_mean
+        return run.lengths[0] / prompt_mean, run.lengths[1] / output_mean
     if catalog_model(run) == "deepseek-v3":
         return 1.0, 1.0
     r = _SHAREGPT_LLAMA3_OUTPUT_MEAN / float(pairs[:, 1].mean())
