@@ -573,7 +573,7 @@ def test_vllm_runs_mxfp4_experts_on_hopper_through_triton(runs):
     for run, expected in [(hopper[0], triton), (hopper[-1], triton),
                           (gpt_oss("0.11.0", "a100_sxm_80gb")[0], (0.0, 0.0))]:  # fmt: skip
         prep = S.prepare_run(run)
-        assert not prep.moe_extras_apply and prep.moe_kernel_extras == expected
+        assert not prep.moe_extras_apply and prep.stack.moe_extras(prep.experts, prep.compute_capability) == expected
         params = S.with_costs(prep, tried).params
         assert (params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA]) == expected
     marlin = S.prepare_run(gpt_oss("0.10.2", "h100_sxm")[0])

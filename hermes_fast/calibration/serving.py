@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..config.base import ConfigError
-from ..config.stack import backend_prefill_extra, needs_sink_kernels
+from ..config.stack import Stack, needs_sink_kernels
 from ..kernels import layout as L
 from ..kernels.serving import Outcome, Status
 from ..kernels.serving import state as loop
@@ -143,31 +143,31 @@ class PreparedRun:
     n_layers: int
     tp: int
     calibration: str
-    api_servers: int = 1  # the stack's API server processes a replica (its thread costs split over them)
-    moe_extras_apply: bool = True  # the stack's MoE extras describe the kernels of the run's experts' format
-    moe_kernel_extras: tuple[float, float] = (0.0, 0.0)  # (compute, memory) of the experts' kernels: Stack.moe_extras
-    sink_kernels: bool = (
-        False  # the run's model needs sink-capable attention kernels on its device (whatever the costs)
-    )
+    stack: Stack  # the run's stack as its scenario resolved it (with_costs replaces its costs)
+    attention_sinks: bool  # the run's model has attention sinks
+    experts: str  # the run's experts' storage format (Dtypes.experts)
+    compute_capability: float | None  # the run's device's
     run_fields: Mapping = field(default_factory=dict)  # the stack fields the run's flags set (run_stack_fields)
+
+    @property
+    def moe_extras_apply(self) -> bool:
+        """Whether the stack's MoE extras describe the kernels of the run's experts (Stack.moe_extras_apply)."""
+        return self.stack.moe_extras_apply(self.experts, self.compute_capability)
+
+    @property
+    def sink_kernels(self) -> bool:
+        """Whether the run's model needs sink-capable attention kernels on its device (whatever the costs)."""
+        return needs_sink_kernels(self.attention_sinks, self.compute_capability)
+
+
+# the costs a stack sets on the device's efficiency when resolved (the others are the stack's own fields)
+_EFFICIENCY_COSTS = ("step_overhead_s", "sequence_overhead_s", "step_overhead_per_tp_rank_s")
 
 
 def _stack_costs(resolved) -> dict[str, float]:
     eng = resolved.engines[0]
     eff, st = eng.device.efficiency, eng.stack
-    return {
-        "frontend_s": st.frontend_s,
-        "frontend_serial_s": st.frontend_serial_s,
-        "frontend_token_s": st.frontend_token_s,
-        "step_overhead_s": eff.step_overhead_s,
-        "sequence_overhead_s": eff.sequence_overhead_s,
-        "step_overhead_per_tp_rank_s": eff.step_overhead_per_tp_rank_s,
-        "eager_launch_s_per_layer": st.eager_launch_s_per_layer,
-        "prefill_attention_extra": st.prefill_attention_extra,
-        "sink_attention_extra": st.sink_attention_extra,
-        "moe_compute_extra": st.moe_compute_extra,
-        "moe_memory_extra": st.moe_memory_extra,
-    }
+    return {k: getattr(eff if k in _EFFICIENCY_COSTS else st, k) for k in COST_FIELDS}
 
 
 def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, float] | None = None) -> PreparedRun:
@@ -176,7 +176,6 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
     resolved = resolve_scenario(serving_scenario(run, costs), cal)
     setup = build_serving(resolved)
     eng = resolved.engines[0]
-    experts, cc = eng.engine.dtypes.experts, eng.device.compute_capability
     return PreparedRun(
         run,
         setup,
@@ -184,10 +183,10 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
         eng.model.n_layers,
         eng.engine.parallel.tp,
         resolved.describe_calibrations([eng.engine.device]),
-        eng.stack.api_servers,
-        eng.stack.moe_extras_apply(experts, cc),
-        eng.stack.moe_extras(experts, cc),
-        needs_sink_kernels(eng.model.attention_sinks, cc),
+        eng.stack,
+        eng.model.attention_sinks,
+        eng.engine.dtypes.experts,
+        eng.device.compute_capability,
         run_stack_fields(run),
     )
 
@@ -199,21 +198,20 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
         return prep.setup
     c = {**prep.costs, **costs}
     c.update((k, v) for k, v in prep.run_fields.items() if k in c)  # (the run's own flags win, as in its scenario)
+    # the stack with these costs: its own rules pick the kernels' extras and the thread's share, as compile's do
+    stack = replace(prep.stack, **{k: c[k] for k in COST_FIELDS if k not in _EFFICIENCY_COSTS})
     params, pf = prep.setup.params.copy(), prep.setup.pool_float.copy()
     params[0, L.OH_STEP] = c["step_overhead_s"] + (prep.tp - 1) * c["step_overhead_per_tp_rank_s"]
     params[0, L.OH_SEQ] = c["sequence_overhead_s"]
     if params[0, L.GRAPH_COUNT] > 0:
-        params[0, L.GRAPH_EAGER_S] = c["eager_launch_s_per_layer"] * prep.n_layers
-    # (Stack.prefill_attention_extra_for: the extra of the backend the stack runs for the run's model and device)
-    sink = c["sink_attention_extra"]
-    params[0, L.PREFILL_ATTN_EXTRA] = backend_prefill_extra(c["prefill_attention_extra"], sink, prep.sink_kernels)
-    # (Stack.moe_extras: the extras where they describe the run's expert kernels, else those kernels' own)
-    moe = (c["moe_compute_extra"], c["moe_memory_extra"]) if prep.moe_extras_apply else prep.moe_kernel_extras
-    params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA] = moe
-    pf[loop.PF_FRONTEND_S, 0] = c["frontend_s"]
-    # (the thread's costs over the stack's API server processes: Stack.thread_serial_s and thread_token_s)
-    pf[loop.PF_FRONTEND_SERIAL_S, 0] = c["frontend_serial_s"] / prep.api_servers
-    pf[loop.PF_FRONTEND_TOKEN_S, 0] = c["frontend_token_s"] / prep.api_servers
+        params[0, L.GRAPH_EAGER_S] = stack.eager_launch_s_per_layer * prep.n_layers
+    params[0, L.PREFILL_ATTN_EXTRA] = stack.prefill_attention_extra_for(prep.attention_sinks, prep.compute_capability)
+    params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA] = stack.moe_extras(
+        prep.experts, prep.compute_capability
+    )
+    pf[loop.PF_FRONTEND_S, 0] = stack.frontend_s
+    pf[loop.PF_FRONTEND_SERIAL_S, 0] = stack.thread_serial_s
+    pf[loop.PF_FRONTEND_TOKEN_S, 0] = stack.thread_token_s
     return replace(prep.setup, params=params, pool_float=pf)
 
 
