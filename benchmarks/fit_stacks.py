@@ -22,9 +22,9 @@ kernels cancel in a ratio); then, those host costs held (``STAGES``), its MoE ke
 (``moe_compute_extra``, ``moe_memory_extra``) on its MoE fit runs whose experts' format they describe
 (``moe_extra_weights``: vLLM's fused-MoE kernels for BF16 and FP8 experts), and its sink-capable attention backend's
 prefill extra (``sink_attention_extra``: TRITON_ATTN) on its runs of models with attention sinks on devices before
-Hopper. Its front end is not fitted here (most of its runs queue): ``FIXED`` gives its sources (BLIS /
-inference-sim's fitted queueing time of vLLM's API server, and the API server thread's capacity read off the fit runs
-it limits). No fit takes in a run with a ``run_note`` (a device known to be off its catalog entry,
+Hopper. Its front end's latency is fitted with the host costs on the TTFT of its low-load runs whose kernels'
+prefill is a small part of it (``FRONT_END_ONLY_TTFT``); its API server thread's capacity is read off the fit runs
+it limits (``FIXED``). No fit takes in a run with a ``run_note`` (a device known to be off its catalog entry,
 ``serving_runs.SLOW_DEVICE_SOURCES``; a sweep's first scenario on a cold server, ``serving_runs.COLD_SERVER_SWEEPS``).
 
 ``--write`` puts the fitted values into hermes_fast/catalog/stacks.yaml (each with a ``sources`` entry); the
@@ -65,7 +65,8 @@ PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
         "prefill_attention_extra": (0.0, 3.0),
         "moe_compute_extra": (0.0, 3.0),
     },
-    "vllm": {"step_overhead_s": (0.0, 20.0), "sequence_overhead_s": (0.0, 0.5)},
+    # (its front end at least FIXED's frontend_serial_s, the API server thread's share of it)
+    "vllm": {"frontend_s": (5.3, 200.0), "step_overhead_s": (0.0, 20.0), "sequence_overhead_s": (0.0, 0.5)},
     "sglang": {
         "frontend_s": (0.0, 200.0),
         "step_overhead_s": (0.0, 20.0),
@@ -94,19 +95,14 @@ FIXED = {
             15.563e-3,
             "not identifiable from its fit runs (the TTFT of the 4 trtllm-serve runs built from main, 2025-04, grows "
             "1.5-2.8 ms per prompt token, a queue in front of that build's context phase that no per-request constant "
-            "represents); taken as vLLM's API server latency (the vllm entry's, BLIS's fit), trtllm-serve being the "
-            "same kind of front end (a Python OpenAI-compatible server that tokenises and streams); not fitted, "
+            "represents); taken as BLIS / inference-sim's fitted QueueingTime of vLLM's API server on an H100 "
+            "(stack_facts.csv blis.trained_physics.alpha0_queueing), trtllm-serve being the same kind of front end (a "
+            "Python OpenAI-compatible server that tokenises and streams); not fitted, "
             "checked on the one held-back dense low-load run over HTTP (serving_runs.csv, GPUStack's Qwen3-8B page): "
             "TTFT -66% at 0, -37% at this value (benchmarks/RESULTS.md, serving stacks, twelfth step)",
         )
     },
     "vllm": {
-        "frontend_s": (
-            15.563e-3,
-            "not identifiable from its serving_runs.csv rows (20k-token prompts: ~1% of TTFT); BLIS / inference-sim "
-            "trained_physics alpha0 'QueueingTime (HTTP parsing, request validation, queue insertion)' for vLLM on "
-            "H100 (stack_facts.csv blis.trained_physics.alpha0_queueing, defaults.yaml @f90a1e3)",
-        ),
         # the API server thread's capacity where it limits a fit run, from the run's measured request throughput
         # (a least-squares fit cannot see it: those runs' TTFT queues, and their ITL is the thread's delivery,
         # which the loop does not add); benchmarks/RESULTS.md, serving stacks, seventeenth step
@@ -168,6 +164,12 @@ KEPT = {
 LOSS = "cauchy"  # a run no cost can explain (a server warm-up stall, a kernel far off) loses its pull
 LOSS_SCALE = 0.2  # in log units: residuals beyond ~20% count less and less
 LOW_LOAD = 0.25  # TTFT counts where the simulated wait for a batch is under this share of TTFT (at zero costs)
+# entries whose fitted costs hold no prefill term but fit the front end: there a TTFT counts only where it is, as
+# simulated at the lowest costs, under FRONT_END_SHARE of the measured, so the front end is most of it. A
+# long prompt's TTFT carries the kernels' prefill error, which only frontend_s could take up (fitted on every low-load
+# TTFT, vllm's went to 108 ms, pulled by the FP8-KV blog's 20k-token prompts, their TTFT 0.1-0.17 s over the kernels')
+FRONT_END_ONLY_TTFT = {"vllm"}
+FRONT_END_SHARE = 0.5
 # vLLM FP8-KV blog (2026-04-22, vLLM 0.19.1): single-request ITL = intercept + slope x input length (stack_facts.csv,
 # 128 output tokens, vllm bench serve at concurrency 1): (device, kv dtype) -> (intercept s, slope s per token)
 ITL_FITS = {
@@ -264,11 +266,16 @@ def itl_fact_runs() -> list[S.ServingRun]:
     return runs
 
 
-def fit_metrics(prep: S.PreparedRun) -> list[str]:
+def fit_metrics(entry: str, prep: S.PreparedRun) -> list[str]:
     """The run's metrics the fit uses: all of FIT_METRICS it has, TTFT only at low load (the simulated wait for a
-    batch under LOW_LOAD of TTFT at zero costs: TTFT is then front end + prefill, not a queue)."""
+    batch under LOW_LOAD of TTFT at zero costs: TTFT is then front end + prefill, not a queue), and for the entries
+    of FRONT_END_ONLY_TTFT only where the front end is most of it."""
     pred = S.simulate_prepared(prep, None, REPLICATES, SEED)
-    low = pred["queue_mean_s"] < LOW_LOAD * pred["ttft_mean_s"]
+    wait = pred["queue_mean_s"] - prep.costs["frontend_s"]  # (the wait counts the front end's latency: not a queue)
+    low = wait < LOW_LOAD * pred["ttft_mean_s"]
+    if entry in FRONT_END_ONLY_TTFT:  # (the mean where the run gives it, else the median)
+        ttft = "ttft_mean_s" if "ttft_mean_s" in prep.run.metrics else "ttft_median_s"
+        low &= ttft in prep.run.metrics and pred[ttft] < FRONT_END_SHARE * prep.run.metrics[ttft]
     return [m for m in S.FIT_METRICS if m in prep.run.metrics and (low or not m.startswith("ttft"))]
 
 
@@ -312,6 +319,7 @@ def fit_entry(
     lo = np.array([parameters[n][0] for n in names])
     hi = np.array([parameters[n][1] for n in names])
     base = {f: 0.0 for f in S.COST_FIELDS} | {"sink_attention_extra": None} | fixed
+    base |= {n: float(v) * unit(n) for n, v in zip(names, lo, strict=True)}  # (each fitted cost at its lowest)
     moe_extras = any(n.startswith("moe_") for n in names)
     sink_extra = "sink_attention_extra" in names
     if sink_extra:  # (a value, so the runs that take it build that backend)
@@ -327,7 +335,7 @@ def fit_entry(
         if sink_extra and not prep.sink_kernels:  # (the stack runs its usual attention backend for it)
             continue
         preps.append(prep)
-    metrics = [fit_metrics(p) for p in preps]
+    metrics = [fit_metrics(entry, p) for p in preps]
     pair_preps = [tuple(S.prepare_run(r, calibration, base) for r in pair) for pair in pairs]
 
     def costs_of(x: np.ndarray) -> dict[str, float]:
@@ -480,6 +488,16 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
                     f"with attention sinks on devices before Hopper, whose FlashAttention 2 has no sinks (vLLM runs "
                     f"gpt-oss on TRITON_ATTN there: vllm-project/recipes GPT-OSS.md), the host costs held at those "
                     f"fitted on the dense runs{swept}, benchmarks/fit_stacks.py, {today}"
+                )
+            elif name == "frontend_s" and entry in FRONT_END_ONLY_TTFT:
+                src = (
+                    f"fitted with the step costs on their runs{swept}: the mean and median TTFT of the "
+                    f"{infos[entry]['low_load']} runs of serving_runs.csv (split: fit) at low load whose kernels' "
+                    f"prefill is under {FRONT_END_SHARE:.0%} of it (GPUStack's Qwen3-8B on an H100 at concurrency "
+                    "1-8 over the chat endpoint, vLLM 0.11; kvcached's Qwen3-0.6B at 16 requests a second, vLLM "
+                    f"0.19), benchmarks/fit_stacks.py, {today}. Bounded below by frontend_serial_s, the thread's share "
+                    "of it; BLIS / inference-sim's fitted QueueingTime for vLLM on an H100 is 15.6 ms (stack_facts.csv "
+                    "blis.trained_physics.alpha0_queueing): at that value those runs read 45-60% low"
                 )
             else:
                 extra = " + 8 single-request ITL points (stack_facts.csv)" if entry == "vllm" else ""

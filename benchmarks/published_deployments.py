@@ -117,11 +117,12 @@ def published_layout(row: dict) -> str:
 
 
 def best(ds, row: dict) -> dict:
-    """The planner's best verified layout: total tokens/s per device at capacity, its layout and binding target."""
+    """The planner's best verified layout: total tokens/s per device at capacity (None where no layout met the
+    targets), its layout and binding target."""
     table = hf.plan_table(ds)
     table = table[table.valid]
     if table.empty:
-        return {"tok_s_per_device": float("nan"), "layout": "none met the targets", "binding": "", "ttft": 0, "tpot": 0}
+        return {"tok_s_per_device": None, "layout": "none met the targets", "binding": "", "ttft": 0, "tpot": 0}
     top = table.iloc[0]
     return {
         "tok_s_per_device": float(top.capacity_req_s) * mean_tokens(row) / float(top.devices),
@@ -130,6 +131,24 @@ def best(ds, row: dict) -> dict:
         "ttft": float(top.ttft_p50_ms),
         "tpot": float(top.tpot_p50_ms),
     }
+
+
+def error(found: dict, published: float) -> float | None:
+    """(planned - published) / published, None where no layout met the targets."""
+    tok = found["tok_s_per_device"]
+    return None if tok is None else (tok - published) / published
+
+
+def throughput(found: dict) -> str:
+    return "-" if found["tok_s_per_device"] is None else f"{found['tok_s_per_device']:,.0f}"
+
+
+def percent(err: float | None) -> str:
+    return "-" if err is None else f"{err:+.0%}"
+
+
+def shown(found: dict, err: float | None) -> str:
+    return "none" if err is None else f"{throughput(found)} ({percent(err)})"
 
 
 def main() -> None:
@@ -161,16 +180,14 @@ def main() -> None:
         }
         fixed = best(hf.plan(fixed_spec), row)
         pub = float(row["value"])
-        err = (free["tok_s_per_device"] - pub) / pub
-        err_fixed = (fixed["tok_s_per_device"] - pub) / pub
+        err, err_fixed = error(free, pub), error(fixed, pub)
         lines.append((row, pub, free, err, fixed, err_fixed))
         print(
             f"{row['id']}: published {pub:,.0f} tok/s/device ({published_layout(row)}, TPOT p50 "
             f"{1e3 * float(row['median_tpot_s']):.1f} ms, TTFT p50 {1e3 * float(row['median_ttft_s']):.0f} ms); "
-            f"planner {free['tok_s_per_device']:,.0f} ({err:+.0%}) with {free['layout']} [binds {free['binding']}: "
+            f"planner {shown(free, err)} with {free['layout']} [binds {free['binding']}: "
             f"TTFT {free['ttft']:.0f} ms, TPOT {free['tpot']:.1f} ms]; published layout "
-            f"{fixed['tok_s_per_device']:,.0f} ({err_fixed:+.0%}) with {fixed['layout']}; "
-            f"{time.perf_counter() - t0:.1f} s",
+            f"{shown(fixed, err_fixed)} with {fixed['layout']}; {time.perf_counter() - t0:.1f} s",
             flush=True,
         )
     print()
@@ -182,12 +199,16 @@ def main() -> None:
             f"| {row['id']} | {row['stack']} ({row['stack_image'].split('/')[-1]}) | 8 x {row['device']} | "
             f"{row['model']} {row['precision']} | {row['isl']} / {row['osl']} | "
             f"{pub:,.0f} ({published_layout(row)}) | "
-            f"{free['tok_s_per_device']:,.0f} ({free['layout']}) | {err:+.0%} | {fixed['tok_s_per_device']:,.0f} "
-            f"({fixed['layout']}) | {err_fixed:+.0%} |"
+            f"{throughput(free)} ({free['layout']}) | {percent(err)} | {throughput(fixed)} ({fixed['layout']}) | "
+            f"{percent(err_fixed)} |"
         )
     if lines:
-        errs = sorted(abs(x[3]) for x in lines)
-        print(f"\n|error| of the planner's best: median {errs[len(errs) // 2]:.0%}, max {errs[-1]:.0%}, n {len(errs)}")
+        print()
+    for what, k in (("the planner's best", 3), ("the published layout, planned", 5)):
+        errs = sorted(abs(x[k]) for x in lines if x[k] is not None)
+        none = sum(x[k] is None for x in lines)
+        met = f"median {errs[len(errs) // 2]:.0%}, max {errs[-1]:.0%}, " if errs else ""
+        print(f"|error| of {what}: {met}n {len(errs)}" + (f" ({none} met no target)" if none else ""))
     for rid, why in skipped:
         print(f"not compared: {rid}: {why}")
     print(f"total {time.perf_counter() - start:.0f} s")

@@ -439,6 +439,27 @@ def test_fit_script_recovers_a_stacks_host_costs_from_synthetic_runs():
         assert costs[k] == pytest.approx(v, rel=0.02), k
 
 
+def test_a_front_end_fitted_alone_takes_ttft_only_where_it_is_most_of_it():
+    """fit_stacks.fit_metrics: a one-client run's TTFT counts as low load with a front end in the costs (its latency
+    is not a wait for a batch); for an entry of FRONT_END_ONLY_TTFT (``vllm``) only where the TTFT simulated at the
+    lowest costs is under FRONT_END_SHARE of the measured: a 500-token prompt measured at 3x it counts, a 20k-token
+    one measured at 1.2x (the kernels most of it) does not. ``vllm-0.8`` fits a prefill term: it takes both."""
+    fs = _fit_module()
+    lowest = {k: 0.0 for k in S.COST_FIELDS} | {"frontend_s": 0.0053, "frontend_serial_s": 0.0053}
+    counted = {}
+    for prompt, over in ((500, 3.0), (20000, 1.2)):
+        run = _closed_loop_run(1, 1)
+        run.settings.update(stack_version="0.19.1 (V1)", input_tokens=str(prompt), output_tokens="20")
+        sim = S.simulate_prepared(S.prepare_run(run, costs=lowest), None, fs.REPLICATES, fs.SEED)
+        assert sim["queue_mean_s"] == pytest.approx(0.0053, rel=1e-9)  # (all of the wait is the front end's latency)
+        if prompt == 500:  # (over LOW_LOAD of TTFT: taken as a queue, it would not count)
+            assert sim["queue_mean_s"] > fs.LOW_LOAD * sim["ttft_mean_s"]
+        measured = S.ServingRun(run.index, run.settings, {"ttft_mean_s": over * sim["ttft_mean_s"], "itl_mean_s": 1.0})
+        prep = S.prepare_run(measured, costs=lowest)
+        counted[prompt] = {entry: "ttft_mean_s" in fs.fit_metrics(entry, prep) for entry in ("vllm", "vllm-0.8")}
+    assert counted == {500: {"vllm": True, "vllm-0.8": True}, 20000: {"vllm": False, "vllm-0.8": True}}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", ["vllm-0.8", "vllm"])
 def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch, entry):
