@@ -164,6 +164,12 @@ class CompiledEngine:
         return self.weights_bytes + self.activation_reserve_bytes < self.usable_bytes
 
 
+def step_host_s(step_overhead_s: float, per_rank_s: float, ranks: int) -> float:
+    """An iteration's host time on top of its kernels: the per-step work and each rank beyond the first that the
+    step coordinates (TP x CP ranks; efficiency.step_overhead_per_tp_rank_s)."""
+    return step_overhead_s + (ranks - 1) * per_rank_s
+
+
 def compile_engine(
     model: Model,
     device: Device,
@@ -218,7 +224,7 @@ def compile_engine(
         pack_residual(r if m.mla is None and m.causal else None, p, base)
     p[L.OH_ELEM] = eff.elementwise_overhead_s
     p[L.OH_COLL] = eff.collective_overhead_s
-    p[L.OH_STEP] = eff.step_overhead_s + (tp * cp - 1) * eff.step_overhead_per_tp_rank_s
+    p[L.OH_STEP] = step_host_s(eff.step_overhead_s, eff.step_overhead_per_tp_rank_s, tp * cp)
     p[L.OH_SEQ] = eff.sequence_overhead_s
     p[L.A_BYTES] = ab
     p[L.H_BYTES] = hb

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..compile import step_host_s
 from ..config.base import ConfigError
 from ..config.stack import Stack, needs_sink_kernels
 from ..kernels import layout as L
@@ -141,7 +142,7 @@ class PreparedRun:
     setup: ServingSetup
     costs: Mapping[str, float]  # the stack costs the setup was built with (after the entry's and the run's own)
     n_layers: int
-    tp: int
+    step_ranks: int  # the ranks an iteration coordinates (TP x CP: compile.step_host_s)
     calibration: str
     stack: Stack  # the run's stack as its scenario resolved it (with_costs replaces its costs)
     attention_sinks: bool  # the run's model has attention sinks
@@ -181,7 +182,7 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
         setup,
         _stack_costs(resolved),
         eng.model.n_layers,
-        eng.engine.parallel.tp,
+        eng.engine.parallel.tp * eng.engine.parallel.cp,
         resolved.describe_calibrations([eng.engine.device]),
         eng.stack,
         eng.model.attention_sinks,
@@ -201,7 +202,7 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     # the stack with these costs: its own rules pick the kernels' extras and the thread's share, as compile's do
     stack = replace(prep.stack, **{k: c[k] for k in COST_FIELDS if k not in _EFFICIENCY_COSTS})
     params, pf = prep.setup.params.copy(), prep.setup.pool_float.copy()
-    params[0, L.OH_STEP] = c["step_overhead_s"] + (prep.tp - 1) * c["step_overhead_per_tp_rank_s"]
+    params[0, L.OH_STEP] = step_host_s(c["step_overhead_s"], c["step_overhead_per_tp_rank_s"], prep.step_ranks)
     params[0, L.OH_SEQ] = c["sequence_overhead_s"]
     if params[0, L.GRAPH_COUNT] > 0:
         params[0, L.GRAPH_EAGER_S] = stack.eager_launch_s_per_layer * prep.n_layers
