@@ -44,7 +44,7 @@ def find(runs, **want) -> S.ServingRun:
 
 
 def test_rows_group_into_runs(runs):
-    assert len(runs) == 219 and sum(len(r.metrics) for r in runs) == 1991 + 8 * 12 + 84
+    assert len(runs) == 236 and sum(len(r.metrics) for r in runs) == 1991 + 8 * 12 + 84 + 17 * 9
     assert len({r.key for r in runs}) == len(runs)
     assert {r.split for r in runs} == {"fit", "holdout"}
     run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="32000")
@@ -118,6 +118,26 @@ def test_kv_of_a_tensorrt_run_is_its_share_of_the_free_memory(runs):
     free = pool.device.runtime_memory_bytes - ce.weights_bytes - ce.activation_reserve_bytes
     assert ce.kv_capacity_tokens * ce.kv_bytes_per_token == pytest.approx(0.9 * free, rel=1e-4)
     assert pool.engine.batching.policy == "mixed" and pool.stack.admission == "reserve_all"
+
+
+def test_a_tensorrt_run_with_chunked_context_runs_the_chunked_policy(runs):
+    """trtllm-serve --enable_chunked_prefill (off by default): GPUStack's Qwen3-14B on an A100 splits its 32k-token
+    prompts over iterations of max_num_tokens (8192), where the default run prefills a prompt whole; the
+    --max_num_tokens blocks set the budget."""
+    chunked = find(runs, stack="trtllm", model="qwen3-14b", input_tokens="32000")
+    assert "--enable_chunked_prefill" in chunked.settings["server_args"]
+    (e,) = S.serving_scenario(chunked)["engines"]
+    assert e["batching"]["policy"] == "chunked"
+    pool = S.prepare_run(chunked).setup.pools[0]
+    assert pool.engine.batching.policy == "chunked" and pool.stack.admission == "reserve_all"
+    (whole,) = [
+        r
+        for r in runs
+        if r.settings["server_args"] == "trtllm-serve Qwen/Qwen3-14B" and r.settings["device"] == "a100_sxm_80gb"
+    ]
+    assert "policy" not in S.serving_scenario(whole)["engines"][0].get("batching", {})
+    budget = find(runs, stack="trtllm", server_args="trtllm-serve Qwen/Qwen3-14B --max_num_tokens=32768")
+    assert S.serving_scenario(budget)["engines"][0]["max_batched_tokens"] == 32768
 
 
 def test_random_range_ratio_and_closed_loop(runs):

@@ -235,7 +235,7 @@ def serving_runs(path: str | Path | None = None) -> list[ServingRun]:
     --------
     >>> runs = serving_runs()
     >>> len(runs), sum(len(r.metrics) for r in runs)
-    (219, 2171)
+    (236, 2324)
     """
     p = Path(path) if path is not None else SERVING_RUNS
     if not p.is_file():

@@ -105,6 +105,8 @@ def _layout(run: ServingRun) -> _Layout:
             out.engine["max_batched_tokens"] = int(tokens)
         if batch:
             out.batching["max_batch_size"] = int(batch)
+        if "--enable_chunked_prefill" in args:  # chunked context (off by default): a prompt split to fit the budget
+            out.batching["policy"] = "chunked"
         if entry == "trtllm":
             graphs = "use_cuda_graph" in args
             largest = int(command_flag(args, "cuda_graph_max_batch_size") or 128)
