@@ -54,40 +54,6 @@ from hermes_fast.config import ConfigError
 EAGER_MAX = 0.5
 REPLICATES = 4  # per run in the fit (the validation afterwards uses default_replicates: ~1000 requests a run)
 SEED = 0
-# per stack entry: the costs fitted, in ms (bounds; the *_extra fractions as they are); others stay at 0
-PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
-    "vllm-0.8": {
-        "frontend_s": (0.0, 200.0),
-        "step_overhead_s": (0.0, 20.0),
-        "sequence_overhead_s": (0.0, 0.5),
-        "step_overhead_per_tp_rank_s": (0.0, 10.0),
-        "eager_launch_s_per_layer": (0.0, EAGER_MAX),
-        "prefill_attention_extra": (0.0, 3.0),
-        "moe_compute_extra": (0.0, 3.0),
-    },
-    # (its front end at least FIXED's frontend_serial_s, the API server thread's share of it)
-    "vllm": {"frontend_s": (5.3, 200.0), "step_overhead_s": (0.0, 20.0), "sequence_overhead_s": (0.0, 0.5)},
-    "sglang": {
-        "frontend_s": (0.0, 200.0),
-        "step_overhead_s": (0.0, 20.0),
-        "sequence_overhead_s": (0.0, 0.5),
-        "step_overhead_per_tp_rank_s": (0.0, 10.0),
-        "eager_launch_s_per_layer": (0.0, EAGER_MAX),
-        "prefill_attention_extra": (0.0, 3.0),
-    },
-    "sglang-0.3": {
-        "frontend_s": (0.0, 200.0),
-        "step_overhead_s": (0.0, 20.0),
-        "sequence_overhead_s": (0.0, 0.5),
-        "eager_launch_s_per_layer": (0.0, EAGER_MAX),
-    },
-    "trtllm": {
-        "step_overhead_s": (0.0, 20.0),
-        "sequence_overhead_s": (0.0, 0.5),
-        "eager_launch_s_per_layer": (0.0, EAGER_MAX),
-    },
-    "trtllm-engine": {"step_overhead_s": (0.0, 20.0), "sequence_overhead_s": (0.0, 0.5)},
-}
 # costs set from a published figure instead of fitted: (value s, source)
 FIXED = {
     "trtllm": {
@@ -123,6 +89,43 @@ FIXED = {
         ),
     },
 }
+# each fitted cost's bounds, in ms (the *_extra fractions as they are)
+BOUNDS = {
+    "frontend_s": (0.0, 200.0),
+    "step_overhead_s": (0.0, 20.0),
+    "sequence_overhead_s": (0.0, 0.5),
+    "step_overhead_per_tp_rank_s": (0.0, 10.0),
+    "eager_launch_s_per_layer": (0.0, EAGER_MAX),
+    "prefill_attention_extra": (0.0, 3.0),
+    "moe_compute_extra": (0.0, 3.0),
+}
+
+
+def bounded(*names: str) -> dict[str, tuple[float, float]]:
+    """The named costs with their BOUNDS, in order."""
+    return {n: BOUNDS[n] for n in names}
+
+
+HOST = ("step_overhead_s", "sequence_overhead_s")
+# per stack entry: the costs fitted, in order, with their bounds; others stay at 0
+PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
+    "vllm-0.8": bounded(
+        "frontend_s",
+        *HOST,
+        "step_overhead_per_tp_rank_s",
+        "eager_launch_s_per_layer",
+        "prefill_attention_extra",
+        "moe_compute_extra",
+    ),
+    # (its front end at least the API server thread's share of it, FIXED's frontend_serial_s)
+    "vllm": {"frontend_s": (FIXED["vllm"]["frontend_serial_s"][0] * 1e3, 200.0)} | bounded(*HOST),
+    "sglang": bounded(
+        "frontend_s", *HOST, "step_overhead_per_tp_rank_s", "eager_launch_s_per_layer", "prefill_attention_extra"
+    ),
+    "sglang-0.3": bounded("frontend_s", *HOST, "eager_launch_s_per_layer"),
+    "trtllm": bounded(*HOST, "eager_launch_s_per_layer"),
+    "trtllm-engine": bounded(*HOST),
+}
 # entries whose host costs are fitted on their dense-model runs only: fitted on all, the error of the experts' kernels
 # (MXFP4 experts on Hopper and A100, which no shipped calibration measures, and the MoE stage's extras leave alone)
 # lands in the host costs (a refit of vllm's step cost on all 50 of its fit runs put it at 9.6 ms, against 0.45 ms)
@@ -156,19 +159,20 @@ PAIR_LOSS_SCALE = 0.05
 # scheduler's decode iterations), or their fit runs do not identify the costs (trtllm: with the 2025-04 DeepSeek
 # 1000/2000 run noted as a cold server, its 5 fit runs put the step cost at 3.5 ms where the 6 put it at 0.1 ms, and
 # at 19 ms, the bound, with the overlap scheduler's iterations; the held-back Qwen3-8B run's ITL goes -9% -> +36%;
-# with GPUStack's chunked-context and max_num_tokens runs on A100 added, its 11 fit runs put the eager launch at its
-# bound, 0.5 ms a layer, and the step cost at 2.3 ms, and the held-back medians move TPOT 23.5 -> 25.7% and throughput
-# 11.6 -> 14.1%, TTFT 31.5 -> 29.6%: the kept costs read those new A100 runs within 0-16% in TTFT but one)
+# with GPUStack's tuned A100 runs added, its 14 fit runs put the step cost at 3.5 ms with the eager launch at its
+# bound, 0.5 ms a layer, where the overlap scheduler it runs by default, not modelled, would hide host work; held back
+# without noted runs, TTFT 5.7 -> 3.4% and throughput 6.1 -> 3.3% but TPOT 23.5 -> 32.5%)
 KEPT = {
     "sglang": "its refit puts the independent SGLang v0.4 DP-attention check outside its tolerance",
     "sglang-0.3": "the other side of that check",
-    "trtllm": "its fit runs do not identify its step cost (11 runs: eager launch at its bound, step 0.1 -> 2.3 ms)",
+    "trtllm": "its fit runs do not identify its step cost (14 runs: eager launch at its bound, step 0.1 -> 3.5 ms)",
 }
 LOSS = "cauchy"  # a run no cost can explain (a server warm-up stall, a kernel far off) loses its pull
 LOSS_SCALE = 0.2  # in log units: residuals beyond ~20% count less and less
-LOW_LOAD = 0.25  # TTFT counts where the simulated wait for a batch is under this share of TTFT (at zero costs)
-# entries whose fitted costs hold no prefill term but fit the front end: there a TTFT counts only where it is, as
-# simulated at the lowest costs, under FRONT_END_SHARE of the measured, so the front end is most of it. A
+LOW_LOAD = 0.25  # TTFT counts where the simulated wait for a batch is under this share of TTFT (at the lowest costs)
+# entries whose fit of the front end has no prefill term beside it: there, in the fit that takes frontend_s, a TTFT
+# counts only where it is, as simulated at the lowest costs, under FRONT_END_SHARE of the measured (the front end
+# most of it). A
 # long prompt's TTFT carries the kernels' prefill error, which only frontend_s could take up (fitted on every low-load
 # TTFT, vllm's went to 108 ms, pulled by the FP8-KV blog's 20k-token prompts, their TTFT 0.1-0.17 s over the kernels')
 FRONT_END_ONLY_TTFT = {"vllm"}
@@ -269,14 +273,14 @@ def itl_fact_runs() -> list[S.ServingRun]:
     return runs
 
 
-def fit_metrics(entry: str, prep: S.PreparedRun) -> list[str]:
+def fit_metrics(prep: S.PreparedRun, front_end_only: bool = False) -> list[str]:
     """The run's metrics the fit uses: all of FIT_METRICS it has, TTFT only at low load (the simulated wait for a
-    batch under LOW_LOAD of TTFT at zero costs: TTFT is then front end + prefill, not a queue), and for the entries
-    of FRONT_END_ONLY_TTFT only where the front end is most of it."""
+    batch under LOW_LOAD of TTFT at the lowest costs: TTFT is then front end + prefill, not a queue), and with
+    ``front_end_only`` (FRONT_END_ONLY_TTFT) only where the front end is most of it."""
     pred = S.simulate_prepared(prep, None, REPLICATES, SEED)
     wait = pred["queue_mean_s"] - prep.costs["frontend_s"]  # (the wait counts the front end's latency: not a queue)
     low = wait < LOW_LOAD * pred["ttft_mean_s"]
-    if entry in FRONT_END_ONLY_TTFT:  # (the mean where the run gives it, else the median)
+    if front_end_only:  # (the mean where the run gives it, else the median)
         ttft = "ttft_mean_s" if "ttft_mean_s" in prep.run.metrics else "ttft_median_s"
         low &= ttft in prep.run.metrics and pred[ttft] < FRONT_END_SHARE * prep.run.metrics[ttft]
     return [m for m in S.FIT_METRICS if m in prep.run.metrics and (low or not m.startswith("ttft"))]
@@ -314,15 +318,20 @@ def fit_entry(
     parameters: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Least-squares fit of one entry's costs (``parameters``, default PARAMETERS[entry]) on its fit runs and
-    sync / async pairs (costs start from 0 on top of ``fixed``; the sink backend's extra from None, no such
-    backend). Fitting MoE extras, a MoE run counts only where they describe its experts' kernels; fitting the sink
-    backend's extra, a run counts only where the stack runs that backend."""
+    sync / async pairs (a cost not fitted 0 or ``fixed``'s, a fitted one at its lower bound where the runs' load is
+    judged; the sink backend's extra None, no such backend). Fitting MoE extras, a MoE run counts only where they
+    describe its experts' kernels; fitting the sink backend's extra, a run counts only where the stack runs that
+    backend."""
     parameters = PARAMETERS[entry] if parameters is None else parameters
     names = list(parameters)
     lo = np.array([parameters[n][0] for n in names])
     hi = np.array([parameters[n][1] for n in names])
     base = {f: 0.0 for f in S.COST_FIELDS} | {"sink_attention_extra": None} | fixed
-    base |= {n: float(v) * unit(n) for n, v in zip(names, lo, strict=True)}  # (each fitted cost at its lowest)
+
+    def in_units(x: np.ndarray) -> dict[str, float]:
+        return {n: float(v) * unit(n) for n, v in zip(names, x, strict=True)}
+
+    base |= in_units(lo)  # (each fitted cost at its lowest)
     moe_extras = any(n.startswith("moe_") for n in names)
     sink_extra = "sink_attention_extra" in names
     if sink_extra:  # (a value, so the runs that take it build that backend)
@@ -338,11 +347,12 @@ def fit_entry(
         if sink_extra and not prep.sink_kernels:  # (the stack runs its usual attention backend for it)
             continue
         preps.append(prep)
-    metrics = [fit_metrics(entry, p) for p in preps]
+    front_end_only = entry in FRONT_END_ONLY_TTFT and "frontend_s" in names
+    metrics = [fit_metrics(p, front_end_only) for p in preps]
     pair_preps = [tuple(S.prepare_run(r, calibration, base) for r in pair) for pair in pairs]
 
     def costs_of(x: np.ndarray) -> dict[str, float]:
-        return base | {n: float(v) * unit(n) for n, v in zip(names, x, strict=True)}
+        return base | in_units(x)
 
     def f(x: np.ndarray) -> np.ndarray:
         return residuals(preps, metrics, costs_of(x), pair_preps)
@@ -360,8 +370,9 @@ def fit_entry(
         if best is None or res.cost < best.cost:
             best = res
     res = best
-    low = sum(any(m.startswith("ttft") for m in ms) for ms in metrics)
-    info = {"runs": len(preps), "pairs": len(pairs), "low_load": low, "residuals": res.fun.size, "nfev": res.nfev}
+    ttft = [p.run.label for p, ms in zip(preps, metrics, strict=True) if any(m.startswith("ttft") for m in ms)]
+    info = {"runs": len(preps), "pairs": len(pairs), "low_load": len(ttft), "residuals": res.fun.size, "nfev": res.nfev}
+    info["ttft_runs"] = ttft
     info["seconds"] = time.perf_counter() - t
     return costs_of(res.x), info
 
@@ -495,12 +506,12 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
             elif name == "frontend_s" and entry in FRONT_END_ONLY_TTFT:
                 src = (
                     f"fitted with the step costs on their runs{swept}: the mean and median TTFT of the "
-                    f"{infos[entry]['low_load']} runs of serving_runs.csv (split: fit) at low load whose kernels' "
-                    f"prefill is under {FRONT_END_SHARE:.0%} of it (GPUStack's Qwen3-8B on an H100 at concurrency "
-                    "1-8 over the chat endpoint, vLLM 0.11; kvcached's Qwen3-0.6B at 16 requests a second, vLLM "
-                    f"0.19), benchmarks/fit_stacks.py, {today}. Bounded below by frontend_serial_s, the thread's share "
+                    f"{infos[entry]['low_load']} runs of serving_runs.csv (split: fit) at low load whose TTFT at the "
+                    f"lowest costs is under {FRONT_END_SHARE:.0%} of the measured ("
+                    + "; ".join(infos[entry]["ttft_runs"])
+                    + f"), benchmarks/fit_stacks.py, {today}. Bounded below by frontend_serial_s, the thread's share "
                     "of it; BLIS / inference-sim's fitted QueueingTime for vLLM on an H100 is 15.6 ms (stack_facts.csv "
-                    "blis.trained_physics.alpha0_queueing): at that value those runs read 45-60% low"
+                    "blis.trained_physics.alpha0_queueing)"
                 )
             else:
                 extra = " + 8 single-request ITL points (stack_facts.csv)" if entry == "vllm" else ""

@@ -476,7 +476,10 @@ def test_a_front_end_fitted_alone_takes_ttft_only_where_it_is_most_of_it():
             assert sim["queue_mean_s"] > fs.LOW_LOAD * sim["ttft_mean_s"]
         measured = S.ServingRun(run.index, run.settings, {"ttft_mean_s": over * sim["ttft_mean_s"], "itl_mean_s": 1.0})
         prep = S.prepare_run(measured, costs=lowest)
-        counted[prompt] = {entry: "ttft_mean_s" in fs.fit_metrics(entry, prep) for entry in ("vllm", "vllm-0.8")}
+        counted[prompt] = {
+            entry: "ttft_mean_s" in fs.fit_metrics(prep, entry in fs.FRONT_END_ONLY_TTFT)
+            for entry in ("vllm", "vllm-0.8")
+        }
     assert counted == {500: {"vllm": True, "vllm-0.8": True}, 20000: {"vllm": False, "vllm-0.8": True}}
 
 

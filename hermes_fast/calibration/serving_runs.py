@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 _DATA = Path(__file__).resolve().parent.parent / "data" / "serving"
-SERVING_RUNS = _DATA / "serving_runs.csv"  # 2171 rows: 219 runs x their metrics (see SOURCES.md there)
+SERVING_RUNS = _DATA / "serving_runs.csv"  # 2324 rows: 236 runs x their metrics (see SOURCES.md there)
 # 500 (prompt, output) token counts of vLLM benchmark_serving's ShareGPT sample (seed 0, --num-prompts 500,
 # DeepSeek-R1 tokenizer), from simon-mo/vLLM-Benchmark's saved result JSON (see SOURCES.md)
 SHAREGPT_LENGTHS = _DATA / "sharegpt_lengths.csv"

@@ -105,7 +105,8 @@ def _layout(run: ServingRun) -> _Layout:
             out.engine["max_batched_tokens"] = int(tokens)
         if batch:
             out.batching["max_batch_size"] = int(batch)
-        if "--enable_chunked_prefill" in args:  # chunked context (off by default): a prompt split to fit the budget
+        # chunked context (off by default; the flag, or the key of --extra_llm_api_options): a prompt split to fit
+        if "--enable_chunked_prefill" in args or "enable_chunked_prefill: true" in args:
             out.batching["policy"] = "chunked"
         if entry == "trtllm":
             graphs = "use_cuda_graph" in args
