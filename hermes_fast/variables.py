@@ -131,8 +131,13 @@ _SIM: list[Variable] = [
     Variable("ttft_mean_s", "s", "mean time to first token", "mean over completed requests"),
     Variable("tpot_mean_s", "s", "mean time per output token", "mean over completed requests with > 1 token"),
     Variable("e2e_mean_s", "s", "mean end-to-end latency", "mean over completed requests, arrival to completion"),
-    Variable("queue_s", "s", "queueing delay", "quantiles of arrival to first admission into an iteration"),
-    Variable("queue_mean_s", "s", "mean queueing delay", "mean of arrival to first admission"),
+    Variable(
+        "queue_s",
+        "s",
+        "queueing delay",
+        "quantiles of arrival to first admission into an iteration (front end included)",
+    ),
+    Variable("queue_mean_s", "s", "mean queueing delay", "mean of arrival to first admission (front end included)"),
     Variable(
         "itl_s",
         "s",

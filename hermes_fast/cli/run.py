@@ -91,6 +91,23 @@ def describe_scenario(sc, rate: bool = True) -> list[str]:
     return lines
 
 
+def _front_end_lines(sc) -> list[str]:
+    """One line per serving stack with an API front end: its latency, which a request pays on entering an engine of
+    that stack, is in TTFT, E2E and queueing (the wait from arrival to first admission), where an idle server would
+    otherwise seem to queue."""
+    from ..resolve import resolve_scenario
+    from .knobs import _serving_engines
+
+    serving = set(_serving_engines(sc))
+    stacks = {r.engine.stack: r.stack.frontend_s for r in resolve_scenario(sc).engines if r.engine.name in serving}
+    return [
+        f"front end     {frontend_s * 1e3:.1f} ms a request entering an engine on stack {name}, "
+        "in TTFT, E2E and queueing"
+        for name, frontend_s in stacks.items()
+        if frontend_s
+    ]
+
+
 def print_simulation(ds, out=None, scenario=None, header: bool = True) -> None:
     """A readable summary of a simulation Dataset: latency percentiles, throughput, pools, counts (to ``out``,
     default stdout); with the :class:`~hermes_fast.config.Scenario`, its workload and engines first (``header``
@@ -109,6 +126,8 @@ def print_simulation(ds, out=None, scenario=None, header: bool = True) -> None:
         values = [float(mean[f"{name}_mean_s"]), *mean[f"{name}_s"].values]
         rows.append([label, *(f"{v * 1e3:.2f}" for v in values)])
     for line in format_table(["latency (ms)", "mean", *qs], rows):
+        print(line, file=out)
+    for line in _front_end_lines(scenario) if scenario is not None else []:
         print(line, file=out)
     thinking = float(mean.throughput_thinking_token_per_s)  # reasoning: tokens beyond the answer's
     print(
