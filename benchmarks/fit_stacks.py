@@ -98,6 +98,8 @@ BOUNDS = {
     "eager_launch_s_per_layer": (0.0, EAGER_MAX),
     "prefill_attention_extra": (0.0, 3.0),
     "moe_compute_extra": (0.0, 3.0),
+    "moe_memory_extra": (0.0, 3.0),
+    "sink_attention_extra": (0.0, 10.0),
 }
 
 
@@ -138,8 +140,8 @@ DENSE_ONLY = {"vllm"}
 #   devices before Hopper (config.stack.needs_sink_kernels: vLLM runs gpt-oss there on TRITON_ATTN)
 STAGES: dict[str, list[tuple[str, dict[str, tuple[float, float]]]]] = {
     "vllm": [
-        ("moe", {"moe_compute_extra": (0.0, 3.0), "moe_memory_extra": (0.0, 3.0)}),
-        ("sink", {"sink_attention_extra": (0.0, 10.0)}),
+        ("moe", bounded("moe_compute_extra", "moe_memory_extra")),
+        ("sink", bounded("sink_attention_extra")),
     ],
 }
 # entries with later stages fit in sweeps: the first stage, then the later ones, each on the costs the others fitted
@@ -172,9 +174,9 @@ LOSS_SCALE = 0.2  # in log units: residuals beyond ~20% count less and less
 LOW_LOAD = 0.25  # TTFT counts where the simulated wait for a batch is under this share of TTFT (at the lowest costs)
 # entries whose fit of the front end has no prefill term beside it: there, in the fit that takes frontend_s, a TTFT
 # counts only where it is, as simulated at the lowest costs, under FRONT_END_SHARE of the measured (the front end
-# most of it). A
-# long prompt's TTFT carries the kernels' prefill error, which only frontend_s could take up (fitted on every low-load
-# TTFT, vllm's went to 108 ms, pulled by the FP8-KV blog's 20k-token prompts, their TTFT 0.1-0.17 s over the kernels')
+# most of it). A long prompt's TTFT carries the kernels' prefill error, which only frontend_s could take up (fitted
+# on every low-load TTFT, vllm's went to 108 ms, pulled by the FP8-KV blog's 20k-token prompts, their TTFT 0.1-0.17 s
+# over the kernels')
 FRONT_END_ONLY_TTFT = {"vllm"}
 FRONT_END_SHARE = 0.5
 # vLLM FP8-KV blog (2026-04-22, vLLM 0.19.1): single-request ITL = intercept + slope x input length (stack_facts.csv,

@@ -172,7 +172,8 @@ class ResolvedEngine:
 # what an engine field left unset (None) is when its stack does not set it either: the schema's defaults
 ENGINE_DEFAULTS = {"memory_utilization": 0.9, "max_batched_tokens": 8192, "prefix_cache": False}
 BATCHING_DEFAULTS = {"policy": "continuous", "max_batch_size": 256, "block_size_tokens": 16, "preemption": "recompute"}
-_HOST_COSTS = ("step_overhead_s", "step_overhead_per_tp_rank_s", "sequence_overhead_s")
+# the host costs a stack sets on its devices' efficiency (device_with_stack): the others are the stack's own fields
+HOST_COSTS = ("step_overhead_s", "step_overhead_per_tp_rank_s", "sequence_overhead_s")
 
 
 def engine_with_stack(engine: Engine, stack: Stack) -> Engine:
@@ -200,7 +201,7 @@ def engine_with_stack(engine: Engine, stack: Stack) -> Engine:
 def device_with_stack(device: Device, stack: Stack) -> Device:
     """``device`` with the host costs the stack sets (``efficiency.step_overhead_s`` and friends) replacing the
     device's own: they belong to the serving software."""
-    costs = {k: getattr(stack, k) for k in _HOST_COSTS if getattr(stack, k) is not None}
+    costs = {k: getattr(stack, k) for k in HOST_COSTS if getattr(stack, k) is not None}
     return replace(device, efficiency=replace(device.efficiency, **costs)) if costs else device
 
 

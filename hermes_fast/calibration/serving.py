@@ -28,7 +28,7 @@ from ..kernels.serving import Outcome, Status
 from ..kernels.serving import state as loop
 from ..metrics import itl_quantiles
 from ..pools import ServingSetup, build_serving
-from ..resolve import resolve_scenario
+from ..resolve import HOST_COSTS, resolve_scenario
 from ..simulate import run_serving
 from ..workload import rng_for
 from .calibration import shipped_calibrations
@@ -161,14 +161,10 @@ class PreparedRun:
         return needs_sink_kernels(self.attention_sinks, self.compute_capability)
 
 
-# the costs a stack sets on the device's efficiency when resolved (the others are the stack's own fields)
-_EFFICIENCY_COSTS = ("step_overhead_s", "sequence_overhead_s", "step_overhead_per_tp_rank_s")
-
-
 def _stack_costs(resolved) -> dict[str, float]:
     eng = resolved.engines[0]
     eff, st = eng.device.efficiency, eng.stack
-    return {k: getattr(eff if k in _EFFICIENCY_COSTS else st, k) for k in COST_FIELDS}
+    return {k: getattr(eff if k in HOST_COSTS else st, k) for k in COST_FIELDS}
 
 
 def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, float] | None = None) -> PreparedRun:
@@ -200,7 +196,7 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     c = {**prep.costs, **costs}
     c.update((k, v) for k, v in prep.run_fields.items() if k in c)  # (the run's own flags win, as in its scenario)
     # the stack with these costs: its own rules pick the kernels' extras and the thread's share, as compile's do
-    stack = replace(prep.stack, **{k: c[k] for k in COST_FIELDS if k not in _EFFICIENCY_COSTS})
+    stack = replace(prep.stack, **{k: c[k] for k in COST_FIELDS if k not in HOST_COSTS})
     params, pf = prep.setup.params.copy(), prep.setup.pool_float.copy()
     params[0, L.OH_STEP] = step_host_s(c["step_overhead_s"], c["step_overhead_per_tp_rank_s"], prep.step_ranks)
     params[0, L.OH_SEQ] = c["sequence_overhead_s"]

@@ -18,7 +18,7 @@ from typing import Literal
 from .base import ConfigError, fld
 from .hardware import Dtype
 
-__all__ = ["Stack", "MoeKernel", "ADMISSIONS", "needs_sink_kernels", "backend_prefill_extra"]
+__all__ = ["Stack", "MoeKernel", "ADMISSIONS", "needs_sink_kernels"]
 
 ADMISSIONS = ("on_demand", "reserve_all", "new_token_ratio")
 # below this compute capability the stacks' FlashAttention is FlashAttention 2, which has no attention sinks (vLLM
@@ -32,12 +32,6 @@ def needs_sink_kernels(attention_sinks: bool, compute_capability: float | None) 
     """Whether a model with (or without) ``attention_sinks`` on a device of ``compute_capability`` needs an attention
     backend other than the stack's usual one: sinks on a CUDA device below FLASH_ATTENTION_SINKS_MIN_CC."""
     return attention_sinks and compute_capability is not None and compute_capability < FLASH_ATTENTION_SINKS_MIN_CC
-
-
-def backend_prefill_extra(prefill_extra: float, sink_extra: float | None, sink_kernels: bool) -> float:
-    """The prefill attention extra of the backend a stack runs: its sink backend's (``sink_extra``) where the model
-    needs sink kernels (:func:`needs_sink_kernels`) and the stack names that backend, else ``prefill_extra``."""
-    return sink_extra if sink_kernels and sink_extra is not None else prefill_extra
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,9 +269,11 @@ class Stack:
         return self.frontend_token_s / self.api_servers
 
     def prefill_attention_extra_for(self, attention_sinks: bool, compute_capability: float | None) -> float:
-        """The prefill attention extra of the backend the stack runs for such a model on such a device."""
-        sink_kernels = needs_sink_kernels(attention_sinks, compute_capability)
-        return backend_prefill_extra(self.prefill_attention_extra, self.sink_attention_extra, sink_kernels)
+        """The prefill attention extra of the backend the stack runs for such a model on such a device: its sink
+        backend's where the model needs sink kernels (:func:`needs_sink_kernels`) and the stack names that backend."""
+        if self.sink_attention_extra is not None and needs_sink_kernels(attention_sinks, compute_capability):
+            return self.sink_attention_extra
+        return self.prefill_attention_extra
 
     def moe_kernel(self, expert_weight: str, compute_capability: float | None) -> MoeKernel | None:
         """The first of moe_kernels the stack runs for experts stored in ``expert_weight`` on a device of
