@@ -8,6 +8,7 @@ import csv
 import importlib.util
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from scipy.optimize import least_squares
 
 import hermes_fast as hf
 from hermes_fast.calibration import serving as S
+from hermes_fast.calibration import serving_scenario as scenario
 from hermes_fast.cli import main
 from hermes_fast.kernels import layout as L
 from hermes_fast.kernels.serving import Status
@@ -138,6 +140,36 @@ def test_a_tensorrt_run_with_chunked_context_runs_the_chunked_policy(runs):
     assert "policy" not in S.serving_scenario(whole)["engines"][0].get("batching", {})
     budget = find(runs, stack="trtllm", server_args="trtllm-serve Qwen/Qwen3-14B --max_num_tokens=32768")
     assert S.serving_scenario(budget)["engines"][0]["max_batched_tokens"] == 32768
+
+
+def test_tensorrt_graphs_and_overlap_follow_the_version(runs):
+    """TensorRT-LLM's PyTorch backend: CUDA graphs and the overlap scheduler are opt-in in the 2025-04 build
+    (PyTorchConfig use_cuda_graph / enable_overlap_scheduler: that run's flags turn them on, padded graphs up to
+    256) and on by default from 1.0 (TorchLlmArgs cuda_graph_config / disable_overlap_scheduler: graphs of 1-32,
+    64 and 128, no padding), so a 1.2 run that names neither runs both; a run may turn either off."""
+    assert scenario.trt_graph_sizes(128, padding=False) == [*range(1, 33), 64, 128]
+    assert scenario.trt_graph_sizes(256) == [1, 2, 4, *range(8, 129, 8), 256]
+    assert scenario.trt_graph_sizes(100) == [1, 2, 4, *range(8, 97, 8), 100]  # (the largest, captured too)
+    assert scenario.trt_graph_sizes(1024, padding=False)[-4:] == [128, 256, 512, 1024]
+    v1 = find(runs, stack="trtllm", model="qwen3-8b")
+    assert v1.settings["server_args"] == "trtllm-serve Qwen/Qwen3-8B"
+    fields = S.run_stack_fields(v1)
+    assert fields["cuda_graph_sizes"] == [*range(1, 33), 64, 128] and fields["cuda_graph_padding"] is False
+    stack = S.prepare_run(v1).setup.pools[0].stack
+    assert stack.async_scheduling and stack.cuda_graph_sizes == (*range(1, 33), 64, 128)
+    early = find(runs, stack="trtllm", stack_version="main", input_tokens="1000")
+    assert "enable_overlap_scheduler" in early.settings["server_args"]
+    fields = S.run_stack_fields(early)
+    assert fields["cuda_graph_sizes"] == scenario.trt_graph_sizes(256) and fields["cuda_graph_padding"] is True
+    assert "async_scheduling" not in fields  # (the entry's: on)
+    flags = (
+        "trtllm-serve Qwen/Qwen3-8B --extra_llm_api_options {disable_overlap_scheduler: true, cuda_graph_config: null}"
+    )
+    off = replace(v1, settings={**v1.settings, "server_args": flags})
+    assert S.run_stack_fields(off) == {"cuda_graph_sizes": [], "cuda_graph_padding": False, "async_scheduling": False}
+    without = replace(early, settings={**early.settings, "server_args": "trtllm-serve --backend pytorch"})
+    assert S.run_stack_fields(without)["async_scheduling"] is False
+    assert S.run_stack_fields(without)["cuda_graph_sizes"] == []
 
 
 def test_random_range_ratio_and_closed_loop(runs):

@@ -35,15 +35,17 @@ from .serving_runs import (
 __all__ = ["serving_scenario", "harness_draws", "trt_graph_sizes"]
 
 
-def trt_graph_sizes(largest: int) -> list[int]:
-    """TensorRT-LLM PyTorch backend's padded CUDA-graph batch sizes up to ``largest`` (cuda_graph_padding_enabled:
-    [1, 2, 4] + multiples of 8 up to 128, then powers of two)."""
-    sizes = [1, 2, 4] + list(range(8, min(largest, 128) + 1, 8))
+def trt_graph_sizes(largest: int, padding: bool = True) -> list[int]:
+    """TensorRT-LLM PyTorch backend's CUDA-graph batch sizes up to ``largest`` (CudaGraphConfig
+    _generate_cuda_graph_batch_sizes, stack_facts.csv): with padding [1, 2, 4] + multiples of 8 up to 128, without
+    1-32, 64 and 128; then powers of two below ``largest``, and ``largest`` itself."""
+    base = [1, 2, 4, *range(8, 129, 8)] if padding else [*range(1, 33), 64, 128]
+    sizes = [s for s in base if s <= largest]
     b = 256
-    while b <= largest:
+    while b < largest:
         sizes.append(b)
         b *= 2
-    return [s for s in sizes if s <= largest]
+    return sizes if sizes[-1] == largest else [*sizes, largest]
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,18 @@ def _layout(run: ServingRun) -> _Layout:
         if "--enable_chunked_prefill" in args or "enable_chunked_prefill: true" in args:
             out.batching["policy"] = "chunked"
         if entry == "trtllm":
-            graphs = "use_cuda_graph" in args
+            # the PyTorch backend: CUDA graphs and the overlap scheduler opt-in before 1.0 (PyTorchConfig
+            # use_cuda_graph, enable_overlap_scheduler), on by default from 1.0 (cuda_graph_config,
+            # disable_overlap_scheduler; stack_facts.csv)
+            v1 = not run.settings["stack_version"].startswith(("0.", "main"))
+            graphs = ("use_cuda_graph" in args or v1) and "cuda_graph_config: null" not in args
+            overlap = ("enable_overlap_scheduler" in args or v1) and "disable_overlap_scheduler: true" not in args
+            padding = "cuda_graph_padding_enabled" in args or "enable_padding: true" in args
             largest = int(command_flag(args, "cuda_graph_max_batch_size") or 128)
-            out.stack["cuda_graph_sizes"] = trt_graph_sizes(largest) if graphs else []
-            out.stack["cuda_graph_padding"] = "cuda_graph_padding_enabled" in args
+            out.stack["cuda_graph_sizes"] = trt_graph_sizes(largest, padding) if graphs else []
+            out.stack["cuda_graph_padding"] = padding
+            if overlap != Catalog().stack(entry).async_scheduling:
+                out.stack["async_scheduling"] = overlap
             if "--ep_size" in args:
                 out.engine["ep"] = int(command_flag(args, "--ep_size"))
     return out
