@@ -145,7 +145,7 @@ def test_a_tensorrt_run_with_chunked_context_runs_the_chunked_policy(runs):
 def test_tensorrt_graphs_and_overlap_follow_the_version(runs):
     """TensorRT-LLM's PyTorch backend: CUDA graphs and the overlap scheduler are opt-in in the 2025-04 build
     (PyTorchConfig use_cuda_graph / enable_overlap_scheduler: that run's flags turn them on, padded graphs up to
-    256) and on by default from 1.0 (TorchLlmArgs cuda_graph_config / disable_overlap_scheduler: graphs of 1-32,
+    256) and on by default in 1.x (TorchLlmArgs cuda_graph_config / disable_overlap_scheduler: graphs of 1-32,
     64 and 128, no padding), so a 1.2 run that names neither runs both; a run may turn either off."""
     assert scenario.trt_graph_sizes(128, padding=False) == [*range(1, 33), 64, 128]
     assert scenario.trt_graph_sizes(256) == [1, 2, 4, *range(8, 129, 8), 256]

@@ -111,9 +111,10 @@ def _layout(run: ServingRun) -> _Layout:
         if "--enable_chunked_prefill" in args or "enable_chunked_prefill: true" in args:
             out.batching["policy"] = "chunked"
         if entry == "trtllm":
-            # the PyTorch backend: CUDA graphs and the overlap scheduler opt-in before 1.0 (PyTorchConfig
-            # use_cuda_graph, enable_overlap_scheduler), on by default from 1.0 (cuda_graph_config,
-            # disable_overlap_scheduler; stack_facts.csv)
+            # the PyTorch backend: CUDA graphs and the overlap scheduler opt-in in 0.18 (PyTorchConfig
+            # use_cuda_graph, enable_overlap_scheduler), on by default in 1.x (TorchLlmArgs cuda_graph_config,
+            # disable_overlap_scheduler; stack_facts.csv); a 0.x run is read as opt-in (where between 0.19 and 1.0
+            # the defaults turned is unchecked)
             v1 = not run.settings["stack_version"].startswith(("0.", "main"))
             graphs = ("use_cuda_graph" in args or v1) and "cuda_graph_config: null" not in args
             overlap = ("enable_overlap_scheduler" in args or v1) and "disable_overlap_scheduler: true" not in args

@@ -201,7 +201,8 @@ class Stack:
     )
     async_scheduling: bool = fld(
         False,
-        doc="an asynchronous scheduler (vLLM's --async-scheduling, on by default from 0.14) prepares each iteration "
+        doc="an asynchronous scheduler (vLLM's --async-scheduling, on by default from 0.14; TensorRT-LLM's overlap "
+        "scheduler, on by default in its PyTorch backend in 1.x) prepares each iteration "
         "while the previous one's kernels run: all its host work, per step and per sequence, overlaps them, so an "
         "iteration takes the longer of its kernels and its host work; pipeline-parallel iterations pay all of it "
         "(with it, decode_host_overlap changes nothing)",
