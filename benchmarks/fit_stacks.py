@@ -281,7 +281,8 @@ def fit_metrics(prep: S.PreparedRun, front_end_only: bool = False) -> list[str]:
     batch under LOW_LOAD of TTFT at the lowest costs: TTFT is then front end + prefill, not a queue), and with
     ``front_end_only`` (FRONT_END_ONLY_TTFT) only where the front end is most of it."""
     pred = S.simulate_prepared(prep, None, REPLICATES, SEED)
-    wait = pred["queue_mean_s"] - prep.costs["frontend_s"]  # (the wait counts the front end's latency: not a queue)
+    # the waits for a batch and for the API server's thread (a burst's queue), not the front end's own latency
+    wait = pred["queue_mean_s"] + pred["front_end_mean_s"] - prep.costs["frontend_s"]
     low = wait < LOW_LOAD * pred["ttft_mean_s"]
     if front_end_only:  # (the mean where the run gives it, else the median)
         ttft = "ttft_mean_s" if "ttft_mean_s" in prep.run.metrics else "ttft_median_s"

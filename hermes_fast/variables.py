@@ -135,9 +135,10 @@ _SIM: list[Variable] = [
         "queue_s",
         "s",
         "queueing delay",
-        "quantiles of arrival to first admission into an iteration (front end included)",
+        "quantiles of the wait from joining an engine's queue (past its API front end) to first admission into an "
+        "iteration; pipelines: the waits for batch slots summed over the stages",
     ),
-    Variable("queue_mean_s", "s", "mean queueing delay", "mean of arrival to first admission (front end included)"),
+    Variable("queue_mean_s", "s", "mean queueing delay", "mean of queue_s's wait over completed requests"),
     Variable(
         "itl_s",
         "s",
@@ -358,7 +359,12 @@ _SIM: list[Variable] = [
         "output tokens",
         "answer tokens asked for, thinking not included (1 for encoders)",
     ),
-    Variable("request_queue_s", "s", "queueing delay", "arrival to first admission"),
+    Variable(
+        "request_queue_s",
+        "s",
+        "queueing delay",
+        "joining an engine's queue (past its API front end) to first admission; pipelines: arrival to first admission",
+    ),
     Variable("request_prefill_start_s", "s", "prefill start", "first admission into an iteration"),
     Variable("request_prefill_end_s", "s", "prefill end", "prompt fully prefilled"),
     Variable("request_first_token_s", "s", "first token time", "first token delivered (after the KV hand-off)"),

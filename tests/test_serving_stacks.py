@@ -176,6 +176,25 @@ def test_the_front_end_adds_once_to_ttft_and_e2e():
     np.testing.assert_allclose(fe.done_s - fe.first_token_s, base.done_s - base.first_token_s, rtol=1e-12)
 
 
+def test_queueing_starts_past_the_front_end():
+    """queue_s counts the wait from joining the engine's queue: a constant 50 ms front end shifts every arrival at
+    the engine by the same 50 ms, so the waits for a batch (Poisson arrivals, 10 ms steps: under one step each) are
+    those without it, while TTFT and E2E grow by the 50 ms."""
+    engine = {"name": "e", "model": "llama-3.1-8b", "device": "h100_sxm", "fixed_step_time_s": 0.01, "stack": "fe"}
+    workload = {"rate_per_s": 20.0, "prompt_tokens": 100, "output_tokens": 5}
+    runs = {}
+    for frontend_s in (0.0, 0.05):
+        sc = {"engines": [engine], "workload": workload, "stacks": {"fe": {"base": "ideal", "frontend_s": frontend_s}}}
+        runs[frontend_s] = hf.simulate(sc, n_requests=3000, seed=2, keep_requests=True)
+    bare, fronted = runs[0.0], runs[0.05]
+    assert 0.0 < bare.queue_mean_s.item() < 0.01
+    assert fronted.queue_mean_s.item() == pytest.approx(bare.queue_mean_s.item(), rel=1e-9)
+    np.testing.assert_allclose(fronted.queue_s, bare.queue_s, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fronted.request_queue_s, bare.request_queue_s, rtol=1e-9, atol=1e-12)
+    assert fronted.ttft_mean_s.item() == pytest.approx(bare.ttft_mean_s.item() + 0.05, rel=1e-9)
+    assert fronted.e2e_mean_s.item() == pytest.approx(bare.e2e_mean_s.item() + 0.05, rel=1e-9)
+
+
 def test_a_burst_queues_for_the_front_ends_thread_first_come_first_served():
     """Three requests sent at 1, 2 and 3 ms; a 1 s front end of which 0.5 s holds the API server's one thread: they
     take the thread at 0.001, 0.501 and 1.001 s (waits 0, 0.499 and 0.998 s) and reach the engine 1 s after taking

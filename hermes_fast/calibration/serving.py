@@ -82,12 +82,13 @@ def harness_metrics(run: Outcome) -> dict[str, float]:
     per request (E2E - TTFT) / (output - 1) for outputs over one token, then mean / median / p99 (numpy's linear
     percentile); ITL: every gap between a request's successive tokens pooled over requests (mean exact, median
     and p99 from the loop's histogram, 1% bins); throughputs over the benchmark's duration, t = 0 (the first
-    send) to the last completion. Also ``queue_mean_s``, the mean wait from send to first admission to a batch
-    (front end included; not a harness metric)."""
+    send) to the last completion. Not harness metrics: ``queue_mean_s``, the mean wait from joining the engine's
+    queue to first admission to a batch, and ``front_end_mean_s``, from send to joining it (the API front end's
+    latency and the wait for its thread)."""
     done = run.status == Status.DONE
     sent, first, end = run.sent_s[done], run.first_token_s[done], run.done_s[done]
     out = run.answer_tokens[done].astype(np.float64)
-    res = dict.fromkeys((*METRICS, "queue_mean_s"), math.nan)
+    res = dict.fromkeys((*METRICS, "queue_mean_s", "front_end_mean_s"), math.nan)
     if not done.any():
         return res
     ttft, e2e = first - sent, end - sent
@@ -103,7 +104,8 @@ def harness_metrics(run: Outcome) -> dict[str, float]:
         res["itl_mean_s"] = run.itl_sum_s / run.itl_count
         res["itl_median_s"], res["itl_p99_s"] = float(q[0]), float(q[3])
     res["e2e_median_s"] = float(np.median(e2e))
-    res["queue_mean_s"] = float(np.mean(run.admit_s[done] - sent))  # not a harness metric: the wait for a batch
+    res["queue_mean_s"] = float(np.mean(run.admit_s[done] - run.enqueued_s[done]))
+    res["front_end_mean_s"] = float(np.mean(run.enqueued_s[done] - sent))
     start = min(float(run.sent_s.min()), 0.0)
     duration = float(end.max()) - start
     res["benchmark_duration_s"] = duration

@@ -93,8 +93,8 @@ def describe_scenario(sc, rate: bool = True) -> list[str]:
 
 def _front_end_lines(sc) -> list[str]:
     """One line per serving stack with an API front end: its latency, which a request pays on entering an engine of
-    that stack, is in TTFT, E2E and queueing (the wait from arrival to first admission), where an idle server would
-    otherwise seem to queue."""
+    that stack, is in TTFT and E2E, and not in queueing (the wait from joining the engine's queue to first
+    admission), so the table's parts do not add up to TTFT without it."""
     from ..resolve import resolve_scenario
     from .knobs import _serving_engines
 
@@ -102,7 +102,7 @@ def _front_end_lines(sc) -> list[str]:
     stacks = {r.engine.stack: r.stack.frontend_s for r in resolve_scenario(sc).engines if r.engine.name in serving}
     return [
         f"front end     {frontend_s * 1e3:.1f} ms a request entering an engine on stack {name}, "
-        "in TTFT, E2E and queueing"
+        "in TTFT and E2E, not in queueing"
         for name, frontend_s in stacks.items()
         if frontend_s
     ]

@@ -63,6 +63,7 @@ class Outcome:
     preemptions: np.ndarray
     entry_replica: np.ndarray  # replica that first admitted it (-1: none)
     decode_replica: np.ndarray  # disaggregated: replica that decoded it (-1: none)
+    enqueued_s: np.ndarray  # first joined an engine's queue, past its API front end
     admit_s: np.ndarray  # first admitted to an iteration
     prefill_end_s: np.ndarray
     first_token_s: np.ndarray  # first answer token delivered
@@ -136,6 +137,7 @@ class Outcome:
             preemptions=ri[st.RQ_PREEMPTIONS],
             entry_replica=ri[st.RQ_ENTRY_REPLICA],
             decode_replica=ri[st.RQ_DECODE_REPLICA],
+            enqueued_s=rf[st.RF_ENQUEUED],
             admit_s=rf[st.RF_ADMIT],
             prefill_end_s=rf[st.RF_PREFILL_END],
             first_token_s=rf[st.RF_FIRST_TOKEN],

@@ -135,6 +135,7 @@ RF_READY = _r()  # data arrived: the stage's service may start
 RF_REASON_END = _r()  # last thinking token of the current job
 RF_VFINISH = _r()  # processor sharing: bytes, then the virtual finish of the transfer in flight
 RF_QUEUED = _r()  # last joined a queue
+RF_ENQUEUED = _r()  # first joined an engine's queue, past its API front end
 RF_QUEUE_SUM = _r()  # pipelines: time spent waiting for batch slots, over all stages
 RF_ARRIVAL = _r()  # the pre-drawn arrival times, sorted (a closed loop's: set when its client sends it)
 RF_SENT = _r()  # its client sent it (arrival, or later when the client's concurrency was full); latencies start here

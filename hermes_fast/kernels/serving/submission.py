@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .._jit import kernel
 from .boundary import iteration_boundary
 from .clients import client_done
@@ -34,6 +36,7 @@ from .state import (
     REASON_NONE,
     REASON_QUEUE_FULL,
     REASON_TOKENS,
+    RF_ENQUEUED,
     ROLE_DECODE,
     ROLE_PREFILL,
     RP_BUSY,
@@ -137,6 +140,8 @@ def enter_pool(S, i, pool, t):
         ri[RQ_REASON, i] = REASON_QUEUE_FULL
         client_done(S, i, t)
         return
+    if math.isnan(S.req_float[RF_ENQUEUED, i]):  # (queueing is counted from here: the front end is not a queue)
+        S.req_float[RF_ENQUEUED, i] = t
     enqueue(S, q, i, False, t)
     wake(S, q, t)
 
