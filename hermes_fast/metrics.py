@@ -131,9 +131,7 @@ def summarize(setup, draws, run: Outcome, serving) -> dict[str, np.ndarray | flo
     ttft = first - arrival
     e2e = np.where(done, done_t - arrival, np.nan)
     tpot = request_tpot_s(first, done_t, output)
-    # queueing summed over the stages, or the one wait for a slot (from joining the engine's queue: an API front
-    # end's latency is not a queue)
-    queue = run.queue_sum_s[w:] if run.pipeline else run.admit_s[w:] - run.enqueued_s[w:]
+    queue = run.queue_wait_s[w:]
     out: dict[str, np.ndarray | float] = {}
     for name, x in (("ttft", ttft), ("tpot", tpot), ("e2e", e2e), ("queue", queue)):
         x = np.where(done, x, np.nan)

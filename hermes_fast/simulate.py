@@ -346,7 +346,7 @@ def _request_vars(draws: Draws, run: Outcome) -> dict[str, np.ndarray]:
         "request_prompt_tokens": draws.prompt_tokens,
         "request_context_tokens": run.context_tokens.copy(),  # (copies: the run's tables can go)
         "request_output_tokens": run.answer_tokens.copy(),
-        "request_queue_s": run.admit_s - (run.sent_s if run.pipeline else run.enqueued_s),
+        "request_queue_s": run.queue_wait_s.copy(),
         "request_prefill_start_s": run.admit_s.copy(),
         "request_prefill_end_s": run.prefill_end_s.copy(),
         "request_first_token_s": run.first_token_s.copy(),

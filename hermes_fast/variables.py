@@ -363,7 +363,8 @@ _SIM: list[Variable] = [
         "request_queue_s",
         "s",
         "queueing delay",
-        "joining an engine's queue (past its API front end) to first admission; pipelines: arrival to first admission",
+        "joining an engine's queue (past its API front end) to first admission; pipelines: the waits for batch "
+        "slots summed over the stages",
     ),
     Variable("request_prefill_start_s", "s", "prefill start", "first admission into an iteration"),
     Variable("request_prefill_end_s", "s", "prefill end", "prompt fully prefilled"),

@@ -203,6 +203,7 @@ def test_a_burst_queues_for_the_front_ends_thread_first_come_first_served():
     setup, draws = serving(n=3, rate=1000.0, output=2)
     queued = run_serving(with_pool(setup, frontend_s=1.0, frontend_serial_s=0.5), draws)
     np.testing.assert_allclose(queued.sent_s, [0.001, 0.002, 0.003], atol=1e-12)
+    np.testing.assert_allclose(queued.enqueued_s, [1.001, 1.501, 2.001], atol=1e-12)  # (queueing counts from here)
     np.testing.assert_allclose(queued.first_token_s, [1.011, 1.511, 2.011], atol=1e-12)
     np.testing.assert_allclose(queued.done_s, [1.021, 1.521, 2.021], atol=1e-12)
     assert queued.frontend_wait_s[0] == pytest.approx(0.499 + 0.998, rel=1e-12)

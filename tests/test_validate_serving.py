@@ -162,6 +162,7 @@ def test_tensorrt_graphs_and_overlap_follow_the_version(runs):
     fields = S.run_stack_fields(early)
     assert fields["cuda_graph_sizes"] == scenario.trt_graph_sizes(256) and fields["cuda_graph_padding"] is True
     assert "async_scheduling" not in fields  # (the entry's: on)
+    assert "max_batch_size" not in S.serving_scenario(early)["engines"][0].get("batching", {})  # (not the graphs')
     flags = (
         "trtllm-serve Qwen/Qwen3-8B --extra_llm_api_options {disable_overlap_scheduler: true, cuda_graph_config: null}"
     )
@@ -514,6 +515,21 @@ def test_a_front_end_fitted_alone_takes_ttft_only_where_it_is_most_of_it():
             for entry in ("vllm", "vllm-0.8")
         }
     assert counted == {500: {"vllm": True, "vllm-0.8": True}, 20000: {"vllm": False, "vllm-0.8": True}}
+
+
+def test_a_burst_waiting_for_the_api_thread_is_not_low_load():
+    """fit_stacks.fit_metrics takes the wait for the API server's thread as load, as the wait for a batch: 32
+    clients on a thread that holds each request 20 ms wait ~0.6 s for it, while the engine (a 500-token prefill in
+    a few ms) queues them hardly at all; their TTFT does not count. The engine's queue alone would let it."""
+    fs = _fit_module()
+    costs = {k: 0.0 for k in S.COST_FIELDS} | {"frontend_s": 0.02, "frontend_serial_s": 0.02}
+    run = _closed_loop_run(1, 32)
+    run.settings.update(stack_version="0.19.1 (V1)", output_tokens="20", num_prompts="256")
+    sim = S.simulate_prepared(S.prepare_run(run, costs=costs), None, fs.REPLICATES, fs.SEED)
+    assert sim["queue_mean_s"] < fs.LOW_LOAD * sim["ttft_mean_s"]  # (the engine's queue: it would count)
+    assert sim["front_end_mean_s"] - 0.02 > fs.LOW_LOAD * sim["ttft_mean_s"]  # (the thread's: it does not)
+    measured = S.ServingRun(run.index, run.settings, {"ttft_mean_s": sim["ttft_mean_s"], "itl_mean_s": 1.0})
+    assert "ttft_mean_s" not in fs.fit_metrics(S.prepare_run(measured, costs=costs))
 
 
 @pytest.mark.slow

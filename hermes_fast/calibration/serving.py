@@ -104,7 +104,7 @@ def harness_metrics(run: Outcome) -> dict[str, float]:
         res["itl_mean_s"] = run.itl_sum_s / run.itl_count
         res["itl_median_s"], res["itl_p99_s"] = float(q[0]), float(q[3])
     res["e2e_median_s"] = float(np.median(e2e))
-    res["queue_mean_s"] = float(np.mean(run.admit_s[done] - run.enqueued_s[done]))
+    res["queue_mean_s"] = float(np.mean(run.queue_wait_s[done]))
     res["front_end_mean_s"] = float(np.mean(run.enqueued_s[done] - sent))
     start = min(float(run.sent_s.min()), 0.0)
     duration = float(end.max()) - start

@@ -285,9 +285,10 @@ def stack_entry(run: ServingRun) -> str | None:
 
 
 def command_flag(args: str, *names: str) -> float | None:
-    """The number after one of ``names`` in a command line (``--x 5``, ``--x=5`` or ``x 5`` in prose)."""
+    """The number after one of ``names`` in a command line (``--x 5``, ``--x=5`` or ``x 5`` in prose); a name
+    counts whole (``max_batch_size`` is not found in ``cuda_graph_max_batch_size``)."""
     for name in names:
-        m = re.search(rf"{re.escape(name)}[ =](\d+(?:\.\d+)?)", args)
+        m = re.search(rf"(?<![\w-]){re.escape(name)}[ =](\d+(?:\.\d+)?)", args)
         if m:
             return float(m.group(1))
     return None

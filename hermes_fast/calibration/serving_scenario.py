@@ -94,8 +94,7 @@ def _layout(run: ServingRun) -> _Layout:
         out.engine.update(_vllm_flags(run))
         # async scheduling: opt-in before 0.14, the default since (stacks.yaml sources)
         async_ = "--async-scheduling" in args or ("--no-async-scheduling" not in args and _vllm_minor(run) >= 14)
-        if async_ != Catalog().stack(entry).async_scheduling:
-            out.stack["async_scheduling"] = async_
+        _set_if_not_the_entrys(out.stack, entry, "async_scheduling", async_)
         if "--enable-expert-parallel" in args:  # the MoE layers' experts over the TP (x DP) ranks
             out.engine["ep"] = tp
     if entry in ("trtllm", "trtllm-engine"):
@@ -111,22 +110,26 @@ def _layout(run: ServingRun) -> _Layout:
         if "--enable_chunked_prefill" in args or "enable_chunked_prefill: true" in args:
             out.batching["policy"] = "chunked"
         if entry == "trtllm":
-            # the PyTorch backend: CUDA graphs and the overlap scheduler opt-in in 0.18 (PyTorchConfig
-            # use_cuda_graph, enable_overlap_scheduler), on by default in 1.x (TorchLlmArgs cuda_graph_config,
-            # disable_overlap_scheduler; stack_facts.csv); a 0.x run is read as opt-in (where between 0.19 and 1.0
-            # the defaults turned is unchecked)
-            v1 = not run.settings["stack_version"].startswith(("0.", "main"))
+            # the PyTorch backend: CUDA graphs and the overlap scheduler opt-in in 0.18 (enable_overlap_scheduler,
+            # use_cuda_graph), on by default in 1.x (TorchLlmArgs cuda_graph_config, disable_overlap_scheduler);
+            # a 0.x run is read as opt-in, though PyTorchConfig turned both on before 1.0 (stack_facts.csv)
+            v1 = not s["stack_version"].startswith(("0.", "main"))
             graphs = ("use_cuda_graph" in args or v1) and "cuda_graph_config: null" not in args
             overlap = ("enable_overlap_scheduler" in args or v1) and "disable_overlap_scheduler: true" not in args
             padding = "cuda_graph_padding_enabled" in args or "enable_padding: true" in args
             largest = int(command_flag(args, "cuda_graph_max_batch_size") or 128)
             out.stack["cuda_graph_sizes"] = trt_graph_sizes(largest, padding) if graphs else []
             out.stack["cuda_graph_padding"] = padding
-            if overlap != Catalog().stack(entry).async_scheduling:
-                out.stack["async_scheduling"] = overlap
+            _set_if_not_the_entrys(out.stack, entry, "async_scheduling", overlap)
             if "--ep_size" in args:
                 out.engine["ep"] = int(command_flag(args, "--ep_size"))
     return out
+
+
+def _set_if_not_the_entrys(fields: dict, entry: str, name: str, value) -> None:
+    """Set the stack field ``name`` where the run's value is not the stack entry's own."""
+    if value != getattr(Catalog().stack(entry), name):
+        fields[name] = value
 
 
 def _vllm_minor(run: ServingRun) -> int:

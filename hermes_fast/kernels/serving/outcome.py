@@ -115,6 +115,12 @@ class Outcome:
     REQUEST_FIELDS: ClassVar[tuple[str, ...]]  # the per-request fields (arrival_s ... queue_sum_s)
     REPLICA_FIELDS: ClassVar[tuple[str, ...]]  # the per-replica fields (replica_pool ... kv_tokens)
 
+    @property
+    def queue_wait_s(self) -> np.ndarray:
+        """Each request's wait for a batch slot: from first joining an engine's queue (past its API front end) to
+        first admission; pipelines: the waits for batch slots summed over the stages."""
+        return self.queue_sum_s if self.pipeline else self.admit_s - self.enqueued_s
+
     @classmethod
     def of(cls, S: st.State, n_requests: int, n_stage_rows: int = 0, n_resources: int = 0) -> Outcome:
         """The outcome of a finished run of ``n_requests`` arrivals (views of the state's rows, not copies)."""

@@ -140,7 +140,7 @@ def enter_pool(S, i, pool, t):
         ri[RQ_REASON, i] = REASON_QUEUE_FULL
         client_done(S, i, t)
         return
-    if math.isnan(S.req_float[RF_ENQUEUED, i]):  # (queueing is counted from here: the front end is not a queue)
+    if math.isnan(S.req_float[RF_ENQUEUED, i]):  # (queueing counts from here; once: a pipeline's stages enter again)
         S.req_float[RF_ENQUEUED, i] = t
     enqueue(S, q, i, False, t)
     wake(S, q, t)
