@@ -54,6 +54,15 @@ def test_rows_group_into_runs(runs):
     assert len(run.metrics) == 11
 
 
+def test_stack_facts_rows_have_the_headers_fields():
+    """stack_facts.csv, the sourced facts the stacks cite: every row has the header's seven fields (a note with an
+    unquoted comma would spill into columns no reader names)."""
+    with (REPO_ROOT / "hermes_fast" / "data" / "serving" / "stack_facts.csv").open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["stack", "stack_version", "parameter", "value", "unit", "source", "notes"]
+    assert [i + 2 for i, row in enumerate(rows) if len(row) != len(header)] == []
+
+
 def test_poisson_run_with_fixed_lengths(runs):
     """vLLM 0.8.2, QwQ-32B (Qwen2.5-32B architecture) TP2 on H100, 50 requests of 32000/100 tokens at 10 req/s."""
     run = find(runs, stack_version="0.8.2", device="h100_sxm", input_tokens="32000")
