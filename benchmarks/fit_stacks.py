@@ -172,7 +172,7 @@ KEPT = {
 }
 LOSS = "cauchy"  # a run no cost can explain (a server warm-up stall, a kernel far off) loses its pull
 LOSS_SCALE = 0.2  # in log units: residuals beyond ~20% count less and less
-LOW_LOAD = 0.25  # TTFT counts where the simulated wait for a batch is under this share of TTFT (at the lowest costs)
+LOW_LOAD = 0.25  # TTFT counts where the simulated waits (batch, API thread) are under this share of it (lowest costs)
 # entries whose fit of the front end has no prefill term beside it: there, in the fit that takes frontend_s, a TTFT
 # counts only where it is, as simulated at the lowest costs, under FRONT_END_SHARE of the measured (the front end
 # most of it). A long prompt's TTFT carries the kernels' prefill error, which only frontend_s could take up (fitted
@@ -277,9 +277,9 @@ def itl_fact_runs() -> list[S.ServingRun]:
 
 
 def fit_metrics(prep: S.PreparedRun, front_end_only: bool = False) -> list[str]:
-    """The run's metrics the fit uses: all of FIT_METRICS it has, TTFT only at low load (the simulated wait for a
-    batch under LOW_LOAD of TTFT at the lowest costs: TTFT is then front end + prefill, not a queue), and with
-    ``front_end_only`` (FRONT_END_ONLY_TTFT) only where the front end is most of it."""
+    """The run's metrics the fit uses: all of FIT_METRICS it has, TTFT only at low load (the simulated waits for a
+    batch and for the API thread under LOW_LOAD of TTFT at the lowest costs: TTFT is then front end + prefill, not a
+    queue), and with ``front_end_only`` (FRONT_END_ONLY_TTFT) only where the front end is most of it."""
     pred = S.simulate_prepared(prep, None, REPLICATES, SEED)
     # the waits for a batch and for the API server's thread (a burst's queue), not the front end's own latency
     wait = pred["queue_mean_s"] + pred["front_end_mean_s"] - prep.costs["frontend_s"]
