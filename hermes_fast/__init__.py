@@ -10,6 +10,7 @@
 """
 
 from ._version import __version__ as __version__
+from ._version import build_digest
 from .calibration import validate as validate  # a module: hf.validate.step_comparison, ...
 from .calibration.aiconfigurator import import_aiconfigurator
 from .calibration.calibration import Calibration, load_calibration
@@ -37,6 +38,7 @@ __all__ = [
     "VARIABLES",
     "calibrate",
     "add_derived",
+    "build_digest",
     "capacity_search",
     "confidence_interval",
     "draw_workload",

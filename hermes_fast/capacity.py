@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 
-from ._version import __version__
+from ._version import __version__, build_digest
 from .config.base import ConfigError, from_mapping, to_mapping
 from .config.scenario import Scenario
 from .config.serving import check_warmup
@@ -263,6 +263,7 @@ def capacity_search(
             "seed": seed,
             "capacity": json.dumps(to_mapping(cap)),
             "hermes_fast_version": __version__,
+            "hermes_fast_build": build_digest(),
         }
     )
     ds.attrs["warnings"] = validity_warnings(ds)

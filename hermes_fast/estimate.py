@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._version import __version__
+from ._version import __version__, build_digest
 from .compile import CompiledEngine, check_layout, compile_engine
 from .config.base import ConfigError
 from .config.scenario import Engine, Scenario, read_scenario
@@ -281,6 +281,7 @@ def estimate(
         attrs={
             "title": f"hermes_fast estimate: {sc.name}",
             "hermes_fast_version": __version__,
+            "hermes_fast_build": build_digest(),
             "method": "analytical roofline, zero load, static batch",
             "calibration": resolved.describe_calibrations(variant.device for variant in cache),
         },

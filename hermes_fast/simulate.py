@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ._version import __version__
+from ._version import __version__, build_digest
 from .config.base import ConfigError
 from .config.scenario import Scenario
 from .config.serving import check_warmup
@@ -265,6 +265,7 @@ def simulate(
             "seed": seed,
             "fast_forward": int(fast_forward),
             "hermes_fast_version": __version__,
+            "hermes_fast_build": build_digest(),
             "calibration": resolved.describe_calibrations(_devices(sc)),
         }
     )

@@ -257,3 +257,41 @@ def test_a_store_of_an_older_format_is_read_but_not_resumed(store, reference):
     with pytest.raises(ConfigError) as e:
         hf.sweep(SCENARIO, GRID, out=store, **ARGS)
     assert "a store of this version of hermes_fast (it has format 1, this version writes 2" in e.value.expected
+
+
+def test_a_store_another_build_wrote_is_read_but_not_resumed(store, reference):
+    """A fix that changes what a result means, or a refit of a shipped cost, leaves the version as it is: the
+    store keeps the build that wrote it, and a resume with another build would mix the two builds' points."""
+    group = zarr.open_group(str(store), mode="a")
+    meta = dict(group.attrs["hermes_fast_sweep"])
+    assert meta["build"] == hf.build_digest() and reference.attrs["hermes_fast_build"] == meta["build"]
+    group.attrs["hermes_fast_sweep"] = {**meta, "build": "0123456789abcdef"}
+    reread = hf.open_sweep(store)
+    assert reread.attrs["hermes_fast_build"] == "0123456789abcdef"
+    xr.testing.assert_identical(reread.drop_attrs(), reference.drop_attrs())
+    with pytest.raises(ConfigError) as e:
+        hf.sweep(SCENARIO, GRID, out=store, **ARGS)
+    assert e.value.path == "out" and (
+        f"(build 0123456789abcdef wrote it, this is build {hf.build_digest()}: a fix or a refit" in e.value.expected
+    )
+    hf.sweep(SCENARIO, GRID, out=store, overwrite=True, **ARGS)  # rerun whole: this build's again
+    assert hf.open_sweep(store).attrs["hermes_fast_build"] == hf.build_digest()
+
+
+def test_the_build_digest_follows_code_catalogs_and_data_but_not_caches_or_prose(tmp_path):
+    from hermes_fast._version import tree_digest
+
+    (tmp_path / "catalog").mkdir()
+    (tmp_path / "catalog" / "stacks.yaml").write_text("vllm:\n  frontend_s: 0.047\n")
+    (tmp_path / "simulate.py").write_text("x = 1\n")
+    first = tree_digest(tmp_path)
+    assert len(first) == 16 and first == tree_digest(tmp_path)
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "simulate.py").write_text("cached")
+    (tmp_path / "NOTES.md").write_text("prose")
+    assert tree_digest(tmp_path) == first
+    (tmp_path / "catalog" / "stacks.yaml").write_text("vllm:\n  frontend_s: 0.045\n")  # a refit
+    refit = tree_digest(tmp_path)
+    assert refit != first
+    (tmp_path / "simulate.py").write_text("x = 2\n")  # a fix
+    assert tree_digest(tmp_path) not in (first, refit)

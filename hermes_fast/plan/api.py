@@ -12,7 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import plot
-from .._version import __version__
+from .._version import __version__, build_digest
 from ..config.base import ConfigError, from_mapping, to_mapping
 from ..config.files import load_yaml
 from ..config.plan import PlanSpec
@@ -242,6 +242,7 @@ def _dataset(spec, catalog, t, cands, s, order, chosen, results) -> xr.Dataset:
         {
             "title": f"hermes_fast plan: {spec.model}",
             "hermes_fast_version": __version__,
+            "hermes_fast_build": build_digest(),
             "model": spec.model,
             "stack": spec.stack,
             "memory_utilization": stack.memory_utilization if stack.memory_utilization is not None else 0.9,

@@ -66,6 +66,7 @@ def sweep_dataset(meta: dict, arrays: dict, var_dims: dict, done: np.ndarray) ->
             "points_done": int(done.sum()),
             "fingerprint": meta["fingerprint"],
             "hermes_fast_version": __version__,
+            "hermes_fast_build": meta.get("build", "unknown (a store written before builds were recorded)"),
             "calibration": "default: the shipped calibrations (h100_sxm, h200_sxm, a100_sxm_80gb and devices based on"
             " them); other devices uncalibrated",
         }

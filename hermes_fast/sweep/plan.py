@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .._version import __version__
+from .._version import __version__, build_digest
 from ..config.base import ConfigError, to_mapping
 from ..config.grid import Axis, apply_settings, parse_axis, parse_path
 from ..config.serving import check_warmup
@@ -96,6 +96,7 @@ class SweepPlan:
         return {
             "format": STORE_FORMAT,
             "hermes_fast_version": __version__,
+            "hermes_fast_build": build_digest(),  # a fix or a refit that moves results moves it
             "scenario": self.base,
             "grid": [{"name": a.name, "paths": a.paths, "values": a.values, "labels": a.labels} for a in self.axes],
             "n_requests": self.n_requests,

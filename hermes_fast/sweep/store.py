@@ -245,6 +245,15 @@ class ZarrSink(_Reader):
                         f"a store of this version of hermes_fast (it has format {old.get('format')}, this version "
                         f"writes {STORE_FORMAT}; open_sweep reads it, overwrite=True / --overwrite replaces it)",
                     )
+                if old.get("build") != meta["build"]:
+                    raise ConfigError(
+                        "out",
+                        str(path),
+                        f"a store this build of hermes_fast wrote, to resume (build {old.get('build', 'unrecorded')}"
+                        f" wrote it, this is build {meta['build']}: a fix or a refit between them may change what "
+                        "its points mean, and a resume would mix the two; open_sweep reads it, a new path or "
+                        "overwrite=True / --overwrite reruns it whole)",
+                    )
                 if old.get("fingerprint") != meta["fingerprint"]:
                     raise ConfigError(
                         "out",
