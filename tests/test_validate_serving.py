@@ -180,6 +180,19 @@ def test_tensorrt_graphs_and_overlap_follow_the_version(runs):
     without = replace(early, settings={**early.settings, "server_args": "trtllm-serve --backend pytorch"})
     assert S.run_stack_fields(without)["async_scheduling"] is False
     assert S.run_stack_fields(without)["cuda_graph_sizes"] == []
+    # 1.x's cuda_graph_config keys (extra_llm_api_options YAML): the largest size, or the sizes themselves
+    for config, sizes, padding in (
+        ("{enable_padding: true, max_batch_size: 256}", scenario.trt_graph_sizes(256), True),
+        ("{max_batch_size: 64}", [*range(1, 33), 64], False),
+        ("{max_batch_size: 0}", [*range(1, 33), 64, 128], False),  # (0: the default, 128)
+        ("{batch_sizes: [8, 1, 64]}", [1, 8, 64], False),
+    ):
+        args = f"trtllm-serve Qwen/Qwen3-8B --extra_llm_api_options {{cuda_graph_config: {config}}}"
+        fields = S.run_stack_fields(replace(v1, settings={**v1.settings, "server_args": args}))
+        assert (fields["cuda_graph_sizes"], fields["cuda_graph_padding"]) == (sizes, padding), config
+        assert "max_batch_size" not in S.serving_scenario(replace(v1, settings={**v1.settings, "server_args": args}))[
+            "engines"
+        ][0].get("batching", {})  # (the graphs', not the engine's)
 
 
 def test_random_range_ratio_and_closed_loop(runs):

@@ -114,16 +114,32 @@ def _layout(run: ServingRun) -> _Layout:
             # use_cuda_graph), on by default in 1.x (TorchLlmArgs cuda_graph_config, disable_overlap_scheduler);
             # a 0.x run is read as opt-in, though PyTorchConfig turned both on before 1.0 (stack_facts.csv)
             v1 = not s["stack_version"].startswith(("0.", "main"))
-            graphs = ("use_cuda_graph" in args or v1) and "cuda_graph_config: null" not in args
             overlap = ("enable_overlap_scheduler" in args or v1) and "disable_overlap_scheduler: true" not in args
-            padding = "cuda_graph_padding_enabled" in args or "enable_padding: true" in args
-            largest = int(command_flag(args, "cuda_graph_max_batch_size") or 128)
-            out.stack["cuda_graph_sizes"] = trt_graph_sizes(largest, padding) if graphs else []
+            sizes, padding = _trt_graphs(args, v1)
+            out.stack["cuda_graph_sizes"] = sizes
             out.stack["cuda_graph_padding"] = padding
             _set_if_not_the_entrys(out.stack, entry, "async_scheduling", overlap)
             if "--ep_size" in args:
                 out.engine["ep"] = int(command_flag(args, "--ep_size"))
     return out
+
+
+def _trt_graphs(args: str, v1: bool) -> tuple[list[int], bool]:
+    """(the decode batch sizes a TensorRT-LLM PyTorch-backend run captures in CUDA graphs, whether a batch pads up to
+    one): 0.x's opt-in flags (use_cuda_graph, cuda_graph_max_batch_size, cuda_graph_padding_enabled), or 1.x's
+    cuda_graph_config, on by default, ``null`` turning it off, and its keys as --extra_llm_api_options YAML gives
+    them ({batch_sizes: [...]} or {max_batch_size: N}, 0 or none meaning 128; enable_padding)."""
+    found = re.search(r"cuda_graph_config:\s*(null|\{[^}]*\})", args)
+    config = found.group(1) if found else ""
+    if config == "null" or not (v1 or config or "use_cuda_graph" in args):
+        return [], False
+    padding = "cuda_graph_padding_enabled" in args or re.search(r"enable_padding:\s*true", args) is not None
+    listed = re.search(r"batch_sizes:\s*\[([\d,\s]*)\]", config)
+    if listed:
+        return sorted({int(b) for b in listed.group(1).split(",") if b.strip()}), padding
+    largest = re.search(r"max_batch_size:\s*(\d+)", config)
+    n = int(largest.group(1)) if largest else command_flag(args, "cuda_graph_max_batch_size")
+    return trt_graph_sizes(int(n or 128), padding), padding
 
 
 def _set_if_not_the_entrys(fields: dict, entry: str, name: str, value) -> None:
