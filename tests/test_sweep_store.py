@@ -295,3 +295,13 @@ def test_the_build_digest_follows_code_catalogs_and_data_but_not_caches_or_prose
     assert refit != first
     (tmp_path / "simulate.py").write_text("x = 2\n")  # a fix
     assert tree_digest(tmp_path) not in (first, refit)
+
+
+def test_a_worker_of_another_build_computes_nothing(tmp_path, monkeypatch):
+    """Every chunk checks that its worker runs the build that planned the sweep (a remote worker with another
+    install would otherwise mix its points in under the planner's build)."""
+    monkeypatch.setattr(points, "build_digest", lambda: "fedcba9876543210")
+    with pytest.raises(ConfigError) as e:
+        hf.sweep(SCENARIO, GRID, out=tmp_path / "r.zarr", **ARGS)
+    assert e.value.path == "workers" and e.value.value == "hermes_fast build fedcba9876543210"
+    assert f"workers running the build that planned the sweep ({hf.build_digest()})" in e.value.expected

@@ -12,7 +12,6 @@ from typing import Any
 
 import xarray as xr
 
-from .._version import build_digest
 from ..capacity import as_capacity
 from ..config.base import ConfigError, convert_field, from_mapping, to_mapping
 from ..config.files import load_yaml
@@ -167,7 +166,7 @@ def sweep(
     meta = {
         "format": STORE_FORMAT,
         "fingerprint": fingerprint,
-        "build": build_digest(),
+        "build": plan.build,
         "n_points": n,
         "axes": [{"name": a.name, "paths": list(a.paths), "values": a.values, "labels": list(a.labels)} for a in axes],
         "n_requests": plan.n_requests,

@@ -65,6 +65,7 @@ class SweepPlan:
     capacity: CapacitySearch | None
     fast_forward: bool
     layout: dict = dataclasses.field(default_factory=dict)  # pools, roles, stages, links, piped
+    build: str = dataclasses.field(default_factory=build_digest)  # the planner's: every worker must run it too
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -96,7 +97,7 @@ class SweepPlan:
         return {
             "format": STORE_FORMAT,
             "hermes_fast_version": __version__,
-            "hermes_fast_build": build_digest(),  # a fix or a refit that moves results moves it
+            "hermes_fast_build": self.build,  # a fix or a refit that moves results moves it
             "scenario": self.base,
             "grid": [{"name": a.name, "paths": a.paths, "values": a.values, "labels": a.labels} for a in self.axes],
             "n_requests": self.n_requests,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._version import build_digest
 from ..capacity import bound_code, check_rate_matters, search_rate
 from ..config.base import ConfigError
 from ..simulate import LINK_VARS, STAGE_VARS, prepare, simulate_replicate, summary_dims
@@ -18,8 +19,21 @@ from .plan import SweepPlan
 __all__ = ["block_dims", "layout_chunk", "merge_layouts", "run_chunk", "run_point"]
 
 
+def _check_build(plan: SweepPlan) -> None:
+    """A worker computes only with the build that planned the sweep: another build's points would mix in unseen
+    (a remote worker with another install, or the package edited while the sweep runs)."""
+    if plan.build != build_digest():
+        raise ConfigError(
+            "workers",
+            f"hermes_fast build {build_digest()}",
+            f"workers running the build that planned the sweep ({plan.build}): install the same hermes_fast on every "
+            "worker",
+        )
+
+
 def layout_chunk(plan: SweepPlan, start: int, stop: int) -> dict:
     """Validate the scenarios of points start..stop-1; their pools, stages and links in first-seen order."""
+    _check_build(plan)
     pools: dict[str, list[str]] = {}  # name -> roles
     stages: list[str] = []
     links: list[str] = []
@@ -119,6 +133,7 @@ def run_point(plan: SweepPlan, i: int) -> dict[str, np.ndarray]:
 
 def run_chunk(plan: SweepPlan, start: int, stop: int) -> dict[str, np.ndarray]:
     """Points start..stop-1, stacked per variable (the unit of work of every executor)."""
+    _check_build(plan)
     results = [run_point(plan, i) for i in range(start, stop)]
     return {name: np.stack([r[name] for r in results]) for name in results[0]}
 
