@@ -27,6 +27,10 @@ prefill is a small part of it (``FRONT_END_ONLY_TTFT``); its API server thread's
 it limits (``FIXED``). No fit takes in a run with a ``run_note`` (a device known to be off its catalog entry,
 ``serving_runs.SLOW_DEVICE_SOURCES``; a sweep's first scenario on a cold server, ``serving_runs.COLD_SERVER_SWEEPS``).
 
+The ``sglang`` entry's costs are kept as shipped (``KEPT``); its one later stage, the extra of FlashInfer's CUDA-core
+decode kernel (``cuda_core_decode_extra``), is fitted on them, on its runs of models that kernel decodes: a plain run
+fits a kept entry's later stages alone and writes only their costs, as ``--only ENTRY --stages-only`` does for any.
+
 ``--write`` puts the fitted values into hermes_fast/catalog/stacks.yaml (each with a ``sources`` entry); the
 printed tables (fit and holdout rows apart, per stack and metric) are what benchmarks/RESULTS.md reports.
 """
@@ -100,6 +104,7 @@ BOUNDS = {
     "moe_compute_extra": (0.0, 3.0),
     "moe_memory_extra": (0.0, 3.0),
     "sink_attention_extra": (0.0, 10.0),
+    "cuda_core_decode_extra": (0.0, 5.0),
 }
 
 
@@ -137,12 +142,15 @@ DENSE_ONLY = {"vllm"}
 # describes; the dense runs and the sync / async pairs can):
 # - "moe": the MoE kernels' extras, on the MoE runs whose experts' format they describe (moe_extra_weights);
 # - "sink": the sink-capable attention backend's prefill extra, on the runs of models with attention sinks on
-#   devices before Hopper (config.stack.needs_sink_kernels: vLLM runs gpt-oss there on TRITON_ATTN)
+#   devices before Hopper (config.stack.needs_sink_kernels: vLLM runs gpt-oss there on TRITON_ATTN);
+# - "cuda_core_decode": the extra of the decode kernel a stack runs on CUDA cores, on the runs whose models it runs
+#   it for (Stack.cuda_core_decode: SGLang's FlashInfer decode at <= 4 query heads per KV head, 16-bit KV)
 STAGES: dict[str, list[tuple[str, dict[str, tuple[float, float]]]]] = {
     "vllm": [
         ("moe", bounded("moe_compute_extra", "moe_memory_extra")),
         ("sink", bounded("sink_attention_extra")),
     ],
+    "sglang": [("cuda_core_decode", bounded("cuda_core_decode_extra"))],
 }
 # entries with later stages fit in sweeps: the first stage, then the later ones, each on the costs the others fitted
 # last (block coordinate descent: the first stage's sync / async pairs include runs the later stages' costs touch,
@@ -165,6 +173,7 @@ PAIR_LOSS_SCALE = 0.05
 # bound, 0.5 ms a layer, as the 1.2 runs were read then: no CUDA graphs, no overlap scheduler; read as 1.x runs them
 # by default, both on, the step cost goes to its 20 ms bound, a floor under every iteration, and the eager launch
 # to 0, which leaves the held-back Qwen3-8B run's TTFT -40% where the shipped 0.5 ms a layer reads it -3%)
+# (a kept entry's later stages are still fitted, on its shipped costs, and only their costs written)
 KEPT = {
     "sglang": "its refit puts the independent SGLang v0.4 DP-attention check outside its tolerance",
     "sglang-0.3": "the other side of that check",
@@ -220,7 +229,8 @@ def fit_inputs(
 
 def stage_runs(entry: str, stage: str, runs: list[S.ServingRun]) -> list[S.ServingRun]:
     """The entry's fit runs (no ``run_note``) a later stage fits: its MoE runs ("moe"), its runs of models with
-    attention sinks ("sink"); :func:`fit_entry` keeps those whose kernels the stage's costs describe."""
+    attention sinks ("sink"), of models without MLA ("cuda_core_decode"); :func:`fit_entry` keeps those whose
+    kernels the stage's costs describe."""
     pick = STAGE_RUNS[stage]
     return [r for r in runs if S.stack_entry(r) == entry and r.split == "fit" and not S.run_note(r) and pick(r)]
 
@@ -231,13 +241,21 @@ def _sinks(run: S.ServingRun) -> bool:
     return name is not None and hf.Catalog().model(name).attention_sinks
 
 
+def _dense_attention(run: S.ServingRun) -> bool:
+    """Whether the run's model has query heads grouped over KV heads (not MLA): the CUDA-core decode kernel's
+    candidates (:func:`fit_entry` keeps those the stack runs it for)."""
+    name = catalog_model(run)
+    return name is not None and hf.Catalog().model(name).mla is None
+
+
 def _moe(run: S.ServingRun) -> bool:
     """Whether the run's model routes to experts."""
     name = catalog_model(run)
     return name is not None and hf.Catalog().model(name).moe is not None
 
 
-STAGE_RUNS = {"moe": _moe, "sink": _sinks}  # (a stage's name -> which runs it fits: a name not here is an error)
+# a stage's name -> which runs it fits (a name not here is an error)
+STAGE_RUNS = {"moe": _moe, "sink": _sinks, "cuda_core_decode": _dense_attention}
 
 
 def unit(name: str) -> float:
@@ -323,14 +341,14 @@ def fit_entry(
 ) -> tuple[dict[str, float], dict]:
     """Least-squares fit of one entry's costs (``parameters``, default PARAMETERS[entry]) on its fit runs and
     sync / async pairs (a cost not fitted 0 or ``fixed``'s, a fitted one at its lower bound where the runs' load is
-    judged; the sink backend's extra None, no such backend). Fitting MoE extras, a MoE run counts only where they
-    describe its experts' kernels; fitting the sink backend's extra, a run counts only where the stack runs that
-    backend."""
+    judged; the sink backend's and the CUDA-core decode kernel's extras None, no such kernels). Fitting MoE extras,
+    a MoE run counts only where they describe its experts' kernels; fitting the sink backend's or the CUDA-core
+    decode kernel's extra, a run counts only where the stack runs that kernel for it."""
     parameters = PARAMETERS[entry] if parameters is None else parameters
     names = list(parameters)
     lo = np.array([parameters[n][0] for n in names])
     hi = np.array([parameters[n][1] for n in names])
-    base = {f: 0.0 for f in S.COST_FIELDS} | {"sink_attention_extra": None} | fixed
+    base = {f: 0.0 for f in S.COST_FIELDS} | {"sink_attention_extra": None, "cuda_core_decode_extra": None} | fixed
 
     def in_units(x: np.ndarray) -> dict[str, float]:
         return {n: float(v) * unit(n) for n, v in zip(names, x, strict=True)}
@@ -340,6 +358,9 @@ def fit_entry(
     sink_extra = "sink_attention_extra" in names
     if sink_extra:  # (a value, so the runs that take it build that backend)
         base["sink_attention_extra"] = 0.0
+    cuda_core_extra = "cuda_core_decode_extra" in names
+    if cuda_core_extra:  # (likewise)
+        base["cuda_core_decode_extra"] = 0.0
     preps = []
     for r in runs:
         try:
@@ -349,6 +370,8 @@ def fit_entry(
         if moe_extras and _moe(r) and not prep.moe_extras_apply:  # (its experts run kernels the extras leave alone)
             continue
         if sink_extra and not prep.sink_kernels:  # (the stack runs its usual attention backend for it)
+            continue
+        if cuda_core_extra and not prep.cuda_core_decode:  # (its decode runs on tensor cores)
             continue
         preps.append(prep)
     front_end_only = entry in FRONT_END_ONLY_TTFT and "frontend_s" in names
@@ -395,6 +418,11 @@ def main() -> None:
         help="kernel calibrations the costs sit on: default (shipped), none, or stack (the -vllm ones for vLLM runs)",
     )
     ap.add_argument("--only", action="append", metavar="ENTRY", help="fit only these stack entries")
+    ap.add_argument(
+        "--stages-only",
+        action="store_true",
+        help="fit only the entries' later stages, on their shipped costs (what a plain run does for a kept entry)",
+    )
     args = ap.parse_args()
     if args.write and args.calibration != "default":
         ap.error("--write ships costs fitted on the default calibrations: no --calibration")
@@ -403,8 +431,10 @@ def main() -> None:
     fitted: dict[str, dict[str, float]] = {}
     infos = {}
     for entry in args.only or PARAMETERS:
-        if entry in KEPT and not args.only:  # (named with --only, it is refitted: to see what the check says)
-            print(f"{entry}: kept as shipped ({KEPT[entry]})", flush=True)
+        if (entry in KEPT and not args.only) or args.stages_only:  # (named with --only, a kept entry is refitted)
+            print(f"{entry}: costs as shipped ({KEPT.get(entry, '--stages-only')})", flush=True)
+            if entry in STAGES:  # its later stages on the shipped costs
+                fitted[entry], infos[entry] = fit_stages_on_shipped(entry, usable, args.calibration)
             continue
         fit_runs, pairs = fit_inputs(entry, usable)
         fixed = {k: v for k, (v, _) in FIXED.get(entry, {}).items()}
@@ -444,6 +474,24 @@ def main() -> None:
         write_stacks(fitted, infos)
 
 
+def fit_stages_on_shipped(entry: str, usable: list[S.ServingRun], calibration: str) -> tuple[dict[str, float], dict]:
+    """A kept entry's later stages fitted in turn on its shipped costs (the others held as shipped); ``info`` names
+    the costs fitted (``written``: :func:`write_stacks` writes those alone)."""
+    stack = hf.Catalog().stack(entry)
+    costs = {f: v for f in S.COST_FIELDS if (v := getattr(stack, f)) is not None}
+    info = {"runs": 0, "pairs": 0, "low_load": 0, "nfev": 0, "seconds": 0.0, "stage_runs": {}, "written": []}
+    for stage, parameters in STAGES[entry]:
+        runs = stage_runs(entry, stage, usable)
+        costs, stage_info = fit_entry(entry, runs, costs, calibration, parameters=parameters)
+        info["stage_runs"][stage] = stage_info["runs"]
+        info["seconds"] += stage_info["seconds"]
+        info["written"] += list(parameters)
+        print(f"{entry} {stage}: " + ", ".join(f"{n} {costs[n] / unit(n):.4g}" for n in parameters)
+              + f"  ({stage_info['runs']} runs, {stage_info['nfev']} evaluations, {stage_info['seconds']:.0f} s)",
+              flush=True)  # fmt: skip
+    return costs, info
+
+
 def print_tables(rows: list[dict]) -> None:
     summary = S.error_summary(rows)
     for split in ("holdout", "fit"):
@@ -476,9 +524,9 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
         m = block_re.search(text)
         block = m.group(0)
         stage_of = {n: stage for stage, parameters in STAGES.get(entry, ()) for n in parameters}
-        names = list(PARAMETERS[entry]) + list(stage_of) + list(FIXED.get(entry, {}))
+        names = infos[entry].get("written") or list(PARAMETERS[entry]) + list(stage_of) + list(FIXED.get(entry, {}))
         for name in S.COST_FIELDS:  # a cost the fit held at 0 leaves the entry, with a source this script wrote
-            if name not in names:
+            if name not in names and "written" not in infos[entry]:
                 block = re.sub(rf"^  {name}: .*\n", "", block, flags=re.M)
                 block = re.sub(rf'^    {name}: "fitted to .*\n', "", block, flags=re.M)
         for name in names:  # the values, in order before `sources:`
@@ -498,6 +546,14 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
                 src = (
                     f"fitted to {infos[entry]['stage_runs']['moe']} MoE runs of serving_runs.csv (split: fit; experts "
                     f"in {formats}), the host costs held at those fitted on the dense runs{swept}, "
+                    f"benchmarks/fit_stacks.py, {today}"
+                )
+            elif stage_of.get(name) == "cuda_core_decode":
+                held = "the other costs as shipped" if "written" in infos[entry] else f"the host costs held{swept}"
+                src = (
+                    f"fitted to {infos[entry]['stage_runs']['cuda_core_decode']} runs of serving_runs.csv (split: "
+                    f"fit) whose models the stack decodes on CUDA cores (a 16-bit KV cache, at most "
+                    f"{hf.Catalog().stack(entry).cuda_core_decode_max_group} query heads per KV head), {held}, "
                     f"benchmarks/fit_stacks.py, {today}"
                 )
             elif stage_of.get(name) == "sink":

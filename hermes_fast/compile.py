@@ -32,6 +32,7 @@ from .sizes import (
     linear_layers_per_stage,
     memory_per_device,
     param_count,
+    query_heads_per_kv_head,
     state_bytes_per_seq_layer,
 )
 
@@ -363,6 +364,9 @@ def compile_engine(
         p[L.EXTRA_KERNELS] = 2.0 * m.n_layers + (2.0 if m.has_lm_head else 0.0)
     if stack is not None:
         p[L.PREFILL_ATTN_EXTRA] = stack.prefill_attention_extra_for(m.attention_sinks, d.compute_capability)
+        p[L.DECODE_ATTN_EXTRA] = stack.decode_attention_extra_for(
+            query_heads_per_kv_head(m, attn_tp), dtypes.kv, d.compute_capability
+        )
         p[L.MOE_COMPUTE_EXTRA], p[L.MOE_MEMORY_EXTRA] = stack.moe_extras(dtypes.experts, d.compute_capability)
         p[L.DECODE_HOST_OVERLAP] = 1.0 if stack.decode_host_overlap else 0.0
         p[L.ASYNC_SCHEDULING] = 1.0 if stack.async_scheduling else 0.0

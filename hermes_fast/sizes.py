@@ -142,6 +142,15 @@ def param_count(m: Model) -> dict[str, float]:
     return {"total": total, "active": active, "embedding": embed, "lm_head": head, "attention": attn, "ffn": ffn_total}
 
 
+def query_heads_per_kv_head(m: Model, tp: int) -> float | None:
+    """Query heads that share one KV head on a device whose attention is sharded over ``tp`` (KV heads replicate
+    when tp > n_kv_heads): what an attention backend reads to pick its decode kernel. None under MLA, whose heads
+    all read one latent and which runs kernels of its own."""
+    if m.mla is not None:
+        return None
+    return (m.n_heads / tp) / max(m.n_kv_heads / tp, 1.0)
+
+
 def kv_bytes_per_token_layer(m: Model, tp: int, kv_dtype: str) -> float:
     """KV-cache bytes per token per layer on one device (KV heads replicate when tp > n_kv_heads)."""
     b = DTYPE_BYTES[kv_dtype]

@@ -476,8 +476,10 @@ def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
     assert "x2.62 / x1.02 (bf16, fp16, fp8); fp4 on cc 9: x1 / x1.69" in rows["vllm"]
     assert "x3.37 / x1 " in rows["vllm-0.8"]
     # the prefill attention kernels: SGLang's backend for every model; vLLM's TRITON_ATTN for sink models on Ampere
-    assert "x2.27 " in rows["sglang"] and "x1.08 " in rows["vllm-0.8"] and "sinks" not in rows["sglang"]
+    assert " x2.27;" in rows["sglang"] and "x1.08 " in rows["vllm-0.8"] and "sinks" not in rows["sglang"]
     assert " x1, sinks before Hopper x5.93 " in rows["vllm"]
+    # and SGLang's decode on CUDA cores (FlashInfer) for few query heads a KV head, before Hopper
+    assert "x2.27; decode x1.9 (<= 4 q/kv, cc <= 8.9) " in rows["sglang"] and "decode" not in rows["vllm"]
 
 
 def test_sweeping_the_stack_changes_the_scheduler():
@@ -636,6 +638,68 @@ def test_a_stacks_moe_kernels_replace_its_moe_extras_for_their_formats_and_devic
     assert hopper.runs("fp4", 9.0) and not hopper.runs("fp4", None) and not hopper.runs("fp4", 10.0)
     with pytest.raises(ConfigError, match="max_compute_capability"):
         MoeKernel(name="k", weights=("fp4",), min_compute_capability=9.0, max_compute_capability=8.0)._validate("k")
+
+
+def test_a_stacks_cuda_core_decode_extra_scales_only_the_decode_attention_kernels():
+    """Llama-3.1-8B (4 query heads a KV head, BF16 KV) on one A100 under SGLang with ``cuda_core_decode_extra: 0.5``:
+    each layer's decode attention kernels (compute and memory terms, not their launch) take 1.5x as long; prefill
+    attention stays, and a decode-only step grows by exactly that share of its attention."""
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import Dtypes, Parallel
+    from hermes_fast.kernels.step import _attention_layer, step_cost
+    from hermes_fast.resolve import Catalog
+
+    cat = Catalog()
+    m, d, base = cat.model("llama-3.1-8b"), cat.device("a100_sxm_80gb"), cat.stack("sglang")
+    plain, slow = (compile_engine(m, d, Parallel(), Dtypes(), stack=dataclasses.replace(base, cuda_core_decode_extra=x))
+                   .params for x in (0.0, 0.5))  # fmt: skip
+    assert slow[L.DECODE_ATTN_EXTRA] == 0.5 and plain[L.DECODE_ATTN_EXTRA] == 0.0
+    decode = (0.0, 0.0, 0.0, 64.0, 64.0 * 2000)
+    c0, m0, o0 = _attention_layer(plain, *decode, 0.0)
+    c1, m1, o1 = _attention_layer(slow, *decode, 0.0)
+    assert (c1, m1, o1) == pytest.approx((1.5 * c0, 1.5 * m0, o0), rel=1e-12)
+    prefill = (4096.0, 4096.0 * 4097 / 2, 4096.0, 0.0, 0.0)
+    assert _attention_layer(slow, *prefill, 0.0) == _attention_layer(plain, *prefill, 0.0)
+    # (decode-only, memory-bound: the step adds half the layers' decode attention time)
+    grown = step_cost(slow, *decode, 64.0)[0] - step_cost(plain, *decode, 64.0)[0]
+    assert grown == pytest.approx(0.5 * m.n_layers * (c0 + m0), rel=1e-9)
+
+
+def test_the_cuda_core_decode_kernel_runs_for_few_query_heads_a_kv_head_with_a_16_bit_kv_cache():
+    """SGLang's should_use_tensor_core: FlashInfer decodes on CUDA cores where a device's query heads per KV head are
+    at most 4 and the KV cache is BF16 / FP16, on devices up to the entry's bound (8.9: Hopper runs FlashAttention 3
+    from 0.4.6). Per device: Llama-3.1-8B has 32 / 8 = 4, Llama-3.2-3B 3, Qwen3-32B 64 / 8 = 8 (and 32 / 4 = 8 at
+    TP 2), Llama-3.1-70B at TP 8 8 / 1 (its KV heads replicate no further) but at TP 16 4 / 1; DeepSeek-V3's MLA runs
+    kernels of its own. An FP8 KV cache, an H100 or a stack without the kernel (None) takes none."""
+    from hermes_fast.compile import compile_engine
+    from hermes_fast.config import Dtypes, Parallel
+    from hermes_fast.resolve import Catalog
+    from hermes_fast.sizes import query_heads_per_kv_head
+
+    cat = Catalog()
+    sglang = dataclasses.replace(cat.stack("sglang"), cuda_core_decode_extra=0.7)
+    everywhere = dataclasses.replace(sglang, cuda_core_decode_max_compute_capability=None)
+    without = dataclasses.replace(sglang, cuda_core_decode_extra=None)
+    fp8_kv = Dtypes(kv="fp8")
+    for stack, model, device, tp, dtypes, group, expected in [
+        (sglang, "llama-3.1-8b", "a100_sxm_80gb", 1, Dtypes(), 4.0, 0.7),
+        (sglang, "llama-3.2-3b", "a100_sxm_80gb", 1, Dtypes(), 3.0, 0.7),
+        (sglang, "llama-3.1-8b", "a100_sxm_80gb", 1, fp8_kv, 4.0, 0.0),
+        (sglang, "qwen3-32b", "a100_sxm_80gb", 1, Dtypes(), 8.0, 0.0),
+        (sglang, "qwen3-32b", "a100_sxm_80gb", 2, Dtypes(), 8.0, 0.0),
+        (sglang, "llama-3.1-70b", "a100_sxm_80gb", 8, Dtypes(), 8.0, 0.0),
+        (sglang, "llama-3.1-70b", "a100_sxm_80gb", 16, Dtypes(), 4.0, 0.7),
+        (sglang, "deepseek-v3", "a100_sxm_80gb", 8, Dtypes(), None, 0.0),
+        (sglang, "llama-3.1-8b", "h100_sxm", 1, Dtypes(), 4.0, 0.0),
+        (everywhere, "llama-3.1-8b", "h100_sxm", 1, Dtypes(), 4.0, 0.7),
+        (without, "llama-3.1-8b", "a100_sxm_80gb", 1, Dtypes(), 4.0, 0.0),
+    ]:
+        m, d, par = cat.model(model), cat.device(device), Parallel(tp=tp)
+        assert query_heads_per_kv_head(m, tp) == group, (model, tp)
+        p = compile_engine(m, d, par, dtypes, stack=stack, check=False).params
+        assert p[L.DECODE_ATTN_EXTRA] == expected, (model, device, tp, dtypes.kv)
+        assert stack.cuda_core_decode(group, dtypes.kv, d.compute_capability) == (expected > 0.0)
+    assert cat.stack("vllm").cuda_core_decode_extra is None  # (FlashAttention: tensor cores for every model)
 
 
 def test_a_model_with_attention_sinks_takes_the_sink_backends_prefill_extra_before_hopper():

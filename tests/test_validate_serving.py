@@ -349,6 +349,37 @@ def test_costs_patched_into_prepared_pools_equal_a_rebuild(runs):
     assert patched != S.simulate_prepared(S.prepare_run(run, costs=zero), None, replicates=2)
 
 
+def test_the_cuda_core_decode_extra_reaches_only_the_runs_whose_decode_runs_on_cuda_cores(runs):
+    """SGLang decodes Llama-3.1-8B (4 query heads a KV head, BF16 KV) on FlashInfer's CUDA-core kernel: 0.4.4 on an
+    H200 (FlashInfer on Hopper before 0.4.6) and 0.4.6 on an A100 take the tried ``cuda_core_decode_extra``; QwQ-32B
+    (5 a KV head: tensor cores) on the same H200 and 0.5.3's Qwen3-8B on an H100 (FlashAttention 3 from 0.4.6) take
+    none. ``--attention-backend flashinfer`` brings it to Hopper, another backend named takes it away. Patched pools
+    equal a rebuild."""
+    llama = find(runs, stack_version="0.4.4.post1", model="llama-3.1-8b", input_tokens="10000")
+    qwq = find(runs, stack_version="0.4.4.post1", model_hf="Qwen/QwQ-32B", input_tokens="10000")
+    ampere = find(runs, stack_version="0.4.6", input_tokens="1913", rate_per_s="8")
+    hopper = next(r for r in runs if r.settings["stack_version"].startswith("0.5.3.post3")
+                  and r.settings["model"] == "qwen3-8b" and r.settings["dtype"] == "bf16")  # fmt: skip
+    zero = {k: 0.0 for k in S.COST_FIELDS}
+    tried = zero | {"cuda_core_decode_extra": 0.8}
+    for run, expected in ((llama, 0.8), (ampere, 0.8), (qwq, 0.0), (hopper, 0.0)):
+        prep = S.prepare_run(run, costs=zero)
+        assert prep.cuda_core_decode == (expected > 0.0), run.label
+        assert S.with_costs(prep, tried).params[0, L.DECODE_ATTN_EXTRA] == expected, run.label
+    flagged = lambda run, backend: replace(  # noqa: E731
+        run, settings={**run.settings, "server_args": run.settings["server_args"] + f" --attention-backend {backend}"}
+    )
+    assert S.prepare_run(flagged(hopper, "flashinfer"), costs=zero).cuda_core_decode
+    assert S.run_stack_fields(flagged(ampere, "triton"))["cuda_core_decode_extra"] is None
+    assert not S.prepare_run(flagged(ampere, "triton"), costs=tried).cuda_core_decode
+    patched = S.simulate_prepared(S.prepare_run(llama, costs=zero), tried, replicates=1)
+    assert patched == S.simulate_prepared(S.prepare_run(llama, costs=tried), None, replicates=1)
+    assert (
+        patched["tpot_mean_s"]
+        > S.simulate_prepared(S.prepare_run(llama, costs=zero), None, replicates=1)["tpot_mean_s"]
+    )
+
+
 def test_the_sink_backends_extra_reaches_only_the_runs_that_run_it(runs):
     """vLLM 0.11's gpt-oss-20b on an A100 (attention sinks before Hopper: TRITON_ATTN) takes the tried
     ``sink_attention_extra`` for its prefill attention; its gpt-oss-20b on an H100 (FlashAttention 3) and its

@@ -30,6 +30,7 @@ from ..metrics import itl_quantiles
 from ..pools import ServingSetup, build_serving
 from ..resolve import HOST_COSTS, resolve_scenario
 from ..simulate import run_serving
+from ..sizes import attention_tp, query_heads_per_kv_head
 from ..workload import rng_for
 from .calibration import shipped_calibrations
 from .serving_runs import (
@@ -150,6 +151,8 @@ class PreparedRun:
     attention_sinks: bool  # the run's model has attention sinks
     experts: str  # the run's experts' storage format (Dtypes.experts)
     compute_capability: float | None  # the run's device's
+    query_group: float | None  # query heads per KV head on a device (sizes.query_heads_per_kv_head; None: MLA)
+    kv_dtype: str  # the run's KV cache format (Dtypes.kv)
     run_fields: Mapping = field(default_factory=dict)  # the stack fields the run's flags set (run_stack_fields)
 
     @property
@@ -161,6 +164,11 @@ class PreparedRun:
     def sink_kernels(self) -> bool:
         """Whether the run's model needs sink-capable attention kernels on its device (whatever the costs)."""
         return needs_sink_kernels(self.attention_sinks, self.compute_capability)
+
+    @property
+    def cuda_core_decode(self) -> bool:
+        """Whether the run's stack runs its decode attention on CUDA cores (Stack.cuda_core_decode)."""
+        return self.stack.cuda_core_decode(self.query_group, self.kv_dtype, self.compute_capability)
 
 
 def _stack_costs(resolved) -> dict[str, float]:
@@ -186,6 +194,8 @@ def prepare_run(run: ServingRun, calibration="default", costs: Mapping[str, floa
         eng.model.attention_sinks,
         eng.engine.dtypes.experts,
         eng.device.compute_capability,
+        query_heads_per_kv_head(eng.model, attention_tp(eng.engine.parallel)),
+        eng.engine.dtypes.kv,
         run_stack_fields(run),
     )
 
@@ -205,6 +215,9 @@ def with_costs(prep: PreparedRun, costs: Mapping[str, float] | None) -> ServingS
     if params[0, L.GRAPH_COUNT] > 0:
         params[0, L.GRAPH_EAGER_S] = stack.eager_launch_s_per_layer * prep.n_layers
     params[0, L.PREFILL_ATTN_EXTRA] = stack.prefill_attention_extra_for(prep.attention_sinks, prep.compute_capability)
+    params[0, L.DECODE_ATTN_EXTRA] = stack.decode_attention_extra_for(
+        prep.query_group, prep.kv_dtype, prep.compute_capability
+    )
     params[0, L.MOE_COMPUTE_EXTRA], params[0, L.MOE_MEMORY_EXTRA] = stack.moe_extras(
         prep.experts, prep.compute_capability
     )

@@ -113,6 +113,7 @@ COST_FIELDS = (
     "eager_launch_s_per_layer",
     "prefill_attention_extra",  # (a fraction, not seconds)
     "sink_attention_extra",  # (likewise: None in an entry without that backend)
+    "cuda_core_decode_extra",  # (likewise)
     "moe_compute_extra",  # (likewise)
     "moe_memory_extra",  # (likewise)
 )

@@ -90,6 +90,14 @@ def _layout(run: ServingRun) -> _Layout:
         if entry == "sglang":  # 0.4.x: cuda_graph_max_bs 160 on 80 GB GPUs, 256 on H200 (stack_facts.csv)
             top = 256 if s["device"] == "h200_sxm" else 160
             out.stack["cuda_graph_sizes"] = [1, 2, 4] + list(range(8, top + 1, 8))
+            # the attention backend: FlashInfer's, whose decode of a few query heads a KV head runs on CUDA cores,
+            # everywhere before 0.4.6 (the entry: FlashAttention 3 on Hopper from 0.4.6, stacks.yaml sources) or
+            # where the run names it; another backend named decodes on tensor cores
+            backend = re.search(r"--attention-backend[ =](\w+)", args)
+            if (backend and backend.group(1) == "flashinfer") or (not backend and _release(run) < (0, 4, 6)):
+                out.stack["cuda_core_decode_max_compute_capability"] = None
+            elif backend:
+                out.stack["cuda_core_decode_extra"] = None
     if entry in ("vllm", "vllm-0.8"):
         out.engine.update(_vllm_flags(run))
         # async scheduling: opt-in before 0.14, the default since (stacks.yaml sources)
@@ -146,6 +154,13 @@ def _set_if_not_the_entrys(fields: dict, entry: str, name: str, value) -> None:
     """Set the stack field ``name`` where the run's value is not the stack entry's own."""
     if value != getattr(Catalog().stack(entry), name):
         fields[name] = value
+
+
+def _release(run: ServingRun) -> tuple[int, int, int]:
+    """(major, minor, patch) of the run's stack version ((99, 0, 0) when it is not a release number: a build from
+    main, newer than the releases the shipped runs name)."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", run.settings["stack_version"])
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (99, 0, 0)
 
 
 def _vllm_minor(run: ServingRun) -> int:

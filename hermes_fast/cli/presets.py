@@ -49,13 +49,14 @@ def cmd_presets(args) -> int:
 def _stack_lines(cat, names: list[str]):
     """Each serving stack, an aligned table: name and version, scheduler, admission and prefix caching, CUDA graphs,
     costs (ms), its API server thread's time a request and a streamed token, its prefill attention kernels' time
-    over the calibrated ones (and its sink-capable backend's, before Hopper), its MoE kernels' time over the
+    over the calibrated ones (and its sink-capable backend's, before Hopper; its decode kernel's on CUDA cores, for
+    the models and devices it runs it for), its MoE kernels' time over the
     calibrated expert GEMMs (compute / weight reads, the experts' formats that holds for, then its kernels for
     particular formats and devices), what of its host work overlaps the kernels, and how many of its figures name a
     source."""
     stacks = {n: cat.stack(n) for n in names}
     head = ["# name", "stack", "version", "policy", "admission", "prefix cache", "cuda graphs"]
-    tail = ["front end / step / per seq", "API thread / token", "prefill attention", "MoE kernels", "host overlap"]
+    tail = ["front end / step / per seq", "API thread / token", "attention kernels", "MoE kernels", "host overlap"]
     rows = [[*head, *tail, "sources"]]
     for name, s in stacks.items():
         graphs = (
@@ -82,15 +83,12 @@ def _stack_lines(cat, names: list[str]):
             attention = f"x{1.0 + s.prefill_attention_extra:.3g}"
         if s.sink_attention_extra is not None:
             attention += f", sinks before Hopper x{1.0 + s.sink_attention_extra:.3g}"
+        if s.cuda_core_decode_extra is not None:  # (its decode kernel on CUDA cores, for the models it runs it for)
+            cc = _cc_range(None, s.cuda_core_decode_max_compute_capability)
+            decode = f"decode x{1.0 + s.cuda_core_decode_extra:.3g} (<= {s.cuda_core_decode_max_group} q/kv, {cc})"
+            attention = decode if attention == "-" else f"{attention}; {decode}"
         for k in s.moe_kernels:  # (kernels for particular formats and devices, in place of those)
-            lo, hi = k.min_compute_capability, k.max_compute_capability
-            cc = (
-                "any device" if lo is None and hi is None
-                else f"cc {lo:g}" if lo == hi
-                else f"cc {lo:g}+" if hi is None
-                else f"cc <= {hi:g}" if lo is None
-                else f"cc {lo:g}-{hi:g}"
-            )  # fmt: skip
+            cc = _cc_range(k.min_compute_capability, k.max_compute_capability)
             kernel = f"{', '.join(k.weights)} on {cc}: x{1.0 + k.compute_extra:.3g} / x{1.0 + k.memory_extra:.3g}"
             moe = kernel if moe == "-" else f"{moe}; {kernel}"
         cache = "on" if s.prefix_cache else "off"
@@ -100,6 +98,17 @@ def _stack_lines(cat, names: list[str]):
     widths = [min(max(len(r[k]) for r in rows), 60) for k in range(len(rows[0]))]
     for r in rows:
         yield "  ".join(cell[:w].ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+
+
+def _cc_range(lo: float | None, hi: float | None) -> str:
+    """A range of CUDA compute capabilities, in words."""
+    if lo is None and hi is None:
+        return "any device"
+    if lo == hi:
+        return f"cc {lo:g}"
+    if hi is None:
+        return f"cc {lo:g}+"
+    return f"cc <= {hi:g}" if lo is None else f"cc {lo:g}-{hi:g}"
 
 
 def _line(kind: str, name: str, x) -> str:

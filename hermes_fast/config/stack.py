@@ -18,7 +18,7 @@ from typing import Literal
 from .base import ConfigError, fld
 from .hardware import Dtype
 
-__all__ = ["Stack", "MoeKernel", "ADMISSIONS", "needs_sink_kernels"]
+__all__ = ["Stack", "MoeKernel", "ADMISSIONS", "needs_sink_kernels", "in_compute_capability_range"]
 
 ADMISSIONS = ("on_demand", "reserve_all", "new_token_ratio")
 # below this compute capability the stacks' FlashAttention is FlashAttention 2, which has no attention sinks (vLLM
@@ -26,6 +26,14 @@ ADMISSIONS = ("on_demand", "reserve_all", "new_token_ratio")
 # backend there (vLLM: TRITON_ATTN on Ampere, vllm-project/recipes GPT-OSS.md); from Hopper on, the stacks' usual
 # backends (FlashAttention 3, FlashInfer, TRT-LLM's) run sinks
 FLASH_ATTENTION_SINKS_MIN_CC = 9.0
+
+
+def in_compute_capability_range(lo: float | None, hi: float | None, compute_capability: float | None) -> bool:
+    """Whether a device of ``compute_capability`` lies in [lo, hi] (None: unbounded on that side; a bounded range
+    needs a CUDA device)."""
+    if lo is None and hi is None:
+        return True
+    return compute_capability is not None and (lo or 0.0) <= compute_capability <= (hi or math.inf)
 
 
 def needs_sink_kernels(attention_sinks: bool, compute_capability: float | None) -> bool:
@@ -63,10 +71,7 @@ class MoeKernel:
         ``compute_capability`` (a bounded range needs a CUDA device)."""
         if expert_weight not in self.weights:
             return False
-        lo, hi = self.min_compute_capability, self.max_compute_capability
-        if lo is None and hi is None:
-            return True
-        return compute_capability is not None and (lo or 0.0) <= compute_capability <= (hi or math.inf)
+        return in_compute_capability_range(self.min_compute_capability, self.max_compute_capability, compute_capability)
 
     def _validate(self, path: str) -> None:
         lo, hi = self.min_compute_capability, self.max_compute_capability
@@ -166,6 +171,31 @@ class Stack:
         "None: prefill_attention_extra as for any model",
         ge=0,
         le=10,
+    )
+    cuda_core_decode_extra: float | None = fld(
+        None,
+        unit="1",
+        doc="decode attention kernel time over the calibrated kernels, a fraction, for a model whose decode attention "
+        "the stack's backend runs on CUDA cores, without tensor cores: a 16-bit KV cache and at most "
+        "cuda_core_decode_max_group query heads per KV head, on a device up to cuda_core_decode_max_compute_capability "
+        "(SGLang's FlashInfer backend: should_use_tensor_core); None: tensor-core decode kernels for every model",
+        ge=0,
+        le=10,
+    )
+    cuda_core_decode_max_group: int = fld(
+        4,
+        unit="1",
+        doc="the most query heads per KV head (on a device) whose decode runs on CUDA cores (cuda_core_decode_extra)",
+        ge=1,
+        le=1024,
+    )
+    cuda_core_decode_max_compute_capability: float | None = fld(
+        None,
+        unit="1",
+        doc="the highest CUDA compute capability on which the stack's backend runs decode on CUDA cores (above it "
+        "another backend serves these models; None: every device)",
+        ge=1,
+        le=100,
     )
     moe_compute_extra: float = fld(
         0.0,
@@ -275,6 +305,27 @@ class Stack:
         if self.sink_attention_extra is not None and needs_sink_kernels(attention_sinks, compute_capability):
             return self.sink_attention_extra
         return self.prefill_attention_extra
+
+    def cuda_core_decode(self, query_group: float | None, kv_dtype: str, compute_capability: float | None) -> bool:
+        """Whether the stack runs decode attention on CUDA cores for a model with ``query_group`` query heads per KV
+        head on a device (None: MLA, kernels of its own) and a ``kv_dtype`` KV cache, on a device of
+        ``compute_capability`` (cuda_core_decode_extra's rule)."""
+        return (
+            self.cuda_core_decode_extra is not None
+            and query_group is not None
+            and query_group <= self.cuda_core_decode_max_group
+            and kv_dtype in ("bf16", "fp16")
+            and in_compute_capability_range(None, self.cuda_core_decode_max_compute_capability, compute_capability)
+        )
+
+    def decode_attention_extra_for(
+        self, query_group: float | None, kv_dtype: str, compute_capability: float | None
+    ) -> float:
+        """The decode attention extra of the kernel the stack runs for such a model on such a device: its CUDA-core
+        kernel's (:meth:`cuda_core_decode`), else 0 (the calibrated kernels)."""
+        if self.cuda_core_decode(query_group, kv_dtype, compute_capability):
+            return self.cuda_core_decode_extra
+        return 0.0
 
     def moe_kernel(self, expert_weight: str, compute_capability: float | None) -> MoeKernel | None:
         """The first of moe_kernels the stack runs for experts stored in ``expert_weight`` on a device of

@@ -134,6 +134,7 @@ EXTRA_TOKEN_S = _slot()  # s per token (all layers)
 EXTRA_SEQ_S = _slot()  # s per sequence that emits a token
 EXTRA_KERNELS = _slot()  # kernel launches per iteration
 PREFILL_ATTN_EXTRA = _slot()  # prefill attention kernels' time added by the stack's backend, a fraction (0: none)
+DECODE_ATTN_EXTRA = _slot()  # decode attention kernels' time added by the stack's backend, a fraction (0: none)
 MOE_COMPUTE_EXTRA = _slot()  # routed-expert GEMMs' compute time added by the stack's MoE kernels, a fraction (0: none)
 MOE_MEMORY_EXTRA = _slot()  # routed-expert GEMMs' weight-reading time added by the stack's MoE kernels, a fraction
 DECODE_HOST_OVERLAP = _slot()  # 1: a decode-only iteration's per-step host work runs beside its kernels (pp = 1)

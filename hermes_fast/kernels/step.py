@@ -134,8 +134,9 @@ def _attention_layer(p, prefill_tokens, prefill_pairs, prefill_kv_tokens, decode
             m *= (kv_bytes + ramp) / (kv_bytes + p[L.DECODE_RAMP_LOW] * ramp)
         c, m = _split(c, m)
         f = residual_factor(p, L.RES_DECODE, decode_seqs * p[L.KV_HEADS], kv / decode_seqs)
-        comp += f * c
-        mem += f * m
+        slower = 1.0 + p[L.DECODE_ATTN_EXTRA]  # (the stack's decode kernel against the calibrated ones)
+        comp += f * c * slower
+        mem += f * m * slower
         oh += f * p[L.OH_ATTN_DECODE]
     return comp, mem, oh
 
