@@ -240,6 +240,25 @@ def test_sharegpt_runs(runs):
     assert S.stack_entry(llama) == "sglang-0.3"
 
 
+def test_sglang_cuda_graph_sizes_by_version(runs):
+    """SGLang's captured decode batch sizes (stack_facts.csv): 0.4.x [1, 2, 4] + multiples of 8 to cuda_graph_max_bs,
+    160 on an 80 GB GPU, 256 on an H200; 0.5.x [1, 2, 4, 8, 12] + multiples of 8 from 16 to 256 (the entry's own,
+    so a TP1 run changes nothing), then by 16 to 496 and by 32 from 512, to 512 from TP 4; --cuda-graph-max-bs caps
+    them."""
+    h200 = find(runs, stack_version="0.4.4.post1", model="llama-3.1-8b", input_tokens="10000")
+    a100 = find(runs, stack_version="0.4.6", input_tokens="1913", rate_per_s="8")
+    tp8 = find(runs, stack_version="0.5.5", model="qwen3-235b-a22b", device="a100")
+    tp1 = find(runs, stack_version="0.5.5", model="qwen3-14b", device="h100")
+    capped = next(r for r in runs if "--cuda-graph-max-bs 8" in r.settings["server_args"])
+    assert S.run_stack_fields(h200)["cuda_graph_sizes"] == (1, 2, 4, *range(8, 257, 8))
+    assert S.run_stack_fields(a100)["cuda_graph_sizes"] == (1, 2, 4, *range(8, 161, 8))
+    wide = S.run_stack_fields(tp8)["cuda_graph_sizes"]
+    assert wide[:6] == (1, 2, 4, 8, 12, 16) and wide[-4:] == (464, 480, 496, 512) and 264 not in wide
+    assert "cuda_graph_sizes" not in S.run_stack_fields(tp1)
+    assert S.prepare_run(tp1).stack.cuda_graph_sizes == (1, 2, 4, 8, 12, *range(16, 257, 8))
+    assert S.run_stack_fields(capped)["cuda_graph_sizes"] == (1, 2, 4, 8)
+
+
 def test_tensorrt_pytorch_backend_flags(runs):
     run = find(runs, stack="trtllm", input_tokens="1000")
     sc = S.serving_scenario(run)

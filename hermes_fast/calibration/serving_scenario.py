@@ -87,9 +87,9 @@ def _layout(run: ServingRun) -> _Layout:
             # server_args.py: schedule_conservativeness x 0.3 (the new-token ratio with it) and chunked_prefill_size //
             # dp_size per rank (the pool's chunk stays the replica's total; each request takes a rank's share)
             out.stack["new_token_ratio"] = 0.3 * Catalog().stack(entry).new_token_ratio
-        if entry == "sglang":  # 0.4.x: cuda_graph_max_bs 160 on 80 GB GPUs, 256 on H200 (stack_facts.csv)
-            top = 256 if s["device"] == "h200_sxm" else 160
-            out.stack["cuda_graph_sizes"] = [1, 2, 4] + list(range(8, top + 1, 8))
+        if entry == "sglang":
+            max_bs = command_flag(args, "--cuda-graph-max-bs")
+            _set_if_not_the_entrys(out.stack, entry, "cuda_graph_sizes", _sglang_graphs(run, tp, max_bs))
             # the attention backend: FlashInfer's, whose decode of a few query heads a KV head runs on CUDA cores,
             # everywhere before 0.4.6 (the entry: FlashAttention 3 on Hopper from 0.4.6, stacks.yaml sources) or
             # where the run names it; another backend named decodes on tensor cores
@@ -148,6 +148,20 @@ def _trt_graphs(args: str, v1: bool) -> tuple[list[int], bool]:
     largest = re.search(r"max_batch_size:\s*(\d+)", config)
     n = int(largest.group(1)) if largest else command_flag(args, "cuda_graph_max_batch_size")
     return trt_graph_sizes(int(n or 128), padding), padding
+
+
+def _sglang_graphs(run: ServingRun, tp: int, max_bs: float | None) -> tuple[int, ...]:
+    """The decode batch sizes an SGLang run captures as CUDA graphs (stack_facts.csv), up to ``max_bs``
+    (--cuda-graph-max-bs) or the version's cuda_graph_max_bs for an 80 GB GPU or an H200: 0.4.x [1, 2, 4] + multiples
+    of 8, to 160 (256 on an H200); 0.5.x [1, 2, 4, 8, 12] + range(16, 257, 8) + range(272, 512, 16) + range(512, max
+    + 1, 32), to 256 at TP < 4 and 512 from TP 4."""
+    if _release(run) < (0, 5, 0):
+        top = int(max_bs or (256 if run.settings["device"] == "h200_sxm" else 160))
+        sizes = [1, 2, 4, *range(8, max(top, 8) + 1, 8)]
+    else:
+        top = int(max_bs or (512 if tp >= 4 else 256))
+        sizes = [1, 2, 4, 8, 12, *range(16, 257, 8), *range(272, 512, 16), *range(512, top + 1, 32)]
+    return tuple(b for b in sizes if b <= top)
 
 
 def _set_if_not_the_entrys(fields: dict, entry: str, name: str, value) -> None:
