@@ -538,6 +538,10 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
                     r"^  sources:\n", lambda _m, line=line: line + "  sources:\n", block, count=1, flags=re.M
                 )
         swept = f" ({SWEEPS} sweeps of the stages in turn)" if stage_of else ""
+        # what a later stage's costs were fitted on: the shipped costs (a kept entry) or the first stage's
+        held = "the host costs held at those fitted" + (" on the dense runs" if entry in DENSE_ONLY else "") + swept
+        if "written" in infos[entry]:
+            held = "the other costs as shipped"
         for name in reversed(names):  # their sources, each first under `sources:` (reversed: they end in order)
             if name in FIXED.get(entry, {}):
                 src = FIXED[entry][name][1]
@@ -545,11 +549,10 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
                 formats = ", ".join(hf.Catalog().stack(entry).moe_extra_weights or ("every format",))
                 src = (
                     f"fitted to {infos[entry]['stage_runs']['moe']} MoE runs of serving_runs.csv (split: fit; experts "
-                    f"in {formats}), the host costs held at those fitted on the dense runs{swept}, "
+                    f"in {formats}), {held}, "
                     f"benchmarks/fit_stacks.py, {today}"
                 )
             elif stage_of.get(name) == "cuda_core_decode":
-                held = "the other costs as shipped" if "written" in infos[entry] else f"the host costs held{swept}"
                 src = (
                     f"fitted to {infos[entry]['stage_runs']['cuda_core_decode']} runs of serving_runs.csv (split: "
                     f"fit) whose models the stack decodes on CUDA cores (a 16-bit KV cache, at most "
@@ -560,8 +563,8 @@ def write_stacks(fitted: dict[str, dict[str, float]], infos: dict) -> None:
                 src = (
                     f"fitted to {infos[entry]['stage_runs']['sink']} runs of serving_runs.csv (split: fit) of models "
                     f"with attention sinks on devices before Hopper, whose FlashAttention 2 has no sinks (vLLM runs "
-                    f"gpt-oss on TRITON_ATTN there: vllm-project/recipes GPT-OSS.md), the host costs held at those "
-                    f"fitted on the dense runs{swept}, benchmarks/fit_stacks.py, {today}"
+                    f"gpt-oss on TRITON_ATTN there: vllm-project/recipes GPT-OSS.md), {held}, "
+                    f"benchmarks/fit_stacks.py, {today}"
                 )
             elif name == "frontend_s" and entry in FRONT_END_ONLY_TTFT:
                 src = (
