@@ -700,6 +700,8 @@ def test_the_cuda_core_decode_kernel_runs_for_few_query_heads_a_kv_head_with_a_1
         assert p[L.DECODE_ATTN_EXTRA] == expected, (model, device, tp, dtypes.kv)
         assert stack.cuda_core_decode(group, dtypes.kv, d.compute_capability) == (expected > 0.0)
     assert cat.stack("vllm").cuda_core_decode_extra is None  # (FlashAttention: tensor cores for every model)
+    # (SGLang divides heads by KV heads as integers: 36 / 8 reads 4, CUDA cores; 40 / 8 reads 5, tensor cores)
+    assert sglang.cuda_core_decode(4.5, "bf16", 8.0) and not sglang.cuda_core_decode(5.0, "bf16", 8.0)
 
 
 def test_a_model_with_attention_sinks_takes_the_sink_backends_prefill_extra_before_hopper():

@@ -313,7 +313,7 @@ class Stack:
         return (
             self.cuda_core_decode_extra is not None
             and query_group is not None
-            and query_group <= self.cuda_core_decode_max_group
+            and math.floor(query_group) <= self.cuda_core_decode_max_group  # (integer division, as SGLang's)
             and kv_dtype in ("bf16", "fp16")
             and in_compute_capability_range(None, self.cuda_core_decode_max_compute_capability, compute_capability)
         )
