@@ -623,6 +623,19 @@ def test_fit_script_regenerates_the_shipped_costs(capsys, monkeypatch, entry):
         assert getattr(shipped, name) == pytest.approx(fitted, rel=2e-3, abs=printed), name
 
 
+def test_fit_script_regenerates_a_kept_entrys_later_stage(capsys, monkeypatch):
+    """`python benchmarks/fit_stacks.py --only sglang --stages-only` fits SGLang's CUDA-core decode extra alone, on
+    the entry's shipped (kept) costs and its 8 fit runs of models that kernel decodes, and gives the value stacks.yaml
+    ships (4 significant figures)."""
+    fs = _fit_module()
+    monkeypatch.setattr("sys.argv", ["fit_stacks.py", "--only", "sglang", "--stages-only"])
+    fs.main()
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("sglang cuda_core_decode:"))
+    fitted = float(re.search(r"cuda_core_decode_extra ([0-9.]+)", line).group(1))
+    assert hf.Catalog().stack("sglang").cuda_core_decode_extra == pytest.approx(fitted, rel=1e-3)
+    assert "(8 runs," in line
+
+
 def test_a_slow_device_is_noted_and_left_out_of_every_fit(runs):
     """GPUStack's single-GPU H100 pages (gpt-oss-20b, Qwen3-14B, Qwen3-32B) carry a ``run_note`` under every
     engine; its 2- and 8-GPU H100 pages and its A100 pages do not. No entry's fit runs or pairs hold a noted run,
