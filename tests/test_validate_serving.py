@@ -259,6 +259,26 @@ def test_sglang_cuda_graph_sizes_by_version(runs):
     assert S.run_stack_fields(capped)["cuda_graph_sizes"] == (1, 2, 4, 8)
 
 
+def test_sglang_mem_fraction_by_version(runs):
+    """SGLang's mem_fraction_static where a run does not set it (stack_facts.csv): 0.4.x by TP size (0.88 at TP1,
+    0.87 at TP2, 0.81 at TP8); 0.5.x 1 - reserved / the GPU's memory, reserved (9.5 + TP / 2) GiB on an 80 GB
+    GPU (CUDA's 79.2 GiB here): 0.874 at TP1, 0.830 at TP8; (12 + TP / 2) GiB on an H200 (its datasheet 131.3 GiB
+    here): 0.878 at TP8."""
+    cases = [
+        (find(runs, stack_version="0.4.4.post1", model="llama-3.1-8b", input_tokens="10000"), 0.88),
+        (find(runs, stack_version="0.4.4.post1", model_hf="Qwen/QwQ-32B", input_tokens="10000"), 0.87),
+        (next(r for r in runs if r.settings["stack_version"] == "0.4.5.post1" and r.settings["tp"] == "8"), 0.81),
+        (find(runs, stack_version="0.5.5", model="qwen3-32b", device="a100"), 0.874),
+        (find(runs, stack_version="0.5.5", model="qwen3-235b-a22b", device="a100"), 0.830),
+        (find(runs, stack_version="0.5.3", model="deepseek-v3", device="h200"), 0.878),
+    ]
+    for run, expected in cases:
+        fraction = S.serving_scenario(run)["engines"][0]["memory_utilization"]
+        assert fraction == pytest.approx(expected, abs=5e-4), run.label
+    given = find(runs, stack_version="0.3.0", server_args="--disable-radix-cache --mem-frac 0.88")
+    assert S.serving_scenario(given)["engines"][0]["memory_utilization"] == 0.88
+
+
 def test_tensorrt_pytorch_backend_flags(runs):
     run = find(runs, stack="trtllm", input_tokens="1000")
     sc = S.serving_scenario(run)
