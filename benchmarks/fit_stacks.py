@@ -446,11 +446,7 @@ def main() -> None:
                 held = fixed | {n: fitted[entry][n] for n in staged}
                 fitted[entry], first = fit_entry(entry, fit_runs, held, args.calibration, pairs)
                 infos[entry]["seconds"] += first["seconds"]
-            for stage, parameters in STAGES.get(entry, ()):  # (later stages: their costs on those fitted before)
-                fitted[entry], info = fit_entry(entry, stage_runs(entry, stage, usable), fitted[entry],
-                                                args.calibration, parameters=parameters)  # fmt: skip
-                infos[entry]["stage_runs"][stage] = info["runs"]
-                infos[entry]["seconds"] += info["seconds"]
+            fitted[entry] = fit_later_stages(entry, usable, fitted[entry], args.calibration, infos[entry])
             if staged:
                 print(f"{entry} sweep {sweep + 1}: " + ", ".join(f"{k} {fitted[entry][k] / unit(k):.4g}"
                       for k in list(PARAMETERS[entry]) + sorted(staged)), flush=True)  # fmt: skip
@@ -474,21 +470,30 @@ def main() -> None:
         write_stacks(fitted, infos)
 
 
-def fit_stages_on_shipped(entry: str, usable: list[S.ServingRun], calibration: str) -> tuple[dict[str, float], dict]:
-    """A kept entry's later stages fitted in turn on its shipped costs (the others held as shipped); ``info`` names
-    the costs fitted (``written``: :func:`write_stacks` writes those alone)."""
-    stack = hf.Catalog().stack(entry)
-    costs = {f: v for f in S.COST_FIELDS if (v := getattr(stack, f)) is not None}
-    info = {"runs": 0, "pairs": 0, "low_load": 0, "nfev": 0, "seconds": 0.0, "stage_runs": {}, "written": []}
-    for stage, parameters in STAGES[entry]:
+def fit_later_stages(
+    entry: str, usable: list[S.ServingRun], costs: dict[str, float], calibration: str, info: dict
+) -> dict[str, float]:
+    """The entry's later stages (``STAGES``) in turn, each on the costs fitted or held before it; their runs and time
+    go into ``info`` (``stage_runs``, ``seconds``)."""
+    for stage, parameters in STAGES.get(entry, ()):
         runs = stage_runs(entry, stage, usable)
         costs, stage_info = fit_entry(entry, runs, costs, calibration, parameters=parameters)
         info["stage_runs"][stage] = stage_info["runs"]
         info["seconds"] += stage_info["seconds"]
-        info["written"] += list(parameters)
-        print(f"{entry} {stage}: " + ", ".join(f"{n} {costs[n] / unit(n):.4g}" for n in parameters)
-              + f"  ({stage_info['runs']} runs, {stage_info['nfev']} evaluations, {stage_info['seconds']:.0f} s)",
-              flush=True)  # fmt: skip
+    return costs
+
+
+def fit_stages_on_shipped(entry: str, usable: list[S.ServingRun], calibration: str) -> tuple[dict[str, float], dict]:
+    """A kept entry's later stages fitted on its shipped costs (the others held as shipped); ``info`` names the
+    costs fitted (``written``: :func:`write_stacks` writes those alone)."""
+    stack = hf.Catalog().stack(entry)
+    shipped = {f: v for f in S.COST_FIELDS if (v := getattr(stack, f)) is not None}
+    written = [n for _, parameters in STAGES[entry] for n in parameters]
+    info = {"runs": 0, "pairs": 0, "low_load": 0, "nfev": 0, "seconds": 0.0, "stage_runs": {}, "written": written}
+    costs = fit_later_stages(entry, usable, shipped, calibration, info)
+    runs = ", ".join(f"{n} {stage} runs" for stage, n in info["stage_runs"].items())
+    print(f"{entry} later stages: " + ", ".join(f"{n} {costs[n] / unit(n):.4g}" for n in written)
+          + f"  ({runs}, {info['seconds']:.0f} s)", flush=True)  # fmt: skip
     return costs, info
 
 

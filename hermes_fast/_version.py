@@ -35,6 +35,12 @@ def build_digest() -> str:
     return tree_digest(Path(__file__).resolve().parent)
 
 
+def provenance() -> dict[str, str]:
+    """The attrs every result Dataset names what computed it with: ``hermes_fast_version`` and ``hermes_fast_build``
+    (:func:`build_digest`)."""
+    return {"hermes_fast_version": __version__, "hermes_fast_build": build_digest()}
+
+
 def tree_digest(root: Path) -> str:
     """:func:`build_digest` of the package tree at ``root``."""
     h = hashlib.sha256()

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 
-from ._version import __version__, build_digest
+from ._version import provenance
 from .config.base import ConfigError, from_mapping, to_mapping
 from .config.scenario import Scenario
 from .config.serving import check_warmup
@@ -262,8 +262,7 @@ def capacity_search(
             "n_requests": n_requests,
             "seed": seed,
             "capacity": json.dumps(to_mapping(cap)),
-            "hermes_fast_version": __version__,
-            "hermes_fast_build": build_digest(),
+            **provenance(),
         }
     )
     ds.attrs["warnings"] = validity_warnings(ds)

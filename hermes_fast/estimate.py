@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._version import __version__, build_digest
+from ._version import provenance
 from .compile import CompiledEngine, check_layout, compile_engine
 from .config.base import ConfigError
 from .config.scenario import Engine, Scenario, read_scenario
@@ -280,8 +280,7 @@ def estimate(
         coords=coords,
         attrs={
             "title": f"hermes_fast estimate: {sc.name}",
-            "hermes_fast_version": __version__,
-            "hermes_fast_build": build_digest(),
+            **provenance(),
             "method": "analytical roofline, zero load, static batch",
             "calibration": resolved.describe_calibrations(variant.device for variant in cache),
         },

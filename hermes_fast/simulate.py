@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ._version import __version__, build_digest
+from ._version import provenance
 from .config.base import ConfigError
 from .config.scenario import Scenario
 from .config.serving import check_warmup
@@ -264,8 +264,7 @@ def simulate(
             "n_requests": n_requests,
             "seed": seed,
             "fast_forward": int(fast_forward),
-            "hermes_fast_version": __version__,
-            "hermes_fast_build": build_digest(),
+            **provenance(),
             "calibration": resolved.describe_calibrations(_devices(sc)),
         }
     )

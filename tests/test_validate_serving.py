@@ -650,10 +650,10 @@ def test_fit_script_regenerates_a_kept_entrys_later_stage(capsys, monkeypatch):
     fs = _fit_module()
     monkeypatch.setattr("sys.argv", ["fit_stacks.py", "--only", "sglang", "--stages-only"])
     fs.main()
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("sglang cuda_core_decode:"))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("sglang later stages:"))
     fitted = float(re.search(r"cuda_core_decode_extra ([0-9.]+)", line).group(1))
     assert hf.Catalog().stack("sglang").cuda_core_decode_extra == pytest.approx(fitted, rel=1e-3)
-    assert "(8 runs," in line
+    assert "(8 cuda_core_decode runs," in line
 
 
 def test_a_slow_device_is_noted_and_left_out_of_every_fit(runs):

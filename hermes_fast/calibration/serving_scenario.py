@@ -157,7 +157,7 @@ def _sglang_graphs(run: ServingRun, tp: int, max_bs: float | None) -> tuple[int,
     + 1, 32), to 256 at TP < 4 and 512 from TP 4."""
     if _release(run) < (0, 5, 0):
         top = int(max_bs or (256 if run.settings["device"] == "h200_sxm" else 160))
-        sizes = [1, 2, 4, *range(8, max(top, 8) + 1, 8)]
+        sizes = [1, 2, 4, *range(8, top + 1, 8)]
     else:
         top = int(max_bs or (512 if tp >= 4 else 256))
         sizes = [1, 2, 4, 8, 12, *range(16, 257, 8), *range(272, 512, 16), *range(512, top + 1, 32)]
@@ -193,9 +193,9 @@ def _release(run: ServingRun) -> tuple[int, int, int]:
 
 
 def _vllm_minor(run: ServingRun) -> int:
-    """The minor version of a vLLM 0.x run (99 when its version is not a release number)."""
-    m = re.match(r"0\.(\d+)", run.settings["stack_version"])
-    return int(m.group(1)) if m else 99
+    """The minor version of a vLLM 0.x run (99 when its version is not a 0.x release number)."""
+    major, minor, _ = _release(run)
+    return minor if major == 0 else 99
 
 
 def _vllm_flags(run: ServingRun) -> dict:

@@ -12,7 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import plot
-from .._version import __version__, build_digest
+from .._version import provenance
 from ..config.base import ConfigError, from_mapping, to_mapping
 from ..config.files import load_yaml
 from ..config.plan import PlanSpec
@@ -241,8 +241,7 @@ def _dataset(spec, catalog, t, cands, s, order, chosen, results) -> xr.Dataset:
     ds.attrs.update(
         {
             "title": f"hermes_fast plan: {spec.model}",
-            "hermes_fast_version": __version__,
-            "hermes_fast_build": build_digest(),
+            **provenance(),
             "model": spec.model,
             "stack": spec.stack,
             "memory_utilization": stack.memory_utilization if stack.memory_utilization is not None else 0.9,
