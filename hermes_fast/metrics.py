@@ -300,7 +300,7 @@ def confidence_interval(ds: xr.Dataset, level: float = 0.95) -> xr.Dataset:
     >>> ci.goodput_request_per_s.dims
     ('bound',)
     >>> ci.goodput_request_per_s.round(2).values.tolist()  # requests/s: low, mean, high
-    [8.33, 9.25, 10.16]
+    [8.33, 9.24, 10.16]
     """
     if not 0 < level < 1:
         raise ValueError(f"level: got {level!r}; expected a number in (0, 1)")
@@ -395,7 +395,7 @@ def slo_goodput(ds: xr.Dataset, ttft_s=None, tpot_s=None, warmup_requests: int =
     >>> slo.slo_attainment.dims
     ('ttft_slo_s', 'tpot_slo_s', 'replicate')
     >>> slo.slo_attainment.sel(replicate=0).values.tolist()
-    [[0.4, 0.905], [0.445, 1.0]]
+    [[0.375, 0.905], [0.42, 1.0]]
     """
     if "request_arrival_s" not in ds:
         raise ValueError("slo_goodput: needs per-request variables (simulate(..., keep_requests=True))")

@@ -80,7 +80,8 @@ class DeviceRates:
     gemm_saturation_tokens: float  # m, n and k at which a GEMM reaches half its efficiency
     gemm_saturation_n: float
     gemm_saturation_k: float
-    gemm_memory_bw: float  # B/s GEMMs stream weights and activations at
+    gemm_memory_bw: float  # B/s GEMMs stream weights and activations at, at large n
+    gemm_memory_saturation_n: float  # n at which they stream at half of it
     gemm_overhead_s: float
     gemm_floor_s: float  # least time of one GEMM (block-scaled FP8), 0: none
     gemm_small_floor_s: float  # least time of one GEMM with at most gemm_small_tokens rows
@@ -101,6 +102,11 @@ class DeviceRates:
             f /= 1.0 + self.gemm_saturation_k / k
         return f
 
+    def gemm_memory_bw_for(self, n):
+        """B/s a GEMM of output width ``n`` (> 0; a number or an array) streams at: few output tiles leave
+        multiprocessors idle."""
+        return self.gemm_memory_bw * n / (n + self.gemm_memory_saturation_n)
+
 
 def device_rates(d: Device, activation: str, kv: str, block_scaled: bool = False) -> DeviceRates:
     """The rates the kernels use on device ``d`` with GEMM operands in ``activation`` and KV in ``kv``;
@@ -109,7 +115,7 @@ def device_rates(d: Device, activation: str, kv: str, block_scaled: bool = False
     peak, run = d.peak_flop_per_s.resolve(activation)
     narrow = DTYPE_BYTES[run] <= 1.0
     block = block_scaled and narrow
-    eff, m_half, n_half, k_half, gemm_mem, gemm_oh = e.gemm_profile(narrow, block)
+    g = e.gemm_profile(narrow, block)
     attn_peak, attn_run = d.peak_flop_per_s.resolve(attention_dtype(activation, kv))
     kv8 = DTYPE_BYTES[kv] <= 1.0
     if DTYPE_BYTES[attn_run] <= 1.0:  # FP8 flash attention
@@ -132,12 +138,13 @@ def device_rates(d: Device, activation: str, kv: str, block_scaled: bool = False
             small_floor = e.block_scaled_small_gemm_floor_s
         small_tokens = e.block_scaled_small_gemm_tokens
     return DeviceRates(
-        gemm_flops=peak * eff,
-        gemm_saturation_tokens=m_half,
-        gemm_saturation_n=n_half,
-        gemm_saturation_k=k_half,
-        gemm_memory_bw=bw * (e.memory_efficiency if gemm_mem is None else gemm_mem),
-        gemm_overhead_s=gemm_oh,
+        gemm_flops=peak * g.efficiency,
+        gemm_saturation_tokens=g.saturation_tokens,
+        gemm_saturation_n=g.saturation_n,
+        gemm_saturation_k=g.saturation_k,
+        gemm_memory_bw=bw * (e.memory_efficiency if g.memory_efficiency is None else g.memory_efficiency),
+        gemm_memory_saturation_n=g.memory_saturation_n,
+        gemm_overhead_s=g.overhead_s,
         gemm_floor_s=floor,
         gemm_small_floor_s=small_floor,
         gemm_small_tokens=small_tokens,

@@ -473,13 +473,13 @@ def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
     assert (overlap["vllm"], overlap["sglang"], overlap["vllm-0.8"]) == ("async", "decode-only", "none")
     assert all(int(line.split()[-1]) >= 1 for line in lines)  # every stack names its sources
     # the MoE kernels: vLLM's fused-MoE extras for the formats they describe, vLLM 0.8's for every format
-    assert "x2.62 / x1.02 (bf16, fp16, fp8); fp4 on cc 9: x1 / x1.69" in rows["vllm"]
-    assert "x3.37 / x1 " in rows["vllm-0.8"]
+    assert "x2.45 / x1.28 (bf16, fp16, fp8); fp4 on cc 9: x1 / x1.77" in rows["vllm"]
+    assert "x2.93 / x1 " in rows["vllm-0.8"]
     # the prefill attention kernels: SGLang's backend for every model; vLLM's TRITON_ATTN for sink models on Ampere
-    assert " x2.27;" in rows["sglang"] and "x1.08 " in rows["vllm-0.8"] and "sinks" not in rows["sglang"]
+    assert " x2.27;" in rows["sglang"] and "x1.06 " in rows["vllm-0.8"] and "sinks" not in rows["sglang"]
     assert " x1, sinks before Hopper x5.93 " in rows["vllm"]
     # and SGLang's decode on CUDA cores (FlashInfer) for few query heads a KV head, before Hopper
-    assert "x2.27; decode x1.9 (<= 4 q/kv, cc <= 8.9) " in rows["sglang"] and "decode" not in rows["vllm"]
+    assert "x2.27; decode x1.91 (<= 4 q/kv, cc <= 8.9) " in rows["sglang"] and "decode" not in rows["vllm"]
 
 
 def test_sweeping_the_stack_changes_the_scheduler():

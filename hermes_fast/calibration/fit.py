@@ -287,8 +287,8 @@ def calibrate(
     ...         for m, n in itertools.product((16, 256, 4096, 16384), (1024, 4096, 8192))]
     >>> latency_s = predict(rows, catalog=hf.Catalog(calibration="none"), calibration=truth)  # seconds
     >>> cal = hf.calibrate([{**r, "latency_s": t} for r, t in zip(rows, latency_s)], "h100_sxm")
-    >>> round(cal.values["efficiency.compute_efficiency"], 3), round(cal.values["efficiency.gemm_overhead_s"], 9)
-    (0.7, 5e-06)
+    >>> round(cal.values["efficiency.compute_efficiency"], 3), round(cal.values["efficiency.gemm_overhead_s"] * 1e6, 2)
+    (0.7, 5.0)
     >>> cal.report[0]["family"], cal.report[0]["rows_fit"], cal.report[0]["rows_held"]
     ('gemm', 10, 2)
     """

@@ -51,6 +51,7 @@ GEMM16 = (
     Param("efficiency.compute_saturation_n", 0.0, 1e5, 100.0, ("gemm16_shape",)),
     Param("efficiency.compute_saturation_k", 0.0, 1e5, 100.0, ("gemm16_shape",)),
     Param("efficiency.gemm_memory_efficiency", 0.05, 1.0, 1.0, ("gemm16",)),
+    Param("efficiency.gemm_memory_saturation_n", 0.0, 1e5, 100.0, ("gemm16_shape",)),
     Param("efficiency.gemm_overhead_s", 0.0, 1e-3, 1e-5, ("gemm16", "gemm8")),
 )
 GEMM8 = (
@@ -59,6 +60,7 @@ GEMM8 = (
     Param("efficiency.low_precision_saturation_n", 0.0, 1e5, 100.0, ("gemm8_shape",)),
     Param("efficiency.low_precision_saturation_k", 0.0, 1e5, 100.0, ("gemm8_shape",)),
     Param("efficiency.low_precision_memory_efficiency", 0.05, 1.0, 1.0, ("gemm8",)),
+    Param("efficiency.low_precision_memory_saturation_n", 0.0, 1e5, 100.0, ("gemm8_shape",)),
     Param("efficiency.low_precision_gemm_overhead_s", 0.0, 1e-3, 1e-5, ("gemm8",)),
 )
 ATTENTION = (
@@ -199,6 +201,7 @@ def current_value(d: Device, path: str) -> float:
         "low_precision_saturation_n": e.compute_saturation_n,
         "low_precision_saturation_k": e.compute_saturation_k,
         "low_precision_memory_efficiency": e.gemm_memory_efficiency or e.memory_efficiency,
+        "low_precision_memory_saturation_n": e.gemm_memory_saturation_n,
         "kv8_attention_compute_efficiency": e.attention_compute_efficiency,
         "low_precision_attention_compute_efficiency": e.attention_compute_efficiency,
         "attention_memory_efficiency": e.memory_efficiency,

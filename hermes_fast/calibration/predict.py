@@ -34,7 +34,7 @@ def _gemm_s(d: Device, m, k, n, dtype: str, block: bool = False) -> np.ndarray:
     flops = r.gemm_flops / (1.0 + r.gemm_saturation_n / n) / (1.0 + r.gemm_saturation_k / k)
     c1 = 2.0 * k * n / flops
     compute = c1 * (m + r.gemm_saturation_tokens)
-    memory = (k * n * wb + m * (k + n) * max(b, 1.0)) / r.gemm_memory_bw
+    memory = (k * n * wb + m * (k + n) * max(b, 1.0)) / r.gemm_memory_bw_for(n)
     floor = np.where(m <= r.gemm_small_tokens, r.gemm_small_floor_s, r.gemm_floor_s)
     return np.maximum(np.maximum(compute, memory) + r.gemm_overhead_s, floor)
 

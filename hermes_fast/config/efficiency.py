@@ -5,9 +5,22 @@ calibration fits. A device entry carries one :class:`Efficiency` (:class:`hermes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .base import ConfigError, fld
+
+
+class GemmProfile(NamedTuple):
+    """What one kind of GEMM (16-bit, 8-bit, block-scaled 8-bit) runs at: :meth:`Efficiency.gemm_profile`."""
+
+    efficiency: float  # fraction of the format's dense peak at large m, n and k
+    saturation_tokens: float  # m, n and k at which compute reaches half of it
+    saturation_n: float
+    saturation_k: float
+    memory_efficiency: float | None  # fraction of memory bandwidth weights stream at (None: memory_efficiency)
+    memory_saturation_n: float  # n at which streaming reaches half of that
+    overhead_s: float  # fixed cost of one GEMM
+
 
 # most nodes one attention residual surface may have, in all and along one axis (its slots in the kernels'
 # parameter vector)
@@ -89,6 +102,14 @@ class Efficiency:
     gemm_memory_efficiency: float | None = fld(
         None, unit="1", doc="fraction of memory bandwidth reached by GEMMs (None: memory_efficiency)", gt=0, le=1
     )
+    gemm_memory_saturation_n: float = fld(
+        0.0,
+        unit="1",
+        doc="GEMM output width n at which weights stream at half of gemm_memory_efficiency (few output tiles "
+        "leave multiprocessors idle)",
+        ge=0,
+        le=1e7,
+    )
     low_precision_compute_efficiency: float = fld(
         0.65, unit="1", doc="compute_efficiency for 8-bit and narrower GEMMs (scaling, quantisation)", gt=0, le=1
     )
@@ -103,6 +124,9 @@ class Efficiency:
     )
     low_precision_memory_efficiency: float | None = fld(
         None, unit="1", doc="gemm_memory_efficiency of 8-bit GEMMs (None: the 16-bit value)", gt=0, le=1
+    )
+    low_precision_memory_saturation_n: float | None = fld(
+        None, unit="1", doc="gemm_memory_saturation_n of 8-bit GEMMs (None: the 16-bit value)", ge=0, le=1e7
     )
     low_precision_gemm_overhead_s: float = fld(
         3e-6, unit="s", doc="extra fixed cost per 8-bit-or-narrower GEMM (activation quantisation)", ge=0, le=1
@@ -123,6 +147,9 @@ class Efficiency:
     )
     block_scaled_memory_efficiency: float | None = fld(
         None, unit="1", doc="gemm_memory_efficiency of block-scaled FP8 GEMMs", gt=0, le=1
+    )
+    block_scaled_memory_saturation_n: float | None = fld(
+        None, unit="1", doc="gemm_memory_saturation_n of block-scaled FP8 GEMMs", ge=0, le=1e7
     )
     block_scaled_gemm_overhead_s: float | None = fld(
         None, unit="s", doc="low_precision_gemm_overhead_s of block-scaled FP8 GEMMs (scale handling)", ge=0, le=1
@@ -305,36 +332,36 @@ class Efficiency:
         """The surface correcting ``kernel`` with these element sizes, or None."""
         return next((r for r in self.attention_residuals if r.key() == (kernel, compute_bytes, kv_bytes)), None)
 
-    def gemm_profile(self, narrow: bool, block: bool = False) -> tuple[float, float, float, float, float | None, float]:
-        """(efficiency, m_half, n_half, k_half, memory efficiency or None, overhead_s) of 16-bit or 8-bit GEMMs;
-        ``block``: 8-bit GEMMs with block scales (their own fields, falling back to the 8-bit ones)."""
-        mem = self.gemm_memory_efficiency
+    def gemm_profile(self, narrow: bool, block: bool = False) -> GemmProfile:
+        """The profile of 16-bit or 8-bit GEMMs; ``block``: 8-bit GEMMs with block scales (their own fields,
+        falling back to the 8-bit ones, which fall back to the 16-bit ones)."""
         if not narrow:
-            return (
+            return GemmProfile(
                 self.compute_efficiency,
                 self.compute_saturation_tokens,
                 self.compute_saturation_n,
                 self.compute_saturation_k,
-                mem,
+                self.gemm_memory_efficiency,
+                self.gemm_memory_saturation_n,
                 self.gemm_overhead_s,
             )
 
         def pick(v, default):
             return default if v is None else v
 
-        eff, m_half, n_half, k_half, mem, extra = (
-            self.low_precision_compute_efficiency,
-            pick(self.low_precision_saturation_tokens, self.compute_saturation_tokens),
-            pick(self.low_precision_saturation_n, self.compute_saturation_n),
-            pick(self.low_precision_saturation_k, self.compute_saturation_k),
-            pick(self.low_precision_memory_efficiency, mem),
-            self.low_precision_gemm_overhead_s,
-        )
+        eff = self.low_precision_compute_efficiency
+        m_half = pick(self.low_precision_saturation_tokens, self.compute_saturation_tokens)
+        n_half = pick(self.low_precision_saturation_n, self.compute_saturation_n)
+        k_half = pick(self.low_precision_saturation_k, self.compute_saturation_k)
+        mem = pick(self.low_precision_memory_efficiency, self.gemm_memory_efficiency)
+        mem_n_half = pick(self.low_precision_memory_saturation_n, self.gemm_memory_saturation_n)
+        extra = self.low_precision_gemm_overhead_s
         if block:
             eff = pick(self.block_scaled_compute_efficiency, eff)
             m_half = pick(self.block_scaled_saturation_tokens, m_half)
             n_half = pick(self.block_scaled_saturation_n, n_half)
             k_half = pick(self.block_scaled_saturation_k, k_half)
             mem = pick(self.block_scaled_memory_efficiency, mem)
+            mem_n_half = pick(self.block_scaled_memory_saturation_n, mem_n_half)
             extra = pick(self.block_scaled_gemm_overhead_s, extra)
-        return eff, m_half, n_half, k_half, mem, self.gemm_overhead_s + extra
+        return GemmProfile(eff, m_half, n_half, k_half, mem, mem_n_half, self.gemm_overhead_s + extra)

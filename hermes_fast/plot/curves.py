@@ -82,7 +82,7 @@ def pareto_front(
     >>> ax.get_ylabel()
     'output tokens per dollar [token/USD]'
     >>> ax.get_title()  # 32/s overloads the engine: both policies' points are invalid (drawn hollow)
-    'default: Pareto front, 4 of 6 points (2 invalid left out)'
+    'default: Pareto front, 3 of 6 points (2 invalid left out)'
     """
     import warnings
 
