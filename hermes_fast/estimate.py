@@ -30,7 +30,7 @@ from .estimate_grid import (
 )
 from .kernels._jit import compile_with_notice
 from .kernels.grid import estimate_points
-from .resolve import ResolvedScenario, device_with_stack, resolve_scenario
+from .resolve import ResolvedScenario, device_with_stack, memory_utilization, resolve_scenario
 from .variables import BOUND_NAMES, data_array
 
 __all__ = ["estimate", "GRID_KEYS", "GRID_ALIASES"]
@@ -54,7 +54,7 @@ def _compile(engine: Engine, resolved: ResolvedScenario, path: str, strict: bool
             raise
         ok = False
         par = dataclasses.replace(par, ep=1, attention_dp=False, cp=1)  # costs still computed, fractional shards
-    mem, budget = engine.memory_utilization, engine.max_batched_tokens
+    mem, budget = memory_utilization(engine, stack, device), engine.max_batched_tokens
     batch = engine.batching.max_batch_size  # (its logits, where the stack's memory profile samples a batch)
     ce = compile_engine(
         model, device, par, engine.dtypes, mem, budget, path, check=False, stack=stack, max_batch_size=batch

@@ -20,7 +20,7 @@ from .config.stack import Stack
 from .kernels import layout as L
 from .kernels.serving import state as loop
 from .length_draws import length_min
-from .resolve import ResolvedScenario
+from .resolve import ResolvedScenario, memory_utilization
 from .workload import classes_of, shares_blocks
 
 __all__ = [
@@ -106,7 +106,7 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
     own = resolved.engines[idx]
     e, model, device = own.engine, own.model, own.device
     path = f"engines[{idx}]"
-    mem, budget = e.memory_utilization, e.max_batched_tokens
+    mem, budget = memory_utilization(e, own.stack, device), e.max_batched_tokens
     batch = e.batching.max_batch_size
     ce = compile_engine(model, device, e.parallel, e.dtypes, mem, budget, path, stack=own.stack, max_batch_size=batch)
     if not ce.weights_fit:
@@ -114,7 +114,7 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
             f"{path}.parallel",
             {"tp": e.parallel.tp, "pp": e.parallel.pp},
             f"a layout whose weights ({ce.weights_bytes / 1e9:.1f} GB per device) and activations fit in "
-            f"{ce.usable_bytes / 1e9:.1f} GB ({device.name} x memory_utilization {e.memory_utilization:g})",
+            f"{ce.usable_bytes / 1e9:.1f} GB ({device.name} x memory_utilization {mem:g})",
         )
     # linear-attention states: one per batch slot, set aside before the KV blocks (0 bytes without)
     kv_tokens = ce.kv_tokens_beside_states(e.batching.max_batch_size)
@@ -126,7 +126,7 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
             if ce.state_bytes_per_seq
             else ""
         )
-        raise ConfigError(f"{path}.memory_utilization", e.memory_utilization, f"room for at least one KV block{states}")
+        raise ConfigError(f"{path}.memory_utilization", mem, f"room for at least one KV block{states}")
     if role == "decode" and not ce.generates:
         raise ConfigError(f"{path}.model", e.model, "a generating (decoder) model for a decode engine")
     if e.batching.preemption == "swap" and device.host_link is None:

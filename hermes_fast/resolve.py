@@ -178,7 +178,8 @@ HOST_COSTS = ("step_overhead_s", "step_overhead_per_tp_rank_s", "sequence_overhe
 
 def engine_with_stack(engine: Engine, stack: Stack) -> Engine:
     """``engine`` with each field it leaves unset (None) taken from ``stack``, else from the schema's defaults;
-    ``batching.chunk_size`` stays None (the token budget) when neither sets it.
+    ``batching.chunk_size`` stays None (the token budget) when neither sets it, and ``memory_utilization`` when the
+    stack sets it by a rule of the device and layout (:func:`memory_utilization` reads it where they are known).
 
     Examples
     --------
@@ -190,12 +191,27 @@ def engine_with_stack(engine: Engine, stack: Stack) -> Engine:
     """
     top = {k: getattr(stack, k) if getattr(engine, k) is None else getattr(engine, k) for k in ENGINE_DEFAULTS}
     top = {k: ENGINE_DEFAULTS[k] if v is None else v for k, v in top.items()}
+    if engine.memory_utilization is None and stack.memory_reserved:
+        top["memory_utilization"] = None
     b = engine.batching
     fill = {
         k: getattr(stack, k) if getattr(b, k) is None else getattr(b, k) for k in (*BATCHING_DEFAULTS, "chunk_size")
     }
     fill = {k: BATCHING_DEFAULTS.get(k) if v is None else v for k, v in fill.items()}
     return replace(engine, batching=replace(b, **fill), **top)
+
+
+def memory_utilization(engine: Engine, stack: Stack, device: Device) -> float:
+    """The memory_utilization ``engine`` runs at on ``device``: its own, else its stack's rule for the device and
+    the engine's layout (``Stack.memory_utilization_for``: SGLang 0.5's by GPU memory, TP x PP and attention DP),
+    else the stack's or the schema's value."""
+    if engine.memory_utilization is not None:
+        return engine.memory_utilization
+    par = engine.parallel
+    rule = stack.memory_utilization_for(
+        device.runtime_memory_bytes or device.memory_bytes, par.tp * par.pp, par.attention_dp
+    )
+    return ENGINE_DEFAULTS["memory_utilization"] if rule is None else rule
 
 
 def device_with_stack(device: Device, stack: Stack) -> Device:

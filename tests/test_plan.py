@@ -444,3 +444,12 @@ def test_vllm_export_asks_for_the_api_servers_the_plan_simulated():
     cmds = launch_commands(hf.plan(plan_spec(two)))
     assert "--api-server-count 2 " in cmds["vllm"] and "--api-server-count" not in cmds["dynamo"]
     assert "--api-server-count" not in launch_commands(hf.plan(plan_spec(ask)))["vllm"]
+
+
+def test_sglang_export_carries_the_memory_fraction_the_simulation_ran():
+    """Planned under the sglang stack, whose memory fraction follows SGLang 0.5's rule (1 - (9.5 + TP x PP / 2) GiB
+    / 79.2 GiB on an H100: 0.867 at TP2), the exported commands carry that fraction; under vllm, its 0.9."""
+    ask = {**SMALL, "devices": {"h100_sxm": 2}, "tp": [2], "top_k": 1, "n_requests": 200, "disaggregated": False}
+    for stack, fraction in (("sglang", "0.867"), ("vllm", "0.9")):
+        cmds = launch_commands(hf.plan(plan_spec(ask, stack=stack)))
+        assert f"--mem-fraction-static {fraction} " in cmds["sglang"], stack

@@ -867,3 +867,36 @@ def test_vllm_reserves_the_peak_of_its_memory_profiles_sampler_run():
         assert kv_gib == pytest.approx(kv, rel=0.03, abs=0.2), model
     (pool,) = build_serving(resolve_scenario(engine_of("ideal", model="gpt-oss-20b"))).pools
     assert 0.7e9 < pool.compiled.activation_reserve_bytes < 0.8e9
+
+
+def test_sglangs_memory_fraction_follows_its_rule_by_gpu_and_layout():
+    """SGLang 0.5 sets mem_fraction_static, where it is not given, to 1 - reserved / the GPU's memory, reserved
+    (9.5 + TP x PP / 2) GiB on a GPU of 35-90 GiB and (12 + TP x PP / 2) GiB on one of 90-160 GiB, 4 GiB more with
+    attention DP (server_args.py, stack_facts.csv), to 3 places. By hand: an H100 (79.2 GiB) 0.874 at TP1 and 0.830
+    at TP8, an H200 (131.3 GiB) 0.878 at TP8 and 0.848 with attention DP; a B200 (168 GiB, outside the classes)
+    the entry's 0.88. Every point of an estimate grid over TP runs at its own; an engine's own value wins."""
+    cat = hf.Catalog()
+    st = cat.stack("sglang")
+
+    def rule(device, ranks, dp=False):
+        d = cat.device(device)
+        return st.memory_utilization_for(d.runtime_memory_bytes or d.memory_bytes, ranks, dp)
+
+    assert (rule("h100_sxm", 1), rule("h100_sxm", 8), rule("h200_sxm", 8), rule("h200_sxm", 8, True)) == (
+        0.874, 0.83, 0.878, 0.848,
+    )  # fmt: skip
+    assert rule("b200", 1) == st.memory_utilization == 0.88
+    h = cat.device("h100_sxm").runtime_memory_bytes / 2**30
+    assert rule("h100_sxm", 4) == round((h - 9.5 - 4 * 0.5) / h, 3)
+
+    def kv(tp, **own):
+        sc = engine_of("sglang", model="llama-3.1-70b", parallel={"tp": tp}, **own)
+        return float(hf.estimate(sc).kv_capacity_tokens.values.ravel()[0])
+
+    grid = hf.estimate(engine_of("sglang", model="llama-3.1-70b", parallel={"tp": 2}), grid={"tp": [2, 8]})
+    by_grid = grid.kv_capacity_tokens.values.ravel().tolist()
+    assert by_grid == [kv(2, memory_utilization=rule("h100_sxm", 2)), kv(8, memory_utilization=rule("h100_sxm", 8))]
+    assert kv(8) == by_grid[1] and kv(8, memory_utilization=0.7) < by_grid[1]
+    # a stack without the rule: its own value whatever the layout
+    (vllm,) = resolve_scenario(engine_of("vllm", model="llama-3.1-70b", parallel={"tp": 8})).engines
+    assert vllm.engine.memory_utilization == 0.9

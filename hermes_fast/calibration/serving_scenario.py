@@ -166,17 +166,20 @@ def _sglang_graphs(run: ServingRun, tp: int, max_bs: float | None) -> tuple[int,
 
 def _sglang_mem_fraction(run: ServingRun, tp: int, dp_attention: bool) -> float:
     """SGLang's mem_fraction_static where a run does not set it (server_args.py, stack_facts.csv): 0.4.x by TP size
-    (0.88 at 1, 0.87 at 2, 0.85 at 4, 0.81 at 8, 0.79 from 16); 0.5.x 1 - reserved / the GPU's memory, rounded to
-    3 places, reserved (9.5 + TP x PP / 2) GiB on a 35-90 GB GPU, (12 + TP x PP / 2) GiB on a 90-160 GB one, 4 GiB
-    more with DP attention. The GPU's memory is the catalog's (CUDA's total where it has one, else the datasheet's),
-    where SGLang reads nvidia-smi's total: ~1% more on an 80 GB part."""
+    (0.88 at 1, 0.87 at 2, 0.85 at 4, 0.81 at 8, 0.79 from 16); 0.5.x the ``sglang`` entry's rule
+    (``Stack.memory_utilization_for``: 1 - reserved / the GPU's memory, reserved by GPU class, TP x PP and DP
+    attention). The GPU's memory is the catalog's (CUDA's total where it has one, else the datasheet's), where SGLang
+    reads nvidia-smi's total: ~1% more on an 80 GB part."""
     if _release(run) < (0, 5, 0):
         return 0.88 if tp < 2 else 0.87 if tp < 4 else 0.85 if tp < 8 else 0.81 if tp < 16 else 0.79
     device = Catalog().device(run.settings["device"])
-    gpu_gib = (device.runtime_memory_bytes or device.memory_bytes) / 2**30
-    parallel = tp * int(float(run.settings["pp"] or 1))
-    reserved = (9.5 if gpu_gib < 90 else 12.0) + parallel / 2 + (4.0 if dp_attention else 0.0)
-    return round((gpu_gib - reserved) / gpu_gib, 3)
+    ranks = tp * int(float(run.settings["pp"] or 1))
+    rule = (
+        Catalog()
+        .stack("sglang")
+        .memory_utilization_for(device.runtime_memory_bytes or device.memory_bytes, ranks, dp_attention)
+    )
+    return 0.88 if rule is None else rule
 
 
 def _set_if_not_the_entrys(fields: dict, entry: str, name: str, value) -> None:

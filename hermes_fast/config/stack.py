@@ -18,7 +18,7 @@ from typing import Literal
 from .base import ConfigError, fld
 from .hardware import Dtype
 
-__all__ = ["Stack", "MoeKernel", "ADMISSIONS", "needs_sink_kernels", "in_compute_capability_range"]
+__all__ = ["Stack", "MoeKernel", "MemoryClass", "ADMISSIONS", "needs_sink_kernels", "in_compute_capability_range"]
 
 ADMISSIONS = ("on_demand", "reserve_all", "new_token_ratio")
 # below this compute capability the stacks' FlashAttention is FlashAttention 2, which has no attention sinks (vLLM
@@ -80,6 +80,19 @@ class MoeKernel:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MemoryClass:
+    """GPUs whose memory falls in [min_gib, max_gib) and the memory a stack keeps off its static pool on them."""
+
+    min_gib: float = fld(unit="GiB", doc="least GPU memory of the class", ge=0, le=1e6)
+    max_gib: float = fld(unit="GiB", doc="GPU memory the class stops below", gt=0, le=1e6)
+    reserved_gib: float = fld(unit="GiB", doc="memory kept off the static pool on one rank", ge=0, le=1e6)
+
+    def _validate(self, path: str) -> None:
+        if self.max_gib <= self.min_gib:
+            raise ConfigError(f"{path}.max_gib", self.max_gib, f"> min_gib ({self.min_gib:g})")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Stack:
     """A serving stack's defaults and costs (see the module docstring); None: the engine schema's default."""
 
@@ -88,6 +101,19 @@ class Stack:
     # engine defaults (an engine's own fields win)
     memory_utilization: float | None = fld(
         None, unit="1", doc="fraction of device memory for weights + KV (None: the engine schema's 0.9)", gt=0, le=1
+    )
+    memory_reserved: tuple[MemoryClass, ...] = fld(
+        (),
+        doc="memory_utilization by rule on a device in one of these classes, where an engine sets none: 1 - "
+        "(reserved_gib + memory_reserved_per_rank_gib x TP x PP, + memory_reserved_attention_dp_gib with attention "
+        "DP) / the device's memory in GiB, to 3 places (SGLang 0.5's mem_fraction_static); elsewhere "
+        "memory_utilization",
+    )
+    memory_reserved_per_rank_gib: float = fld(
+        0.0, unit="GiB", doc="memory_reserved's share per rank of the replica (TP x PP)", ge=0, le=1e3
+    )
+    memory_reserved_attention_dp_gib: float = fld(
+        0.0, unit="GiB", doc="memory_reserved's addition under attention data parallelism", ge=0, le=1e3
     )
     memory_basis: Literal["device", "free"] = fld(
         "device",
@@ -298,6 +324,18 @@ class Stack:
     def thread_token_s(self) -> float:
         """Seconds of that thread a streamed token takes."""
         return self.frontend_token_s / self.api_servers
+
+    def memory_utilization_for(self, device_bytes: float, ranks: float, attention_dp: bool) -> float | None:
+        """The memory_utilization an engine that sets none runs at on a device of ``device_bytes`` (what CUDA
+        reports) with ``ranks`` = TP x PP: ``memory_reserved``'s rule on a device in one of its classes, else
+        memory_utilization (None: the engine schema's default)."""
+        gib = device_bytes / 2**30
+        for c in self.memory_reserved:
+            if c.min_gib <= gib < c.max_gib:
+                reserved = c.reserved_gib + self.memory_reserved_per_rank_gib * ranks
+                reserved += self.memory_reserved_attention_dp_gib if attention_dp else 0.0
+                return round((gib - reserved) / gib, 3)
+        return self.memory_utilization
 
     def prefill_attention_extra_for(self, attention_sinks: bool, compute_capability: float | None) -> float:
         """The prefill attention extra of the backend the stack runs for such a model on such a device: its sink

@@ -104,16 +104,16 @@ def _engines(ds: xr.Dataset, i: int) -> list[dict]:
             "replicas": int(c.replicas.values),
         }
     )
-    for p in pools:
-        p["devices"] = p["tp"] * p["pp"] * p["cp"]
     budget = int(c.max_batched_tokens.values)
     stack = _plan_stack(ds)
+    for p in pools:
+        p["devices"] = p["tp"] * p["pp"] * p["cp"]
+        p["memory_utilization"] = _memory_utilization(stack, p, float(ds.attrs["memory_utilization"]))
     shared = {
         "dtype": str(c.dtype.values),
         "max_batch_size": int(c.max_batch_size.values),
         "max_batched_tokens": budget,
         "prefill_tokens": _prefill_tokens(stack, budget),
-        "memory_utilization": float(ds.attrs["memory_utilization"]),
         "async_scheduling": stack is not None and stack.async_scheduling,
         "api_servers": stack.api_servers if stack is not None else 1,
     }
@@ -127,6 +127,17 @@ def _plan_stack(ds: xr.Dataset):
         return Catalog({"stacks": plan.get("stacks") or {}}).stack(str(ds.attrs.get("stack", "vllm")))
     except ConfigError:
         return None
+
+
+def _memory_utilization(stack, pool: dict, planned: float) -> float:
+    """The memory fraction a pool's engines ran at: the stack's rule for its device and layout where it has one
+    (``Stack.memory_utilization_for``: SGLang 0.5's by GPU memory, TP x PP and attention DP), else the plan's."""
+    if stack is None or not stack.memory_reserved:
+        return planned
+    d = Catalog().device(pool["device"])
+    ranks = pool["tp"] * pool["pp"]
+    rule = stack.memory_utilization_for(d.runtime_memory_bytes or d.memory_bytes, ranks, pool["attention_dp"])
+    return planned if rule is None else rule
 
 
 def _prefill_tokens(stack, budget: int) -> int:
