@@ -252,10 +252,11 @@ def compile_engine(
     p[L.HEADS] = heads
     sat, bw = rates.gemm_saturation_tokens, rates.elementwise_bw
 
-    def gemm(block: int, k: float, n: float, w_bytes: float = wb, grouped: bool = False) -> None:
-        # a grouped launch (routed experts) tiles every active expert's output at once: its width is not one
-        # expert's n, so it streams at the full rate (what its experts' kernels lose is moe_*_extra's)
-        gemm_bw = rates.gemm_memory_bw if grouped or n <= 0.0 else rates.gemm_memory_bw_for(n)
+    def gemm(block: int, k: float, n: float, w_bytes: float = wb, full_rate: bool = False) -> None:
+        # full_rate: a grouped launch (routed experts) tiles every active expert's output at once, so its width is
+        # not one expert's n (what its experts' kernels lose is moe_*_extra's); the router's n (the expert count,
+        # 8-512) lies at or below every calibrated width (512 up), where the saturation would be an extrapolation
+        gemm_bw = rates.gemm_memory_bw if full_rate or n <= 0.0 else rates.gemm_memory_bw_for(n)
         p[block : block + 4] = gemm_coefficients(k, n, rates.gemm_flops_for(k, n), sat, gemm_bw, w_bytes, ab)
 
     qkv, out = layer_gemm_shapes(m, attn_tp)[:2]
@@ -298,9 +299,9 @@ def compile_engine(
         p[L.TOP_K] = e.top_k
         # every expert is hit once top_k == n_experts: log(0) = -inf gives exactly that in the kernel
         p[L.EXPERT_LOG_MISS] = math.log1p(-e.top_k / e.n_experts) if e.top_k < e.n_experts else -math.inf
-        gemm(L.G_ROUTER, h, e.n_experts)
-        gemm(L.G_EXP_UP, h, (nm - 1) * e.expert_ffn_hidden_size / ffn_tp, ewb, grouped=True)
-        gemm(L.G_EXP_DOWN, e.expert_ffn_hidden_size / ffn_tp, h, ewb, grouped=True)
+        gemm(L.G_ROUTER, h, e.n_experts, full_rate=True)
+        gemm(L.G_EXP_UP, h, (nm - 1) * e.expert_ffn_hidden_size / ffn_tp, ewb, full_rate=True)
+        gemm(L.G_EXP_DOWN, e.expert_ffn_hidden_size / ffn_tp, h, ewb, full_rate=True)
         shared_f = e.n_shared_experts * (e.shared_expert_ffn_hidden_size or e.expert_ffn_hidden_size)
         # shared experts run beside the attention: whole on each attention-DP rank, for its own tokens
         if shared_f:

@@ -54,7 +54,8 @@ def _compile(engine: Engine, resolved: ResolvedScenario, path: str, strict: bool
             raise
         ok = False
         par = dataclasses.replace(par, ep=1, attention_dp=False, cp=1)  # costs still computed, fractional shards
-    mem, budget = memory_utilization(engine, stack, device), engine.max_batched_tokens
+    mem = memory_utilization(dataclasses.replace(engine, parallel=par), stack, device, path)
+    budget = engine.max_batched_tokens
     batch = engine.batching.max_batch_size  # (its logits, where the stack's memory profile samples a batch)
     ce = compile_engine(
         model, device, par, engine.dtypes, mem, budget, path, check=False, stack=stack, max_batch_size=batch

@@ -106,7 +106,7 @@ def engine_pool(resolved: ResolvedScenario, idx: int, role: str) -> Pool:
     own = resolved.engines[idx]
     e, model, device = own.engine, own.model, own.device
     path = f"engines[{idx}]"
-    mem, budget = memory_utilization(e, own.stack, device), e.max_batched_tokens
+    mem, budget = memory_utilization(e, own.stack, device, path), e.max_batched_tokens
     batch = e.batching.max_batch_size
     ce = compile_engine(model, device, e.parallel, e.dtypes, mem, budget, path, stack=own.stack, max_batch_size=batch)
     if not ce.weights_fit:

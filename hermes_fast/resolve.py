@@ -160,8 +160,9 @@ class Catalog:
 @dataclass(frozen=True)
 class ResolvedEngine:
     """One engine of a scenario with its catalog entries: the engine with the fields it left unset taken from
-    its serving stack (:func:`engine_with_stack`), the model, the device (calibration applied, then the stack's
-    host costs) and the stack."""
+    its serving stack (:func:`engine_with_stack`; memory_utilization stays unset under a stack that sets it by rule:
+    :func:`memory_utilization`), the model, the device (calibration applied, then the stack's host costs) and the
+    stack."""
 
     engine: Engine
     model: Model
@@ -201,16 +202,24 @@ def engine_with_stack(engine: Engine, stack: Stack) -> Engine:
     return replace(engine, batching=replace(b, **fill), **top)
 
 
-def memory_utilization(engine: Engine, stack: Stack, device: Device) -> float:
-    """The memory_utilization ``engine`` runs at on ``device``: its own, else its stack's rule for the device and
-    the engine's layout (``Stack.memory_utilization_for``: SGLang 0.5's by GPU memory, TP x PP and attention DP),
-    else the stack's or the schema's value."""
+def memory_utilization(engine: Engine, stack: Stack, device: Device, path: str = "engine") -> float:
+    """The memory_utilization ``engine`` (at ``path``) runs at on ``device``: its own, else its stack's rule for the
+    device and the engine's layout (``Stack.memory_utilization_for``: SGLang 0.5's by GPU memory, TP x PP and
+    attention DP), else the stack's or the schema's value. ConfigError where the rule reserves the whole device."""
     if engine.memory_utilization is not None:
         return engine.memory_utilization
     par = engine.parallel
     rule = stack.memory_utilization_for(
         device.runtime_memory_bytes or device.memory_bytes, par.tp * par.pp, par.attention_dp
     )
+    if rule is not None and rule <= 0.0:
+        raise ConfigError(
+            f"{path}.stack",
+            engine.stack,
+            f"a stack whose memory_reserved leaves memory on {device.name} at TP x PP = {par.tp * par.pp} (its rule "
+            f"reads a memory_utilization of {rule:g}): fewer ranks, another device, or the engine's own "
+            "memory_utilization",
+        )
     return ENGINE_DEFAULTS["memory_utilization"] if rule is None else rule
 
 
@@ -241,7 +250,8 @@ class ResolvedScenario:
 
     @property
     def effective_scenario(self) -> Scenario:
-        """The scenario with each engine's unset fields filled from its stack (what runs; for display)."""
+        """The scenario with each engine's unset fields filled from its stack (what runs; for display; a
+        memory_utilization its stack sets by rule stays unset: :func:`memory_utilization`)."""
         return replace(self.scenario, engines=tuple(r.engine for r in self.engines))
 
     def describe_calibrations(self, device_names: Iterable[str]) -> str:

@@ -473,10 +473,10 @@ def test_presets_lists_the_stacks_with_versions_and_sources(capsys):
     assert (overlap["vllm"], overlap["sglang"], overlap["vllm-0.8"]) == ("async", "decode-only", "none")
     assert all(int(line.split()[-1]) >= 1 for line in lines)  # every stack names its sources
     # the MoE kernels: vLLM's fused-MoE extras for the formats they describe, vLLM 0.8's for every format
-    assert "x2.45 / x1.28 (bf16, fp16, fp8); fp4 on cc 9: x1 / x1.77" in rows["vllm"]
-    assert "x2.93 / x1 " in rows["vllm-0.8"]
+    assert "x2.55 / x1.25 (bf16, fp16, fp8); fp4 on cc 9: x1 / x1.78" in rows["vllm"]
+    assert "x2.99 / x1 " in rows["vllm-0.8"]
     # the prefill attention kernels: SGLang's backend for every model; vLLM's TRITON_ATTN for sink models on Ampere
-    assert " x2.27;" in rows["sglang"] and "x1.06 " in rows["vllm-0.8"] and "sinks" not in rows["sglang"]
+    assert " x2.27;" in rows["sglang"] and "x1.02 " in rows["vllm-0.8"] and "sinks" not in rows["sglang"]
     assert " x1, sinks before Hopper x5.93 " in rows["vllm"]
     # and SGLang's decode on CUDA cores (FlashInfer) for few query heads a KV head, before Hopper
     assert "x2.27; decode x1.91 (<= 4 q/kv, cc <= 8.9) " in rows["sglang"] and "decode" not in rows["vllm"]
@@ -897,6 +897,10 @@ def test_sglangs_memory_fraction_follows_its_rule_by_gpu_and_layout():
     by_grid = grid.kv_capacity_tokens.values.ravel().tolist()
     assert by_grid == [kv(2, memory_utilization=rule("h100_sxm", 2)), kv(8, memory_utilization=rule("h100_sxm", 8))]
     assert kv(8) == by_grid[1] and kv(8, memory_utilization=0.7) < by_grid[1]
+    # reserved memory reaching the device's: one error naming the rule, not a negative fraction
+    big = {"stacks": {"s": {"base": "sglang", "memory_reserved_per_rank_gib": 10.0}}}
+    with pytest.raises(hf.ConfigError, match=r"engines\[0\]\.stack: got 's'; expected a stack whose memory_reserved"):
+        hf.estimate({**engine_of("s", model="llama-3.1-70b", parallel={"tp": 8}), **big})
     # a stack without the rule: its own value whatever the layout
     (vllm,) = resolve_scenario(engine_of("vllm", model="llama-3.1-70b", parallel={"tp": 8})).engines
     assert vllm.engine.memory_utilization == 0.9

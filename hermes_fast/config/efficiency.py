@@ -149,7 +149,7 @@ class Efficiency:
         None, unit="1", doc="gemm_memory_efficiency of block-scaled FP8 GEMMs", gt=0, le=1
     )
     block_scaled_memory_saturation_n: float | None = fld(
-        None, unit="1", doc="gemm_memory_saturation_n of block-scaled FP8 GEMMs", ge=0, le=1e7
+        None, unit="1", doc="gemm_memory_saturation_n of block-scaled FP8 GEMMs (None: the 8-bit value)", ge=0, le=1e7
     )
     block_scaled_gemm_overhead_s: float | None = fld(
         None, unit="s", doc="low_precision_gemm_overhead_s of block-scaled FP8 GEMMs (scale handling)", ge=0, le=1

@@ -122,7 +122,8 @@ class Engine:
         None,
         unit="1",
         doc="fraction of device memory usable for weights+KV, or under a stack whose memory_basis is free "
-        "(TensorRT-LLM) the fraction of what weights and activations leave that KV takes (None: the stack's, else 0.9)",
+        "(TensorRT-LLM) the fraction of what weights and activations leave that KV takes (None: the stack's, by its "
+        "rule for the device and layout where it has one (SGLang's memory_reserved), else 0.9)",
         gt=0,
         le=1,
     )

@@ -107,7 +107,8 @@ class Stack:
         doc="memory_utilization by rule on a device in one of these classes, where an engine sets none: 1 - "
         "(reserved_gib + memory_reserved_per_rank_gib x TP x PP, + memory_reserved_attention_dp_gib with attention "
         "DP) / the device's memory in GiB, to 3 places (SGLang 0.5's mem_fraction_static); elsewhere "
-        "memory_utilization",
+        "memory_utilization (a stack based on one with classes that wants its own memory_utilization everywhere sets "
+        "memory_reserved: [])",
     )
     memory_reserved_per_rank_gib: float = fld(
         0.0, unit="GiB", doc="memory_reserved's share per rank of the replica (TP x PP)", ge=0, le=1e3
@@ -334,7 +335,7 @@ class Stack:
             if c.min_gib <= gib < c.max_gib:
                 reserved = c.reserved_gib + self.memory_reserved_per_rank_gib * ranks
                 reserved += self.memory_reserved_attention_dp_gib if attention_dp else 0.0
-                return round((gib - reserved) / gib, 3)
+                return round((gib - reserved) / gib, 3)  # (<= 0 where the rule reserves the whole device)
         return self.memory_utilization
 
     def prefill_attention_extra_for(self, attention_sinks: bool, compute_capability: float | None) -> float:

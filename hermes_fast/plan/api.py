@@ -244,6 +244,8 @@ def _dataset(spec, catalog, t, cands, s, order, chosen, results) -> xr.Dataset:
             **provenance(),
             "model": spec.model,
             "stack": spec.stack,
+            # (under a stack with a memory rule, SGLang's, its value outside the rule's classes: each candidate ran
+            # at the rule's for its device and layout, and the exported commands carry that)
             "memory_utilization": stack.memory_utilization if stack.memory_utilization is not None else 0.9,
             "candidates": n,
             "kept": int((cands.reason == 0).sum()),
