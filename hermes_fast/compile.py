@@ -352,9 +352,7 @@ def compile_engine(
         reserve = max(reserve, rows * m.vocab_size * SAMPLER_PROFILE_BYTES)
     if stack is not None and not stack.activation_reserve:  # (activations live outside the stack's budget)
         reserve = 0.0
-    capacity = d.memory_bytes
-    if stack is not None and stack.device_memory == "runtime" and d.runtime_memory_bytes is not None:
-        capacity = d.runtime_memory_bytes
+    capacity = d.memory_bytes if stack is None else stack.capacity_bytes(d)
     usable = capacity * memory_utilization
     if stack is not None and stack.memory_basis == "free":  # KV takes that share of what weights and activations leave
         usable = weights + reserve + memory_utilization * max(capacity - weights - reserve, 0.0)

@@ -209,9 +209,7 @@ def memory_utilization(engine: Engine, stack: Stack, device: Device, path: str =
     if engine.memory_utilization is not None:
         return engine.memory_utilization
     par = engine.parallel
-    rule = stack.memory_utilization_for(
-        device.runtime_memory_bytes or device.memory_bytes, par.tp * par.pp, par.attention_dp
-    )
+    rule = stack.memory_utilization_for(device, par.tp * par.pp, par.attention_dp)
     if rule is not None and rule <= 0.0:
         raise ConfigError(
             f"{path}.stack",

@@ -879,8 +879,7 @@ def test_sglangs_memory_fraction_follows_its_rule_by_gpu_and_layout():
     st = cat.stack("sglang")
 
     def rule(device, ranks, dp=False):
-        d = cat.device(device)
-        return st.memory_utilization_for(d.runtime_memory_bytes or d.memory_bytes, ranks, dp)
+        return st.memory_utilization_for(cat.device(device), ranks, dp)
 
     assert (rule("h100_sxm", 1), rule("h100_sxm", 8), rule("h200_sxm", 8), rule("h200_sxm", 8, True)) == (
         0.874, 0.83, 0.878, 0.848,

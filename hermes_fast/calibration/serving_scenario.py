@@ -168,19 +168,14 @@ def _sglang_mem_fraction(run: ServingRun, tp: int, dp_attention: bool) -> float:
     """SGLang's mem_fraction_static where a run does not set it (server_args.py, stack_facts.csv): 0.4.x by TP size
     (0.88 at 1, 0.87 at 2, 0.85 at 4, 0.81 at 8, 0.79 from 16); 0.5.x the ``sglang`` entry's rule
     (``Stack.memory_utilization_for``: 1 - reserved / the GPU's memory, reserved by GPU class, TP x PP and DP
-    attention; on a GPU outside its classes, 35-160 GiB, the entry's 0.88: no simulated run is). The GPU's memory is
-    the catalog's (CUDA's total where it has one, else the datasheet's), where SGLang reads nvidia-smi's total: ~1%
-    more on an 80 GB part."""
+    attention; on a GPU outside its classes, 35-160 GiB, the entry's memory_utilization: no simulated run is). The
+    GPU's memory is the stack's (``Stack.capacity_bytes``: CUDA's total where the catalog has one), where SGLang reads
+    nvidia-smi's total: ~1% more on an 80 GB part."""
     if _release(run) < (0, 5, 0):
         return 0.88 if tp < 2 else 0.87 if tp < 4 else 0.85 if tp < 8 else 0.81 if tp < 16 else 0.79
     device = Catalog().device(run.settings["device"])
     ranks = tp * int(float(run.settings["pp"] or 1))
-    rule = (
-        Catalog()
-        .stack("sglang")
-        .memory_utilization_for(device.runtime_memory_bytes or device.memory_bytes, ranks, dp_attention)
-    )
-    return 0.88 if rule is None else rule
+    return Catalog().stack("sglang").memory_utilization_for(device, ranks, dp_attention)
 
 
 def _set_if_not_the_entrys(fields: dict, entry: str, name: str, value) -> None:

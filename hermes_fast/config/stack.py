@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .base import ConfigError, fld
-from .hardware import Dtype
+from .hardware import Device, Dtype
 
 __all__ = ["Stack", "MoeKernel", "MemoryClass", "ADMISSIONS", "needs_sink_kernels", "in_compute_capability_range"]
 
@@ -326,11 +326,18 @@ class Stack:
         """Seconds of that thread a streamed token takes."""
         return self.frontend_token_s / self.api_servers
 
-    def memory_utilization_for(self, device_bytes: float, ranks: float, attention_dp: bool) -> float | None:
-        """The memory_utilization an engine that sets none runs at on a device of ``device_bytes`` (what CUDA
-        reports) with ``ranks`` = TP x PP: ``memory_reserved``'s rule on a device in one of its classes, else
+    def capacity_bytes(self, device: Device) -> float:
+        """The device memory the stack budgets from (``device_memory``): CUDA's total where it is runtime and the
+        device has one, else the datasheet's."""
+        if self.device_memory == "runtime" and device.runtime_memory_bytes is not None:
+            return device.runtime_memory_bytes
+        return device.memory_bytes
+
+    def memory_utilization_for(self, device: Device, ranks: float, attention_dp: bool) -> float | None:
+        """The memory_utilization an engine that sets none runs at on ``device`` with ``ranks`` = TP x PP:
+        ``memory_reserved``'s rule on a device whose memory (:meth:`capacity_bytes`) is in one of its classes, else
         memory_utilization (None: the engine schema's default)."""
-        gib = device_bytes / 2**30
+        gib = self.capacity_bytes(device) / 2**30
         for c in self.memory_reserved:
             if c.min_gib <= gib < c.max_gib:
                 reserved = c.reserved_gib + self.memory_reserved_per_rank_gib * ranks

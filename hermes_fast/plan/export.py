@@ -134,9 +134,8 @@ def _memory_utilization(stack, pool: dict, planned: float) -> float:
     (``Stack.memory_utilization_for``: SGLang 0.5's by GPU memory, TP x PP and attention DP), else the plan's."""
     if stack is None or not stack.memory_reserved:
         return planned
-    d = Catalog().device(pool["device"])
-    ranks = pool["tp"] * pool["pp"]
-    rule = stack.memory_utilization_for(d.runtime_memory_bytes or d.memory_bytes, ranks, pool["attention_dp"])
+    device = Catalog().device(pool["device"])
+    rule = stack.memory_utilization_for(device, pool["tp"] * pool["pp"], pool["attention_dp"])
     return planned if rule is None else rule
 
 
